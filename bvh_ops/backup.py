@@ -1,0 +1,275 @@
+"""The logical (pg_dump) backup: one snapshot for the dump and the fingerprints, streamed into
+the repository, committed by its manifest. No Prefect here; flows/daily_backup.py wraps it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bvh_ops import __version__
+from bvh_ops.config import Settings
+from bvh_ops.errors import ConcurrencyError, DatabaseError
+from bvh_ops.keys import HostKey, load_or_create_host_key, load_recipients
+from bvh_ops.pg.conn import connect, translate
+from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables
+from bvh_ops.pg.tools import pg_env, raise_for_tool, spawn_tool
+from bvh_ops.repository.manifest import Manifest, TableStat
+from bvh_ops.repository.repo import Repository, new_backup_id, stats_to_entry
+from bvh_ops.storage import open_store
+from bvh_ops.stream import seal_data_key
+
+log = logging.getLogger("bvh_ops.backup")
+
+DUMP_OBJECT = "dump.pgcustom"
+READ_CHUNK = 1 << 20
+# pg_advisory_lock key space: a fixed class id and a per-procedure id (hashtext of its name).
+LOCK_CLASS = 0x6276  # "bv"
+
+Progress = Callable[[int], None]
+
+
+def trusted_keys(settings: Settings, host_key: HostKey) -> dict[str, str]:
+    from bvh_ops.keys import host_key_id
+
+    keys = {host_key.key_id: host_key.public_b64}
+    for pub in settings.trusted_host_keys:
+        keys[host_key_id(pub)] = pub
+    return keys
+
+
+def open_repository(settings: Settings, *, check: bool = True) -> tuple[Repository, HostKey]:
+    store = open_store(settings)
+    if check:
+        store.check()
+    host_key = load_or_create_host_key(settings.state_dir)
+    return Repository(store, trusted_keys(settings, host_key)), host_key
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    manifest: Manifest
+    seconds: float
+    repository: str
+
+    def to_json(self) -> dict[str, object]:
+        m = self.manifest
+        return {
+            "backup_id": m.backup_id,
+            "kind": m.kind,
+            "started_at": m.started_at,
+            "finished_at": m.finished_at,
+            "bytes_in": m.bytes_in,
+            "bytes_stored": m.bytes_stored,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(m.bytes_in / 1e6 / self.seconds, 2) if self.seconds > 0 else None,
+            "repository": self.repository,
+            "database": m.database,
+            "server_version": m.server_version,
+            "objects": [o.name for o in m.objects],
+            "tables": {t.name: {"rows": t.rows, "fingerprint": t.fingerprint} for t in m.tables},
+        }
+
+
+class _StderrTail(threading.Thread):
+    """Drain a child's stderr (so it never blocks) and keep the last 64 KiB."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self.data = b""
+
+    def run(self) -> None:
+        for line in self._stream:
+            self.data = (self.data + line)[-65536:]
+
+    def text(self) -> str:
+        self.join(timeout=5)
+        return self.data.decode(errors="replace")
+
+
+def _server_info(conn: psycopg.Connection) -> tuple[str, int, str]:
+    version, num = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int").fetchone()
+    try:
+        with conn.transaction():
+            sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    except psycopg.Error:
+        sysid = "unknown (needs pg_monitor or superuser)"
+    return version, num, sysid
+
+
+def _check_privileges(conn: psycopg.Connection, tables: list[TableRef]) -> None:
+    rows = conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE format('%%I.%%I', n.nspname, c.relname) = ANY(%s) AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+        ([t.name for t in tables],),
+    ).fetchall()
+    if rows:
+        names = ", ".join(r[0] for r in rows)
+        raise DatabaseError(f"permission denied on table {names}: grant the backup role SELECT on it (or pg_read_all_data)")
+
+
+class TargetLock:
+    """Session-level advisory lock on the target: at most one run of ``procedure`` per target.
+
+    Chosen over a Prefect global concurrency limit because it lives in the target itself: it
+    holds for CLI runs, Prefect runs and several Prefect servers alike, and PostgreSQL releases
+    it by itself when the holder dies (a Prefect slot of a SIGKILLed run waits for slot decay).
+    """
+
+    def __init__(self, dsn: str, procedure: str) -> None:
+        self.dsn = dsn
+        self.procedure = procedure
+        self.conn: psycopg.Connection | None = None
+
+    def __enter__(self) -> TargetLock:
+        self.conn = connect(self.dsn, autocommit=True)
+        got = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                (LOCK_CLASS, self.procedure)).fetchone()[0]
+        if not got:
+            holder = self.conn.execute(
+                "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
+                "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = hashtext(%s)::oid",
+                (LOCK_CLASS, self.procedure)).fetchone()
+            self.conn.close()
+            who = f" (backend pid {holder[0]}, since {holder[2]:%Y-%m-%d %H:%M:%S})" if holder else ""
+            raise ConcurrencyError(
+                f"another {self.procedure} of this database is running{who}: wait for it to finish")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
+                       backup_id: str | None = None) -> BackupResult:
+    """Snapshot, fingerprint and dump the target into a new committed backup."""
+    dsn = settings.require_database_url()
+    recipients = load_recipients(settings.require_recipients())
+    repo, host_key = open_repository(settings)
+    dbname = conninfo_to_dict(dsn).get("dbname") or conninfo_to_dict(dsn).get("user") or "postgres"
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    backup_id = backup_id or new_backup_id("logical", started)
+
+    with TargetLock(dsn, "daily-backup"):
+        conn = connect(dsn)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        writer = None
+        dump = None
+        fp_thread: threading.Thread | None = None
+        try:
+            try:
+                snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+                version, version_num, sysid = _server_info(conn)
+                tables = list_tables(conn)
+                _check_privileges(conn, tables)
+            except psycopg.Error as exc:
+                raise translate(exc, "taking the snapshot") from None
+
+            fp_result: dict[str, object] = {}
+
+            def _fingerprints() -> None:
+                try:
+                    fp_result["stats"] = fingerprint_database(conn, tables)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                    fp_result["error"] = exc
+
+            fp_thread = threading.Thread(target=_fingerprints, name="bvh-fingerprints", daemon=True)
+            fp_thread.start()
+
+            data_key = os.urandom(32)
+            envelopes = seal_data_key(data_key, recipients)
+            key_ids = tuple(r.key_id for r in recipients)
+            writer = repo.begin(backup_id)
+            args = ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync", "-d", dbname]
+            dump = spawn_tool("pg_dump", args, env=pg_env(dsn, dbname=dbname), bin_dir=settings.pg_bin_dir)
+            err_tail = _StderrTail(dump.stderr)
+            err_tail.start()
+            with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=envelopes,
+                               compression_level=settings.compression_level,
+                               segment_size=settings.segment_size_kib << 10) as out:
+                total = 0
+                while chunk := dump.stdout.read(READ_CHUNK):
+                    out.write(chunk)
+                    total += len(chunk)
+                    if progress:
+                        progress(total)
+                rc = dump.wait()
+                if rc != 0:
+                    raise_for_tool("pg_dump", rc, err_tail.text())
+            dump_stats = out.stats
+            fp_thread.join()
+            if "error" in fp_result:
+                raise fp_result["error"]  # type: ignore[misc]
+            stats: list[TableStat] = fp_result["stats"]  # type: ignore[assignment]
+            finished = datetime.now(UTC)
+            manifest = Manifest(
+                backup_id=backup_id,
+                kind="logical",
+                tool_version=__version__,
+                started_at=started.isoformat(),
+                finished_at=finished.isoformat(),
+                database=dbname,
+                server_version=version,
+                server_version_num=version_num,
+                system_identifier=sysid,
+                snapshot_id=snapshot,
+                dump_format="custom",
+                compression=f"zstd-{settings.compression_level}",
+                kem=recipients[0].kem,
+                key_ids=key_ids,
+                host=socket.gethostname(),
+                objects=(stats_to_entry(DUMP_OBJECT, dump_stats, key_ids, f"zstd-{settings.compression_level}"),),
+                tables=tuple(stats),
+                extra={"tables_in_snapshot": [t.name for t in tables]},
+            )
+            writer.commit(manifest, host_key)
+            log.info("backup %s committed: %d bytes in, %d stored", backup_id, manifest.bytes_in, manifest.bytes_stored)
+            return BackupResult(manifest, time.monotonic() - t0, repo.store.url)
+        except BaseException:
+            if dump is not None and dump.poll() is None:
+                dump.kill()
+                dump.wait()
+            if writer is not None:
+                try:
+                    writer.abort()
+                except Exception:  # noqa: BLE001 - leftovers are collected by a later run
+                    log.warning("could not remove the partial backup %s; a later run will", backup_id)
+            raise
+        finally:
+            if fp_thread is not None and fp_thread.is_alive():
+                try:
+                    conn.cancel_safe()
+                except psycopg.Error:
+                    pass
+                fp_thread.join(timeout=30)
+            try:
+                conn.rollback()
+                conn.close()
+            except psycopg.Error:
+                pass
+            if dump is not None and dump.stdout:
+                dump.stdout.close()
+
+
+def delete_committed(settings: Settings, backup_id: str) -> None:
+    """Rollback hook: remove a backup that was committed but whose checks then failed."""
+    repo, _ = open_repository(settings, check=False)
+    repo.delete_backup(backup_id)
+
+
+__all__ = ["BackupResult", "TargetLock", "run_logical_backup", "open_repository", "delete_committed",
+           "DUMP_OBJECT", "subprocess"]

@@ -1,0 +1,231 @@
+"""Typed settings, loaded once: ``bvh-ops.toml`` (path from ``BVH_OPS_CONFIG``), every value
+overridable by a ``BVH_OPS_<FIELD>`` environment variable. Secrets are ``SecretStr`` and never
+appear in ``repr`` or in ``config show``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bvh_ops.errors import ConfigError
+
+CONFIG_ENV = "BVH_OPS_CONFIG"
+DEFAULT_CONFIG_FILE = "bvh-ops.toml"
+
+
+class InvariantCheck(BaseModel):
+    """A named SQL query returning the rows that violate a domain rule (empty result = pass)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    sql: str
+
+
+class Settings(BaseSettings):
+    """Everything bvh-ops reads from its environment. One field, one comment."""
+
+    model_config = SettingsConfigDict(env_prefix="BVH_OPS_", extra="forbid", frozen=True)
+
+    # The database to back up: postgresql://user:password@host:port/dbname (password is secret).
+    database_url: SecretStr | None = None
+    # Where backups live: file:///abs/path or s3://bucket/prefix.
+    repository: str | None = None
+    # S3-compatible endpoint (MinIO, R2, moto); empty for AWS.
+    s3_endpoint_url: str | None = None
+    # S3 region (AWS needs one; S3-compatible stores accept any).
+    s3_region: str = "us-east-1"
+    # Server-side encryption on S3: none, AES256 or aws:kms (on top of our own encryption).
+    s3_sse: Literal["none", "AES256", "aws:kms"] = "none"
+    # KMS key for s3_sse = aws:kms.
+    s3_sse_kms_key_id: str | None = None
+    # Multipart part size in MiB (S3 minimum 5); memory per upload is one part.
+    s3_part_size_mib: int = Field(default=16, ge=5, le=5120)
+    # Public key files (recipient.pub) the data key of each backup is sealed to.
+    recipients: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Private key file (identity.key) for restore and deep verify; the backup host needs none.
+    identity: Path | None = None
+    # Local state: host signing key, embedded clusters, demo files.
+    state_dir: Path = Path(".bvh-ops")
+    # zstd level (1-22); 3 is zstd's own default and keeps up with pg_dump.
+    compression_level: int = Field(default=3, ge=1, le=22)
+    # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
+    segment_size_kib: int = Field(default=1024, ge=16, le=65536)
+    # KEM for sealing data keys: hybrid post-quantum (default) or classic X25519.
+    kem: Literal["mlkem768-x25519", "x25519"] = "mlkem768-x25519"
+    # Directory of PostgreSQL client tools (pg_dump, pg_restore); default: the embedded 18 wheel's.
+    pg_bin_dir: Path | None = None
+    # Extra pg_dump arguments are deliberately not configurable: the snapshot contract would break.
+    # Days a daily backup is kept (the runbook: 30).
+    retention_days: int = Field(default=30, ge=1)
+    # Newest complete backups always kept, whatever their age.
+    min_redundancy: int = Field(default=2, ge=1)
+    # Hours before an incomplete backup (no manifest) of a process on another host is removed.
+    incomplete_grace_hours: float = Field(default=24.0, ge=0)
+    # Extra Ed25519 public keys (base64) whose manifest signatures are trusted besides our own.
+    trusted_host_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Domain invariants for restored copies (used by the DR drill).
+    invariants: list[InvariantCheck] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = config_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @field_validator("recipients", "trusted_host_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        raw = value.get_secret_value()
+        parts = urlsplit(raw)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.netloc and "host=" not in raw:
+            raise ValueError("must look like postgresql://user:password@host:5432/dbname")
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _check_repository(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme == "file":
+            if not parts.path.startswith("/") or parts.netloc not in ("", "localhost"):
+                raise ValueError("file repositories need an absolute path: file:///abs/path")
+        elif parts.scheme == "s3":
+            if not parts.netloc:
+                raise ValueError("s3 repositories need a bucket: s3://bucket/prefix")
+        else:
+            raise ValueError("must be file:///abs/path or s3://bucket/prefix")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http(s):// URL, e.g. http://127.0.0.1:9000")
+        return value or None
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Settings:
+        if self.s3_sse == "aws:kms" and not self.s3_sse_kms_key_id:
+            raise ValueError("s3_sse = aws:kms needs s3_sse_kms_key_id")
+        return self
+
+    def __repr__(self) -> str:  # pydantic already masks SecretStr; keep the repr short too
+        return f"Settings(repository={self.repository!r}, state_dir={str(self.state_dir)!r})"
+
+    # -- accessors that fail with one clear line -------------------------------------------
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise ConfigError("database_url is not set: set BVH_OPS_DATABASE_URL or database_url in bvh-ops.toml")
+        return self.database_url.get_secret_value()
+
+    def require_repository(self) -> str:
+        if not self.repository:
+            raise ConfigError(
+                "repository is not set: set BVH_OPS_REPOSITORY to file:///abs/path or s3://bucket/prefix"
+            )
+        return self.repository
+
+    def require_recipients(self) -> list[Path]:
+        if not self.recipients:
+            raise ConfigError(
+                "recipients is not set: run `bvh-ops keygen DIR` and set BVH_OPS_RECIPIENTS=DIR/recipient.pub"
+            )
+        return list(self.recipients)
+
+    def require_identity(self) -> Path:
+        if self.identity is None:
+            raise ConfigError(
+                "identity is not set: set BVH_OPS_IDENTITY to the private key file (identity.key)"
+            )
+        return self.identity
+
+    def redacted(self) -> dict[str, object]:
+        """Every setting as plain data with secrets masked (for ``config show``)."""
+        data = self.model_dump(mode="json")
+        if self.database_url is not None:
+            data["database_url"] = redact_dsn(self.database_url.get_secret_value())
+        return data
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (URL and key=value forms)."""
+    parts = urlsplit(dsn)
+    if parts.password is not None:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        dsn = parts._replace(netloc=netloc).geturl()
+    import re
+
+    return re.sub(r"(password=)([^&\s]+)", r"\1***", dsn)
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load and validate settings once; a bad value raises ConfigError naming the field."""
+    path = config_file_path()
+    if path is not None and not path.exists():
+        raise ConfigError(f"config file {path} does not exist: fix {CONFIG_ENV} or create the file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except Exception as exc:  # a TOML syntax error surfaces as a decode error
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+    where = f" in {path}" if path else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown config field '{field}'{where}: remove it or fix its spelling (see `bvh-ops config show`)"
+    msg = err["msg"].removeprefix("Value error, ")
+    env = "BVH_OPS_" + field.split(".")[0].upper()
+    return f"config field '{field}'{where} (or {env}) is invalid: {msg}"

@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, the one subprocess wrapper for pg tools, clusters, sample data."""

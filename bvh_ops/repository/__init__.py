@@ -1,0 +1,1 @@
+"""The backup repository: layout, signed manifests, catalog, atomic commit, verify, retention."""

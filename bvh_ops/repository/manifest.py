@@ -1,0 +1,129 @@
+"""Manifests: frozen dataclasses serialised to canonical JSON and signed with the host's
+Ed25519 key. A backup exists only once its manifest is written (last)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bvh_ops.errors import IntegrityError
+from bvh_ops.keys import HostKey, host_key_id, verify_signature
+
+MANIFEST_FORMAT = "bvh-ops-manifest-v1"
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    """One stored object of a backup."""
+
+    name: str  # key relative to backups/<id>/
+    plaintext_sha256: str  # sha256 of what the tool produced (before compression)
+    plaintext_size: int  # bytes the tool produced
+    stored_sha256: str  # sha256 of the bytes in the repository (verifiable without keys)
+    stored_size: int  # bytes in the repository
+    key_ids: tuple[str, ...]  # recipients the object's data key is sealed to
+    compression: str  # e.g. "zstd-3"
+    encryption: str = "AES-256-GCM-STREAM"  # see docs/FORMAT.md
+
+
+@dataclass(frozen=True)
+class TableStat:
+    """Row count and order-independent fingerprint of one table, taken in the dump's snapshot."""
+
+    name: str  # schema-qualified, identifiers quoted as PostgreSQL would (format('%I.%I'))
+    rows: int  # row count in the snapshot
+    fingerprint: str  # see bvh_ops.pg.fingerprint
+    kind: str = "table"  # table | partitioned | matview | large_objects
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to trust, restore and compare one backup."""
+
+    backup_id: str  # sortable: <UTC time>-<kind>-<random>
+    kind: str  # logical (pg_dump); physical kinds come with WAL archiving
+    tool_version: str  # bvh-ops version that wrote it
+    started_at: str  # ISO 8601 UTC, before the snapshot was taken
+    finished_at: str  # ISO 8601 UTC, after the last object was stored
+    database: str  # database name that was dumped
+    server_version: str  # PostgreSQL server_version
+    server_version_num: int  # PostgreSQL server_version_num
+    system_identifier: str  # pg_control_system().system_identifier
+    snapshot_id: str  # pg_export_snapshot() the dump and the fingerprints share
+    dump_format: str  # custom
+    compression: str  # zstd-<level>
+    kem: str  # KEM of the data-key envelopes
+    key_ids: tuple[str, ...]  # recipients of the data key
+    host: str  # host that took the backup
+    objects: tuple[ObjectEntry, ...] = ()
+    tables: tuple[TableStat, ...] = ()
+    parent_id: str | None = None  # prior backup this one depends on (incrementals)
+    extra: dict[str, Any] = field(default_factory=dict)  # forward-compatible additions
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(o.plaintext_size for o in self.objects)
+
+    @property
+    def bytes_stored(self) -> int:
+        return sum(o.stored_size for o in self.objects)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Manifest:
+        doc = dict(doc)
+        doc["objects"] = tuple(
+            ObjectEntry(**{**o, "key_ids": tuple(o["key_ids"])}) for o in doc.get("objects", [])
+        )
+        doc["tables"] = tuple(TableStat(**t) for t in doc.get("tables", []))
+        doc["key_ids"] = tuple(doc.get("key_ids", ()))
+        return cls(**doc)
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sign_manifest(manifest: Manifest, key: HostKey) -> bytes:
+    body = manifest.to_dict()
+    envelope = {
+        "format": MANIFEST_FORMAT,
+        "manifest": body,
+        "signature": {
+            "alg": "ed25519",
+            "key_id": key.key_id,
+            "public_key": key.public_b64,
+            "value": key.sign(canonical(body)),
+        },
+    }
+    return json.dumps(envelope, sort_keys=True, indent=1).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class LoadedManifest:
+    manifest: Manifest
+    signature_ok: bool  # signed by a trusted host key and unmodified
+    signature_detail: str
+
+
+def parse_manifest(raw: bytes, trusted_keys: dict[str, str]) -> LoadedManifest:
+    """Parse a stored manifest; the signature is checked against ``trusted_keys`` (id -> b64)."""
+    try:
+        envelope = json.loads(raw)
+        if envelope.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {envelope.get('format')!r}")
+        body = envelope["manifest"]
+        manifest = Manifest.from_dict(body)
+        sig = envelope["signature"]
+    except Exception as exc:
+        raise IntegrityError(f"manifest is unreadable: {exc}") from None
+    kid = sig.get("key_id", "")
+    trusted = trusted_keys.get(kid)
+    if trusted is None:
+        return LoadedManifest(manifest, False, f"signed by untrusted host key {kid or '?'}")
+    if host_key_id(trusted) != kid or not verify_signature(trusted, sig.get("value", ""), canonical(body)):
+        return LoadedManifest(manifest, False, "signature does not match the manifest (edited?)")
+    return LoadedManifest(manifest, True, f"signed by host key {kid}")

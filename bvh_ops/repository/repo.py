@@ -1,0 +1,247 @@
+"""Repository layout, atomic backup commit and the catalog.
+
+    backups/<id>/inprogress.json   written first: host, pid, start; removed at commit
+    backups/<id>/<objects>         encrypted, compressed
+    backups/<id>/manifest.json     written LAST (+ manifest.json.copy): the commit point
+
+A backup without a manifest does not exist for readers; a later run removes it once its
+writer is known dead (same host) or it is older than the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psutil
+
+from bvh_ops.errors import IntegrityError, NotFound, StorageError
+from bvh_ops.keys import HostKey
+from bvh_ops.repository.manifest import LoadedManifest, Manifest, parse_manifest, sign_manifest
+from bvh_ops.storage.base import ObjectStore
+from bvh_ops.stream import EncryptingWriter, Envelope, StreamStats
+
+log = logging.getLogger("bvh_ops.repository")
+
+BACKUPS = "backups"
+MANIFEST = "manifest.json"
+MANIFEST_COPY = "manifest.json.copy"
+MARKER = "inprogress.json"
+
+
+def new_backup_id(kind: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}-{secrets.token_hex(3)}"
+
+
+def backup_prefix(backup_id: str) -> str:
+    return f"{BACKUPS}/{backup_id}/"
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """What the catalog knows of one backup without reading its objects."""
+
+    backup_id: str
+    kind: str
+    status: str  # complete | incomplete
+    finished_at: datetime | None
+    started_at: datetime | None
+    parent_id: str | None = None
+    bytes_stored: int = 0
+    signature_ok: bool | None = None
+    writer_host: str | None = None
+    writer_pid: int | None = None
+    last_modified: datetime | None = None
+
+
+def _iso(ts: str | None) -> datetime | None:
+    return datetime.fromisoformat(ts) if ts else None
+
+
+class Repository:
+    def __init__(self, store: ObjectStore, trusted_keys: dict[str, str] | None = None) -> None:
+        self.store = store
+        self.trusted_keys = dict(trusted_keys or {})
+
+    # -- writing -----------------------------------------------------------------------
+
+    def begin(self, backup_id: str) -> BackupWriter:
+        marker = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat()}
+        self.store.put_bytes(backup_prefix(backup_id) + MARKER, json.dumps(marker).encode())
+        return BackupWriter(self, backup_id)
+
+    def delete_backup(self, backup_id: str) -> int:
+        """Delete every object of a backup, manifest first (so it stops existing at once)."""
+        prefix = backup_prefix(backup_id)
+        keys = [o.key for o in self.store.list(prefix)]
+        keys.sort(key=lambda k: (not k.endswith((MANIFEST, MANIFEST_COPY)), k))
+        for key in keys:
+            self.store.delete(key)
+        if keys:
+            log.info("deleted backup %s (%d objects)", backup_id, len(keys))
+        return len(keys)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def load_manifest(self, backup_id: str) -> LoadedManifest:
+        prefix = backup_prefix(backup_id)
+        errors = []
+        for name in (MANIFEST, MANIFEST_COPY):
+            try:
+                return parse_manifest(self.store.get_bytes(prefix + name), self.trusted_keys)
+            except NotFound:
+                errors.append(f"{name} missing")
+            except IntegrityError as exc:
+                errors.append(f"{name}: {exc}")
+        if not any(self.store.list(prefix)):
+            raise NotFound(f"backup {backup_id} not found in {self.store.url}: see `bvh-ops backups list`")
+        raise IntegrityError(f"backup {backup_id} has no readable manifest ({'; '.join(errors)})")
+
+    def list_backups(self) -> list[BackupRecord]:
+        groups: dict[str, list] = {}
+        for info in self.store.list(BACKUPS + "/"):
+            parts = info.key.split("/")
+            if len(parts) < 3:
+                continue
+            groups.setdefault(parts[1], []).append(info)
+        records = []
+        for backup_id, infos in sorted(groups.items()):
+            names = {i.key.split("/", 2)[2]: i for i in infos}
+            newest = max(i.modified for i in infos)
+            if MANIFEST in names or MANIFEST_COPY in names:
+                try:
+                    loaded = self.load_manifest(backup_id)
+                except IntegrityError:
+                    records.append(BackupRecord(backup_id, "?", "damaged", None, None, last_modified=newest))
+                    continue
+                m = loaded.manifest
+                records.append(
+                    BackupRecord(
+                        backup_id, m.kind, "complete", _iso(m.finished_at), _iso(m.started_at),
+                        m.parent_id, m.bytes_stored, loaded.signature_ok, last_modified=newest,
+                    )
+                )
+            else:
+                host = pid = None
+                started = None
+                if MARKER in names:
+                    try:
+                        marker = json.loads(self.store.get_bytes(backup_prefix(backup_id) + MARKER))
+                        host, pid, started = marker.get("host"), marker.get("pid"), _iso(marker.get("started_at"))
+                    except (NotFound, ValueError, StorageError):
+                        pass
+                kind = backup_id.split("-")[1] if backup_id.count("-") >= 2 else "?"
+                records.append(
+                    BackupRecord(backup_id, kind, "incomplete", None, started, None,
+                                 sum(i.size for i in infos), None, host, pid, newest)
+                )
+        return records
+
+    def latest(self, kind: str | None = None) -> BackupRecord:
+        complete = [r for r in self.list_backups() if r.status == "complete" and (kind is None or r.kind == kind)]
+        if not complete:
+            raise NotFound(f"no complete backup in {self.store.url}: run `bvh-ops backup` first")
+        return max(complete, key=lambda r: (r.finished_at, r.backup_id))
+
+    def resolve(self, backup_id: str) -> str:
+        return self.latest().backup_id if backup_id == "latest" else backup_id
+
+    # -- garbage -----------------------------------------------------------------------
+
+    def collect_incomplete(self, now: datetime, grace_hours: float, *, dry_run: bool = False) -> list[str]:
+        """Remove backups that never committed: their writer is dead (same host) or they are
+        older than the grace period. Returns the ids removed (or that would be)."""
+        removed = []
+        for rec in self.list_backups():
+            if rec.status != "incomplete":
+                continue
+            if _abandoned(rec, now, grace_hours):
+                removed.append(rec.backup_id)
+                if not dry_run:
+                    log.warning("removing incomplete backup %s (never committed)", rec.backup_id)
+                    self.delete_backup(rec.backup_id)
+        return removed
+
+
+def _abandoned(rec: BackupRecord, now: datetime, grace_hours: float) -> bool:
+    age_h = (now - (rec.last_modified or now)).total_seconds() / 3600
+    if age_h >= grace_hours:
+        return True
+    if rec.writer_host == socket.gethostname() and rec.writer_pid is not None:
+        return rec.writer_pid != os.getpid() and not psutil.pid_exists(rec.writer_pid)
+    return False
+
+
+class BackupWriter:
+    """Writes the objects of one backup, then commits it by writing the manifest last."""
+
+    def __init__(self, repo: Repository, backup_id: str) -> None:
+        self.repo = repo
+        self.backup_id = backup_id
+        self.prefix = backup_prefix(backup_id)
+        self._committed = False
+
+    @contextmanager
+    def object(
+        self,
+        name: str,
+        *,
+        data_key: bytes,
+        envelopes: list[Envelope],
+        compression_level: int,
+        segment_size: int,
+    ) -> Iterator[EncryptingWriter]:
+        """Context manager: write plaintext into it; on exit the object is committed and
+        ``writer.stats`` is set; on an exception the partial upload is aborted."""
+        sink = self.repo.store.open_writer(self.prefix + name)
+        try:
+            writer = EncryptingWriter(
+                sink=sink,
+                data_key=data_key,
+                envelopes=envelopes,
+                compression_level=compression_level,
+                segment_size=segment_size,
+            )
+            yield writer
+            writer.close()
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+
+    def commit(self, manifest: Manifest, host_key: HostKey) -> None:
+        raw = sign_manifest(manifest, host_key)
+        # Copy first, then the main manifest: the main one is the commit point.
+        self.repo.store.put_bytes(self.prefix + MANIFEST_COPY, raw)
+        self.repo.store.put_bytes(self.prefix + MANIFEST, raw)
+        self._committed = True
+        try:
+            self.repo.store.delete(self.prefix + MARKER)
+        except StorageError:
+            log.warning("could not remove the in-progress marker of %s", self.backup_id)
+
+    def abort(self) -> None:
+        """Remove everything this backup wrote (used when anything before commit fails)."""
+        self.repo.delete_backup(self.backup_id)
+
+
+def stats_to_entry(name: str, stats: StreamStats, key_ids: tuple[str, ...], compression: str):
+    from bvh_ops.repository.manifest import ObjectEntry
+
+    return ObjectEntry(
+        name=name,
+        plaintext_sha256=stats.plaintext_sha256,
+        plaintext_size=stats.plaintext_size,
+        stored_sha256=stats.stored_sha256,
+        stored_size=stats.stored_size,
+        key_ids=key_ids,
+        compression=compression,
+    )

@@ -1,0 +1,154 @@
+"""Verify returns results; it never raises for a bad object and never stops at the first one.
+
+Shallow: manifest signature, every object's presence, stored size and stored sha256 (no keys).
+Deep: also decrypts, decompresses and checks the plaintext sha256 (needs the identity).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
+from bvh_ops.keys import Identity
+from bvh_ops.repository.manifest import parse_manifest
+from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, Repository, backup_prefix
+from bvh_ops.stream import DecryptingReader
+
+CHUNK = 1 << 20
+
+
+class Status(enum.StrEnum):
+    OK = "OK"
+    MISSING = "MISSING"
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+    SIZE_MISMATCH = "SIZE_MISMATCH"
+    UNREADABLE = "UNREADABLE"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    backup_id: str
+    object: str
+    status: Status
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def to_json(self) -> dict[str, str]:
+        return {"backup_id": self.backup_id, "object": f"{self.backup_id}/{self.object}",
+                "status": str(self.status), "detail": self.detail}
+
+
+class _HashingReader:
+    """Pass-through reader that hashes and counts what the decryptor consumes."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity] | None = None) -> list[VerifyResult]:
+    """One result per manifest file and per object. ``identities`` given = deep verify."""
+    prefix = backup_prefix(backup_id)
+    results: list[VerifyResult] = []
+    loaded = None
+    raws = {}
+    for name in (MANIFEST, MANIFEST_COPY):
+        try:
+            raws[name] = repo.store.get_bytes(prefix + name)
+        except NotFound:
+            results.append(VerifyResult(backup_id, name, Status.MISSING, "manifest file missing"))
+        except BvhOpsError as exc:
+            results.append(VerifyResult(backup_id, name, Status.UNREADABLE, str(exc)))
+    for name, raw in raws.items():
+        try:
+            parsed = parse_manifest(raw, repo.trusted_keys)
+        except BvhOpsError as exc:
+            results.append(VerifyResult(backup_id, name, Status.UNREADABLE, str(exc)))
+            continue
+        if parsed.signature_ok:
+            results.append(VerifyResult(backup_id, name, Status.OK, parsed.signature_detail))
+            loaded = loaded or parsed
+        else:
+            results.append(VerifyResult(backup_id, name, Status.BAD_SIGNATURE, parsed.signature_detail))
+    if loaded is None:
+        # Without a trusted manifest the object list itself cannot be trusted.
+        return results
+    for entry in loaded.manifest.objects:
+        results.append(_verify_object(repo, backup_id, prefix, entry, identities))
+    return results
+
+
+def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
+    key = prefix + entry.name
+    try:
+        info = repo.store.stat(key)
+    except BvhOpsError as exc:
+        return VerifyResult(backup_id, entry.name, Status.UNREADABLE, str(exc))
+    if info is None:
+        return VerifyResult(backup_id, entry.name, Status.MISSING, "object not in the repository")
+    if info.size != entry.stored_size:
+        return VerifyResult(
+            backup_id, entry.name, Status.SIZE_MISMATCH, f"stored {info.size} bytes, manifest says {entry.stored_size}"
+        )
+    try:
+        body = repo.store.open_reader(key)
+    except BvhOpsError as exc:
+        return VerifyResult(backup_id, entry.name, Status.UNREADABLE, str(exc))
+    try:
+        hashing = _HashingReader(body)
+        deep_detail = ""
+        if identities is not None:
+            plain_sha = hashlib.sha256()
+            plain_size = 0
+            try:
+                reader = DecryptingReader(hashing, identities)
+                while chunk := reader.read(CHUNK):
+                    plain_sha.update(chunk)
+                    plain_size += len(chunk)
+                deep_error = None
+            except CryptoError as exc:
+                deep_error = str(exc)
+            hashing.drain()
+        else:
+            hashing.drain()
+            deep_error = None
+        if hashing.sha.hexdigest() != entry.stored_sha256:
+            return VerifyResult(backup_id, entry.name, Status.CHECKSUM_MISMATCH, "stored sha256 differs from the manifest")
+        if identities is not None:
+            if deep_error is not None:
+                return VerifyResult(backup_id, entry.name, Status.UNREADABLE, deep_error)
+            if plain_sha.hexdigest() != entry.plaintext_sha256 or plain_size != entry.plaintext_size:
+                return VerifyResult(backup_id, entry.name, Status.CHECKSUM_MISMATCH, "plaintext sha256 differs")
+            deep_detail = f"; decrypted {plain_size} bytes, plaintext sha256 matches"
+        return VerifyResult(backup_id, entry.name, Status.OK, f"{info.size} bytes, sha256 matches{deep_detail}")
+    except BvhOpsError as exc:
+        return VerifyResult(backup_id, entry.name, Status.UNREADABLE, str(exc))
+    except OSError as exc:
+        return VerifyResult(backup_id, entry.name, Status.UNREADABLE, f"read failed: {exc}")
+    finally:
+        body.close()
+
+
+def render(results: list[VerifyResult]) -> str:
+    width = max((len(r.backup_id) + len(r.object) + 1 for r in results), default=10)
+    lines = [f"{(r.backup_id + '/' + r.object).ljust(width)}  {str(r.status):18}  {r.detail}" for r in results]
+    bad = sum(not r.ok for r in results)
+    lines.append(f"{len(results)} objects checked, {bad} bad")
+    return "\n".join(lines)

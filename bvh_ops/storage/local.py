@@ -1,0 +1,159 @@
+"""file:// repository. Writes go to a hidden temporary name in the same directory and are
+renamed into place after fsync, so a reader never sees half an object."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from bvh_ops.errors import NotFound, StorageError
+from bvh_ops.storage.base import ObjectInfo
+
+TMP_MARK = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _LocalWriter:
+    def __init__(self, final: Path) -> None:
+        self._final = final
+        self._tmp = final.with_name(f"{TMP_MARK}{final.name}.{secrets.token_hex(4)}")
+        self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        self._done = False
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            raise StorageError(f"writing {self._final}: {exc.strerror}") from None
+
+    def commit(self) -> None:
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self._tmp, self._final)
+            _fsync_dir(self._final.parent)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"committing {self._final}: {exc.strerror}") from None
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalStore:
+    """Repository on a local or mounted file system."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"repository {self.root} is not usable: {exc.strerror}") from None
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"repository {self.root} is not writable: fix its permissions")
+
+    def open_writer(self, key: str) -> _LocalWriter:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return _LocalWriter(path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            raise NotFound(f"object {key} not found in {self.url}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror}") from None
+
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        if if_absent and path.exists():
+            raise StorageError(f"object {key} already exists")
+        w = self.open_writer(key)
+        try:
+            w.write(data)
+        except BaseException:
+            w.abort()
+            raise
+        if if_absent:
+            # link(2) fails if the target exists: no overwrite even in a race.
+            try:
+                w._fh.flush()
+                os.fsync(w._fh.fileno())
+                w._fh.close()
+                os.link(w._tmp, path)
+            except FileExistsError:
+                raise StorageError(f"object {key} already exists") from None
+            finally:
+                w._tmp.unlink(missing_ok=True)
+                w._done = True
+            return
+        w.commit()
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_reader(key) as fh:
+            return fh.read()
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in sorted(files):
+                full = Path(dirpath) / name
+                rel = full.relative_to(self.root).as_posix()
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key}: {exc.strerror}") from None
+        # Remove now-empty parent directories up to the root.
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent

@@ -1,0 +1,234 @@
+"""s3:// repository: the one module that touches boto3.
+
+Multipart uploads hold one part in memory and are aborted on any failure. ClientError becomes
+StorageError at this boundary; throttling, 5xx and connection failures become
+TransientStorageError so tasks retry only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from bvh_ops.errors import NotFound, StorageError, TransientStorageError
+from bvh_ops.storage.base import ObjectInfo
+
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+S3_MIN_PART = 5 << 20
+S3_MAX_PART = 5 << 30
+S3_MAX_PARTS = 10_000
+# Part size doubles after this many parts, so a 16 MiB start reaches ~1 TB within 10,000 parts.
+PARTS_PER_SIZE_STEP = 2_000
+
+_TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "Throttling"}
+
+
+def _translate(exc: Exception, what: str, bucket: str) -> Exception:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "NoSuchBucket":
+            return StorageError(f"S3 bucket '{bucket}' does not exist: create it or fix BVH_OPS_REPOSITORY")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"{what}: not found")
+        if code in _TRANSIENT_CODES or status >= 500:
+            return TransientStorageError(f"{what}: S3 {code or status} (transient)")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(f"{what}: access denied by S3 ({code}): check the credentials and bucket policy")
+        return StorageError(f"{what}: S3 error {code}")
+    if isinstance(exc, (EndpointConnectionError, BotoConnectionError)):
+        return TransientStorageError(f"{what}: S3 endpoint unreachable ({exc.__class__.__name__})")
+    return StorageError(f"{what}: {exc.__class__.__name__}: {exc}")
+
+
+class _S3Writer:
+    def __init__(self, store: S3Store, key: str) -> None:
+        self._s = store
+        self._key = key
+        self._buf = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str | None = None
+        self._done = False
+
+    def _part_size(self) -> int:
+        step = len(self._parts) // PARTS_PER_SIZE_STEP
+        return min(self._s.part_size << step, S3_MAX_PART)
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        while len(self._buf) >= self._part_size():
+            size = self._part_size()
+            self._upload(bytes(self._buf[:size]))
+            del self._buf[:size]
+        return len(data)
+
+    def _upload(self, body: bytes) -> None:
+        s = self._s
+        try:
+            if self._upload_id is None:
+                resp = s.client.create_multipart_upload(Bucket=s.bucket, Key=s.full(self._key), **s.sse_args)
+                self._upload_id = resp["UploadId"]
+            n = len(self._parts) + 1
+            if n > S3_MAX_PARTS:
+                raise StorageError(f"{self._key}: object exceeds S3's 10,000 parts; raise s3_part_size_mib")
+            resp = s.client.upload_part(
+                Bucket=s.bucket, Key=s.full(self._key), UploadId=self._upload_id, PartNumber=n, Body=body
+            )
+            self._parts.append({"PartNumber": n, "ETag": resp["ETag"]})
+        except StorageError:
+            self.abort()
+            raise
+        except (ClientError, BotoCoreError) as exc:
+            self.abort()
+            raise _translate(exc, f"uploading {self._key}", s.bucket) from None
+
+    def commit(self) -> None:
+        s = self._s
+        try:
+            if self._upload_id is None:  # small object: a single PUT
+                s.client.put_object(Bucket=s.bucket, Key=s.full(self._key), Body=bytes(self._buf), **s.sse_args)
+            else:
+                if self._buf:
+                    self._upload(bytes(self._buf))
+                s.client.complete_multipart_upload(
+                    Bucket=s.bucket,
+                    Key=s.full(self._key),
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+        except (ClientError, BotoCoreError) as exc:
+            self.abort()
+            raise _translate(exc, f"committing {self._key}", s.bucket) from None
+        self._buf.clear()
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buf.clear()
+        if self._upload_id is not None:
+            try:
+                self._s.client.abort_multipart_upload(
+                    Bucket=self._s.bucket, Key=self._s.full(self._key), UploadId=self._upload_id
+                )
+            except (ClientError, BotoCoreError):
+                pass  # a later `gc` lists and aborts stale uploads
+
+
+class S3Store:
+    """Repository in an S3 bucket under a prefix; works with AWS, MinIO, R2 and moto."""
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        part_size: int = 16 << 20,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
+    ) -> None:
+        if part_size < S3_MIN_PART:
+            raise StorageError("S3 part size must be at least 5 MiB")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.part_size = part_size
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        config = Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            # boto3 >= 1.36 adds CRC checksums that several S3-compatible stores reject.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path"} if endpoint_url else {},
+        )
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        self.sse_args: dict[str, str] = {}
+        if sse:
+            self.sse_args["ServerSideEncryption"] = sse
+            if sse_kms_key_id:
+                self.sse_args["SSEKMSKeyId"] = sse_kms_key_id
+
+    def full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StorageError(
+                    f"S3 bucket '{self.bucket}' does not exist: create it or fix BVH_OPS_REPOSITORY"
+                ) from None
+            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+        except BotoCoreError as exc:
+            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+
+    def open_writer(self, key: str) -> _S3Writer:
+        return _S3Writer(self, key)
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.full(key))["Body"]
+        except (ClientError, BotoCoreError) as exc:
+            err = _translate(exc, f"object {key}", self.bucket)
+            if isinstance(err, NotFound):
+                raise NotFound(f"object {key} not found in {self.url}") from None
+            raise err from None
+
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.full(key), Body=data, **self.sse_args, **extra)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise StorageError(f"object {key} already exists") from None
+            raise _translate(exc, f"writing {key}", self.bucket) from None
+        except BotoCoreError as exc:
+            raise _translate(exc, f"writing {key}", self.bucket) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        body = self.open_reader(key)
+        try:
+            return body.read()
+        finally:
+            body.close()
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=self.full(key))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _translate(exc, f"object {key}", self.bucket) from None
+        except BotoCoreError as exc:
+            raise _translate(exc, f"object {key}", self.bucket) from None
+        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.full(prefix)):
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(self._rel(obj["Key"]), obj["Size"], obj["LastModified"])
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"listing {prefix}", self.bucket) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.full(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"deleting {key}", self.bucket) from None

@@ -1,0 +1,310 @@
+"""The streaming pipeline: plaintext -> zstd -> AES-256-GCM STREAM segments -> sink, with sha256
+of the plaintext and of the stored bytes computed on the way. Memory is bounded by one segment
+plus zstd's window, never by the size of the stream. The layout is specified in docs/FORMAT.md.
+
+STREAM (Hoang, Reyhanitabar, Rogaway, Vizár 2015): every segment's nonce carries its index and a
+last-segment flag, so dropping, reordering, swapping or truncating segments fails authentication.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+import zstandard
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bvh_ops.errors import CryptoError
+from bvh_ops.keys import Identity, Recipient
+
+MAGIC = b"BVHOPS\x00\x01"
+TAG_LEN = 16
+SALT_LEN = 32
+PREFIX_LEN = 7
+HKDF_INFO = b"bvh-ops/v1/stream"
+MAX_HEADER = 1 << 20
+FORMAT_VERSION = 1
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """What the manifest records for one object."""
+
+    plaintext_sha256: str
+    plaintext_size: int
+    stored_sha256: str
+    stored_size: int
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The data key sealed to one recipient (HPKE enc || ciphertext)."""
+
+    key_id: str
+    kem: str
+    sealed: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"kid": self.key_id, "kem": self.kem, "sealed": base64.b64encode(self.sealed).decode()}
+
+
+def seal_data_key(data_key: bytes, recipients: list[Recipient]) -> list[Envelope]:
+    return [Envelope(r.key_id, r.kem, r.seal(data_key)) for r in recipients]
+
+
+def _derive(data_key: bytes, salt: bytes) -> tuple[AESGCM, bytes]:
+    okm = HKDF(algorithm=hashes.SHA256(), length=32 + PREFIX_LEN, salt=salt, info=HKDF_INFO).derive(data_key)
+    return AESGCM(okm[:32]), okm[32:]
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    if index >= 1 << 32:
+        raise CryptoError("stream too long: more than 2^32 segments")
+    return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
+
+
+class _HashingSink:
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.sha.update(data)
+        self.size += len(data)
+        self._sink.write(data)
+
+
+class EncryptingWriter:
+    """Write plaintext; ``close()`` flushes, writes the last segment and returns the stats.
+
+    Stacked once, in this order: plaintext hash -> zstd -> STREAM AEAD -> stored hash -> sink.
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        data_key: bytes,
+        envelopes: list[Envelope],
+        compression_level: int = 3,
+        segment_size: int = 1 << 20,
+        compression_threads: int = 0,
+    ) -> None:
+        self._out = _HashingSink(sink)
+        self._plain_sha = hashlib.sha256()
+        self._plain_size = 0
+        self._seg = segment_size
+        salt = os.urandom(SALT_LEN)
+        self._aead, self._prefix = _derive(data_key, salt)
+        header = json.dumps(
+            {
+                "v": FORMAT_VERSION,
+                "aead": "AES-256-GCM-STREAM",
+                "compression": "zstd",
+                "segment_size": segment_size,
+                "salt": base64.b64encode(salt).decode(),
+                "envelopes": [e.to_json() for e in envelopes],
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        prologue = MAGIC + struct.pack(">I", len(header)) + header
+        self._aad = hashlib.sha256(prologue).digest()
+        self._out.write(prologue)
+        self._zc = zstandard.ZstdCompressor(level=compression_level, threads=compression_threads).compressobj()
+        self._buf = bytearray()
+        self._index = 0
+        self._closed = False
+        self.stats: StreamStats | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._closed:
+            raise ValueError("write to a closed EncryptingWriter")
+        self._plain_sha.update(data)
+        self._plain_size += len(data)
+        self._buf += self._zc.compress(data)
+        self._drain(keep_last=True)
+        return len(data)
+
+    def _emit(self, chunk: bytes, last: bool) -> None:
+        self._out.write(self._aead.encrypt(_nonce(self._prefix, self._index, last), chunk, self._aad))
+        self._index += 1
+
+    def _drain(self, keep_last: bool) -> None:
+        # Hold back at least one byte so the last segment is only decided at close().
+        seg = self._seg
+        while len(self._buf) > seg:
+            self._emit(bytes(self._buf[:seg]), last=False)
+            del self._buf[:seg]
+
+    def close(self) -> StreamStats:
+        if self._closed:
+            assert self.stats is not None
+            return self.stats
+        self._buf += self._zc.flush()
+        self._drain(keep_last=True)
+        self._emit(bytes(self._buf), last=True)
+        self._buf.clear()
+        self._closed = True
+        self.stats = StreamStats(
+            plaintext_sha256=self._plain_sha.hexdigest(),
+            plaintext_size=self._plain_size,
+            stored_sha256=self._out.sha.hexdigest(),
+            stored_size=self._out.size,
+        )
+        return self.stats
+
+
+def _read_exact(source: BinaryIO, n: int) -> bytes:
+    parts = []
+    remaining = n
+    while remaining:
+        chunk = source.read(remaining)
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Header:
+    segment_size: int
+    salt: bytes
+    envelopes: list[Envelope]
+    aad: bytes
+
+
+def read_header(source: BinaryIO) -> Header:
+    magic = _read_exact(source, len(MAGIC))
+    if magic != MAGIC:
+        raise CryptoError("not a bvh-ops encrypted object (bad magic)")
+    raw_len = _read_exact(source, 4)
+    if len(raw_len) != 4:
+        raise CryptoError("truncated header")
+    (hlen,) = struct.unpack(">I", raw_len)
+    if hlen > MAX_HEADER:
+        raise CryptoError("header too large")
+    header = _read_exact(source, hlen)
+    if len(header) != hlen:
+        raise CryptoError("truncated header")
+    try:
+        doc = json.loads(header)
+        if doc["v"] != FORMAT_VERSION or doc["aead"] != "AES-256-GCM-STREAM" or doc["compression"] != "zstd":
+            raise CryptoError(f"unsupported object format {doc.get('v')}/{doc.get('aead')}")
+        envs = [Envelope(e["kid"], e["kem"], base64.b64decode(e["sealed"])) for e in doc["envelopes"]]
+        seg = int(doc["segment_size"])
+        salt = base64.b64decode(doc["salt"])
+    except CryptoError:
+        raise
+    except Exception:
+        raise CryptoError("malformed object header") from None
+    return Header(seg, salt, envs, hashlib.sha256(magic + raw_len + header).digest())
+
+
+def open_data_key(header: Header, identities: list[Identity]) -> bytes:
+    by_kid = {i.key_id: i for i in identities}
+    for env in header.envelopes:
+        ident = by_kid.get(env.key_id)
+        if ident is not None:
+            return ident.open(env.sealed)
+    kids = ", ".join(e.key_id for e in header.envelopes) or "none"
+    raise CryptoError(
+        f"no identity matches this backup's recipients (sealed to key ids {kids}): set BVH_OPS_IDENTITY to the right key"
+    )
+
+
+def _segments(source: BinaryIO, header: Header, data_key: bytes) -> Iterator[bytes]:
+    aead, prefix = _derive(data_key, header.salt)
+    width = header.segment_size + TAG_LEN
+    cur = _read_exact(source, width)
+    if len(cur) < TAG_LEN:
+        raise CryptoError("truncated object: no complete segment")
+    index = 0
+    while True:
+        if len(cur) < width:
+            nxt, last = b"", True
+        else:
+            nxt = _read_exact(source, width)
+            last = not nxt
+            if nxt and len(nxt) < TAG_LEN:
+                raise CryptoError(f"truncated object after segment {index}")
+        try:
+            yield aead.decrypt(_nonce(prefix, index, last), cur, header.aad)
+        except CryptoError:
+            raise
+        except Exception:
+            raise CryptoError(
+                f"segment {index} failed authentication (tampered, reordered or truncated object)"
+            ) from None
+        if last:
+            return
+        cur, index = nxt, index + 1
+
+
+class _IterRaw(io.RawIOBase):
+    def __init__(self, it: Iterator[bytes]) -> None:
+        self._it = it
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+class DecryptingReader(io.RawIOBase):
+    """Read plaintext back from a stored object; raises CryptoError on any tampering."""
+
+    def __init__(self, source: BinaryIO, identities: list[Identity]) -> None:
+        header = read_header(source)
+        key = open_data_key(header, identities)
+        compressed = io.BufferedReader(_IterRaw(_segments(source, header, key)), buffer_size=1 << 20)
+        self._z = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._z.read(len(b))
+        except CryptoError:
+            raise
+        except zstandard.ZstdError as exc:
+            raise CryptoError(f"decompression failed: {exc}") from None
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def copy_stream(src: BinaryIO, dst: Sink, chunk: int = 1 << 20) -> int:
+    total = 0
+    while True:
+        data = src.read(chunk)
+        if not data:
+            return total
+        dst.write(data)
+        total += len(data)
