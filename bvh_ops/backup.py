@@ -176,6 +176,12 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 version, version_num, sysid = _server_info(conn)
                 tables = list_tables(conn)
                 _check_privileges(conn, tables)
+                table_bytes = {
+                    t.name: int(conn.execute(
+                        "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
+                        (t.name,)).fetchone()[0])
+                    for t in tables
+                }
             except psycopg.Error as exc:
                 raise translate(exc, "taking the snapshot") from None
 
@@ -234,7 +240,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 host=socket.gethostname(),
                 objects=(stats_to_entry(DUMP_OBJECT, dump_stats, key_ids, f"zstd-{settings.compression_level}"),),
                 tables=tuple(stats),
-                extra={"tables_in_snapshot": [t.name for t in tables]},
+                extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": table_bytes},
             )
             writer.commit(manifest, host_key)
             log.info("backup %s committed: %d bytes in, %d stored", backup_id, manifest.bytes_in, manifest.bytes_stored)

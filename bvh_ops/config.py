@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     incomplete_grace_hours: float = Field(default=24.0, ge=0)
     # Extra Ed25519 public keys (base64) whose manifest signatures are trusted besides our own.
     trusted_host_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Retries of a task on transient errors only (connection refused, S3 5xx).
+    task_retries: int = Field(default=3, ge=0, le=10)
+    # Seconds between those retries (the last value repeats).
+    retry_delay_seconds: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [5.0, 30.0, 120.0])
     # Domain invariants for restored copies (used by the DR drill).
     invariants: list[InvariantCheck] = Field(default_factory=list)
 
@@ -100,7 +104,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
 
-    @field_validator("recipients", "trusted_host_keys", mode="before")
+    @field_validator("recipients", "trusted_host_keys", "retry_delay_seconds", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,0 +1,227 @@
+"""`bvh-ops`: the operator's command line. Expected failures print one line and exit non-zero
+(exit code per error class, see bvh_ops.errors); tracebacks are for bugs only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+# Prefect reads these at import time; keep operator-set values.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bvh_ops.errors import BvhOpsError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Provable backups and rehearsed recovery for the BrachaVeHatzlacha lottery platform.")
+backups_app = typer.Typer(no_args_is_help=True, help="The backup catalog.")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+app.add_typer(backups_app, name="backups")
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _settings():
+    from bvh_ops.config import load_settings
+
+    return load_settings()
+
+
+@app.command()
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where to write recipient.pub and identity.key")],
+    kem: Annotated[str, typer.Option(help="mlkem768-x25519 (hybrid post-quantum) or x25519")] = "mlkem768-x25519",
+) -> None:
+    """Generate a key pair: DIR/recipient.pub (for backup hosts) and DIR/identity.key (0600, for restores)."""
+    from bvh_ops.keys import load_recipients, write_keypair
+
+    pub, key = write_keypair(directory, kem)
+    rid = load_recipients([pub])[0].key_id
+    out.print(f"recipient {rid}: {pub}\nidentity  {rid}: {key} (mode 0600; keep it offline, backups need only the .pub)")
+
+
+@app.command()
+def backup(as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False) -> None:
+    """Run the daily-backup flow (snapshot-consistent pg_dump, checks, retention)."""
+    _settings()  # fail fast on bad configuration, before Prefect starts
+    from flows.daily_backup import daily_backup
+
+    result = daily_backup()
+    if as_json:
+        _emit_json(result)
+    else:
+        _print_backup(result)
+
+
+def _print_backup(result: dict) -> None:
+    from flows.artifacts import human_bytes
+
+    out.print(f"backup {result['backup_id']} committed and checked")
+    out.print(f"  {len(result['tables'])} tables, {sum(t['rows'] for t in result['tables'].values())} rows, "
+              f"{human_bytes(result['bytes_in'])} in, {human_bytes(result['bytes_stored'])} stored, "
+              f"{result.get('mb_per_s')} MB/s")
+
+
+@backups_app.command("list")
+def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the backups in the repository (complete and incomplete)."""
+    from bvh_ops.backup import open_repository
+
+    repo, _ = open_repository(_settings())
+    records = repo.list_backups()
+    rows = [
+        {"backup_id": r.backup_id, "kind": r.kind, "status": r.status,
+         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+         "bytes_stored": r.bytes_stored, "signature_ok": r.signature_ok, "parent_id": r.parent_id}
+        for r in records
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("backup id", "kind", "status", "finished", "stored", "signature")
+    from flows.artifacts import human_bytes
+
+    for r in rows:
+        table.add_row(r["backup_id"], r["kind"], r["status"], r["finished_at"] or "-", human_bytes(r["bytes_stored"]),
+                      {True: "ok", False: "BAD", None: "-"}[r["signature_ok"]])
+    out.print(table if rows else "no backups yet: run `bvh-ops backup`")
+
+
+@app.command()
+def verify(
+    backup_id: Annotated[str | None, typer.Argument(help="Backup id or 'latest' (default: latest)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Verify every complete backup")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also decrypt and check plaintext hashes (needs identity)")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Verify backups; exits 0 only when every object is OK."""
+    from bvh_ops.backup import open_repository
+    from bvh_ops.keys import load_identities
+    from bvh_ops.repository.verify import render, verify_backup
+
+    settings = _settings()
+    repo, _ = open_repository(settings)
+    identities = load_identities(settings.require_identity()) if deep else None
+    if all_:
+        ids = [r.backup_id for r in repo.list_backups() if r.status != "incomplete"]
+        if not ids:
+            raise BvhOpsError(f"no backups in {repo.store.url} to verify")
+    else:
+        ids = [repo.resolve(backup_id or "latest")]
+    results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
+    ok = bool(results) and all(r.ok for r in results)
+    if as_json:
+        _emit_json({"ok": ok, "deep": deep, "results": [r.to_json() for r in results]})
+    else:
+        out.print(render(results))
+    raise typer.Exit(0 if ok else 8)
+
+
+@app.command()
+def restore(
+    backup_id: Annotated[str, typer.Argument(help="Backup id or 'latest'")],
+    into: Annotated[str, typer.Option("--into", help="DSN of the (existing, empty) database to restore into")],
+    table: Annotated[list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")] = None,
+    no_owner: Annotated[bool, typer.Option("--no-owner", help="Skip ownership and privileges")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Restore a logical backup into a database and compare every table's fingerprint."""
+    from bvh_ops.restore import restore_logical
+
+    result = restore_logical(_settings(), backup_id, into, tables=table or None, no_owner=no_owner)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        bad = [c for c in result.comparisons if not c.ok]
+        out.print(f"restored {result.backup_id} into {result.target} in {result.seconds:.1f} s; "
+                  f"{len(result.comparisons) - len(bad)}/{len(result.comparisons)} tables match their fingerprint")
+        for c in bad:
+            out.print(f"  MISMATCH {c.name}: expected {c.expected}, got {c.actual}")
+    raise typer.Exit(0 if result.ok else 8)
+
+
+@app.command()
+def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan")] = True) -> None:
+    """Show (or with --no-dry-run apply) the retention plan."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.backup import open_repository
+    from bvh_ops.repository.retention import Action, plan_retention
+
+    settings = _settings()
+    repo, _ = open_repository(settings)
+    for d in plan_retention(repo.list_backups(), now=datetime.now(UTC), keep_days=settings.retention_days,
+                            min_redundancy=settings.min_redundancy):
+        out.print(f"{d.action:8} {d.backup_id}  {d.reason}")
+        if d.action is Action.OBSOLETE and not dry_run:
+            repo.delete_backup(d.backup_id)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration, secrets redacted."""
+    from bvh_ops.config import config_file_path
+
+    settings = _settings()
+    data = settings.redacted()
+    data["_config_file"] = str(config_file_path()) if config_file_path() else None
+    _emit_json(data)
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(help="Sample data scale (1 = ~20 MB)")] = 2.0,
+    keep_running: Annotated[bool, typer.Option(help="Leave the embedded PostgreSQL running")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Only stop the demo's PostgreSQL")] = False,
+) -> None:
+    """Embedded PostgreSQL 18 + sample lottery data -> daily-backup flow -> deep verify -> restore -> compare."""
+    from bvh_ops.demo import run_demo, stop_demo
+
+    if stop:
+        stop_demo()
+        return
+    ok = run_demo(scale=scale, keep_running=keep_running, console=out)
+    raise typer.Exit(0 if ok else 8)
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except BvhOpsError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

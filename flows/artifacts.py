@@ -1,0 +1,53 @@
+"""Markdown and table artifacts shown in the Prefect UI (pure rendering + one publish call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retention: list[dict[str, str]],
+                    removed: list[str]) -> str:
+    ok = all(c["status"] == "passed" for c in checks)
+    lines = [
+        f"# Daily backup {result['backup_id']}",
+        "",
+        f"**Result:** {'✅ committed and checked' if ok else '❌ checks failed'}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Database | `{result['database']}` (PostgreSQL {result['server_version']}) |",
+        f"| Repository | `{result['repository']}` |",
+        f"| Started / finished | {result['started_at']} / {result['finished_at']} |",
+        f"| Bytes in / stored | {human_bytes(result['bytes_in'])} / {human_bytes(result['bytes_stored'])} |",
+        f"| Throughput | {result.get('mb_per_s')} MB/s over {result['seconds']} s |",
+        f"| Tables | {len(result['tables'])} |",
+        "",
+        "## Checks",
+        "",
+        "| check | status | detail |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in checks]
+    obsolete = [d for d in retention if d["action"] == "OBSOLETE"]
+    lines += ["", "## Retention", "",
+              f"{len(retention) - len(obsolete)} backups kept, {len(obsolete)} deleted"
+              + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + "."]
+    if removed:
+        lines.append(f"Incomplete backups removed: {', '.join(removed)}.")
+    return "\n".join(lines)
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    sizes = result.get("table_bytes", {})
+    return [
+        {"table": name, "rows": t["rows"], "bytes": sizes.get(name, 0), "fingerprint": t["fingerprint"]}
+        for name, t in sorted(result["tables"].items())
+    ]

@@ -1,0 +1,69 @@
+"""Daily backup (the runbook's full dump at 02:00 UTC): collect leftovers -> snapshot-consistent
+dump -> checks, inside one Prefect transaction (a failed check rolls the backup back) ->
+retention -> artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+
+from bvh_ops.config import Settings, load_settings
+from flows.artifacts import backup_markdown, table_rows
+from tasks.backup_tasks import apply_retention, check_backup, collect_incomplete, take_logical_backup
+
+
+def target_label(settings: Settings) -> str:
+    """host:port/dbname of the target, without credentials (safe for run names and logs)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if settings.database_url is None:
+        return "unconfigured"
+    p = conninfo_to_dict(settings.database_url.get_secret_value())
+    return f"{p.get('dbname', '?')}@{p.get('host', 'localhost')}:{p.get('port', 5432)}"
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    return f"daily-backup {params.get('target') or target_label(load_settings())}"
+
+
+@flow(name="daily-backup", flow_run_name=_run_name, log_prints=True, retries=0)
+def daily_backup(target: str | None = None, retention_dry_run: bool = False) -> dict[str, Any]:
+    """Take, check and retain the daily logical backup of the configured target.
+
+    Args:
+        target: label shown in the run name (default: dbname@host:port of the configured target).
+        retention_dry_run: log what retention would delete instead of deleting it.
+    """
+    settings = load_settings()
+    logger = get_run_logger()
+    opts = {"retries": settings.task_retries, "retry_delay_seconds": settings.retry_delay_seconds}
+    removed = collect_incomplete.with_options(**opts)(settings)
+    with transaction():
+        result = take_logical_backup.with_options(**opts)(settings)
+        checks = check_backup.with_options(**opts)(settings, result)
+    retention = apply_retention.with_options(**opts)(settings, dry_run=retention_dry_run)
+    create_markdown_artifact(
+        key="daily-backup-summary",
+        markdown=backup_markdown(result, checks, retention, removed),
+        description=f"Daily backup {result['backup_id']}",
+    )
+    create_table_artifact(
+        key="daily-backup-tables",
+        table=table_rows(result),
+        description=f"Per-table rows and bytes of {result['backup_id']}",
+    )
+    logger.info("daily backup %s committed and checked", result["backup_id"])
+    result = {k: v for k, v in result.items() if k not in ("tables_in_snapshot",)}
+    result["checks"] = checks
+    result["retention"] = retention
+    result["incomplete_removed"] = removed
+    return result
+
+
+if __name__ == "__main__":
+    daily_backup()

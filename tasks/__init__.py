@@ -1,0 +1,1 @@
+"""Prefect tasks: thin, one side effect each, retries and timeouts declared here."""

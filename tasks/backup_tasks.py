@@ -1,0 +1,99 @@
+"""Tasks of the daily backup. Each does one thing; ``take_logical_backup`` registers a rollback
+hook so a backup whose checks fail inside the flow's transaction is deleted again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction
+
+from bvh_ops.backup import delete_committed, open_repository, run_logical_backup
+from bvh_ops.config import Settings
+from bvh_ops.errors import IntegrityError
+from bvh_ops.repository.retention import Action, plan_retention
+from bvh_ops.repository.verify import verify_backup
+from checks.results import CheckStatus
+from tasks.common import retry_transient_only
+
+
+@task(name="collect-incomplete", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=retry_transient_only, timeout_seconds=600)
+def collect_incomplete(settings: Settings) -> list[str]:
+    """Remove leftovers of backups that never committed (writer dead, or older than the grace)."""
+    repo, _ = open_repository(settings)
+    removed = repo.collect_incomplete(datetime.now(UTC), settings.incomplete_grace_hours)
+    if removed:
+        get_run_logger().warning("removed %d incomplete backup(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+@task(name="take-logical-backup", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
+      retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
+def take_logical_backup(settings: Settings) -> dict[str, Any]:
+    """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest."""
+    logger = get_run_logger()
+    last = [0]
+
+    def progress(total: int) -> None:
+        if total - last[0] >= 256 << 20:
+            last[0] = total
+            logger.info("dumped %.0f MB", total / 1e6)
+
+    result = run_logical_backup(settings, progress=progress)
+    txn = get_transaction()
+    if txn is not None:
+        txn.set("backup_id", result.manifest.backup_id)
+        txn.set("settings", settings)
+    out = result.to_json()
+    out["table_bytes"] = result.manifest.extra.get("table_bytes", {})
+    out["tables_in_snapshot"] = result.manifest.extra.get("tables_in_snapshot", [])
+    logger.info("backup %s: %d bytes in, %d stored", out["backup_id"], out["bytes_in"], out["bytes_stored"])
+    return out
+
+
+@take_logical_backup.on_rollback
+def _remove_rolled_back_backup(txn: Any) -> None:
+    backup_id = txn.get("backup_id", None)
+    settings = txn.get("settings", None)
+    if backup_id and settings is not None:
+        delete_committed(settings, backup_id)
+
+
+@task(name="check-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, str]]:
+    """GX suite over the stored manifest vs the snapshot's stats, plus the shallow verify."""
+    from checks.backup_suite import run_backup_suite
+
+    repo, _ = open_repository(settings)
+    backup_id = backup["backup_id"]
+    manifest = repo.load_manifest(backup_id).manifest
+    verify = verify_backup(repo, backup_id)
+    results = run_backup_suite(backup["tables_in_snapshot"], backup["tables"], manifest, verify)
+    bad = [r for r in results if r.status is not CheckStatus.PASSED]
+    out = [r.to_json() for r in results]
+    if bad:
+        names = ", ".join(f"{r.name} ({r.status}: {r.detail})" for r in bad)
+        raise IntegrityError(f"backup {backup_id} failed its checks: {names}")
+    return out
+
+
+@task(name="apply-retention", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+def apply_retention(settings: Settings, *, dry_run: bool = False) -> list[dict[str, str]]:
+    """Delete backups the retention plan marks OBSOLETE (never the newest min_redundancy)."""
+    logger = get_run_logger()
+    repo, _ = open_repository(settings)
+    decisions = plan_retention(repo.list_backups(), now=datetime.now(UTC), keep_days=settings.retention_days,
+                               min_redundancy=settings.min_redundancy)
+    for d in decisions:
+        if d.action is Action.OBSOLETE:
+            if dry_run:
+                logger.info("retention (dry run): would delete %s (%s)", d.backup_id, d.reason)
+            else:
+                logger.warning("retention: deleting %s (%s)", d.backup_id, d.reason)
+                repo.delete_backup(d.backup_id)
+    return [{"backup_id": d.backup_id, "action": str(d.action), "reason": d.reason} for d in decisions]
