@@ -31,8 +31,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 app.add_typer(backups_app, name="backups")
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _emit_json(data: object) -> None:

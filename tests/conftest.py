@@ -1,0 +1,186 @@
+"""Shared fixtures: a real embedded PostgreSQL 18 cluster, key pairs, settings builders, moto's
+standalone S3 server over HTTP, Debian's PostgreSQL 15 where present, and one session-scoped
+Prefect test harness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import warnings
+from pathlib import Path
+
+# Prefect reads its settings at import: isolate it before anything imports it.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="bvh-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+for _var in [v for v in os.environ if v.startswith("BVH_OPS_")]:
+    del os.environ[_var]
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+
+from bvh_ops.config import Settings  # noqa: E402
+from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
+from bvh_ops.pg.sample import create_database, load_sample  # noqa: E402
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory) -> EmbeddedCluster:
+    """One embedded PostgreSQL 18 for the session."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("pg18") / "cluster")
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def sample_db(pg) -> str:
+    """The sample lottery database (scale 1), loaded once; tests must not modify it."""
+    create_database(pg.dsn(), "lottery")
+    load_sample(pg.dsn("lottery"), scale=1)
+    return pg.dsn("lottery")
+
+
+@pytest.fixture
+def fresh_db(pg, request):
+    """A new empty database; returns a factory (name suffix) -> DSN."""
+    made = []
+
+    def make(suffix: str = "") -> str:
+        name = f"t_{abs(hash(request.node.nodeid)) % 10**8}_{len(made)}{suffix}"
+        create_database(pg.dsn(), name)
+        made.append(name)
+        return pg.dsn(name)
+
+    yield make
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory) -> tuple[Path, Path]:
+    return write_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def repo_dir(tmp_path) -> Path:
+    d = tmp_path / "repo"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def make_settings(keypair, tmp_path):
+    """Build Settings directly (no environment), with fast retries for tests."""
+    pub, key = keypair
+
+    def make(dsn: str, repository: str, **overrides) -> Settings:
+        values = dict(
+            database_url=dsn,
+            repository=repository,
+            recipients=[pub],
+            identity=key,
+            state_dir=tmp_path / "state",
+            task_retries=1,
+            retry_delay_seconds=[0.2],
+            segment_size_kib=64,
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def env_settings(monkeypatch, keypair, tmp_path):
+    """Configure bvh-ops through the environment contract (what flows and the CLI read)."""
+    pub, key = keypair
+
+    def apply(dsn: str, repository: str, **extra: str) -> dict[str, str]:
+        env = {
+            "BVH_OPS_DATABASE_URL": dsn,
+            "BVH_OPS_REPOSITORY": repository,
+            "BVH_OPS_RECIPIENTS": str(pub),
+            "BVH_OPS_IDENTITY": str(key),
+            "BVH_OPS_STATE_DIR": str(tmp_path / "state"),
+            "BVH_OPS_TASK_RETRIES": "1",
+            "BVH_OPS_RETRY_DELAY_SECONDS": "0.2",
+            "BVH_OPS_SEGMENT_SIZE_KIB": "64",
+        }
+        env.update(extra)
+        monkeypatch.delenv("BVH_OPS_CONFIG", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        return env
+
+    return apply
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 API server on 127.0.0.1 (real HTTP, no in-process patching)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"bvh-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def _pg15_dsn() -> str | None:
+    if not PG15_BIN.exists():
+        return None
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3) as conn:
+            version = conn.execute("SHOW server_version_num").fetchone()[0]
+            if not version.startswith("15"):
+                return None
+    except psycopg.Error:
+        return None
+    return "postgresql://postgres@127.0.0.1:5432/{db}"
+
+
+@pytest.fixture(scope="session")
+def pg15():
+    """Debian's PostgreSQL 15 on 127.0.0.1:5432 (skipped cleanly where absent)."""
+    template = _pg15_dsn()
+    if template is None:
+        pytest.skip("Debian PostgreSQL 15 not present on 127.0.0.1:5432")
+    return template
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,49 @@
+"""Regenerate stream-v1.json (run by hand only when the format changes; the tests check the
+committed file, so a format change that breaks old backups fails them)."""
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bvh_ops.keys import HYBRID, X25519, generate_identity  # noqa: E402
+from bvh_ops.stream import EncryptingWriter, seal_data_key  # noqa: E402
+
+
+class Buf:
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, b):
+        self.data += b
+
+
+def vector(kem: str, plaintext: bytes, segment_size: int) -> dict:
+    ident = generate_identity(kem)
+    key = os.urandom(32)
+    out = Buf()
+    w = EncryptingWriter(sink=out, data_key=key, envelopes=seal_data_key(key, [ident.recipient()]),
+                         compression_level=3, segment_size=segment_size)
+    w.write(plaintext)
+    st = w.close()
+    return {
+        "kem": kem,
+        "identity_b64": base64.b64encode(ident.private_bytes).decode(),
+        "key_id": ident.key_id,
+        "data_key_hex": key.hex(),
+        "segment_size": segment_size,
+        "plaintext_b64": base64.b64encode(plaintext).decode(),
+        "plaintext_sha256": st.plaintext_sha256,
+        "object_b64": base64.b64encode(bytes(out.data)).decode(),
+        "stored_sha256": st.stored_sha256,
+    }
+
+
+if __name__ == "__main__":
+    text = b"".join(b"ticket %d draw %d amount 5.90\n" % (i, i % 7) for i in range(3000))
+    noise = bytes((i * 7919) % 251 for i in range(40000))
+    vectors = [vector(HYBRID, text, 16384), vector(X25519, noise, 16384), vector(X25519, b"", 16384)]
+    Path(__file__).with_name("stream-v1.json").write_text(json.dumps({"format": 1, "vectors": vectors}, indent=1))
