@@ -22,7 +22,7 @@ from bvh_ops.errors import ConcurrencyError, DatabaseError
 from bvh_ops.keys import HostKey, load_or_create_host_key, load_recipients
 from bvh_ops.pg.conn import connect, translate
 from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables
-from bvh_ops.pg.tools import pg_env, raise_for_tool, spawn_tool
+from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest, TableStat
 from bvh_ops.repository.repo import Repository, new_backup_id, stats_to_entry
 from bvh_ops.storage import open_store
@@ -201,7 +201,8 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
             key_ids = tuple(r.key_id for r in recipients)
             writer = repo.begin(backup_id)
             args = ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync", "-d", dbname]
-            dump = spawn_tool("pg_dump", args, env=pg_env(dsn, dbname=dbname), bin_dir=settings.pg_bin_dir)
+            dump_bin = matching_bin_dir(version_num // 10000, settings.pg_bin_dir)
+            dump = spawn_tool("pg_dump", args, env=pg_env(dsn, dbname=dbname), bin_dir=dump_bin)
             err_tail = _StderrTail(dump.stderr)
             err_tail.start()
             with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=envelopes,
@@ -240,7 +241,8 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 host=socket.gethostname(),
                 objects=(stats_to_entry(DUMP_OBJECT, dump_stats, key_ids, f"zstd-{settings.compression_level}"),),
                 tables=tuple(stats),
-                extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": table_bytes},
+                extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": table_bytes,
+                       "pg_dump": str(dump_bin or "embedded")},
             )
             writer.commit(manifest, host_key)
             log.info("backup %s committed: %d bytes in, %d stored", backup_id, manifest.bytes_in, manifest.bytes_stored)

@@ -16,7 +16,7 @@ from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import LARGE_OBJECTS, fingerprint_database, large_object_fingerprint, list_tables
-from bvh_ops.pg.tools import pg_env, raise_for_tool, run_tool, spawn_tool
+from bvh_ops.pg.tools import pg_env, raise_for_tool, restore_bin_dir, run_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import backup_prefix
 from bvh_ops.stream import DecryptingReader
@@ -179,6 +179,9 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     if not dbname:
         raise BvhOpsError("--into needs a database name in the DSN (…/dbname)")
     env = pg_env(into_dsn)
+    with connect(into_dsn, autocommit=True) as conn:
+        target_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    bin_dir = restore_bin_dir(target_major, settings.pg_bin_dir)
     owner_args = ["--no-owner", "--no-privileges"] if no_owner else []
     base_args = ["--exit-on-error", "-d", dbname, *owner_args]
     t0 = time.monotonic()
@@ -202,7 +205,7 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
             # Prerequisites may already exist in the target: errors there are tolerated.
             reader = _decrypted(settings, repo, backup_id, identities)
             proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], *owner_args], env=env,
-                              bin_dir=settings.pg_bin_dir, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                              bin_dir=bin_dir, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
             err = _StderrTail(proc.stderr)
             err.start()
             _feed(reader, proc, None)
@@ -212,7 +215,7 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
         else:
             run_args = base_args
         reader = _decrypted(settings, repo, backup_id, identities)
-        proc = spawn_tool("pg_restore", run_args, env=env, bin_dir=settings.pg_bin_dir,
+        proc = spawn_tool("pg_restore", run_args, env=env, bin_dir=bin_dir,
                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         err = _StderrTail(proc.stderr)
         err.start()

@@ -37,6 +37,38 @@ def embedded_bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+EMBEDDED_MAJOR = 18
+# Where distributions install other major versions (Debian/Ubuntu, then RHEL/PGDG).
+_BIN_CANDIDATES = ("/usr/lib/postgresql/{major}/bin", "/usr/pgsql-{major}/bin")
+
+
+def matching_bin_dir(server_major: int, configured: Path | None) -> Path | None:
+    """Client tools of the server's own major version where installed, else the embedded 18.
+
+    pg_dump of the server's major writes an archive that major's pg_restore can read (a v18
+    archive is unreadable by pg_restore 15), so a dump of a 15 server restores into 15 and 18.
+    """
+    if configured is not None or server_major >= EMBEDDED_MAJOR:
+        return configured
+    for pattern in _BIN_CANDIDATES:
+        candidate = Path(pattern.format(major=server_major))
+        if (candidate / "pg_dump").exists() and (candidate / "pg_restore").exists():
+            return candidate
+    return None
+
+
+def restore_bin_dir(server_major: int, configured: Path | None) -> Path | None:
+    """pg_restore must not be newer than the server it restores into (a v18 pg_restore emits
+    settings such as transaction_timeout that older servers reject): pick the matching major."""
+    found = matching_bin_dir(server_major, configured)
+    if found is None and server_major < EMBEDDED_MAJOR:
+        raise ConfigError(
+            f"the target server is PostgreSQL {server_major} and pg_restore {EMBEDDED_MAJOR} cannot restore into "
+            f"it: install PostgreSQL {server_major}'s client tools or set pg_bin_dir to their bin directory"
+        )
+    return found
+
+
 def tool_path(name: str, bin_dir: Path | None = None) -> str:
     directory = Path(bin_dir) if bin_dir else embedded_bin_dir()
     path = directory / name

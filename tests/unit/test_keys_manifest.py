@@ -8,7 +8,14 @@ import stat
 import pytest
 
 from bvh_ops.errors import ConfigError
-from bvh_ops.keys import HYBRID, X25519, load_identities, load_or_create_host_key, load_recipients, write_keypair
+from bvh_ops.keys import (
+    HYBRID,
+    X25519,
+    load_identities,
+    load_or_create_host_key,
+    load_recipients,
+    write_keypair,
+)
 from bvh_ops.repository.manifest import Manifest, ObjectEntry, TableStat, parse_manifest, sign_manifest
 
 

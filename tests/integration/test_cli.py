@@ -1,0 +1,59 @@
+"""The CLI as an operator meets it: config show hides secrets, bad configuration is one line
+naming the field, keygen, backups list and restore contracts."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+from tests.integration.cli import assert_one_line_error, run_cli
+
+
+def test_config_show_redacts_the_password(tmp_path):
+    cfg = tmp_path / "bvh-ops.toml"
+    cfg.write_text('database_url = "postgresql://ops:Sup3r-Secret-pw@db:5432/lottery"\n'
+                   'repository = "file:///srv/bvh"\n')
+    proc = run_cli("config", "show", env={"BVH_OPS_CONFIG": str(cfg)})
+    assert proc.returncode == 0, proc.stderr
+    assert "Sup3r-Secret-pw" not in proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["database_url"] == "postgresql://ops:***@db:5432/lottery"
+    assert doc["repository"] == "file:///srv/bvh"
+
+
+def test_unknown_config_field_fails_at_start_naming_it(tmp_path):
+    cfg = tmp_path / "bvh-ops.toml"
+    cfg.write_text('repository = "file:///srv/bvh"\ncompresion_level = 3\n')
+    assert_one_line_error(run_cli("backups", "list", env={"BVH_OPS_CONFIG": str(cfg)}), "compresion_level")
+
+
+def test_malformed_url_fails_naming_the_field():
+    proc = run_cli("backups", "list", env={"BVH_OPS_REPOSITORY": "s3:/no-bucket"})
+    assert_one_line_error(proc, "repository")
+    assert proc.returncode == 2
+
+
+def test_keygen_cli(tmp_path):
+    proc = run_cli("keygen", str(tmp_path / "k"))
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE((tmp_path / "k" / "identity.key").stat().st_mode) == 0o600
+    assert "PRIVATE" not in proc.stdout
+    again = run_cli("keygen", str(tmp_path / "k"))
+    assert_one_line_error(again, "already exists")
+
+
+def test_backups_list_and_restore_json(sample_db, fresh_db, repo_dir, make_settings):
+    from bvh_ops.backup import run_logical_backup
+    from tests.integration.test_tamper import cli_env
+
+    settings = make_settings(sample_db, f"file://{repo_dir}")
+    m = run_logical_backup(settings).manifest
+    env = cli_env(settings)
+    listed = json.loads(run_cli("backups", "list", "--json", env=env).stdout)
+    assert [(b["backup_id"], b["kind"], b["status"]) for b in listed] == [(m.backup_id, "logical", "complete")]
+    assert listed[0]["finished_at"] == m.finished_at
+    target = fresh_db()
+    proc = run_cli("restore", "latest", "--into", target, "--table", "public.wallets", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] and list(doc["tables"]) == ["public.wallets"]

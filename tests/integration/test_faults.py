@@ -1,0 +1,124 @@
+"""Faults: a killed backup leaves nothing that looks complete; privileges and concurrency fail
+at once with the reason; unreachable databases are transient, permission errors are not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bvh_ops.backup import TargetLock, open_repository, run_logical_backup
+from bvh_ops.errors import ConcurrencyError, DatabaseError, DatabaseUnavailable, TransientError
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def big_db(pg):
+    """~60 MB of incompressible text, so a dump at zstd level 19 runs for several seconds."""
+    from bvh_ops.pg.sample import create_database
+
+    create_database(pg.dsn(), "bigdb")
+    with psycopg.connect(pg.dsn("bigdb"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE blobs AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v "
+                     "FROM generate_series(1, 800000) g")
+    return pg.dsn("bigdb")
+
+
+def test_backup_killed_mid_stream_leaves_no_committed_backup(big_db, repo_dir, keypair, tmp_path):
+    pub, key = keypair
+    env = {**os.environ, "BVH_OPS_DATABASE_URL": big_db, "BVH_OPS_REPOSITORY": f"file://{repo_dir}",
+           "BVH_OPS_RECIPIENTS": str(pub), "BVH_OPS_STATE_DIR": str(tmp_path / "state"),
+           "BVH_OPS_COMPRESSION_LEVEL": "19"}
+    code = textwrap.dedent("""
+        from bvh_ops.config import load_settings
+        from bvh_ops.backup import run_logical_backup
+        run_logical_backup(load_settings())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    backups = Path(repo_dir) / "backups"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partial = [p for p in backups.glob("*/.tmp-dump*") if p.stat().st_size > 256 << 10] if backups.exists() else []
+        if partial:
+            break
+        assert proc.poll() is None, "backup finished before it could be killed"
+        time.sleep(0.05)
+    else:
+        pytest.fail("the dump never started streaming")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    from bvh_ops.config import Settings
+
+    settings = Settings(database_url=big_db, repository=f"file://{repo_dir}", recipients=[pub],
+                        state_dir=tmp_path / "state")
+    repo, _ = open_repository(settings)
+    records = repo.list_backups()
+    assert [r.status for r in records] == ["incomplete"]
+    assert not list(backups.glob("*/manifest.json*"))
+    from bvh_ops.errors import NotFound
+
+    with pytest.raises(NotFound):
+        repo.latest()
+    # The next run removes the leftovers at once: their writer is dead on this host.
+    removed = repo.collect_incomplete(datetime.now(UTC), grace_hours=24)
+    assert removed == [records[0].backup_id]
+    assert not any(backups.rglob("*"))
+
+
+def test_incomplete_backup_of_a_live_writer_is_kept(sample_db, repo_dir, make_settings):
+    settings = make_settings(sample_db, f"file://{repo_dir}")
+    repo, _ = open_repository(settings)
+    repo.begin("20261127T000000Z-logical-aaaaaa")  # this (live) process is the writer
+    assert repo.collect_incomplete(datetime.now(UTC), grace_hours=24) == []
+    assert repo.collect_incomplete(datetime.now(UTC), grace_hours=0) == ["20261127T000000Z-logical-aaaaaa"]
+
+
+def test_permission_denied_names_the_table_and_is_not_transient(pg, sample_db, repo_dir, make_settings):
+    with psycopg.connect(pg.dsn("lottery"), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS limited_backup")
+        conn.execute("CREATE ROLE limited_backup LOGIN PASSWORD 'limited-pw'")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO limited_backup")
+        conn.execute("REVOKE SELECT ON payments FROM limited_backup")
+    try:
+        dsn = f"postgresql://limited_backup:limited-pw@127.0.0.1:{pg.port}/lottery"
+        with pytest.raises(DatabaseError, match="permission denied on table public.payments") as info:
+            run_logical_backup(make_settings(dsn, f"file://{repo_dir}"))
+        assert not isinstance(info.value, TransientError)
+        assert not (Path(repo_dir) / "backups").exists() or not any((Path(repo_dir) / "backups").iterdir())
+    finally:
+        with psycopg.connect(pg.dsn("lottery"), autocommit=True) as conn:
+            conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM limited_backup")
+            conn.execute("DROP ROLE limited_backup")
+
+
+def test_unreachable_database_is_transient(repo_dir, make_settings):
+    dsn = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/lottery"
+    with pytest.raises(DatabaseUnavailable, match="database unreachable"):
+        run_logical_backup(make_settings(dsn, f"file://{repo_dir}"))
+
+
+def test_second_backup_of_the_same_target_is_refused(sample_db, repo_dir, make_settings):
+    with TargetLock(sample_db, "daily-backup"):
+        with pytest.raises(ConcurrencyError, match="another daily-backup of this database is running"):
+            run_logical_backup(make_settings(sample_db, f"file://{repo_dir}"))
+    # released: the next one runs
+    assert run_logical_backup(make_settings(sample_db, f"file://{repo_dir}")).manifest.kind == "logical"
+
+
+def test_retry_condition_retries_only_transient_errors():
+    from prefect.states import Failed
+
+    from tasks.common import retry_transient_only
+
+    assert retry_transient_only(None, None, Failed(data=DatabaseUnavailable("refused")))
+    assert not retry_transient_only(None, None, Failed(data=DatabaseError("permission denied on table x")))
+    assert not retry_transient_only(None, None, Failed(data=ValueError("bug")))
