@@ -20,6 +20,7 @@ from bvh_ops import __version__
 from bvh_ops.config import Settings
 from bvh_ops.errors import ConcurrencyError, DatabaseError
 from bvh_ops.keys import HostKey, load_or_create_host_key, load_recipients
+from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
 from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables
 from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
@@ -176,6 +177,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 version, version_num, sysid = _server_info(conn)
                 tables = list_tables(conn)
                 _check_privileges(conn, tables)
+                schema = schema_snapshot(conn)
                 table_bytes = {
                     t.name: int(conn.execute(
                         "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
@@ -242,7 +244,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 objects=(stats_to_entry(DUMP_OBJECT, dump_stats, key_ids, f"zstd-{settings.compression_level}"),),
                 tables=tuple(stats),
                 extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": table_bytes,
-                       "pg_dump": str(dump_bin or "embedded")},
+                       "pg_dump": str(dump_bin or "embedded"), "schema": schema},
             )
             writer.commit(manifest, host_key)
             log.info("backup %s committed: %d bytes in, %d stored", backup_id, manifest.bytes_in, manifest.bytes_stored)

@@ -88,6 +88,20 @@ class Settings(BaseSettings):
     retry_delay_seconds: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [5.0, 30.0, 120.0])
     # Domain invariants for restored copies (used by the DR drill).
     invariants: list[InvariantCheck] = Field(default_factory=list)
+    # Where drill results are kept (schema ops); default: database bvh_ops on the embedded cluster.
+    ops_database_url: SecretStr | None = None
+    # Admin DSN of a server where drills create (and drop) a scratch database; default: a new
+    # embedded cluster per drill, destroyed afterwards.
+    drill_scratch_dsn: SecretStr | None = None
+    # Recovery objectives the drill measures against (the runbook: 15 minutes, 5 minutes).
+    rto_objective_seconds: float = Field(default=900.0, gt=0)
+    rpo_objective_seconds: float = Field(default=300.0, gt=0)
+    # Append-only tables and their commit-time column (table:column), for PITR and freshness.
+    append_only_tables: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [
+        "public.audit_log:occurred_at", "public.transactions:created_at", "public.security_events:occurred_at"])
+    # Rows newer than target minus this margin may have been in flight at the snapshot: the PITR
+    # comparison with the live source stops there.
+    pitr_margin_seconds: float = Field(default=60.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -104,7 +118,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
 
-    @field_validator("recipients", "trusted_host_keys", "retry_delay_seconds", mode="before")
+    @field_validator("recipients", "trusted_host_keys", "retry_delay_seconds", "append_only_tables", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -147,6 +161,19 @@ class Settings(BaseSettings):
                 raise ValueError("must be an http(s):// URL, e.g. http://127.0.0.1:9000")
         return value or None
 
+    @field_validator("append_only_tables")
+    @classmethod
+    def _check_append_only(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item.count(":") != 1 or not all(item.split(":")):
+                raise ValueError(f"'{item}' must be schema.table:time_column")
+        return value
+
+    @field_validator("ops_database_url", "drill_scratch_dsn")
+    @classmethod
+    def _check_other_dsns(cls, value: SecretStr | None) -> SecretStr | None:
+        return cls._check_dsn(value)
+
     @model_validator(mode="after")
     def _cross_fields(self) -> Settings:
         if self.s3_sse == "aws:kms" and not self.s3_sse_kms_key_id:
@@ -187,8 +214,10 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, object]:
         """Every setting as plain data with secrets masked (for ``config show``)."""
         data = self.model_dump(mode="json")
-        if self.database_url is not None:
-            data["database_url"] = redact_dsn(self.database_url.get_secret_value())
+        for key in ("database_url", "ops_database_url", "drill_scratch_dsn"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = redact_dsn(value.get_secret_value())
         return data
 
 

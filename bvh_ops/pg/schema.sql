@@ -39,7 +39,7 @@ CREATE TABLE draw_results (
     winning_numbers smallint[] NOT NULL,
     bonus smallint NOT NULL,
     published_at timestamptz NOT NULL,
-    result_hash bytea NOT NULL
+    result_hash bytea
 );
 
 CREATE TABLE tickets (
