@@ -209,7 +209,8 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
             err_tail.start()
             with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
-                               segment_size=settings.segment_size_kib << 10) as out:
+                               segment_size=settings.segment_size_kib << 10,
+                               compression_threads=settings.compression_threads) as out:
                 total = 0
                 while chunk := dump.stdout.read(READ_CHUNK):
                     out.write(chunk)

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".bvh-ops")
     # zstd level (1-22); 3 is zstd's own default and keeps up with pg_dump.
     compression_level: int = Field(default=3, ge=1, le=22)
+    # zstd worker threads (0 = compress in the calling thread); 2 keeps up with pg_dump on 2 cores.
+    compression_threads: int = Field(default=2, ge=0, le=64)
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
     segment_size_kib: int = Field(default=1024, ge=16, le=65536)
     # KEM for sealing data keys: hybrid post-quantum (default) or classic X25519.

@@ -15,7 +15,13 @@ from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.conn import connect
-from bvh_ops.pg.fingerprint import LARGE_OBJECTS, fingerprint_database, large_object_fingerprint, list_tables
+from bvh_ops.pg.fingerprint import (
+    LARGE_OBJECTS,
+    fingerprint_database,
+    large_object_fingerprint,
+    list_tables,
+    method_of,
+)
 from bvh_ops.pg.tools import pg_env, raise_for_tool, restore_bin_dir, run_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import backup_prefix
@@ -237,14 +243,15 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
 
 def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None) -> list[TableComparison]:
     """Fingerprint the restored copy and compare with the backup's; a missing table fails."""
+    methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
     with connect(dsn) as conn:
         if tables:
             wanted = {t if "." in t else f"public.{t}" for t in tables}
             refs = [r for r in list_tables(conn) if r.name in wanted]
-            actual = {s.name: s for s in fingerprint_database(conn, refs)[:-1]}
+            actual = {s.name: s for s in fingerprint_database(conn, refs, methods)[:-1]}
             expected = [t for t in manifest.tables if t.name in wanted]
         else:
-            actual = {s.name: s for s in fingerprint_database(conn)}
+            actual = {s.name: s for s in fingerprint_database(conn, None, methods)}
             expected = list(manifest.tables)
         if not tables and LARGE_OBJECTS not in actual:
             actual[LARGE_OBJECTS] = large_object_fingerprint(conn)

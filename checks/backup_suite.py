@@ -7,7 +7,7 @@ from checks.gx import validate_frame
 from checks.results import CheckResult, CheckStatus
 
 HEX64 = r"^[0-9a-f]{64}$"
-FINGERPRINT = r"^[0-9]+:-?[0-9]+$"
+FINGERPRINT = r"^[0-9]+:-?[0-9]+(:rec)?$"
 
 
 def backup_frames(snapshot_tables: list[str], snapshot_stats: dict[str, dict], manifest, verify_results):

@@ -198,6 +198,7 @@ class BackupWriter:
         envelopes: list[Envelope],
         compression_level: int,
         segment_size: int,
+        compression_threads: int = 0,
     ) -> Iterator[EncryptingWriter]:
         """Context manager: write plaintext into it; on exit the object is committed and
         ``writer.stats`` is set; on an exception the partial upload is aborted."""
@@ -209,6 +210,7 @@ class BackupWriter:
                 envelopes=envelopes,
                 compression_level=compression_level,
                 segment_size=segment_size,
+                compression_threads=compression_threads,
             )
             yield writer
             writer.close()
