@@ -175,6 +175,60 @@ def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show
             repo.delete_backup(d.backup_id)
 
 
+@app.command()
+def drill(
+    backup: Annotated[str, typer.Option("--backup", help="Backup id or 'latest'")] = "latest",
+    mode: Annotated[str, typer.Option("--mode", help="logical | physical | both")] = "logical",
+    to_time: Annotated[str | None, typer.Option("--to-time", help="Target / simulated disaster time (ISO 8601)")] = None,
+    scratch: Annotated[str, typer.Option(help="embedded | configured (drill_scratch_dsn)")] = "embedded",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the DR drill flow: restore, start, check, measure RTO/RPO; exit 0 only if it passed."""
+    from datetime import UTC, datetime
+
+    if mode not in ("logical", "physical", "both"):
+        raise BvhOpsError(f"--mode {mode!r}: use logical, physical or both")
+    if scratch not in ("embedded", "configured"):
+        raise BvhOpsError(f"--scratch {scratch!r}: use embedded or configured")
+    target = None
+    if to_time:
+        try:
+            target = datetime.fromisoformat(to_time)
+        except ValueError:
+            raise BvhOpsError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
+        target = target if target.tzinfo else target.replace(tzinfo=UTC)
+    _settings()
+    from flows.dr_drill import DrillFailed, dr_drill
+
+    try:
+        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch)
+    except DrillFailed as exc:
+        report = exc.report
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_drill(report)
+    raise typer.Exit(0 if report["passed"] else 8)
+
+
+def _print_drill(report: dict) -> None:
+    table = Table(title=f"DR drill {report['drill_id']}: {'PASSED' if report['passed'] else 'FAILED'}")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for c in report["checks"]:
+        color = {"passed": "green", "failed": "red"}.get(c["status"], "yellow")
+        table.add_row(c["name"], f"[{color}]{c['status']}[/]", c["detail"])
+    out.print(table)
+    stages = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report["stages"])
+    rto = report["rto_seconds"]
+    rpo = report["rpo_seconds"]
+    out.print(f"backup {report['backup_id']}; stages: {stages}")
+    out.print(f"RTO {rto if rto is not None else '–'} s (objective {report['objectives']['rto_seconds']:.0f} s); "
+              f"RPO {rpo if rpo is not None else '–'} s (objective {report['objectives']['rpo_seconds']:.0f} s); "
+              f"trend: {report.get('trend', '-')}")
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration, secrets redacted."""

@@ -35,6 +35,8 @@ def _done(console: Console, t0: float, extra: str = "") -> None:
 
 
 def write_demo_config(state: Path, dsn: str) -> Path:
+    from bvh_ops.pg.sample import invariants_toml
+
     cfg = state / "bvh-ops.toml"
     cfg.write_text(
         "# Written by `bvh-ops demo`; use it with BVH_OPS_CONFIG=.bvh-ops/bvh-ops.toml\n"
@@ -43,6 +45,8 @@ def write_demo_config(state: Path, dsn: str) -> Path:
         f'recipients = ["{state / "keys" / "recipient.pub"}"]\n'
         f'identity = "{state / "keys" / "identity.key"}"\n'
         f'state_dir = "{state}"\n'
+        "\n# The lottery's domain invariants, checked on every restored copy by the DR drill.\n"
+        + invariants_toml()
     )
     cfg.chmod(0o600)
     return cfg
@@ -64,6 +68,13 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         create_database(cluster.dsn(), DEMO_DB)
         rows = load_sample(cluster.dsn(DEMO_DB), scale=scale)
         _done(console, t, f"{sum(rows.values())} rows in {len(rows)} tables")
+        from bvh_ops.pg.sample import Workload
+
+        t = _step(console, "running the ticket-purchase workload for 3 s (live writes, like production)")
+        stats = Workload(cluster.dsn(DEMO_DB), rate=50).start()
+        time.sleep(3)
+        wl = stats.stop()
+        _done(console, t, f"{wl.transactions} purchases committed")
 
         keys = state / "keys"
         if not (keys / "identity.key").exists():
@@ -121,14 +132,28 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         summary.add_row("deep verify", "OK" if verify_ok else "FAILED")
         summary.add_row("restore + compare", f"{'OK' if restored.ok else 'MISMATCH'} ({matched}/"
                                              f"{len(restored.comparisons)} tables, {restored.seconds:.1f} s)")
+        t = _step(console, "running the DR drill flow (scratch PostgreSQL → restore → checks → RTO/RPO)")
+        from flows.dr_drill import DrillFailed, dr_drill
+
+        try:
+            drill = dr_drill(backup=result["backup_id"])
+        except DrillFailed as exc:
+            drill = exc.report
+        _done(console, t, f"drill {drill['drill_id']} {'PASSED' if drill['passed'] else 'FAILED'}")
+        from bvh_ops.cli import _print_drill
+
+        _print_drill(drill)
+        summary.add_row("DR drill", f"{'PASSED' if drill['passed'] else 'FAILED'}: RTO {drill['rto_seconds']} s, "
+                                    f"RPO {drill['rpo_seconds']} s, "
+                                    f"{sum(c['status'] == 'passed' for c in drill['checks'])}/{len(drill['checks'])} checks")
         summary.add_row("repository", str(settings.repository))
         summary.add_row("total time", f"{time.monotonic() - t_start:.0f} s")
         console.print(summary)
         console.print(
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
-            "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup → Artifacts)"
+            "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok
+        return verify_ok and restored.ok and checks_ok and drill["passed"]
     finally:
         if not keep_running:
             cluster.stop()

@@ -51,3 +51,35 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         {"table": name, "rows": t["rows"], "bytes": sizes.get(name, 0), "fingerprint": t["fingerprint"]}
         for name, t in sorted(result["tables"].items())
     ]
+
+
+def drill_markdown(report: dict[str, Any]) -> str:
+    icon = {"passed": "✅", "failed": "❌", "not_verified": "⚠️"}
+    obj = report["objectives"]
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f} s"
+
+    lines = [
+        f"# DR drill {report['drill_id']}: {'PASSED ✅' if report['passed'] else 'FAILED ❌'}",
+        "",
+        f"Backup `{report['backup_id']}` · mode {report['mode']} · target {report['target']} · "
+        f"scratch: {report['scratch']}",
+        "",
+        "| objective | measured | target |",
+        "|---|---|---|",
+        f"| RTO (start → restored, accepting connections, checks passed) | {fmt(report['rto_seconds'])} | "
+        f"{obj['rto_seconds']:.0f} s |",
+        f"| RPO (target − newest restored commit) | {fmt(report['rpo_seconds'])} | {obj['rpo_seconds']:.0f} s |",
+        "",
+        f"Trend of earlier drills: {report.get('trend', 'no earlier drills')}",
+        "",
+        "## Stages",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in report["stages"]]
+    lines += ["", "## Checks", "", "| check | status | detail |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {icon.get(c['status'], '')} {c['status']} | {c['detail']} |" for c in report["checks"]]
+    return "\n".join(lines)

@@ -8,21 +8,21 @@ from typing import Any
 import psycopg
 
 _USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'")
+            "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'")
 
 COLUMNS = f"""
-SELECT format('%%I.%%I', n.nspname, c.relname), a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+SELECT format('%I.%I', n.nspname, c.relname), a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND a.attnum > 0 AND NOT a.attisdropped AND {_USER_NS}
 ORDER BY 1, a.attnum
 """
 CONSTRAINTS = f"""
-SELECT format('%%I.%%I', n.nspname, c.relname), con.conname, pg_get_constraintdef(con.oid)
+SELECT format('%I.%I', n.nspname, c.relname), con.conname, pg_get_constraintdef(con.oid)
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE {_USER_NS} ORDER BY 1, 2
 """
 INDEXES = f"""
-SELECT format('%%I.%%I', n.nspname, ci.relname), pg_get_indexdef(i.indexrelid)
+SELECT format('%I.%I', n.nspname, ci.relname), pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ci.relnamespace
 WHERE {_USER_NS} ORDER BY 1
 """

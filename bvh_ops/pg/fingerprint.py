@@ -34,9 +34,8 @@ SELECT format('%I.%I', n.nspname, c.relname) AS name, n.nspname, c.relname, c.re
       AND (t.typtype NOT IN ('b', 'd') OR coalesce(bt.typtype, 'b') <> 'b' OR coalesce(et.typtype, 'b') <> 'b')
   ) AS record_safe
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm')
+WHERE c.relkind IN ('r', 'p')  -- not materialized views: a restore refreshes them from restored data
   AND NOT c.relispartition
-  AND (c.relkind <> 'm' OR c.relispopulated)
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
@@ -44,7 +43,7 @@ WHERE c.relkind IN ('r', 'p', 'm')
 ORDER BY 1
 """
 
-_KINDS = {"r": "table", "p": "partitioned", "m": "matview"}
+_KINDS = {"r": "table", "p": "partitioned"}
 
 
 @dataclass(frozen=True)

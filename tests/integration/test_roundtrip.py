@@ -30,7 +30,8 @@ def test_awkward_database_round_trips_exactly(awkward_db, fresh_db, repo_dir, ma
     m = result.manifest
     names = {t.name for t in m.tables}
     assert {'"Ünïcödé Schema"."Weird ""Quoted"" Table"', "public.dupes", "public.empty_table",
-            "public.unlogged_cache", "public.measurements", "public.mood_counts", LARGE_OBJECTS} <= names
+            "public.unlogged_cache", "public.measurements", LARGE_OBJECTS} <= names
+    assert "public.mood_counts" not in names  # matviews are refreshed on restore, not copied
     by_name = {t.name: t for t in m.tables}
     assert by_name["public.dupes"].rows == 4
     assert by_name["public.measurements"].rows == 400

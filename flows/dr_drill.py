@@ -1,0 +1,144 @@
+"""DR restore drill: select → fetch + deep verify → start scratch → restore → checks → report →
+teardown, each stage a timed task; RTO and RPO against the runbook's objectives. A drill that
+did not pass fails its flow run (so failure notifications fire)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from bvh_ops.config import load_settings
+from bvh_ops.drill import engine
+from bvh_ops.drill.objectives import Objectives, objective_checks, rpo_seconds, rto_seconds, trend_line
+from bvh_ops.errors import BvhOpsError, IntegrityError
+from checks.results import CheckResult, CheckStatus
+from flows.artifacts import drill_markdown
+from tasks import drill_tasks as t
+
+
+class DrillFailed(IntegrityError):
+    """The drill ran and did not pass; ``report`` holds the full result."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _run_name() -> str:
+    p = flow_run.parameters or {}
+    return f"dr-drill {p.get('backup', 'latest')} {p.get('mode', 'logical')}"
+
+
+@flow(name="dr-drill", flow_run_name=_run_name, retries=0)
+def dr_drill(
+    backup: str = "latest",
+    to_time: datetime | None = None,
+    mode: Literal["logical", "physical", "both"] = "logical",
+    scratch: Literal["embedded", "configured"] = "embedded",
+) -> dict[str, Any]:
+    """Restore a backup into a scratch server, check it and measure RTO/RPO.
+
+    Args:
+        backup: backup id, or "latest" (the newest taken before to_time when that is given).
+        to_time: recovery target / simulated disaster time (UTC); default: the backup's snapshot.
+        mode: logical (pg_dump backups), physical or both.
+        scratch: "embedded" (a throw-away embedded PostgreSQL) or "configured" (drill_scratch_dsn).
+    """
+    settings = load_settings()
+    logger = get_run_logger()
+    started = engine.utcnow()
+    drill_id = engine.new_drill_id(started)
+    objectives = Objectives(settings.rto_objective_seconds, settings.rpo_objective_seconds)
+    stages: list[dict[str, Any]] = []
+    checks: list[CheckResult] = []
+    manifest = None
+    sc: engine.Scratch | None = None
+    ready_at: datetime | None = None
+    newest: datetime | None = None
+    target = to_time
+
+    @contextmanager
+    def stage(name: str):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            stages.append({"name": name, "seconds": round(time.monotonic() - t0, 3)})
+
+    def abort(name: str, exc: BaseException) -> None:
+        checks.append(CheckResult(name, CheckStatus.FAILED, str(exc)))
+        logger.error("drill stage %s failed: %s", name, exc)
+
+    if mode in ("physical", "both"):
+        checks.append(CheckResult("physical_restore", CheckStatus.NOT_VERIFIED,
+                                  "physical backups (pg_basebackup + WAL) are not available yet"))
+    try:
+        if mode in ("logical", "both"):
+            try:
+                with stage("select"):
+                    manifest = t.select(settings, backup, to_time)
+                target = to_time or datetime.fromisoformat(manifest.started_at)
+                with stage("fetch_verify"):
+                    verified = t.fetch_and_verify(settings, manifest.backup_id)
+                checks.append(verified)
+                if verified.passed:
+                    with stage("start"):
+                        sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch)
+                    with stage("restore"):
+                        t.restore(settings, manifest.backup_id, sc)
+                    with stage("checks"):
+                        results, newest = t.run_checks(settings, manifest, sc, target)
+                    checks.extend(results)
+                    ready_at = engine.utcnow()
+            except BvhOpsError as exc:
+                abort(stages[-1]["name"] if stages else "select", exc)
+
+        rto = rto_seconds(started, ready_at) if ready_at and all(c.passed for c in checks) else None
+        rpo = rpo_seconds(target, newest) if target else None
+        checks.extend(objective_checks(rto, rpo, objectives))
+        passed = bool(checks) and all(c.passed for c in checks)
+        report: dict[str, Any] = {
+            "drill_id": drill_id, "passed": passed, "mode": mode,
+            "backup_id": manifest.backup_id if manifest else None,
+            "started_at": started.isoformat(), "target": target.isoformat() if target else None,
+            "rto_seconds": round(rto, 3) if rto is not None else None,
+            "rpo_seconds": round(rpo, 3) if rpo is not None else None,
+            "objectives": {"rto_seconds": objectives.rto_seconds, "rpo_seconds": objectives.rpo_seconds},
+            "scratch": sc.label() if sc else None,
+            "stages": stages, "checks": [c.to_json() for c in checks],
+        }
+        with stage("report"):
+            report["finished_at"] = engine.utcnow().isoformat()
+            try:
+                previous = t.record(settings, report)
+            except BvhOpsError as exc:
+                previous = []
+                abort("report", exc)
+                report["checks"] = [c.to_json() for c in checks]
+                report["passed"] = passed = False
+            report["trend"] = trend_line([(p["rto_seconds"], p["rpo_seconds"]) for p in previous])
+            report["previous"] = previous
+            create_markdown_artifact(key="dr-drill-report", markdown=drill_markdown(report),
+                                     description=f"DR drill {drill_id} of {report['backup_id']}")
+            create_table_artifact(key="dr-drill-checks", table=report["checks"],
+                                  description=f"Checks of DR drill {drill_id}")
+    finally:
+        if sc is not None:
+            with stage("teardown"):
+                t.teardown(sc)
+    report["stages"] = stages
+    if not passed:
+        bad = [c for c in checks if not c.passed]
+        raise DrillFailed(f"DR drill {drill_id} failed: " + ", ".join(f"{c.name} {c.status}" for c in bad), report)
+    logger.info("DR drill %s passed: RTO %.1f s, RPO %s s", drill_id, report["rto_seconds"], report["rpo_seconds"])
+    return report
+
+
+if __name__ == "__main__":
+    dr_drill()

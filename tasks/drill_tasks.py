@@ -1,0 +1,107 @@
+"""Tasks of the DR drill: each stage one task, each with its own timeout."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bvh_ops.config import Settings
+from bvh_ops.drill import engine
+from bvh_ops.repository.manifest import Manifest
+from bvh_ops.restore import restore_logical
+from checks import drill_suite
+from checks.results import CheckResult, CheckStatus
+from tasks.common import retry_transient_only
+
+_opts: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_transient_only}
+
+
+@task(name="drill-select", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
+def select(settings: Settings, backup: str, to_time: datetime | None) -> Manifest:
+    """The backup to drill: the given id, or the newest one (taken before to_time, if given)."""
+    if backup == "latest" and to_time is not None:
+        repo, _ = engine.open_repository(settings)
+        candidates = [r for r in repo.list_backups() if r.status == "complete" and r.kind == "logical"
+                      and r.started_at is not None and r.started_at <= to_time]
+        if not candidates:
+            from bvh_ops.errors import NotFound
+
+            raise NotFound(f"no logical backup taken before {to_time.isoformat()}")
+        backup = max(candidates, key=lambda r: r.started_at).backup_id
+    return engine.select_backup(settings, backup)
+
+
+@task(name="drill-fetch-verify", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=6 * 3600, **_opts)
+def fetch_and_verify(settings: Settings, backup_id: str) -> CheckResult:
+    results = engine.deep_verify(settings, backup_id)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        return CheckResult("deep_verify", CheckStatus.FAILED,
+                           "; ".join(f"{r.object}: {r.status} ({r.detail})" for r in bad))
+    return CheckResult("deep_verify", CheckStatus.PASSED,
+                       f"{len(results)} objects decrypted and hashed: all OK")
+
+
+@task(name="drill-start-scratch", timeout_seconds=600, **_opts)
+def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch: str) -> engine.Scratch:
+    return engine.provision_scratch(settings, drill_id, server_major, scratch)
+
+
+@task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
+def restore(settings: Settings, backup_id: str, scratch: engine.Scratch) -> float:
+    result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False)
+    if not engine.accepts_connections(scratch.dsn()):
+        from bvh_ops.errors import DatabaseUnavailable
+
+        raise DatabaseUnavailable("the restored database does not accept connections")
+    return result.seconds
+
+
+@task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)
+def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
+               target: datetime) -> tuple[list[CheckResult], datetime | None]:
+    dsn = scratch.dsn()
+    secrets = [p for p in (_password(dsn), _password(settings.database_url)) if p]
+    results: list[CheckResult] = []
+    results += drill_suite.guarded("logical_fingerprints", lambda: drill_suite.check_fingerprints(dsn, manifest), secrets)
+    results += drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(dsn, manifest), secrets)
+    results += drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
+    source = settings.database_url.get_secret_value() if settings.database_url else None
+    cutoff = target - timedelta(seconds=settings.pitr_margin_seconds)
+    results += drill_suite.guarded(
+        "pitr_append_only", lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff), secrets)
+    results += drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
+    newest: list[datetime | None] = [None]
+
+    def freshness() -> CheckResult:
+        newest[0] = engine.newest_commit(dsn, settings.append_only_tables)
+        return drill_suite.check_freshness(newest[0], target)
+
+    results += drill_suite.guarded("freshness", freshness, secrets)
+    return results, newest[0]
+
+
+def _password(dsn: Any) -> str | None:
+    if dsn is None:
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    raw = dsn.get_secret_value() if hasattr(dsn, "get_secret_value") else dsn
+    return conninfo_to_dict(raw).get("password")
+
+
+@task(name="drill-report", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
+def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Store the drill in the ops database; returns the earlier drills for the trend."""
+    dsn = engine.ops_dsn(settings)
+    previous = engine.previous_drills(dsn)
+    engine.record_drill(dsn, report)
+    return previous
+
+
+@task(name="drill-teardown", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=600, cache_policy=NO_CACHE)
+def teardown(scratch: engine.Scratch) -> None:
+    scratch.teardown()
