@@ -98,38 +98,46 @@ def bench_size(cluster: EmbeddedCluster, scale: float, work: Path, keys: tuple[P
                                     text=True, check=True)
     dump_bytes = int(dump_bytes_cmd.stdout.strip())
 
-    repo = work / f"repo-{db}"
-    shutil.rmtree(repo, ignore_errors=True)
-    code = textwrap.dedent("""
-        import json, sys
-        from bvh_ops.config import load_settings
-        from bvh_ops.backup import run_logical_backup
-        r = run_logical_backup(load_settings())
-        print(json.dumps({"bytes_in": r.manifest.bytes_in, "bytes_stored": r.manifest.bytes_stored,
-                          "seconds": r.seconds}))
-    """)
-    ours_env = {**os.environ, "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
-                "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state")}
-    out_file = work / "ours.json"
-    ours_cmd = ["bash", "-c", f'"{sys.executable}" -c \'{code}\' > "{out_file}"']
-    ours_s, ours_peaks = timed(ours_cmd, ours_env)
-    ours = json.loads(out_file.read_text())
+    results_ours = {}
+    for variant, fp in (("ours", True), ("ours_no_fingerprints", False)):
+        results_ours[variant] = _run_ours(cluster, db, work, keys, fp)
     result = {
         "scale": scale, "database_bytes": db_bytes, "load_seconds": round(load_s, 1),
         "dump_bytes": dump_bytes,
         "bare": {"seconds": round(bare_s, 2), "mb_per_s": round(dump_bytes / 1e6 / bare_s, 1),
                  "stored_bytes": bare_file.stat().st_size,
                  "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in bare_peaks.items() if k != "bash"}},
-        "ours": {"seconds": round(ours_s, 2), "mb_per_s": round(ours["bytes_in"] / 1e6 / ours_s, 1),
-                 "stored_bytes": ours["bytes_stored"], "inner_seconds": round(ours["seconds"], 2),
-                 "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in ours_peaks.items() if k != "bash"}},
+        **results_ours,
     }
-    result["ratio"] = round(ours_s / bare_s, 3)
+    result["ratio"] = round(results_ours["ours"]["seconds"] / bare_s, 3)
+    result["ratio_no_fingerprints"] = round(results_ours["ours_no_fingerprints"]["seconds"] / bare_s, 3)
     bare_file.unlink()
-    shutil.rmtree(repo, ignore_errors=True)
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
     return result
+
+
+def _run_ours(cluster, db, work, keys, fingerprints: bool) -> dict:
+    repo = work / f"repo-{db}"
+    shutil.rmtree(repo, ignore_errors=True)
+    code = textwrap.dedent("""
+        import json, sys
+        from bvh_ops.config import load_settings
+        from bvh_ops.backup import run_logical_backup
+        r = run_logical_backup(load_settings(), fingerprints=FINGERPRINTS)
+        print(json.dumps({"bytes_in": r.manifest.bytes_in, "bytes_stored": r.manifest.bytes_stored,
+                          "seconds": r.seconds}))
+    """).replace("FINGERPRINTS", str(fingerprints))
+    ours_env = {**os.environ, "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
+                "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state")}
+    out_file = work / "ours.json"
+    ours_cmd = ["bash", "-c", f'"{sys.executable}" -c \'{code}\' > "{out_file}"']
+    ours_s, ours_peaks = timed(ours_cmd, ours_env)
+    ours = json.loads(out_file.read_text())
+    shutil.rmtree(repo, ignore_errors=True)
+    return {"seconds": round(ours_s, 2), "mb_per_s": round(ours["bytes_in"] / 1e6 / ours_s, 1),
+            "stored_bytes": ours["bytes_stored"], "inner_seconds": round(ours["seconds"], 2),
+            "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in ours_peaks.items() if k != "bash"}}
 
 
 def machine() -> dict:
