@@ -229,6 +229,26 @@ def _print_drill(report: dict) -> None:
               f"trend: {report.get('trend', '-')}")
 
 
+@app.command()
+def serve() -> None:
+    """Serve every deployment of prefect.yaml with its schedule from this machine (no work pool)."""
+    _settings()
+    from deployments.serve import serve as run_serve
+
+    run_serve()
+
+
+@app.command("setup-notifications")
+def setup_notifications() -> None:
+    """Create or update the automation that notifies on failed/crashed/timed-out runs (idempotent)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise BvhOpsError("PREFECT_API_URL is not set: point it at your Prefect server (…/api) first")
+    from deployments.notifications import setup_notifications as setup
+
+    result = setup(_settings())
+    out.print(f"automation '{result['automation']}' {result['action']} with {result['notifications']} notification(s)")
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration, secrets redacted."""

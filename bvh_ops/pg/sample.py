@@ -54,7 +54,7 @@ _GENERATE = """
 INSERT INTO users (email, display_name, phone, country, created_at, is_active, preferences, tags)
 SELECT 'user' || g || '@example.org', 'Player ' || g, '+972-5' || lpad((g * 7919 % 10000000)::text, 7, '0'),
        (ARRAY['IL','US','FR','GB','DE'])[1 + g % 5],
-       timestamptz '2025-01-01' + (g * interval '37 minutes'), g % 17 <> 0,
+       timestamptz '2025-01-01' + (g::float8 / {users}) * interval '150 days', g % 17 <> 0,
        jsonb_build_object('lang', (ARRAY['he','en','fr'])[1 + g % 3], 'marketing', g % 2 = 0),
        CASE WHEN g % 10 = 0 THEN ARRAY['vip', 'early'] ELSE ARRAY[]::text[] END
 FROM generate_series(1, {users}) g;
@@ -65,8 +65,8 @@ SELECT id, 'ILS', 0, timestamptz '2026-01-01' FROM users;
 INSERT INTO draws (name, status, draw_at, jackpot, created_at)
 SELECT 'Draw #' || g,
        (CASE WHEN g < {draws} - 1 THEN 'closed' WHEN g = {draws} - 1 THEN 'open' ELSE 'scheduled' END)::draw_status,
-       timestamptz '2026-01-03 20:00+02' + (g * interval '3 days'), 1000000 + g * 25000,
-       timestamptz '2026-01-01' + (g * interval '3 days')
+       timestamptz '2025-06-03 20:00+03' + (g::float8 / {draws}) * interval '365 days', 1000000 + g * 25000,
+       timestamptz '2025-06-01' + (g::float8 / {draws}) * interval '365 days'
 FROM generate_series(1, {draws}) g;
 
 INSERT INTO draw_results (draw_id, winning_numbers, bonus, published_at, result_hash)
@@ -80,20 +80,20 @@ INSERT INTO tickets (user_id, draw_id, numbers, price, purchased_at, status, pri
 SELECT 1 + (g * 7) % {users}, 1 + g % {draws},
        ARRAY[1 + g % 6, 7 + g % 6, 13 + g % 6, 19 + g % 6, 25 + g % 6, 31 + g % 6]::smallint[],
        (ARRAY[5.90, 11.80, 29.50])[1 + g % 3],
-       timestamptz '2026-01-01' + (g * interval '13 seconds') + (random() * interval '10 seconds'),
+       timestamptz '2025-06-01' + (g::float8 / {tickets}) * interval '365 days' + (random() * interval '10 seconds'),
        CASE WHEN g % 50 = 0 THEN 'won' ELSE 'active' END,
        CASE WHEN g % 50 = 0 THEN round((random() * 500)::numeric, 2) END
 FROM generate_series(1, {tickets}) g;
 
 INSERT INTO transactions (wallet_id, kind, amount, created_at, reference, metadata)
-SELECT w.id, 'deposit', 1000, timestamptz '2025-12-31', 'initial deposit', '{{"channel":"card"}}'
+SELECT w.id, 'deposit', 1000, timestamptz '2025-05-31', 'initial deposit', '{{"channel":"card"}}'
 FROM wallets w;
 
 INSERT INTO transactions (wallet_id, kind, amount, created_at, reference, metadata)
 SELECT 1 + (g * 13) % {users},
        (ARRAY['ticket_purchase','prize','refund'])[1 + (g % 10 = 0)::int + (g % 97 = 0)::int]::txn_kind,
        CASE WHEN g % 10 = 0 THEN round((random() * 50)::numeric, 2) ELSE -round((1 + random() * 4)::numeric, 2) END,
-       timestamptz '2026-01-01' + (g * interval '11 seconds'),
+       timestamptz '2025-06-01' + (g::float8 / {txns}) * interval '365 days',
        'ref-' || md5(g::text),
        CASE WHEN g % 3 = 0 THEN jsonb_build_object('ticket', g, 'ua', 'app/' || (g % 5)) END
 FROM generate_series(1, {txns}) g;
@@ -106,7 +106,7 @@ INSERT INTO payments (user_id, provider, external_id, amount, status, created_at
 SELECT 1 + g % {users}, (ARRAY['visa','mastercard','paypal','bit'])[1 + g % 4],
        md5('pay' || g)::uuid, round((10 + random() * 990)::numeric, 2),
        (ARRAY['settled','settled','settled','declined','refunded'])[1 + g % 5],
-       timestamptz '2026-01-01' + (g * interval '97 seconds'),
+       timestamptz '2025-06-01' + (g::float8 / {payments}) * interval '365 days',
        jsonb_build_object('auth_code', substr(md5(g::text), 1, 8), 'risk', round(random()::numeric, 3))
 FROM generate_series(1, {payments}) g;
 
@@ -114,31 +114,31 @@ INSERT INTO admin_actions (admin_user, action, target, details, ip, created_at)
 SELECT (ARRAY['rivka','moshe','dana'])[1 + g % 3], (ARRAY['close_draw','refund','ban_user','adjust_jackpot'])[1 + g % 4],
        'object-' || g, jsonb_build_object('note', 'generated ' || g),
        ('10.0.' || (g % 250) || '.' || (g % 200 + 1))::inet,
-       timestamptz '2026-01-01' + (g * interval '1 hour')
+       timestamptz '2025-06-01' + (g::float8 / {admin}) * interval '365 days'
 FROM generate_series(1, {admin}) g;
 
 INSERT INTO audit_log (occurred_at, actor, event, entity, entity_id, payload, row_hash)
-SELECT timestamptz '2026-01-01' + (g * interval '17 seconds'), 'user:' || (1 + g % {users}),
+SELECT timestamptz '2025-06-01' + (g::float8 / {audit}) * interval '365 days', 'user:' || (1 + g % {users}),
        (ARRAY['login','ticket.buy','wallet.deposit','profile.update','logout'])[1 + g % 5],
        (ARRAY['session','ticket','wallet','user','session'])[1 + g % 5], g,
        jsonb_build_object('seq', g, 'client', 'web'), sha256(('audit' || g)::bytea)
 FROM generate_series(1, {audit}) g;
 
 INSERT INTO security_events (occurred_at, severity, kind, source_ip, user_id, details)
-SELECT timestamptz '2026-01-01' + (g * interval '7 minutes'), (1 + g % 5)::smallint,
+SELECT timestamptz '2025-06-01' + (g::float8 / {security}) * interval '365 days', (1 + g % 5)::smallint,
        (ARRAY['failed_login','rate_limited','suspicious_ip','password_reset'])[1 + g % 4],
        ('192.0.2.' || (1 + g % 254))::inet, CASE WHEN g % 3 = 0 THEN 1 + g % {users} END,
        jsonb_build_object('attempts', 1 + g % 9)
 FROM generate_series(1, {security}) g;
 
 INSERT INTO app_logs (logged_at, level, service, message, context)
-SELECT timestamptz '2026-03-01' + ((g * 23) % 576000) * interval '1 minute',
+SELECT timestamptz '2026-01-01' + (g::float8 / {applogs}) * interval '360 days',
        (ARRAY['INFO','INFO','INFO','WARN','ERROR'])[1 + g % 5], (ARRAY['api','payments','draw-engine'])[1 + g % 3],
        'request ' || g || ' handled in ' || (g % 250) || ' ms', jsonb_build_object('trace', md5(g::text))
 FROM generate_series(1, {applogs}) g;
 
 INSERT INTO performance_logs (recorded_at, endpoint, duration_ms, status_code)
-SELECT timestamptz '2026-01-01' + (g * interval '31 seconds'), (ARRAY['/api/tickets','/api/draws','/api/wallet'])[1 + g % 3],
+SELECT timestamptz '2025-06-01' + (g::float8 / {perf}) * interval '365 days', (ARRAY['/api/tickets','/api/draws','/api/wallet'])[1 + g % 3],
        CASE WHEN g % 1000 = 0 THEN 'NaN'::float8 WHEN g % 1001 = 0 THEN 'Infinity'::float8 ELSE random() * 300 END,
        (ARRAY[200, 200, 200, 201, 404, 500])[1 + g % 6]
 FROM generate_series(1, {perf}) g;

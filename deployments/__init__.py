@@ -1,0 +1,1 @@
+"""Deployment helpers: one-machine `serve`, the deploy script, the CI workflow."""
