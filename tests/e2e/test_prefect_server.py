@@ -37,6 +37,27 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _receiver():
+    """A real HTTP server on 127.0.0.1 that records POST bodies (the webhook target)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return received, f"http://127.0.0.1:{server.server_address[1]}/hook", server
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,6 +138,35 @@ def test_deploy_and_run_the_on_demand_drill_through_a_worker(pg, keypair, tmp_pa
         assert runs[0].parameters["backup"] == backup_id
         keys = {a.key for a in artifacts if a.flow_run_id == runs[0].id}
         assert {"dr-drill-report", "dr-drill-checks"} <= keys
+
+        # Failure notifications: set up twice (idempotent), then a failing drill must POST to
+        # a real HTTP receiver on 127.0.0.1.
+        received, receiver_url, receiver = _receiver()
+        try:
+            notify_env = {**prefect_env, **bvh_env, "BVH_OPS_NOTIFY_WEBHOOK_URL": receiver_url}
+            for expected in ("created", "updated"):
+                setup = subprocess.run([sys.executable, "-m", "bvh_ops.cli", "setup-notifications"], cwd=ROOT,
+                                       capture_output=True, text=True, env=notify_env, timeout=120)
+                assert setup.returncode == 0 and expected in setup.stdout, setup.stdout + setup.stderr
+
+            async def automations():
+                async with PrefectClient(api) as client:
+                    return [a for a in await client.read_automations() if a.name.startswith("bvh-ops:")]
+
+            assert len(asyncio.run(automations())) == 1
+            failing = subprocess.run(
+                [str(BIN / "prefect"), "deployment", "run", "dr-drill/dr-drill-on-demand",
+                 "--param", "mode=physical", "--watch", "--watch-timeout", "300"],
+                cwd=ROOT, capture_output=True, text=True, env=prefect_env, timeout=360)
+            assert failing.returncode != 0, failing.stdout[-2000:]
+            deadline = time.monotonic() + 120
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert received, "no failure notification arrived"
+            body = json.loads(received[0])
+            assert body["source"] == "bvh-ops" and "dr-drill" in body["subject"] and "Failed" in body["subject"]
+        finally:
+            receiver.shutdown()
     finally:
         if worker is not None:
             _stop(worker)
