@@ -19,7 +19,7 @@ def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retent
     lines = [
         f"# Daily backup {result['backup_id']}",
         "",
-        f"**Result:** {'✅ committed and checked' if ok else '❌ checks failed'}",
+        f"**Result:** {'committed and checked' if ok else 'CHECKS FAILED'}",
         "",
         "| | |",
         "|---|---|",
@@ -54,14 +54,13 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def drill_markdown(report: dict[str, Any]) -> str:
-    icon = {"passed": "✅", "failed": "❌", "not_verified": "⚠️"}
     obj = report["objectives"]
 
     def fmt(v: float | None) -> str:
         return "–" if v is None else f"{v:.1f} s"
 
     lines = [
-        f"# DR drill {report['drill_id']}: {'PASSED ✅' if report['passed'] else 'FAILED ❌'}",
+        f"# DR drill {report['drill_id']}: {'PASSED' if report['passed'] else 'FAILED'}",
         "",
         f"Backup `{report['backup_id']}` · mode {report['mode']} · target {report['target']} · "
         f"scratch: {report['scratch']}",
@@ -81,5 +80,5 @@ def drill_markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in report["stages"]]
     lines += ["", "## Checks", "", "| check | status | detail |", "|---|---|---|"]
-    lines += [f"| {c['name']} | {icon.get(c['status'], '')} {c['status']} | {c['detail']} |" for c in report["checks"]]
+    lines += [f"| {c['name']} | **{c['status']}** | {c['detail']} |" for c in report["checks"]]
     return "\n".join(lines)
