@@ -141,12 +141,15 @@ def restore(
     into: Annotated[str, typer.Option("--into", help="DSN of the (existing, empty) database to restore into")],
     table: Annotated[list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")] = None,
     no_owner: Annotated[bool, typer.Option("--no-owner", help="Skip ownership and privileges")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel pg_restore processes")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Restore a logical backup into a database and compare every table's fingerprint."""
     from bvh_ops.restore import restore_logical
 
-    result = restore_logical(_settings(), backup_id, into, tables=table or None, no_owner=no_owner)
+    settings = _settings()
+    result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
+                             jobs=jobs or settings.restore_jobs)
     if as_json:
         _emit_json(result.to_json())
     else:

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     compression_level: int = Field(default=3, ge=1, le=22)
     # zstd worker threads (0 = compress in the calling thread); 2 keeps up with pg_dump on 2 cores.
     compression_threads: int = Field(default=2, ge=0, le=64)
+    # pg_restore processes for full restores (drills too): data, then indexes/constraints, in parallel.
+    restore_jobs: int = Field(default=2, ge=1, le=64)
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
     segment_size_kib: int = Field(default=1024, ge=16, le=65536)
     # KEM for sealing data keys: hybrid post-quantum (default) or classic X25519.

@@ -4,7 +4,11 @@ compare every restored table's fingerprint with the one the backup recorded."""
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import subprocess
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -81,11 +85,13 @@ def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
             total += len(chunk)
             proc.stdin.write(chunk)
     except BrokenPipeError:
-        # pg_restore stopped reading (done with a selective list, or failed; its exit code
-        # tells which). Read the rest anyway so the whole object is authenticated and hashed.
-        while chunk := reader.read(CHUNK):
-            sha.update(chunk)
-            total += len(chunk)
+        # pg_restore stopped reading (done with its list, or failed; its exit code tells
+        # which). When this reader verifies the object, read the rest so all of it is
+        # authenticated and hashed; otherwise stop here.
+        if expected_sha is not None:
+            while chunk := reader.read(CHUNK):
+                sha.update(chunk)
+                total += len(chunk)
     except BvhOpsError:
         proc.kill()
         raise
@@ -99,15 +105,15 @@ def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
     return total
 
 
-def _toc(settings, repo, backup_id, identities) -> list[str]:
+def _toc(settings, repo, backup_id, identities, section: str | None = None) -> list[str]:
+    """The archive's table of contents (``pg_restore -l``), optionally one section only."""
     reader = _decrypted(settings, repo, backup_id, identities)
-    proc = spawn_tool("pg_restore", ["-l"], env=pg_env("postgresql://"), bin_dir=settings.pg_bin_dir,
+    args = ["-l"] + ([f"--section={section}"] if section else [])
+    proc = spawn_tool("pg_restore", args, env=pg_env("postgresql://"), bin_dir=settings.pg_bin_dir,
                       stdin=subprocess.PIPE)
     err = _StderrTail(proc.stderr)
     err.start()
     out_lines: list[str] = []
-    import threading
-
     t = threading.Thread(target=lambda: out_lines.extend(proc.stdout.read().decode().splitlines()), daemon=True)
     t.start()
     _feed(reader, proc, None)
@@ -118,13 +124,23 @@ def _toc(settings, repo, backup_id, identities) -> list[str]:
     return out_lines
 
 
+_KNOWN_DESCS = sorted(
+    _TABLE_ENTRIES + _PREREQ + (
+        "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TABLE ATTACH", "ACL", "DEFAULT ACL", "COMMENT",
+        "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT",
+        "TRIGGER", "EVENT TRIGGER", "RULE", "POLICY", "STATISTICS", "PUBLICATION", "SUBSCRIPTION",
+    ),
+    key=lambda d: len(d.split()), reverse=True,
+)
+
+
 def _entry(line: str) -> tuple[str, str, str] | None:
     """(desc, schema, tag) of a TOC line: '<id>; <cat> <oid> <DESC...> <schema> <tag...> <owner>'."""
     if not line or line.startswith(";"):
         return None
     parts = line.split(";", 1)[1].split()
     words = parts[2:]
-    for desc in sorted(_TABLE_ENTRIES + _PREREQ + ("FK CONSTRAINT", "INDEX", "ACL", "COMMENT"), key=len, reverse=True):
+    for desc in _KNOWN_DESCS:
         d = desc.split()
         if words[: len(d)] == d:
             rest = words[len(d):]
@@ -169,8 +185,108 @@ def selective_lists(toc: list[str], tables: list[str]) -> tuple[list[str], list[
     return prereq, own
 
 
+def _write_list(lines: list[str], paths: list[str]) -> str:
+    fd, path = tempfile.mkstemp(prefix="bvh-toc-", suffix=".list")
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    paths.append(path)
+    return path
+
+
+def balance(entries: list[tuple[str, int]], jobs: int) -> list[list[str]]:
+    """Split TOC lines over ``jobs`` lists by weight (largest first onto the lightest list),
+    each list keeping archive order: a piped archive can only be read front to back."""
+    order = {line: i for i, (line, _) in enumerate(entries)}
+    bins: list[list[str]] = [[] for _ in range(max(1, jobs))]
+    load = [0] * len(bins)
+    for line, weight in sorted(entries, key=lambda e: -e[1]):
+        i = load.index(min(load))
+        bins[i].append(line)
+        load[i] += max(1, weight)
+    return [sorted(b, key=order.__getitem__) for b in bins if b]
+
+
+def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, env, bin_dir, base_args,
+                  verify_sha: str | None = None) -> int:
+    """One pg_restore per list file, each fed by its own decrypting reader of the object (so
+    they progress independently with bounded memory); the first list's reader verifies the
+    plaintext sha256. Returns the bytes that reader fed; raises the first failure."""
+    procs, errors, fed = [], [], [0]
+    threads = []
+    for i, path in enumerate(lists):
+        proc = spawn_tool("pg_restore", [*base_args, "-L", path], env=env, bin_dir=bin_dir,
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        tail = _StderrTail(proc.stderr)
+        tail.start()
+        procs.append((proc, tail))
+
+        def feed(proc=proc, first=(i == 0)) -> None:
+            try:
+                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_sha if first else None)
+                if first:
+                    fed[0] = n
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    failed = None
+    for proc, tail in procs:
+        rc = proc.wait()
+        if rc != 0 and failed is None:
+            failed = (rc, tail.text())
+    if errors:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
+        raise errors[0]
+    if failed is not None:
+        raise_for_tool("pg_restore", *failed)
+    return fed[0]
+
+
+def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs, list_files) -> int:
+    """pre-data, then data over ``jobs`` processes, then indexes and constraints over ``jobs``,
+    then the rest of post-data (foreign keys, index attachments, triggers, matview refreshes)."""
+    backup_id = manifest.backup_id
+    entry = next(o for o in manifest.objects if o.name == DUMP_OBJECT)
+    common = dict(settings=settings, repo=repo, backup_id=backup_id, identities=identities, env=env,
+                  bin_dir=bin_dir, base_args=base_args)
+    pre = [ln for ln in _toc(settings, repo, backup_id, identities, "pre-data") if ln and not ln.startswith(";")]
+    data = [ln for ln in _toc(settings, repo, backup_id, identities, "data") if ln and not ln.startswith(";")]
+    post = [ln for ln in _toc(settings, repo, backup_id, identities, "post-data") if ln and not ln.startswith(";")]
+    sizes = manifest.extra.get("table_bytes", {})
+    index_table = {name: m.group(1) for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
+                   if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d))}
+
+    def weight(line: str) -> int:
+        desc, schema, tag = _entry(line)
+        name = f"{schema}.{tag.split(' ')[0]}"
+        if desc == "INDEX":
+            name = index_table.get(name, name)
+        return int(sizes.get(name, 0)) or 1
+
+    if pre:
+        _run_parallel([_write_list(pre, list_files)], **common)
+    total = 0
+    if data:
+        lists = [_write_list(b, list_files) for b in balance([(ln, weight(ln)) for ln in data], jobs)]
+        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256)
+    first = [ln for ln in post if _entry(ln)[0] in ("INDEX", "CONSTRAINT")]
+    rest = [ln for ln in post if ln not in set(first)]
+    if first:
+        _run_parallel([_write_list(b, list_files) for b in balance([(ln, weight(ln)) for ln in first], jobs)],
+                      **common)
+    if rest:
+        _run_parallel([_write_list(rest, list_files)], **common)
+    return total
+
+
 def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables: list[str] | None = None,
-                    no_owner: bool = False, compare: bool = True) -> RestoreResult:
+                    no_owner: bool = False, compare: bool = True, jobs: int = 1) -> RestoreResult:
     repo, _ = open_repository(settings, check=False)
     backup_id = repo.resolve(backup_id)
     loaded = repo.load_manifest(backup_id)
@@ -191,11 +307,17 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     owner_args = ["--no-owner", "--no-privileges"] if no_owner else []
     base_args = ["--exit-on-error", "-d", dbname, *owner_args]
     t0 = time.monotonic()
-    import os
-    import tempfile
-
     list_files: list[str] = []
     try:
+        if not tables and jobs > 1:
+            try:
+                total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
+                                          list_files)
+            except CryptoError as exc:
+                raise CryptoError(f"{exc}; the target database {dbname} is partially restored: drop it") from None
+            seconds = time.monotonic() - t0
+            comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
+            return RestoreResult(backup_id, dbname, seconds, total, comparisons)
         if tables:
             toc = _toc(settings, repo, backup_id, identities)
             prereq, own = selective_lists(toc, tables)

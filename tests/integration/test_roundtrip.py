@@ -24,7 +24,8 @@ def awkward_db(pg):
     return pg.dsn("awkward")
 
 
-def test_awkward_database_round_trips_exactly(awkward_db, fresh_db, repo_dir, make_settings):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_awkward_database_round_trips_exactly(awkward_db, fresh_db, repo_dir, make_settings, jobs):
     settings = make_settings(awkward_db, f"file://{repo_dir}")
     result = run_logical_backup(settings)
     m = result.manifest
@@ -42,10 +43,16 @@ def test_awkward_database_round_trips_exactly(awkward_db, fresh_db, repo_dir, ma
     assert [r.status for r in deep] == [Status.OK] * 3
 
     target = fresh_db()
-    restored = restore_logical(settings, m.backup_id, target)
+    restored = restore_logical(settings, m.backup_id, target, jobs=jobs)
     mismatched = [(c.name, c.expected, c.actual) for c in restored.comparisons if not c.ok]
     assert mismatched == []
     assert len(restored.comparisons) == len(m.tables)
+    assert restored.bytes_in == m.objects[0].plaintext_size  # the whole dump was read and verified
+    from bvh_ops.pg.catalog import compare_schema, schema_snapshot
+    from bvh_ops.pg.conn import connect
+
+    with connect(target) as conn:
+        assert compare_schema(m.extra["schema"], schema_snapshot(conn)) == []
 
 
 def test_fingerprint_sees_a_changed_duplicate(awkward_db, fresh_db, repo_dir, make_settings):
