@@ -97,10 +97,9 @@ class Settings(BaseSettings):
     # Admin DSN of a server where drills create (and drop) a scratch database; default: a new
     # embedded cluster per drill, destroyed afterwards.
     drill_scratch_dsn: SecretStr | None = None
-    # Failure notifications (bvh-ops setup-notifications): a webhook URL and/or an apprise
-    # email URL (mailtos://user:password@smtp.example.com?to=ops@example.com). Both secret.
+    # Failure notifications (bvh-ops setup-notifications): the webhook URL (secret: such URLs
+    # usually carry a token).
     notify_webhook_url: SecretStr | None = None
-    notify_email_url: SecretStr | None = None
     # Recovery objectives the drill measures against (the runbook: 15 minutes, 5 minutes).
     rto_objective_seconds: float = Field(default=900.0, gt=0)
     rpo_objective_seconds: float = Field(default=300.0, gt=0)
@@ -226,9 +225,8 @@ class Settings(BaseSettings):
             value = getattr(self, key)
             if value is not None:
                 data[key] = redact_dsn(value.get_secret_value())
-        for key in ("notify_webhook_url", "notify_email_url"):
-            if getattr(self, key) is not None:
-                data[key] = "***"
+        if self.notify_webhook_url is not None:
+            data["notify_webhook_url"] = "***"
         return data
 
 

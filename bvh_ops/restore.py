@@ -273,15 +273,32 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         _run_parallel([_write_list(pre, list_files)], **common)
     total = 0
     if data:
-        lists = [_write_list(b, list_files) for b in balance([(ln, weight(ln)) for ln in data], jobs)]
+        # Large objects' metadata and contents (PostgreSQL 17+: both in the data section) must
+        # stay in one process, in archive order.
+        blobs = [ln for ln in data if _entry(ln)[0].startswith(("BLOB", "LARGE OBJECT"))]
+        others = [ln for ln in data if ln not in set(blobs)]
+        bins = balance([(ln, weight(ln)) for ln in others], jobs) if others else [[]]
+        order = {ln: i for i, ln in enumerate(data)}
+        bins[-1] = sorted(bins[-1] + blobs, key=order.__getitem__)
+        lists = [_write_list(b, list_files) for b in bins if b]
         total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256)
-    first = [ln for ln in post if _entry(ln)[0] in ("INDEX", "CONSTRAINT")]
-    rest = [ln for ln in post if ln not in set(first)]
+    # Indexes and constraints first (foreign keys need their referenced keys), then foreign
+    # keys spread over the jobs with the other post-data entries, then comments and grants.
+    kinds = {ln: _entry(ln)[0] for ln in post}
+    first = [ln for ln in post if kinds[ln] in ("INDEX", "CONSTRAINT")]
+    fks = [ln for ln in post if kinds[ln] == "FK CONSTRAINT"]
+    last = [ln for ln in post if kinds[ln] in ("COMMENT", "ACL", "SECURITY LABEL")]
+    rest = [ln for ln in post if ln not in set(first) | set(fks) | set(last)]
     if first:
         _run_parallel([_write_list(b, list_files) for b in balance([(ln, weight(ln)) for ln in first], jobs)],
                       **common)
-    if rest:
-        _run_parallel([_write_list(rest, list_files)], **common)
+    if fks or rest:
+        bins = balance([(ln, weight(ln)) for ln in fks], jobs) if fks else [[]]
+        order = {ln: i for i, ln in enumerate(post)}
+        bins[-1] = sorted(bins[-1] + rest, key=order.__getitem__)
+        _run_parallel([_write_list(b, list_files) for b in bins if b], **common)
+    if last:
+        _run_parallel([_write_list(last, list_files)], **common)
     return total
 
 

@@ -1,7 +1,11 @@
 """Failure notifications: one Prefect automation that sends a notification whenever a bvh-ops
-flow run fails, crashes or times out, through a webhook block (and an email block where
-configured). Created idempotently: blocks are saved with overwrite, the automation is read by
-name and updated, so re-running never makes a duplicate."""
+flow run fails, crashes or times out, through a webhook block. Created idempotently: the block
+is saved with overwrite, the automation is read by name and updated, so re-running never makes
+a duplicate.
+
+Email is not wired yet: Prefect's core notification blocks have no SMTP block the server can
+load (prefect-email provides tasks, not a notification block); point the webhook at your
+alerting gateway (Alertmanager, PagerDuty, Slack, an SMTP relay with an HTTP front)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ from bvh_ops.errors import ConfigError
 
 AUTOMATION_NAME = "bvh-ops: flow run failed, crashed or timed out"
 WEBHOOK_BLOCK = "bvh-ops-failure-webhook"
-EMAIL_BLOCK = "bvh-ops-failure-email"
 FLOWS = ["daily-backup", "dr-drill"]
 EVENTS = ["prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"]
 SUBJECT = "bvh-ops: {{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}"
@@ -21,7 +24,7 @@ BODY = ("Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.sta
 
 
 def _blocks(settings: Settings) -> list[Any]:
-    from prefect.blocks.notifications import AppriseNotificationBlock, CustomWebhookNotificationBlock
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     ids = []
     if settings.notify_webhook_url is not None:
@@ -32,12 +35,8 @@ def _blocks(settings: Settings) -> list[Any]:
             allow_private_urls=True,
         )
         ids.append(block.save(WEBHOOK_BLOCK, overwrite=True))
-    if settings.notify_email_url is not None:
-        block = AppriseNotificationBlock(url=settings.notify_email_url.get_secret_value(), allow_private_urls=True)
-        ids.append(block.save(EMAIL_BLOCK, overwrite=True))
     if not ids:
-        raise ConfigError("no notification target: set notify_webhook_url (BVH_OPS_NOTIFY_WEBHOOK_URL) "
-                          "and/or notify_email_url (an apprise mailtos:// URL)")
+        raise ConfigError("no notification target: set notify_webhook_url (BVH_OPS_NOTIFY_WEBHOOK_URL)")
     return ids
 
 

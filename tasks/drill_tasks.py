@@ -78,17 +78,19 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
         newest[0] = engine.newest_commit(dsn, settings.append_only_tables)
         return drill_suite.check_freshness(newest[0], target)
 
+    comparisons: list = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-check") as pool:
         fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
-                                   lambda: drill_suite.check_fingerprints(dsn, manifest), secrets)
+                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons), secrets)
         pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
                            lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff), secrets)
         invariants = pool.submit(drill_suite.guarded, "invariants",
                                  lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
-        gx = drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(dsn, manifest), secrets)
         schema = drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
         fresh = drill_suite.guarded("freshness", freshness, secrets)
-        results = fingerprints.result() + gx + schema + pitr.result() + invariants.result() + fresh
+        fp = fingerprints.result()
+        gx = drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(comparisons), secrets)
+        results = fp + gx + schema + pitr.result() + invariants.result() + fresh
     return results, newest[0]
 
 

@@ -59,6 +59,10 @@ def test_daily_backup_flow_commits_checks_and_publishes(pg, sample_db, env_setti
     assert any(r["bytes"] > 0 for r in rows)
 
     password = pg.password
+    identity_secret = Path(load_settings().identity).read_text().split()[-1]  # the private key's base64
+    assert identity_secret not in logs
+    assert not any(identity_secret in str(a.data) for a in artifacts)
+    assert password not in repr(load_settings())
     assert argv_seen and any("pg_dump" in a[0] for a in argv_seen)
     assert not any(password in arg for argv in argv_seen for arg in argv)
     assert password not in json.dumps(result, default=str)
