@@ -61,7 +61,12 @@ def keygen(
 @app.command()
 def backup(as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False) -> None:
     """Run the daily-backup flow (snapshot-consistent pg_dump, checks, retention)."""
-    _settings()  # fail fast on bad configuration, before Prefect starts
+    settings = _settings()  # fail fast on bad or missing configuration, before Prefect starts
+    settings.require_database_url()
+    settings.require_repository()
+    from bvh_ops.keys import load_recipients
+
+    load_recipients(settings.require_recipients())
     from flows.daily_backup import daily_backup
 
     result = daily_backup()
@@ -200,7 +205,9 @@ def drill(
         except ValueError:
             raise BvhOpsError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
         target = target if target.tzinfo else target.replace(tzinfo=UTC)
-    _settings()
+    settings = _settings()
+    settings.require_repository()
+    settings.require_identity()
     from flows.dr_drill import DrillFailed, dr_drill
 
     try:

@@ -64,3 +64,13 @@ def test_missing_bucket_cli_is_one_line(s3_server, s3_bucket, keypair, tmp_path)
         "BVH_OPS_STATE_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
     }
     assert_one_line_error(run_cli("backups", "list", env=env), "absent-bucket-42", "does not exist")
+
+
+def test_server_side_encryption_is_requested(sample_db, s3_server, s3_bucket, make_settings):
+    settings = make_settings(sample_db, f"s3://{s3_bucket}/sse", s3_endpoint_url=s3_server, s3_sse="AES256")
+    m = run_logical_backup(settings).manifest
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    head = client.head_object(Bucket=s3_bucket, Key=f"sse/backups/{m.backup_id}/dump.pgcustom")
+    assert head["ServerSideEncryption"] == "AES256"
+    head = client.head_object(Bucket=s3_bucket, Key=f"sse/backups/{m.backup_id}/manifest.json")
+    assert head["ServerSideEncryption"] == "AES256"
