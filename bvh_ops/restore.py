@@ -35,7 +35,7 @@ CHUNK = 1 << 20
 # TOC entry kinds restored (tolerating "already exists") before a selected table.
 _PREREQ = ("SCHEMA", "EXTENSION", "TYPE", "DOMAIN", "FUNCTION", "COLLATION", "SEQUENCE")
 # Entry kinds that belong to a selected table (tag starts with the table's name).
-_TABLE_ENTRIES = ("TABLE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT")
+_TABLE_ENTRIES = ("TABLE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT", "INDEX")
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,10 @@ def _entry(line: str) -> tuple[str, str, str] | None:
     return words[0] if words else "", "", ""
 
 
-def selective_lists(toc: list[str], tables: list[str]) -> tuple[list[str], list[str]]:
-    """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict)."""
+def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict);
+    ``indexes`` are the schema-qualified index names of those tables (from the manifest)."""
+    indexes = indexes or set()
     wanted = []
     for t in tables:
         schema, _, name = t.rpartition(".")
@@ -168,6 +170,9 @@ def selective_lists(toc: list[str], tables: list[str]) -> tuple[list[str], list[
                 own.append(line)
                 break
             if desc in ("DEFAULT", "CONSTRAINT") and first == wname:
+                own.append(line)
+                break
+            if desc == "INDEX" and f"{schema}.{tag}" in indexes:
                 own.append(line)
                 break
             if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and tag.startswith(wname + "_"):
@@ -337,7 +342,10 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
             return RestoreResult(backup_id, dbname, seconds, total, comparisons)
         if tables:
             toc = _toc(settings, repo, backup_id, identities)
-            prereq, own = selective_lists(toc, tables)
+            wanted_tables = {t if "." in t else f"public.{t}" for t in tables}
+            table_indexes = {name for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
+                             if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and m.group(1) in wanted_tables}
+            prereq, own = selective_lists(toc, tables, table_indexes)
             missing = [t for t in tables if not any(_entry(ln)[0] == "TABLE" for ln in own
                                                     if _entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
             if missing:

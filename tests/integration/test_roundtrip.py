@@ -82,6 +82,9 @@ def test_selective_restore_of_one_table(sample_db, fresh_db, repo_dir, make_sett
         expected_rows = next(t.rows for t in backup.tables if t.name == "public.tickets")
         assert conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == expected_rows
     assert tables == {"tickets"}
+    with psycopg.connect(target) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'tickets'")}
+    assert indexes == {"tickets_pkey", "tickets_user_idx", "tickets_draw_idx"}
 
 
 def test_selective_restore_of_unknown_table_fails_clearly(sample_db, fresh_db, repo_dir, make_settings):
