@@ -259,6 +259,25 @@ def setup_notifications() -> None:
     out.print(f"automation '{result['automation']}' {result['action']} with {result['notifications']} notification(s)")
 
 
+@app.command("wal-push")
+def wal_push_cmd(path: Annotated[str, typer.Argument(help="%p: the WAL file PostgreSQL wants archived")]) -> None:
+    """archive_command: compress, encrypt and store one WAL file (idempotent; never overwrites)."""
+    from bvh_ops.wal import wal_push
+
+    wal_push(_settings(), path)
+
+
+@app.command("wal-fetch")
+def wal_fetch_cmd(
+    name: Annotated[str, typer.Argument(help="%f: the WAL file name PostgreSQL asks for")],
+    dest: Annotated[str, typer.Argument(help="%p: where to write it")],
+) -> None:
+    """restore_command: fetch, decrypt and write one WAL file (exit 1 when it is not archived)."""
+    from bvh_ops.wal import wal_fetch
+
+    wal_fetch(_settings(), name, dest)
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration, secrets redacted."""

@@ -51,6 +51,21 @@ def _prepare_os_user(*paths: Path) -> None:
         ensure_prefix_permissions(p)
 
 
+def grant_traverse(path: Path) -> list[Path]:
+    """Let the server's OS user reach ``path`` (o+x on each parent that lacks it; nothing is made
+    listable or writable). PostgreSQL runs archive_command/restore_command as that user, so our
+    interpreter and config must be reachable. Returns the directories changed."""
+    import stat
+
+    changed = []
+    for parent in reversed(Path(path).resolve().parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+            changed.append(parent)
+    return changed
+
+
 def chown_to_server(path: Path) -> None:
     """Give a path to the server's OS user (when we run as root)."""
     if _as_root():
@@ -85,10 +100,18 @@ class EmbeddedCluster:
         return self.binaries or embedded_bin_dir()
 
     def _run(self, tool: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-        user = PG_OS_USER if _as_root() else None
+        ids: dict[str, object] = {}
+        if _as_root():
+            import pwd
+
+            pw = pwd.getpwnam(PG_OS_USER)
+            # The user's own group and no supplementary groups: with root's group kept, a path
+            # such as /root (rwx-----x) would be closed to the server via its group bits.
+            ids = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         proc = subprocess.run(
-            [str(self.bin_dir / tool), *args], capture_output=True, timeout=timeout, user=user,
+            [str(self.bin_dir / tool), *args], capture_output=True, timeout=timeout,
             cwd="/",  # the server's OS user may not be able to enter our cwd
+            **ids,
         )
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip().splitlines()

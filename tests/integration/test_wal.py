@@ -1,0 +1,139 @@
+"""WAL archiving with a real PostgreSQL 18 running `bvh-ops wal-push` as its archive_command
+(as the server's own OS user, configured from a file, not from the caller's shell)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bvh_ops.config import Settings
+from bvh_ops.errors import IntegrityError, NotFound
+from bvh_ops.pg.cluster import EmbeddedCluster, grant_traverse
+from bvh_ops.wal import wal_fetch, wal_key, wal_push
+
+
+@pytest.fixture(scope="module")
+def archiving(tmp_path_factory, keypair):
+    root = tmp_path_factory.mktemp("walarchive")
+    os.chmod(root, 0o755)
+    repo = root / "repo"
+    repo.mkdir(mode=0o777)
+    os.chmod(repo, 0o777)
+    pub = root / "recipient.pub"
+    shutil.copy(keypair[0], pub)
+    os.chmod(pub, 0o644)
+    cfg = root / "bvh-ops.toml"
+    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{pub}"]\nstate_dir = "{root / "state"}"\n')
+    os.chmod(cfg, 0o644)
+    (root / "state").mkdir(mode=0o777)
+    os.chmod(root / "state", 0o777)
+    bvh = Path(sys.executable).parent / "bvh-ops"
+    # PostgreSQL runs archive_command as its own OS user: it must reach our interpreter.
+    grant_traverse(Path(sys.executable).resolve())
+    grant_traverse(bvh)
+    command = f"BVH_OPS_CONFIG={cfg} {bvh} wal-push %p"
+    cluster = EmbeddedCluster(root / "pg", extra_conf={"archive_mode": "on", "archive_command": f"'{command}'",
+                                                       "archive_timeout": "60"})
+    cluster.start()
+    yield cluster, repo, cfg
+    cluster.destroy()
+
+
+def _wait_archived(cluster, count: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal "
+                               "FROM pg_stat_archiver").fetchone()
+            if row[0] >= count or time.monotonic() > deadline:
+                return {"archived": row[0], "last": row[1], "failed": row[2], "last_failed": row[3]}
+            time.sleep(0.2)
+
+
+def test_postgres_archives_through_wal_push_and_fetch_restores_it(archiving, keypair, tmp_path):
+    cluster, repo, cfg = archiving
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS w (id int, v text)")
+        conn.execute("INSERT INTO w SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+        segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        conn.execute("SELECT pg_switch_wal()")
+    state = _wait_archived(cluster, 1)
+    assert state["archived"] >= 1 and state["failed"] == 0, state
+    stored = repo / wal_key(segment)
+    assert stored.exists() and Path(str(stored) + ".json").exists()
+    entry = json.loads(Path(str(stored) + ".json").read_text())
+    assert entry["plaintext_size"] == 16 << 20
+    assert stored.stat().st_size < entry["plaintext_size"] / 2  # compressed (and encrypted)
+
+    settings = Settings(repository=f"file://{repo}", identity=keypair[1], state_dir=tmp_path)
+    dest = tmp_path / segment
+    wal_fetch(settings, segment, str(dest))
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == entry["plaintext_sha256"]
+    with pytest.raises(NotFound, match="not in the archive"):
+        wal_fetch(settings, "0000000100000000000000FF", str(tmp_path / "nope"))
+    assert not (tmp_path / "nope").exists()
+
+
+def test_repush_is_idempotent_and_different_content_is_refused(archiving, keypair, tmp_path):
+    cluster, repo, cfg = archiving
+    settings = Settings(repository=f"file://{repo}", recipients=[keypair[0]], state_dir=tmp_path)
+    name = "000000010000000000000099"
+    seg = tmp_path / name
+    seg.write_bytes(os.urandom(1 << 20))
+    assert wal_push(settings, str(seg)) == "stored"
+    assert wal_push(settings, str(seg)) == "already archived"
+    seg.write_bytes(os.urandom(1 << 20))
+    before = (repo / wal_key(name)).read_bytes()
+    with pytest.raises(IntegrityError, match="different content"):
+        wal_push(settings, str(seg))
+    assert (repo / wal_key(name)).read_bytes() == before
+
+
+def test_archive_command_failure_keeps_wal_and_recovers(archiving):
+    """Repository unwritable → archive_command fails, PostgreSQL keeps the segment and retries;
+    once writable again, nothing is lost."""
+    cluster, repo, cfg = archiving
+    os.chmod(repo, 0o555)
+    for sub in repo.rglob("*"):
+        if sub.is_dir():
+            os.chmod(sub, 0o555)
+    try:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            before = _wait_archived(cluster, 0)
+            conn.execute("INSERT INTO w SELECT g, 'x' FROM generate_series(1, 1000) g")
+            segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")
+            deadline = time.monotonic() + 30
+            while _wait_archived(cluster, 0)["failed"] <= before["failed"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _wait_archived(cluster, 0)["failed"] > before["failed"]
+            ready = Path(cluster.data) / "pg_wal" / "archive_status" / f"{segment}.ready"
+            assert ready.exists()  # PostgreSQL kept it for a retry
+    finally:
+        os.chmod(repo, 0o777)
+        for sub in repo.rglob("*"):
+            if sub.is_dir():
+                os.chmod(sub, 0o777)
+    deadline = time.monotonic() + 90
+    while not (repo / wal_key(segment)).exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (repo / wal_key(segment)).exists()
+
+
+def test_wal_key_refuses_other_names():
+    assert wal_key("000000010000000000000001") == "wal/00000001/000000010000000000000001"
+    assert wal_key("00000002.history") == "wal/00000002/00000002.history"
+    assert wal_key("000000010000000000000001.00000028.backup").endswith(".backup")
+    for bad in ("../etc/passwd", "000000010000000000000001.gz", "x"):
+        with pytest.raises(Exception, match="not a WAL file name"):
+            wal_key(bad)
+
+
