@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -286,5 +285,4 @@ def delete_committed(settings: Settings, backup_id: str) -> None:
     repo.delete_backup(backup_id)
 
 
-__all__ = ["BackupResult", "TargetLock", "run_logical_backup", "open_repository", "delete_committed",
-           "DUMP_OBJECT", "subprocess"]
+__all__ = ["BackupResult", "TargetLock", "run_logical_backup", "open_repository", "delete_committed", "DUMP_OBJECT"]

@@ -73,8 +73,6 @@ class Settings(BaseSettings):
     restore_jobs: int = Field(default=2, ge=1, le=64)
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
     segment_size_kib: int = Field(default=1024, ge=16, le=65536)
-    # KEM for sealing data keys: hybrid post-quantum (default) or classic X25519.
-    kem: Literal["mlkem768-x25519", "x25519"] = "mlkem768-x25519"
     # Directory of PostgreSQL client tools (pg_dump, pg_restore); default: the embedded 18 wheel's.
     pg_bin_dir: Path | None = None
     # Extra pg_dump arguments are deliberately not configurable: the snapshot contract would break.

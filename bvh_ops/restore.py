@@ -26,7 +26,7 @@ from bvh_ops.pg.fingerprint import (
     list_tables,
     method_of,
 )
-from bvh_ops.pg.tools import pg_env, raise_for_tool, restore_bin_dir, run_tool, spawn_tool
+from bvh_ops.pg.tools import pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import backup_prefix
 from bvh_ops.stream import DecryptingReader
@@ -411,4 +411,4 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
     return out
 
 
-__all__ = ["restore_logical", "compare_tables", "RestoreResult", "TableComparison", "run_tool"]
+__all__ = ["restore_logical", "compare_tables", "RestoreResult", "TableComparison"]
