@@ -27,6 +27,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py
+	$(BIN)/python bench/bench_dr_drill.py
+	$(BIN)/python bench/bench_wal_push.py
 
 # The Prefect UI over the demo's run history (http://127.0.0.1:4200).
 ui: $(STAMP)

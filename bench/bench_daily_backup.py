@@ -26,6 +26,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save_result  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
 from bvh_ops.pg.sample import create_database, load_sample  # noqa: E402
@@ -167,10 +168,7 @@ def main() -> None:
     finally:
         cluster.stop()
     report = {"machine": machine(), "results": results}
-    out = Path(__file__).with_name("out")
-    out.mkdir(exist_ok=True)
-    (out / "daily_backup.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    save_result("daily_backup", report)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bvh-bench-prefect-"))
 
 from bench.bench_daily_backup import machine  # noqa: E402
+from bench.results import save_result  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
 from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, create_database, load_sample  # noqa: E402
@@ -90,10 +91,7 @@ def main() -> None:
         "checks_over_restore": round(stages.get("checks", 0) / stages["restore"], 3) if stages.get("restore") else None,
         "failed_checks": [c for c in report["checks"] if c["status"] != "passed"],
     }
-    out = Path(__file__).with_name("out")
-    out.mkdir(exist_ok=True)
-    (out / "dr_drill.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result("dr_drill", result)
 
 
 if __name__ == "__main__":

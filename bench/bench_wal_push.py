@@ -5,7 +5,6 @@ running the sample workload. Not a test: `python bench/bench_wal_push.py [--segm
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import save_result  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
 from bvh_ops.pg.sample import create_database, load_sample  # noqa: E402
@@ -56,10 +56,7 @@ def main() -> None:
     result = {"segments": len(names), "seconds": round(seconds, 2), "segments_per_s": round(len(names) / seconds, 2),
               "wal_mb_per_s": round(len(names) * 16 / seconds, 1), "stored_mb": round(stored / 2**20, 1),
               "plaintext_mb": len(names) * 16, "bare_zstd_seconds": round(bare, 2)}
-    out = Path(__file__).with_name("out")
-    out.mkdir(exist_ok=True)
-    (out / "wal_push.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    save_result("wal_push", result)
 
 
 if __name__ == "__main__":
