@@ -5,7 +5,7 @@
 
 Reports wall seconds, MB/s (pg_dump bytes per second), peak RSS per process, the ratio, at two
 database sizes (to show memory does not grow with size). Not a test: run `make bench`.
-Usage: python bench/bench_daily_backup.py [--scales 25,75] [--workdir /tmp/bvh-bench]
+Usage: python bench/bench_daily_backup.py [--scales 30,85] [--workdir /tmp/bvh-bench]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scales", default="25,75")
+    ap.add_argument("--scales", default="30,85")
     ap.add_argument("--workdir", default="/tmp/bvh-bench")
     args = ap.parse_args()
     work = Path(args.workdir)
