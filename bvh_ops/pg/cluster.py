@@ -201,6 +201,8 @@ class EmbeddedCluster:
         self.init()
         if self.is_running():
             return
+        if _as_root():  # also for a data directory we did not initdb (a restored backup)
+            _prepare_os_user(self.root)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.chmod(0o777)
         self.log.touch()
