@@ -6,7 +6,6 @@ point-in-time recovery and chains come next (issue #3)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -24,7 +23,7 @@ from bvh_ops.pg.conn import connect
 from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import backup_prefix, new_backup_id, stats_to_entry
-from bvh_ops.stream import DecryptingReader, seal_data_key
+from bvh_ops.stream import DecryptingReader, HashingReader, seal_data_key
 
 BASE_OBJECT = "base.tar"
 READ_CHUNK = 1 << 20
@@ -87,27 +86,13 @@ def run_physical_full(settings: Settings) -> BackupResult:
             raise
 
 
-class _HashingReader:
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.sha = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.inner.read(n)
-        self.sha.update(data)
-        return data
-
-
 def restore_physical(settings: Settings, backup_id: str, target_dir: Path,
                      conf_overrides: dict[str, str] | None = None) -> Path:
     """Extract a full physical backup into an empty ``target_dir`` (mode 0700). The WAL it
     needs is inside, so `pg_ctl start` brings it to a consistent state by itself."""
     repo, _ = open_repository(settings, check=False)
-    backup_id = repo.resolve(backup_id)
-    loaded = repo.load_manifest(backup_id)
-    if not loaded.signature_ok:
-        raise IntegrityError(f"backup {backup_id}: manifest {loaded.signature_detail}; refusing to restore from it")
-    m = loaded.manifest
+    m = repo.trusted_manifest(backup_id)
+    backup_id = m.backup_id
     if m.kind != "full":
         raise BvhOpsError(f"backup {backup_id} is a {m.kind} backup: use `bvh-ops restore … --into DSN`")
     entry = next((o for o in m.objects if o.name == BASE_OBJECT), None)
@@ -121,13 +106,12 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path,
     identities = load_identities(settings.require_identity())
     body = repo.store.open_reader(backup_prefix(backup_id) + BASE_OBJECT)
     try:
-        hashing = _HashingReader(DecryptingReader(body, identities))
+        hashing = HashingReader(DecryptingReader(body, identities))
         with tarfile.open(fileobj=hashing, mode="r|") as tar:
             for member in tar:
                 # Never follow or create paths outside the target (tarfile's "data" filter).
                 tar.extract(member, target, filter="data" if member.isreg() or member.isdir() else "tar")
-        while hashing.read(READ_CHUNK):
-            pass
+        hashing.drain()
     finally:
         body.close()
     if hashing.sha.hexdigest() != entry.plaintext_sha256:

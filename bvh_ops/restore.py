@@ -310,11 +310,8 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
 def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables: list[str] | None = None,
                     no_owner: bool = False, compare: bool = True, jobs: int = 1) -> RestoreResult:
     repo, _ = open_repository(settings, check=False)
-    backup_id = repo.resolve(backup_id)
-    loaded = repo.load_manifest(backup_id)
-    if not loaded.signature_ok:
-        raise IntegrityError(f"backup {backup_id}: manifest {loaded.signature_detail}; refusing to restore from it")
-    manifest = loaded.manifest
+    manifest = repo.trusted_manifest(backup_id)
+    backup_id = manifest.backup_id
     entry = next((o for o in manifest.objects if o.name == DUMP_OBJECT), None)
     if entry is None:
         raise NotFound(f"backup {backup_id} has no logical dump")

@@ -300,6 +300,26 @@ class DecryptingReader(io.RawIOBase):
         return n
 
 
+class HashingReader:
+    """Pass-through reader that hashes and counts what its consumer reads."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self, chunk: int = 1 << 20) -> None:
+        """Read (and hash) whatever the consumer left unread."""
+        while self.read(chunk):
+            pass
+
+
 def copy_stream(src: BinaryIO, dst: Sink, chunk: int = 1 << 20) -> int:
     total = 0
     while True:

@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bvh_ops.backup import open_repository
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, IntegrityError
+from bvh_ops.errors import BvhOpsError
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.cluster import EmbeddedCluster
 from bvh_ops.pg.conn import connect
@@ -91,11 +91,7 @@ class Scratch:
 
 def select_backup(settings: Settings, backup: str) -> Manifest:
     repo, _ = open_repository(settings)
-    backup_id = repo.resolve(backup)
-    loaded = repo.load_manifest(backup_id)
-    if not loaded.signature_ok:
-        raise IntegrityError(f"backup {backup_id}: manifest {loaded.signature_detail}")
-    return loaded.manifest
+    return repo.trusted_manifest(backup, purpose="drill")
 
 
 def deep_verify(settings: Settings, backup_id: str) -> list[VerifyResult]:

@@ -105,6 +105,15 @@ class Repository:
             raise NotFound(f"backup {backup_id} not found in {self.store.url}: see `bvh-ops backups list`")
         raise IntegrityError(f"backup {backup_id} has no readable manifest ({'; '.join(errors)})")
 
+    def trusted_manifest(self, backup_id: str, *, purpose: str = "restore") -> Manifest:
+        """The manifest of ``backup_id`` (or 'latest'), refusing one whose signature fails."""
+        backup_id = self.resolve(backup_id)
+        loaded = self.load_manifest(backup_id)
+        if not loaded.signature_ok:
+            raise IntegrityError(
+                f"backup {backup_id}: manifest {loaded.signature_detail}; refusing to {purpose} from it")
+        return loaded.manifest
+
     def list_backups(self) -> list[BackupRecord]:
         groups: dict[str, list] = {}
         for info in self.store.list(BACKUPS + "/"):

@@ -14,7 +14,7 @@ from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
 from bvh_ops.keys import Identity
 from bvh_ops.repository.manifest import parse_manifest
 from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, Repository, backup_prefix
-from bvh_ops.stream import DecryptingReader
+from bvh_ops.stream import DecryptingReader, HashingReader
 
 CHUNK = 1 << 20
 
@@ -42,25 +42,6 @@ class VerifyResult:
     def to_json(self) -> dict[str, str]:
         return {"backup_id": self.backup_id, "object": f"{self.backup_id}/{self.object}",
                 "status": str(self.status), "detail": self.detail}
-
-
-class _HashingReader:
-    """Pass-through reader that hashes and counts what the decryptor consumes."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._inner.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
 
 
 def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity] | None = None) -> list[VerifyResult]:
@@ -112,7 +93,7 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
     except BvhOpsError as exc:
         return VerifyResult(backup_id, entry.name, Status.UNREADABLE, str(exc))
     try:
-        hashing = _HashingReader(body)
+        hashing = HashingReader(body)
         deep_detail = ""
         if identities is not None:
             plain_sha = hashlib.sha256()
