@@ -61,31 +61,32 @@ def keygen(
 @app.command()
 def backup(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
-    kind: Annotated[str, typer.Option("--kind", help="logical (the daily-backup flow) or full (pg_basebackup)")]
+    kind: Annotated[str, typer.Option("--kind", help="logical (daily-backup flow), full or incremental (physical)")]
     = "logical",
 ) -> None:
-    """Run the daily-backup flow (snapshot-consistent pg_dump, checks, retention), or --kind full."""
+    """Run the daily-backup flow (snapshot-consistent pg_dump, checks, retention), or a physical
+    --kind full | incremental backup (pg_basebackup; the incremental-backup flow)."""
     settings = _settings()  # fail fast on bad or missing configuration, before Prefect starts
     settings.require_database_url()
     settings.require_repository()
     from bvh_ops.keys import load_recipients
 
     load_recipients(settings.require_recipients())
-    if kind not in ("logical", "full"):
-        raise BvhOpsError(f"--kind {kind!r}: use logical or full (incrementals are not built yet)")
-    if kind == "full":
-        from bvh_ops.physical import run_physical_full
+    if kind not in ("logical", "full", "incremental"):
+        raise BvhOpsError(f"--kind {kind!r}: use logical, full or incremental")
+    if kind in ("full", "incremental"):
+        from flows.incremental_backup import incremental_backup
 
-        res = run_physical_full(settings)
-        doc = res.to_json()
-        doc.update({"parent_id": None, "start_lsn": res.manifest.extra["start_lsn"],
-                    "stop_lsn": res.manifest.extra["stop_lsn"]})
-        doc.pop("tables", None)
+        doc = incremental_backup(kind=kind)
         if as_json:
             _emit_json(doc)
         else:
-            out.print(f"full backup {doc['backup_id']} committed: {doc['bytes_in']} bytes in, "
-                      f"{doc['bytes_stored']} stored, LSN {doc['start_lsn']} → {doc['stop_lsn']}")
+            mode = " (WAL-only increment: native incrementals need PostgreSQL 17+)" if doc.get("mode") == "wal-only" else ""
+            out.print(f"{doc['kind']} backup {doc['backup_id']} committed and checked{mode}: {doc['bytes_in']} bytes in, "
+                      f"{doc['bytes_stored']} stored, LSN {doc['start_lsn']} → {doc['stop_lsn']}"
+                      + (f", parent {doc['parent_id']}" if doc.get("parent_id") else ""))
+            if doc.get("promoted_from"):
+                out.print("  no physical backup of this cluster existed: took a full backup instead of an incremental")
         return
     from flows.daily_backup import daily_backup
 
@@ -165,27 +166,70 @@ def restore(
     backup_id: Annotated[str, typer.Argument(help="Backup id or 'latest'")],
     into: Annotated[str | None, typer.Option("--into", help="DSN of the (existing, empty) database to restore into")]
     = None,
-    target_dir: Annotated[Path | None, typer.Option("--target-dir", help="Full physical backup: new data directory")]
+    target_dir: Annotated[Path | None, typer.Option("--target-dir", help="Physical backup: new data directory")]
     = None,
+    to_time: Annotated[str | None, typer.Option("--to-time", help="Recover to this time (ISO 8601)")] = None,
+    to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="Recover to this LSN (e.g. 0/3000060)")] = None,
+    to_name: Annotated[str | None, typer.Option("--to-name", help="Recover to this restore point")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start the restored server and wait until it has recovered")]
+    = False,
+    port: Annotated[int | None, typer.Option("--port", help="Port for the restored server (default: a free one)")]
+    = None,
+    archive: Annotated[bool, typer.Option("--archive", help="Let the restored cluster archive WAL (default: off)")]
+    = False,
+    validate_target: Annotated[bool, typer.Option("--validate-target",
+                                                  help="Only say whether the target is reachable")] = False,
     table: Annotated[list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")] = None,
     no_owner: Annotated[bool, typer.Option("--no-owner", help="Skip ownership and privileges")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel pg_restore processes")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Restore a logical backup into a database (comparing every table's fingerprint), or a full
-    physical backup into a new data directory (--target-dir)."""
-    from bvh_ops.restore import restore_logical
-
+    """Restore a logical backup into a database (comparing every table's fingerprint), or a
+    physical backup (with its incrementals) into a new data directory that recovers to a
+    point in time (--target-dir, --to-time/--to-lsn/--to-name)."""
     settings = _settings()
+    if validate_target or target_dir is not None:
+        from bvh_ops.pitr import RecoveryTarget
+
+        target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
+        if validate_target:
+            from bvh_ops.pitr import validate_target as check
+
+            doc = check(settings, backup_id, target)
+            if as_json:
+                _emit_json(doc)
+            elif doc["reachable"]:
+                out.print(f"reachable: {doc['target']} from {doc['backup_id']}; latest reachable point "
+                          f"LSN {doc['latest_reachable']['lsn']} (~{doc['latest_reachable']['time']})"
+                          + (f"; note: {doc['reason']}" if doc.get("reason") else ""))
+            else:
+                out.print(f"NOT reachable: {doc['target']}: {doc['reason']}"
+                          + (f"; latest reachable point LSN {doc['latest_reachable']['lsn']} "
+                             f"(~{doc['latest_reachable']['time']})" if doc.get("latest_reachable") else ""))
+            raise typer.Exit(0 if doc["reachable"] else 8)
     if (into is None) == (target_dir is None):
         raise BvhOpsError("give exactly one of --into DSN (logical) or --target-dir DIR (physical)")
     if target_dir is not None:
-        from bvh_ops.physical import restore_physical
+        from bvh_ops.pitr import recovery_log, restore_physical
 
-        data = restore_physical(settings, backup_id, target_dir)
-        out.print(f"restored into {data}; start it with: pg_ctl -D {data} start "
-                  "(it reaches consistency with the WAL inside the backup)")
+        report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
+                                  archive=archive)
+        if as_json:
+            _emit_json(report.to_json())
+            return
+        chain = " + ".join(report.chain)
+        out.print(f"restored {chain} into {report.data_dir} ({report.verified or 'not verified'})")
+        if report.started:
+            out.print(f"recovered to {report.target} and promoted; running on 127.0.0.1:{report.port} "
+                      f"(log {recovery_log(Path(report.data_dir))}); recovered to: {report.recovered_to}")
+        else:
+            out.print(f"start it with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
+                      f"through bvh-ops wal-fetch and promotes; then remove {report.data_dir}/bvh_ops_recovery")
         return
+    if to_time or to_lsn or to_name:
+        raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
+    from bvh_ops.restore import restore_logical
+
     result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
                              jobs=jobs or settings.restore_jobs)
     if as_json:
@@ -201,19 +245,21 @@ def restore(
 
 @app.command()
 def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan")] = True) -> None:
-    """Show (or with --no-dry-run apply) the retention plan."""
+    """Show (or with --no-dry-run apply) the retention plan, WAL pruning included."""
     from datetime import UTC, datetime
 
     from bvh_ops.backup import open_repository
-    from bvh_ops.repository.retention import Action, plan_retention
+    from bvh_ops.repository.retention import apply_plan
 
     settings = _settings()
     repo, _ = open_repository(settings)
-    for d in plan_retention(repo.list_backups(), now=datetime.now(UTC), keep_days=settings.retention_days,
-                            min_redundancy=settings.min_redundancy):
-        out.print(f"{d.action:8} {d.backup_id}  {d.reason}")
-        if d.action is Action.OBSOLETE and not dry_run:
-            repo.delete_backup(d.backup_id)
+    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+                        min_redundancy=settings.min_redundancy, dry_run=dry_run)
+    for d in result["decisions"]:
+        out.print(f"{d['action']:8} {d['backup_id']}  {d['reason']}")
+    if result["wal_kept_from"]:
+        out.print(f"WAL kept from {result['wal_kept_from']} (oldest kept base); "
+                  f"{result['wal_pruned']} older WAL files {'would be ' if dry_run else ''}pruned")
 
 
 @app.command()
@@ -306,9 +352,21 @@ def wal_fetch_cmd(
     dest: Annotated[str, typer.Argument(help="%p: where to write it")],
 ) -> None:
     """restore_command: fetch, decrypt and write one WAL file (exit 1 when it is not archived)."""
+    from bvh_ops.errors import NotFound
     from bvh_ops.wal import wal_fetch
 
-    wal_fetch(_settings(), name, dest)
+    try:
+        wal_fetch(_settings(), name, dest)
+    except NotFound as exc:
+        # "No such file": PostgreSQL ends recovery there (the normal end of the archive).
+        err.print(f"wal-fetch: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except BvhOpsError as exc:
+        # Anything else (damaged, unreadable, store down) must not look like the end of the
+        # archive, or recovery would promote early and lose data: an exit status above 125
+        # makes PostgreSQL abort recovery instead.
+        err.print(f"error: {exc} (recovery aborted: wal-fetch cannot deliver {name})", markup=False)
+        raise typer.Exit(126) from None
 
 
 @config_app.command("show")

@@ -1,80 +1,211 @@
-"""Physical full backups: `pg_basebackup -D - -Ft -X fetch` streamed as one tar (with the WAL
-needed for consistency and PostgreSQL's own backup_manifest inside) through the same
-zstd → AES-GCM → repository pipeline, committed by a signed manifest; and the restore that
-extracts that stream into a data directory which starts by itself. Incrementals, WAL-based
-point-in-time recovery and chains come next (issue #3)."""
+"""Physical backups: `pg_basebackup -D - -Ft -X fetch` streamed as one tar (with the WAL it
+needs for consistency and PostgreSQL's own backup_manifest inside) through the same zstd →
+AES-GCM → repository pipeline, committed by a signed manifest.
+
+* full: a new chain.
+* incremental on PostgreSQL ≥ 17: `pg_basebackup --incremental=<parent's backup_manifest>`
+  (needs summarize_wal = on). The parent's backup_manifest is stored beside its backup in
+  plain (file names, sizes and checksums, no table data) so a backup host without the restore
+  key can use it; its sha256 is in the parent's signed manifest, so a tampered copy is refused.
+* incremental on older servers: a WAL-only increment: the archived WAL since the chain's base,
+  checked for continuity and recorded in a manifest (restorable to any point in that range).
+
+While the tar streams, every file's CRC32C is checked against the server's backup_manifest
+(bvh_ops.pg.tarscan): what pg_verifybackup checks, without a local copy.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 import socket
-import tarfile
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+
 from bvh_ops import __version__
 from bvh_ops.backup import BackupResult, TargetLock, _StderrTail, open_repository
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
-from bvh_ops.keys import load_identities, load_recipients
+from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
+from bvh_ops.keys import load_recipients
 from bvh_ops.pg.conn import connect
+from bvh_ops.pg.tarscan import TarScanner
 from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest
-from bvh_ops.repository.repo import backup_prefix, new_backup_id, stats_to_entry
-from bvh_ops.stream import DecryptingReader, HashingReader, seal_data_key
+from bvh_ops.repository.repo import Repository, backup_prefix, new_backup_id, stats_to_entry
+from bvh_ops.stream import seal_data_key
+
+log = logging.getLogger("bvh_ops.physical")
 
 BASE_OBJECT = "base.tar"
+PG_MANIFEST_OBJECT = "backup_manifest"  # plain: names, sizes, checksums (no table data)
+PHYSICAL_KINDS = ("full", "incremental")
 READ_CHUNK = 1 << 20
 _LSN = re.compile(r"write-ahead log (start|end) point: ([0-9A-F]+/[0-9A-F]+)(?: on timeline (\d+))?")
 
 
-def run_physical_full(settings: Settings) -> BackupResult:
-    """A full physical backup of the target's cluster, streamed (never a local copy)."""
+def parse_lsn(text: str) -> int:
+    try:
+        hi, lo = text.strip().split("/")
+        return (int(hi, 16) << 32) | int(lo, 16)
+    except (ValueError, AttributeError):
+        raise BvhOpsError(f"{text!r} is not an LSN (e.g. 0/3000060)") from None
+
+
+def format_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def physical_chain_tip(repo: Repository, system_identifier: str | None = None) -> Manifest | None:
+    """The newest complete physical backup (any kind) of this cluster, or None."""
+    candidates = [r for r in repo.list_backups() if r.status == "complete" and r.kind in PHYSICAL_KINDS]
+    for rec in sorted(candidates, key=lambda r: (r.finished_at, r.backup_id), reverse=True):
+        loaded = repo.load_manifest(rec.backup_id)
+        if not loaded.signature_ok:
+            continue
+        m = loaded.manifest
+        if system_identifier is None or m.system_identifier == system_identifier:
+            return m
+    return None
+
+
+def native_parent(repo: Repository, m: Manifest) -> Manifest:
+    """Walk WAL-only increments back to the backup whose files an incremental builds on."""
+    while m.extra.get("mode") == "wal-only":
+        m = repo.trusted_manifest(m.parent_id or "", purpose="build on")
+    return m
+
+
+def chain_of(repo: Repository, m: Manifest) -> list[Manifest]:
+    """[full, incremental, ...] whose combination is ``m`` (WAL-only increments resolve to their base)."""
+    m = native_parent(repo, m)
+    chain = [m]
+    while chain[0].kind != "full":
+        if not chain[0].parent_id:
+            raise IntegrityError(f"backup {chain[0].backup_id} is an incremental without a parent")
+        parent = native_parent(repo, repo.trusted_manifest(chain[0].parent_id, purpose="restore the chain of"))
+        if parent.system_identifier != m.system_identifier:
+            raise IntegrityError(f"backup {parent.backup_id} belongs to another cluster than {m.backup_id}")
+        chain.insert(0, parent)
+    return chain
+
+
+def fetch_pg_manifest(repo: Repository, m: Manifest) -> bytes:
+    """The parent's backup_manifest, authenticated by the sha256 in its signed manifest."""
+    expected = m.extra.get("backup_manifest_sha256")
+    if not expected:
+        raise NotFound(f"backup {m.backup_id} has no stored backup_manifest: take a new full backup")
+    raw = repo.store.get_bytes(backup_prefix(m.backup_id) + PG_MANIFEST_OBJECT)
+    if hashlib.sha256(raw).hexdigest() != expected:
+        raise IntegrityError(f"backup {m.backup_id}: stored backup_manifest differs from the signed manifest "
+                             "(tampered?); refusing to build an incremental on it — take a new full backup")
+    return raw
+
+
+def _server_facts(conn: psycopg.Connection) -> dict:
+    version, num, seg, summarize = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+        "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), "
+        "(SELECT setting FROM pg_settings WHERE name = 'summarize_wal')").fetchone()
+    try:
+        sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    except psycopg.Error:
+        sysid = "unknown"
+    archive = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
+    return {"version": version, "num": num, "wal_segment_size": int(seg or 16 << 20), "summarize_wal": summarize,
+            "system_identifier": sysid, "archive_mode": archive}
+
+
+def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
+    """A physical backup of the target's cluster, streamed (never a local copy).
+
+    ``kind="incremental"`` builds on the newest physical backup of the same cluster; with none
+    yet it takes a full one (recorded as ``promoted_from = incremental``), as pgBackRest does.
+    """
+    if kind not in PHYSICAL_KINDS:
+        raise BvhOpsError(f"unknown physical backup kind {kind!r}")
     dsn = settings.require_database_url()
     recipients = load_recipients(settings.require_recipients())
     repo, host_key = open_repository(settings)
+    with connect(dsn, autocommit=True) as conn:
+        facts = _server_facts(conn)
+    parent = None
+    promoted = False
+    if kind == "incremental":
+        tip = physical_chain_tip(repo, facts["system_identifier"])
+        if tip is None:
+            kind, promoted = "full", True
+            log.warning("no physical backup of this cluster yet: taking a full backup instead of an incremental")
+        elif facts["num"] < 170000:
+            return _wal_only_increment(settings, repo, host_key, facts, tip)
+        else:
+            if facts["summarize_wal"] != "on":
+                raise ConfigError(
+                    "incremental backups need summarize_wal = on on the server: run ALTER SYSTEM SET summarize_wal "
+                    "= on; SELECT pg_reload_conf(); then take a full backup (summaries start from then)")
+            parent = native_parent(repo, tip)
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    backup_id = new_backup_id("full", started)
-    with connect(dsn, autocommit=True) as conn:
-        version, num = conn.execute(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int").fetchone()
-        try:
-            sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
-        except Exception:  # noqa: BLE001 - needs pg_monitor; informative only
-            sysid = "unknown"
-    with TargetLock(dsn, "physical-backup"):
+    backup_id = new_backup_id(kind, started)
+    with TargetLock(dsn, "physical-backup"), tempfile.TemporaryDirectory(prefix="bvh-incr-") as tmp:
+        args = ["-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "-v", "--no-sync"]
+        if parent is not None:
+            parent_manifest = Path(tmp) / "parent_backup_manifest"
+            parent_manifest.write_bytes(fetch_pg_manifest(repo, parent))
+            args.append(f"--incremental={parent_manifest}")
         writer = repo.begin(backup_id)
         proc = None
         try:
             data_key = os.urandom(32)
-            args = ["-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "-v", "--no-sync"]
             proc = spawn_tool("pg_basebackup", args, env=pg_env(dsn),
-                              bin_dir=matching_bin_dir(num // 10000, settings.pg_bin_dir))
+                              bin_dir=matching_bin_dir(facts["num"] // 10000, settings.pg_bin_dir))
             err = _StderrTail(proc.stderr)
             err.start()
+            scanner = TarScanner()
             with writer.object(BASE_OBJECT, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10,
                                compression_threads=settings.compression_threads) as out:
                 while chunk := proc.stdout.read(READ_CHUNK):
+                    scanner.feed(chunk)
                     out.write(chunk)
                 rc = proc.wait()
                 if rc != 0:
-                    raise_for_tool("pg_basebackup", rc, err.text())
+                    stderr = err.text()
+                    if "WAL summaries are required" in stderr:
+                        raise ToolError(
+                            "pg_basebackup: the server's WAL summaries do not cover the time since the parent backup "
+                            f"{parent.backup_id if parent else ''} (summarize_wal was off or summaries were removed): "
+                            "take a full backup")
+                    raise_for_tool("pg_basebackup", rc, stderr)
+            problems = scanner.check()
+            if problems:
+                raise IntegrityError(f"pg_basebackup stream does not match its backup_manifest: {'; '.join(problems[:5])}")
             lsns = {m.group(1): (m.group(2), m.group(3)) for m in _LSN.finditer(err.text())}
+            pg_manifest = scanner.manifest or b""
+            repo.store.put_bytes(backup_prefix(backup_id) + PG_MANIFEST_OBJECT, pg_manifest)
             key_ids = tuple(r.key_id for r in recipients)
+            start_lsn = lsns.get("start", (None,))[0]
+            stop_lsn = lsns.get("end", (None,))[0]
+            timeline = int(lsns.get("start", (None, "1"))[1] or 1)
             manifest = Manifest(
-                backup_id=backup_id, kind="full", tool_version=__version__, started_at=started.isoformat(),
-                finished_at=datetime.now(UTC).isoformat(), database="(cluster)", server_version=version,
-                server_version_num=num, system_identifier=sysid, snapshot_id="", dump_format="tar",
-                compression=f"zstd-{settings.compression_level}", kem=recipients[0].kem, key_ids=key_ids,
-                host=socket.gethostname(),
+                backup_id=backup_id, kind=kind, tool_version=__version__, started_at=started.isoformat(),
+                finished_at=datetime.now(UTC).isoformat(), database="(cluster)", server_version=facts["version"],
+                server_version_num=facts["num"], system_identifier=facts["system_identifier"], snapshot_id="",
+                dump_format="tar", compression=f"zstd-{settings.compression_level}", kem=recipients[0].kem,
+                key_ids=key_ids, host=socket.gethostname(),
                 objects=(stats_to_entry(BASE_OBJECT, out.stats, key_ids, f"zstd-{settings.compression_level}"),),
-                extra={"start_lsn": lsns.get("start", (None,))[0], "stop_lsn": lsns.get("end", (None,))[0],
-                       "timeline": int(lsns.get("start", (None, "1"))[1] or 1), "tool": "pg_basebackup -Ft -X fetch"},
+                parent_id=parent.backup_id if parent else None,
+                extra={"start_lsn": start_lsn, "stop_lsn": stop_lsn, "timeline": timeline, "mode": "native",
+                       "wal_segment_size": facts["wal_segment_size"], "archive_mode": facts["archive_mode"],
+                       "backup_manifest_sha256": hashlib.sha256(pg_manifest).hexdigest(),
+                       "files_checked": len(scanner.files), "promoted_from": "incremental" if promoted else None,
+                       "tool": "pg_basebackup -Ft -X fetch" + (" --incremental" if parent else "")},
             )
             writer.commit(manifest, host_key)
             return BackupResult(manifest, time.monotonic() - t0, repo.store.url)
@@ -86,41 +217,62 @@ def run_physical_full(settings: Settings) -> BackupResult:
             raise
 
 
-def restore_physical(settings: Settings, backup_id: str, target_dir: Path,
-                     conf_overrides: dict[str, str] | None = None) -> Path:
-    """Extract a full physical backup into an empty ``target_dir`` (mode 0700). The WAL it
-    needs is inside, so `pg_ctl start` brings it to a consistent state by itself."""
-    repo, _ = open_repository(settings, check=False)
-    m = repo.trusted_manifest(backup_id)
-    backup_id = m.backup_id
-    if m.kind != "full":
-        raise BvhOpsError(f"backup {backup_id} is a {m.kind} backup: use `bvh-ops restore … --into DSN`")
-    entry = next((o for o in m.objects if o.name == BASE_OBJECT), None)
-    if entry is None:
-        raise NotFound(f"backup {backup_id} has no {BASE_OBJECT}")
-    target = Path(target_dir).resolve()
-    if target.exists() and any(target.iterdir()):
-        raise BvhOpsError(f"{target} is not empty: restore into a new directory")
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target.chmod(0o700)
-    identities = load_identities(settings.require_identity())
-    body = repo.store.open_reader(backup_prefix(backup_id) + BASE_OBJECT)
-    try:
-        hashing = HashingReader(DecryptingReader(body, identities))
-        with tarfile.open(fileobj=hashing, mode="r|") as tar:
-            for member in tar:
-                # Never follow or create paths outside the target (tarfile's "data" filter).
-                tar.extract(member, target, filter="data" if member.isreg() or member.isdir() else "tar")
-        hashing.drain()
-    finally:
-        body.close()
-    if hashing.sha.hexdigest() != entry.plaintext_sha256:
-        raise IntegrityError(f"backup {backup_id}: restored tar differs from the manifest (tampered?)")
-    for sub in ("pg_replslot", "pg_tblspc", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"):
-        (target / sub).mkdir(exist_ok=True, mode=0o700)
-    if conf_overrides:
-        with open(target / "postgresql.auto.conf", "a") as fh:
-            fh.write("\n# bvh-ops restore\n")
-            for key, value in conf_overrides.items():
-                fh.write(f"{key} = {value}\n")
-    return target
+def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: dict, tip: Manifest) -> BackupResult:
+    """PostgreSQL < 17 has no native incrementals: switch WAL, wait until the segment is
+    archived, check the archive is continuous since the chain's base, record it."""
+    from bvh_ops.walarchive import segment_name, wal_continuity
+
+    dsn = settings.require_database_url()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    log.warning("PostgreSQL %s has no native incremental backups (they need 17+): recording a WAL-only increment",
+                facts["version"])
+    base = native_parent(repo, tip)
+    with connect(dsn, autocommit=True) as conn:
+        lsn_text, timeline = conn.execute(
+            "SELECT pg_current_wal_lsn()::text, timeline_id FROM pg_control_checkpoint()").fetchone()
+        conn.execute("SELECT pg_switch_wal()")
+        last = segment_name(timeline, parse_lsn(lsn_text) // facts["wal_segment_size"])
+        deadline = time.monotonic() + 120
+        while True:
+            archived, failed = conn.execute(
+                "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
+            if archived is not None and archived[:24] >= last:
+                break
+            if time.monotonic() > deadline:
+                raise BvhOpsError(f"WAL segment {last} was not archived within 120 s (last failed: {failed}): "
+                                  "check archive_command (bvh-ops wal-push %p) in the server log")
+            time.sleep(0.5)
+    report = wal_continuity(repo.store, base, until=last)
+    if report.missing:
+        raise IntegrityError(f"the WAL archive has gaps since base {base.backup_id}: missing "
+                             f"{', '.join(report.missing[:5])}{' …' if len(report.missing) > 5 else ''}")
+    recipients = load_recipients(settings.require_recipients())
+    backup_id = new_backup_id("incremental", started)
+    manifest = Manifest(
+        backup_id=backup_id, kind="incremental", tool_version=__version__, started_at=started.isoformat(),
+        finished_at=datetime.now(UTC).isoformat(), database="(cluster)", server_version=facts["version"],
+        server_version_num=facts["num"], system_identifier=facts["system_identifier"], snapshot_id="",
+        dump_format="wal", compression=f"zstd-{settings.compression_level}", kem=recipients[0].kem,
+        key_ids=tuple(r.key_id for r in recipients), host=socket.gethostname(), objects=(), parent_id=tip.backup_id,
+        extra={"start_lsn": tip.extra.get("stop_lsn"), "stop_lsn": lsn_text, "timeline": int(timeline),
+               "mode": "wal-only", "wal_segment_size": facts["wal_segment_size"], "base_id": base.backup_id,
+               "wal_segments": report.found, "last_segment": last,
+               "note": "native incremental backups need PostgreSQL 17+; this increment is the archived WAL"},
+    )
+    repo.begin(backup_id).commit(manifest, host_key)
+    return BackupResult(manifest, time.monotonic() - t0, repo.store.url)
+
+
+def run_physical_full(settings: Settings) -> BackupResult:
+    return run_physical_backup(settings, "full")
+
+
+def physical_json(res: BackupResult) -> dict:
+    doc = res.to_json()
+    m = res.manifest
+    doc.pop("tables", None)
+    doc.update({"parent_id": m.parent_id, "start_lsn": m.extra.get("start_lsn"), "stop_lsn": m.extra.get("stop_lsn"),
+                "timeline": m.extra.get("timeline"), "mode": m.extra.get("mode"),
+                "promoted_from": m.extra.get("promoted_from")})
+    return doc

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bvh_ops.config import Settings
@@ -82,7 +83,14 @@ def wal_push(settings: Settings, path: str) -> str:
         raise
     entry = {"name": src.name, "plaintext_sha256": plain_sha, "plaintext_size": size,
              "stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
-             "key_ids": [r.key_id for r in recipients]}
+             "key_ids": [r.key_id for r in recipients],
+             # When PostgreSQL last wrote the file: the newest commit it can hold (for
+             # --validate-target with a time and for the continuity report).
+             "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
+    if src.name.endswith(".history"):
+        # Timeline switch points only (no table data): kept readable so continuity can
+        # follow timelines without the restore key.
+        entry["history"] = src.read_text(errors="replace")[:65536]
     try:
         # The index entry is the commit point; if_absent closes the race with a second pusher.
         store.put_bytes(index_key, json.dumps(entry).encode(), if_absent=True)

@@ -82,3 +82,39 @@ def drill_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Checks", "", "| check | status | detail |", "|---|---|---|"]
     lines += [f"| {c['name']} | **{c['status']}** | {c['detail']} |" for c in report["checks"]]
     return "\n".join(lines)
+
+
+def physical_markdown(result: dict[str, Any], checks: list[dict[str, str]], retention: dict[str, Any],
+                      removed: list[str]) -> str:
+    ok = all(c["status"] == "passed" for c in checks)
+    mode = result.get("mode")
+    lines = [
+        f"# {result['kind'].capitalize()} backup {result['backup_id']}",
+        "",
+        f"**Result:** {'committed and checked' if ok else 'CHECKS FAILED'}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Cluster | PostgreSQL {result['server_version']} |",
+        f"| Mode | {'WAL-only increment (native incrementals need PostgreSQL 17+)' if mode == 'wal-only' else mode} |",
+        f"| Parent | {result.get('parent_id') or '– (starts a chain)'} |",
+        f"| LSN | {result.get('start_lsn')} → {result.get('stop_lsn')} (timeline {result.get('timeline')}) |",
+        f"| Repository | `{result['repository']}` |",
+        f"| Bytes in / stored | {human_bytes(result['bytes_in'])} / {human_bytes(result['bytes_stored'])} |",
+        f"| Throughput | {result.get('mb_per_s')} MB/s over {result['seconds']} s |",
+        "",
+        "## Checks",
+        "",
+        "| check | status | detail |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in checks]
+    decisions = retention.get("decisions", [])
+    obsolete = [d for d in decisions if d["action"] == "OBSOLETE"]
+    lines += ["", "## Retention", "",
+              f"{len(decisions) - len(obsolete)} backups kept, {len(obsolete)} deleted"
+              + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + "; "
+              f"WAL kept from {retention.get('wal_kept_from') or '–'}, {retention.get('wal_pruned', 0)} WAL files pruned."]
+    if removed:
+        lines.append(f"Incomplete backups removed: {', '.join(removed)}.")
+    return "\n".join(lines)

@@ -13,7 +13,6 @@ from prefect.transactions import get_transaction
 from bvh_ops.backup import delete_committed, open_repository, run_logical_backup
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
-from bvh_ops.repository.retention import Action, plan_retention
 from bvh_ops.repository.verify import verify_backup
 from checks.results import CheckStatus
 from tasks.common import retry_transient_only
@@ -84,16 +83,11 @@ def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, s
 @task(name="apply-retention", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_transient_only, timeout_seconds=3600)
 def apply_retention(settings: Settings, *, dry_run: bool = False) -> list[dict[str, str]]:
-    """Delete backups the retention plan marks OBSOLETE (never the newest min_redundancy)."""
-    logger = get_run_logger()
+    """Delete backups the retention plan marks OBSOLETE (never the newest min_redundancy of
+    each family, never a parent of a kept backup) and prune WAL below the oldest kept base."""
+    from bvh_ops.repository.retention import apply_plan
+
     repo, _ = open_repository(settings)
-    decisions = plan_retention(repo.list_backups(), now=datetime.now(UTC), keep_days=settings.retention_days,
-                               min_redundancy=settings.min_redundancy)
-    for d in decisions:
-        if d.action is Action.OBSOLETE:
-            if dry_run:
-                logger.info("retention (dry run): would delete %s (%s)", d.backup_id, d.reason)
-            else:
-                logger.warning("retention: deleting %s (%s)", d.backup_id, d.reason)
-                repo.delete_backup(d.backup_id)
-    return [{"backup_id": d.backup_id, "action": str(d.action), "reason": d.reason} for d in decisions]
+    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+                        min_redundancy=settings.min_redundancy, dry_run=dry_run, log=get_run_logger())
+    return result["decisions"]

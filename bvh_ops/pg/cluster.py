@@ -75,6 +75,82 @@ def chown_to_server(path: Path) -> None:
         os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
+def server_ids() -> dict[str, object]:
+    """subprocess arguments that run a child as the server's OS user (when we are root)."""
+    if not _as_root():
+        return {}
+    import pwd
+
+    pw = pwd.getpwnam(PG_OS_USER)
+    # The user's own group and no supplementary groups: with root's group kept, a path such
+    # as /root (rwx-----x) would be closed to the server via its group bits.
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def run_as_server(bin_dir: Path, tool: str, args: list[str], *, timeout: float = 120,
+                  log: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a server-side tool (initdb, pg_ctl) as the server's OS user, from cwd /."""
+    proc = subprocess.run(
+        [str(Path(bin_dir) / tool), *args], capture_output=True, timeout=timeout,
+        cwd="/",  # the server's OS user may not be able to enter our cwd
+        **server_ids(),
+    )
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        where = f" (log: {log})" if log else ""
+        raise BvhOpsError(f"{tool} failed: {' '.join(err[-3:])}{where}")
+    return proc
+
+
+def prepare_server_user(*paths: Path) -> None:
+    """Make sure the server's OS user exists and can reach the binaries and ``paths`` (root only)."""
+    if _as_root():
+        _prepare_os_user(*paths)
+
+
+def chown_tree_to_server(root: Path) -> None:
+    if not _as_root():
+        return
+    import pwd
+
+    pw = pwd.getpwnam(PG_OS_USER)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, pw.pw_uid, pw.pw_gid)
+        for n in filenames + dirnames:
+            os.lchown(os.path.join(dirpath, n), pw.pw_uid, pw.pw_gid)
+
+
+def bvh_command() -> str:
+    """How PostgreSQL's archive_command/restore_command run us: the venv's bvh-ops script (or
+    ``python -m bvh_ops.cli``), made reachable for the server's OS user."""
+    import re
+    import sys
+
+    script = Path(sys.executable).parent / "bvh-ops"
+    exe = str(script) if script.exists() else f"{sys.executable} -m bvh_ops.cli"
+    for part in exe.split():
+        if not re.match(r"^[A-Za-z0-9_./+-]+$", part):
+            raise BvhOpsError(f"{part!r} has characters a shell command in postgresql.conf cannot carry safely: "
+                              "install bvh-ops under a plain path")
+    if _as_root():
+        grant_traverse(Path(sys.executable).resolve())
+        grant_traverse(script)
+    return exe
+
+
+def archiving_conf(config_file: Path, *, archive_timeout: int = 60) -> dict[str, str]:
+    """postgresql.conf settings for WAL archiving through bvh-ops (configured from ``config_file``,
+    not from the caller's shell) and native incrementals: what the demo and the tests run."""
+    return {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": f"'BVH_OPS_CONFIG={Path(config_file).resolve()} {bvh_command()} wal-push %p'",
+        # A segment is archived at least this often even when idle: bounds data loss (RPO).
+        "archive_timeout": str(archive_timeout),
+        "summarize_wal": "on",
+    }
+
+
 @dataclass
 class EmbeddedCluster:
     """A PostgreSQL cluster in ``root`` (``root/data``; password in ``root/password``)."""
@@ -100,23 +176,7 @@ class EmbeddedCluster:
         return self.binaries or embedded_bin_dir()
 
     def _run(self, tool: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-        ids: dict[str, object] = {}
-        if _as_root():
-            import pwd
-
-            pw = pwd.getpwnam(PG_OS_USER)
-            # The user's own group and no supplementary groups: with root's group kept, a path
-            # such as /root (rwx-----x) would be closed to the server via its group bits.
-            ids = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-        proc = subprocess.run(
-            [str(self.bin_dir / tool), *args], capture_output=True, timeout=timeout,
-            cwd="/",  # the server's OS user may not be able to enter our cwd
-            **ids,
-        )
-        if proc.returncode != 0:
-            err = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise BvhOpsError(f"{tool} failed: {' '.join(err[-3:])} (log: {self.log})")
-        return proc
+        return run_as_server(self.bin_dir, tool, args, timeout=timeout, log=self.log)
 
     @property
     def password(self) -> str:

@@ -3,18 +3,15 @@ starts by itself with the data of the moment of the backup."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import psycopg
 import pytest
 
 from bvh_ops.errors import BvhOpsError
 from bvh_ops.keys import load_identities
-from bvh_ops.pg.cluster import EmbeddedCluster, chown_to_server
-from bvh_ops.physical import restore_physical, run_physical_full
+from bvh_ops.pg.tools import embedded_bin_dir
+from bvh_ops.physical import run_physical_full
+from bvh_ops.pitr import restore_physical, stop_server
 from bvh_ops.repository.verify import Status, verify_backup
-from tests.conftest import free_port
 
 
 def _fp(dsn: str) -> tuple:
@@ -40,26 +37,14 @@ def test_full_physical_backup_restores_and_starts(pg, repo_dir, make_settings, t
     repo, _ = open_repository(settings)
     assert all(r.status is Status.OK for r in verify_backup(repo, m.backup_id, identities=load_identities(settings.identity)))
 
-    root = tmp_path / "restored"
-    root.mkdir()
-    port = free_port()
-    sock = Path("/tmp") / f"bvhpg-r{port}"
-    sock.mkdir(mode=0o777, exist_ok=True)
-    sock.chmod(0o777)
-    data = restore_physical(settings, m.backup_id, root / "data",
-                            conf_overrides={"port": str(port), "unix_socket_directories": f"'{sock}'",
-                                            "archive_mode": "off"})
-    for path in [data, *data.rglob("*")]:
-        chown_to_server(path)
-    (root / "password").write_text(pg.password + "\n")
-    (root / "port").write_text(str(port))
-    restored = EmbeddedCluster(root)
+    # No WAL archive here: recovery replays the WAL inside the backup and promotes.
+    report = restore_physical(settings, m.backup_id, tmp_path / "restored", start=True)
     try:
-        restored.start()
-        assert _fp(restored.dsn("physdb")) == before  # the moment of the backup, not after
+        assert report.verified and report.started
+        restored = f"postgresql://postgres:{pg.password}@127.0.0.1:{report.port}/physdb"
+        assert _fp(restored) == before  # the moment of the backup, not after
     finally:
-        restored.destroy()
-        shutil.rmtree(sock, ignore_errors=True)
+        stop_server(tmp_path / "restored", embedded_bin_dir())
 
 
 def test_restore_refuses_a_non_empty_directory(pg, repo_dir, make_settings, tmp_path):

@@ -1,0 +1,141 @@
+"""Check a pg_basebackup tar stream against PostgreSQL's own backup_manifest while it streams.
+
+The tar that `pg_basebackup -D - -Ft` writes ends with the server's ``backup_manifest``
+(every file's path, size and CRC32C, and its own SHA-256). ``TarScanner`` is fed the same
+chunks that go to the repository: it walks the ustar headers, computes each regular file's
+CRC32C on the fly, keeps the manifest member (names and checksums, no table data) and at the
+end compares the two: the checks pg_verifybackup makes of the files, with no local copy.
+Memory: one checksum per file, plus the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import crc32c
+
+from bvh_ops.errors import IntegrityError
+
+BLOCK = 512
+MANIFEST_NAME = "backup_manifest"
+# Files pg_verifybackup does not expect in the manifest (src/bin/pg_verifybackup).
+_IGNORED = ("backup_manifest", "postgresql.auto.conf", "recovery.signal", "standby.signal")
+
+
+def _octal_or_base256(field_bytes: bytes) -> int:
+    if field_bytes and field_bytes[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
+        value = field_bytes[0] & 0x7F
+        for b in field_bytes[1:]:
+            value = (value << 8) | b
+        return value
+    text = field_bytes.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+@dataclass
+class TarScanner:
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, crc32c)
+    manifest: bytes | None = None
+    _header: bytearray = field(default_factory=bytearray)
+    _name: str = ""
+    _remaining: int = 0  # file bytes left in the current member
+    _padding: int = 0  # padding bytes left after it
+    _crc: int = 0
+    _size: int = 0
+    _is_file: bool = False
+    _capture: bytearray | None = None
+    _ended: bool = False
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view and not self._ended:
+            if self._remaining:
+                take = min(self._remaining, len(view))
+                part = view[:take]
+                if self._is_file:
+                    self._crc = crc32c.crc32c(part, self._crc)
+                    if self._capture is not None:
+                        self._capture += part
+                self._remaining -= take
+                view = view[take:]
+                if not self._remaining:
+                    self._finish_member()
+                continue
+            if self._padding:
+                take = min(self._padding, len(view))
+                self._padding -= take
+                view = view[take:]
+                continue
+            need = BLOCK - len(self._header)
+            self._header += view[:need]
+            view = view[need:]
+            if len(self._header) == BLOCK:
+                self._start_member(bytes(self._header))
+                self._header.clear()
+
+    def _start_member(self, header: bytes) -> None:
+        if header == b"\0" * BLOCK:
+            self._ended = True  # end-of-archive blocks
+            return
+        name = header[0:100].split(b"\0", 1)[0].decode()
+        prefix = header[345:500].split(b"\0", 1)[0].decode() if header[257:262] == b"ustar" else ""
+        self._name = f"{prefix}/{name}" if prefix else name
+        size = _octal_or_base256(header[124:136])
+        typeflag = header[156:157]
+        self._is_file = typeflag in (b"0", b"\0")
+        self._crc = 0
+        self._size = size
+        self._capture = bytearray() if self._is_file and self._name == MANIFEST_NAME else None
+        self._remaining = size
+        self._padding = (-size) % BLOCK
+        if size == 0:
+            self._finish_member()
+
+    def _finish_member(self) -> None:
+        if self._is_file:
+            if self._capture is not None:
+                self.manifest = bytes(self._capture)
+                self._capture = None
+            else:
+                self.files[self._name] = (self._size, self._crc)
+
+    def check(self) -> list[str]:
+        """Problems found (empty = every file matches the server's manifest)."""
+        if self.manifest is None:
+            return ["the backup has no backup_manifest"]
+        try:
+            doc = parse_backup_manifest(self.manifest)
+        except IntegrityError as exc:
+            return [str(exc)]
+        problems = []
+        listed = set()
+        for f in doc["Files"]:
+            path = f["Path"]
+            listed.add(path)
+            got = self.files.get(path)
+            if got is None:
+                problems.append(f"{path}: in the manifest but not in the backup")
+                continue
+            if got[0] != f["Size"]:
+                problems.append(f"{path}: {got[0]} bytes, manifest says {f['Size']}")
+            elif f.get("Checksum-Algorithm") == "CRC32C" and got[1].to_bytes(4, "little").hex() != f["Checksum"]:
+                problems.append(f"{path}: CRC32C differs from the manifest")
+        for path in self.files:
+            if path not in listed and not path.startswith("pg_wal/") and path not in _IGNORED:
+                problems.append(f"{path}: in the backup but not in the manifest")
+        return problems
+
+
+def parse_backup_manifest(raw: bytes) -> dict:
+    """Parse a backup_manifest and check its own SHA-256 (over everything before the
+    ``"Manifest-Checksum"`` line)."""
+    marker = raw.rfind(b'"Manifest-Checksum"')
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise IntegrityError(f"backup_manifest is not valid JSON: {exc}") from None
+    if marker < 0 or hashlib.sha256(raw[:marker]).hexdigest() != doc.get("Manifest-Checksum"):
+        raise IntegrityError("backup_manifest fails its own checksum")
+    return doc

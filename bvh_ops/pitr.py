@@ -1,0 +1,413 @@
+"""Physical restore and point-in-time recovery.
+
+    restore(latest|ID, DIR, target) ─ select the base for the target ─ fetch the chain
+        ─ extract each part (streamed, path-safe, sha256 against the signed manifest)
+        ─ pg_combinebackup (incrementals; hard links where the tools allow)
+        ─ pg_verifybackup against the server's backup_manifest
+        ─ recovery settings: restore_command = bvh-ops wal-fetch (configured from a file the
+          restore writes), the target, recovery_target_action = promote, archive_mode = off
+        ─ optionally start it and wait until it has recovered and promoted.
+
+The restored cluster never archives into the source's repository unless asked (``archive``).
+When anything fails, the directory we created is removed: no half-restored data directory
+is left behind looking usable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bvh_ops.backup import open_repository
+from bvh_ops.config import Settings
+from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound
+from bvh_ops.keys import load_identities
+from bvh_ops.pg.cluster import (
+    PG_OS_USER,
+    _as_root,
+    bvh_command,
+    chown_to_server,
+    chown_tree_to_server,
+    grant_traverse,
+    prepare_server_user,
+    server_ids,
+)
+from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
+from bvh_ops.physical import (
+    BASE_OBJECT,
+    PHYSICAL_KINDS,
+    chain_of,
+    format_lsn,
+    native_parent,
+    parse_lsn,
+)
+from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.repo import Repository, backup_prefix
+from bvh_ops.stream import DecryptingReader, HashingReader
+
+log = logging.getLogger("bvh_ops.pitr")
+
+RECOVERY_DIR = "bvh_ops_recovery"  # inside the data directory; removed after promotion
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
+
+
+class RecoveryError(BvhOpsError):
+    """Recovery did not reach its target (exit code 8, like other integrity failures)."""
+
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    kind: str | None = None  # time | lsn | name | None (end of the archived WAL)
+    value: str | None = None
+
+    @classmethod
+    def from_options(cls, to_time: str | None, to_lsn: str | None, to_name: str | None) -> RecoveryTarget:
+        given = [(k, v) for k, v in (("time", to_time), ("lsn", to_lsn), ("name", to_name)) if v]
+        if len(given) > 1:
+            raise BvhOpsError("give at most one of --to-time, --to-lsn, --to-name")
+        if not given:
+            return cls()
+        kind, value = given[0]
+        if kind == "time":
+            value = parse_time(value).isoformat()
+        elif kind == "lsn":
+            value = format_lsn(parse_lsn(value))
+        elif not re.fullmatch(r"[A-Za-z0-9_.:-]{1,63}", value):
+            raise BvhOpsError(f"--to-name {value!r}: restore point names here are letters, digits and _.:-")
+        return cls(kind, value)
+
+    def conf(self) -> dict[str, str]:
+        if self.kind is None:
+            return {}
+        key = {"time": "recovery_target_time", "lsn": "recovery_target_lsn", "name": "recovery_target_name"}[self.kind]
+        return {key: f"'{self.value}'"}
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.value}" if self.kind else "the end of the archived WAL"
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise BvhOpsError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def select_backup(repo: Repository, backup_id: str, target: RecoveryTarget) -> Manifest:
+    """The backup to restore: the one named, or the newest physical one the target can start
+    from (finished before a time target, stopped before an LSN target)."""
+    if backup_id != "latest":
+        m = repo.trusted_manifest(backup_id)
+        if m.kind not in PHYSICAL_KINDS:
+            raise BvhOpsError(f"backup {m.backup_id} is a {m.kind} backup: use `bvh-ops restore {m.backup_id} --into DSN`")
+        return m
+    records = sorted((r for r in repo.list_backups() if r.status == "complete" and r.kind in PHYSICAL_KINDS),
+                     key=lambda r: (r.finished_at, r.backup_id), reverse=True)
+    if not records:
+        raise NotFound(f"no physical backup in {repo.store.url}: run `bvh-ops backup --kind full` first")
+    for rec in records:
+        loaded = repo.load_manifest(rec.backup_id)
+        if not loaded.signature_ok:
+            continue
+        m = native_parent(repo, loaded.manifest)
+        if target.kind == "time" and datetime.fromisoformat(m.finished_at) > parse_time(target.value):
+            continue
+        if target.kind == "lsn" and parse_lsn(m.extra["stop_lsn"]) > parse_lsn(target.value):
+            continue
+        return m
+    raise NotFound(f"no physical backup finished before {target.describe()}: the target is older than every base "
+                   "backup in the repository")
+
+
+def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
+    entry = next((o for o in m.objects if o.name == BASE_OBJECT), None)
+    if entry is None:
+        raise NotFound(f"backup {m.backup_id} has no {BASE_OBJECT}")
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    body = repo.store.open_reader(backup_prefix(m.backup_id) + BASE_OBJECT)
+    try:
+        hashing = HashingReader(DecryptingReader(body, identities))
+        with tarfile.open(fileobj=hashing, mode="r|") as tar:
+            for member in tar:
+                # Never follow or create paths outside the target (tarfile's "data" filter).
+                tar.extract(member, dest, filter="data" if member.isreg() or member.isdir() else "tar")
+        hashing.drain()
+    finally:
+        body.close()
+    if hashing.sha.hexdigest() != entry.plaintext_sha256:
+        raise IntegrityError(f"backup {m.backup_id}: restored tar differs from the manifest (tampered?)")
+    for sub in ("pg_replslot", "pg_tblspc", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"):
+        (dest / sub).mkdir(exist_ok=True, mode=0o700)
+
+
+def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool) -> str:
+    """The configuration wal-fetch reads when PostgreSQL runs it; returns restore_command."""
+    rdir = data / RECOVERY_DIR
+    rdir.mkdir(mode=0o700, exist_ok=True)
+    identity = Path(settings.require_identity()).resolve()
+    if identity_copy:
+        # The server's OS user cannot read our identity file: a copy only it can read, removed
+        # after promotion (or with the directory).
+        copy = rdir / "identity.key"
+        shutil.copyfile(identity, copy)
+        copy.chmod(0o600)
+        identity = copy
+    lines = [f'repository = "{settings.require_repository()}"', f'identity = "{identity}"',
+             f'state_dir = "{rdir / "state"}"', f's3_region = "{settings.s3_region}"']
+    if settings.s3_endpoint_url:
+        lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
+    toml = rdir / "bvh-ops.toml"
+    toml.write_text("\n".join(lines) + "\n")
+    toml.chmod(0o600)
+    env = [f"BVH_OPS_CONFIG={toml}"]
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if settings.require_repository().startswith("s3://") and key and secret:
+        # Credentials in a 0600 file the command names, never in the command itself.
+        creds = rdir / "aws-credentials"
+        text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            text += f"aws_session_token = {os.environ['AWS_SESSION_TOKEN']}\n"
+        creds.write_text(text)
+        creds.chmod(0o600)
+        env.append(f"AWS_SHARED_CREDENTIALS_FILE={creds}")
+    for path in (str(rdir), *(e.split("=", 1)[1] for e in env)):
+        if not _SAFE_PATH.match(path):
+            raise ConfigError(f"{path!r} has characters a restore_command cannot carry safely: restore into a plain path")
+    return f"{' '.join(env)} {bvh_command()} wal-fetch %f %p"
+
+
+@dataclass
+class RestoreReport:
+    backup_id: str
+    chain: list[str]
+    data_dir: str
+    target: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    verified: str | None = None  # pg_verifybackup's verdict
+    started: bool = False
+    port: int | None = None
+    recovered_to: dict[str, str | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"backup_id": self.backup_id, "chain": self.chain, "data_dir": self.data_dir, "target": self.target,
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "verified": self.verified,
+                "started": self.started, "port": self.port, "recovered_to": self.recovered_to}
+
+
+def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
+                     target: RecoveryTarget | None = None, start: bool = False, port: int | None = None,
+                     archive: bool = False, verify: bool = True, conf_overrides: dict[str, str] | None = None,
+                     recovery_timeout: float = 3600.0) -> RestoreReport:
+    """Restore a physical backup (with its chain) into ``target_dir`` set up to recover to
+    ``target``; with ``start`` also start it and wait until it has promoted."""
+    target = target or RecoveryTarget()
+    repo, _ = open_repository(settings, check=False)
+    chosen = select_backup(repo, backup_id, target)
+    chain = chain_of(repo, chosen)
+    data = Path(target_dir).resolve()
+    if data.exists() and any(data.iterdir()):
+        raise BvhOpsError(f"{data} is not empty: restore into a new directory")
+    identities = load_identities(settings.require_identity())
+    major = chosen.server_version_num // 10000
+    bin_dir = matching_bin_dir(major, settings.pg_bin_dir) or embedded_bin_dir()
+    report = RestoreReport(chosen.backup_id, [m.backup_id for m in chain], str(data), target.describe())
+    created = not data.exists()
+    work = data.parent / f".{data.name}.bvh-chain"
+    t0 = time.monotonic()
+    try:
+        if len(chain) == 1:
+            _extract(repo, chain[0], data, identities)
+            report.seconds["fetch"] = time.monotonic() - t0
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            parts = []
+            for i, m in enumerate(chain):
+                part = work / f"{i:02d}"
+                _extract(repo, m, part, identities)
+                parts.append(str(part))
+            report.seconds["fetch"] = time.monotonic() - t0
+            t1 = time.monotonic()
+            if data.exists():
+                data.rmdir()
+            args = ["-o", str(data), "--no-sync"]
+            if major >= 18:
+                args.append("--link")  # hard links: no second copy of the data on disk
+            proc = subprocess.run([tool_path("pg_combinebackup", bin_dir), *args, *parts], capture_output=True)
+            if proc.returncode != 0:
+                raise_for_tool("pg_combinebackup", proc.returncode, proc.stderr.decode(errors="replace"))
+            report.seconds["combine"] = time.monotonic() - t1
+        data.chmod(0o700)
+        if verify:
+            t2 = time.monotonic()
+            proc = subprocess.run([tool_path("pg_verifybackup", bin_dir), "--quiet", str(data)], capture_output=True)
+            if proc.returncode != 0:
+                lines = proc.stderr.decode(errors="replace").strip().splitlines()
+                raise IntegrityError(f"pg_verifybackup: {' '.join(lines[-3:])}")
+            report.verified = "pg_verifybackup: backup successfully verified"
+            report.seconds["verify"] = time.monotonic() - t2
+        restore_command = _write_recovery_files(settings, data, identity_copy=_as_root())
+        conf = {"restore_command": f"'{restore_command}'", "recovery_target_action": "'promote'",
+                "recovery_target_timeline": "'latest'", **target.conf()}
+        if not archive:
+            conf["archive_mode"] = "'off'"  # never archive into the source's repository
+        if start or port:
+            port = port or _free_port()
+            sock = Path("/tmp") / f"bvhpg-r{port}"
+            sock.mkdir(mode=0o777, exist_ok=True)
+            sock.chmod(0o777)
+            conf.update({"port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": f"'{sock}'"})
+            report.port = port
+        conf.update(conf_overrides or {})
+        with open(data / "postgresql.auto.conf", "a") as fh:
+            fh.write(f"\n# bvh-ops restore of {chosen.backup_id} to {target.describe()}\n")
+            for key, value in conf.items():
+                fh.write(f"{key} = {value}\n")
+        (data / "recovery.signal").touch()
+        if _as_root():
+            prepare_server_user(data.parent)
+            grant_traverse(data)  # o+x on each parent: the server's OS user must reach it
+            chown_tree_to_server(data)
+        if start:
+            t3 = time.monotonic()
+            report.recovered_to = start_and_recover(data, bin_dir, timeout=recovery_timeout)
+            report.started = True
+            report.seconds["recover"] = time.monotonic() - t3
+            shutil.rmtree(data / RECOVERY_DIR, ignore_errors=True)
+        return report
+    except BaseException:
+        if start:
+            stop_server(data, bin_dir)
+        if created:
+            shutil.rmtree(data, ignore_errors=True)
+        elif data.exists():
+            for child in data.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recovery_log(data: Path) -> Path:
+    return data.parent / f"{data.name}.recovery.log"
+
+
+def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> dict[str, str | None]:
+    """Start the restored server and wait until recovery has reached its target and promoted
+    (PostgreSQL removes recovery.signal then). Raises RecoveryError with the server's reason."""
+    logfile = recovery_log(data)
+    logfile.write_text("")
+    chown_to_server(logfile)
+    proc = subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-W", "start"],
+                          capture_output=True, cwd="/", **server_ids())
+    if proc.returncode != 0:
+        raise RecoveryError(f"pg_ctl start failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+    deadline = time.monotonic() + timeout
+    time.sleep(0.3)
+    while True:
+        text = logfile.read_text(errors="replace")
+        if not (data / "recovery.signal").exists() and "database system is ready to accept connections" in text:
+            return _recovered_to(text)
+        if not _postmaster_alive(data) and time.monotonic() > deadline - timeout + 2:
+            raise RecoveryError(_failure_reason(text, logfile))
+        if time.monotonic() > deadline:
+            stop_server(data, bin_dir)
+            raise RecoveryError(f"recovery did not finish within {timeout:.0f} s (log: {logfile})")
+        time.sleep(0.3)
+
+
+def _postmaster_alive(data: Path) -> bool:
+    pidfile = data / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+        os.kill(pid, 0)
+        return True
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def stop_server(data: Path, bin_dir: Path) -> None:
+    if _postmaster_alive(data):
+        subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, cwd="/", **server_ids())
+
+
+def _recovered_to(text: str) -> dict[str, str | None]:
+    def last(pattern: str) -> str | None:
+        found = re.findall(pattern, text)
+        return found[-1] if found else None
+
+    return {
+        "stopped_at": last(r"recovery stopping (?:before|after) [^\n]*?time ([0-9-]+ [0-9:.+\- A-Z]+)"),
+        "last_transaction_at": last(r"last completed transaction was at log time ([0-9-]+ [0-9:.+]+)"),
+        "redo_done_at": last(r"redo done at ([0-9A-F]+/[0-9A-F]+)"),
+        "timeline": last(r"selected new timeline ID: (\d+)"),
+    }
+
+
+def _failure_reason(text: str, logfile: Path) -> str:
+    fatal = [ln.split("FATAL:", 1)[1].strip() for ln in text.splitlines() if "FATAL:" in ln]
+    fetch_errors = [ln.strip() for ln in text.splitlines()
+                    if ln.startswith("error:") and "is not in the archive" not in ln]
+    reason = fatal[-1] if fatal else "the server stopped during recovery"
+    detail = f"; wal-fetch: {fetch_errors[-1][6:].strip()}" if fetch_errors else ""
+    if "recovery ended before configured recovery target was reached" in reason:
+        reason = "recovery ended before the target was reached: the WAL it needs is missing or damaged in the archive"
+    return f"{reason}{detail} (log: {logfile})"
+
+
+def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) -> dict:
+    """Is ``target`` reachable with the base backups and the WAL in the repository? If not,
+    the latest reachable point. Time targets are judged by when PostgreSQL last wrote each
+    archived segment (approximate); name targets only by the WAL's extent."""
+    from bvh_ops.walarchive import wal_continuity
+
+    repo, _ = open_repository(settings, check=False)
+    try:
+        base = select_backup(repo, backup_id, target)
+    except NotFound as exc:
+        return {"reachable": False, "target": target.describe(), "reason": str(exc)}
+    report = wal_continuity(repo.store, base)
+    stop_lsn = parse_lsn(base.extra["stop_lsn"])
+    end_lsn = max(stop_lsn, report.end_lsn or 0)
+    latest = {"lsn": format_lsn(end_lsn), "time": report.end_time or base.finished_at}
+    doc = {"target": target.describe(), "backup_id": base.backup_id, "chain": [m.backup_id for m in chain_of(repo, base)],
+           "latest_reachable": latest, "wal": report.to_json()}
+    if target.kind == "lsn":
+        reachable = stop_lsn <= parse_lsn(target.value) <= end_lsn
+        reason = None if reachable else f"WAL in the archive reaches {format_lsn(end_lsn)} only"
+    elif target.kind == "time":
+        reachable = parse_time(target.value) <= parse_time(latest["time"])
+        reason = None if reachable else f"the archived WAL ends around {latest['time']}"
+    else:
+        reachable = True
+        reason = ("a restore point's position is known only by replaying WAL: recovery can go up to "
+                  f"{latest['lsn']}" if target.kind == "name" else None)
+    if report.missing or report.damaged:
+        doc["gaps"] = report.summary()
+    doc.update({"reachable": reachable, "reason": reason})
+    return doc
+
+
+__all__ = ["RecoveryTarget", "RecoveryError", "RestoreReport", "restore_physical", "validate_target",
+           "select_backup", "start_and_recover", "stop_server", "PG_OS_USER"]

@@ -1,0 +1,278 @@
+"""The WAL archive as a whole: continuity from a base backup to the newest archived segment
+(following timeline switches recorded in .history files), how far a recovery can go, and
+pruning below the oldest retained base. Names-only checks need one listing and no key;
+``hashes=True`` also reads every segment and checks its stored sha256 (and with identities,
+decrypts it and checks the plaintext).
+
+A segment is *found* when both its object and its index entry exist (the index entry is
+wal-push's commit point); *missing* when a later segment on the same path exists but it does
+not; *damaged* when it is present but fails its checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
+from bvh_ops.repository.manifest import Manifest
+from bvh_ops.storage.base import ObjectStore
+from bvh_ops.stream import DecryptingReader, HashingReader
+from bvh_ops.wal import WAL_PREFIX
+
+log = logging.getLogger("bvh_ops.walarchive")
+
+DEFAULT_SEGMENT = 16 << 20
+_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+
+
+def _per_id(seg_size: int) -> int:
+    return 0x100000000 // seg_size
+
+
+def segment_name(timeline: int, segno: int, seg_size: int = DEFAULT_SEGMENT) -> str:
+    per = _per_id(seg_size)
+    return f"{timeline:08X}{segno // per:08X}{segno % per:08X}"
+
+
+def parse_segment(name: str, seg_size: int = DEFAULT_SEGMENT) -> tuple[int, int] | None:
+    m = _SEGMENT.match(name)
+    if not m:
+        return None
+    return int(m.group(1), 16), int(m.group(2), 16) * _per_id(seg_size) + int(m.group(3), 16)
+
+
+@dataclass(frozen=True)
+class ArchivedFile:
+    name: str
+    has_object: bool
+    has_index: bool
+    stored_size: int | None
+    modified: datetime | None
+
+
+def scan_archive(store: ObjectStore) -> dict[str, ArchivedFile]:
+    """One listing of wal/: every file with whether its object and its index entry exist."""
+    objects: dict[str, tuple[int, datetime]] = {}
+    index: set[str] = set()
+    for info in store.list(WAL_PREFIX + "/"):
+        name = info.key.rsplit("/", 1)[-1]
+        if name.endswith(".json"):
+            index.add(name[:-5])
+        elif not name.startswith("."):
+            objects[name] = (info.size, info.modified)
+    return {
+        n: ArchivedFile(n, n in objects, n in index, objects.get(n, (None, None))[0], objects.get(n, (None, None))[1])
+        for n in sorted(set(objects) | index)
+    }
+
+
+def _index_entry(store: ObjectStore, name: str) -> dict:
+    tl = name[:8]
+    return json.loads(store.get_bytes(f"{WAL_PREFIX}/{tl}/{name}.json"))
+
+
+def _history(store: ObjectStore, archive: dict[str, ArchivedFile], timeline: int) -> list[tuple[int, int]] | None:
+    """[(parent timeline, switch LSN), ...] of ``timeline``, from its index entry."""
+    name = f"{timeline:08X}.history"
+    if name not in archive or not archive[name].has_index:
+        return None
+    try:
+        text = _index_entry(store, name).get("history")
+    except (NotFound, ValueError):
+        return None
+    if text is None:
+        return None
+    from bvh_ops.physical import parse_lsn
+
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit():
+            out.append((int(parts[0]), parse_lsn(parts[1])))
+    return out
+
+
+def timeline_path(store: ObjectStore, archive: dict[str, ArchivedFile], base_tl: int, start_segno: int,
+                  seg_size: int) -> list[tuple[int, int, int | None]]:
+    """[(timeline, first segno, end segno exclusive or None), ...] from the base to the newest
+    timeline that descends from it (what recovery_target_timeline = 'latest' follows)."""
+    timelines = sorted({int(n[:8], 16) for n in archive if _HISTORY.match(n)}, reverse=True)
+    for tl in timelines:
+        if tl <= base_tl:
+            break
+        hist = _history(store, archive, tl)
+        if not hist:
+            continue
+        parents = [p for p, _ in hist]
+        if base_tl not in parents:
+            continue
+        steps = hist[parents.index(base_tl):]
+        if start_segno > steps[0][1] // seg_size:
+            continue  # the base started after base_tl switched to a sibling: not its descendant
+        path = []
+        first = start_segno
+        for parent, switch in steps:
+            end = switch // seg_size
+            path.append((parent, first, end))
+            first = end
+        path.append((tl, first, None))
+        return path
+    return [(base_tl, start_segno, None)]
+
+
+@dataclass
+class WalReport:
+    base_id: str
+    start_segment: str
+    found: int = 0
+    missing: list[str] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    last_segment: str | None = None  # newest segment on the path
+    contiguous_until: str | None = None  # last segment before the first gap or damage
+    end_lsn: int | None = None  # recovery can replay up to here (exclusive)
+    end_time: str | None = None  # when PostgreSQL last wrote contiguous_until (approximate newest commit)
+    timelines: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.damaged
+
+    def to_json(self) -> dict:
+        from bvh_ops.physical import format_lsn
+
+        return {"base_id": self.base_id, "ok": self.ok, "start_segment": self.start_segment, "found": self.found,
+                "missing": self.missing, "damaged": [{"segment": n, "detail": d} for n, d in self.damaged],
+                "last_segment": self.last_segment, "contiguous_until": self.contiguous_until,
+                "end_lsn": format_lsn(self.end_lsn) if self.end_lsn is not None else None,
+                "end_time": self.end_time, "timelines": self.timelines}
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"WAL continuous from {self.start_segment} to {self.last_segment or '(nothing archived yet)'} "
+                    f"({self.found} segments)")
+        parts = []
+        if self.missing:
+            parts.append(f"missing {len(self.missing)}: {', '.join(self.missing[:5])}{' …' if len(self.missing) > 5 else ''}")
+        if self.damaged:
+            parts.append("damaged: " + ", ".join(f"{n} ({d})" for n, d in self.damaged[:5]))
+        return f"WAL from {self.start_segment}: {'; '.join(parts)}; contiguous until {self.contiguous_until or '-'}"
+
+
+def _check_segment(store: ObjectStore, name: str, identities) -> str | None:
+    """None when the stored segment matches its index entry, else what is wrong."""
+    try:
+        entry = _index_entry(store, name)
+        body = store.open_reader(f"{WAL_PREFIX}/{name[:8]}/{name}")
+    except (NotFound, ValueError, BvhOpsError) as exc:
+        return f"unreadable: {exc}"
+    try:
+        hashing = HashingReader(body)
+        plain = hashlib.sha256()
+        if identities is not None:
+            try:
+                reader = DecryptingReader(hashing, identities)
+                while chunk := reader.read(1 << 20):
+                    plain.update(chunk)
+            except CryptoError as exc:
+                return f"does not decrypt: {exc}"
+        hashing.drain()
+        if hashing.sha.hexdigest() != entry.get("stored_sha256"):
+            return "stored sha256 differs from its index entry"
+        if identities is not None and plain.hexdigest() != entry.get("plaintext_sha256"):
+            return "plaintext sha256 differs from its index entry"
+        return None
+    except OSError as exc:
+        return f"read failed: {exc}"
+    finally:
+        body.close()
+
+
+def wal_continuity(store: ObjectStore, base: Manifest, *, until: str | None = None, hashes: bool = False,
+                   identities=None, archive: dict[str, ArchivedFile] | None = None) -> WalReport:
+    """Every segment from ``base``'s start segment to the newest archived one (or ``until``)."""
+    from bvh_ops.physical import parse_lsn
+
+    seg_size = int(base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
+    base_tl = int(base.extra.get("timeline") or 1)
+    start_segno = parse_lsn(base.extra["start_lsn"]) // seg_size
+    archive = archive if archive is not None else scan_archive(store)
+    report = WalReport(base.backup_id, segment_name(base_tl, start_segno, seg_size))
+    path = timeline_path(store, archive, base_tl, start_segno, seg_size)
+    report.timelines = [tl for tl, _, _ in path]
+    present = {}
+    for name, f in archive.items():
+        parsed = parse_segment(name, seg_size)
+        if parsed:
+            present[parsed] = f
+    until_key = parse_segment(until, seg_size) if until else None
+    expected: list[tuple[int, int]] = []
+    for tl, first, end in path:
+        if end is None:
+            newest = max((s for (t, s) in present if t == tl), default=first - 1)
+            if until_key and until_key[0] == tl:
+                newest = max(newest, until_key[1])
+            end = newest + 1
+        expected.extend((tl, s) for s in range(first, end))
+    if until_key and until_key in expected:
+        expected = expected[: expected.index(until_key) + 1]
+    gap_seen = False
+    for tl, segno in expected:
+        name = segment_name(tl, segno, seg_size)
+        f = present.get((tl, segno))
+        if f is None or not (f.has_object and f.has_index):
+            report.missing.append(name)
+            gap_seen = True
+            continue
+        report.found += 1
+        report.last_segment = name
+        problem = _check_segment(store, name, identities) if hashes else None
+        if problem:
+            report.damaged.append((name, problem))
+            gap_seen = True
+            continue
+        if not gap_seen:
+            report.contiguous_until = name
+            report.end_lsn = (segno + 1) * seg_size
+    if report.contiguous_until:
+        try:
+            report.end_time = _index_entry(store, report.contiguous_until).get("modified_at")
+        except (NotFound, ValueError):
+            pass
+        if report.end_time is None:
+            f = archive.get(report.contiguous_until)
+            report.end_time = f.modified.isoformat() if f and f.modified else None
+    return report
+
+
+def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = False) -> list[str]:
+    """Delete archived segments (and .backup/.partial files) older than the oldest retained
+    base's start segment, on its timeline and earlier ones. History files stay. Index entry
+    first, so a half-deleted segment reads as absent, never as present."""
+    from bvh_ops.physical import parse_lsn
+
+    seg_size = int(oldest_base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
+    base_tl = int(oldest_base.extra.get("timeline") or 1)
+    keep_from = parse_lsn(oldest_base.extra["start_lsn"]) // seg_size
+    removed = []
+    for name, f in scan_archive(store).items():
+        parsed = parse_segment(name[:24], seg_size) if not _HISTORY.match(name) else None
+        if parsed is None:
+            continue
+        tl, segno = parsed
+        if tl <= base_tl and segno < keep_from:
+            removed.append(name)
+            if not dry_run:
+                key = f"{WAL_PREFIX}/{name[:8]}/{name}"
+                if f.has_index:
+                    store.delete(key + ".json")
+                if f.has_object:
+                    store.delete(key)
+    if removed and not dry_run:
+        log.info("pruned %d WAL files older than base %s", len(removed), oldest_base.backup_id)
+    return removed

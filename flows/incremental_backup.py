@@ -1,0 +1,56 @@
+"""Incremental backup (every 6 hours): collect leftovers -> physical backup (pg_basebackup
+--incremental on the chain's newest backup; a full one when no chain exists yet; a WAL-only
+increment on PostgreSQL < 17) -> checks (verify, chain, PostgreSQL's backup_manifest, WAL
+continuity), inside one Prefect transaction whose rollback deletes the backup -> retention of
+chains and WAL -> artifacts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+
+from bvh_ops.config import load_settings
+from flows.artifacts import physical_markdown
+from flows.daily_backup import target_label
+from tasks.backup_tasks import collect_incomplete
+from tasks.physical_tasks import check_physical_backup, retain_chains, take_physical_backup
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    return f"{params.get('kind', 'incremental')}-backup {target_label(load_settings())}"
+
+
+@flow(name="incremental-backup", flow_run_name=_run_name, log_prints=True, retries=0)
+def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
+                       retention_dry_run: bool = False) -> dict[str, Any]:
+    """Take, check and retain a physical backup of the configured target's cluster.
+
+    Args:
+        kind: incremental (default; a full one when no chain exists yet) or full (a new chain).
+        retention_dry_run: log what retention would delete instead of deleting it.
+    """
+    settings = load_settings()
+    logger = get_run_logger()
+    opts = {"retries": settings.task_retries, "retry_delay_seconds": settings.retry_delay_seconds}
+    removed = collect_incomplete.with_options(**opts)(settings)
+    with transaction():
+        result = take_physical_backup.with_options(**opts)(settings, kind)
+        checks = check_physical_backup.with_options(**opts)(settings, result)
+    retention = retain_chains.with_options(**opts)(settings, dry_run=retention_dry_run)
+    create_markdown_artifact(key=f"{result['kind']}-backup-summary",
+                             markdown=physical_markdown(result, checks, retention, removed),
+                             description=f"{result['kind']} backup {result['backup_id']}")
+    create_table_artifact(key="physical-backup-checks", table=checks,
+                          description=f"Checks of {result['backup_id']}")
+    logger.info("%s backup %s committed and checked", result["kind"], result["backup_id"])
+    result.update({"checks": checks, "retention": retention, "incomplete_removed": removed})
+    return result
+
+
+if __name__ == "__main__":
+    incremental_backup()

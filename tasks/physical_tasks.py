@@ -1,0 +1,82 @@
+"""Tasks of the physical backups (full and incremental): take one (rolled back if its checks
+fail inside the flow's transaction), check it, retain chains and prune WAL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction
+
+from bvh_ops.backup import delete_committed, open_repository
+from bvh_ops.config import Settings
+from bvh_ops.errors import IntegrityError
+from checks.results import CheckStatus
+from tasks.common import retry_transient_only
+
+
+@task(name="take-physical-backup", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
+      retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
+def take_physical_backup(settings: Settings, kind: str) -> dict[str, Any]:
+    """pg_basebackup (full or --incremental) streamed into the repository, or a WAL-only
+    increment on PostgreSQL < 17; commits its manifest."""
+    from bvh_ops.physical import physical_json, run_physical_backup
+
+    result = run_physical_backup(settings, kind)
+    txn = get_transaction()
+    if txn is not None:
+        txn.set("backup_id", result.manifest.backup_id)
+        txn.set("settings", settings)
+    doc = physical_json(result)
+    if doc.get("mode") == "wal-only":
+        get_run_logger().warning("PostgreSQL %s: native incremental backups need 17+; recorded a WAL-only increment",
+                                 doc["server_version"])
+    get_run_logger().info("%s backup %s: %d bytes in, %d stored", doc["kind"], doc["backup_id"], doc["bytes_in"],
+                          doc["bytes_stored"])
+    return doc
+
+
+@take_physical_backup.on_rollback
+def _remove_rolled_back(txn: Any) -> None:
+    backup_id = txn.get("backup_id", None)
+    settings = txn.get("settings", None)
+    if backup_id and settings is not None:
+        delete_committed(settings, backup_id)
+
+
+@task(name="check-physical-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, str]]:
+    """Shallow verify, chain, PostgreSQL's backup_manifest, WAL continuity since the base."""
+    from bvh_ops.physical import chain_of
+    from bvh_ops.repository.verify import verify_backup
+    from bvh_ops.walarchive import wal_continuity
+    from checks.physical_suite import run_physical_suite
+
+    repo, _ = open_repository(settings)
+    backup_id = backup["backup_id"]
+    manifest = repo.trusted_manifest(backup_id, purpose="check")
+    verify = verify_backup(repo, backup_id)
+    base = chain_of(repo, manifest)[0]
+    wal = wal_continuity(repo.store, base)
+    results = run_physical_suite(repo, manifest, verify, wal)
+    out = [r.to_json() for r in results]
+    bad = [r for r in results if r.status is not CheckStatus.PASSED]
+    if bad:
+        names = ", ".join(f"{r.name} ({r.status}: {r.detail})" for r in bad)
+        raise IntegrityError(f"backup {backup_id} failed its checks: {names}")
+    return out
+
+
+@task(name="retain-chains", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+def retain_chains(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
+    """Retention over every backup (parents of kept backups are kept), then WAL older than the
+    oldest kept physical base is pruned."""
+    from bvh_ops.repository.retention import apply_plan
+
+    repo, _ = open_repository(settings)
+    return apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+                      min_redundancy=settings.min_redundancy, dry_run=dry_run, log=get_run_logger())

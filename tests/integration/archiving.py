@@ -1,0 +1,62 @@
+"""A real embedded PostgreSQL archiving through `bvh-ops wal-push` (as the server's OS user,
+configured from a file) into a file:// repository, for the physical/PITR tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf
+
+
+@dataclass
+class Archiving:
+    cluster: EmbeddedCluster
+    repo: Path
+    config: Path
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.repo}"
+
+    def switch_and_wait(self, timeout: float = 60) -> str:
+        """Switch WAL and wait until the finished segment is archived; returns its name."""
+        with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
+            seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")
+            deadline = time.monotonic() + timeout
+            while True:
+                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+                if last is not None and last[:24] >= seg:
+                    return seg
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{seg} not archived within {timeout} s (last {last})")
+                time.sleep(0.2)
+
+
+def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra: dict | None = None) -> Archiving:
+    os.chmod(root, 0o755)
+    repo = root / "repo"
+    repo.mkdir(mode=0o777)
+    os.chmod(repo, 0o777)
+    pub = root / "recipient.pub"
+    shutil.copy(keypair[0], pub)
+    os.chmod(pub, 0o644)
+    (root / "state").mkdir(mode=0o777)
+    os.chmod(root / "state", 0o777)
+    cfg = root / "bvh-ops.toml"
+    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{pub}"]\nstate_dir = "{root / "state"}"\n'
+                   "compression_threads = 0\n")
+    os.chmod(cfg, 0o644)
+    conf = archiving_conf(cfg)
+    if binaries is not None and "15" in str(binaries):
+        conf.pop("summarize_wal")
+    conf.update(extra or {})
+    cluster = EmbeddedCluster(root / "pg", extra_conf=conf, binaries=binaries)
+    cluster.start()
+    return Archiving(cluster, repo, cfg)
