@@ -136,9 +136,10 @@ def verify(
     backup_id: Annotated[str | None, typer.Argument(help="Backup id or 'latest' (default: latest)")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Verify every complete backup")] = False,
     deep: Annotated[bool, typer.Option("--deep", help="Also decrypt and check plaintext hashes (needs identity)")] = False,
+    no_wal: Annotated[bool, typer.Option("--no-wal", help="Skip the WAL archive's continuity check")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Verify backups; exits 0 only when every object is OK."""
+    """Verify backups and the WAL archive's continuity; exits 0 only when everything is OK."""
     from bvh_ops.backup import open_repository
     from bvh_ops.keys import load_identities
     from bvh_ops.repository.verify import render, verify_backup
@@ -153,6 +154,10 @@ def verify(
     else:
         ids = [repo.resolve(backup_id or "latest")]
     results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
+    if not no_wal:
+        from bvh_ops.repository.verify import verify_wal
+
+        results += verify_wal(repo, identities=identities)
     ok = bool(results) and all(r.ok for r in results)
     if as_json:
         _emit_json({"ok": ok, "deep": deep, "results": [r.to_json() for r in results]})

@@ -196,18 +196,96 @@ def test_a_damaged_segment_is_named_and_bounds_recovery(history, pitr, tmp_path)
         path.write_bytes(original)
 
 
-def test_cli_verify_names_a_missing_segment(history, pitr, tmp_path):
-    from bvh_ops.walarchive import wal_continuity
+def test_cli_verify_names_a_missing_segment_and_validate_target(history, pitr, tmp_path):
+    import json
 
-    repo, _ = open_repository(history["settings"])
+    from tests.integration.cli import run_cli
+    from tests.integration.test_tamper import cli_env
+
+    env = cli_env(history["settings"])
     tl_dir = pitr.repo / "wal" / "00000001"
-    victim = sorted(p.name for p in tl_dir.iterdir() if len(p.name) == 24)[3]
+    from bvh_ops.physical import parse_lsn
+    from bvh_ops.walarchive import segment_name
+
+    # After the newest base the LSN target can start from: recovery would need it.
+    victim = segment_name(1, parse_lsn(history["time"].lsn) // (16 << 20) + 1)
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     shutil.move(tl_dir / victim, hidden / victim)
     try:
-        report = wal_continuity(repo.store, history["full"])
-        assert report.missing == [victim]
-        assert report.contiguous_until < victim
+        proc = run_cli("verify", "--all", "--json", env=env)
+        assert proc.returncode == 8, proc.stderr
+        doc = json.loads(proc.stdout)
+        bad = [r for r in doc["results"] if r["status"] != "OK"]
+        assert {r["object"] for r in bad} >= {f"wal/{victim}"}
+        assert all(r["backup_id"] == "wal" for r in bad)  # every backup object is fine
+        proc = run_cli("restore", "latest", "--validate-target", "--to-lsn", history["lsn"].lsn, "--json", env=env)
+        assert proc.returncode == 8, proc.stdout
+        doc = json.loads(proc.stdout)
+        assert doc["reachable"] is False and victim in doc["gaps"]
     finally:
         shutil.move(hidden / victim, tl_dir / victim)
+    proc = run_cli("verify", "--all", env=env)
+    assert proc.returncode == 0, proc.stdout
+    assert "WAL continuous from" in proc.stdout
+
+
+def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.integration.test_tamper import cli_env
+
+    settings = history["settings"]
+    repo, _ = open_repository(settings)
+    before = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")}, **cli_env(settings),
+           "BVH_OPS_COMPRESSION_LEVEL": "19"}  # slow enough to be killed mid-stream
+    proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.cli", "backup", "--kind", "full"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(r.status == "incomplete" for r in repo.list_backups()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    records = repo.list_backups()
+    assert {r.backup_id for r in records if r.status == "complete"} == before  # nothing committed
+    assert any(r.status == "incomplete" for r in records)
+    # The next run removes the leftovers (their writer is dead) and builds on the intact chain.
+
+    res = run_physical_backup(settings, "incremental").manifest
+    assert res.parent_id == history["incr2"].backup_id
+    removed = repo.collect_incomplete(__import__("datetime").datetime.now(__import__("datetime").UTC), 24)
+    assert len(removed) == 1 and not any(r.status == "incomplete" for r in repo.list_backups())
+
+
+def test_a_tampered_parent_manifest_is_refused(history, pitr, tmp_path):
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.physical import physical_chain_tip
+    from bvh_ops.repository.repo import backup_prefix
+
+    settings = history["settings"]
+    repo, _ = open_repository(settings)
+    tip = physical_chain_tip(repo)
+    path = pitr.repo / backup_prefix(tip.backup_id) / "backup_manifest"
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b'"Size": 8192', b'"Size": 8193', 1))
+    try:
+        with pytest.raises(IntegrityError, match="tampered"):
+            run_physical_backup(settings, "incremental")
+        assert physical_chain_tip(repo).backup_id == tip.backup_id  # nothing committed
+    finally:
+        path.write_bytes(original)
+
+
+def test_incremental_without_summarize_wal_says_how_to_enable_it(pg, repo_dir, make_settings):
+    from bvh_ops.errors import ConfigError
+
+    settings = make_settings(pg.dsn(), f"file://{repo_dir}")
+    run_physical_backup(settings, "full")
+    with pytest.raises(ConfigError, match="summarize_wal = on"):
+        run_physical_backup(settings, "incremental")
