@@ -40,6 +40,7 @@ class Archiving:
 
 
 def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra: dict | None = None) -> Archiving:
+    root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     repo = root / "repo"
     repo.mkdir(mode=0o777)
