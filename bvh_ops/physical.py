@@ -264,6 +264,26 @@ def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: d
     return BackupResult(manifest, time.monotonic() - t0, repo.store.url)
 
 
+def physical_possible(settings: Settings) -> tuple[bool, str]:
+    """Can (and should) the daily flow start a physical chain on this target? A replication
+    connection must be accepted (pg_hba, REPLICATION role, max_wal_senders) and the server
+    must archive WAL (without an archive a physical base adds no recovery point to the dump)."""
+    dsn = settings.require_database_url()
+    try:
+        with psycopg.connect(dsn, replication="true", autocommit=True, connect_timeout=10) as conn:
+            if conn.pgconn.exec_(b"IDENTIFY_SYSTEM").status != psycopg.pq.ExecStatus.TUPLES_OK:
+                return False, "the server refused IDENTIFY_SYSTEM on a replication connection"
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return False, f"no replication connection ({first.split('FATAL:')[-1].strip()}): allow it in pg_hba.conf " \
+                      "and grant the role REPLICATION"
+    with connect(dsn, autocommit=True) as conn:
+        archive = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
+    if archive == "off":
+        return False, "archive_mode is off: set archive_command = 'bvh-ops wal-push %p' to enable point-in-time recovery"
+    return True, "replication connection accepted and WAL archived"
+
+
 def run_physical_full(settings: Settings) -> BackupResult:
     return run_physical_backup(settings, "full")
 

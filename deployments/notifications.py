@@ -16,7 +16,7 @@ from bvh_ops.errors import ConfigError
 
 AUTOMATION_NAME = "bvh-ops: flow run failed, crashed or timed out"
 WEBHOOK_BLOCK = "bvh-ops-failure-webhook"
-FLOWS = ["daily-backup", "dr-drill"]
+FLOWS = ["daily-backup", "incremental-backup", "dr-drill"]
 EVENTS = ["prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"]
 SUBJECT = "bvh-ops: {{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}"
 BODY = ("Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.state.name }}: "

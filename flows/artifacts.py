@@ -14,7 +14,7 @@ def human_bytes(n: float) -> str:
 
 
 def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retention: list[dict[str, str]],
-                    removed: list[str]) -> str:
+                    removed: list[str], physical: dict[str, Any] | None = None) -> str:
     ok = all(c["status"] == "passed" for c in checks)
     lines = [
         f"# Daily backup {result['backup_id']}",
@@ -36,6 +36,12 @@ def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retent
         "|---|---|---|",
     ]
     lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in checks]
+    if physical:
+        lines += ["", f"## Physical full backup {physical['backup_id']} (new chain)", "",
+                  f"LSN {physical.get('start_lsn')} → {physical.get('stop_lsn')}; "
+                  f"{human_bytes(physical['bytes_in'])} in, {human_bytes(physical['bytes_stored'])} stored.", "",
+                  "| check | status | detail |", "|---|---|---|"]
+        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in physical.get("checks", [])]
     obsolete = [d for d in retention if d["action"] == "OBSOLETE"]
     lines += ["", "## Retention", "",
               f"{len(retention) - len(obsolete)} backups kept, {len(obsolete)} deleted"

@@ -4,7 +4,7 @@ retention -> artifacts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -32,12 +32,16 @@ def _run_name() -> str:
 
 
 @flow(name="daily-backup", flow_run_name=_run_name, log_prints=True, retries=0)
-def daily_backup(target: str | None = None, retention_dry_run: bool = False) -> dict[str, Any]:
-    """Take, check and retain the daily logical backup of the configured target.
+def daily_backup(target: str | None = None, retention_dry_run: bool = False,
+                 physical: Literal["auto", "on", "off"] = "auto") -> dict[str, Any]:
+    """Take, check and retain the daily logical backup of the configured target, and start a
+    new physical chain (a full pg_basebackup) the 6-hourly incrementals build on.
 
     Args:
         target: label shown in the run name (default: dbname@host:port of the configured target).
         retention_dry_run: log what retention would delete instead of deleting it.
+        physical: auto = a physical full where the target accepts replication connections and
+            archives WAL; on = always (fails if it cannot); off = logical only.
     """
     settings = load_settings()
     logger = get_run_logger()
@@ -46,10 +50,22 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False) -> 
     with transaction():
         result = take_logical_backup.with_options(**opts)(settings)
         checks = check_backup.with_options(**opts)(settings, result)
+    physical_result = None
+    if physical != "off":
+        from bvh_ops.physical import physical_possible
+        from tasks.physical_tasks import check_physical_backup, take_physical_backup
+
+        possible, why = physical_possible(settings)
+        if possible or physical == "on":
+            with transaction():
+                physical_result = take_physical_backup.with_options(**opts)(settings, "full")
+                physical_result["checks"] = check_physical_backup.with_options(**opts)(settings, physical_result)
+        else:
+            logger.info("no physical backup (physical=auto): %s", why)
     retention = apply_retention.with_options(**opts)(settings, dry_run=retention_dry_run)
     create_markdown_artifact(
         key="daily-backup-summary",
-        markdown=backup_markdown(result, checks, retention, removed),
+        markdown=backup_markdown(result, checks, retention, removed, physical_result),
         description=f"Daily backup {result['backup_id']}",
     )
     create_table_artifact(
@@ -62,6 +78,10 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False) -> 
     result["checks"] = checks
     result["retention"] = retention
     result["incomplete_removed"] = removed
+    result["physical_backup_id"] = physical_result["backup_id"] if physical_result else None
+    if physical_result:
+        result["physical"] = {k: physical_result[k] for k in ("backup_id", "kind", "start_lsn", "stop_lsn",
+                                                              "bytes_in", "bytes_stored", "seconds", "checks")}
     return result
 
 

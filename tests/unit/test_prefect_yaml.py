@@ -48,7 +48,8 @@ def test_schedules_parse_in_utc():
     from prefect.cli.deploy._models import RawScheduleConfig
     from prefect.client.schemas.schedules import CronSchedule
 
-    expected = {"daily-backup": ["0 2 * * *"], "dr-drill-weekly": ["0 5 * * 0"], "dr-drill-on-demand": []}
+    expected = {"daily-backup": ["0 2 * * *"], "incremental-backup": ["0 */6 * * *"], "dr-drill-weekly": ["0 5 * * 0"],
+                "dr-drill-on-demand": []}
     for dep in load()["deployments"]:
         crons = []
         for sched in dep.get("schedules") or []:

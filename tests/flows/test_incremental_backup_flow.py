@@ -1,0 +1,66 @@
+"""The incremental-backup flow and the daily flow's physical chain, under the session's
+prefect_test_harness, against a real PostgreSQL 18 archiving through bvh-ops."""
+
+from __future__ import annotations
+
+import shutil
+
+import psycopg
+import pytest
+
+from bvh_ops.backup import open_repository
+from bvh_ops.config import load_settings
+from bvh_ops.errors import IntegrityError
+from tests.integration.archiving import start_archiving
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def archiving(tmp_path_factory, keypair):
+    arch = start_archiving(tmp_path_factory.mktemp("flowarch"), keypair)
+    with psycopg.connect(arch.cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g")
+    yield arch
+    arch.cluster.destroy()
+
+
+def test_daily_flow_starts_a_chain_and_incrementals_build_on_it(archiving, env_settings):
+    from prefect.client.orchestration import get_client
+
+    from flows.daily_backup import daily_backup
+    from flows.incremental_backup import incremental_backup
+
+    env_settings(archiving.cluster.dsn(), archiving.url, BVH_OPS_STATE_DIR=str(archiving.repo.parent / "state"))
+    daily = daily_backup()
+    assert daily["kind"] == "logical" and daily["physical_backup_id"]
+    assert all(c["status"] == "passed" for c in daily["physical"]["checks"])
+    with psycopg.connect(archiving.cluster.dsn(), autocommit=True) as conn:
+        conn.execute("UPDATE t SET id = id + 1 WHERE id < 500")
+    archiving.switch_and_wait()
+    result = incremental_backup()
+    assert result["kind"] == "incremental" and result["parent_id"] == daily["physical_backup_id"]
+    names = {c["name"]: c for c in result["checks"]}
+    assert names["wal_continuity"]["status"] == "passed" and "continuous" in names["wal_continuity"]["detail"]
+    assert names["pg_backup_manifest"]["status"] == "passed" and names["chain_complete"]["status"] == "passed"
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts(limit=200)}
+    assert {"incremental-backup-summary", "physical-backup-checks"} <= keys
+
+
+def test_an_incremental_over_a_wal_gap_is_rolled_back_and_fails(archiving, env_settings, tmp_path):
+    from flows.incremental_backup import incremental_backup
+
+    env_settings(archiving.cluster.dsn(), archiving.url, BVH_OPS_STATE_DIR=str(archiving.repo.parent / "state"))
+    archiving.switch_and_wait()
+    repo, _ = open_repository(load_settings())
+    before = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
+    tl_dir = archiving.repo / "wal" / "00000001"
+    victim = sorted(p.name for p in tl_dir.iterdir() if len(p.name) == 24)[-2]
+    shutil.move(tl_dir / victim, tmp_path / victim)
+    try:
+        with pytest.raises(IntegrityError, match=f"wal_continuity.*{victim}"):
+            incremental_backup()
+        assert {r.backup_id for r in repo.list_backups() if r.status == "complete"} == before
+    finally:
+        shutil.move(tmp_path / victim, tl_dir / victim)
