@@ -272,6 +272,7 @@ def drill(
     backup: Annotated[str, typer.Option("--backup", help="Backup id or 'latest'")] = "latest",
     mode: Annotated[str, typer.Option("--mode", help="logical | physical | both")] = "logical",
     to_time: Annotated[str | None, typer.Option("--to-time", help="Target / simulated disaster time (ISO 8601)")] = None,
+    to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="Physical mode: recover to this LSN")] = None,
     scratch: Annotated[str, typer.Option(help="embedded | configured (drill_scratch_dsn)")] = "embedded",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -295,7 +296,13 @@ def drill(
     from flows.dr_drill import DrillFailed, dr_drill
 
     try:
-        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch)
+        if to_lsn:
+            from bvh_ops.physical import parse_lsn
+
+            parse_lsn(to_lsn)
+            if mode == "logical":
+                raise BvhOpsError("--to-lsn applies to physical drills: add --mode physical (or both)")
+        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn)
     except DrillFailed as exc:
         report = exc.report
     if as_json:

@@ -52,17 +52,61 @@ def write_demo_config(state: Path, dsn: str) -> Path:
     return cfg
 
 
+def write_archive_config(state: Path) -> Path:
+    """What PostgreSQL's archive_command reads (as the server's OS user): the repository and the
+    public key only — no database password, no private key."""
+    from bvh_ops.pg.cluster import chown_to_server, grant_traverse
+
+    cfg = state / "archive.toml"
+    cfg.write_text("# Written by `bvh-ops demo`: the configuration archive_command (bvh-ops wal-push) reads.\n"
+                   f'repository = "file://{state / "repo"}"\n'
+                   f'recipients = ["{state / "keys" / "recipient.pub"}"]\n'
+                   f'state_dir = "{state / "archiver"}"\n')
+    cfg.chmod(0o644)
+    for sub in ("repo/wal", "archiver"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+        chown_to_server(state / sub)
+    grant_traverse(state / "repo" / "wal")
+    return cfg
+
+
+def _archiving_cluster(state: Path, console: Console):
+    """The demo cluster, archiving through bvh-ops wal-push with WAL summaries on (an existing
+    demo cluster from an older version gets the settings through ALTER SYSTEM and a restart)."""
+    import psycopg
+
+    from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf
+
+    conf = archiving_conf(write_archive_config(state), archive_timeout=60)
+    cluster = EmbeddedCluster(state / "pg", extra_conf=conf)
+    cluster.start()
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        current = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(conf),)).fetchall())
+        stale = {k: v for k, v in conf.items() if current.get(k) != v.strip("'")}
+        for key, value in stale.items():
+            conn.execute(f"ALTER SYSTEM SET {key} = {value}")
+    if stale:
+        cluster.stop()
+        cluster.start()
+    return cluster
+
+
 def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
-    from bvh_ops.pg.cluster import EmbeddedCluster
     from bvh_ops.pg.sample import create_database, load_sample
 
     state = _state_dir()
     state.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    cluster = EmbeddedCluster(state / "pg")
-    t = _step(console, f"starting embedded PostgreSQL 18 in {cluster.data}")
-    cluster.start()
-    _done(console, t, f"listening on 127.0.0.1:{cluster.port}")
+    keys = state / "keys"
+    if not (keys / "identity.key").exists():
+        from bvh_ops.keys import write_keypair
+
+        t = _step(console, "generating a demo key pair (ML-KEM-768 + X25519)")
+        write_keypair(keys)
+        _done(console, t)
+    t = _step(console, "starting embedded PostgreSQL 18 (archive_command = bvh-ops wal-push, summarize_wal = on)")
+    cluster = _archiving_cluster(state, console)
+    _done(console, t, f"listening on 127.0.0.1:{cluster.port}, data in {cluster.data}")
     try:
         t = _step(console, f"loading the sample lottery platform (scale {scale}) into database '{DEMO_DB}'")
         create_database(cluster.dsn(), DEMO_DB)
@@ -76,13 +120,6 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         wl = stats.stop()
         _done(console, t, f"{wl.transactions} purchases committed")
 
-        keys = state / "keys"
-        if not (keys / "identity.key").exists():
-            from bvh_ops.keys import write_keypair
-
-            t = _step(console, "generating a demo key pair (ML-KEM-768 + X25519)")
-            write_keypair(keys)
-            _done(console, t)
         cfg = write_demo_config(state, cluster.dsn(DEMO_DB))
         os.environ["BVH_OPS_CONFIG"] = str(cfg)
         for var in ("BVH_OPS_DATABASE_URL", "BVH_OPS_REPOSITORY", "BVH_OPS_RECIPIENTS", "BVH_OPS_IDENTITY"):
@@ -92,11 +129,13 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         from bvh_ops.config import load_settings
 
         settings = load_settings()
-        t = _step(console, "running the daily-backup flow through Prefect (snapshot → pg_dump → zstd → AES-GCM → repository)")
+        t = _step(console, "running the daily-backup flow through Prefect (snapshot → pg_dump → zstd → AES-GCM → "
+                           "repository; then a physical full with pg_basebackup starting the chain)")
         from flows.daily_backup import daily_backup
 
         result = daily_backup(target=f"{DEMO_DB} (demo)")
-        _done(console, t, f"backup {result['backup_id']}")
+        _done(console, t, f"logical {result['backup_id']}, physical full {result['physical_backup_id']}")
+        pitr_ok, pitr_row = _incremental_and_pitr(cluster, settings, console)
 
         t = _step(console, "deep-verifying the backup (decrypt, decompress, sha256 of every object)")
         from bvh_ops.backup import open_repository
@@ -143,6 +182,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         from bvh_ops.cli import _print_drill
 
         _print_drill(drill)
+        summary.add_row("incremental + PITR", pitr_row)
         summary.add_row("DR drill", f"{'PASSED' if drill['passed'] else 'FAILED'}: RTO {drill['rto_seconds']} s, "
                                     f"RPO {drill['rpo_seconds']} s, "
                                     f"{sum(c['status'] == 'passed' for c in drill['checks'])}/{len(drill['checks'])} checks")
@@ -153,7 +193,59 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
             "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok and drill["passed"]
+        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok
     finally:
         if not keep_running:
             cluster.stop()
+
+
+def _incremental_and_pitr(cluster, settings, console: Console) -> tuple[bool, str]:
+    """Writes → restore point → more writes → the incremental-backup flow → an "incident" →
+    point-in-time restore to the restore point, started, compared with the cut."""
+    import shutil
+
+    import psycopg
+
+    from bvh_ops.pg.sample import Workload, consistent_cut, cut_fingerprints
+    from bvh_ops.pg.tools import embedded_bin_dir
+    from bvh_ops.pitr import RecoveryTarget, restore_physical, stop_server
+    from flows.incremental_backup import incremental_backup
+
+    dsn = cluster.dsn(DEMO_DB)
+    t = _step(console, "live writes, then a restore point 'before_incident' (exact cut: rows, LSN, time)")
+    work = Workload(dsn, rate=50).start()
+    time.sleep(2)
+    cut = consistent_cut(dsn, "before_incident")
+    time.sleep(2)
+    _done(console, t, f"at {cut.time}, LSN {cut.lsn}: {cut.counts['tickets'][0]} tickets")
+    t = _step(console, "running the incremental-backup flow (pg_basebackup --incremental, checks, WAL continuity)")
+    try:
+        inc = incremental_backup()
+    finally:
+        wl = work.stop()
+    _done(console, t, f"incremental {inc['backup_id']} on {inc['parent_id']}: {inc['bytes_in'] / 1e6:.1f} MB "
+                      f"(the full was larger), {wl.transactions} purchases during it")
+    t = _step(console, "the incident: a bad deploy empties every wallet (UPDATE wallets SET balance = 0)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE wallets SET balance = 0")
+        conn.execute("SELECT pg_switch_wal()")
+    time.sleep(1)
+    _done(console, t)
+    target_dir = _state_dir() / "pitr-restore"
+    shutil.rmtree(target_dir, ignore_errors=True)
+    t = _step(console, f"point-in-time restore to {cut.time} (full + incremental → pg_combinebackup → "
+                       "pg_verifybackup → recovery through wal-fetch → promote)")
+    report = restore_physical(settings, "latest", target_dir, target=RecoveryTarget("time", cut.time), start=True)
+    try:
+        restored = f"postgresql://postgres:{cluster.password}@127.0.0.1:{report.port}/{DEMO_DB}"
+        with psycopg.connect(restored) as conn:
+            got = cut_fingerprints(conn)
+    finally:
+        stop_server(target_dir, embedded_bin_dir())
+        shutil.rmtree(target_dir, ignore_errors=True)
+    ok = got == cut.counts
+    secs = sum(report.seconds.values())
+    _done(console, t, f"chain {' + '.join(report.chain)}; {'exactly the rows of the cut' if ok else 'MISMATCH'}, "
+                      f"wallet balances as before the incident; {secs:.1f} s")
+    return ok, (f"{'OK' if ok else 'MISMATCH'}: incremental {inc['bytes_in'] / 1e6:.1f} MB; restored to "
+                f"'before_incident' in {secs:.1f} s, {got['tickets'][0]} tickets as at the cut")

@@ -38,6 +38,7 @@ from bvh_ops.pg.cluster import (
     chown_tree_to_server,
     grant_traverse,
     prepare_server_user,
+    server_env,
     server_ids,
 )
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
@@ -317,7 +318,7 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
     logfile.write_text("")
     chown_to_server(logfile)
     proc = subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-W", "start"],
-                          capture_output=True, cwd="/", **server_ids())
+                          capture_output=True, cwd="/", env=server_env(), **server_ids())
     if proc.returncode != 0:
         raise RecoveryError(f"pg_ctl start failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
     deadline = time.monotonic() + timeout
@@ -349,7 +350,7 @@ def _postmaster_alive(data: Path) -> bool:
 def stop_server(data: Path, bin_dir: Path) -> None:
     if _postmaster_alive(data):
         subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, cwd="/", **server_ids())
+                       capture_output=True, cwd="/", env=server_env(), **server_ids())
 
 
 def _recovered_to(text: str) -> dict[str, str | None]:

@@ -41,14 +41,17 @@ def dr_drill(
     to_time: datetime | None = None,
     mode: Literal["logical", "physical", "both"] = "logical",
     scratch: Literal["embedded", "configured"] = "embedded",
+    to_lsn: str | None = None,
 ) -> dict[str, Any]:
     """Restore a backup into a scratch server, check it and measure RTO/RPO.
 
     Args:
         backup: backup id, or "latest" (the newest taken before to_time when that is given).
         to_time: recovery target / simulated disaster time (UTC); default: the backup's snapshot.
-        mode: logical (pg_dump backups), physical or both.
-        scratch: "embedded" (a throw-away embedded PostgreSQL) or "configured" (drill_scratch_dsn).
+        mode: logical (pg_dump backups), physical (base backups + WAL, recovered to the target) or both.
+        scratch: "embedded" (a throw-away embedded PostgreSQL) or "configured" (drill_scratch_dsn);
+            physical drills always restore into a throw-away data directory.
+        to_lsn: physical mode: recover to this LSN instead of a time (default: the end of the archive).
     """
     settings = load_settings()
     logger = get_run_logger()
@@ -75,9 +78,9 @@ def dr_drill(
         checks.append(CheckResult(name, CheckStatus.FAILED, str(exc)))
         logger.error("drill stage %s failed: %s", name, exc)
 
-    if mode in ("physical", "both"):
-        checks.append(CheckResult("physical_restore", CheckStatus.NOT_VERIFIED,
-                                  "physical backups (pg_basebackup + WAL) are not available yet"))
+    psc = None
+    physical_id = None
+    rpos: list[float] = []
     try:
         if mode in ("logical", "both"):
             try:
@@ -99,18 +102,71 @@ def dr_drill(
             except BvhOpsError as exc:
                 abort(stages[-1]["name"] if stages else "select", exc)
 
+        if mode in ("physical", "both"):
+            physical_ready = None
+            pstage = "physical_select"
+            try:
+                from bvh_ops.drill.physical import recovery_target
+
+                ptarget = recovery_target(to_time, to_lsn)
+                with stage("physical_select"):
+                    pm = t.physical_select(settings, backup if mode == "physical" else "latest", ptarget)
+                physical_id = pm.backup_id
+                pstage = "physical_fetch_verify"
+                with stage("physical_fetch_verify"):
+                    pre = t.physical_verify(settings, pm, ptarget)
+                checks.extend(pre)
+                if all(c.passed for c in pre):
+                    pstage = "physical_recovery"
+                    t0 = time.monotonic()
+                    psc, rep = t.physical_restore(settings, drill_id, pm, ptarget)
+                    parts = rep["seconds"]
+                    stages.append({"name": "physical_restore", "seconds": round(
+                        parts.get("fetch", 0) + parts.get("combine", 0), 3)})
+                    stages.append({"name": "physical_verifybackup", "seconds": parts.get("verify", 0)})
+                    stages.append({"name": "physical_recover_start", "seconds": round(
+                        time.monotonic() - t0 - sum(parts.get(k, 0) for k in ("fetch", "combine", "verify")), 3)})
+                    checks.append(CheckResult("pg_verifybackup", CheckStatus.PASSED if rep["verified"] else
+                                              CheckStatus.NOT_VERIFIED, rep["verified"] or "not run"))
+                    checks.append(CheckResult("physical_recovery", CheckStatus.PASSED,
+                                              f"chain {' + '.join(rep['chain'])} recovered to {rep['target']} and "
+                                              f"promoted: {rep['recovered_to']}"))
+                    pstage = "physical_checks"
+                    with stage("physical_checks"):
+                        results, pnewest, source_newest = t.physical_checks(settings, psc, ptarget_time(ptarget),
+                                                                            started)
+                    checks.extend(results)
+                    physical_ready = engine.utcnow()
+                    if ptarget.kind in ("lsn", "name"):
+                        rpos.append(0.0)  # PostgreSQL reached the exact target (it fails recovery otherwise)
+                    elif pnewest is not None:
+                        # Time target: target − newest restored commit; end of the archive: the
+                        # source's newest commit before the drill − the newest restored one.
+                        point = ptarget_time(ptarget) or source_newest or started
+                        rpos.append(max(0.0, rpo_seconds(point, pnewest)))
+            except BvhOpsError as exc:
+                abort(pstage, exc)
+            if mode == "physical":
+                ready_at = physical_ready
+            elif ready_at and physical_ready:
+                ready_at = max(ready_at, physical_ready)
+            else:
+                ready_at = None
         rto = rto_seconds(started, ready_at) if ready_at and all(c.passed for c in checks) else None
-        rpo = rpo_seconds(target, newest) if target else None
+        if mode != "physical" and target and manifest is not None and newest is not None:
+            rpos.append(rpo_seconds(target, newest))
+        rpo = max(rpos) if rpos else None
         checks.extend(objective_checks(rto, rpo, objectives))
         passed = bool(checks) and all(c.passed for c in checks)
         report: dict[str, Any] = {
             "drill_id": drill_id, "passed": passed, "mode": mode,
-            "backup_id": manifest.backup_id if manifest else None,
+            "backup_id": manifest.backup_id if manifest else physical_id,
+            "physical_backup_id": physical_id,
             "started_at": started.isoformat(), "target": target.isoformat() if target else None,
             "rto_seconds": round(rto, 3) if rto is not None else None,
             "rpo_seconds": round(rpo, 3) if rpo is not None else None,
             "objectives": {"rto_seconds": objectives.rto_seconds, "rpo_seconds": objectives.rpo_seconds},
-            "scratch": sc.label() if sc else None,
+            "scratch": "; ".join(x.label() for x in (sc, psc) if x) or None,
             "stages": stages, "checks": [c.to_json() for c in checks],
         }
         with stage("report"):
@@ -132,12 +188,22 @@ def dr_drill(
         if sc is not None:
             with stage("teardown"):
                 t.teardown(sc)
+        if psc is not None:
+            with stage("physical_teardown"):
+                t.physical_teardown(psc)
     report["stages"] = stages
     if not passed:
         bad = [c for c in checks if not c.passed]
         raise DrillFailed(f"DR drill {drill_id} failed: " + ", ".join(f"{c.name} {c.status}" for c in bad), report)
     logger.info("DR drill %s passed: RTO %.1f s, RPO %s s", drill_id, report["rto_seconds"], report["rpo_seconds"])
     return report
+
+
+def ptarget_time(target: Any) -> datetime | None:
+    """The recovery target as a time (time targets only)."""
+    if getattr(target, "kind", None) == "time":
+        return datetime.fromisoformat(target.value)
+    return None
 
 
 if __name__ == "__main__":

@@ -121,3 +121,71 @@ def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
 @task(name="drill-teardown", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=600, cache_policy=NO_CACHE)
 def teardown(scratch: engine.Scratch) -> None:
     scratch.teardown()
+
+
+# -- physical mode ---------------------------------------------------------------------------
+
+@task(name="drill-physical-select", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
+def physical_select(settings: Settings, backup: str, target: Any) -> Manifest:
+    from bvh_ops.drill import physical
+
+    return physical.select(settings, backup, target)
+
+
+@task(name="drill-physical-fetch-verify", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=6 * 3600, **_opts)
+def physical_verify(settings: Settings, manifest: Manifest, target: Any) -> list[CheckResult]:
+    from checks.physical_drill_suite import verify_chain_and_wal
+
+    return verify_chain_and_wal(settings, manifest, target)
+
+
+@task(name="drill-physical-restore", timeout_seconds=6 * 3600, **_opts)
+def physical_restore(settings: Settings, drill_id: str, manifest: Manifest, target: Any) -> tuple[Any, dict]:
+    """Fetch the chain, pg_combinebackup, pg_verifybackup, recover to the target through
+    wal-fetch and promote; returns the running copy and the restore report."""
+    from bvh_ops.drill import physical
+
+    scratch, report = physical.restore(settings, drill_id, manifest, target)
+    return scratch, report.to_json()
+
+
+@task(name="drill-physical-checks", timeout_seconds=6 * 3600, **_opts)
+def physical_checks(settings: Settings, scratch: Any, target: datetime | None,
+                    disaster: datetime) -> tuple[list[CheckResult], datetime | None, datetime | None]:
+    """pg_amcheck, PITR of the append-only tables against the live source, invariants,
+    freshness. Returns the checks, the newest restored commit and the newest source commit
+    before the disaster time (for the RPO when there is no explicit target)."""
+    from checks.physical_drill_suite import check_amcheck
+
+    source = settings.database_url.get_secret_value() if settings.database_url else None
+    if source is None:
+        return [CheckResult("physical_checks", CheckStatus.NOT_VERIFIED, "no database_url to check against")], None, None
+    dsn = scratch.dsn(source)
+    secrets = [p for p in (_password(source),) if p]
+    newest = engine.newest_commit(dsn, settings.append_only_tables)
+    # Time targets cut at the target; LSN/name targets and the end of the archive at the
+    # newest restored commit (rows after it are the data loss the RPO measures).
+    cutoff_at = target or newest or disaster
+    cutoff = cutoff_at - timedelta(seconds=settings.pitr_margin_seconds)
+    results = drill_suite.guarded("pg_amcheck", lambda: check_amcheck(dsn, scratch.bin_dir), secrets)
+    pitr = drill_suite.guarded("pitr_append_only", lambda: drill_suite.check_pitr(
+        dsn, source, settings.append_only_tables, cutoff), secrets)
+    results += [CheckResult(f"physical_{r.name}", r.status, r.detail) for r in pitr]
+    results += [CheckResult(f"physical_{r.name}", r.status, r.detail)
+                for r in drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants),
+                                             secrets)]
+    fresh = drill_suite.check_freshness(newest, target or disaster)
+    results.append(CheckResult("physical_freshness", fresh.status, fresh.detail))
+    source_newest = None
+    if target is None:
+        try:
+            source_newest = engine.newest_commit_before(source, settings.append_only_tables, disaster)
+        except Exception:  # noqa: BLE001 - the RPO is then measured against the disaster time
+            source_newest = None
+    return results, newest, source_newest
+
+
+@task(name="drill-physical-teardown", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=600,
+      cache_policy=NO_CACHE)
+def physical_teardown(scratch: Any) -> None:
+    scratch.teardown()

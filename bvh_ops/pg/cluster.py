@@ -87,12 +87,20 @@ def server_ids() -> dict[str, object]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
+def server_env() -> dict[str, str]:
+    """The environment a server starts with: ours without BVH_OPS_* (archive_command and
+    restore_command must read the config file they name, not what the starter had set) and
+    without PG* connection variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("BVH_OPS_", "PG"))}
+
+
 def run_as_server(bin_dir: Path, tool: str, args: list[str], *, timeout: float = 120,
                   log: Path | None = None) -> subprocess.CompletedProcess:
     """Run a server-side tool (initdb, pg_ctl) as the server's OS user, from cwd /."""
     proc = subprocess.run(
         [str(Path(bin_dir) / tool), *args], capture_output=True, timeout=timeout,
         cwd="/",  # the server's OS user may not be able to enter our cwd
+        env=server_env(),
         **server_ids(),
     )
     if proc.returncode != 0:

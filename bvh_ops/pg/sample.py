@@ -238,3 +238,36 @@ def run_workload(dsn: str, *, rate: float, seconds: float) -> WorkloadStats:
     w = Workload(dsn, rate=rate).start()
     time.sleep(seconds)
     return w.stop()
+
+
+@dataclass
+class Cut:
+    """An exact cut through the workload's writes: commits before it are in, after it out."""
+
+    name: str
+    time: str  # ISO 8601, the server's clock inside the cut
+    lsn: str  # WAL insert position inside the cut
+    counts: dict[str, tuple]  # table -> (rows, sum of row hashes)
+
+
+CUT_TABLES = ("tickets", "transactions", "audit_log", "wallets")
+
+
+def cut_fingerprints(conn: psycopg.Connection) -> dict[str, tuple]:
+    return {t: tuple(conn.execute(
+        f"SELECT count(*), coalesce(sum(hashtextextended(x::text, 0)), 0) FROM {t} x").fetchone())
+        for t in CUT_TABLES}
+
+
+def consistent_cut(dsn: str, name: str) -> Cut:
+    """Block the workload's inserts for a moment (SHARE ROW EXCLUSIVE on the tables it writes),
+    and inside that moment record the rows, a named restore point, the LSN and the time: what a
+    point-in-time recovery to the name, the LSN or the time must give back exactly."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("LOCK TABLE tickets, transactions, audit_log, wallets IN SHARE ROW EXCLUSIVE MODE")
+        counts = cut_fingerprints(conn)
+        conn.execute("SELECT pg_create_restore_point(%s)", (name,))
+        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+        ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.commit()
+    return Cut(name, ts.isoformat(), lsn, counts)

@@ -150,9 +150,3 @@ def test_missing_rows_since_target_fail_pitr(drill_env, monkeypatch):
     _tamper_after_restore(monkeypatch, "DELETE FROM audit_log WHERE id IN (SELECT min(id) FROM audit_log)")
     report = run_failing_drill(backup=manifest.backup_id)
     assert status_of(report)["pitr_append_only"] == "failed"
-
-
-def test_physical_mode_is_not_verified_and_fails(drill_env):
-    report = run_failing_drill(backup="latest", mode="physical")
-    assert status_of(report)["physical_restore"] == "not_verified"
-    assert report["passed"] is False

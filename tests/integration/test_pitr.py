@@ -6,45 +6,19 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 
 import psycopg
 import pytest
 
 from bvh_ops.backup import open_repository
-from bvh_ops.pg.sample import Workload, create_database, load_sample
+from bvh_ops.pg.sample import Workload, consistent_cut, create_database, cut_fingerprints, load_sample
 from bvh_ops.physical import run_physical_backup
 from bvh_ops.pitr import RecoveryError, RecoveryTarget, restore_physical, stop_server, validate_target
 from tests.integration.archiving import start_archiving
 
-APPEND_ONLY = ("tickets", "transactions", "audit_log")
-
-
-@dataclass
-class Cut:
-    """An exact cut through the writes: nothing commits while it is taken."""
-
-    name: str
-    time: str
-    lsn: str
-    fingerprints: dict[str, tuple]
-
 
 def fingerprints(conn: psycopg.Connection) -> dict[str, tuple]:
-    return {t: conn.execute(f"SELECT count(*), coalesce(sum(hashtextextended(x::text, 0)), 0) FROM {t} x").fetchone()
-            for t in APPEND_ONLY}
-
-
-def take_cut(dsn: str, name: str) -> Cut:
-    with psycopg.connect(dsn) as conn:
-        # Blocks the workload's inserts for a moment: commits before are in, commits after are out.
-        conn.execute("LOCK TABLE tickets, transactions, audit_log, wallets IN SHARE ROW EXCLUSIVE MODE")
-        fps = fingerprints(conn)
-        conn.execute("SELECT pg_create_restore_point(%s)", (name,))
-        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
-        ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        conn.commit()
-    return Cut(name, ts.isoformat(), lsn, fps)
+    return cut_fingerprints(conn)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +43,16 @@ def history(pitr, keypair, tmp_path_factory):
     work = Workload(dsn, rate=40).start()
     try:
         time.sleep(1.5)
-        by_name = take_cut(dsn, "before_incident")
+        by_name = consistent_cut(dsn, "before_incident")
         time.sleep(1.0)
         incr1 = run_physical_backup(settings, "incremental").manifest
         time.sleep(1.0)
-        by_time = take_cut(dsn, "t")
+        by_time = consistent_cut(dsn, "t")
         pitr.switch_and_wait()
         time.sleep(1.0)
         pitr.switch_and_wait()  # a whole segment between the time cut and the LSN cut
         time.sleep(1.0)
-        by_lsn = take_cut(dsn, "l")
+        by_lsn = consistent_cut(dsn, "l")
         time.sleep(1.0)
         incr2 = run_physical_backup(settings, "incremental").manifest
         time.sleep(1.0)
@@ -127,7 +101,7 @@ def test_pitr_under_writes_restores_exactly_the_rows_before_the_target(history, 
     # A restore point's position is unknown without replaying WAL: start from the full backup.
     backup = history["full"].backup_id if kind == "name" else "latest"
     got, report = _restore_and_read(history["settings"], backup, target, tmp_path / "data", pitr.cluster.password)
-    assert got == cut.fingerprints
+    assert got == cut.counts
     if kind != "name":
         assert report.chain == [history["full"].backup_id, history["incr1"].backup_id]
     assert report.verified and "successfully verified" in report.verified
@@ -186,7 +160,7 @@ def test_a_damaged_segment_is_named_and_bounds_recovery(history, pitr, tmp_path)
         # Before the damage: fine.
         got, _ = _restore_and_read(settings, "latest", RecoveryTarget("time", history["time"].time),
                                    tmp_path / "before", pitr.cluster.password)
-        assert got == history["time"].fingerprints
+        assert got == history["time"].counts
         # Beyond it: a clear failure, and no data directory left that looks usable.
         with pytest.raises(RecoveryError, match=victim):
             restore_physical(settings, "latest", tmp_path / "beyond", target=RecoveryTarget("lsn", history["lsn"].lsn),
