@@ -135,7 +135,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
 
         result = daily_backup(target=f"{DEMO_DB} (demo)")
         _done(console, t, f"logical {result['backup_id']}, physical full {result['physical_backup_id']}")
-        pitr_ok, pitr_row = _incremental_and_pitr(cluster, settings, console)
+        pitr_ok, pitr_row, cut_time = _incremental_and_pitr(cluster, settings, console)
 
         t = _step(console, "deep-verifying the backup (decrypt, decompress, sha256 of every object)")
         from bvh_ops.backup import open_repository
@@ -171,11 +171,15 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         summary.add_row("deep verify", "OK" if verify_ok else "FAILED")
         summary.add_row("restore + compare", f"{'OK' if restored.ok else 'MISMATCH'} ({matched}/"
                                              f"{len(restored.comparisons)} tables, {restored.seconds:.1f} s)")
-        t = _step(console, "running the DR drill flow (scratch PostgreSQL → restore → checks → RTO/RPO)")
+        t = _step(console, "running the DR drill flow, logical and physical, with the restore point's time as the "
+                           "disaster (scratch PostgreSQL → restore → checks; base + WAL → recover → pg_amcheck → "
+                           "checks; RTO/RPO)")
+        from datetime import datetime
+
         from flows.dr_drill import DrillFailed, dr_drill
 
         try:
-            drill = dr_drill(backup=result["backup_id"])
+            drill = dr_drill(backup=result["backup_id"], mode="both", to_time=datetime.fromisoformat(cut_time))
         except DrillFailed as exc:
             drill = exc.report
         _done(console, t, f"drill {drill['drill_id']} {'PASSED' if drill['passed'] else 'FAILED'}")
@@ -248,4 +252,4 @@ def _incremental_and_pitr(cluster, settings, console: Console) -> tuple[bool, st
     _done(console, t, f"chain {' + '.join(report.chain)}; {'exactly the rows of the cut' if ok else 'MISMATCH'}, "
                       f"wallet balances as before the incident; {secs:.1f} s")
     return ok, (f"{'OK' if ok else 'MISMATCH'}: incremental {inc['bytes_in'] / 1e6:.1f} MB; restored to "
-                f"'before_incident' in {secs:.1f} s, {got['tickets'][0]} tickets as at the cut")
+                f"'before_incident' in {secs:.1f} s, {got['tickets'][0]} tickets as at the cut"), cut.time

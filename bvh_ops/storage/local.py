@@ -149,9 +149,10 @@ class LocalStore:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot delete {key}: {exc.strerror}") from None
-        # Remove now-empty parent directories up to the root.
+        # Remove now-empty parent directories, but never the top-level ones (backups/, wal/):
+        # they may belong to another OS user (the server's, for wal/) that could not recreate them.
         parent = path.parent
-        while parent != self.root and parent.is_relative_to(self.root):
+        while parent != self.root and parent.parent != self.root and parent.is_relative_to(self.root):
             try:
                 parent.rmdir()
             except OSError:
