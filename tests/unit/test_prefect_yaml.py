@@ -93,4 +93,4 @@ def test_serve_builds_the_same_deployments_as_prefect_yaml():
     assert daily.concurrency_limit == 1
     assert daily.concurrency_options.collision_strategy.value == "CANCEL_NEW"
     assert not deps["dr-drill-on-demand"].schedules
-    assert deps["dr-drill-weekly"].parameters["mode"] == "logical"
+    assert deps["dr-drill-weekly"].parameters["mode"] == "both"

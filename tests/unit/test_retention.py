@@ -47,3 +47,16 @@ def test_parent_of_a_kept_backup_is_kept():
     plan = {d.backup_id: d for d in plan_retention(records, now=NOW, keep_days=30, min_redundancy=1)}
     assert plan["full"].action is Action.KEEP and "needed by incr" in plan["full"].reason
     assert plan["old"].action is Action.OBSOLETE
+
+
+def test_minimum_redundancy_holds_per_family():
+    """Six-hourly incrementals must not crowd the last dumps out (and vice versa)."""
+    def rec(bid, kind, age, parent=None):
+        finished = NOW - timedelta(days=age)
+        return BackupRecord(bid, kind, "complete", finished, finished, parent)
+
+    records = [rec("dump1", "logical", 40), rec("dump2", "logical", 41), rec("dump3", "logical", 42),
+               rec("full", "full", 45), rec("i1", "incremental", 39, "full"), rec("i2", "incremental", 38, "i1")]
+    plan = {d.backup_id: d.action for d in plan_retention(records, now=NOW, keep_days=30, min_redundancy=2)}
+    assert plan == {"dump1": Action.KEEP, "dump2": Action.KEEP, "dump3": Action.OBSOLETE,
+                    "i2": Action.KEEP, "i1": Action.KEEP, "full": Action.KEEP}

@@ -1,0 +1,196 @@
+"""Physical backups against the bare tools, in one run, on the same cluster (archiving on).
+
+    full:     bare  pg_basebackup -D - -Ft -X fetch | zstd -3 -T2 > file
+              ours  run_physical_backup(full): same stream, CRC32C-checked against the server's
+                    manifest, zstd -> AES-GCM -> file:// repository, signed manifest
+    incr:     ours  pg_basebackup --incremental after ~5 % of the rows changed (bytes, seconds)
+    restore:  bare  pg_combinebackup --link of local plain backups + recovery to a time with
+                    restore_command = cp from a local plain WAL directory
+              ours  restore_physical(latest, to_time, start): fetch + decrypt + extract the chain,
+                    pg_combinebackup --link, pg_verifybackup, recovery through wal-fetch, promote
+
+Wall seconds, bytes and peak RSS per process. Not a test: `python bench/bench_physical.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg  # noqa: E402
+
+from bench.bench_daily_backup import machine, timed  # noqa: E402
+from bench.results import save_result  # noqa: E402
+from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, chown_tree_to_server, grant_traverse  # noqa: E402
+from bvh_ops.pg.sample import Workload, consistent_cut, create_database, load_sample  # noqa: E402
+from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
+
+BIN = embedded_bin_dir()
+
+
+def mb(n: float) -> float:
+    return round(n / 2**20, 1)
+
+
+def ours_backup(env: dict, work: Path, kind: str) -> tuple[float, dict, dict]:
+    code = textwrap.dedent(f"""
+        import json
+        from bvh_ops.config import load_settings
+        from bvh_ops.physical import run_physical_backup
+        r = run_physical_backup(load_settings(), "{kind}")
+        print(json.dumps({{"backup_id": r.manifest.backup_id, "bytes_in": r.manifest.bytes_in,
+                          "bytes_stored": r.manifest.bytes_stored, "stop_lsn": r.manifest.extra["stop_lsn"]}}))
+    """)
+    out = work / f"ours-{kind}.json"
+    seconds, peaks = timed(["bash", "-c", f"\"{sys.executable}\" -c '{code}' > \"{out}\""], env)
+    return seconds, json.loads(out.read_text()), peaks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=float, default=110)
+    ap.add_argument("--workdir", default="/tmp/bvh-bench-phys")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    os.chmod(work, 0o755)
+    repo = work / "repo"
+    (repo / "wal").mkdir(parents=True)
+    keys = write_keypair(work / "keys")
+    os.chmod(keys[0], 0o644)
+    cfg = work / "archive.toml"
+    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{keys[0]}"]\nstate_dir = "{work / "arch-state"}"\n')
+    os.chmod(cfg, 0o644)
+    (work / "arch-state").mkdir()
+    chown_tree_to_server(repo / "wal")
+    chown_tree_to_server(work / "arch-state")
+    grant_traverse(repo / "wal")
+    conf = archiving_conf(cfg)
+    conf.update({"shared_buffers": "'512MB'", "max_wal_size": "'4GB'"})
+    cluster = EmbeddedCluster(work / "pg", extra_conf=conf)
+    cluster.start()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")},
+           "BVH_OPS_DATABASE_URL": cluster.dsn("bench"), "BVH_OPS_REPOSITORY": f"file://{repo}",
+           "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_IDENTITY": str(keys[1]),
+           "BVH_OPS_STATE_DIR": str(work / "state")}
+    result: dict = {"scale": args.scale}
+    try:
+        create_database(cluster.dsn(), "bench")
+        t0 = time.monotonic()
+        load_sample(cluster.dsn("bench"), scale=args.scale)
+        result["load_seconds"] = round(time.monotonic() - t0, 1)
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            result["cluster_bytes"] = sum(r[0] for r in conn.execute(
+                "SELECT pg_database_size(datname) FROM pg_database").fetchall())
+        penv = pg_env(cluster.dsn())
+        bb = str(BIN / "pg_basebackup")
+        # Warm the cache once so both runs read the same state.
+        subprocess.run(["bash", "-c", f'"{bb}" -D - -Ft -X fetch --checkpoint=fast > /dev/null'], env=penv, check=True)
+
+        bare_file = work / "bare-full.tar.zst"
+        bare_s, bare_peaks = timed(["bash", "-c", f'set -o pipefail; "{bb}" -D - -Ft -X fetch --checkpoint=fast '
+                                    f'--no-sync | zstd -3 -T2 -q > "{bare_file}"'], penv)
+        ours_s, full, ours_peaks = ours_backup(env, work, "full")
+        result["full"] = {
+            "bare": {"seconds": round(bare_s, 2), "stored_bytes": bare_file.stat().st_size,
+                     "peak_rss_mb": {k: mb(v) for k, v in bare_peaks.items() if k != "bash"}},
+            "ours": {"seconds": round(ours_s, 2), "bytes_in": full["bytes_in"], "stored_bytes": full["bytes_stored"],
+                     "peak_rss_mb": {k: mb(v) for k, v in ours_peaks.items() if k != "bash"}},
+            "ratio": round(ours_s / bare_s, 3),
+        }
+        bare_file.unlink()
+        # Plain-format local copies for the bare restore (not timed).
+        subprocess.run([bb, "-D", str(work / "plain-full"), "-Fp", "-X", "fetch", "--checkpoint=fast", "--no-sync"],
+                       env=penv, check=True)
+        plain_full_manifest = work / "plain-full" / "backup_manifest"
+
+        # ~5 % of the rows change, then the incremental.
+        with psycopg.connect(cluster.dsn("bench"), autocommit=True) as conn:
+            total = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
+            conn.execute("UPDATE tickets SET status = status WHERE id % 20 = 0")
+            conn.execute("UPDATE transactions SET reference = reference WHERE id % 20 = 0")
+            changed = conn.execute("SELECT count(*) FROM tickets WHERE id % 20 = 0").fetchone()[0]
+        inc_s, inc, inc_peaks = ours_backup(env, work, "incremental")
+        subprocess.run([bb, "-D", str(work / "plain-incr"), "-Fp", "-X", "fetch", "--checkpoint=fast", "--no-sync",
+                        f"--incremental={plain_full_manifest}"], env=penv, check=True)
+        # Writes after both incrementals, and the recovery target among them.
+        work_load = Workload(cluster.dsn("bench"), rate=30).start()
+        time.sleep(2)
+        cut = consistent_cut(cluster.dsn("bench"), "bench_target")
+        time.sleep(2)
+        work_load.stop()
+        result["incremental"] = {"rows_changed_pct": round(100 * changed / max(total, 1), 1),
+                                 "seconds": round(inc_s, 2), "bytes_in": inc["bytes_in"],
+                                 "stored_bytes": inc["bytes_stored"],
+                                 "bytes_vs_full": round(inc["bytes_in"] / full["bytes_in"], 3),
+                                 "seconds_vs_full": round(inc_s / ours_s, 3),
+                                 "peak_rss_mb": {k: mb(v) for k, v in inc_peaks.items() if k != "bash"}}
+        # Restore to the cut's time needs the incremental's WAL: archive it.
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT pg_switch_wal()")
+        time.sleep(3)
+
+        # Bare restore: combine local plain backups, recover from a local plain WAL copy.
+        from bvh_ops.config import Settings
+        from bvh_ops.wal import wal_fetch
+
+        settings = Settings(repository=f"file://{repo}", identity=keys[1], state_dir=work / "state")
+        plain_wal = work / "plain-wal"
+        plain_wal.mkdir()
+        for p in sorted((repo / "wal" / "00000001").iterdir()):
+            if len(p.name) == 24:
+                wal_fetch(settings, p.name, str(plain_wal / p.name))
+        grant_traverse(plain_wal / "x")
+        os.chmod(plain_wal, 0o755)
+        for p in plain_wal.iterdir():
+            os.chmod(p, 0o644)
+        target = cut.time
+        bare_out = work / "bare-restore"
+        t0 = time.monotonic()
+        subprocess.run([str(BIN / "pg_combinebackup"), "--link", "--no-sync", "-o", str(bare_out),
+                        str(work / "plain-full"), str(work / "plain-incr")], check=True)
+        with open(bare_out / "postgresql.auto.conf", "a") as fh:
+            port = 15432
+            fh.write(f"restore_command = 'cp {plain_wal}/%f %p'\nrecovery_target_time = '{target}'\n"
+                     "recovery_target_action = 'promote'\narchive_mode = 'off'\n"
+                     f"port = {port}\nunix_socket_directories = '/tmp'\n")
+        (bare_out / "recovery.signal").touch()
+        chown_tree_to_server(bare_out)
+        from bvh_ops.pitr import start_and_recover, stop_server
+
+        start_and_recover(bare_out, BIN)
+        bare_restore_s = time.monotonic() - t0
+        stop_server(bare_out, BIN)
+
+        from bvh_ops.pitr import RecoveryTarget, restore_physical
+
+        t0 = time.monotonic()
+        settings = Settings(repository=f"file://{repo}", identity=keys[1], state_dir=work / "state")
+        report = restore_physical(settings, "latest", work / "ours-restore", target=RecoveryTarget("time", target),
+                                  start=True)
+        ours_restore_s = time.monotonic() - t0
+        stop_server(work / "ours-restore", BIN)
+        result["restore_to_time"] = {
+            "bare_seconds": round(bare_restore_s, 2), "ours_seconds": round(ours_restore_s, 2),
+            "ratio": round(ours_restore_s / bare_restore_s, 3),
+            "ours_breakdown": {k: round(v, 2) for k, v in report.seconds.items()}, "chain": report.chain,
+        }
+    finally:
+        cluster.stop()
+    save_result("physical", {"machine": machine(), "result": result})
+
+
+if __name__ == "__main__":
+    main()
