@@ -56,6 +56,23 @@ def ours_backup(env: dict, work: Path, kind: str) -> tuple[float, dict, dict]:
     return seconds, json.loads(out.read_text()), peaks
 
 
+def wait_archived(cluster: EmbeddedCluster, timeout: float = 1800) -> tuple[float, int]:
+    """Switch WAL and wait until PostgreSQL has archived everything up to it through wal-push;
+    returns (seconds waited, segments archived meanwhile)."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        before = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
+        conn.execute("SELECT pg_switch_wal()")
+        t0 = time.monotonic()
+        while True:
+            last, count = conn.execute("SELECT last_archived_wal, archived_count FROM pg_stat_archiver").fetchone()
+            if last is not None and last[:24] >= seg:
+                return time.monotonic() - t0, count - before
+            if time.monotonic() - t0 > timeout:
+                raise SystemExit(f"archiving did not catch up with {seg} in {timeout} s")
+            time.sleep(0.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=110)
@@ -91,6 +108,13 @@ def main() -> None:
         load_sample(cluster.dsn("bench"), scale=args.scale)
         result["load_seconds"] = round(time.monotonic() - t0, 1)
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            backlog = conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+                                   ).fetchone()[0]
+        waited, archived = wait_archived(cluster)
+        result["archiver_after_load"] = {"backlog_segments": backlog, "catch_up_seconds": round(waited, 1),
+                                         "segments_archived": archived,
+                                         "segments_per_s": round(archived / waited, 2) if waited else None}
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute("CHECKPOINT")
             result["cluster_bytes"] = sum(r[0] for r in conn.execute(
                 "SELECT pg_database_size(datname) FROM pg_database").fetchall())
@@ -119,9 +143,12 @@ def main() -> None:
         # ~5 % of the rows change, then the incremental.
         with psycopg.connect(cluster.dsn("bench"), autocommit=True) as conn:
             total = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
-            conn.execute("UPDATE tickets SET status = status WHERE id % 20 = 0")
-            conn.execute("UPDATE transactions SET reference = reference WHERE id % 20 = 0")
-            changed = conn.execute("SELECT count(*) FROM tickets WHERE id % 20 = 0").fetchone()[0]
+            # A contiguous 5 % (recent rows, as a real day's changes are): an incremental copies
+            # changed 8 KiB blocks, so 5 % of rows scattered over every block would copy nearly all.
+            for table, col in (("tickets", "status"), ("transactions", "reference"), ("audit_log", "event")):
+                conn.execute(f"UPDATE {table} SET {col} = {col} WHERE id > (SELECT max(id) * 0.95 FROM {table})")
+            changed = conn.execute("SELECT count(*) FROM tickets WHERE id > (SELECT max(id) * 0.95 FROM tickets)"
+                                   ).fetchone()[0]
         inc_s, inc, inc_peaks = ours_backup(env, work, "incremental")
         subprocess.run([bb, "-D", str(work / "plain-incr"), "-Fp", "-X", "fetch", "--checkpoint=fast", "--no-sync",
                         f"--incremental={plain_full_manifest}"], env=penv, check=True)
@@ -137,10 +164,8 @@ def main() -> None:
                                  "bytes_vs_full": round(inc["bytes_in"] / full["bytes_in"], 3),
                                  "seconds_vs_full": round(inc_s / ours_s, 3),
                                  "peak_rss_mb": {k: mb(v) for k, v in inc_peaks.items() if k != "bash"}}
-        # Restore to the cut's time needs the incremental's WAL: archive it.
-        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-            conn.execute("SELECT pg_switch_wal()")
-        time.sleep(3)
+        # Restore to the cut's time needs the WAL up to it: wait until it is all archived.
+        wait_archived(cluster)
 
         # Bare restore: combine local plain backups, recover from a local plain WAL copy.
         from bvh_ops.config import Settings

@@ -44,16 +44,46 @@ def main() -> None:
     pub, _ = write_keypair(work / "keys")
     env = {**os.environ, "BVH_OPS_REPOSITORY": f"file://{work / 'repo'}", "BVH_OPS_RECIPIENTS": str(pub),
            "BVH_OPS_STATE_DIR": str(work / "state")}
-    bvh = str(Path(sys.executable).parent / "bvh-ops")
-    t0 = time.monotonic()
-    for n in names:
-        subprocess.run([bvh, "wal-push", str(segs_dir / n)], env=env, check=True)
-    seconds = time.monotonic() - t0
+    bin_dir = Path(sys.executable).parent
+    timings = {}
+    for label, cmd in (("cli", [str(bin_dir / "bvh-ops"), "wal-push"]), ("lean", [str(bin_dir / "bvh-ops-wal"), "push"])):
+        shutil.rmtree(work / "repo", ignore_errors=True)
+        t0 = time.monotonic()
+        for n in names:
+            subprocess.run([*cmd, str(segs_dir / n)], env=env, check=True)
+        timings[label] = time.monotonic() - t0
+    seconds = timings["lean"]
+    # Fetch (what recovery does): the lean command, without and with the prefetch spool.
+    key = work / "keys" / "identity.key"
+    fenv = {**env, "BVH_OPS_IDENTITY": str(key)}
+    out_dir = work / "fetched"
+    fetch = {}
+    for label, spool in (("fetch", False), ("fetch_prefetch", True)):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir()
+        rdir = work / f"recovery-{label}"
+        shutil.rmtree(rdir, ignore_errors=True)
+        rdir.mkdir()
+        cfg = rdir / "bvh-ops.toml"
+        cfg.write_text(f'repository = "file://{work / "repo"}"\nidentity = "{key}"\nstate_dir = "{rdir}"\n')
+        if spool:
+            (rdir / "prefetch").mkdir()
+            (rdir / "prefetch" / "prefetch.json").write_text('{"segment_size": 16777216, "depth": 8, "workers": 2}')
+        t0 = time.monotonic()
+        for n in names:
+            subprocess.run([str(bin_dir / "bvh-ops-wal"), "fetch", n, str(out_dir / n)],
+                           env={k: v for k, v in fenv.items() if not k.startswith("BVH_OPS_")} | {"BVH_OPS_CONFIG": str(cfg)},
+                           check=True)
+        fetch[label] = time.monotonic() - t0
     stored = sum(p.stat().st_size for p in (work / "repo").rglob("*") if p.is_file() and not p.name.endswith(".json"))
     t1 = time.monotonic()
     subprocess.run(["bash", "-c", f'for f in "{segs_dir}"/*; do zstd -3 -q -c "$f" > /dev/null; done'], check=True)
     bare = time.monotonic() - t1
-    result = {"segments": len(names), "seconds": round(seconds, 2), "segments_per_s": round(len(names) / seconds, 2),
+    result = {"segments": len(names), "cli_seconds": round(timings["cli"], 2),
+              "cli_segments_per_s": round(len(names) / timings["cli"], 2),
+              "fetch_segments_per_s": round(len(names) / fetch["fetch"], 2),
+              "fetch_prefetch_segments_per_s": round(len(names) / fetch["fetch_prefetch"], 2),
+              "seconds": round(seconds, 2), "segments_per_s": round(len(names) / seconds, 2),
               "wal_mb_per_s": round(len(names) * 16 / seconds, 1), "stored_mb": round(stored / 2**20, 1),
               "plaintext_mb": len(names) * 16, "bare_zstd_seconds": round(bare, 2)}
     save_result("wal_push", result)

@@ -15,6 +15,7 @@ is left behind looking usable.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,13 +34,13 @@ from bvh_ops.keys import load_identities
 from bvh_ops.pg.cluster import (
     PG_OS_USER,
     _as_root,
-    bvh_command,
     chown_to_server,
     chown_tree_to_server,
     grant_traverse,
     prepare_server_user,
     server_env,
     server_ids,
+    wal_command,
 )
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
 from bvh_ops.physical import (
@@ -152,7 +153,7 @@ def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
         (dest / sub).mkdir(exist_ok=True, mode=0o700)
 
 
-def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool) -> str:
+def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, segment_size: int) -> str:
     """The configuration wal-fetch reads when PostgreSQL runs it; returns restore_command."""
     rdir = data / RECOVERY_DIR
     rdir.mkdir(mode=0o700, exist_ok=True)
@@ -185,7 +186,10 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool) -
     for path in (str(rdir), *(e.split("=", 1)[1] for e in env)):
         if not _SAFE_PATH.match(path):
             raise ConfigError(f"{path!r} has characters a restore_command cannot carry safely: restore into a plain path")
-    return f"{' '.join(env)} {bvh_command()} wal-fetch %f %p"
+    spool = rdir / "prefetch"
+    spool.mkdir(mode=0o700, exist_ok=True)
+    (spool / "prefetch.json").write_text(json.dumps({"segment_size": segment_size, "depth": 8, "workers": 2}))
+    return f"{' '.join(env)} {wal_command()} fetch %f %p"
 
 
 @dataclass
@@ -257,7 +261,8 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                 raise IntegrityError(f"pg_verifybackup: {' '.join(lines[-3:])}")
             report.verified = "pg_verifybackup: backup successfully verified"
             report.seconds["verify"] = time.monotonic() - t2
-        restore_command = _write_recovery_files(settings, data, identity_copy=_as_root())
+        restore_command = _write_recovery_files(settings, data, identity_copy=_as_root(),
+                                                segment_size=int(chosen.extra.get("wal_segment_size") or 16 << 20))
         conf = {"restore_command": f"'{restore_command}'", "recovery_target_action": "'promote'",
                 "recovery_target_timeline": "'latest'", **target.conf()}
         if not archive:

@@ -128,22 +128,34 @@ def chown_tree_to_server(root: Path) -> None:
             os.lchown(os.path.join(dirpath, n), pw.pw_uid, pw.pw_gid)
 
 
-def bvh_command() -> str:
-    """How PostgreSQL's archive_command/restore_command run us: the venv's bvh-ops script (or
-    ``python -m bvh_ops.cli``), made reachable for the server's OS user."""
+def _command(script_name: str, module: str) -> str:
+    """The venv's ``script_name`` (or ``python -m module``), checked to be safe inside a
+    postgresql.conf shell command and made reachable for the server's OS user."""
     import re
     import sys
 
-    script = Path(sys.executable).parent / "bvh-ops"
-    exe = str(script) if script.exists() else f"{sys.executable} -m bvh_ops.cli"
+    script = Path(sys.executable).parent / script_name
+    exe = str(script) if script.exists() else f"{sys.executable} -m {module}"
     for part in exe.split():
         if not re.match(r"^[A-Za-z0-9_./+-]+$", part):
             raise BvhOpsError(f"{part!r} has characters a shell command in postgresql.conf cannot carry safely: "
                               "install bvh-ops under a plain path")
     if _as_root():
         grant_traverse(Path(sys.executable).resolve())
-        grant_traverse(script)
+        if script.exists():
+            grant_traverse(script)
     return exe
+
+
+def bvh_command() -> str:
+    """How a server-run command calls the bvh-ops CLI."""
+    return _command("bvh-ops", "bvh_ops.cli")
+
+
+def wal_command() -> str:
+    """The lean archive/restore entry point (bvh_ops.walcmd): what archive_command and
+    restore_command run, one process per WAL file."""
+    return _command("bvh-ops-wal", "bvh_ops.walcmd")
 
 
 def archiving_conf(config_file: Path, *, archive_timeout: int = 60) -> dict[str, str]:
@@ -152,7 +164,7 @@ def archiving_conf(config_file: Path, *, archive_timeout: int = 60) -> dict[str,
     return {
         "wal_level": "replica",
         "archive_mode": "on",
-        "archive_command": f"'BVH_OPS_CONFIG={Path(config_file).resolve()} {bvh_command()} wal-push %p'",
+        "archive_command": f"'BVH_OPS_CONFIG={Path(config_file).resolve()} {wal_command()} push %p'",
         # A segment is archived at least this often even when idle: bounds data loss (RPO).
         "archive_timeout": str(archive_timeout),
         "summarize_wal": "on",

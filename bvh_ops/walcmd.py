@@ -1,0 +1,173 @@
+"""`bvh-ops-wal`: lean entry points for PostgreSQL's archive_command and restore_command.
+
+    archive_command = 'BVH_OPS_CONFIG=/etc/bvh-ops/archive.toml bvh-ops-wal push %p'
+    restore_command = 'BVH_OPS_CONFIG=…/bvh_ops_recovery/bvh-ops.toml bvh-ops-wal fetch %f %p'
+
+PostgreSQL starts one process per WAL file, so start-up is the cost: this module imports only
+what the call needs (no CLI framework). ``fetch`` also reads ahead: when the recovery directory
+has a ``prefetch/`` spool (the restore creates one), the first fetch starts a detached
+prefetcher that downloads, decrypts and verifies the next segments in parallel into the spool;
+later fetches that find their segment there only rename it (a few milliseconds). Exit codes
+follow PostgreSQL's contract: 0 delivered, 1 not in the archive (end of recovery), 126 for
+anything else (damaged, unreadable, store down), which makes PostgreSQL abort recovery instead
+of promoting early. ``push`` exits non-zero on any failure so PostgreSQL keeps the segment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+PREFETCH_DIR = "prefetch"
+PIDFILE = ".prefetcher.pid"
+
+
+def _spool() -> Path | None:
+    cfg = os.environ.get("BVH_OPS_CONFIG")
+    if not cfg:
+        return None
+    d = Path(cfg).parent / PREFETCH_DIR
+    return d if d.is_dir() else None
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _kick(spool: Path, name: str) -> None:
+    """Start a detached prefetcher for the segments after ``name`` unless one is running."""
+    if not _SEGMENT.match(name):
+        return
+    try:
+        pid = int((spool / PIDFILE).read_text())
+        if _alive(pid):
+            return
+    except (FileNotFoundError, ValueError):
+        pass
+    import subprocess
+
+    subprocess.Popen([sys.executable, "-m", "bvh_ops.walcmd", "prefetch", name], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+
+
+def fetch(name: str, dest: str) -> int:
+    spool = _spool()
+    if spool is not None and _SEGMENT.match(name) and (spool / name).is_file():
+        os.replace(spool / name, dest)  # verified by the prefetcher before it appeared here
+        _kick(spool, name)
+        return 0
+    from bvh_ops.config import load_settings
+    from bvh_ops.errors import NotFound
+    from bvh_ops.wal import wal_fetch
+
+    try:
+        wal_fetch(load_settings(), name, dest)
+    except NotFound as exc:
+        _err(f"wal-fetch: {exc}")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - anything but "not archived" must abort recovery
+        _err(f"error: {exc} (recovery aborted: wal-fetch cannot deliver {name})")
+        return 126
+    if spool is not None:
+        _kick(spool, name)
+    return 0
+
+
+def prefetch(after: str) -> int:
+    """Fetch the ``depth`` segments after ``after`` (same timeline) into the spool, in parallel."""
+    spool = _spool()
+    if spool is None:
+        return 0
+    pidfile = spool / PIDFILE
+    try:
+        fd = os.open(pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            if _alive(int(pidfile.read_text())):
+                return 0
+        except ValueError:
+            pass
+        pidfile.unlink(missing_ok=True)
+        return prefetch(after)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from bvh_ops.config import load_settings
+        from bvh_ops.errors import BvhOpsError
+        from bvh_ops.wal import wal_fetch
+        from bvh_ops.walarchive import parse_segment, segment_name
+
+        opts = json.loads((spool / "prefetch.json").read_text())
+        seg_size, depth = int(opts.get("segment_size", 16 << 20)), int(opts.get("depth", 8))
+        settings = load_settings()
+        tl, segno = parse_segment(after, seg_size)
+        names = [segment_name(tl, segno + i, seg_size) for i in range(1, depth + 1)]
+        for old in spool.iterdir():  # segments recovery has moved past (e.g. after a timeline switch)
+            parsed = parse_segment(old.name, seg_size)
+            if parsed and parsed[0] == tl and parsed[1] <= segno:
+                old.unlink(missing_ok=True)
+
+        def one(n: str) -> bool:
+            if (spool / n).exists():
+                return True
+            try:
+                wal_fetch(settings, n, str(spool / n))
+                return True
+            except BvhOpsError:
+                return False  # not archived (yet) or damaged: the foreground fetch will say which
+
+        with ThreadPoolExecutor(max_workers=int(opts.get("workers", 2))) as pool:
+            list(pool.map(one, names))
+    except Exception:  # noqa: BLE001 - prefetching is an optimisation; fetch works without it
+        return 0
+    finally:
+        pidfile.unlink(missing_ok=True)
+    return 0
+
+
+def push(path: str) -> int:
+    from bvh_ops.config import load_settings
+    from bvh_ops.errors import BvhOpsError
+    from bvh_ops.wal import wal_push
+
+    try:
+        wal_push(load_settings(), path)
+    except BvhOpsError as exc:
+        _err(f"error: {exc}")
+        return getattr(exc, "exit_code", 1) or 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if len(args) == 2 and args[0] == "push":
+            return push(args[1])
+        if len(args) == 3 and args[0] == "fetch":
+            return fetch(args[1], args[2])
+        if len(args) == 2 and args[0] == "prefetch":
+            return prefetch(args[1])
+    except KeyboardInterrupt:
+        return 130
+    _err("usage: bvh-ops-wal push %p | bvh-ops-wal fetch %f %p")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
