@@ -26,7 +26,7 @@ from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_too
 from bvh_ops.repository.manifest import Manifest, TableStat
 from bvh_ops.repository.repo import Repository, new_backup_id, stats_to_entry
 from bvh_ops.storage import open_store
-from bvh_ops.stream import seal_data_key
+from bvh_ops.stream import ReadAhead, seal_data_key
 
 log = logging.getLogger("bvh_ops.backup")
 
@@ -215,11 +215,15 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                                segment_size=settings.segment_size_kib << 10,
                                compression_threads=settings.compression_threads) as out:
                 total = 0
-                while chunk := dump.stdout.read(READ_CHUNK):
-                    out.write(chunk)
-                    total += len(chunk)
-                    if progress:
-                        progress(total)
+                ahead = ReadAhead(dump.stdout, chunk=READ_CHUNK)
+                try:
+                    for chunk in ahead:
+                        out.write(chunk)
+                        total += len(chunk)
+                        if progress:
+                            progress(total)
+                finally:
+                    ahead.close()
                 rc = dump.wait()
                 if rc != 0:
                     raise_for_tool("pg_dump", rc, err_tail.text())

@@ -38,7 +38,7 @@ from bvh_ops.pg.tarscan import TarScanner
 from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository, backup_prefix, new_backup_id, stats_to_entry
-from bvh_ops.stream import seal_data_key
+from bvh_ops.stream import ReadAhead, seal_data_key
 
 log = logging.getLogger("bvh_ops.physical")
 
@@ -171,9 +171,13 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10,
                                compression_threads=settings.compression_threads) as out:
-                while chunk := proc.stdout.read(READ_CHUNK):
-                    scanner.feed(chunk)
-                    out.write(chunk)
+                ahead = ReadAhead(proc.stdout, chunk=READ_CHUNK)
+                try:
+                    for chunk in ahead:
+                        scanner.feed(chunk)
+                        out.write(chunk)
+                finally:
+                    ahead.close()
                 rc = proc.wait()
                 if rc != 0:
                     stderr = err.text()

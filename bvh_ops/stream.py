@@ -15,6 +15,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -106,6 +107,10 @@ class EncryptingWriter:
     ) -> None:
         self._out = _HashingSink(sink)
         self._plain_sha = hashlib.sha256()
+        # The plaintext hash runs on a worker thread (hashlib releases the GIL), overlapping
+        # with compression: at most one chunk in flight, so memory stays bounded.
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bvh-sha256")
+        self._hashing = None
         self._plain_size = 0
         self._seg = segment_size
         salt = os.urandom(SALT_LEN)
@@ -134,7 +139,9 @@ class EncryptingWriter:
     def write(self, data: bytes) -> int:
         if self._closed:
             raise ValueError("write to a closed EncryptingWriter")
-        self._plain_sha.update(data)
+        if self._hashing is not None:
+            self._hashing.result()
+        self._hashing = self._hasher.submit(self._plain_sha.update, bytes(data))
         self._plain_size += len(data)
         self._buf += self._zc.compress(data)
         self._drain(keep_last=True)
@@ -155,6 +162,10 @@ class EncryptingWriter:
         if self._closed:
             assert self.stats is not None
             return self.stats
+        if self._hashing is not None:
+            self._hashing.result()
+            self._hashing = None
+        self._hasher.shutdown()
         self._buf += self._zc.flush()
         self._drain(keep_last=True)
         self._emit(bytes(self._buf), last=True)
@@ -301,18 +312,36 @@ class DecryptingReader(io.RawIOBase):
 
 
 class HashingReader:
-    """Pass-through reader that hashes and counts what its consumer reads."""
+    """Pass-through reader that hashes and counts what its consumer reads. ``threaded`` hashes
+    on a worker thread (one chunk in flight) so hashing overlaps the consumer's work."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: BinaryIO, *, threaded: bool = False) -> None:
         self._inner = inner
-        self.sha = hashlib.sha256()
+        self._sha = hashlib.sha256()
         self.size = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bvh-sha256") if threaded else None
+        self._pending = None
 
     def read(self, n: int = -1) -> bytes:
         data = self._inner.read(n)
-        self.sha.update(data)
+        if self._pool is not None:
+            if self._pending is not None:
+                self._pending.result()
+            self._pending = self._pool.submit(self._sha.update, data)
+        else:
+            self._sha.update(data)
         self.size += len(data)
         return data
+
+    @property
+    def sha(self):
+        """The hash of everything read so far (waits for a pending update)."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        return self._sha
 
     def drain(self, chunk: int = 1 << 20) -> None:
         """Read (and hash) whatever the consumer left unread."""
@@ -328,3 +357,60 @@ def copy_stream(src: BinaryIO, dst: Sink, chunk: int = 1 << 20) -> int:
             return total
         dst.write(data)
         total += len(data)
+
+
+class ReadAhead:
+    """Iterate over a pipe's chunks read by a thread, up to ``depth`` chunks ahead: the tool
+    writing the pipe (pg_basebackup, pg_dump) never waits on a full 64 KiB pipe buffer while
+    we compress and encrypt. Memory: ``depth`` × ``chunk`` bytes."""
+
+    def __init__(self, source: BinaryIO, *, chunk: int = 1 << 20, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._source = source
+        self._chunk = chunk
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bvh-readahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._source.read(self._chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop reading (after an error); unblocks the reader thread."""
+        import queue
+
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass

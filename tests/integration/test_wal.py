@@ -137,3 +137,50 @@ def test_wal_key_refuses_other_names():
             wal_key(bad)
 
 
+
+
+def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
+    """`bvh-ops-wal fetch` as restore_command: 0 delivered, 1 not archived (end of recovery),
+    126 damaged (abort recovery, never promote early); with a spool it reads ahead."""
+    import subprocess
+
+    cluster, repo, cfg = archiving
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        for _ in range(3):
+            conn.execute("INSERT INTO w SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
+            conn.execute("SELECT pg_switch_wal()")
+    _wait_archived(cluster, 4)
+    names = sorted(p.name for p in (repo / "wal" / "00000001").iterdir() if len(p.name) == 24)
+    assert len(names) >= 3
+    rdir = tmp_path / "recovery"
+    (rdir / "prefetch").mkdir(parents=True)
+    (rdir / "prefetch" / "prefetch.json").write_text('{"segment_size": 16777216, "depth": 4, "workers": 2}')
+    rcfg = rdir / "bvh-ops.toml"
+    rcfg.write_text(f'repository = "file://{repo}"\nidentity = "{keypair[1]}"\nstate_dir = "{rdir}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")} | {"BVH_OPS_CONFIG": str(rcfg)}
+    lean = [str(Path(sys.executable).parent / "bvh-ops-wal"), "fetch"]
+
+    first = subprocess.run([*lean, names[0], str(tmp_path / "a")], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    deadline = time.monotonic() + 30
+    while not (rdir / "prefetch" / names[1]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (rdir / "prefetch" / names[1]).exists()  # read ahead, verified, ready to rename
+    second = subprocess.run([*lean, names[1], str(tmp_path / "b")], env=env, capture_output=True, text=True)
+    assert second.returncode == 0 and not (rdir / "prefetch" / names[1]).exists()
+    entry = json.loads((repo / wal_key(names[1])).with_name(names[1] + ".json").read_text())
+    assert hashlib.sha256((tmp_path / "b").read_bytes()).hexdigest() == entry["plaintext_sha256"]
+
+    missing = subprocess.run([*lean, "0000000100000000000000FE", str(tmp_path / "c")], env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "not in the archive" in missing.stderr
+    victim = repo / wal_key(names[2])
+    original = victim.read_bytes()
+    victim.write_bytes(original[:-100] + bytes(100))
+    try:
+        shutil.rmtree(rdir / "prefetch")  # no spool: fetch straight from the damaged object
+        damaged = subprocess.run([*lean, names[2], str(tmp_path / "d")], env=env, capture_output=True, text=True)
+        assert damaged.returncode == 126 and "recovery aborted" in damaged.stderr
+        assert not (tmp_path / "d").exists()
+    finally:
+        victim.write_bytes(original)
