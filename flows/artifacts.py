@@ -13,6 +13,17 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def _sizes(result: dict[str, Any]) -> list[str]:
+    return [f"| Repository | `{result['repository']}` |",
+            f"| Bytes in / stored | {human_bytes(result['bytes_in'])} / {human_bytes(result['bytes_stored'])} |",
+            f"| Throughput | {result.get('mb_per_s')} MB/s over {result['seconds']} s |"]
+
+
+def checks_table(checks: list[dict[str, str]], title: str = "## Checks") -> list[str]:
+    return ["", title, "", "| check | status | detail |", "|---|---|---|",
+            *[f"| {c['name']} | {c['status']} | {c['detail']} |" for c in checks]]
+
+
 def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retention: list[dict[str, str]],
                     removed: list[str], physical: dict[str, Any] | None = None) -> str:
     ok = all(c["status"] == "passed" for c in checks)
@@ -24,24 +35,16 @@ def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retent
         "| | |",
         "|---|---|",
         f"| Database | `{result['database']}` (PostgreSQL {result['server_version']}) |",
-        f"| Repository | `{result['repository']}` |",
         f"| Started / finished | {result['started_at']} / {result['finished_at']} |",
-        f"| Bytes in / stored | {human_bytes(result['bytes_in'])} / {human_bytes(result['bytes_stored'])} |",
-        f"| Throughput | {result.get('mb_per_s')} MB/s over {result['seconds']} s |",
+        *_sizes(result),
         f"| Tables | {len(result['tables'])} |",
-        "",
-        "## Checks",
-        "",
-        "| check | status | detail |",
-        "|---|---|---|",
+        *checks_table(checks),
     ]
-    lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in checks]
     if physical:
         lines += ["", f"## Physical full backup {physical['backup_id']} (new chain)", "",
                   f"LSN {physical.get('start_lsn')} → {physical.get('stop_lsn')}; "
-                  f"{human_bytes(physical['bytes_in'])} in, {human_bytes(physical['bytes_stored'])} stored.", "",
-                  "| check | status | detail |", "|---|---|---|"]
-        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in physical.get("checks", [])]
+                  f"{human_bytes(physical['bytes_in'])} in, {human_bytes(physical['bytes_stored'])} stored.",
+                  *checks_table(physical.get("checks", []), "### Checks")]
     obsolete = [d for d in retention if d["action"] == "OBSOLETE"]
     lines += ["", "## Retention", "",
               f"{len(retention) - len(obsolete)} backups kept, {len(obsolete)} deleted"
@@ -105,16 +108,9 @@ def physical_markdown(result: dict[str, Any], checks: list[dict[str, str]], rete
         f"| Mode | {'WAL-only increment (native incrementals need PostgreSQL 17+)' if mode == 'wal-only' else mode} |",
         f"| Parent | {result.get('parent_id') or '– (starts a chain)'} |",
         f"| LSN | {result.get('start_lsn')} → {result.get('stop_lsn')} (timeline {result.get('timeline')}) |",
-        f"| Repository | `{result['repository']}` |",
-        f"| Bytes in / stored | {human_bytes(result['bytes_in'])} / {human_bytes(result['bytes_stored'])} |",
-        f"| Throughput | {result.get('mb_per_s')} MB/s over {result['seconds']} s |",
-        "",
-        "## Checks",
-        "",
-        "| check | status | detail |",
-        "|---|---|---|",
+        *_sizes(result),
+        *checks_table(checks),
     ]
-    lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in checks]
     decisions = retention.get("decisions", [])
     obsolete = [d for d in decisions if d["action"] == "OBSOLETE"]
     lines += ["", "## Retention", "",

@@ -10,12 +10,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
-from bvh_ops.backup import delete_committed, open_repository, run_logical_backup
+from bvh_ops.backup import open_repository, run_logical_backup
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
 from bvh_ops.repository.verify import verify_backup
 from checks.results import CheckStatus
-from tasks.common import retry_transient_only
+from tasks.common import delete_on_rollback, retry_transient_only
 
 
 @task(name="collect-incomplete", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
@@ -53,12 +53,7 @@ def take_logical_backup(settings: Settings) -> dict[str, Any]:
     return out
 
 
-@take_logical_backup.on_rollback
-def _remove_rolled_back_backup(txn: Any) -> None:
-    backup_id = txn.get("backup_id", None)
-    settings = txn.get("settings", None)
-    if backup_id and settings is not None:
-        delete_committed(settings, backup_id)
+take_logical_backup.on_rollback(delete_on_rollback)
 
 
 @task(name="check-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],

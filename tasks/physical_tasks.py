@@ -10,11 +10,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
-from bvh_ops.backup import delete_committed, open_repository
+from bvh_ops.backup import open_repository
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
 from checks.results import CheckStatus
-from tasks.common import retry_transient_only
+from tasks.common import delete_on_rollback, retry_transient_only
 
 
 @task(name="take-physical-backup", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
@@ -38,12 +38,7 @@ def take_physical_backup(settings: Settings, kind: str) -> dict[str, Any]:
     return doc
 
 
-@take_physical_backup.on_rollback
-def _remove_rolled_back(txn: Any) -> None:
-    backup_id = txn.get("backup_id", None)
-    settings = txn.get("settings", None)
-    if backup_id and settings is not None:
-        delete_committed(settings, backup_id)
+take_physical_backup.on_rollback(delete_on_rollback)
 
 
 @task(name="check-physical-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf
+from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, bvh_command
 
 
 @dataclass
@@ -39,7 +39,9 @@ class Archiving:
                 time.sleep(0.2)
 
 
-def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra: dict | None = None) -> Archiving:
+def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra: dict | None = None,
+                    full_cli: bool = False) -> Archiving:
+    """``full_cli``: archive through `bvh-ops wal-push` (the CLI) instead of `bvh-ops-wal push`."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     repo = root / "repo"
@@ -55,6 +57,8 @@ def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra:
                    "compression_threads = 0\n")
     os.chmod(cfg, 0o644)
     conf = archiving_conf(cfg)
+    if full_cli:
+        conf["archive_command"] = f"'BVH_OPS_CONFIG={cfg} {bvh_command()} wal-push %p'"
     if binaries is not None and "15" in str(binaries):
         conf.pop("summarize_wal")
     conf.update(extra or {})

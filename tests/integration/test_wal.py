@@ -16,35 +16,18 @@ import pytest
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError, NotFound
-from bvh_ops.pg.cluster import EmbeddedCluster, grant_traverse
 from bvh_ops.wal import wal_fetch, wal_key, wal_push
 
 
 @pytest.fixture(scope="module")
 def archiving(tmp_path_factory, keypair):
-    root = tmp_path_factory.mktemp("walarchive")
-    os.chmod(root, 0o755)
-    repo = root / "repo"
-    repo.mkdir(mode=0o777)
-    os.chmod(repo, 0o777)
-    pub = root / "recipient.pub"
-    shutil.copy(keypair[0], pub)
-    os.chmod(pub, 0o644)
-    cfg = root / "bvh-ops.toml"
-    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{pub}"]\nstate_dir = "{root / "state"}"\n')
-    os.chmod(cfg, 0o644)
-    (root / "state").mkdir(mode=0o777)
-    os.chmod(root / "state", 0o777)
-    bvh = Path(sys.executable).parent / "bvh-ops"
-    # PostgreSQL runs archive_command as its own OS user: it must reach our interpreter.
-    grant_traverse(Path(sys.executable).resolve())
-    grant_traverse(bvh)
-    command = f"BVH_OPS_CONFIG={cfg} {bvh} wal-push %p"
-    cluster = EmbeddedCluster(root / "pg", extra_conf={"archive_mode": "on", "archive_command": f"'{command}'",
-                                                       "archive_timeout": "60"})
-    cluster.start()
-    yield cluster, repo, cfg
-    cluster.destroy()
+    """PostgreSQL 18 archiving through the full CLI (`bvh-ops wal-push`); the PITR tests use the
+    lean `bvh-ops-wal push`."""
+    from tests.integration.archiving import start_archiving
+
+    arch = start_archiving(tmp_path_factory.mktemp("walarchive"), keypair, full_cli=True)
+    yield arch.cluster, arch.repo, arch.config
+    arch.cluster.destroy()
 
 
 def _wait_archived(cluster, count: int, timeout: float = 60) -> dict:
