@@ -158,13 +158,17 @@ def wal_command() -> str:
     return _command("bvh-ops-wal", "bvh_ops.walcmd")
 
 
-def archiving_conf(config_file: Path, *, archive_timeout: int = 60) -> dict[str, str]:
+def archiving_conf(config_file: Path, *, archive_timeout: int = 60,
+                   aws_credentials_file: Path | None = None) -> dict[str, str]:
     """postgresql.conf settings for WAL archiving through bvh-ops (configured from ``config_file``,
-    not from the caller's shell) and native incrementals: what the demo and the tests run."""
+    not from the caller's shell) and native incrementals: what the demo and the tests run. For
+    an S3 repository, ``aws_credentials_file`` names a shared-credentials file the server's OS
+    user can read (the credentials never appear in the command)."""
+    creds = f"AWS_SHARED_CREDENTIALS_FILE={Path(aws_credentials_file).resolve()} " if aws_credentials_file else ""
     return {
         "wal_level": "replica",
         "archive_mode": "on",
-        "archive_command": f"'BVH_OPS_CONFIG={Path(config_file).resolve()} {wal_command()} push %p'",
+        "archive_command": f"'{creds}BVH_OPS_CONFIG={Path(config_file).resolve()} {wal_command()} push %p'",
         # A segment is archived at least this often even when idle: bounds data loss (RPO).
         "archive_timeout": str(archive_timeout),
         "summarize_wal": "on",

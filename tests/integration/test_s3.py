@@ -74,3 +74,66 @@ def test_server_side_encryption_is_requested(sample_db, s3_server, s3_bucket, ma
     assert head["ServerSideEncryption"] == "AES256"
     head = client.head_object(Bucket=s3_bucket, Key=f"sse/backups/{m.backup_id}/manifest.json")
     assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_physical_backup_wal_archive_and_pitr_over_s3(s3_server, s3_bucket, keypair, tmp_path):
+    """PostgreSQL archives through bvh-ops-wal into S3 (credentials from a shared-credentials
+    file named in archive_command), a full backup goes to S3, and a restore recovers to an LSN
+    fetching WAL from S3 (credentials handed to restore_command in a 0600 file)."""
+    import shutil
+    import time
+
+    import psycopg
+
+    from bvh_ops.config import Settings
+    from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf
+    from bvh_ops.pg.tools import embedded_bin_dir
+    from bvh_ops.physical import run_physical_backup
+    from bvh_ops.pitr import RecoveryTarget, restore_physical, stop_server
+
+    root = tmp_path / "s3arch"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    os.chmod(tmp_path, 0o755)
+    pub = root / "recipient.pub"
+    shutil.copy(keypair[0], pub)
+    os.chmod(pub, 0o644)
+    creds = root / "aws-credentials"
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing-secret\n")
+    os.chmod(creds, 0o644)  # test only: production keeps it 0600, owned by the server's OS user
+    repo_url = f"s3://{s3_bucket}/pg"
+    cfg = root / "archive.toml"
+    cfg.write_text(f'repository = "{repo_url}"\ns3_endpoint_url = "{s3_server}"\nrecipients = ["{pub}"]\n'
+                   f'state_dir = "{root / "state"}"\n')
+    os.chmod(cfg, 0o644)
+    cluster = EmbeddedCluster(root / "pg", extra_conf=archiving_conf(cfg, aws_credentials_file=creds))
+    cluster.start()
+    try:
+        settings = Settings(database_url=cluster.dsn(), repository=repo_url, s3_endpoint_url=s3_server,
+                            recipients=[keypair[0]], identity=keypair[1], state_dir=tmp_path / "state")
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE w (id int)")
+        full = run_physical_backup(settings, "full").manifest
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("INSERT INTO w SELECT generate_series(1, 500)")
+            lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+            conn.execute("INSERT INTO w SELECT generate_series(501, 900)")
+            seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")
+            deadline = time.monotonic() + 60
+            while (conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] or "") < seg:
+                assert time.monotonic() < deadline, "WAL was not archived to S3"
+                time.sleep(0.2)
+        client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+        keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="pg/wal/")["Contents"]}
+        assert f"pg/wal/00000001/{seg}" in keys and f"pg/wal/00000001/{seg}.json" in keys
+        report = restore_physical(settings, "latest", tmp_path / "data", target=RecoveryTarget("lsn", lsn), start=True)
+        try:
+            assert report.chain == [full.backup_id]
+            with psycopg.connect(f"postgresql://postgres:{cluster.password}@127.0.0.1:{report.port}/postgres") as conn:
+                assert conn.execute("SELECT count(*) FROM w").fetchone()[0] == 500
+            assert not (tmp_path / "data" / "bvh_ops_recovery").exists()  # credentials copy removed
+        finally:
+            stop_server(tmp_path / "data", embedded_bin_dir())
+    finally:
+        cluster.destroy()
