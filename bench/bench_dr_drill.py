@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bvh-bench-prefect
 from bench.bench_daily_backup import machine  # noqa: E402
 from bench.results import save_result  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
-from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
+from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, chown_tree_to_server, grant_traverse  # noqa: E402
 from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, create_database, load_sample  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
@@ -33,11 +34,24 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/bvh-bench-drill")
     args = ap.parse_args()
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    cluster = EmbeddedCluster(work / "pg", extra_conf={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'"})
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    os.chmod(work, 0o755)
+    keys = write_keypair(work / "keys")
+    os.chmod(keys[0], 0o644)
+    # The cluster archives through bvh-ops-wal, so the physical drill can recover from WAL.
+    (work / "repo" / "wal").mkdir(parents=True)
+    (work / "arch-state").mkdir()
+    chown_tree_to_server(work / "repo" / "wal")
+    chown_tree_to_server(work / "arch-state")
+    grant_traverse(work / "repo" / "wal")
+    cfg = work / "archive.toml"
+    cfg.write_text(f'repository = "file://{work / "repo"}"\nrecipients = ["{keys[0]}"]\n'
+                   f'state_dir = "{work / "arch-state"}"\n')
+    os.chmod(cfg, 0o644)
+    cluster = EmbeddedCluster(work / "pg", extra_conf={**archiving_conf(cfg), "shared_buffers": "'512MB'",
+                                                       "max_wal_size": "'4GB'"})
     cluster.start()
-    keys = write_keypair(work / "keys") if not (work / "keys" / "identity.key").exists() else \
-        (work / "keys" / "recipient.pub", work / "keys" / "identity.key")
     db = "drillbench"
     t0 = time.monotonic()
     create_database(cluster.dsn(), db)
@@ -69,6 +83,26 @@ def main() -> None:
         report = exc.report
     stages = {s["name"]: s["seconds"] for s in report["stages"]}
 
+    # Physical: a full, writes, an incremental, writes, everything archived; then a physical
+    # drill recovering to the end of the archive.
+    from bench.bench_physical import wait_archived
+    from bvh_ops.physical import run_physical_backup
+
+    wait_archived(cluster)
+    settings = load_settings()
+    run_physical_backup(settings, "full")
+    w = Workload(cluster.dsn(db), rate=50).start()
+    time.sleep(2)
+    run_physical_backup(settings, "incremental")
+    time.sleep(2)
+    w.stop()
+    wait_archived(cluster)
+    try:
+        preport = dr_drill(mode="physical")
+    except DrillFailed as exc:
+        preport = exc.report
+    pstages = {s["name"]: s["seconds"] for s in preport["stages"]}
+
     # Bare: an unencrypted custom dump of the same database, restored with pg_restore -j2
     # into a fresh database on the same server.
     bin_dir = embedded_bin_dir()
@@ -90,6 +124,9 @@ def main() -> None:
         "restore_ratio": round(stages.get("restore", 0) / bare_restore_s, 3),
         "checks_over_restore": round(stages.get("checks", 0) / stages["restore"], 3) if stages.get("restore") else None,
         "failed_checks": [c for c in report["checks"] if c["status"] != "passed"],
+        "physical": {"passed": preport["passed"], "rto_seconds": preport["rto_seconds"],
+                     "rpo_seconds": preport["rpo_seconds"], "stages": pstages,
+                     "failed_checks": [c for c in preport["checks"] if c["status"] != "passed"]},
     }
     save_result("dr_drill", result)
 
