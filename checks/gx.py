@@ -5,14 +5,36 @@ CheckResult. GX failing to run is reported as not_verified, never as passed."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from checks.results import CheckResult, CheckStatus
 
 _context: Any = None
+_lock = threading.Lock()
+
+
+def warm_up() -> threading.Thread:
+    """Import Great Expectations and build the context on a background thread (the import
+    costs ~4 s of one core); ``context()`` waits for it if it is still running."""
+    def run() -> None:
+        try:
+            context()
+        except Exception:  # noqa: BLE001 - the checks report not_verified if GX cannot run
+            pass
+
+    t = threading.Thread(target=run, name="bvh-gx-warm-up", daemon=True)
+    t.start()
+    return t
 
 
 def context() -> Any:
+    global _context
+    with _lock:
+        return _build()
+
+
+def _build() -> Any:
     global _context
     if _context is None:
         import great_expectations as gx
