@@ -122,13 +122,18 @@ def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     if as_json:
         _emit_json(rows)
         return
-    table = Table("backup id", "kind", "status", "finished", "stored", "signature")
+    table = Table(box=None, pad_edge=False)
+    for name in ("backup id", "kind", "status", "finished (UTC)", "stored", "signature", "parent"):
+        table.add_column(name, no_wrap=True, min_width=32 if name in ("backup id", "parent") else None)
     from flows.artifacts import human_bytes
 
     for r in rows:
-        table.add_row(r["backup_id"], r["kind"], r["status"], r["finished_at"] or "-", human_bytes(r["bytes_stored"]),
-                      {True: "ok", False: "BAD", None: "-"}[r["signature_ok"]])
-    out.print(table if rows else "no backups yet: run `bvh-ops backup`")
+        finished = r["finished_at"][:19].replace("T", " ") if r["finished_at"] else "-"
+        table.add_row(r["backup_id"], r["kind"], r["status"], finished, human_bytes(r["bytes_stored"]),
+                      {True: "ok", False: "BAD", None: "-"}[r["signature_ok"]], r["parent_id"] or "")
+    # Full ids matter more than a fitted table: piped output is not squeezed to 80 columns.
+    console = out if out.is_terminal else Console(highlight=False, width=160)
+    console.print(table if rows else "no backups yet: run `bvh-ops backup`")
 
 
 @app.command()
