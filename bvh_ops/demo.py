@@ -104,7 +104,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         t = _step(console, "generating a demo key pair (ML-KEM-768 + X25519)")
         write_keypair(keys)
         _done(console, t)
-    t = _step(console, "starting embedded PostgreSQL 18 (archive_command = bvh-ops wal-push, summarize_wal = on)")
+    t = _step(console, "starting embedded PostgreSQL 18 (archive_command = bvh-ops-wal push, summarize_wal = on)")
     cluster = _archiving_cluster(state, console)
     _done(console, t, f"listening on 127.0.0.1:{cluster.port}, data in {cluster.data}")
     try:
@@ -135,7 +135,8 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
 
         result = daily_backup(target=f"{DEMO_DB} (demo)")
         _done(console, t, f"logical {result['backup_id']}, physical full {result['physical_backup_id']}")
-        pitr_ok, pitr_row, cut_time = _incremental_and_pitr(cluster, settings, console)
+        pitr_ok, pitr_row, cut_time = _incremental_and_pitr(
+            cluster, settings, console, (result.get("physical") or {}).get("bytes_in"))
 
         t = _step(console, "deep-verifying the backup (decrypt, decompress, sha256 of every object)")
         from bvh_ops.backup import open_repository
@@ -203,9 +204,9 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             cluster.stop()
 
 
-def _incremental_and_pitr(cluster, settings, console: Console) -> tuple[bool, str]:
-    """Writes → restore point → more writes → the incremental-backup flow → an "incident" →
-    point-in-time restore to the restore point, started, compared with the cut."""
+def _incremental_and_pitr(cluster, settings, console: Console, full_bytes: int | None) -> tuple[bool, str, str]:
+    """Writes → the incremental-backup flow → an exact cut with a restore point → more writes →
+    an "incident" → point-in-time restore (full + incremental + WAL) to the cut, compared."""
     import shutil
 
     import psycopg
@@ -216,19 +217,23 @@ def _incremental_and_pitr(cluster, settings, console: Console) -> tuple[bool, st
     from flows.incremental_backup import incremental_backup
 
     dsn = cluster.dsn(DEMO_DB)
-    t = _step(console, "live writes, then a restore point 'before_incident' (exact cut: rows, LSN, time)")
+    t = _step(console, "live writes while the incremental-backup flow runs (pg_basebackup --incremental, "
+                       "checks, WAL continuity)")
     work = Workload(dsn, rate=50).start()
-    time.sleep(2)
-    cut = consistent_cut(dsn, "before_incident")
-    time.sleep(2)
-    _done(console, t, f"at {cut.time}, LSN {cut.lsn}: {cut.counts['tickets'][0]} tickets")
-    t = _step(console, "running the incremental-backup flow (pg_basebackup --incremental, checks, WAL continuity)")
     try:
+        time.sleep(2)
         inc = incremental_backup()
+        time.sleep(1)
+        t_cut = time.monotonic()
+        cut = consistent_cut(dsn, "before_incident")
+        time.sleep(2)
     finally:
         wl = work.stop()
-    _done(console, t, f"incremental {inc['backup_id']} on {inc['parent_id']}: {inc['bytes_in'] / 1e6:.1f} MB "
-                      f"(the full was larger), {wl.transactions} purchases during it")
+    _done(console, t, f"incremental {inc['backup_id']} on {inc['parent_id']}: {inc['bytes_in'] / 1e6:.1f} MB in"
+                      + (f" (the full: {full_bytes / 1e6:.1f} MB)" if full_bytes else "")
+                      + f"; {wl.transactions} purchases meanwhile")
+    t = _step(console, "still writing: an exact cut with a restore point 'before_incident' (rows, LSN, time)")
+    _done(console, t_cut, f"at {cut.time}, LSN {cut.lsn}: {cut.counts['tickets'][0]} tickets")
     t = _step(console, "the incident: a bad deploy empties every wallet (UPDATE wallets SET balance = 0)")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE wallets SET balance = 0")
