@@ -60,6 +60,8 @@ def wait_archived(cluster: EmbeddedCluster, timeout: float = 1800) -> tuple[floa
     """Switch WAL and wait until PostgreSQL has archived everything up to it through wal-push;
     returns (seconds waited, segments archived meanwhile)."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        # A WAL record first: pg_switch_wal() is a no-op on a segment with nothing in it.
+        conn.execute("SELECT pg_logical_emit_message(false, 'bvh-test', 'switch')")
         seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         before = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
         conn.execute("SELECT pg_switch_wal()")

@@ -233,6 +233,9 @@ def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: d
                 facts["version"])
     base = native_parent(repo, tip)
     with connect(dsn, autocommit=True) as conn:
+        # A WAL record first: pg_switch_wal() does nothing on a segment with no WAL in it, and
+        # the segment we wait for would then never be archived.
+        conn.execute("SELECT pg_logical_emit_message(false, 'bvh-ops', 'wal-only increment')")
         lsn_text, timeline = conn.execute(
             "SELECT pg_current_wal_lsn()::text, timeline_id FROM pg_control_checkpoint()").fetchone()
         conn.execute("SELECT pg_switch_wal()")
@@ -300,3 +303,25 @@ def physical_json(res: BackupResult) -> dict:
                 "timeline": m.extra.get("timeline"), "mode": m.extra.get("mode"),
                 "promoted_from": m.extra.get("promoted_from")})
     return doc
+
+
+def archiver_status(settings: Settings) -> dict:
+    """The source's WAL archiver as PostgreSQL reports it (pg_stat_archiver): whether it is
+    failing now, how old the last archived segment is, and how many segments wait."""
+    dsn = settings.require_database_url()
+    with connect(dsn, autocommit=True) as conn:
+        mode = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
+        row = conn.execute(
+            "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, "
+            "last_failed_time, now() FROM pg_stat_archiver").fetchone()
+        try:
+            with conn.transaction():
+                ready = conn.execute(
+                    "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'").fetchone()[0]
+        except psycopg.Error:
+            ready = None  # needs superuser or pg_monitor
+    archived, last_wal, last_time, failed, failed_wal, failed_time, now = row
+    failing = failed_time is not None and (last_time is None or failed_time > last_time)
+    return {"archive_mode": mode, "archived_count": archived, "last_archived_wal": last_wal,
+            "last_archived_age_seconds": (now - last_time).total_seconds() if last_time else None,
+            "failed_count": failed, "last_failed_wal": failed_wal, "failing": failing, "ready_segments": ready}

@@ -77,3 +77,24 @@ def run_physical_suite(repo, manifest, verify_results, wal_report) -> list[Check
         results += [CheckResult(r.name, r.status, wal_report.summary()) if r.status is not CheckStatus.NOT_VERIFIED
                     else r for r in res]
     return results
+
+
+def check_archiver(status: dict, rpo_objective_seconds: float) -> CheckResult:
+    """PostgreSQL's archiver is keeping up: not failing now, and no segment has waited longer
+    than the RPO objective (an idle cluster with nothing waiting passes however old its last
+    segment is)."""
+    if status["archive_mode"] == "off":
+        return CheckResult("wal_archiver", CheckStatus.NOT_VERIFIED, "archive_mode is off on the server")
+    if status["failing"]:
+        return CheckResult("wal_archiver", CheckStatus.FAILED,
+                           f"archive_command is failing: last failure on {status['last_failed_wal']} "
+                           f"({status['failed_count']} failures); see the server log")
+    age, ready = status["last_archived_age_seconds"], status["ready_segments"]
+    if ready and age is not None and age > rpo_objective_seconds:
+        return CheckResult("wal_archiver", CheckStatus.FAILED,
+                           f"{ready} segments waiting and the last one archived {age:.0f} s ago: more than the "
+                           f"RPO objective of {rpo_objective_seconds:.0f} s")
+    return CheckResult("wal_archiver", CheckStatus.PASSED,
+                       f"last archived {status['last_archived_wal']} {age:.0f} s ago; "
+                       f"{ready if ready is not None else '?'} segments waiting" if age is not None
+                       else f"nothing archived yet; {ready if ready is not None else '?'} segments waiting")

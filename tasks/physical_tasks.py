@@ -57,6 +57,11 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
     base = chain_of(repo, manifest)[0]
     wal = wal_continuity(repo.store, base)
     results = run_physical_suite(repo, manifest, verify, wal)
+    if manifest.extra.get("archive_mode", "on") != "off":
+        from bvh_ops.physical import archiver_status
+        from checks.physical_suite import check_archiver
+
+        results.append(check_archiver(archiver_status(settings), settings.rpo_objective_seconds))
     out = [r.to_json() for r in results]
     bad = [r for r in results if r.status is not CheckStatus.PASSED]
     if bad:

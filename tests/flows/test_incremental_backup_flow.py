@@ -64,3 +64,31 @@ def test_an_incremental_over_a_wal_gap_is_rolled_back_and_fails(archiving, env_s
         assert {r.backup_id for r in repo.list_backups() if r.status == "complete"} == before
     finally:
         shutil.move(tmp_path / victim, tl_dir / victim)
+
+
+def test_a_failing_archive_command_fails_the_flow_naming_the_archiver(archiving, env_settings):
+    """Notifications fire when PostgreSQL cannot archive, not six hours later at a restore."""
+    import os
+    import time
+
+    from flows.incremental_backup import incremental_backup
+
+    env_settings(archiving.cluster.dsn(), archiving.url, BVH_OPS_STATE_DIR=str(archiving.repo.parent / "state"))
+    wal_dir = archiving.repo / "wal"
+    dirs = [wal_dir, *[p for p in wal_dir.rglob("*") if p.is_dir()]]
+    for d in dirs:
+        os.chmod(d, 0o555)
+    try:
+        with psycopg.connect(archiving.cluster.dsn(), autocommit=True) as conn:
+            before = conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0]
+            conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
+            conn.execute("SELECT pg_switch_wal()")
+            deadline = time.monotonic() + 30
+            while conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] <= before:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        with pytest.raises(IntegrityError, match="wal_archiver.*archive_command is failing"):
+            incremental_backup()
+    finally:
+        for d in dirs:
+            os.chmod(d, 0o700)  # the last test of the module: the cluster goes away next

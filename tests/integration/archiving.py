@@ -27,6 +27,8 @@ class Archiving:
     def switch_and_wait(self, timeout: float = 60) -> str:
         """Switch WAL and wait until the finished segment is archived; returns its name."""
         with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
+            # A WAL record first: pg_switch_wal() is a no-op on a segment with nothing in it.
+            conn.execute("SELECT pg_logical_emit_message(false, 'bvh-test', 'switch')")
             seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
             deadline = time.monotonic() + timeout
