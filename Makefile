@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py
 	$(BIN)/python bench/bench_dr_drill.py
 	$(BIN)/python bench/bench_wal_push.py
+	$(BIN)/python bench/bench_physical.py
 
 # The Prefect UI over the demo's run history (http://127.0.0.1:4200).
 ui: $(STAMP)

@@ -263,3 +263,26 @@ def test_incremental_without_summarize_wal_says_how_to_enable_it(pg, repo_dir, m
     run_physical_backup(settings, "full")
     with pytest.raises(ConfigError, match="summarize_wal = on"):
         run_physical_backup(settings, "incremental")
+
+
+def test_cli_restore_to_an_lsn_with_start_json(history, pitr, tmp_path):
+    import json
+
+    from bvh_ops.pg.tools import embedded_bin_dir
+    from tests.integration.cli import run_cli
+    from tests.integration.test_tamper import cli_env
+
+    data = tmp_path / "cli-restore"
+    proc = run_cli("restore", "latest", "--target-dir", str(data), "--to-lsn", history["lsn"].lsn, "--start",
+                   "--json", env=cli_env(history["settings"]))
+    try:
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["started"] and doc["chain"][0] == history["full"].backup_id
+        assert doc["verified"].startswith("pg_verifybackup") and doc["target"].startswith("lsn ")
+        with psycopg.connect(f"postgresql://postgres:{pitr.cluster.password}@127.0.0.1:{doc['port']}/lottery") as conn:
+            assert cut_fingerprints(conn) == history["lsn"].counts
+    finally:
+        stop_server(data, embedded_bin_dir())
+    busy = run_cli("restore", "latest", "--target-dir", str(data), env=cli_env(history["settings"]))
+    assert busy.returncode != 0 and "not empty" in busy.stderr and "Traceback" not in busy.stderr
