@@ -350,13 +350,18 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
                           capture_output=True, cwd="/", env=server_env(), **server_ids())
     if proc.returncode != 0:
         raise RecoveryError(f"pg_ctl start failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    seen_alive = False
     time.sleep(0.3)
     while True:
         text = logfile.read_text(errors="replace")
         if not (data / "recovery.signal").exists() and "database system is ready to accept connections" in text:
             return _recovered_to(text)
-        if not _postmaster_alive(data) and time.monotonic() > deadline - timeout + 2:
+        alive = _postmaster_alive(data)
+        seen_alive = seen_alive or alive
+        # Down after having run, or never up within 60 s: recovery failed; the log says why.
+        if not alive and (seen_alive or "database system is shut down" in text or time.monotonic() - started > 60):
             raise RecoveryError(_failure_reason(text, logfile))
         if time.monotonic() > deadline:
             stop_server(data, bin_dir)
