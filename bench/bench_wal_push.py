@@ -46,11 +46,20 @@ def main() -> None:
            "BVH_OPS_STATE_DIR": str(work / "state")}
     bin_dir = Path(sys.executable).parent
     timings = {}
+    status = segs_dir / "archive_status"
+    status.mkdir()
     for label, cmd in (("cli", [str(bin_dir / "bvh-ops"), "wal-push"]), ("lean", [str(bin_dir / "bvh-ops-wal"), "push"])):
         shutil.rmtree(work / "repo", ignore_errors=True)
+        # As PostgreSQL's archiver does: every finished segment has a .ready file; one call per
+        # segment, in order; .ready becomes .done after success (the lean push archives other
+        # ready segments ahead, in parallel).
+        for n in names:
+            (status / f"{n}.ready").touch()
+            (status / f"{n}.done").unlink(missing_ok=True)
         t0 = time.monotonic()
         for n in names:
             subprocess.run([*cmd, str(segs_dir / n)], env=env, check=True)
+            (status / f"{n}.ready").rename(status / f"{n}.done")
         timings[label] = time.monotonic() - t0
     seconds = timings["lean"]
     # Fetch (what recovery does): the lean command, without and with the prefetch spool.
@@ -77,7 +86,7 @@ def main() -> None:
         fetch[label] = time.monotonic() - t0
     stored = sum(p.stat().st_size for p in (work / "repo").rglob("*") if p.is_file() and not p.name.endswith(".json"))
     t1 = time.monotonic()
-    subprocess.run(["bash", "-c", f'for f in "{segs_dir}"/*; do zstd -3 -q -c "$f" > /dev/null; done'], check=True)
+    subprocess.run(["bash", "-c", f'for f in "{segs_dir}"/0*; do zstd -3 -q -c "$f" > /dev/null; done'], check=True)
     bare = time.monotonic() - t1
     result = {"segments": len(names), "cli_seconds": round(timings["cli"], 2),
               "cli_segments_per_s": round(len(names) / timings["cli"], 2),

@@ -167,3 +167,34 @@ def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
         assert not (tmp_path / "d").exists()
     finally:
         victim.write_bytes(original)
+
+
+def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
+    """One archive_command call also archives the other .ready files (in parallel) and records
+    them in the local spool; PostgreSQL's calls for them then return at once — unless the file
+    changed, which falls back to the full push and its refusal."""
+    import subprocess
+
+    wal_dir = tmp_path / "pg_wal"
+    (wal_dir / "archive_status").mkdir(parents=True)
+    names = [f"0000000100000000000000{i:02X}" for i in range(0x10, 0x14)]
+    for n in names:
+        (wal_dir / n).write_bytes(os.urandom(1 << 20))
+        (wal_dir / "archive_status" / f"{n}.ready").touch()
+    repo = tmp_path / "repo"
+    cfg = tmp_path / "archive.toml"
+    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{keypair[0]}"]\nstate_dir = "{tmp_path / "st"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")} | {"BVH_OPS_CONFIG": str(cfg)}
+    lean = [str(Path(sys.executable).parent / "bvh-ops-wal"), "push"]
+
+    first = subprocess.run([*lean, f"pg_wal/{names[0]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    for n in names:  # all archived by the one call
+        assert (repo / wal_key(n)).exists() and Path(str(repo / wal_key(n)) + ".json").exists()
+    spool = tmp_path / "st" / "archive-spool"
+    assert sorted(p.name for p in spool.iterdir()) == [f"{n}.ok" for n in names[1:]]
+    second = subprocess.run([*lean, f"pg_wal/{names[1]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert second.returncode == 0 and not (spool / f"{names[1]}.ok").exists()
+    (wal_dir / names[2]).write_bytes(os.urandom(1 << 20))  # not what was archived
+    changed = subprocess.run([*lean, f"pg_wal/{names[2]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert changed.returncode != 0 and "different content" in changed.stderr
