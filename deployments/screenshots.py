@@ -80,9 +80,10 @@ def main() -> None:
                        check=True, capture_output=True)
         procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "bvh-ops"], env=env, cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        for dep in ("daily-backup/daily-backup", "dr-drill/dr-drill-on-demand"):
-            subprocess.run([str(BIN / "prefect"), "deployment", "run", dep, "--watch", "--watch-timeout", "600"],
-                           cwd=ROOT, env=env, check=True, capture_output=True)
+        for dep, params in (("daily-backup/daily-backup", []), ("incremental-backup/incremental-backup", []),
+                            ("dr-drill/dr-drill-on-demand", [])):
+            subprocess.run([str(BIN / "prefect"), "deployment", "run", dep, *params, "--watch", "--watch-timeout",
+                            "600"], cwd=ROOT, env=env, check=True, capture_output=True)
         from prefect.client.orchestration import PrefectClient
 
         async def ids():
@@ -91,12 +92,14 @@ def main() -> None:
                 drill = next(r for r in runs if r.name.startswith("dr-drill"))
                 arts = await client.read_artifacts()
                 report = next(a for a in arts if a.key == "dr-drill-report" and a.flow_run_id == drill.id)
-                return drill.id, report.id
+                incr = next(a for a in arts if a.key == "incremental-backup-summary")
+                return drill.id, report.id, incr.id
 
-        run_id, artifact_id = asyncio.run(ids())
+        run_id, artifact_id, incr_id = asyncio.run(ids())
         shot(f"{ui}/deployments", out / "deployments.png")
         shot(f"{ui}/runs/flow-run/{run_id}", out / "dr-drill-run.png")
-        shot(f"{ui}/artifacts/artifact/{artifact_id}", out / "dr-drill-report.png", size="1440,1600")
+        shot(f"{ui}/artifacts/artifact/{artifact_id}", out / "dr-drill-report.png", size="1440,2200")
+        shot(f"{ui}/artifacts/artifact/{incr_id}", out / "incremental-backup.png", size="1440,1400")
     finally:
         for p in reversed(procs):
             try:
