@@ -310,7 +310,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
 def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables: list[str] | None = None,
                     no_owner: bool = False, compare: bool = True, jobs: int = 1) -> RestoreResult:
     repo, _ = open_repository(settings, check=False)
-    manifest = repo.trusted_manifest(backup_id)
+    manifest = repo.trusted_manifest(backup_id, kind="logical")
     backup_id = manifest.backup_id
     entry = next((o for o in manifest.objects if o.name == DUMP_OBJECT), None)
     if entry is None:

@@ -91,7 +91,7 @@ class Scratch:
 
 def select_backup(settings: Settings, backup: str) -> Manifest:
     repo, _ = open_repository(settings)
-    return repo.trusted_manifest(backup, purpose="drill")
+    return repo.trusted_manifest(backup, purpose="drill", kind="logical")
 
 
 def deep_verify(settings: Settings, backup_id: str) -> list[VerifyResult]:

@@ -105,9 +105,10 @@ class Repository:
             raise NotFound(f"backup {backup_id} not found in {self.store.url}: see `bvh-ops backups list`")
         raise IntegrityError(f"backup {backup_id} has no readable manifest ({'; '.join(errors)})")
 
-    def trusted_manifest(self, backup_id: str, *, purpose: str = "restore") -> Manifest:
-        """The manifest of ``backup_id`` (or 'latest'), refusing one whose signature fails."""
-        backup_id = self.resolve(backup_id)
+    def trusted_manifest(self, backup_id: str, *, purpose: str = "restore", kind: str | None = None) -> Manifest:
+        """The manifest of ``backup_id`` (or 'latest' — of ``kind`` when given), refusing one
+        whose signature fails."""
+        backup_id = self.resolve(backup_id, kind)
         loaded = self.load_manifest(backup_id)
         if not loaded.signature_ok:
             raise IntegrityError(
@@ -157,11 +158,14 @@ class Repository:
     def latest(self, kind: str | None = None) -> BackupRecord:
         complete = [r for r in self.list_backups() if r.status == "complete" and (kind is None or r.kind == kind)]
         if not complete:
-            raise NotFound(f"no complete backup in {self.store.url}: run `bvh-ops backup` first")
+            what = f"{kind} backup" if kind else "backup"
+            raise NotFound(f"no complete {what} in {self.store.url}: run `bvh-ops backup` first")
         return max(complete, key=lambda r: (r.finished_at, r.backup_id))
 
-    def resolve(self, backup_id: str) -> str:
-        return self.latest().backup_id if backup_id == "latest" else backup_id
+    def resolve(self, backup_id: str, kind: str | None = None) -> str:
+        """'latest' → the newest complete backup (of ``kind`` when given: a logical restore
+        must not pick the newest incremental)."""
+        return self.latest(kind).backup_id if backup_id == "latest" else backup_id
 
     # -- garbage -----------------------------------------------------------------------
 

@@ -46,6 +46,14 @@ def test_daily_flow_starts_a_chain_and_incrementals_build_on_it(archiving, env_s
     with get_client(sync_client=True) as client:
         keys = {a.key for a in client.read_artifacts(limit=200)}
     assert {"incremental-backup-summary", "physical-backup-checks"} <= keys
+    # 'latest' of a logical restore or drill is the newest *dump*, not the newest incremental.
+    from bvh_ops.drill.engine import select_backup
+
+    settings = load_settings()
+    assert select_backup(settings, "latest").backup_id == daily["backup_id"]
+    repo, _ = open_repository(settings)
+    assert repo.trusted_manifest("latest", kind="logical").backup_id == daily["backup_id"]
+    assert repo.resolve("latest") == result["backup_id"]
 
 
 def test_an_incremental_over_a_wal_gap_is_rolled_back_and_fails(archiving, env_settings, tmp_path):
