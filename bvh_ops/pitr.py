@@ -118,6 +118,10 @@ def select_backup(repo: Repository, backup_id: str, target: RecoveryTarget) -> M
                      key=lambda r: (r.finished_at, r.backup_id), reverse=True)
     if not records:
         raise NotFound(f"no physical backup in {repo.store.url}: run `bvh-ops backup --kind full` first")
+    if target.kind == "name":
+        # Where a restore point lies is known only by replaying WAL: start from the oldest
+        # full backup so every point since is reachable (give a backup id to start closer).
+        records = [r for r in reversed(records) if r.kind == "full"] or records
     for rec in records:
         loaded = repo.load_manifest(rec.backup_id)
         if not loaded.signature_ok:
@@ -407,7 +411,10 @@ def _failure_reason(text: str, logfile: Path) -> str:
     reason = fatal[-1] if fatal else "the server stopped during recovery"
     detail = f"; wal-fetch: {fetch_errors[-1][6:].strip()}" if fetch_errors else ""
     if "recovery ended before configured recovery target was reached" in reason:
-        reason = "recovery ended before the target was reached: the WAL it needs is missing or damaged in the archive"
+        named = re.findall(r'starting point-in-time recovery to "([^"]*)"', text)
+        reason = ("recovery ended before the target was reached: the WAL it needs is missing or damaged in the "
+                  "archive" + (f", or restore point {named[-1]!r} is older than this backup or does not exist "
+                               "(give an older backup id)" if named else ""))
     return f"{reason}{detail} (log: {logfile})"
 
 

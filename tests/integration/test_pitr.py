@@ -98,12 +98,15 @@ def test_pitr_under_writes_restores_exactly_the_rows_before_the_target(history, 
     cut = history[kind]
     target = {"name": RecoveryTarget("name", cut.name), "time": RecoveryTarget("time", cut.time),
               "lsn": RecoveryTarget("lsn", cut.lsn)}[kind]
-    # A restore point's position is unknown without replaying WAL: start from the full backup.
-    backup = history["full"].backup_id if kind == "name" else "latest"
+    # A restore point's position is unknown without replaying WAL: 'latest' starts from the
+    # oldest full backup for a name.
+    backup = "latest"
     got, report = _restore_and_read(history["settings"], backup, target, tmp_path / "data", pitr.cluster.password)
     assert got == cut.counts
     if kind != "name":
         assert report.chain == [history["full"].backup_id, history["incr1"].backup_id]
+    else:
+        assert report.chain == [history["full"].backup_id]
     assert report.verified and "successfully verified" in report.verified
 
 
@@ -286,3 +289,10 @@ def test_cli_restore_to_an_lsn_with_start_json(history, pitr, tmp_path):
         stop_server(data, embedded_bin_dir())
     busy = run_cli("restore", "latest", "--target-dir", str(data), env=cli_env(history["settings"]))
     assert busy.returncode != 0 and "not empty" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_a_restore_point_older_than_the_backup_fails_saying_so(history, tmp_path):
+    with pytest.raises(RecoveryError, match="restore point 'before_incident' is older than this backup"):
+        restore_physical(history["settings"], history["incr2"].backup_id, tmp_path / "data",
+                         target=RecoveryTarget("name", "before_incident"), start=True)
+    assert not (tmp_path / "data").exists()
