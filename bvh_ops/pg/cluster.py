@@ -2,7 +2,7 @@
 the tests and DR drills: initdb, start, stop, listening on 127.0.0.1 with a password.
 
 We drive initdb/pg_ctl ourselves instead of the wheel's ``get_server`` so that we choose the
-port, the configuration (archiving comes later) and the lifetime (no atexit stop). When run as
+port, the configuration (WAL archiving through bvh-ops-wal: ``archiving_conf``) and the lifetime (no atexit stop). When run as
 root the server runs as the wheel's own OS user, so its paths are made traversable for it.
 """
 
