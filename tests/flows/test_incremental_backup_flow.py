@@ -100,3 +100,34 @@ def test_a_failing_archive_command_fails_the_flow_naming_the_archiver(archiving,
     finally:
         for d in dirs:
             os.chmod(d, 0o700)  # the last test of the module: the cluster goes away next
+
+
+def test_retention_keeps_chains_and_prunes_wal_below_the_oldest_kept_base(archiving, env_settings):
+    from datetime import UTC, datetime
+
+    from bvh_ops.physical import parse_lsn, run_physical_backup
+    from bvh_ops.repository.retention import apply_plan
+    from bvh_ops.walarchive import parse_segment, scan_archive, wal_continuity
+
+    env_settings(archiving.cluster.dsn(), archiving.url, BVH_OPS_STATE_DIR=str(archiving.repo.parent / "state"))
+    settings = load_settings()
+    repo, _ = open_repository(settings)
+    old_full = run_physical_backup(settings, "full").manifest
+    old_incr = run_physical_backup(settings, "incremental").manifest
+    with psycopg.connect(archiving.cluster.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+    archiving.switch_and_wait()
+    new_full = run_physical_backup(settings, "full").manifest
+    incr = run_physical_backup(settings, "incremental").manifest
+    archiving.switch_and_wait()
+    before = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
+    result = apply_plan(repo, now=datetime.now(UTC), keep_days=0, min_redundancy=1)
+    kept = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
+    # The newest physical backup is kept with the full it builds on; older chains go.
+    assert {new_full.backup_id, incr.backup_id} <= kept and len(kept) < len(before)
+    assert not {old_full.backup_id, old_incr.backup_id} & kept
+    assert result["wal_kept_from"] == new_full.extra["start_lsn"]
+    start = parse_lsn(new_full.extra["start_lsn"]) // (16 << 20)
+    segnos = [parse_segment(n)[1] for n in scan_archive(repo.store) if parse_segment(n)]
+    assert segnos and min(segnos) >= start and result["wal_pruned"] > 0
+    assert not wal_continuity(repo.store, new_full).missing
