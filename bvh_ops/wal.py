@@ -45,6 +45,17 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def wal_push(settings: Settings, path: str) -> str:
     """Archive one WAL file; returns 'stored' or 'already archived'."""
+    staged = wal_upload(settings, path)
+    if staged is None:
+        return "already archived"
+    wal_commit(settings, staged)
+    return "stored"
+
+
+def wal_upload(settings: Settings, path: str) -> dict | None:
+    """Store one WAL file's object, without its index entry (so it does not exist for readers
+    yet); returns the entry for ``wal_commit``, or None when it is already archived. Uploads may
+    run in parallel; commits go in WAL order so the archive never shows a transient gap."""
     src = Path(path)
     if not src.is_file():
         raise NotFound(f"WAL file {path} does not exist")
@@ -58,7 +69,7 @@ def wal_push(settings: Settings, path: str) -> str:
         existing = None
     if existing is not None:
         if existing.get("plaintext_sha256") == plain_sha and store.stat(key) is not None:
-            return "already archived"
+            return None
         raise IntegrityError(
             f"{src.name} is already archived with different content: refusing to overwrite "
             "(two clusters archiving into one repository?)")
@@ -91,16 +102,22 @@ def wal_push(settings: Settings, path: str) -> str:
         # Timeline switch points only (no table data): kept readable so continuity can
         # follow timelines without the restore key.
         entry["history"] = src.read_text(errors="replace")[:65536]
+    return entry
+
+
+def wal_commit(settings: Settings, entry: dict) -> None:
+    """Write the index entry of an uploaded WAL file: the commit point. ``if_absent`` closes the
+    race with a second pusher; the same content from it is fine, different content is not."""
+    store = open_store(settings)
+    index_key = wal_key(entry["name"]) + ".json"
     try:
-        # The index entry is the commit point; if_absent closes the race with a second pusher.
         store.put_bytes(index_key, json.dumps(entry).encode(), if_absent=True)
     except StorageError as exc:
         if "already exists" not in str(exc):
             raise
         again = json.loads(store.get_bytes(index_key))
-        if again.get("plaintext_sha256") != plain_sha:
-            raise IntegrityError(f"{src.name} was archived concurrently with different content") from None
-    return "stored"
+        if again.get("plaintext_sha256") != entry["plaintext_sha256"]:
+            raise IntegrityError(f"{entry['name']} was archived concurrently with different content") from None
 
 
 def wal_fetch(settings: Settings, name: str, dest: str) -> None:

@@ -194,7 +194,7 @@ def push(path: str) -> int:
 
     from bvh_ops.config import load_settings
     from bvh_ops.errors import BvhOpsError
-    from bvh_ops.wal import wal_push
+    from bvh_ops.wal import wal_commit, wal_upload
 
     try:
         settings = load_settings()
@@ -205,30 +205,46 @@ def push(path: str) -> int:
     ahead: list[Path] = []
     try:
         ready = sorted(p.name[: -len(".ready")] for p in status.glob("*.ready"))
-        ahead = [src.parent / n for n in ready if n != src.name][:PUSH_AHEAD]
+        ahead = [src.parent / n for n in ready if n > src.name][:PUSH_AHEAD]  # only after it: order holds
     except OSError:
         pass
 
-    def one(p: Path) -> None:
+    def upload(p: Path):
         try:
-            wal_push(settings, str(p))
-            if spool is not None:
-                spool.mkdir(parents=True, exist_ok=True)
-                tmp = spool / f".{p.name}.ok.tmp"
-                tmp.write_text(_sha256(p))
-                os.replace(tmp, spool / f"{p.name}.ok")
-        except (BvhOpsError, OSError):
-            pass  # PostgreSQL asks for it later; that call reports the error
+            return wal_upload(settings, str(p)), None
+        except (BvhOpsError, OSError) as exc:
+            return None, exc
 
+    # Uploads in parallel; commits (index entries) strictly in WAL order, the requested file
+    # first: readers never see a later segment committed before an earlier one.
     with ThreadPoolExecutor(max_workers=PUSH_WORKERS) as pool:
-        later = [pool.submit(one, p) for p in ahead]
+        mine = pool.submit(upload, src)
+        later = [(p, pool.submit(upload, p)) for p in ahead]
+        entry, exc = mine.result()
         try:
-            wal_push(settings, path)
-        except BvhOpsError as exc:
-            _err(f"error: {exc}")
-            for f in later:
+            if exc is not None:
+                raise exc
+            if entry is not None:
+                wal_commit(settings, entry)
+        except (BvhOpsError, OSError) as err:
+            for _, f in later:
                 f.cancel()
-            return getattr(exc, "exit_code", 1) or 1
+            _err(f"error: {err}")
+            return getattr(err, "exit_code", 1) or 1
+        for p, f in sorted(later, key=lambda item: item[0].name):
+            entry, exc = f.result()
+            try:
+                if exc is not None:
+                    break  # PostgreSQL asks for it later; that call reports the error
+                if entry is not None:
+                    wal_commit(settings, entry)
+                if spool is not None:
+                    spool.mkdir(parents=True, exist_ok=True)
+                    tmp = spool / f".{p.name}.ok.tmp"
+                    tmp.write_text(_sha256(p))
+                    os.replace(tmp, spool / f"{p.name}.ok")
+            except (BvhOpsError, OSError):
+                break
     return 0
 
 
