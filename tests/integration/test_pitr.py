@@ -220,14 +220,16 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
     before = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")}, **cli_env(settings),
            "BVH_OPS_COMPRESSION_LEVEL": "19"}  # slow enough to be killed mid-stream
+    # Its own process group: the kill takes the CLI's ephemeral Prefect server with it (as a
+    # machine losing power would), instead of leaving that server running after the test.
     proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.cli", "backup", "--kind", "full"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while not any(r.status == "incomplete" for r in repo.list_backups()):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     records = repo.list_backups()
     assert {r.backup_id for r in records if r.status == "complete"} == before  # nothing committed
