@@ -257,6 +257,13 @@ def test_a_tampered_parent_manifest_is_refused(history, pitr, tmp_path):
         with pytest.raises(IntegrityError, match="tampered"):
             run_physical_backup(settings, "incremental")
         assert physical_chain_tip(repo).backup_id == tip.backup_id  # nothing committed
+        # Through the CLI (and its flow): one line, no traceback, exit 8.
+        from tests.integration.cli import assert_one_line_error, run_cli
+        from tests.integration.test_tamper import cli_env
+
+        proc = run_cli("backup", "--kind", "incremental", env=cli_env(settings))
+        assert_one_line_error(proc, "tampered")
+        assert proc.returncode == 8
     finally:
         path.write_bytes(original)
 
