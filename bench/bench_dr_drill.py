@@ -23,7 +23,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bvh-bench-prefect
 from bench.bench_daily_backup import machine  # noqa: E402
 from bench.results import save_result  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
-from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, chown_tree_to_server, grant_traverse  # noqa: E402
+from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, local_archive_config  # noqa: E402
 from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, create_database, load_sample  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
@@ -40,15 +40,7 @@ def main() -> None:
     keys = write_keypair(work / "keys")
     os.chmod(keys[0], 0o644)
     # The cluster archives through bvh-ops-wal, so the physical drill can recover from WAL.
-    (work / "repo" / "wal").mkdir(parents=True)
-    (work / "arch-state").mkdir()
-    chown_tree_to_server(work / "repo" / "wal")
-    chown_tree_to_server(work / "arch-state")
-    grant_traverse(work / "repo" / "wal")
-    cfg = work / "archive.toml"
-    cfg.write_text(f'repository = "file://{work / "repo"}"\nrecipients = ["{keys[0]}"]\n'
-                   f'state_dir = "{work / "arch-state"}"\n')
-    os.chmod(cfg, 0o644)
+    cfg = local_archive_config(work)
     cluster = EmbeddedCluster(work / "pg", extra_conf={**archiving_conf(cfg), "shared_buffers": "'512MB'",
                                                        "max_wal_size": "'4GB'"})
     cluster.start()

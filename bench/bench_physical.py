@@ -31,7 +31,13 @@ import psycopg  # noqa: E402
 from bench.bench_daily_backup import machine, timed  # noqa: E402
 from bench.results import save_result  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
-from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, chown_tree_to_server, grant_traverse  # noqa: E402
+from bvh_ops.pg.cluster import (  # noqa: E402
+    EmbeddedCluster,
+    archiving_conf,
+    chown_tree_to_server,
+    grant_traverse,
+    local_archive_config,
+)
 from bvh_ops.pg.sample import Workload, consistent_cut, create_database, load_sample  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
@@ -59,20 +65,14 @@ def ours_backup(env: dict, work: Path, kind: str) -> tuple[float, dict, dict]:
 def wait_archived(cluster: EmbeddedCluster, timeout: float = 1800) -> tuple[float, int]:
     """Switch WAL and wait until PostgreSQL has archived everything up to it through wal-push;
     returns (seconds waited, segments archived meanwhile)."""
+    from bvh_ops.physical import switch_wal_and_wait
+
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        # A WAL record first: pg_switch_wal() is a no-op on a segment with nothing in it.
-        conn.execute("SELECT pg_logical_emit_message(false, 'bvh-test', 'switch')")
-        seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         before = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
-        conn.execute("SELECT pg_switch_wal()")
         t0 = time.monotonic()
-        while True:
-            last, count = conn.execute("SELECT last_archived_wal, archived_count FROM pg_stat_archiver").fetchone()
-            if last is not None and last[:24] >= seg:
-                return time.monotonic() - t0, count - before
-            if time.monotonic() - t0 > timeout:
-                raise SystemExit(f"archiving did not catch up with {seg} in {timeout} s")
-            time.sleep(0.2)
+        switch_wal_and_wait(conn, timeout=timeout)
+        count = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
+    return time.monotonic() - t0, count - before
 
 
 def main() -> None:
@@ -85,16 +85,9 @@ def main() -> None:
     work.mkdir(parents=True)
     os.chmod(work, 0o755)
     repo = work / "repo"
-    (repo / "wal").mkdir(parents=True)
     keys = write_keypair(work / "keys")
     os.chmod(keys[0], 0o644)
-    cfg = work / "archive.toml"
-    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{keys[0]}"]\nstate_dir = "{work / "arch-state"}"\n')
-    os.chmod(cfg, 0o644)
-    (work / "arch-state").mkdir()
-    chown_tree_to_server(repo / "wal")
-    chown_tree_to_server(work / "arch-state")
-    grant_traverse(repo / "wal")
+    cfg = local_archive_config(work)
     conf = archiving_conf(cfg)
     conf.update({"shared_buffers": "'512MB'", "max_wal_size": "'4GB'"})
     cluster = EmbeddedCluster(work / "pg", extra_conf=conf)

@@ -371,22 +371,12 @@ def wal_fetch_cmd(
     name: Annotated[str, typer.Argument(help="%f: the WAL file name PostgreSQL asks for")],
     dest: Annotated[str, typer.Argument(help="%p: where to write it")],
 ) -> None:
-    """restore_command: fetch, decrypt and write one WAL file (exit 1 when it is not archived)."""
-    from bvh_ops.errors import NotFound
-    from bvh_ops.wal import wal_fetch
+    """restore_command: fetch, decrypt and write one WAL file (exit 1 when it is not archived,
+    126 when it cannot be delivered; the same as `bvh-ops-wal fetch`)."""
+    _settings()  # a configuration error is one line here, like every command's
+    from bvh_ops.walcmd import fetch
 
-    try:
-        wal_fetch(_settings(), name, dest)
-    except NotFound as exc:
-        # "No such file": PostgreSQL ends recovery there (the normal end of the archive).
-        err.print(f"wal-fetch: {exc}", markup=False)
-        raise typer.Exit(1) from None
-    except BvhOpsError as exc:
-        # Anything else (damaged, unreadable, store down) must not look like the end of the
-        # archive, or recovery would promote early and lose data: an exit status above 125
-        # makes PostgreSQL abort recovery instead.
-        err.print(f"error: {exc} (recovery aborted: wal-fetch cannot deliver {name})", markup=False)
-        raise typer.Exit(126) from None
+    raise typer.Exit(fetch(name, dest))
 
 
 @config_app.command("show")

@@ -52,32 +52,14 @@ def write_demo_config(state: Path, dsn: str) -> Path:
     return cfg
 
 
-def write_archive_config(state: Path) -> Path:
-    """What PostgreSQL's archive_command reads (as the server's OS user): the repository and the
-    public key only — no database password, no private key."""
-    from bvh_ops.pg.cluster import chown_to_server, grant_traverse
-
-    cfg = state / "archive.toml"
-    cfg.write_text("# Written by `bvh-ops demo`: the configuration archive_command (bvh-ops wal-push) reads.\n"
-                   f'repository = "file://{state / "repo"}"\n'
-                   f'recipients = ["{state / "keys" / "recipient.pub"}"]\n'
-                   f'state_dir = "{state / "archiver"}"\n')
-    cfg.chmod(0o644)
-    for sub in ("repo/wal", "archiver"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-        chown_to_server(state / sub)
-    grant_traverse(state / "repo" / "wal")
-    return cfg
-
-
 def _archiving_cluster(state: Path, console: Console):
     """The demo cluster, archiving through bvh-ops wal-push with WAL summaries on (an existing
     demo cluster from an older version gets the settings through ALTER SYSTEM and a restart)."""
     import psycopg
 
-    from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf
+    from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, local_archive_config
 
-    conf = archiving_conf(write_archive_config(state), archive_timeout=60)
+    conf = archiving_conf(local_archive_config(state), archive_timeout=60)
     cluster = EmbeddedCluster(state / "pg", extra_conf=conf)
     cluster.start()
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
@@ -265,6 +247,8 @@ def _repair_wallets(restored_dsn: str, source_dsn: str) -> int:
     source (COPY to COPY, never the table in memory) and put back the ones the incident changed."""
     import psycopg
 
+    from bvh_ops.physical import switch_wal_and_wait
+
     with psycopg.connect(restored_dsn) as src, psycopg.connect(source_dsn) as dst:
         dst.execute("CREATE TEMP TABLE wallet_fix (id bigint PRIMARY KEY, balance numeric) ON COMMIT DROP")
         with src.cursor().copy("COPY (SELECT id, balance FROM wallets) TO STDOUT") as out, \
@@ -277,10 +261,5 @@ def _repair_wallets(restored_dsn: str, source_dsn: str) -> int:
         # Archive the repair at once (archive_timeout would within a minute): the drill that
         # follows recovers to the end of the archive and must see the repaired balances.
         dst.autocommit = True
-        seg = dst.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
-        dst.execute("SELECT pg_switch_wal()")
-        deadline = time.monotonic() + 60
-        while (dst.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] or "")[:24] < seg \
-                and time.monotonic() < deadline:
-            time.sleep(0.2)
+        switch_wal_and_wait(dst, timeout=60)
     return n

@@ -221,10 +221,28 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
             raise
 
 
+def switch_wal_and_wait(conn: psycopg.Connection, *, timeout: float = 120.0) -> tuple[str, str]:
+    """Finish the current WAL segment and wait until PostgreSQL has archived it; returns the
+    segment's name and the LSN it was switched at. A WAL record is written first:
+    pg_switch_wal() does nothing on a segment with no WAL in it, which would never be archived."""
+    conn.execute("SELECT pg_logical_emit_message(false, 'bvh-ops', 'switch')")
+    lsn, seg = conn.execute("SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").fetchone()
+    conn.execute("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + timeout
+    while True:
+        archived, failed = conn.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
+        if archived is not None and archived[:24] >= seg:
+            return seg, lsn
+        if time.monotonic() > deadline:
+            raise BvhOpsError(f"WAL segment {seg} was not archived within {timeout:.0f} s (last failed: {failed}): "
+                              "check archive_command (bvh-ops-wal push %p) in the server log")
+        time.sleep(0.2)
+
+
 def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: dict, tip: Manifest) -> BackupResult:
     """PostgreSQL < 17 has no native incrementals: switch WAL, wait until the segment is
     archived, check the archive is continuous since the chain's base, record it."""
-    from bvh_ops.walarchive import segment_name, wal_continuity
+    from bvh_ops.walarchive import wal_continuity
 
     dsn = settings.require_database_url()
     started = datetime.now(UTC)
@@ -233,23 +251,8 @@ def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: d
                 facts["version"])
     base = native_parent(repo, tip)
     with connect(dsn, autocommit=True) as conn:
-        # A WAL record first: pg_switch_wal() does nothing on a segment with no WAL in it, and
-        # the segment we wait for would then never be archived.
-        conn.execute("SELECT pg_logical_emit_message(false, 'bvh-ops', 'wal-only increment')")
-        lsn_text, timeline = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, timeline_id FROM pg_control_checkpoint()").fetchone()
-        conn.execute("SELECT pg_switch_wal()")
-        last = segment_name(timeline, parse_lsn(lsn_text) // facts["wal_segment_size"])
-        deadline = time.monotonic() + 120
-        while True:
-            archived, failed = conn.execute(
-                "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
-            if archived is not None and archived[:24] >= last:
-                break
-            if time.monotonic() > deadline:
-                raise BvhOpsError(f"WAL segment {last} was not archived within 120 s (last failed: {failed}): "
-                                  "check archive_command (bvh-ops wal-push %p) in the server log")
-            time.sleep(0.5)
+        last, lsn_text = switch_wal_and_wait(conn, timeout=120)
+    timeline = int(last[:8], 16)
     report = wal_continuity(repo.store, base, until=last)
     if report.missing:
         raise IntegrityError(f"the WAL archive has gaps since base {base.backup_id}: missing "

@@ -34,9 +34,11 @@ from bvh_ops.keys import load_identities
 from bvh_ops.pg.cluster import (
     PG_OS_USER,
     _as_root,
+    _free_port,
     chown_to_server,
     chown_tree_to_server,
     grant_traverse,
+    postmaster_alive,
     prepare_server_user,
     server_env,
     server_ids,
@@ -332,14 +334,6 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def recovery_log(data: Path) -> Path:
     return data.parent / f"{data.name}.recovery.log"
 
@@ -362,7 +356,7 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
         text = logfile.read_text(errors="replace")
         if not (data / "recovery.signal").exists() and "database system is ready to accept connections" in text:
             return _recovered_to(text)
-        alive = _postmaster_alive(data)
+        alive = postmaster_alive(data)
         seen_alive = seen_alive or alive
         # Down after having run, or never up within 60 s: recovery failed; the log says why.
         if not alive and (seen_alive or "database system is shut down" in text or time.monotonic() - started > 60):
@@ -373,20 +367,8 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
         time.sleep(0.3)
 
 
-def _postmaster_alive(data: Path) -> bool:
-    pidfile = data / "postmaster.pid"
-    try:
-        pid = int(pidfile.read_text().splitlines()[0])
-        os.kill(pid, 0)
-        return True
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-
-
 def stop_server(data: Path, bin_dir: Path) -> None:
-    if _postmaster_alive(data):
+    if postmaster_alive(data):
         subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                        capture_output=True, cwd="/", env=server_env(), **server_ids())
 

@@ -87,6 +87,35 @@ def server_ids() -> dict[str, object]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
+def postmaster_alive(data: Path) -> bool:
+    """Is the server of data directory ``data`` running (its postmaster.pid names a live process)?"""
+    try:
+        pid = int((Path(data) / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, 0)
+        return True
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def local_archive_config(root: Path) -> Path:
+    """``root/archive.toml`` for archive_command, archiving into ``file://root/repo`` for the
+    public key ``root/keys/recipient.pub`` (no password, no private key), with ``repo/wal`` and
+    the archiver's state writable by the server's OS user: the demo's and the benchmarks' layout."""
+    cfg = root / "archive.toml"
+    cfg.write_text("# archive_command's configuration (bvh-ops-wal push): repository and public key only.\n"
+                   f'repository = "file://{root / "repo"}"\n'
+                   f'recipients = ["{root / "keys" / "recipient.pub"}"]\n'
+                   f'state_dir = "{root / "archiver"}"\n')
+    cfg.chmod(0o644)
+    for sub in ("repo/wal", "archiver"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        chown_to_server(root / sub)
+    grant_traverse(root / "repo" / "wal")
+    return cfg
+
+
 def server_env() -> dict[str, str]:
     """The environment a server starts with: ours without BVH_OPS_* (archive_command and
     restore_command must read the config file they name, not what the starter had set) and
@@ -269,17 +298,7 @@ class EmbeddedCluster:
         return Path("/tmp") / f"bvhpg-{digest}"
 
     def is_running(self) -> bool:
-        pidfile = self.data / "postmaster.pid"
-        if not pidfile.exists():
-            return False
-        try:
-            pid = int(pidfile.read_text().splitlines()[0])
-            os.kill(pid, 0)
-            return True
-        except (ValueError, ProcessLookupError, IndexError):
-            return False
-        except PermissionError:
-            return True
+        return postmaster_alive(self.data)
 
     def start(self) -> None:
         self.init()

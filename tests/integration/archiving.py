@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,19 +25,10 @@ class Archiving:
 
     def switch_and_wait(self, timeout: float = 60) -> str:
         """Switch WAL and wait until the finished segment is archived; returns its name."""
+        from bvh_ops.physical import switch_wal_and_wait
+
         with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
-            # A WAL record first: pg_switch_wal() is a no-op on a segment with nothing in it.
-            conn.execute("SELECT pg_logical_emit_message(false, 'bvh-test', 'switch')")
-            seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
-            conn.execute("SELECT pg_switch_wal()")
-            deadline = time.monotonic() + timeout
-            while True:
-                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-                if last is not None and last[:24] >= seg:
-                    return seg
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{seg} not archived within {timeout} s (last {last})")
-                time.sleep(0.2)
+            return switch_wal_and_wait(conn, timeout=timeout)[0]
 
 
 def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra: dict | None = None,
