@@ -190,6 +190,9 @@ def restore(
     = None,
     archive: Annotated[bool, typer.Option("--archive", help="Let the restored cluster archive WAL (default: off)")]
     = False,
+    os_user: Annotated[str | None, typer.Option(
+        "--os-user", help="Run as root: the OS user the restored server runs as (default: the owner of a file:// "
+        "repository's wal/, else embedded_postgres)")] = None,
     validate_target: Annotated[bool, typer.Option("--validate-target",
                                                   help="Only say whether the target is reachable")] = False,
     table: Annotated[list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")] = None,
@@ -226,7 +229,7 @@ def restore(
         from bvh_ops.pitr import recovery_log, restore_physical
 
         report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
-                                  archive=archive)
+                                  archive=archive, os_user=os_user)
         if as_json:
             _emit_json(report.to_json())
             return
@@ -236,8 +239,10 @@ def restore(
             out.print(f"recovered to {report.target} and promoted; running on 127.0.0.1:{report.port} "
                       f"(log {recovery_log(Path(report.data_dir))}); recovered to: {report.recovered_to}")
         else:
-            out.print(f"start it with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
-                      f"through bvh-ops wal-fetch and promotes; then remove {report.data_dir}/bvh_ops_recovery")
+            who = f" as OS user {report.os_user}" if report.os_user else ""
+            out.print(f"start it{who} with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
+                      "through bvh-ops wal-fetch and promotes; the recovery directory (config, key copy) removes "
+                      "itself when recovery ends (recovery_end_command)")
         return
     if to_time or to_lsn or to_name:
         raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from bvh_ops.backup import open_repository
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound
+from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.cluster import (
     PG_OS_USER,
@@ -44,6 +43,7 @@ from bvh_ops.pg.cluster import (
     server_ids,
     wal_command,
 )
+from bvh_ops.pg.tarscan import TarGuard
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
 from bvh_ops.physical import (
     BASE_OBJECT,
@@ -55,6 +55,7 @@ from bvh_ops.physical import (
 )
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository, backup_prefix
+from bvh_ops.repository.verify import preflight
 from bvh_ops.stream import DecryptingReader, HashingReader
 
 log = logging.getLogger("bvh_ops.pitr")
@@ -142,19 +143,20 @@ def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
     entry = next((o for o in m.objects if o.name == BASE_OBJECT), None)
     if entry is None:
         raise NotFound(f"backup {m.backup_id} has no {BASE_OBJECT}")
+    # Before any byte lands in ``dest``: size (and sha256 when small) against the signed
+    # manifest; then every segment is authenticated before it is used, and every tar header is
+    # checked (files and directories only, inside ``dest``) before GNU tar sees it.
+    preflight(repo, m.backup_id, entry)
+    tar = gnu_tar()
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    body = repo.store.open_reader(backup_prefix(m.backup_id) + BASE_OBJECT)
+    key = backup_prefix(m.backup_id) + BASE_OBJECT
+    body = repo.store.open_reader(key)
     try:
-        hashing = HashingReader(DecryptingReader(body, identities), threaded=True)
-        gnu_tar = shutil.which("tar")
-        if gnu_tar:
-            _untar_with_gnu_tar(gnu_tar, hashing, dest)
-        else:
-            with tarfile.open(fileobj=hashing, mode="r|") as tar:
-                for member in tar:
-                    # Never follow or create paths outside the target (tarfile's "data" filter).
-                    tar.extract(member, dest, filter="data" if member.isreg() or member.isdir() else "tar")
+        hashing = HashingReader(DecryptingReader(body, identities, bind=key), threaded=True)
+        _untar_with_gnu_tar(tar, hashing, dest, TarGuard())
         hashing.drain()
+    except BvhOpsError as exc:
+        raise type(exc)(f"backup {m.backup_id}, object {BASE_OBJECT}: {exc}") from None
     finally:
         body.close()
     if hashing.sha.hexdigest() != entry.plaintext_sha256:
@@ -163,13 +165,26 @@ def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
         (dest / sub).mkdir(exist_ok=True, mode=0o700)
 
 
-def _untar_with_gnu_tar(tar: str, source, dest: Path) -> None:
-    """Decrypt here, extract in GNU tar (C, its own process: both cores work). GNU tar refuses
-    members with '..' and strips leading '/', so nothing lands outside ``dest``."""
+def gnu_tar() -> str:
+    """GNU tar (restores extract in it); one clear line when it is missing."""
+    tar = shutil.which("tar")
+    if tar:
+        proc = subprocess.run([tar, "--version"], capture_output=True)
+        if b"GNU tar" in proc.stdout:
+            return tar
+    raise ToolError("GNU tar is needed to restore a physical backup and was not found on PATH: install it "
+                    "(Debian: apt install tar)")
+
+
+def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarGuard) -> None:
+    """Decrypt here, extract in GNU tar (C, its own process: both cores work). Each chunk goes
+    through ``guard`` first, so a link or a path leaving ``dest`` is refused before GNU tar
+    sees its header; GNU tar itself also refuses '..' members and strips leading '/'."""
     proc = subprocess.Popen([tar, "-x", "-f", "-", "-C", str(dest), "--no-same-owner", "--delay-directory-restore"],
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
     try:
         while chunk := source.read(1 << 20):
+            guard.feed(chunk)
             proc.stdin.write(chunk)
         proc.stdin.close()
     except BrokenPipeError:
@@ -183,7 +198,8 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path) -> None:
         raise_for_tool("tar", rc, proc.stderr.read().decode(errors="replace"))
 
 
-def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, segment_size: int) -> str:
+def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, segment_size: int,
+                          system_identifier: str) -> str:
     """The configuration wal-fetch reads when PostgreSQL runs it; returns restore_command."""
     rdir = data / RECOVERY_DIR
     rdir.mkdir(mode=0o700, exist_ok=True)
@@ -218,8 +234,9 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
             raise ConfigError(f"{path!r} has characters a restore_command cannot carry safely: restore into a plain path")
     spool = rdir / "prefetch"
     spool.mkdir(mode=0o700, exist_ok=True)
-    (spool / "prefetch.json").write_text(json.dumps({"segment_size": segment_size, "depth": 8, "workers": 2}))
-    return f"{' '.join(env)} {wal_command()} fetch %f %p"
+    (spool / "prefetch.json").write_text(json.dumps({"segment_size": segment_size, "depth": 8, "workers": 2,
+                                                        "system_identifier": system_identifier}))
+    return " ".join(env)
 
 
 @dataclass
@@ -233,17 +250,19 @@ class RestoreReport:
     started: bool = False
     port: int | None = None
     recovered_to: dict[str, str | None] = field(default_factory=dict)
+    os_user: str | None = None  # the restored server's OS user (when we run as root)
 
     def to_json(self) -> dict:
         return {"backup_id": self.backup_id, "chain": self.chain, "data_dir": self.data_dir, "target": self.target,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "verified": self.verified,
-                "started": self.started, "port": self.port, "recovered_to": self.recovered_to}
+                "started": self.started, "port": self.port, "recovered_to": self.recovered_to,
+                "os_user": self.os_user}
 
 
 def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                      target: RecoveryTarget | None = None, start: bool = False, port: int | None = None,
                      archive: bool = False, verify: bool = True, conf_overrides: dict[str, str] | None = None,
-                     recovery_timeout: float = 3600.0) -> RestoreReport:
+                     recovery_timeout: float = 3600.0, os_user: str | None = None) -> RestoreReport:
     """Restore a physical backup (with its chain) into ``target_dir`` set up to recover to
     ``target``; with ``start`` also start it and wait until it has promoted."""
     target = target or RecoveryTarget()
@@ -291,18 +310,24 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                 raise IntegrityError(f"pg_verifybackup: {' '.join(lines[-3:])}")
             report.verified = "pg_verifybackup: backup successfully verified"
             report.seconds["verify"] = time.monotonic() - t2
-        restore_command = _write_recovery_files(settings, data, identity_copy=_as_root(),
-                                                segment_size=int(chosen.extra.get("wal_segment_size") or 16 << 20))
-        conf = {"restore_command": f"'{restore_command}'", "recovery_target_action": "'promote'",
+        env = _write_recovery_files(settings, data, identity_copy=_as_root(),
+                                    segment_size=int(chosen.extra.get("wal_segment_size") or 16 << 20),
+                                    system_identifier=chosen.system_identifier)
+        conf = {"restore_command": f"'{env} {wal_command()} fetch %f %p'",
+                # The recovery directory (config, identity copy, credentials) goes the moment
+                # recovery ends, whoever starts the server.
+                "recovery_end_command": f"'{env} {wal_command()} cleanup'",
+                # Nobody connects while the identity copy exists: no read-only sessions during
+                # recovery (a superuser could read any file the server's OS user can).
+                "hot_standby": "'off'",
+                "recovery_target_action": "'promote'",
                 "recovery_target_timeline": "'latest'", **target.conf()}
         if not archive:
             conf["archive_mode"] = "'off'"  # never archive into the source's repository
         if start or port:
             port = port or _free_port()
-            sock = Path("/tmp") / f"bvhpg-r{port}"
-            sock.mkdir(mode=0o777, exist_ok=True)
-            sock.chmod(0o777)
-            conf.update({"port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": f"'{sock}'"})
+            # TCP on 127.0.0.1 only, no Unix socket (nothing world-writable left in /tmp).
+            conf.update({"port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''"})
             report.port = port
         conf.update(conf_overrides or {})
         with open(data / "postgresql.auto.conf", "a") as fh:
@@ -311,15 +336,27 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                 fh.write(f"{key} = {value}\n")
         (data / "recovery.signal").touch()
         if _as_root():
-            prepare_server_user(data.parent)
+            user = os_user or archive_owner(settings)
+            prepare_server_user(data.parent, user=user)
             grant_traverse(data)  # o+x on each parent: the server's OS user must reach it
-            chown_tree_to_server(data)
+            chown_tree_to_server(data, user=user)
+            report.os_user = user
         if start:
+            archive_end = None
+            if target.kind is None:
+                from bvh_ops.walarchive import wal_continuity
+
+                archive_end = wal_continuity(repo.store, chosen)
             t3 = time.monotonic()
             report.recovered_to = start_and_recover(data, bin_dir, timeout=recovery_timeout)
             report.started = True
             report.seconds["recover"] = time.monotonic() - t3
             shutil.rmtree(data / RECOVERY_DIR, ignore_errors=True)
+            if archive_end is not None:
+                problem = ended_early(report.recovered_to.get("redo_done_at"), archive_end,
+                                      int(chosen.extra.get("wal_segment_size") or 16 << 20))
+                if problem:
+                    raise RecoveryError(f"{problem} (log: {recovery_log(data)})")
         return report
     except BaseException:
         if start:
@@ -334,6 +371,53 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         shutil.rmtree(work, ignore_errors=True)
 
 
+def archive_owner(settings: Settings) -> str:
+    """The OS user a restored server runs as (when we are root): the owner of a file://
+    repository's wal/ directory — the source server's OS user, who archived it with files only it
+    can read — else the embedded server's user."""
+    import pwd
+
+    repo = settings.require_repository()
+    if repo.startswith("file://"):
+        wal = Path(repo[len("file://"):]) / "wal"
+        try:
+            uid = wal.stat().st_uid
+            if uid != 0:
+                return pwd.getpwuid(uid).pw_name
+        except (OSError, KeyError):
+            pass
+    return PG_OS_USER
+
+
+def ended_early(redo_done_at: str | None, archive, seg_size: int) -> str | None:
+    """A recovery to the end of the archive must replay into its last (or next-to-last: a record
+    may span into a segment not yet archived) contiguous segment. Ending before that means a
+    segment could not be replayed (swapped, damaged in a way its checksums did not show): named."""
+    if archive.end_lsn is None or archive.contiguous_until is None:
+        return None
+    if redo_done_at is None:
+        return (f"recovery did not report where redo ended; the archive reaches {archive.contiguous_until}: "
+                "cannot confirm it replayed the archived WAL")
+    done = parse_lsn(redo_done_at)
+    if done >= archive.end_lsn - 2 * seg_size:
+        return None
+    from bvh_ops.walarchive import segment_name
+
+    tl = archive.timelines[-1] if archive.timelines else 1
+    stuck = segment_name(tl, done // seg_size + 1, seg_size)
+    return (f"recovery ended early at {redo_done_at}, but the archive continues to {archive.contiguous_until}: "
+            f"segment {stuck} could not be replayed (swapped or damaged in the archive)")
+
+
+def _server_user(data: Path) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(Path(data).stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return PG_OS_USER
+
+
 def recovery_log(data: Path) -> Path:
     return data.parent / f"{data.name}.recovery.log"
 
@@ -343,9 +427,10 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
     (PostgreSQL removes recovery.signal then). Raises RecoveryError with the server's reason."""
     logfile = recovery_log(data)
     logfile.write_text("")
-    chown_to_server(logfile)
+    user = _server_user(data)
+    chown_to_server(logfile, user)
     proc = subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-W", "start"],
-                          capture_output=True, cwd="/", env=server_env(), **server_ids())
+                          capture_output=True, cwd="/", env=server_env(), **server_ids(user))
     if proc.returncode != 0:
         raise RecoveryError(f"pg_ctl start failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
     started = time.monotonic()
@@ -370,7 +455,7 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
 def stop_server(data: Path, bin_dir: Path) -> None:
     if postmaster_alive(data):
         subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, cwd="/", env=server_env(), **server_ids())
+                       capture_output=True, cwd="/", env=server_env(), **server_ids(_server_user(data)))
 
 
 def _recovered_to(text: str) -> dict[str, str | None]:

@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bvh_ops.backup import DUMP_OBJECT, _StderrTail, open_repository
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
+from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
@@ -29,6 +29,7 @@ from bvh_ops.pg.fingerprint import (
 from bvh_ops.pg.tools import pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import backup_prefix
+from bvh_ops.repository.verify import preflight
 from bvh_ops.stream import DecryptingReader
 
 CHUNK = 1 << 20
@@ -72,8 +73,9 @@ class RestoreResult:
 
 
 def _decrypted(settings: Settings, repo, backup_id: str, identities) -> DecryptingReader:
-    body = repo.store.open_reader(backup_prefix(backup_id) + DUMP_OBJECT)
-    return DecryptingReader(body, identities)
+    key = backup_prefix(backup_id) + DUMP_OBJECT
+    body = repo.store.open_reader(key)
+    return DecryptingReader(body, identities, bind=key)
 
 
 def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
@@ -325,61 +327,88 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     bin_dir = restore_bin_dir(target_major, settings.pg_bin_dir)
     owner_args = ["--no-owner", "--no-privileges"] if no_owner else []
     base_args = ["--exit-on-error", "-d", dbname, *owner_args]
+    # Before any byte reaches the target: the object's size (and, when small, its sha256)
+    # against the signed manifest. Each segment is authenticated before pg_restore sees it.
+    preflight(repo, backup_id, entry)
+    before = _user_relations(into_dsn)
     t0 = time.monotonic()
     list_files: list[str] = []
     try:
-        if not tables and jobs > 1:
-            try:
-                total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
-                                          list_files)
-            except CryptoError as exc:
-                raise CryptoError(f"{exc}; the target database {dbname} is partially restored: drop it") from None
-            seconds = time.monotonic() - t0
-            comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
-            return RestoreResult(backup_id, dbname, seconds, total, comparisons)
-        if tables:
-            toc = _toc(settings, repo, backup_id, identities)
-            wanted_tables = {t if "." in t else f"public.{t}" for t in tables}
-            table_indexes = {name for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
-                             if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and m.group(1) in wanted_tables}
-            prereq, own = selective_lists(toc, tables, table_indexes)
-            missing = [t for t in tables if not any(_entry(ln)[0] == "TABLE" for ln in own
-                                                    if _entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
-            if missing:
-                raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
-            for lines in (prereq, own):
-                fd, path = tempfile.mkstemp(prefix="bvh-toc-", suffix=".list")
-                with os.fdopen(fd, "w") as fh:
-                    fh.write("\n".join(lines) + "\n")
-                list_files.append(path)
-            # Prerequisites may already exist in the target: errors there are tolerated.
-            reader = _decrypted(settings, repo, backup_id, identities)
-            proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], *owner_args], env=env,
-                              bin_dir=bin_dir, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-            err = _StderrTail(proc.stderr)
-            err.start()
-            _feed(reader, proc, None)
-            proc.wait()
-            err.text()
-            run_args = base_args + ["--single-transaction", "-L", list_files[1]]
-        else:
-            run_args = base_args
-        reader = _decrypted(settings, repo, backup_id, identities)
-        proc = spawn_tool("pg_restore", run_args, env=env, bin_dir=bin_dir,
-                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        err = _StderrTail(proc.stderr)
-        err.start()
-        try:
-            total = _feed(reader, proc, entry.plaintext_sha256)
-        except CryptoError as exc:
-            proc.wait()
-            raise CryptoError(f"{exc}; the target database {dbname} is partially restored: drop it") from None
-        rc = proc.wait()
-        if rc != 0:
-            raise_for_tool("pg_restore", rc, err.text())
+        return _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir,
+                             owner_args, base_args, tables, compare, jobs, t0, list_files)
+    except BvhOpsError as exc:
+        if _user_relations(into_dsn) != before:
+            raise type(exc)(f"restore of backup {backup_id} into {dbname} failed: {exc}; the target database "
+                            f"{dbname} is partially restored: drop it") from None
+        raise type(exc)(f"restore of backup {backup_id} into {dbname} failed: {exc}; nothing was written "
+                        "to it") from None
     finally:
         for path in list_files:
             os.unlink(path)
+
+
+def _user_relations(dsn: str) -> int | None:
+    """How many relations outside the system schemas the database holds (None: cannot tell)."""
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
+            ).fetchone()[0]
+    except BvhOpsError:
+        return None
+
+
+def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir, owner_args,
+                  base_args, tables, compare, jobs, t0, list_files) -> RestoreResult:
+    backup_id = manifest.backup_id
+    if not tables and jobs > 1:
+        total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
+                                  list_files)
+        seconds = time.monotonic() - t0
+        comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
+        return RestoreResult(backup_id, dbname, seconds, total, comparisons)
+    if tables:
+        toc = _toc(settings, repo, backup_id, identities)
+        wanted_tables = {t if "." in t else f"public.{t}" for t in tables}
+        table_indexes = {name for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
+                         if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and m.group(1) in wanted_tables}
+        prereq, own = selective_lists(toc, tables, table_indexes)
+        missing = [t for t in tables if not any(_entry(ln)[0] == "TABLE" for ln in own
+                                                if _entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
+        if missing:
+            raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
+        for lines in (prereq, own):
+            fd, path = tempfile.mkstemp(prefix="bvh-toc-", suffix=".list")
+            with os.fdopen(fd, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+            list_files.append(path)
+        # Prerequisites may already exist in the target: errors there are tolerated.
+        reader = _decrypted(settings, repo, backup_id, identities)
+        proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], *owner_args], env=env,
+                          bin_dir=bin_dir, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        err = _StderrTail(proc.stderr)
+        err.start()
+        _feed(reader, proc, None)
+        proc.wait()
+        err.text()
+        run_args = base_args + ["--single-transaction", "-L", list_files[1]]
+    else:
+        run_args = base_args
+    reader = _decrypted(settings, repo, backup_id, identities)
+    proc = spawn_tool("pg_restore", run_args, env=env, bin_dir=bin_dir,
+                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    err = _StderrTail(proc.stderr)
+    err.start()
+    try:
+        total = _feed(reader, proc, entry.plaintext_sha256)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    rc = proc.wait()
+    if rc != 0:
+        raise_for_tool("pg_restore", rc, err.text())
     seconds = time.monotonic() - t0
     comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
     return RestoreResult(backup_id, dbname, seconds, total, comparisons)

@@ -4,6 +4,11 @@ plus zstd's window, never by the size of the stream. The layout is specified in 
 
 STREAM (Hoang, Reyhanitabar, Rogaway, Vizár 2015): every segment's nonce carries its index and a
 last-segment flag, so dropping, reordering, swapping or truncating segments fails authentication.
+
+Every object is *bound* to where it belongs: its header carries ``bind`` (the object's key in the
+repository, e.g. ``backups/<id>/dump.pgc`` or ``wal/00000001/<segment>``), the header is the
+associated data of every segment, and readers name the key they expect: an object copied or
+swapped to another place fails before a byte of its plaintext is used.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ SALT_LEN = 32
 PREFIX_LEN = 7
 HKDF_INFO = b"bvh-ops/v1/stream"
 MAX_HEADER = 1 << 20
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header binds the object to its repository key
 
 
 class Sink(Protocol):
@@ -104,7 +109,10 @@ class EncryptingWriter:
         compression_level: int = 3,
         segment_size: int = 1 << 20,
         compression_threads: int = 0,
+        bind: str,
     ) -> None:
+        if not bind:
+            raise ValueError("an object must be bound to its repository key")
         self._out = _HashingSink(sink)
         self._plain_sha = hashlib.sha256()
         # The plaintext hash runs on a worker thread (hashlib releases the GIL), overlapping
@@ -118,6 +126,7 @@ class EncryptingWriter:
         header = json.dumps(
             {
                 "v": FORMAT_VERSION,
+                "bind": bind,
                 "aead": "AES-256-GCM-STREAM",
                 "compression": "zstd",
                 "segment_size": segment_size,
@@ -198,9 +207,12 @@ class Header:
     salt: bytes
     envelopes: list[Envelope]
     aad: bytes
+    bind: str
 
 
-def read_header(source: BinaryIO) -> Header:
+def read_header(source: BinaryIO, *, expect_bind: str) -> Header:
+    """Parse and check an object's header; ``expect_bind`` is the repository key the caller
+    opened: a header bound to another key (a moved, copied or swapped object) is refused."""
     magic = _read_exact(source, len(MAGIC))
     if magic != MAGIC:
         raise CryptoError("not a bvh-ops encrypted object (bad magic)")
@@ -215,16 +227,22 @@ def read_header(source: BinaryIO) -> Header:
         raise CryptoError("truncated header")
     try:
         doc = json.loads(header)
+        if doc["v"] == 1:
+            raise CryptoError("object written in format 1 (not bound to its key): re-take this backup "
+                              "with this version of bvh-ops")
         if doc["v"] != FORMAT_VERSION or doc["aead"] != "AES-256-GCM-STREAM" or doc["compression"] != "zstd":
             raise CryptoError(f"unsupported object format {doc.get('v')}/{doc.get('aead')}")
         envs = [Envelope(e["kid"], e["kem"], base64.b64decode(e["sealed"])) for e in doc["envelopes"]]
         seg = int(doc["segment_size"])
         salt = base64.b64decode(doc["salt"])
+        bind = str(doc["bind"])
     except CryptoError:
         raise
     except Exception:
         raise CryptoError("malformed object header") from None
-    return Header(seg, salt, envs, hashlib.sha256(magic + raw_len + header).digest())
+    if bind != expect_bind:
+        raise CryptoError(f"object at {expect_bind} was written as {bind} (moved, copied or swapped): refusing it")
+    return Header(seg, salt, envs, hashlib.sha256(magic + raw_len + header).digest(), bind)
 
 
 def open_data_key(header: Header, identities: list[Identity]) -> bytes:
@@ -290,8 +308,8 @@ class _IterRaw(io.RawIOBase):
 class DecryptingReader(io.RawIOBase):
     """Read plaintext back from a stored object; raises CryptoError on any tampering."""
 
-    def __init__(self, source: BinaryIO, identities: list[Identity]) -> None:
-        header = read_header(source)
+    def __init__(self, source: BinaryIO, identities: list[Identity], *, bind: str) -> None:
+        header = read_header(source, expect_bind=bind)
         key = open_data_key(header, identities)
         compressed = io.BufferedReader(_IterRaw(_segments(source, header, key)), buffer_size=1 << 20)
         self._z = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)

@@ -33,6 +33,50 @@ def wal_key(name: str) -> str:
     return f"{WAL_PREFIX}/{timeline}/{name}"
 
 
+_SEGMENT_NAME = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$")
+LONG_HEADER = 40  # bytes of XLogLongPageHeaderData that identify a segment
+_XLP_LONG_HEADER = 0x0002
+
+
+def segment_identity(head: bytes) -> dict | None:
+    """What the first page header of a WAL segment says about it (None: not a segment header).
+    XLogLongPageHeaderData (access/xlog_internal.h), in the server's byte order (little-endian
+    on every platform PostgreSQL packages are built for): magic, info, timeline, page address,
+    remaining length, system identifier, segment size, block size."""
+    if len(head) < LONG_HEADER:
+        return None
+    import struct
+
+    magic, info, tli, pageaddr, _rem = struct.unpack_from("<HHIQI", head, 0)
+    sysid, seg_size, blcksz = struct.unpack_from("<QII", head, 24)
+    if not info & _XLP_LONG_HEADER or seg_size == 0 or seg_size & (seg_size - 1):
+        return None
+    return {"magic": magic, "timeline": tli, "pageaddr": pageaddr, "system_identifier": str(sysid),
+            "segment_size": seg_size, "block_size": blcksz}
+
+
+def segment_header_problem(name: str, head: bytes, system_identifier: str | None = None) -> str | None:
+    """None when the WAL file ``name`` begins with its own first page: the page address is where
+    the name says the segment starts (and the cluster is ``system_identifier`` when given).
+    Catches a segment stored, swapped or copied under another segment's name."""
+    m = _SEGMENT_NAME.match(name)
+    if m is None:
+        return None  # .history / .backup files carry no page header
+    ident = segment_identity(head)
+    if ident is None:
+        return f"{name} does not begin with a WAL segment header"
+    seg_size = ident["segment_size"]
+    segno = int(m.group(2), 16) * (0x100000000 // seg_size) + int(m.group(3), 16)
+    if ident["pageaddr"] != segno * seg_size:
+        at = ident["pageaddr"]
+        return (f"{name} holds the WAL of {at >> 32:X}/{at & 0xFFFFFFFF:08X}, not of its own position "
+                f"{(segno * seg_size) >> 32:X}/{(segno * seg_size) & 0xFFFFFFFF:08X} (swapped or copied segment)")
+    if system_identifier is not None and ident["system_identifier"] != str(system_identifier):
+        return (f"{name} belongs to database system {ident['system_identifier']}, not {system_identifier} "
+                "(another cluster's WAL)")
+    return None
+
+
 def _sha256_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
@@ -79,10 +123,13 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
     try:
         enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
                                compression_level=settings.compression_level,
-                               segment_size=settings.segment_size_kib << 10)
+                               segment_size=settings.segment_size_kib << 10, bind=key)
         sha = hashlib.sha256()
+        head = b""
         with open(src, "rb") as fh:
             while chunk := fh.read(CHUNK):
+                if not head:
+                    head = chunk[:LONG_HEADER]
                 sha.update(chunk)
                 enc.write(chunk)
         stats = enc.close()
@@ -98,6 +145,9 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
              # When PostgreSQL last wrote the file: the newest commit it can hold (for
              # --validate-target with a time and for the continuity report).
              "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
+    ident = segment_identity(head) if _SEGMENT_NAME.match(src.name) else None
+    if ident is not None:
+        entry["system_identifier"] = ident["system_identifier"]
     if src.name.endswith(".history"):
         # Timeline switch points only (no table data): kept readable so continuity can
         # follow timelines without the restore key.
@@ -120,30 +170,41 @@ def wal_commit(settings: Settings, entry: dict) -> None:
             raise IntegrityError(f"{entry['name']} was archived concurrently with different content") from None
 
 
-def wal_fetch(settings: Settings, name: str, dest: str) -> None:
+def wal_fetch(settings: Settings, name: str, dest: str, *, system_identifier: str | None = None) -> None:
     """Restore one WAL file to ``dest`` (written aside, then renamed); NotFound when absent,
-    which restore_command reports to PostgreSQL as "no such file" (exit 1)."""
+    which restore_command reports to PostgreSQL as "no such file" (exit 1). The object must be
+    bound to this name, its plaintext must match the index entry, and a segment's first page
+    must say it is this segment (of cluster ``system_identifier`` when given): a swapped or
+    foreign segment is refused, never handed to recovery."""
     key = wal_key(name)
     store = open_store(settings)
     try:
         entry = json.loads(store.get_bytes(key + ".json"))
     except NotFound:
         raise NotFound(f"WAL file {name} is not in the archive") from None
+    if entry.get("name") != name:
+        raise IntegrityError(f"WAL file {name}: its index entry is that of {entry.get('name')!r} (swapped)")
     identities = load_identities(settings.require_identity())
     target = Path(dest)
     tmp = target.with_name(f".{target.name}.bvh-tmp")
     sha = hashlib.sha256()
     body = store.open_reader(key)
     try:
-        reader = DecryptingReader(body, identities)
+        reader = DecryptingReader(body, identities, bind=key)
+        head = b""
         with open(tmp, "wb") as out:
             while chunk := reader.read(CHUNK):
+                if len(head) < LONG_HEADER:
+                    head += chunk[: LONG_HEADER - len(head)]
                 sha.update(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         if sha.hexdigest() != entry["plaintext_sha256"]:
             raise IntegrityError(f"WAL file {name}: plaintext sha256 differs from the archive index")
+        problem = segment_header_problem(name, head, system_identifier)
+        if problem:
+            raise IntegrityError(f"WAL file {problem}")
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import DecryptingReader, HashingReader
-from bvh_ops.wal import WAL_PREFIX
+from bvh_ops.wal import LONG_HEADER, WAL_PREFIX, segment_header_problem
 
 log = logging.getLogger("bvh_ops.walarchive")
 
@@ -164,23 +164,35 @@ class WalReport:
         return f"WAL from {self.start_segment}: {'; '.join(parts)}; contiguous until {self.contiguous_until or '-'}"
 
 
-def _check_segment(store: ObjectStore, name: str, identities) -> str | None:
-    """None when the stored segment matches its index entry, else what is wrong."""
+def _check_segment(store: ObjectStore, name: str, identities, system_identifier: str | None = None) -> str | None:
+    """None when the stored segment matches its index entry, else what is wrong. With
+    identities: decrypted (bound to its own key), plaintext sha256, and its first page must be
+    its own position in cluster ``system_identifier`` (a swapped segment fails here)."""
     try:
         entry = _index_entry(store, name)
         body = store.open_reader(f"{WAL_PREFIX}/{name[:8]}/{name}")
     except (NotFound, ValueError, BvhOpsError) as exc:
         return f"unreadable: {exc}"
     try:
+        if entry.get("name") != name:
+            return f"its index entry is that of {entry.get('name')!r} (swapped)"
+        if system_identifier and entry.get("system_identifier") not in (None, str(system_identifier)):
+            return f"its index entry names database system {entry.get('system_identifier')}, not {system_identifier}"
         hashing = HashingReader(body)
         plain = hashlib.sha256()
+        head = b""
         if identities is not None:
             try:
-                reader = DecryptingReader(hashing, identities)
+                reader = DecryptingReader(hashing, identities, bind=f"{WAL_PREFIX}/{name[:8]}/{name}")
                 while chunk := reader.read(1 << 20):
+                    if len(head) < LONG_HEADER:
+                        head += chunk[: LONG_HEADER - len(head)]
                     plain.update(chunk)
             except CryptoError as exc:
                 return f"does not decrypt: {exc}"
+            problem = segment_header_problem(name, head, system_identifier)
+            if problem:
+                return problem.removeprefix(name + " ")
         hashing.drain()
         if hashing.sha.hexdigest() != entry.get("stored_sha256"):
             return "stored sha256 differs from its index entry"
@@ -231,7 +243,7 @@ def wal_continuity(store: ObjectStore, base: Manifest, *, until: str | None = No
             continue
         report.found += 1
         report.last_segment = name
-        problem = _check_segment(store, name, identities) if hashes else None
+        problem = _check_segment(store, name, identities, base.system_identifier) if hashes else None
         if problem:
             report.damaged.append((name, problem))
             gap_seen = True

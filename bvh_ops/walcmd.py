@@ -64,6 +64,16 @@ def _kick(spool: Path, name: str) -> None:
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
 
 
+def _expected_system(spool: Path | None) -> str | None:
+    """The cluster a restore recovers (written by the restore into the spool's options)."""
+    if spool is None:
+        return None
+    try:
+        return json.loads((spool / "prefetch.json").read_text()).get("system_identifier")
+    except (OSError, ValueError):
+        return None
+
+
 def fetch(name: str, dest: str) -> int:
     spool = _spool()
     if spool is not None and _SEGMENT.match(name) and (spool / name).is_file():
@@ -75,7 +85,7 @@ def fetch(name: str, dest: str) -> int:
     from bvh_ops.wal import wal_fetch
 
     try:
-        wal_fetch(load_settings(), name, dest)
+        wal_fetch(load_settings(), name, dest, system_identifier=_expected_system(spool))
     except NotFound as exc:
         _err(f"wal-fetch: {exc}")
         return 1
@@ -127,7 +137,7 @@ def prefetch(after: str) -> int:
             if (spool / n).exists():
                 return True
             try:
-                wal_fetch(settings, n, str(spool / n))
+                wal_fetch(settings, n, str(spool / n), system_identifier=opts.get("system_identifier"))
                 return True
             except BvhOpsError:
                 return False  # not archived (yet) or damaged: the foreground fetch will say which
@@ -138,6 +148,41 @@ def prefetch(after: str) -> int:
         return 0
     finally:
         pidfile.unlink(missing_ok=True)
+    return 0
+
+
+def cleanup() -> int:
+    """recovery_end_command: remove the recovery directory the restore wrote (its config, the
+    identity copy, S3 credentials, the read-ahead spool) the moment recovery ends, also when
+    nobody is watching the server start. Only a directory named ``bvh_ops_recovery`` is removed."""
+    import shutil
+    import signal
+
+    cfg = os.environ.get("BVH_OPS_CONFIG")
+    if not cfg:
+        return 0
+    rdir = Path(cfg).parent
+    if rdir.name != "bvh_ops_recovery":
+        _err(f"error: {rdir} is not a recovery directory: not removing it")
+        return 0  # never fail the end of recovery over this
+    try:
+        pid = int((rdir / PREFETCH_DIR / PIDFILE).read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    identity = rdir / "identity.key"
+    if identity.exists():
+        # Overwrite before unlinking: the key must not linger in the data directory's blocks
+        # any longer than the file system forces.
+        try:
+            size = identity.stat().st_size
+            with open(identity, "r+b") as fh:
+                fh.write(b"\0" * size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            pass
+    shutil.rmtree(rdir, ignore_errors=True)
     return 0
 
 
@@ -257,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             return fetch(args[1], args[2])
         if len(args) == 2 and args[0] == "prefetch":
             return prefetch(args[1])
+        if args == ["cleanup"]:
+            return cleanup()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for PostgreSQL's log, never a traceback

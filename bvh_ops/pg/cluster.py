@@ -66,22 +66,22 @@ def grant_traverse(path: Path) -> list[Path]:
     return changed
 
 
-def chown_to_server(path: Path) -> None:
+def chown_to_server(path: Path, user: str = PG_OS_USER) -> None:
     """Give a path to the server's OS user (when we run as root)."""
     if _as_root():
         import pwd
 
-        pw = pwd.getpwnam(PG_OS_USER)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
+        pw = pwd.getpwnam(user)
+        os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
 
 
-def server_ids() -> dict[str, object]:
+def server_ids(user: str = PG_OS_USER) -> dict[str, object]:
     """subprocess arguments that run a child as the server's OS user (when we are root)."""
     if not _as_root():
         return {}
     import pwd
 
-    pw = pwd.getpwnam(PG_OS_USER)
+    pw = pwd.getpwnam(user)
     # The user's own group and no supplementary groups: with root's group kept, a path such
     # as /root (rwx-----x) would be closed to the server via its group bits.
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
@@ -124,13 +124,13 @@ def server_env() -> dict[str, str]:
 
 
 def run_as_server(bin_dir: Path, tool: str, args: list[str], *, timeout: float = 120,
-                  log: Path | None = None) -> subprocess.CompletedProcess:
+                  log: Path | None = None, user: str = PG_OS_USER) -> subprocess.CompletedProcess:
     """Run a server-side tool (initdb, pg_ctl) as the server's OS user, from cwd /."""
     proc = subprocess.run(
         [str(Path(bin_dir) / tool), *args], capture_output=True, timeout=timeout,
         cwd="/",  # the server's OS user may not be able to enter our cwd
         env=server_env(),
-        **server_ids(),
+        **server_ids(user),
     )
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -139,18 +139,29 @@ def run_as_server(bin_dir: Path, tool: str, args: list[str], *, timeout: float =
     return proc
 
 
-def prepare_server_user(*paths: Path) -> None:
+def prepare_server_user(*paths: Path, user: str = PG_OS_USER) -> None:
     """Make sure the server's OS user exists and can reach the binaries and ``paths`` (root only)."""
     if _as_root():
-        _prepare_os_user(*paths)
+        if user == PG_OS_USER:
+            _prepare_os_user(*paths)
+        else:
+            import pwd
+
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise BvhOpsError(f"OS user {user!r} does not exist: name an existing user to run the "
+                                  "restored server") from None
+            for p in paths:
+                grant_traverse(p)
 
 
-def chown_tree_to_server(root: Path) -> None:
+def chown_tree_to_server(root: Path, user: str = PG_OS_USER) -> None:
     if not _as_root():
         return
     import pwd
 
-    pw = pwd.getpwnam(PG_OS_USER)
+    pw = pwd.getpwnam(user)
     for dirpath, dirnames, filenames in os.walk(root):
         os.chown(dirpath, pw.pw_uid, pw.pw_gid)
         for n in filenames + dirnames:
@@ -262,20 +273,19 @@ class EmbeddedCluster:
         chown_to_server(pwfile)
         try:
             self._run("initdb", ["-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--locale=C",
-                                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"])
+                                 "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"])
         finally:
             pwfile.unlink(missing_ok=True)
         pw_path = self.root / "password"
         pw_path.write_text(password + "\n")
         pw_path.chmod(0o600)
         (self.root / "port").write_text(str(_free_port()))
-        sock = self.socket_dir
-        sock.mkdir(parents=True, exist_ok=True)
-        sock.chmod(0o777)
         conf = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
-            "unix_socket_directories": f"'{sock}'",
+            # No Unix socket: every connection is TCP with a password (a socket directory in
+            # /tmp would be one more way in, and one more thing left behind).
+            "unix_socket_directories": "''",
             "max_connections": "40",
             "shared_buffers": "128MB",
             "fsync": "on",
@@ -293,9 +303,34 @@ class EmbeddedCluster:
 
     @property
     def socket_dir(self) -> Path:
-        # Unix socket paths are limited to ~107 bytes: keep them short, outside the data dir.
+        """Where clusters of earlier versions put their Unix socket (removed at start)."""
         digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
         return Path("/tmp") / f"bvhpg-{digest}"
+
+    def harden(self) -> None:
+        """Bring a cluster made by an earlier version up to today's rules: no trust
+        authentication, no Unix socket (idempotent; applied before every start)."""
+        hba = self.data / "pg_hba.conf"
+        if hba.exists():
+            text = hba.read_text()
+            lines = []
+            for line in text.splitlines():
+                fields = line.split("#", 1)[0].split()
+                if fields and fields[-1] == "trust":
+                    line = line.rsplit("trust", 1)[0] + "scram-sha-256"
+                lines.append(line)
+            fixed = "\n".join(lines) + "\n"
+            if fixed != text:
+                hba.write_text(fixed)
+        conf = self.data / "postgresql.conf"
+        if conf.exists():
+            settings = [ln.split("=", 1) for ln in conf.read_text().splitlines()
+                        if "=" in ln and not ln.lstrip().startswith("#")]
+            last = [v.strip() for k, v in settings if k.strip() == "unix_socket_directories"]
+            if not last or last[-1] != "''":
+                with open(conf, "a") as fh:
+                    fh.write("unix_socket_directories = ''\n")
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def is_running(self) -> bool:
         return postmaster_alive(self.data)
@@ -306,8 +341,7 @@ class EmbeddedCluster:
             return
         if _as_root():  # also for a data directory we did not initdb (a restored backup)
             _prepare_os_user(self.root)
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.chmod(0o777)
+        self.harden()
         self.log.touch()
         chown_to_server(self.log)
         self._run("pg_ctl", ["-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start"])

@@ -139,3 +139,71 @@ def parse_backup_manifest(raw: bytes) -> dict:
     if marker < 0 or hashlib.sha256(raw[:marker]).hexdigest() != doc.get("Manifest-Checksum"):
         raise IntegrityError("backup_manifest fails its own checksum")
     return doc
+
+
+# Member types a physical backup may hold: regular files and directories. pg_basebackup writes
+# nothing else for a cluster without tablespaces; links are refused because a link member (or a
+# file written through one) can reach outside the restore directory.
+_SAFE_TYPES = {b"0": "file", b"\0": "file", b"5": "directory"}
+_TYPE_NAMES = {b"1": "hard link", b"2": "symbolic link", b"3": "character device", b"4": "block device",
+               b"6": "FIFO", b"L": "GNU long name", b"K": "GNU long link", b"x": "pax header",
+               b"g": "pax global header"}
+
+
+def unsafe_member(name: str, typeflag: bytes) -> str | None:
+    """Why a tar member must not be extracted into a restore directory (None = safe)."""
+    if typeflag not in _SAFE_TYPES:
+        kind = _TYPE_NAMES.get(typeflag, f"type {typeflag!r}")
+        return f"{name!r} is a {kind}: backups hold only files and directories (tablespaces are not supported)"
+    if not name or "\0" in name or "\\" in name:
+        return f"{name!r} is not a plain relative path"
+    if name.startswith("/") or any(part == ".." for part in name.split("/")):
+        return f"{name!r} leaves the restore directory"
+    return None
+
+
+@dataclass
+class TarGuard:
+    """Walks a tar stream's headers as it is fed and raises IntegrityError at the first member
+    that is not a plain file or directory under the destination, before that member is passed
+    on to the extractor (feed a chunk here first, then write it)."""
+
+    members: int = 0
+    _header: bytearray = field(default_factory=bytearray)
+    _skip: int = 0
+    _ended: bool = False
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view and not self._ended:
+            if self._skip:
+                take = min(self._skip, len(view))
+                self._skip -= take
+                view = view[take:]
+                continue
+            need = BLOCK - len(self._header)
+            self._header += view[:need]
+            view = view[need:]
+            if len(self._header) == BLOCK:
+                self._member(bytes(self._header))
+                self._header.clear()
+
+    def _member(self, header: bytes) -> None:
+        if header == b"\0" * BLOCK:
+            self._ended = True
+            return
+        stored = _octal_or_base256(header[148:156])
+        if stored != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+            raise IntegrityError(f"tar header {self.members + 1} fails its checksum")
+        try:
+            name = header[0:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0].decode() if header[257:262] == b"ustar" else ""
+        except UnicodeDecodeError:
+            raise IntegrityError(f"tar member {self.members + 1} has a name that is not UTF-8") from None
+        name = f"{prefix}/{name}" if prefix else name
+        problem = unsafe_member(name.removesuffix("/") or name, header[156:157])
+        if problem:
+            raise IntegrityError(f"refusing to extract: {problem}")
+        self.members += 1
+        size = _octal_or_base256(header[124:136])
+        self._skip = size + (-size) % BLOCK

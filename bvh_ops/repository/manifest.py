@@ -109,8 +109,10 @@ class LoadedManifest:
     signature_detail: str
 
 
-def parse_manifest(raw: bytes, trusted_keys: dict[str, str]) -> LoadedManifest:
-    """Parse a stored manifest; the signature is checked against ``trusted_keys`` (id -> b64)."""
+def parse_manifest(raw: bytes, trusted_keys: dict[str, str], *, expect_id: str | None = None) -> LoadedManifest:
+    """Parse a stored manifest; the signature is checked against ``trusted_keys`` (id -> b64).
+    ``expect_id`` is the backup id of the directory it was read from: a manifest that names
+    another backup (a directory copied over another) is an integrity failure."""
     try:
         envelope = json.loads(raw)
         if envelope.get("format") != MANIFEST_FORMAT:
@@ -120,6 +122,9 @@ def parse_manifest(raw: bytes, trusted_keys: dict[str, str]) -> LoadedManifest:
         sig = envelope["signature"]
     except Exception as exc:
         raise IntegrityError(f"manifest is unreadable: {exc}") from None
+    if expect_id is not None and manifest.backup_id != expect_id:
+        raise IntegrityError(f"manifest under backups/{expect_id}/ is that of backup {manifest.backup_id} "
+                             "(copied or moved): refusing it")
     kid = sig.get("key_id", "")
     trusted = trusted_keys.get(kid)
     if trusted is None:

@@ -96,7 +96,7 @@ class Repository:
         errors = []
         for name in (MANIFEST, MANIFEST_COPY):
             try:
-                return parse_manifest(self.store.get_bytes(prefix + name), self.trusted_keys)
+                return parse_manifest(self.store.get_bytes(prefix + name), self.trusted_keys, expect_id=backup_id)
             except NotFound:
                 errors.append(f"{name} missing")
             except IntegrityError as exc:
@@ -156,10 +156,15 @@ class Repository:
         return records
 
     def latest(self, kind: str | None = None) -> BackupRecord:
-        complete = [r for r in self.list_backups() if r.status == "complete" and (kind is None or r.kind == kind)]
+        """The newest complete backup whose manifest is signed by a trusted key: a forged or
+        foreign manifest never becomes 'latest', whatever date it claims."""
+        records = [r for r in self.list_backups() if r.status == "complete" and (kind is None or r.kind == kind)]
+        complete = [r for r in records if r.signature_ok]
         if not complete:
             what = f"{kind} backup" if kind else "backup"
-            raise NotFound(f"no complete {what} in {self.store.url}: run `bvh-ops backup` first")
+            untrusted = f" ({len(records)} with an untrusted signature: see `bvh-ops verify --all`)" if records else ""
+            raise NotFound(f"no complete {what} with a trusted manifest in {self.store.url}{untrusted}: "
+                           "run `bvh-ops backup` first")
         return max(complete, key=lambda r: (r.finished_at, r.backup_id))
 
     def resolve(self, backup_id: str, kind: str | None = None) -> str:
@@ -224,6 +229,7 @@ class BackupWriter:
                 compression_level=compression_level,
                 segment_size=segment_size,
                 compression_threads=compression_threads,
+                bind=self.prefix + name,
             )
             yield writer
             writer.close()

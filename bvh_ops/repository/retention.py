@@ -17,6 +17,7 @@ from bvh_ops.repository.repo import BackupRecord
 class Action(enum.StrEnum):
     KEEP = "KEEP"
     OBSOLETE = "OBSOLETE"
+    UNTRUSTED = "UNTRUSTED"  # signature fails: never counted, never deleted here; reported
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,11 @@ class Decision:
 def plan_retention(
     records: list[BackupRecord], *, now: datetime, keep_days: int, min_redundancy: int
 ) -> list[Decision]:
+    # Only manifests signed by a trusted key take part: a forged one dated 2099 must not push
+    # genuine backups out of the redundancy window, and is left for an operator to look at.
+    untrusted = [r for r in records if r.status == "complete" and not r.signature_ok]
     complete = sorted(
-        (r for r in records if r.status == "complete" and r.finished_at is not None),
+        (r for r in records if r.status == "complete" and r.signature_ok and r.finished_at is not None),
         key=lambda r: (r.finished_at, r.backup_id),
         reverse=True,
     )
@@ -58,7 +62,8 @@ def plan_retention(
         if r.backup_id in keep
         else Decision(r.backup_id, Action.OBSOLETE, f"older than {keep_days} days")
         for r in complete
-    ]
+    ] + [Decision(r.backup_id, Action.UNTRUSTED, "manifest signature not trusted: not counted, not deleted; "
+                  "investigate (`bvh-ops verify`)") for r in untrusted]
 
 
 def apply_plan(repo, *, now: datetime, keep_days: int, min_redundancy: int, dry_run: bool = False,

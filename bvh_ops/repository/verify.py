@@ -10,7 +10,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
-from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
+from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
 from bvh_ops.keys import Identity
 from bvh_ops.repository.manifest import parse_manifest
 from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, Repository, backup_prefix
@@ -59,7 +59,7 @@ def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity
             results.append(VerifyResult(backup_id, name, Status.UNREADABLE, str(exc)))
     for name, raw in raws.items():
         try:
-            parsed = parse_manifest(raw, repo.trusted_keys)
+            parsed = parse_manifest(raw, repo.trusted_keys, expect_id=backup_id)
         except BvhOpsError as exc:
             results.append(VerifyResult(backup_id, name, Status.UNREADABLE, str(exc)))
             continue
@@ -99,7 +99,7 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
             plain_sha = hashlib.sha256()
             plain_size = 0
             try:
-                reader = DecryptingReader(hashing, identities)
+                reader = DecryptingReader(hashing, identities, bind=key)
                 while chunk := reader.read(CHUNK):
                     plain_sha.update(chunk)
                     plain_size += len(chunk)
@@ -125,6 +125,34 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
         return VerifyResult(backup_id, entry.name, Status.UNREADABLE, f"read failed: {exc}")
     finally:
         body.close()
+
+
+PREFLIGHT_HASH_BYTES = 256 << 20  # objects up to this size are hashed in full before a restore uses them
+
+
+def preflight(repo: Repository, backup_id: str, entry, *, hash_limit: int = PREFLIGHT_HASH_BYTES) -> None:
+    """What can be checked cheaply before any byte of an object reaches a restore target: its
+    stored size against the signed manifest and, for objects up to ``hash_limit`` bytes, its
+    stored sha256 (larger ones are authenticated segment by segment as they stream, and their
+    sha256 is checked at the end). Raises IntegrityError naming the backup and the object."""
+    key = backup_prefix(backup_id) + entry.name
+    info = repo.store.stat(key)
+    if info is None:
+        raise NotFound(f"backup {backup_id}: object {entry.name} is missing from the repository")
+    if info.size != entry.stored_size:
+        raise IntegrityError(f"backup {backup_id}: object {entry.name} is {info.size} bytes, its manifest says "
+                             f"{entry.stored_size} (damaged or replaced): nothing was restored")
+    if info.size > hash_limit:
+        return
+    body = repo.store.open_reader(key)
+    try:
+        hashing = HashingReader(body)
+        hashing.drain(CHUNK)
+    finally:
+        body.close()
+    if hashing.sha.hexdigest() != entry.stored_sha256:
+        raise IntegrityError(f"backup {backup_id}: object {entry.name}'s sha256 differs from its manifest "
+                             "(damaged or replaced): nothing was restored")
 
 
 def render(results: list[VerifyResult]) -> str:

@@ -14,6 +14,23 @@ from bvh_ops.errors import NotFound, StorageError
 from bvh_ops.storage.base import ObjectInfo
 
 TMP_MARK = ".tmp-"
+# Nothing for other local users: manifests name tables and row counts. The group is for the
+# operator beside the server's OS user (which writes wal/); see README "Security".
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def _mkdirs(path: Path) -> None:
+    """Create ``path`` and missing parents with DIR_MODE (Path.mkdir gives parents the default)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
 
 
 def _fsync_dir(path: Path) -> None:
@@ -28,7 +45,8 @@ class _LocalWriter:
     def __init__(self, final: Path) -> None:
         self._final = final
         self._tmp = final.with_name(f"{TMP_MARK}{final.name}.{secrets.token_hex(4)}")
-        self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        self._fh = os.fdopen(fd, "wb")  # closed in commit/abort
         self._done = False
 
     def write(self, data: bytes) -> int:
@@ -71,7 +89,7 @@ class LocalStore:
 
     def check(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            _mkdirs(self.root)
         except OSError as exc:
             raise StorageError(f"repository {self.root} is not usable: {exc.strerror}") from None
         if not os.access(self.root, os.W_OK):
@@ -80,7 +98,7 @@ class LocalStore:
     def open_writer(self, key: str) -> _LocalWriter:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _mkdirs(path.parent)
             return _LocalWriter(path)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror}") from None

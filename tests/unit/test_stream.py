@@ -21,7 +21,9 @@ from bvh_ops.keys import HYBRID, X25519, Identity, generate_identity
 from bvh_ops.stream import MAGIC, TAG_LEN, DecryptingReader, EncryptingWriter, seal_data_key
 
 SEG = 4096
-VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "stream-v1.json"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "stream-v2.json"
+V1_VECTORS = VECTORS.with_name("stream-v1.json")
+KEY = "backups/20261128T020000Z-logical-0a1b2c/dump.pgc"
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +31,11 @@ def ident() -> Identity:
     return generate_identity(HYBRID)
 
 
-def encrypt(ident: Identity, data: bytes, seg: int = SEG, chunk: int = 1000) -> bytes:
+def encrypt(ident: Identity, data: bytes, seg: int = SEG, chunk: int = 1000, bind: str = KEY) -> bytes:
     key = os.urandom(32)
     out = io.BytesIO()
     w = EncryptingWriter(sink=out, data_key=key, envelopes=seal_data_key(key, [ident.recipient()]),
-                         segment_size=seg)
+                         segment_size=seg, bind=bind)
     for i in range(0, len(data), chunk):
         w.write(data[i:i + chunk])
     stats = w.close()
@@ -44,8 +46,8 @@ def encrypt(ident: Identity, data: bytes, seg: int = SEG, chunk: int = 1000) -> 
     return blob
 
 
-def decrypt(ident: Identity, blob: bytes) -> bytes:
-    return DecryptingReader(io.BytesIO(blob), [ident]).read()
+def decrypt(ident: Identity, blob: bytes, bind: str = KEY) -> bytes:
+    return DecryptingReader(io.BytesIO(blob), [ident], bind=bind).read()
 
 
 def incompressible(n: int) -> bytes:
@@ -126,6 +128,30 @@ def test_wrong_identity_is_a_clear_error(ident):
         decrypt(generate_identity(HYBRID), blob)
 
 
+def test_object_read_under_another_key_is_refused(ident):
+    """A backup object copied into another backup, or WAL segment 28 stored as 29: the header
+    binds each object to its key and is authenticated with every segment."""
+    blob = encrypt(ident, b"wallet balances", bind="wal/00000001/00000001000000000000001C")
+    with pytest.raises(CryptoError, match="written as wal/00000001/00000001000000000000001C"):
+        decrypt(ident, blob, bind="wal/00000001/00000001000000000000001D")
+    assert decrypt(ident, blob, bind="wal/00000001/00000001000000000000001C") == b"wallet balances"
+
+
+def test_rebinding_by_editing_the_header_fails_authentication(ident):
+    blob = encrypt(ident, b"x" * 10_000, bind="backups/a/dump.pgc")
+    edited = blob.replace(b'"bind":"backups/a/dump.pgc"', b'"bind":"backups/b/dump.pgc"', 1)
+    assert edited != blob
+    with pytest.raises(CryptoError, match="failed authentication"):
+        decrypt(ident, edited, bind="backups/b/dump.pgc")
+
+
+@pytest.mark.parametrize("vec", json.loads(V1_VECTORS.read_text())["vectors"][:1], ids=["v1"])
+def test_unbound_format_1_objects_are_refused(vec):
+    ident = Identity(vec["kem"], base64.b64decode(vec["identity_b64"]))
+    with pytest.raises(CryptoError, match="format 1"):
+        decrypt(ident, base64.b64decode(vec["object_b64"]))
+
+
 def test_not_our_format():
     with pytest.raises(CryptoError, match="bad magic"):
         decrypt(generate_identity(X25519), b"PGDMP" + b"\0" * 100)
@@ -143,7 +169,7 @@ def test_vector_decrypts_with_our_reader(vec):
     assert ident.key_id == vec["key_id"]
     blob = base64.b64decode(vec["object_b64"])
     assert hashlib.sha256(blob).hexdigest() == vec["stored_sha256"]
-    assert decrypt(ident, blob) == base64.b64decode(vec["plaintext_b64"])
+    assert decrypt(ident, blob, bind=vec["bind"]) == base64.b64decode(vec["plaintext_b64"])
 
 
 @pytest.mark.parametrize("vec", _vectors(), ids=lambda v: f"{v['kem']}-{len(v['plaintext_b64'])}")
@@ -154,6 +180,7 @@ def test_vector_decrypts_by_docs_format_alone(vec):
     hlen = int.from_bytes(blob[8:12], "big")
     header_bytes = blob[12:12 + hlen]
     header = json.loads(header_bytes)
+    assert header["v"] == 2 and header["bind"] == vec["bind"]
     aad = hashlib.sha256(blob[:12 + hlen]).digest()
     okm = HKDF(algorithm=hashes.SHA256(), length=39, salt=base64.b64decode(header["salt"]),
                info=b"bvh-ops/v1/stream").derive(bytes.fromhex(vec["data_key_hex"]))

@@ -1,4 +1,4 @@
-"""Regenerate stream-v1.json (run by hand only when the format changes; the tests check the
+"""Regenerate stream-v2.json (run by hand only when the format changes; the tests check the
 committed file, so a format change that breaks old backups fails them)."""
 
 import base64
@@ -21,16 +21,17 @@ class Buf:
         self.data += b
 
 
-def vector(kem: str, plaintext: bytes, segment_size: int) -> dict:
+def vector(kem: str, plaintext: bytes, segment_size: int, bind: str) -> dict:
     ident = generate_identity(kem)
     key = os.urandom(32)
     out = Buf()
     w = EncryptingWriter(sink=out, data_key=key, envelopes=seal_data_key(key, [ident.recipient()]),
-                         compression_level=3, segment_size=segment_size)
+                         compression_level=3, segment_size=segment_size, bind=bind)
     w.write(plaintext)
     st = w.close()
     return {
         "kem": kem,
+        "bind": bind,
         "identity_b64": base64.b64encode(ident.private_bytes).decode(),
         "key_id": ident.key_id,
         "data_key_hex": key.hex(),
@@ -45,5 +46,8 @@ def vector(kem: str, plaintext: bytes, segment_size: int) -> dict:
 if __name__ == "__main__":
     text = b"".join(b"ticket %d draw %d amount 5.90\n" % (i, i % 7) for i in range(3000))
     noise = bytes((i * 7919) % 251 for i in range(40000))
-    vectors = [vector(HYBRID, text, 16384), vector(X25519, noise, 16384), vector(X25519, b"", 16384)]
-    Path(__file__).with_name("stream-v1.json").write_text(json.dumps({"format": 1, "vectors": vectors}, indent=1))
+    vectors = [vector(HYBRID, text, 16384, "backups/20261128T020000Z-logical-0a1b2c/dump.pgc"),
+               vector(X25519, noise, 16384, "wal/00000001/000000010000000000000003"),
+               vector(X25519, b"", 16384, "backups/20261128T020000Z-full-3d4e5f/base.tar.zst")]
+    # stream-v1.json stays: format 1 (unbound) objects must be refused.
+    Path(__file__).with_name("stream-v2.json").write_text(json.dumps({"format": 2, "vectors": vectors}, indent=1))
