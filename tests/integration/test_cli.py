@@ -65,3 +65,19 @@ def test_backup_without_configuration_fails_before_starting_anything(tmp_path):
     proc = run_cli("backup", env={"BVH_OPS_STATE_DIR": str(tmp_path), "BVH_OPS_DATABASE_URL": "postgresql://u@h/db",
                                   "BVH_OPS_REPOSITORY": "file:///tmp/x"}, timeout=60)
     assert_one_line_error(proc, "recipients is not set", "keygen")
+
+
+def test_keygen_refuses_a_directory_holding_only_recipient_pub(tmp_path):
+    (tmp_path / "recipient.pub").write_text("the key backups are sealed to\n")
+    proc = run_cli("keygen", str(tmp_path))
+    assert_one_line_error(proc, "recipient.pub already exists", "never overwritten")
+    assert proc.returncode == 2
+    assert (tmp_path / "recipient.pub").read_text() == "the key backups are sealed to\n"
+    assert not (tmp_path / "identity.key").exists()
+
+
+def test_keygen_refuses_a_dangling_identity_symlink(tmp_path):
+    (tmp_path / "identity.key").symlink_to(tmp_path / "nowhere")
+    proc = run_cli("keygen", str(tmp_path))
+    assert_one_line_error(proc, "identity.key already exists (a symbolic link)")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "recipient.pub").exists()
