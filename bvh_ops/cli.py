@@ -25,7 +25,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bvh_ops.errors import BvhOpsError  # noqa: E402
+from bvh_ops.errors import BvhOpsError, ConfigError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Provable backups and rehearsed recovery for the BrachaVeHatzlacha lottery platform.")
@@ -241,6 +241,12 @@ def restore(
         return
     if to_time or to_lsn or to_name:
         raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
+    from bvh_ops.dsn import check_dsn
+
+    try:
+        check_dsn(into)
+    except ValueError as exc:
+        raise ConfigError(f"--into: {exc}") from None
     from bvh_ops.restore import restore_logical
 
     result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
