@@ -48,6 +48,21 @@ def _settings():
     return load_settings()
 
 
+def _require_prefect_home() -> None:
+    """Fail in one line, before Prefect starts, when its home cannot be written: otherwise the
+    ephemeral API server dies silently and the CLI waits out its startup timeout."""
+    import tempfile
+
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Prefect's home {home} is not writable ({exc.strerror or exc}): set PREFECT_HOME to a "
+                          "directory this user can write (e.g. PREFECT_HOME=/var/lib/bvh-ops/prefect)") from None
+
+
 @app.command()
 def keygen(
     directory: Annotated[Path, typer.Argument(help="Where to write recipient.pub and identity.key")],
@@ -77,6 +92,7 @@ def backup(
     load_recipients(settings.require_recipients())
     if kind not in ("logical", "full", "incremental"):
         raise BvhOpsError(f"--kind {kind!r}: use logical, full or incremental")
+    _require_prefect_home()
     if kind in ("full", "incremental"):
         from flows.incremental_backup import incremental_backup
 
@@ -307,6 +323,7 @@ def drill(
     settings = _settings()
     settings.require_repository()
     settings.require_identity()
+    _require_prefect_home()
     from flows.dr_drill import DrillFailed, dr_drill
 
     try:
@@ -348,6 +365,7 @@ def _print_drill(report: dict) -> None:
 def serve() -> None:
     """Serve every deployment of prefect.yaml with its schedule from this machine (no work pool)."""
     _settings()
+    _require_prefect_home()
     from deployments.serve import serve as run_serve
 
     run_serve()
@@ -408,6 +426,7 @@ def demo(
     if stop:
         stop_demo()
         return
+    _require_prefect_home()
     ok = run_demo(scale=scale, keep_running=keep_running, console=out)
     raise typer.Exit(0 if ok else 8)
 
