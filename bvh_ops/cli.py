@@ -25,7 +25,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bvh_ops.errors import BvhOpsError  # noqa: E402
+from bvh_ops.errors import BvhOpsError, ConfigError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Provable backups and rehearsed recovery for the BrachaVeHatzlacha lottery platform.")
@@ -46,6 +46,21 @@ def _settings():
     from bvh_ops.config import load_settings
 
     return load_settings()
+
+
+def _require_prefect_home() -> None:
+    """Fail in one line, before Prefect starts, when its home cannot be written: otherwise the
+    ephemeral API server dies silently and the CLI waits out its startup timeout."""
+    import tempfile
+
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Prefect's home {home} is not writable ({exc.strerror or exc}): set PREFECT_HOME to a "
+                          "directory this user can write (e.g. PREFECT_HOME=/var/lib/bvh-ops/prefect)") from None
 
 
 @app.command()
@@ -77,6 +92,7 @@ def backup(
     load_recipients(settings.require_recipients())
     if kind not in ("logical", "full", "incremental"):
         raise BvhOpsError(f"--kind {kind!r}: use logical, full or incremental")
+    _require_prefect_home()
     if kind in ("full", "incremental"):
         from flows.incremental_backup import incremental_backup
 
@@ -246,6 +262,12 @@ def restore(
         return
     if to_time or to_lsn or to_name:
         raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
+    from bvh_ops.dsn import check_dsn
+
+    try:
+        check_dsn(into)
+    except ValueError as exc:
+        raise ConfigError(f"--into: {exc}") from None
     from bvh_ops.restore import restore_logical
 
     result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
@@ -306,6 +328,7 @@ def drill(
     settings = _settings()
     settings.require_repository()
     settings.require_identity()
+    _require_prefect_home()
     from flows.dr_drill import DrillFailed, dr_drill
 
     try:
@@ -347,6 +370,7 @@ def _print_drill(report: dict) -> None:
 def serve() -> None:
     """Serve every deployment of prefect.yaml with its schedule from this machine (no work pool)."""
     _settings()
+    _require_prefect_home()
     from deployments.serve import serve as run_serve
 
     run_serve()
@@ -407,6 +431,7 @@ def demo(
     if stop:
         stop_demo()
         return
+    _require_prefect_home()
     ok = run_demo(scale=scale, keep_running=keep_running, console=out)
     raise typer.Exit(0 if ok else 8)
 

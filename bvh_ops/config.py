@@ -4,7 +4,11 @@ appear in ``repr`` or in ``config show``."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -26,10 +30,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bvh_ops.dsn import check_dsn, redact_dsn
 from bvh_ops.errors import ConfigError
 
 CONFIG_ENV = "BVH_OPS_CONFIG"
 DEFAULT_CONFIG_FILE = "bvh-ops.toml"
+ENV_PREFIX = "BVH_OPS_"
+# BVH_OPS_* variables that are not settings: the config file's path, and the checkout that
+# prefect.yaml's deployments run from (deployments/deploy.sh).
+OTHER_ENV = frozenset({CONFIG_ENV, "BVH_OPS_PROJECT_DIR"})
 
 
 class InvariantCheck(BaseModel):
@@ -130,15 +139,34 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "ops_database_url", "drill_scratch_dsn")
     @classmethod
     def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return value
-        raw = value.get_secret_value()
-        parts = urlsplit(raw)
-        if parts.scheme not in ("postgresql", "postgres") or not parts.netloc and "host=" not in raw:
-            raise ValueError("must look like postgresql://user:password@host:5432/dbname")
+        # Parsed here as libpq will parse it, so a typo fails at start (not as a retried
+        # "transient" error mid-flow) and no message ever quotes the password.
+        if value is not None:
+            check_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _check_state_dir(cls, value: object) -> object:
+        # Path("") is the working directory: a new host key there would sign every backup.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty: set it to a directory for the host key, e.g. /var/lib/bvh-ops")
+        return value
+
+    @field_validator("trusted_host_keys")
+    @classmethod
+    def _check_host_keys(cls, value: list[str]) -> list[str]:
+        for n, item in enumerate(value, 1):
+            try:
+                raw = base64.b64decode(item, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"entry {n} ({item[:12]}…) is not an Ed25519 public key: give the base64 of its "
+                                 "32 bytes, as the other host's manifests carry it (signature.public_key)")
         return value
 
     @field_validator("repository")
@@ -173,11 +201,6 @@ class Settings(BaseSettings):
             if item.count(":") != 1 or not all(item.split(":")):
                 raise ValueError(f"'{item}' must be schema.table:time_column")
         return value
-
-    @field_validator("ops_database_url", "drill_scratch_dsn")
-    @classmethod
-    def _check_other_dsns(cls, value: SecretStr | None) -> SecretStr | None:
-        return cls._check_dsn(value)
 
     @model_validator(mode="after")
     def _cross_fields(self) -> Settings:
@@ -228,17 +251,6 @@ class Settings(BaseSettings):
         return data
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***`` (URL and key=value forms)."""
-    parts = urlsplit(dsn)
-    if parts.password is not None:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        dsn = parts._replace(netloc=netloc).geturl()
-    import re
-
-    return re.sub(r"(password=)([^&\s]+)", r"\1***", dsn)
-
-
 def config_file_path() -> Path | None:
     explicit = os.environ.get(CONFIG_ENV)
     if explicit:
@@ -252,6 +264,7 @@ def load_settings(**overrides: object) -> Settings:
     path = config_file_path()
     if path is not None and not path.exists():
         raise ConfigError(f"config file {path} does not exist: fix {CONFIG_ENV} or create the file")
+    _warn_unknown_env()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -269,3 +282,21 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     env = "BVH_OPS_" + field.split(".")[0].upper()
     return f"config field '{field}'{where} (or {env}) is invalid: {msg}"
+
+
+_warned: set[str] = set()
+
+
+def _warn_unknown_env() -> None:
+    """One stderr line per misspelled BVH_OPS_* variable (once per process): pydantic-settings
+    ignores variables that match no field, so a typo would silently leave a default."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_ENV
+    for var in sorted(os.environ):
+        if not var.upper().startswith(ENV_PREFIX) or var.upper() in known or var in _warned:
+            continue
+        _warned.add(var)
+        # Compared without the shared prefix, which would make every name look close.
+        close = difflib.get_close_matches(var.upper().removeprefix(ENV_PREFIX),
+                                          [k.removeprefix(ENV_PREFIX) for k in sorted(known)], n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        sys.stderr.write(f"warning: {var} is not a bvh-ops setting{hint}\n")

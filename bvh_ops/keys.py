@@ -9,6 +9,7 @@ of text each: ``<kind>-v1 <kem> <base64>``; see docs/FORMAT.md.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import secrets
@@ -118,23 +119,58 @@ def _line(tag: str, kem: str, raw: bytes) -> str:
     return f"{tag} {kem} {base64.b64encode(raw).decode()}\n"
 
 
+# Key files are created, never replaced, and never through a symbolic link: O_EXCL fails on any
+# existing name (a dangling link included), O_NOFOLLOW says so explicitly.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+
+
+def _create_key_file(path: Path, text: str, mode: int) -> None:
+    """Write a new key file; FileExistsError if the name exists in any form."""
+    fd = os.open(path, _CREATE_FLAGS, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed (or for 0644 files, kept) the mode
+        with os.fdopen(fd, "w", closefd=False) as fh:
+            fh.write(text)
+    finally:
+        os.close(fd)
+
+
 def write_keypair(directory: Path, kem: str = HYBRID) -> tuple[Path, Path]:
-    """Create DIR/recipient.pub and DIR/identity.key (0600); never overwrites an existing identity."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Create DIR/recipient.pub and DIR/identity.key (0600). Refuses if either exists (even as a
+    dangling symbolic link): a new recipient.pub without its identity.key would seal later
+    backups to a key nobody holds."""
     pub_path, key_path = directory / "recipient.pub", directory / "identity.key"
-    if key_path.exists():
-        raise ConfigError(f"{key_path} already exists: move it away first (keys are never overwritten)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create key directory {directory}: {exc.strerror}") from None
+    for path in (key_path, pub_path):
+        if os.path.lexists(path):
+            raise _exists(path)
     ident = generate_identity(kem)
     recipient = ident.recipient()
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"# bvh-ops identity {recipient.key_id}: PRIVATE, needed for restore and deep verify\n")
-        fh.write(_line(IDENTITY_TAG, kem, ident.private_bytes))
-    pub_path.write_text(
-        f"# bvh-ops recipient {recipient.key_id}: public, give it to every backup host\n"
-        + _line(RECIPIENT_TAG, kem, recipient.public_bytes)
-    )
+    try:
+        _create_key_file(key_path, f"# bvh-ops identity {recipient.key_id}: PRIVATE, needed for restore and deep "
+                         f"verify\n{_line(IDENTITY_TAG, kem, ident.private_bytes)}", 0o600)
+    except FileExistsError:
+        raise _exists(key_path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {key_path}: {exc.strerror}") from None
+    try:
+        _create_key_file(pub_path, f"# bvh-ops recipient {recipient.key_id}: public, give it to every backup host\n"
+                         + _line(RECIPIENT_TAG, kem, recipient.public_bytes), 0o644)
+    except OSError as exc:
+        key_path.unlink()  # ours, just made: no identity without its recipient
+        if isinstance(exc, FileExistsError):
+            raise _exists(pub_path) from None
+        raise ConfigError(f"cannot write {pub_path}: {exc.strerror}") from None
     return pub_path, key_path
+
+
+def _exists(path: Path) -> ConfigError:
+    what = "a symbolic link" if path.is_symlink() else "a file"
+    return ConfigError(f"{path} already exists ({what}): keys are never overwritten; choose a new directory "
+                       "or move the old key pair away")
 
 
 def _parse(path: Path, tag: str) -> list[tuple[str, bytes]]:
@@ -215,20 +251,33 @@ def verify_signature(public_b64: str, signature_b64: str, data: bytes) -> bool:
 
 
 def load_or_create_host_key(state_dir: Path) -> HostKey:
-    """The host key at STATE_DIR/host_ed25519.key, created (0600) on first use."""
+    """The host key at STATE_DIR/host_ed25519.key, created (0600) on first use. Never read or
+    written through a symbolic link (a link there could point the signing key anywhere)."""
     path = Path(state_dir) / "host_ed25519.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create state_dir {path.parent}: {exc.strerror}: set state_dir "
+                              "(BVH_OPS_STATE_DIR) to a writable directory") from None
         key = ed25519.Ed25519PrivateKey.generate()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _create_key_file(path, _line(HOST_KEY_TAG, "ed25519", key.private_bytes_raw()), 0o600)
+            return HostKey(key)
         except FileExistsError:
-            return load_or_create_host_key(state_dir)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(_line(HOST_KEY_TAG, "ed25519", key.private_bytes_raw()))
-        return HostKey(key)
+            pass  # another process created it first: use theirs
+        except OSError as exc:
+            raise ConfigError(f"cannot write host key {path}: {exc.strerror}") from None
     try:
-        _tag, _kem, b64 = path.read_text().split()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"host key {path} is a symbolic link: refusing to follow it; put the key file "
+                              "itself there (or remove the link to create a new key)") from None
+        raise ConfigError(f"cannot read host key {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd) as fh:
+            _tag, _kem, b64 = fh.read().split()
         return HostKey(ed25519.Ed25519PrivateKey.from_private_bytes(base64.b64decode(b64)))
     except Exception:
         raise ConfigError(f"host key {path} is unreadable or malformed: restore it from your key backup") from None

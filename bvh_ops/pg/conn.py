@@ -1,12 +1,14 @@
 """Connections with errors translated at the boundary: unreachable -> DatabaseUnavailable
-(retried), everything else -> DatabaseError with PostgreSQL's own message."""
+(retried), a malformed connection string -> ConfigError, everything else -> DatabaseError with
+PostgreSQL's own message. No message ever carries the password."""
 
 from __future__ import annotations
 
 import psycopg
 from psycopg import errors as pgerr
 
-from bvh_ops.errors import DatabaseError, DatabaseUnavailable
+from bvh_ops.dsn import libpq_reason, location, scrub
+from bvh_ops.errors import ConfigError, DatabaseError, DatabaseUnavailable
 
 # A fixed text rendering of values, so fingerprints taken on two servers are comparable.
 SESSION_SETTINGS = (
@@ -17,6 +19,23 @@ SESSION_SETTINGS = (
     "SET bytea_output = 'hex'",
     "SET lc_monetary = 'C'",
 )
+# libpq's words for "nobody answered" -> what the operator reads.
+_UNREACHABLE = (
+    ("Connection refused", "connection refused"),
+    ("timeout expired", "timed out"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network unreachable"),
+    ("failed to resolve host", "host name not resolved"),
+    ("could not translate host name", "host name not resolved"),
+    ("No such file or directory", "no server socket"),
+    ("the database system is starting up", "starting up"),
+    ("the database system is shutting down", "shutting down"),
+    ("the database system is in recovery mode", "in recovery"),
+)
+# libpq refusing the connection settings themselves ("connection is bad: invalid port number …"):
+# retrying cannot help.
+_BAD_SETTINGS = ("invalid integer value", "invalid port number", "invalid value", " value: ",
+                 "could not match", "invalid connection option")
 
 
 def connect(dsn: str, *, dbname: str | None = None, autocommit: bool = False, timeout: int = 10) -> psycopg.Connection:
@@ -26,12 +45,11 @@ def connect(dsn: str, *, dbname: str | None = None, autocommit: bool = False, ti
         kwargs["dbname"] = dbname
     try:
         conn = psycopg.connect(dsn, **kwargs)
+    except psycopg.ProgrammingError as exc:  # psycopg's own conninfo parse: the message quotes the DSN
+        raise ConfigError(f"invalid connection string ({libpq_reason(exc, dsn)}): fix the DSN, e.g. "
+                          "postgresql://user:password@host:5432/dbname") from None
     except psycopg.OperationalError as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__
-        text = str(exc)
-        if "password authentication failed" in text or "does not exist" in text or "no pg_hba.conf entry" in text:
-            raise DatabaseError(f"cannot connect to the database: {_redact(msg)}") from None
-        raise DatabaseUnavailable(f"database unreachable: {_redact(msg)}") from None
+        raise connect_error(exc, dsn, dbname=dbname) from None
     for stmt in SESSION_SETTINGS:
         conn.execute(stmt)
     if not autocommit:
@@ -39,11 +57,31 @@ def connect(dsn: str, *, dbname: str | None = None, autocommit: bool = False, ti
     return conn
 
 
-def _redact(msg: str) -> str:
-    # libpq never prints the password, but a DSN may leak into a message through user input.
-    import re
+def connect_error(exc: psycopg.OperationalError, dsn: str, *, dbname: str | None = None) -> Exception:
+    """The error a failed connection to ``dsn`` becomes: one line naming host and port."""
+    text = scrub(str(exc), dsn)
+    where = location(dsn, **({"dbname": dbname} if dbname else {}))
+    if any(marker in text for marker in _BAD_SETTINGS) and "FATAL" not in text:
+        detail = text.strip().splitlines()[0].removeprefix("connection is bad: ")
+        return ConfigError(f"invalid connection settings for {where} ({detail}): fix the DSN")
+    for marker, reason in _UNREACHABLE:
+        if marker in text:
+            return DatabaseUnavailable(f"database unreachable at {where} ({reason}): is PostgreSQL running "
+                                       "there and accepting connections?")
+    if "password authentication failed" in text or "does not exist" in text or "no pg_hba.conf entry" in text:
+        return DatabaseError(f"cannot connect to the database at {where}: {_server_message(text)}")
+    return DatabaseUnavailable(f"database unreachable at {where}: {_server_message(text)}")
 
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", msg)
+
+def _server_message(text: str) -> str:
+    """The informative part of libpq's message: after 'FATAL:' or '… failed:', one line."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()] or ["no message"]
+    line = lines[0]
+    for marker in ("FATAL:", "failed:"):
+        if marker in line:
+            line = line.rsplit(marker, 1)[1].strip()
+            break
+    return " ".join(line.split())
 
 
 def translate(exc: psycopg.Error, what: str) -> Exception:

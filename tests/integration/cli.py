@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")}
+def run_cli(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (),
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_") and k not in unset}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "bvh_ops.cli", *args], env=full_env, capture_output=True,
                           text=True, timeout=timeout)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import stat
 
+import pytest
+
 from tests.integration.cli import assert_one_line_error, run_cli
 
 
@@ -65,3 +67,61 @@ def test_backup_without_configuration_fails_before_starting_anything(tmp_path):
     proc = run_cli("backup", env={"BVH_OPS_STATE_DIR": str(tmp_path), "BVH_OPS_DATABASE_URL": "postgresql://u@h/db",
                                   "BVH_OPS_REPOSITORY": "file:///tmp/x"}, timeout=60)
     assert_one_line_error(proc, "recipients is not set", "keygen")
+
+
+SECRET = "Sup3r-Secret-pw"
+
+
+@pytest.mark.parametrize("dsn, needle", [
+    (f"postgresql://postgres:{SECRET}@[::1]x:55432/db", "not a valid connection URI"),
+    (f"postgresql://postgres:{SECRET}@127.0.0.1:55432/db?foo=bar", "unknown connection parameter"),
+    (f"postgresql://postgres:{SECRET}@127.0.0.1:notaport/db", "port 'notaport'"),
+])
+def test_malformed_dsn_is_one_line_without_the_password(tmp_path, dsn, needle):
+    cfg = tmp_path / "bvh-ops.toml"
+    cfg.write_text(f'database_url = "{dsn}"\nrepository = "file:///srv/bvh"\n')
+    proc = run_cli("config", "show", env={"BVH_OPS_CONFIG": str(cfg)})
+    assert_one_line_error(proc, "'database_url'", needle)
+    assert proc.returncode == 2
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_restore_into_a_malformed_dsn_is_one_line_without_the_password(tmp_path):
+    proc = run_cli("restore", "latest", "--into", f"postgresql://postgres:{SECRET}@[::1]x:5432/db",
+                   env={"BVH_OPS_REPOSITORY": f"file://{tmp_path}"})
+    assert_one_line_error(proc, "--into", "not a valid connection URI")
+    assert proc.returncode == 2 and SECRET not in proc.stderr
+
+
+def test_bad_trusted_host_key_is_one_line_naming_the_field():
+    proc = run_cli("config", "show", env={"BVH_OPS_TRUSTED_HOST_KEYS": "bm90IGEga2V5"})
+    assert_one_line_error(proc, "'trusted_host_keys'", "Ed25519")
+    assert proc.returncode == 2
+
+
+def test_unwritable_prefect_home_fails_up_front_saying_what_to_set(tmp_path, keypair):
+    # Root can write anywhere, but nobody can create a directory under a regular file.
+    (tmp_path / "file").write_text("")
+    env = {"HOME": str(tmp_path / "file" / "home"), "BVH_OPS_STATE_DIR": str(tmp_path / "state"),
+           "BVH_OPS_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
+           "BVH_OPS_REPOSITORY": f"file://{tmp_path}/repo", "BVH_OPS_RECIPIENTS": str(keypair[0]),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "10"}
+    proc = run_cli("backup", env=env, unset=("PREFECT_HOME", "PREFECT_API_URL"), timeout=60)
+    assert_one_line_error(proc, "PREFECT_HOME", str(tmp_path / "file" / "home" / ".prefect"))
+    assert proc.returncode == 2
+
+
+def test_keygen_refuses_a_directory_holding_only_recipient_pub(tmp_path):
+    (tmp_path / "recipient.pub").write_text("the key backups are sealed to\n")
+    proc = run_cli("keygen", str(tmp_path))
+    assert_one_line_error(proc, "recipient.pub already exists", "never overwritten")
+    assert proc.returncode == 2
+    assert (tmp_path / "recipient.pub").read_text() == "the key backups are sealed to\n"
+    assert not (tmp_path / "identity.key").exists()
+
+
+def test_keygen_refuses_a_dangling_identity_symlink(tmp_path):
+    (tmp_path / "identity.key").symlink_to(tmp_path / "nowhere")
+    proc = run_cli("keygen", str(tmp_path))
+    assert_one_line_error(proc, "identity.key already exists (a symbolic link)")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "recipient.pub").exists()

@@ -36,6 +36,31 @@ def test_keygen_never_overwrites(tmp_path):
         write_keypair(tmp_path)
 
 
+def test_keygen_never_replaces_a_lone_recipient(tmp_path):
+    # A new recipient.pub beside no identity.key would seal every later backup to a key nobody holds.
+    pub = tmp_path / "recipient.pub"
+    pub.write_text("the recipient backups are sealed to\n")
+    with pytest.raises(ConfigError, match="recipient.pub already exists"):
+        write_keypair(tmp_path)
+    assert pub.read_text() == "the recipient backups are sealed to\n"
+    assert not (tmp_path / "identity.key").exists()
+
+
+@pytest.mark.parametrize("name", ["recipient.pub", "identity.key"])
+@pytest.mark.parametrize("dangling", [True, False])
+def test_keygen_never_writes_through_a_symlink(tmp_path, name, dangling):
+    elsewhere = tmp_path / "elsewhere"
+    if not dangling:
+        elsewhere.write_text("someone else's file\n")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / name).symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=f"{name} already exists \\(a symbolic link\\)"):
+        write_keypair(keys)
+    assert (elsewhere.read_text() == "someone else's file\n") if not dangling else not elsewhere.exists()
+    assert [p.name for p in keys.iterdir()] == [name]
+
+
 def test_malformed_key_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "recipient.pub"
     bad.write_text("ssh-ed25519 AAAA me@host\n")
@@ -89,3 +114,17 @@ def test_host_key_is_stable_and_private(tmp_path):
     b = load_or_create_host_key(tmp_path)
     assert a.key_id == b.key_id
     assert stat.S_IMODE((tmp_path / "host_ed25519.key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("dangling", [True, False])
+def test_host_key_is_never_read_or_written_through_a_symlink(tmp_path, dangling):
+    elsewhere = tmp_path / "elsewhere.key"
+    if not dangling:
+        load_or_create_host_key(tmp_path / "other")
+        elsewhere.write_bytes((tmp_path / "other" / "host_ed25519.key").read_bytes())
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "host_ed25519.key").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        load_or_create_host_key(state)
+    assert elsewhere.exists() != dangling

@@ -1,0 +1,91 @@
+"""PostgreSQL connection strings: parsed the way libpq parses them, checked before anything
+connects, and never shown with their password (libpq's own parse errors quote the whole URI)."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import unquote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+URI_HINT = "postgresql://user:password@host:5432/dbname"
+_SCHEME = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
+# libpq reads the user info up to the first '@' or '/' (conninfo_uri_parse_options), user first.
+_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:]*:)(?P<pw>[^@/]*)(?=@)")
+# password=… in a URI query or in key=value form (quoted values may hold spaces).
+_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:\\.|[^'\\])*'|[^&\s]+)")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (URL and key=value forms, malformed ones too)."""
+    dsn = _URI_PASSWORD.sub(r"\g<pre>***", dsn, count=1)
+    return _KV_PASSWORD.sub(r"\g<pre>***", dsn)
+
+
+def scrub(text: str, dsn: str) -> str:
+    """``text`` (an error message about ``dsn``) with the DSN redacted and its password gone."""
+    text = text.replace(dsn, redact_dsn(dsn))
+    found = [m.group("pw") for m in (_URI_PASSWORD.search(dsn), *_KV_PASSWORD.finditer(dsn)) if m]
+    secrets = {s for pw in found for s in (pw, unquote(pw), pw.strip("'"))}
+    try:
+        secrets.add(conninfo_to_dict(dsn).get("password") or "")
+    except psycopg.Error:
+        pass
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_dsn(dsn: str) -> dict[str, str]:
+    """The connection parameters of a ``postgresql://`` URI, checked as libpq will use them:
+    syntax, known parameters only, a host, numeric ports. Raises ValueError with a message that
+    never contains the password."""
+    if not _SCHEME.match(dsn):
+        raise ValueError(f"must look like {URI_HINT}")
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = libpq_reason(exc, dsn)
+        if "query parameter" in reason:  # libpq knows every valid keyword
+            raise ValueError(f"unknown connection parameter ({reason}): remove it or fix its spelling "
+                             "(https://www.postgresql.org/docs/current/libpq-connect.html)") from None
+        raise ValueError(f"not a valid connection URI ({reason}): it must look like {URI_HINT}, "
+                         "special characters in the password percent-encoded") from None
+    hosts = (params.get("host") or params.get("hostaddr") or "").split(",")
+    if not any(hosts):
+        raise ValueError(f"no host: it must look like {URI_HINT}")
+    ports = (params.get("port") or "").split(",")
+    for port in ports:
+        if port and not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a number between 1 and 65535")
+    if len(ports) > 1 and len(ports) != len(hosts):
+        raise ValueError(f"{len(ports)} ports for {len(hosts)} hosts: give one port, or one per host")
+    return params
+
+
+def libpq_reason(exc: Exception, dsn: str) -> str:
+    """libpq's complaint about ``dsn`` without the DSN it quotes (nor its password)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.replace(f': "{dsn}"', "").replace(f'"{dsn}"', "the URI")
+    return scrub(text, dsn)
+
+
+def location(dsn: str, **overrides: object) -> str:
+    """``host:port`` the DSN points at (several comma-separated), for error messages; PGHOST,
+    PGPORT and libpq's defaults where the DSN names none."""
+    try:
+        params = conninfo_to_dict(dsn, **overrides)
+    except psycopg.Error:
+        return "(unparsable DSN)"
+    hosts = (params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost").split(",")
+    ports = (params.get("port") or os.environ.get("PGPORT") or "5432").split(",")
+    if len(ports) != len(hosts):
+        ports = [ports[0]] * len(hosts)
+    return ",".join(f"{_host(h)}:{p or '5432'}" for h, p in zip(hosts, ports, strict=True))
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host or "localhost"
