@@ -228,15 +228,45 @@ def switch_wal_and_wait(conn: psycopg.Connection, *, timeout: float = 120.0) -> 
     conn.execute("SELECT pg_logical_emit_message(false, 'bvh-ops', 'switch')")
     lsn, seg = conn.execute("SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").fetchone()
     conn.execute("SELECT pg_switch_wal()")
+    wait_archived(conn, seg, timeout=timeout)
+    return seg, lsn
+
+
+def wait_archived(conn: psycopg.Connection, segment: str, *, timeout: float = 120.0) -> None:
+    """Wait until PostgreSQL's archiver has archived ``segment`` (pg_stat_archiver), polling a
+    condition, not sleeping a fixed time. A failing archive_command is reported with the
+    segment it fails on; a timeout names the segment and where to look."""
     deadline = time.monotonic() + timeout
     while True:
-        archived, failed = conn.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
-        if archived is not None and archived[:24] >= seg:
-            return seg, lsn
+        archived, failed, failed_at, archived_at = conn.execute(
+            "SELECT last_archived_wal, last_failed_wal, last_failed_time, last_archived_time "
+            "FROM pg_stat_archiver").fetchone()
+        if archived is not None and archived[:24] >= segment[:24] and archived[:8] == segment[:8]:
+            return
+        if archived is not None and archived[:8] > segment[:8]:
+            return  # a later timeline is being archived: this one is finished
         if time.monotonic() > deadline:
-            raise BvhOpsError(f"WAL segment {seg} was not archived within {timeout:.0f} s (last failed: {failed}): "
+            failing = (f"; archive_command has been failing on {failed} since {failed_at:%Y-%m-%d %H:%M:%S %Z}"
+                       if failed and (archived_at is None or failed_at > archived_at) else "")
+            raise BvhOpsError(f"WAL segment {segment} was not archived within {timeout:.0f} s{failing}: "
                               "check archive_command (bvh-ops-wal push %p) in the server log")
         time.sleep(0.2)
+
+
+def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout: float = 300.0) -> str | None:
+    """pg_basebackup does not wait for archiving: before the archive is checked for a backup's
+    WAL, wait until the segment holding its stop LSN has been archived. Returns that segment
+    (None when the server does not archive)."""
+    from bvh_ops.walarchive import segment_name
+
+    stop = manifest.extra.get("stop_lsn")
+    if not stop or manifest.extra.get("archive_mode", "on") == "off":
+        return None
+    seg_size = int(manifest.extra.get("wal_segment_size") or 16 << 20)
+    segment = segment_name(int(manifest.extra.get("timeline") or 1), (parse_lsn(stop) - 1) // seg_size, seg_size)
+    with connect(settings.require_database_url(), autocommit=True) as conn:
+        wait_archived(conn, segment, timeout=timeout)
+    return segment
 
 
 def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: dict, tip: Manifest) -> BackupResult:

@@ -112,9 +112,9 @@ def _password(dsn: Any) -> str | None:
 @task(name="drill-report", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
 def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
     """Store the drill in the ops database; returns the earlier drills for the trend."""
-    dsn = engine.ops_dsn(settings)
-    previous = engine.previous_drills(dsn)
-    engine.record_drill(dsn, report)
+    with engine.ops_database(settings) as dsn:
+        previous = engine.previous_drills(dsn)
+        engine.record_drill(dsn, report)
     return previous
 
 

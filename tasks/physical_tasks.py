@@ -55,6 +55,10 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
     manifest = repo.trusted_manifest(backup_id, purpose="check")
     verify = verify_backup(repo, backup_id)
     base = chain_of(repo, manifest)[0]
+    if manifest.extra.get("mode") != "wal-only":  # a WAL-only increment waited for its own segment
+        from bvh_ops.physical import wait_backup_wal_archived
+
+        wait_backup_wal_archived(settings, manifest)
     wal = wal_continuity(repo.store, base)
     results = run_physical_suite(repo, manifest, verify, wal)
     if manifest.extra.get("archive_mode", "on") != "off":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,15 +163,25 @@ def newest_commit_before(dsn: str, append_only: list[str], before: datetime | No
 
 # -- the ops database: one row per drill and per check ------------------------------------
 
-def ops_dsn(settings: Settings) -> str:
+@contextmanager
+def ops_database(settings: Settings) -> Iterator[str]:
+    """The ops database's DSN: ``ops_database_url``, or database ``bvh_ops`` on the embedded
+    cluster in the state directory — started for the duration and stopped again when this call
+    started it (a one-off command leaves no server running behind it)."""
     if settings.ops_database_url is not None:
-        return settings.ops_database_url.get_secret_value()
+        yield settings.ops_database_url.get_secret_value()
+        return
     cluster = EmbeddedCluster(Path(settings.state_dir).resolve() / "pg")
+    started = not cluster.is_running()
     cluster.start()
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bvh_ops'").fetchone() is None:
-            conn.execute("CREATE DATABASE bvh_ops")
-    return cluster.dsn("bvh_ops")
+    try:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'bvh_ops'").fetchone() is None:
+                conn.execute("CREATE DATABASE bvh_ops")
+        yield cluster.dsn("bvh_ops")
+    finally:
+        if started:
+            cluster.stop()
 
 
 def record_drill(dsn: str, report: dict[str, Any]) -> None:

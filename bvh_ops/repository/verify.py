@@ -130,7 +130,7 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
 PREFLIGHT_HASH_BYTES = 256 << 20  # objects up to this size are hashed in full before a restore uses them
 
 
-def preflight(repo: Repository, backup_id: str, entry, *, hash_limit: int = PREFLIGHT_HASH_BYTES) -> None:
+def preflight(repo: Repository, backup_id: str, entry, *, hash_limit: int | None = None) -> None:
     """What can be checked cheaply before any byte of an object reaches a restore target: its
     stored size against the signed manifest and, for objects up to ``hash_limit`` bytes, its
     stored sha256 (larger ones are authenticated segment by segment as they stream, and their
@@ -142,7 +142,7 @@ def preflight(repo: Repository, backup_id: str, entry, *, hash_limit: int = PREF
     if info.size != entry.stored_size:
         raise IntegrityError(f"backup {backup_id}: object {entry.name} is {info.size} bytes, its manifest says "
                              f"{entry.stored_size} (damaged or replaced): nothing was restored")
-    if info.size > hash_limit:
+    if info.size > (PREFLIGHT_HASH_BYTES if hash_limit is None else hash_limit):
         return
     body = repo.store.open_reader(key)
     try:

@@ -305,3 +305,54 @@ def test_a_restore_point_older_than_the_backup_fails_saying_so(history, tmp_path
         restore_physical(history["settings"], history["incr2"].backup_id, tmp_path / "data",
                          target=RecoveryTarget("name", "before_incident"), start=True)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_swapped_wal_segment_is_caught_by_deep_verify_restore_and_drill(history, pitr, tmp_path):
+    """An attacker with write access copies segment N's object and index entry over N+1's (the
+    bytes and hashes of a genuine segment). Deep verify names N+1; a restore to the end of the
+    archive fails naming it instead of "recovering" to N and promoting (the physical drill restores
+    through the same path)."""
+    from bvh_ops.physical import parse_lsn
+    from bvh_ops.wal import wal_key
+    from bvh_ops.walarchive import segment_name, wal_continuity
+
+    settings = history["settings"]
+    seg = parse_lsn(history["time"].lsn) // (16 << 20)
+    donor, victim = segment_name(1, seg), segment_name(1, seg + 1)
+    paths = [pitr.repo / wal_key(victim), pitr.repo / (wal_key(victim) + ".json")]
+    originals = [p.read_bytes() for p in paths]
+    try:
+        shutil.copyfile(pitr.repo / wal_key(donor), paths[0])
+        entry = (pitr.repo / (wal_key(donor) + ".json")).read_text().replace(donor, victim)
+        paths[1].write_text(entry)  # even the name inside the index entry is edited to match
+        repo, _ = open_repository(settings)
+        from bvh_ops.keys import load_identities
+
+        report = wal_continuity(repo.store, history["full"], hashes=True, identities=load_identities(settings.identity))
+        assert [n for n, _ in report.damaged] == [victim], report.damaged
+        with pytest.raises(RecoveryError, match=victim):
+            restore_physical(settings, history["full"].backup_id, tmp_path / "swapped", start=True)
+        assert not (tmp_path / "swapped").exists()
+    finally:
+        for p, raw in zip(paths, originals, strict=True):
+            p.write_bytes(raw)
+
+
+def test_restored_server_has_no_socket_no_trust_and_no_key_left(history, pitr, tmp_path):
+    """Restores started with --start listen on 127.0.0.1 only with the source's passwords, have
+    no Unix socket directory in /tmp, and the identity copy is gone after promotion."""
+    import glob
+
+    from bvh_ops.pg.tools import embedded_bin_dir
+
+    report = restore_physical(history["settings"], "latest", tmp_path / "data",
+                              target=RecoveryTarget("lsn", history["lsn"].lsn), start=True)
+    try:
+        assert not glob.glob(f"/tmp/bvhpg-r{report.port}")
+        assert not (tmp_path / "data" / "bvh_ops_recovery").exists()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{report.port}/postgres", connect_timeout=5)
+        conf = (tmp_path / "data" / "postgresql.auto.conf").read_text()
+        assert "recovery_end_command" in conf and "hot_standby = 'off'" in conf
+    finally:
+        stop_server(tmp_path / "data", embedded_bin_dir())

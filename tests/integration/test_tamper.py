@@ -117,3 +117,100 @@ def test_wrong_identity_is_one_clear_line(stored, tmp_path, fresh_db):
     assert "no identity matches" in proc.stdout and "Traceback" not in proc.stderr + proc.stdout
     proc = run_cli("restore", m.backup_id, "--into", fresh_db(), env=env)
     assert_one_line_error(proc, "no identity matches", "BVH_OPS_IDENTITY")
+
+
+def _relations(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = 'public'").fetchone()[0]
+
+
+@pytest.fixture
+def three(sample_db, repo_dir, make_settings):
+    """Three logical backups L1 < L2 < L3 of the sample database."""
+    settings = make_settings(sample_db, f"file://{repo_dir}")
+    ids = [run_logical_backup(settings).manifest.backup_id for _ in range(3)]
+    return settings, ids, Path(repo_dir) / "backups"
+
+
+def test_a_backup_copied_over_another_is_refused_and_never_latest(three, fresh_db):
+    """L1's directory contents copied into L3's: verify fails, restore L3 refuses, and
+    `latest` is L2 (the newest backup whose manifest belongs where it sits)."""
+    import shutil
+
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.restore import restore_logical
+
+    settings, (l1, l2, l3), backups = three
+    for f in (backups / l3).iterdir():
+        f.unlink()
+    for f in (backups / l1).iterdir():
+        shutil.copy(f, backups / l3 / f.name)
+    res = statuses(settings, l3, deep=True)
+    assert all(not r.ok for r in res.values()), res
+    assert "that of backup " + l1 in res["manifest.json"].detail
+    with pytest.raises(IntegrityError, match="copied or moved"):
+        restore_logical(settings, l3, fresh_db())
+    repo, _ = open_repository(settings)
+    assert repo.latest("logical").backup_id == l2
+    assert {r.backup_id: r.status for r in repo.list_backups()}[l3] == "damaged"
+
+
+@pytest.mark.parametrize("hashed_first", [True, False], ids=["small-object-hashed-first", "large-object-streamed"])
+def test_a_swapped_dump_object_writes_nothing_into_the_target(three, fresh_db, monkeypatch, hashed_first):
+    """L1's dump object (bytes of a genuine backup) put in place of L2's: the restore fails
+    before a single table reaches the target, and says nothing was written — caught by the
+    stored sha256 up front for small objects, by the object's binding for ones too large to hash
+    twice."""
+    import shutil
+
+    from bvh_ops.errors import BvhOpsError
+    from bvh_ops.repository import verify
+    from bvh_ops.restore import restore_logical
+
+    if not hashed_first:
+        monkeypatch.setattr(verify, "PREFLIGHT_HASH_BYTES", 0)
+    settings, (l1, l2, _), backups = three
+    shutil.copy(backups / l1 / "dump.pgcustom", backups / l2 / "dump.pgcustom")
+    target = fresh_db()
+    expected = "sha256 differs from its manifest.*nothing was restored" if hashed_first else \
+        f"restore of backup {l2}.*written as backups/{l1}/dump.pgcustom.*nothing was written"
+    with pytest.raises(BvhOpsError, match=expected):
+        restore_logical(settings, l2, target)
+    assert _relations(target) == 0
+
+
+def test_forged_manifests_do_not_drive_latest_or_retention(three, tmp_path, fresh_db):
+    """Two manifests dated 2099, signed by a key nobody trusts: `latest` and retention ignore
+    them (reported UNTRUSTED, not deleted), genuine backups keep their redundancy."""
+    import dataclasses
+
+    from bvh_ops.keys import load_or_create_host_key
+    from bvh_ops.repository.manifest import sign_manifest
+    from bvh_ops.repository.retention import apply_plan
+    from bvh_ops.restore import restore_logical
+
+    settings, (l1, l2, l3), backups = three
+    repo, _ = open_repository(settings)
+    genuine = repo.trusted_manifest(l3)
+    rogue = load_or_create_host_key(tmp_path / "rogue")
+    forged = []
+    for i in range(2):
+        fid = f"20990101T00000{i}Z-logical-f0f0f{i}"
+        m = dataclasses.replace(genuine, backup_id=fid, started_at=f"2099-01-01T00:00:0{i}+00:00",
+                                finished_at=f"2099-01-01T00:00:0{i}+00:00")
+        (backups / fid).mkdir()
+        for name in ("manifest.json", "manifest.json.copy"):
+            (backups / fid / name).write_bytes(sign_manifest(m, rogue))
+        forged.append(fid)
+    assert repo.latest("logical").backup_id == l3
+    from datetime import UTC, datetime, timedelta
+
+    plan = apply_plan(repo, now=datetime.now(UTC) + timedelta(days=400), keep_days=30, min_redundancy=2)
+    actions = {d["backup_id"]: d["action"] for d in plan["decisions"]}
+    assert actions == {l3: "KEEP", l2: "KEEP", l1: "OBSOLETE", forged[0]: "UNTRUSTED", forged[1]: "UNTRUSTED"}
+    assert all((backups / f / "manifest.json").exists() for f in forged)
+    result = restore_logical(settings, "latest", fresh_db())
+    assert result.backup_id == l3 and result.ok
