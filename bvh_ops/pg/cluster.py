@@ -142,16 +142,15 @@ def run_as_server(bin_dir: Path, tool: str, args: list[str], *, timeout: float =
 def prepare_server_user(*paths: Path, user: str = PG_OS_USER) -> None:
     """Make sure the server's OS user exists and can reach the binaries and ``paths`` (root only)."""
     if _as_root():
-        if user == PG_OS_USER:
-            _prepare_os_user(*paths)
-        else:
+        _prepare_os_user(*paths)  # the binaries' permissions (and our own user, harmless if unused)
+        if user != PG_OS_USER:
             import pwd
 
             try:
                 pwd.getpwnam(user)
             except KeyError:
                 raise BvhOpsError(f"OS user {user!r} does not exist: name an existing user to run the "
-                                  "restored server") from None
+                                  "restored server (--os-user)") from None
             for p in paths:
                 grant_traverse(p)
 

@@ -356,3 +356,43 @@ def test_restored_server_has_no_socket_no_trust_and_no_key_left(history, pitr, t
         assert "recovery_end_command" in conf and "hot_standby = 'off'" in conf
     finally:
         stop_server(tmp_path / "data", embedded_bin_dir())
+
+
+def test_restore_as_root_runs_the_server_as_the_archive_owner(history, pitr, tmp_path):
+    """WAL archived by another OS user (Debian's `postgres`: 0600 files in 0700 directories):
+    run as root, the restored server runs as that user and reads it."""
+    import os
+    import pwd
+
+    from bvh_ops.pg.cluster import PG_OS_USER
+    from bvh_ops.pg.tools import embedded_bin_dir
+
+    if os.geteuid() != 0:
+        pytest.skip("choosing the restored server's OS user applies when running as root")
+    try:
+        other = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no OS user 'postgres' on this machine")
+    wal = pitr.repo / "wal"
+    owner = wal.stat()
+    paths = [wal] + [p for p in wal.rglob("*")]
+
+    def chown_all(uid: int, gid: int) -> None:
+        for p in paths:
+            os.chown(p, uid, gid)
+
+    chown_all(other.pw_uid, other.pw_gid)
+    try:
+        for p in wal.rglob("*"):
+            os.chmod(p, 0o700 if p.is_dir() else 0o600)
+        report = restore_physical(history["settings"], "latest", tmp_path / "data",
+                                  target=RecoveryTarget("lsn", history["lsn"].lsn), start=True)
+        try:
+            assert report.os_user == "postgres" != PG_OS_USER
+            assert (tmp_path / "data").stat().st_uid == other.pw_uid
+            with psycopg.connect(_restored(report, pitr.cluster.password)) as conn:
+                assert fingerprints(conn) == history["lsn"].counts
+        finally:
+            stop_server(tmp_path / "data", embedded_bin_dir())
+    finally:
+        chown_all(owner.st_uid, owner.st_gid)
