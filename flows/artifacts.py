@@ -46,9 +46,11 @@ def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retent
                   f"{human_bytes(physical['bytes_in'])} in, {human_bytes(physical['bytes_stored'])} stored.",
                   *checks_table(physical.get("checks", []), "### Checks")]
     obsolete = [d for d in retention if d["action"] == "OBSOLETE"]
+    untrusted = [d for d in retention if d["action"] == "UNTRUSTED"]
     lines += ["", "## Retention", "",
-              f"{len(retention) - len(obsolete)} backups kept, {len(obsolete)} deleted"
-              + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + "."]
+              f"{len(retention) - len(obsolete) - len(untrusted)} backups kept, {len(obsolete)} deleted"
+              + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + ".",
+              *_untrusted(untrusted)]
     if removed:
         lines.append(f"Incomplete backups removed: {', '.join(removed)}.")
     return "\n".join(lines)
@@ -113,10 +115,19 @@ def physical_markdown(result: dict[str, Any], checks: list[dict[str, str]], rete
     ]
     decisions = retention.get("decisions", [])
     obsolete = [d for d in decisions if d["action"] == "OBSOLETE"]
-    lines += ["", "## Retention", "",
-              f"{len(decisions) - len(obsolete)} backups kept, {len(obsolete)} deleted"
+    untrusted = [d for d in decisions if d["action"] == "UNTRUSTED"]
+    lines += ["", "## Retention", "", *_untrusted(untrusted),
+              f"{len(decisions) - len(obsolete) - len(untrusted)} backups kept, {len(obsolete)} deleted"
               + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + "; "
               f"WAL kept from {retention.get('wal_kept_from') or '–'}, {retention.get('wal_pruned', 0)} WAL files pruned."]
     if removed:
         lines.append(f"Incomplete backups removed: {', '.join(removed)}.")
     return "\n".join(lines)
+
+
+def _untrusted(decisions: list[dict[str, Any]]) -> list[str]:
+    """Backups whose manifest signature is not trusted: never counted, never deleted, shown."""
+    if not decisions:
+        return []
+    return [f"**{len(decisions)} backups with an untrusted manifest signature** (not counted, not deleted; "
+            f"investigate with `bvh-ops verify`): {', '.join(d['backup_id'] for d in decisions)}."]
