@@ -174,7 +174,9 @@ def test_vector_decrypts_with_our_reader(vec):
 
 @pytest.mark.parametrize("vec", _vectors(), ids=lambda v: f"{v['kem']}-{len(v['plaintext_b64'])}")
 def test_vector_decrypts_by_docs_format_alone(vec):
-    """An independent decryptor written from docs/FORMAT.md (data key given, not unsealed)."""
+    """An independent decryptor written from docs/FORMAT.md (data key given, not unsealed). The
+    whole path from the identity file (HPKE, manifest signature, WAL) is
+    tests/integration/test_format_doc.py."""
     blob = base64.b64decode(vec["object_b64"])
     assert blob[:8] == b"BVHOPS\x00\x01"
     hlen = int.from_bytes(blob[8:12], "big")
