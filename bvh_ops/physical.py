@@ -232,19 +232,28 @@ def switch_wal_and_wait(conn: psycopg.Connection, *, timeout: float = 120.0) -> 
     return seg, lsn
 
 
-def wait_archived(conn: psycopg.Connection, segment: str, *, timeout: float = 120.0) -> None:
+def wait_archived(conn: psycopg.Connection, segment: str, *, timeout: float = 120.0,
+                  give_up_when_failing: float | None = None) -> bool:
     """Wait until PostgreSQL's archiver has archived ``segment`` (pg_stat_archiver), polling a
-    condition, not sleeping a fixed time. A failing archive_command is reported with the
-    segment it fails on; a timeout names the segment and where to look."""
+    condition, not sleeping a fixed time. A timeout names the segment, where to look and the
+    failing segment. With ``give_up_when_failing``: once archive_command has been failing (and
+    not succeeding since) for that many seconds, return False instead of waiting on — the
+    caller's checks report the archiver."""
     deadline = time.monotonic() + timeout
+    failing_since = None
     while True:
         archived, failed, failed_at, archived_at = conn.execute(
             "SELECT last_archived_wal, last_failed_wal, last_failed_time, last_archived_time "
             "FROM pg_stat_archiver").fetchone()
         if archived is not None and archived[:24] >= segment[:24] and archived[:8] == segment[:8]:
-            return
+            return True
         if archived is not None and archived[:8] > segment[:8]:
-            return  # a later timeline is being archived: this one is finished
+            return True  # a later timeline is being archived: this one is finished
+        failing = bool(failed) and (archived_at is None or failed_at > archived_at)
+        failing_since = (failing_since or time.monotonic()) if failing else None
+        if give_up_when_failing is not None and failing_since is not None \
+                and time.monotonic() - failing_since >= give_up_when_failing:
+            return False
         if time.monotonic() > deadline:
             failing = (f"; archive_command has been failing on {failed} since {failed_at:%Y-%m-%d %H:%M:%S %Z}"
                        if failed and (archived_at is None or failed_at > archived_at) else "")
@@ -265,7 +274,8 @@ def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout:
     seg_size = int(manifest.extra.get("wal_segment_size") or 16 << 20)
     segment = segment_name(int(manifest.extra.get("timeline") or 1), (parse_lsn(stop) - 1) // seg_size, seg_size)
     with connect(settings.require_database_url(), autocommit=True) as conn:
-        wait_archived(conn, segment, timeout=timeout)
+        if not wait_archived(conn, segment, timeout=timeout, give_up_when_failing=15.0):
+            log.warning("archive_command is failing: not waiting for %s (the wal_archiver check reports it)", segment)
     return segment
 
 

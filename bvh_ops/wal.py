@@ -117,6 +117,12 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
         raise IntegrityError(
             f"{src.name} is already archived with different content: refusing to overwrite "
             "(two clusters archiving into one repository?)")
+    with open(src, "rb") as fh:
+        problem = segment_header_problem(src.name, fh.read(LONG_HEADER))
+    if problem:
+        # PostgreSQL hands over a segment that begins with its own first page; anything else
+        # (a file copied under the wrong name) is refused rather than archived as that segment.
+        raise IntegrityError(f"refusing to archive WAL file {problem}")
     recipients = load_recipients(settings.require_recipients())
     data_key = os.urandom(32)
     writer = store.open_writer(key)
@@ -145,9 +151,8 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
              # When PostgreSQL last wrote the file: the newest commit it can hold (for
              # --validate-target with a time and for the continuity report).
              "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
-    ident = segment_identity(head) if _SEGMENT_NAME.match(src.name) else None
-    if ident is not None:
-        entry["system_identifier"] = ident["system_identifier"]
+    if _SEGMENT_NAME.match(src.name):
+        entry["system_identifier"] = segment_identity(head)["system_identifier"]
     if src.name.endswith(".history"):
         # Timeline switch points only (no table data): kept readable so continuity can
         # follow timelines without the restore key.

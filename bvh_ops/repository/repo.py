@@ -94,13 +94,21 @@ class Repository:
     def load_manifest(self, backup_id: str) -> LoadedManifest:
         prefix = backup_prefix(backup_id)
         errors = []
+        untrusted = None
         for name in (MANIFEST, MANIFEST_COPY):
             try:
-                return parse_manifest(self.store.get_bytes(prefix + name), self.trusted_keys, expect_id=backup_id)
+                loaded = parse_manifest(self.store.get_bytes(prefix + name), self.trusted_keys, expect_id=backup_id)
             except NotFound:
                 errors.append(f"{name} missing")
+                continue
             except IntegrityError as exc:
                 errors.append(f"{name}: {exc}")
+                continue
+            if loaded.signature_ok:
+                return loaded  # the main manifest, or its copy when the main one was damaged or edited
+            untrusted = untrusted or loaded
+        if untrusted is not None:
+            return untrusted
         if not any(self.store.list(prefix)):
             raise NotFound(f"backup {backup_id} not found in {self.store.url}: see `bvh-ops backups list`")
         raise IntegrityError(f"backup {backup_id} has no readable manifest ({'; '.join(errors)})")

@@ -65,19 +65,38 @@ def test_postgres_archives_through_wal_push_and_fetch_restores_it(archiving, key
     assert not (tmp_path / "nope").exists()
 
 
+def _segment(segno: int, size: int = 1 << 20, sysid: int = 7) -> bytes:
+    """A WAL file whose first page header says it is segment ``segno`` (16 MiB segments)."""
+    import struct
+
+    head = struct.pack("<HHIQI4xQII", 0xD118, 0x0002, 1, segno * (16 << 20), 0, sysid, 16 << 20, 8192)
+    return head + os.urandom(size - len(head))
+
+
 def test_repush_is_idempotent_and_different_content_is_refused(archiving, keypair, tmp_path):
     cluster, repo, cfg = archiving
     settings = Settings(repository=f"file://{repo}", recipients=[keypair[0]], state_dir=tmp_path)
     name = "000000010000000000000099"
     seg = tmp_path / name
-    seg.write_bytes(os.urandom(1 << 20))
+    seg.write_bytes(_segment(0x99))
     assert wal_push(settings, str(seg)) == "stored"
     assert wal_push(settings, str(seg)) == "already archived"
-    seg.write_bytes(os.urandom(1 << 20))
+    seg.write_bytes(_segment(0x99))
     before = (repo / wal_key(name)).read_bytes()
     with pytest.raises(IntegrityError, match="different content"):
         wal_push(settings, str(seg))
     assert (repo / wal_key(name)).read_bytes() == before
+
+
+def test_a_segment_under_another_name_is_refused_at_push(archiving, keypair, tmp_path):
+    """Segment 0x98's bytes handed over as 0x9A (a mis-copied file): refused, nothing stored."""
+    cluster, repo, cfg = archiving
+    settings = Settings(repository=f"file://{repo}", recipients=[keypair[0]], state_dir=tmp_path)
+    seg = tmp_path / "00000001000000000000009A"
+    seg.write_bytes(_segment(0x98))
+    with pytest.raises(IntegrityError, match="not of its own position"):
+        wal_push(settings, str(seg))
+    assert not (repo / wal_key(seg.name)).exists() and not (repo / (wal_key(seg.name) + ".json")).exists()
 
 
 def test_archive_command_failure_keeps_wal_and_recovers(archiving):
@@ -179,7 +198,7 @@ def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
     (wal_dir / "archive_status").mkdir(parents=True)
     names = [f"0000000100000000000000{i:02X}" for i in range(0x10, 0x14)]
     for n in names:
-        (wal_dir / n).write_bytes(os.urandom(1 << 20))
+        (wal_dir / n).write_bytes(_segment(int(n[-2:], 16)))
         (wal_dir / "archive_status" / f"{n}.ready").touch()
     repo = tmp_path / "repo"
     cfg = tmp_path / "archive.toml"
@@ -195,6 +214,6 @@ def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
     assert sorted(p.name for p in spool.iterdir()) == [f"{n}.ok" for n in names[1:]]
     second = subprocess.run([*lean, f"pg_wal/{names[1]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert second.returncode == 0 and not (spool / f"{names[1]}.ok").exists()
-    (wal_dir / names[2]).write_bytes(os.urandom(1 << 20))  # not what was archived
+    (wal_dir / names[2]).write_bytes(_segment(0x12))  # not what was archived
     changed = subprocess.run([*lean, f"pg_wal/{names[2]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert changed.returncode != 0 and "different content" in changed.stderr
