@@ -56,9 +56,10 @@ def test_logical_drill_reads_a_timestamp_column_in_the_servers_time_zone(pg, loc
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert report["passed"], report["checks"]
     assert statuses["pitr_append_only"] == statuses["freshness"] == "passed"
-    # RPO = the backup's start − the newest restored row: seconds, not 5.5 hours either way.
+    # RPO = the backup's start − the newest restored row: seconds (minutes on a loaded machine),
+    # not 5.5 hours either way.
     expected = (datetime.fromisoformat(manifest.started_at) - newest).total_seconds()
-    assert 0 <= expected < 120
+    assert 0 <= expected < 3600
     assert report["rpo_seconds"] == pytest.approx(expected, abs=0.01)
 
 
