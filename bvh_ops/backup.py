@@ -21,7 +21,7 @@ from bvh_ops.errors import ConcurrencyError, DatabaseError
 from bvh_ops.keys import HostKey, load_or_create_host_key, load_recipients
 from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
-from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables
+from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables, table_bytes
 from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
 from bvh_ops.repository.manifest import Manifest, TableStat
 from bvh_ops.repository.repo import Repository, new_backup_id, stats_to_entry
@@ -181,12 +181,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 tables = list_tables(conn)
                 _check_privileges(conn, tables)
                 schema = schema_snapshot(conn)
-                table_bytes = {
-                    t.name: int(conn.execute(
-                        "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)",
-                        (t.name,)).fetchone()[0])
-                    for t in tables
-                }
+                sizes = table_bytes(conn, tables)
             except psycopg.Error as exc:
                 raise translate(exc, "taking the snapshot") from None
 
@@ -251,7 +246,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 host=socket.gethostname(),
                 objects=(stats_to_entry(DUMP_OBJECT, dump_stats, key_ids, f"zstd-{settings.compression_level}"),),
                 tables=tuple(stats),
-                extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": table_bytes,
+                extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": sizes,
                        "pg_dump": str(dump_bin or "embedded"), "schema": schema},
             )
             writer.commit(manifest, host_key)

@@ -11,6 +11,7 @@ from typing import Any
 from psycopg import sql
 
 from bvh_ops.config import redact_dsn
+from bvh_ops.drill.committime import commit_column
 from bvh_ops.pg.catalog import compare_schema, schema_snapshot
 from bvh_ops.pg.conn import connect
 from bvh_ops.repository.manifest import Manifest
@@ -95,22 +96,23 @@ def check_schema(dsn: str, manifest: Manifest) -> CheckResult:
                        f"{len(n['sequences'])} sequences as recorded")
 
 
-def _bounded_fingerprint(dsn: str, table: str, column: str, cutoff: datetime) -> tuple[int, str] | None:
+def _bounded_fingerprint(dsn: str, item: str, zone: str, cutoff: datetime) -> tuple[int, str] | None:
     """Rows up to the cutoff: count and sum of text row hashes (text: comparable across servers
     even with enum columns, whose record hash depends on OIDs)."""
-    schema, _, name = table.rpartition(".")
     with connect(dsn) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+        col = commit_column(conn, item, zone)
+        if col is None:
             return None
         q = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {tbl} AS t "
-                    "WHERE {col} <= %s").format(tbl=sql.Identifier(schema or "public", name),
-                                                col=sql.Identifier(column))
+                    "WHERE ").format(tbl=col.table) + col.at_or_before()
         rows, total = conn.execute(q, (cutoff,)).fetchone()
     return int(rows), total
 
 
-def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff: datetime) -> CheckResult:
-    """Append-only tables hold exactly the live source's rows up to the cutoff. Each table is
+def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff: datetime,
+               zone: str) -> CheckResult:
+    """Append-only tables hold exactly the live source's rows up to the cutoff (``zone``: where
+    `timestamp without time zone` columns were written, bvh_ops.drill.committime). Each table is
     fingerprinted on both servers at once."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -119,9 +121,9 @@ def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff:
     compared, bad = 0, []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-pitr") as pool:
         for item in append_only:
-            table, column = item.split(":")
-            restored_f = pool.submit(_bounded_fingerprint, dsn, table, column, cutoff)
-            source = _bounded_fingerprint(source_dsn, table, column, cutoff)
+            table = item.split(":")[0]
+            restored_f = pool.submit(_bounded_fingerprint, dsn, item, zone, cutoff)
+            source = _bounded_fingerprint(source_dsn, item, zone, cutoff)
             restored = restored_f.result()
             if source is None:
                 continue

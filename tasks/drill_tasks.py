@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bvh_ops.config import Settings
-from bvh_ops.drill import engine
+from bvh_ops.drill import committime, engine
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.restore import restore_logical
 from checks import drill_suite
@@ -73,9 +74,11 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
     source = settings.database_url.get_secret_value() if settings.database_url else None
     cutoff = target - timedelta(seconds=settings.pitr_margin_seconds)
     newest: list[datetime | None] = [None]
+    # Asked inside the checks: a failure is theirs (not_verified), not the task's.
+    zone = functools.cache(lambda: committime.source_time_zone(source, dsn))
 
     def freshness() -> CheckResult:
-        newest[0] = engine.newest_commit(dsn, settings.append_only_tables)
+        newest[0] = committime.newest_commit(dsn, settings.append_only_tables, zone())
         return drill_suite.check_freshness(newest[0], target)
 
     comparisons: list = []
@@ -83,7 +86,8 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
         fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
                                    lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons), secrets)
         pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
-                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff), secrets)
+                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone()),
+                           secrets)
         invariants = pool.submit(drill_suite.guarded, "invariants",
                                  lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
         try:  # import Great Expectations (~4 s) while the scans run
@@ -162,14 +166,15 @@ def physical_checks(settings: Settings, scratch: Any, target: datetime | None,
         return [CheckResult("physical_checks", CheckStatus.NOT_VERIFIED, "no database_url to check against")], None, None
     dsn = scratch.dsn(source)
     secrets = [p for p in (_password(source),) if p]
-    newest = engine.newest_commit(dsn, settings.append_only_tables)
+    zone = committime.source_time_zone(source, dsn)
+    newest = committime.newest_commit(dsn, settings.append_only_tables, zone)
     # Time targets cut at the target; LSN/name targets and the end of the archive at the
     # newest restored commit (rows after it are the data loss the RPO measures).
     cutoff_at = target or newest or disaster
     cutoff = cutoff_at - timedelta(seconds=settings.pitr_margin_seconds)
     results = drill_suite.guarded("pg_amcheck", lambda: check_amcheck(dsn, scratch.bin_dir), secrets)
     pitr = drill_suite.guarded("pitr_append_only", lambda: drill_suite.check_pitr(
-        dsn, source, settings.append_only_tables, cutoff), secrets)
+        dsn, source, settings.append_only_tables, cutoff, zone), secrets)
     results += [CheckResult(f"physical_{r.name}", r.status, r.detail) for r in pitr]
     results += [CheckResult(f"physical_{r.name}", r.status, r.detail)
                 for r in drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants),
@@ -179,7 +184,7 @@ def physical_checks(settings: Settings, scratch: Any, target: datetime | None,
     source_newest = None
     if target is None:
         try:
-            source_newest = engine.newest_commit_before(source, settings.append_only_tables, disaster)
+            source_newest = committime.newest_commit(source, settings.append_only_tables, zone, before=disaster)
         except Exception:  # noqa: BLE001 - the RPO is then measured against the disaster time
             source_newest = None
     return results, newest, source_newest

@@ -136,31 +136,6 @@ def accepts_connections(dsn: str) -> bool:
         return False
 
 
-def newest_commit(dsn: str, append_only: list[str]) -> datetime | None:
-    """The newest commit time in the append-only tables of a database (None if none)."""
-    return newest_commit_before(dsn, append_only, None)
-
-
-def newest_commit_before(dsn: str, append_only: list[str], before: datetime | None) -> datetime | None:
-    """The newest commit time (at or before ``before``, if given) in the append-only tables."""
-    newest = None
-    with connect(dsn) as conn:
-        for item in append_only:
-            table, column = item.split(":")
-            schema, _, name = table.rpartition(".")
-            exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
-            if exists is None:
-                continue
-            from psycopg import sql
-
-            q = sql.SQL("SELECT max({col}) FROM {tbl} WHERE %s::timestamptz IS NULL OR {col} <= %s").format(
-                col=sql.Identifier(column), tbl=sql.Identifier(schema or "public", name))
-            value = conn.execute(q, (before, before)).fetchone()[0]
-            if value is not None and (newest is None or value > newest):
-                newest = value
-    return newest
-
-
 # -- the ops database: one row per drill and per check ------------------------------------
 
 @contextmanager

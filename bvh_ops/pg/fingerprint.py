@@ -60,6 +60,25 @@ def list_tables(conn: psycopg.Connection) -> list[TableRef]:
     return [TableRef(name, nsp, rel, _KINDS[kind], bool(safe)) for name, nsp, rel, kind, safe in rows]
 
 
+# pg_partition_tree() lists nothing for a plain table (PostgreSQL 18), so only a partitioned
+# table is summed over its tree; a plain table is its own heap + TOAST + indexes.
+TABLE_BYTES = """
+SELECT format('%%I.%%I', n.nspname, c.relname),
+  CASE WHEN c.relkind = 'p'
+       THEN (SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p)
+       ELSE pg_total_relation_size(c.oid) END::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
+"""
+
+
+def table_bytes(conn: psycopg.Connection, tables: list[TableRef]) -> dict[str, int]:
+    """Bytes on disk per table (a partitioned table: all its partitions), for the tables
+    artifact and the parallel restore's job weighting."""
+    sizes = dict(conn.execute(TABLE_BYTES, ([t.name for t in tables],)).fetchall())
+    return {t.name: int(sizes.get(t.name, 0)) for t in tables}
+
+
 RECORD = "rec"
 TEXT = "text"
 _EXPR = {RECORD: "hash_record_extended(t, 0)", TEXT: "hashtextextended(t::text, 0)"}

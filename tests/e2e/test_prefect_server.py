@@ -17,6 +17,7 @@ import pytest
 
 from bvh_ops.pg.sample import LOTTERY_INVARIANTS, create_database, load_sample
 from tests.conftest import free_port
+from tests.waiting import PATIENCE, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,7 +59,7 @@ def _receiver():
     return received, f"http://127.0.0.1:{server.server_address[1]}/hook", server
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-2000:]
@@ -159,10 +160,7 @@ def test_deploy_and_run_the_on_demand_drill_through_a_worker(pg, keypair, tmp_pa
                  "--param", "mode=physical", "--watch", "--watch-timeout", "300"],
                 cwd=ROOT, capture_output=True, text=True, env=prefect_env, timeout=360)
             assert failing.returncode != 0, failing.stdout[-2000:]
-            deadline = time.monotonic() + 120
-            while not received and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert received, "no failure notification arrived"
+            wait_until(lambda: received, "the failure notification arriving at the webhook", interval=0.5)
             body = json.loads(received[0])
             assert body["source"] == "bvh-ops" and "dr-drill" in body["subject"] and "Failed" in body["subject"]
         finally:

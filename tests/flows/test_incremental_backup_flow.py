@@ -12,6 +12,7 @@ from bvh_ops.backup import open_repository
 from bvh_ops.config import load_settings
 from bvh_ops.errors import IntegrityError
 from tests.integration.archiving import start_archiving
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -77,7 +78,6 @@ def test_an_incremental_over_a_wal_gap_is_rolled_back_and_fails(archiving, env_s
 def test_a_failing_archive_command_fails_the_flow_naming_the_archiver(archiving, env_settings):
     """Notifications fire when PostgreSQL cannot archive, not six hours later at a restore."""
     import os
-    import time
 
     from flows.incremental_backup import incremental_backup
 
@@ -91,10 +91,8 @@ def test_a_failing_archive_command_fails_the_flow_naming_the_archiver(archiving,
             before = conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0]
             conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
             conn.execute("SELECT pg_switch_wal()")
-            deadline = time.monotonic() + 30
-            while conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] <= before:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            wait_until(lambda: conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] > before,
+                       "archive_command failing", interval=0.2)
         with pytest.raises(IntegrityError, match="wal_archiver.*archive_command is failing"):
             incremental_backup()
     finally:

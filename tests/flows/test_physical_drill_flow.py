@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, consistent_cut, create_database, load_sample
 from tests.integration.archiving import start_archiving
+from tests.waiting import more_writes
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -40,12 +40,12 @@ def history(source):
                         state_dir=source.repo.parent / "state")
     full = run_physical_backup(settings, "full").manifest
     work = Workload(dsn, rate=40).start()
-    try:
-        time.sleep(1)
+    try:  # writes between the steps, counted (a loaded machine writes slower)
+        more_writes(work)
         incr = run_physical_backup(settings, "incremental").manifest
-        time.sleep(1)
+        more_writes(work)
         cut = consistent_cut(dsn, "drill_target")
-        time.sleep(1)
+        more_writes(work)
     finally:
         work.stop()
     source.switch_and_wait()

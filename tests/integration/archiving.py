@@ -23,7 +23,7 @@ class Archiving:
     def url(self) -> str:
         return f"file://{self.repo}"
 
-    def switch_and_wait(self, timeout: float = 60) -> str:
+    def switch_and_wait(self, timeout: float = 300) -> str:
         """Switch WAL and wait until the finished segment is archived; returns its name."""
         from bvh_ops.physical import switch_wal_and_wait
 

@@ -62,10 +62,10 @@ def test_backups_list_and_restore_json(sample_db, fresh_db, repo_dir, make_setti
 
 
 def test_backup_without_configuration_fails_before_starting_anything(tmp_path):
-    proc = run_cli("backup", env={"BVH_OPS_STATE_DIR": str(tmp_path)}, timeout=60)
+    proc = run_cli("backup", env={"BVH_OPS_STATE_DIR": str(tmp_path)})
     assert_one_line_error(proc, "database_url is not set", "BVH_OPS_DATABASE_URL")
     proc = run_cli("backup", env={"BVH_OPS_STATE_DIR": str(tmp_path), "BVH_OPS_DATABASE_URL": "postgresql://u@h/db",
-                                  "BVH_OPS_REPOSITORY": "file:///tmp/x"}, timeout=60)
+                                  "BVH_OPS_REPOSITORY": "file:///tmp/x"})
     assert_one_line_error(proc, "recipients is not set", "keygen")
 
 

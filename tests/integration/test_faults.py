@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,11 +17,13 @@ import pytest
 from bvh_ops.backup import TargetLock, open_repository, run_logical_backup
 from bvh_ops.errors import ConcurrencyError, DatabaseError, DatabaseUnavailable, TransientError
 from tests.conftest import free_port
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
 def big_db(pg):
-    """~60 MB of incompressible text, so a dump at zstd level 19 runs for several seconds."""
+    """~60 MB of incompressible text: at zstd level 19 its dump streams for many seconds even on
+    a fast, idle machine, so it is still streaming when the test sees it start."""
     from bvh_ops.pg.sample import create_database
 
     create_database(pg.dsn(), "bigdb")
@@ -44,17 +45,21 @@ def test_backup_killed_mid_stream_leaves_no_committed_backup(big_db, repo_dir, k
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     backups = Path(repo_dir) / "backups"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        partial = [p for p in backups.glob("*/.tmp-dump*") if p.stat().st_size > 256 << 10] if backups.exists() else []
-        if partial:
-            break
-        assert proc.poll() is None, "backup finished before it could be killed"
-        time.sleep(0.05)
-    else:
-        pytest.fail("the dump never started streaming")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        with psycopg.connect(big_db, autocommit=True) as conn:
+
+            def streaming() -> bool:
+                """The dump object is being written and pg_dump is copying the big table."""
+                assert proc.poll() is None, "the backup ended before it could be killed"
+                if not list(backups.glob("*/.tmp-dump*")):
+                    return False
+                return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                    "AND query LIKE 'COPY public.blobs %'").fetchone()[0] > 0
+
+            wait_until(streaming, "the dump of public.blobs streaming into the repository")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
     from bvh_ops.config import Settings
 

@@ -5,7 +5,6 @@ archive, and what happens with a damaged or killed piece."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import psycopg
 import pytest
@@ -15,6 +14,7 @@ from bvh_ops.pg.sample import Workload, consistent_cut, create_database, cut_fin
 from bvh_ops.physical import run_physical_backup
 from bvh_ops.pitr import RecoveryError, RecoveryTarget, restore_physical, stop_server, validate_target
 from tests.integration.archiving import start_archiving
+from tests.waiting import more_writes, wait_until
 
 
 def fingerprints(conn: psycopg.Connection) -> dict[str, tuple]:
@@ -41,21 +41,21 @@ def history(pitr, keypair, tmp_path_factory):
                         state_dir=tmp_path_factory.mktemp("pitr-state"), segment_size_kib=256)
     full = run_physical_backup(settings, "full").manifest
     work = Workload(dsn, rate=40).start()
-    try:
-        time.sleep(1.5)
+    try:  # writes between every two steps (counted, not timed: a loaded machine writes slower)
+        more_writes(work, 60)
         by_name = consistent_cut(dsn, "before_incident")
-        time.sleep(1.0)
+        more_writes(work)
         incr1 = run_physical_backup(settings, "incremental").manifest
-        time.sleep(1.0)
+        more_writes(work)
         by_time = consistent_cut(dsn, "t")
         pitr.switch_and_wait()
-        time.sleep(1.0)
+        more_writes(work)
         pitr.switch_and_wait()  # a whole segment between the time cut and the LSN cut
-        time.sleep(1.0)
+        more_writes(work)
         by_lsn = consistent_cut(dsn, "l")
-        time.sleep(1.0)
+        more_writes(work)
         incr2 = run_physical_backup(settings, "incremental").manifest
-        time.sleep(1.0)
+        more_writes(work)
     finally:
         stats = work.stop()
     assert stats.transactions > 100 and stats.errors == 0, stats
@@ -208,6 +208,7 @@ def test_cli_verify_names_a_missing_segment_and_validate_target(history, pitr, t
 
 
 def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr):
+    import contextlib
     import os
     import signal
     import subprocess
@@ -224,13 +225,23 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
     # machine losing power would), instead of leaving that server running after the test.
     proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.cli", "backup", "--kind", "full"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not any(r.status == "incomplete" for r in repo.list_backups()):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        with psycopg.connect(pitr.cluster.dsn(), autocommit=True) as conn:
+
+            def streaming() -> bool:
+                """The backup is open in the repository and pg_basebackup is sending files."""
+                assert proc.poll() is None, "the base backup ended before it could be killed"
+                if not any(r.status == "incomplete" for r in repo.list_backups()):
+                    return False
+                return conn.execute("SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = "
+                                    "'streaming database files' AND backup_streamed > 0").fetchone()[0] > 0
+
+            # The CLI starts its own Prefect server first: minutes on a loaded machine.
+            wait_until(streaming, "the base backup streaming into the repository")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     records = repo.list_backups()
     assert {r.backup_id for r in records if r.status == "complete"} == before  # nothing committed
     assert any(r.status == "incomplete" for r in records)

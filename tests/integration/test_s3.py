@@ -14,6 +14,7 @@ from bvh_ops.repository.verify import Status, verify_backup
 from bvh_ops.restore import restore_logical
 from bvh_ops.storage.s3 import S3Store
 from tests.integration.cli import assert_one_line_error, run_cli
+from tests.waiting import wait_until
 
 
 def test_backup_verify_restore_over_s3(sample_db, fresh_db, s3_server, s3_bucket, make_settings):
@@ -81,7 +82,6 @@ def test_physical_backup_wal_archive_and_pitr_over_s3(s3_server, s3_bucket, keyp
     file named in archive_command), a full backup goes to S3, and a restore recovers to an LSN
     fetching WAL from S3 (credentials handed to restore_command in a 0600 file)."""
     import shutil
-    import time
 
     import psycopg
 
@@ -120,10 +120,8 @@ def test_physical_backup_wal_archive_and_pitr_over_s3(s3_server, s3_bucket, keyp
             conn.execute("INSERT INTO w SELECT generate_series(501, 900)")
             seg = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
-            deadline = time.monotonic() + 60
-            while (conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] or "") < seg:
-                assert time.monotonic() < deadline, "WAL was not archived to S3"
-                time.sleep(0.2)
+            wait_until(lambda: (conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+                                or "") >= seg, f"WAL segment {seg} archived to S3", interval=0.2)
         client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
         keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="pg/wal/")["Contents"]}
         assert f"pg/wal/00000001/{seg}" in keys and f"pg/wal/00000001/{seg}.json" in keys

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -17,6 +16,7 @@ import pytest
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError, NotFound
 from bvh_ops.wal import wal_fetch, wal_key, wal_push
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +30,20 @@ def archiving(tmp_path_factory, keypair):
     arch.cluster.destroy()
 
 
-def _wait_archived(cluster, count: int, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
+def _archiver(cluster) -> dict:
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        while True:
-            row = conn.execute("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal "
-                               "FROM pg_stat_archiver").fetchone()
-            if row[0] >= count or time.monotonic() > deadline:
-                return {"archived": row[0], "last": row[1], "failed": row[2], "last_failed": row[3]}
-            time.sleep(0.2)
+        row = conn.execute("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal "
+                           "FROM pg_stat_archiver").fetchone()
+    return {"archived": row[0], "last": row[1], "failed": row[2], "last_failed": row[3]}
+
+
+def _wait_archived(cluster, segment: str) -> dict:
+    """Wait until PostgreSQL has archived ``segment`` (and so every one before it)."""
+    def archived() -> dict | None:
+        state = _archiver(cluster)
+        return state if (state["last"] or "")[:24] >= segment else None
+
+    return wait_until(archived, f"WAL segment {segment} archived", interval=0.2)
 
 
 def test_postgres_archives_through_wal_push_and_fetch_restores_it(archiving, keypair, tmp_path):
@@ -48,7 +53,7 @@ def test_postgres_archives_through_wal_push_and_fetch_restores_it(archiving, key
         conn.execute("INSERT INTO w SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
         segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         conn.execute("SELECT pg_switch_wal()")
-    state = _wait_archived(cluster, 1)
+    state = _wait_archived(cluster, segment)
     assert state["archived"] >= 1 and state["failed"] == 0, state
     stored = repo / wal_key(segment)
     assert stored.exists() and Path(str(stored) + ".json").exists()
@@ -109,14 +114,12 @@ def test_archive_command_failure_keeps_wal_and_recovers(archiving):
             os.chmod(sub, 0o555)
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-            before = _wait_archived(cluster, 0)
+            before = _archiver(cluster)
             conn.execute("INSERT INTO w SELECT g, 'x' FROM generate_series(1, 1000) g")
             segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
-            deadline = time.monotonic() + 30
-            while _wait_archived(cluster, 0)["failed"] <= before["failed"] and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert _wait_archived(cluster, 0)["failed"] > before["failed"]
+            wait_until(lambda: _archiver(cluster)["failed"] > before["failed"], "archive_command failing",
+                       interval=0.2)
             ready = Path(cluster.data) / "pg_wal" / "archive_status" / f"{segment}.ready"
             assert ready.exists()  # PostgreSQL kept it for a retry
     finally:
@@ -124,9 +127,13 @@ def test_archive_command_failure_keeps_wal_and_recovers(archiving):
         for sub in repo.rglob("*"):
             if sub.is_dir():
                 os.chmod(sub, 0o777)
-    deadline = time.monotonic() + 90
-    while not (repo / wal_key(segment)).exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    # After repeated failures the archiver retries within a minute by itself; the next
+    # finished segment wakes it at once.
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        nxt = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        conn.execute("SELECT pg_logical_emit_message(false, 'test', 'wake the archiver')")
+        conn.execute("SELECT pg_switch_wal()")
+    _wait_archived(cluster, nxt)
     assert (repo / wal_key(segment)).exists()
 
 
@@ -150,8 +157,9 @@ def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         for _ in range(3):
             conn.execute("INSERT INTO w SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
+            last = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
-    _wait_archived(cluster, 4)
+    _wait_archived(cluster, last)
     names = sorted(p.name for p in (repo / "wal" / "00000001").iterdir() if len(p.name) == 24)
     assert len(names) >= 3
     rdir = tmp_path / "recovery"
@@ -164,10 +172,8 @@ def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
 
     first = subprocess.run([*lean, names[0], str(tmp_path / "a")], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    deadline = time.monotonic() + 30
-    while not (rdir / "prefetch" / names[1]).exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert (rdir / "prefetch" / names[1]).exists()  # read ahead, verified, ready to rename
+    # read ahead, verified, ready to rename
+    wait_until(lambda: (rdir / "prefetch" / names[1]).exists(), f"{names[1]} read ahead", interval=0.1)
     second = subprocess.run([*lean, names[1], str(tmp_path / "b")], env=env, capture_output=True, text=True)
     assert second.returncode == 0 and not (rdir / "prefetch" / names[1]).exists()
     entry = json.loads((repo / wal_key(names[1])).with_name(names[1] + ".json").read_text())
