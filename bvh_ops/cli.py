@@ -61,6 +61,11 @@ def _require_prefect_home() -> None:
     except OSError as exc:
         raise ConfigError(f"Prefect's home {home} is not writable ({exc.strerror or exc}): set PREFECT_HOME to a "
                           "directory this user can write (e.g. PREFECT_HOME=/var/lib/bvh-ops/prefect)") from None
+    # Without PREFECT_API_URL: start the ephemeral API server now, from this main thread, as a
+    # child that dies with us even on kill -9 (Prefect would start it from any thread, unguarded).
+    from bvh_ops.children import start_prefect_api
+
+    start_prefect_api()
 
 
 @app.command()

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bvh_ops.backup import open_repository
+from bvh_ops.children import die_with_parent
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
 from bvh_ops.keys import load_identities
@@ -181,7 +182,7 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarGuard) -> None:
     through ``guard`` first, so a link or a path leaving ``dest`` is refused before GNU tar
     sees its header; GNU tar itself also refuses '..' members and strips leading '/'."""
     proc = subprocess.Popen([tar, "-x", "-f", "-", "-C", str(dest), "--no-same-owner", "--delay-directory-restore"],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", preexec_fn=die_with_parent())
     try:
         while chunk := source.read(1 << 20):
             guard.feed(chunk)
@@ -297,14 +298,16 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
             args = ["-o", str(data), "--no-sync"]
             if major >= 18:
                 args.append("--link")  # hard links: no second copy of the data on disk
-            proc = subprocess.run([tool_path("pg_combinebackup", bin_dir), *args, *parts], capture_output=True)
+            proc = subprocess.run([tool_path("pg_combinebackup", bin_dir), *args, *parts], capture_output=True,
+                                  preexec_fn=die_with_parent())
             if proc.returncode != 0:
                 raise_for_tool("pg_combinebackup", proc.returncode, proc.stderr.decode(errors="replace"))
             report.seconds["combine"] = time.monotonic() - t1
         data.chmod(0o700)
         if verify:
             t2 = time.monotonic()
-            proc = subprocess.run([tool_path("pg_verifybackup", bin_dir), "--quiet", str(data)], capture_output=True)
+            proc = subprocess.run([tool_path("pg_verifybackup", bin_dir), "--quiet", str(data)], capture_output=True,
+                                  preexec_fn=die_with_parent())
             if proc.returncode != 0:
                 lines = proc.stderr.decode(errors="replace").strip().splitlines()
                 raise IntegrityError(f"pg_verifybackup: {' '.join(lines[-3:])}")

@@ -1,5 +1,5 @@
-"""Daily backup (the runbook's full dump at 02:00 UTC): collect leftovers -> snapshot-consistent
-dump -> checks, inside one Prefect transaction (a failed check rolls the backup back) ->
+"""Daily backup (the runbook's full dump at 02:00 UTC): crash orphaned runs -> collect leftovers ->
+snapshot-consistent dump -> checks, inside one Prefect transaction (a failed check rolls the backup back) ->
 retention -> artifacts."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from prefect.transactions import transaction
 from bvh_ops.config import Settings, load_settings
 from flows.artifacts import backup_markdown, table_rows
 from tasks.backup_tasks import apply_retention, check_backup, collect_incomplete, take_logical_backup
+from tasks.orphans import reap_orphaned_runs
 
 
 def target_label(settings: Settings) -> str:
@@ -46,6 +47,7 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     settings = load_settings()
     logger = get_run_logger()
     opts = {"retries": settings.task_retries, "retry_delay_seconds": settings.retry_delay_seconds}
+    orphaned = reap_orphaned_runs()
     removed = collect_incomplete.with_options(**opts)(settings)
     with transaction():
         result = take_logical_backup.with_options(**opts)(settings)
@@ -78,6 +80,7 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     result["checks"] = checks
     result["retention"] = retention
     result["incomplete_removed"] = removed
+    result["orphaned_runs"] = orphaned
     result["physical_backup_id"] = physical_result["backup_id"] if physical_result else None
     if physical_result:
         result["physical"] = {k: physical_result[k] for k in ("backup_id", "kind", "start_lsn", "stop_lsn",

@@ -20,6 +20,7 @@ from bvh_ops.errors import BvhOpsError, IntegrityError
 from checks.results import CheckResult, CheckStatus
 from flows.artifacts import drill_markdown
 from tasks import drill_tasks as t
+from tasks.orphans import reap_orphaned_runs
 
 
 class DrillFailed(IntegrityError):
@@ -55,6 +56,7 @@ def dr_drill(
     """
     settings = load_settings()
     logger = get_run_logger()
+    reap_orphaned_runs()  # before the clock starts: bookkeeping is not part of the RTO
     started = engine.utcnow()
     from checks.gx import warm_up
 

@@ -1,5 +1,5 @@
-"""Incremental backup (every 6 hours): collect leftovers -> physical backup (pg_basebackup
---incremental on the chain's newest backup; a full one when no chain exists yet; a WAL-only
+"""Incremental backup (every 6 hours): crash orphaned runs -> collect leftovers -> physical backup
+(pg_basebackup --incremental on the chain's newest backup; a full one when no chain exists yet; a WAL-only
 increment on PostgreSQL < 17) -> checks (verify, chain, PostgreSQL's backup_manifest, WAL
 continuity), inside one Prefect transaction whose rollback deletes the backup -> retention of
 chains and WAL -> artifacts."""
@@ -17,6 +17,7 @@ from bvh_ops.config import load_settings
 from flows.artifacts import physical_markdown
 from flows.daily_backup import target_label
 from tasks.backup_tasks import collect_incomplete
+from tasks.orphans import reap_orphaned_runs
 from tasks.physical_tasks import check_physical_backup, retain_chains, take_physical_backup
 
 
@@ -37,6 +38,7 @@ def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
     settings = load_settings()
     logger = get_run_logger()
     opts = {"retries": settings.task_retries, "retry_delay_seconds": settings.retry_delay_seconds}
+    orphaned = reap_orphaned_runs()
     removed = collect_incomplete.with_options(**opts)(settings)
     with transaction():
         result = take_physical_backup.with_options(**opts)(settings, kind)
@@ -48,7 +50,8 @@ def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
     create_table_artifact(key="physical-backup-checks", table=checks,
                           description=f"Checks of {result['backup_id']}")
     logger.info("%s backup %s committed and checked", result["kind"], result["backup_id"])
-    result.update({"checks": checks, "retention": retention, "incomplete_removed": removed})
+    result.update({"checks": checks, "retention": retention, "incomplete_removed": removed,
+                   "orphaned_runs": orphaned})
     return result
 
 

@@ -1,6 +1,7 @@
 """The one place that runs PostgreSQL client tools. Argument lists only, never a shell;
 connection parameters (and the password) travel in the child's environment, never on argv;
-stderr is captured and surfaced on failure."""
+stderr is captured and surfaced on failure; every tool dies with us, even on `kill -9`
+(bvh_ops.children: callers wait for the tool on the thread that started it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
+from bvh_ops.children import die_with_parent
 from bvh_ops.errors import ConfigError, DatabaseUnavailable, ToolError
 
 # libpq connection keywords -> environment variables (https://www.postgresql.org/docs/current/libpq-envars.html)
@@ -112,7 +114,8 @@ def run_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path |
              timeout: float | None = None, input_bytes: bytes | None = None) -> str:
     """Run a tool to completion; returns stdout; raises ToolError/DatabaseUnavailable with stderr."""
     cmd = [tool_path(name, bin_dir), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, input=input_bytes)
+    proc = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, input=input_bytes,
+                          preexec_fn=die_with_parent())
     if proc.returncode != 0:
         raise_for_tool(name, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc.stdout.decode(errors="replace")
@@ -123,4 +126,5 @@ def spawn_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path
     """Start a tool whose stdout (or stdin) the caller streams; stderr goes to a pipe the caller
     drains after the stream ends (pg tools write little to stderr)."""
     cmd = [tool_path(name, bin_dir), *args]
-    return subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent())
