@@ -27,9 +27,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import save_result  # noqa: E402
+from bvh_ops.demo.sample import load_sample  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.catalog import create_database
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
-from bvh_ops.pg.sample import create_database, load_sample  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
 
@@ -124,7 +125,7 @@ def _run_ours(cluster, db, work, keys, fingerprints: bool) -> dict:
     code = textwrap.dedent("""
         import json, sys
         from bvh_ops.config import load_settings
-        from bvh_ops.backup import run_logical_backup
+        from bvh_ops.logical.backup import run_logical_backup
         r = run_logical_backup(load_settings(), fingerprints=FINGERPRINTS)
         print(json.dumps({"bytes_in": r.manifest.bytes_in, "bytes_stored": r.manifest.bytes_stored,
                           "seconds": r.seconds}))

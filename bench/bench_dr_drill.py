@@ -22,9 +22,10 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bvh-bench-prefect
 
 from bench.bench_daily_backup import machine  # noqa: E402
 from bench.results import save_result  # noqa: E402
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, load_sample
 from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.catalog import create_database  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, local_archive_config  # noqa: E402
-from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, create_database, load_sample  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
 
@@ -63,8 +64,8 @@ def main() -> None:
         "BVH_OPS_STATE_DIR": str(work / "state"), "BVH_OPS_OPS_DATABASE_URL": cluster.dsn("bvh_ops"),
         "BVH_OPS_INVARIANTS": json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]),
     })
-    from bvh_ops.backup import run_logical_backup
     from bvh_ops.config import load_settings
+    from bvh_ops.logical.backup import run_logical_backup
 
     manifest = run_logical_backup(load_settings()).manifest
     from flows.dr_drill import DrillFailed, dr_drill
@@ -78,7 +79,7 @@ def main() -> None:
     # Physical: a full, writes, an incremental, writes, everything archived; then a physical
     # drill recovering to the end of the archive.
     from bench.bench_physical import wait_archived
-    from bvh_ops.physical import run_physical_backup
+    from bvh_ops.physical.backup import run_physical_backup
 
     wait_archived(cluster)
     settings = load_settings()

@@ -30,7 +30,9 @@ import psycopg  # noqa: E402
 
 from bench.bench_daily_backup import machine, timed  # noqa: E402
 from bench.results import save_result  # noqa: E402
+from bvh_ops.demo.sample import Workload, consistent_cut, load_sample
 from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.catalog import create_database  # noqa: E402
 from bvh_ops.pg.cluster import (  # noqa: E402
     EmbeddedCluster,
     archiving_conf,
@@ -38,7 +40,6 @@ from bvh_ops.pg.cluster import (  # noqa: E402
     grant_traverse,
     local_archive_config,
 )
-from bvh_ops.pg.sample import Workload, consistent_cut, create_database, load_sample  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
 BIN = embedded_bin_dir()
@@ -52,7 +53,7 @@ def ours_backup(env: dict, work: Path, kind: str) -> tuple[float, dict, dict]:
     code = textwrap.dedent(f"""
         import json
         from bvh_ops.config import load_settings
-        from bvh_ops.physical import run_physical_backup
+        from bvh_ops.physical.backup import run_physical_backup
         r = run_physical_backup(load_settings(), "{kind}")
         print(json.dumps({{"backup_id": r.manifest.backup_id, "bytes_in": r.manifest.bytes_in,
                           "bytes_stored": r.manifest.bytes_stored, "stop_lsn": r.manifest.extra["stop_lsn"]}}))
@@ -65,7 +66,7 @@ def ours_backup(env: dict, work: Path, kind: str) -> tuple[float, dict, dict]:
 def wait_archived(cluster: EmbeddedCluster, timeout: float = 1800) -> tuple[float, int]:
     """Switch WAL and wait until PostgreSQL has archived everything up to it through wal-push;
     returns (seconds waited, segments archived meanwhile)."""
-    from bvh_ops.physical import switch_wal_and_wait
+    from bvh_ops.physical.backup import switch_wal_and_wait
 
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         before = conn.execute("SELECT archived_count FROM pg_stat_archiver").fetchone()[0]
@@ -178,7 +179,7 @@ def main() -> None:
 
         # Bare restore: combine local plain backups, recover from a local plain WAL copy.
         from bvh_ops.config import Settings
-        from bvh_ops.wal import wal_fetch
+        from bvh_ops.wal.store import wal_fetch
 
         settings = Settings(repository=f"file://{repo}", identity=keys[1], state_dir=work / "state")
         plain_wal = work / "plain-wal"
@@ -202,13 +203,14 @@ def main() -> None:
                      f"port = {port}\nunix_socket_directories = '/tmp'\n")
         (bare_out / "recovery.signal").touch()
         chown_tree_to_server(bare_out)
-        from bvh_ops.pitr import start_and_recover, stop_server
+        from bvh_ops.physical.restore import start_and_recover, stop_server
 
         start_and_recover(bare_out, BIN)
         bare_restore_s = time.monotonic() - t0
         stop_server(bare_out, BIN)
 
-        from bvh_ops.pitr import RecoveryTarget, restore_physical
+        from bvh_ops.physical.restore import restore_physical
+        from bvh_ops.physical.target import RecoveryTarget
 
         t0 = time.monotonic()
         settings = Settings(repository=f"file://{repo}", identity=keys[1], state_dir=work / "state")

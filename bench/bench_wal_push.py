@@ -15,9 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import save_result  # noqa: E402
+from bvh_ops.demo.sample import load_sample  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.catalog import create_database
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
-from bvh_ops.pg.sample import create_database, load_sample  # noqa: E402
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ def fetch(name: str, dest: str) -> int:
         return 0
     from bvh_ops.config import load_settings
     from bvh_ops.errors import NotFound
-    from bvh_ops.wal import wal_fetch
+    from bvh_ops.wal.store import wal_fetch
 
     try:
         wal_fetch(load_settings(), name, dest, system_identifier=_expected_system(spool))
@@ -120,8 +120,8 @@ def prefetch(after: str) -> int:
 
         from bvh_ops.config import load_settings
         from bvh_ops.errors import BvhOpsError
-        from bvh_ops.wal import wal_fetch
-        from bvh_ops.walarchive import parse_segment, segment_name
+        from bvh_ops.pg.lsn import parse_segment, segment_name
+        from bvh_ops.wal.store import wal_fetch
 
         opts = json.loads((spool / "prefetch.json").read_text())
         seg_size, depth = int(opts.get("segment_size", 16 << 20)), int(opts.get("depth", 8))
@@ -239,7 +239,7 @@ def push(path: str) -> int:
 
     from bvh_ops.config import load_settings
     from bvh_ops.errors import BvhOpsError
-    from bvh_ops.wal import wal_commit, wal_upload
+    from bvh_ops.wal.store import wal_commit, wal_upload
 
     try:
         settings = load_settings()

@@ -2,6 +2,6 @@
 consistency checks (fingerprints). Each check reports passed, failed or not_verified; a check
 that could not run is never reported as passed."""
 
-from checks.results import CheckResult, CheckStatus
+from bvh_ops.results import CheckResult, CheckStatus
 
 __all__ = ["CheckResult", "CheckStatus"]

@@ -3,8 +3,8 @@ repository) against the stats taken in the snapshot, plus the shallow verify res
 
 from __future__ import annotations
 
+from bvh_ops.results import CheckResult, CheckStatus
 from checks.gx import validate_frame
-from checks.results import CheckResult, CheckStatus
 
 HEX64 = r"^[0-9a-f]{64}$"
 FINGERPRINT = r"^[0-9]+:-?[0-9]+(:rec)?$"

@@ -12,11 +12,11 @@ from psycopg import sql
 
 from bvh_ops.config import redact_dsn
 from bvh_ops.drill.committime import commit_column
+from bvh_ops.logical.restore import compare_tables
 from bvh_ops.pg.catalog import compare_schema, schema_snapshot
 from bvh_ops.pg.conn import connect
 from bvh_ops.repository.manifest import Manifest
-from bvh_ops.restore import compare_tables
-from checks.results import CheckResult, CheckStatus
+from bvh_ops.results import CheckResult, CheckStatus
 
 
 def guarded(name: str, fn: Callable[[], CheckResult | list[CheckResult]], secrets: list[str]) -> list[CheckResult]:

@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Any
 
-from checks.results import CheckResult, CheckStatus
+from bvh_ops.results import CheckResult, CheckStatus
 
 _context: Any = None
 _lock = threading.Lock()

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bvh_ops.backup import open_repository
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, ToolError
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.tools import pg_env, run_tool
-from bvh_ops.physical import chain_of
-from bvh_ops.pitr import RecoveryTarget, validate_target
+from bvh_ops.physical.backup import chain_of
+from bvh_ops.physical.restore import validate_target
+from bvh_ops.physical.target import RecoveryTarget
 from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import verify_backup
-from checks.results import CheckResult, CheckStatus
+from bvh_ops.results import CheckResult, CheckStatus
 
 
 def verify_chain_and_wal(settings: Settings, manifest: Manifest, target: RecoveryTarget) -> list[CheckResult]:

@@ -6,15 +6,15 @@ CRC32C checked while streaming) and the WAL archive's continuity since the chain
 from __future__ import annotations
 
 from bvh_ops.errors import BvhOpsError
+from bvh_ops.results import CheckResult, CheckStatus
 from checks.gx import validate_frame
-from checks.results import CheckResult, CheckStatus
 
 
 def physical_frames(repo, manifest, verify_results, wal_report):
     import pandas as pd
 
     from bvh_ops.pg.tarscan import parse_backup_manifest
-    from bvh_ops.physical import chain_of, fetch_pg_manifest
+    from bvh_ops.physical.backup import chain_of, fetch_pg_manifest
 
     verify = pd.DataFrame([{"object": r.object, "status": str(r.status)} for r in verify_results],
                           columns=["object", "status"]).astype(object)

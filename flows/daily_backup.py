@@ -54,7 +54,7 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
         checks = check_backup.with_options(**opts)(settings, result)
     physical_result = None
     if physical != "off":
-        from bvh_ops.physical import physical_possible
+        from bvh_ops.physical.backup import physical_possible
         from tasks.physical_tasks import check_physical_backup, take_physical_backup
 
         possible, why = physical_possible(settings)

@@ -17,7 +17,7 @@ from bvh_ops.config import load_settings
 from bvh_ops.drill import engine
 from bvh_ops.drill.objectives import Objectives, objective_checks, rpo_seconds, rto_seconds, trend_line
 from bvh_ops.errors import BvhOpsError, IntegrityError
-from checks.results import CheckResult, CheckStatus
+from bvh_ops.results import CheckResult, CheckStatus
 from flows.artifacts import drill_markdown
 from tasks import drill_tasks as t
 from tasks.orphans import reap_orphaned_runs

@@ -10,11 +10,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
-from bvh_ops.backup import open_repository, run_logical_backup
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import verify_backup
-from checks.results import CheckStatus
+from bvh_ops.results import CheckStatus
 from tasks.common import delete_on_rollback, retry_transient_only
 
 
@@ -80,7 +81,7 @@ def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, s
 def apply_retention(settings: Settings, *, dry_run: bool = False) -> list[dict[str, str]]:
     """Delete backups the retention plan marks OBSOLETE (never the newest min_redundancy of
     each family, never a parent of a kept backup) and prune WAL below the oldest kept base."""
-    from bvh_ops.repository.retention import apply_plan
+    from bvh_ops.expire import apply_plan
 
     repo, _ = open_repository(settings)
     result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,

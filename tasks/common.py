@@ -21,7 +21,7 @@ def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
 def delete_on_rollback(txn: Any) -> None:
     """on_rollback hook of the backup tasks: a backup committed inside the flow's transaction
     whose checks then failed is deleted again (the task stored its id and the settings)."""
-    from bvh_ops.backup import delete_committed
+    from bvh_ops.logical.backup import delete_committed
 
     backup_id = txn.get("backup_id", None)
     settings = txn.get("settings", None)

@@ -11,10 +11,10 @@ from prefect.cache_policies import NO_CACHE
 
 from bvh_ops.config import Settings
 from bvh_ops.drill import committime, engine
+from bvh_ops.logical.restore import restore_logical
 from bvh_ops.repository.manifest import Manifest
-from bvh_ops.restore import restore_logical
+from bvh_ops.results import CheckResult, CheckStatus
 from checks import drill_suite
-from checks.results import CheckResult, CheckStatus
 from tasks.common import retry_transient_only
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_transient_only}

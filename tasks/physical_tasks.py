@@ -10,10 +10,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
-from bvh_ops.backup import open_repository
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
-from checks.results import CheckStatus
+from bvh_ops.repository.open import open_repository
+from bvh_ops.results import CheckStatus
 from tasks.common import delete_on_rollback, retry_transient_only
 
 
@@ -22,7 +22,7 @@ from tasks.common import delete_on_rollback, retry_transient_only
 def take_physical_backup(settings: Settings, kind: str) -> dict[str, Any]:
     """pg_basebackup (full or --incremental) streamed into the repository, or a WAL-only
     increment on PostgreSQL < 17; commits its manifest."""
-    from bvh_ops.physical import physical_json, run_physical_backup
+    from bvh_ops.physical.backup import physical_json, run_physical_backup
 
     result = run_physical_backup(settings, kind)
     txn = get_transaction()
@@ -45,9 +45,9 @@ take_physical_backup.on_rollback(delete_on_rollback)
       retry_condition_fn=retry_transient_only, timeout_seconds=3600)
 def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, str]]:
     """Shallow verify, chain, PostgreSQL's backup_manifest, WAL continuity since the base."""
-    from bvh_ops.physical import chain_of
+    from bvh_ops.physical.backup import chain_of
     from bvh_ops.repository.verify import verify_backup
-    from bvh_ops.walarchive import wal_continuity
+    from bvh_ops.wal.archive import wal_continuity
     from checks.physical_suite import run_physical_suite
 
     repo, _ = open_repository(settings)
@@ -56,13 +56,13 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
     verify = verify_backup(repo, backup_id)
     base = chain_of(repo, manifest)[0]
     if manifest.extra.get("mode") != "wal-only":  # a WAL-only increment waited for its own segment
-        from bvh_ops.physical import wait_backup_wal_archived
+        from bvh_ops.physical.backup import wait_backup_wal_archived
 
         wait_backup_wal_archived(settings, manifest)
     wal = wal_continuity(repo.store, base)
     results = run_physical_suite(repo, manifest, verify, wal)
     if manifest.extra.get("archive_mode", "on") != "off":
-        from bvh_ops.physical import archiver_status
+        from bvh_ops.physical.backup import archiver_status
         from checks.physical_suite import check_archiver
 
         results.append(check_archiver(archiver_status(settings), settings.rpo_objective_seconds))
@@ -79,7 +79,7 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
 def retain_chains(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
     """Retention over every backup (parents of kept backups are kept), then WAL older than the
     oldest kept physical base is pruned."""
-    from bvh_ops.repository.retention import apply_plan
+    from bvh_ops.expire import apply_plan
 
     repo, _ = open_repository(settings)
     return apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,

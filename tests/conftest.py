@@ -25,9 +25,10 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
 from bvh_ops.config import Settings  # noqa: E402
+from bvh_ops.demo.sample import load_sample  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
+from bvh_ops.pg.catalog import create_database  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
-from bvh_ops.pg.sample import create_database, load_sample  # noqa: E402
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from checks.results import CheckResult, CheckStatus
+from bvh_ops.results import CheckResult, CheckStatus
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
-from bvh_ops.backup import open_repository
 from bvh_ops.config import Settings
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir
-from bvh_ops.pitr import RecoveryTarget, RestoreReport, restore_physical, select_backup, stop_server
+from bvh_ops.physical.restore import RestoreReport, restore_physical, stop_server
+from bvh_ops.physical.target import RecoveryTarget, select_backup
 from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.open import open_repository
 
 
 def recovery_target(to_time: datetime | None, to_lsn: str | None) -> RecoveryTarget:

@@ -1,1 +1,2 @@
-"""PostgreSQL: connections, the one subprocess wrapper for pg tools, clusters, sample data."""
+"""PostgreSQL adapters: connections, the one subprocess wrapper for pg tools, advisory locks, LSN and
+WAL names, catalog, fingerprints, tar scanning, embedded clusters."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import psycopg
 
+from bvh_ops.pg.conn import connect
+
 _USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'")
 
@@ -59,3 +61,10 @@ def compare_schema(recorded: dict[str, Any], actual: dict[str, Any]) -> list[str
         if want[name] is not None and (got[name] is None or got[name] < want[name]):
             diffs.append(f"sequence {name} is {got[name]}, backup recorded {want[name]}")
     return diffs
+
+
+def create_database(admin_dsn: str, dbname: str, *, drop: bool = True) -> None:
+    with connect(admin_dsn, autocommit=True) as conn:
+        if drop:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{dbname}"')

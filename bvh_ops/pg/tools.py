@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -128,3 +129,20 @@ def spawn_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path
     cmd = [tool_path(name, bin_dir), *args]
     return subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                             preexec_fn=die_with_parent())
+
+
+class StderrTail(threading.Thread):
+    """Drain a child's stderr (so it never blocks) and keep the last 64 KiB."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self.data = b""
+
+    def run(self) -> None:
+        for line in self._stream:
+            self.data = (self.data + line)[-65536:]
+
+    def text(self) -> str:
+        self.join(timeout=5)
+        return self.data.decode(errors="replace")

@@ -132,3 +132,31 @@ def parse_manifest(raw: bytes, trusted_keys: dict[str, str], *, expect_id: str |
     if host_key_id(trusted) != kid or not verify_signature(trusted, sig.get("value", ""), canonical(body)):
         return LoadedManifest(manifest, False, "signature does not match the manifest (edited?)")
     return LoadedManifest(manifest, True, f"signed by host key {kid}")
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    manifest: Manifest
+    seconds: float
+    repository: str
+
+    def to_json(self) -> dict[str, object]:
+        m = self.manifest
+        return {
+            "backup_id": m.backup_id,
+            "kind": m.kind,
+            "started_at": m.started_at,
+            "finished_at": m.finished_at,
+            "bytes_in": m.bytes_in,
+            "bytes_stored": m.bytes_stored,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(m.bytes_in / 1e6 / self.seconds, 2) if self.seconds > 0 else None,
+            "repository": self.repository,
+            "database": m.database,
+            "server_version": m.server_version,
+            "objects": [o.name for o in m.objects],
+            "tables": {t.name: {"rows": t.rows, "fingerprint": t.fingerprint} for t in m.tables},
+        }
+
+
+PHYSICAL_KINDS = ("full", "incremental")

@@ -163,30 +163,3 @@ def render(results: list[VerifyResult]) -> str:
     return "\n".join(lines)
 
 
-def verify_wal(repo: Repository, *, identities: list[Identity] | None = None) -> list[VerifyResult]:
-    """WAL continuity from the oldest physical base backup to the newest archived segment:
-    one result per missing or damaged segment, plus one summary result. Every segment's stored
-    sha256 is checked (and, with identities, its plaintext). No physical backup: no results."""
-    from bvh_ops.physical import PHYSICAL_KINDS
-    from bvh_ops.walarchive import wal_continuity
-
-    fulls = []
-    for rec in repo.list_backups():
-        if rec.status == "complete" and rec.kind in PHYSICAL_KINDS:
-            loaded = repo.load_manifest(rec.backup_id)
-            if loaded.signature_ok and loaded.manifest.kind == "full" and loaded.manifest.extra.get("start_lsn"):
-                fulls.append(loaded.manifest)
-    if not fulls:
-        return []
-    from bvh_ops.physical import parse_lsn
-
-    base = min(fulls, key=lambda m: (int(m.extra.get("timeline") or 1), parse_lsn(m.extra["start_lsn"])))
-    try:
-        report = wal_continuity(repo.store, base, hashes=True, identities=identities)
-    except BvhOpsError as exc:
-        return [VerifyResult("wal", "continuity", Status.UNREADABLE, str(exc))]
-    results = [VerifyResult("wal", name, Status.MISSING, "segment missing from the archive") for name in report.missing]
-    results += [VerifyResult("wal", name, Status.CHECKSUM_MISMATCH, detail) for name, detail in report.damaged]
-    summary = f"from base {base.backup_id}: {report.summary()}"
-    results.append(VerifyResult("wal", "continuity", Status.OK if report.ok else Status.MISSING, summary))
-    return results

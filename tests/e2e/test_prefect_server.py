@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bvh_ops.pg.sample import LOTTERY_INVARIANTS, create_database, load_sample
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, load_sample
+from bvh_ops.pg.catalog import create_database
 from tests.conftest import free_port
 from tests.waiting import PATIENCE, wait_until
 
@@ -86,8 +87,8 @@ def test_deploy_and_run_the_on_demand_drill_through_a_worker(pg, keypair, tmp_pa
         # the sample's newest rows are old: this e2e run is about orchestration, not RPO
         "BVH_OPS_RPO_OBJECTIVE_SECONDS": str(10 * 365 * 86400),
     }
-    from bvh_ops.backup import run_logical_backup
     from bvh_ops.config import Settings
+    from bvh_ops.logical.backup import run_logical_backup
 
     backup_id = run_logical_backup(Settings(database_url=pg.dsn("e2esrc"), repository=bvh_env["BVH_OPS_REPOSITORY"],
                                             recipients=[pub], state_dir=tmp_path / "state")).manifest.backup_id

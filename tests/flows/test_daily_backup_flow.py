@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bvh_ops.backup import open_repository
 from bvh_ops.config import load_settings
 from bvh_ops.errors import DatabaseUnavailable, IntegrityError
+from bvh_ops.repository.open import open_repository
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -10,7 +10,8 @@ import psutil
 import psycopg
 import pytest
 
-from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, create_database, load_sample
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, load_sample
+from bvh_ops.pg.catalog import create_database
 from tests.waiting import more_writes
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -32,8 +33,8 @@ def drill_env(pg, drill_source, env_settings, repo_dir, tmp_path):
     invariants = json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS])
     env_settings(drill_source, f"file://{repo_dir}", BVH_OPS_OPS_DATABASE_URL=pg.dsn("bvh_ops_drills"),
                  BVH_OPS_INVARIANTS=invariants)
-    from bvh_ops.backup import run_logical_backup
     from bvh_ops.config import load_settings
+    from bvh_ops.logical.backup import run_logical_backup
 
     settings = load_settings()
     manifest = run_logical_backup(settings).manifest

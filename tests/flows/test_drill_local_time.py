@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from bvh_ops.pg.sample import create_database
+from bvh_ops.pg.catalog import create_database
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -47,8 +47,8 @@ def test_logical_drill_reads_a_timestamp_column_in_the_servers_time_zone(pg, loc
     dsn, newest = local_time_db
     env_settings(dsn, f"file://{repo_dir}", BVH_OPS_OPS_DATABASE_URL=pg.dsn("drill_localtime_ops"),
                  BVH_OPS_APPEND_ONLY_TABLES=APPEND_ONLY, BVH_OPS_INVARIANTS=json.dumps(INVARIANTS))
-    from bvh_ops.backup import run_logical_backup
     from bvh_ops.config import load_settings
+    from bvh_ops.logical.backup import run_logical_backup
     from flows.dr_drill import dr_drill
 
     manifest = run_logical_backup(load_settings()).manifest

@@ -8,9 +8,9 @@ import shutil
 import psycopg
 import pytest
 
-from bvh_ops.backup import open_repository
 from bvh_ops.config import load_settings
 from bvh_ops.errors import IntegrityError
+from bvh_ops.repository.open import open_repository
 from tests.integration.archiving import start_archiving
 from tests.waiting import wait_until
 
@@ -103,9 +103,10 @@ def test_a_failing_archive_command_fails_the_flow_naming_the_archiver(archiving,
 def test_retention_keeps_chains_and_prunes_wal_below_the_oldest_kept_base(archiving, env_settings):
     from datetime import UTC, datetime
 
-    from bvh_ops.physical import parse_lsn, run_physical_backup
-    from bvh_ops.repository.retention import apply_plan
-    from bvh_ops.walarchive import parse_segment, scan_archive, wal_continuity
+    from bvh_ops.expire import apply_plan
+    from bvh_ops.pg.lsn import parse_lsn, parse_segment
+    from bvh_ops.physical.backup import run_physical_backup
+    from bvh_ops.wal.archive import scan_archive, wal_continuity
 
     env_settings(archiving.cluster.dsn(), archiving.url, BVH_OPS_STATE_DIR=str(archiving.repo.parent / "state"))
     settings = load_settings()

@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bvh_ops.pg.sample import LOTTERY_INVARIANTS, Workload, consistent_cut, create_database, load_sample
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, consistent_cut, load_sample
+from bvh_ops.pg.catalog import create_database
 from tests.integration.archiving import start_archiving
 from tests.waiting import more_writes
 
@@ -33,7 +34,7 @@ def source(tmp_path_factory, keypair):
 def history(source):
     """full → writes → incremental → writes → cut (the target) → writes, archived."""
     from bvh_ops.config import Settings
-    from bvh_ops.physical import run_physical_backup
+    from bvh_ops.physical.backup import run_physical_backup
 
     dsn = source.cluster.dsn("lottery")
     settings = Settings(database_url=dsn, repository=source.url, recipients=[source.repo.parent / "recipient.pub"],
@@ -88,8 +89,7 @@ def test_physical_drill_recovers_to_a_time_and_passes_every_check(drill_env, his
 
 
 def test_a_wal_gap_before_the_target_fails_the_drill_naming_it(drill_env, source, history, tmp_path):
-    from bvh_ops.physical import parse_lsn
-    from bvh_ops.walarchive import segment_name
+    from bvh_ops.pg.lsn import parse_lsn, segment_name
     from flows.dr_drill import DrillFailed, dr_drill
 
     incr = history["incr"]

@@ -25,7 +25,7 @@ class Archiving:
 
     def switch_and_wait(self, timeout: float = 300) -> str:
         """Switch WAL and wait until the finished segment is archived; returns its name."""
-        from bvh_ops.physical import switch_wal_and_wait
+        from bvh_ops.physical.backup import switch_wal_and_wait
 
         with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
             return switch_wal_and_wait(conn, timeout=timeout)[0]

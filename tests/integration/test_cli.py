@@ -45,7 +45,7 @@ def test_keygen_cli(tmp_path):
 
 
 def test_backups_list_and_restore_json(sample_db, fresh_db, repo_dir, make_settings):
-    from bvh_ops.backup import run_logical_backup
+    from bvh_ops.logical.backup import run_logical_backup
     from tests.integration.test_tamper import cli_env
 
     settings = make_settings(sample_db, f"file://{repo_dir}")

@@ -14,8 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bvh_ops.backup import TargetLock, open_repository, run_logical_backup
 from bvh_ops.errors import ConcurrencyError, DatabaseError, DatabaseUnavailable, TransientError
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.pg.lock import TargetLock
+from bvh_ops.repository.open import open_repository
 from tests.conftest import free_port
 from tests.waiting import wait_until
 
@@ -24,7 +26,7 @@ from tests.waiting import wait_until
 def big_db(pg):
     """~60 MB of incompressible text: at zstd level 19 its dump streams for many seconds even on
     a fast, idle machine, so it is still streaming when the test sees it start."""
-    from bvh_ops.pg.sample import create_database
+    from bvh_ops.pg.catalog import create_database
 
     create_database(pg.dsn(), "bigdb")
     with psycopg.connect(pg.dsn("bigdb"), autocommit=True) as conn:
@@ -40,7 +42,7 @@ def test_backup_killed_mid_stream_leaves_no_committed_backup(big_db, repo_dir, k
            "BVH_OPS_COMPRESSION_LEVEL": "19"}
     code = textwrap.dedent("""
         from bvh_ops.config import load_settings
-        from bvh_ops.backup import run_logical_backup
+        from bvh_ops.logical.backup import run_logical_backup
         run_logical_backup(load_settings())
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)

@@ -326,7 +326,7 @@ def _reader_for(repo: Path, settings, *, host_key: bool = True) -> DocReader:
 
 
 def test_logical_backup_opens_by_the_page_alone(sample_db, make_settings, repo_dir):
-    from bvh_ops.backup import run_logical_backup
+    from bvh_ops.logical.backup import run_logical_backup
 
     settings = make_settings(sample_db, f"file://{repo_dir}")
     backup_id = run_logical_backup(settings).manifest.backup_id
@@ -385,7 +385,7 @@ def _segment(segno: int, sysid: int, seg_size: int = 16 << 20) -> bytes:
 
 
 def test_wal_files_open_by_the_page_alone(make_settings, repo_dir, tmp_path):
-    from bvh_ops.wal import wal_push
+    from bvh_ops.wal.store import wal_push
 
     settings = make_settings("postgresql://unused@localhost/unused", f"file://{repo_dir}")
     sysid = 7_412_345_678_901_234_567

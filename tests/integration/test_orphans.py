@@ -23,7 +23,7 @@ _PREFECT_UNSET = ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ALLOW_EPHEM
 @pytest.fixture(scope="module")
 def orphans_db(pg):
     """~60 MB of barely compressible text: at zstd level 19 pg_dump stays alive for seconds."""
-    from bvh_ops.pg.sample import create_database
+    from bvh_ops.pg.catalog import create_database
 
     create_database(pg.dsn(), "bigdb_orphans")
     with psycopg.connect(pg.dsn("bigdb_orphans"), autocommit=True) as conn:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import psycopg
 
-from bvh_ops.backup import run_logical_backup
-from bvh_ops.pg.sample import create_database, load_sample
-from bvh_ops.restore import restore_logical
+from bvh_ops.demo.sample import load_sample
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.logical.restore import restore_logical
+from bvh_ops.pg.catalog import create_database
 
 
 def test_pg15_backup_restores_into_15_and_18(pg15, pg, fresh_db, repo_dir, make_settings):
@@ -37,8 +38,9 @@ def test_pg15_incremental_is_a_wal_only_increment_restorable_to_a_point(tmp_path
     import pytest
 
     from bvh_ops.config import Settings
-    from bvh_ops.physical import run_physical_backup
-    from bvh_ops.pitr import RecoveryTarget, restore_physical, stop_server
+    from bvh_ops.physical.backup import run_physical_backup
+    from bvh_ops.physical.restore import restore_physical, stop_server
+    from bvh_ops.physical.target import RecoveryTarget
     from tests.conftest import PG15_BIN
     from tests.integration.archiving import start_archiving
 

@@ -9,8 +9,8 @@ import pytest
 from bvh_ops.errors import BvhOpsError
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.tools import embedded_bin_dir
-from bvh_ops.physical import run_physical_full
-from bvh_ops.pitr import restore_physical, stop_server
+from bvh_ops.physical.backup import run_physical_full
+from bvh_ops.physical.restore import restore_physical, stop_server
 from bvh_ops.repository.verify import Status, verify_backup
 
 
@@ -20,7 +20,7 @@ def _fp(dsn: str) -> tuple:
 
 
 def test_full_physical_backup_restores_and_starts(pg, repo_dir, make_settings, tmp_path):
-    from bvh_ops.pg.sample import create_database
+    from bvh_ops.pg.catalog import create_database
 
     create_database(pg.dsn(), "physdb")
     with psycopg.connect(pg.dsn("physdb"), autocommit=True) as conn:
@@ -32,7 +32,7 @@ def test_full_physical_backup_restores_and_starts(pg, repo_dir, make_settings, t
     assert m.kind == "full" and m.extra["start_lsn"] and m.extra["stop_lsn"]
     with psycopg.connect(pg.dsn("physdb"), autocommit=True) as conn:
         conn.execute("INSERT INTO phys VALUES (0, 'after the backup')")
-    from bvh_ops.backup import open_repository
+    from bvh_ops.repository.open import open_repository
 
     repo, _ = open_repository(settings)
     assert all(r.status is Status.OK for r in verify_backup(repo, m.backup_id, identities=load_identities(settings.identity)))

@@ -9,10 +9,12 @@ import shutil
 import psycopg
 import pytest
 
-from bvh_ops.backup import open_repository
-from bvh_ops.pg.sample import Workload, consistent_cut, create_database, cut_fingerprints, load_sample
-from bvh_ops.physical import run_physical_backup
-from bvh_ops.pitr import RecoveryError, RecoveryTarget, restore_physical, stop_server, validate_target
+from bvh_ops.demo.sample import Workload, consistent_cut, cut_fingerprints, load_sample
+from bvh_ops.pg.catalog import create_database
+from bvh_ops.physical.backup import run_physical_backup
+from bvh_ops.physical.restore import RecoveryError, restore_physical, stop_server, validate_target
+from bvh_ops.physical.target import RecoveryTarget
+from bvh_ops.repository.open import open_repository
 from tests.integration.archiving import start_archiving
 from tests.waiting import more_writes, wait_until
 
@@ -142,9 +144,9 @@ def test_validate_target(history):
 
 
 def test_a_damaged_segment_is_named_and_bounds_recovery(history, pitr, tmp_path):
-    from bvh_ops.physical import parse_lsn
-    from bvh_ops.wal import wal_key
-    from bvh_ops.walarchive import segment_name, wal_continuity
+    from bvh_ops.pg.lsn import parse_lsn, segment_name
+    from bvh_ops.wal.archive import wal_continuity
+    from bvh_ops.wal.store import wal_key
 
     settings = history["settings"]
     # Recovery to the time cut reads up to the first commit after it (in the next segment);
@@ -181,8 +183,7 @@ def test_cli_verify_names_a_missing_segment_and_validate_target(history, pitr, t
 
     env = cli_env(history["settings"])
     tl_dir = pitr.repo / "wal" / "00000001"
-    from bvh_ops.physical import parse_lsn
-    from bvh_ops.walarchive import segment_name
+    from bvh_ops.pg.lsn import parse_lsn, segment_name
 
     # After the newest base the LSN target can start from: recovery would need it.
     victim = segment_name(1, parse_lsn(history["time"].lsn) // (16 << 20) + 1)
@@ -255,7 +256,7 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
 
 def test_a_tampered_parent_manifest_is_refused(history, pitr, tmp_path):
     from bvh_ops.errors import IntegrityError
-    from bvh_ops.physical import physical_chain_tip
+    from bvh_ops.physical.backup import physical_chain_tip
     from bvh_ops.repository.repo import backup_prefix
 
     settings = history["settings"]
@@ -323,9 +324,9 @@ def test_a_swapped_wal_segment_is_caught_by_deep_verify_restore_and_drill(histor
     bytes and hashes of a genuine segment). Deep verify names N+1; a restore to the end of the
     archive fails naming it instead of "recovering" to N and promoting (the physical drill restores
     through the same path)."""
-    from bvh_ops.physical import parse_lsn
-    from bvh_ops.wal import wal_key
-    from bvh_ops.walarchive import segment_name, wal_continuity
+    from bvh_ops.pg.lsn import parse_lsn, segment_name
+    from bvh_ops.wal.archive import wal_continuity
+    from bvh_ops.wal.store import wal_key
 
     settings = history["settings"]
     seg = parse_lsn(history["time"].lsn) // (16 << 20)

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bvh_ops.backup import open_repository
 from bvh_ops.errors import IntegrityError
 from bvh_ops.keys import load_recipients
-from bvh_ops.physical import BASE_OBJECT
-from bvh_ops.pitr import restore_physical
+from bvh_ops.physical.backup import BASE_OBJECT
+from bvh_ops.physical.restore import restore_physical
 from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import new_backup_id, stats_to_entry
 from bvh_ops.stream import seal_data_key
 

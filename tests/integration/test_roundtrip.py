@@ -6,17 +6,18 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from bvh_ops.backup import open_repository, run_logical_backup
 from bvh_ops.keys import load_identities
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.logical.restore import restore_logical
 from bvh_ops.pg.fingerprint import LARGE_OBJECTS
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import Status, verify_backup
-from bvh_ops.restore import restore_logical
 from tests.integration.awkward import AWKWARD_SQL
 
 
 @pytest.fixture(scope="module")
 def awkward_db(pg):
-    from bvh_ops.pg.sample import create_database
+    from bvh_ops.pg.catalog import create_database
 
     create_database(pg.dsn(), "awkward")
     with psycopg.connect(pg.dsn("awkward"), autocommit=True) as conn:
@@ -64,7 +65,7 @@ def test_fingerprint_sees_a_changed_duplicate(awkward_db, fresh_db, repo_dir, ma
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute("DELETE FROM dupes WHERE ctid = (SELECT min(ctid) FROM dupes WHERE v = 'same')")
         conn.execute("INSERT INTO dupes VALUES ('other', 2)")  # same row count, different content
-    from bvh_ops.restore import compare_tables
+    from bvh_ops.logical.restore import compare_tables
 
     bad = [c.name for c in compare_tables(target, backup) if not c.ok]
     assert bad == ["public.dupes"]

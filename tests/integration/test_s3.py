@@ -7,11 +7,12 @@ import os
 import boto3
 import pytest
 
-from bvh_ops.backup import open_repository, run_logical_backup
 from bvh_ops.errors import StorageError
 from bvh_ops.keys import load_identities
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.logical.restore import restore_logical
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import Status, verify_backup
-from bvh_ops.restore import restore_logical
 from bvh_ops.storage.s3 import S3Store
 from tests.integration.cli import assert_one_line_error, run_cli
 from tests.waiting import wait_until
@@ -88,8 +89,9 @@ def test_physical_backup_wal_archive_and_pitr_over_s3(s3_server, s3_bucket, keyp
     from bvh_ops.config import Settings
     from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf
     from bvh_ops.pg.tools import embedded_bin_dir
-    from bvh_ops.physical import run_physical_backup
-    from bvh_ops.pitr import RecoveryTarget, restore_physical, stop_server
+    from bvh_ops.physical.backup import run_physical_backup
+    from bvh_ops.physical.restore import restore_physical, stop_server
+    from bvh_ops.physical.target import RecoveryTarget
 
     root = tmp_path / "s3arch"
     root.mkdir()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bvh_ops.backup import open_repository, run_logical_backup
 from bvh_ops.keys import load_identities, write_keypair
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import Status, verify_backup
 from tests.integration.cli import assert_one_line_error, run_cli
 
@@ -69,7 +70,7 @@ def test_edited_manifest_is_bad_signature(stored):
 
 def test_restore_refuses_an_edited_manifest(stored, fresh_db):
     from bvh_ops.errors import IntegrityError
-    from bvh_ops.restore import restore_logical
+    from bvh_ops.logical.restore import restore_logical
 
     settings, m, bdir = stored
     for name in ("manifest.json", "manifest.json.copy"):
@@ -141,7 +142,7 @@ def test_a_backup_copied_over_another_is_refused_and_never_latest(three, fresh_d
     import shutil
 
     from bvh_ops.errors import IntegrityError
-    from bvh_ops.restore import restore_logical
+    from bvh_ops.logical.restore import restore_logical
 
     settings, (l1, l2, l3), backups = three
     for f in (backups / l3).iterdir():
@@ -167,8 +168,8 @@ def test_a_swapped_dump_object_writes_nothing_into_the_target(three, fresh_db, m
     import shutil
 
     from bvh_ops.errors import BvhOpsError
+    from bvh_ops.logical.restore import restore_logical
     from bvh_ops.repository import verify
-    from bvh_ops.restore import restore_logical
 
     settings, (l1, l2, _), backups = three
     shutil.copy(backups / l1 / "dump.pgcustom", backups / l2 / "dump.pgcustom")
@@ -193,10 +194,10 @@ def test_forged_manifests_do_not_drive_latest_or_retention(three, tmp_path, fres
     them (reported UNTRUSTED, not deleted), genuine backups keep their redundancy."""
     import dataclasses
 
+    from bvh_ops.expire import apply_plan
     from bvh_ops.keys import load_or_create_host_key
+    from bvh_ops.logical.restore import restore_logical
     from bvh_ops.repository.manifest import sign_manifest
-    from bvh_ops.repository.retention import apply_plan
-    from bvh_ops.restore import restore_logical
 
     settings, (l1, l2, l3), backups = three
     repo, _ = open_repository(settings)

@@ -15,7 +15,7 @@ import pytest
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError, NotFound
-from bvh_ops.wal import wal_fetch, wal_key, wal_push
+from bvh_ops.wal.store import wal_fetch, wal_key, wal_push
 from tests.waiting import wait_until
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from bvh_ops.errors import IntegrityError
 from bvh_ops.pg.tarscan import TarGuard, unsafe_member
-from bvh_ops.pitr import ended_early
-from bvh_ops.wal import segment_header_problem
+from bvh_ops.physical.restore import ended_early
+from bvh_ops.wal.store import segment_header_problem
 
 SEG = 16 << 20
 

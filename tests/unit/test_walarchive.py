@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from bvh_ops.pg.lsn import parse_segment, segment_name
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.storage.local import LocalStore
-from bvh_ops.walarchive import parse_segment, prune_wal, segment_name, wal_continuity
+from bvh_ops.wal.archive import prune_wal, wal_continuity
 
 
 def _base(start_lsn: str, timeline: int = 1) -> Manifest:

@@ -29,36 +29,25 @@ from pathlib import Path
 import psycopg
 
 from bvh_ops import __version__
-from bvh_ops.backup import BackupResult, TargetLock, _StderrTail, open_repository
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
 from bvh_ops.keys import load_recipients
 from bvh_ops.pg.conn import connect
+from bvh_ops.pg.lock import TargetLock
+from bvh_ops.pg.lsn import parse_lsn
 from bvh_ops.pg.tarscan import TarScanner
-from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
-from bvh_ops.repository.manifest import Manifest
+from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_tool
+from bvh_ops.repository.manifest import PHYSICAL_KINDS, BackupResult, Manifest
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, backup_prefix, new_backup_id, stats_to_entry
 from bvh_ops.stream import ReadAhead, seal_data_key
 
-log = logging.getLogger("bvh_ops.physical")
+log = logging.getLogger("bvh_ops.physical.backup")
 
 BASE_OBJECT = "base.tar"
 PG_MANIFEST_OBJECT = "backup_manifest"  # plain: names, sizes, checksums (no table data)
-PHYSICAL_KINDS = ("full", "incremental")
 READ_CHUNK = 1 << 20
 _LSN = re.compile(r"write-ahead log (start|end) point: ([0-9A-F]+/[0-9A-F]+)(?: on timeline (\d+))?")
-
-
-def parse_lsn(text: str) -> int:
-    try:
-        hi, lo = text.strip().split("/")
-        return (int(hi, 16) << 32) | int(lo, 16)
-    except (ValueError, AttributeError):
-        raise BvhOpsError(f"{text!r} is not an LSN (e.g. 0/3000060)") from None
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 def physical_chain_tip(repo: Repository, system_identifier: str | None = None) -> Manifest | None:
@@ -164,7 +153,7 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
             data_key = os.urandom(32)
             proc = spawn_tool("pg_basebackup", args, env=pg_env(dsn),
                               bin_dir=matching_bin_dir(facts["num"] // 10000, settings.pg_bin_dir))
-            err = _StderrTail(proc.stderr)
+            err = StderrTail(proc.stderr)
             err.start()
             scanner = TarScanner()
             with writer.object(BASE_OBJECT, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
@@ -266,7 +255,7 @@ def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout:
     """pg_basebackup does not wait for archiving: before the archive is checked for a backup's
     WAL, wait until the segment holding its stop LSN has been archived. Returns that segment
     (None when the server does not archive)."""
-    from bvh_ops.walarchive import segment_name
+    from bvh_ops.pg.lsn import segment_name
 
     stop = manifest.extra.get("stop_lsn")
     if not stop or manifest.extra.get("archive_mode", "on") == "off":
@@ -282,7 +271,7 @@ def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout:
 def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: dict, tip: Manifest) -> BackupResult:
     """PostgreSQL < 17 has no native incrementals: switch WAL, wait until the segment is
     archived, check the archive is continuous since the chain's base, record it."""
-    from bvh_ops.walarchive import wal_continuity
+    from bvh_ops.wal.archive import wal_continuity
 
     dsn = settings.require_database_url()
     started = datetime.now(UTC)

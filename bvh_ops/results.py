@@ -29,3 +29,5 @@ class CheckResult:
 def all_passed(results: list[CheckResult]) -> bool:
     """True only when there is at least one result and every one passed."""
     return bool(results) and all(r.passed for r in results)
+
+

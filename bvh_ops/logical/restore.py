@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict
 
-from bvh_ops.backup import DUMP_OBJECT, _StderrTail, open_repository
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
+from bvh_ops.logical.backup import DUMP_OBJECT
+from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
     LARGE_OBJECTS,
@@ -26,17 +27,14 @@ from bvh_ops.pg.fingerprint import (
     list_tables,
     method_of,
 )
-from bvh_ops.pg.tools import pg_env, raise_for_tool, restore_bin_dir, spawn_tool
+from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import backup_prefix
 from bvh_ops.repository.verify import preflight
 from bvh_ops.stream import DecryptingReader
 
 CHUNK = 1 << 20
-# TOC entry kinds restored (tolerating "already exists") before a selected table.
-_PREREQ = ("SCHEMA", "EXTENSION", "TYPE", "DOMAIN", "FUNCTION", "COLLATION", "SEQUENCE")
-# Entry kinds that belong to a selected table (tag starts with the table's name).
-_TABLE_ENTRIES = ("TABLE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT", "INDEX")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ def _toc(settings, repo, backup_id, identities, section: str | None = None) -> l
     args = ["-l"] + ([f"--section={section}"] if section else [])
     proc = spawn_tool("pg_restore", args, env=pg_env("postgresql://"), bin_dir=settings.pg_bin_dir,
                       stdin=subprocess.PIPE)
-    err = _StderrTail(proc.stderr)
+    err = StderrTail(proc.stderr)
     err.start()
     out_lines: list[str] = []
     t = threading.Thread(target=lambda: out_lines.extend(proc.stdout.read().decode().splitlines()), daemon=True)
@@ -126,91 +124,12 @@ def _toc(settings, repo, backup_id, identities, section: str | None = None) -> l
     return out_lines
 
 
-_KNOWN_DESCS = sorted(
-    _TABLE_ENTRIES + _PREREQ + (
-        "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TABLE ATTACH", "ACL", "DEFAULT ACL", "COMMENT",
-        "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT",
-        "TRIGGER", "EVENT TRIGGER", "RULE", "POLICY", "STATISTICS", "PUBLICATION", "SUBSCRIPTION",
-    ),
-    key=lambda d: len(d.split()), reverse=True,
-)
-
-
-def _entry(line: str) -> tuple[str, str, str] | None:
-    """(desc, schema, tag) of a TOC line: '<id>; <cat> <oid> <DESC...> <schema> <tag...> <owner>'."""
-    if not line or line.startswith(";"):
-        return None
-    parts = line.split(";", 1)[1].split()
-    words = parts[2:]
-    for desc in _KNOWN_DESCS:
-        d = desc.split()
-        if words[: len(d)] == d:
-            rest = words[len(d):]
-            return desc, (rest[0] if rest else "-"), " ".join(rest[1:-1]) if len(rest) > 2 else (rest[1] if len(rest) > 1 else "")
-    return words[0] if words else "", "", ""
-
-
-def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None) -> tuple[list[str], list[str]]:
-    """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict);
-    ``indexes`` are the schema-qualified index names of those tables (from the manifest)."""
-    indexes = indexes or set()
-    wanted = []
-    for t in tables:
-        schema, _, name = t.rpartition(".")
-        wanted.append((schema.strip('"') or None, name.strip('"')))
-    prereq, own = [], []
-    for line in toc:
-        e = _entry(line)
-        if e is None:
-            continue
-        desc, schema, tag = e
-        for wschema, wname in wanted:
-            if wschema and schema != wschema:
-                continue
-            first = tag.split(" ")[0] if tag else ""
-            if desc in ("TABLE", "TABLE DATA") and tag == wname:
-                own.append(line)
-                break
-            if desc in ("DEFAULT", "CONSTRAINT") and first == wname:
-                own.append(line)
-                break
-            if desc == "INDEX" and f"{schema}.{tag}" in indexes:
-                own.append(line)
-                break
-            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and tag.startswith(wname + "_"):
-                own.append(line)
-                break
-            if desc == "SEQUENCE" and tag.startswith(wname + "_"):
-                prereq.append(line)
-                break
-        else:
-            if desc in _PREREQ and desc != "SEQUENCE":
-                prereq.append(line)
-    # pg_restore -L restores in list order: table, owned-by, defaults, data, setval, constraints.
-    order = {d: i for i, d in enumerate(_TABLE_ENTRIES)}
-    own.sort(key=lambda ln: order.get(_entry(ln)[0], 99))
-    return prereq, own
-
-
 def _write_list(lines: list[str], paths: list[str]) -> str:
     fd, path = tempfile.mkstemp(prefix="bvh-toc-", suffix=".list")
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     paths.append(path)
     return path
-
-
-def balance(entries: list[tuple[str, int]], jobs: int) -> list[list[str]]:
-    """Split TOC lines over ``jobs`` lists by weight (largest first onto the lightest list),
-    each list keeping archive order: a piped archive can only be read front to back."""
-    order = {line: i for i, (line, _) in enumerate(entries)}
-    bins: list[list[str]] = [[] for _ in range(max(1, jobs))]
-    load = [0] * len(bins)
-    for line, weight in sorted(entries, key=lambda e: -e[1]):
-        i = load.index(min(load))
-        bins[i].append(line)
-        load[i] += max(1, weight)
-    return [sorted(b, key=order.__getitem__) for b in bins if b]
 
 
 def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, env, bin_dir, base_args,
@@ -223,7 +142,7 @@ def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, en
     for i, path in enumerate(lists):
         proc = spawn_tool("pg_restore", [*base_args, "-L", path], env=env, bin_dir=bin_dir,
                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        tail = _StderrTail(proc.stderr)
+        tail = StderrTail(proc.stderr)
         tail.start()
         procs.append((proc, tail))
 
@@ -270,7 +189,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
                    if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d))}
 
     def weight(line: str) -> int:
-        desc, schema, tag = _entry(line)
+        desc, schema, tag = parse_entry(line)
         name = f"{schema}.{tag.split(' ')[0]}"
         if desc == "INDEX":
             name = index_table.get(name, name)
@@ -282,7 +201,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
     if data:
         # Large objects' metadata and contents (PostgreSQL 17+: both in the data section) must
         # stay in one process, in archive order.
-        blobs = [ln for ln in data if _entry(ln)[0].startswith(("BLOB", "LARGE OBJECT"))]
+        blobs = [ln for ln in data if parse_entry(ln)[0].startswith(("BLOB", "LARGE OBJECT"))]
         others = [ln for ln in data if ln not in set(blobs)]
         bins = balance([(ln, weight(ln)) for ln in others], jobs) if others else [[]]
         order = {ln: i for i, ln in enumerate(data)}
@@ -291,7 +210,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256)
     # Indexes and constraints first (foreign keys need their referenced keys), then foreign
     # keys spread over the jobs with the other post-data entries, then comments and grants.
-    kinds = {ln: _entry(ln)[0] for ln in post}
+    kinds = {ln: parse_entry(ln)[0] for ln in post}
     first = [ln for ln in post if kinds[ln] in ("INDEX", "CONSTRAINT")]
     fks = [ln for ln in post if kinds[ln] == "FK CONSTRAINT"]
     last = [ln for ln in post if kinds[ln] in ("COMMENT", "ACL", "SECURITY LABEL")]
@@ -374,8 +293,8 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         table_indexes = {name for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
                          if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and m.group(1) in wanted_tables}
         prereq, own = selective_lists(toc, tables, table_indexes)
-        missing = [t for t in tables if not any(_entry(ln)[0] == "TABLE" for ln in own
-                                                if _entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
+        missing = [t for t in tables if not any(parse_entry(ln)[0] == "TABLE" for ln in own
+                                                if parse_entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
         if missing:
             raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
         for lines in (prereq, own):
@@ -387,7 +306,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         reader = _decrypted(settings, repo, backup_id, identities)
         proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], *owner_args], env=env,
                           bin_dir=bin_dir, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        err = _StderrTail(proc.stderr)
+        err = StderrTail(proc.stderr)
         err.start()
         _feed(reader, proc, None)
         proc.wait()
@@ -398,7 +317,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     reader = _decrypted(settings, repo, backup_id, identities)
     proc = spawn_tool("pg_restore", run_args, env=env, bin_dir=bin_dir,
                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    err = _StderrTail(proc.stderr)
+    err = StderrTail(proc.stderr)
     err.start()
     try:
         total = _feed(reader, proc, entry.plaintext_sha256)

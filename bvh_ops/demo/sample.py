@@ -20,14 +20,7 @@ USERS, DRAWS, TICKETS, TXNS, PAYMENTS, AUDIT, SECURITY, APPLOGS, PERF, ADMIN = (
 
 
 def schema_sql() -> str:
-    return resources.files("bvh_ops.pg").joinpath("schema.sql").read_text()
-
-
-def create_database(admin_dsn: str, dbname: str, *, drop: bool = True) -> None:
-    with connect(admin_dsn, autocommit=True) as conn:
-        if drop:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    return resources.files("bvh_ops.demo").joinpath("schema.sql").read_text()
 
 
 def load_sample(dsn: str, *, scale: float = 1.0, seed: float = 0.42) -> dict[str, int]:

@@ -23,10 +23,8 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bvh_ops.backup import open_repository
 from bvh_ops.children import die_with_parent
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
@@ -44,22 +42,18 @@ from bvh_ops.pg.cluster import (
     server_ids,
     wal_command,
 )
+from bvh_ops.pg.lsn import format_lsn, parse_lsn
 from bvh_ops.pg.tarscan import TarGuard
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
-from bvh_ops.physical import (
-    BASE_OBJECT,
-    PHYSICAL_KINDS,
-    chain_of,
-    format_lsn,
-    native_parent,
-    parse_lsn,
-)
+from bvh_ops.physical.backup import BASE_OBJECT, chain_of
+from bvh_ops.physical.target import RecoveryTarget, parse_time, select_backup
 from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, backup_prefix
 from bvh_ops.repository.verify import preflight
 from bvh_ops.stream import DecryptingReader, HashingReader
 
-log = logging.getLogger("bvh_ops.pitr")
+log = logging.getLogger("bvh_ops.physical.restore")
 
 RECOVERY_DIR = "bvh_ops_recovery"  # inside the data directory; removed after promotion
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
@@ -69,75 +63,6 @@ class RecoveryError(BvhOpsError):
     """Recovery did not reach its target (exit code 8, like other integrity failures)."""
 
     exit_code = 8
-
-
-@dataclass(frozen=True)
-class RecoveryTarget:
-    kind: str | None = None  # time | lsn | name | None (end of the archived WAL)
-    value: str | None = None
-
-    @classmethod
-    def from_options(cls, to_time: str | None, to_lsn: str | None, to_name: str | None) -> RecoveryTarget:
-        given = [(k, v) for k, v in (("time", to_time), ("lsn", to_lsn), ("name", to_name)) if v]
-        if len(given) > 1:
-            raise BvhOpsError("give at most one of --to-time, --to-lsn, --to-name")
-        if not given:
-            return cls()
-        kind, value = given[0]
-        if kind == "time":
-            value = parse_time(value).isoformat()
-        elif kind == "lsn":
-            value = format_lsn(parse_lsn(value))
-        elif not re.fullmatch(r"[A-Za-z0-9_.:-]{1,63}", value):
-            raise BvhOpsError(f"--to-name {value!r}: restore point names here are letters, digits and _.:-")
-        return cls(kind, value)
-
-    def conf(self) -> dict[str, str]:
-        if self.kind is None:
-            return {}
-        key = {"time": "recovery_target_time", "lsn": "recovery_target_lsn", "name": "recovery_target_name"}[self.kind]
-        return {key: f"'{self.value}'"}
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.value}" if self.kind else "the end of the archived WAL"
-
-
-def parse_time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        raise BvhOpsError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def select_backup(repo: Repository, backup_id: str, target: RecoveryTarget) -> Manifest:
-    """The backup to restore: the one named, or the newest physical one the target can start
-    from (finished before a time target, stopped before an LSN target)."""
-    if backup_id != "latest":
-        m = repo.trusted_manifest(backup_id)
-        if m.kind not in PHYSICAL_KINDS:
-            raise BvhOpsError(f"backup {m.backup_id} is a {m.kind} backup: use `bvh-ops restore {m.backup_id} --into DSN`")
-        return m
-    records = sorted((r for r in repo.list_backups() if r.status == "complete" and r.kind in PHYSICAL_KINDS),
-                     key=lambda r: (r.finished_at, r.backup_id), reverse=True)
-    if not records:
-        raise NotFound(f"no physical backup in {repo.store.url}: run `bvh-ops backup --kind full` first")
-    if target.kind == "name":
-        # Where a restore point lies is known only by replaying WAL: start from the oldest
-        # full backup so every point since is reachable (give a backup id to start closer).
-        records = [r for r in reversed(records) if r.kind == "full"] or records
-    for rec in records:
-        loaded = repo.load_manifest(rec.backup_id)
-        if not loaded.signature_ok:
-            continue
-        m = native_parent(repo, loaded.manifest)
-        if target.kind == "time" and datetime.fromisoformat(m.finished_at) > parse_time(target.value):
-            continue
-        if target.kind == "lsn" and parse_lsn(m.extra["stop_lsn"]) > parse_lsn(target.value):
-            continue
-        return m
-    raise NotFound(f"no physical backup finished before {target.describe()}: the target is older than every base "
-                   "backup in the repository")
 
 
 def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
@@ -347,7 +272,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         if start:
             archive_end = None
             if target.kind is None:
-                from bvh_ops.walarchive import wal_continuity
+                from bvh_ops.wal.archive import wal_continuity
 
                 archive_end = wal_continuity(repo.store, chosen)
             t3 = time.monotonic()
@@ -404,7 +329,7 @@ def ended_early(redo_done_at: str | None, archive, seg_size: int) -> str | None:
     done = parse_lsn(redo_done_at)
     if done >= archive.end_lsn - 2 * seg_size:
         return None
-    from bvh_ops.walarchive import segment_name
+    from bvh_ops.pg.lsn import segment_name
 
     tl = archive.timelines[-1] if archive.timelines else 1
     stuck = segment_name(tl, done // seg_size + 1, seg_size)
@@ -492,7 +417,7 @@ def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) 
     """Is ``target`` reachable with the base backups and the WAL in the repository? If not,
     the latest reachable point. Time targets are judged by when PostgreSQL last wrote each
     archived segment (approximate); name targets only by the WAL's extent."""
-    from bvh_ops.walarchive import wal_continuity
+    from bvh_ops.wal.archive import wal_continuity
 
     repo, _ = open_repository(settings, check=False)
     try:

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
@@ -17,84 +16,24 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bvh_ops import __version__
 from bvh_ops.config import Settings
-from bvh_ops.errors import ConcurrencyError, DatabaseError
-from bvh_ops.keys import HostKey, load_or_create_host_key, load_recipients
+from bvh_ops.errors import DatabaseError
+from bvh_ops.keys import load_recipients
 from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
 from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables, table_bytes
-from bvh_ops.pg.tools import matching_bin_dir, pg_env, raise_for_tool, spawn_tool
-from bvh_ops.repository.manifest import Manifest, TableStat
-from bvh_ops.repository.repo import Repository, new_backup_id, stats_to_entry
-from bvh_ops.storage import open_store
+from bvh_ops.pg.lock import TargetLock
+from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_tool
+from bvh_ops.repository.manifest import BackupResult, Manifest, TableStat
+from bvh_ops.repository.open import open_repository
+from bvh_ops.repository.repo import new_backup_id, stats_to_entry
 from bvh_ops.stream import ReadAhead, seal_data_key
 
-log = logging.getLogger("bvh_ops.backup")
+log = logging.getLogger("bvh_ops.logical.backup")
 
 DUMP_OBJECT = "dump.pgcustom"
 READ_CHUNK = 1 << 20
-# pg_advisory_lock key space: a fixed class id and a per-procedure id (hashtext of its name).
-LOCK_CLASS = 0x6276  # "bv"
 
 Progress = Callable[[int], None]
-
-
-def trusted_keys(settings: Settings, host_key: HostKey) -> dict[str, str]:
-    from bvh_ops.keys import host_key_id
-
-    keys = {host_key.key_id: host_key.public_b64}
-    for pub in settings.trusted_host_keys:
-        keys[host_key_id(pub)] = pub
-    return keys
-
-
-def open_repository(settings: Settings, *, check: bool = True) -> tuple[Repository, HostKey]:
-    store = open_store(settings)
-    if check:
-        store.check()
-    host_key = load_or_create_host_key(settings.state_dir)
-    return Repository(store, trusted_keys(settings, host_key)), host_key
-
-
-@dataclass(frozen=True)
-class BackupResult:
-    manifest: Manifest
-    seconds: float
-    repository: str
-
-    def to_json(self) -> dict[str, object]:
-        m = self.manifest
-        return {
-            "backup_id": m.backup_id,
-            "kind": m.kind,
-            "started_at": m.started_at,
-            "finished_at": m.finished_at,
-            "bytes_in": m.bytes_in,
-            "bytes_stored": m.bytes_stored,
-            "seconds": round(self.seconds, 3),
-            "mb_per_s": round(m.bytes_in / 1e6 / self.seconds, 2) if self.seconds > 0 else None,
-            "repository": self.repository,
-            "database": m.database,
-            "server_version": m.server_version,
-            "objects": [o.name for o in m.objects],
-            "tables": {t.name: {"rows": t.rows, "fingerprint": t.fingerprint} for t in m.tables},
-        }
-
-
-class _StderrTail(threading.Thread):
-    """Drain a child's stderr (so it never blocks) and keep the last 64 KiB."""
-
-    def __init__(self, stream) -> None:
-        super().__init__(daemon=True)
-        self._stream = stream
-        self.data = b""
-
-    def run(self) -> None:
-        for line in self._stream:
-            self.data = (self.data + line)[-65536:]
-
-    def text(self) -> str:
-        self.join(timeout=5)
-        return self.data.decode(errors="replace")
 
 
 def _server_info(conn: psycopg.Connection) -> tuple[str, int, str]:
@@ -117,39 +56,6 @@ def _check_privileges(conn: psycopg.Connection, tables: list[TableRef]) -> None:
     if rows:
         names = ", ".join(r[0] for r in rows)
         raise DatabaseError(f"permission denied on table {names}: grant the backup role SELECT on it (or pg_read_all_data)")
-
-
-class TargetLock:
-    """Session-level advisory lock on the target: at most one run of ``procedure`` per target.
-
-    Chosen over a Prefect global concurrency limit because it lives in the target itself: it
-    holds for CLI runs, Prefect runs and several Prefect servers alike, and PostgreSQL releases
-    it by itself when the holder dies (a Prefect slot of a SIGKILLed run waits for slot decay).
-    """
-
-    def __init__(self, dsn: str, procedure: str) -> None:
-        self.dsn = dsn
-        self.procedure = procedure
-        self.conn: psycopg.Connection | None = None
-
-    def __enter__(self) -> TargetLock:
-        self.conn = connect(self.dsn, autocommit=True)
-        got = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                (LOCK_CLASS, self.procedure)).fetchone()[0]
-        if not got:
-            holder = self.conn.execute(
-                "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
-                "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = hashtext(%s)::oid",
-                (LOCK_CLASS, self.procedure)).fetchone()
-            self.conn.close()
-            who = f" (backend pid {holder[0]}, since {holder[2]:%Y-%m-%d %H:%M:%S})" if holder else ""
-            raise ConcurrencyError(
-                f"another {self.procedure} of this database is running{who}: wait for it to finish")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.conn is not None:
-            self.conn.close()
 
 
 def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
@@ -203,7 +109,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
             args = ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync", "-d", dbname]
             dump_bin = matching_bin_dir(version_num // 10000, settings.pg_bin_dir)
             dump = spawn_tool("pg_dump", args, env=pg_env(dsn, dbname=dbname), bin_dir=dump_bin)
-            err_tail = _StderrTail(dump.stderr)
+            err_tail = StderrTail(dump.stderr)
             err_tail.start()
             with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,

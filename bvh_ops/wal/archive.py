@@ -14,37 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
+from bvh_ops.keys import Identity
+from bvh_ops.pg.lsn import _HISTORY, DEFAULT_SEGMENT, parse_segment, segment_name
 from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.repo import Repository
+from bvh_ops.repository.verify import Status, VerifyResult
 from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import DecryptingReader, HashingReader
-from bvh_ops.wal import LONG_HEADER, WAL_PREFIX, segment_header_problem
+from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, segment_header_problem
 
-log = logging.getLogger("bvh_ops.walarchive")
-
-DEFAULT_SEGMENT = 16 << 20
-_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
-
-
-def _per_id(seg_size: int) -> int:
-    return 0x100000000 // seg_size
-
-
-def segment_name(timeline: int, segno: int, seg_size: int = DEFAULT_SEGMENT) -> str:
-    per = _per_id(seg_size)
-    return f"{timeline:08X}{segno // per:08X}{segno % per:08X}"
-
-
-def parse_segment(name: str, seg_size: int = DEFAULT_SEGMENT) -> tuple[int, int] | None:
-    m = _SEGMENT.match(name)
-    if not m:
-        return None
-    return int(m.group(1), 16), int(m.group(2), 16) * _per_id(seg_size) + int(m.group(3), 16)
+log = logging.getLogger("bvh_ops.wal.archive")
 
 
 @dataclass(frozen=True)
@@ -88,7 +71,7 @@ def _history(store: ObjectStore, archive: dict[str, ArchivedFile], timeline: int
         return None
     if text is None:
         return None
-    from bvh_ops.physical import parse_lsn
+    from bvh_ops.pg.lsn import parse_lsn
 
     out = []
     for line in text.splitlines():
@@ -144,7 +127,7 @@ class WalReport:
         return not self.missing and not self.damaged
 
     def to_json(self) -> dict:
-        from bvh_ops.physical import format_lsn
+        from bvh_ops.pg.lsn import format_lsn
 
         return {"base_id": self.base_id, "ok": self.ok, "start_segment": self.start_segment, "found": self.found,
                 "missing": self.missing, "damaged": [{"segment": n, "detail": d} for n, d in self.damaged],
@@ -208,7 +191,7 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
 def wal_continuity(store: ObjectStore, base: Manifest, *, until: str | None = None, hashes: bool = False,
                    identities=None, archive: dict[str, ArchivedFile] | None = None) -> WalReport:
     """Every segment from ``base``'s start segment to the newest archived one (or ``until``)."""
-    from bvh_ops.physical import parse_lsn
+    from bvh_ops.pg.lsn import parse_lsn
 
     seg_size = int(base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
     base_tl = int(base.extra.get("timeline") or 1)
@@ -266,7 +249,7 @@ def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = Fals
     """Delete archived segments (and .backup/.partial files) older than the oldest retained
     base's start segment, on its timeline and earlier ones. History files stay. Index entry
     first, so a half-deleted segment reads as absent, never as present."""
-    from bvh_ops.physical import parse_lsn
+    from bvh_ops.pg.lsn import parse_lsn
 
     seg_size = int(oldest_base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
     base_tl = int(oldest_base.extra.get("timeline") or 1)
@@ -288,3 +271,32 @@ def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = Fals
     if removed and not dry_run:
         log.info("pruned %d WAL files older than base %s", len(removed), oldest_base.backup_id)
     return removed
+
+
+def verify_wal(repo: Repository, *, identities: list[Identity] | None = None) -> list[VerifyResult]:
+    """WAL continuity from the oldest physical base backup to the newest archived segment:
+    one result per missing or damaged segment, plus one summary result. Every segment's stored
+    sha256 is checked (and, with identities, its plaintext). No physical backup: no results."""
+    from bvh_ops.repository.manifest import PHYSICAL_KINDS
+    from bvh_ops.wal.archive import wal_continuity
+
+    fulls = []
+    for rec in repo.list_backups():
+        if rec.status == "complete" and rec.kind in PHYSICAL_KINDS:
+            loaded = repo.load_manifest(rec.backup_id)
+            if loaded.signature_ok and loaded.manifest.kind == "full" and loaded.manifest.extra.get("start_lsn"):
+                fulls.append(loaded.manifest)
+    if not fulls:
+        return []
+    from bvh_ops.pg.lsn import parse_lsn
+
+    base = min(fulls, key=lambda m: (int(m.extra.get("timeline") or 1), parse_lsn(m.extra["start_lsn"])))
+    try:
+        report = wal_continuity(repo.store, base, hashes=True, identities=identities)
+    except BvhOpsError as exc:
+        return [VerifyResult("wal", "continuity", Status.UNREADABLE, str(exc))]
+    results = [VerifyResult("wal", name, Status.MISSING, "segment missing from the archive") for name in report.missing]
+    results += [VerifyResult("wal", name, Status.CHECKSUM_MISMATCH, detail) for name, detail in report.damaged]
+    summary = f"from base {base.backup_id}: {report.summary()}"
+    results.append(VerifyResult("wal", "continuity", Status.OK if report.ok else Status.MISSING, summary))
+    return results

@@ -35,7 +35,7 @@ def _done(console: Console, t0: float, extra: str = "") -> None:
 
 
 def write_demo_config(state: Path, dsn: str) -> Path:
-    from bvh_ops.pg.sample import invariants_toml
+    from bvh_ops.demo.sample import invariants_toml
 
     cfg = state / "bvh-ops.toml"
     cfg.write_text(
@@ -74,7 +74,8 @@ def _archiving_cluster(state: Path, console: Console):
 
 
 def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
-    from bvh_ops.pg.sample import create_database, load_sample
+    from bvh_ops.demo.sample import load_sample
+    from bvh_ops.pg.catalog import create_database
 
     state = _state_dir()
     state.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         create_database(cluster.dsn(), DEMO_DB)
         rows = load_sample(cluster.dsn(DEMO_DB), scale=scale)
         _done(console, t, f"{sum(rows.values())} rows in {len(rows)} tables")
-        from bvh_ops.pg.sample import Workload
+        from bvh_ops.demo.sample import Workload
 
         t = _step(console, "running the ticket-purchase workload for 3 s (live writes, like production)")
         stats = Workload(cluster.dsn(DEMO_DB), rate=50).start()
@@ -121,8 +122,8 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             cluster, settings, console, (result.get("physical") or {}).get("bytes_in"))
 
         t = _step(console, "deep-verifying the backup (decrypt, decompress, sha256 of every object)")
-        from bvh_ops.backup import open_repository
         from bvh_ops.keys import load_identities
+        from bvh_ops.repository.open import open_repository
         from bvh_ops.repository.verify import verify_backup
 
         repo, _ = open_repository(settings)
@@ -131,7 +132,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         _done(console, t, f"{sum(r.ok for r in vres)}/{len(vres)} objects OK")
 
         t = _step(console, f"restoring into scratch database '{RESTORE_DB}' and comparing fingerprints")
-        from bvh_ops.restore import restore_logical
+        from bvh_ops.logical.restore import restore_logical
 
         create_database(cluster.dsn(), RESTORE_DB)
         restored = restore_logical(settings, result["backup_id"], cluster.dsn(RESTORE_DB))
@@ -164,9 +165,9 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         except DrillFailed as exc:
             drill = exc.report
         _done(console, t, f"drill {drill['drill_id']} {'PASSED' if drill['passed'] else 'FAILED'}")
-        from bvh_ops.cli import _print_drill
+        from bvh_ops.drill.render import print_drill
 
-        _print_drill(drill)
+        print_drill(drill, console)
         summary.add_row("incremental + PITR", pitr_row)
         summary.add_row("DR drill", f"{'PASSED' if drill['passed'] else 'FAILED'}: RTO {drill['rto_seconds']} s, "
                                     f"RPO {drill['rpo_seconds']} s, "
@@ -192,9 +193,10 @@ def _incremental_and_pitr(cluster, settings, console: Console, full_bytes: int |
 
     import psycopg
 
-    from bvh_ops.pg.sample import Workload, consistent_cut, cut_fingerprints
+    from bvh_ops.demo.sample import Workload, consistent_cut, cut_fingerprints
     from bvh_ops.pg.tools import embedded_bin_dir
-    from bvh_ops.pitr import RecoveryTarget, restore_physical, stop_server
+    from bvh_ops.physical.restore import restore_physical, stop_server
+    from bvh_ops.physical.target import RecoveryTarget
     from flows.incremental_backup import incremental_backup
 
     dsn = cluster.dsn(DEMO_DB)
@@ -247,7 +249,7 @@ def _repair_wallets(restored_dsn: str, source_dsn: str) -> int:
     source (COPY to COPY, never the table in memory) and put back the ones the incident changed."""
     import psycopg
 
-    from bvh_ops.physical import switch_wal_and_wait
+    from bvh_ops.physical.backup import switch_wal_and_wait
 
     with psycopg.connect(restored_dsn) as src, psycopg.connect(source_dsn) as dst:
         dst.execute("CREATE TEMP TABLE wallet_fix (id bigint PRIMARY KEY, balance numeric) ON COMMIT DROP")

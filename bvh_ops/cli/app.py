@@ -1,0 +1,38 @@
+"""`bvh-ops`: the operator's command line. Expected failures print one line and exit non-zero
+(exit code per error class, see bvh_ops.errors); tracebacks are for bugs only. Each command group
+lives in its own module and registers on the shared app when imported here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from bvh_ops.cli import backups, drill, ops, restore  # noqa: F401 - registers the commands
+from bvh_ops.cli.core import app, err
+from bvh_ops.errors import BvhOpsError
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except BvhOpsError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Backups and the catalog: keygen, backup, backups list, verify, retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bvh_ops.cli.core import (
+    app,
+    backups_app,
+    cli_settings,
+    emit_json,
+    out,
+    require_prefect_home,
+)
+from bvh_ops.errors import BvhOpsError
+
+
+@app.command()
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where to write recipient.pub and identity.key")],
+    kem: Annotated[str, typer.Option(help="mlkem768-x25519 (hybrid post-quantum) or x25519")] = "mlkem768-x25519",
+) -> None:
+    """Generate a key pair: DIR/recipient.pub (for backup hosts) and DIR/identity.key (0600, for restores)."""
+    from bvh_ops.keys import load_recipients, write_keypair
+
+    pub, key = write_keypair(directory, kem)
+    rid = load_recipients([pub])[0].key_id
+    out.print(f"recipient {rid}: {pub}\nidentity  {rid}: {key} (mode 0600; keep it offline, backups need only the .pub)")
+
+
+@app.command()
+def backup(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    kind: Annotated[str, typer.Option("--kind", help="logical (daily-backup flow), full or incremental (physical)")]
+    = "logical",
+) -> None:
+    """Run the daily-backup flow (snapshot-consistent pg_dump, checks, retention), or a physical
+    --kind full | incremental backup (pg_basebackup; the incremental-backup flow)."""
+    settings = cli_settings()  # fail fast on bad or missing configuration, before Prefect starts
+    settings.require_database_url()
+    settings.require_repository()
+    from bvh_ops.keys import load_recipients
+
+    load_recipients(settings.require_recipients())
+    if kind not in ("logical", "full", "incremental"):
+        raise BvhOpsError(f"--kind {kind!r}: use logical, full or incremental")
+    require_prefect_home()
+    if kind in ("full", "incremental"):
+        from flows.incremental_backup import incremental_backup
+
+        doc = incremental_backup(kind=kind)
+        if as_json:
+            emit_json(doc)
+        else:
+            mode = " (WAL-only increment: native incrementals need PostgreSQL 17+)" if doc.get("mode") == "wal-only" else ""
+            out.print(f"{doc['kind']} backup {doc['backup_id']} committed and checked{mode}: {doc['bytes_in']} bytes in, "
+                      f"{doc['bytes_stored']} stored, LSN {doc['start_lsn']} → {doc['stop_lsn']}"
+                      + (f", parent {doc['parent_id']}" if doc.get("parent_id") else ""))
+            if doc.get("promoted_from"):
+                out.print("  no physical backup of this cluster existed: took a full backup instead of an incremental")
+        return
+    from flows.daily_backup import daily_backup
+
+    result = daily_backup()
+    if as_json:
+        emit_json(result)
+    else:
+        _print_backup(result)
+
+
+def _print_backup(result: dict) -> None:
+    from flows.artifacts import human_bytes
+
+    out.print(f"backup {result['backup_id']} committed and checked")
+    out.print(f"  {len(result['tables'])} tables, {sum(t['rows'] for t in result['tables'].values())} rows, "
+              f"{human_bytes(result['bytes_in'])} in, {human_bytes(result['bytes_stored'])} stored, "
+              f"{result.get('mb_per_s')} MB/s")
+
+
+@backups_app.command("list")
+def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the backups in the repository (complete and incomplete)."""
+    from bvh_ops.repository.open import open_repository
+
+    repo, _ = open_repository(cli_settings())
+    records = repo.list_backups()
+    rows = [
+        {"backup_id": r.backup_id, "kind": r.kind, "status": r.status,
+         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+         "bytes_stored": r.bytes_stored, "signature_ok": r.signature_ok, "parent_id": r.parent_id}
+        for r in records
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(box=None, pad_edge=False)
+    for name in ("backup id", "kind", "status", "finished (UTC)", "stored", "signature", "parent"):
+        table.add_column(name, no_wrap=True, min_width=32 if name in ("backup id", "parent") else None)
+    from flows.artifacts import human_bytes
+
+    for r in rows:
+        finished = r["finished_at"][:19].replace("T", " ") if r["finished_at"] else "-"
+        table.add_row(r["backup_id"], r["kind"], r["status"], finished, human_bytes(r["bytes_stored"]),
+                      {True: "ok", False: "BAD", None: "-"}[r["signature_ok"]], r["parent_id"] or "")
+    # Full ids matter more than a fitted table: piped output is not squeezed to 80 columns.
+    console = out if out.is_terminal else Console(highlight=False, width=160)
+    console.print(table if rows else "no backups yet: run `bvh-ops backup`")
+
+
+@app.command()
+def verify(
+    backup_id: Annotated[str | None, typer.Argument(help="Backup id or 'latest' (default: latest)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Verify every complete backup")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also decrypt and check plaintext hashes (needs identity)")] = False,
+    no_wal: Annotated[bool, typer.Option("--no-wal", help="Skip the WAL archive's continuity check")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Verify backups and the WAL archive's continuity; exits 0 only when everything is OK."""
+    from bvh_ops.keys import load_identities
+    from bvh_ops.repository.open import open_repository
+    from bvh_ops.repository.verify import render, verify_backup
+
+    settings = cli_settings()
+    repo, _ = open_repository(settings)
+    identities = load_identities(settings.require_identity()) if deep else None
+    if all_:
+        ids = [r.backup_id for r in repo.list_backups() if r.status != "incomplete"]
+        if not ids:
+            raise BvhOpsError(f"no backups in {repo.store.url} to verify")
+    else:
+        ids = [repo.resolve(backup_id or "latest")]
+    results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
+    if not no_wal:
+        from bvh_ops.wal.archive import verify_wal
+
+        results += verify_wal(repo, identities=identities)
+    ok = bool(results) and all(r.ok for r in results)
+    if as_json:
+        emit_json({"ok": ok, "deep": deep, "results": [r.to_json() for r in results]})
+    else:
+        out.print(render(results))
+    raise typer.Exit(0 if ok else 8)
+
+
+@app.command()
+def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan")] = True) -> None:
+    """Show (or with --no-dry-run apply) the retention plan, WAL pruning included."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.expire import apply_plan
+    from bvh_ops.repository.open import open_repository
+
+    settings = cli_settings()
+    repo, _ = open_repository(settings)
+    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+                        min_redundancy=settings.min_redundancy, dry_run=dry_run)
+    for d in result["decisions"]:
+        out.print(f"{d['action']:8} {d['backup_id']}  {d['reason']}")
+    if result["wal_kept_from"]:
+        out.print(f"WAL kept from {result['wal_kept_from']} (oldest kept base); "
+                  f"{result['wal_pruned']} older WAL files {'would be ' if dry_run else ''}pruned")

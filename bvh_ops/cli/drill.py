@@ -1,0 +1,63 @@
+"""drill: the DR drill flow from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bvh_ops.cli.core import (
+    app,
+    cli_settings,
+    emit_json,
+    out,
+    require_prefect_home,
+)
+from bvh_ops.drill.render import print_drill
+from bvh_ops.errors import BvhOpsError
+
+
+@app.command()
+def drill(
+    backup: Annotated[str, typer.Option("--backup", help="Backup id or 'latest'")] = "latest",
+    mode: Annotated[str, typer.Option("--mode", help="logical | physical | both")] = "logical",
+    to_time: Annotated[str | None, typer.Option("--to-time", help="Target / simulated disaster time (ISO 8601)")] = None,
+    to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="Physical mode: recover to this LSN")] = None,
+    scratch: Annotated[str, typer.Option(help="embedded | configured (drill_scratch_dsn)")] = "embedded",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the DR drill flow: restore, start, check, measure RTO/RPO; exit 0 only if it passed."""
+    from datetime import UTC, datetime
+
+    if mode not in ("logical", "physical", "both"):
+        raise BvhOpsError(f"--mode {mode!r}: use logical, physical or both")
+    if scratch not in ("embedded", "configured"):
+        raise BvhOpsError(f"--scratch {scratch!r}: use embedded or configured")
+    target = None
+    if to_time:
+        try:
+            target = datetime.fromisoformat(to_time)
+        except ValueError:
+            raise BvhOpsError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
+        target = target if target.tzinfo else target.replace(tzinfo=UTC)
+    settings = cli_settings()
+    settings.require_repository()
+    settings.require_identity()
+    require_prefect_home()
+    from flows.dr_drill import DrillFailed, dr_drill
+
+    try:
+        if to_lsn:
+            from bvh_ops.pg.lsn import parse_lsn
+
+            parse_lsn(to_lsn)
+            if mode == "logical":
+                raise BvhOpsError("--to-lsn applies to physical drills: add --mode physical (or both)")
+        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn)
+    except DrillFailed as exc:
+        report = exc.report
+    if as_json:
+        emit_json(report)
+    else:
+        print_drill(report, out)
+    raise typer.Exit(0 if report["passed"] else 8)

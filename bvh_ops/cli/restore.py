@@ -1,0 +1,109 @@
+"""restore: logical into a database, physical into a data directory (point in time), target validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bvh_ops.cli.core import (
+    app,
+    cli_settings,
+    emit_json,
+    out,
+)
+from bvh_ops.errors import BvhOpsError, ConfigError
+
+
+@app.command()
+def restore(
+    backup_id: Annotated[str, typer.Argument(help="Backup id or 'latest'")],
+    into: Annotated[str | None, typer.Option("--into", help="DSN of the (existing, empty) database to restore into")]
+    = None,
+    target_dir: Annotated[Path | None, typer.Option("--target-dir", help="Physical backup: new data directory")]
+    = None,
+    to_time: Annotated[str | None, typer.Option("--to-time", help="Recover to this time (ISO 8601)")] = None,
+    to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="Recover to this LSN (e.g. 0/3000060)")] = None,
+    to_name: Annotated[str | None, typer.Option("--to-name", help="Recover to this restore point")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start the restored server and wait until it has recovered")]
+    = False,
+    port: Annotated[int | None, typer.Option("--port", help="Port for the restored server (default: a free one)")]
+    = None,
+    archive: Annotated[bool, typer.Option("--archive", help="Let the restored cluster archive WAL (default: off)")]
+    = False,
+    os_user: Annotated[str | None, typer.Option(
+        "--os-user", help="Run as root: the OS user the restored server runs as (default: the owner of a file:// "
+        "repository's wal/, else embedded_postgres)")] = None,
+    validate_target: Annotated[bool, typer.Option("--validate-target",
+                                                  help="Only say whether the target is reachable")] = False,
+    table: Annotated[list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")] = None,
+    no_owner: Annotated[bool, typer.Option("--no-owner", help="Skip ownership and privileges")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel pg_restore processes")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Restore a logical backup into a database (comparing every table's fingerprint), or a
+    physical backup (with its incrementals) into a new data directory that recovers to a
+    point in time (--target-dir, --to-time/--to-lsn/--to-name)."""
+    settings = cli_settings()
+    if validate_target or target_dir is not None:
+        from bvh_ops.physical.target import RecoveryTarget
+
+        target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
+        if validate_target:
+            from bvh_ops.physical.restore import validate_target as check
+
+            doc = check(settings, backup_id, target)
+            if as_json:
+                emit_json(doc)
+            elif doc["reachable"]:
+                out.print(f"reachable: {doc['target']} from {doc['backup_id']}; latest reachable point "
+                          f"LSN {doc['latest_reachable']['lsn']} (~{doc['latest_reachable']['time']})"
+                          + (f"; note: {doc['reason']}" if doc.get("reason") else ""))
+            else:
+                out.print(f"NOT reachable: {doc['target']}: {doc['reason']}"
+                          + (f"; latest reachable point LSN {doc['latest_reachable']['lsn']} "
+                             f"(~{doc['latest_reachable']['time']})" if doc.get("latest_reachable") else ""))
+            raise typer.Exit(0 if doc["reachable"] else 8)
+    if (into is None) == (target_dir is None):
+        raise BvhOpsError("give exactly one of --into DSN (logical) or --target-dir DIR (physical)")
+    if target_dir is not None:
+        from bvh_ops.physical.restore import recovery_log, restore_physical
+
+        report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
+                                  archive=archive, os_user=os_user)
+        if as_json:
+            emit_json(report.to_json())
+            return
+        chain = " + ".join(report.chain)
+        out.print(f"restored {chain} into {report.data_dir} ({report.verified or 'not verified'})")
+        if report.started:
+            out.print(f"recovered to {report.target} and promoted; running on 127.0.0.1:{report.port} "
+                      f"(log {recovery_log(Path(report.data_dir))}); recovered to: {report.recovered_to}")
+        else:
+            who = f" as OS user {report.os_user}" if report.os_user else ""
+            out.print(f"start it{who} with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
+                      "through bvh-ops wal-fetch and promotes; the recovery directory (config, key copy) removes "
+                      "itself when recovery ends (recovery_end_command)")
+        return
+    if to_time or to_lsn or to_name:
+        raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
+    from bvh_ops.dsn import check_dsn
+
+    try:
+        check_dsn(into)
+    except ValueError as exc:
+        raise ConfigError(f"--into: {exc}") from None
+    from bvh_ops.logical.restore import restore_logical
+
+    result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
+                             jobs=jobs or settings.restore_jobs)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        bad = [c for c in result.comparisons if not c.ok]
+        out.print(f"restored {result.backup_id} into {result.target} in {result.seconds:.1f} s; "
+                  f"{len(result.comparisons) - len(bad)}/{len(result.comparisons)} tables match their fingerprint")
+        for c in bad:
+            out.print(f"  MISMATCH {c.name}: expected {c.expected}, got {c.actual}")
+    raise typer.Exit(0 if result.ok else 8)

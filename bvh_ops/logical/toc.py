@@ -1,0 +1,92 @@
+"""pg_restore table-of-contents lists, pure: parse a TOC line, pick the entries that restore
+selected tables, and spread entries over parallel pg_restore processes by weight."""
+
+from __future__ import annotations
+
+PREREQ = ("SCHEMA", "EXTENSION", "TYPE", "DOMAIN", "FUNCTION", "COLLATION", "SEQUENCE")
+TABLE_ENTRIES = ("TABLE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT", "INDEX")
+
+
+KNOWN_DESCS = sorted(
+    TABLE_ENTRIES + PREREQ + (
+        "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TABLE ATTACH", "ACL", "DEFAULT ACL", "COMMENT",
+        "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT",
+        "TRIGGER", "EVENT TRIGGER", "RULE", "POLICY", "STATISTICS", "PUBLICATION", "SUBSCRIPTION",
+    ),
+    key=lambda d: len(d.split()), reverse=True,
+)
+
+
+def parse_entry(line: str) -> tuple[str, str, str] | None:
+    """(desc, schema, tag) of a TOC line: '<id>; <cat> <oid> <DESC...> <schema> <tag...> <owner>'."""
+    if not line or line.startswith(";"):
+        return None
+    parts = line.split(";", 1)[1].split()
+    words = parts[2:]
+    for desc in KNOWN_DESCS:
+        d = desc.split()
+        if words[: len(d)] == d:
+            rest = words[len(d):]
+            return desc, (rest[0] if rest else "-"), " ".join(rest[1:-1]) if len(rest) > 2 else (rest[1] if len(rest) > 1 else "")
+    return words[0] if words else "", "", ""
+
+
+def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict);
+    ``indexes`` are the schema-qualified index names of those tables (from the manifest)."""
+    indexes = indexes or set()
+    wanted = []
+    for t in tables:
+        schema, _, name = t.rpartition(".")
+        wanted.append((schema.strip('"') or None, name.strip('"')))
+    prereq, own = [], []
+    for line in toc:
+        e = parse_entry(line)
+        if e is None:
+            continue
+        desc, schema, tag = e
+        for wschema, wname in wanted:
+            if wschema and schema != wschema:
+                continue
+            first = tag.split(" ")[0] if tag else ""
+            if desc in ("TABLE", "TABLE DATA") and tag == wname:
+                own.append(line)
+                break
+            if desc in ("DEFAULT", "CONSTRAINT") and first == wname:
+                own.append(line)
+                break
+            if desc == "INDEX" and f"{schema}.{tag}" in indexes:
+                own.append(line)
+                break
+            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and tag.startswith(wname + "_"):
+                own.append(line)
+                break
+            if desc == "SEQUENCE" and tag.startswith(wname + "_"):
+                prereq.append(line)
+                break
+        else:
+            if desc in PREREQ and desc != "SEQUENCE":
+                prereq.append(line)
+    # pg_restore -L restores in list order: table, owned-by, defaults, data, setval, constraints.
+    order = {d: i for i, d in enumerate(TABLE_ENTRIES)}
+    own.sort(key=lambda ln: order.get(parse_entry(ln)[0], 99))
+    return prereq, own
+
+
+def balance(entries: list[tuple[str, int]], jobs: int) -> list[list[str]]:
+    """Split TOC lines over ``jobs`` lists by weight (largest first onto the lightest list),
+    each list keeping archive order: a piped archive can only be read front to back."""
+    order = {line: i for i, (line, _) in enumerate(entries)}
+    bins: list[list[str]] = [[] for _ in range(max(1, jobs))]
+    load = [0] * len(bins)
+    for line, weight in sorted(entries, key=lambda e: -e[1]):
+        i = load.index(min(load))
+        bins[i].append(line)
+        load[i] += max(1, weight)
+    return [sorted(b, key=order.__getitem__) for b in bins if b]
+
+
+# TOC entry kinds restored (tolerating "already exists") before a selected table.
+
+
+# Entry kinds that belong to a selected table (tag starts with the table's name).

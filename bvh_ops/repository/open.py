@@ -1,0 +1,25 @@
+"""TODO"""
+
+from __future__ import annotations
+
+from bvh_ops.config import Settings
+from bvh_ops.keys import HostKey, load_or_create_host_key
+from bvh_ops.repository.repo import Repository
+from bvh_ops.storage import open_store
+
+
+def trusted_keys(settings: Settings, host_key: HostKey) -> dict[str, str]:
+    from bvh_ops.keys import host_key_id
+
+    keys = {host_key.key_id: host_key.public_b64}
+    for pub in settings.trusted_host_keys:
+        keys[host_key_id(pub)] = pub
+    return keys
+
+
+def open_repository(settings: Settings, *, check: bool = True) -> tuple[Repository, HostKey]:
+    store = open_store(settings)
+    if check:
+        store.check()
+    host_key = load_or_create_host_key(settings.state_dir)
+    return Repository(store, trusted_keys(settings, host_key)), host_key
