@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+from bvh_ops.pg.lsn import SEGMENT
+
 PREFETCH_DIR = "prefetch"
 PIDFILE = ".prefetcher.pid"
 
@@ -50,7 +50,7 @@ def _alive(pid: int) -> bool:
 
 def _kick(spool: Path, name: str) -> None:
     """Start a detached prefetcher for the segments after ``name`` unless one is running."""
-    if not _SEGMENT.match(name):
+    if not SEGMENT.match(name):
         return
     try:
         pid = int((spool / PIDFILE).read_text())
@@ -76,7 +76,7 @@ def _expected_system(spool: Path | None) -> str | None:
 
 def fetch(name: str, dest: str) -> int:
     spool = _spool()
-    if spool is not None and _SEGMENT.match(name) and (spool / name).is_file():
+    if spool is not None and SEGMENT.match(name) and (spool / name).is_file():
         os.replace(spool / name, dest)  # verified by the prefetcher before it appeared here
         _kick(spool, name)
         return 0

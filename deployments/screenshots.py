@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,10 +24,6 @@ BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shot(url: str, path: Path, size: str = "1440,1000") -> None:
@@ -53,7 +48,7 @@ def main() -> None:
         raise SystemExit("run `make demo` first (it creates .bvh-ops/bvh-ops.toml)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from bvh_ops.pg.cluster import EmbeddedCluster
+    from bvh_ops.pg.cluster import EmbeddedCluster, free_port
 
     cluster = EmbeddedCluster(state / "pg")
     cluster.start()

@@ -14,6 +14,7 @@ from prefect.transactions import transaction
 from bvh_ops.config import Settings, load_settings
 from flows.artifacts import backup_markdown, table_rows
 from tasks.backup_tasks import apply_retention, check_backup, collect_incomplete, take_logical_backup
+from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs
 
 
@@ -46,12 +47,11 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     """
     settings = load_settings()
     logger = get_run_logger()
-    opts = {"retries": settings.task_retries, "retry_delay_seconds": settings.retry_delay_seconds}
     orphaned = reap_orphaned_runs()
-    removed = collect_incomplete.with_options(**opts)(settings)
+    removed = retrying(collect_incomplete, settings)(settings)
     with transaction():
-        result = take_logical_backup.with_options(**opts)(settings)
-        checks = check_backup.with_options(**opts)(settings, result)
+        result = retrying(take_logical_backup, settings)(settings)
+        checks = retrying(check_backup, settings)(settings, result)
     physical_result = None
     if physical != "off":
         from bvh_ops.physical.backup import physical_possible
@@ -60,11 +60,11 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
         possible, why = physical_possible(settings)
         if possible or physical == "on":
             with transaction():
-                physical_result = take_physical_backup.with_options(**opts)(settings, "full")
-                physical_result["checks"] = check_physical_backup.with_options(**opts)(settings, physical_result)
+                physical_result = retrying(take_physical_backup, settings)(settings, "full")
+                physical_result["checks"] = retrying(check_physical_backup, settings)(settings, physical_result)
         else:
             logger.info("no physical backup (physical=auto): %s", why)
-    retention = apply_retention.with_options(**opts)(settings, dry_run=retention_dry_run)
+    retention = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
     create_markdown_artifact(
         key="daily-backup-summary",
         markdown=backup_markdown(result, checks, retention, removed, physical_result),

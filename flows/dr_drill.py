@@ -15,11 +15,21 @@ from prefect.runtime import flow_run
 
 from bvh_ops.config import load_settings
 from bvh_ops.drill import engine
-from bvh_ops.drill.objectives import Objectives, objective_checks, rpo_seconds, rto_seconds, trend_line
+from bvh_ops.drill.objectives import (
+    Objectives,
+    drill_rto_rpo,
+    objective_checks,
+    physical_rpo,
+    physical_stage_split,
+    ready_time,
+    rpo_seconds,
+    trend_line,
+)
 from bvh_ops.errors import BvhOpsError, IntegrityError
 from bvh_ops.results import CheckResult, CheckStatus
 from flows.artifacts import drill_markdown
 from tasks import drill_tasks as t
+from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs
 
 
@@ -67,7 +77,6 @@ def dr_drill(
     checks: list[CheckResult] = []
     manifest = None
     sc: engine.Scratch | None = None
-    ready_at: datetime | None = None
     newest: datetime | None = None
     target = to_time
 
@@ -86,81 +95,80 @@ def dr_drill(
     psc = None
     physical_id = None
     rpos: list[float] = []
+    logical_ready = physical_ready = None
+
+    def logical_part() -> datetime | None:
+        """select → fetch + deep verify → start scratch → pg_restore → checks."""
+        nonlocal manifest, sc, newest, target
+        try:
+            with stage("select"):
+                manifest = retrying(t.select, settings)(settings, backup, to_time)
+            target = to_time or datetime.fromisoformat(manifest.started_at)
+            with stage("fetch_verify"):
+                verified = retrying(t.fetch_and_verify, settings)(settings, manifest.backup_id)
+            checks.append(verified)
+            if not verified.passed:
+                return None  # never restore what did not verify
+            with stage("start"):
+                sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch)
+            with stage("restore"):
+                t.restore(settings, manifest.backup_id, sc)
+            with stage("checks"):
+                results, newest = t.run_checks(settings, manifest, sc, target)
+            checks.extend(results)
+            if target and newest is not None:
+                rpos.append(rpo_seconds(target, newest))
+            return engine.utcnow()
+        except BvhOpsError as exc:
+            abort(stages[-1]["name"] if stages else "select", exc)
+            return None
+
+    def physical_part() -> datetime | None:
+        """select the base for the target → deep verify the chain and WAL → restore, verify,
+        recover, promote → pg_amcheck, PITR, invariants, freshness."""
+        nonlocal psc, physical_id
+        pstage = "physical_select"
+        try:
+            from bvh_ops.drill.physical import recovery_target
+
+            ptarget = recovery_target(to_time, to_lsn)
+            with stage("physical_select"):
+                pm = retrying(t.physical_select, settings)(settings, backup if mode == "physical" else "latest", ptarget)
+            physical_id = pm.backup_id
+            pstage = "physical_fetch_verify"
+            with stage("physical_fetch_verify"):
+                pre = retrying(t.physical_verify, settings)(settings, pm, ptarget)
+            checks.extend(pre)
+            if not all(c.passed for c in pre):
+                return None
+            pstage = "physical_recovery"
+            t0 = time.monotonic()
+            psc, rep = t.physical_restore(settings, drill_id, pm, ptarget)
+            stages.extend(physical_stage_split(rep["seconds"], time.monotonic() - t0))
+            checks.append(CheckResult("pg_verifybackup", CheckStatus.PASSED if rep["verified"] else
+                                      CheckStatus.NOT_VERIFIED, rep["verified"] or "not run"))
+            checks.append(CheckResult("physical_recovery", CheckStatus.PASSED,
+                                      f"chain {' + '.join(rep['chain'])} recovered to {rep['target']} and "
+                                      f"promoted: {rep['recovered_to']}"))
+            pstage = "physical_checks"
+            with stage("physical_checks"):
+                results, pnewest, source_newest = t.physical_checks(settings, psc, ptarget_time(ptarget), started)
+            checks.extend(results)
+            rpo = physical_rpo(ptarget.kind, ptarget_time(ptarget), pnewest, source_newest, started)
+            if rpo is not None:
+                rpos.append(rpo)
+            return engine.utcnow()
+        except BvhOpsError as exc:
+            abort(pstage, exc)
+            return None
+
     try:
         if mode in ("logical", "both"):
-            try:
-                with stage("select"):
-                    manifest = t.select(settings, backup, to_time)
-                target = to_time or datetime.fromisoformat(manifest.started_at)
-                with stage("fetch_verify"):
-                    verified = t.fetch_and_verify(settings, manifest.backup_id)
-                checks.append(verified)
-                if verified.passed:
-                    with stage("start"):
-                        sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch)
-                    with stage("restore"):
-                        t.restore(settings, manifest.backup_id, sc)
-                    with stage("checks"):
-                        results, newest = t.run_checks(settings, manifest, sc, target)
-                    checks.extend(results)
-                    ready_at = engine.utcnow()
-            except BvhOpsError as exc:
-                abort(stages[-1]["name"] if stages else "select", exc)
-
+            logical_ready = logical_part()
         if mode in ("physical", "both"):
-            physical_ready = None
-            pstage = "physical_select"
-            try:
-                from bvh_ops.drill.physical import recovery_target
-
-                ptarget = recovery_target(to_time, to_lsn)
-                with stage("physical_select"):
-                    pm = t.physical_select(settings, backup if mode == "physical" else "latest", ptarget)
-                physical_id = pm.backup_id
-                pstage = "physical_fetch_verify"
-                with stage("physical_fetch_verify"):
-                    pre = t.physical_verify(settings, pm, ptarget)
-                checks.extend(pre)
-                if all(c.passed for c in pre):
-                    pstage = "physical_recovery"
-                    t0 = time.monotonic()
-                    psc, rep = t.physical_restore(settings, drill_id, pm, ptarget)
-                    parts = rep["seconds"]
-                    stages.append({"name": "physical_restore", "seconds": round(
-                        parts.get("fetch", 0) + parts.get("combine", 0), 3)})
-                    stages.append({"name": "physical_verifybackup", "seconds": parts.get("verify", 0)})
-                    stages.append({"name": "physical_recover_start", "seconds": round(
-                        time.monotonic() - t0 - sum(parts.get(k, 0) for k in ("fetch", "combine", "verify")), 3)})
-                    checks.append(CheckResult("pg_verifybackup", CheckStatus.PASSED if rep["verified"] else
-                                              CheckStatus.NOT_VERIFIED, rep["verified"] or "not run"))
-                    checks.append(CheckResult("physical_recovery", CheckStatus.PASSED,
-                                              f"chain {' + '.join(rep['chain'])} recovered to {rep['target']} and "
-                                              f"promoted: {rep['recovered_to']}"))
-                    pstage = "physical_checks"
-                    with stage("physical_checks"):
-                        results, pnewest, source_newest = t.physical_checks(settings, psc, ptarget_time(ptarget),
-                                                                            started)
-                    checks.extend(results)
-                    physical_ready = engine.utcnow()
-                    if ptarget.kind in ("lsn", "name"):
-                        rpos.append(0.0)  # PostgreSQL reached the exact target (it fails recovery otherwise)
-                    elif pnewest is not None:
-                        # Time target: target − newest restored commit; end of the archive: the
-                        # source's newest commit before the drill − the newest restored one.
-                        point = ptarget_time(ptarget) or source_newest or started
-                        rpos.append(max(0.0, rpo_seconds(point, pnewest)))
-            except BvhOpsError as exc:
-                abort(pstage, exc)
-            if mode == "physical":
-                ready_at = physical_ready
-            elif ready_at and physical_ready:
-                ready_at = max(ready_at, physical_ready)
-            else:
-                ready_at = None
-        rto = rto_seconds(started, ready_at) if ready_at and all(c.passed for c in checks) else None
-        if mode != "physical" and target and manifest is not None and newest is not None:
-            rpos.append(rpo_seconds(target, newest))
-        rpo = max(rpos) if rpos else None
+            physical_ready = physical_part()
+        rto, rpo = drill_rto_rpo(started, ready_time(mode, logical_ready, physical_ready),
+                                 all(c.passed for c in checks), rpos)
         checks.extend(objective_checks(rto, rpo, objectives))
         passed = bool(checks) and all(c.passed for c in checks)
         report: dict[str, Any] = {
@@ -177,7 +185,7 @@ def dr_drill(
         with stage("report"):
             report["finished_at"] = engine.utcnow().isoformat()
             try:
-                previous = t.record(settings, report)
+                previous = retrying(t.record, settings)(settings, report)
             except BvhOpsError as exc:
                 previous = []
                 abort("report", exc)
@@ -192,10 +200,10 @@ def dr_drill(
     finally:
         if sc is not None:
             with stage("teardown"):
-                t.teardown(sc)
+                retrying(t.teardown, settings)(sc)
         if psc is not None:
             with stage("physical_teardown"):
-                t.physical_teardown(psc)
+                retrying(t.physical_teardown, settings)(psc)
     report["stages"] = stages
     if not passed:
         bad = [c for c in checks if not c.passed]

@@ -17,6 +17,7 @@ from bvh_ops.config import load_settings
 from flows.artifacts import physical_markdown
 from flows.daily_backup import target_label
 from tasks.backup_tasks import collect_incomplete
+from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs
 from tasks.physical_tasks import check_physical_backup, retain_chains, take_physical_backup
 
@@ -37,13 +38,12 @@ def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
     """
     settings = load_settings()
     logger = get_run_logger()
-    opts = {"retries": settings.task_retries, "retry_delay_seconds": settings.retry_delay_seconds}
     orphaned = reap_orphaned_runs()
-    removed = collect_incomplete.with_options(**opts)(settings)
+    removed = retrying(collect_incomplete, settings)(settings)
     with transaction():
-        result = take_physical_backup.with_options(**opts)(settings, kind)
-        checks = check_physical_backup.with_options(**opts)(settings, result)
-    retention = retain_chains.with_options(**opts)(settings, dry_run=retention_dry_run)
+        result = retrying(take_physical_backup, settings)(settings, kind)
+        checks = retrying(check_physical_backup, settings)(settings, result)
+    retention = retrying(retain_chains, settings)(settings, dry_run=retention_dry_run)
     create_markdown_artifact(key=f"{result['kind']}-backup-summary",
                              markdown=physical_markdown(result, checks, retention, removed),
                              description=f"{result['kind']} backup {result['backup_id']}")

@@ -1,1 +1,2 @@
-"""Prefect tasks: thin, one side effect each, retries and timeouts declared here."""
+"""Prefect tasks: thin, one side effect each; timeouts declared here, retries from the settings
+(tasks.common.retrying; stages that must not run twice, such as a restore, are not retried)."""

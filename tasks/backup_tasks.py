@@ -19,8 +19,7 @@ from bvh_ops.results import CheckStatus
 from tasks.common import delete_on_rollback, retry_transient_only
 
 
-@task(name="collect-incomplete", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_transient_only, timeout_seconds=600)
+@task(name="collect-incomplete", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=600)
 def collect_incomplete(settings: Settings) -> list[str]:
     """Remove leftovers of backups that never committed (writer dead, or older than the grace)."""
     repo, _ = open_repository(settings)
@@ -30,8 +29,7 @@ def collect_incomplete(settings: Settings) -> list[str]:
     return removed
 
 
-@task(name="take-logical-backup", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
-      retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
+@task(name="take-logical-backup", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
 def take_logical_backup(settings: Settings) -> dict[str, Any]:
     """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest."""
     logger = get_run_logger()
@@ -57,8 +55,7 @@ def take_logical_backup(settings: Settings) -> dict[str, Any]:
 take_logical_backup.on_rollback(delete_on_rollback)
 
 
-@task(name="check-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+@task(name="check-backup", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
 def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, str]]:
     """GX suite over the stored manifest vs the snapshot's stats, plus the shallow verify."""
     from checks.backup_suite import run_backup_suite
@@ -76,8 +73,7 @@ def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, s
     return out
 
 
-@task(name="apply-retention", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+@task(name="apply-retention", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
 def apply_retention(settings: Settings, *, dry_run: bool = False) -> list[dict[str, str]]:
     """Delete backups the retention plan marks OBSOLETE (never the newest min_redundancy of
     each family, never a parent of a kept backup) and prune WAL below the oldest kept base."""

@@ -1,4 +1,4 @@
-"""What every task shares: retry only transient errors."""
+"""What every task shares: retry only transient errors, as often as the settings say."""
 
 from __future__ import annotations
 
@@ -27,3 +27,10 @@ def delete_on_rollback(txn: Any) -> None:
     settings = txn.get("settings", None)
     if backup_id and settings is not None:
         delete_committed(settings, backup_id)
+
+
+def retrying(task: Any, settings: Any) -> Any:
+    """``task`` with the configured retries (``task_retries``, ``retry_delay_seconds``): the one
+    place that says how often a failure is retried; which failures are retried is each task's
+    ``retry_condition_fn`` (transient ones only). Task decorators declare no retries of their own."""
+    return task.with_options(retries=settings.task_retries, retry_delay_seconds=settings.retry_delay_seconds)

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bvh_ops.config import Settings
-from bvh_ops.drill import committime, engine
+from bvh_ops.drill import committime, engine, ops
 from bvh_ops.logical.restore import restore_logical
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.results import CheckResult, CheckStatus
@@ -20,22 +20,13 @@ from tasks.common import retry_transient_only
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_transient_only}
 
 
-@task(name="drill-select", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
+@task(name="drill-select", timeout_seconds=300, **_opts)
 def select(settings: Settings, backup: str, to_time: datetime | None) -> Manifest:
     """The backup to drill: the given id, or the newest one (taken before to_time, if given)."""
-    if backup == "latest" and to_time is not None:
-        repo, _ = engine.open_repository(settings)
-        candidates = [r for r in repo.list_backups() if r.status == "complete" and r.kind == "logical"
-                      and r.started_at is not None and r.started_at <= to_time]
-        if not candidates:
-            from bvh_ops.errors import NotFound
-
-            raise NotFound(f"no logical backup taken before {to_time.isoformat()}")
-        backup = max(candidates, key=lambda r: r.started_at).backup_id
-    return engine.select_backup(settings, backup)
+    return engine.select_backup(settings, backup, to_time)
 
 
-@task(name="drill-fetch-verify", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=6 * 3600, **_opts)
+@task(name="drill-fetch-verify", timeout_seconds=6 * 3600, **_opts)
 def fetch_and_verify(settings: Settings, backup_id: str) -> CheckResult:
     results = engine.deep_verify(settings, backup_id)
     bad = [r for r in results if not r.ok]
@@ -113,30 +104,30 @@ def _password(dsn: Any) -> str | None:
     return conninfo_to_dict(raw).get("password")
 
 
-@task(name="drill-report", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
+@task(name="drill-report", timeout_seconds=300, **_opts)
 def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
     """Store the drill in the ops database; returns the earlier drills for the trend."""
-    with engine.ops_database(settings) as dsn:
-        previous = engine.previous_drills(dsn)
-        engine.record_drill(dsn, report)
+    with ops.ops_database(settings) as dsn:
+        previous = ops.previous_drills(dsn)
+        ops.record_drill(dsn, report)
     return previous
 
 
-@task(name="drill-teardown", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=600, cache_policy=NO_CACHE)
+@task(name="drill-teardown", timeout_seconds=600, cache_policy=NO_CACHE)
 def teardown(scratch: engine.Scratch) -> None:
     scratch.teardown()
 
 
 # -- physical mode ---------------------------------------------------------------------------
 
-@task(name="drill-physical-select", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=300, **_opts)
+@task(name="drill-physical-select", timeout_seconds=300, **_opts)
 def physical_select(settings: Settings, backup: str, target: Any) -> Manifest:
     from bvh_ops.drill import physical
 
     return physical.select(settings, backup, target)
 
 
-@task(name="drill-physical-fetch-verify", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=6 * 3600, **_opts)
+@task(name="drill-physical-fetch-verify", timeout_seconds=6 * 3600, **_opts)
 def physical_verify(settings: Settings, manifest: Manifest, target: Any) -> list[CheckResult]:
     from checks.physical_drill_suite import verify_chain_and_wal
 
@@ -190,7 +181,7 @@ def physical_checks(settings: Settings, scratch: Any, target: datetime | None,
     return results, newest, source_newest
 
 
-@task(name="drill-physical-teardown", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=600,
+@task(name="drill-physical-teardown", timeout_seconds=600,
       cache_policy=NO_CACHE)
 def physical_teardown(scratch: Any) -> None:
     scratch.teardown()

@@ -17,8 +17,7 @@ from bvh_ops.results import CheckStatus
 from tasks.common import delete_on_rollback, retry_transient_only
 
 
-@task(name="take-physical-backup", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 30, 120],
-      retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
+@task(name="take-physical-backup", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
 def take_physical_backup(settings: Settings, kind: str) -> dict[str, Any]:
     """pg_basebackup (full or --incremental) streamed into the repository, or a WAL-only
     increment on PostgreSQL < 17; commits its manifest."""
@@ -41,8 +40,7 @@ def take_physical_backup(settings: Settings, kind: str) -> dict[str, Any]:
 take_physical_backup.on_rollback(delete_on_rollback)
 
 
-@task(name="check-physical-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+@task(name="check-physical-backup", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
 def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, str]]:
     """Shallow verify, chain, PostgreSQL's backup_manifest, WAL continuity since the base."""
     from bvh_ops.physical.backup import chain_of
@@ -74,8 +72,7 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
     return out
 
 
-@task(name="retain-chains", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+@task(name="retain-chains", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
 def retain_chains(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
     """Retention over every backup (parents of kept backups are kept), then WAL older than the
     oldest kept physical base is pruned."""

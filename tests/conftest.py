@@ -5,7 +5,6 @@ Prefect test harness."""
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,15 +27,11 @@ from bvh_ops.config import Settings  # noqa: E402
 from bvh_ops.demo.sample import load_sample  # noqa: E402
 from bvh_ops.keys import write_keypair  # noqa: E402
 from bvh_ops.pg.catalog import create_database  # noqa: E402
-from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
+from bvh_ops.pg.cluster import EmbeddedCluster, free_port  # noqa: E402
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

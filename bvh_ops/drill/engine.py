@@ -13,7 +13,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError
+from bvh_ops.errors import BvhOpsError, NotFound
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.catalog import create_database
 from bvh_ops.pg.cluster import EmbeddedCluster
@@ -62,8 +62,16 @@ class Scratch:
         return f"database {self.dbname} on {p.get('host', 'localhost')}:{p.get('port', 5432)}"
 
 
-def select_backup(settings: Settings, backup: str) -> Manifest:
+def select_backup(settings: Settings, backup: str, to_time: datetime | None = None) -> Manifest:
+    """The logical backup to drill: the one named, or the newest trusted one (taken before
+    ``to_time`` when given), refusing a manifest whose signature fails."""
     repo, _ = open_repository(settings)
+    if backup == "latest" and to_time is not None:
+        candidates = [r for r in repo.list_backups() if r.status == "complete" and r.kind == "logical"
+                      and r.signature_ok and r.started_at is not None and r.started_at <= to_time]
+        if not candidates:
+            raise NotFound(f"no logical backup taken before {to_time.isoformat()}")
+        backup = max(candidates, key=lambda r: r.started_at).backup_id
     return repo.trusted_manifest(backup, purpose="drill", kind="logical")
 
 

@@ -46,3 +46,42 @@ def trend_line(previous: list[tuple[float | None, float | None]]) -> str:
     rtos = " → ".join(f"{r:.1f}" if r is not None else "–" for r, _ in previous)
     rpos = " → ".join(f"{p:.1f}" if p is not None else "–" for _, p in previous)
     return f"RTO {rtos} s; RPO {rpos} s"
+
+
+def physical_stage_split(parts: dict[str, float], elapsed: float) -> list[dict[str, float | str]]:
+    """A physical restore's own timings as the drill's stages: fetch + combine (restore),
+    pg_verifybackup, and the rest of the call (recovery through WAL, start, promotion)."""
+    restore = parts.get("fetch", 0) + parts.get("combine", 0)
+    verify = parts.get("verify", 0)
+    return [{"name": "physical_restore", "seconds": round(restore, 3)},
+            {"name": "physical_verifybackup", "seconds": verify},
+            {"name": "physical_recover_start", "seconds": round(elapsed - restore - verify, 3)}]
+
+
+def physical_rpo(target_kind: str | None, target_time: datetime | None, newest_restored: datetime | None,
+                 source_newest: datetime | None, drill_started: datetime) -> float | None:
+    """RPO of a physical drill. LSN and name targets are reached exactly or recovery fails: 0.
+    A time target: target − newest restored commit. The end of the archive: the source's newest
+    commit before the drill − the newest restored one (what the archive had not received yet)."""
+    if target_kind in ("lsn", "name"):
+        return 0.0
+    if newest_restored is None:
+        return None
+    return rpo_seconds(target_time or source_newest or drill_started, newest_restored)
+
+
+def ready_time(mode: str, logical_ready: datetime | None, physical_ready: datetime | None) -> datetime | None:
+    """When the drill's restored copies were all up and checked (both modes: the later one)."""
+    if mode == "logical":
+        return logical_ready
+    if mode == "physical":
+        return physical_ready
+    return max(logical_ready, physical_ready) if logical_ready and physical_ready else None
+
+
+def drill_rto_rpo(started: datetime, ready_at: datetime | None, all_passed: bool,
+                  rpos: list[float]) -> tuple[float | None, float | None]:
+    """RTO counts only when every check passed (a restore that is wrong has not recovered);
+    RPO is the worst of the modes'."""
+    rto = rto_seconds(started, ready_at) if ready_at and all_passed else None
+    return rto, (max(rpos) if rpos else None)

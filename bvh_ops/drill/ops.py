@@ -1,4 +1,5 @@
-"""TODO"""
+"""The ops database: one row per drill and per check (schema ``ops``), on ``ops_database_url`` or
+the embedded cluster in the state directory (started for the call, stopped again if we started it)."""
 
 from __future__ import annotations
 

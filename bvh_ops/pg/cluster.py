@@ -24,7 +24,8 @@ from bvh_ops.pg.tools import embedded_bin_dir
 PG_OS_USER = "embedded_postgres"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (for a cluster or a test server)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -278,7 +279,7 @@ class EmbeddedCluster:
         pw_path = self.root / "password"
         pw_path.write_text(password + "\n")
         pw_path.chmod(0o600)
-        (self.root / "port").write_text(str(_free_port()))
+        (self.root / "port").write_text(str(free_port()))
         conf = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),

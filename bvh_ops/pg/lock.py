@@ -1,4 +1,4 @@
-"""TODO"""
+"""At most one run of a procedure per target: a session-level PostgreSQL advisory lock."""
 
 from __future__ import annotations
 

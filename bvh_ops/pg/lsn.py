@@ -1,10 +1,23 @@
-"""TODO"""
+"""LSNs and WAL file names, in one place (pghoard's wal.py, Barman's xlog.py): LSN text <-> int,
+segment names <-> (timeline, segment number) for any segment size, and the name forms PostgreSQL
+archives (segment, .partial, .backup, .history). Standard library only: archive_command's lean
+entry point imports it."""
 
 from __future__ import annotations
 
 import re
 
 from bvh_ops.errors import BvhOpsError
+
+DEFAULT_SEGMENT = 16 << 20  # PostgreSQL's default wal_segment_size
+
+# <timeline 8 hex><log id 8 hex><segment 8 hex>
+SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+# a segment, possibly the .partial one a timeline switch leaves behind
+SEGMENT_OR_PARTIAL = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$")
+HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+# every file archive_command is given: segment, .partial, backup history (.backup), timeline history
+WAL_FILE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
 
 
 def parse_lsn(text: str) -> int:
@@ -19,15 +32,6 @@ def format_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
-DEFAULT_SEGMENT = 16 << 20
-
-
-_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-
-
-_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
-
-
 def _per_id(seg_size: int) -> int:
     return 0x100000000 // seg_size
 
@@ -38,7 +42,13 @@ def segment_name(timeline: int, segno: int, seg_size: int = DEFAULT_SEGMENT) -> 
 
 
 def parse_segment(name: str, seg_size: int = DEFAULT_SEGMENT) -> tuple[int, int] | None:
-    m = _SEGMENT.match(name)
+    """(timeline, segment number) of a complete segment's name, else None (a .partial is not one)."""
+    m = SEGMENT.match(name)
     if not m:
         return None
     return int(m.group(1), 16), int(m.group(2), 16) * _per_id(seg_size) + int(m.group(3), 16)
+
+
+def segment_of(lsn: int, timeline: int = 1, seg_size: int = DEFAULT_SEGMENT) -> str:
+    """The name of the segment that holds ``lsn``."""
+    return segment_name(timeline, lsn // seg_size, seg_size)

@@ -32,9 +32,9 @@ from bvh_ops.keys import load_identities
 from bvh_ops.pg.cluster import (
     PG_OS_USER,
     _as_root,
-    _free_port,
     chown_to_server,
     chown_tree_to_server,
+    free_port,
     grant_traverse,
     postmaster_alive,
     prepare_server_user,
@@ -59,10 +59,8 @@ RECOVERY_DIR = "bvh_ops_recovery"  # inside the data directory; removed after pr
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 
 
-class RecoveryError(BvhOpsError):
-    """Recovery did not reach its target (exit code 8, like other integrity failures)."""
-
-    exit_code = 8
+class RecoveryError(IntegrityError):
+    """Recovery did not reach its target (an integrity failure: exit code 8)."""
 
 
 def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
@@ -253,7 +251,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         if not archive:
             conf["archive_mode"] = "'off'"  # never archive into the source's repository
         if start or port:
-            port = port or _free_port()
+            port = port or free_port()
             # TCP on 127.0.0.1 only, no Unix socket (nothing world-writable left in /tmp).
             conf.update({"port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''"})
             report.port = port

@@ -1,4 +1,5 @@
-"""TODO"""
+"""Recovery targets (a time, an LSN, a restore point, or the end of the archive) and the choice of
+the base backup a target can start from."""
 
 from __future__ import annotations
 

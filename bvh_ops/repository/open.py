@@ -1,4 +1,5 @@
-"""TODO"""
+"""Open the repository named in the settings, with this host's signing key and the host keys
+whose manifests are trusted (our own plus ``trusted_host_keys``)."""
 
 from __future__ import annotations
 

@@ -19,13 +19,13 @@ from datetime import datetime
 
 from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
 from bvh_ops.keys import Identity
-from bvh_ops.pg.lsn import _HISTORY, DEFAULT_SEGMENT, parse_segment, segment_name
+from bvh_ops.pg.lsn import DEFAULT_SEGMENT, HISTORY, parse_segment, segment_name
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository
 from bvh_ops.repository.verify import Status, VerifyResult
 from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import DecryptingReader, HashingReader
-from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, segment_header_problem
+from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, segment_header_problem, wal_key
 
 log = logging.getLogger("bvh_ops.wal.archive")
 
@@ -56,8 +56,7 @@ def scan_archive(store: ObjectStore) -> dict[str, ArchivedFile]:
 
 
 def _index_entry(store: ObjectStore, name: str) -> dict:
-    tl = name[:8]
-    return json.loads(store.get_bytes(f"{WAL_PREFIX}/{tl}/{name}.json"))
+    return json.loads(store.get_bytes(wal_key(name) + ".json"))
 
 
 def _history(store: ObjectStore, archive: dict[str, ArchivedFile], timeline: int) -> list[tuple[int, int]] | None:
@@ -85,7 +84,7 @@ def timeline_path(store: ObjectStore, archive: dict[str, ArchivedFile], base_tl:
                   seg_size: int) -> list[tuple[int, int, int | None]]:
     """[(timeline, first segno, end segno exclusive or None), ...] from the base to the newest
     timeline that descends from it (what recovery_target_timeline = 'latest' follows)."""
-    timelines = sorted({int(n[:8], 16) for n in archive if _HISTORY.match(n)}, reverse=True)
+    timelines = sorted({int(n[:8], 16) for n in archive if HISTORY.match(n)}, reverse=True)
     for tl in timelines:
         if tl <= base_tl:
             break
@@ -153,7 +152,7 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
     its own position in cluster ``system_identifier`` (a swapped segment fails here)."""
     try:
         entry = _index_entry(store, name)
-        body = store.open_reader(f"{WAL_PREFIX}/{name[:8]}/{name}")
+        body = store.open_reader(wal_key(name))
     except (NotFound, ValueError, BvhOpsError) as exc:
         return f"unreadable: {exc}"
     try:
@@ -166,7 +165,7 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
         head = b""
         if identities is not None:
             try:
-                reader = DecryptingReader(hashing, identities, bind=f"{WAL_PREFIX}/{name[:8]}/{name}")
+                reader = DecryptingReader(hashing, identities, bind=wal_key(name))
                 while chunk := reader.read(1 << 20):
                     if len(head) < LONG_HEADER:
                         head += chunk[: LONG_HEADER - len(head)]
@@ -256,14 +255,14 @@ def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = Fals
     keep_from = parse_lsn(oldest_base.extra["start_lsn"]) // seg_size
     removed = []
     for name, f in scan_archive(store).items():
-        parsed = parse_segment(name[:24], seg_size) if not _HISTORY.match(name) else None
+        parsed = parse_segment(name[:24], seg_size) if not HISTORY.match(name) else None
         if parsed is None:
             continue
         tl, segno = parsed
         if tl <= base_tl and segno < keep_from:
             removed.append(name)
             if not dry_run:
-                key = f"{WAL_PREFIX}/{name[:8]}/{name}"
+                key = wal_key(name)
                 if f.has_index:
                     store.delete(key + ".json")
                 if f.has_object:

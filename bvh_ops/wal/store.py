@@ -10,30 +10,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound, StorageError
 from bvh_ops.keys import load_identities, load_recipients
+from bvh_ops.pg.lsn import SEGMENT_OR_PARTIAL, WAL_FILE
 from bvh_ops.storage import open_store
 from bvh_ops.stream import DecryptingReader, EncryptingWriter, seal_data_key
 
 WAL_PREFIX = "wal"
 CHUNK = 1 << 20
-_NAME = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
 
 
 def wal_key(name: str) -> str:
     """wal/<timeline>/<name>; refuses anything that is not a WAL file name."""
-    if not _NAME.match(name):
+    if not WAL_FILE.match(name):
         raise BvhOpsError(f"{name!r} is not a WAL file name")
     timeline = name[:8]
     return f"{WAL_PREFIX}/{timeline}/{name}"
 
 
-_SEGMENT_NAME = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$")
 LONG_HEADER = 40  # bytes of XLogLongPageHeaderData that identify a segment
 _XLP_LONG_HEADER = 0x0002
 
@@ -59,7 +57,7 @@ def segment_header_problem(name: str, head: bytes, system_identifier: str | None
     """None when the WAL file ``name`` begins with its own first page: the page address is where
     the name says the segment starts (and the cluster is ``system_identifier`` when given).
     Catches a segment stored, swapped or copied under another segment's name."""
-    m = _SEGMENT_NAME.match(name)
+    m = SEGMENT_OR_PARTIAL.match(name)
     if m is None:
         return None  # .history / .backup files carry no page header
     ident = segment_identity(head)
@@ -151,7 +149,7 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
              # When PostgreSQL last wrote the file: the newest commit it can hold (for
              # --validate-target with a time and for the continuity report).
              "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
-    if _SEGMENT_NAME.match(src.name):
+    if SEGMENT_OR_PARTIAL.match(src.name):
         entry["system_identifier"] = segment_identity(head)["system_identifier"]
     if src.name.endswith(".history"):
         # Timeline switch points only (no table data): kept readable so continuity can
