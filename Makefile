@@ -1,6 +1,6 @@
-# Two commands: `make demo` and `make test`. Both create .venv on first use.
+# Two commands: `make demo` and `make test`. Both create .venv on first use (VENV=... to use another).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -8,7 +8,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 60
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: demo test lint bench ui clean
+# Extra pytest arguments for the test targets, e.g. PYTEST_ARGS="-x -k tarscan".
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-unit test-integration test-flows test-e2e lint bench ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +22,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/.bvh-ops/prefect $(BIN)/bvh-ops demo
 
+# Everything (what CI runs through .ci/run).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# One tier each (README, Tests). The unit tier is pure: no PostgreSQL, moto or Prefect server.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit $(PYTEST_ARGS) tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS) tests/integration
+
+test-flows: $(STAMP)
+	$(BIN)/python -m pytest -q -m flows $(PYTEST_ARGS) tests/flows
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -m e2e $(PYTEST_ARGS) tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

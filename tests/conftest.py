@@ -32,6 +32,28 @@ from bvh_ops.pg.cluster import EmbeddedCluster, free_port  # noqa: E402
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+TESTS_DIR = Path(__file__).parent
+# The tiers, one directory each (marker = directory name; registered in pyproject.toml).
+TIERS = ("unit", "integration", "flows", "e2e")
+# Session fixtures that start something (PostgreSQL, moto, Prefect): never in the unit tier.
+STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "prefect_harness"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its tier (the directory it lives in), so ``-m unit`` (or ``-m "not
+    e2e"``) selects by tier; a unit test that asks for a fixture starting a service is an error."""
+    for item in items:
+        try:
+            tier = item.path.relative_to(TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "unit" and STARTS_A_SERVICE & set(item.fixturenames):
+            used = ", ".join(sorted(STARTS_A_SERVICE & set(item.fixturenames)))
+            raise pytest.UsageError(f"{item.nodeid}: a unit test uses {used}; move it to tests/integration/")
+
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,16 @@ SEGMENT_OR_PARTIAL = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.par
 HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
 # every file archive_command is given: segment, .partial, backup history (.backup), timeline history
 WAL_FILE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
+# pg_lsn's input form: 1 to 8 hex digits on each side of the slash (int(x, 16) alone would also
+# take "0x1", "-1", "1_0" and a 9-digit low half that silently spills into the high one).
+_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
 def parse_lsn(text: str) -> int:
-    try:
-        hi, lo = text.strip().split("/")
-        return (int(hi, 16) << 32) | int(lo, 16)
-    except (ValueError, AttributeError):
-        raise BvhOpsError(f"{text!r} is not an LSN (e.g. 0/3000060)") from None
+    m = _LSN.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise BvhOpsError(f"{text!r} is not an LSN (e.g. 0/3000060)")
+    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
 
 
 def format_lsn(value: int) -> str:

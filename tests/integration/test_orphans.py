@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import psycopg
 import pytest
+
+from tests.waiting import wait_until
 
 # The child environment: our own PREFECT_HOME (so the ephemeral API's database outlives one CLI
 # run, as in production), no API URL (so the CLI starts the ephemeral server itself).
@@ -48,16 +49,16 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def _wait_for(condition, seconds: float, what: str, cli: subprocess.Popen | None = None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def _while_running(cli: subprocess.Popen, condition, what: str):
+    """Wait for ``condition`` (its value returned) while the CLI runs; fail at once if it exits."""
+
+    def check():
         found = condition()
-        if found:
-            return found
-        if cli is not None:
+        if not found:
             assert cli.poll() is None, f"the CLI exited ({cli.returncode}) before {what}"
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+        return found
+
+    return wait_until(check, what)
 
 
 def _children(pid: int) -> list[psutil.Process]:
@@ -85,7 +86,7 @@ def test_killed_cli_takes_its_children_along_and_the_next_run_crashes_the_orphan
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watched: list[psutil.Process] = []
     try:
-        dump = _wait_for(lambda: _named(_children(cli.pid), "pg_dump"), 120, "pg_dump to start", cli)
+        dump = _while_running(cli, lambda: _named(_children(cli.pid), "pg_dump"), "pg_dump to start")
         server = _named(_children(cli.pid), "uvicorn")
         assert server is not None, [c.cmdline() for c in _children(cli.pid)]
         watched = [dump, server]
@@ -94,7 +95,7 @@ def test_killed_cli_takes_its_children_along_and_the_next_run_crashes_the_orphan
         dump.send_signal(signal.SIGSTOP)
         os.kill(cli.pid, signal.SIGKILL)  # the CLI only, not its process group
         cli.wait(timeout=10)
-        _wait_for(lambda: all(_gone(p) for p in watched), 30, "pg_dump and the Prefect server to die with the CLI")
+        wait_until(lambda: all(_gone(p) for p in watched), "pg_dump and the Prefect server to die with the CLI")
     finally:
         for p in watched:  # never leave our children behind, whatever happened
             try:

@@ -15,20 +15,26 @@ import pytest
 
 from bvh_ops import orphans
 from bvh_ops.children import die_with_parent
+from tests.waiting import wait_until
 
 linux_only = pytest.mark.skipif(die_with_parent() is None, reason="PR_SET_PDEATHSIG is Linux-only")
 
 
-def _dead_within(pid: int, seconds: float) -> bool:
+def _dead(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _alive_throughout(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` stays alive for ``seconds`` (an observation window, not a wait)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
+        if _dead(pid):
+            return False
         time.sleep(0.02)
-    return False
+    return True
 
 
 def _parent_with_sleeping_child(in_thread: bool) -> tuple[subprocess.Popen, int]:
@@ -58,10 +64,10 @@ def _parent_with_sleeping_child(in_thread: bool) -> tuple[subprocess.Popen, int]
 def test_child_is_killed_when_its_parent_is_killed_with_sigkill():
     parent, child = _parent_with_sleeping_child(in_thread=False)
     try:
-        assert not _dead_within(child, 0.3)  # alive while the parent is
+        assert _alive_throughout(child, 0.3)  # alive while the parent is
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        assert _dead_within(child, 10)
+        wait_until(lambda: _dead(child), "the child to die with its parent")
     finally:
         parent.kill()
         parent.wait()
@@ -76,7 +82,7 @@ def test_the_signal_follows_the_starting_thread_not_the_process():
     """Why spawn sites wait for their child on the thread that started it (bvh_ops.children)."""
     parent, child = _parent_with_sleeping_child(in_thread=True)
     try:
-        assert _dead_within(child, 10)
+        wait_until(lambda: _dead(child), "the child to die when the thread that started it ends")
         assert parent.poll() is None
     finally:
         parent.kill()
