@@ -40,6 +40,15 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
         schema, _, name = t.rpartition(".")
         wanted.append((schema.strip('"') or None, name.strip('"')))
     prereq, own = [], []
+    # Every table of the archive, per schema: a DEFAULT's or CONSTRAINT's tag is "<table> <name>"
+    # and a serial's sequence is "<table>_<column>_seq", and names may contain spaces or be the
+    # prefix of another table's ("draws", "draws_history"): the owner is the longest table name
+    # the tag starts with.
+    tables_of: dict[str, list[str]] = {}
+    for line in toc:
+        e = parse_entry(line)
+        if e is not None and e[0] == "TABLE":
+            tables_of.setdefault(e[1], []).append(e[2])
     for line in toc:
         e = parse_entry(line)
         if e is None:
@@ -48,20 +57,19 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
         for wschema, wname in wanted:
             if wschema and schema != wschema:
                 continue
-            first = tag.split(" ")[0] if tag else ""
             if desc in ("TABLE", "TABLE DATA") and tag == wname:
                 own.append(line)
                 break
-            if desc in ("DEFAULT", "CONSTRAINT") and first == wname:
+            if desc in ("DEFAULT", "CONSTRAINT") and _owner(tag, tables_of.get(schema, []), " ") == wname:
                 own.append(line)
                 break
             if desc == "INDEX" and f"{schema}.{tag}" in indexes:
                 own.append(line)
                 break
-            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and tag.startswith(wname + "_"):
+            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and _owner(tag, tables_of.get(schema, []), "_") == wname:
                 own.append(line)
                 break
-            if desc == "SEQUENCE" and tag.startswith(wname + "_"):
+            if desc == "SEQUENCE" and _owner(tag, tables_of.get(schema, []), "_") == wname:
                 prereq.append(line)
                 break
         else:
@@ -71,6 +79,12 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     order = {d: i for i, d in enumerate(TABLE_ENTRIES)}
     own.sort(key=lambda ln: order.get(parse_entry(ln)[0], 99))
     return prereq, own
+
+
+def _owner(tag: str, tables: list[str], sep: str) -> str | None:
+    """The table a tag belongs to: the longest table name followed by ``sep`` at its start."""
+    owners = [t for t in tables if tag.startswith(t + sep)]
+    return max(owners, key=len) if owners else None
 
 
 def balance(entries: list[tuple[str, int]], jobs: int) -> list[list[str]]:

@@ -133,8 +133,6 @@ def test_selective_lists_never_take_comments_blobs_views_or_foreign_keys():
                         "MATERIALIZED VIEW DATA"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a table's sequences are matched by name prefix, so a table "
-                   "named like another's prefix takes that table's sequence entries")
 def test_a_table_named_like_the_prefix_of_another_takes_only_its_own_sequences():
     toc = [
         "215; 1259 17667 SEQUENCE public draws_id_seq postgres",
@@ -149,8 +147,6 @@ def test_a_table_named_like_the_prefix_of_another_takes_only_its_own_sequences()
     assert _ids(prereq) == ["215"] and _ids(own) == ["216", "3380"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: DEFAULT and CONSTRAINT entries are matched on the tag's first "
-                   "word, so a table whose name has a space loses its defaults and keys")
 def test_a_table_name_with_a_space_keeps_its_defaults_and_keys():
     toc = [
         "219; 1259 17687 TABLE audit Log Entries postgres",
