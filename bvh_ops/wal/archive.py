@@ -19,7 +19,8 @@ from datetime import datetime
 
 from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
 from bvh_ops.keys import Identity
-from bvh_ops.pg.lsn import _HISTORY, DEFAULT_SEGMENT, parse_segment, segment_name
+from bvh_ops.pg.lsn import _HISTORY, parse_segment, segment_name
+from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository
 from bvh_ops.repository.verify import Status, VerifyResult
@@ -191,13 +192,10 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
 def wal_continuity(store: ObjectStore, base: Manifest, *, until: str | None = None, hashes: bool = False,
                    identities=None, archive: dict[str, ArchivedFile] | None = None) -> WalReport:
     """Every segment from ``base``'s start segment to the newest archived one (or ``until``)."""
-    from bvh_ops.pg.lsn import parse_lsn
-
-    seg_size = int(base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
-    base_tl = int(base.extra.get("timeline") or 1)
-    start_segno = parse_lsn(base.extra["start_lsn"]) // seg_size
+    info = PhysicalInfo.of(base)
+    seg_size, base_tl, start_segno = info.segment_size, info.timeline, info.start_segno
     archive = archive if archive is not None else scan_archive(store)
-    report = WalReport(base.backup_id, segment_name(base_tl, start_segno, seg_size))
+    report = WalReport(base.backup_id, info.start_segment)
     path = timeline_path(store, archive, base_tl, start_segno, seg_size)
     report.timelines = [tl for tl, _, _ in path]
     present = {}
@@ -249,11 +247,8 @@ def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = Fals
     """Delete archived segments (and .backup/.partial files) older than the oldest retained
     base's start segment, on its timeline and earlier ones. History files stay. Index entry
     first, so a half-deleted segment reads as absent, never as present."""
-    from bvh_ops.pg.lsn import parse_lsn
-
-    seg_size = int(oldest_base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
-    base_tl = int(oldest_base.extra.get("timeline") or 1)
-    keep_from = parse_lsn(oldest_base.extra["start_lsn"]) // seg_size
+    info = PhysicalInfo.of(oldest_base)
+    seg_size, base_tl, keep_from = info.segment_size, info.timeline, info.start_segno
     removed = []
     for name, f in scan_archive(store).items():
         parsed = parse_segment(name[:24], seg_size) if not _HISTORY.match(name) else None
@@ -284,13 +279,11 @@ def verify_wal(repo: Repository, *, identities: list[Identity] | None = None) ->
     for rec in repo.list_backups():
         if rec.status == "complete" and rec.kind in PHYSICAL_KINDS:
             loaded = repo.load_manifest(rec.backup_id)
-            if loaded.signature_ok and loaded.manifest.kind == "full" and loaded.manifest.extra.get("start_lsn"):
+            if loaded.signature_ok and loaded.manifest.kind == "full" and PhysicalInfo.of(loaded.manifest).start_lsn_text:
                 fulls.append(loaded.manifest)
     if not fulls:
         return []
-    from bvh_ops.pg.lsn import parse_lsn
-
-    base = min(fulls, key=lambda m: (int(m.extra.get("timeline") or 1), parse_lsn(m.extra["start_lsn"])))
+    base = min(fulls, key=lambda m: (PhysicalInfo.of(m).timeline, PhysicalInfo.of(m).required_start_lsn()))
     try:
         report = wal_continuity(repo.store, base, hashes=True, identities=identities)
     except BvhOpsError as exc:
