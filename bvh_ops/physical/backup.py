@@ -30,7 +30,7 @@ import psycopg
 
 from bvh_ops import __version__
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
+from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound, ToolError
 from bvh_ops.keys import load_recipients
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.lock import TargetLock
@@ -38,6 +38,7 @@ from bvh_ops.pg.lsn import DEFAULT_SEGMENT
 from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.pg.tarscan import TarScanner
 from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_tool
+from bvh_ops.physical.plan import plan_physical
 from bvh_ops.repository.manifest import PHYSICAL_KINDS, BackupResult, Manifest
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, backup_prefix, new_backup_id, stats_to_entry
@@ -124,21 +125,15 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
     repo, host_key = open_repository(settings)
     with connect(dsn, autocommit=True) as conn:
         facts = _server_facts(conn)
-    parent = None
-    promoted = False
-    if kind == "incremental":
-        tip = physical_chain_tip(repo, facts["system_identifier"])
-        if tip is None:
-            kind, promoted = "full", True
-            log.warning("no physical backup of this cluster yet: taking a full backup instead of an incremental")
-        elif facts["num"] < 170000:
-            return _wal_only_increment(settings, repo, host_key, facts, tip)
-        else:
-            if facts["summarize_wal"] != "on":
-                raise ConfigError(
-                    "incremental backups need summarize_wal = on on the server: run ALTER SYSTEM SET summarize_wal "
-                    "= on; SELECT pg_reload_conf(); then take a full backup (summaries start from then)")
-            parent = native_parent(repo, tip)
+    # Which backup (plan_physical): the chain tip matters only to an incremental.
+    tip = physical_chain_tip(repo, facts["system_identifier"]) if kind == "incremental" else None
+    plan = plan_physical(kind, tip, facts["num"], facts["summarize_wal"])
+    if plan.promoted:
+        log.warning("no physical backup of this cluster yet: taking a full backup instead of an incremental")
+    if plan.mode == "wal-only":
+        return _wal_only_increment(settings, repo, host_key, facts, plan.parent)
+    kind, promoted = plan.kind, plan.promoted
+    parent = native_parent(repo, plan.parent) if plan.parent is not None else None
     started = datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_backup_id(kind, started)
