@@ -8,9 +8,9 @@ so wal/, physical/ and expire can all read it without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bvh_ops.errors import BvhOpsError
 from bvh_ops.pg.lsn import DEFAULT_SEGMENT, parse_lsn, segment_name
@@ -20,6 +20,9 @@ class _HasExtra(Protocol):
     backup_id: str
     kind: str
     extra: dict[str, Any]
+
+
+M = TypeVar("M", bound=_HasExtra)
 
 
 @dataclass(frozen=True)
@@ -121,3 +124,19 @@ class PhysicalInfo:
         """Files whose CRC32C matched PostgreSQL's backup_manifest while streaming."""
         return int(self.extra.get("files_checked") or 0)
 
+
+def oldest_base(manifests: Iterable[M]) -> M | None:
+    """The full backup the WAL archive must serve from: lowest (timeline, start LSN) among the
+    full backups that record a start LSN; None when there is none.
+
+    Why this order: pruning removes segments below this base's start segment on its timeline
+    and earlier ones. On one timeline every other base starts at or after it, so nothing they
+    need goes; a base on a later timeline reads WAL of that later timeline, never pruned here.
+    Wall-clock order (finished_at) would be wrong: a full that started earlier (lower start
+    LSN) can finish later than another, and its first segments would be pruned."""
+    keyed = []
+    for m in manifests:
+        info = PhysicalInfo.of(m)
+        if m.kind == "full" and info.start_lsn_text:
+            keyed.append(((info.timeline, info.required_start_lsn()), m))
+    return min(keyed, key=lambda k: k[0])[1] if keyed else None
