@@ -120,11 +120,11 @@ def prefetch(after: str) -> int:
 
         from bvh_ops.config import load_settings
         from bvh_ops.errors import BvhOpsError
-        from bvh_ops.pg.lsn import parse_segment, segment_name
+        from bvh_ops.pg.lsn import DEFAULT_SEGMENT, parse_segment, segment_name
         from bvh_ops.wal.store import wal_fetch
 
         opts = json.loads((spool / "prefetch.json").read_text())
-        seg_size, depth = int(opts.get("segment_size", 16 << 20)), int(opts.get("depth", 8))
+        seg_size, depth = int(opts.get("segment_size", DEFAULT_SEGMENT)), int(opts.get("depth", 8))
         settings = load_settings()
         tl, segno = parse_segment(after, seg_size)
         names = [segment_name(tl, segno + i, seg_size) for i in range(1, depth + 1)]

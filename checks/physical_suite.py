@@ -6,6 +6,7 @@ CRC32C checked while streaming) and the WAL archive's continuity since the chain
 from __future__ import annotations
 
 from bvh_ops.errors import BvhOpsError
+from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.results import CheckResult, CheckStatus
 from checks.gx import validate_frame
 
@@ -28,15 +29,16 @@ def physical_frames(repo, manifest, verify_results, wal_report):
         rows.append({"backup_id": f"(broken: {exc})", "kind": "?", "trusted": False, "same_cluster": False})
     chain_frame = pd.DataFrame(rows, columns=["backup_id", "kind", "trusted", "same_cluster"]).astype(object)
     pg_rows = []
-    if manifest.extra.get("mode") == "native":
+    info = PhysicalInfo.of(manifest)
+    if info.mode == "native":
         try:
             doc = parse_backup_manifest(fetch_pg_manifest(repo, manifest))
             pg_rows.append({"item": "backup_manifest", "ok": True, "files": len(doc["Files"]),
                             "system_identifier": str(doc.get("System-Identifier"))})
         except BvhOpsError as exc:
             pg_rows.append({"item": f"backup_manifest: {exc}", "ok": False, "files": 0, "system_identifier": ""})
-        pg_rows.append({"item": "files checked against it while streaming", "ok": bool(manifest.extra.get("files_checked")),
-                        "files": int(manifest.extra.get("files_checked") or 0), "system_identifier": ""})
+        pg_rows.append({"item": "files checked against it while streaming", "ok": bool(info.files_checked),
+                        "files": info.files_checked, "system_identifier": ""})
     pg_frame = pd.DataFrame(pg_rows, columns=["item", "ok", "files", "system_identifier"]).astype(object)
     wal_rows = [{"segment": n, "status": "missing"} for n in wal_report.missing] + \
                [{"segment": n, "status": f"damaged: {d}"} for n, d in wal_report.damaged]
@@ -62,10 +64,11 @@ def run_physical_suite(repo, manifest, verify_results, wal_report) -> list[Check
         results += validate_frame("physical-pg-manifest", pgm, [
             ("pg_backup_manifest", E.ExpectColumnValuesToBeInSet(column="ok", value_set=[True])),
         ])
-    if manifest.extra.get("archive_mode", "on") == "off":
+    info = PhysicalInfo.of(manifest)
+    if info.archive_mode == "off":
         # The tar carries the WAL from start to stop (-X fetch), checked with the other files
         # against backup_manifest: restorable to its end point, but no point-in-time recovery.
-        status = CheckStatus.PASSED if manifest.extra.get("mode") == "native" else CheckStatus.NOT_VERIFIED
+        status = CheckStatus.PASSED if info.mode == "native" else CheckStatus.NOT_VERIFIED
         results.append(CheckResult("wal_continuity", status,
                                    "archive_mode is off on the server: the backup carries the WAL it needs "
                                    "(restorable to its end point only; no point-in-time recovery)"))

@@ -12,6 +12,7 @@ from prefect.transactions import get_transaction
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
+from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.repository.open import open_repository
 from bvh_ops.results import CheckStatus
 from tasks.common import delete_on_rollback, retry_transient_only
@@ -53,13 +54,14 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
     manifest = repo.trusted_manifest(backup_id, purpose="check")
     verify = verify_backup(repo, backup_id)
     base = chain_of(repo, manifest)[0]
-    if manifest.extra.get("mode") != "wal-only":  # a WAL-only increment waited for its own segment
+    info = PhysicalInfo.of(manifest)
+    if not info.wal_only:  # a WAL-only increment waited for its own segment
         from bvh_ops.physical.backup import wait_backup_wal_archived
 
         wait_backup_wal_archived(settings, manifest)
     wal = wal_continuity(repo.store, base)
     results = run_physical_suite(repo, manifest, verify, wal)
-    if manifest.extra.get("archive_mode", "on") != "off":
+    if info.archive_mode != "off":
         from bvh_ops.physical.backup import archiver_status
         from checks.physical_suite import check_archiver
 

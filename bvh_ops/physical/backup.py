@@ -30,13 +30,15 @@ import psycopg
 
 from bvh_ops import __version__
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound, ToolError
+from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound, ToolError
 from bvh_ops.keys import load_recipients
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.lock import TargetLock
-from bvh_ops.pg.lsn import parse_lsn
+from bvh_ops.pg.lsn import DEFAULT_SEGMENT
+from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.pg.tarscan import TarScanner
 from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_tool
+from bvh_ops.physical.plan import plan_physical
 from bvh_ops.repository.manifest import PHYSICAL_KINDS, BackupResult, Manifest
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, backup_prefix, new_backup_id, stats_to_entry
@@ -65,7 +67,7 @@ def physical_chain_tip(repo: Repository, system_identifier: str | None = None) -
 
 def native_parent(repo: Repository, m: Manifest) -> Manifest:
     """Walk WAL-only increments back to the backup whose files an incremental builds on."""
-    while m.extra.get("mode") == "wal-only":
+    while PhysicalInfo.of(m).wal_only:
         m = repo.trusted_manifest(m.parent_id or "", purpose="build on")
     return m
 
@@ -86,7 +88,7 @@ def chain_of(repo: Repository, m: Manifest) -> list[Manifest]:
 
 def fetch_pg_manifest(repo: Repository, m: Manifest) -> bytes:
     """The parent's backup_manifest, authenticated by the sha256 in its signed manifest."""
-    expected = m.extra.get("backup_manifest_sha256")
+    expected = PhysicalInfo.of(m).backup_manifest_sha256
     if not expected:
         raise NotFound(f"backup {m.backup_id} has no stored backup_manifest: take a new full backup")
     raw = repo.store.get_bytes(backup_prefix(m.backup_id) + PG_MANIFEST_OBJECT)
@@ -106,7 +108,7 @@ def _server_facts(conn: psycopg.Connection) -> dict:
     except psycopg.Error:
         sysid = "unknown"
     archive = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
-    return {"version": version, "num": num, "wal_segment_size": int(seg or 16 << 20), "summarize_wal": summarize,
+    return {"version": version, "num": num, "wal_segment_size": int(seg or DEFAULT_SEGMENT), "summarize_wal": summarize,
             "system_identifier": sysid, "archive_mode": archive}
 
 
@@ -123,21 +125,15 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
     repo, host_key = open_repository(settings)
     with connect(dsn, autocommit=True) as conn:
         facts = _server_facts(conn)
-    parent = None
-    promoted = False
-    if kind == "incremental":
-        tip = physical_chain_tip(repo, facts["system_identifier"])
-        if tip is None:
-            kind, promoted = "full", True
-            log.warning("no physical backup of this cluster yet: taking a full backup instead of an incremental")
-        elif facts["num"] < 170000:
-            return _wal_only_increment(settings, repo, host_key, facts, tip)
-        else:
-            if facts["summarize_wal"] != "on":
-                raise ConfigError(
-                    "incremental backups need summarize_wal = on on the server: run ALTER SYSTEM SET summarize_wal "
-                    "= on; SELECT pg_reload_conf(); then take a full backup (summaries start from then)")
-            parent = native_parent(repo, tip)
+    # Which backup (plan_physical): the chain tip matters only to an incremental.
+    tip = physical_chain_tip(repo, facts["system_identifier"]) if kind == "incremental" else None
+    plan = plan_physical(kind, tip, facts["num"], facts["summarize_wal"])
+    if plan.promoted:
+        log.warning("no physical backup of this cluster yet: taking a full backup instead of an incremental")
+    if plan.mode == "wal-only":
+        return _wal_only_increment(settings, repo, host_key, facts, plan.parent)
+    kind, promoted = plan.kind, plan.promoted
+    parent = native_parent(repo, plan.parent) if plan.parent is not None else None
     started = datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_backup_id(kind, started)
@@ -255,13 +251,10 @@ def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout:
     """pg_basebackup does not wait for archiving: before the archive is checked for a backup's
     WAL, wait until the segment holding its stop LSN has been archived. Returns that segment
     (None when the server does not archive)."""
-    from bvh_ops.pg.lsn import segment_name
-
-    stop = manifest.extra.get("stop_lsn")
-    if not stop or manifest.extra.get("archive_mode", "on") == "off":
+    info = PhysicalInfo.of(manifest)
+    if not info.stop_lsn_text or info.archive_mode == "off":
         return None
-    seg_size = int(manifest.extra.get("wal_segment_size") or 16 << 20)
-    segment = segment_name(int(manifest.extra.get("timeline") or 1), (parse_lsn(stop) - 1) // seg_size, seg_size)
+    segment = info.stop_segment
     with connect(settings.require_database_url(), autocommit=True) as conn:
         if not wait_archived(conn, segment, timeout=timeout, give_up_when_failing=15.0):
             log.warning("archive_command is failing: not waiting for %s (the wal_archiver check reports it)", segment)
@@ -294,7 +287,7 @@ def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: d
         server_version_num=facts["num"], system_identifier=facts["system_identifier"], snapshot_id="",
         dump_format="wal", compression=f"zstd-{settings.compression_level}", kem=recipients[0].kem,
         key_ids=tuple(r.key_id for r in recipients), host=socket.gethostname(), objects=(), parent_id=tip.backup_id,
-        extra={"start_lsn": tip.extra.get("stop_lsn"), "stop_lsn": lsn_text, "timeline": int(timeline),
+        extra={"start_lsn": PhysicalInfo.of(tip).stop_lsn_text, "stop_lsn": lsn_text, "timeline": int(timeline),
                "mode": "wal-only", "wal_segment_size": facts["wal_segment_size"], "base_id": base.backup_id,
                "wal_segments": report.found, "last_segment": last,
                "note": "native incremental backups need PostgreSQL 17+; this increment is the archived WAL"},
@@ -329,11 +322,10 @@ def run_physical_full(settings: Settings) -> BackupResult:
 
 def physical_json(res: BackupResult) -> dict:
     doc = res.to_json()
-    m = res.manifest
+    m, info = res.manifest, PhysicalInfo.of(res.manifest)
     doc.pop("tables", None)
-    doc.update({"parent_id": m.parent_id, "start_lsn": m.extra.get("start_lsn"), "stop_lsn": m.extra.get("stop_lsn"),
-                "timeline": m.extra.get("timeline"), "mode": m.extra.get("mode"),
-                "promoted_from": m.extra.get("promoted_from")})
+    doc.update({"parent_id": m.parent_id, "start_lsn": info.start_lsn_text, "stop_lsn": info.stop_lsn_text,
+                "timeline": info.timeline, "mode": info.mode, "promoted_from": info.promoted_from})
     return doc
 
 

@@ -43,6 +43,7 @@ from bvh_ops.pg.cluster import (
     wal_command,
 )
 from bvh_ops.pg.lsn import format_lsn, parse_lsn
+from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.pg.tarscan import TarGuard
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
 from bvh_ops.physical.backup import BASE_OBJECT, chain_of
@@ -237,7 +238,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
             report.verified = "pg_verifybackup: backup successfully verified"
             report.seconds["verify"] = time.monotonic() - t2
         env = _write_recovery_files(settings, data, identity_copy=_as_root(),
-                                    segment_size=int(chosen.extra.get("wal_segment_size") or 16 << 20),
+                                    segment_size=PhysicalInfo.of(chosen).segment_size,
                                     system_identifier=chosen.system_identifier)
         conf = {"restore_command": f"'{env} {wal_command()} fetch %f %p'",
                 # The recovery directory (config, identity copy, credentials) goes the moment
@@ -280,7 +281,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
             shutil.rmtree(data / RECOVERY_DIR, ignore_errors=True)
             if archive_end is not None:
                 problem = ended_early(report.recovered_to.get("redo_done_at"), archive_end,
-                                      int(chosen.extra.get("wal_segment_size") or 16 << 20))
+                                      PhysicalInfo.of(chosen).segment_size)
                 if problem:
                     raise RecoveryError(f"{problem} (log: {recovery_log(data)})")
         return report
@@ -423,7 +424,7 @@ def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) 
     except NotFound as exc:
         return {"reachable": False, "target": target.describe(), "reason": str(exc)}
     report = wal_continuity(repo.store, base)
-    stop_lsn = parse_lsn(base.extra["stop_lsn"])
+    stop_lsn = PhysicalInfo.of(base).required_stop_lsn()
     end_lsn = max(stop_lsn, report.end_lsn or 0)
     latest = {"lsn": format_lsn(end_lsn), "time": report.end_time or base.finished_at}
     doc = {"target": target.describe(), "backup_id": base.backup_id, "chain": [m.backup_id for m in chain_of(repo, base)],

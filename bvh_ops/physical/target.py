@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from bvh_ops.errors import BvhOpsError, NotFound
 from bvh_ops.pg.lsn import format_lsn, parse_lsn
+from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.physical.backup import native_parent
 from bvh_ops.repository.manifest import PHYSICAL_KINDS, Manifest
 from bvh_ops.repository.repo import Repository
@@ -76,7 +77,7 @@ def select_backup(repo: Repository, backup_id: str, target: RecoveryTarget) -> M
         m = native_parent(repo, loaded.manifest)
         if target.kind == "time" and datetime.fromisoformat(m.finished_at) > parse_time(target.value):
             continue
-        if target.kind == "lsn" and parse_lsn(m.extra["stop_lsn"]) > parse_lsn(target.value):
+        if target.kind == "lsn" and PhysicalInfo.of(m).required_stop_lsn() > parse_lsn(target.value):
             continue
         return m
     raise NotFound(f"no physical backup finished before {target.describe()}: the target is older than every base "

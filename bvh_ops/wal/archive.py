@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from bvh_ops.errors import BvhOpsError, CryptoError, NotFound
 from bvh_ops.keys import Identity
-from bvh_ops.pg.lsn import DEFAULT_SEGMENT, HISTORY, parse_segment, segment_name
+from bvh_ops.pg.lsn import HISTORY, parse_segment, segment_name
+from bvh_ops.pg.physinfo import PhysicalInfo, oldest_base
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository
 from bvh_ops.repository.verify import Status, VerifyResult
@@ -190,13 +192,10 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
 def wal_continuity(store: ObjectStore, base: Manifest, *, until: str | None = None, hashes: bool = False,
                    identities=None, archive: dict[str, ArchivedFile] | None = None) -> WalReport:
     """Every segment from ``base``'s start segment to the newest archived one (or ``until``)."""
-    from bvh_ops.pg.lsn import parse_lsn
-
-    seg_size = int(base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
-    base_tl = int(base.extra.get("timeline") or 1)
-    start_segno = parse_lsn(base.extra["start_lsn"]) // seg_size
+    info = PhysicalInfo.of(base)
+    seg_size, base_tl, start_segno = info.segment_size, info.timeline, info.start_segno
     archive = archive if archive is not None else scan_archive(store)
-    report = WalReport(base.backup_id, segment_name(base_tl, start_segno, seg_size))
+    report = WalReport(base.backup_id, info.start_segment)
     path = timeline_path(store, archive, base_tl, start_segno, seg_size)
     report.timelines = [tl for tl, _, _ in path]
     present = {}
@@ -244,32 +243,41 @@ def wal_continuity(store: ObjectStore, base: Manifest, *, until: str | None = No
     return report
 
 
-def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = False) -> list[str]:
-    """Delete archived segments (and .backup/.partial files) older than the oldest retained
-    base's start segment, on its timeline and earlier ones. History files stay. Index entry
-    first, so a half-deleted segment reads as absent, never as present."""
-    from bvh_ops.pg.lsn import parse_lsn
-
-    seg_size = int(oldest_base.extra.get("wal_segment_size") or DEFAULT_SEGMENT)
-    base_tl = int(oldest_base.extra.get("timeline") or 1)
-    keep_from = parse_lsn(oldest_base.extra["start_lsn"]) // seg_size
-    removed = []
-    for name, f in scan_archive(store).items():
+def plan_wal_prune(archive_listing: Iterable[str], oldest_base: Manifest) -> list[str]:
+    """The archived files older than the oldest retained base's start segment, on its timeline
+    and earlier ones: segments and their .backup/.partial files. History files stay (recovery
+    reads them to follow later timelines). Pure: names in (scan_archive's keys), names out."""
+    info = PhysicalInfo.of(oldest_base)
+    seg_size, base_tl, keep_from = info.segment_size, info.timeline, info.start_segno
+    doomed = []
+    for name in archive_listing:
         parsed = parse_segment(name[:24], seg_size) if not HISTORY.match(name) else None
-        if parsed is None:
-            continue
-        tl, segno = parsed
-        if tl <= base_tl and segno < keep_from:
-            removed.append(name)
-            if not dry_run:
-                key = wal_key(name)
-                if f.has_index:
-                    store.delete(key + ".json")
-                if f.has_object:
-                    store.delete(key)
-    if removed and not dry_run:
-        log.info("pruned %d WAL files older than base %s", len(removed), oldest_base.backup_id)
-    return removed
+        if parsed is not None and parsed[0] <= base_tl and parsed[1] < keep_from:
+            doomed.append(name)
+    return doomed
+
+
+def delete_wal(store: ObjectStore, archive: dict[str, ArchivedFile], names: list[str]) -> None:
+    """Delete planned WAL files. Index entry first (wal-push's commit point), so a half-deleted
+    segment reads as absent, never as present."""
+    for name in names:
+        key = wal_key(name)
+        f = archive[name]
+        if f.has_index:
+            store.delete(key + ".json")
+        if f.has_object:
+            store.delete(key)
+
+
+def prune_wal(store: ObjectStore, oldest_base: Manifest, *, dry_run: bool = False) -> list[str]:
+    """Plan the pruning below ``oldest_base`` over one listing of the archive, then (unless
+    ``dry_run``) delete what it names. Returns the names."""
+    archive = scan_archive(store)
+    doomed = plan_wal_prune(archive, oldest_base)
+    if doomed and not dry_run:
+        delete_wal(store, archive, doomed)
+        log.info("pruned %d WAL files older than base %s", len(doomed), oldest_base.backup_id)
+    return doomed
 
 
 def verify_wal(repo: Repository, *, identities: list[Identity] | None = None) -> list[VerifyResult]:
@@ -277,19 +285,16 @@ def verify_wal(repo: Repository, *, identities: list[Identity] | None = None) ->
     one result per missing or damaged segment, plus one summary result. Every segment's stored
     sha256 is checked (and, with identities, its plaintext). No physical backup: no results."""
     from bvh_ops.repository.manifest import PHYSICAL_KINDS
-    from bvh_ops.wal.archive import wal_continuity
 
-    fulls = []
+    trusted = []
     for rec in repo.list_backups():
         if rec.status == "complete" and rec.kind in PHYSICAL_KINDS:
             loaded = repo.load_manifest(rec.backup_id)
-            if loaded.signature_ok and loaded.manifest.kind == "full" and loaded.manifest.extra.get("start_lsn"):
-                fulls.append(loaded.manifest)
-    if not fulls:
+            if loaded.signature_ok:
+                trusted.append(loaded.manifest)
+    base = oldest_base(trusted)
+    if base is None:
         return []
-    from bvh_ops.pg.lsn import parse_lsn
-
-    base = min(fulls, key=lambda m: (int(m.extra.get("timeline") or 1), parse_lsn(m.extra["start_lsn"])))
     try:
         report = wal_continuity(repo.store, base, hashes=True, identities=identities)
     except BvhOpsError as exc:
