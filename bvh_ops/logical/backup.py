@@ -81,16 +81,9 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
         dump = None
         fp_thread: threading.Thread | None = None
         try:
-            try:
-                snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-                version, version_num, sysid = _server_info(conn)
-                tables = list_tables(conn)
-                _check_privileges(conn, tables)
-                schema = schema_snapshot(conn)
-                sizes = table_bytes(conn, tables)
-            except psycopg.Error as exc:
-                raise translate(exc, "taking the snapshot") from None
-
+            # One snapshot for everything: the dump and the fingerprints read the same rows.
+            snapshot, version, version_num, sysid, tables, schema, sizes = _snapshot_facts(conn)
+            # Fingerprints in that snapshot, on this connection, while pg_dump streams.
             fp_result: dict[str, object] = {}
 
             def _fingerprints() -> None:
@@ -101,34 +94,13 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
 
             fp_thread = threading.Thread(target=_fingerprints, name="bvh-fingerprints", daemon=True)
             fp_thread.start()
-
-            data_key = os.urandom(32)
-            envelopes = seal_data_key(data_key, recipients)
+            # pg_dump of that snapshot → zstd → AES-256-GCM → the repository, never a local copy.
             key_ids = tuple(r.key_id for r in recipients)
             writer = repo.begin(backup_id)
-            args = ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync", "-d", dbname]
             dump_bin = matching_bin_dir(version_num // 10000, settings.pg_bin_dir)
-            dump = spawn_tool("pg_dump", args, env=pg_env(dsn, dbname=dbname), bin_dir=dump_bin)
-            err_tail = StderrTail(dump.stderr)
-            err_tail.start()
-            with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=envelopes,
-                               compression_level=settings.compression_level,
-                               segment_size=settings.segment_size_kib << 10,
-                               compression_threads=settings.compression_threads) as out:
-                total = 0
-                ahead = ReadAhead(dump.stdout, chunk=READ_CHUNK)
-                try:
-                    for chunk in ahead:
-                        out.write(chunk)
-                        total += len(chunk)
-                        if progress:
-                            progress(total)
-                finally:
-                    ahead.close()
-                rc = dump.wait()
-                if rc != 0:
-                    raise_for_tool("pg_dump", rc, err_tail.text())
-            dump_stats = out.stats
+            dump = spawn_tool("pg_dump", ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync",
+                                          "-d", dbname], env=pg_env(dsn, dbname=dbname), bin_dir=dump_bin)
+            dump_stats = _stream_dump(dump, writer, recipients, settings, progress)
             fp_thread.join()
             if "error" in fp_result:
                 raise fp_result["error"]  # type: ignore[misc]
@@ -182,6 +154,45 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 pass
             if dump is not None and dump.stdout:
                 dump.stdout.close()
+
+
+def _snapshot_facts(conn: psycopg.Connection):
+    """Export the snapshot and read, in it, what the manifest records besides the dump: server
+    facts, the tables (refusing ones the role cannot read), the schema and the table sizes."""
+    try:
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        version, version_num, sysid = _server_info(conn)
+        tables = list_tables(conn)
+        _check_privileges(conn, tables)
+        return snapshot, version, version_num, sysid, tables, schema_snapshot(conn), table_bytes(conn, tables)
+    except psycopg.Error as exc:
+        raise translate(exc, "taking the snapshot") from None
+
+
+def _stream_dump(dump, writer, recipients, settings: Settings, progress: Progress | None):
+    """pg_dump's stdout into the backup's encrypted object (read ahead on a thread so pg_dump
+    never waits on a full pipe); its exit code checked; returns the object's stream stats."""
+    data_key = os.urandom(32)
+    err_tail = StderrTail(dump.stderr)
+    err_tail.start()
+    with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
+                       compression_level=settings.compression_level,
+                       segment_size=settings.segment_size_kib << 10,
+                       compression_threads=settings.compression_threads) as out:
+        total = 0
+        ahead = ReadAhead(dump.stdout, chunk=READ_CHUNK)
+        try:
+            for chunk in ahead:
+                out.write(chunk)
+                total += len(chunk)
+                if progress:
+                    progress(total)
+        finally:
+            ahead.close()
+        rc = dump.wait()
+        if rc != 0:
+            raise_for_tool("pg_dump", rc, err_tail.text())
+    return out.stats
 
 
 def delete_committed(settings: Settings, backup_id: str) -> None:

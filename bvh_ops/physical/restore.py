@@ -44,7 +44,7 @@ from bvh_ops.pg.cluster import (
 )
 from bvh_ops.pg.lsn import format_lsn, parse_lsn
 from bvh_ops.pg.physinfo import PhysicalInfo
-from bvh_ops.pg.tarscan import TarGuard
+from bvh_ops.pg.tarscan import TarGuard, TarScanner
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
 from bvh_ops.physical.backup import BASE_OBJECT, chain_of
 from bvh_ops.physical.target import RecoveryTarget, parse_time, select_backup
@@ -101,7 +101,7 @@ def gnu_tar() -> str:
                     "(Debian: apt install tar)")
 
 
-def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarGuard) -> None:
+def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarScanner) -> None:
     """Decrypt here, extract in GNU tar (C, its own process: both cores work). Each chunk goes
     through ``guard`` first, so a link or a path leaving ``dest`` is refused before GNU tar
     sees its header; GNU tar itself also refuses '..' members and strips leading '/'."""
@@ -189,103 +189,45 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                      archive: bool = False, verify: bool = True, conf_overrides: dict[str, str] | None = None,
                      recovery_timeout: float = 3600.0, os_user: str | None = None) -> RestoreReport:
     """Restore a physical backup (with its chain) into ``target_dir`` set up to recover to
-    ``target``; with ``start`` also start it and wait until it has promoted."""
+    ``target``; with ``start`` also start it and wait until it has promoted. Read like its
+    runbook: select, fetch, combine, verify, configure recovery, hand over, recover."""
     target = target or RecoveryTarget()
     repo, _ = open_repository(settings, check=False)
+    # Select: the newest base the target can start from, and the chain it builds on.
     chosen = select_backup(repo, backup_id, target)
     chain = chain_of(repo, chosen)
     data = Path(target_dir).resolve()
     if data.exists() and any(data.iterdir()):
         raise BvhOpsError(f"{data} is not empty: restore into a new directory")
     identities = load_identities(settings.require_identity())
-    major = chosen.server_version_num // 10000
-    bin_dir = matching_bin_dir(major, settings.pg_bin_dir) or embedded_bin_dir()
+    bin_dir = matching_bin_dir(chosen.server_version_num // 10000, settings.pg_bin_dir) or embedded_bin_dir()
     report = RestoreReport(chosen.backup_id, [m.backup_id for m in chain], str(data), target.describe())
     created = not data.exists()
     work = data.parent / f".{data.name}.bvh-chain"
-    t0 = time.monotonic()
     try:
-        if len(chain) == 1:
-            _extract(repo, chain[0], data, identities)
-            report.seconds["fetch"] = time.monotonic() - t0
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            parts = []
-            for i, m in enumerate(chain):
-                part = work / f"{i:02d}"
-                _extract(repo, m, part, identities)
-                parts.append(str(part))
-            report.seconds["fetch"] = time.monotonic() - t0
-            t1 = time.monotonic()
-            if data.exists():
-                data.rmdir()
-            args = ["-o", str(data), "--no-sync"]
-            if major >= 18:
-                args.append("--link")  # hard links: no second copy of the data on disk
-            proc = subprocess.run([tool_path("pg_combinebackup", bin_dir), *args, *parts], capture_output=True,
-                                  preexec_fn=die_with_parent())
-            if proc.returncode != 0:
-                raise_for_tool("pg_combinebackup", proc.returncode, proc.stderr.decode(errors="replace"))
-            report.seconds["combine"] = time.monotonic() - t1
+        # Fetch and combine: every part checked before it lands; incrementals combined by
+        # PostgreSQL's own tool (hard links where it can: no second copy on disk).
+        _fetch_and_combine(repo, chain, data, work, identities, bin_dir, report)
         data.chmod(0o700)
+        # Verify: pg_verifybackup against the server's own backup_manifest.
         if verify:
-            t2 = time.monotonic()
-            proc = subprocess.run([tool_path("pg_verifybackup", bin_dir), "--quiet", str(data)], capture_output=True,
-                                  preexec_fn=die_with_parent())
-            if proc.returncode != 0:
-                lines = proc.stderr.decode(errors="replace").strip().splitlines()
-                raise IntegrityError(f"pg_verifybackup: {' '.join(lines[-3:])}")
-            report.verified = "pg_verifybackup: backup successfully verified"
-            report.seconds["verify"] = time.monotonic() - t2
-        env = _write_recovery_files(settings, data, identity_copy=_as_root(),
-                                    segment_size=PhysicalInfo.of(chosen).segment_size,
-                                    system_identifier=chosen.system_identifier)
-        conf = {"restore_command": f"'{env} {wal_command()} fetch %f %p'",
-                # The recovery directory (config, identity copy, credentials) goes the moment
-                # recovery ends, whoever starts the server.
-                "recovery_end_command": f"'{env} {wal_command()} cleanup'",
-                # Nobody connects while the identity copy exists: no read-only sessions during
-                # recovery (a superuser could read any file the server's OS user can).
-                "hot_standby": "'off'",
-                "recovery_target_action": "'promote'",
-                "recovery_target_timeline": "'latest'", **target.conf()}
-        if not archive:
-            conf["archive_mode"] = "'off'"  # never archive into the source's repository
-        if start or port:
-            port = port or free_port()
-            # TCP on 127.0.0.1 only, no Unix socket (nothing world-writable left in /tmp).
-            conf.update({"port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''"})
-            report.port = port
-        conf.update(conf_overrides or {})
-        with open(data / "postgresql.auto.conf", "a") as fh:
-            fh.write(f"\n# bvh-ops restore of {chosen.backup_id} to {target.describe()}\n")
-            for key, value in conf.items():
-                fh.write(f"{key} = {value}\n")
-        (data / "recovery.signal").touch()
+            _verifybackup(data, bin_dir, report)
+        # Configure recovery: restore_command through wal-fetch, the target, promote; the
+        # recovery directory removes itself when recovery ends.
+        _configure_recovery(settings, chosen, data, target, archive=archive, port=port, start=start,
+                            overrides=conf_overrides, report=report)
+        # Hand over: the server's OS user owns the directory (the archive's owner when we are root).
         if _as_root():
-            user = os_user or archive_owner(settings)
-            prepare_server_user(data.parent, user=user)
+            report.os_user = os_user or archive_owner(settings)
+            prepare_server_user(data.parent, user=report.os_user)
             grant_traverse(data)  # o+x on each parent: the server's OS user must reach it
-            chown_tree_to_server(data, user=user)
-            report.os_user = user
+            chown_tree_to_server(data, user=report.os_user)
+        # Recover: start, wait for promotion, and check it replayed as far as the archive goes.
         if start:
-            archive_end = None
-            if target.kind is None:
-                from bvh_ops.wal.archive import wal_continuity
-
-                archive_end = wal_continuity(repo.store, chosen)
-            t3 = time.monotonic()
-            report.recovered_to = start_and_recover(data, bin_dir, timeout=recovery_timeout)
-            report.started = True
-            report.seconds["recover"] = time.monotonic() - t3
-            shutil.rmtree(data / RECOVERY_DIR, ignore_errors=True)
-            if archive_end is not None:
-                problem = ended_early(report.recovered_to.get("redo_done_at"), archive_end,
-                                      PhysicalInfo.of(chosen).segment_size)
-                if problem:
-                    raise RecoveryError(f"{problem} (log: {recovery_log(data)})")
+            _recover(repo, chosen, target, data, bin_dir, recovery_timeout, report)
         return report
     except BaseException:
+        # Nothing half-restored that looks usable stays behind.
         if start:
             stop_server(data, bin_dir)
         if created:
@@ -296,6 +238,91 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _fetch_and_combine(repo: Repository, chain: list[Manifest], data: Path, work: Path, identities,
+                       bin_dir: Path, report: RestoreReport) -> None:
+    t0 = time.monotonic()
+    if len(chain) == 1:
+        _extract(repo, chain[0], data, identities)
+        report.seconds["fetch"] = time.monotonic() - t0
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    parts = []
+    for i, m in enumerate(chain):
+        part = work / f"{i:02d}"
+        _extract(repo, m, part, identities)
+        parts.append(str(part))
+    report.seconds["fetch"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    if data.exists():
+        data.rmdir()
+    args = ["-o", str(data), "--no-sync"]
+    if chain[-1].server_version_num // 10000 >= 18:
+        args.append("--link")  # hard links: no second copy of the data on disk
+    proc = subprocess.run([tool_path("pg_combinebackup", bin_dir), *args, *parts], capture_output=True,
+                          preexec_fn=die_with_parent())
+    if proc.returncode != 0:
+        raise_for_tool("pg_combinebackup", proc.returncode, proc.stderr.decode(errors="replace"))
+    report.seconds["combine"] = time.monotonic() - t1
+
+
+def _verifybackup(data: Path, bin_dir: Path, report: RestoreReport) -> None:
+    t2 = time.monotonic()
+    proc = subprocess.run([tool_path("pg_verifybackup", bin_dir), "--quiet", str(data)], capture_output=True,
+                          preexec_fn=die_with_parent())
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise IntegrityError(f"pg_verifybackup: {' '.join(lines[-3:])}")
+    report.verified = "pg_verifybackup: backup successfully verified"
+    report.seconds["verify"] = time.monotonic() - t2
+
+
+def _configure_recovery(settings: Settings, chosen: Manifest, data: Path, target: RecoveryTarget, *,
+                        archive: bool, port: int | None, start: bool, overrides: dict[str, str] | None,
+                        report: RestoreReport) -> None:
+    env = _write_recovery_files(settings, data, identity_copy=_as_root(),
+                                segment_size=PhysicalInfo.of(chosen).segment_size,
+                                system_identifier=chosen.system_identifier)
+    conf = {"restore_command": f"'{env} {wal_command()} fetch %f %p'",
+            # The recovery directory (config, identity copy, credentials) goes the moment
+            # recovery ends, whoever starts the server.
+            "recovery_end_command": f"'{env} {wal_command()} cleanup'",
+            # Nobody connects while the identity copy exists: no read-only sessions during
+            # recovery (a superuser could read any file the server's OS user can).
+            "hot_standby": "'off'",
+            "recovery_target_action": "'promote'",
+            "recovery_target_timeline": "'latest'", **target.conf()}
+    if not archive:
+        conf["archive_mode"] = "'off'"  # never archive into the source's repository
+    if start or port:
+        report.port = port or free_port()
+        # TCP on 127.0.0.1 only, no Unix socket (nothing world-writable left in /tmp).
+        conf.update({"port": str(report.port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''"})
+    conf.update(overrides or {})
+    with open(data / "postgresql.auto.conf", "a") as fh:
+        fh.write(f"\n# bvh-ops restore of {chosen.backup_id} to {target.describe()}\n")
+        for key, value in conf.items():
+            fh.write(f"{key} = {value}\n")
+    (data / "recovery.signal").touch()
+
+
+def _recover(repo: Repository, chosen: Manifest, target: RecoveryTarget, data: Path, bin_dir: Path,
+             timeout: float, report: RestoreReport) -> None:
+    from bvh_ops.wal.archive import wal_continuity
+
+    # Where the archive ends, taken before the start (to the end of the archive only).
+    archive_end = wal_continuity(repo.store, chosen) if target.kind is None else None
+    t3 = time.monotonic()
+    report.recovered_to = start_and_recover(data, bin_dir, timeout=timeout)
+    report.started = True
+    report.seconds["recover"] = time.monotonic() - t3
+    shutil.rmtree(data / RECOVERY_DIR, ignore_errors=True)
+    if archive_end is not None:
+        problem = ended_early(report.recovered_to.get("redo_done_at"), archive_end,
+                              PhysicalInfo.of(chosen).segment_size)
+        if problem:
+            raise RecoveryError(f"{problem} (log: {recovery_log(data)})")
 
 
 def archive_owner(settings: Settings) -> str:
