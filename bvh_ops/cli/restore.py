@@ -46,56 +46,71 @@ def restore(
     physical backup (with its incrementals) into a new data directory that recovers to a
     point in time (--target-dir, --to-time/--to-lsn/--to-name)."""
     settings = cli_settings()
-    if validate_target or target_dir is not None:
-        from bvh_ops.physical.target import RecoveryTarget
-
-        target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
-        if validate_target:
-            from bvh_ops.physical.restore import validate_target as check
-
-            doc = check(settings, backup_id, target)
-            if as_json:
-                emit_json(doc)
-            elif doc["reachable"]:
-                out.print(f"reachable: {doc['target']} from {doc['backup_id']}; latest reachable point "
-                          f"LSN {doc['latest_reachable']['lsn']} (~{doc['latest_reachable']['time']})"
-                          + (f"; note: {doc['reason']}" if doc.get("reason") else ""))
-            else:
-                out.print(f"NOT reachable: {doc['target']}: {doc['reason']}"
-                          + (f"; latest reachable point LSN {doc['latest_reachable']['lsn']} "
-                             f"(~{doc['latest_reachable']['time']})" if doc.get("latest_reachable") else ""))
-            raise typer.Exit(0 if doc["reachable"] else 8)
+    if validate_target:
+        _validate(settings, backup_id, to_time, to_lsn, to_name, as_json)
     if (into is None) == (target_dir is None):
         raise BvhOpsError("give exactly one of --into DSN (logical) or --target-dir DIR (physical)")
     if target_dir is not None:
-        from bvh_ops.physical.restore import recovery_log, restore_physical
-
-        report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
-                                  archive=archive, os_user=os_user)
-        if as_json:
-            emit_json(report.to_json())
-            return
-        chain = " + ".join(report.chain)
-        out.print(f"restored {chain} into {report.data_dir} ({report.verified or 'not verified'})")
-        if report.started:
-            out.print(f"recovered to {report.target} and promoted; running on 127.0.0.1:{report.port} "
-                      f"(log {recovery_log(Path(report.data_dir))}); recovered to: {report.recovered_to}")
-        else:
-            who = f" as OS user {report.os_user}" if report.os_user else ""
-            out.print(f"start it{who} with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
-                      "through bvh-ops wal-fetch and promotes; the recovery directory (config, key copy) removes "
-                      "itself when recovery ends (recovery_end_command)")
+        _physical(settings, backup_id, target_dir, to_time, to_lsn, to_name, start=start, port=port,
+                  archive=archive, os_user=os_user, as_json=as_json)
         return
     if to_time or to_lsn or to_name:
         raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
+    _logical(settings, backup_id, into, table, no_owner, jobs, as_json)
+
+
+def _validate(settings, backup_id: str, to_time, to_lsn, to_name, as_json: bool) -> None:
+    """--validate-target: is the target reachable with what the repository holds? Exit 0 or 8."""
+    from bvh_ops.physical.restore import validate_target as check
+    from bvh_ops.physical.target import RecoveryTarget
+
+    doc = check(settings, backup_id, RecoveryTarget.from_options(to_time, to_lsn, to_name))
+    if as_json:
+        emit_json(doc)
+    elif doc["reachable"]:
+        out.print(f"reachable: {doc['target']} from {doc['backup_id']}; latest reachable point "
+                  f"LSN {doc['latest_reachable']['lsn']} (~{doc['latest_reachable']['time']})"
+                  + (f"; note: {doc['reason']}" if doc.get("reason") else ""))
+    else:
+        out.print(f"NOT reachable: {doc['target']}: {doc['reason']}"
+                  + (f"; latest reachable point LSN {doc['latest_reachable']['lsn']} "
+                     f"(~{doc['latest_reachable']['time']})" if doc.get("latest_reachable") else ""))
+    raise typer.Exit(0 if doc["reachable"] else 8)
+
+
+def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_name, *, start: bool,
+              port: int | None, archive: bool, os_user: str | None, as_json: bool) -> None:
+    """--target-dir: a physical chain into a new data directory, recovering to the target."""
+    from bvh_ops.physical.restore import recovery_log, restore_physical
+    from bvh_ops.physical.target import RecoveryTarget
+
+    target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
+    report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
+                              archive=archive, os_user=os_user)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    chain = " + ".join(report.chain)
+    out.print(f"restored {chain} into {report.data_dir} ({report.verified or 'not verified'})")
+    if report.started:
+        out.print(f"recovered to {report.target} and promoted; running on 127.0.0.1:{report.port} "
+                  f"(log {recovery_log(Path(report.data_dir))}); recovered to: {report.recovered_to}")
+    else:
+        who = f" as OS user {report.os_user}" if report.os_user else ""
+        out.print(f"start it{who} with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
+                  "through bvh-ops wal-fetch and promotes; the recovery directory (config, key copy) removes "
+                  "itself when recovery ends (recovery_end_command)")
+
+
+def _logical(settings, backup_id: str, into: str, table, no_owner: bool, jobs, as_json: bool) -> None:
+    """--into: a logical backup into an existing database, every table's fingerprint compared."""
     from bvh_ops.dsn import check_dsn
+    from bvh_ops.logical.restore import restore_logical
 
     try:
         check_dsn(into)
     except ValueError as exc:
         raise ConfigError(f"--into: {exc}") from None
-    from bvh_ops.logical.restore import restore_logical
-
     result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
                              jobs=jobs or settings.restore_jobs)
     if as_json:
