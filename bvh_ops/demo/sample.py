@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from importlib import resources
 
 import psycopg
@@ -163,6 +164,31 @@ def invariants_toml() -> str:
     return "\n".join(out)
 
 
+TICKET_PRICE = Decimal("5.90")
+
+
+def record_purchase(conn: psycopg.Connection, *, user_id: int, draw_id: int, numbers: list[int],
+                    reference: str, price: Decimal = TICKET_PRICE) -> int:
+    """One ticket purchase as the lottery writes it: the ticket, its wallet transaction, the new
+    balance and an audit row. The caller owns the transaction (and any balance check); returns
+    the ticket's id. Shared by the workload here and the sample platform's purchase endpoint."""
+    ticket_id = conn.execute(
+        "INSERT INTO tickets (user_id, draw_id, numbers, price, purchased_at, status) "
+        "VALUES (%s, %s, %s, %s, now(), 'active') RETURNING id",
+        (user_id, draw_id, numbers, price)).fetchone()[0]
+    conn.execute(
+        "INSERT INTO transactions (wallet_id, kind, amount, created_at, reference) "
+        "SELECT id, 'ticket_purchase', %s, now(), %s FROM wallets WHERE user_id = %s",
+        (-price, reference, user_id))
+    conn.execute("UPDATE wallets SET balance = balance - %s, updated_at = now() WHERE user_id = %s",
+                 (price, user_id))
+    conn.execute(
+        "INSERT INTO audit_log (occurred_at, actor, event, entity, entity_id, row_hash) "
+        "VALUES (now(), %s, 'ticket.buy', 'ticket', %s, sha256(%s::bytea))",
+        (f"user:{user_id}", ticket_id, reference.encode()))
+    return ticket_id
+
+
 @dataclass
 class WorkloadStats:
     transactions: int = 0
@@ -204,20 +230,8 @@ class Workload:
                 uid = 1 + i % users
                 try:
                     with conn.transaction():
-                        conn.execute(
-                            "INSERT INTO tickets (user_id, draw_id, numbers, price, purchased_at, status) "
-                            "VALUES (%s, %s, %s, 5.90, now(), 'active')",
-                            (uid, open_draw, [1 + i % 6, 7 + i % 6, 13, 19, 25, 31]))
-                        conn.execute(
-                            "INSERT INTO transactions (wallet_id, kind, amount, created_at, reference) "
-                            "SELECT id, 'ticket_purchase', -5.90, now(), %s FROM wallets WHERE user_id = %s",
-                            (f"wl-{i}", uid))
-                        conn.execute("UPDATE wallets SET balance = balance - 5.90, updated_at = now() "
-                                     "WHERE user_id = %s", (uid,))
-                        conn.execute(
-                            "INSERT INTO audit_log (occurred_at, actor, event, entity, entity_id, row_hash) "
-                            "VALUES (now(), %s, 'ticket.buy', 'ticket', %s, sha256(%s::bytea))",
-                            (f"user:{uid}", i, f"wl{i}".encode()))
+                        record_purchase(conn, user_id=uid, draw_id=open_draw,
+                                        numbers=[1 + i % 6, 7 + i % 6, 13, 19, 25, 31], reference=f"wl-{i}")
                     self.stats.transactions += 1
                 except psycopg.Error:
                     self.stats.errors += 1
