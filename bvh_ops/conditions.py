@@ -198,6 +198,10 @@ def parse_condition(text: str) -> Condition:
     left, op, right = m.group("left"), m.group("op"), m.group("right")
     if not right:
         raise ConditionError(f"nothing to compare with after '{op}'")
+    if left.rstrip()[-1] in "=<>!":
+        raise ConditionError(f"'{left.rstrip()[-1]}{op}' is not an operator: use one of {' '.join(OPERATORS)}")
+    if right[0] in "=<>!":
+        raise ConditionError(f"'{op}{right[0]}' is not an operator: use one of {' '.join(OPERATORS)}")
     function = None
     fm = _FUNC.match(left)
     if fm:
