@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     memory_critical_percent: float = Field(default=95.0, gt=0, le=100)
     disk_warning_percent: float = Field(default=85.0, gt=0, le=100)
     disk_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    # Load average (1 min) per core: above the first a warning, above the second critical.
+    load_per_core_warning: float = Field(default=1.5, gt=0)
+    load_per_core_critical: float = Field(default=3.0, gt=0)
     # The platform's error rate (%) and uptime (%) the status model judges (the runbook: 1 %, 99 %).
     error_rate_warning_percent: float = Field(default=1.0, ge=0, le=100)
     uptime_warning_percent: float = Field(default=99.0, ge=0, le=100)
@@ -309,10 +312,11 @@ class Settings(BaseSettings):
     def _cross_fields(self) -> Settings:
         if self.s3_sse == "aws:kms" and not self.s3_sse_kms_key_id:
             raise ValueError("s3_sse = aws:kms needs s3_sse_kms_key_id")
-        for what in ("cpu", "memory", "disk"):
-            warn, crit = getattr(self, f"{what}_warning_percent"), getattr(self, f"{what}_critical_percent")
+        for warn_name, crit_name in [(f"{w}_warning_percent", f"{w}_critical_percent") for w in ("cpu", "memory", "disk")
+                                     ] + [("load_per_core_warning", "load_per_core_critical")]:
+            warn, crit = getattr(self, warn_name), getattr(self, crit_name)
             if warn > crit:
-                raise ValueError(f"{what}_warning_percent ({warn:g}) is above {what}_critical_percent ({crit:g}): "
+                raise ValueError(f"{warn_name} ({warn:g}) is above {crit_name} ({crit:g}): "
                                  "the warning level must come first")
         names = [e.name for e in self.endpoints]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -36,4 +36,6 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print {st
         console.print(f"overall: [{_STYLE[result.status]}]{result.status}[/] at {result.checked_at:%Y-%m-%d %H:%M:%S} "
                       f"UTC ({len(result.checks)} checks, {result.wall_seconds:.2f} s, "
                       f"{result.cpu_seconds:.2f} s CPU)")
+        if result.not_monitored:
+            console.print("not monitored: " + ", ".join(result.not_monitored))
     raise typer.Exit(exit_code(result.status))

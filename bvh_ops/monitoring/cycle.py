@@ -44,10 +44,12 @@ class CycleResult:
     checks: list[Check]
     wall_seconds: float
     cpu_seconds: float  # process CPU (all threads) spent during the cycle
+    not_monitored: list[str]  # probes without configuration: "cache (cache_url is not set)"
 
     def to_json(self) -> dict[str, object]:
         return {"status": str(self.status), "checked_at": self.checked_at.isoformat(),
                 "checks": [c.to_json() for c in self.checks],
+                "not_monitored": self.not_monitored,
                 "wall_seconds": round(self.wall_seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3)}
 
 
@@ -98,21 +100,28 @@ def run_jobs(jobs: list[Job], deadline_seconds: float, *, workers: int = MAX_WOR
     return checks
 
 
+def not_monitored(settings: Settings) -> list[str]:
+    """Probes that do not run because nothing configures them (reported, never counted as ok)."""
+    missing = [("database", settings.database_url, "database_url"), ("cache", settings.cache_url, "cache_url"),
+               ("backups", settings.repository, "repository"), ("api", settings.endpoints, "endpoints")]
+    return [f"{what} ({field} is not set)" for what, value, field in missing if not value]
+
+
 def build_jobs(settings: Settings, now: datetime, limits: Limits, session: HttpSession) -> list[Job]:
-    """Every probe the settings configure, in report order."""
+    """Every probe the settings configure, in report order. A probe runs where its target is
+    configured (a monitor host may watch the platform without the backup repository); the host
+    probe always runs. What is not configured is listed by ``not_monitored``."""
     jobs = [Job(ep.name, ep.service, (lambda ep=ep: probe_endpoint(ep, limits, session)), Status.CRITICAL)
             for ep in settings.endpoints]
     if settings.database_url is not None:
         dsn = settings.database_url.get_secret_value()
         jobs.append(Job("database.reachable", "database", lambda: probe_database(dsn, limits)))
-    else:
-        jobs.append(Job("database.reachable", "database", lambda: [
-            Check("database.reachable", "database", Status.UNKNOWN, None, "", "database_url is not set")]))
     if settings.cache_url is not None:
         url = settings.cache_url.get_secret_value()
         jobs.append(Job("cache.reachable", "cache", lambda: probe_cache(url, limits)))
     jobs.append(Job("host", "host", lambda: probe_host(list(settings.disk_paths), limits)))
-    jobs.append(Job("backups", "backups", lambda: probe_backups(settings, now, limits)))
+    if settings.repository:
+        jobs.append(Job("backups", "backups", lambda: probe_backups(settings, now, limits)))
     return jobs
 
 
@@ -135,4 +144,5 @@ def run_cycle(settings: Settings, now: datetime | None = None, *, deadline_secon
                           deadline_seconds if deadline_seconds is not None else cycle_deadline(settings))
     finally:
         threading.Thread(target=session.close, daemon=True).start()  # a hung request must not block us
-    return CycleResult(overall(checks), now, checks, time.monotonic() - wall, time.process_time() - cpu)
+    return CycleResult(overall(checks), now, checks, time.monotonic() - wall, time.process_time() - cpu,
+                       not_monitored(settings))
