@@ -55,6 +55,11 @@ class HttpSession:
 
 def probe_endpoint(endpoint: Endpoint, limits: Limits, session: HttpSession) -> list[Check]:
     """The endpoint's check (and its certificate's, for https)."""
+    try:
+        session.client(endpoint.tls_ca_file)
+    except (OSError, ssl.SSLError) as exc:  # the monitor's configuration, not the endpoint, is broken
+        detail = f"cannot load tls_ca_file {endpoint.tls_ca_file}: {getattr(exc, 'strerror', None) or exc}"
+        return [Check(endpoint.name, endpoint.service, Status.UNKNOWN, None, "ms", detail)]
     obs, problem, cert_error = _request(endpoint, session)
     checks = [_judge(endpoint, obs, problem, limits)]
     if endpoint.url.lower().startswith("https://"):
@@ -66,10 +71,7 @@ def _request(endpoint: Endpoint, session: HttpSession) -> tuple[Observation, str
     """(what was observed, why it is incomplete or '', a certificate error or '')."""
     timeout = endpoint.timeout_seconds
     start = time.monotonic()
-    try:
-        client = session.client(endpoint.tls_ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        return Observation(False), f"cannot load tls_ca_file {endpoint.tls_ca_file}: {exc}", ""
+    client = session.client(endpoint.tls_ca_file)
     try:
         with client.stream(endpoint.method, endpoint.url, timeout=httpx.Timeout(timeout)) as resp:
             elapsed_ms = (time.monotonic() - start) * 1000

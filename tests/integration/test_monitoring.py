@@ -213,6 +213,12 @@ def test_https_certificate_days_and_expiration_conditions(https_base):
     assert failing.status is Status.CRITICAL and "[CERTIFICATE_EXPIRATION]" in failing.detail
 
 
+def test_unreadable_ca_file_is_unknown_not_critical(https_base, tmp_path):
+    url, _ = https_base
+    (check,) = probe(endpoint(url + "/health", "[STATUS] == 200", tls_ca_file=str(tmp_path / "missing.pem")))
+    assert check.status is Status.UNKNOWN and "tls_ca_file" in check.detail
+
+
 def test_untrusted_certificate_is_critical(https_base):
     url, _ = https_base
     check, cert = probe(endpoint(url + "/health", "[STATUS] == 200"))
