@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -30,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bvh_ops.conditions import Condition, ConditionError, parse_condition
 from bvh_ops.dsn import check_dsn, redact_dsn
 from bvh_ops.errors import ConfigError
 
@@ -47,6 +49,64 @@ class InvariantCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     sql: str
+
+
+class Endpoint(BaseModel):
+    """An HTTP endpoint the monitor requests, with Gatus-style conditions (bvh_ops.conditions),
+    parsed here so a malformed one fails at start naming the endpoint and the condition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unique: the check's name.
+    name: str = Field(min_length=1)
+    # database | cache | api | frontend | backups | any name: the dashboard groups by it.
+    service: str = Field(min_length=1)
+    # http:// or https:// (https also reports the certificate's days to expiry).
+    url: str
+    # All must hold for the endpoint to be ok; default: the status is 200.
+    conditions: tuple[Condition, ...] = ()
+    # The whole request (connect, headers, body) is cut after this; a cut request is critical.
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    method: Literal["GET", "HEAD"] = "GET"
+    # CA bundle for https endpoints signed by a private CA (default: the system's and certifi's).
+    tls_ca_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        name = data.get("name") or "(unnamed)"
+        url = data.get("url")
+        if not isinstance(url, str):
+            raise ValueError(f"endpoint '{name}': url is missing: give an http:// or https:// URL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"endpoint '{name}': url '{url}' must be http(s)://host[:port]/path")
+        try:
+            _ = parts.port  # raises on a non-numeric or out-of-range port
+        except ValueError:
+            raise ValueError(f"endpoint '{name}': url '{url}' has an invalid port") from None
+        raw = data.get("conditions", ["[STATUS] == 200"])
+        if isinstance(raw, str) or not isinstance(raw, list | tuple):
+            raise ValueError(f"endpoint '{name}': conditions must be a list of strings")
+        parsed = []
+        for item in raw:
+            if isinstance(item, Condition):
+                parsed.append(item)
+                continue
+            try:
+                cond = parse_condition(str(item))
+            except ConditionError as exc:
+                raise ValueError(f"endpoint '{name}': condition '{item}': {exc}") from None
+            if cond.placeholder == "[CERTIFICATE_EXPIRATION]" and parts.scheme != "https":
+                raise ValueError(f"endpoint '{name}': condition '{item}': [CERTIFICATE_EXPIRATION] "
+                                 "needs an https:// URL")
+            parsed.append(cond)
+        return {**data, "conditions": tuple(parsed)}
+
+    @field_serializer("conditions")
+    def _conditions_text(self, value: tuple[Condition, ...]) -> list[str]:
+        return [c.text for c in value]
 
 
 class Settings(BaseSettings):
@@ -117,6 +177,38 @@ class Settings(BaseSettings):
     # comparison with the live source stops there.
     pitr_margin_seconds: float = Field(default=60.0, ge=0)
 
+    # -- monitoring (bvh-ops health-check; thresholds from the runbook, section 1) -----------
+    # HTTP endpoints to probe ([[endpoints]] tables: name, service, url, conditions, ...).
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    # Seconds between probe cycles; also the most one cycle may take.
+    monitor_interval_seconds: float = Field(default=30.0, ge=5, le=3600)
+    # The platform's Redis (redis://[:password@]host:6379/0), probed when set (secret: may hold a password).
+    cache_url: SecretStr | None = None
+    # Mount points whose disk usage is checked.
+    disk_paths: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("/")])
+    # An endpoint slower than this (ms) is a warning (its own conditions decide critical).
+    response_time_warning_ms: float = Field(default=1000.0, gt=0)
+    # Host CPU, memory and disk use (%): above the first a warning, above the second critical.
+    cpu_warning_percent: float = Field(default=80.0, gt=0, le=100)
+    cpu_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    memory_warning_percent: float = Field(default=85.0, gt=0, le=100)
+    memory_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    disk_warning_percent: float = Field(default=85.0, gt=0, le=100)
+    disk_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    # Load average (1 min) per core: above the first a warning, above the second critical.
+    load_per_core_warning: float = Field(default=1.5, gt=0)
+    load_per_core_critical: float = Field(default=3.0, gt=0)
+    # The platform's error rate (%) and uptime (%) the status model judges (the runbook: 1 %, 99 %).
+    error_rate_warning_percent: float = Field(default=1.0, ge=0, le=100)
+    uptime_warning_percent: float = Field(default=99.0, ge=0, le=100)
+    # Newest trusted daily (logical) backup older than this (h) is critical (daily at 02:00 + 2 h).
+    daily_backup_max_age_hours: float = Field(default=26.0, gt=0)
+    # Newest physical backup (incremental or full) older than this plus the grace (h) is critical.
+    incremental_backup_max_age_hours: float = Field(default=6.0, gt=0)
+    incremental_backup_grace_hours: float = Field(default=1.0, ge=0)
+    # Newest passed DR drill older than this (days) is critical (weekly drills + a day).
+    drill_max_age_days: float = Field(default=8.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -132,7 +224,8 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
 
-    @field_validator("recipients", "trusted_host_keys", "retry_delay_seconds", "append_only_tables", mode="before")
+    @field_validator("recipients", "trusted_host_keys", "retry_delay_seconds", "append_only_tables", "disk_paths",
+                     mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -185,6 +278,19 @@ class Settings(BaseSettings):
             raise ValueError("must be file:///abs/path or s3://bucket/prefix")
         return value
 
+    @field_validator("cache_url")
+    @classmethod
+    def _check_cache_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            try:
+                _ = parts.port  # raises on a non-numeric or out-of-range port
+            except ValueError:
+                raise ValueError("has an invalid port: redis://[:password@]host:6379/0") from None
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise ValueError("must be redis://[:password@]host:6379/0 (or rediss:// for TLS)")
+        return value
+
     @field_validator("s3_endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
@@ -206,6 +312,16 @@ class Settings(BaseSettings):
     def _cross_fields(self) -> Settings:
         if self.s3_sse == "aws:kms" and not self.s3_sse_kms_key_id:
             raise ValueError("s3_sse = aws:kms needs s3_sse_kms_key_id")
+        for warn_name, crit_name in [(f"{w}_warning_percent", f"{w}_critical_percent") for w in ("cpu", "memory", "disk")
+                                     ] + [("load_per_core_warning", "load_per_core_critical")]:
+            warn, crit = getattr(self, warn_name), getattr(self, crit_name)
+            if warn > crit:
+                raise ValueError(f"{warn_name} ({warn:g}) is above {crit_name} ({crit:g}): "
+                                 "the warning level must come first")
+        names = [e.name for e in self.endpoints]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"endpoint name '{dupes[0]}' is used twice: each endpoint needs its own name")
         return self
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep the repr short too
@@ -248,6 +364,8 @@ class Settings(BaseSettings):
                 data[key] = redact_dsn(value.get_secret_value())
         if self.notify_webhook_url is not None:
             data["notify_webhook_url"] = "***"
+        if self.cache_url is not None:
+            data["cache_url"] = redact_dsn(self.cache_url.get_secret_value())
         return data
 
 

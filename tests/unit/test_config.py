@@ -152,3 +152,84 @@ def test_unrelated_env_variable_warns_without_a_guess(monkeypatch, capsys):
     monkeypatch.setenv("BVH_OPS_XYZZY", "1")
     load_settings()
     assert capsys.readouterr().err == "warning: BVH_OPS_XYZZY is not a bvh-ops setting\n"
+
+
+# -- monitoring ---------------------------------------------------------------------------
+
+ENDPOINT = '[[endpoints]]\nname = "api-health"\nservice = "api"\nurl = "{url}"\nconditions = [{conds}]\n'
+
+
+def test_endpoints_parse_with_defaults(cfg_file):
+    cfg_file.write_text(ENDPOINT.format(url="http://127.0.0.1:8080/api/health",
+                                        conds='"[STATUS] == 200", "[BODY].status == healthy"')
+                        + '[[endpoints]]\nname = "web"\nservice = "frontend"\nurl = "https://example.org/"\n')
+    s = load_settings()
+    api, web = s.endpoints
+    assert [c.text for c in api.conditions] == ["[STATUS] == 200", "[BODY].status == healthy"]
+    assert (api.timeout_seconds, api.method) == (5.0, "GET")
+    assert [c.text for c in web.conditions] == ["[STATUS] == 200"]  # the default condition
+    assert s.redacted()["endpoints"][0]["conditions"] == ["[STATUS] == 200", "[BODY].status == healthy"]
+
+
+@pytest.mark.parametrize("url, conds, message", [
+    ("http://h/x", '"[STATUS] = 200"', "endpoint 'api-health': condition '[STATUS] = 200': expected"),
+    ("http://h/x", '"[RESPONSE_TIME] < fast"', "endpoint 'api-health': condition '[RESPONSE_TIME] < fast'"),
+    ("http://h/x", '"[BODY].status === healthy"', "endpoint 'api-health': condition '[BODY].status === healthy'"),
+    ("http://h/x", '"[CERTIFICATE_EXPIRATION] > 48h"', "needs an https:// URL"),
+    ("ftp://h/x", '"[STATUS] == 200"', "endpoint 'api-health': url 'ftp://h/x' must be http(s)"),
+    ("http:///x", '"[STATUS] == 200"', "must be http(s)"),
+    ("http://h:99999/x", '"[STATUS] == 200"', "invalid port"),
+])
+def test_malformed_endpoint_fails_at_load_naming_endpoint_and_condition(cfg_file, url, conds, message):
+    cfg_file.write_text(ENDPOINT.format(url=url, conds=conds))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "config field 'endpoints.0'" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_duplicate_endpoint_names_fail(cfg_file):
+    one = ENDPOINT.format(url="http://h/x", conds='"[STATUS] == 200"')
+    cfg_file.write_text(one + one)
+    with pytest.raises(ConfigError, match="endpoint name 'api-health' is used twice"):
+        load_settings()
+
+
+def test_endpoints_from_the_environment_as_json(monkeypatch):
+    monkeypatch.setenv("BVH_OPS_ENDPOINTS", '[{"name": "a", "service": "api", "url": "http://h/", '
+                                            '"conditions": ["[STATUS] == 204"], "timeout_seconds": 2}]')
+    (ep,) = load_settings().endpoints
+    assert ep.timeout_seconds == 2 and ep.conditions[0].number == 204
+
+
+def test_monitoring_defaults_are_the_runbooks():
+    s = load_settings()
+    assert s.monitor_interval_seconds == 30 and s.cache_url is None and [str(p) for p in s.disk_paths] == ["/"]
+    assert (s.response_time_warning_ms, s.memory_warning_percent, s.cpu_warning_percent) == (1000, 85, 80)
+    assert (s.error_rate_warning_percent, s.uptime_warning_percent) == (1.0, 99.0)
+    assert (s.disk_warning_percent, s.disk_critical_percent) == (85, 95)
+    assert (s.daily_backup_max_age_hours, s.incremental_backup_max_age_hours,
+            s.incremental_backup_grace_hours, s.drill_max_age_days) == (26, 6, 1, 8)
+
+
+@pytest.mark.parametrize("env, value, message", [
+    ("BVH_OPS_CPU_WARNING_PERCENT", "97", "cpu_warning_percent (97) is above cpu_critical_percent (95)"),
+    ("BVH_OPS_DISK_CRITICAL_PERCENT", "120", "'disk_critical_percent'"),
+    ("BVH_OPS_MONITOR_INTERVAL_SECONDS", "1", "'monitor_interval_seconds'"),
+    ("BVH_OPS_CACHE_URL", "http://127.0.0.1:6379", "'cache_url'"),
+    ("BVH_OPS_CACHE_URL", "redis://127.0.0.1:notaport", "invalid port"),
+])
+def test_bad_monitoring_values_name_the_field(monkeypatch, env, value, message):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=None) as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_cache_password_is_redacted_and_disk_paths_split(monkeypatch):
+    monkeypatch.setenv("BVH_OPS_CACHE_URL", f"redis://:{SECRET}@127.0.0.1:6379/0")
+    monkeypatch.setenv("BVH_OPS_DISK_PATHS", "/, /var/lib/postgresql")
+    s = load_settings()
+    assert SECRET not in repr(s) and SECRET not in str(s.redacted())
+    assert s.redacted()["cache_url"] == "redis://:***@127.0.0.1:6379/0"
+    assert [str(p) for p in s.disk_paths] == ["/", "/var/lib/postgresql"]

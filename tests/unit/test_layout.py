@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "bvh_ops"
-PROCEDURES = {"logical", "physical", "wal", "drill", "demo", "cli", "walcmd", "orphans"}
-CORE = {"config", "errors", "keys", "stream", "results", "dsn", "children"}
+PROCEDURES = {"logical", "physical", "wal", "drill", "monitoring", "demo", "cli", "walcmd", "orphans"}
+CORE = {"config", "errors", "keys", "stream", "results", "dsn", "children", "conditions"}
 
 
 def _node(module: str) -> str:
@@ -82,3 +82,8 @@ def test_storage_base_knows_no_driver():
 
 def test_lsn_module_is_standard_library_only():
     assert not {i for i in IMPORTS["bvh_ops.pg.lsn"] if i.startswith("bvh_ops") and i != "bvh_ops.errors"}
+
+
+def test_conditions_module_is_standard_library_only():
+    """The configuration parses endpoint conditions with it at load: it must import nothing of ours."""
+    assert not {i for i in IMPORTS["bvh_ops.conditions"] if i.startswith("bvh_ops")}
