@@ -258,3 +258,33 @@ def test_falls_back_to_an_in_process_cache_when_redis_does_not_answer(platform_d
         with driver(other, rate=20) as work:
             wait_until(lambda: work.stats.purchases >= 2, "purchases with the in-process cache")
         assert work.stats.errors == 0
+
+
+@pytest.mark.parametrize("fault, endpoint", [
+    ({"db_down": True}, "api-health"),
+    ({"slow_ms": 1500}, "api-health"),
+    ({"error_rate": 0.6}, "api-errors"),
+], ids=["database-down", "slow", "errors"])
+def test_health_check_probes_see_each_fault_and_the_recovery(platform, fault, endpoint):
+    """bvh-ops's own probes (bvh_ops.monitoring, Gatus-style conditions) against the sample
+    platform: each fault turns its check critical, clearing it turns the check ok again."""
+    from bvh_ops.config import Settings
+    from bvh_ops.monitoring.cycle import run_cycle
+    from bvh_ops.monitoring.results import Status
+
+    settings = Settings(endpoints=[
+        {"name": "api-health", "service": "api", "url": platform.url + "/api/health", "timeout_seconds": 5,
+         "conditions": ["[STATUS] == 200", "[BODY].status == healthy", "[RESPONSE_TIME] < 1000"]},
+        {"name": "api-errors", "service": "api", "url": platform.url + "/api/metrics", "timeout_seconds": 5,
+         "conditions": ["[STATUS] == 200", "[BODY].system.errorRate < 1"]},
+    ])
+
+    def status() -> Status:
+        return {c.name: c for c in run_cycle(settings).checks}[endpoint].status
+
+    with driver(platform):
+        wait_until(lambda: status() is Status.OK, f"{endpoint} ok before the fault")
+        platform.set_faults(**fault)
+        wait_until(lambda: status() is Status.CRITICAL, f"{endpoint} critical during {fault}")
+        platform.set_faults()
+        wait_until(lambda: status() is Status.OK, f"{endpoint} ok after the recovery")
