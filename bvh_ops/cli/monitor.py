@@ -1,4 +1,5 @@
-"""Monitoring: health-check (one probe cycle)."""
+"""Monitoring: health-check (one probe cycle) and status (the runbook's HealthDashboard from one
+cycle)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bvh_ops.cli.core import app, cli_settings, emit_json, out
@@ -39,3 +41,55 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print {st
         if result.not_monitored:
             console.print("not monitored: " + ", ".join(result.not_monitored))
     raise typer.Exit(exit_code(result.status))
+
+
+@app.command("status")
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print the runbook's HealthDashboard as JSON")]
+           = False) -> None:
+    """Run one probe cycle and show the runbook's health dashboard: the overall status, each
+    service (database, cache, api, frontend, backups, ...), SystemMetrics; exit codes as
+    health-check (0 healthy, 1 warning or unknown, 2 critical)."""
+    from bvh_ops.monitoring.cycle import run_cycle
+    from bvh_ops.monitoring.platform_metrics import fetch_platform_metrics, metrics_endpoint
+    from bvh_ops.monitoring.results import exit_code
+    from bvh_ops.monitoring.status import dashboard
+
+    settings = cli_settings()
+    result = run_cycle(settings)
+    body, why = None, ""
+    if (endpoint := metrics_endpoint(settings.endpoints)) is not None:
+        body, why = fetch_platform_metrics(endpoint)
+    board = dashboard(result, platform_metrics=body, history=None)
+    if why:
+        board["notes"].append(f"platform metrics unavailable: {why}")
+    if as_json:
+        emit_json(board)
+    else:
+        _print_dashboard(board)
+    raise typer.Exit(exit_code(result.status))
+
+
+_SYSTEM_STYLE = {"healthy": "green", "warning": "yellow", "critical": "bold red"}
+_UNITS = {"responseTime": "ms", "memoryUsage": "%", "cpuUsage": "%", "errorRate": "%", "uptime": "%"}
+
+
+def _print_dashboard(board: dict) -> None:
+    console = out if out.is_terminal else Console(highlight=False, width=200)
+    state = board["systemStatus"]
+    console.print(f"system: [{_SYSTEM_STYLE[state]}]{state}[/] at {board['checkedAt']}")
+    services = Table(box=None, pad_edge=False, title="services", title_justify="left")
+    for name in ("service", "status", "detail"):
+        services.add_column(name, no_wrap=name != "detail")
+    for name, svc in board["services"].items():
+        shown = svc["status"] if svc["monitored"] else "not monitored"
+        services.add_row(escape(name), f"[{_STYLE[svc['status']]}]{shown}[/]", escape(svc["detail"]))
+    console.print(services)
+    metrics = Table(box=None, pad_edge=False, title="metrics", title_justify="left")
+    for name in ("metric", "value", "source"):
+        metrics.add_column(name, no_wrap=True)
+    for name, value in board["metrics"].items():
+        shown = "-" if value is None else f"{value:g} {_UNITS.get(name, '')}".strip()
+        metrics.add_row(name, shown, board["metricSources"][name] or "not measured")
+    console.print(metrics)
+    for note in board["notes"]:
+        console.print(f"note: {note}")

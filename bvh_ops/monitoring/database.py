@@ -10,6 +10,7 @@ member of ``pg_monitor``.
 
 from __future__ import annotations
 
+import re
 import time
 
 import psycopg
@@ -67,7 +68,19 @@ def _connections(conn, limits: Limits) -> list[Check]:
     pct = 100.0 * used / maximum
     status = above(pct, limits.connections_warning_percent, limits.connections_critical_percent)
     return [Check("database.connections", SERVICE, status, round(pct, 1), "%",
-                  f"{used} of max_connections {maximum} client connections")]
+                  CONNECTIONS_DETAIL.format(used=used, maximum=maximum))]
+
+
+# The connections check's value is a share of max_connections; its detail carries the count, which
+# the dashboard reports as the runbook's databaseConnections (``connections_in_use``).
+CONNECTIONS_DETAIL = "{used} of max_connections {maximum} client connections"
+_CONNECTIONS_USED = re.compile(r"^(\d+) of max_connections \d+ client connections$")
+
+
+def connections_in_use(check: Check) -> int | None:
+    """The client connections counted by a ``database.connections`` check, or None (not measured)."""
+    match = _CONNECTIONS_USED.match(check.detail) if check.name == "database.connections" else None
+    return int(match.group(1)) if match else None
 
 
 def _session_check(conn, name: str, since: str, where: str, warn: float, crit: float, what: str) -> Check:
