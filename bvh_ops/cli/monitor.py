@@ -1,8 +1,9 @@
-"""Monitoring: health-check (one probe cycle) and status (the runbook's HealthDashboard from one
-cycle)."""
+"""Monitoring: health-check (one probe cycle, as a table, JSON or Prometheus text) and status (the
+runbook's HealthDashboard from one cycle)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -17,14 +18,23 @@ _STYLE = {"ok": "green", "warning": "yellow", "unknown": "magenta", "critical": 
 
 @app.command("health-check")
 def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print {status, checked_at, checks} as JSON")]
+                 = False,
+                 prometheus: Annotated[bool, typer.Option("--prometheus",
+                                                          help="Print the Prometheus text exposition format")]
                  = False) -> None:
     """Run every configured probe once (HTTP endpoints, database, cache, host, backups); exit 0
     healthy, 1 warning (or a check that could not run: unknown), 2 critical."""
     from bvh_ops.monitoring.cycle import run_cycle
     from bvh_ops.monitoring.results import exit_code
 
+    if as_json and prometheus:
+        raise typer.BadParameter("choose one of --json and --prometheus")
     result = run_cycle(cli_settings())
-    if as_json:
+    if prometheus:
+        from bvh_ops.monitoring.exposition import render
+
+        sys.stdout.write(render(result))
+    elif as_json:
         emit_json(result.to_json())
     else:
         table = Table(box=None, pad_edge=False)

@@ -1,4 +1,4 @@
-"""`bvh-ops status --json` (the runbook's HealthDashboard) against
+"""`bvh-ops status --json` (the runbook's HealthDashboard) and `health-check --prometheus` against
 real components: the sample platform over HTTP on its own database, the embedded PostgreSQL probed
 directly. The dashboard has every key, numbers where something measured them and null where not,
 no invented uptime; the platform's database fault turns the api service and the system critical,
@@ -11,6 +11,7 @@ import signal
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bvh_ops.demo.platform import serve_platform
 from bvh_ops.demo.sample import load_sample
@@ -118,3 +119,17 @@ def test_database_fault_makes_api_and_system_critical_and_recovery_clears_it(pla
                              "status healthy after the fault is cleared", timeout=60)
     assert code == 0 and board["services"]["api"]["status"] == "ok"
 
+
+def test_health_check_prometheus_carries_every_check(platform, pg):
+    proc = run_cli("health-check", "--prometheus", env=env(platform, pg), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    families = {f.name: f for f in text_string_to_metric_families(proc.stdout)}
+    names = {s.labels["name"] for s in families["bvh_ops_check_status"].samples}
+    assert {"api-health", "api-status", "api-metrics", "database.reachable", "database.connections",
+            "host.cpu", "host.memory"} <= names
+    assert all(s.value == 0 for s in families["bvh_ops_check_status"].samples)
+    assert families["bvh_ops_system_status"].samples[0].value == 0
+    assert families["bvh_ops_cycle_seconds"].samples[0].value > 0
+
+    json_run = run_cli("health-check", "--json", env=env(platform, pg), timeout=120)
+    assert {c["name"] for c in json.loads(json_run.stdout)["checks"]} == names  # the same checks, every one
