@@ -28,7 +28,9 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print {st
     from bvh_ops.monitoring.results import exit_code
 
     if as_json and prometheus:
-        raise typer.BadParameter("choose one of --json and --prometheus")
+        from bvh_ops.errors import ConfigError
+
+        raise ConfigError("health-check: choose one of --json and --prometheus")
     result = run_cycle(cli_settings())
     if prometheus:
         from bvh_ops.monitoring.exposition import render

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bvh_ops.demo.platform import serve_platform
 from bvh_ops.demo.sample import load_sample
 from bvh_ops.pg.catalog import create_database
-from tests.integration.cli import run_cli
+from tests.integration.cli import assert_one_line_error, run_cli
 from tests.waiting import wait_until
 
 DB = "status_sample"
@@ -133,3 +133,8 @@ def test_health_check_prometheus_carries_every_check(platform, pg):
 
     json_run = run_cli("health-check", "--json", env=env(platform, pg), timeout=120)
     assert {c["name"] for c in json.loads(json_run.stdout)["checks"]} == names  # the same checks, every one
+
+
+def test_json_and_prometheus_together_are_refused_in_one_line():
+    assert_one_line_error(run_cli("health-check", "--json", "--prometheus", timeout=120),
+                          "choose one of --json and --prometheus")
