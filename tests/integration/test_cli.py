@@ -125,3 +125,15 @@ def test_keygen_refuses_a_dangling_identity_symlink(tmp_path):
     proc = run_cli("keygen", str(tmp_path))
     assert_one_line_error(proc, "identity.key already exists (a symbolic link)")
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "recipient.pub").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("restore", "latest", "--jobs", "0"), "--jobs"),
+    (("backup", "--no-such-option"), "No such option"),
+    (("no-such-command",), "No such command"),
+])
+def test_usage_errors_exit_2_without_a_traceback(args, needle):
+    """typer >= 0.29 raises its own copy of click's exceptions: still a usage message, exit 2."""
+    proc = run_cli(*args, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and needle in proc.stderr
