@@ -172,6 +172,8 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         summary.add_row("DR drill", f"{'PASSED' if drill['passed'] else 'FAILED'}: RTO {drill['rto_seconds']} s, "
                                     f"RPO {drill['rpo_seconds']} s, "
                                     f"{sum(c['status'] == 'passed' for c in drill['checks'])}/{len(drill['checks'])} checks")
+        mon_ok, mon_row = _monitoring(cluster, state, console)
+        summary.add_row("monitoring", mon_row)
         summary.add_row("repository", str(settings.repository))
         summary.add_row("total time", f"{time.monotonic() - t_start:.0f} s")
         console.print(summary)
@@ -179,7 +181,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
             "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok
+        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok
     finally:
         if not keep_running:
             cluster.stop()
@@ -265,3 +267,57 @@ def _repair_wallets(restored_dsn: str, source_dsn: str) -> int:
         dst.autocommit = True
         switch_wal_and_wait(dst, timeout=60)
     return n
+
+
+def _monitoring(cluster, state: Path, console: Console) -> tuple[bool, str]:
+    """The sample platform (the lottery API over the demo database) under load, watched by
+    bvh-ops's probes: healthy → the database becomes unreachable for the API → the probes say
+    critical → it comes back → healthy again."""
+    from bvh_ops.config import load_settings
+    from bvh_ops.demo.platform import WorkloadDriver, serve_platform
+    from bvh_ops.monitoring.cycle import run_cycle
+    from bvh_ops.monitoring.results import Status
+
+    t = _step(console, "starting the sample platform (lottery API + Redis cache) with load, and probing it")
+    platform = serve_platform(cluster.dsn(DEMO_DB), "127.0.0.1", 0, state / "platform.jsonl", window_s=5)
+    try:
+        settings = load_settings(endpoints=[
+            {"name": "api-health", "service": "api", "url": platform.url + "/api/health",
+             "conditions": ["[STATUS] == 200", "[BODY].status == healthy", "[RESPONSE_TIME] < 1000"]},
+            {"name": "api-metrics", "service": "api", "url": platform.url + "/api/metrics",
+             "conditions": ["[STATUS] == 200", "[BODY].system.errorRate < 1"]},
+        ])
+
+        def api() -> tuple[Status, str]:
+            cycle = run_cycle(settings)
+            mine = [c for c in cycle.checks if c.service == "api"]
+            worst = max(mine, key=lambda c: ("ok", "warning", "unknown", "critical").index(str(c.status)))
+            others = ", ".join(f"{sv} {st}" for sv, st in sorted(
+                {c.service: str(c.status) for c in cycle.checks if c.status is not Status.OK}.items()))
+            return worst.status, (f"api {worst.status} ({worst.name}: {worst.detail}); "
+                                  f"{'not ok: ' + others if others else 'every check ok'}")
+
+        def until(want: Status, limit: float = 60.0) -> str:
+            deadline = time.monotonic() + limit
+            while True:
+                status, line = api()
+                if status is want or time.monotonic() > deadline:
+                    return line if status is want else f"still {status} after {limit:.0f} s: {line}"
+                time.sleep(0.5)
+
+        with WorkloadDriver(platform.url, rate=20, threads=2, users=100):
+            before = until(Status.OK)
+            _done(console, t, f"before: {before}")
+            t = _step(console, "incident: the platform loses its database (fault injected for a while)")
+            platform.set_faults(db_down=True)
+            during = until(Status.CRITICAL)
+            _done(console, t, f"during: {during}")
+            t = _step(console, "recovery: the database is back")
+            platform.set_faults()
+            after = until(Status.OK)
+            _done(console, t, f"after: {after}")
+        ok = all(not x.startswith("still") for x in (before, during, after))
+        return ok, ("OK: healthy → critical while the API had no database → healthy again"
+                    if ok else "FAILED: " + "; ".join(x for x in (before, during, after) if x.startswith("still")))
+    finally:
+        platform.stop()
