@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bvh_ops.config import Settings
 from bvh_ops.monitoring.web import create_app
+from bvh_ops.pg.cluster import free_port
+from tests.integration.cli import assert_one_line_error, run_cli
 from tests.waiting import wait_until
 
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -209,3 +213,44 @@ def test_headless_chromium_shows_the_status(dash, tmp_path: Path):
     dom = proc.stdout
     assert 'id="system-status"' in dom and ">critical<" in dom
     assert "svc-ok" in dom and "<svg" in dom
+
+
+def test_cli_refuses_a_non_loopback_bind_without_a_token(tmp_path):
+    proc = run_cli("dashboard", "--host", "0.0.0.0", "--port", "1", timeout=120)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "requires a token", "--token-file")
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    proc = run_cli("dashboard", "--host", "0.0.0.0", "--token-file", str(empty), timeout=120)
+    assert_one_line_error(proc, "is empty")
+    assert TOKEN not in proc.stderr
+
+
+def test_cli_serves_in_the_foreground_until_sigterm(target, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")}
+    env["BVH_OPS_ENDPOINTS"] = json.dumps([{"name": "svc-ok", "service": "api", "url": f"{target}/ok"}])
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.cli", "dashboard", "--port", str(port),
+                             "--token-file", str(token_file)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line and TOKEN not in line, line
+        url = f"http://127.0.0.1:{port}/api/health"
+
+        def healthy():
+            try:
+                r = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+            except httpx.TransportError:
+                return False
+            return r.status_code == 200 and r.json()["services"]["api"] == "healthy"
+
+        wait_until(healthy, "the CLI's dashboard answering", timeout=120)
+        assert httpx.get(url, timeout=10).status_code == 401  # a token given: required on loopback too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert "Traceback" not in err, err
