@@ -1,9 +1,10 @@
-"""Monitoring: health-check (one probe cycle, as a table, JSON or Prometheus text) and status (the
-runbook's HealthDashboard from one cycle)."""
+"""Monitoring: health-check (one probe cycle, as a table, JSON or Prometheus text), status (the
+runbook's HealthDashboard from one cycle) and dashboard (the live dashboard server)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -105,3 +106,30 @@ def _print_dashboard(board: dict) -> None:
     console.print(metrics)
     for note in board["notes"]:
         console.print(f"note: {note}")
+
+
+@app.command("dashboard")
+def dashboard_cmd(host: Annotated[str, typer.Option("--host", help="Address to bind (a token is required "
+                                                                    "unless it is loopback)")] = "127.0.0.1",
+                  port: Annotated[int, typer.Option("--port", help="TCP port")] = 8765,
+                  token_file: Annotated[Path | None, typer.Option("--token-file",
+                                                                  help="File holding the access token")] = None) -> None:
+    """Serve the live health dashboard (HTML page, /api/health, /api/health/detailed, /api/metrics,
+    /api/status, /metrics) in the foreground, a probe cycle every monitor_interval_seconds; stops
+    on SIGINT/SIGTERM. Read-only; a non-loopback bind requires --token-file."""
+    from bvh_ops.errors import ConfigError
+    from bvh_ops.monitoring.web import check_bind, serve
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"dashboard: cannot read --token-file {token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise ConfigError(f"dashboard: --token-file {token_file} is empty")
+    check_bind(host, token)
+    settings = cli_settings()
+    serve(settings, host, port, token=token,
+          on_started=lambda url: out.print(f"dashboard: {url} (Ctrl-C or SIGTERM stops it)", markup=False,
+                                           highlight=False))

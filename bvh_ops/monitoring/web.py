@@ -1,0 +1,380 @@
+"""The live health dashboard: a Starlette app (``bvh-ops dashboard``).
+
+A background task runs a probe cycle at start and then every ``monitor_interval_seconds``; the
+latest cycle answers the runbook's monitoring endpoints (section 10), ``/metrics`` (Prometheus
+text) and ``/``, an HTML page with inline SVG charts (no CDN, no JavaScript library) that
+refreshes itself. Recent cycles stay in a bounded ring buffer (``MemoryHistory``, two hours at the
+interval) that feeds the charts when no ``history`` (the ops-database samples) is given; uptime
+per service comes only from ``history`` (a 24 h / 7 d / 30 d SLA figure cannot come from two hours
+in memory) and is shown as unavailable without it.
+
+Read-only: every route is GET (HEAD too); anything else is 405. With a ``token``, every request
+needs ``Authorization: Bearer <token>``, ``?token=<token>`` (which also sets an HttpOnly cookie so
+the page's own links and refresh keep working without the token in the page) or that cookie,
+compared in constant time. ``check_bind`` refuses a non-loopback bind without a token. No
+setting (DSN, token) is ever rendered: pages show check results, whose details carry no secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import math
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from bvh_ops.config import Settings
+from bvh_ops.errors import ConfigError
+from bvh_ops.monitoring import exposition
+from bvh_ops.monitoring.charts import svg_line_chart
+from bvh_ops.monitoring.cycle import CycleResult, run_cycle
+from bvh_ops.monitoring.history import History, MemoryHistory
+from bvh_ops.monitoring.platform_metrics import fetch_platform_metrics, metrics_endpoint
+from bvh_ops.monitoring.results import Status
+from bvh_ops.monitoring.status import SYSTEM_STATUS, dashboard
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+BUFFER_SECONDS = 2 * 3600
+WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "2h": timedelta(hours=2)}
+UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+COOKIE = "bvh_ops_dashboard_token"
+NO_HISTORY = "no sample history connected (the ops-database samples are not plugged in yet)"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse (one line) to serve a non-loopback address without a token."""
+    if host not in LOOPBACK and not token:
+        raise ConfigError(f"dashboard: binding to {host} (not loopback) requires a token: "
+                          "give --token-file FILE (a file holding the token), or bind 127.0.0.1")
+
+
+class State:
+    """The latest cycle, its dashboard dict, and the recent cycles."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.cycle: CycleResult | None = None
+        self.board: dict | None = None
+        self.memory = MemoryHistory(maxlen)
+        self.cycles_run = 0
+        self.last_error = ""
+
+
+async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on a daemon thread: a probe stuck past shutdown must not hold the process."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def settle(value: Any, exc: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(exc) if exc is not None else fut.set_result(value)
+
+    def run() -> None:
+        try:
+            value, exc = fn(), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            value, exc = None, e
+        try:
+            loop.call_soon_threadsafe(settle, value, exc)
+        except RuntimeError:  # the loop closed while we ran (shutdown)
+            pass
+
+    threading.Thread(target=run, name="dashboard-cycle", daemon=True).start()
+    return await fut
+
+
+def create_app(settings: Settings, *, history: History | None = None, token: str | None = None,
+               clock: Callable[[], datetime] = utcnow) -> Starlette:
+    interval = float(settings.monitor_interval_seconds)
+    state = State(math.ceil(BUFFER_SECONDS / interval) + 1)
+    metrics_ep = metrics_endpoint(settings.endpoints)
+
+    def one_cycle() -> tuple[CycleResult, dict]:
+        cycle = run_cycle(settings, clock())
+        body, why = fetch_platform_metrics(metrics_ep) if metrics_ep is not None else (None, "")
+        board = dashboard(cycle, platform_metrics=body, history=None)
+        if why:
+            board["notes"].append(f"platform metrics unavailable: {why}")
+        return cycle, board
+
+    async def loop() -> None:
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                cycle, board = await _in_daemon_thread(one_cycle)
+            except Exception as exc:  # noqa: BLE001 - a bug in one cycle must not stop the dashboard
+                state.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                sys.stderr.write(f"dashboard: probe cycle failed: {state.last_error}\n")
+            else:
+                state.memory.add(cycle)
+                state.cycle, state.board, state.last_error = cycle, board, ""
+                state.cycles_run += 1
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, interval - elapsed))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def starting() -> JSONResponse:
+        return JSONResponse({"status": "starting", "detail": state.last_error or "the first probe cycle is running"},
+                            status_code=503, headers={"Retry-After": str(max(1, int(interval)))})
+
+    def status_board() -> dict:
+        board = dict(state.board or {})
+        board["uptime"] = uptime(history, list(board.get("services", {})), clock())
+        board["notes"] = [n for n in board.get("notes", []) if not n.startswith("uptime:")]
+        if history is None:
+            board["notes"].append(f"uptime: {NO_HISTORY}")
+        return board
+
+    async def api_health(request: Request) -> Response:
+        if state.board is None:
+            return starting()
+        board = state.board
+        return JSONResponse({
+            "status": board["systemStatus"], "timestamp": board["checkedAt"],
+            "services": {name: service_word(svc) for name, svc in board["services"].items()},
+            "metrics": {k: board["metrics"].get(k) for k in ("responseTime", "uptime", "activeUsers")}})
+
+    async def api_health_detailed(request: Request) -> Response:
+        if state.cycle is None or state.board is None:
+            return starting()
+        return JSONResponse({"status": state.board["systemStatus"], "timestamp": state.board["checkedAt"],
+                             "checks": [c.to_json() for c in state.cycle.checks],
+                             "notMonitored": state.cycle.not_monitored,
+                             "services": {n: service_word(s) for n, s in state.board["services"].items()}})
+
+    async def api_metrics(request: Request) -> Response:
+        if state.board is None:
+            return starting()
+        return JSONResponse({"timestamp": state.board["checkedAt"], "system": state.board["metrics"],
+                             "sources": state.board["metricSources"]})
+
+    async def api_status(request: Request) -> Response:
+        if state.board is None:
+            return starting()
+        return JSONResponse(status_board())
+
+    async def prometheus(request: Request) -> Response:
+        if state.cycle is None:
+            return Response("# no probe cycle has finished yet\n", status_code=503, media_type="text/plain")
+        return Response(exposition.render(state.cycle), media_type=exposition.CONTENT_TYPE)
+
+    async def page(request: Request) -> Response:
+        window = request.query_params.get("window", "15m")
+        window = window if window in WINDOWS else "15m"
+        if state.board is None or state.cycle is None:
+            body = (f"<h1>bvh-ops health dashboard</h1><p class='status'>starting: "
+                    f"{html.escape(state.last_error or 'the first probe cycle is running')}</p>")
+            return HTMLResponse(_html(body, refresh=2), status_code=503)
+        now = clock()
+        source = history if history is not None else state.memory
+        body = render_page(status_board(), state.cycle, settings, source, window, now, interval,
+                           history_is_memory=history is None)
+        return HTMLResponse(_html(body, refresh=max(5, int(interval))))
+
+    routes = [Route("/", page, methods=["GET"]),
+              Route("/api/health", api_health, methods=["GET"]),
+              Route("/api/health/detailed", api_health_detailed, methods=["GET"]),
+              Route("/api/metrics", api_metrics, methods=["GET"]),
+              Route("/api/status", api_status, methods=["GET"]),
+              Route("/metrics", prometheus, methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.dashboard = state
+    if token:
+        return TokenGate(app, token)  # type: ignore[return-value]
+    return app
+
+
+class TokenGate:
+    """ASGI middleware: every HTTP request must carry the token (header, query or cookie)."""
+
+    def __init__(self, app: Starlette, token: str) -> None:
+        self.app, self.token = app, token.encode()
+        self.state = app.state
+
+    def _given(self, scope: dict) -> tuple[bytes | None, bool]:
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            return auth[7:].strip(), False
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if query.get("token"):
+            return query["token"][0].encode(), True
+        cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+        if COOKIE in cookie:
+            return cookie[COOKIE].value.encode(), False
+        return None, False
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given, from_query = self._given(scope)
+        if given is None or not hmac.compare_digest(given, self.token):
+            response = JSONResponse({"error": "unauthorized: give Authorization: Bearer <token> or ?token="},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        if not from_query:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message) -> None:
+            if message["type"] == "http.response.start":
+                cookie = (f"{COOKIE}={self.token.decode()}; HttpOnly; SameSite=Strict; Path=/").encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def service_word(svc: dict) -> str:
+    """A service in the runbook's words (healthy | warning | critical); not monitored says so."""
+    return SYSTEM_STATUS[Status(svc["status"])] if svc.get("monitored") else "not monitored"
+
+
+def uptime(history: History | None, services: list[str], now: datetime) -> dict[str, dict]:
+    """HealthDashboard.uptime: per service, the percentage up over 24 h / 7 d / 30 d from history."""
+    out: dict[str, dict] = {}
+    for name in services:
+        if history is None:
+            out[name] = {**dict.fromkeys(UPTIME_WINDOWS), "available": False, "reason": NO_HISTORY}
+            continue
+        try:
+            figures = {w: history.uptime(name, now - d, now) for w, d in UPTIME_WINDOWS.items()}
+        except Exception as exc:  # noqa: BLE001 - the ops database being down is reported, not fatal
+            out[name] = {**dict.fromkeys(UPTIME_WINDOWS), "available": False,
+                         "reason": f"history unavailable: {type(exc).__name__}: {str(exc)[:200]}"}
+            continue
+        out[name] = {**figures, "available": True, "reason": ""}
+    return out
+
+
+# -- the HTML page -------------------------------------------------------------------------------
+
+_COLORS = {"ok": "#1a7f37", "healthy": "#1a7f37", "warning": "#9a6700", "unknown": "#8250df",
+           "critical": "#cf222e", "not monitored": "#6e7781"}
+_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#1f2328}
+table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border-bottom:1px solid #ddd;padding:3px 8px;
+text-align:left;vertical-align:top}h1{margin-bottom:.2em}.status{font-weight:bold}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#6e7781}"""
+_UNITS = {"responseTime": "ms", "memoryUsage": "%", "cpuUsage": "%", "errorRate": "%", "uptime": "%"}
+
+
+def _html(body: str, *, refresh: int) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='refresh' content='{refresh}'><title>bvh-ops health dashboard</title>"
+            f"<style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def _badge(word: str) -> str:
+    return f"<span class='status' style='color:{_COLORS.get(word, '#1f2328')}'>{html.escape(word)}</span>"
+
+
+def _value(v: object, unit: str = "") -> str:
+    if v is None:
+        return "<span class='muted'>not measured</span>"
+    return html.escape(f"{v:g} {unit}".strip() if isinstance(v, int | float) else str(v))
+
+
+def render_page(board: dict, cycle: CycleResult, settings: Settings, source: History, window: str,
+                now: datetime, interval: float, *, history_is_memory: bool) -> str:
+    e = html.escape
+    parts = [f"<h1>bvh-ops health dashboard</h1><p>System status: <span id='system-status'>"
+             f"{_badge(board['systemStatus'])}</span> <span class='muted'>checked at {e(board['checkedAt'])}"
+             f" · {len(cycle.checks)} checks · a probe cycle every {interval:g} s</span></p>"]
+    # services
+    rows = "".join(f"<tr><td>{e(name)}</td><td>{_badge(service_word(svc))}</td><td>{e(str(svc['detail']))}</td></tr>"
+                   for name, svc in board["services"].items())
+    parts.append(f"<h2>Services</h2><table><tr><th>service</th><th>status</th><th>detail</th></tr>{rows}</table>")
+    # metrics
+    rows = "".join(f"<tr><td>{e(k)}</td><td>{_value(v, _UNITS.get(k, ''))}</td>"
+                   f"<td class='muted'>{e(board['metricSources'].get(k) or '')}</td></tr>"
+                   for k, v in board["metrics"].items())
+    parts.append(f"<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>source</th></tr>{rows}</table>")
+    # backups and drills
+    backups = [c for c in cycle.checks if c.service == "backups"]
+    if backups:
+        rows = "".join(f"<tr><td>{e(c.name)}</td><td>{_badge(str(c.status))}</td><td>{_value(c.value, c.unit)}</td>"
+                       f"<td>{e(c.detail)}</td></tr>" for c in backups)
+        table = f"<table><tr><th>check</th><th>status</th><th>value</th><th>detail</th></tr>{rows}</table>"
+    else:
+        table = f"<p class='muted'>{e(str(board['services'].get('backups', {}).get('detail', 'not monitored')))}</p>"
+    parts.append(f"<h2>Backups and drills</h2>{table}")
+    # alerts
+    parts.append("<h2>Alerts</h2><p class='muted'>No active alerts: alerting is not built yet, "
+                 "so nothing can fire.</p>")
+    # uptime
+    rows = []
+    for name, up in board["uptime"].items():
+        if up.get("available"):
+            cells = "".join(f"<td>{_value(up[w], '%')}</td>" for w in UPTIME_WINDOWS)
+        else:
+            cells = f"<td colspan='{len(UPTIME_WINDOWS)}' class='muted'>unavailable: {e(up.get('reason', ''))}</td>"
+        rows.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
+    heads = "".join(f"<th>{w}</th>" for w in UPTIME_WINDOWS)
+    parts.append(f"<h2>Uptime (SLA 99.9 %)</h2><table><tr><th>service</th>{heads}</tr>{''.join(rows)}</table>")
+    # charts
+    links = " · ".join(f"<b>{w}</b>" if w == window else f"<a href='?window={w}'>{w}</a>" for w in WINDOWS)
+    since = now - WINDOWS[window]
+    span = (since.timestamp(), now.timestamp())
+    charts = []
+    for ep in settings.endpoints:
+        charts.append(_chart(source, ep.name, since, now, span, f"response time: {ep.name}", "ms", None))
+    charts.append(_chart(source, "host.cpu", since, now, span, "CPU", "%", 100.0))
+    charts.append(_chart(source, "host.memory", since, now, span, "memory", "%", 100.0))
+    where = "recent cycles kept in memory (up to 2 h)" if history_is_memory else "the sample history"
+    parts.append(f"<h2>Charts</h2><p>Window: {links} <span class='muted'>(from {where})</span></p>"
+                 f"<div class='charts'>{''.join(charts)}</div>")
+    if board.get("notes"):
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in board["notes"]) + "</ul>")
+    return "".join(parts)
+
+
+def _chart(source: History, name: str, since: datetime, until: datetime, span: tuple[float, float],
+           title: str, unit: str, y_max: float | None) -> str:
+    try:
+        points = [(t.timestamp(), v) for t, v in source.series(name, since, until)]
+    except Exception as exc:  # noqa: BLE001 - history down: say so where the chart would be
+        return f"<p class='muted'>{html.escape(title)}: history unavailable ({html.escape(type(exc).__name__)})</p>"
+    return svg_line_chart(points, 420, 140, title=title, unit=unit, x_range=span, y_max=y_max)
+
+
+def serve(settings: Settings, host: str, port: int, *, token: str | None = None, history: History | None = None,
+          on_started: Callable[[str], None] | None = None) -> None:
+    """Serve the dashboard in the foreground until SIGINT/SIGTERM (uvicorn's handlers)."""
+    import uvicorn
+
+    check_bind(host, token)
+    config = uvicorn.Config(create_app(settings, history=history, token=token), host=host, port=port,
+                            log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    if on_started is not None:
+        shown = f"[{host}]" if ":" in host else host
+        on_started(f"http://{shown}:{port}/")
+    server.run()
