@@ -133,3 +133,48 @@ def dashboard_cmd(host: Annotated[str, typer.Option("--host", help="Address to b
     serve(settings, host, port, token=token,
           on_started=lambda url: out.print(f"dashboard: {url} (Ctrl-C or SIGTERM stops it)", markup=False,
                                            highlight=False))
+
+
+@app.command("monitor")
+def monitor(interval: Annotated[float | None, typer.Option("--interval", min=0.05,
+                                                           help="Seconds between cycles (default "
+                                                                "monitor_interval_seconds)")] = None,
+            cycles: Annotated[int | None, typer.Option("--cycles", min=1, help="Stop after N cycles")] = None) -> None:
+    """Run the probe cycle in the foreground every interval, recording each cycle's samples into
+    the ops database (ops_database_url, or the running embedded one: never started here); rolls
+    up hourly, applies retention daily. SIGTERM/SIGINT finish the current cycle and exit 0."""
+    import signal
+    import threading
+
+    from bvh_ops.monitoring.cycle import run_cycle
+    from bvh_ops.monitoring.loop import History, run_monitor
+    from bvh_ops.opsdb.database import running_dsn
+
+    settings = cli_settings()
+    every = settings.monitor_interval_seconds if interval is None else interval
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    history = History(lambda: running_dsn(settings))
+
+    def report(result, problem: str | None) -> None:
+        bad = ", ".join(f"{c.name} {c.status}" for c in result.checks if c.status != "ok")
+        line = (f"{result.checked_at:%Y-%m-%d %H:%M:%S} UTC {result.status} ({len(result.checks)} checks, "
+                f"{result.wall_seconds:.2f} s)" + (f"; not ok: {bad}" if bad else ""))
+        sys.stdout.write(line + "\n")
+        for done in history.maintenance:
+            sys.stdout.write(f"history: {done}\n")
+        if problem is not None:
+            sys.stdout.write(f"history unavailable: {problem}\n")
+        sys.stdout.flush()
+
+    sys.stdout.write(f"monitoring every {every:g} s" + (f" for {cycles} cycles" if cycles else "") +
+                     " (SIGTERM or Ctrl-C stops after the current cycle)\n")
+    sys.stdout.flush()
+    try:
+        done = run_monitor(lambda: run_cycle(settings), history, interval=every, cycles=cycles, stop=stop,
+                           report=report)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.stdout.write(f"stopped after {done} cycle(s)\n")
+    raise typer.Exit(0)

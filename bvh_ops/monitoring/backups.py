@@ -12,7 +12,6 @@ the state directory when it is up); a health check never starts it. It is querie
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -23,7 +22,7 @@ from bvh_ops.errors import BvhOpsError
 from bvh_ops.monitoring import thresholds
 from bvh_ops.monitoring.results import Check, Status
 from bvh_ops.monitoring.thresholds import Limits
-from bvh_ops.pg.cluster import EmbeddedCluster
+from bvh_ops.opsdb.database import running_dsn
 from bvh_ops.pg.conn import connect_error
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import BackupRecord
@@ -88,15 +87,7 @@ def _wal_check(archive: dict, now: datetime, limits: Limits) -> Check:
 
 def ops_dsn(settings: Settings) -> str | None:
     """The ops database's DSN where it runs now; None when it would have to be started."""
-    if settings.ops_database_url is not None:
-        return settings.ops_database_url.get_secret_value()
-    cluster = EmbeddedCluster(Path(settings.state_dir).resolve() / "pg")
-    if cluster.initialized() and cluster.is_running():
-        try:
-            return cluster.dsn("bvh_ops")
-        except OSError:
-            return None
-    return None
+    return running_dsn(settings)
 
 
 def _drill_check(settings: Settings, now: datetime, limits: Limits) -> Check:

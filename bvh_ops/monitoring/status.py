@@ -14,8 +14,9 @@ Decisions, so a reader of ``bvh-ops status`` knows what each word means:
   ``monitored: false``** and a detail saying why: not monitored is never healthy.
 - ``metrics`` uses SystemMetrics' field names; a number appears only where one was measured,
   otherwise null (never invented). ``metricSources`` names where each came from.
-- ``alerts`` is empty because alerting is not built yet; ``uptime`` is unavailable because no
-  sample history is kept yet. ``notes`` says both.
+- ``alerts`` is empty because alerting is not built yet; ``uptime`` is unavailable because
+  status does not read the samples ``bvh-ops monitor`` keeps (monitoring.store.uptime) yet.
+  ``notes`` says both.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SYSTEM_METRICS = ("responseTime", "memoryUsage", "cpuUsage", "activeUsers", "dat
 # Only the platform itself knows these (its sessions, its request window, its own availability).
 PLATFORM_ONLY = ("activeUsers", "errorRate", "uptime")
 PLATFORM_SOURCE = "platform /api/metrics"
-NO_HISTORY = "no sample history yet (ops database samples not built)"
+NO_HISTORY = "status does not read the sample history yet (bvh-ops monitor records it in the ops database)"
 NOTES = (
     "alerts: alerting is not built yet, so nothing can fire; the list stays empty until it is",
     f"uptime: {NO_HISTORY}; no 24h/7d/30d figure is shown rather than one that was not measured",

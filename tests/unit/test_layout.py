@@ -70,7 +70,7 @@ def test_no_import_cycles_between_packages():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
 
 
-@pytest.mark.parametrize("package", ["repository", "storage", "pg", *sorted(CORE)])
+@pytest.mark.parametrize("package", ["repository", "storage", "pg", "opsdb", *sorted(CORE)])
 def test_lower_layers_import_no_procedure(package):
     bad = sorted(GRAPH.get(package, set()) & PROCEDURES)
     assert not bad, f"{package} imports procedure packages {bad}"

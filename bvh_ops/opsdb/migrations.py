@@ -1,0 +1,182 @@
+"""Versioned migrations of the ops database: an ordered list of (version, description, SQL), the
+applied ones recorded in ``ops.schema_migrations``. ``migrate`` applies the missing ones in one
+transaction under an advisory lock, so two commands starting at once cannot both apply one.
+
+Migration 1 is exactly the drills schema the drill code used to create on every call (CREATE ...
+IF NOT EXISTS), so a database made before migrations existed upgrades in place. Never edit an
+applied migration: add the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from bvh_ops.errors import DatabaseError
+
+# pg_advisory_xact_lock key: "bvhmigr" in ASCII, any constant the other users of the database avoid.
+LOCK_KEY = 0x62766868_6D696772
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+DRILLS_SQL = """
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE TABLE IF NOT EXISTS ops.drills (
+    drill_id text PRIMARY KEY,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    backup_id text,
+    mode text NOT NULL,
+    passed boolean NOT NULL,
+    rto_seconds double precision,
+    rpo_seconds double precision,
+    rto_objective_seconds double precision NOT NULL,
+    rpo_objective_seconds double precision NOT NULL,
+    report jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops.drill_checks (
+    drill_id text NOT NULL REFERENCES ops.drills (drill_id) ON DELETE CASCADE,
+    name text NOT NULL,
+    status text NOT NULL CHECK (status IN ('passed', 'failed', 'not_verified')),
+    detail text NOT NULL DEFAULT '',
+    PRIMARY KEY (drill_id, name)
+);
+"""
+
+# Raw samples, one daily partition per UTC day (named samples_YYYYMMDD, so retention can read the
+# day from the name); the writer creates today's and the next days' partitions ahead through
+# ops.ensure_sample_partitions. status: 0 ok, 1 warning, 2 unknown, 3 critical (the Prometheus
+# exposition's numbers). No detail column: details may carry host names.
+SAMPLES_SQL = """
+CREATE TABLE ops.samples (
+    at timestamptz NOT NULL,
+    name text NOT NULL,
+    service text NOT NULL,
+    status smallint NOT NULL CHECK (status BETWEEN 0 AND 3),
+    value double precision,
+    unit text NOT NULL DEFAULT ''
+) PARTITION BY RANGE (at);
+CREATE INDEX samples_name_at ON ops.samples (name, at);
+CREATE INDEX samples_service_at ON ops.samples (service, at);
+
+CREATE FUNCTION ops.ensure_sample_partitions(first_day date, days integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    d date;
+BEGIN
+    FOR i IN 0 .. days - 1 LOOP
+        d := first_day + i;
+        -- the common case (it exists) costs one catalog lookup: no lock, no NOTICE
+        CONTINUE WHEN to_regclass('ops.samples_' || to_char(d, 'YYYYMMDD')) IS NOT NULL;
+        -- serialise writers creating the same partition (CREATE IF NOT EXISTS alone can race)
+        PERFORM pg_advisory_xact_lock(hashtext('ops.samples partitions'));
+        EXECUTE format(
+            'CREATE TABLE IF NOT EXISTS ops.%I PARTITION OF ops.samples FOR VALUES FROM (%L) TO (%L)',
+            'samples_' || to_char(d, 'YYYYMMDD'),
+            (d::timestamp AT TIME ZONE 'UTC'), ((d + 1)::timestamp AT TIME ZONE 'UTC'));
+    END LOOP;
+END $$;
+
+CREATE TABLE ops.samples_hourly (
+    hour timestamptz NOT NULL,
+    name text NOT NULL,
+    service text NOT NULL,
+    n integer NOT NULL,
+    ok integer NOT NULL,
+    warning integer NOT NULL,
+    unknown integer NOT NULL,
+    critical integer NOT NULL,
+    avg double precision,
+    min double precision,
+    max double precision,
+    p95 double precision,
+    PRIMARY KEY (hour, name, service)
+);
+CREATE INDEX samples_hourly_service ON ops.samples_hourly (service, hour);
+
+CREATE TABLE ops.samples_daily (
+    day date NOT NULL,
+    name text NOT NULL,
+    service text NOT NULL,
+    n integer NOT NULL,
+    ok integer NOT NULL,
+    warning integer NOT NULL,
+    unknown integer NOT NULL,
+    critical integer NOT NULL,
+    avg double precision,
+    min double precision,
+    max double precision,
+    p95 double precision,
+    PRIMARY KEY (day, name, service)
+);
+CREATE INDEX samples_daily_service ON ops.samples_daily (service, day);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "drills and their checks", DRILLS_SQL),
+    Migration(2, "monitoring samples (daily partitions) and hourly/daily rollups", SAMPLES_SQL),
+)
+
+LATEST = MIGRATIONS[-1].version
+
+_BOOKKEEPING_SQL = """
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE TABLE IF NOT EXISTS ops.schema_migrations (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def check_order(migrations: Sequence[Migration]) -> None:
+    """Versions are 1, 2, 3, ... in order, each described: a gap or a duplicate is a bug here."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(migrations) + 1)):
+        raise ValueError(f"migration versions must be 1..{len(migrations)} in order, got {versions}")
+    if any(not m.description.strip() or not m.sql.strip() for m in migrations):
+        raise ValueError("every migration needs a description and SQL")
+
+
+def plan(applied: Iterable[int], migrations: Sequence[Migration] = MIGRATIONS) -> list[Migration]:
+    """The migrations still to apply, in order (pure). A database at a version this code does not
+    know was migrated by a newer bvh-ops: refuse rather than write to a schema we do not know."""
+    check_order(migrations)
+    done = set(applied)
+    known = {m.version for m in migrations}
+    if unknown := sorted(done - known):
+        raise DatabaseError(f"the ops database has schema version(s) {unknown} this bvh-ops does not know "
+                            f"(it knows up to {migrations[-1].version if migrations else 0}): upgrade bvh-ops")
+    return [m for m in migrations if m.version not in done]
+
+
+def migrate(conn: psycopg.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the missing migrations in one transaction under an advisory lock; returns the
+    versions applied (empty when the schema was current). ``conn`` should have no transaction open
+    (autocommit, or idle): the transaction here commits on success and rolls back on failure."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute(_BOOKKEEPING_SQL)
+        applied = [r[0] for r in conn.execute("SELECT version FROM ops.schema_migrations").fetchall()]
+        todo = plan(applied, migrations)
+        for m in todo:
+            conn.execute(m.sql)
+            conn.execute("INSERT INTO ops.schema_migrations (version, description) VALUES (%s, %s)",
+                         (m.version, m.description))
+    return [m.version for m in todo]
+
+
+def schema_version(conn: psycopg.Connection) -> int | None:
+    """The newest applied version; None when the database was never migrated."""
+    row = conn.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL").fetchone()
+    if not row[0]:
+        return None
+    return conn.execute("SELECT max(version) FROM ops.schema_migrations").fetchone()[0]
