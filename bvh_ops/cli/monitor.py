@@ -75,6 +75,15 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the runbo
     board = dashboard(result, platform_metrics=body, history=None)
     if why:
         board["notes"].append(f"platform metrics unavailable: {why}")
+    from bvh_ops.opsdb.database import running_dsn
+
+    if running_dsn(settings):  # uptime from the samples `bvh-ops monitor` keeps
+        from bvh_ops.monitoring.history import OpsHistory
+        from bvh_ops.monitoring.web import uptime
+
+        board["uptime"] = uptime(OpsHistory(lambda: running_dsn(settings)), list(board["services"]),
+                                 result.checked_at)
+        board["notes"] = [n for n in board["notes"] if not n.startswith("uptime:")]
     if as_json:
         emit_json(board)
     else:
@@ -130,7 +139,16 @@ def dashboard_cmd(host: Annotated[str, typer.Option("--host", help="Address to b
             raise ConfigError(f"dashboard: --token-file {token_file} is empty")
     check_bind(host, token)
     settings = cli_settings()
-    serve(settings, host, port, token=token,
+    # Charts and uptime from the samples `bvh-ops monitor` keeps, where the ops database runs;
+    # otherwise from the dashboard's own recent cycles (uptime then unavailable).
+    from bvh_ops.monitoring.history import OpsHistory
+    from bvh_ops.opsdb.database import running_dsn
+
+    history = OpsHistory(lambda: running_dsn(settings)) if running_dsn(settings) else None
+    if history is None:
+        out.print("dashboard: the ops database is not running: charts from recent cycles only, uptime "
+                  "unavailable (bvh-ops opsdb start; bvh-ops monitor keeps the samples)", markup=False)
+    serve(settings, host, port, token=token, history=history,
           on_started=lambda url: out.print(f"dashboard: {url} (Ctrl-C or SIGTERM stops it)", markup=False,
                                            highlight=False))
 

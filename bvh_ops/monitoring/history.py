@@ -1,6 +1,6 @@
-"""Sample history as the dashboard reads it: a protocol, and an in-memory implementation over the
-dashboard's own recent cycles (a ring buffer). The ops-database store plugs in behind the same
-protocol later (an adapter holding its connection).
+"""Sample history as the dashboard reads it: a protocol, an in-memory implementation over the
+dashboard's own recent cycles (a ring buffer), and OpsHistory over the samples `bvh-ops monitor`
+keeps in the ops database.
 
 Series are by check name ("host.cpu", "host.memory", an endpoint's name), the names the store
 keeps. Uptime of a service over a window is the percentage of its samples that were not
@@ -11,7 +11,7 @@ is ``None``, never 100.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -56,4 +56,37 @@ class MemoryHistory:
                 down += 1
             elif status is not Status.UNKNOWN:
                 up += 1
+        return None if up + down == 0 else round(100.0 * up / (up + down), 3)
+
+
+class OpsHistory:
+    """History over the samples `bvh-ops monitor` keeps in the ops database (same semantics as
+    MemoryHistory: per cycle the service's worst status; critical is down, unknown counts neither
+    way). ``dsn`` is asked on every read: the ops database may come and go; when it is not
+    running a read raises and the dashboard says "history unavailable" where the figure goes."""
+
+    def __init__(self, dsn: Callable[[], str | None]) -> None:
+        self._dsn = dsn
+
+    def _connect(self):
+        from bvh_ops.errors import DatabaseUnavailable
+        from bvh_ops.pg.conn import connect
+
+        dsn = self._dsn()
+        if not dsn:
+            raise DatabaseUnavailable("the ops database is not running (bvh-ops opsdb start)")
+        return connect(dsn, autocommit=True)
+
+    def series(self, name: str, since: datetime, until: datetime) -> list[tuple[datetime, float]]:
+        from bvh_ops.monitoring.store import series
+
+        with self._connect() as conn:
+            return [(p.at, p.value) for p in series(conn, name, since, until) if p.value is not None]
+
+    def uptime(self, service: str, since: datetime, until: datetime) -> float | None:
+        with self._connect() as conn:
+            up, down = conn.execute(
+                "SELECT count(*) FILTER (WHERE worst <= 1), count(*) FILTER (WHERE worst = 3) FROM ("
+                " SELECT at, max(status) AS worst FROM ops.samples WHERE service = %s AND at >= %s AND at <= %s"
+                " GROUP BY at) AS per_cycle", (service, since, until)).fetchone()
         return None if up + down == 0 else round(100.0 * up / (up + down), 3)

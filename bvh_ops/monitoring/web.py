@@ -50,7 +50,8 @@ BUFFER_SECONDS = 2 * 3600
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "2h": timedelta(hours=2)}
 UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 COOKIE = "bvh_ops_dashboard_token"
-NO_HISTORY = "no sample history connected (the ops-database samples are not plugged in yet)"
+NO_HISTORY = ("no sample history connected: the ops database is not running (bvh-ops opsdb start; "
+              "bvh-ops monitor keeps the samples)")
 
 
 def utcnow() -> datetime:

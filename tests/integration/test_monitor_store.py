@@ -204,3 +204,24 @@ def test_opsdb_start_status_stop_of_the_embedded_cluster(tmp_path):
     assert stopped.returncode == 0, stopped.stderr
     info = json.loads(run_cli("opsdb", "status", "--json", env=env, timeout=120).stdout)
     assert not info["running"]
+
+
+def test_dashboard_history_reads_the_samples_monitor_keeps(ops):
+    """OpsHistory (the dashboard's charts and uptime) over the stored samples: per cycle the
+    service's worst status, critical down, unknown counted neither way; unavailable when the
+    ops database is not running."""
+    from bvh_ops.errors import DatabaseUnavailable
+    from bvh_ops.monitoring.history import OpsHistory
+
+    dsn, conn = ops
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for i, status in enumerate([Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN, Status.OK]):
+        record_cycle(conn, cycle(start + timedelta(seconds=30 * i), Check("api-health", "api", status, float(i), "ms"),
+                                 Check("api-metrics", "api", Status.OK, None, "")))
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    history = OpsHistory(lambda: dsn)
+    assert [v for _, v in history.series("api-health", start, until)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert history.uptime("api", start, until) == pytest.approx(75.0)  # 3 up, 1 down, 1 unknown
+    assert history.uptime("frontend", start, until) is None
+    with pytest.raises(DatabaseUnavailable, match="opsdb start"):
+        OpsHistory(lambda: None).uptime("api", start, until)
