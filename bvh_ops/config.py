@@ -9,6 +9,7 @@ import binascii
 import difflib
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -107,6 +108,29 @@ class Endpoint(BaseModel):
     @field_serializer("conditions")
     def _conditions_text(self, value: tuple[Condition, ...]) -> list[str]:
         return [c.text for c in value]
+
+
+class MaintenanceWindow(BaseModel):
+    """A planned maintenance interval [start, end) in UTC: the uptime report leaves the probe
+    cycles inside it out (neither up nor down). Times without an offset are UTC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    start: datetime
+    end: datetime
+    description: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: datetime, info) -> datetime:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError(f"end {value.isoformat()} must be after start {start.isoformat()}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -208,6 +232,9 @@ class Settings(BaseSettings):
     incremental_backup_grace_hours: float = Field(default=1.0, ge=0)
     # Newest passed DR drill older than this (days) is critical (weekly drills + a day).
     drill_max_age_days: float = Field(default=8.0, gt=0)
+    # Planned maintenance ([[maintenance_windows]] tables: start, end as ISO times (UTC where no
+    # offset is given), description): probe cycles inside a window are left out of the uptime report.
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

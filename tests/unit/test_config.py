@@ -233,3 +233,28 @@ def test_cache_password_is_redacted_and_disk_paths_split(monkeypatch):
     assert SECRET not in repr(s) and SECRET not in str(s.redacted())
     assert s.redacted()["cache_url"] == "redis://:***@127.0.0.1:6379/0"
     assert [str(p) for p in s.disk_paths] == ["/", "/var/lib/postgresql"]
+
+
+# -- maintenance windows ------------------------------------------------------------------
+
+def test_maintenance_windows_parse_as_utc(cfg_file):
+    cfg_file.write_text('[[maintenance_windows]]\nstart = "2026-10-04T02:00:00"\nend = "2026-10-04T03:30:00Z"\n'
+                        'description = "PostgreSQL minor upgrade"\n'
+                        '[[maintenance_windows]]\nstart = "2026-10-05T04:00:00+02:00"\nend = "2026-10-05T05:00:00+02:00"\n')
+    a, b = load_settings().maintenance_windows
+    assert a.start.isoformat() == "2026-10-04T02:00:00+00:00" and a.description == "PostgreSQL minor upgrade"
+    assert b.start.isoformat() == "2026-10-05T02:00:00+00:00" and b.description == ""
+
+
+@pytest.mark.parametrize("body, message", [
+    ('start = "2026-10-04T03:00:00Z"\nend = "2026-10-04T02:00:00Z"\n', "'maintenance_windows.0.end'"),
+    ('start = "2026-10-04T03:00:00Z"\nend = "2026-10-04T03:00:00Z"\n', "must be after start"),
+    ('start = "yesterday"\nend = "2026-10-04T03:00:00Z"\n', "'maintenance_windows.0.start'"),
+    ('end = "2026-10-04T03:00:00Z"\n', "'maintenance_windows.0.start'"),
+    ('start = "2026-10-04T03:00:00Z"\nend = "2026-10-04T04:00:00Z"\nwhy = "x"\n', "maintenance_windows.0.why"),
+])
+def test_malformed_maintenance_window_names_the_field(cfg_file, body, message):
+    cfg_file.write_text("[[maintenance_windows]]\n" + body)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
