@@ -3,8 +3,8 @@
 ``uptime_report`` is pure: it takes per-cycle rows ``(at, service, worst_status)`` — a service's
 worst check status in one probe cycle, what ``per_cycle_rows`` reads from ``ops.samples`` — and
 counts them with OpsHistory's semantics: critical is down, ok and warning are up, unknown (could
-not check) counts neither way; a cycle inside a maintenance window [start, end) is excluded.
-Uptime is up / (up + down); no up or down cycle at all is ``None``, never 100 %.
+not check) counts neither way; a cycle inside a maintenance window [start, end) is excluded (a
+window is platform-wide: it applies to every service). Uptime is up / (up + down); no up or down cycle at all is ``None``, never 100 %.
 
 The longest outage is the longest run of consecutive critical cycles of a service (an up,
 unknown or excluded cycle ends it); it lasts from its first critical cycle to the service's next
