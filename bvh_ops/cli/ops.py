@@ -74,14 +74,15 @@ def config_show() -> None:
 @app.command()
 def demo(
     scale: Annotated[float, typer.Option(help="Sample data scale (1 = ~20 MB)")] = 2.0,
-    keep_running: Annotated[bool, typer.Option(help="Leave the embedded PostgreSQL running")] = False,
-    stop: Annotated[bool, typer.Option("--stop", help="Only stop the demo's PostgreSQL")] = False,
+    keep_running: Annotated[bool, typer.Option(help="Leave PostgreSQL (with the ops database), the sample "
+                                                    "platform, a bvh-ops monitor loop and the dashboard running")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Only stop what --keep-running left running")] = False,
 ) -> None:
     """Embedded PostgreSQL 18 + sample lottery data -> daily-backup flow -> deep verify -> restore -> compare."""
     from bvh_ops.demo.run import run_demo, stop_demo
 
     if stop:
-        stop_demo()
+        stop_demo(out)
         return
     require_prefect_home()
     ok = run_demo(scale=scale, keep_running=keep_running, console=out)

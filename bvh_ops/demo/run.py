@@ -19,10 +19,18 @@ def _state_dir() -> Path:
     return Path(os.environ.get("BVH_OPS_STATE_DIR", ".bvh-ops")).resolve()
 
 
-def stop_demo() -> None:
+def stop_demo(console: Console | None = None) -> None:
+    """Stop what ``--keep-running`` left running: the dashboard, the monitor, the sample platform
+    (by their pid files) and the embedded PostgreSQL (the demo's and the ops database)."""
+    from bvh_ops.demo.background import stop
     from bvh_ops.pg.cluster import EmbeddedCluster
 
-    EmbeddedCluster(_state_dir() / "pg").stop()
+    state = _state_dir()
+    for name in ("dashboard", "monitor", "platform"):
+        if stop(state, name) and console is not None:
+            console.print(f"stopped the demo's {name}")
+    stop(state)
+    EmbeddedCluster(state / "pg").stop()
 
 
 def _step(console: Console, text: str):
@@ -174,6 +182,8 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
                                     f"{sum(c['status'] == 'passed' for c in drill['checks'])}/{len(drill['checks'])} checks")
         mon_ok, mon_row = _monitoring(cluster, state, console)
         summary.add_row("monitoring", mon_row)
+        if keep_running:
+            summary.add_row("left running", _keep_running(cluster, state, cfg, console))
         summary.add_row("repository", str(settings.repository))
         summary.add_row("total time", f"{time.monotonic() - t_start:.0f} s")
         console.print(summary)
@@ -185,6 +195,32 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
     finally:
         if not keep_running:
             cluster.stop()
+
+
+def _keep_running(cluster, state: Path, cfg: Path, console: Console) -> str:
+    """--keep-running: the ops database started explicitly (as `bvh-ops opsdb start`), then the
+    sample platform, a `bvh-ops monitor` loop recording samples, and the dashboard, as background
+    processes with pid files under state_dir/run (`bvh-ops demo --stop` stops them)."""
+    from bvh_ops.demo.background import start_dashboard, start_monitor, start_platform, stop
+    from bvh_ops.opsdb.database import ensure_database
+    from bvh_ops.opsdb.migrations import migrate
+    from bvh_ops.pg.conn import connect
+
+    t = _step(console, "--keep-running: the ops database, the sample platform, bvh-ops monitor and the dashboard "
+                       "stay up in the background")
+    with connect(ensure_database(cluster), autocommit=True) as conn:
+        migrate(conn)
+    try:
+        platform = start_platform(state, cluster.dsn(DEMO_DB))
+        start_monitor(state, cfg, platform.url)
+        dashboard = start_dashboard(state, cfg, platform.url)
+    except BaseException:
+        stop(state)  # all or nothing: no half of it left behind
+        raise
+    _done(console, t, f"platform {platform.url}, dashboard {dashboard.url}")
+    console.print(f"[bold]Dashboard:[/] {dashboard.url}  (pid files and logs in {state / 'run'}; "
+                  "[bold]bvh-ops demo --stop[/] or [bold]make clean[/] stops everything)")
+    return f"dashboard {dashboard.url}, platform {platform.url}, monitor (bvh-ops demo --stop stops them)"
 
 
 def _incremental_and_pitr(cluster, settings, console: Console, full_bytes: int | None) -> tuple[bool, str]:

@@ -90,3 +90,16 @@ class OpsHistory:
                 " SELECT at, max(status) AS worst FROM ops.samples WHERE service = %s AND at >= %s AND at <= %s"
                 " GROUP BY at) AS per_cycle", (service, since, until)).fetchone()
         return None if up + down == 0 else round(100.0 * up / (up + down), 3)
+
+    def drills(self, limit: int = 20) -> list[tuple[datetime, float | None, float | None]]:
+        """(started at, RTO s, RPO s) of the last ``limit`` DR drills in ``ops.drills``, oldest
+        first; none where the table does not exist yet (no drill has run)."""
+        import psycopg
+
+        with self._connect() as conn:
+            try:
+                rows = conn.execute("SELECT started_at, rto_seconds, rpo_seconds FROM ops.drills "
+                                    "ORDER BY started_at DESC LIMIT %s", (limit,)).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+        return [(at, rto, rpo) for at, rto, rpo in reversed(rows)]

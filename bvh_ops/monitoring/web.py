@@ -23,6 +23,7 @@ import html
 import math
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from starlette.routing import Route
 from bvh_ops.config import Settings
 from bvh_ops.errors import ConfigError
 from bvh_ops.monitoring import exposition
-from bvh_ops.monitoring.charts import svg_line_chart
+from bvh_ops.monitoring.charts import bucket_stats, svg_line_chart, svg_lines_chart
 from bvh_ops.monitoring.cycle import CycleResult, run_cycle
 from bvh_ops.monitoring.history import History, MemoryHistory
 from bvh_ops.monitoring.platform_metrics import fetch_platform_metrics, metrics_endpoint
@@ -72,6 +73,9 @@ class State:
         self.cycle: CycleResult | None = None
         self.board: dict | None = None
         self.memory = MemoryHistory(maxlen)
+        # The platform's errorRate (its /api/metrics) per cycle of this dashboard: not a check, so
+        # not a sample; charted from here (the last two hours at most).
+        self.error_rate: deque[tuple[datetime, float]] = deque(maxlen=max(2, maxlen))
         self.cycles_run = 0
         self.last_error = ""
 
@@ -123,6 +127,9 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
                 sys.stderr.write(f"dashboard: probe cycle failed: {state.last_error}\n")
             else:
                 state.memory.add(cycle)
+                rate = board["metrics"].get("errorRate")
+                if isinstance(rate, int | float) and not isinstance(rate, bool):
+                    state.error_rate.append((cycle.checked_at, float(rate)))
                 state.cycle, state.board, state.last_error = cycle, board, ""
                 state.cycles_run += 1
             elapsed = asyncio.get_running_loop().time() - started
@@ -195,7 +202,8 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
         now = clock()
         source = history if history is not None else state.memory
         body = render_page(status_board(), state.cycle, settings, source, window, now, interval,
-                           history_is_memory=history is None)
+                           history_is_memory=history is None, error_rate=list(state.error_rate),
+                           metrics_configured=metrics_ep is not None)
         return HTMLResponse(_html(body, refresh=max(5, int(interval))))
 
     routes = [Route("/", page, methods=["GET"]),
@@ -304,7 +312,8 @@ def _value(v: object, unit: str = "") -> str:
 
 
 def render_page(board: dict, cycle: CycleResult, settings: Settings, source: History, window: str,
-                now: datetime, interval: float, *, history_is_memory: bool) -> str:
+                now: datetime, interval: float, *, history_is_memory: bool,
+                error_rate: list[tuple[datetime, float]] | None = None, metrics_configured: bool = False) -> str:
     e = html.escape
     parts = [f"<h1>bvh-ops health dashboard</h1><p>System status: <span id='system-status'>"
              f"{_badge(board['systemStatus'])}</span> <span class='muted'>checked at {e(board['checkedAt'])}"
@@ -345,13 +354,24 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
     since = now - WINDOWS[window]
     span = (since.timestamp(), now.timestamp())
     charts = []
+    bucket = bucket_seconds(WINDOWS[window], interval)
     for ep in settings.endpoints:
-        charts.append(_chart(source, ep.name, since, now, span, f"response time: {ep.name}", "ms", None))
+        charts.append(_response_chart(source, ep.name, since, now, span, bucket))
     charts.append(_chart(source, "host.cpu", since, now, span, "CPU", "%", 100.0))
     charts.append(_chart(source, "host.memory", since, now, span, "memory", "%", 100.0))
+    for name in sorted({c.name for c in cycle.checks if c.name.startswith("host.disk:")}):
+        charts.append(_chart(source, name, since, now, span, f"disk {name.split(':', 1)[1]}", "%", 100.0))
+    if metrics_configured:
+        points = [(t.timestamp(), v) for t, v in error_rate or [] if since <= t <= now]
+        charts.append(svg_line_chart(points, 420, 140, title="error rate (the platform's /api/metrics, "
+                                     "this dashboard's cycles)", unit="%", x_range=span))
+    else:
+        charts.append("<p class='muted'>error rate: no /api/metrics endpoint configured (only the platform "
+                      "measures it)</p>")
     where = "recent cycles kept in memory (up to 2 h)" if history_is_memory else "the sample history"
     parts.append(f"<h2>Charts</h2><p>Window: {links} <span class='muted'>(from {where})</span></p>"
                  f"<div class='charts'>{''.join(charts)}</div>")
+    parts.append(_drill_trend(source if not history_is_memory else None))
     if board.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in board["notes"]) + "</ul>")
     return "".join(parts)
@@ -364,6 +384,43 @@ def _chart(source: History, name: str, since: datetime, until: datetime, span: t
     except Exception as exc:  # noqa: BLE001 - history down: say so where the chart would be
         return f"<p class='muted'>{html.escape(title)}: history unavailable ({html.escape(type(exc).__name__)})</p>"
     return svg_line_chart(points, 420, 140, title=title, unit=unit, x_range=span, y_max=y_max)
+
+
+def bucket_seconds(window: timedelta, interval: float) -> float:
+    """The response-time chart's bucket: about 30 per window, at least 4 probe cycles each."""
+    return max(window.total_seconds() / 30, 4 * interval)
+
+
+def _response_chart(source: History, name: str, since: datetime, until: datetime, span: tuple[float, float],
+                    bucket: float) -> str:
+    title = f"response time: {name}"
+    try:
+        points = [(t.timestamp(), v) for t, v in source.series(name, since, until)]
+    except Exception as exc:  # noqa: BLE001 - history down: say so where the chart would be
+        return f"<p class='muted'>{html.escape(title)}: history unavailable ({html.escape(type(exc).__name__)})</p>"
+    stats = bucket_stats(points, bucket)
+    series = [(label, [(t + bucket / 2, row[i]) for t, *row in stats]) for i, label in enumerate(("avg", "p95", "p99"))]
+    return svg_lines_chart(series, 420, 140, title=f"{title} (per {bucket:g} s)", unit="ms", x_range=span)
+
+
+def _drill_trend(history: History | None) -> str:
+    """The DR drills' RTO and RPO over the last drills (ops.drills), or why there is none."""
+    head = "<h2 id='drill-trend'>DR drill RTO/RPO trend</h2>"
+    if history is None or not hasattr(history, "drills"):
+        return head + ("<p class='muted'>no drills yet: the ops database is not connected "
+                       "(bvh-ops opsdb start; bvh-ops drill records each drill)</p>")
+    try:
+        drills = history.drills(20)
+    except Exception as exc:  # noqa: BLE001 - the ops database being down is reported, not fatal
+        return head + f"<p class='muted'>drills unavailable ({html.escape(type(exc).__name__)})</p>"
+    if not drills:
+        return head + "<p class='muted'>no drills yet</p>"
+    series = [(label, [(at.timestamp(), float(v)) for at, *row in drills if (v := row[i]) is not None])
+              for i, label in enumerate(("RTO", "RPO"))]
+    first, last = drills[0][0], drills[-1][0]
+    return head + (f"<p class='muted'>the last {len(drills)} drill(s), {html.escape(first.isoformat(timespec='minutes'))}"
+                   f" … {html.escape(last.isoformat(timespec='minutes'))}</p>"
+                   + svg_lines_chart(series, 420, 140, title="DR drills", unit="s"))
 
 
 def serve(settings: Settings, host: str, port: int, *, token: str | None = None, history: History | None = None,

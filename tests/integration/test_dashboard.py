@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from bvh_ops.config import Settings
+from bvh_ops.config import Endpoint, Settings
 from bvh_ops.monitoring.web import create_app
 from bvh_ops.pg.cluster import free_port
 from tests.integration.cli import assert_one_line_error, run_cli
@@ -37,8 +38,9 @@ CALM_HOST = {"cpu_warning_percent": 100, "cpu_critical_percent": 100, "memory_wa
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
-        ok = self.path == "/ok"
-        body = json.dumps({"status": "healthy" if ok else "broken"}).encode()
+        ok = self.path in ("/ok", "/api/metrics")
+        doc = {"system": {"errorRate": 0.25}} if self.path == "/api/metrics" else {"status": "healthy" if ok else "broken"}
+        body = json.dumps(doc).encode()
         self.send_response(200 if ok else 500)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -151,6 +153,49 @@ def test_page(dash):
         assert "http-equiv='refresh'" in page
         assert "Backups and drills" in page and "No active alerts" in page and "unavailable" in page
         assert not any(tag in page for tag in ("<script", "<link", " src=")), "offline: nothing fetched"
+        assert "response time: svc-ok" in page and ">p95 " in page and ">p99 " in page
+        assert "error rate: no /api/metrics endpoint configured" in page
+        assert "id='drill-trend'" in page and "no drills yet" in page  # no ops database connected
+
+
+class FakeHistory:
+    """History as OpsHistory answers it: a response-time series with a spread, two drills."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def series(self, name, since, until):
+        if name != "svc-ok":
+            return []
+        return [(self.now - timedelta(seconds=s), float(10 + s % 7 * 10)) for s in range(0, 600, 10)]
+
+    def uptime(self, service, since, until):
+        return 99.95
+
+    def drills(self, limit=20):
+        return [(self.now - timedelta(days=2), 300.0, 60.0), (self.now - timedelta(days=1), 240.0, 30.0)]
+
+
+def test_page_charts_from_the_history(target):
+    now = datetime.now(UTC)
+    settings = _settings(target)
+    settings = settings.model_copy(update={"endpoints": [*settings.endpoints, Endpoint.model_validate(
+        {"name": "platform-metrics", "service": "api", "url": f"{target}/api/metrics"})]})
+    served = Served(create_app(settings, history=FakeHistory(now)), "127.0.0.1")
+    try:
+        wait_until(lambda: served.state.cycles_run >= 2, "two probe cycles", timeout=60)
+        page = get(served, "/?window=15m").text
+    finally:
+        served.stop()
+    chart = page[page.index("response time: svc-ok"):]
+    chart = chart[:chart.index("</svg>")]
+    assert chart.count("<polyline") == 3 and ">avg " in chart and ">p95 " in chart and ">p99 " in chart
+    rate = page[page.index("error rate (the platform"):]
+    rate = rate[:rate.index("</svg>")]
+    assert "<polyline" in rate and "last 0.2 %" in rate  # 0.25 %, shown to one decimal
+    trend = page[page.index("id='drill-trend'"):]
+    assert "the last 2 drill(s)" in trend and "RTO" in trend and "RPO" in trend and "<polyline" in trend
+    assert "99.95 %" in page
 
 
 def test_no_secret_in_any_page(dash):
@@ -237,6 +282,8 @@ def test_cli_serves_in_the_foreground_until_sigterm(target, tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
+        if line.startswith("dashboard: the ops database is not running"):  # a note first, then the URL
+            line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line and TOKEN not in line, line
         url = f"http://127.0.0.1:{port}/api/health"
 

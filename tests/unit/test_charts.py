@@ -1,4 +1,4 @@
-"""The dashboard's pure parts: svg_line_chart (table-driven), MemoryHistory, uptime, check_bind."""
+"""The dashboard's pure parts: svg_line_chart (table-driven), bucket_stats (table-driven), svg_lines_chart, MemoryHistory, uptime, check_bind."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bvh_ops.errors import ConfigError
-from bvh_ops.monitoring.charts import svg_line_chart
+from bvh_ops.monitoring.charts import bucket_stats, percentile, svg_line_chart, svg_lines_chart
 from bvh_ops.monitoring.cycle import CycleResult
 from bvh_ops.monitoring.history import MemoryHistory
 from bvh_ops.monitoring.results import Check, Status, overall
@@ -111,3 +111,58 @@ def test_check_bind(host, token, ok):
     else:
         with pytest.raises(ConfigError, match="requires a token"):
             check_bind(host, token)
+
+
+# -- bucket_stats and several named series ---------------------------------------------------------
+
+@pytest.mark.parametrize("points, bucket, expect", [
+    ([], 10, []),
+    ([(3, 5.0)], 10, [(0, 5.0, 5.0, 5.0)]),                                   # one value: all three
+    ([(0, 1), (9.9, 3), (10, 10)], 10, [(0, 2.0, 2.9, 2.98), (10, 10.0, 10.0, 10.0)]),  # aligned buckets
+    ([(25, 4), (21, 2)], 10, [(20, 3.0, 3.9, 3.98)]),                         # unsorted input
+    ([(0, math.nan), (1, 2), (math.inf, 1)], 10, [(0, 2.0, 2.0, 2.0)]),       # non-finite dropped
+    ([(i, float(i)) for i in range(1, 101)], 1000, [(0, 50.5, 95.05, 99.01)]),  # as percentile_cont
+    ([(0, 1), (50, 2), (120, 3)], 60, [(0, 1.5, 1.95, 1.99), (120, 3.0, 3.0, 3.0)]),  # gap: no empty bucket
+])
+def test_bucket_stats(points, bucket, expect):
+    got = bucket_stats(points, bucket)
+    assert len(got) == len(expect)
+    for row, want in zip(got, expect, strict=True):
+        assert row == pytest.approx(want)
+
+
+def test_bucket_stats_needs_a_positive_bucket():
+    with pytest.raises(ValueError):
+        bucket_stats([(0, 1)], 0)
+
+
+def test_percentile_ends():
+    assert percentile([3, 1, 2], 0) == 1 and percentile([3, 1, 2], 1) == 3 and percentile([3, 1, 2], 0.5) == 2
+
+
+def _polylines(svg: str) -> list[tuple[str, str]]:
+    return re.findall(r'<polyline [^>]*stroke="([^"]*)"[^>]*points="([^"]*)"', svg)
+
+
+def test_several_series_share_one_axis():
+    svg = svg_lines_chart([("avg", [(0, 0), (10, 5)]), ("p95", [(0, 0), (10, 10)]), ("p99", [])], W, H, unit="ms")
+    lines = _polylines(svg)
+    assert [pts for _, pts in lines] == ["44,42 92,31.1", "44,42 92,20.2"]  # axis fits the largest series
+    assert len({color for color, _ in lines}) == 2
+    assert ">avg 5<" in svg and ">p95 10<" in svg and ">p99 –<" in svg and svg.endswith("</svg>")
+
+
+def test_one_unnamed_series_is_the_single_line_chart():
+    pts = [(0, 1), (5, 3), (10, 2)]
+    assert svg_lines_chart([("", pts)], W, H, title="t", unit="ms") == svg_line_chart(pts, W, H, title="t", unit="ms")
+
+
+def test_series_names_are_escaped_and_empty_series_say_no_data():
+    svg = svg_lines_chart([("<i>x</i>", [(0, 1), (1, 2)])], W, H)
+    assert "<i>" not in svg and "&lt;i&gt;x&lt;/i&gt;" in svg
+    assert "no data" in svg_lines_chart([("a", []), ("b", [(0, math.nan)])], W, H)
+
+
+def test_one_point_series_is_a_dot_in_its_colour():
+    svg = svg_lines_chart([("a", [(0, 1), (1, 1)]), ("b", [(0.5, 1)])], W, H)
+    assert len(_polylines(svg)) == 1 and '<circle cx="68"' in svg
