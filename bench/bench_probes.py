@@ -24,16 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil  # noqa: E402
 
 from bench.results import save_result  # noqa: E402
-
-
-def _redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
+from bvh_ops.demo.platform.cache import redis_answers  # noqa: E402
 
 # The health endpoint, in its own process: HTTP/1.1 keep-alive, a listen backlog for 200 parallel
 # connects (http.server's default of 5 drops SYNs under a burst: 1 s retransmits, not our cost).
@@ -85,7 +76,7 @@ def main() -> None:
 
     rss_imported = psutil.Process().memory_info().rss
     server, port = _serve()
-    cache = "redis://127.0.0.1:6379/0" if _redis_answers() else None
+    cache = "redis://127.0.0.1:6379/0" if redis_answers() else None
     results = {"runs_per_size": args.runs, "cache_probe": bool(cache), "cpus": os.cpu_count(),
                "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "cycles": {}}
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import ssl
 import threading
 import time
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 
 from bvh_ops.config import Settings
+from bvh_ops.demo.platform.cache import redis_answers
 from bvh_ops.logical.backup import run_logical_backup
 from bvh_ops.monitoring.backups import probe_backups
 from bvh_ops.monitoring.cache import probe_cache
@@ -295,18 +295,11 @@ def test_unreachable_database_is_critical_and_the_rest_unknown_without_the_passw
 
 # -- the cache ---------------------------------------------------------------------------
 
-def _redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def redis_url():
-    if not _redis_answers():
+    if not redis_answers():
         pytest.skip("no Redis answering on 127.0.0.1:6379")
     return "redis://127.0.0.1:6379/0"
 

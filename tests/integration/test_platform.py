@@ -7,12 +7,12 @@ again, and no password in the logs."""
 from __future__ import annotations
 
 import signal
-import socket
 
 import psycopg
 import pytest
 
 from bvh_ops.demo.platform import WorkloadDriver, read_lines, sample_password, serve_platform
+from bvh_ops.demo.platform.cache import redis_answers
 from bvh_ops.demo.sample import LOTTERY_INVARIANTS, load_sample
 from bvh_ops.pg.catalog import create_database
 from bvh_ops.pg.cluster import free_port
@@ -22,15 +22,6 @@ USERS = 50  # users at scale 0.05
 WINDOW_S = 3.0  # a short rolling window, so a fault shows (and clears) within seconds
 SYSTEM_METRICS = {"responseTime", "memoryUsage", "cpuUsage", "activeUsers", "databaseConnections",
                   "errorRate", "uptime"}
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -107,3 +107,16 @@ def open_cache(url: str | None = DEFAULT_REDIS_URL) -> Cache:
         if cache.ping():
             return cache
     return MemoryCache()
+
+
+def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 1.0) -> bool:
+    """Does a Redis answer PING at ``host:port`` right now (tests and benchmarks skip or fall
+    back on it; a raw socket so it needs nothing but the standard library)?"""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
