@@ -1,0 +1,95 @@
+"""Alert rules over checks (pure): which checks a rule watches, when a sample is bad, how many
+samples fire and resolve it, and the fingerprint that makes one alert per (rule, service, check).
+
+Vocabulary from Prometheus/Alertmanager: severity, labels, fingerprint, inhibition, silences.
+Difference: a rule's ``fire_after``/``resolve_after`` count consecutive samples (probe cycles),
+not a duration, so no flapping: N bad samples in a row fire, M good ones in a row resolve.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from bvh_ops.monitoring.results import Check, Status
+
+
+class Severity(enum.StrEnum):
+    CRITICAL = "critical"   # delivered at once on every channel
+    WARNING = "warning"     # batched: one message per channel per hour
+    INFO = "info"           # the daily digest
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """Which checks a rule watches (globs over the check's name and service) and which statuses
+    count as bad; any other status of a watched check is a good sample."""
+
+    check: str = "*"
+    service: str = "*"
+    statuses: frozenset[Status] = frozenset({Status.CRITICAL})
+
+    def watches(self, check: Check) -> bool:
+        return fnmatchcase(check.name, self.check) and fnmatchcase(check.service, self.service)
+
+    def is_bad(self, check: Check) -> bool:
+        return check.status in self.statuses
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str                      # "system down": the alert's title
+    severity: Severity
+    matcher: Matcher
+    fire_after: int = 1            # N consecutive bad samples fire the alert
+    resolve_after: int = 1         # M consecutive good samples resolve it
+    labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.fire_after < 1 or self.resolve_after < 1:
+            raise ValueError(f"rule '{self.name}': fire_after and resolve_after must be at least 1")
+
+
+def fingerprint(rule_name: str, service: str, check_name: str) -> str:
+    """Stable across runs and hosts (sha256, not ``hash()``): the notification log keys on it."""
+    raw = "\x1f".join((rule_name, service, check_name)).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Inhibition:
+    """While an alert of ``source_severity`` on check ``source_check`` fires, alerts of
+    ``target_severity`` whose service is ``target_service`` are muted (Alertmanager's
+    inhibit_rules): they still change state, but are not notified."""
+
+    source_check: str
+    source_severity: Severity
+    target_service: str
+    target_severity: Severity
+
+
+_BAD = frozenset({Status.CRITICAL})
+_WARN = frozenset({Status.WARNING})
+
+# The runbook's (section 4) lists, as far as today's probes can see them. Security breaches,
+# payment errors and data corruption need sources other issues add (hooks, flow outcomes).
+DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule("system down", Severity.CRITICAL, Matcher(service="api", statuses=_BAD), fire_after=2, resolve_after=2),
+    Rule("database connection failures", Severity.CRITICAL,
+         Matcher(check="database.reachable", statuses=_BAD), fire_after=2, resolve_after=2),
+    Rule("backup missing or stale", Severity.CRITICAL, Matcher(check="backups.*", statuses=_BAD)),
+    Rule("high CPU", Severity.WARNING, Matcher(check="host.cpu", statuses=_WARN), fire_after=3, resolve_after=3),
+    Rule("high memory", Severity.WARNING, Matcher(check="host.memory", statuses=_WARN), fire_after=3,
+         resolve_after=3),
+    Rule("low disk", Severity.WARNING, Matcher(check="host.disk:*", statuses=_WARN), fire_after=2, resolve_after=2),
+    # A passing endpoint slower than response_time_warning_ms is a warning check (monitoring.http).
+    Rule("slow responses", Severity.WARNING, Matcher(service="api", statuses=_WARN), fire_after=3, resolve_after=3),
+    Rule("cache degradation", Severity.WARNING, Matcher(check="cache.*", statuses=_WARN), fire_after=3,
+         resolve_after=3),
+)
+
+DEFAULT_INHIBITIONS: tuple[Inhibition, ...] = (
+    Inhibition("database.reachable", Severity.CRITICAL, "database", Severity.WARNING),
+)
