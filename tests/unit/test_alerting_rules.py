@@ -13,7 +13,8 @@ from bvh_ops.monitoring.results import Check, Status
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 OK, WARN, CRIT = Status.OK, Status.WARNING, Status.CRITICAL
 RULE = Rule("db down", Severity.CRITICAL, Matcher(check="database.reachable"), fire_after=2, resolve_after=3)
-DB_WARN = Rule("db slow", Severity.WARNING, Matcher(service="database", statuses=frozenset({WARN})))
+DB_WARN = Rule("db slow", Severity.WARNING, Matcher(check="database.conn*", service="database",
+                                                   statuses=frozenset({WARN})))
 
 
 def db(status, name="database.reachable"):
