@@ -59,7 +59,7 @@ def test_warnings_of_one_hour_are_one_message_per_channel():
     events = [ev("fired", old, -90), ev("fired", cpu, 5), ev("fired", mem, 20), ev("resolved", mem, 30)]
     closed = [m for m in due(set(), events, T0 + timedelta(minutes=59), channels=CH) if m.kind == "batch"]
     # 08:00-09:00 and 09:00-10:00, when only the old one was firing; 10:00-11:00 is not closed yet
-    assert [(m.channel, m.subject.split()[3]) for m in closed] == [
+    assert [(m.channel, m.subject.split()[4]) for m in closed] == [
         ("email", "08:00-09:00"), ("webhook", "08:00-09:00"), ("email", "09:00-10:00"), ("webhook", "09:00-10:00")]
     batches = [m for m in due(set(), events, T0 + timedelta(minutes=61), channels=CH) if m.kind == "batch"]
     ten = [m for m in batches if "10:00-11:00" in m.subject]
