@@ -9,7 +9,7 @@ import binascii
 import difflib
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -133,6 +133,84 @@ class MaintenanceWindow(BaseModel):
         return value
 
 
+class AlertingSettings(BaseModel):
+    """The ``[alerting]`` table: delivery channels, each optional (set its fields to enable it).
+    Secrets (SMTP password, SMS token, the webhook URL with its token) are ``SecretStr``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Email over SMTP: the server, its port, STARTTLS after connecting, optional login.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # The sender and the recipients of alert email.
+    email_from: str | None = None
+    email_to: list[str] = Field(default_factory=list)
+    # SMS through an HTTP gateway with Twilio's REST API shape: base URL, account SID and token.
+    sms_gateway_url: str | None = None
+    sms_account_sid: str | None = None
+    sms_auth_token: SecretStr | None = None
+    # The sending number and the numbers that get critical texts.
+    sms_from: str | None = None
+    sms_to: list[str] = Field(default_factory=list)
+    # Slack/Discord/generic webhook (secret: such URLs carry their token) and its payload format.
+    webhook_url: SecretStr | None = None
+    webhook_format: Literal["slack", "discord", "json"] = "slack"
+    # Each delivery attempt (connect, send) is cut after this.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # When the daily info digest is due (UTC).
+    digest_at: time = time(7, 0)
+
+    @field_validator("email_from")
+    @classmethod
+    def _check_from(cls, value: str | None) -> str | None:
+        if value is not None and "@" not in value:
+            raise ValueError(f"'{value}' is not an email address")
+        return value
+
+    @field_validator("email_to")
+    @classmethod
+    def _check_to(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if "@" not in item:
+                raise ValueError(f"'{item}' is not an email address")
+        return value
+
+    @field_validator("sms_gateway_url")
+    @classmethod
+    def _check_gateway(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s):// URL, e.g. https://api.twilio.com")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The URL itself is not quoted: it carries the token.
+                raise ValueError("must be an http(s):// URL (the Slack/Discord incoming webhook URL)")
+        return value
+
+    @model_validator(mode="after")
+    def _channels_complete(self) -> AlertingSettings:
+        if self.smtp_host:
+            for name in ("email_from", "email_to"):
+                if not getattr(self, name):
+                    raise ValueError(f"smtp_host is set but {name} is not: email alerts need a sender and recipients")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("smtp_username and smtp_password go together: set both or neither")
+        if self.sms_gateway_url:
+            for name in ("sms_account_sid", "sms_auth_token", "sms_from", "sms_to"):
+                if not getattr(self, name):
+                    raise ValueError(f"sms_gateway_url is set but {name} is not: the SMS channel needs it")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything bvh-ops reads from its environment. One field, one comment."""
 
@@ -235,6 +313,8 @@ class Settings(BaseSettings):
     # Planned maintenance ([[maintenance_windows]] tables: start, end as ISO times (UTC where no
     # offset is given), description): probe cycles inside a window are left out of the uptime report.
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    # Alert delivery channels (the [alerting] table; see AlertingSettings).
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @classmethod
     def settings_customise_sources(

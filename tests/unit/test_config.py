@@ -258,3 +258,31 @@ def test_malformed_maintenance_window_names_the_field(cfg_file, body, message):
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("table, message", [
+    ('smtp_port = 70000', "'alerting.smtp_port'"),
+    ('email_to = ["ops.example.com"]', "'alerting.email_to'"),
+    ('webhook_url = "hooks.slack.com/services/T0/B0/SECRETTOKEN"', "'alerting.webhook_url'"),
+    ('webhook_format = "teams"', "'alerting.webhook_format'"),
+    ('sms_gateway_url = "ftp://gw"', "'alerting.sms_gateway_url'"),
+    ('smtp_host = "mail"\nemail_from = "ops@example.com"', "email_to is not"),
+    ('sms_gateway_url = "https://gw"\nsms_account_sid = "AC1"\nsms_from = "+1"\nsms_to = ["+2"]',
+     "sms_auth_token is not"),
+    ('smtp_usernme = "x"', "unknown config field 'alerting.smtp_usernme'"),
+])
+def test_alerting_table_fails_at_load_naming_the_field(cfg_file, table, message):
+    cfg_file.write_text(f"[alerting]\n{table}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings()
+    assert "SECRETTOKEN" not in str(err.value)
+
+
+def test_alerting_table_loads_with_secrets_hidden(cfg_file):
+    cfg_file.write_text('[alerting]\nsmtp_host = "mail"\nemail_from = "ops@example.com"\n'
+                        'email_to = ["a@example.com"]\nsmtp_username = "u"\nsmtp_password = "pw-SECRET"\n'
+                        'webhook_url = "https://hooks.example/T/SECRET"\nwebhook_format = "discord"\n')
+    s = load_settings()
+    assert s.alerting.email_to == ["a@example.com"] and s.alerting.webhook_format == "discord"
+    assert s.alerting.smtp_password.get_secret_value() == "pw-SECRET"
+    assert "SECRET" not in str(s.redacted()) and "SECRET" not in repr(s.alerting)
