@@ -1,0 +1,42 @@
+"""Webhooks: Slack (``text``), Discord (``content``) or a generic JSON body, POSTed to a URL that
+carries its token — so the URL never appears in an error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from bvh_ops.alerting.channels.base import ChannelError, body_text
+from bvh_ops.alerting.routing import Message
+
+# Discord rejects content over 2,000 characters (https://discord.com/developers/docs/resources/message).
+DISCORD_MAX = 2000
+
+
+def payload(message: Message, fmt: str) -> dict[str, object]:
+    text = body_text(message)
+    if fmt == "slack":
+        return {"text": text}
+    if fmt == "discord":
+        return {"content": text[:DISCORD_MAX]}
+    return {"severity": str(message.severity), "kind": message.kind, "subject": message.subject,
+            "lines": list(message.lines),
+            "alerts": [{"fingerprint": a.fingerprint, "name": a.name, "service": a.service, "check": a.check}
+                       for a in message.alerts]}
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    url: str = field(repr=False)
+    format: str = "slack"          # slack | discord | json
+    timeout: float = 10.0
+    name: str = "webhook"
+
+    def send(self, message: Message) -> None:
+        try:
+            resp = httpx.post(self.url, json=payload(message, self.format), timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise ChannelError(f"webhook ({self.format}): request failed: {type(exc).__name__}") from None
+        if resp.status_code >= 300:
+            raise ChannelError(f"webhook ({self.format}): HTTP {resp.status_code} from the receiver")
