@@ -120,9 +120,101 @@ CREATE TABLE ops.samples_daily (
 CREATE INDEX samples_daily_service ON ops.samples_daily (service, day);
 """
 
+# Alerting (#12). alert_states: one row per fingerprint, the state machine's memory across
+# restarts. alert_events: the journal of fired/resolved events (routing's input). notifications:
+# the notification log and outbox in one — one row per message key, pending until delivered;
+# a restarted monitor neither re-sends (the key exists) nor drops (pending rows are retried).
+# silences: matchers (globs) muting notifications until ``until``. incidents: one per critical
+# episode (fired -> resolved), what the incident report and the uptime report agree on.
+ALERTING_SQL = """
+CREATE TABLE ops.alert_states (
+    fingerprint text PRIMARY KEY,
+    name text NOT NULL,
+    severity text NOT NULL CHECK (severity IN ('critical', 'warning', 'info')),
+    service text NOT NULL,
+    check_name text NOT NULL,
+    labels jsonb NOT NULL DEFAULT '{}',
+    detail text NOT NULL DEFAULT '',
+    phase text NOT NULL CHECK (phase IN ('inactive', 'pending', 'firing', 'resolved')),
+    since timestamptz NOT NULL,
+    bad integer NOT NULL DEFAULT 0,
+    good integer NOT NULL DEFAULT 0,
+    silenced boolean NOT NULL DEFAULT false,
+    inhibited boolean NOT NULL DEFAULT false,
+    acknowledged_at timestamptz,
+    acknowledged_by text,
+    updated_at timestamptz NOT NULL
+);
+
+CREATE TABLE ops.alert_events (
+    fingerprint text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('fired', 'resolved')),
+    at timestamptz NOT NULL,
+    name text NOT NULL,
+    severity text NOT NULL,
+    service text NOT NULL,
+    check_name text NOT NULL,
+    labels jsonb NOT NULL DEFAULT '{}',
+    detail text NOT NULL DEFAULT '',
+    silenced boolean NOT NULL DEFAULT false,
+    inhibited boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (fingerprint, kind, at)
+);
+CREATE INDEX alert_events_at ON ops.alert_events (at);
+
+CREATE TABLE ops.notifications (
+    key text PRIMARY KEY,
+    channel text NOT NULL,
+    severity text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('fired', 'resolved', 'batch', 'digest', 'test')),
+    subject text NOT NULL,
+    lines jsonb NOT NULL,
+    fingerprints text[] NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'sent', 'abandoned')),
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL,
+    last_error text,
+    sent_at timestamptz
+);
+CREATE INDEX notifications_pending ON ops.notifications (channel, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX notifications_created ON ops.notifications (created_at);
+
+CREATE TABLE ops.silences (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL DEFAULT '*',
+    service text NOT NULL DEFAULT '*',
+    check_name text NOT NULL DEFAULT '*',
+    fingerprint text,
+    starts_at timestamptz NOT NULL,
+    until timestamptz NOT NULL,
+    comment text NOT NULL,
+    created_by text NOT NULL,
+    CHECK (until > starts_at)
+);
+CREATE INDEX silences_until ON ops.silences (until);
+
+CREATE TABLE ops.incidents (
+    id bigserial PRIMARY KEY,
+    fingerprint text NOT NULL,
+    name text NOT NULL,
+    service text NOT NULL,
+    check_name text NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at timestamptz,
+    fired_detail text NOT NULL DEFAULT '',
+    resolved_detail text,
+    UNIQUE (fingerprint, started_at),
+    CHECK (ended_at IS NULL OR ended_at >= started_at)
+);
+CREATE INDEX incidents_started ON ops.incidents (started_at);
+CREATE UNIQUE INDEX incidents_open ON ops.incidents (fingerprint) WHERE ended_at IS NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "drills and their checks", DRILLS_SQL),
     Migration(2, "monitoring samples (daily partitions) and hourly/daily rollups", SAMPLES_SQL),
+    Migration(3, "alerting: alert states, event journal, notification log, silences, incidents", ALERTING_SQL),
 )
 
 LATEST = MIGRATIONS[-1].version
