@@ -27,6 +27,9 @@ DAY = timedelta(days=1)
 DEFAULT_DIGEST_AT = time(7, 0)
 # Closed hours looked back over for owed warning batches (a monitor down longer loses them).
 BATCH_LOOKBACK_HOURS = 24
+# A digest is still owed this long after its time (a monitor restarted at 09:00 sends the 07:00
+# digest; one first started in the afternoon does not send a summary of a day it never watched).
+DIGEST_CATCHUP = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ def _digest(episodes: list[Episode], now: datetime, channels: Sequence[str], at:
     if end > now:
         end -= DAY
     start = end - DAY
+    if now - end > DIGEST_CATCHUP:
+        return []
     infos = [e for e in episodes if e.alert.severity is Severity.INFO and _notify(e.fired)
              and e.overlaps(start, end)]
     lines = tuple(_line(e) for e in infos) or ("no info alerts",)

@@ -80,6 +80,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("database connection failures", Severity.CRITICAL,
          Matcher(check="database.reachable", statuses=_BAD), fire_after=2, resolve_after=2),
     Rule("backup missing or stale", Severity.CRITICAL, Matcher(check="backups.*", statuses=_BAD)),
+    # Delivery's own health (alerting.delivery): sent on the other channels, never the failing one.
+    Rule("notification channel failing", Severity.CRITICAL, Matcher(check="alerting.channel:*", statuses=_BAD)),
     Rule("high CPU", Severity.WARNING, Matcher(check="host.cpu", statuses=_WARN), fire_after=3, resolve_after=3),
     Rule("high memory", Severity.WARNING, Matcher(check="host.memory", statuses=_WARN), fire_after=3,
          resolve_after=3),
@@ -88,6 +90,13 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("slow responses", Severity.WARNING, Matcher(service="api", statuses=_WARN), fire_after=3, resolve_after=3),
     Rule("cache degradation", Severity.WARNING, Matcher(check="cache.*", statuses=_WARN), fire_after=3,
          resolve_after=3),
+    Rule("WAL archiving failing", Severity.CRITICAL, Matcher(check="database.wal_archiver", statuses=_BAD),
+         fire_after=2),
+    Rule("database degraded", Severity.WARNING, Matcher(service="database", statuses=_WARN), fire_after=3,
+         resolve_after=3),
+    # A probe that could not run hides whatever it watches: never silent, never "ok".
+    Rule("check could not run", Severity.WARNING, Matcher(statuses=frozenset({Status.UNKNOWN})), fire_after=3,
+         resolve_after=2),
 )
 
 DEFAULT_INHIBITIONS: tuple[Inhibition, ...] = (

@@ -7,7 +7,8 @@ A pending alert that sees a good sample goes back to inactive (it never fired: n
 A check missing from a cycle is no sample: its alert keeps its state.
 
 Silenced and inhibited alerts change state like any other; their events carry the flags and
-routing decides what that means for delivery.
+routing decides what that means for delivery. A firing alert whose silence expires (or whose
+inhibitor clears) gets a new, unmuted fired event: it is notified then, not never.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ class Silence:
     service: str = "*"
     check: str = "*"
     comment: str = ""
+    fingerprint: str | None = None    # one alert exactly (a prefix is enough)
 
     def matches(self, alert: Alert, now: datetime) -> bool:
+        if self.fingerprint is not None and not alert.fingerprint.startswith(self.fingerprint):
+            return False
         return (now < self.until and fnmatchcase(alert.name, self.name)
                 and fnmatchcase(alert.service, self.service) and fnmatchcase(alert.check, self.check))
 
@@ -107,6 +111,11 @@ def evaluate(states: States, rules: Sequence[Rule], checks: Iterable[Check], now
         was_firing = old is not None and old.phase is Phase.FIRING
         if flagged.phase is Phase.FIRING and not was_firing:
             events.append(Event("fired", flagged.alert, now, flagged.silenced, flagged.inhibited))
+        elif (flagged.phase is Phase.FIRING and old is not None and (old.silenced or old.inhibited)
+              and not (flagged.silenced or flagged.inhibited)):
+            # Still firing when its silence expired or its inhibitor cleared: notify it now
+            # (its first fired event was muted), as Alertmanager does.
+            events.append(Event("fired", flagged.alert, now))
         elif flagged.phase is Phase.RESOLVED and was_firing:
             events.append(Event("resolved", flagged.alert, now, flagged.silenced, flagged.inhibited))
     return new, events

@@ -96,3 +96,13 @@ def test_default_rules_cover_the_runbook_criticals():
     assert firing == {("system down", Severity.CRITICAL), ("database connection failures", Severity.CRITICAL),
                       ("backup missing or stale", Severity.CRITICAL)}
     assert any(s.alert.name == "high CPU" and s.phase is Phase.PENDING for s in states.values())
+
+
+def test_a_silence_that_expires_while_firing_notifies_then():
+    until = T0 + timedelta(seconds=75)   # covers cycles 0..2 (0 s, 30 s, 60 s)
+    silence = Silence(until=until, check="database.reachable")
+    _, cycles = run([[db(CRIT)]] * 5, silences=(silence,))
+    assert cycles[1] == [("fired", "db down", True, False)]
+    assert cycles[2] == []
+    assert cycles[3] == [("fired", "db down", False, False)]   # expired at 75 s: notified at 90 s
+    assert cycles[4] == []

@@ -1,0 +1,83 @@
+"""Alerting wired for a process that probes (``bvh-ops monitor``, the monitoring flow, one
+``bvh-ops health-check``): channels from ``[alerting]``, the alerter loaded from the ops
+database, delivery threads, and ``after_cycle`` called with every probe cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bvh_ops.alerting.channels.base import Channel
+from bvh_ops.alerting.channels.registry import channels_from
+from bvh_ops.alerting.delivery import Deliverer
+from bvh_ops.alerting.engine import Alerter, Incident
+from bvh_ops.alerting.state import Event
+from bvh_ops.alerting.store import EvaluatorBusy, Persistence
+from bvh_ops.config import Settings
+from bvh_ops.monitoring.cycle import CycleResult
+
+
+@dataclass(frozen=True)
+class CycleAlerts:
+    events: list[Event]
+    queued: int
+    closed: list[Incident]
+    problem: str | None          # why alert state is not persisted (None: it is)
+    firing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{e.kind} {e.alert.severity} '{e.alert.name}' ({e.alert.service}/{e.alert.check})"
+                 + (" [silenced]" if e.silenced else "") + (" [inhibited]" if e.inhibited else "")
+                 for e in self.events]
+        if self.queued:
+            parts.append(f"{self.queued} notification(s) queued")
+        return "; ".join(parts)
+
+
+class AlertingRuntime:
+    def __init__(self, alerter: Alerter, deliverer: Deliverer, persistence: Persistence | None,
+                 *, note: str | None = None) -> None:
+        self.alerter = alerter
+        self.deliverer = deliverer
+        self.persistence = persistence
+        self.note = note               # said once at start: no channel, or another evaluator
+
+    @classmethod
+    def start(cls, settings: Settings, ops_dsn: Callable[[], str | None], *, now: datetime | None = None,
+              channels: Sequence[Channel] | None = None, background: bool = True,
+              digest_lines: Callable[[datetime, datetime], Sequence[str]] | None = None) -> AlertingRuntime | None:
+        """None when another process evaluates the alerts (its note is the reason to print)."""
+        now = now or datetime.now(UTC)
+        chans = list(channels_from(settings.alerting) if channels is None else channels)
+        persistence = Persistence(ops_dsn)
+        try:
+            snapshot = persistence.open(now)
+        except EvaluatorBusy:
+            return None
+        alerter = Alerter([c.name for c in chans], digest_at=settings.alerting.digest_at, digest_lines=digest_lines,
+                          snapshot=snapshot)
+        deliverer = Deliverer(alerter, chans)
+        if background:
+            deliverer.start()
+        note = None if chans else "alerting: no channel configured ([alerting] in bvh-ops.toml): alerts are " \
+                                  "evaluated and kept, none is sent"
+        return cls(alerter, deliverer, persistence, note=note)
+
+    def after_cycle(self, result: CycleResult) -> CycleAlerts:
+        checks = [*result.checks, *self.deliverer.health_checks()]
+        outcome = self.alerter.observe(checks, result.checked_at)
+        problem = self.persistence.sync(self.alerter, result.checked_at) if self.persistence else None
+        return CycleAlerts(outcome.events, len(outcome.queued), outcome.closed, problem)
+
+    def flush(self, timeout: float) -> None:
+        """One-shot commands: deliver what is due now (bounded), then write the outcome."""
+        self.deliverer.deliver_all(timeout)
+        if self.persistence:
+            self.persistence.sync(self.alerter, datetime.now(UTC))
+
+    def stop(self) -> None:
+        self.deliverer.stop()
+        if self.persistence:
+            self.persistence.sync(self.alerter, datetime.now(UTC))
+            self.persistence.close()
