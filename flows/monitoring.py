@@ -1,8 +1,10 @@
 """Monitoring: one flow run per hour that loops — a probe cycle every monitor_interval_seconds
 (30 s), each recorded as samples in the ops database — so the run history holds 24 runs a day,
-not 2,880, and the probes keep their 30-second rhythm. The run publishes the hour's summary and
-fails when a service was critical for CRITICAL_STREAK cycles in a row (the failure notification
-is the alert until alerting exists)."""
+not 2,880, and the probes keep their 30-second rhythm. Every cycle also evaluates the alert
+rules and queues what is due; delivery runs on its own threads (a slow SMTP server never delays
+a probe). The run publishes the hour's summary and an artifact per incident that resolved in it.
+It fails on a sustained outage (CRITICAL_STREAK cycles) only when no alert channel is
+configured: then the failed run is the alert of last resort."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from bvh_ops.alerting.render import incident_markdown
+from bvh_ops.alerting.runtime import AlertingRuntime
 from bvh_ops.config import load_settings
 from bvh_ops.errors import BvhOpsError
 from bvh_ops.monitoring.cycle import run_cycle
@@ -47,19 +51,45 @@ def monitoring(minutes: float = 59.0, interval: float | None = None) -> dict[str
             return True
         return stop.wait(seconds)
 
+    alerting = AlertingRuntime.start(settings, lambda: running_dsn(settings))
+    if alerting is None:
+        logger.warning("alerts are evaluated by another running monitor; this run probes and records only")
+    elif alerting.note:
+        logger.warning(alerting.note)
+    closed: list = []
+
+    def probe():
+        result = run_cycle(settings)
+        if alerting is not None:
+            alerts = alerting.after_cycle(result)
+            closed.extend(alerts.closed)
+            if alerts.events:
+                logger.warning("alerts: %s", alerts.summary())
+            if alerts.problem:
+                logger.warning("alert state: %s", alerts.problem)
+        return result
+
     def report(result, problem: str | None) -> None:
         summary.add(result, problem)
         bad = [f"{c.name} {c.status}" for c in result.checks if c.status != "ok"]
         if bad:
             logger.warning("cycle %s: %s", result.status, ", ".join(bad[:10]))
 
-    run_monitor(lambda: run_cycle(settings), History(lambda: running_dsn(settings)), interval=every, cycles=None,
-                stop=stop, report=report, wait=wait)
+    try:
+        run_monitor(probe, History(lambda: running_dsn(settings)), interval=every, cycles=None,
+                    stop=stop, report=report, wait=wait)
+    finally:
+        if alerting is not None:
+            alerting.stop()
     doc = summary.to_json()
     create_markdown_artifact(key="monitoring-hour", markdown=_markdown(doc),
                              description=f"monitoring: {summary.cycles} probe cycles")
+    for incident in closed:
+        create_markdown_artifact(key="incident", markdown=incident_markdown(incident),
+                                 description=f"incident resolved: {incident.name} on {incident.service}")
+    doc["incidents_resolved"] = len(closed)
     outages = summary.outages()
-    if outages:
+    if outages and (alerting is None or not alerting.deliverer.channels):
         raise ServiceDown(f"critical for {CRITICAL_STREAK}+ consecutive probe cycles: {', '.join(outages)}")
     return doc
 

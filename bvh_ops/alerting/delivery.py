@@ -49,15 +49,21 @@ class Deliverer:
         self.clock = clock
         self.health = {name: ChannelHealth() for name in self.channels}
         self._stop = threading.Event()
+        self._channel_locks = {name: threading.Lock() for name in self.channels}
         self._threads: list[threading.Thread] = []
 
-    def deliver(self, name: str, now: datetime | None = None) -> int:
+    def deliver(self, name: str, now: datetime | None = None, *, stop: threading.Event | None = None) -> int:
         """Attempt every message of channel ``name`` due at ``now``; returns how many were sent.
-        Stops at the first failure (the channel is down: the rest waits for the backoff)."""
+        Stops at the first failure (the channel is down: the rest waits for the backoff). One
+        caller per channel at a time (a message is never sent twice by two threads)."""
+        with self._channel_locks[name]:
+            return self._deliver(name, now, stop or self._stop)
+
+    def _deliver(self, name: str, now: datetime | None, stop: threading.Event) -> int:
         channel, health = self.channels[name], self.health[name]
         sent = 0
         for n in self.alerter.pending(name, now or self.clock()):
-            if self._stop.is_set():
+            if stop.is_set():
                 break
             try:
                 channel.send(n.message)
@@ -105,9 +111,10 @@ class Deliverer:
         seconds (one-shot commands). A channel still sending at the timeout keeps its messages
         pending (they are in the log; the next run retries them)."""
         counts: dict[str, int] = {}
+        done = threading.Event()
 
         def one(name: str) -> None:
-            counts[name] = self.deliver(name)
+            counts[name] = self.deliver(name, stop=done)
 
         threads = [threading.Thread(target=one, args=(name,), daemon=True) for name in self.channels]
         for t in threads:
@@ -115,7 +122,7 @@ class Deliverer:
         end = self.clock().timestamp() + timeout
         for t in threads:
             t.join(max(0.0, end - self.clock().timestamp()))
-        self._stop.set()
+        done.set()   # a channel still sending stops after its attempt in flight
         return counts
 
     # -- background ----------------------------------------------------------------------------

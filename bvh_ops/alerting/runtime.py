@@ -70,14 +70,13 @@ class AlertingRuntime:
         problem = self.persistence.sync(self.alerter, result.checked_at) if self.persistence else None
         return CycleAlerts(outcome.events, len(outcome.queued), outcome.closed, problem)
 
-    def flush(self, timeout: float) -> None:
-        """One-shot commands: deliver what is due now (bounded), then write the outcome."""
-        self.deliverer.deliver_all(timeout)
-        if self.persistence:
-            self.persistence.sync(self.alerter, datetime.now(UTC))
-
-    def stop(self) -> None:
+    def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stop delivering: the attempts in flight finish, then what is due now gets one more
+        bounded pass (a monitor stopped right after a fault still sends it); whatever is left
+        stays pending in the log for the next run."""
         self.deliverer.stop()
+        if drain_seconds > 0:
+            self.deliverer.deliver_all(drain_seconds)
         if self.persistence:
             self.persistence.sync(self.alerter, datetime.now(UTC))
             self.persistence.close()

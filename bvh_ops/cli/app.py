@@ -8,7 +8,16 @@ import sys
 
 import typer
 
-from bvh_ops.cli import backups, drill, monitor, ops, opsdb, report, restore  # noqa: F401 - registers the commands
+from bvh_ops.cli import (  # noqa: F401 - registers the commands
+    alerts,
+    backups,
+    drill,
+    monitor,
+    ops,
+    opsdb,
+    report,
+    restore,
+)
 from bvh_ops.cli.core import app, err
 from bvh_ops.errors import BvhOpsError
 

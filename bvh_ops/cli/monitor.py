@@ -32,13 +32,15 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print {st
         from bvh_ops.errors import ConfigError
 
         raise ConfigError("health-check: choose one of --json and --prometheus")
-    result = run_cycle(cli_settings())
+    settings = cli_settings()
+    result = run_cycle(settings)
+    alerts = _alerts_once(settings, result)
     if prometheus:
         from bvh_ops.monitoring.exposition import render
 
         sys.stdout.write(render(result))
     elif as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "alerts": alerts})
     else:
         table = Table(box=None, pad_edge=False)
         for name in ("status", "service", "check", "value", "detail"):
@@ -53,7 +55,41 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print {st
                       f"{result.cpu_seconds:.2f} s CPU)")
         if result.not_monitored:
             console.print("not monitored: " + ", ".join(result.not_monitored))
+        console.print(f"alerts: {alerts['summary']}", markup=False, highlight=False)
     raise typer.Exit(exit_code(result.status))
+
+
+def _alerts_once(settings, result) -> dict:
+    """One cycle's alert evaluation and delivery (bounded by the channels' timeout), where the
+    ops database keeps the alert state between runs and no monitor evaluates them already."""
+    from bvh_ops.opsdb.database import running_dsn
+
+    if running_dsn(settings) is None:
+        return {"evaluated": False, "summary": "not evaluated (alert state lives in the ops database, which is "
+                                               "not running: bvh-ops opsdb start)"}
+    from bvh_ops.alerting.runtime import AlertingRuntime
+
+    runtime = AlertingRuntime.start(settings, lambda: running_dsn(settings), background=False)
+    if runtime is None:
+        return {"evaluated": False, "summary": "evaluated by the running monitor, not here"}
+    try:
+        cycle = runtime.after_cycle(result)
+    finally:
+        runtime.stop(drain_seconds=settings.alerting.timeout_seconds + 5)
+    sent = [n for n in runtime.alerter.notifications.values() if n.status == "sent" and n.created_at == result.checked_at]
+    firing = [s.alert.name + f" ({s.alert.service})" for s in runtime.alerter.firing() if s.phase == "firing"]
+    summary = cycle.summary() or "no change"
+    if firing:
+        summary += f"; firing: {', '.join(firing)}"
+    if runtime.note:
+        summary += f"; {runtime.note}"
+    if cycle.problem:
+        summary += f"; {cycle.problem}"
+    return {"evaluated": True, "summary": summary, "events": [{"kind": e.kind, "name": e.alert.name,
+                                                               "severity": str(e.alert.severity),
+                                                               "service": e.alert.service, "check": e.alert.check}
+                                                              for e in cycle.events],
+            "firing": firing, "notifications_sent": len(sent)}
 
 
 @app.command("status")
@@ -173,6 +209,24 @@ def monitor(interval: Annotated[float | None, typer.Option("--interval", min=0.0
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     history = History(lambda: running_dsn(settings))
+    from bvh_ops.alerting.runtime import AlertingRuntime
+
+    alerting = AlertingRuntime.start(settings, lambda: running_dsn(settings))
+    if alerting is None:
+        sys.stdout.write("alerting: evaluated by another running monitor; this one probes and records only\n")
+    elif alerting.note:
+        sys.stdout.write(alerting.note + "\n")
+    alert_lines: list[str] = []
+
+    def probe():
+        result = run_cycle(settings)
+        if alerting is not None:
+            cycle_alerts = alerting.after_cycle(result)
+            if cycle_alerts.events or cycle_alerts.queued:
+                alert_lines.append(f"alerts: {cycle_alerts.summary()}")
+            if cycle_alerts.problem:
+                alert_lines.append(f"alert state: {cycle_alerts.problem}")
+        return result
 
     def report(result, problem: str | None) -> None:
         bad = ", ".join(f"{c.name} {c.status}" for c in result.checks if c.status != "ok")
@@ -183,15 +237,19 @@ def monitor(interval: Annotated[float | None, typer.Option("--interval", min=0.0
             sys.stdout.write(f"history: {done}\n")
         if problem is not None:
             sys.stdout.write(f"history unavailable: {problem}\n")
+        for line in alert_lines:
+            sys.stdout.write(line + "\n")
+        alert_lines.clear()
         sys.stdout.flush()
 
     sys.stdout.write(f"monitoring every {every:g} s" + (f" for {cycles} cycles" if cycles else "") +
                      " (SIGTERM or Ctrl-C stops after the current cycle)\n")
     sys.stdout.flush()
     try:
-        done = run_monitor(lambda: run_cycle(settings), history, interval=every, cycles=cycles, stop=stop,
-                           report=report)
+        done = run_monitor(probe, history, interval=every, cycles=cycles, stop=stop, report=report)
     finally:
+        if alerting is not None:
+            alerting.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     sys.stdout.write(f"stopped after {done} cycle(s)\n")
