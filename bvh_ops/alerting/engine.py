@@ -164,7 +164,8 @@ class Alerter:
         kwargs = {}
         if self.digest_lines is not None:
             start, end = routing.digest_window(now, self.digest_at)
-            if any(routing.digest_key(ch, end) not in self.notifications for ch in self.channels):
+            owed = now - end <= routing.DIGEST_CATCHUP
+            if owed and any(routing.digest_key(ch, end) not in self.notifications for ch in self.channels):
                 kwargs["digest_lines"] = list(self.digest_lines(start, end))
         due = routing.due(self.notifications.keys(), self.events, now, channels=self.channels,
                           digest_at=self.digest_at, **kwargs)

@@ -11,6 +11,11 @@ alert, or a day back, whichever is older); ``log`` holds the keys of messages al
 calling ``due`` again — after a restart too — returns only what is still owed. Silenced or
 inhibited fired alerts are not notified; a resolved notice is sent even when silenced (the
 operator hears that it cleared), but not when inhibited (its fired notice never went out).
+
+The digest can carry more than info alerts: the caller gathers the day's summary (backups, drills,
+incidents, uptime, business figures: ``bvh_ops.alerting.digest``) and passes its lines as
+``digest_lines``. Gathering costs queries, so ``digest_window`` and ``digest_key`` let the caller
+ask first whether the digest is owed at all (its key not in the log yet).
 """
 
 from __future__ import annotations
@@ -54,8 +59,9 @@ class Episode:
 
 
 def due(log: Collection[str], events: Sequence[Event], now: datetime, *, channels: Sequence[str],
-        digest_at: time = DEFAULT_DIGEST_AT) -> list[Message]:
-    """Every message owed at ``now`` that ``log`` does not hold yet, oldest first."""
+        digest_at: time = DEFAULT_DIGEST_AT, digest_lines: Sequence[str] | None = None) -> list[Message]:
+    """Every message owed at ``now`` that ``log`` does not hold yet, oldest first. With
+    ``digest_lines`` the digest's body is those lines, then an "Info alerts" section."""
     out: list[Message] = []
     for ev in sorted(events, key=lambda e: e.at):
         if ev.alert.severity is Severity.CRITICAL and ev.at <= now and _notify(ev):
@@ -63,7 +69,7 @@ def due(log: Collection[str], events: Sequence[Event], now: datetime, *, channel
                 out.append(_critical(ev, ch))
     episodes = _episodes(events)
     out += _batches(episodes, now, channels)
-    out += _digest(episodes, now, channels, digest_at)
+    out += _digest(episodes, now, channels, digest_at, digest_lines)
     return [m for m in out if m.key not in log]
 
 
@@ -122,16 +128,31 @@ def _batches(episodes: list[Episode], now: datetime, channels: Sequence[str]) ->
     return out
 
 
-def _digest(episodes: list[Episode], now: datetime, channels: Sequence[str], at: time) -> list[Message]:
+def digest_window(now: datetime, at: time = DEFAULT_DIGEST_AT) -> tuple[datetime, datetime]:
+    """[start, end) of the digest due at ``now``: the 24 hours before the latest ``at`` <= ``now``."""
     end = datetime.combine(now.date(), at, tzinfo=now.tzinfo)
     if end > now:
         end -= DAY
-    start = end - DAY
+    return end - DAY, end
+
+
+def digest_key(channel: str, end: datetime) -> str:
+    """The notification-log key of the digest of the window ending at ``end`` on ``channel``."""
+    return f"{channel}:digest:{end.date().isoformat()}"
+
+
+def _digest(episodes: list[Episode], now: datetime, channels: Sequence[str], at: time,
+            digest_lines: Sequence[str] | None = None) -> list[Message]:
+    start, end = digest_window(now, at)
     if now - end > DIGEST_CATCHUP:
         return []
     infos = [e for e in episodes if e.alert.severity is Severity.INFO and _notify(e.fired)
              and e.overlaps(start, end)]
-    lines = tuple(_line(e) for e in infos) or ("no info alerts",)
+    info_lines = tuple(_line(e) for e in infos) or ("no info alerts",)
+    if digest_lines is None:
+        lines = info_lines
+    else:
+        lines = (*digest_lines, "Info alerts", *(f"  {line}" for line in info_lines))
     subject = f"[INFO] daily summary {start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M} UTC"
-    return [Message(f"{ch}:digest:{end.date().isoformat()}", ch, Severity.INFO, "digest", subject, lines,
+    return [Message(digest_key(ch, end), ch, Severity.INFO, "digest", subject, lines,
                     tuple(e.alert for e in infos)) for ch in channels]

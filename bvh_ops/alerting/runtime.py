@@ -4,6 +4,7 @@ database, delivery threads, and ``after_cycle`` called with every probe cycle.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,11 +12,14 @@ from datetime import UTC, datetime
 from bvh_ops.alerting.channels.base import Channel
 from bvh_ops.alerting.channels.registry import channels_from
 from bvh_ops.alerting.delivery import Deliverer
+from bvh_ops.alerting.digest import gather_digest, render_digest
 from bvh_ops.alerting.engine import Alerter, Incident
 from bvh_ops.alerting.state import Event
 from bvh_ops.alerting.store import EvaluatorBusy, Persistence
 from bvh_ops.config import Settings
 from bvh_ops.monitoring.cycle import CycleResult
+
+log = logging.getLogger("bvh_ops.alerting")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class AlertingRuntime:
             snapshot = persistence.open(now)
         except EvaluatorBusy:
             return None
+        if digest_lines is None:
+            digest_lines = _digest_provider(settings, ops_dsn)
         alerter = Alerter([c.name for c in chans], digest_at=settings.alerting.digest_at, digest_lines=digest_lines,
                           snapshot=snapshot)
         deliverer = Deliverer(alerter, chans)
@@ -80,3 +86,17 @@ class AlertingRuntime:
         if self.persistence:
             self.persistence.sync(self.alerter, datetime.now(UTC))
             self.persistence.close()
+
+
+def _digest_provider(settings: Settings, ops_dsn: Callable[[], str | None]):
+    """The daily summary's facts (backups, drills, incidents, uptime, business numbers), gathered
+    once a day when the digest is owed; a failure to gather is said in the digest, never fatal."""
+
+    def lines(start: datetime, end: datetime) -> list[str]:
+        try:
+            return render_digest(gather_digest(settings, start, end, ops_dsn=ops_dsn()), start, end)
+        except Exception as exc:  # noqa: BLE001 - the digest still goes out, saying what is missing
+            log.exception("daily summary facts could not be gathered")
+            return [f"The day's facts could not be gathered: {type(exc).__name__} (see the monitor's log)"]
+
+    return lines

@@ -152,6 +152,12 @@ def per_cycle_rows(conn: psycopg.Connection, month: str, now: datetime | None = 
         raise NotFound(f"the raw samples of {month} are gone (kept {KEEP_DAYS} days, from {kept}); the hourly "
                        "and daily rollups keep per-check counts, not each cycle's worst status per service, so "
                        "no honest uptime report can be made for it")
+    return cycle_rows(conn, start, end)
+
+
+def cycle_rows(conn: psycopg.Connection, start: datetime, end: datetime) -> list[tuple[datetime, str, Status]]:
+    """Each cycle's worst status per service in [start, end) from the raw samples (no retention
+    check: callers asking for old instants check ``oldest_raw_day`` themselves)."""
     rows = conn.execute("SELECT at, service, max(status) FROM ops.samples WHERE at >= %s AND at < %s "
                         "GROUP BY at, service ORDER BY service, at", (start, end)).fetchall()
     return [(at, service, STATUS_OF[worst]) for at, service, worst in rows]
