@@ -43,8 +43,10 @@ class ChannelHealth:
 
 class Deliverer:
     def __init__(self, alerter: Alerter, channels: Sequence[Channel], *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 recorded: Callable[[], object] | None = None) -> None:
         self.alerter = alerter
+        self.recorded = recorded or (lambda: None)   # write the log through after each attempt
         self.channels = {c.name: c for c in channels}
         self.clock = clock
         self.health = {name: ChannelHealth() for name in self.channels}
@@ -57,7 +59,10 @@ class Deliverer:
         Stops at the first failure (the channel is down: the rest waits for the backoff). One
         caller per channel at a time (a message is never sent twice by two threads)."""
         with self._channel_locks[name]:
-            return self._deliver(name, now, stop or self._stop)
+            try:
+                return self._deliver(name, now, stop or self._stop)
+            finally:
+                self.recorded()   # a crash after a send must not send it again
 
     def _deliver(self, name: str, now: datetime | None, stop: threading.Event) -> int:
         channel, health = self.channels[name], self.health[name]
@@ -80,6 +85,7 @@ class Deliverer:
             self.alerter.record_attempt(n, status="sent", attempts=n.attempts + 1, sent_at=at, last_error=None)
             health.failures_in_a_row, health.last_sent = 0, at
             sent += 1
+            self.recorded()
         return sent
 
     def _failed(self, n: Notification, health: ChannelHealth, error: str) -> None:

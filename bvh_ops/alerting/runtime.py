@@ -50,7 +50,8 @@ class AlertingRuntime:
     @classmethod
     def start(cls, settings: Settings, ops_dsn: Callable[[], str | None], *, now: datetime | None = None,
               channels: Sequence[Channel] | None = None, background: bool = True,
-              digest_lines: Callable[[datetime, datetime], Sequence[str]] | None = None) -> AlertingRuntime | None:
+              digest_lines: Callable[[datetime, datetime], Sequence[str]] | None = None,
+              clock: Callable[[], datetime] | None = None) -> AlertingRuntime | None:
         """None when another process evaluates the alerts (its note is the reason to print)."""
         now = now or datetime.now(UTC)
         chans = list(channels_from(settings.alerting) if channels is None else channels)
@@ -63,7 +64,8 @@ class AlertingRuntime:
             digest_lines = _digest_provider(settings, ops_dsn)
         alerter = Alerter([c.name for c in chans], digest_at=settings.alerting.digest_at, digest_lines=digest_lines,
                           snapshot=snapshot)
-        deliverer = Deliverer(alerter, chans)
+        clock = clock or (lambda: datetime.now(UTC))
+        deliverer = Deliverer(alerter, chans, clock=clock, recorded=lambda: persistence.sync(alerter, clock()))
         if background:
             deliverer.start()
         note = None if chans else "alerting: no channel configured ([alerting] in bvh-ops.toml): alerts are " \
@@ -84,7 +86,7 @@ class AlertingRuntime:
         if drain_seconds > 0:
             self.deliverer.deliver_all(drain_seconds)
         if self.persistence:
-            self.persistence.sync(self.alerter, datetime.now(UTC))
+            self.persistence.sync(self.alerter, self.deliverer.clock())
             self.persistence.close()
 
 
