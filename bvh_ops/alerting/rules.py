@@ -88,6 +88,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("slow responses", Severity.WARNING, Matcher(service="api", statuses=_WARN), fire_after=3, resolve_after=3),
     Rule("cache degradation", Severity.WARNING, Matcher(check="cache.*", statuses=_WARN), fire_after=3,
          resolve_after=3),
+    # Scheduled work (monitoring.schedules): a run that did not succeed by its time + grace, a failed run.
+    Rule("scheduled run missed", Severity.CRITICAL, Matcher(check="deadman:*", statuses=_BAD)),
+    Rule("flow run failed", Severity.CRITICAL, Matcher(check="run:*", statuses=_BAD)),
 )
 
 DEFAULT_INHIBITIONS: tuple[Inhibition, ...] = (
