@@ -1,7 +1,8 @@
 """The monitor's own dead-man: Prefect automations that notify through a webhook block when the
 ``monitoring`` flow stops, a path that does not depend on the monitor being alive.
 
-- *bvh-ops: monitoring silent* (proactive): no ``monitoring`` run has reached Completed within
+- *bvh-ops: monitoring silent* (proactive): no ``monitoring`` run has ended (Completed, or Failed:
+  it fails on purpose while a service is critical, and then it is alive and reporting) within
   ``[alerting] monitoring_silence_minutes`` (default 2 h; runs last 59 min, one an hour). The
   Prefect server evaluates it by itself, so it fires when the monitor's process, host or worker
   is gone, and again every such period while it stays silent.
@@ -33,14 +34,16 @@ FAILED_AUTOMATION = "bvh-ops: monitoring run failed, crashed or timed out"
 LEGACY_AUTOMATIONS = ("bvh-ops: flow run failed, crashed or timed out",)
 WEBHOOK_BLOCK = "bvh-ops-failure-webhook"
 MONITOR_FLOW = "monitoring"
-COMPLETED = "prefect.flow-run.Completed"
+# A monitoring run that ends, passing or failing on purpose (monitoring.hour fails the run while a
+# service is critical), proves the monitor alive; Crashed, TimedOut or no end at all do not.
+ALIVE = ["prefect.flow-run.Completed", "prefect.flow-run.Failed"]
 EVENTS = ["prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"]
 SUBJECT = "bvh-ops: {{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}"
 BODY = ("Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.state.name }}: "
         "{{ flow_run.state.message }}. The monitor cannot raise its own alerts while it fails. "
         "Details: {{ flow_run|ui_url }}")
 SILENT_SUBJECT = "bvh-ops: the monitor is silent"
-SILENT_BODY = ("No run of the monitoring flow has completed in the last {minutes} minutes: the monitor (its "
+SILENT_BODY = ("No run of the monitoring flow has ended in the last {minutes} minutes: the monitor (its "
                "worker, host or deployment) is down or stuck, so no other bvh-ops alert can reach you. "
                "Check the 'monitoring' deployment's runs and the bvh-ops work pool.")
 
@@ -67,10 +70,10 @@ def _monitor() -> dict[str, Any]:
 
 
 def silent_trigger(within: timedelta) -> Any:
-    """Fires when fewer than one Completed event of the monitoring flow arrives within ``within``."""
+    """Fires when no monitoring run ends (Completed or Failed) within ``within``."""
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    return EventTrigger(expect={COMPLETED}, match_related=_monitor(), posture=Posture.Proactive, threshold=1,
+    return EventTrigger(expect=set(ALIVE), match_related=_monitor(), posture=Posture.Proactive, threshold=1,
                         within=within)
 
 
@@ -123,7 +126,7 @@ def setup_notifications(settings: Settings, *, silence: timedelta | None = None)
                                        body=SILENT_BODY.format(minutes=minutes)) for bid in block_ids]
     failed_actions = [SendNotification(block_document_id=bid, subject=SUBJECT, body=BODY) for bid in block_ids]
     done = {
-        SILENT_AUTOMATION: _upsert(SILENT_AUTOMATION, f"The monitor's dead-man: no completed monitoring run in "
+        SILENT_AUTOMATION: _upsert(SILENT_AUTOMATION, f"The monitor's dead-man: no monitoring run ended in "
                                    f"{minutes} min", silent_trigger(within), silent_actions),
         FAILED_AUTOMATION: _upsert(FAILED_AUTOMATION, "Failures of the monitoring flow (it cannot report itself)",
                                    failed_trigger(), failed_actions),

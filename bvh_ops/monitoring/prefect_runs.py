@@ -1,5 +1,5 @@
 """The schedules probe's adapter: reads this project's deployments (tag ``bvh-ops``, which every
-prefect.yaml entry carries), their schedules and their recent flow runs from the Prefect server
+prefect.yaml entry carries; all but the monitor's own, see ``SELF_DEPLOYMENT``), their schedules and their recent flow runs from the Prefect server
 at ``PREFECT_API_URL``, and hands them to the pure planner (monitoring.schedules).
 
 It speaks Prefect's REST API over httpx rather than importing Prefect's client: the domain stays
@@ -28,6 +28,10 @@ from bvh_ops.monitoring.results import Check, Status
 from bvh_ops.monitoring.schedules import SERVICE, Deployment, Run, Schedule, plan_checks
 
 TAG = "bvh-ops"
+# The monitor does not judge its own deployment: the monitoring flow fails on purpose while a
+# service is critical (monitoring.hour), so a run:/deadman: check of itself would fail every
+# following run for ever. Prefect automations watch it instead (deployments/notifications.py).
+SELF_DEPLOYMENT = "monitoring"
 RUNS_PER_DEPLOYMENT = 20
 # The Prefect server's cap on one filter page (PREFECT_API_DEFAULT_LIMIT).
 MAX_DEPLOYMENTS = 200
@@ -127,6 +131,8 @@ def to_deployment(raw: Mapping[str, Any], runs: list[Run], grace: timedelta) -> 
 def read_deployments(reader: PrefectRuns, alerting: AlertingSettings, now: datetime) -> list[Deployment]:
     found = []
     for raw in reader.deployments():
+        if raw["name"] == SELF_DEPLOYMENT:
+            continue
         runs = [to_run(r) for r in reader.runs(raw["id"], now)]
         found.append(to_deployment(raw, runs, timedelta(minutes=alerting.deadman_grace(raw["name"]))))
     return found

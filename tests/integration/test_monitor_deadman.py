@@ -13,7 +13,6 @@ import pytest
 
 from bvh_ops.config import AlertingSettings, Settings
 from deployments.notifications import (
-    COMPLETED,
     FAILED_AUTOMATION,
     LEGACY_AUTOMATIONS,
     SILENT_AUTOMATION,
@@ -71,7 +70,7 @@ def test_setup_creates_the_proactive_dead_man_and_the_monitor_failure_automation
 
         silent = Automation.read(name=SILENT_AUTOMATION)
         trigger = silent.trigger
-        assert trigger.posture == Posture.Proactive and trigger.expect == {COMPLETED}
+        assert trigger.posture == Posture.Proactive and trigger.expect == {"prefect.flow-run.Completed", "prefect.flow-run.Failed"}
         assert trigger.within == timedelta(minutes=90) and trigger.threshold == 1
         assert trigger.match_related.root == {"prefect.resource.role": "flow", "prefect.resource.name": "monitoring"}
         assert silent.enabled and len(silent.actions) == 1
@@ -93,6 +92,6 @@ def test_the_silent_monitor_notifies_the_webhook(prefect_harness, receiver, tmp_
         setup_notifications(Settings(state_dir=tmp_path, notify_webhook_url=url), silence=timedelta(seconds=10))
         body = wait_until(lambda: next((b for b in received if b.get("subject") == SILENT_SUBJECT), None),
                           "the proactive dead-man's notification at the webhook", timeout=90, interval=0.5)
-        assert body["source"] == "bvh-ops" and "No run of the monitoring flow has completed" in body["body"]
+        assert body["source"] == "bvh-ops" and "No run of the monitoring flow has ended" in body["body"]
     finally:
         _delete_ours()

@@ -59,6 +59,7 @@ def test_missed_schedule_and_failed_run_are_critical(api):
         _run(client, failing_id, now - timedelta(hours=1),
              Failed(message="backup failed: postgresql://bvh:hunter2@db/lottery refused\nmore"))
         _deployment(client, f"untagged-{suffix}", "0 2 * * *", tags=("other",))
+        _deployment(client, "monitoring", "0 * * * *")   # never ran: the automations watch it, not itself
 
     checks = {c.name: c for c in probe_schedules(api, ALERTING, now)}
 
@@ -72,6 +73,7 @@ def test_missed_schedule_and_failed_run_are_critical(api):
     assert "Failed" in failed.detail and "backup failed" in failed.detail and "hunter2" not in failed.detail
     assert f"deadman:{failing}" not in checks          # no schedule: not watched
     assert not any(suffix in n and "untagged" in n for n in checks)   # not this project's
+    assert "deadman:monitoring" not in checks and "run:monitoring" not in checks
 
 
 def test_unreachable_api_is_unknown_never_ok():
