@@ -197,3 +197,14 @@ def test_grace_settings():
         AlertingSettings(deadman_default_grace_minutes=0)
     with pytest.raises(ValidationError, match="monitoring_silence_minutes"):
         AlertingSettings(monitoring_silence_minutes=5)
+
+
+def test_every_deployment_in_prefect_yaml_carries_the_tag_the_probe_reads():
+    from pathlib import Path
+
+    import yaml
+
+    from bvh_ops.monitoring.prefect_runs import TAG
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    assert all(TAG in d.get("tags", []) for d in spec["deployments"]), "untagged deployments are not watched"
