@@ -161,6 +161,14 @@ class AlertingSettings(BaseModel):
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # When the daily info digest is due (UTC).
     digest_at: time = time(7, 0)
+    # Dead-man's switches: minutes after a deployment's scheduled time by which its run must have
+    # completed, per deployment name; others get the default. monitoring's runs last 59 min and
+    # queue behind each other, so it needs more than an hour.
+    deadman_grace_minutes: dict[str, int] = Field(default_factory=lambda: {"monitoring": 90})
+    deadman_default_grace_minutes: int = Field(default=60, gt=0)
+    # The monitor's own dead-man (a Prefect proactive automation, bvh-ops setup-notifications):
+    # notify when no monitoring run has completed for this many minutes (at least 10).
+    monitoring_silence_minutes: int = Field(default=120, ge=10)
 
     @field_validator("email_from")
     @classmethod
@@ -176,6 +184,18 @@ class AlertingSettings(BaseModel):
             if "@" not in item:
                 raise ValueError(f"'{item}' is not an email address")
         return value
+
+    @field_validator("deadman_grace_minutes")
+    @classmethod
+    def _check_grace(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, minutes in value.items():
+            if minutes <= 0:
+                raise ValueError(f"grace of '{name}' must be more than 0 minutes, not {minutes}")
+        return value
+
+    def deadman_grace(self, deployment: str) -> int:
+        """Minutes of grace for ``deployment``'s scheduled runs."""
+        return self.deadman_grace_minutes.get(deployment, self.deadman_default_grace_minutes)
 
     @field_validator("sms_gateway_url")
     @classmethod

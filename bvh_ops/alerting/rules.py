@@ -97,6 +97,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     # A probe that could not run hides whatever it watches: never silent, never "ok".
     Rule("check could not run", Severity.WARNING, Matcher(statuses=frozenset({Status.UNKNOWN})), fire_after=3,
          resolve_after=2),
+    # Scheduled work (monitoring.schedules): a run that did not succeed by its time + grace, a failed run.
+    Rule("scheduled run missed", Severity.CRITICAL, Matcher(check="deadman:*", statuses=_BAD)),
+    Rule("flow run failed", Severity.CRITICAL, Matcher(check="run:*", statuses=_BAD)),
 )
 
 DEFAULT_INHIBITIONS: tuple[Inhibition, ...] = (

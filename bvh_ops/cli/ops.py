@@ -30,13 +30,17 @@ def serve() -> None:
 
 @app.command("setup-notifications")
 def setup_notifications() -> None:
-    """Create or update the automation that notifies on failed/crashed/timed-out runs (idempotent)."""
+    """Create or update the monitor's dead-man automations (no completed monitoring run for a
+    while; a failed monitoring run) on the webhook (idempotent)."""
     if not os.environ.get("PREFECT_API_URL"):
         raise BvhOpsError("PREFECT_API_URL is not set: point it at your Prefect server (…/api) first")
     from deployments.notifications import setup_notifications as setup
 
     result = setup(cli_settings())
-    out.print(f"automation '{result['automation']}' {result['action']} with {result['notifications']} notification(s)")
+    for name, action in result["automations"].items():
+        out.print(f"automation '{name}' {action} with {result['notifications']} notification(s)")
+    for name in result["removed"]:
+        out.print(f"automation '{name}' removed: those failures are alerts of the monitor now")
 
 
 @app.command("wal-push")

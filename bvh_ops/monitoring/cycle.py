@@ -21,6 +21,7 @@ from bvh_ops.monitoring.cache import probe_cache
 from bvh_ops.monitoring.database import probe_database
 from bvh_ops.monitoring.host import probe_host
 from bvh_ops.monitoring.http import HttpSession, probe_endpoint
+from bvh_ops.monitoring.prefect_runs import api_url, probe_schedules
 from bvh_ops.monitoring.results import Check, Status, overall
 from bvh_ops.monitoring.thresholds import Limits
 
@@ -103,14 +104,16 @@ def run_jobs(jobs: list[Job], deadline_seconds: float, *, workers: int = MAX_WOR
 def not_monitored(settings: Settings) -> list[str]:
     """Probes that do not run because nothing configures them (reported, never counted as ok)."""
     missing = [("database", settings.database_url, "database_url"), ("cache", settings.cache_url, "cache_url"),
-               ("backups", settings.repository, "repository"), ("api", settings.endpoints, "endpoints")]
+               ("backups", settings.repository, "repository"), ("api", settings.endpoints, "endpoints"),
+               ("schedules", api_url(), "PREFECT_API_URL")]
     return [f"{what} ({field} is not set)" for what, value, field in missing if not value]
 
 
 def build_jobs(settings: Settings, now: datetime, limits: Limits, session: HttpSession) -> list[Job]:
     """Every probe the settings configure, in report order. A probe runs where its target is
-    configured (a monitor host may watch the platform without the backup repository); the host
-    probe always runs. What is not configured is listed by ``not_monitored``."""
+    configured (a monitor host may watch the platform without the backup repository; the
+    schedules probe where ``PREFECT_API_URL`` names a Prefect server); the host probe always
+    runs. What is not configured is listed by ``not_monitored``."""
     jobs = [Job(ep.name, ep.service, (lambda ep=ep: probe_endpoint(ep, limits, session)), Status.CRITICAL)
             for ep in settings.endpoints]
     if settings.database_url is not None:
@@ -122,6 +125,9 @@ def build_jobs(settings: Settings, now: datetime, limits: Limits, session: HttpS
     jobs.append(Job("host", "host", lambda: probe_host(list(settings.disk_paths), limits)))
     if settings.repository:
         jobs.append(Job("backups", "backups", lambda: probe_backups(settings, now, limits)))
+    if (prefect_api := api_url()) is not None:
+        # Dead-man's switches and failed runs of the scheduled deployments (monitoring.schedules).
+        jobs.append(Job("schedules", "schedules", lambda: probe_schedules(prefect_api, settings.alerting, now)))
     return jobs
 
 

@@ -10,8 +10,8 @@ from bvh_ops.monitoring.cycle import CycleResult
 from bvh_ops.monitoring.results import Status, worst
 
 # A service critical this many cycles in a row (90 s at the default 30 s interval) fails the
-# monitoring run, so the failure notifications fire until alerting exists; a single bad cycle
-# (a blip) does not.
+# monitoring run, so the "monitoring run failed" automation notifies until alerting delivers;
+# a single bad cycle (a blip) does not.
 CRITICAL_STREAK = 3
 
 

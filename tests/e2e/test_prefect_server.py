@@ -11,14 +11,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bvh_ops.config import AlertingSettings
 from bvh_ops.demo.sample import LOTTERY_INVARIANTS, load_sample
+from bvh_ops.monitoring.prefect_runs import probe_schedules
 from bvh_ops.pg.catalog import create_database
 from tests.conftest import free_port
-from tests.waiting import PATIENCE, wait_until
+from tests.waiting import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -141,9 +144,8 @@ def test_deploy_and_run_the_on_demand_drill_through_a_worker(pg, keypair, tmp_pa
         keys = {a.key for a in artifacts if a.flow_run_id == runs[0].id}
         assert {"dr-drill-report", "dr-drill-checks"} <= keys
 
-        # Failure notifications: set up twice (idempotent), then a failing drill must POST to
-        # a real HTTP receiver on 127.0.0.1.
-        received, receiver_url, receiver = _receiver()
+        # Notifications: the monitor's dead-man automations, set up twice (idempotent).
+        _received, receiver_url, receiver = _receiver()
         try:
             notify_env = {**prefect_env, **bvh_env, "BVH_OPS_NOTIFY_WEBHOOK_URL": receiver_url}
             for expected in ("created", "updated"):
@@ -153,17 +155,22 @@ def test_deploy_and_run_the_on_demand_drill_through_a_worker(pg, keypair, tmp_pa
 
             async def automations():
                 async with PrefectClient(api) as client:
-                    return [a for a in await client.read_automations() if a.name.startswith("bvh-ops:")]
+                    return sorted(a.name for a in await client.read_automations() if a.name.startswith("bvh-ops:"))
 
-            assert len(asyncio.run(automations())) == 1
+            assert asyncio.run(automations()) == ["bvh-ops: monitoring run failed, crashed or timed out",
+                                                  "bvh-ops: monitoring silent"]
+            # A failing drill is an alert of the monitor now: its schedules probe reads the run.
             failing = subprocess.run(
                 [str(BIN / "prefect"), "deployment", "run", "dr-drill/dr-drill-on-demand",
                  "--param", "mode=physical", "--watch", "--watch-timeout", "300"],
                 cwd=ROOT, capture_output=True, text=True, env=prefect_env, timeout=360)
             assert failing.returncode != 0, failing.stdout[-2000:]
-            wait_until(lambda: received, "the failure notification arriving at the webhook", interval=0.5)
-            body = json.loads(received[0])
-            assert body["source"] == "bvh-ops" and "dr-drill" in body["subject"] and "Failed" in body["subject"]
+            checks = {c.name: c for c in probe_schedules(api, AlertingSettings(), datetime.now(UTC))}
+            assert checks["run:dr-drill-on-demand"].status == "critical", checks["run:dr-drill-on-demand"]
+            assert "Failed" in checks["run:dr-drill-on-demand"].detail
+            assert "deadman:dr-drill-on-demand" not in checks   # no schedule
+            assert checks["deadman:daily-backup"].status == "ok"   # deployed just now: not due yet
+            assert "not due yet" in checks["deadman:daily-backup"].detail
         finally:
             receiver.shutdown()
     finally:
