@@ -120,6 +120,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the runbo
         board["uptime"] = uptime(OpsHistory(lambda: running_dsn(settings)), list(board["services"]),
                                  result.checked_at)
         board["notes"] = [n for n in board["notes"] if not n.startswith("uptime:")]
+        from bvh_ops.alerting.view import OpsAlertsView
+
+        try:
+            board["alerts"] = OpsAlertsView(lambda: running_dsn(settings)).active()
+            board["notes"] = [n for n in board["notes"] if not n.startswith("alerts:")]
+        except Exception as exc:  # noqa: BLE001 - the status still prints, saying why alerts are missing
+            board["notes"].append(f"alerts unavailable: {type(exc).__name__}")
     if as_json:
         emit_json(board)
     else:
@@ -184,7 +191,9 @@ def dashboard_cmd(host: Annotated[str, typer.Option("--host", help="Address to b
     if history is None:
         out.print("dashboard: the ops database is not running: charts from recent cycles only, uptime "
                   "unavailable (bvh-ops opsdb start; bvh-ops monitor keeps the samples)", markup=False)
-    serve(settings, host, port, token=token, history=history,
+    from bvh_ops.alerting.view import OpsAlertsView
+
+    serve(settings, host, port, token=token, history=history, alerts=OpsAlertsView(lambda: running_dsn(settings)),
           on_started=lambda url: out.print(f"dashboard: {url} (Ctrl-C or SIGTERM stops it)", markup=False,
                                            highlight=False))
 

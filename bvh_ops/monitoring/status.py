@@ -14,9 +14,8 @@ Decisions, so a reader of ``bvh-ops status`` knows what each word means:
   ``monitored: false``** and a detail saying why: not monitored is never healthy.
 - ``metrics`` uses SystemMetrics' field names; a number appears only where one was measured,
   otherwise null (never invented). ``metricSources`` names where each came from.
-- ``alerts`` is empty because alerting is not built yet; ``uptime`` is unavailable because
-  status does not read the samples ``bvh-ops monitor`` keeps (monitoring.store.uptime) yet.
-  ``notes`` says both.
+- ``alerts`` is filled by the caller from the ops database (the dashboard and ``bvh-ops status``
+  do, where it runs); ``uptime`` likewise. Until then ``notes`` says why each is empty.
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ SYSTEM_METRICS = ("responseTime", "memoryUsage", "cpuUsage", "activeUsers", "dat
 PLATFORM_ONLY = ("activeUsers", "errorRate", "uptime")
 PLATFORM_SOURCE = "platform /api/metrics"
 NO_HISTORY = "status does not read the sample history yet (bvh-ops monitor records it in the ops database)"
+NO_ALERTS = "alert state not read: the ops database is not running (bvh-ops opsdb start; bvh-ops alerts list)"
 NOTES = (
-    "alerts: alerting is not built yet, so nothing can fire; the list stays empty until it is",
+    f"alerts: {NO_ALERTS}",
     f"uptime: {NO_HISTORY}; no 24h/7d/30d figure is shown rather than one that was not measured",
 )
 

@@ -8,7 +8,9 @@ interval) that feeds the charts when no ``history`` (the ops-database samples) i
 per service comes only from ``history`` (a 24 h / 7 d / 30 d SLA figure cannot come from two hours
 in memory) and is shown as unavailable without it.
 
-Read-only: every route is GET (HEAD too); anything else is 405. With a ``token``, every request
+Read-only but for one action: every route is GET (HEAD too), except acknowledging an alert
+(``POST /alerts/<fingerprint>/ack``, a form carrying the page's per-process CSRF token, so a
+page on another origin cannot acknowledge for you); anything else is 405. With a ``token``, every request
 needs ``Authorization: Bearer <token>``, ``?token=<token>`` (which also sets an HttpOnly cookie so
 the page's own links and refresh keep working without the token in the page) or that cookie,
 compared in constant time. ``check_bind`` refuses a non-loopback bind without a token. No
@@ -21,6 +23,8 @@ import asyncio
 import hmac
 import html
 import math
+import re
+import secrets
 import sys
 import threading
 from collections import deque
@@ -28,12 +32,12 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bvh_ops.config import Settings
@@ -103,9 +107,21 @@ async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
     return await fut
 
 
+class AlertsView(Protocol):
+    """What the dashboard shows of alerting (given by the caller: monitoring does not import
+    alerting). ``active`` lists pending and firing alerts as ``bvh-ops alerts list --json``;
+    ``acknowledge`` returns False when no such active alert exists. Both may raise: the page
+    then says alerts are unavailable and why."""
+
+    def active(self) -> list[dict]: ...
+
+    def acknowledge(self, fingerprint: str) -> bool: ...
+
+
 def create_app(settings: Settings, *, history: History | None = None, token: str | None = None,
-               clock: Callable[[], datetime] = utcnow) -> Starlette:
+               clock: Callable[[], datetime] = utcnow, alerts: AlertsView | None = None) -> Starlette:
     interval = float(settings.monitor_interval_seconds)
+    csrf = secrets.token_urlsafe(24)
     state = State(math.ceil(BUFFER_SECONDS / interval) + 1)
     metrics_ep = metrics_endpoint(settings.endpoints)
 
@@ -151,8 +167,11 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
         return JSONResponse({"status": "starting", "detail": state.last_error or "the first probe cycle is running"},
                             status_code=503, headers={"Retry-After": str(max(1, int(interval)))})
 
-    def status_board() -> dict:
+    def status_board(alert_rows: list[dict] | None = None) -> dict:
         board = dict(state.board or {})
+        if alert_rows is not None:
+            board["alerts"] = alert_rows
+            board["notes"] = [n for n in board.get("notes", []) if not n.startswith("alerts:")]
         board["uptime"] = uptime(history, list(board.get("services", {})), clock())
         board["notes"] = [n for n in board.get("notes", []) if not n.startswith("uptime:")]
         if history is None:
@@ -185,12 +204,41 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
     async def api_status(request: Request) -> Response:
         if state.board is None:
             return starting()
-        return JSONResponse(status_board())
+        rows, _ = await _in_daemon_thread(alert_rows)
+        return JSONResponse(status_board(rows))
 
     async def prometheus(request: Request) -> Response:
         if state.cycle is None:
             return Response("# no probe cycle has finished yet\n", status_code=503, media_type="text/plain")
         return Response(exposition.render(state.cycle), media_type=exposition.CONTENT_TYPE)
+
+    def alert_rows() -> tuple[list[dict] | None, str]:
+        if alerts is None:
+            return None, "alerting is not connected: the ops database is not running (bvh-ops opsdb start)"
+        try:
+            return alerts.active(), ""
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never fatal
+            return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+    async def api_alerts(request: Request) -> Response:
+        rows, why = await _in_daemon_thread(alert_rows)
+        if rows is None:
+            return JSONResponse({"error": f"alerts unavailable: {why}"}, status_code=503)
+        return JSONResponse(rows)
+
+    async def ack(request: Request) -> Response:
+        fingerprint = request.path_params["fingerprint"]
+        form = parse_qs((await request.body()).decode("latin-1"))
+        given = (form.get("csrf") or [""])[0]
+        if not hmac.compare_digest(given.encode(), csrf.encode()):
+            return JSONResponse({"error": "forbidden: acknowledge from the dashboard page (missing or stale form "
+                                          "token)"}, status_code=403)
+        if alerts is None or not re.fullmatch(r"[0-9a-f]{4,16}", fingerprint):
+            return JSONResponse({"error": "no such alert"}, status_code=404)
+        found = await _in_daemon_thread(lambda: alerts.acknowledge(fingerprint))
+        if not found:
+            return JSONResponse({"error": f"no pending or firing alert {fingerprint}"}, status_code=404)
+        return RedirectResponse("/#alerts", status_code=303)
 
     async def page(request: Request) -> Response:
         window = request.query_params.get("window", "15m")
@@ -201,9 +249,10 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
             return HTMLResponse(_html(body, refresh=2), status_code=503)
         now = clock()
         source = history if history is not None else state.memory
-        body = render_page(status_board(), state.cycle, settings, source, window, now, interval,
+        rows, why = await _in_daemon_thread(alert_rows)
+        body = render_page(status_board(rows), state.cycle, settings, source, window, now, interval,
                            history_is_memory=history is None, error_rate=list(state.error_rate),
-                           metrics_configured=metrics_ep is not None)
+                           metrics_configured=metrics_ep is not None, alerts=(rows, why), csrf=csrf)
         return HTMLResponse(_html(body, refresh=max(5, int(interval))))
 
     routes = [Route("/", page, methods=["GET"]),
@@ -211,7 +260,9 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
               Route("/api/health/detailed", api_health_detailed, methods=["GET"]),
               Route("/api/metrics", api_metrics, methods=["GET"]),
               Route("/api/status", api_status, methods=["GET"]),
-              Route("/metrics", prometheus, methods=["GET"])]
+              Route("/metrics", prometheus, methods=["GET"]),
+              Route("/api/alerts", api_alerts, methods=["GET"]),
+              Route("/alerts/{fingerprint}/ack", ack, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dashboard = state
     if token:
@@ -313,7 +364,8 @@ def _value(v: object, unit: str = "") -> str:
 
 def render_page(board: dict, cycle: CycleResult, settings: Settings, source: History, window: str,
                 now: datetime, interval: float, *, history_is_memory: bool,
-                error_rate: list[tuple[datetime, float]] | None = None, metrics_configured: bool = False) -> str:
+                error_rate: list[tuple[datetime, float]] | None = None, metrics_configured: bool = False,
+                alerts: tuple[list[dict] | None, str] = (None, "alerting is not connected"), csrf: str = "") -> str:
     e = html.escape
     parts = [f"<h1>bvh-ops health dashboard</h1><p>System status: <span id='system-status'>"
              f"{_badge(board['systemStatus'])}</span> <span class='muted'>checked at {e(board['checkedAt'])}"
@@ -337,8 +389,7 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
         table = f"<p class='muted'>{e(str(board['services'].get('backups', {}).get('detail', 'not monitored')))}</p>"
     parts.append(f"<h2>Backups and drills</h2>{table}")
     # alerts
-    parts.append("<h2>Alerts</h2><p class='muted'>No active alerts: alerting is not built yet, "
-                 "so nothing can fire.</p>")
+    parts.append(_alerts_section(*alerts, csrf))
     # uptime
     rows = []
     for name, up in board["uptime"].items():
@@ -375,6 +426,31 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
     if board.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in board["notes"]) + "</ul>")
     return "".join(parts)
+
+
+def _alerts_section(rows: list[dict] | None, why: str, csrf: str) -> str:
+    e = html.escape
+    if rows is None:
+        return f"<h2 id='alerts'>Alerts</h2><p class='muted'>alerts unavailable: {e(why)}</p>"
+    if not rows:
+        return "<h2 id='alerts'>Alerts</h2><p id='no-alerts'>No pending or firing alerts.</p>"
+    out = []
+    for a in rows:
+        flags = [f for f in ("silenced", "acknowledged", "inhibited") if a.get(f)]
+        if a.get("acknowledged"):
+            action = f"<span class='muted'>by {e(str(a.get('acknowledged_by') or ''))}</span>"
+        else:
+            action = (f"<form method='post' action='/alerts/{e(a['fingerprint'])}/ack' style='margin:0'>"
+                      f"<input type='hidden' name='csrf' value='{e(csrf)}'><button type='submit'>acknowledge"
+                      f"</button></form>")
+        word = {"critical": "critical", "warning": "warning"}.get(a["severity"], "healthy")
+        out.append(f"<tr class='alert' data-fingerprint='{e(a['fingerprint'])}'><td>{_badge(word)}</td>"
+                   f"<td>{e(a['state'])}</td><td>{e(a['name'])}</td><td>{e(a['service'])}</td><td>{e(a['check'])}</td>"
+                   f"<td>{e(a['since'][:19].replace('T', ' '))}</td><td>{e(', '.join(flags) or '-')}</td>"
+                   f"<td>{e(a.get('detail') or '')}</td><td>{action}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("severity", "state", "alert", "service", "check", "since (UTC)",
+                                               "flags", "detail", ""))
+    return f"<h2 id='alerts'>Alerts</h2><table id='alert-table'><tr>{head}</tr>{''.join(out)}</table>"
 
 
 def _chart(source: History, name: str, since: datetime, until: datetime, span: tuple[float, float],
@@ -424,12 +500,12 @@ def _drill_trend(history: History | None) -> str:
 
 
 def serve(settings: Settings, host: str, port: int, *, token: str | None = None, history: History | None = None,
-          on_started: Callable[[str], None] | None = None) -> None:
+          on_started: Callable[[str], None] | None = None, alerts: AlertsView | None = None) -> None:
     """Serve the dashboard in the foreground until SIGINT/SIGTERM (uvicorn's handlers)."""
     import uvicorn
 
     check_bind(host, token)
-    config = uvicorn.Config(create_app(settings, history=history, token=token), host=host, port=port,
+    config = uvicorn.Config(create_app(settings, history=history, token=token, alerts=alerts), host=host, port=port,
                             log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if on_started is not None:
