@@ -151,7 +151,7 @@ def test_page(dash):
         assert "svc-ok" in page and "svc-fail" in page
         assert "<svg" in page and "<polyline" in page  # two cycles: a line, not just a dot
         assert "http-equiv='refresh'" in page
-        assert "Backups and drills" in page and "No active alerts" in page and "unavailable" in page
+        assert "Backups and drills" in page and "alerts unavailable: alerting is not connected" in page
         assert not any(tag in page for tag in ("<script", "<link", " src=")), "offline: nothing fetched"
         assert "response time: svc-ok" in page and ">p95 " in page and ">p99 " in page
         assert "error rate: no /api/metrics endpoint configured" in page
