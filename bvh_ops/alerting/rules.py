@@ -79,6 +79,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("system down", Severity.CRITICAL, Matcher(service="api", statuses=_BAD), fire_after=2, resolve_after=2),
     Rule("database connection failures", Severity.CRITICAL,
          Matcher(check="database.reachable", statuses=_BAD), fire_after=2, resolve_after=2),
+    # The platform's payment window (its /api/metrics "payments"), probed as an endpoint of service
+    # "payments" with e.g. [BODY].payments.errorRate < 1 (README: Alerting).
+    Rule("payment processing errors", Severity.CRITICAL, Matcher(service="payments", statuses=_BAD), fire_after=2,
+         resolve_after=2),
     Rule("backup missing or stale", Severity.CRITICAL, Matcher(check="backups.*", statuses=_BAD)),
     # Delivery's own health (alerting.delivery): sent on the other channels, never the failing one.
     Rule("notification channel failing", Severity.CRITICAL, Matcher(check="alerting.channel:*", statuses=_BAD)),

@@ -279,3 +279,39 @@ def test_health_check_probes_see_each_fault_and_the_recovery(platform, fault, en
         wait_until(lambda: status() is Status.CRITICAL, f"{endpoint} critical during {fault}")
         platform.set_faults()
         wait_until(lambda: status() is Status.OK, f"{endpoint} ok after the recovery")
+
+
+def test_payment_errors_fire_the_payment_processing_alert(platform):
+    """Deposits failing (the error_rate fault) show in /api/metrics ``payments`` and, probed as the
+    ``payments`` service, fire the runbook's critical "payment processing errors"; they clear."""
+    from datetime import UTC, datetime, timedelta
+
+    from bvh_ops.alerting.engine import Alerter
+    from bvh_ops.config import Settings
+    from bvh_ops.monitoring.cycle import run_cycle
+
+    settings = Settings(endpoints=[
+        {"name": "api-payments", "service": "payments", "url": platform.url + "/api/metrics", "timeout_seconds": 5,
+         "conditions": ["[STATUS] == 200", "[BODY].payments.errorRate < 1"]}])
+    alerter, at = Alerter(["email"]), [datetime.now(UTC)]
+
+    def observe():
+        at[0] += timedelta(seconds=30)
+        return alerter.observe(run_cycle(settings, at[0]).checks, at[0])
+
+    def firing() -> bool:
+        return any(s.alert.name == "payment processing errors" and s.phase == "firing"
+                   for s in alerter.states.values())
+
+    with driver(platform, deposit_share=0.9) as work:
+        wait_until(lambda: get(platform, "/api/metrics")[1]["payments"]["requests"] > 0, "deposits measured")
+        observe()
+        assert not firing()
+        platform.set_faults(error_rate=0.8)
+        wait_until(lambda: (observe(), firing())[1], "payment processing errors firing")
+        payments = get(platform, "/api/metrics")[1]["payments"]
+        assert payments["errors"] > 0 and payments["errorRate"] >= 1
+        platform.set_faults()
+        wait_until(lambda: get(platform, "/api/metrics")[1]["payments"]["errorRate"] < 1, "payments recovered")
+        wait_until(lambda: (observe(), not firing())[1], "payment processing errors resolved")
+        assert work.stats.deposits > 0

@@ -78,6 +78,8 @@ class Instrument:
             ms = round((time.perf_counter() - started) * 1000, 2)
             if path not in MONITORING:
                 st.window.record(ms, status or 500)
+            if path == "/api/wallet/deposit":
+                st.payments.record(ms, status or 500)
             if status >= 500:
                 st.log.write("application", "request.failed", level="error", method=scope["method"],
                              path=path, status=status, durationMs=ms)

@@ -40,6 +40,7 @@ class Snapshot:
     faults: dict[str, object] = field(default_factory=dict)
     pid: int = 0
     version: str = "sample-1"
+    payments: WindowSummary | None = None   # the deposit endpoint's window (payment processing)
 
 
 def api_check(window: WindowSummary) -> ServiceCheck:
@@ -125,6 +126,11 @@ def metrics_payload(snap: Snapshot) -> dict[str, object]:
         "resources": {"memoryUsage": snap.resources.memory_percent, "cpuUsage": snap.resources.cpu_percent,
                       "diskUsage": snap.resources.disk_percent, "memoryMb": snap.resources.rss_mb},
         "system": system_metrics(snap),
+        # Payment processing (deposits): the runbook's critical "payment processing errors";
+        # watched with an endpoint condition such as [BODY].payments.errorRate < 1.
+        "payments": {"requests": snap.payments.count if snap.payments else 0,
+                     "errors": snap.payments.errors if snap.payments else 0,
+                     "errorRate": snap.payments.error_rate if snap.payments else 0.0},
     }
 
 

@@ -42,6 +42,7 @@ class PlatformState:
         self.faults = Faults()
         self.availability = Availability()
         self.window = RequestWindow(config.window_s)
+        self.payments = RequestWindow(config.window_s)   # deposits only: payment processing errors
         self.active = ActiveUsers()
         self.resources = ResourceSampler(str(Path(config.log_path).resolve().parent))
         self.db = Database(config.dsn, size=config.pool_size, is_down=lambda: self.faults.spec.db_down,
@@ -102,7 +103,8 @@ class PlatformState:
             cache = ServiceCheck("unhealthy", f"{self.cache.describe()} not answering")
         return Snapshot(
             now=datetime.now(UTC), database=database, cache=cache, cache_backend=self.cache.backend,
-            cache_prefix=self.cache.prefix, window=self.window.summary(), window_s=self.config.window_s, resources=self.resources.latest,
+            cache_prefix=self.cache.prefix, window=self.window.summary(), window_s=self.config.window_s,
+            payments=self.payments.summary(), resources=self.resources.latest,
             active_users=self.active.count(), db_connections=connections,
             uptime_percent=self.availability.uptime_percent(), uptime_seconds=self.availability.seconds(),
             faults={**self.faults.spec.as_dict(), "ballast_mb": self.faults.ballast_mb()}, pid=os.getpid())
