@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from bvh_ops.alerting.findings import Finding, report_findings
+from bvh_ops.alerting.rules import Severity
 from bvh_ops.config import Settings
 from bvh_ops.drill import committime, engine, ops
 from bvh_ops.logical.restore import restore_logical
+from bvh_ops.pg.conn import connect
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.results import CheckResult, CheckStatus
 from checks import drill_suite
@@ -110,7 +113,28 @@ def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
     with ops.ops_database(settings) as dsn:
         previous = ops.previous_drills(dsn)
         ops.record_drill(dsn, report)
+        with connect(dsn, autocommit=True) as conn:
+            report_findings(conn, "drill", drill_findings(report), datetime.now(UTC))
     return previous
+
+
+def drill_findings(report: dict[str, Any]) -> list[Finding]:
+    """What a drill tells alerting: a failed restore or data check is the runbook's critical
+    "data corruption detected"; a missed RTO/RPO objective is a warning. A passing drill reports
+    none, which clears the last drill's findings."""
+    failed = [c for c in report["checks"] if c["status"] == "failed"]
+    data = [c for c in failed if not c["name"].endswith("_objective")]
+    missed = [c for c in failed if c["name"].endswith("_objective")]
+    out = []
+    if data:
+        out.append(Finding("restore", Severity.CRITICAL,
+                           f"data corruption detected: DR drill of {report['backup_id']} failed",
+                           "; ".join(f"{c['name']}: {c['detail']}" for c in data)[:1000]))
+    if missed:
+        out.append(Finding("objectives", Severity.WARNING,
+                           "DR drill missed its recovery objective",
+                           "; ".join(f"{c['name']}: {c['detail']}" for c in missed)))
+    return out
 
 
 @task(name="drill-teardown", timeout_seconds=600, cache_policy=NO_CACHE)

@@ -46,6 +46,9 @@ class Rule:
     fire_after: int = 1            # N consecutive bad samples fire the alert
     resolve_after: int = 1         # M consecutive good samples resolve it
     labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # The alert takes its name from the check's detail (findings: the finding's title), so one
+    # rule covers every finding of a severity while notifications still say what was found.
+    name_from_detail: bool = False
 
     def __post_init__(self) -> None:
         if self.fire_after < 1 or self.resolve_after < 1:
@@ -83,6 +86,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     # "payments" with e.g. [BODY].payments.errorRate < 1 (README: Alerting).
     Rule("payment processing errors", Severity.CRITICAL, Matcher(service="payments", statuses=_BAD), fire_after=2,
          resolve_after=2),
+    # Findings other procedures report (alerting.findings): named by their own title.
+    Rule("critical finding", Severity.CRITICAL, Matcher(check="finding:*", statuses=_BAD), name_from_detail=True),
+    Rule("warning finding", Severity.WARNING, Matcher(check="finding:*", statuses=_WARN), name_from_detail=True),
+    Rule("info finding", Severity.INFO, Matcher(check="notice:*", statuses=_WARN), name_from_detail=True),
     Rule("backup missing or stale", Severity.CRITICAL, Matcher(check="backups.*", statuses=_BAD)),
     # Delivery's own health (alerting.delivery): sent on the other channels, never the failing one.
     Rule("notification channel failing", Severity.CRITICAL, Matcher(check="alerting.channel:*", statuses=_BAD)),

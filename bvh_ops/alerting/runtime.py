@@ -73,7 +73,8 @@ class AlertingRuntime:
         return cls(alerter, deliverer, persistence, note=note)
 
     def after_cycle(self, result: CycleResult) -> CycleAlerts:
-        checks = [*result.checks, *self.deliverer.health_checks()]
+        findings = self.persistence.finding_checks(result.checked_at) if self.persistence else []
+        checks = [*result.checks, *findings, *self.deliverer.health_checks()]
         outcome = self.alerter.observe(checks, result.checked_at)
         problem = self.persistence.sync(self.alerter, result.checked_at) if self.persistence else None
         return CycleAlerts(outcome.events, len(outcome.queued), outcome.closed, problem)

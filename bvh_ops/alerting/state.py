@@ -96,7 +96,8 @@ def evaluate(states: States, rules: Sequence[Rule], checks: Iterable[Check], now
             if not rule.matcher.watches(check):
                 continue
             fp = fingerprint(rule.name, check.service, check.name)
-            alert = Alert(fp, rule.name, rule.severity, check.service, check.name, rule.labels, check.detail)
+            name = check.detail.split("\n", 1)[0][:120] if rule.name_from_detail and check.detail else rule.name
+            alert = Alert(fp, name, rule.severity, check.service, check.name, rule.labels, check.detail)
             old = new.get(fp) or AlertState(alert, Phase.INACTIVE, now)
             new[fp] = _step(replace(old, alert=alert), rule, rule.matcher.is_bad(check), now)
             stepped.append(fp)

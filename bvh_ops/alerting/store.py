@@ -19,11 +19,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bvh_ops.alerting.engine import JOURNAL_DAYS, Alerter, Changes, Incident, Notification, Snapshot
+from bvh_ops.alerting.findings import finding_checks
 from bvh_ops.alerting.routing import Message
 from bvh_ops.alerting.rules import Severity
 from bvh_ops.alerting.state import Alert, AlertState, Event, Phase, Silence
 from bvh_ops.dsn import scrub
 from bvh_ops.errors import BvhOpsError
+from bvh_ops.monitoring.results import Check
 from bvh_ops.opsdb.migrations import migrate
 from bvh_ops.pg.conn import connect
 
@@ -204,6 +206,18 @@ class Persistence:
                 self._fail(exc)
                 return self.problem
             return None
+
+    def finding_checks(self, now: datetime) -> list[Check]:
+        """Findings other procedures reported, as this cycle's samples; none while detached
+        (their alerts keep their state: no sample is not a good sample)."""
+        with self._lock:
+            if self.conn is None:
+                return []
+            try:
+                return finding_checks(self.conn, now)
+            except psycopg.Error as exc:
+                self._fail(exc)
+                return []
 
     def _fail(self, exc: BaseException) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

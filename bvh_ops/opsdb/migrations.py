@@ -209,12 +209,28 @@ CREATE TABLE ops.incidents (
 );
 CREATE INDEX incidents_started ON ops.incidents (started_at);
 CREATE UNIQUE INDEX incidents_open ON ops.incidents (fingerprint) WHERE ended_at IS NULL;
+
+-- Findings other procedures report (security scan, capacity, log analysis, drills, verify): the
+-- monitor turns the active ones into alerts every cycle, and the cleared ones into resolutions.
+CREATE TABLE ops.findings (
+    source text NOT NULL,
+    key text NOT NULL,
+    severity text NOT NULL CHECK (severity IN ('critical', 'warning', 'info')),
+    title text NOT NULL,
+    detail text NOT NULL DEFAULT '',
+    first_seen timestamptz NOT NULL,
+    last_seen timestamptz NOT NULL,
+    cleared_at timestamptz,
+    PRIMARY KEY (source, key)
+);
+CREATE INDEX findings_active ON ops.findings (source) WHERE cleared_at IS NULL;
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "drills and their checks", DRILLS_SQL),
     Migration(2, "monitoring samples (daily partitions) and hourly/daily rollups", SAMPLES_SQL),
-    Migration(3, "alerting: alert states, event journal, notification log, silences, incidents", ALERTING_SQL),
+    Migration(3, "alerting: alert states, event journal, notification log, silences, incidents, findings",
+              ALERTING_SQL),
 )
 
 LATEST = MIGRATIONS[-1].version

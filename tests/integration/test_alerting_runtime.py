@@ -231,3 +231,35 @@ def test_alerts_test_reports_success_and_the_channels_error(world):
     doc = json.loads(bad.stdout)
     assert doc == {"channel": "webhook", "delivered": False, "error": doc["error"]} and "HTTP 500" in doc["error"]
     assert HOOK_TOKEN not in bad.stdout + bad.stderr
+
+
+def test_findings_reported_by_other_procedures_alert_and_clear(world):
+    from bvh_ops.alerting.findings import Finding, report_findings
+    from bvh_ops.alerting.rules import Severity
+
+    platform, smtp, hook, sms, ops, env = world
+    settings = load_settings()
+    clock = Clock()
+    runtime = AlertingRuntime.start(settings, lambda: ops, clock=clock, now=clock.at)
+    try:
+        cycles(runtime, settings, clock, 1)
+        with psycopg.connect(ops, autocommit=True) as conn:   # e.g. the security scan's run
+            counts = report_findings(conn, "security", [
+                Finding("hba.trust", Severity.CRITICAL, "pg_hba allows trust from any address", "line 3"),
+                Finding("ssl.off", Severity.WARNING, "ssl is off")], clock.at)
+        assert counts == {"active": 2, "new": 2, "cleared": 0}
+        cycles(runtime, settings, clock, 1)
+        wait_until(lambda: smtp.mail.qsize() >= 1, "the critical finding by email")
+        with psycopg.connect(ops, autocommit=True) as conn:   # the next scan: trust is fixed
+            assert report_findings(conn, "security", [Finding("ssl.off", Severity.WARNING, "ssl is off")],
+                                   clock.at)["cleared"] == 1
+        cycles(runtime, settings, clock, 1)
+        wait_until(lambda: smtp.mail.qsize() >= 2, "the resolved notice")
+    finally:
+        runtime.stop()
+    subjects = [m.subject for m in drain(smtp.mail)]
+    assert subjects == ["[CRITICAL FIRING] pg_hba allows trust from any address: security (finding:security:hba.trust)",
+                        "[CRITICAL RESOLVED] pg_hba allows trust from any address: security "
+                        "(finding:security:hba.trust)"]
+    firing = {s.alert.name for s in runtime.alerter.states.values() if s.phase == "firing"}
+    assert "ssl is off" in firing                      # the warning waits for the hourly batch
