@@ -99,6 +99,11 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("low disk", Severity.WARNING, Matcher(check="host.disk:*", statuses=_WARN), fire_after=2, resolve_after=2),
     # A passing endpoint slower than response_time_warning_ms is a warning check (monitoring.http).
     Rule("slow responses", Severity.WARNING, Matcher(service="api", statuses=_WARN), fire_after=3, resolve_after=3),
+    # The platform's login window (its /api/metrics "logins"), probed as service "logins" with e.g.
+    # [BODY].logins.failedPerMinute < 30: a condition that fails is a spike.
+    Rule("failed-login spike", Severity.WARNING, Matcher(service="logins", statuses=frozenset({Status.WARNING,
+                                                                                               Status.CRITICAL})),
+         fire_after=2, resolve_after=3),
     Rule("cache degradation", Severity.WARNING, Matcher(check="cache.*", statuses=_WARN), fire_after=3,
          resolve_after=3),
     Rule("WAL archiving failing", Severity.CRITICAL, Matcher(check="database.wal_archiver", statuses=_BAD),

@@ -315,3 +315,21 @@ def test_payment_errors_fire_the_payment_processing_alert(platform):
         wait_until(lambda: get(platform, "/api/metrics")[1]["payments"]["errorRate"] < 1, "payments recovered")
         wait_until(lambda: (observe(), not firing())[1], "payment processing errors resolved")
         assert work.stats.deposits > 0
+
+
+def test_failed_logins_are_counted_for_the_spike_warning(platform):
+    """Bad passwords show as failed logins in /api/metrics ``logins``: the condition the README
+    gives for the runbook's "failed-login spike" warning turns critical (the rule's bad sample)."""
+    from bvh_ops.config import Settings
+    from bvh_ops.monitoring.cycle import run_cycle
+    from bvh_ops.monitoring.results import Status
+
+    settings = Settings(endpoints=[
+        {"name": "api-logins", "service": "logins", "url": platform.url + "/api/metrics", "timeout_seconds": 5,
+         "conditions": ["[STATUS] == 200", "[BODY].logins.failedPerMinute < 30"]}])
+    with driver(platform, bad_login_share=0.9, rate=40.0) as work:
+        wait_until(lambda: get(platform, "/api/metrics")[1]["logins"]["failed"] >= 1, "failed logins counted")
+        wait_until(lambda: run_cycle(settings).checks[0].status is Status.CRITICAL, "the spike condition")
+        logins = get(platform, "/api/metrics")[1]["logins"]
+        assert logins["attempts"] >= logins["failed"] > 0 and logins["failedPercent"] > 0
+        assert work.stats.failed_logins > 0

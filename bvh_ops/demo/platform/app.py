@@ -80,6 +80,8 @@ class Instrument:
                 st.window.record(ms, status or 500)
             if path == "/api/wallet/deposit":
                 st.payments.record(ms, status or 500)
+            elif path == "/api/auth/login":
+                st.logins.record(ms, status or 500)
             if status >= 500:
                 st.log.write("application", "request.failed", level="error", method=scope["method"],
                              path=path, status=status, durationMs=ms)

@@ -41,6 +41,7 @@ class Snapshot:
     pid: int = 0
     version: str = "sample-1"
     payments: WindowSummary | None = None   # the deposit endpoint's window (payment processing)
+    logins: WindowSummary | None = None     # the login endpoint's window (failed = 401)
 
 
 def api_check(window: WindowSummary) -> ServiceCheck:
@@ -131,7 +132,18 @@ def metrics_payload(snap: Snapshot) -> dict[str, object]:
         "payments": {"requests": snap.payments.count if snap.payments else 0,
                      "errors": snap.payments.errors if snap.payments else 0,
                      "errorRate": snap.payments.error_rate if snap.payments else 0.0},
+        # Logins in the window and how many failed (401): the runbook's warning "failed login
+        # spike", watched with e.g. [BODY].logins.failedPerMinute < 30.
+        "logins": login_payload(snap.logins, snap.window_s),
     }
+
+
+def login_payload(w: WindowSummary | None, window_s: float) -> dict[str, float]:
+    attempts = w.count if w else 0
+    failed = w.client_errors if w else 0
+    return {"attempts": attempts, "failed": failed,
+            "failedPerMinute": round(failed * 60.0 / window_s, 2) if window_s else 0.0,
+            "failedPercent": round(100.0 * failed / attempts, 2) if attempts else 0.0}
 
 
 def status_payload(snap: Snapshot) -> dict[str, object]:

@@ -29,6 +29,7 @@ class WindowSummary:
     errors: int  # 5xx responses
     error_rate: float  # percent of responses that were 5xx
     requests_per_second: float
+    client_errors: int = 0  # 401 responses (failed logins, on the login window)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -53,6 +54,7 @@ def summarize(samples: list[RequestSample], *, now: float, window_s: float) -> W
         errors=errors,
         error_rate=round(100.0 * errors / n, 2) if n else 0.0,
         requests_per_second=round(n / window_s, 2),
+        client_errors=sum(1 for s in recent if s.status == 401),
     )
 
 

@@ -43,6 +43,7 @@ class PlatformState:
         self.availability = Availability()
         self.window = RequestWindow(config.window_s)
         self.payments = RequestWindow(config.window_s)   # deposits only: payment processing errors
+        self.logins = RequestWindow(config.window_s)     # login attempts: 401 counted as failed
         self.active = ActiveUsers()
         self.resources = ResourceSampler(str(Path(config.log_path).resolve().parent))
         self.db = Database(config.dsn, size=config.pool_size, is_down=lambda: self.faults.spec.db_down,
@@ -104,7 +105,7 @@ class PlatformState:
         return Snapshot(
             now=datetime.now(UTC), database=database, cache=cache, cache_backend=self.cache.backend,
             cache_prefix=self.cache.prefix, window=self.window.summary(), window_s=self.config.window_s,
-            payments=self.payments.summary(), resources=self.resources.latest,
+            payments=self.payments.summary(), logins=self.logins.summary(), resources=self.resources.latest,
             active_users=self.active.count(), db_connections=connections,
             uptime_percent=self.availability.uptime_percent(), uptime_seconds=self.availability.seconds(),
             faults={**self.faults.spec.as_dict(), "ballast_mb": self.faults.ballast_mb()}, pid=os.getpid())
