@@ -1,6 +1,7 @@
 """The monitoring flow (one run an hour that loops) under the Prefect test harness: probe cycles
-at the interval, samples recorded when the ops database runs, the hour's summary artifact, and a
-failed run when a service stays critical (the failure notification is the alert for now)."""
+at the interval, samples recorded when the ops database runs, the hour's summary artifact; with
+an alert channel, an outage is alerted (and its incident published when it resolves) and the run
+completes; without one, a failed run is the alert of last resort."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ CALM_HOST = {"BVH_OPS_CPU_WARNING_PERCENT": "100", "BVH_OPS_CPU_CRITICAL_PERCENT
              "BVH_OPS_LOAD_PER_CORE_WARNING": "1000", "BVH_OPS_LOAD_PER_CORE_CRITICAL": "1000"}
 
 
+FLAKY = {"left": 0}   # /flaky fails this many more requests, then answers ok
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
-        code = 200 if self.path == "/ok" else 500
+        if self.path == "/flaky":
+            FLAKY["left"] -= 1
+        code = 200 if self.path == "/ok" or (self.path == "/flaky" and FLAKY["left"] < 0) else 500
         body = json.dumps({"status": "healthy" if code == 200 else "unhealthy"}).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -78,3 +84,30 @@ def test_a_sustained_outage_fails_the_run_naming_the_service(http_base, monkeypa
     _configure(monkeypatch, tmp_path, http_base + "/fail")  # no ops database: probes still run
     with pytest.raises(ServiceDown, match="api"):
         monitoring(minutes=4 / 60, interval=1.0)
+
+
+def test_with_a_channel_an_outage_is_alerted_and_its_incident_published(http_base, monkeypatch, tmp_path,
+                                                                        fresh_db):
+    import psycopg
+    from prefect.client.orchestration import get_client
+
+    from bvh_ops.demo.receivers import HttpReceiver
+    from flows.monitoring import monitoring
+
+    ops = fresh_db("_ops")
+    FLAKY["left"] = 3                        # three failing cycles: fires after 2, resolves after 2 good
+    _configure(monkeypatch, tmp_path, http_base + "/flaky", ops)
+    with HttpReceiver() as hook:
+        monkeypatch.setenv("BVH_OPS_ALERTING", json.dumps({"webhook_url": hook.url + "/hook", "webhook_format": "json",
+                                                           "digest_at": "00:00"}))
+        doc = monitoring(minutes=8 / 60, interval=1.0)    # completes: the alert went out
+        posts = [json.loads(hook.got.get_nowait().body) for _ in range(hook.got.qsize())]
+    kinds = [(p["kind"], p["alerts"][0]["name"]) for p in posts if p["kind"] in ("fired", "resolved")]
+    assert kinds == [("fired", "system down"), ("resolved", "system down")]
+    assert doc["incidents_resolved"] == 1
+    with psycopg.connect(ops) as conn:
+        (ended,) = conn.execute("SELECT ended_at IS NOT NULL FROM ops.incidents").fetchone()
+    assert ended
+    with get_client(sync_client=True) as client:
+        incident = [a for a in client.read_artifacts(limit=200) if a.key == "incident"]
+    assert incident and "system down" in incident[0].data
