@@ -152,11 +152,11 @@ class Alerter:
             if a.severity is not Severity.CRITICAL or ev.inhibited:
                 continue   # an inhibited critical is a consequence of another incident
             if ev.kind == "fired" and a.fingerprint not in self.incidents:
-                inc = Incident(a.fingerprint, a.name, a.service, a.check, ev.at, a.detail)
+                inc = Incident(a.fingerprint, a.name, a.service, a.check, ev.since or ev.at, a.detail)
                 self.incidents[a.fingerprint] = inc
                 opened.append(inc)
             elif ev.kind == "resolved" and (inc := self.incidents.pop(a.fingerprint, None)) is not None:
-                inc.ended_at, inc.resolved_detail = ev.at, a.detail
+                inc.ended_at, inc.resolved_detail = ev.since or ev.at, a.detail
                 closed.append(inc)
         return opened, closed
 
@@ -242,8 +242,9 @@ def _essence(state: AlertState | None) -> tuple | None:
     """What a persisted state must reflect: the good-sample count only matters while firing."""
     if state is None:
         return None
-    good = state.good if state.phase is Phase.FIRING else 0
-    return (state.alert, state.phase, state.since, state.bad, good, state.silenced, state.inhibited)
+    good, good_since = (state.good, state.good_since) if state.phase is Phase.FIRING else (0, None)
+    return (state.alert, state.phase, state.since, state.bad, good, state.silenced, state.inhibited,
+            state.bad_since, good_since)
 
 
 def _about_itself(m: routing.Message) -> bool:

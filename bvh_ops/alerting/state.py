@@ -52,6 +52,8 @@ class AlertState:
     good: int = 0             # consecutive good samples
     silenced: bool = False
     inhibited: bool = False
+    bad_since: datetime | None = None    # the first bad sample of the current bad streak
+    good_since: datetime | None = None   # the first good sample of the current good streak
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Event:
     at: datetime
     silenced: bool = False
     inhibited: bool = False
+    # When the fault began (fired: its first bad sample) or ended (resolved: its first good
+    # sample): what incidents record, so they agree with the uptime report's outages.
+    since: datetime | None = None
 
 
 States = Mapping[str, AlertState]
@@ -111,18 +116,24 @@ def evaluate(states: States, rules: Sequence[Rule], checks: Iterable[Check], now
         old = states.get(fp)
         was_firing = old is not None and old.phase is Phase.FIRING
         if flagged.phase is Phase.FIRING and not was_firing:
-            events.append(Event("fired", flagged.alert, now, flagged.silenced, flagged.inhibited))
+            events.append(Event("fired", flagged.alert, now, flagged.silenced, flagged.inhibited, flagged.bad_since))
         elif (flagged.phase is Phase.FIRING and old is not None and (old.silenced or old.inhibited)
               and not (flagged.silenced or flagged.inhibited)):
             # Still firing when its silence expired or its inhibitor cleared: notify it now
             # (its first fired event was muted), as Alertmanager does.
-            events.append(Event("fired", flagged.alert, now))
+            events.append(Event("fired", flagged.alert, now, since=flagged.bad_since))
         elif flagged.phase is Phase.RESOLVED and was_firing:
-            events.append(Event("resolved", flagged.alert, now, flagged.silenced, flagged.inhibited))
+            events.append(Event("resolved", flagged.alert, now, flagged.silenced, flagged.inhibited,
+                                flagged.good_since))
     return new, events
 
 
 def _step(state: AlertState, rule: Rule, bad: bool, now: datetime) -> AlertState:
+    if bad:
+        state = replace(state, bad_since=state.bad_since if state.bad else now, good_since=None)
+    else:
+        state = replace(state, good_since=state.good_since if state.good else now,
+                        bad_since=state.bad_since if state.phase is Phase.FIRING else None)
     phase = state.phase
     if bad:
         count = state.bad + 1

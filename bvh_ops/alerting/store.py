@@ -50,9 +50,9 @@ def load(conn: psycopg.Connection, now: datetime) -> Snapshot:
     states = {}
     for r in cur.execute("SELECT * FROM ops.alert_states WHERE phase <> 'inactive'"):
         states[r["fingerprint"]] = AlertState(_alert(r), Phase(r["phase"]), r["since"], r["bad"], r["good"],
-                                              r["silenced"], r["inhibited"])
+                                              r["silenced"], r["inhibited"], r["bad_since"], r["good_since"])
     horizon = now - timedelta(days=JOURNAL_DAYS)
-    events = [Event(r["kind"], _alert(r), r["at"], r["silenced"], r["inhibited"]) for r in cur.execute(
+    events = [Event(r["kind"], _alert(r), r["at"], r["silenced"], r["inhibited"], r["since"]) for r in cur.execute(
         """SELECT e.* FROM ops.alert_events e
            WHERE e.at >= %s OR (e.kind = 'fired' AND EXISTS (
                SELECT 1 FROM ops.alert_states s WHERE s.fingerprint = e.fingerprint AND s.phase = 'firing'))
@@ -84,12 +84,13 @@ def write(conn: psycopg.Connection, changes: Changes, now: datetime) -> None:
             with conn.cursor() as cur:
                 cur.executemany(
                     """INSERT INTO ops.alert_states (fingerprint, name, severity, service, check_name, labels,
-                           detail, phase, since, bad, good, silenced, inhibited, updated_at)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                           detail, phase, since, bad, good, silenced, inhibited, bad_since, good_since, updated_at)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                        ON CONFLICT (fingerprint) DO UPDATE SET name = EXCLUDED.name, severity = EXCLUDED.severity,
                            labels = EXCLUDED.labels, detail = EXCLUDED.detail, phase = EXCLUDED.phase,
                            since = EXCLUDED.since, bad = EXCLUDED.bad, good = EXCLUDED.good,
                            silenced = EXCLUDED.silenced, inhibited = EXCLUDED.inhibited,
+                           bad_since = EXCLUDED.bad_since, good_since = EXCLUDED.good_since,
                            updated_at = EXCLUDED.updated_at,
                            -- an acknowledgement lasts for the episode it acknowledged
                            acknowledged_at = CASE WHEN EXCLUDED.phase IN ('firing', 'pending')
@@ -98,15 +99,15 @@ def write(conn: psycopg.Connection, changes: Changes, now: datetime) -> None:
                                                   THEN ops.alert_states.acknowledged_by END""",
                     [(s.alert.fingerprint, s.alert.name, str(s.alert.severity), s.alert.service, s.alert.check,
                       Jsonb(dict(s.alert.labels)), s.alert.detail, str(s.phase), s.since, s.bad, s.good, s.silenced,
-                      s.inhibited, now) for s in changes.states.values()])
+                      s.inhibited, s.bad_since, s.good_since, now) for s in changes.states.values()])
         if changes.events:
             with conn.cursor() as cur:
                 cur.executemany(
                     """INSERT INTO ops.alert_events (fingerprint, kind, at, name, severity, service, check_name,
-                           labels, detail, silenced, inhibited)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                           labels, detail, silenced, inhibited, since)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
                     [(e.alert.fingerprint, e.kind, e.at, e.alert.name, str(e.alert.severity), e.alert.service,
-                      e.alert.check, Jsonb(dict(e.alert.labels)), e.alert.detail, e.silenced, e.inhibited)
+                      e.alert.check, Jsonb(dict(e.alert.labels)), e.alert.detail, e.silenced, e.inhibited, e.since)
                      for e in changes.events])
         if changes.notifications:
             with conn.cursor() as cur:
@@ -280,7 +281,12 @@ def incidents(conn: psycopg.Connection, since: datetime) -> list[dict]:
         """SELECT i.*, (SELECT count(*) FROM ops.notifications n
                         WHERE i.fingerprint = ANY(n.fingerprints) AND n.status = 'sent'
                           AND n.created_at >= i.started_at
-                          AND (i.ended_at IS NULL OR n.created_at <= i.ended_at)) AS notifications_sent
+                          -- up to the next episode of the same alert (the resolved notice is
+                          -- sent after the fault ended: resolve_after good samples later)
+                          AND n.created_at < COALESCE((SELECT min(j.started_at) FROM ops.incidents j
+                                                       WHERE j.fingerprint = i.fingerprint
+                                                         AND j.started_at > i.started_at), 'infinity')
+                       ) AS notifications_sent
            FROM ops.incidents i WHERE i.started_at >= %s OR i.ended_at IS NULL OR i.ended_at >= %s
            ORDER BY i.started_at""", (since, since)).fetchall()
     return [{"id": r["id"], "name": r["name"], "service": r["service"], "check": r["check_name"],

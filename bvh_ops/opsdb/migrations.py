@@ -141,6 +141,8 @@ CREATE TABLE ops.alert_states (
     good integer NOT NULL DEFAULT 0,
     silenced boolean NOT NULL DEFAULT false,
     inhibited boolean NOT NULL DEFAULT false,
+    bad_since timestamptz,
+    good_since timestamptz,
     acknowledged_at timestamptz,
     acknowledged_by text,
     updated_at timestamptz NOT NULL
@@ -158,6 +160,7 @@ CREATE TABLE ops.alert_events (
     detail text NOT NULL DEFAULT '',
     silenced boolean NOT NULL DEFAULT false,
     inhibited boolean NOT NULL DEFAULT false,
+    since timestamptz,
     PRIMARY KEY (fingerprint, kind, at)
 );
 CREATE INDEX alert_events_at ON ops.alert_events (at);
