@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -148,6 +149,9 @@ class Persistence:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._next_try = 0.0   # monotonic: after a failure, wait RECONNECT_SECONDS before the next
+
+    RECONNECT_SECONDS = 15.0
 
     def open(self, now: datetime) -> Snapshot | None:
         """Connect, migrate, take the evaluator lock and load; None (with ``problem``) when the
@@ -166,6 +170,8 @@ class Persistence:
     def _connect(self) -> bool:
         if self.conn is not None:
             return True
+        if time.monotonic() < self._next_try:
+            return False   # the last attempt failed just now: no connect timeout per delivery
         if (dsn := self.dsn()) is None:
             self.problem = "ops database not running: alert state kept in memory only"
             return False
@@ -223,6 +229,7 @@ class Persistence:
     def _fail(self, exc: BaseException) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         self.problem = "ops database: " + (scrub(reason, self._connected_to) if self._connected_to else reason)
+        self._next_try = time.monotonic() + self.RECONNECT_SECONDS
         if self.conn is not None:
             try:
                 self.conn.close()

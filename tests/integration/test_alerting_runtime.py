@@ -263,3 +263,30 @@ def test_findings_reported_by_other_procedures_alert_and_clear(world):
                         "(finding:security:hba.trust)"]
     firing = {s.alert.name for s in runtime.alerter.states.values() if s.phase == "firing"}
     assert "ssl is off" in firing                      # the warning waits for the hourly batch
+
+
+def test_alerts_go_out_while_the_ops_database_is_down_and_are_written_when_it_returns(world, monkeypatch):
+    from bvh_ops.alerting.store import Persistence
+
+    platform, smtp, hook, sms, ops, env = world
+    monkeypatch.setattr(Persistence, "RECONNECT_SECONDS", 0.0)
+    where = ["postgresql://bvh:pw-SECRET@127.0.0.1:1/nowhere"]      # nothing listens there
+    settings = load_settings()
+    clock = Clock()
+    runtime = AlertingRuntime.start(settings, lambda: where[0], clock=clock, now=clock.at)
+    try:
+        platform.healthy = False
+        out = cycles(runtime, settings, clock, 2)
+        assert out[-1].problem and "pw-SECRET" not in out[-1].problem
+        wait_until(lambda: smtp.mail.qsize() >= 1, "the critical, without the ops database")
+        where[0] = ops                                             # it is back
+        out = cycles(runtime, settings, clock, 1)
+        assert out[-1].problem is None
+    finally:
+        runtime.stop()
+    with psycopg.connect(ops) as conn:
+        phase = conn.execute("SELECT phase FROM ops.alert_states WHERE name = 'system down'").fetchone()
+        sent = conn.execute("SELECT count(*) FROM ops.notifications WHERE kind = 'fired' AND status = 'sent'"
+                            ).fetchone()[0]
+        incidents = conn.execute("SELECT count(*) FROM ops.incidents WHERE ended_at IS NULL").fetchone()[0]
+    assert phase == ("firing",) and sent == 3 and incidents == 1
