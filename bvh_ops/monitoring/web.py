@@ -370,6 +370,8 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
     parts = [f"<h1>bvh-ops health dashboard</h1><p>System status: <span id='system-status'>"
              f"{_badge(board['systemStatus'])}</span> <span class='muted'>checked at {e(board['checkedAt'])}"
              f" · {len(cycle.checks)} checks · a probe cycle every {interval:g} s</span></p>"]
+    # alerts first: what on-call looks at
+    parts.append(_alerts_section(*alerts, csrf))
     # services
     rows = "".join(f"<tr><td>{e(name)}</td><td>{_badge(service_word(svc))}</td><td>{e(str(svc['detail']))}</td></tr>"
                    for name, svc in board["services"].items())
@@ -388,8 +390,6 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
     else:
         table = f"<p class='muted'>{e(str(board['services'].get('backups', {}).get('detail', 'not monitored')))}</p>"
     parts.append(f"<h2>Backups and drills</h2>{table}")
-    # alerts
-    parts.append(_alerts_section(*alerts, csrf))
     # uptime
     rows = []
     for name, up in board["uptime"].items():
