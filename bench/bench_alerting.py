@@ -52,6 +52,7 @@ from bvh_ops.pg.catalog import create_database  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster  # noqa: E402
 
 RUNBOOK_INTERVAL = 30.0
+FIRED = "[CRITICAL FIRING] system down: api (api-health)"
 FIRE_AFTER = next(r.fire_after for r in DEFAULT_RULES if r.name == "system down")
 # The host probe must not decide anything here (a loaded shared machine): thresholds at 100 %.
 CALM_HOST = {"cpu_warning_percent": 100, "cpu_critical_percent": 100, "memory_warning_percent": 100,
@@ -101,21 +102,20 @@ class Arrival(threading.Thread):
                 self.done.set()
 
 
-def ops_database(work: Path) -> tuple[EmbeddedCluster, str]:
-    cluster = EmbeddedCluster(work / "pg")
-    cluster.start()
+def fresh_database(cluster: EmbeddedCluster, name: str) -> str:
+    """An empty ops database per part (the cost part leaves 1,000 alerts firing)."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "bench_alerts" WITH (FORCE)')
-    create_database(cluster.dsn(), "bench_alerts")
-    return cluster, cluster.dsn("bench_alerts")
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    create_database(cluster.dsn(), name)
+    return cluster.dsn(name)
 
 
 def latency_run(settings: Settings, endpoint: Endpoint, smtp: SmtpSink, hook: HttpReceiver, ops: str,
                 interval: float, rng: random.Random) -> dict:
     endpoint.healthy = True
     runtime = AlertingRuntime.start(settings, lambda: ops)
-    mail = Arrival(smtp.mail, lambda m: m.subject, "[CRITICAL FIRING] system down")
-    post = Arrival(hook.got, lambda r: r.body.decode(), "[CRITICAL FIRING] system down")
+    mail = Arrival(smtp.mail, lambda m: m.subject, FIRED)
+    post = Arrival(hook.got, lambda r: r.body.decode(), FIRED)
     mail.start()
     post.start()
     fault_at: list[float] = []
@@ -299,11 +299,13 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    cluster, ops = ops_database(work)
+    cluster = EmbeddedCluster(work / "pg")
+    cluster.start()
     try:
-        cost = bench_cost(ops, args.alerts, args.steady_cycles)   # first: the peak RSS is the notifier's
+        # The cost first: the peak RSS is the notifier's with 1,000 alerts, before the probes.
+        cost = bench_cost(fresh_database(cluster, "bench_alerts_cost"), args.alerts, args.steady_cycles)
         print(f"cost: {cost}", flush=True)
-        latency = bench_latency(ops, args.runs, args.interval)
+        latency = bench_latency(fresh_database(cluster, "bench_alerts_latency"), args.runs, args.interval)
     finally:
         cluster.stop()
     # The fault lands uniformly in an interval: the next cycle sees the first bad sample after
