@@ -9,10 +9,18 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEMO_DB = "lottery"
 RESTORE_DB = "lottery_restore"
+# The monitoring step: probe cycles this far apart (real time); the slowdown it injects and the
+# response time above which a passing answer is a warning; the subjects it waits for.
+CYCLE_SECONDS = 0.5
+SLOW_MS = 600
+SLOW_WARNING_MS = 400
+FIRED = "[CRITICAL FIRING] system down"
+RESOLVED = "[CRITICAL RESOLVED] system down"
 
 
 def _state_dir() -> Path:
@@ -180,7 +188,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         summary.add_row("DR drill", f"{'PASSED' if drill['passed'] else 'FAILED'}: RTO {drill['rto_seconds']} s, "
                                     f"RPO {drill['rpo_seconds']} s, "
                                     f"{sum(c['status'] == 'passed' for c in drill['checks'])}/{len(drill['checks'])} checks")
-        mon_ok, mon_row = _monitoring(cluster, state, console)
+        mon_ok, mon_row = _monitoring(cluster.dsn(DEMO_DB), _ops_dsn(cluster), state, console)
         summary.add_row("monitoring", mon_row)
         if keep_running:
             summary.add_row("left running", _keep_running(cluster, state, cfg, console))
@@ -195,6 +203,19 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
     finally:
         if not keep_running:
             cluster.stop()
+
+
+def _ops_dsn(cluster) -> str | None:
+    """The ops database 'bvh_ops' on the demo's cluster (the DR drill recorded there); None when
+    it cannot be had (the alerting step then keeps its state in memory and says so)."""
+    import psycopg
+
+    from bvh_ops.opsdb.database import ensure_database
+
+    try:
+        return ensure_database(cluster)
+    except (psycopg.Error, OSError):
+        return None
 
 
 def _keep_running(cluster, state: Path, cfg: Path, console: Console) -> str:
@@ -305,55 +326,132 @@ def _repair_wallets(restored_dsn: str, source_dsn: str) -> int:
     return n
 
 
-def _monitoring(cluster, state: Path, console: Console) -> tuple[bool, str]:
+def _monitoring(dsn: str, ops_dsn: str | None, state: Path, console: Console) -> tuple[bool, str]:
     """The sample platform (the lottery API over the demo database) under load, watched by
-    bvh-ops's probes: healthy → the database becomes unreachable for the API → the probes say
-    critical → it comes back → healthy again."""
+    bvh-ops's probes, every cycle fed to the alerting runtime with real receivers (an SMTP sink and
+    a Slack-format webhook on 127.0.0.1): healthy → the API slows down (a warning, batched hourly)
+    → the database becomes unreachable for the API → the probes say critical → the critical email
+    and webhook arrive → it comes back → healthy again, the resolved notice arrives → the hour's
+    warning batch and the day's digest, rendered."""
+    from datetime import UTC, datetime
+
     from bvh_ops.config import load_settings
+    from bvh_ops.demo.alerts import DemoAlerts
     from bvh_ops.demo.platform import WorkloadDriver, serve_platform
     from bvh_ops.monitoring.cycle import run_cycle
     from bvh_ops.monitoring.results import Status
 
-    t = _step(console, "starting the sample platform (lottery API + Redis cache) with load, and probing it")
-    platform = serve_platform(cluster.dsn(DEMO_DB), "127.0.0.1", 0, state / "platform.jsonl", window_s=5)
+    t = _step(console, "starting the sample platform (lottery API + Redis cache) with load, an SMTP sink and a "
+                       "webhook receiver on 127.0.0.1, the alerting runtime, and probing")
+    platform = serve_platform(dsn, "127.0.0.1", 0, state / "platform.jsonl", window_s=5)
+    failures: list[str] = []
     try:
-        settings = load_settings(endpoints=[
-            {"name": "api-health", "service": "api", "url": platform.url + "/api/health",
-             "conditions": ["[STATUS] == 200", "[BODY].status == healthy", "[RESPONSE_TIME] < 1000"]},
-            {"name": "api-metrics", "service": "api", "url": platform.url + "/api/metrics",
-             "conditions": ["[STATUS] == 200", "[BODY].system.errorRate < 1"]},
-        ])
+        with DemoAlerts(ops_dsn) as alerts:
+            settings = load_settings(
+                endpoints=[
+                    {"name": "api-health", "service": "api", "url": platform.url + "/api/health",
+                     "conditions": ["[STATUS] == 200", "[BODY].status == healthy", "[RESPONSE_TIME] < 1000"]},
+                    {"name": "api-metrics", "service": "api", "url": platform.url + "/api/metrics",
+                     "conditions": ["[STATUS] == 200", "[BODY].system.errorRate < 1"]},
+                ],
+                # a passing answer slower than this is a warning: the slowdown below shows one
+                response_time_warning_ms=SLOW_WARNING_MS,
+                alerting=alerts.config(datetime.now(UTC)))
+            where = alerts.start(settings)
 
-        def api() -> tuple[Status, str]:
-            cycle = run_cycle(settings)
-            mine = [c for c in cycle.checks if c.service == "api"]
-            worst = max(mine, key=lambda c: ("ok", "warning", "unknown", "critical").index(str(c.status)))
-            others = ", ".join(f"{sv} {st}" for sv, st in sorted(
-                {c.service: str(c.status) for c in cycle.checks if c.status is not Status.OK}.items()))
-            return worst.status, (f"api {worst.status} ({worst.name}: {worst.detail}); "
-                                  f"{'not ok: ' + others if others else 'every check ok'}")
+            def api() -> tuple[Status, str]:
+                cycle = run_cycle(settings)
+                alerts.feed(cycle)
+                mine = [c for c in cycle.checks if c.service == "api"]
+                worst = max(mine, key=lambda c: ("ok", "warning", "unknown", "critical").index(str(c.status)))
+                others = ", ".join(f"{sv} {st}" for sv, st in sorted(
+                    {c.service: str(c.status) for c in cycle.checks if c.status is not Status.OK}.items()))
+                return worst.status, (f"api {worst.status} ({worst.name}: {worst.detail}); "
+                                      f"{'not ok: ' + others if others else 'every check ok'}")
 
-        def until(want: Status, limit: float = 60.0) -> str:
-            deadline = time.monotonic() + limit
-            while True:
-                status, line = api()
-                if status is want or time.monotonic() > deadline:
-                    return line if status is want else f"still {status} after {limit:.0f} s: {line}"
-                time.sleep(0.5)
+            def until(want: Status, also=lambda: True, limit: float = 60.0) -> str:
+                deadline = time.monotonic() + limit
+                while True:
+                    status, line = api()
+                    if (status is want and also()) or time.monotonic() > deadline:
+                        if status is want and also():
+                            return line
+                        failures.append(f"still {status} after {limit:.0f} s: {line}")
+                        return failures[-1]
+                    time.sleep(CYCLE_SECONDS)
 
-        with WorkloadDriver(platform.url, rate=20, threads=2, users=100):
-            before = until(Status.OK)
-            _done(console, t, f"before: {before}")
-            t = _step(console, "incident: the platform loses its database (fault injected for a while)")
-            platform.set_faults(db_down=True)
-            during = until(Status.CRITICAL)
-            _done(console, t, f"during: {during}")
-            t = _step(console, "recovery: the database is back")
-            platform.set_faults()
-            after = until(Status.OK)
-            _done(console, t, f"after: {after}")
-        ok = all(not x.startswith("still") for x in (before, during, after))
-        return ok, ("OK: healthy → critical while the API had no database → healthy again"
-                    if ok else "FAILED: " + "; ".join(x for x in (before, during, after) if x.startswith("still")))
+            def firing(name: str) -> bool:
+                return any(s.alert.name == name and s.phase == "firing" for s in alerts.runtime.alerter.firing())
+
+            with WorkloadDriver(platform.url, rate=20, threads=2, users=100):
+                before = until(Status.OK)
+                _done(console, t, f"before: {before}")
+                console.print(f"  alerting: email → SMTP sink 127.0.0.1:{alerts.smtp.port}, webhook (slack) → "
+                              f"{alerts.hook.url}; {where}")
+                alerts.set_aside()      # what an earlier run left owed is delivered at start
+
+                t = _step(console, f"slowdown: every API answer {SLOW_MS} ms slower (warning above "
+                                   f"{SLOW_WARNING_MS} ms; 'slow responses' fires after 3 samples, batched hourly)")
+                platform.set_faults(slow_ms=SLOW_MS)
+                slow = until(Status.WARNING, also=lambda: firing("slow responses"), limit=30)
+                _done(console, t, f"slow: {slow}")
+
+                t = _step(console, "incident: the platform loses its database (fault injected for a while); "
+                                   "'system down' fires after 2 critical samples")
+                platform.set_faults(db_down=True)
+                during = until(Status.CRITICAL, also=lambda: all(alerts.received(FIRED)))
+                _done(console, t, f"during: {during}")
+                mail, post = alerts.received(FIRED)
+                _show_received(console, "the critical email, as the SMTP sink received it", mail, post)
+
+                t = _step(console, "recovery: the database is back; 'system down' resolves after 2 good samples")
+                platform.set_faults()
+                after = until(Status.OK, also=lambda: all(alerts.received(RESOLVED)))
+                _done(console, t, f"after: {after}")
+                mail, post = alerts.received(RESOLVED)
+                _show_received(console, "the resolved notice, as the SMTP sink received it", mail, post)
+            counts = (len(alerts.mails) - alerts.mark[0], len(alerts.posts) - alerts.mark[1])
+            _rendered(console, alerts, settings)
+        if not failures:
+            console.print(f"  receivers got {counts[0]} email(s) and {counts[1]} webhook POST(s) during the "
+                          "incident (criticals at once; warnings wait for the hour's batch)")
+    except Exception as exc:  # noqa: BLE001 - the demo reports a failed step and carries on
+        failures.append(f"{type(exc).__name__}: {exc}")
+        console.print(f"  [red]FAILED[/]: {escape(failures[-1])}")
     finally:
         platform.stop()
+    if failures:
+        return False, "FAILED: " + "; ".join(failures)
+    return True, ("OK: healthy → slow (warning) → critical while the API had no database (critical email + "
+                  "webhook received) → healthy again (resolved notice received)")
+
+
+def _show_received(console: Console, title: str, mail, post) -> None:
+    from bvh_ops.demo.alerts import mail_lines, post_lines
+
+    console.print(f"  [bold]{title}:[/]")
+    for line in mail_lines(mail) if mail else ["(not received)"]:
+        console.print("    " + line, markup=False, highlight=False)
+    console.print("  [bold]the webhook, as the receiver got it (Slack JSON):[/]")
+    for line in post_lines(post) if post else ["(not received)"]:
+        console.print("    " + line, markup=False, highlight=False)
+
+
+def _rendered(console: Console, alerts, settings) -> None:
+    """The hour's warning batch and the day's digest as they would be sent (not sent now)."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.demo.alerts import message_lines
+
+    now = datetime.now(UTC)
+    batch = alerts.hour_batch(now)
+    console.print(f"  [bold]the warning batch for {now:%H}:00-{(now.hour + 1) % 24:02d}:00 UTC, rendered for "
+                  "this hour[/] (sent once the hour is over):")
+    for line in message_lines(batch) if batch else ["(no warning this hour: no batch is owed)"]:
+        console.print("    " + line, markup=False, highlight=False)
+    t = time.monotonic()
+    digest = alerts.day_digest(settings, now)
+    console.print(f"  [bold]the daily digest over the 24 h up to now, rendered for this day[/] (sent once a day at "
+                  f"digest_at; gathered in {time.monotonic() - t:.1f} s):")
+    for line in message_lines(digest):
+        console.print("    " + line, markup=False, highlight=False)
