@@ -239,11 +239,14 @@ class Alerter:
 
 
 def _essence(state: AlertState | None) -> tuple | None:
-    """What a persisted state must reflect: the good-sample count only matters while firing."""
+    """What a persisted state must reflect."""
     if state is None:
         return None
+    # The bad-sample count only matters while pending (towards fire_after), the good one while
+    # firing (towards resolve_after): a steady firing alert is not rewritten every cycle.
+    bad = state.bad if state.phase is Phase.PENDING else 0
     good, good_since = (state.good, state.good_since) if state.phase is Phase.FIRING else (0, None)
-    return (state.alert, state.phase, state.since, state.bad, good, state.silenced, state.inhibited,
+    return (state.alert, state.phase, state.since, bad, good, state.silenced, state.inhibited,
             state.bad_since, good_since)
 
 

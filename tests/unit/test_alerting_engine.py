@@ -190,3 +190,13 @@ def test_only_changed_states_are_written_and_inactive_ones_are_not_kept():
     assert alerter.states == {} and not alerter.take_unsaved().states
     cycle(alerter, deliverer, clock, api(Status.CRITICAL), *healthy[1:])
     assert [s.phase for s in alerter.take_unsaved().states.values()] == ["pending"]
+
+
+def test_a_steady_firing_alert_is_not_rewritten_every_cycle():
+    alerter, deliverer, _, clock = setup("email")
+    for _ in range(3):
+        cycle(alerter, deliverer, clock, api(Status.CRITICAL))
+    alerter.take_unsaved()
+    for _ in range(5):
+        cycle(alerter, deliverer, clock, api(Status.CRITICAL))
+    assert not [s for s in alerter.take_unsaved().states.values() if s.alert.check == "api-health"]

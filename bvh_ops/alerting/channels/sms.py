@@ -6,6 +6,7 @@ One request per recipient; the subject line only (a text is short)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import httpx
 
@@ -16,7 +17,7 @@ from bvh_ops.alerting.routing import Message
 SMS_MAX = 160
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SmsChannel:
     base_url: str
     account_sid: str
@@ -26,12 +27,17 @@ class SmsChannel:
     timeout: float = 10.0
     name: str = "sms"
 
+    @cached_property
+    def _http(self) -> httpx.Client:
+        """One client per channel: connections are kept alive across a burst."""
+        return httpx.Client()
+
     def send(self, message: Message) -> None:
         url = f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
         for to in self.recipients:
             form = {"From": self.sender, "To": to, "Body": message.subject[:SMS_MAX]}
             try:
-                resp = httpx.post(url, data=form, auth=(self.account_sid, self.auth_token), timeout=self.timeout)
+                resp = self._http.post(url, data=form, auth=(self.account_sid, self.auth_token), timeout=self.timeout)
             except httpx.HTTPError as exc:
                 raise ChannelError(f"sms: gateway request to {to} failed: {type(exc).__name__}") from None
             if resp.status_code >= 300:
