@@ -115,6 +115,15 @@ class Note:
 
 
 @dataclass(frozen=True)
+class PerformanceFact:
+    endpoint: str
+    samples: int
+    avg_ms: float
+    p95_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
 class DigestFacts:
     """Everything the digest reports; ``None`` in a field = its source could not be read (the
     reason is in ``notes``), an empty collection = read, and nothing happened."""
@@ -124,6 +133,7 @@ class DigestFacts:
     incidents: tuple[IncidentFact, ...] | None = None
     alerts_fired: Mapping[str, int] | None = None      # severity -> alerts fired in the window
     uptime: Mapping[str, float | None] | None = None   # service -> percent (None: no up/down cycle)
+    performance: tuple[PerformanceFact, ...] | None = None   # per endpoint: response times in the window
     business: Business | None = None
     notes: tuple[Note, ...] = field(default_factory=tuple)
 
@@ -139,6 +149,7 @@ def render_digest(facts: DigestFacts, start: datetime, end: datetime) -> list[st
         ("Incidents", facts.incidents, _incident_lines),
         ("Alerts", facts.alerts_fired, _alert_lines),
         ("Uptime", facts.uptime, _uptime_lines),
+        ("Performance", facts.performance, _performance_lines),
         ("Business", facts.business, _business_lines),
     ]
     for title, value, render in sections:
@@ -227,6 +238,13 @@ def _uptime_lines(uptime: Mapping[str, float | None], _end: datetime) -> list[st
         return ["no probe samples in the window (was `bvh-ops monitor` running?)"]
     return [f"{service}: {'no up/down cycle (could not check)' if pct is None else f'{pct:.3f} %'}"
             for service, pct in sorted(uptime.items())]
+
+
+def _performance_lines(perf: Sequence[PerformanceFact], _end: datetime) -> list[str]:
+    if not perf:
+        return ["no response-time samples in the window (no endpoint probed, or `bvh-ops monitor` not running)"]
+    return [f"{p.endpoint}: avg {p.avg_ms:,.0f} ms, p95 {p.p95_ms:,.0f} ms, max {p.max_ms:,.0f} ms "
+            f"({p.samples:,} probes)" for p in perf]
 
 
 def _business_lines(b: Business, _end: datetime) -> list[str]:
@@ -323,7 +341,7 @@ def gather_digest(settings: Settings, start: datetime, end: datetime, *, ops_dsn
     else:
         ops = _ops_facts(settings, ops_dsn, start, end, notes)
     return DigestFacts(backups=backups, drills=ops.get("Drills"), incidents=ops.get("Incidents"),
-                       alerts_fired=ops.get("Alerts"), uptime=ops.get("Uptime"),
+                       alerts_fired=ops.get("Alerts"), uptime=ops.get("Uptime"), performance=ops.get("Performance"),
                        business=_business(settings, start, end, notes), notes=tuple(notes))
 
 
@@ -391,7 +409,7 @@ def _repository_checks(repo: Repository, rec: BackupRecord) -> tuple[CheckResult
 
 
 def _ops_facts(settings: Settings, dsn: str, start: datetime, end: datetime, notes: list[Note]) -> dict[str, Any]:
-    sections = ("Drills", "Incidents", "Alerts", "Uptime")
+    sections = ("Drills", "Incidents", "Alerts", "Uptime", "Performance")
     try:
         with _read_only(dsn) as conn:
             readers: dict[str, Callable[[], Any]] = {
@@ -400,12 +418,24 @@ def _ops_facts(settings: Settings, dsn: str, start: datetime, end: datetime, not
                 "Alerts": lambda: _alerts(conn, start, end),
                 "Uptime": lambda: window_uptime(cycle_rows(conn, start, end), start, end,
                                                 settings.maintenance_windows),
+                "Performance": lambda: _performance(conn, [ep.name for ep in settings.endpoints], start, end),
             }
             return {s: _isolated(notes, s, readers[s], dsn) for s in sections}
     except _SOURCE_ERRORS as exc:
         reason = scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], dsn)
         notes += [Note(s, f"ops database: {reason}") for s in sections]
         return {}
+
+
+def _performance(conn: psycopg.Connection, endpoints: Sequence[str], start: datetime,
+                 end: datetime) -> tuple[PerformanceFact, ...]:
+    """Response times of the configured endpoints from the raw samples (ms; unanswered probes
+    have no value and are not counted)."""
+    rows = conn.execute(
+        "SELECT name, count(*), avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value), max(value) "
+        "FROM ops.samples WHERE at >= %s AND at < %s AND name = ANY(%s) AND value IS NOT NULL "
+        "GROUP BY name ORDER BY name", (start, end, list(endpoints))).fetchall()
+    return tuple(PerformanceFact(name, n, float(avg), float(p95), float(mx)) for name, n, avg, p95, mx in rows)
 
 
 def _drills(conn: psycopg.Connection, start: datetime, end: datetime) -> tuple[DrillFact, ...]:

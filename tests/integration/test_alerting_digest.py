@@ -84,7 +84,7 @@ def ops_db(fresh_db):
         for i in range(4):  # api down one cycle of four; database up
             at = NOW - timedelta(minutes=30) + i * timedelta(seconds=30)
             record_cycle(conn, CycleResult(Status.OK, at, [
-                Check("api-health", "api", Status.CRITICAL if i == 1 else Status.OK, 12.0, "ms", ""),
+                Check("api-health", "api", Status.CRITICAL if i == 1 else Status.OK, 10.0 * (i + 1), "ms", ""),
                 Check("db.reachable", "database", Status.OK, 1.0, "", "")], 0.1, 0.05, []))
     return dsn
 
@@ -107,7 +107,8 @@ def test_digest_names_backups_drills_incidents_and_the_platform_figures(fresh_db
         conn.execute("CREATE TABLE draws (id int PRIMARY KEY)")
         conn.execute("INSERT INTO draws SELECT generate_series(1, 20)")
     manifest = run_logical_backup(make_settings(small, f"file://{repo_dir}")).manifest
-    settings = make_settings(platform, f"file://{repo_dir}")
+    settings = make_settings(platform, f"file://{repo_dir}", endpoints=[
+        {"name": "api-health", "service": "api", "url": "http://127.0.0.1:9/api/health"}])
 
     facts = gather_digest(settings, START, END, ops_dsn=ops_db)
     assert facts.notes == ()
@@ -123,6 +124,8 @@ def test_digest_names_backups_drills_incidents_and_the_platform_figures(fresh_db
     assert i.startswith("system down on api: ") and i.endswith("(12 min)")
     assert section(lines, "Alerts") == ["fired in the window: 1 critical, 2 warning, 0 info"]
     assert section(lines, "Uptime") == ["api: 75.000 %", "database: 100.000 %"]
+    # avg of 10..40 ms; p95 as PostgreSQL's percentile_cont: 38.5 ms
+    assert section(lines, "Performance") == ["api-health: avg 25 ms, p95 38 ms, max 40 ms (4 probes)"]
 
     users, users_before, tickets, revenue = _independent(platform)
     assert (users, users_before, tickets, revenue) == (3, 1, 3, Decimal("17.70"))  # the fixture's rows
