@@ -229,11 +229,122 @@ CREATE TABLE ops.findings (
 CREATE INDEX findings_active ON ops.findings (source) WHERE cleared_at IS NULL;
 """
 
+# Logs and the audit trail (#13). log_records: collected log lines, partitioned by category
+# (LIST) and then by UTC day (RANGE), partitions named log_<category>_<YYYYMMDD> and created
+# ahead by ops.ensure_log_partition; retention archives then drops a whole day partition.
+# log_offsets: how far each source file was read (identity = device:inode; a rotated file keeps
+# its identity under a new name). log_quarantine: malformed lines, kept, never dropped silently.
+# log_archives: day partitions exported to the repository (verified before the drop).
+# log_holds: legal holds blocking deletion. audit_chain: the append-only hash chain;
+# audit_digests: the signed checkpoints written to the repository.
+LOGS_AUDIT_SQL = """
+CREATE TABLE ops.log_records (
+    at timestamptz NOT NULL,
+    category text NOT NULL CHECK (category IN ('security', 'application', 'performance', 'audit', 'debug')),
+    source text NOT NULL,
+    level text NOT NULL DEFAULT 'info',
+    event text NOT NULL DEFAULT '',
+    message text NOT NULL DEFAULT '',
+    fields jsonb NOT NULL DEFAULT '{}',
+    file_id text NOT NULL DEFAULT '',
+    file_offset bigint NOT NULL DEFAULT 0
+) PARTITION BY LIST (category);
+CREATE TABLE ops.log_security PARTITION OF ops.log_records FOR VALUES IN ('security') PARTITION BY RANGE (at);
+CREATE TABLE ops.log_application PARTITION OF ops.log_records FOR VALUES IN ('application') PARTITION BY RANGE (at);
+CREATE TABLE ops.log_performance PARTITION OF ops.log_records FOR VALUES IN ('performance') PARTITION BY RANGE (at);
+CREATE TABLE ops.log_audit PARTITION OF ops.log_records FOR VALUES IN ('audit') PARTITION BY RANGE (at);
+CREATE TABLE ops.log_debug PARTITION OF ops.log_records FOR VALUES IN ('debug') PARTITION BY RANGE (at);
+CREATE INDEX log_records_at ON ops.log_records (at);
+CREATE INDEX log_records_event_at ON ops.log_records (event, at);
+
+CREATE FUNCTION ops.ensure_log_partition(cat text, d date) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('ops.log_' || cat || '_' || to_char(d, 'YYYYMMDD')) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('ops.log_records partitions'));
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS ops.%I PARTITION OF ops.%I FOR VALUES FROM (%L) TO (%L)',
+        'log_' || cat || '_' || to_char(d, 'YYYYMMDD'), 'log_' || cat,
+        (d::timestamp AT TIME ZONE 'UTC'), ((d + 1)::timestamp AT TIME ZONE 'UTC'));
+END $$;
+
+CREATE TABLE ops.log_offsets (
+    source text NOT NULL,
+    file_id text NOT NULL,
+    path text NOT NULL,
+    file_offset bigint NOT NULL,
+    head_sha256 text NOT NULL DEFAULT '',
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (source, file_id)
+);
+
+CREATE TABLE ops.log_quarantine (
+    id bigserial PRIMARY KEY,
+    source text NOT NULL,
+    path text NOT NULL,
+    file_offset bigint NOT NULL,
+    line text NOT NULL,
+    error text NOT NULL,
+    at timestamptz NOT NULL
+);
+
+CREATE TABLE ops.log_archives (
+    category text NOT NULL,
+    day date NOT NULL,
+    object_key text NOT NULL,
+    records bigint NOT NULL,
+    sha256 text NOT NULL,
+    bytes_stored bigint NOT NULL,
+    archived_at timestamptz NOT NULL,
+    partition_dropped_at timestamptz,
+    deleted_at timestamptz,
+    PRIMARY KEY (category, day)
+);
+
+CREATE TABLE ops.log_holds (
+    id bigserial PRIMARY KEY,
+    category text NOT NULL,
+    from_day date NOT NULL,
+    to_day date NOT NULL,
+    reason text NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL,
+    released_at timestamptz,
+    CHECK (to_day >= from_day)
+);
+
+CREATE TABLE ops.audit_chain (
+    seq bigint PRIMARY KEY,
+    at timestamptz NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    subject text NOT NULL DEFAULT '',
+    data jsonb NOT NULL DEFAULT '{}',
+    prev_hash text NOT NULL,
+    hash text NOT NULL UNIQUE
+);
+
+CREATE TABLE ops.audit_digests (
+    seq bigint PRIMARY KEY,
+    head_hash text NOT NULL,
+    entries bigint NOT NULL,
+    at timestamptz NOT NULL,
+    prev_digest_sha256 text NOT NULL,
+    object_key text,
+    signature text NOT NULL,
+    public_key text NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "drills and their checks", DRILLS_SQL),
     Migration(2, "monitoring samples (daily partitions) and hourly/daily rollups", SAMPLES_SQL),
     Migration(3, "alerting: alert states, event journal, notification log, silences, incidents, findings",
               ALERTING_SQL),
+    Migration(4, "logs (by category and day), offsets, quarantine, archives, legal holds; the audit chain and its "
+                 "signed digests", LOGS_AUDIT_SQL),
 )
 
 LATEST = MIGRATIONS[-1].version
