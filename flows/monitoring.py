@@ -57,6 +57,7 @@ def monitoring(minutes: float = 59.0, interval: float | None = None) -> dict[str
     elif alerting.note:
         logger.warning(alerting.note)
     closed: list = []
+    said: list[str | None] = [None]
 
     def probe():
         result = run_cycle(settings)
@@ -65,8 +66,9 @@ def monitoring(minutes: float = 59.0, interval: float | None = None) -> dict[str
             closed.extend(alerts.closed)
             if alerts.events:
                 logger.warning("alerts: %s", alerts.summary())
-            if alerts.problem:
-                logger.warning("alert state: %s", alerts.problem)
+            if alerts.problem != said[0]:
+                logger.warning("alert state: %s", alerts.problem or "written to the ops database again")
+                said[0] = alerts.problem
         return result
 
     def report(result, problem: str | None) -> None:

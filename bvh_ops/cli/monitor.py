@@ -226,6 +226,7 @@ def monitor(interval: Annotated[float | None, typer.Option("--interval", min=0.0
     elif alerting.note:
         sys.stdout.write(alerting.note + "\n")
     alert_lines: list[str] = []
+    said: list[str | None] = [None]
 
     def probe():
         result = run_cycle(settings)
@@ -233,8 +234,9 @@ def monitor(interval: Annotated[float | None, typer.Option("--interval", min=0.0
             cycle_alerts = alerting.after_cycle(result)
             if cycle_alerts.events or cycle_alerts.queued:
                 alert_lines.append(f"alerts: {cycle_alerts.summary()}")
-            if cycle_alerts.problem:
-                alert_lines.append(f"alert state: {cycle_alerts.problem}")
+            if cycle_alerts.problem != said[0]:   # said once, and again when it changes or clears
+                alert_lines.append(f"alert state: {cycle_alerts.problem or 'written to the ops database again'}")
+                said[0] = cycle_alerts.problem
         return result
 
     def report(result, problem: str | None) -> None:
