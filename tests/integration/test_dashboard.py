@@ -249,13 +249,17 @@ def _chromium() -> str:
     return found
 
 
-def test_headless_chromium_shows_the_status(dash, tmp_path: Path):
-    chromium = _chromium()
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", dash.url + "/?window=15m"],
+def dump_dom(url: str, tmp_path: Path) -> str:
+    """The page as a real headless browser renders it."""
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    dom = proc.stdout
+    return proc.stdout
+
+
+def test_headless_chromium_shows_the_status(dash, tmp_path: Path):
+    dom = dump_dom(dash.url + "/?window=15m", tmp_path)
     assert 'id="system-status"' in dom and ">critical<" in dom
     assert "svc-ok" in dom and "<svg" in dom
 

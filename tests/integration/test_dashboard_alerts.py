@@ -5,7 +5,6 @@ seen by a real headless browser."""
 from __future__ import annotations
 
 import re
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from bvh_ops.alerting.view import OpsAlertsView
 from bvh_ops.monitoring.results import Check, Status
 from bvh_ops.monitoring.web import create_app
 from bvh_ops.opsdb.migrations import migrate
-from tests.integration.test_dashboard import Served, _chromium, _settings, target  # noqa: F401 - fixture
+from tests.integration.test_dashboard import Served, _settings, dump_dom, target  # noqa: F401 - fixture
 from tests.waiting import wait_until
 
 
@@ -72,12 +71,7 @@ def test_firing_alerts_are_listed_and_acknowledged_from_the_page(served):
 
 
 def test_headless_chromium_shows_the_firing_alerts(served, tmp_path: Path):
-    chromium = _chromium()
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", served.url + "/"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    dom = proc.stdout
+    dom = dump_dom(served.url + "/", tmp_path)
     rows = re.findall(r'<tr class="alert"[^>]*>(.*?)</tr>', dom, flags=re.S)
     assert len(rows) == 2 and "system down" in rows[0] and "acknowledge" in rows[0]
 
