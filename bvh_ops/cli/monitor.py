@@ -156,6 +156,15 @@ def _print_dashboard(board: dict) -> None:
         shown = "-" if value is None else f"{value:g} {_UNITS.get(name, '')}".strip()
         metrics.add_row(name, shown, board["metricSources"][name] or "not measured")
     console.print(metrics)
+    if board.get("alerts"):
+        alerts = Table(box=None, pad_edge=False, title="alerts", title_justify="left")
+        for name in ("severity", "state", "alert", "service", "since", "flags"):
+            alerts.add_column(name, no_wrap=True)
+        for a in board["alerts"]:
+            flags = ",".join(f for f in ("silenced", "acknowledged", "inhibited") if a.get(f)) or "-"
+            alerts.add_row(f"[{_STYLE.get(a['severity'], '')}]{a['severity']}[/]", a["state"], escape(a["name"]),
+                           escape(a["service"]), a["since"][:19].replace("T", " "), flags)
+        console.print(alerts)
     for note in board["notes"]:
         console.print(f"note: {note}")
 
