@@ -162,7 +162,7 @@ def _print_dashboard(board: dict) -> None:
             alerts.add_column(name, no_wrap=True)
         for a in board["alerts"]:
             flags = ",".join(f for f in ("silenced", "acknowledged", "inhibited") if a.get(f)) or "-"
-            alerts.add_row(f"[{_STYLE.get(a['severity'], '')}]{a['severity']}[/]", a["state"], escape(a["name"]),
+            alerts.add_row(f"[{_STYLE.get(a['severity'], 'white')}]{a['severity']}[/]", a["state"], escape(a["name"]),
                            escape(a["service"]), a["since"][:19].replace("T", " "), flags)
         console.print(alerts)
     for note in board["notes"]:
