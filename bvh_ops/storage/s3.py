@@ -8,6 +8,7 @@ TransientStorageError so tasks retry only those.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -175,6 +176,27 @@ class S3Store:
             raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
         except BotoCoreError as exc:
             raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+
+    def retain(self, key: str, until: datetime) -> bool:
+        """Object Lock (COMPLIANCE) until ``until`` where the bucket has Object Lock enabled;
+        False when it has not (nothing set). Nobody, root included, can delete the object
+        version before then."""
+        try:
+            conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if "ObjectLockConfigurationNotFound" in str(exc.response.get("Error", {}).get("Code", "")):
+                return False
+            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+        except BotoCoreError as exc:
+            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+        if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            return False
+        try:
+            self.client.put_object_retention(Bucket=self.bucket, Key=self.full(key),
+                                             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"locking {key}", self.bucket) from None
+        return True
 
     def open_writer(self, key: str) -> _S3Writer:
         return _S3Writer(self, key)
