@@ -289,6 +289,12 @@ class Settings(BaseSettings):
     # Failure notifications (bvh-ops setup-notifications): the webhook URL (secret: such URLs
     # usually carry a token).
     notify_webhook_url: SecretStr | None = None
+    # Logs (#13): days a log day stays in the ops database (searchable) before it is archived to
+    # the repository, and per-category retention overrides in days (defaults: the runbook's
+    # security 7 years, application 2 years, performance 90 days, debug 30; audit is permanent
+    # and cannot be shortened).
+    log_hot_days: int = Field(default=30, ge=1, le=3650)
+    log_retention_days: dict[str, int] = Field(default_factory=dict)
     # Recovery objectives the drill measures against (the runbook: 15 minutes, 5 minutes).
     rto_objective_seconds: float = Field(default=900.0, gt=0)
     rpo_objective_seconds: float = Field(default=300.0, gt=0)
@@ -467,6 +473,19 @@ class Settings(BaseSettings):
                 "repository is not set: set BVH_OPS_REPOSITORY to file:///abs/path or s3://bucket/prefix"
             )
         return self.repository
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _check_log_retention(cls, value: dict[str, int]) -> dict[str, int]:
+        known = ("security", "application", "performance", "debug")
+        for category, days in value.items():
+            if category == "audit":
+                raise ValueError("audit logs are kept permanently: remove 'audit' from log_retention_days")
+            if category not in known:
+                raise ValueError(f"unknown category '{category}' (one of {', '.join(known)})")
+            if days < 1:
+                raise ValueError(f"{category}: retention must be at least 1 day")
+        return value
 
     def require_recipients(self) -> list[Path]:
         if not self.recipients:
