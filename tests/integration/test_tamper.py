@@ -221,3 +221,33 @@ def test_forged_manifests_do_not_drive_latest_or_retention(three, tmp_path, fres
     assert all((backups / f / "manifest.json").exists() for f in forged)
     result = restore_logical(settings, "latest", fresh_db())
     assert result.backup_id == l3 and result.ok
+
+
+def test_a_failed_verify_is_reported_as_data_corruption_and_cleared_when_it_passes(stored, fresh_db):
+    import psycopg
+
+    from bvh_ops.opsdb.migrations import migrate
+
+    settings, m, bdir = stored
+    ops = fresh_db("_ops")
+    with psycopg.connect(ops, autocommit=True) as conn:
+        migrate(conn)
+    env = {**cli_env(settings), "BVH_OPS_OPS_DATABASE_URL": ops}
+    dump = bdir / "dump.pgcustom"
+    good = dump.read_bytes()
+    data = bytearray(good)
+    data[100] ^= 1
+    dump.write_bytes(bytes(data))
+    assert run_cli("verify", m.backup_id, "--no-wal", env=env).returncode == 8
+
+    def active():
+        with psycopg.connect(ops) as conn:
+            return conn.execute("SELECT severity, title, detail FROM ops.findings WHERE source = 'verify' "
+                                "AND cleared_at IS NULL").fetchall()
+
+    ((severity, title, detail),) = active()
+    assert severity == "critical" and title == f"data corruption detected: backup {m.backup_id} failed verify"
+    assert "dump.pgcustom: CHECKSUM_MISMATCH" in detail
+    dump.write_bytes(good)
+    assert run_cli("verify", m.backup_id, "--no-wal", env=env).returncode == 0
+    assert active() == []
