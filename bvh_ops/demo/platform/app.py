@@ -69,7 +69,7 @@ class Instrument:
             await send(message)
 
         try:
-            if spec.slow_ms and path.startswith(spec.slow_path or "/"):
+            if spec.slow_ms and spec.slow_path in ("", path):
                 await asyncio.sleep(spec.slow_ms / 1000)
             if path not in MONITORING and spec.error_rate and random.random() < spec.error_rate:
                 await _error(500, "internal error (fault: error_rate)")(scope, receive, send_status)

@@ -17,7 +17,7 @@ class FaultSpec:
     error_rate: float = 0.0  # share (0..1) of business requests answered 500
     db_down: bool = False  # act as if the database were unreachable
     memory_growth_mb_per_s: float = 0.0  # ballast allocated per second, up to MAX_BALLAST_MB
-    slow_path: str = ""  # when set, slow_ms applies only to paths starting with it (one slow endpoint)
+    slow_path: str = ""  # when set, slow_ms applies to this path only (one slow endpoint)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
