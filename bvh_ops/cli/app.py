@@ -12,6 +12,8 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     alerts,
     backups,
     drill,
+    logs,
+    logs_analyze,
     monitor,
     ops,
     opsdb,
