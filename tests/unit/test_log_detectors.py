@@ -229,3 +229,15 @@ def test_platform_lines_become_records():
                                           "email": "a@x", "ip": "10.0.0.1"}])
     assert r.at == T0 + timedelta(milliseconds=123) and r.event == "auth.login_failed"
     assert r.fields == {"email": "a@x", "ip": "10.0.0.1"} and r.level == "warning"
+
+
+def test_weekly_reports_render_tables_and_a_chart():
+    from bvh_ops.logs.analysis.report import performance_markdown, security_markdown
+
+    records = [failed(T0 + timedelta(seconds=i), ip="10.3.3.3") for i in range(6)]
+    records += [rec("request.completed", T0 + timedelta(hours=h, seconds=i), category="performance", method="GET",
+                    path="/api/draws", durationMs=10.0 * (h + 1)) for h in range(3) for i in range(30)]
+    doc = analyze(records, None, CFG, since=T0 - timedelta(hours=1), now=T0 + timedelta(hours=4))
+    sec, perf = security_markdown(doc), performance_markdown(doc)
+    assert "| critical | brute_force | ip:10.3.3.3 |" in sec and "skipped degradation" in sec
+    assert "| GET /api/draws |" in perf and "<svg" in perf
