@@ -133,6 +133,73 @@ class MaintenanceWindow(BaseModel):
         return value
 
 
+class LogAnalysisSettings(BaseModel):
+    """The ``[log_analysis]`` table: the detectors' thresholds (bvh_ops/logs/analysis). Hours and
+    days are UTC; amounts are in the platform's currency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Brute force: at least this many failed logins from one IP, or against one account, within the window.
+    brute_force_failures: int = Field(default=10, ge=2)
+    brute_force_minutes: float = Field(default=10.0, gt=0)
+    # Credential stuffing: one IP failing against at least this many distinct accounts within the window.
+    stuffing_accounts: int = Field(default=8, ge=2)
+    stuffing_minutes: float = Field(default=30.0, gt=0)
+    # Known-bad addresses or networks (CIDR); any request or login from one is a finding.
+    known_bad_ips: list[str] = Field(default_factory=list)
+    # Business hours for admin actions: [start, end) hour of day and the ISO weekdays (1 = Monday).
+    business_hours: tuple[int, int] = (6, 18)
+    business_days: list[int] = Field(default_factory=lambda: [7, 1, 2, 3, 4])
+    # API access violations: at least this many 403 responses to one IP within the window.
+    forbidden_spike: int = Field(default=10, ge=2)
+    forbidden_minutes: float = Field(default=5.0, gt=0)
+    # Performance: an endpoint hour whose p95 exceeds this is slow; a p95 this many times last
+    # week's same hour (and at least min_samples requests in both) is a degradation.
+    slow_p95_ms: float = Field(default=1000.0, gt=0)
+    degradation_ratio: float = Field(default=1.5, gt=1)
+    min_samples: int = Field(default=20, ge=1)
+    # Structuring: at least structuring_count deposits per account per UTC day within
+    # structuring_margin_percent below reporting_threshold.
+    reporting_threshold: float = Field(default=5000.0, gt=0)
+    structuring_margin_percent: float = Field(default=10.0, gt=0, lt=100)
+    structuring_count: int = Field(default=3, ge=2)
+    # Deposit then withdrawal within this many hours with play below this share of the deposit.
+    cashout_hours: float = Field(default=48.0, gt=0)
+    cashout_play_percent: float = Field(default=10.0, ge=0, le=100)
+    cashout_min_amount: float = Field(default=100.0, ge=0)
+    # Shared IP: at least this many distinct accounts logging in from one IP per UTC day.
+    shared_ip_accounts: int = Field(default=5, ge=2)
+    # Purchase velocity: an account's purchases in an hour above max(velocity_min_purchases,
+    # population median + velocity_mad_factor x MAD) of that hour.
+    velocity_min_purchases: int = Field(default=30, ge=1)
+    velocity_mad_factor: float = Field(default=6.0, gt=0)
+    # Admin balance change without a wallet transaction of the same amount within this many minutes.
+    admin_match_minutes: float = Field(default=10.0, gt=0)
+    admin_balance_actions: list[str] = Field(default_factory=lambda: ["adjust_balance", "credit_wallet",
+                                                                      "debit_wallet"])
+    # Evidence kept per finding (the first and the last matching records).
+    evidence_records: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("known_bad_ips")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"known_bad_ips: {item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _check_hours(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if not 0 <= start < end <= 24:
+            raise ValueError(f"business_hours {list(value)}: [start, end) with 0 <= start < end <= 24")
+        return value
+
+
 class AlertingSettings(BaseModel):
     """The ``[alerting]`` table: delivery channels, each optional (set its fields to enable it).
     Secrets (SMTP password, SMS token, the webhook URL with its token) are ``SecretStr``."""
@@ -341,6 +408,8 @@ class Settings(BaseSettings):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     # Alert delivery channels (the [alerting] table; see AlertingSettings).
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    # Log analysis thresholds (bvh-ops logs analyze, the analyze-logs flow).
+    log_analysis: LogAnalysisSettings = Field(default_factory=LogAnalysisSettings)
 
     @classmethod
     def settings_customise_sources(

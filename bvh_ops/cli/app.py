@@ -13,6 +13,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     backups,
     drill,
     logs,
+    logs_analyze,
     logs_retention,
     monitor,
     ops,

@@ -4,7 +4,13 @@ runbook's four monitoring endpoints, and ``/admin/faults`` (loopback only).
 Every ``/api/`` request passes :class:`Instrument`: the ``slow_ms`` fault delays it (monitoring
 endpoints too, as a slow platform is slow for its probes), the ``error_rate`` fault fails business
 requests with 500 (never the monitoring endpoints, which report the rate they see), business
-requests are timed into the rolling window, and slow requests and 5xx responses are logged."""
+requests are timed into the rolling window, every business request gets an access line
+(``request.completed``, performance: method, path, status, durationMs, ip — the input of the
+log analysis' per-endpoint percentiles), and slow requests and 5xx responses are logged.
+
+The client address is the peer's, or — when the peer is loopback, i.e. a local reverse proxy —
+the last address of its ``X-Forwarded-For`` (the workload driver and the pattern planter use it
+to act as many clients)."""
 
 from __future__ import annotations
 
@@ -63,7 +69,7 @@ class Instrument:
             await send(message)
 
         try:
-            if spec.slow_ms:
+            if spec.slow_ms and spec.slow_path in ("", path):
                 await asyncio.sleep(spec.slow_ms / 1000)
             if path not in MONITORING and spec.error_rate and random.random() < spec.error_rate:
                 await _error(500, "internal error (fault: error_rate)")(scope, receive, send_status)
@@ -85,10 +91,24 @@ class Instrument:
             if status >= 500:
                 st.log.write("application", "request.failed", level="error", method=scope["method"],
                              path=path, status=status, durationMs=ms)
+            if path not in MONITORING:
+                st.log.write("performance", "request.completed", method=scope["method"], path=path,
+                             status=status or 500, durationMs=ms, ip=_scope_ip(scope))
             if ms > st.config.slow_request_ms:
                 st.log.write("performance", "request.slow", level="warning", method=scope["method"],
                              path=path, status=status, durationMs=ms,
                              thresholdMs=st.config.slow_request_ms)
+
+
+def _scope_ip(scope) -> str | None:
+    """The client's address: the peer, or a loopback proxy's last X-Forwarded-For hop."""
+    peer = scope["client"][0] if scope.get("client") else None
+    if peer in LOOPBACK:
+        for name, value in scope.get("headers") or ():
+            if name == b"x-forwarded-for":
+                hop = value.decode("latin-1").split(",")[-1].strip()
+                return hop or peer
+    return peer
 
 
 def _state(request: Request) -> PlatformState:
@@ -96,7 +116,7 @@ def _state(request: Request) -> PlatformState:
 
 
 def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return _scope_ip(request.scope)
 
 
 async def _body(request: Request) -> dict:
@@ -241,6 +261,8 @@ async def status(request: Request) -> JSONResponse:
 async def admin_faults(request: Request) -> JSONResponse:
     st = _state(request)
     if _client_ip(request) not in LOOPBACK:
+        st.log.write("security", "access.denied", level="warning", ip=_client_ip(request), method=request.method,
+                     path=request.url.path, status=403)
         return _error(403, "faults are set from the loopback interface only")
     if request.method == "POST":
         try:

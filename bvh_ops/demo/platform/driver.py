@@ -1,5 +1,10 @@
 """A workload over the platform's HTTP API: threads that log sample users in (some with a wrong
-password), deposit, and buy tickets, at a target rate, with counters; start() / stop()."""
+password), deposit, and buy tickets, at a target rate, with counters; start() / stop().
+
+Each user comes from an address of their own (``client_ip``, sent as X-Forwarded-For; every
+tenth user shares the previous user's, as a household does), and a user refused with the right
+password (an inactive account) gives up rather than retrying forever: the normal traffic the log
+analysis is measured against (bvh_ops/demo/planter.py plants the abnormal)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from dataclasses import asdict, dataclass
 import httpx
 
 from bvh_ops.demo.platform.accounts import sample_password
+
+
+def client_ip(uid: int) -> str:
+    """A sample user's address (10.0.0.0/8); users 10, 20, ... share the previous user's."""
+    n = uid - 1 if uid % 10 == 0 else uid
+    return f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
 
 
 @dataclass
@@ -45,6 +56,7 @@ class WorkloadDriver:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._gone: set[int] = set()  # refused with the right password: they stop trying
 
     def start(self) -> WorkloadDriver:
         self._stop.clear()
@@ -87,17 +99,22 @@ class WorkloadDriver:
 
     def _step(self, client: httpx.Client, rng: random.Random, tokens: dict[int, str]) -> None:
         uid = rng.randint(1, self.users)
+        if uid in self._gone:
+            return
         email = f"user{uid}@example.org"
         if uid not in tokens:
             wrong = rng.random() < self.bad_login_share
             password = "not-" + sample_password(email) if wrong else sample_password(email)
-            r = client.post("/api/auth/login", json={"email": email, "password": password})
+            r = client.post("/api/auth/login", json={"email": email, "password": password},
+                            headers={"X-Forwarded-For": client_ip(uid)})
             self._tally(r, login=True)
             if r.status_code == 200:
                 tokens[uid] = r.json()["token"]
                 self._count(logins=1)
+            elif r.status_code == 401 and not wrong:
+                self._gone.add(uid)
             return
-        headers = {"Authorization": f"Bearer {tokens[uid]}"}
+        headers = {"Authorization": f"Bearer {tokens[uid]}", "X-Forwarded-For": client_ip(uid)}
         if rng.random() < self.deposit_share:
             amount = rng.choice((20, 50, 100, 250))
             r = client.post("/api/wallet/deposit", json={"amount": amount, "provider": "visa"}, headers=headers)

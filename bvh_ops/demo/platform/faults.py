@@ -17,6 +17,7 @@ class FaultSpec:
     error_rate: float = 0.0  # share (0..1) of business requests answered 500
     db_down: bool = False  # act as if the database were unreachable
     memory_growth_mb_per_s: float = 0.0  # ballast allocated per second, up to MAX_BALLAST_MB
+    slow_path: str = ""  # when set, slow_ms applies to this path only (one slow endpoint)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,7 +43,10 @@ def parse_faults(body: object) -> FaultSpec:
         raise ValueError("faults: db_down must be true or false")
     if isinstance(growth, bool) or not isinstance(growth, int | float) or not 0 <= growth <= 100:
         raise ValueError("faults: memory_growth_mb_per_s must be a number from 0 to 100")
-    return FaultSpec(slow, float(rate), down, float(growth))
+    path = body.get("slow_path", "")
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise ValueError("faults: slow_path must be a path starting with / (or empty for every path)")
+    return FaultSpec(slow, float(rate), down, float(growth), path)
 
 
 class Faults:
