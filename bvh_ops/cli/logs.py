@@ -13,14 +13,13 @@ from typing import Annotated
 import typer
 
 from bvh_ops.cli.core import app, cli_settings, emit_json, out
-from bvh_ops.errors import ConfigError
 
 logs_app = typer.Typer(no_args_is_help=True, help="Logs: collect the configured sources, search the hot store.")
 app.add_typer(logs_app, name="logs")
 
 
 @contextmanager
-def _ops_conn(settings, *, autocommit: bool):
+def _ops_conn(settings):
     from bvh_ops.opsdb.database import ops_database
     from bvh_ops.opsdb.migrations import migrate
     from bvh_ops.pg.conn import connect
@@ -29,7 +28,6 @@ def _ops_conn(settings, *, autocommit: bool):
         conn = connect(dsn, autocommit=True)
         try:
             migrate(conn)
-            conn.autocommit = autocommit
             yield conn
         finally:
             conn.close()
@@ -39,14 +37,9 @@ def _ops_conn(settings, *, autocommit: bool):
 def collect_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False) -> None:
     """Read every [[log_sources]] file on from its stored offset into the ops database. Exit 0,
     1 when a file could not be read (the others were collected)."""
-    from bvh_ops.logs.collect import collect, pipelines
+    from bvh_ops.logs.collect import collect_configured
 
-    settings = cli_settings()
-    if not settings.log_sources:
-        raise ConfigError("no log sources: add [[log_sources]] tables (name, path, format) to bvh-ops.toml")
-    pipes = pipelines(settings)
-    with _ops_conn(settings, autocommit=False) as conn:
-        result = collect(conn, pipes, now=datetime.now(UTC), batch=settings.log_batch_records)
+    result = collect_configured(cli_settings())
     if as_json:
         emit_json(result.to_json())
     else:
@@ -82,7 +75,7 @@ def search_cmd(
                         limit=limit, now=datetime.now(UTC))
     count = 0
     write = sys.stdout.write
-    with _ops_conn(cli_settings(), autocommit=True) as conn:
+    with _ops_conn(cli_settings()) as conn:
         if as_json:
             write('{"records": [')
         for rec in iter_records(conn, query):

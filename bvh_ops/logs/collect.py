@@ -232,3 +232,30 @@ def _read_file(conn: psycopg.Connection, pipe: Pipeline, plan: ReadPlan, fd: int
                 commit()
         if end != committed or plan.start == 0 or plan.restart:
             commit()
+
+
+def collect_configured(settings: Settings, names: Sequence[str] | None = None, *,
+                       now: datetime | None = None) -> CollectResult:
+    """Collect the configured sources (or those named) into the ops database (``ops_database_url``,
+    or the embedded one, started for the call where stopped), its schema migrated first."""
+    from datetime import UTC
+
+    from bvh_ops.errors import ConfigError
+    from bvh_ops.opsdb.database import ops_database
+    from bvh_ops.opsdb.migrations import migrate
+    from bvh_ops.pg.conn import connect
+
+    if not settings.log_sources:
+        raise ConfigError("no log sources: add [[log_sources]] tables (name, path, format) to bvh-ops.toml")
+    by_name = {s.name: s for s in settings.log_sources}
+    if names is not None and (unknown := [n for n in names if n not in by_name]):
+        raise ConfigError(f"no log source named {unknown[0]!r} (configured: {', '.join(by_name)})")
+    pipes = pipelines(settings, None if names is None else [by_name[n] for n in names])
+    with ops_database(settings) as dsn:
+        conn = connect(dsn, autocommit=True)
+        try:
+            migrate(conn)
+            conn.autocommit = False
+            return collect(conn, pipes, now=now or datetime.now(UTC), batch=settings.log_batch_records)
+        finally:
+            conn.close()
