@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,15 @@ def load_or_create_key(state_dir: Path) -> bytes:
     return key
 
 
+CACHE_SIZE = 200_000   # pseudonyms remembered (values repeat: accounts, IPs); ~30 MB at most
+
+
 @dataclass(frozen=True)
 class Pseudonymiser:
     key: bytes
     fields: frozenset[str]
     categories: frozenset[str]
+    _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __repr__(self) -> str:   # never the key
         return f"Pseudonymiser(fields={sorted(self.fields)}, categories={sorted(self.categories)})"
@@ -63,7 +67,13 @@ class Pseudonymiser:
         text = value if isinstance(value, str) else str(value)
         if text.startswith(PREFIX):
             return text   # already one (a re-read line is never double-hashed)
-        return PREFIX + hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()[:32]
+        if (hit := self._cache.get(text)) is not None:
+            return hit
+        value = PREFIX + hmac.digest(self.key, text.encode(), hashlib.sha256)[:16].hex()
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[text] = value
+        return value
 
     def apply(self, record: Record) -> Record:
         """``record`` with the named fields (at any depth) pseudonymised, when its category asks for it."""
@@ -77,6 +87,9 @@ class Pseudonymiser:
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, dict):
+            if not any(isinstance(k, str) and k.lower() in self.fields or isinstance(v, dict | list)
+                       for k, v in value.items()):
+                return value   # the common case: nothing to replace at this level or below
             return {k: (self.pseudonym(v) if k.lower() in self.fields and v not in (None, "") and
                         not isinstance(v, dict | list) else self._walk(v)) for k, v in value.items()}
         if isinstance(value, list):
