@@ -298,6 +298,66 @@ class AlertingSettings(BaseModel):
         return self
 
 
+LOG_CATEGORIES = ("security", "application", "performance", "audit", "debug")   # = bvh_ops.logs.record's
+LogCategory = Literal["security", "application", "performance", "audit", "debug"]
+
+
+class LogSource(BaseModel):
+    """A log to collect (``[[log_sources]]``): files matching ``path`` (a glob: ``app.log*``
+    takes the rotated files too), in ``format``. ``category``, when set, is the category of
+    every record of the source that does not carry its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unique: offsets and stored records are kept under it.
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # An absolute glob, e.g. /var/log/lottery/app.log* or /var/lib/postgresql/15/main/log/*.json.
+    path: str = Field(min_length=1)
+    # json (the platform's lines) | postgres-jsonlog | postgres-csvlog.
+    format: Literal["json", "postgres-jsonlog", "postgres-csvlog"]
+    category: LogCategory | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check(cls, data: object) -> object:
+        if isinstance(data, dict):
+            name = data.get("name") or "(unnamed)"
+            path = data.get("path")
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError(f"log source '{name}': path must be an absolute glob, e.g. /var/log/lottery/app.log*")
+            fmt = data.get("format")
+            if fmt not in ("json", "postgres-jsonlog", "postgres-csvlog"):
+                raise ValueError(f"log source '{name}': format {fmt!r} must be json, postgres-jsonlog or "
+                                 "postgres-csvlog")
+            cat = data.get("category")
+            if cat is not None and cat not in LOG_CATEGORIES:
+                raise ValueError(f"log source '{name}': category {cat!r} must be one of {', '.join(LOG_CATEGORIES)}")
+        return data
+
+
+class LogRule(BaseModel):
+    """A classification rule (``[[log_rules]]``) for records without a category of their own:
+    event glob, optional level, optional message regex -> category. Tried before the built-in
+    rules (bvh_ops.logs.classify.DEFAULT_RULES), first match wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    category: LogCategory
+    event: str = "*"
+    level: Literal["debug", "info", "warning", "error"] | None = None
+    message: str | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"message {value!r} is not a regular expression: {exc}") from None
+        return value
+
+
 class Settings(BaseSettings):
     """Everything bvh-ops reads from its environment. One field, one comment."""
 
@@ -411,6 +471,22 @@ class Settings(BaseSettings):
     # Log analysis thresholds (bvh-ops logs analyze, the analyze-logs flow).
     log_analysis: LogAnalysisSettings = Field(default_factory=LogAnalysisSettings)
 
+    # -- logs (#13: collection and search) ---------------------------------------------------
+    # Logs to collect ([[log_sources]] tables: name, path (an absolute glob), format json |
+    # postgres-jsonlog | postgres-csvlog, optional category).
+    log_sources: list[LogSource] = Field(default_factory=list)
+    # Classification of records without their own category ([[log_rules]]: category, event glob,
+    # level, message regex), before the built-in rules; none matching: log_default_category.
+    log_rules: list[LogRule] = Field(default_factory=list)
+    log_default_category: LogCategory = "application"
+    # Fields replaced by a keyed HMAC-SHA256 pseudonym at ingest (key: state_dir/log-pseudonym.key),
+    # in these categories only; security and audit keep them in clear for investigations.
+    log_pseudonymise_fields: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["email", "ip", "phone"])
+    log_pseudonymise_categories: Annotated[list[LogCategory], NoDecode] = Field(
+        default_factory=lambda: ["application", "performance", "debug"])
+    # Records per COPY batch while collecting (memory is about one batch).
+    log_batch_records: int = Field(default=5000, ge=100, le=1_000_000)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -427,7 +503,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @field_validator("recipients", "trusted_host_keys", "retry_delay_seconds", "append_only_tables", "disk_paths",
-                     mode="before")
+                     "log_pseudonymise_fields", "log_pseudonymise_categories", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -524,6 +600,9 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"endpoint name '{dupes[0]}' is used twice: each endpoint needs its own name")
+        sources = [src.name for src in self.log_sources]
+        if dupes := sorted({n for n in sources if sources.count(n) > 1}):
+            raise ValueError(f"log source name '{dupes[0]}' is used twice: each [[log_sources]] needs its own name")
         return self
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep the repr short too
