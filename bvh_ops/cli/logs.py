@@ -65,9 +65,12 @@ def search_cmd(
                                                     "or event/source/message")] = None,
     grep: Annotated[str | None, typer.Option("--grep", help="Text in the message or any field (any case)")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many records (0: all)")] = 1000,
+    archived: Annotated[bool, typer.Option("--archived", help="Search the archived days too (decrypted from the "
+                                           "repository with the identity, streamed)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON")] = False,
 ) -> None:
-    """Records of the hot store, oldest first, then their count; streamed (never held whole)."""
+    """Records of the hot store (and with --archived the archived days first), oldest first, then
+    their count; streamed (never held whole)."""
     from bvh_ops.logs.search import build_query
     from bvh_ops.logs.store import iter_records
 
@@ -75,10 +78,15 @@ def search_cmd(
                         limit=limit, now=datetime.now(UTC))
     count = 0
     write = sys.stdout.write
-    with _ops_conn(cli_settings()) as conn:
+    settings = cli_settings()
+    if archived:
+        settings.require_identity()
+    with _ops_conn(settings) as conn:
         if as_json:
             write('{"records": [')
-        for rec in iter_records(conn, query):
+        for rec in _archived_then_hot(settings, conn, query, archived, iter_records):
+            if query.limit and count >= query.limit:
+                break
             if as_json:
                 write(("," if count else "") + "\n  " + json.dumps(_doc(rec), default=str, ensure_ascii=False))
             else:
@@ -91,6 +99,21 @@ def search_cmd(
         write(f'\n], "count": {count}, "limited": {json.dumps(limited)}}}\n')
     else:
         write(f"{count} records" + (f" (limited to {query.limit}: --limit 0 for all)" if limited else "") + "\n")
+
+
+def _archived_then_hot(settings, conn, query, archived: bool, iter_records):
+    """Archived days (older: their partitions are gone from the hot store) then the hot store."""
+    if archived:
+        from bvh_ops.logs.archive import iter_archived
+        from bvh_ops.logs.record import Record
+        from bvh_ops.logs.search import matches
+
+        for doc in iter_archived(settings, conn, query.since, query.until, query.category):
+            if matches(query, doc):
+                yield Record(datetime.fromisoformat(doc["at"]), doc["category"], doc["source"], doc["level"],
+                             doc["event"], doc["message"], doc["fields"] or {}, doc.get("file_id", ""),
+                             doc.get("file_offset", 0))
+    yield from iter_records(conn, query)
 
 
 def _doc(rec) -> dict:

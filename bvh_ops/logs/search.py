@@ -60,3 +60,27 @@ def build_query(*, category: str | None, since: str | None, until: str | None, l
         raise ConfigError("--grep is empty: give the text to look for")
     return Query(category=category, since=start, until=end, level=level, match=parse_matches(match) or None,
                  grep=grep, limit=limit or None)
+
+
+def matches(query: Query, rec: dict) -> bool:
+    """``query`` applied in Python to one archived record (a dict as the archive stores it), with
+    the hot store's meaning: level a minimum, match an equality on a field or column, grep a
+    case-insensitive substring of the message or any field value."""
+    at = datetime.fromisoformat(rec["at"]) if isinstance(rec["at"], str) else rec["at"]
+    if query.category and rec.get("category") != query.category:
+        return False
+    if (query.since and at < query.since) or (query.until and at >= query.until):
+        return False
+    if query.level and LEVELS.index(rec.get("level", "info")) < LEVELS.index(query.level):
+        return False
+    fields = rec.get("fields") or {}
+    for key, value in (query.match or {}).items():
+        got = rec.get(key) if key in ("event", "source", "message", "level", "category") else fields.get(key)
+        if got is None or str(got) != value:
+            return False
+    if query.grep:
+        needle = query.grep.lower()
+        haystack = [str(rec.get("message", ""))] + [str(v) for v in fields.values()]
+        if not any(needle in h.lower() for h in haystack):
+            return False
+    return True

@@ -52,6 +52,11 @@ def test_cli_plan_hold_and_apply(world):
     assert (repo / archive_key("security", OLD)).exists() and (repo / archive_key("performance", OLD)).exists()
     with psycopg.connect(ops) as conn:
         assert conn.execute("SELECT count(*) FROM ops.log_records").fetchone()[0] == 0
+    hot = json.loads(run_cli("logs", "search", "--category", "security", "--json", env=env).stdout)
+    found = run_cli("logs", "search", "--archived", "--category", "security", "--match", "event=auth.login_failed",
+                    "--since", str(OLD), "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert hot["count"] == 0 and json.loads(found.stdout)["count"] == 30     # only in the archive now
     holds = json.loads(run_cli("logs", "holds", "--json", env=env).stdout)
     assert [(h["category"], h["reason"]) for h in holds] == [("security", "case 17")]
 
