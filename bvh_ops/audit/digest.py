@@ -68,8 +68,13 @@ def checkpoint(settings: Settings, conn: psycopg.Connection, now: datetime, *,
         if latest is not None and latest.seq == seq:
             return latest, False
         since = latest.seq if latest else 1
-        report = verify(store.entries(conn, from_seq=since), [latest] if latest else [],
-                        trusted_keys(settings, key), from_seq=since)
+        if latest is not None:
+            anchor = store.entry(conn, latest.seq)
+            why = latest.signed_by(trusted_keys(settings, key))
+            if why or anchor is None or anchor.hash != latest.head_hash:
+                raise IntegrityError(f"the chain at seq {latest.seq} is not the last digest's signed head"
+                                     f"{f' ({why})' if why else ''}: not signing (run `bvh-ops audit verify`)")
+        report = verify(store.entries(conn, from_seq=since), [], {}, from_seq=since)
         if not report.ok:
             raise IntegrityError(f"audit chain broken since the last digest, not signing it: "
                                  f"{report.findings[0].line()} (run `bvh-ops audit verify`)")

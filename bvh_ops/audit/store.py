@@ -63,6 +63,11 @@ def entries(conn: psycopg.Connection, *, from_seq: int = 1, to_seq: int | None =
             yield Entry(*row)
 
 
+def entry(conn: psycopg.Connection, seq: int) -> Entry | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM ops.audit_chain WHERE seq = %s", (seq,)).fetchone()
+    return Entry(*row) if row else None
+
+
 def head(conn: psycopg.Connection) -> tuple[int, str, int]:
     """(seq, hash, count) of the newest entry; (0, GENESIS, 0) for an empty chain."""
     row = conn.execute("SELECT seq, hash, (SELECT count(*) FROM ops.audit_chain) FROM ops.audit_chain "

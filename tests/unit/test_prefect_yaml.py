@@ -49,7 +49,8 @@ def test_schedules_parse_in_utc():
     from prefect.client.schemas.schedules import CronSchedule
 
     expected = {"daily-backup": ["0 2 * * *"], "incremental-backup": ["0 */6 * * *"], "dr-drill-weekly": ["0 5 * * 0"],
-                "dr-drill-on-demand": [], "monitoring": ["0 * * * *"], "uptime-report": ["0 4 1 * *"]}
+                "dr-drill-on-demand": [], "monitoring": ["0 * * * *"], "uptime-report": ["0 4 1 * *"],
+                "audit-digest": ["15 * * * *"]}
     for dep in load()["deployments"]:
         crons = []
         for sched in dep.get("schedules") or []:
