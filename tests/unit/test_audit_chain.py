@@ -196,3 +196,23 @@ def test_data_is_normalised_to_what_jsonb_gives_back(value, expected):
 def test_naive_times_are_refused():
     with pytest.raises(ValueError):
         content_hash(1, datetime(2026, 1, 1), "a", "b", "", {})
+
+
+@pytest.mark.parametrize(("period", "start", "end"), [
+    ("2026-11", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+    ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+    ("2024-02", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
+])
+def test_export_periods_are_utc_months(period, start, end):
+    from bvh_ops.audit.export import period_bounds
+
+    assert period_bounds(period) == (start, end)
+
+
+@pytest.mark.parametrize("period", ["2026-13", "2026-1", "11-2026", ""])
+def test_a_malformed_period_is_one_config_error(period):
+    from bvh_ops.audit.export import period_bounds
+    from bvh_ops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--period"):
+        period_bounds(period)
