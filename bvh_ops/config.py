@@ -410,6 +410,8 @@ class Settings(BaseSettings):
     invariants: list[InvariantCheck] = Field(default_factory=list)
     # Where drill results are kept (schema ops); default: database bvh_ops on the embedded cluster.
     ops_database_url: SecretStr | None = None
+    # An audit entry that cannot be written fails the action (true) instead of a logged warning.
+    audit_strict: bool = False
     # Admin DSN of a server where drills create (and drop) a scratch database; default: a new
     # embedded cluster per drill, destroyed afterwards.
     drill_scratch_dsn: SecretStr | None = None

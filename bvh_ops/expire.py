@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from bvh_ops.audit.record import record
+from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError
 from bvh_ops.pg.physinfo import PhysicalInfo, oldest_base
 from bvh_ops.repository.manifest import Manifest
@@ -61,9 +63,10 @@ def plan_expire(records: list[BackupRecord], manifests: Mapping[str, Manifest], 
 
 
 def apply_plan(repo: Repository, *, now: datetime, keep_days: int, min_redundancy: int, dry_run: bool = False,
-               log=None) -> dict:
+               log=None, settings: Settings | None = None) -> dict:
     """Retention over a repository: plan, then delete the OBSOLETE backups, then the archived WAL
-    older than the oldest kept physical base (WAL is kept from that base's start LSN)."""
+    older than the oldest kept physical base (WAL is kept from that base's start LSN). With
+    ``settings``, each backup deleted is recorded in the audit trail (retention.delete)."""
     # Read: the catalog, the full backups' signed manifests, one listing of the WAL archive
     # (none needed when there is no physical base to keep WAL for).
     records = repo.list_backups()
@@ -72,7 +75,7 @@ def apply_plan(repo: Repository, *, now: datetime, keep_days: int, min_redundanc
     # Plan (pure).
     plan = plan_expire(records, fulls, archive, now=now, keep_days=keep_days, min_redundancy=min_redundancy)
     # Carry it out.
-    _carry_out(repo, plan, archive, dry_run=dry_run, log=log)
+    _carry_out(repo, plan, archive, dry_run=dry_run, log=log, settings=settings)
     return plan.to_json()
 
 
@@ -90,7 +93,7 @@ def _trusted_fulls(repo: Repository, records: list[BackupRecord]) -> dict[str, M
 
 
 def _carry_out(repo: Repository, plan: ExpirePlan, archive: dict[str, ArchivedFile], *, dry_run: bool,
-               log=None) -> None:
+               log=None, settings: Settings | None = None) -> None:
     """Backups first (manifest first: a backup stops existing at once), then WAL (index entry
     first: a half-deleted segment reads as absent)."""
     for d in plan.delete:
@@ -98,6 +101,8 @@ def _carry_out(repo: Repository, plan: ExpirePlan, archive: dict[str, ArchivedFi
             log.warning("retention%s: deleting %s (%s)", " (dry run)" if dry_run else "", d.backup_id, d.reason)
         if not dry_run:
             repo.delete_backup(d.backup_id)
+            if settings is not None:
+                record(settings, None, "retention.delete", d.backup_id, {"reason": d.reason})
     if plan.wal_prune and not dry_run:
         delete_wal(repo.store, archive, list(plan.wal_prune))
         _log.info("pruned %d WAL files older than base %s", len(plan.wal_prune), plan.wal_base.backup_id)

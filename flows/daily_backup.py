@@ -13,6 +13,7 @@ from prefect.transactions import transaction
 
 from bvh_ops.config import Settings, load_settings
 from flows.artifacts import backup_markdown, table_rows
+from tasks.audit_tasks import audit_backups
 from tasks.backup_tasks import apply_retention, check_backup, collect_incomplete, take_logical_backup
 from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs
@@ -64,6 +65,7 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
                 physical_result["checks"] = retrying(check_physical_backup, settings)(settings, physical_result)
         else:
             logger.info("no physical backup (physical=auto): %s", why)
+    audit_backups(settings, [result, physical_result])
     retention = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
     create_markdown_artifact(
         key="daily-backup-summary",

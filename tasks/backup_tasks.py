@@ -80,6 +80,6 @@ def apply_retention(settings: Settings, *, dry_run: bool = False) -> list[dict[s
     from bvh_ops.expire import apply_plan
 
     repo, _ = open_repository(settings)
-    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days, settings=settings,
                         min_redundancy=settings.min_redundancy, dry_run=dry_run, log=get_run_logger())
     return result["decisions"]

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bvh_ops.alerting.findings import Finding, report_findings
 from bvh_ops.alerting.rules import Severity
+from bvh_ops.audit.record import record as audit_record
 from bvh_ops.config import Settings
 from bvh_ops.drill import committime, engine, ops
 from bvh_ops.logical.restore import restore_logical
@@ -115,6 +116,8 @@ def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
         ops.record_drill(dsn, report)
         with connect(dsn, autocommit=True) as conn:
             report_findings(conn, "drill", drill_findings(report), datetime.now(UTC))
+            audit_record(settings, None, "drill.result", report["drill_id"], {
+                k: report[k] for k in ("backup_id", "mode", "passed", "rto_seconds", "rpo_seconds")}, conn=conn)
     return previous
 
 

@@ -81,5 +81,5 @@ def retain_chains(settings: Settings, *, dry_run: bool = False) -> dict[str, Any
     from bvh_ops.expire import apply_plan
 
     repo, _ = open_repository(settings)
-    return apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+    return apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days, settings=settings,
                       min_redundancy=settings.min_redundancy, dry_run=dry_run, log=get_run_logger())

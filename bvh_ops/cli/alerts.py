@@ -115,6 +115,7 @@ def silence_cmd(matcher: Annotated[str, typer.Argument(help="key=glob[,key=glob]
     alert still firing when the silence ends is notified then."""
     from bvh_ops.alerting.state import Silence
     from bvh_ops.alerting.store import add_silence
+    from bvh_ops.audit.record import record
 
     fields = parse_matcher(matcher)
     span = parse_duration(duration)
@@ -123,8 +124,11 @@ def silence_cmd(matcher: Annotated[str, typer.Argument(help="key=glob[,key=glob]
     now = datetime.now(UTC)
     silence = Silence(until=now + span, name=fields.get("name", "*"), service=fields.get("service", "*"),
                       check=fields.get("check", "*"), comment=comment.strip(), fingerprint=fields.get("fingerprint"))
-    with _conn(cli_settings()) as conn:
+    settings = cli_settings()
+    with _conn(settings) as conn:
         sid = add_silence(conn, silence, now, getpass.getuser())
+        record(settings, None, "alert.silence", str(sid), {**fields, "until": silence.until.isoformat(),
+                                                            "comment": silence.comment}, now=now, conn=conn)
     doc = {"id": sid, **fields, "until": silence.until.isoformat(), "comment": silence.comment}
     if as_json:
         emit_json(doc)
@@ -140,11 +144,15 @@ def ack_cmd(fingerprint: Annotated[str, typer.Argument(help="The alert's fingerp
     """Acknowledge a pending or firing alert: someone is on it (shown in `alerts list` and on the
     dashboard until the alert resolves). Exit 1 when no active alert has that fingerprint."""
     from bvh_ops.alerting.store import acknowledge
+    from bvh_ops.audit.record import record
 
     if not re.fullmatch(r"[0-9a-f]{4,16}", fingerprint):
         raise ConfigError(f"'{fingerprint}' is not a fingerprint: copy one from `bvh-ops alerts list`")
-    with _conn(cli_settings()) as conn:
+    settings = cli_settings()
+    with _conn(settings) as conn:
         alert = acknowledge(conn, fingerprint, getpass.getuser(), datetime.now(UTC))
+        if alert is not None:
+            record(settings, None, "alert.ack", alert["fingerprint"], {"name": alert["name"]}, conn=conn)
     if alert is None:
         out.print(f"no single pending or firing alert has fingerprint {fingerprint} (see `bvh-ops alerts list`)",
                   markup=False)

@@ -10,6 +10,7 @@ import typer
 
 from bvh_ops.cli import (  # noqa: F401 - registers the commands
     alerts,
+    audit,
     backups,
     drill,
     logs,

@@ -193,7 +193,7 @@ def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show
 
     settings = cli_settings()
     repo, _ = open_repository(settings)
-    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days,
+    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days, settings=settings,
                         min_redundancy=settings.min_redundancy, dry_run=dry_run)
     for d in result["decisions"]:
         out.print(f"{d['action']:8} {d['backup_id']}  {d['reason']}")

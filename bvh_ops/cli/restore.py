@@ -81,12 +81,15 @@ def _validate(settings, backup_id: str, to_time, to_lsn, to_name, as_json: bool)
 def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_name, *, start: bool,
               port: int | None, archive: bool, os_user: str | None, as_json: bool) -> None:
     """--target-dir: a physical chain into a new data directory, recovering to the target."""
+    from bvh_ops.audit.record import record
     from bvh_ops.physical.restore import recovery_log, restore_physical
     from bvh_ops.physical.target import RecoveryTarget
 
     target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
     report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
                               archive=archive, os_user=os_user)
+    record(settings, None, "restore.physical", report.backup_id, {"chain": report.chain, "data_dir": report.data_dir,
+                                                                  "target": report.target, "started": report.started})
     if as_json:
         emit_json(report.to_json())
         return
@@ -104,6 +107,7 @@ def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_na
 
 def _logical(settings, backup_id: str, into: str, table, no_owner: bool, jobs, as_json: bool) -> None:
     """--into: a logical backup into an existing database, every table's fingerprint compared."""
+    from bvh_ops.audit.record import record
     from bvh_ops.dsn import check_dsn
     from bvh_ops.logical.restore import restore_logical
 
@@ -113,6 +117,8 @@ def _logical(settings, backup_id: str, into: str, table, no_owner: bool, jobs, a
         raise ConfigError(f"--into: {exc}") from None
     result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
                              jobs=jobs or settings.restore_jobs)
+    record(settings, None, "restore.logical", result.backup_id, {"target": result.target, "ok": result.ok,
+                                                                 "tables": len(result.comparisons)})
     if as_json:
         emit_json(result.to_json())
     else:

@@ -325,6 +325,18 @@ CREATE TABLE ops.audit_chain (
     prev_hash text NOT NULL,
     hash text NOT NULL UNIQUE
 );
+CREATE INDEX audit_chain_at ON ops.audit_chain (at);
+-- Append-only by intent: updates, deletes and TRUNCATE are refused. Someone with the rights to
+-- disable this trigger can still edit rows; the hash chain and the signed digests catch that.
+CREATE FUNCTION ops.audit_chain_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ops.audit_chain is append-only (% refused)', TG_OP;
+END $$;
+CREATE TRIGGER audit_chain_append_only BEFORE UPDATE OR DELETE ON ops.audit_chain
+    FOR EACH ROW EXECUTE FUNCTION ops.audit_chain_append_only();
+CREATE TRIGGER audit_chain_no_truncate BEFORE TRUNCATE ON ops.audit_chain
+    FOR EACH STATEMENT EXECUTE FUNCTION ops.audit_chain_append_only();
 
 CREATE TABLE ops.audit_digests (
     seq bigint PRIMARY KEY,

@@ -52,7 +52,8 @@ def test_schedules_parse_in_utc():
                 "dr-drill-on-demand": [], "monitoring": ["0 * * * *"], "uptime-report": ["0 4 1 * *"],
                 "cleanup-logs": ["0 2 * * *"], "archive-logs": ["0 4 1 * *"],
                 "analyze-logs": ["20 * * * *"], "weekly-log-report": ["0 6 * * 1"],
-                "collect-logs": ["*/5 * * * *"]}
+                "collect-logs": ["*/5 * * * *"],
+                "audit-digest": ["15 * * * *"]}
     for dep in load()["deployments"]:
         crons = []
         for sched in dep.get("schedules") or []:
