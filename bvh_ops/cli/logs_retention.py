@@ -103,6 +103,10 @@ def hold_cmd(category: Annotated[str, typer.Argument(help="security, application
         hid = conn.execute("INSERT INTO ops.log_holds (category, from_day, to_day, reason, created_by, created_at) "
                            "VALUES (%s, %s, %s, %s, %s, now()) RETURNING id",
                            (category, first, last, reason.strip(), getpass.getuser())).fetchone()[0]
+        from bvh_ops.audit.record import record
+
+        record(settings, None, "logs.hold", f"{category}/{first}..{last}", {"id": hid, "reason": reason.strip()},
+               conn=conn)
     doc = {"id": hid, "category": category, "from": first.isoformat(), "to": last.isoformat(), "reason": reason}
     if as_json:
         emit_json(doc)
@@ -136,6 +140,10 @@ def release_cmd(hold_id: Annotated[int, typer.Argument(help="The hold's id (bvh-
     with _ops(settings) as conn:
         done = conn.execute("UPDATE ops.log_holds SET released_at = now() WHERE id = %s AND released_at IS NULL",
                             (hold_id,)).rowcount
+        if done:
+            from bvh_ops.audit.record import record
+
+            record(settings, None, "logs.release", str(hold_id), {}, conn=conn)
     if not done:
         out.print(f"no active hold {hold_id}", markup=False)
         raise typer.Exit(1)

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bvh_ops.audit.record import record
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError, NotFound
 from bvh_ops.keys import load_identities, load_recipients
@@ -245,6 +246,9 @@ def apply(conn: psycopg.Connection, settings: Settings, actions: list[Action], n
             elif a.kind == "delete_archive":
                 delete_archive(conn, store, a.category, a.day, now)
             doc["done"] = True
+            # Every archive, drop and deletion of logs is itself audited (the runbook's section 8).
+            record(settings, None, f"logs.{a.kind}", f"{a.category}/{a.day.isoformat()}",
+                   {k: v for k, v in doc.items() if k not in ("action", "category", "day")}, now=now, conn=conn)
         except Exception as exc:  # noqa: BLE001 - reported per action; the rest of the plan goes on
             failed.add(where)
             doc["done"] = False

@@ -17,6 +17,7 @@ from datetime import date, datetime
 
 import psycopg
 
+from bvh_ops.audit.store import append_many
 from bvh_ops.config import LogSource, Settings
 from bvh_ops.errors import ConcurrencyError, DatabaseError, DatabaseUnavailable
 from bvh_ops.logs import store
@@ -199,6 +200,10 @@ def _read_file(conn: psycopg.Connection, pipe: Pipeline, plan: ReadPlan, fd: int
 
         def flush() -> None:
             stats[0] += store.copy_records(conn, records, known)
+            # The platform's audit-category records join the tamper-evident chain in the same
+            # transaction as the records and their offset: each is chained exactly once.
+            if audit := [audit_row(r) for r in records if r.category == "audit"]:
+                append_many(conn, audit)
             store.quarantine(conn, bad, now)
             stats[1] += len(bad)
             records.clear()
@@ -232,6 +237,17 @@ def _read_file(conn: psycopg.Connection, pipe: Pipeline, plan: ReadPlan, fd: int
                 commit()
         if end != committed or plan.start == 0 or plan.restart:
             commit()
+
+
+def audit_row(rec: Record) -> tuple[datetime, str, str, str, dict]:
+    """A platform audit record as an audit-chain entry: who (the user, else the source), what
+    (its event), on what (the transaction, ticket or payment it names), and all its fields."""
+    f = rec.fields
+    actor = f"user:{f['userId']}" if f.get("userId") is not None else f"source:{rec.source}"
+    subject = next((f"{k}:{f[k]}" for k in ("transactionId", "ticketId", "paymentId", "drawId") if f.get(k)), "")
+    data = {"source": rec.source, "level": rec.level, "message": rec.message, "fields": f,
+            "file_id": rec.file_id, "file_offset": rec.file_offset}
+    return rec.at, actor, rec.event or "platform.audit", subject, data
 
 
 def collect_configured(settings: Settings, names: Sequence[str] | None = None, *,

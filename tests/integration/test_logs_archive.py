@@ -60,6 +60,9 @@ def test_archive_verify_drop_then_search_the_archive(ops, make_settings, repo_di
                                datetime.combine(OLD, datetime.min.time(), UTC) + timedelta(seconds=20), "security"))
     assert [r["fields"]["n"] for r in found] == list(range(10, 20))
     assert apply(ops, settings, plan(*state(ops, NOW), NOW), NOW) == []   # nothing left to do
+    audited = ops.execute("SELECT action, subject FROM ops.audit_chain ORDER BY seq").fetchall()
+    assert audited == [("logs.drop_unarchived", f"debug/{OLD}"), ("logs.archive", f"security/{OLD}"),
+                       ("logs.drop_partition", f"security/{OLD}")]
 
 
 def test_a_failed_archive_keeps_the_hot_data(ops, make_settings, tmp_path):

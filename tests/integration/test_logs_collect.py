@@ -287,3 +287,30 @@ def test_records_without_a_category_are_classified_by_config_rules(ops, tmp_path
     got = {r.event: r.category for r in stored(ops)}
     assert got == {"auth.login_failed": "security", "cache.miss": "debug", "report.built": "application",
                    "wallet.admin_adjust": "audit"}
+
+
+def test_platform_audit_records_join_the_audit_chain_once(ops, tmp_path):
+    """Audit-category records are appended to the tamper-evident chain in the transaction that
+    stores them: across rotation and repeated runs each is chained exactly once, and the chain
+    verifies."""
+    from bvh_ops.audit.chain import verify
+    from bvh_ops.audit.store import entries
+
+    path = tmp_path / "logs" / "app.log"
+    log = JsonLog(path)
+    for i in range(6):
+        log.write("audit", "wallet.deposit", userId=i, amount=20.0 + i, transactionId=100 + i)
+    write_n(log, 0, 4)                                      # application: not chained
+    settings = settings_for(tmp_path, ops, app_source(path))
+    run_collect(settings, ops)
+    log.write("audit", "ticket.purchase", userId=9, ticketId=77)
+    log.close()
+    run_collect(settings, ops)
+    run_collect(settings, ops)                              # nothing new: nothing chained twice
+    with psycopg.connect(ops) as conn:
+        chained = list(entries(conn))
+        report = verify(iter(chained), [], {})
+    assert [(e.action, e.actor, e.subject) for e in chained] == [
+        *[("wallet.deposit", f"user:{i}", f"transactionId:{100 + i}") for i in range(6)],
+        ("ticket.purchase", "user:9", "ticketId:77")]
+    assert report.ok, report
