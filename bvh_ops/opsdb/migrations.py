@@ -350,6 +350,41 @@ CREATE TABLE ops.audit_digests (
 );
 """
 
+# Maintenance (#14): each run and its actions; pg_stat_statements snapshots for the weekly
+# performance report's week-over-week comparison. (Unreleased: edited in place until it lands.)
+MAINTENANCE_SQL = """
+CREATE TABLE ops.maintenance_runs (
+    run_id text PRIMARY KEY,
+    scope text NOT NULL,
+    target text NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz,
+    dry_run boolean NOT NULL,
+    report jsonb NOT NULL DEFAULT '{}'
+);
+"""
+
+# Security (#15): each scan/audit run and its findings. (Unreleased: edited in place.)
+SECURITY_SQL = """
+CREATE TABLE ops.security_runs (
+    run_id text PRIMARY KEY,
+    kind text NOT NULL,
+    started_at timestamptz NOT NULL,
+    report jsonb NOT NULL DEFAULT '{}'
+);
+"""
+
+# Capacity (#16): the daily history of every resource series. (Unreleased: edited in place.)
+CAPACITY_SQL = """
+CREATE TABLE ops.capacity_samples (
+    series text NOT NULL,
+    day date NOT NULL,
+    value double precision NOT NULL,
+    unit text NOT NULL DEFAULT '',
+    PRIMARY KEY (series, day)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "drills and their checks", DRILLS_SQL),
     Migration(2, "monitoring samples (daily partitions) and hourly/daily rollups", SAMPLES_SQL),
@@ -357,6 +392,9 @@ MIGRATIONS: tuple[Migration, ...] = (
               ALERTING_SQL),
     Migration(4, "logs (by category and day), offsets, quarantine, archives, legal holds; the audit chain and its "
                  "signed digests", LOGS_AUDIT_SQL),
+    Migration(5, "maintenance runs and pg_stat_statements snapshots", MAINTENANCE_SQL),
+    Migration(6, "security scan and audit runs", SECURITY_SQL),
+    Migration(7, "capacity history", CAPACITY_SQL),
 )
 
 LATEST = MIGRATIONS[-1].version
