@@ -308,7 +308,8 @@ def _audit(settings: Settings, ops_dsn: str, result: LogsDemo, console: Console)
             raise RuntimeError("the audit trail does not verify before the demo's edit")
         row = conn.execute(
             "SELECT seq, action, data::text, data -> 'fields' ->> 'amount' FROM ops.audit_chain WHERE seq <= %s "
-            "AND action = 'wallet.deposit' AND data -> 'fields' ? 'amount' ORDER BY seq DESC LIMIT 1",
+            "AND action = 'wallet.deposit' AND jsonb_typeof(data -> 'fields' -> 'amount') = 'number' "
+            "ORDER BY (data -> 'fields' ->> 'amount')::numeric DESC, seq DESC LIMIT 1",   # a structured deposit
             (digest.seq,)).fetchone() \
             or conn.execute("SELECT seq, action, data::text, NULL FROM ops.audit_chain WHERE seq <= %s "
                             "ORDER BY seq DESC LIMIT 1", (digest.seq,)).fetchone()
