@@ -71,7 +71,7 @@ def search_cmd(
 ) -> None:
     """Records of the hot store (and with --archived the archived days first), oldest first, then
     their count; streamed (never held whole)."""
-    from bvh_ops.logs.search import build_query
+    from bvh_ops.logs.search import build_query, text_line
     from bvh_ops.logs.store import iter_records
 
     query = build_query(category=category, since=since, until=until, level=level, match=match or [], grep=grep,
@@ -90,9 +90,7 @@ def search_cmd(
             if as_json:
                 write(("," if count else "") + "\n  " + json.dumps(_doc(rec), default=str, ensure_ascii=False))
             else:
-                extra = " ".join(f"{k}={_short(v)}" for k, v in rec.fields.items())
-                write(f"{rec.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"Z {rec.category:<11} {rec.level:<7} "
-                      f"{rec.event or '-'} {rec.message} {extra}".rstrip() + "\n")
+                write(text_line(rec) + "\n")
             count += 1
     limited = bool(query.limit) and count >= (query.limit or 0)
     if as_json:
@@ -105,14 +103,11 @@ def _archived_then_hot(settings, conn, query, archived: bool, iter_records):
     """Archived days (older: their partitions are gone from the hot store) then the hot store."""
     if archived:
         from bvh_ops.logs.archive import iter_archived
-        from bvh_ops.logs.record import Record
-        from bvh_ops.logs.search import matches
+        from bvh_ops.logs.search import matches, record_of
 
         for doc in iter_archived(settings, conn, query.since, query.until, query.category):
             if matches(query, doc):
-                yield Record(datetime.fromisoformat(doc["at"]), doc["category"], doc["source"], doc["level"],
-                             doc["event"], doc["message"], doc["fields"] or {}, doc.get("file_id", ""),
-                             doc.get("file_offset", 0))
+                yield record_of(doc)
     yield from iter_records(conn, query)
 
 
@@ -120,7 +115,3 @@ def _doc(rec) -> dict:
     return {"at": rec.at.isoformat(), "category": rec.category, "source": rec.source, "level": rec.level,
             "event": rec.event, "message": rec.message, "fields": rec.fields}
 
-
-def _short(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."

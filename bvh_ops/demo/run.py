@@ -190,6 +190,10 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
                                     f"{sum(c['status'] == 'passed' for c in drill['checks'])}/{len(drill['checks'])} checks")
         mon_ok, mon_row = _monitoring(cluster.dsn(DEMO_DB), _ops_dsn(cluster), state, console)
         summary.add_row("monitoring", mon_row)
+        from bvh_ops.demo.logs_step import run_logs_step
+
+        logs_ok, logs_row, _ = run_logs_step(settings, _ops_dsn(cluster), state, console)
+        summary.add_row("logs + audit", logs_row)
         if keep_running:
             summary.add_row("left running", _keep_running(cluster, state, cfg, console))
         summary.add_row("repository", str(settings.repository))
@@ -199,7 +203,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
             "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok
+        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok
     finally:
         if not keep_running:
             cluster.stop()

@@ -3,12 +3,13 @@ a store.Query, each bad value one clear ConfigError naming the option."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from bvh_ops.errors import ConfigError
-from bvh_ops.logs.record import CATEGORIES, LEVELS
+from bvh_ops.logs.record import CATEGORIES, LEVELS, Record
 from bvh_ops.logs.store import Query
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -84,3 +85,22 @@ def matches(query: Query, rec: dict) -> bool:
         if not any(needle in h.lower() for h in haystack):
             return False
     return True
+
+
+def text_line(rec: Record) -> str:
+    """A record as one line of ``bvh-ops logs search`` (time UTC, category, level, event, message,
+    then each field as key=value, long values cut at 80 characters)."""
+    extra = " ".join(f"{k}={short(v)}" for k, v in rec.fields.items())
+    return (f"{rec.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"Z {rec.category:<11} {rec.level:<7} "
+            f"{rec.event or '-'} {rec.message} {extra}").rstrip()
+
+
+def record_of(doc: dict) -> Record:
+    """An archived record (a JSON line of a log archive) as a Record."""
+    return Record(datetime.fromisoformat(doc["at"]), doc["category"], doc["source"], doc["level"], doc["event"],
+                  doc["message"], doc["fields"] or {}, doc.get("file_id", ""), doc.get("file_offset", 0))
+
+
+def short(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
