@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerr
 
+
 @dataclass(frozen=True)
 class TableFact:
     schema: str
