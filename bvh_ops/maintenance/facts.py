@@ -13,7 +13,6 @@ fill factor) against relpages. ``bloat_source`` says which; a missing extension 
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,7 +56,7 @@ class IndexFact:
     idx_scan: int
     backs_constraint: bool        # primary key, unique or exclusion constraint (or a unique index)
     size_bytes: int
-    definition: str               # normalised: the index's name left out
+    definition: str               # normalised: access method, columns, opclasses, expressions, predicate
     bloat_bytes: int | None
     bloat_source: str
 
@@ -142,7 +141,9 @@ SELECT n.nspname, t.relname, c.relname, i.indisvalid,
        i.indisprimary OR i.indisunique OR i.indisexclusion
            OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid),
        c.relpages::bigint * current_setting('block_size')::bigint,
-       regexp_replace(pg_get_indexdef(c.oid), '^(CREATE (UNIQUE )?INDEX )\\S+ ON ', '\\1ON '),
+       -- pgwatch's duplicate key; pg_get_indexdef() would wait behind an ACCESS EXCLUSIVE lock
+       concat_ws(' ', am.amname, i.indkey::text, i.indclass::text, i.indcollation::text, i.indoption::text,
+                 coalesce(i.indexprs::text, ''), coalesce(i.indpred::text, '')),
        am.amname, c.reltuples,
        (SELECT sum(st.avg_width) FROM pg_attribute a JOIN pg_stats st
             ON st.schemaname = n.nspname AND st.tablename = t.relname AND st.attname = a.attname
@@ -246,7 +247,7 @@ def gather(conn: psycopg.Connection, *, now: datetime, lock_timeout_ms: int = 50
             if got is not None and got[1] == got[1]:  # avg_leaf_density is NaN on an empty index
                 bloat, source = max(0, int(got[0] * (1 - float(got[1]) / 90.0))), "pgstatindex"
         indexes.append(IndexFact(schema, table, name, bool(valid), bool(building), int(scans), bool(backs), int(size),
-                                 re.sub(r"\s+", " ", definition), bloat, source))
+                                 definition, bloat, source))
 
     sequences = [SequenceFact(s, n, float(p or 0) * 100) for s, n, p in conn.execute(_SEQUENCES_SQL).fetchall()]
     sessions = [SessionFact(int(pid), st, float(sec or 0), u, app, q)
