@@ -16,7 +16,7 @@ from bvh_ops.errors import ConcurrencyError
 from bvh_ops.maintenance.facts import gather
 from bvh_ops.maintenance.plan import Action
 from bvh_ops.maintenance.run import execute, run_maintenance
-from bvh_ops.pg.lock import LOCK_CLASS, TargetLock
+from bvh_ops.pg.lock import TargetLock
 from tests.waiting import wait_until
 
 INSIDE = datetime(2030, 3, 3, 3, 0, tzinfo=UTC)    # Sunday 03:00 UTC: inside the default 01:00-06:00 window
