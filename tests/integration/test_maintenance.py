@@ -228,3 +228,38 @@ def test_bloat_source_pgstattuple_or_statistics(target):
     assert t.bloat_source == "pgstattuple_approx" and t.bloat_bytes > 0
     assert i.bloat_source == "pgstatindex"
     assert not facts.notes
+
+
+def test_cli_maintain(target, keypair, tmp_path):
+    import json
+
+    from tests.integration.cli import assert_one_line_error, run_cli
+
+    dsn, ops, _ = target
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        bloat(conn, "bloated")
+    wait_until(lambda: stat(dsn, "bloated", "n_dead_tup") >= 10_000, "dead tuples counted")
+    # A window wrapping past midnight that covers all but one second of the day.
+    env = {"BVH_OPS_DATABASE_URL": dsn, "BVH_OPS_OPS_DATABASE_URL": ops, "BVH_OPS_STATE_DIR": str(tmp_path / "s"),
+           "BVH_OPS_MAINTENANCE": json.dumps({"window_start": "12:00:00", "window_end": "11:59:59"})}
+    assert_one_line_error(run_cli("maintain", "hourly", env=env), "scope 'hourly': choose one of daily, weekly, monthly")
+    dry = run_cli("maintain", "weekly", "--dry-run", "--json", env=env)
+    assert dry.returncode == 0, dry.stderr
+    doc = json.loads(dry.stdout)
+    assert {"plan", "actions", "findings"} <= set(doc)
+    assert [(a["action"], a["object"], a["status"]) for a in doc["actions"]] == [
+        ("vacuum", "public.bloated", "skipped")]
+    assert stat(dsn, "bloated", "n_dead_tup") >= 10_000
+    done = run_cli("maintain", "weekly", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "done      vacuum        public.bloated" in done.stdout
+    assert stat(dsn, "bloated", "n_dead_tup") == 0
+    # A failing action: exit 1 (an invalid unique index over duplicates cannot be rebuilt).
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE dup (v int)")
+        conn.execute("INSERT INTO dup VALUES (1), (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY dup_v ON dup (v)")
+    failed = run_cli("maintain", "weekly", "--json", env=env)
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads(failed.stdout)["status"] == "failed"
