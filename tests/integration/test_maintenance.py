@@ -263,3 +263,47 @@ def test_cli_maintain(target, keypair, tmp_path):
     failed = run_cli("maintain", "weekly", "--json", env=env)
     assert failed.returncode == 1, failed.stderr
     assert json.loads(failed.stdout)["status"] == "failed"
+
+
+def test_performance_report_without_pg_stat_statements_says_so(target):
+    import json
+
+    from tests.integration.cli import run_cli
+
+    dsn, ops, _ = target
+    env = {"BVH_OPS_DATABASE_URL": dsn, "BVH_OPS_OPS_DATABASE_URL": ops}
+    proc = run_cli("report", "performance", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["pg_stat_statements"] is False
+    assert any("pg_stat_statements is not installed" in n for n in doc["notes"])
+    assert doc["cache_hit_ratio"] is not None
+    text = run_cli("report", "performance", env=env)
+    assert text.returncode == 0 and "# Performance report" in text.stdout
+
+
+def test_pg15_bloated_table_vacuumed_and_invalid_index_rebuilt(pg15, fresh_db, make_settings, repo_dir):
+    from bvh_ops.pg.catalog import create_database
+
+    admin = pg15.format(db="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS bvh_pg15_maint WITH (FORCE)")
+    create_database(admin, "bvh_pg15_maint")
+    dsn = pg15.format(db="bvh_pg15_maint")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            bloat(conn, "bloated")
+            conn.execute("CREATE TABLE t (v int)")
+            conn.execute("INSERT INTO t VALUES (1), (1)")
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("CREATE UNIQUE INDEX CONCURRENTLY t_v ON t (v)")
+            conn.execute("DELETE FROM t")
+        wait_until(lambda: stat(dsn, "bloated", "n_dead_tup") >= 10_000, "dead tuples counted")
+        settings = make_settings(dsn, f"file://{repo_dir}", ops_database_url=fresh_db("_ops"))
+        report = run_maintenance(settings, "weekly", now=INSIDE)
+        acts = by_object(report)
+        assert acts["public.bloated"]["status"] == "done" and acts["public.t_v"]["status"] == "done"
+        assert stat(dsn, "bloated", "n_dead_tup") == 0
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS bvh_pg15_maint WITH (FORCE)")
