@@ -133,6 +133,95 @@ class MaintenanceWindow(BaseModel):
         return value
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class MaintenanceSettings(BaseModel):
+    """The ``[maintenance]`` table (bvh_ops/maintenance). Defaults are check_postgres's where it
+    has one (named per field), else PostgreSQL autovacuum's own trigger formula, so a table is
+    acted on when autovacuum should already have done it and did not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # ANALYZE when modifications since the last analyze > analyze_threshold + analyze_scale_factor
+    # * reltuples (PostgreSQL's autovacuum_analyze_threshold / _scale_factor defaults: 50, 0.1).
+    analyze_threshold: int = Field(default=50, ge=0)
+    analyze_scale_factor: float = Field(default=0.1, ge=0, le=100)
+    # VACUUM (ANALYZE) when dead tuples > vacuum_threshold + vacuum_scale_factor * reltuples
+    # (autovacuum_vacuum_threshold / _scale_factor defaults: 50, 0.2; check_postgres has no
+    # dead-tuple action).
+    vacuum_threshold: int = Field(default=50, ge=0)
+    vacuum_scale_factor: float = Field(default=0.2, ge=0, le=100)
+    # VACUUM (FREEZE) when age(relfrozenxid) passes this share of autovacuum_freeze_max_age;
+    # critical finding past the second (check_postgres autovac_freeze: 90 % / 95 %).
+    freeze_warning_percent: float = Field(default=90.0, gt=0, le=100)
+    freeze_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    # Estimated wasted bytes of a table or index: a warning / critical finding, and REINDEX
+    # CONCURRENTLY of an index past the warning (check_postgres bloat: 1 GB / 5 GB).
+    bloat_warning_bytes: int = Field(default=1 << 30, ge=0)
+    bloat_critical_bytes: int = Field(default=5 << 30, ge=0)
+    # An index never scanned since the stats reset is reported (never dropped) from this size up.
+    unused_index_min_bytes: int = Field(default=1 << 20, ge=0)
+    # Sequences: share of their range used (check_postgres sequence: 85 % / 95 %).
+    sequence_warning_percent: float = Field(default=85.0, gt=0, le=100)
+    sequence_critical_percent: float = Field(default=95.0, gt=0, le=100)
+    # Long-running queries and idle-in-transaction sessions (check_postgres query_time: 2 min /
+    # 5 min; its txn_idle has no default, the same figures are used).
+    session_warning_seconds: float = Field(default=120.0, gt=0)
+    session_critical_seconds: float = Field(default=300.0, gt=0)
+    # Inactive replication slots retaining WAL (check_postgres replication_slots has no default).
+    slot_warning_bytes: int = Field(default=1 << 30, ge=0)
+    slot_critical_bytes: int = Field(default=5 << 30, ge=0)
+    # Every maintenance statement runs with these: no lock wait longer than lock_timeout.
+    lock_timeout_ms: int = Field(default=5000, ge=1, le=3_600_000)
+    statement_timeout_seconds: float = Field(default=3600.0, gt=0)
+    # The maintenance window [start, end) in UTC on the given days (an end before the start wraps
+    # past midnight, the day being the start's); outside it a run only assesses.
+    window_start: time = time(1, 0)
+    window_end: time = time(6, 0)
+    window_days: list[str] = Field(default_factory=lambda: list(DAYS))
+    # Tables (schema.table) allowed VACUUM FULL when bloated past bloat_warning_bytes: it holds an
+    # ACCESS EXCLUSIVE lock for the whole rewrite, so none by default.
+    vacuum_full_tables: list[str] = Field(default_factory=list)
+
+    @field_validator("window_start", "window_end")
+    @classmethod
+    def _naive_utc(cls, value: time) -> time:
+        if value.utcoffset():  # None (naive) or zero (UTC) are both fine
+            raise ValueError(f"{value.isoformat()}: window times are UTC, give them without an offset")
+        return value.replace(tzinfo=None)
+
+    @field_validator("window_days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        out = [d.strip().lower()[:3] for d in value]
+        if bad := [d for d in out if d not in DAYS]:
+            raise ValueError(f"window_days: '{bad[0]}' is not a day (one of {', '.join(DAYS)})")
+        if not out:
+            raise ValueError("window_days is empty: maintenance would never act (list the days, e.g. [\"sun\"])")
+        return out
+
+    @field_validator("vacuum_full_tables")
+    @classmethod
+    def _qualified(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item.count(".") != 1 or not all(item.split(".")):
+                raise ValueError(f"vacuum_full_tables: '{item}' must be schema.table")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceSettings:
+        for warn, crit in (("freeze_warning_percent", "freeze_critical_percent"),
+                           ("bloat_warning_bytes", "bloat_critical_bytes"),
+                           ("sequence_warning_percent", "sequence_critical_percent"),
+                           ("session_warning_seconds", "session_critical_seconds"),
+                           ("slot_warning_bytes", "slot_critical_bytes")):
+            if getattr(self, warn) > getattr(self, crit):
+                raise ValueError(f"{warn} is above {crit}: the warning level must come first")
+        if self.window_start == self.window_end:
+            raise ValueError("window_start equals window_end: the window would be empty")
+        return self
+
+
 class LogAnalysisSettings(BaseModel):
     """The ``[log_analysis]`` table: the detectors' thresholds (bvh_ops/logs/analysis). Hours and
     days are UTC; amounts are in the platform's currency."""
@@ -472,6 +561,8 @@ class Settings(BaseSettings):
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     # Log analysis thresholds (bvh-ops logs analyze, the analyze-logs flow).
     log_analysis: LogAnalysisSettings = Field(default_factory=LogAnalysisSettings)
+    # Database maintenance thresholds, timeouts and window (bvh-ops maintain; the [maintenance] table).
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     # -- logs (#13: collection and search) ---------------------------------------------------
     # Logs to collect ([[log_sources]] tables: name, path (an absolute glob), format json |

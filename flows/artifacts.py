@@ -131,3 +131,37 @@ def _untrusted(decisions: list[dict[str, Any]]) -> list[str]:
         return []
     return [f"**{len(decisions)} backups with an untrusted manifest signature** (not counted, not deleted; "
             f"investigate with `bvh-ops verify`): {', '.join(d['backup_id'] for d in decisions)}."]
+
+
+def maintenance_markdown(report: dict[str, Any]) -> str:
+    """One maintenance run: the plan and why, what was done (before -> after), what was skipped
+    and why, the findings to review."""
+    p = report["plan"]
+    lines = [f"# Maintenance {report['scope']}: {report['status']}", "",
+             f"Target `{report['target']}`, window {p['window']} ({'inside' if p['in_window'] else 'outside'}), "
+             f"run `{report['run_id']}`{' (dry run)' if report['dry_run'] else ''}.", ""]
+    lines += [f"> {n}" for n in report["notes"]]
+
+    def figures(d: dict[str, Any] | None) -> str:
+        if not d:
+            return "-"
+        if "index_bytes" in d:
+            return f"{human_bytes(d['index_bytes'])}{'' if d.get('valid', True) else ' invalid'}"
+        return f"{d['dead_tuples']} dead / {d['modified_since_analyze']} modified"
+
+    lines += ["", "## Plan", "", "| action | object | why |", "|---|---|---|",
+              *[f"| {a['action']} | `{a['object']}` | {a['reason']} |" for a in p["actions"]]]
+    if not p["actions"]:
+        lines.append("| - | - | nothing passes its threshold |")
+    done = [a for a in report["actions"] if a["status"] != "skipped"]
+    skipped = [a for a in report["actions"] if a["status"] == "skipped"]
+    lines += ["", "## Done", "", "| status | action | object | seconds | before | after | detail |",
+              "|---|---|---|---|---|---|---|",
+              *[f"| {a['status']} | {a['action']} | `{a['object']}` | {a['seconds']:.2f} | {figures(a['before'])} | "
+                f"{figures(a['after'])} | {a['detail']} |" for a in done]]
+    lines += ["", "## Skipped", "", "| action | object | why |", "|---|---|---|",
+              *[f"| {a['action']} | `{a['object']}` | {a['detail']} |" for a in skipped]]
+    lines += ["", "## Findings (reported, never acted on)", "", "| severity | kind | object | detail |",
+              "|---|---|---|---|",
+              *[f"| {f['severity']} | {f['kind']} | `{f['object']}` | {f['detail']} |" for f in report["findings"]]]
+    return "\n".join(lines)

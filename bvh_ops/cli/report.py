@@ -45,3 +45,29 @@ def uptime(month: Annotated[str | None, typer.Option("--month", help="YYYY-MM (U
     else:
         out.print(markdown(doc), markup=False)
     raise typer.Exit(0 if doc["sla_met"] else 1)
+
+
+@report_app.command("performance")
+def performance(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False) -> None:
+    """The target's performance report: top queries by total and mean time from pg_stat_statements
+    with their change since the snapshot a week back (each run stores a snapshot in the ops
+    database), the cache hit ratio, sequential scans on large tables, recommendations with their
+    evidence. Without pg_stat_statements it says so and reports the rest."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.maintenance.performance import markdown, report
+    from bvh_ops.maintenance.run import target_name
+    from bvh_ops.opsdb.database import ops_database
+    from bvh_ops.opsdb.migrations import migrate
+    from bvh_ops.pg.conn import connect
+
+    settings = cli_settings()
+    dsn = settings.require_database_url()
+    with connect(dsn, autocommit=True) as conn, ops_database(settings) as ops_dsn, \
+            connect(ops_dsn, autocommit=True) as ops:
+        migrate(ops)
+        doc = report(conn, ops, target_name(dsn), datetime.now(UTC))
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(markdown(doc), markup=False)

@@ -362,6 +362,20 @@ CREATE TABLE ops.maintenance_runs (
     dry_run boolean NOT NULL,
     report jsonb NOT NULL DEFAULT '{}'
 );
+CREATE INDEX maintenance_runs_target_started ON ops.maintenance_runs (target, started_at);
+
+-- pg_stat_statements per query (summed over users), cumulative as the view has them: a week's
+-- work is the difference between two snapshots (a smaller figure means the stats were reset).
+CREATE TABLE ops.statement_snapshots (
+    target text NOT NULL,
+    taken_at timestamptz NOT NULL,
+    queryid bigint NOT NULL,
+    query text NOT NULL,
+    calls bigint NOT NULL,
+    total_ms double precision NOT NULL,
+    rows bigint NOT NULL,
+    PRIMARY KEY (target, taken_at, queryid)
+);
 """
 
 # Security (#15): each scan/audit run and its findings. (Unreleased: edited in place.)
