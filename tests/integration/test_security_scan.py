@@ -269,3 +269,18 @@ def test_tampered_baseline_is_refused(pg, tmp_path):
     other = load_or_create_host_key(tmp_path / "other-state")
     with pytest.raises(IntegrityError, match="not signed by a trusted host key"):
         bl.load_accepted(objects, {other.key_id: other.public_b64})
+
+
+def test_world_writable_files_found_sticky_dirs_and_links_not(tmp_path):
+    from bvh_ops.security.checks.host import world_writable
+
+    tree = tmp_path / "www"
+    (tree / "shared").mkdir(parents=True)
+    (tree / "shared").chmod(0o1777)          # sticky, like /tmp: fine
+    (tree / "open.cfg").write_text("x")
+    (tree / "open.cfg").chmod(0o666)
+    (tree / "ok.cfg").write_text("x")
+    (tree / "link").symlink_to(tree / "open.cfg")
+    out = world_writable([tree, tmp_path / "missing"], max_files=1000)
+    assert [(f.id, f.object) for f in out.findings] == [("HOST-FS-001", str(tree / "open.cfg"))]
+    assert out.checked == 1 and "missing does not exist" in out.not_checked[0].reason
