@@ -9,7 +9,7 @@ import binascii
 import difflib
 import os
 import sys
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -447,6 +447,61 @@ class LogRule(BaseModel):
         return value
 
 
+class SecurityWaiver(BaseModel):
+    """One ``[[security.waivers]]`` entry: finding ``id`` on ``object`` ("*" = every object) is
+    accepted for ``reason`` until ``expires`` (a date; from the day after, the finding counts again).
+    A waived finding is still shown, marked waived with its reason."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^(PG|HOST)-[A-Z]+-[0-9]{3}$")
+    object: str = Field(default="*", min_length=1)
+    reason: str = Field(min_length=3)
+    expires: date
+
+
+class SecuritySettings(BaseModel):
+    """The ``[security]`` table: what the security scan (bvh_ops/security) accepts as normal on
+    this installation. Nothing about this machine is hard-coded in the checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Roles allowed to be superusers (PG-ROLE-001), to hold CREATEROLE (PG-ROLE-004) and
+    # REPLICATION (PG-REPL-001).
+    superusers: list[str] = Field(default_factory=lambda: ["postgres"])
+    createrole_roles: list[str] = Field(default_factory=list)
+    replication_roles: list[str] = Field(default_factory=list)
+    # Extensions allowed in the scanned database (PG-EXT-001).
+    extensions: list[str] = Field(default_factory=lambda: ["plpgsql"])
+    # Login roles with a password must have VALID UNTIL (PG-ROLE-005); off unless policy asks.
+    require_password_expiry: bool = False
+    # TCP ports expected to listen on non-loopback addresses (HOST-NET-001; empty: not checked).
+    expected_ports: list[int] = Field(default_factory=list)
+    # Also hold loopback listeners (127.0.0.1, ::1) against expected_ports.
+    include_loopback: bool = False
+    # PostgreSQL data directory on this host (HOST-PERM-005), when bvh-ops runs beside the server.
+    pg_data_dir: Path | None = None
+    # Trees searched for world-writable files (HOST-FS-001), at most max_files entries each.
+    paths: list[Path] = Field(default_factory=list)
+    max_files: int = Field(default=100_000, ge=1)
+    # TLS endpoints "host:port" checked besides the https:// [[endpoints]] (HOST-TLS-*).
+    tls_endpoints: list[str] = Field(default_factory=list)
+    # Certificate files (PEM) checked for expiry and key size (e.g. PostgreSQL's ssl_cert_file).
+    cert_files: list[Path] = Field(default_factory=list)
+    cert_warning_days: int = Field(default=30, ge=1)
+    min_rsa_bits: int = Field(default=2048, ge=1024)
+    tls_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Accepted findings, each with a reason and an expiry.
+    waivers: list[SecurityWaiver] = Field(default_factory=list)
+
+    @field_validator("tls_endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"'{item}' must be host:port")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything bvh-ops reads from its environment. One field, one comment."""
 
@@ -563,6 +618,8 @@ class Settings(BaseSettings):
     log_analysis: LogAnalysisSettings = Field(default_factory=LogAnalysisSettings)
     # Database maintenance thresholds, timeouts and window (bvh-ops maintain; the [maintenance] table).
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    # Security scan and audit (the [security] table; see SecuritySettings).
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     # -- logs (#13: collection and search) ---------------------------------------------------
     # Logs to collect ([[log_sources]] tables: name, path (an absolute glob), format json |

@@ -22,6 +22,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     opsdb,
     report,
     restore,
+    security,
 )
 from bvh_ops.cli.core import app, err
 from bvh_ops.errors import BvhOpsError

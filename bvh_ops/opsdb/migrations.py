@@ -379,13 +379,21 @@ CREATE TABLE ops.statement_snapshots (
 """
 
 # Security (#15): each scan/audit run and its findings. (Unreleased: edited in place.)
+# kind: scan | audit | baseline; status: passed | warning | failed; counts: unwaived findings
+# per severity ({"critical": 0, ...}) for the trend; report: the whole report (no secrets in it).
 SECURITY_SQL = """
 CREATE TABLE ops.security_runs (
     run_id text PRIMARY KEY,
-    kind text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('scan', 'audit', 'baseline')),
     started_at timestamptz NOT NULL,
+    finished_at timestamptz,
+    status text NOT NULL DEFAULT 'passed' CHECK (status IN ('passed', 'warning', 'failed')),
+    counts jsonb NOT NULL DEFAULT '{}',
+    not_checked integer NOT NULL DEFAULT 0,
+    drift integer,
     report jsonb NOT NULL DEFAULT '{}'
 );
+CREATE INDEX security_runs_started ON ops.security_runs (started_at DESC);
 """
 
 # Capacity (#16): the daily history of every resource series. (Unreleased: edited in place.)

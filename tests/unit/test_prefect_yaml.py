@@ -55,7 +55,8 @@ def test_schedules_parse_in_utc():
                 "collect-logs": ["*/5 * * * *"],
                 "audit-digest": ["15 * * * *"],
                 "maintenance-daily": ["0 2 * * *"], "maintenance-weekly": ["0 3 * * 0"],
-                "maintenance-monthly": ["0 4 1 * *"]}
+                "maintenance-monthly": ["0 4 1 * *"],
+                "security-scan": ["0 3 * * 0"], "security-audit": ["0 4 1 * *"]}
     for dep in load()["deployments"]:
         crons = []
         for sched in dep.get("schedules") or []:
