@@ -33,6 +33,7 @@ MAPE_MAX = 25.0           # a chosen model that missed its own backtest by more 
 Z = 1.959964              # 95 % two-sided
 SIMULATIONS = 300         # Holt-Winters paths for its interval
 STEP_TYPICAL = 10.0       # a day-to-day change this many times the median one ...
+NEIGHBOURS = 3            # days each side that say what a usual day-to-day change is
 STEP_LEVEL = 0.2          # ... and 20 % of the level is a reset (down) or a step change (up)
 DAYS_PER_MONTH = 30.44
 
@@ -96,9 +97,12 @@ def breaks(points: Sequence[tuple[date, float]]) -> list[tuple[int, str]]:
     diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
     if not diffs:
         return []
-    typical = float(np.median(np.abs(diffs)))
     out = []
     for i, d in enumerate(diffs, 1):
+        # Unusual on both sides: a lasting change of the growth rate is no step (the days after it
+        # grow just as fast); the newest day has only its past to compare with.
+        before, after = diffs[max(0, i - 1 - NEIGHBOURS):i - 1], diffs[i:i + NEIGHBOURS]
+        typical = max(float(np.median(np.abs(w))) if w else 0.0 for w in (before, after))
         level = max(abs(values[i - 1]), abs(values[i]))
         if abs(d) > STEP_TYPICAL * typical and abs(d) > STEP_LEVEL * level and level > 0:
             what = "reset" if d < 0 else "step change"
@@ -253,7 +257,7 @@ def forecast(series: str, points: Sequence[tuple[date, float]], today: date, *, 
     x = np.array([(d - days[0]).days for d in days], dtype=float)
     lin = fit_linear(x, y)
     if lin.t < 2:
-        return _flat(series, y, lin, limit, notes, base)
+        return _flat(series, y, lin, limit, notes, base, horizon_days + max(lag, 0))
     if lin.b < 0:
         return Forecast(series, False, f"shrinking by {_num(-lin.b * DAYS_PER_MONTH)}/month since {days[0]}: no limit "
                         "is approached while it shrinks (not a promise that it never will be)", "linear",
@@ -297,10 +301,13 @@ def forecast(series: str, points: Sequence[tuple[date, float]], today: date, *, 
                     r2=lin.r2, notes=tuple(notes), path=path, **base)
 
 
-def _flat(series: str, y: np.ndarray, lin: _Linear, limit: float | None, notes: list[str], base: dict) -> Forecast:
+def _flat(series: str, y: np.ndarray, lin: _Linear, limit: float | None, notes: list[str], base: dict,
+          horizon: int) -> Forecast:
     """No significant trend (|t| of the slope < 2): the level and its spread, not a line."""
     level, sd = float(y.mean()), float(y.std(ddof=1))
     top = level + Z * sd * math.sqrt(1 + 1 / len(y))
+    bottom = 2 * level - top
+    path = tuple(PathPoint(base["last_day"] + timedelta(days=h), level, bottom, top) for h in range(1, horizon + 1))
     reason = f"no significant trend: level {_num(level)} ± {_num(Z * sd)}"
     until = None
     if limit is not None:
@@ -310,7 +317,7 @@ def _flat(series: str, y: np.ndarray, lin: _Linear, limit: float | None, notes: 
         else:
             reason += f"; below the limit {_num(limit)} even at the upper bound"
     return Forecast(series, True, reason, "flat", growth_per_day=0.0, days_until=until, r2=lin.r2,
-                    notes=tuple(notes), **base)
+                    notes=tuple(notes), path=path, **base)
 
 
 def crossing(path: Sequence[float], limit: float) -> float | None:

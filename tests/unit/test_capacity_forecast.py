@@ -161,6 +161,7 @@ def test_clean_drops_non_finite_and_duplicates():
     ([10, 11, 12, 13, 100, 101], ["step change"]),
     ([10, 11, 12, 13, 14], []),
     ([50, 48, 53, 47, 52, 49], []),
+    ([10, 11, 12, 13, 113, 213, 313, 413], []),  # the growth rate changed: no step
 ])
 def test_breaks(values, kinds):
     pts = [(D0 + timedelta(days=i), float(v)) for i, v in enumerate(values)]
