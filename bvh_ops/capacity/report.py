@@ -236,15 +236,22 @@ def findings(doc: Mapping[str, Any]) -> list:
     return out
 
 
-def run_report(settings: Settings, ops: psycopg.Connection, *, now: datetime | None = None, save: bool = True,
-               with_charts: bool = True) -> tuple[dict[str, Any], str]:
-    """Read the history, forecast, keep the forecasts (``save``), render: (document, markdown)."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    today = now.date()
+def report_parts(settings: Settings, ops: psycopg.Connection, now: datetime
+                 ) -> tuple[dict[str, Any], list[Forecast], History]:
+    """Read the history and the earlier forecasts, forecast: (document, forecasts, history)."""
+    today = now.astimezone(UTC).date()
     history = load_history(ops, today)
     doc, forecasts = build_report(history, limits(history, settings.capacity, settings), load_made(ops, today), now,
                                   settings.capacity)
+    return doc, forecasts, history
+
+
+def run_report(settings: Settings, ops: psycopg.Connection, *, now: datetime | None = None, save: bool = True,
+               with_charts: bool = True) -> tuple[dict[str, Any], str]:
+    """Forecast, keep the forecasts (``save``), render: (document, markdown with the charts)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    doc, forecasts, history = report_parts(settings, ops, now)
     if save:
-        save_forecasts(ops, today, forecasts)
+        save_forecasts(ops, now.date(), forecasts)
     pngs = charts(doc, forecasts, history) if with_charts else {}
     return doc, markdown(doc, pngs)

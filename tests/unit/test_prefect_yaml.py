@@ -53,7 +53,8 @@ def test_schedules_parse_in_utc():
                 "cleanup-logs": ["0 2 * * *"], "archive-logs": ["0 4 1 * *"],
                 "analyze-logs": ["20 * * * *"], "weekly-log-report": ["0 6 * * 1"],
                 "collect-logs": ["*/5 * * * *"],
-                "audit-digest": ["15 * * * *"]}
+                "audit-digest": ["15 * * * *"],
+                "collect-capacity": ["30 2 * * *"], "capacity-planning": ["0 4 1 * *"]}
     for dep in load()["deployments"]:
         crons = []
         for sched in dep.get("schedules") or []:
