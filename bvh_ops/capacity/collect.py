@@ -74,7 +74,7 @@ def database_samples(conn: psycopg.Connection, top: int, main_tables: Iterable[s
             f"SELECT n.nspname || '.' || c.relname, {size}(c.oid) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             f"WHERE c.relkind IN {relkinds} AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%%' ORDER BY 2 DESC, 1").fetchall()
+            "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 2 DESC, 1").fetchall()
         out += [Sample(f"{kind}.bytes:{name}", float(b), "bytes") for name, b in rows[:top]]
         if len(rows) > top:
             out.append(Sample(f"{kind}.bytes:{REST}", float(sum(b for _, b in rows[top:])), "bytes"))
