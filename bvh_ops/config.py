@@ -387,6 +387,44 @@ class AlertingSettings(BaseModel):
         return self
 
 
+class CapacitySettings(BaseModel):
+    """The ``[capacity]`` table: the limits capacity planning forecasts against and what it
+    collects. Limits left unset come from elsewhere: connections from the server's
+    max_connections, CPU/memory from the runbook's warning thresholds (cpu_warning_percent,
+    memory_warning_percent: plan before the alert fires), disk from each mount's size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A disk counts as full at this share of its size (%): the forecast's limit for disk.used.
+    disk_fill_percent: float = Field(default=90.0, gt=0, le=100)
+    # The repository's quota in bytes (an S3 budget, a volume size); unset: repository growth is
+    # reported as a trend without a days-until.
+    repository_quota_bytes: int | None = Field(default=None, gt=0)
+    # Connections count as exhausted at this share of max_connections (%).
+    connections_limit_percent: float = Field(default=100.0, gt=0, le=100)
+    # CPU and memory peak limits (%); unset: the monitoring warning thresholds.
+    cpu_limit_percent: float | None = Field(default=None, gt=0, le=100)
+    memory_limit_percent: float | None = Field(default=None, gt=0, le=100)
+    # The platform's database size limit in bytes (its volume); unset: a trend only.
+    database_size_limit_bytes: int | None = Field(default=None, gt=0)
+    # Tables and indexes kept by name (the largest N; the others summed as "(rest)").
+    top_relations: int = Field(default=10, ge=1, le=200)
+    # The platform's main tables whose row counts are kept (schema-qualified or public).
+    main_tables: list[str] = Field(default_factory=lambda: ["users", "tickets", "transactions", "payments"])
+    # Days of history reconstructed on the first collection (created_at columns, monitoring rollups).
+    backfill_days: int = Field(default=90, ge=0, le=3650)
+    # Days ahead forecasts look (a limit beyond it is "not within the horizon", never "never").
+    horizon_days: int = Field(default=365, ge=30, le=3650)
+    # Less than this many days to a limit: a warning finding; less than critical_days: critical.
+    warning_days: int = Field(default=30, ge=1)
+    critical_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> CapacitySettings:
+        if self.critical_days > self.warning_days:
+            raise ValueError(f"critical_days ({self.critical_days}) is above warning_days ({self.warning_days})")
+        return self
+
+
 LOG_CATEGORIES = ("security", "application", "performance", "audit", "debug")   # = bvh_ops.logs.record's
 LogCategory = Literal["security", "application", "performance", "audit", "debug"]
 
@@ -620,6 +658,8 @@ class Settings(BaseSettings):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     # Security scan and audit (the [security] table; see SecuritySettings).
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    # Capacity planning limits and collection (the [capacity] table; see CapacitySettings).
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
 
     # -- logs (#13: collection and search) ---------------------------------------------------
     # Logs to collect ([[log_sources]] tables: name, path (an absolute glob), format json |

@@ -12,6 +12,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     alerts,
     audit,
     backups,
+    capacity,
     drill,
     logs,
     logs_analyze,

@@ -398,13 +398,30 @@ CREATE INDEX security_runs_started ON ops.security_runs (started_at DESC);
 
 # Capacity (#16): the daily history of every resource series. (Unreleased: edited in place.)
 CAPACITY_SQL = """
+-- One value per series per UTC day (bvh_ops/capacity/collect.py); a re-collection the same day
+-- replaces it. source: 'measured' (collected that day) or 'backfill' (reconstructed from
+-- manifests, monitoring rollups or created_at columns; never overwrites a measured value).
 CREATE TABLE ops.capacity_samples (
     series text NOT NULL,
     day date NOT NULL,
     value double precision NOT NULL,
     unit text NOT NULL DEFAULT '',
+    source text NOT NULL DEFAULT 'measured' CHECK (source IN ('measured', 'backfill')),
     PRIMARY KEY (series, day)
 );
+-- The forecasts each capacity-planning run made (expected path with its interval, one row per
+-- target day), so a later run scores them against what happened (MAPE at 1 and 3 months).
+CREATE TABLE ops.capacity_forecasts (
+    made_on date NOT NULL,
+    series text NOT NULL,
+    target_day date NOT NULL,
+    model text NOT NULL,
+    expected double precision NOT NULL,
+    low double precision NOT NULL,
+    high double precision NOT NULL,
+    PRIMARY KEY (made_on, series, target_day)
+);
+CREATE INDEX capacity_forecasts_series ON ops.capacity_forecasts (series, target_day);
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -416,7 +433,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "signed digests", LOGS_AUDIT_SQL),
     Migration(5, "maintenance runs and pg_stat_statements snapshots", MAINTENANCE_SQL),
     Migration(6, "security scan and audit runs", SECURITY_SQL),
-    Migration(7, "capacity history", CAPACITY_SQL),
+    Migration(7, "capacity history (daily samples) and the forecasts made, for scoring", CAPACITY_SQL),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,131 @@
+"""Capacity planning against a real embedded PostgreSQL and a file:// repository: collect with an
+injected clock over several simulated days while the sample database grows; the forecast
+follows; the report renders its charts; findings reach alerting."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from bvh_ops.capacity.charts import PNG_SIGNATURE
+from bvh_ops.capacity.collect import collect
+from bvh_ops.capacity.report import run_report
+from bvh_ops.demo.sample import load_sample
+from bvh_ops.opsdb.migrations import migrate
+
+BASE = datetime(2026, 6, 20, 2, 30, tzinfo=UTC)   # after the sample data's year (2025-06 .. 2026-06)
+
+
+@pytest.fixture
+def setup(fresh_db, make_settings, repo_dir, tmp_path):
+    platform = fresh_db("_platform")
+    load_sample(platform, scale=0.05)
+    ops = fresh_db("_ops")
+    with psycopg.connect(ops, autocommit=True) as conn:
+        migrate(conn)
+    settings = make_settings(platform, f"file://{repo_dir}", disk_paths=[tmp_path],
+                             capacity={"backfill_days": 20, "repository_quota_bytes": 10_000_000})
+    return platform, ops, settings, repo_dir
+
+
+def _backup(repo_dir, at: datetime, kind: str, size: int) -> None:
+    d = repo_dir / "backups" / f"{at:%Y%m%dT%H%M%SZ}-{kind}-abcdef"
+    d.mkdir(parents=True)
+    (d / "data.zst").write_bytes(b"x" * size)
+    (d / "manifest.json").write_bytes(b"{}")
+
+
+def _grow(platform: str, at: datetime, tickets: int) -> None:
+    with psycopg.connect(platform, autocommit=True) as conn:
+        conn.execute("INSERT INTO tickets (user_id, draw_id, numbers, price, purchased_at, status) "
+                     "SELECT 1 + g %% 10, 1, '{1,2,3,4,5,6}', 10, %s, 'active' FROM generate_series(1, %s) g",
+                     (at, tickets))
+
+
+def _value(ops: str, series: str, day) -> float | None:
+    with psycopg.connect(ops) as conn:
+        row = conn.execute("SELECT value FROM ops.capacity_samples WHERE series = %s AND day = %s",
+                           (series, day)).fetchone()
+    return row[0] if row else None
+
+
+def test_collect_backfills_then_grows_and_the_forecast_follows(setup):
+    platform, ops_dsn, settings, repo_dir = setup
+    _backup(repo_dir, BASE - timedelta(days=5), "logical", 200_000)
+    (repo_dir / "wal" / "1").mkdir(parents=True)
+    (repo_dir / "wal" / "1" / "000000010000000000000001").write_bytes(b"w" * 50_000)
+
+    reports = []
+    with psycopg.connect(ops_dsn, autocommit=True) as ops:
+        first = collect(settings, ops, now=BASE)
+        assert first.backfilled > 0, first.skipped
+        assert not [s for s in first.skipped if s[0] != "monitoring"], first.skipped
+        names = {s.series for s in first.samples}
+        assert {"db.bytes", "rows:public.tickets", "repo.bytes:dumps", "repo.bytes:wal", "repo.bytes",
+                "connections.peak", "connections.max", "wal.position", "business.active_users",
+                "business.tickets_per_day", f"disk.used:{settings.disk_paths[0]}"} <= names
+        assert any(n.startswith("table.bytes:public.") for n in names)
+        # The first report is not empty: the history came from the tickets' purchase times.
+        doc, _ = run_report(settings, ops, now=BASE, with_charts=False)
+        tickets = next(r for r in doc["resources"] if r["name"] == "rows:public.tickets")
+        assert tickets["history_days"] >= 20 and tickets["status"] in ("ok", "unpredictable")
+
+        for i in range(1, 10):
+            now = BASE + timedelta(days=i)
+            _grow(platform, now, 3000)
+            _backup(repo_dir, now, "logical", 200_000 + 30_000 * i)
+            collect(settings, ops, now=now)
+            if i in (4, 9):
+                reports.append(run_report(settings, ops, now=now)[0])
+
+        # Idempotent per day: a second collection replaces the day's values, adds no row.
+        n_before = ops.execute("SELECT count(*) FROM ops.capacity_samples").fetchone()[0]
+        collect(settings, ops, now=BASE + timedelta(days=9, hours=3))
+        assert ops.execute("SELECT count(*) FROM ops.capacity_samples").fetchone()[0] == n_before
+        # Each report kept its forecasts, to be scored by later runs.
+        assert ops.execute("SELECT count(DISTINCT made_on) FROM ops.capacity_forecasts").fetchone()[0] == 3
+
+    day9 = (BASE + timedelta(days=9)).date()
+    assert _value(ops_dsn, "business.tickets_per_day", day9) == 3000
+    assert _value(ops_dsn, "wal.bytes_per_day", day9) > 0
+    early, late = ({r["name"]: r for r in rep["resources"]} for rep in reports)
+    t4, t9 = early["rows:public.tickets"], late["rows:public.tickets"]
+    assert t9["current"] - t4["current"] == 5 * 3000
+    assert t9["growth_per_month"] > t4["growth_per_month"] > 0   # the forecast moved with the growth
+    assert late["db.bytes"]["current"] > early["db.bytes"]["current"]
+    assert late["repo.bytes:dumps"]["current"] > early["repo.bytes:dumps"]["current"]
+    # The repository quota (10 MB) is far off; its forecast carries a days-until or a reason.
+    repo = late["repo.bytes"]
+    assert repo["limit"] == 10_000_000 and repo["reason"]
+
+
+def test_report_renders_charts_and_reports_findings(setup):
+    from bvh_ops.alerting.findings import report_findings
+    from bvh_ops.capacity.report import findings
+
+    platform, ops_dsn, settings, repo_dir = setup
+    settings = settings.model_copy(update={"capacity": settings.capacity.model_copy(
+        update={"repository_quota_bytes": 1_000_000})})
+    with psycopg.connect(ops_dsn, autocommit=True) as ops:
+        for i in range(12):
+            now = BASE + timedelta(days=i)
+            _backup(repo_dir, now, "logical", 60_000)   # +60 kB/day towards a 1 MB quota
+            collect(settings, ops, now=now)
+        doc, md = run_report(settings, ops, now=BASE + timedelta(days=11))
+        repo = next(r for r in doc["resources"] if r["name"] == "repo.bytes")
+        assert repo["status"] in ("warning", "critical"), repo
+        assert repo["days_until"]["low"] <= repo["days_until"]["expected"] <= (repo["days_until"]["high"] or 1e9)
+        assert any(t.startswith("repository: raise the quota") and "dumps dominate growth" in t
+                   for t in doc["recommendations"])
+        pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+        assert pngs and all(base64.b64decode(p).startswith(PNG_SIGNATURE) for p in pngs)
+        assert "### repo.bytes" in md
+        counts = report_findings(ops, "capacity", findings(doc), BASE + timedelta(days=11))
+        assert counts["active"] >= 1
+        row = ops.execute("SELECT severity, title FROM ops.findings WHERE source = 'capacity' AND key = 'repo.bytes'"
+                          ).fetchone()
+        assert row[0] in ("warning", "critical") and "repo.bytes" in row[1]
