@@ -461,6 +461,57 @@ class LogSource(BaseModel):
         return data
 
 
+FILE_CLASSES = ("application", "system", "secrets")
+
+
+class FileCommand(BaseModel):
+    """A command whose standard output is captured as a file of the snapshot (``nft list
+    ruleset``, ``crontab -l``, ``git -C /srv/app bundle create - --all``): an argument list, never
+    a shell."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Stored as _commands/<name> in the snapshot.
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # The program and its arguments (no shell: quote nothing).
+    argv: list[str] = Field(min_length=1)
+    # A command still running after this is killed and the snapshot marked partial.
+    timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+
+
+class FileSet(BaseModel):
+    """A named file set (``[[file_sets]]``): absolute paths or globs, excludes (globs matched
+    against the full path and the base name), command outputs, and a class: application |
+    system | secrets (secrets never get a text diff)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.]+$")
+    class_: Literal["application", "system", "secrets"] = Field(alias="class")
+    paths: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    commands: list[FileCommand] = Field(default_factory=list)
+    # Run in order by recover-application after a restore of this set (each an argv list).
+    restart_commands: list[list[str]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check(cls, data: object) -> object:
+        if isinstance(data, dict):
+            name = data.get("name") or "(unnamed)"
+            klass = data.get("class", data.get("class_"))
+            if klass not in FILE_CLASSES:
+                raise ValueError(f"file set '{name}': class {klass!r} must be one of {', '.join(FILE_CLASSES)}")
+            for path in data.get("paths") or []:
+                if not isinstance(path, str) or not path.startswith("/"):
+                    raise ValueError(f"file set '{name}': paths entry {path!r} must be an absolute path or glob, "
+                                     "e.g. /etc/nginx")
+            if not (data.get("paths") or data.get("commands")):
+                raise ValueError(f"file set '{name}': give paths or commands (it would back up nothing)")
+            cmds = [c.get("name") for c in data.get("commands") or [] if isinstance(c, dict)]
+            if dupes := sorted({c for c in cmds if cmds.count(c) > 1}):
+                raise ValueError(f"file set '{name}': command name '{dupes[0]}' is used twice")
+        return data
+
+
 class LogRule(BaseModel):
     """A classification rule (``[[log_rules]]``) for records without a category of their own:
     event glob, optional level, optional message regex -> category. Tried before the built-in
@@ -677,6 +728,11 @@ class Settings(BaseSettings):
     # Records per COPY batch while collecting (memory is about one batch).
     log_batch_records: int = Field(default=5000, ge=100, le=1_000_000)
 
+    # -- file sets (#18: application and system backups) ------------------------------------
+    # [[file_sets]] tables: name, class (application | system | secrets), paths (absolute paths or
+    # globs), exclude (globs), commands ([{name, argv}]), restart_commands (argv lists).
+    file_sets: list[FileSet] = Field(default_factory=list)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -793,7 +849,18 @@ class Settings(BaseSettings):
         sources = [src.name for src in self.log_sources]
         if dupes := sorted({n for n in sources if sources.count(n) > 1}):
             raise ValueError(f"log source name '{dupes[0]}' is used twice: each [[log_sources]] needs its own name")
+        sets = [fs.name for fs in self.file_sets]
+        if dupes := sorted({n for n in sets if sets.count(n) > 1}):
+            raise ValueError(f"file set name '{dupes[0]}' is used twice: each [[file_sets]] needs its own name")
         return self
+
+    def file_set(self, name: str) -> FileSet:
+        """The [[file_sets]] entry called ``name``; ConfigError naming the configured ones."""
+        for fs in self.file_sets:
+            if fs.name == name:
+                return fs
+        known = ", ".join(fs.name for fs in self.file_sets) or "none configured"
+        raise ConfigError(f"no file set '{name}' in [[file_sets]] ({known})")
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep the repr short too
         return f"Settings(repository={self.repository!r}, state_dir={str(self.state_dir)!r})"

@@ -14,6 +14,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     backups,
     capacity,
     drill,
+    files,
     logs,
     logs_analyze,
     logs_retention,

@@ -1,0 +1,167 @@
+"""The content key and the chunk store.
+
+Chunks are addressed by HMAC-SHA256 under a repository *content key* (32 random bytes): equal
+content gets the same address across days and hosts, and an address says nothing about the
+content to anyone without the key (a plain sha256 would confirm guesses of small secrets).
+
+Where the key lives: ``state_dir/files-content.key`` (0600, created once, never through a link)
+for the host that snapshots, and a copy sealed to the recipients at
+``files/keys/content-<kid>.enc`` in the repository. A second host sharing the repository gets the
+same key either by copying the file or, when it holds the identity, by opening the sealed copy
+on first use (then it dedups against the first host's content). Deep verify opens the sealed
+copy with the identity to recompute every address.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bvh_ops.errors import ConfigError, IntegrityError, NotFound
+from bvh_ops.files.layout import KEYS, content_key
+from bvh_ops.keys import Identity, Recipient
+from bvh_ops.storage.base import ObjectStore
+from bvh_ops.stream import DecryptingReader, EncryptingWriter, Envelope
+
+KEY_FILE = "files-content.key"
+KEY_BYTES = 32
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"bvh-ops-files-content-key-v1" + key).hexdigest()[:16]
+
+
+def address(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def sealed_key_name(kid: str) -> str:
+    return f"{KEYS}content-{kid}.enc"
+
+
+def _read_local(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"content key {path} is a symbolic link: refusing to follow it") from None
+        raise ConfigError(f"cannot read content key {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read()
+    if len(raw) != KEY_BYTES:
+        raise ConfigError(f"content key {path} is malformed: restore it from your key backup")
+    return raw
+
+
+def _write_local(path: Path, key: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+
+
+def _existing_sealed(store: ObjectStore) -> list[str]:
+    return sorted(o.key for o in store.list(KEYS) if o.key.rsplit("/", 1)[-1].startswith("content-"))
+
+
+def open_sealed_key(store: ObjectStore, kid: str, identities: list[Identity]) -> bytes:
+    name = sealed_key_name(kid)
+    try:
+        with store.open_reader(name) as body:
+            key = DecryptingReader(body, identities, bind=name).read()
+    except NotFound:
+        raise IntegrityError(f"content key {kid} is missing from the repository ({name})") from None
+    if len(key) != KEY_BYTES or key_id(key) != kid:
+        raise IntegrityError(f"sealed content key {name} does not match its id")
+    return key
+
+
+def load_content_key(state_dir: Path, store: ObjectStore, *, data_key: bytes, envelopes: list[Envelope],
+                     identities: list[Identity] | None) -> bytes:
+    """The content key: the local file; else the repository's sealed key (with an identity);
+    else a new key, saved locally and sealed into the repository."""
+    path = Path(state_dir) / KEY_FILE
+    key = _read_local(path)
+    if key is None:
+        sealed = _existing_sealed(store)
+        if sealed and identities:
+            kid = sealed[0].rsplit("content-", 1)[1].removesuffix(".enc")
+            key = open_sealed_key(store, kid, identities)
+        else:
+            key = os.urandom(KEY_BYTES)
+        try:
+            _write_local(path, key)
+        except FileExistsError:
+            key = _read_local(path)  # another process made it first
+            assert key is not None
+    name = sealed_key_name(key_id(key))
+    if store.stat(name) is None:
+        sink = store.open_writer(name)
+        try:
+            w = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes, bind=name)
+            w.write(key)
+            w.close()
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+    return key
+
+
+@dataclass
+class ChunkStore:
+    """Stores each chunk once: an address already present (this run, or stat in the store) is
+    skipped; a new one is written encrypted and bound to its key."""
+
+    store: ObjectStore
+    key: bytes
+    data_key: bytes
+    envelopes: list[Envelope]
+    compression_level: int = 3
+    segment_size: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        self._known: dict[str, int] = {}
+
+    def put(self, data: bytes) -> tuple[str, int, bool]:
+        """(address, stored size, written now)."""
+        addr = address(self.key, data)
+        if addr in self._known:
+            return addr, self._known[addr], False
+        name = content_key(addr)
+        info = self.store.stat(name)
+        if info is not None:
+            self._known[addr] = info.size
+            return addr, info.size, False
+        sink = self.store.open_writer(name)
+        try:
+            w = EncryptingWriter(sink=sink, data_key=self.data_key, envelopes=self.envelopes,
+                                 compression_level=self.compression_level, segment_size=self.segment_size, bind=name)
+            w.write(data)
+            stats = w.close()
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+        self._known[addr] = stats.stored_size
+        return addr, stats.stored_size, True
+
+
+def read_chunk(store: ObjectStore, addr: str, identities: list[Identity]) -> bytes:
+    name = content_key(addr)
+    with store.open_reader(name) as body:
+        reader = DecryptingReader(body, identities, bind=name)
+        parts = []
+        while data := reader.read(1 << 20):
+            parts.append(data)
+    return b"".join(parts)
+
+
+def recipients_key_ids(recipients: list[Recipient]) -> tuple[str, ...]:
+    return tuple(r.key_id for r in recipients)

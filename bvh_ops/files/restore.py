@@ -1,0 +1,180 @@
+"""Restore a snapshot (or some of its paths) under a target directory, or in place.
+
+Never writes outside the target: the whole manifest is checked first (no absolute path, no
+'..', nothing below a symlink entry), then every parent directory is opened component by
+component with O_NOFOLLOW relative to its parent's descriptor (openat), and every file is created
+with O_EXCL|O_NOFOLLOW: a symlink already in the target, or one planted while we run, makes the
+restore fail instead of being followed. Each chunk is checked against its keyed address before a
+byte of it is written. Modes, mtimes and (when root) owners are restored; directories get theirs
+last, deepest first, since writing into a directory changes its mtime.
+
+Hard links are restored as separate files (the snapshot stores each path as its own entry).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bvh_ops.errors import IntegrityError
+from bvh_ops.files.catalog import iter_entries, trusted_index
+from bvh_ops.files.content import address, open_sealed_key, read_chunk
+from bvh_ops.files.layout import COMMANDS_DIR, Entry, check_entry_path, check_manifest_paths
+from bvh_ops.keys import Identity
+from bvh_ops.storage.base import ObjectStore
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class RestoreResult:
+    snapshot_id: str
+    target: str
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    replaced: list[str] = field(default_factory=list)   # in place: where the overwritten copies went
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"snapshot_id": self.snapshot_id, "target": self.target, "files": self.files, "dirs": self.dirs,
+                "symlinks": self.symlinks, "bytes": self.bytes, "replaced": self.replaced,
+                "seconds": round(self.seconds, 3)}
+
+
+def select(entries: list[Entry], paths: list[str]) -> list[Entry]:
+    """Entries equal to or below any of ``paths`` (given with or without the leading '/')."""
+    if not paths:
+        return entries
+    wanted = [p.strip("/") for p in paths]
+    return [e for e in entries if any(e.path == w or e.path.startswith(w + "/") for w in wanted)]
+
+
+def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: list[Identity], snapshot_id: str,
+                     paths: list[str], target_dir: Path | None, *, in_place: bool = False,
+                     set_name: str | None = None) -> RestoreResult:
+    """Restore ``paths`` (all when empty) of the snapshot under ``target_dir``, or, ``in_place``,
+    to their original places with what they replace kept beside them as ``NAME.bvh-replaced-<ts>``."""
+    t0 = time.monotonic()
+    index = trusted_index(store, trusted, snapshot_id, set_name=set_name)
+    entries = list(iter_entries(store, index.snapshot_id, identities))
+    check_manifest_paths(entries)                    # refuse a malicious manifest before writing anything
+    chosen = select(entries, paths)
+    if paths and not chosen:
+        raise IntegrityError(f"snapshot {index.snapshot_id} holds none of {', '.join(paths)}")
+    if in_place:
+        chosen = [e for e in chosen if not e.path.startswith(COMMANDS_DIR + "/") and e.path != COMMANDS_DIR]
+        target = Path("/")
+    else:
+        if target_dir is None:
+            raise IntegrityError("give --target-dir DIR (or --in-place)")
+        target = Path(target_dir)
+        target.mkdir(parents=True, exist_ok=True)
+    ckey = open_sealed_key(store, index.content_key_id, identities)
+    result = RestoreResult(index.snapshot_id, str(target))
+    suffix = f".bvh-replaced-{time.strftime('%Y%m%dT%H%M%S')}"
+    root = os.open(target, _DIR_FLAGS)
+    try:
+        dirs: list[Entry] = []
+        for e in chosen:
+            parts = check_entry_path(e.path)
+            parent = _open_parents(root, parts[:-1], e.path)
+            try:
+                _restore_one(store, identities, ckey, parent, parts[-1], e, result, suffix if in_place else None)
+            finally:
+                os.close(parent)
+            if e.type == "dir":
+                dirs.append(e)
+        for e in sorted(dirs, key=lambda d: d.path.count("/"), reverse=True):
+            parts = check_entry_path(e.path)
+            fd = _open_parents(root, parts, e.path)
+            try:
+                _set_meta(fd, e)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _open_parents(root: int, parts: tuple[bytes, ...], path: str) -> int:
+    """A descriptor of root/parts..., creating missing directories, following no symlink."""
+    cur = os.dup(root)
+    for comp in parts:
+        try:
+            nxt = os.open(comp, _DIR_FLAGS, dir_fd=cur)
+        except FileNotFoundError:
+            os.mkdir(comp, 0o700, dir_fd=cur)
+            nxt = os.open(comp, _DIR_FLAGS, dir_fd=cur)
+        except OSError as exc:
+            os.close(cur)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise IntegrityError(f"restoring {path!r}: {os.fsdecode(comp)!r} in the target is a symlink or not "
+                                     "a directory: refusing to write through it") from None
+            raise
+        os.close(cur)
+        cur = nxt
+    return cur
+
+
+def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreResult, *, keep_dir: bool) -> bool:
+    """Make room for ``name``; True when a directory is already there and kept."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    import stat as _stat
+
+    if _stat.S_ISDIR(st.st_mode):
+        if keep_dir:
+            return True
+        raise IntegrityError(f"{os.fsdecode(name)!r} is a directory in the target where the snapshot has a file")
+    if backup_suffix is not None:
+        os.rename(name, name + os.fsencode(backup_suffix), src_dir_fd=parent, dst_dir_fd=parent)
+        result.replaced.append(os.fsdecode(name) + backup_suffix)
+    else:
+        os.unlink(name, dir_fd=parent)
+    return False
+
+
+def _restore_one(store: ObjectStore, identities: list[Identity], ckey: bytes, parent: int, name: bytes, e: Entry,
+                 result: RestoreResult, backup_suffix: str | None) -> None:
+    root = os.geteuid() == 0
+    if e.type == "dir":
+        if not _clear(parent, name, backup_suffix, result, keep_dir=True):
+            os.mkdir(name, 0o700, dir_fd=parent)
+        result.dirs += 1
+    elif e.type == "symlink":
+        _clear(parent, name, backup_suffix, result, keep_dir=False)
+        os.symlink(os.fsencode(e.target or ""), name, dir_fd=parent)
+        if root:
+            os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
+        os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        result.symlinks += 1
+    else:
+        _clear(parent, name, backup_suffix, result, keep_dir=False)
+        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+        with os.fdopen(fd, "wb") as fh:
+            for c in e.chunks:
+                data = read_chunk(store, c.address, identities)
+                if len(data) != c.size or address(ckey, data) != c.address:
+                    raise IntegrityError(f"chunk {c.address[:12]}… of {e.path!r} does not match its address")
+                fh.write(data)
+            fh.flush()
+            _set_meta(fh.fileno(), e)
+        result.files += 1
+        result.bytes += e.size
+
+
+def _set_meta(fd: int, e: Entry) -> None:
+    if os.geteuid() == 0:
+        os.fchown(fd, e.uid, e.gid)
+    os.fchmod(fd, e.mode)   # after chown: chown clears setuid/setgid bits
+    os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
