@@ -310,3 +310,17 @@ def test_snapshot_and_restore_on_the_s3_repository(files_env, tmp_path, s3_bucke
     target = tmp_path / "restored"
     restore_snapshot(store, trusted, idents, first.snapshot_id, [], target)
     assert _walk(target / str(src).lstrip("/")) == _walk(src)
+
+
+def test_in_place_restore_keeps_what_it_overwrites(files_env, tmp_path):
+    src = _tree(tmp_path / "src")
+    settings = files_env([src])
+    snap = take_snapshot(settings, "app")
+    conf = src / "etc/nginx/nginx.conf"
+    conf.write_bytes(b"broken {\n")
+    store, trusted, idents = _ctx(settings)
+    res = restore_snapshot(store, trusted, idents, snap.snapshot_id, [str(conf)], None, in_place=True)
+    assert conf.read_bytes() == NGINX and res.files == 1
+    kept = [p for p in conf.parent.iterdir() if ".bvh-replaced-" in p.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"broken {\n"
+    assert not (Path("/_commands")).exists()
