@@ -221,7 +221,9 @@ def test_drift_shows_grant_role_alter_system_and_hba_change(drift_cluster, tmp_p
     accepted = bl.load_accepted(objects, trusted)
     changes = {(d["section"], d["object"]): d for d in bl.drift(accepted.snapshot, after)}
     grant = changes[("grants", "table public.draws")]
-    assert grant["change"] == "changed" and grant["before"] == [] and "=r/postgres" in grant["after"]
+    # the table's default ACL (never granted on: the owner's privileges) before, PUBLIC's SELECT added after
+    assert grant["change"] == "changed" and grant["before"] == ["postgres=arwdDxtm/postgres"]
+    assert "=r/postgres" in grant["after"]
     role = changes[("roles", "intruder")]
     assert role["change"] == "added" and role["before"] is None and role["after"]["login"] is True
     setting = changes[("settings", "log_connections")]
@@ -229,6 +231,22 @@ def test_drift_shows_grant_role_alter_system_and_hba_change(drift_cluster, tmp_p
     assert changes[("altered_settings", "log_connections")]["change"] == "added"
     hba_change = changes[("hba", f"line {changed + 1}")]
     assert "127.0.0.1/32" in hba_change["before"] and "10.1.0.0/16" in hba_change["after"]
+
+
+def test_a_grant_revoked_again_is_no_drift(drift_cluster):
+    """GRANT then REVOKE leaves an explicit copy of the default ACL where there was NULL: the same
+    privileges, so the snapshot (effective ACLs) is unchanged."""
+    with psycopg.connect(drift_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.wallets (id int)")
+        conn.execute("CREATE ROLE visitor LOGIN")
+        before = bl.snapshot(conn)
+        conn.execute("GRANT SELECT ON public.wallets TO visitor")
+        during = bl.snapshot(conn)
+        conn.execute("REVOKE SELECT ON public.wallets FROM visitor")
+        after = bl.snapshot(conn)
+        assert conn.execute("SELECT relacl IS NOT NULL FROM pg_class WHERE relname = 'wallets'").fetchone() == (True,)
+    assert [(d["section"], d["object"]) for d in bl.drift(before, during)] == [("grants", "table public.wallets")]
+    assert bl.drift(before, after) == []
 
 
 def _wait_reloaded(cluster, loaded, timeout=20.0):
