@@ -7,7 +7,8 @@
 - security: ``security scan`` of the demo cluster (counts per severity, the top findings with
   their id, evidence and fix, what was not checked); ``security baseline accept``; one change
   (a new login role ``demo_intruder`` granted SELECT on the users table); ``security audit``
-  shows that drift with before/after; the change cleaned up and the audit clean again;
+  shows that drift with before/after, and its scan finds the intruder reading the platform's
+  sensitive columns (PG-DATA-001: ``[security] sensitive_columns`` / ``app_roles`` set for the demo); the change cleaned up and the audit clean again;
 - capacity: ``capacity collect`` (backfilled from the demo's backups in the repository and the
   platform's created_at columns) and the capacity report's table; on a fresh demo most series
   are *unpredictable* (too little history) and say why; the charts written to the state dir.
@@ -37,6 +38,9 @@ BLOAT_ROWS = 20_000
 INTRUDER = "demo_intruder"
 GRANTED_ON = "public.users"
 TOP_FINDINGS = 6
+# The data check (PG-DATA-001): the platform's personal data, and the intruder as an application
+# role that must not read it.
+SENSITIVE = ["public.users.email", "public.users.phone", "public.payments.raw_response"]
 CHARTS_DIR = "capacity-charts"
 
 
@@ -49,6 +53,7 @@ class OpsDemo:
     scan: dict[str, Any] = field(default_factory=dict)
     accepted: dict[str, Any] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)       # the audit after the change
+    intruder_findings: list[dict[str, Any]] = field(default_factory=list)   # its scan's, about the intruder
     drift_after_cleanup: list[dict[str, Any]] | None = None
     collected: dict[str, Any] = field(default_factory=dict)
     capacity: dict[str, Any] = field(default_factory=dict)
@@ -88,7 +93,9 @@ def ops_settings(settings: Settings, ops_dsn: str, now: datetime) -> Settings:
         "window_start": (now - timedelta(hours=1)).time().replace(second=0, microsecond=0),
         "window_end": (now + timedelta(hours=1)).time().replace(second=0, microsecond=0),
         "lock_timeout_ms": 2000, "statement_timeout_seconds": 20.0})
-    return settings.model_copy(update={"ops_database_url": SecretStr(ops_dsn), "maintenance": window})
+    security = settings.security.model_copy(update={"sensitive_columns": SENSITIVE, "app_roles": [INTRUDER]})
+    return settings.model_copy(update={"ops_database_url": SecretStr(ops_dsn), "maintenance": window,
+                                       "security": security})
 
 
 def run_ops_steps(settings: Settings, ops_dsn: str | None, state: Path, console: Console
@@ -227,7 +234,8 @@ def _security(settings: Settings, result: OpsDemo, console: Console) -> None:
                       "change(s)" if doc["baseline"] else "bvh-ops security audit: NO BASELINE", 2)
         for d in result.drift:
             _say(console, f"{d['change']:<8} {d['section']} {d['object']}: {d['before']!r} -> {d['after']!r}")
-        new = [f for f in doc["findings"] if INTRUDER in f["object"] or INTRUDER in f["evidence"]]
+        result.intruder_findings = new = [f for f in doc["findings"]
+                                          if INTRUDER in f["object"] or INTRUDER in f["evidence"]]
         for f in new:
             _say(console, f"and in its scan: {f['severity'].upper()} {f['id']} {f['title']}: {f['evidence']}")
     finally:

@@ -62,6 +62,10 @@ def test_ops_steps_maintain_scan_audit_and_report_capacity(step_env):
     grant = drift[("grants", "table public.users")]
     assert grant["change"] == "changed" and not any(INTRUDER in g for g in grant["before"])
     assert f"{INTRUDER}=r/" in " ".join(grant["after"])
+    data = {f["object"]: f for f in result.intruder_findings if f["id"] == "PG-DATA-001"}
+    assert set(data) == {f"{INTRUDER} on public.users.email", f"{INTRUDER} on public.users.phone"}
+    assert data[f"{INTRUDER} on public.users.email"]["severity"] == "high"
+    assert "(SELECT on the whole table)" in data[f"{INTRUDER} on public.users.email"]["evidence"]
     assert result.drift_after_cleanup == []
     assert result.accepted["audited"]
     with psycopg.connect(settings.require_database_url()) as conn:
