@@ -159,9 +159,16 @@ def _maintenance(settings: Settings, result: OpsDemo, console: Console) -> None:
     engineer_bloat(dsn)
     try:
         result.plan = run_maintenance(settings, "weekly", dry_run=True)
-        _say(console, "bvh-ops maintain weekly --dry-run:", 2)
-        for line in render(result.plan).splitlines():
-            _say(console, line)
+        plan = result.plan["plan"]
+        _say(console, f"bvh-ops maintain weekly --dry-run: the plan, {len(plan['actions'])} action(s), "
+                      f"{len(result.plan['findings'])} finding(s); window {plan['window']}"
+                      f"{'' if plan['in_window'] else ' (outside it now)'}; nothing changed:", 2)
+        for a in plan["actions"]:
+            _say(console, f"{a['action']:<13} {a['object']:<28} {a['reason']}")
+        for f in result.plan["findings"]:
+            _say(console, f"finding   {f['severity']:<9} {f['kind']:<20} {f['object']}: {f['detail']}")
+        for n in result.plan["notes"]:
+            _say(console, f"note      {n}")
         result.maintenance = report = run_maintenance(settings, "weekly")
         _say(console, "bvh-ops maintain weekly (window set to cover now):", 2)
         for line in render(report).splitlines():
@@ -256,7 +263,9 @@ def _security_row(result: OpsDemo) -> str:
     c = result.scan["counts"]
     return (f"OK: scan {result.scan['checked']} checks, " + ", ".join(f"{c[s]} {s}" for s in c if c[s])
             + f", {len(result.scan['not_checked'])} not checked; baseline accepted; drift after the change: "
-              f"{len(result.drift)} ({', '.join(sorted({d['section'] for d in result.drift}))}); clean after cleanup")
+              f"{len(result.drift)} ({', '.join(sorted({d['section'] for d in result.drift}))}), and "
+              f"{sum(f['id'] == 'PG-DATA-001' for f in result.intruder_findings)} sensitive column(s) readable by "
+              f"{INTRUDER} (PG-DATA-001); clean after cleanup")
 
 
 # -- capacity ---------------------------------------------------------------------------------------------

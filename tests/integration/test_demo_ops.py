@@ -45,7 +45,7 @@ def test_ops_steps_maintain_scan_audit_and_report_capacity(step_env):
     assert done["status"] == "done" and done["before"]["dead_tuples"] >= 10_000
     assert done["after"]["dead_tuples"] < done["before"]["dead_tuples"] and done["seconds"] >= 0
     assert result.maintenance["plan"]["in_window"] and result.maintenance["status"] == "done"
-    assert "bvh-ops maintain weekly --dry-run" in out and f"vacuum        {BLOATED}" in out
+    assert "bvh-ops maintain weekly --dry-run: the plan" in out and f"vacuum        {BLOATED}" in out
     with psycopg.connect(settings.require_database_url()) as conn:
         assert conn.execute("SELECT to_regclass(%s)", (BLOATED,)).fetchone() == (None,)   # dropped afterwards
     with psycopg.connect(ops) as conn:
