@@ -580,6 +580,26 @@ class SecuritySettings(BaseModel):
     tls_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # Accepted findings, each with a reason and an expiry.
     waivers: list[SecurityWaiver] = Field(default_factory=list)
+    # The platform's sensitive columns ("schema.table.column") and its application roles: an
+    # application role may read a sensitive column only where sensitive_readers lists it for that
+    # column (PG-DATA-001; empty lists: not checked).
+    sensitive_columns: list[str] = Field(default_factory=list)
+    app_roles: list[str] = Field(default_factory=list)
+    sensitive_readers: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("sensitive_columns")
+    @classmethod
+    def _check_columns(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item.count(".") != 2 or not all(item.split(".")):
+                raise ValueError(f"sensitive_columns: '{item}' must be schema.table.column")
+        return value
+
+    @model_validator(mode="after")
+    def _check_readers(self) -> SecuritySettings:
+        if unknown := sorted(set(self.sensitive_readers) - set(self.sensitive_columns)):
+            raise ValueError(f"sensitive_readers: '{unknown[0]}' is not in sensitive_columns")
+        return self
 
     @field_validator("tls_endpoints")
     @classmethod

@@ -194,6 +194,11 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
 
         logs_ok, logs_row, _ = run_logs_step(settings, _ops_dsn(cluster), state, console)
         summary.add_row("logs + audit", logs_row)
+        from bvh_ops.demo.ops_steps import run_ops_steps
+
+        ops_ok, ops_rows, _ = run_ops_steps(settings, _ops_dsn(cluster), state, console)
+        for name, row in ops_rows:
+            summary.add_row(name, row)
         if keep_running:
             summary.add_row("left running", _keep_running(cluster, state, cfg, console))
         summary.add_row("repository", str(settings.repository))
@@ -203,7 +208,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
             "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok
+        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok and ops_ok
     finally:
         if not keep_running:
             cluster.stop()

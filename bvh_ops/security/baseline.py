@@ -98,16 +98,21 @@ def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def _grants(conn: psycopg.Connection) -> dict[str, list[str]]:
+    """Effective ACLs: a NULL acl (never granted on) is read as its default (acldefault), so a
+    GRANT later revoked, which leaves an explicit copy of the default, is no change."""
     out: dict[str, list[str]] = {}
-    for name, acl in rows(conn, "SELECT datname, datacl::text[] FROM pg_database"):
+    for name, acl in rows(conn, "SELECT datname, coalesce(datacl, acldefault('d', datdba))::text[] FROM pg_database"):
         out[f"database {name}"] = _acl(acl)
-    for name, acl in rows(conn, f"SELECT nspname, nspacl::text[] FROM pg_namespace WHERE nspname {_NON_SYSTEM}"):
+    for name, acl in rows(conn, "SELECT nspname, coalesce(nspacl, acldefault('n', nspowner))::text[] FROM pg_namespace "
+                            f"WHERE nspname {_NON_SYSTEM}"):
         out[f"schema {name}"] = _acl(acl)
-    for schema, name, kind, acl in rows(conn, "SELECT n.nspname, c.relname, c.relkind::text, c.relacl::text[] "
+    for schema, name, kind, acl in rows(conn, "SELECT n.nspname, c.relname, c.relkind::text, coalesce(c.relacl, acldefault("
+                                               "CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner))::text[] "
                                                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                                f"WHERE c.relkind IN ('r','p','v','m','f','S') AND n.nspname {_NON_SYSTEM}"):
         out[f"{'sequence' if kind == 'S' else 'table'} {schema}.{name}"] = _acl(acl)
-    for fn, acl in rows(conn, "SELECT p.oid::regprocedure::text, p.proacl::text[] FROM pg_proc p JOIN pg_namespace n "
+    for fn, acl in rows(conn, "SELECT p.oid::regprocedure::text, coalesce(p.proacl, acldefault('f', p.proowner))::text[] "
+                               "FROM pg_proc p JOIN pg_namespace n "
                                f"ON n.oid = p.pronamespace WHERE n.nspname {_NON_SYSTEM}"):
         out[f"function {fn}"] = _acl(acl)
     return out

@@ -82,6 +82,12 @@ CATALOG: dict[str, Check] = {c.id: c for c in (
           "DROP EXTENSION …, or add it to [security] extensions after review"),
     Check("PG-EXT-002", "4.x", "high", "untrusted procedural language installed",
           "DROP LANGUAGE … (or EXTENSION …) unless a reviewed function needs it"),
+    # -- data --------------------------------------------------------------------------------
+    Check("PG-DATA-001", "4.x", "high", "application role can read a sensitive column it does not need",
+          "REVOKE SELECT ON <table> FROM <role> (or from PUBLIC / the group it inherits it through) and GRANT "
+          "SELECT (<the columns it needs>) instead; or list the role under [security] sensitive_readers"),
+    Check("PG-DATA-002", None, "low", "configured sensitive column or application role not found",
+          "fix [security] sensitive_columns / app_roles (a renamed column is no longer checked)"),
     # -- replication -------------------------------------------------------------------------
     Check("PG-REPL-001", "7.1", "medium", "replication role not in the allow-list",
           "ALTER ROLE … NOREPLICATION, or add it to [security] replication_roles"),

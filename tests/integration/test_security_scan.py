@@ -73,7 +73,9 @@ def _by_id(outcome):
 @pytest.fixture(scope="module")
 def insecure_outcome(insecure):
     with psycopg.connect(insecure.dsn(), autocommit=True) as conn:
-        return scan_database(conn, SecuritySettings())
+        # players.email is sensitive and md5_user an application role: PUBLIC's SELECT reaches it
+        return scan_database(conn, SecuritySettings(sensitive_columns=["public.players.email"],
+                                                    app_roles=["md5_user"]))
 
 
 @pytest.mark.parametrize("check_id, obj, severity", [
@@ -91,6 +93,7 @@ def insecure_outcome(insecure):
     ("PG-PRIV-004", "default privileges postgres/public/tables", "medium"),
     ("PG-TLS-001", "ssl", "high"),
     ("PG-LOG-001", "log_connections", "medium"),
+    ("PG-DATA-001", "md5_user on public.players.email", "high"),
 ])
 def test_each_planted_weakness_is_found(insecure_outcome, check_id, obj, severity):
     found = {f.object: f for f in _by_id(insecure_outcome).get(check_id, [])}
@@ -143,7 +146,9 @@ def test_a_non_superuser_gets_not_checked_never_passed(insecure):
 
 def test_hardened_cluster_has_no_high_or_critical(pg):
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        outcome = scan_database(conn, SecuritySettings())
+        # the password hashes are sensitive; a built-in monitoring role may not read them
+        outcome = scan_database(conn, SecuritySettings(sensitive_columns=["pg_catalog.pg_authid.rolpassword"],
+                                                       app_roles=["pg_monitor"]))
     bad = [(f.id, f.object, f.evidence) for f in outcome.findings if f.severity in ("critical", "high")]
     assert not bad
     assert not outcome.not_checked
@@ -221,7 +226,9 @@ def test_drift_shows_grant_role_alter_system_and_hba_change(drift_cluster, tmp_p
     accepted = bl.load_accepted(objects, trusted)
     changes = {(d["section"], d["object"]): d for d in bl.drift(accepted.snapshot, after)}
     grant = changes[("grants", "table public.draws")]
-    assert grant["change"] == "changed" and grant["before"] == [] and "=r/postgres" in grant["after"]
+    # the table's default ACL (never granted on: the owner's privileges) before, PUBLIC's SELECT added after
+    assert grant["change"] == "changed" and grant["before"] == ["postgres=arwdDxtm/postgres"]
+    assert "=r/postgres" in grant["after"]
     role = changes[("roles", "intruder")]
     assert role["change"] == "added" and role["before"] is None and role["after"]["login"] is True
     setting = changes[("settings", "log_connections")]
@@ -229,6 +236,22 @@ def test_drift_shows_grant_role_alter_system_and_hba_change(drift_cluster, tmp_p
     assert changes[("altered_settings", "log_connections")]["change"] == "added"
     hba_change = changes[("hba", f"line {changed + 1}")]
     assert "127.0.0.1/32" in hba_change["before"] and "10.1.0.0/16" in hba_change["after"]
+
+
+def test_a_grant_revoked_again_is_no_drift(drift_cluster):
+    """GRANT then REVOKE leaves an explicit copy of the default ACL where there was NULL: the same
+    privileges, so the snapshot (effective ACLs) is unchanged."""
+    with psycopg.connect(drift_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.wallets (id int)")
+        conn.execute("CREATE ROLE visitor LOGIN")
+        before = bl.snapshot(conn)
+        conn.execute("GRANT SELECT ON public.wallets TO visitor")
+        during = bl.snapshot(conn)
+        conn.execute("REVOKE SELECT ON public.wallets FROM visitor")
+        after = bl.snapshot(conn)
+        assert conn.execute("SELECT relacl IS NOT NULL FROM pg_class WHERE relname = 'wallets'").fetchone() == (True,)
+    assert [(d["section"], d["object"]) for d in bl.drift(before, during)] == [("grants", "table public.wallets")]
+    assert bl.drift(before, after) == []
 
 
 def _wait_reloaded(cluster, loaded, timeout=20.0):
@@ -284,3 +307,80 @@ def test_world_writable_files_found_sticky_dirs_and_links_not(tmp_path):
     out = world_writable([tree, tmp_path / "missing"], max_files=1000)
     assert [(f.id, f.object) for f in out.findings] == [("HOST-FS-001", str(tree / "open.cfg"))]
     assert out.checked == 1 and "missing does not exist" in out.not_checked[0].reason
+
+
+# -- data: sensitive columns ------------------------------------------------------------------
+
+@pytest.fixture
+def sensitive_db(pg, fresh_db):
+    """A platform database with application roles reaching public.users.email every way there is:
+    a table-wide grant, a column grant, through a group role, through PUBLIC (on another table), and
+    one role that reads only the columns it needs."""
+    dsn = fresh_db()
+    roles = ("dt_api", "dt_report", "dt_support", "dt_member", "dt_group", "dt_clean", "dt_any")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for r in roles:
+            conn.execute(f"DROP ROLE IF EXISTS {r}")
+        conn.execute("CREATE TABLE public.users (id int, email text, password_hash text)")
+        conn.execute("CREATE TABLE public.payments (id int, card_number text)")
+        for r in roles:
+            conn.execute(f"CREATE ROLE {r} {'NOLOGIN' if r == 'dt_group' else 'LOGIN'}")
+        conn.execute("GRANT SELECT ON public.users TO dt_api")             # needs email: sensitive_readers
+        conn.execute("GRANT SELECT ON public.users TO dt_report")          # table-wide: reads email and hash
+        conn.execute("GRANT SELECT (id, email) ON public.users TO dt_support")  # a column grant
+        conn.execute("GRANT SELECT ON public.users TO dt_group")
+        conn.execute("GRANT dt_group TO dt_member")                        # inherited through a group
+        conn.execute("GRANT SELECT (id) ON public.users TO dt_clean")      # only what it needs
+        conn.execute("GRANT SELECT ON public.payments TO PUBLIC")          # every role reads card_number
+    yield dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for r in roles:
+            conn.execute(f"DROP OWNED BY {r}")
+            conn.execute(f"DROP ROLE {r}")
+
+
+def test_sensitive_columns_readable_by_app_roles_that_do_not_need_them(sensitive_db):
+    sec = SecuritySettings(
+        sensitive_columns=["public.users.email", "public.users.password_hash", "public.payments.card_number",
+                           "public.users.phone"],
+        app_roles=["dt_api", "dt_report", "dt_support", "dt_member", "dt_clean", "dt_gone"],
+        sensitive_readers={"public.users.email": ["dt_api"]})
+    with psycopg.connect(sensitive_db, autocommit=True) as conn:
+        outcome = scan_database(conn, sec)
+    assert not [n for n in outcome.not_checked if n.id.startswith("PG-DATA")]
+    found = {(f.id, f.object): f for f in outcome.findings if f.id.startswith("PG-DATA")}
+    readable = {obj for (i, obj) in found if i == "PG-DATA-001"}
+    assert readable == {
+        "dt_report on public.users.email", "dt_report on public.users.password_hash",
+        "dt_support on public.users.email",
+        "dt_member on public.users.email", "dt_member on public.users.password_hash",
+        "dt_api on public.users.password_hash",            # allowed email, not the hash
+        *(f"{r} on public.payments.card_number" for r in ("dt_api", "dt_report", "dt_support", "dt_member",
+                                                          "dt_clean")),
+    }
+    ev = {obj: found[("PG-DATA-001", obj)].evidence for obj in readable}
+    assert "(SELECT on the whole table)" in ev["dt_report on public.users.email"]
+    assert "(SELECT on the column)" in ev["dt_support on public.users.email"]
+    assert "(SELECT on the whole table)" in ev["dt_member on public.users.email"]   # through dt_group
+    assert "(through PUBLIC)" in ev["dt_clean on public.payments.card_number"]
+    assert "readers allowed: dt_api" in ev["dt_report on public.users.email"]
+    assert all(f.severity == "" or f.severity == "high" for (i, _), f in found.items() if i == "PG-DATA-001")
+    # configuration that names nothing is said, not silently passed
+    assert ("PG-DATA-002", "role dt_gone") in found and ("PG-DATA-002", "column public.users.phone") in found
+
+
+def test_sensitive_columns_not_configured_is_not_checked(pg):
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        outcome = scan_database(conn, SecuritySettings())
+    assert {n.id for n in outcome.not_checked} >= {"PG-DATA-001", "PG-DATA-002"}
+    assert not [f for f in outcome.findings if f.id.startswith("PG-DATA")]
+
+
+def test_sensitive_column_finding_in_the_scan_report(sensitive_db, make_settings, tmp_path):
+    settings = make_settings(sensitive_db, f"file://{tmp_path / 'repo'}",
+                             security={"sensitive_columns": ["public.users.email"], "app_roles": ["dt_report"]})
+    doc = scan(settings)
+    f = next(f for f in doc["findings"] if f["id"] == "PG-DATA-001")
+    assert f["object"] == "dt_report on public.users.email" and f["severity"] == "high"
+    assert "dt_report" in f["evidence"] and "public.users.email" in f["evidence"] and f["remediation"]
+    assert doc["status"] == "failed"

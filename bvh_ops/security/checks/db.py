@@ -282,6 +282,49 @@ def check_slots(conn: psycopg.Connection, sec: SecuritySettings) -> list[Finding
                                                    "is inactive") for name, kind, db in found]
 
 
+# -- data -----------------------------------------------------------------------------------
+
+def check_sensitive_columns(conn: psycopg.Connection, sec: SecuritySettings) -> list[Finding]:
+    """Each application role against each sensitive column: SELECT on it (table-wide or on the
+    column; granted to the role, inherited through a role it belongs to, or to PUBLIC; or as a
+    superuser) is a finding unless sensitive_readers lists the role for that column."""
+    if not sec.sensitive_columns or not sec.app_roles:
+        raise Skip("[security] sensitive_columns or app_roles is empty")
+    roles = {r: (sup, inherit) for r, sup, inherit in rows(
+        conn, "SELECT rolname, rolsuper, rolinherit FROM pg_roles WHERE rolname = ANY(%s)", (list(sec.app_roles),))}
+    out = [Finding("PG-DATA-002", f"role {r}", f"[security] app_roles: role {r} does not exist")
+           for r in sec.app_roles if r not in roles]
+    db = rows(conn, "SELECT current_database()")[0][0]
+    for column in sec.sensitive_columns:
+        schema, table, name = column.split(".")
+        rel = rows(conn, "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                         "JOIN pg_attribute a ON a.attrelid = c.oid WHERE n.nspname = %s AND c.relname = %s "
+                         "AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped", (schema, table, name))
+        if not rel:
+            out.append(Finding("PG-DATA-002", f"column {column}",
+                               f"[security] sensitive_columns: column {column} does not exist in database {db}"))
+            continue
+        allowed = set(sec.sensitive_readers.get(column, ()))
+        for role in sorted(set(roles) - allowed):
+            superuser, _ = roles[role]
+            readable, table_wide, public = rows(
+                conn, "SELECT has_column_privilege(%s, %s::oid, %s, 'SELECT'), "
+                      "has_table_privilege(%s, %s::oid, 'SELECT'), "
+                      "EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) x WHERE c.oid = %s::oid "
+                      "AND x.grantee = 0 AND x.privilege_type = 'SELECT') OR EXISTS (SELECT 1 FROM pg_attribute a, "
+                      "aclexplode(a.attacl) x WHERE a.attrelid = %s::oid AND a.attname = %s AND x.grantee = 0 "
+                      "AND x.privilege_type = 'SELECT')",
+                (role, rel[0][0], name, role, rel[0][0], rel[0][0], rel[0][0], name))[0]
+            if not readable:
+                continue
+            how = ("a superuser" if superuser else "through PUBLIC" if public
+                   else "SELECT on the whole table" if table_wide else "SELECT on the column")
+            out.append(Finding("PG-DATA-001", f"{role} on {column}",
+                               f"role {role} can read {column} in database {db} ({how}); readers allowed: "
+                               f"{', '.join(sorted(allowed)) or 'none'}"))
+    return out
+
+
 DbCheck = Callable[[psycopg.Connection, SecuritySettings], list[Finding]]
 
 # Each function and the check ids it decides (all not_checked together when it cannot run).
@@ -303,6 +346,7 @@ CHECKS: tuple[tuple[tuple[str, ...], DbCheck], ...] = (
     (("PG-EXT-001",), check_extensions),
     (("PG-EXT-002",), check_languages),
     (("PG-REPL-002",), check_slots),
+    (("PG-DATA-001", "PG-DATA-002"), check_sensitive_columns),
 )
 
 
