@@ -201,8 +201,10 @@ def dashboard_cmd(host: Annotated[str, typer.Option("--host", help="Address to b
         out.print("dashboard: the ops database is not running: charts from recent cycles only, uptime "
                   "unavailable (bvh-ops opsdb start; bvh-ops monitor keeps the samples)", markup=False)
     from bvh_ops.alerting.view import OpsAlertsView
+    from bvh_ops.capacity.view import OpsCapacityView
 
     serve(settings, host, port, token=token, history=history, alerts=OpsAlertsView(lambda: running_dsn(settings)),
+          capacity=OpsCapacityView(settings, lambda: running_dsn(settings)),
           on_started=lambda url: out.print(f"dashboard: {url} (Ctrl-C or SIGTERM stops it)", markup=False,
                                            highlight=False))
 

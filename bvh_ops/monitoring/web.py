@@ -118,8 +118,17 @@ class AlertsView(Protocol):
     def acknowledge(self, fingerprint: str) -> bool: ...
 
 
+class CapacityView(Protocol):
+    """Capacity as the dashboard shows it (given by the caller: monitoring does not import
+    capacity): ``board()`` -> {generated_at, resources: [{name, unit, current, limit,
+    days_until, status, reason}], charts: {name: data URI}}; may raise (shown as unavailable)."""
+
+    def board(self) -> dict: ...
+
+
 def create_app(settings: Settings, *, history: History | None = None, token: str | None = None,
-               clock: Callable[[], datetime] = utcnow, alerts: AlertsView | None = None) -> Starlette:
+               clock: Callable[[], datetime] = utcnow, alerts: AlertsView | None = None,
+               capacity: CapacityView | None = None) -> Starlette:
     interval = float(settings.monitor_interval_seconds)
     csrf = secrets.token_urlsafe(24)
     state = State(math.ceil(BUFFER_SECONDS / interval) + 1)
@@ -220,6 +229,20 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
         except Exception as exc:  # noqa: BLE001 - shown on the page, never fatal
             return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
+    def capacity_board() -> tuple[dict | None, str]:
+        if capacity is None:
+            return None, "capacity planning is not connected: the ops database is not running"
+        try:
+            return capacity.board(), ""
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never fatal
+            return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+    async def api_capacity(request: Request) -> Response:
+        board, why = await _in_daemon_thread(capacity_board)
+        if board is None:
+            return JSONResponse({"error": f"capacity unavailable: {why}"}, status_code=503)
+        return JSONResponse({k: v for k, v in board.items() if k != "charts"})
+
     async def api_alerts(request: Request) -> Response:
         rows, why = await _in_daemon_thread(alert_rows)
         if rows is None:
@@ -250,9 +273,11 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
         now = clock()
         source = history if history is not None else state.memory
         rows, why = await _in_daemon_thread(alert_rows)
+        cap = await _in_daemon_thread(capacity_board)
         body = render_page(status_board(rows), state.cycle, settings, source, window, now, interval,
                            history_is_memory=history is None, error_rate=list(state.error_rate),
-                           metrics_configured=metrics_ep is not None, alerts=(rows, why), csrf=csrf)
+                           metrics_configured=metrics_ep is not None, alerts=(rows, why), csrf=csrf,
+                           capacity=cap)
         return HTMLResponse(_html(body, refresh=max(5, int(interval))))
 
     routes = [Route("/", page, methods=["GET"]),
@@ -262,6 +287,7 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
               Route("/api/status", api_status, methods=["GET"]),
               Route("/metrics", prometheus, methods=["GET"]),
               Route("/api/alerts", api_alerts, methods=["GET"]),
+              Route("/api/capacity", api_capacity, methods=["GET"]),
               Route("/alerts/{fingerprint}/ack", ack, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dashboard = state
@@ -365,7 +391,8 @@ def _value(v: object, unit: str = "") -> str:
 def render_page(board: dict, cycle: CycleResult, settings: Settings, source: History, window: str,
                 now: datetime, interval: float, *, history_is_memory: bool,
                 error_rate: list[tuple[datetime, float]] | None = None, metrics_configured: bool = False,
-                alerts: tuple[list[dict] | None, str] = (None, "alerting is not connected"), csrf: str = "") -> str:
+                alerts: tuple[list[dict] | None, str] = (None, "alerting is not connected"), csrf: str = "",
+                capacity: tuple[dict | None, str] = (None, "capacity planning is not connected")) -> str:
     e = html.escape
     parts = [f"<h1>bvh-ops health dashboard</h1><p>System status: <span id='system-status'>"
              f"{_badge(board['systemStatus'])}</span> <span class='muted'>checked at {e(board['checkedAt'])}"
@@ -423,9 +450,30 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
     parts.append(f"<h2>Charts</h2><p>Window: {links} <span class='muted'>(from {where})</span></p>"
                  f"<div class='charts'>{''.join(charts)}</div>")
     parts.append(_drill_trend(source if not history_is_memory else None))
+    parts.append(_capacity_section(*capacity))
     if board.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in board["notes"]) + "</ul>")
     return "".join(parts)
+
+
+def _capacity_section(board: dict | None, why: str) -> str:
+    e = html.escape
+    if board is None:
+        return f"<h2 id='capacity'>Capacity</h2><p class='muted'>capacity unavailable: {e(why)}</p>"
+    order = {"critical": 0, "warning": 1, "ok": 2, "unpredictable": 3}
+    shown = sorted(board["resources"], key=lambda r: (order.get(r["status"], 4), r["name"]))[:12]
+    rows = []
+    for r in shown:
+        until = r.get("days_until")
+        days = "–" if not until else f"{until.get('low')}–{until.get('high')} d (expected {until.get('expected')})"
+        word = {"critical": "critical", "warning": "warning", "ok": "healthy"}.get(r["status"], "unknown")
+        rows.append(f"<tr><td>{e(r['name'])}</td><td>{_badge(word) if word != 'unknown' else e(r['status'])}</td>"
+                    f"<td>{e(days)}</td><td class='muted'>{e(str(r.get('reason') or ''))}</td></tr>")
+    imgs = "".join(f"<img alt='{e(name)}' src='{uri}' style='max-width:520px'>"
+                   for name, uri in list(board.get("charts", {}).items())[:6])
+    return (f"<h2 id='capacity'>Capacity</h2><p class='muted'>forecasts of {e(str(board['generated_at']))} "
+            f"(bvh-ops report capacity)</p><table><tr><th>resource</th><th>status</th><th>days until the limit"
+            f"</th><th>reason</th></tr>{''.join(rows)}</table><div class='charts'>{imgs}</div>")
 
 
 def _alerts_section(rows: list[dict] | None, why: str, csrf: str) -> str:
@@ -500,12 +548,13 @@ def _drill_trend(history: History | None) -> str:
 
 
 def serve(settings: Settings, host: str, port: int, *, token: str | None = None, history: History | None = None,
-          on_started: Callable[[str], None] | None = None, alerts: AlertsView | None = None) -> None:
+          on_started: Callable[[str], None] | None = None, alerts: AlertsView | None = None,
+          capacity: CapacityView | None = None) -> None:
     """Serve the dashboard in the foreground until SIGINT/SIGTERM (uvicorn's handlers)."""
     import uvicorn
 
     check_bind(host, token)
-    config = uvicorn.Config(create_app(settings, history=history, token=token, alerts=alerts), host=host, port=port,
+    config = uvicorn.Config(create_app(settings, history=history, token=token, alerts=alerts, capacity=capacity), host=host, port=port,
                             log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if on_started is not None:

@@ -129,3 +129,34 @@ def test_report_renders_charts_and_reports_findings(setup):
         row = ops.execute("SELECT severity, title FROM ops.findings WHERE source = 'capacity' AND key = 'repo.bytes'"
                           ).fetchone()
         assert row[0] in ("warning", "critical") and "repo.bytes" in row[1]
+
+
+def test_the_dashboard_shows_capacity_status_and_charts(setup, tmp_path):
+    """The live dashboard's Capacity section from the same history (served for real, seen by a
+    headless browser): the repository's status and its chart as a PNG."""
+    from bvh_ops.capacity.view import OpsCapacityView
+    from bvh_ops.monitoring.web import create_app
+    from tests.integration.test_dashboard import Served, dump_dom
+    from tests.waiting import wait_until
+
+    platform, ops_dsn, settings, repo_dir = setup
+    settings = settings.model_copy(update={"capacity": settings.capacity.model_copy(
+        update={"repository_quota_bytes": 1_000_000}), "database_url": None, "repository": None,
+        "monitor_interval_seconds": 2.0})
+    with psycopg.connect(ops_dsn, autocommit=True) as ops:
+        for i in range(12):
+            _backup(repo_dir, BASE + timedelta(days=i), "logical", 60_000)
+            collect(settings.model_copy(update={"repository": f"file://{repo_dir}"}), ops, now=BASE + timedelta(days=i))
+    view = OpsCapacityView(settings, lambda: ops_dsn, clock=lambda: BASE + timedelta(days=11))
+    served = Served(create_app(settings, capacity=view), "127.0.0.1")
+    try:
+        wait_until(lambda: served.state.cycles_run >= 1, "a probe cycle", timeout=60)
+        import httpx
+
+        api = httpx.get(served.url + "/api/capacity", timeout=60).json()
+        assert next(r for r in api["resources"] if r["name"] == "repo.bytes")["status"] in ("warning", "critical")
+        dom = dump_dom(served.url + "/", tmp_path)
+        section = dom[dom.index('id="capacity"'):]
+        assert "repo.bytes" in section and 'src="data:image/png;base64,' in section
+    finally:
+        served.stop()
