@@ -147,7 +147,9 @@ def maintenance_markdown(report: dict[str, Any]) -> str:
             return "-"
         if "index_bytes" in d:
             return f"{human_bytes(d['index_bytes'])}{'' if d.get('valid', True) else ' invalid'}"
-        return f"{d['dead_tuples']} dead / {d['modified_since_analyze']} modified"
+        if "dead_tuples" in d:
+            return f"{d['dead_tuples']} dead / {d['modified_since_analyze']} modified"
+        return ", ".join(f"{k} {v}" for k, v in d.items())
 
     lines += ["", "## Plan", "", "| action | object | why |", "|---|---|---|",
               *[f"| {a['action']} | `{a['object']}` | {a['reason']} |" for a in p["actions"]]]

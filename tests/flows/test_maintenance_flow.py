@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from bvh_ops.pg.lock import TargetLock
-from tests.integration.test_maintenance import bloat, stat
+from tests.integration.test_maintenance import bloat, db, stat
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -35,7 +35,7 @@ def test_weekly_flow_vacuums_and_publishes(world):
 
     dsn, ops = world
     report = maintenance_weekly(wait_for_backup_seconds=0)
-    assert [(a["action"], a["object"], a["status"]) for a in report["actions"]] == [
+    assert [(a["action"], a["object"], a["status"]) for a in db(report)] == [
         ("vacuum", "public.bloated", "done")]
     assert stat(dsn, "bloated", "n_dead_tup") == 0
 
