@@ -224,8 +224,9 @@ def run_maintenance(settings: Settings, scope: str, *, dry_run: bool = False, no
 def weekly_stages(settings: Settings, *, act: bool, why_not: str
                   ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str], dict[str, Any]]:
     """The weekly stages after the database work, outside the target's maintenance lock (none of
-    them touches the target): backup verification (bvh_ops.maintenance.backups) and disk space
-    (bvh_ops.maintenance.disk). Not ``act`` (dry run, outside the window): the mounts are still
+    them touches the target): backup verification (bvh_ops.maintenance.backups), disk space
+    (bvh_ops.maintenance.disk) and the platform's sessions and cache (bvh_ops.maintenance.app; a
+    read-only review, so it runs in a dry run or outside the window too). Not ``act`` (dry run, outside the window): the mounts are still
     checked and the leftovers decided, nothing is verified or removed. A stage that fails is a
     failed action; the next stage runs regardless. (actions, findings, notes, report sections)."""
     from bvh_ops.maintenance.backups import skipped, verify_stage
@@ -251,6 +252,18 @@ def weekly_stages(settings: Settings, *, act: bool, why_not: str
         findings += disk_findings
     except Exception as exc:  # noqa: BLE001 - the plan goes on
         actions.append({"action": "cleanup", "object": "disk", "status": "failed", "seconds": 0.0,
+                        "detail": f"{type(exc).__name__}: {str(exc)[:300]}", "before": None, "after": None,
+                        "sql": None})
+    try:
+        from bvh_ops.maintenance.app import cache_stage
+
+        cached, cache_findings, cache = cache_stage(settings)
+        actions += cached
+        findings += cache_findings
+        if cache:
+            sections["cache"] = cache
+    except Exception as exc:  # noqa: BLE001 - the plan goes on
+        actions.append({"action": "sessions", "object": "platform cache", "status": "failed", "seconds": 0.0,
                         "detail": f"{type(exc).__name__}: {str(exc)[:300]}", "before": None, "after": None,
                         "sql": None})
     return actions, findings, notes, sections
