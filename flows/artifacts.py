@@ -166,4 +166,9 @@ def maintenance_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Findings (reported, never acted on)", "", "| severity | kind | object | detail |",
               "|---|---|---|---|",
               *[f"| {f['severity']} | {f['kind']} | `{f['object']}` | {f['detail']} |" for f in report["findings"]]]
+    if report.get("disk", {}).get("mounts"):
+        lines += ["", "## Disk", "", "| mount | used | free |", "|---|---|---|",
+                  *[f"| `{m['path']}` | {m['percent']} % | {human_bytes(m['free_bytes'])} |"
+                    for m in report["disk"]["mounts"]],
+                  "", f"Leftovers freed: {human_bytes(report['disk']['freed_bytes'])}."]
     return "\n".join(lines)

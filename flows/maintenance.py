@@ -1,6 +1,7 @@
 """Database maintenance as the runbook schedules it (section 9), in UTC:
 ``maintenance-daily`` 02:00 (update statistics: ANALYZE where modifications pass the threshold),
-``maintenance-weekly`` Sunday 03:00 (VACUUM, FREEZE, REINDEX CONCURRENTLY, plus the daily work),
+``maintenance-weekly`` Sunday 03:00 (VACUUM, FREEZE, REINDEX CONCURRENTLY, plus the daily work;
+then backup verification, disk space and the sessions/cache review - bvh_ops.maintenance.run.weekly_stages),
 ``maintenance-monthly`` the 1st at 04:00 (the weekly plan; archive-logs, capacity planning and the
 security audit are their own deployments on the same schedule).
 

@@ -39,6 +39,8 @@ def render(report: dict[str, Any]) -> str:
     for f in report["findings"]:
         lines.append(f"finding   {f['severity']:<9} {f['kind']:<20} {f['object']}: {f['detail']}")
     lines += [f"note      {n}" for n in report["notes"]]
+    for m in report.get("disk", {}).get("mounts", []):
+        lines.append(f"disk      {m['path']}: {m['percent']} % used, {m['free_bytes'] // 2**20} MiB free")
     rec = report.get("recorded")
     if rec and rec.get("error"):
         lines.append(f"warning   the run was not fully recorded in the ops database: {rec['error']}")
@@ -68,7 +70,7 @@ def maintain(scope: Annotated[str, typer.Argument(help="daily (ANALYZE), weekly 
     report = run_maintenance(settings, scope, dry_run=dry_run, wait_seconds=wait)
     if as_json:
         emit_json({k: report[k] for k in ("run_id", "scope", "target", "status", "dry_run", "plan", "actions",
-                                          "findings", "notes")})
+                                          "findings", "notes", "disk", "cache") if k in report})
     else:
         out.print(render(report), markup=False)
     raise typer.Exit(1 if report["status"] == "failed" else 0)
