@@ -182,6 +182,12 @@ class MaintenanceSettings(BaseModel):
     # Tables (schema.table) allowed VACUUM FULL when bloated past bloat_warning_bytes: it holds an
     # ACCESS EXCLUSIVE lock for the whole rewrite, so none by default.
     vacuum_full_tables: list[str] = Field(default_factory=list)
+    # Disk cleanup (weekly): bvh-ops' own leftovers (drill scratch, restore recovery directories,
+    # temporary files) are removed once their owner process is gone and nothing in them changed
+    # for this long; recovery directories are looked for under these roots (data directories of
+    # physical restores, one or two levels down) besides state_dir/drills.
+    leftover_grace_hours: float = Field(default=24.0, ge=0)
+    leftover_paths: list[Path] = Field(default_factory=list)
 
     @field_validator("window_start", "window_end")
     @classmethod

@@ -147,7 +147,9 @@ def maintenance_markdown(report: dict[str, Any]) -> str:
             return "-"
         if "index_bytes" in d:
             return f"{human_bytes(d['index_bytes'])}{'' if d.get('valid', True) else ' invalid'}"
-        return f"{d['dead_tuples']} dead / {d['modified_since_analyze']} modified"
+        if "dead_tuples" in d:
+            return f"{d['dead_tuples']} dead / {d['modified_since_analyze']} modified"
+        return ", ".join(f"{k} {v}" for k, v in d.items())
 
     lines += ["", "## Plan", "", "| action | object | why |", "|---|---|---|",
               *[f"| {a['action']} | `{a['object']}` | {a['reason']} |" for a in p["actions"]]]
@@ -164,4 +166,9 @@ def maintenance_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Findings (reported, never acted on)", "", "| severity | kind | object | detail |",
               "|---|---|---|---|",
               *[f"| {f['severity']} | {f['kind']} | `{f['object']}` | {f['detail']} |" for f in report["findings"]]]
+    if report.get("disk", {}).get("mounts"):
+        lines += ["", "## Disk", "", "| mount | used | free |", "|---|---|---|",
+                  *[f"| `{m['path']}` | {m['percent']} % | {human_bytes(m['free_bytes'])} |"
+                    for m in report["disk"]["mounts"]],
+                  "", f"Leftovers freed: {human_bytes(report['disk']['freed_bytes'])}."]
     return "\n".join(lines)

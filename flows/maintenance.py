@@ -1,6 +1,8 @@
 """Database maintenance as the runbook schedules it (section 9), in UTC:
 ``maintenance-daily`` 02:00 (update statistics: ANALYZE where modifications pass the threshold),
-``maintenance-weekly`` Sunday 03:00 (VACUUM, FREEZE, REINDEX CONCURRENTLY, plus the daily work),
+``maintenance-weekly`` Sunday 03:00 (VACUUM, FREEZE, REINDEX CONCURRENTLY, plus the daily work;
+then backup verification, disk space and the sessions/cache review - bvh_ops.maintenance.run.weekly_stages -
+and the weekly performance report, published as the ``performance-report`` artifact),
 ``maintenance-monthly`` the 1st at 04:00 (the weekly plan; archive-logs, capacity planning and the
 security audit are their own deployments on the same schedule).
 
@@ -24,7 +26,7 @@ from bvh_ops.errors import DatabaseError
 from flows.artifacts import maintenance_markdown
 from flows.daily_backup import target_label
 from tasks.common import retrying
-from tasks.maintenance_tasks import run_scope, wait_for_backup_lock
+from tasks.maintenance_tasks import performance_report, run_scope, wait_for_backup_lock
 
 MONTHLY_NOTE = ("monthly = the weekly database maintenance; archive-logs, capacity planning and the security "
                 "audit run as their own deployments on the 1st at 04:00 UTC")
@@ -51,6 +53,19 @@ def _run(scope: str, wait_for_backup_seconds: float, dry_run: bool) -> dict[str,
                               table=[{k: a[k] for k in ("status", "action", "object", "seconds", "detail")}
                                      for a in report["actions"]],
                               description=f"maintenance {scope}: actions")
+    # 4. weekly: the performance report, its own stage (a failure is logged, the maintenance stands)
+    if scope == "weekly" and not dry_run:
+        from bvh_ops.maintenance.performance import markdown
+
+        try:
+            doc = retrying(performance_report, settings)(settings)
+            create_markdown_artifact(key="performance-report", markdown=markdown(doc),
+                                     description=f"weekly performance report: {len(doc['recommendations'])} "
+                                                 "recommendation(s)")
+            report["performance"] = {"recommendations": len(doc["recommendations"]), "since": doc["since"]}
+        except Exception as exc:  # noqa: BLE001 - the report is not the maintenance
+            logger.warning("performance report failed: %s: %s", type(exc).__name__, str(exc)[:300])
+            report["notes"].append(f"performance report failed: {type(exc).__name__}")
     failed = [a for a in report["actions"] if a["status"] == "failed"]
     logger.info("maintenance %s: %s (%d actions, %d findings)", scope, report["status"], len(report["actions"]),
                 len(report["findings"]))

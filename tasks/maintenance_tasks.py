@@ -41,3 +41,23 @@ def run_scope(settings: Settings, scope: str, dry_run: bool) -> dict[str, Any]:
     for n in report["notes"]:
         logger.info("note: %s", n)
     return report
+
+
+@task(name="performance-report", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only,
+      timeout_seconds=1800)
+def performance_report(settings: Settings) -> dict[str, Any]:
+    """The weekly performance report (bvh_ops.maintenance.performance): gathered, its statement
+    snapshot stored in the ops database, compared with the one a week back."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.maintenance.performance import report
+    from bvh_ops.maintenance.run import target_name
+    from bvh_ops.opsdb.database import ops_database
+    from bvh_ops.opsdb.migrations import migrate
+    from bvh_ops.pg.conn import connect
+
+    dsn = settings.require_database_url()
+    with connect(dsn, autocommit=True) as conn, ops_database(settings) as ops_dsn, \
+            connect(ops_dsn, autocommit=True) as ops:
+        migrate(ops)
+        return report(conn, ops, target_name(dsn), datetime.now(UTC))

@@ -150,37 +150,14 @@ def verify(
 
 
 def _report_to_alerting(settings, results) -> None:
-    """A failed verify is the runbook's critical "data corruption detected": reported as a
-    finding where the ops database runs (the monitor alerts on it); a passing verify of the same
-    backup clears it. Best effort: the verify's own exit code is the primary signal."""
-    from datetime import UTC, datetime
+    """A failed verify is the runbook's critical "data corruption detected" (see
+    bvh_ops.repository.verify.report_to_alerting). Best effort: the verify's own exit code is
+    the primary signal."""
+    from bvh_ops.repository.verify import report_to_alerting
 
-    from bvh_ops.alerting.findings import Finding, clear_finding, raise_finding
-    from bvh_ops.alerting.rules import Severity
-    from bvh_ops.opsdb.database import running_dsn
-    from bvh_ops.pg.conn import connect
-
-    dsn = running_dsn(settings)
-    if dsn is None:
-        return
-    by_backup: dict[str, list] = {}
-    for r in results:
-        by_backup.setdefault(r.backup_id or "wal", []).append(r)
-    now = datetime.now(UTC)
-    try:
-        with connect(dsn, autocommit=True, timeout=5) as conn:
-            for bid, rs in by_backup.items():
-                bad = [r for r in rs if not r.ok]
-                key = f"verify:{bid}"
-                if bad:
-                    what = "the WAL archive" if bid == "wal" else f"backup {bid}"
-                    raise_finding(conn, "verify", Finding(
-                        key, Severity.CRITICAL, f"data corruption detected: {what} failed verify",
-                        "; ".join(f"{r.object}: {r.status} {r.detail}".strip() for r in bad[:5])[:1000]), now)
-                else:
-                    clear_finding(conn, "verify", key, now)
-    except Exception as exc:  # noqa: BLE001 - never hides the verify's own result
-        err.print(f"warning: could not report the verify to alerting: {type(exc).__name__}", markup=False)
+    problem = report_to_alerting(settings, results)
+    if problem:
+        err.print(f"warning: could not report the verify to alerting: {problem}", markup=False)
 
 
 @app.command()

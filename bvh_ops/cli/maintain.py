@@ -38,7 +38,7 @@ def maintain(scope: Annotated[str, typer.Argument(help="daily (ANALYZE), weekly 
     report = run_maintenance(settings, scope, dry_run=dry_run, wait_seconds=wait)
     if as_json:
         emit_json({k: report[k] for k in ("run_id", "scope", "target", "status", "dry_run", "plan", "actions",
-                                          "findings", "notes")})
+                                          "findings", "notes", "disk", "cache") if k in report})
     else:
         out.print(render(report), markup=False)
     raise typer.Exit(1 if report["status"] == "failed" else 0)

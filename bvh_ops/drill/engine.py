@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, NotFound
 from bvh_ops.keys import load_identities
+from bvh_ops.maintenance.disk import write_owner
 from bvh_ops.pg.catalog import create_database
 from bvh_ops.pg.cluster import EmbeddedCluster
 from bvh_ops.pg.tools import EMBEDDED_MAJOR, matching_bin_dir
@@ -95,6 +96,7 @@ def provision_scratch(settings: Settings, drill_id: str, server_major: int, scra
     if binaries is None and server_major != EMBEDDED_MAJOR:
         log.warning("no PostgreSQL %d server binaries: drilling on the embedded %d", server_major, EMBEDDED_MAJOR)
     root = (Path(settings.state_dir) / "drills" / drill_id).resolve()
+    write_owner(root)   # weekly disk cleanup removes it once this process is gone
     sc = Scratch("embedded", dbname, root=str(root), binaries=str(binaries) if binaries else None)
     cluster = sc._cluster()
     try:

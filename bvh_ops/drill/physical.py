@@ -12,6 +12,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from bvh_ops.config import Settings
+from bvh_ops.maintenance.disk import write_owner
 from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir
 from bvh_ops.physical.restore import RestoreReport, restore_physical, stop_server
 from bvh_ops.physical.target import RecoveryTarget, select_backup
@@ -50,7 +51,7 @@ class PhysicalScratch:
 def restore(settings: Settings, drill_id: str, manifest: Manifest,
             target: RecoveryTarget) -> tuple[PhysicalScratch, RestoreReport]:
     root = (Path(settings.state_dir) / "drills" / f"{drill_id}-physical").resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    write_owner(root)   # weekly disk cleanup removes it once this process is gone
     bin_dir = matching_bin_dir(manifest.server_version_num // 10000, settings.pg_bin_dir) or embedded_bin_dir()
     data = root / "data"
     try:

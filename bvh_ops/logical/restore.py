@@ -125,7 +125,7 @@ def _toc(settings, repo, backup_id, identities, section: str | None = None) -> l
 
 
 def _write_list(lines: list[str], paths: list[str]) -> str:
-    fd, path = tempfile.mkstemp(prefix="bvh-toc-", suffix=".list")
+    fd, path = tempfile.mkstemp(prefix=f"bvh-toc-{os.getpid()}-", suffix=".list")
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     paths.append(path)
@@ -298,7 +298,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         if missing:
             raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
         for lines in (prereq, own):
-            fd, path = tempfile.mkstemp(prefix="bvh-toc-", suffix=".list")
+            fd, path = tempfile.mkstemp(prefix=f"bvh-toc-{os.getpid()}-", suffix=".list")
             with os.fdopen(fd, "w") as fh:
                 fh.write("\n".join(lines) + "\n")
             list_files.append(path)

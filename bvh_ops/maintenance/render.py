@@ -28,6 +28,8 @@ def render(report: dict[str, Any]) -> str:
     for f in report["findings"]:
         lines.append(f"finding   {f['severity']:<9} {f['kind']:<20} {f['object']}: {f['detail']}")
     lines += [f"note      {n}" for n in report["notes"]]
+    for m in report.get("disk", {}).get("mounts", []):
+        lines.append(f"disk      {m['path']}: {m['percent']} % used, {m['free_bytes'] // 2**20} MiB free")
     rec = report.get("recorded")
     if rec and rec.get("error"):
         lines.append(f"warning   the run was not fully recorded in the ops database: {rec['error']}")

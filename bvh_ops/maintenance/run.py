@@ -158,12 +158,13 @@ def target_name(dsn: str) -> str:
 
 
 def run_maintenance(settings: Settings, scope: str, *, dry_run: bool = False, now: datetime | None = None,
-                    wait_seconds: float = 0.0, record_run: bool = True) -> dict[str, Any]:
+                    wait_seconds: float = 0.0, record_run: bool = True, stages: bool = True) -> dict[str, Any]:
     """Assess the target and carry the ``scope`` plan out (see the module's steps). Returns the
     report {run_id, scope, target, started_at, finished_at, dry_run, status, plan, actions,
     findings, notes}; ``status`` is done, skipped (backup held the target, or outside the window)
-    or failed (an action failed). Raises ConcurrencyError when another maintenance run holds the
-    target."""
+    or failed (an action failed). Weekly and monthly runs (``stages``) then verify the backups and
+    clean up the disk (see ``weekly_stages``): their actions join ``actions``, their sections the
+    report. Raises ConcurrencyError when another maintenance run holds the target."""
     cfg = settings.maintenance
     dsn = settings.require_database_url()
     started = datetime.now(UTC)
@@ -198,16 +199,74 @@ def run_maintenance(settings: Settings, scope: str, *, dry_run: bool = False, no
                                        statement_timeout_seconds=cfg.statement_timeout_seconds))
             if any(a["status"] == "failed" for a in actions):
                 status = "failed"
+    findings = [f.to_json() for f in p.findings]
+    sections: dict[str, Any] = {}
+    if scope in ("weekly", "monthly") and stages:
+        why_not = ("dry run" if dry_run else f"outside the maintenance window ({p.window})" if not p.in_window
+                   else f"{holder} holds the target" if holder else "")
+        more, more_findings, more_notes, sections = weekly_stages(settings, act=not why_not, why_not=why_not)
+        actions += more
+        findings += more_findings
+        notes += more_notes
+        if status != "skipped" and any(a["status"] == "failed" for a in more):
+            status = "failed"
     finished = datetime.now(UTC)
     report = {"run_id": run_id, "scope": scope, "target": target_name(dsn), "started_at": started.isoformat(),
               "finished_at": finished.isoformat(), "dry_run": dry_run, "status": status,
-              "plan": p.to_json(), "actions": actions, "findings": [f.to_json() for f in p.findings],
-              "notes": notes, "facts": {"tables": len(facts.tables), "indexes": len(facts.indexes),
+              "plan": p.to_json(), "actions": actions, "findings": findings, "notes": notes, **sections, "facts": {"tables": len(facts.tables), "indexes": len(facts.indexes),
                                         "sequences": len(facts.sequences), "sessions": len(facts.sessions),
                                         "slots": len(facts.slots)}}
     if record_run and not dry_run:
         report["recorded"] = store(settings, report, now)
     return report
+
+
+def weekly_stages(settings: Settings, *, act: bool, why_not: str
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str], dict[str, Any]]:
+    """The weekly stages after the database work, outside the target's maintenance lock (none of
+    them touches the target): backup verification (bvh_ops.maintenance.backups), disk space
+    (bvh_ops.maintenance.disk) and the platform's sessions and cache (bvh_ops.maintenance.app; a
+    read-only review, so it runs in a dry run or outside the window too). Not ``act`` (dry run, outside the window): the mounts are still
+    checked and the leftovers decided, nothing is verified or removed. A stage that fails is a
+    failed action; the next stage runs regardless. (actions, findings, notes, report sections)."""
+    from bvh_ops.maintenance.backups import skipped, verify_stage
+    from bvh_ops.maintenance.disk import disk_stage
+
+    actions: list[dict[str, Any]] = []
+    findings: list[dict[str, str]] = []
+    notes: list[str] = []
+    sections: dict[str, Any] = {}
+    if act:
+        try:
+            verified, more = verify_stage(settings)
+        except Exception as exc:  # noqa: BLE001 - the plan goes on
+            verified, more = [{**skipped("backups", ""), "status": "failed",
+                               "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}], []
+        actions += verified
+        notes += more
+    else:
+        actions.append(skipped("backups", why_not))
+    try:
+        cleaned, disk_findings, sections["disk"] = disk_stage(settings, act=act, why_not=why_not)
+        actions += cleaned
+        findings += disk_findings
+    except Exception as exc:  # noqa: BLE001 - the plan goes on
+        actions.append({"action": "cleanup", "object": "disk", "status": "failed", "seconds": 0.0,
+                        "detail": f"{type(exc).__name__}: {str(exc)[:300]}", "before": None, "after": None,
+                        "sql": None})
+    try:
+        from bvh_ops.maintenance.app import cache_stage
+
+        cached, cache_findings, cache = cache_stage(settings)
+        actions += cached
+        findings += cache_findings
+        if cache:
+            sections["cache"] = cache
+    except Exception as exc:  # noqa: BLE001 - the plan goes on
+        actions.append({"action": "sessions", "object": "platform cache", "status": "failed", "seconds": 0.0,
+                        "detail": f"{type(exc).__name__}: {str(exc)[:300]}", "before": None, "after": None,
+                        "sql": None})
+    return actions, findings, notes, sections
 
 
 def alert_findings(report: dict[str, Any]) -> list[AlertFinding]:

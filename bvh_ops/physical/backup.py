@@ -137,7 +137,7 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
     started = datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_backup_id(kind, started)
-    with TargetLock(dsn, "physical-backup"), tempfile.TemporaryDirectory(prefix="bvh-incr-") as tmp:
+    with TargetLock(dsn, "physical-backup"), tempfile.TemporaryDirectory(prefix=f"bvh-incr-{os.getpid()}-") as tmp:
         args = ["-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "-v", "--no-sync"]
         if parent is not None:
             parent_manifest = Path(tmp) / "parent_backup_manifest"

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from bvh_ops.pg.lock import TargetLock
-from tests.integration.test_maintenance import bloat, stat
+from tests.integration.test_maintenance import bloat, db, stat
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -35,22 +35,26 @@ def test_weekly_flow_vacuums_and_publishes(world):
 
     dsn, ops = world
     report = maintenance_weekly(wait_for_backup_seconds=0)
-    assert [(a["action"], a["object"], a["status"]) for a in report["actions"]] == [
+    assert [(a["action"], a["object"], a["status"]) for a in db(report)] == [
         ("vacuum", "public.bloated", "done")]
     assert stat(dsn, "bloated", "n_dead_tup") == 0
 
-    async def artifact():
+    async def artifact(key):
         async with get_client() as client:
             from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
             found = await client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["maintenance-weekly"])))
+                key=ArtifactFilterKey(any_=[key])))
             return found[0].data if found else ""
 
     import asyncio
 
-    md = asyncio.run(artifact())
+    md = asyncio.run(artifact("maintenance-weekly"))
     assert "# Maintenance weekly: done" in md and "## Skipped" in md and "public.bloated" in md
+    assert "## Disk" in md and any(a["action"] == "verify" for a in report["actions"])
+    perf = asyncio.run(artifact("performance-report"))          # the weekly report, a stage of the flow
+    assert perf.startswith("# Performance report: ") and "## Recommendations" in perf
+    assert "recommendations" in report["performance"]
 
 
 def test_daily_flow_waits_for_the_backup_then_only_assesses(world):
