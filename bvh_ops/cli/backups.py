@@ -151,9 +151,9 @@ def verify(
 
 def _report_to_alerting(settings, results) -> None:
     """A failed verify is the runbook's critical "data corruption detected" (see
-    bvh_ops.repository.verify.report_to_alerting). Best effort: the verify's own exit code is
+    bvh_ops.alerting.verify.report_verify). Best effort: the verify's own exit code is
     the primary signal."""
-    from bvh_ops.repository.verify import report_to_alerting
+    from bvh_ops.alerting.verify import report_verify as report_to_alerting
 
     problem = report_to_alerting(settings, results)
     if problem:

@@ -49,9 +49,10 @@ def verify_stage(settings: Settings, *, deep: bool = True) -> tuple[list[dict[st
     """Shallow verify of every backup and the WAL archive, then a deep verify of the newest of each
     family; (actions, notes). Never raises for a bad backup or an unreachable repository: those
     are failed actions."""
+    from bvh_ops.alerting.verify import report_verify as report_to_alerting
     from bvh_ops.keys import load_identities
     from bvh_ops.repository.open import open_repository
-    from bvh_ops.repository.verify import report_to_alerting, verify_backup
+    from bvh_ops.repository.verify import verify_backup
     from bvh_ops.wal.archive import verify_wal
 
     notes: list[str] = []
