@@ -10,7 +10,9 @@ def _figures(d: dict[str, Any] | None) -> str:
         return "-"
     if "index_bytes" in d:
         return f"{d['index_bytes'] / 1048576:.1f} MiB{'' if d.get('valid', True) else ' (invalid)'}"
-    return f"{d['dead_tuples']} dead, {d['modified_since_analyze']} modified"
+    if "dead_tuples" in d:
+        return f"{d['dead_tuples']} dead, {d['modified_since_analyze']} modified"
+    return ", ".join(f"{k} {v}" for k, v in d.items())
 
 
 def render(report: dict[str, Any]) -> str:

@@ -144,8 +144,10 @@ def test_a_non_superuser_gets_not_checked_never_passed(insecure):
     assert tls.severity == "high" and "assumed open" in tls.evidence
 
 
-def test_hardened_cluster_has_no_high_or_critical(pg):
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+def test_hardened_cluster_has_no_high_or_critical(pg, fresh_db):
+    # a database of its own: other tests of the session may install extensions (pg_amcheck's
+    # amcheck) in the shared cluster's databases; roles and hba are cluster-wide either way
+    with psycopg.connect(fresh_db("_hardened"), autocommit=True) as conn:
         # the password hashes are sensitive; a built-in monitoring role may not read them
         outcome = scan_database(conn, SecuritySettings(sensitive_columns=["pg_catalog.pg_authid.rolpassword"],
                                                        app_roles=["pg_monitor"]))
