@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/.bvh-ops/prefect $(BIN)/bvh-ops demo
 
-# Everything (what CI runs through .ci/run).
+# Everything (what CI runs through .ci/run): two workers (pytest-xdist), a test file per worker at a
+# time (its module fixtures stay together); most tests wait on servers and child processes, so two
+# workers on two cores halve the wall time (13.4 -> 7.4 min measured). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # One tier each (README, Tests). The unit tier is pure: no PostgreSQL, moto or Prefect server.
 test-unit: $(STAMP)
@@ -47,6 +51,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_dr_drill.py
 	$(BIN)/python bench/bench_wal_push.py
 	$(BIN)/python bench/bench_physical.py
+	$(BIN)/python bench/bench_probes.py
+	$(BIN)/python bench/bench_opsdb.py
+	$(BIN)/python bench/bench_alerting.py
+	$(BIN)/python bench/bench_logs_ingest.py
+	$(BIN)/python bench/bench_logs_archive.py
+	$(BIN)/python bench/bench_audit.py
+	$(BIN)/python bench/bench_files.py
+	$(BIN)/python bench/bench_maintenance.py
 
 # The Prefect UI over the demo's run history (http://127.0.0.1:4200).
 ui: $(STAMP)
