@@ -155,9 +155,6 @@ def cleanup() -> int:
     """recovery_end_command: remove the recovery directory the restore wrote (its config, the
     identity copy, S3 credentials, the read-ahead spool) the moment recovery ends, also when
     nobody is watching the server start. Only a directory named ``bvh_ops_recovery`` is removed."""
-    import shutil
-    import signal
-
     cfg = os.environ.get("BVH_OPS_CONFIG")
     if not cfg:
         return 0
@@ -165,6 +162,18 @@ def cleanup() -> int:
     if rdir.name != "bvh_ops_recovery":
         _err(f"error: {rdir} is not a recovery directory: not removing it")
         return 0  # never fail the end of recovery over this
+    remove_recovery_dir(rdir)
+    return 0
+
+
+def remove_recovery_dir(rdir: Path) -> None:
+    """A restore's recovery directory: its prefetcher ended, the identity copy overwritten, then
+    the directory removed (also what maintenance does with one left by a restore that died)."""
+    import shutil
+    import signal
+
+    if rdir.name != "bvh_ops_recovery":
+        raise ValueError(f"{rdir} is not a recovery directory")
     try:
         pid = int((rdir / PREFETCH_DIR / PIDFILE).read_text())
         os.kill(pid, signal.SIGTERM)
@@ -183,7 +192,6 @@ def cleanup() -> int:
         except OSError:
             pass
     shutil.rmtree(rdir, ignore_errors=True)
-    return 0
 
 
 PUSH_AHEAD = 8  # other ready files archived with each call

@@ -224,25 +224,11 @@ def _stop(pid: int, wait: float = 30.0) -> None:
 
 
 def remove_recovery_dir(rdir: Path) -> None:
-    """A restore's recovery directory: its prefetcher ended, the identity copy overwritten, gone."""
-    if rdir.name != RECOVERY_DIR:
-        raise ValueError(f"{rdir} is not a recovery directory")
-    try:
-        pid = int((rdir / "prefetch" / ".prefetcher.pid").read_text())
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        pass
-    identity = rdir / "identity.key"
-    if identity.is_file():
-        try:
-            size = identity.stat().st_size
-            with open(identity, "r+b") as fh:
-                fh.write(b"\0" * size)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError:
-            pass
-    shutil.rmtree(rdir, ignore_errors=True)
+    """A restore's recovery directory: its prefetcher ended, the identity copy overwritten, gone
+    (the same removal as the restore's own recovery_end_command)."""
+    from bvh_ops.walcmd import remove_recovery_dir as remove
+
+    remove(rdir)
 
 
 # -- the stage -------------------------------------------------------------------------------
