@@ -291,16 +291,22 @@ def _capacity(settings: Settings, ops_dsn: str, state: Path, result: OpsDemo, co
     result.capacity = doc
     if not doc["resources"]:
         raise RuntimeError("the capacity report has no resource")
-    table = Table(title=f"bvh-ops report capacity ({doc['generated_at'][:10]})", title_justify="left")
+    table = Table(title=f"bvh-ops report capacity ({doc['generated_at'][:10]}): the resources with a limit",
+                  title_justify="left")
     for col in ("resource", "current", "limit", "growth/month", "days until", "status", "reason"):
         table.add_column(col, overflow="fold")
     order = {"critical": 0, "warning": 1, "unpredictable": 2, "ok": 3}
-    for r in sorted(doc["resources"], key=lambda r: (order[r["status"]], r["limit"] is None, r["name"])):
+    ranked = sorted(doc["resources"], key=lambda r: (order[r["status"]], r["limit"] is None, r["name"]))
+    shown = [r for r in ranked if r["limit"] is not None][:8] or ranked[:8]
+    for r in shown:
         u = r["days_until"]
         span = "-" if u is None else "-".join("…" if u[k] is None else f"{u[k]:.0f}" for k in ("low", "expected", "high"))
         table.add_row(r["name"], human(r["current"], r["unit"]), human(r["limit"], r["unit"]),
                       human(r["growth_per_month"], r["unit"]), span, r["status"], r["reason"])
     console.print(table)
+    if len(doc["resources"]) > len(shown):
+        _say(console, f"… and {len(doc['resources']) - len(shown)} more resource(s) without a limit (table sizes, row "
+                      "counts, business drivers): bvh-ops report capacity lists them all", 2)
     for line in doc.get("recommendations") or []:
         _say(console, "recommendation: " + line, 2)
     out = state / CHARTS_DIR
