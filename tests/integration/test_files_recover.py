@@ -220,3 +220,53 @@ def test_health_without_endpoints_is_a_failure_not_a_pass(app_env):
     assert doc["status"] == "failed"
     assert doc["steps"][-1]["name"] == "verify health"
     assert "no [[endpoints]] of service 'nothing-is-this'" in doc["steps"][-1]["detail"]
+
+
+def _env_file_set(env_settings, repo_dir, conf: Path, restart_commands) -> dict[str, str]:
+    fs = {"name": "app", "class": "application", "paths": [str(conf.parent)], "restart_commands": restart_commands}
+    return env_settings("postgresql://u@127.0.0.1:5432/db", f"file://{repo_dir}",
+                        BVH_OPS_FILE_SETS=json.dumps([fs]))
+
+
+FAIL = [sys.executable, "-c", "import sys; sys.exit('lottery-api.service: unit not found')"]
+
+
+def test_cli_files_recover_reports_the_failed_step_as_json(env_settings, repo_dir, tmp_path):
+    from bvh_ops.config import load_settings
+    from tests.integration.cli import run_cli
+
+    conf = tmp_path / "etc/platform.json"
+    conf.parent.mkdir()
+    env = _env_file_set(env_settings, repo_dir, conf, [FAIL])
+    for body in (b"good\n", b"bad\n"):
+        conf.write_bytes(body)
+        take_snapshot(load_settings(), "app")
+    proc = run_cli("files", "recover", "app", "--snapshot", "previous", "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [s["status"] for s in doc["steps"]] == ["ok", "ok", "failed"]
+    assert "unit not found" in doc["steps"][-1]["detail"] and doc["rto"]["result"] == "fail"
+    assert conf.read_bytes() == b"good\n" and Path(doc["replaced"][0]).read_bytes() == b"bad\n"
+    proc = run_cli("files", "recover", "app", env=env)
+    assert proc.returncode == 1 and "failed:" in proc.stdout and "RTO objective 1800 s: fail" in proc.stdout
+
+
+def test_the_flow_publishes_the_report_and_fails_its_run(prefect_harness, env_settings, repo_dir, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from bvh_ops.config import load_settings
+    from flows.recover_application import RecoveryFailed, recover_application_flow
+
+    conf = tmp_path / "etc/platform.json"
+    conf.parent.mkdir()
+    _env_file_set(env_settings, repo_dir, conf, [FAIL])
+    conf.write_bytes(b"good\n")
+    take_snapshot(load_settings(), "app")
+    conf.write_bytes(b"bad\n")
+    with pytest.raises(RecoveryFailed, match="failed at 'restart 1: .*unit not found.*replaced files kept"):
+        recover_application_flow(snapshot="latest")   # the only application-class set
+    assert conf.read_bytes() == b"good\n"
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["recover-application"])))
+    assert arts and "Application recovery of `app`: failed" in arts[-1].data and "FAIL" in arts[-1].data
