@@ -496,7 +496,7 @@ class FileSet(BaseModel):
     exclude: list[str] = Field(default_factory=list)
     commands: list[FileCommand] = Field(default_factory=list)
     # Run in order by recover-application after a restore of this set (each an argv list, no shell).
-    restart_commands: list[list[str]] = Field(default_factory=list)
+    restart_commands: list[Annotated[list[str], Field(min_length=1)]] = Field(default_factory=list)
     # Each restart command is killed (with its process group) after this and the recovery stops.
     restart_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
     # recover-application probes these [[endpoints]] (by their service; default: every endpoint)
