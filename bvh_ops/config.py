@@ -495,8 +495,14 @@ class FileSet(BaseModel):
     paths: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     commands: list[FileCommand] = Field(default_factory=list)
-    # Run in order by recover-application after a restore of this set (each an argv list).
-    restart_commands: list[list[str]] = Field(default_factory=list)
+    # Run in order by recover-application after a restore of this set (each an argv list, no shell).
+    restart_commands: list[Annotated[list[str], Field(min_length=1)]] = Field(default_factory=list)
+    # Each restart command is killed (with its process group) after this and the recovery stops.
+    restart_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    # recover-application probes these [[endpoints]] (by their service; default: every endpoint)
+    # until all are ok or health_timeout_seconds pass.
+    health_service: str | None = None
+    health_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     @model_validator(mode="before")
     @classmethod
@@ -685,6 +691,8 @@ class Settings(BaseSettings):
     log_retention_days: dict[str, int] = Field(default_factory=dict)
     # Recovery objectives the drill measures against (the runbook: 15 minutes, 5 minutes).
     rto_objective_seconds: float = Field(default=900.0, gt=0)
+    # The runbook's application recovery objective (recover-application): 30 minutes.
+    application_rto_objective_seconds: float = Field(default=1800.0, gt=0)
     rpo_objective_seconds: float = Field(default=300.0, gt=0)
     # Append-only tables and their commit-time column (table:column), for PITR and freshness.
     append_only_tables: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [

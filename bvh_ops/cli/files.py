@@ -1,4 +1,4 @@
-"""``bvh-ops files snapshot|list|ls|diff|restore|verify|gc|forget``: file-set snapshots (#18)."""
+"""``bvh-ops files snapshot|list|ls|diff|restore|recover|verify|gc|forget``: file-set snapshots (#18)."""
 
 from __future__ import annotations
 
@@ -184,3 +184,26 @@ def forget_cmd(snapshot: Annotated[str, typer.Argument()]) -> None:
     if not delete_snapshot(store, snapshot):
         raise NotFound(f"file-set snapshot {snapshot} not found: see `bvh-ops files list`")
     out.print(f"forgot {snapshot}; run `bvh-ops files gc` to free its content", markup=False)
+
+
+@files_app.command("recover")
+def recover_cmd(set_name: Annotated[str, typer.Argument(metavar="SET", help="A [[file_sets]] name")],
+                snapshot: Annotated[str, typer.Option("--snapshot", help="A snapshot id, 'latest' or 'previous' "
+                                                      "(the one before the newest: roll back)")] = "latest",
+                as_json: JSON = False) -> None:
+    """Application recovery: restore SET's snapshot in place, run its restart_commands, probe the
+    endpoints until healthy; each step and the RTO against the 30-minute objective. Exit 1 on failure."""
+    from bvh_ops.files.recover import recover_application
+
+    report = recover_application(cli_settings(), set_name, snapshot).to_json()
+    if as_json:
+        emit_json(report)
+    else:
+        for s in report["steps"]:
+            out.print(f"{s['status']:6}  {s['seconds']:8.1f} s  {s['name']}: {s['detail']}", markup=False)
+        for p in report["replaced"]:
+            out.print(f"  kept the replaced file as {p}", markup=False)
+        rto = report["rto"]
+        out.print(f"{report['status']}: {report['snapshot_id'] or '-'} of {report['set']} in {rto['seconds']:.1f} s; "
+                  f"RTO objective {rto['objective_seconds']:.0f} s: {rto['result']}", markup=False)
+    raise typer.Exit(0 if report["status"] == "recovered" else 1)

@@ -58,9 +58,11 @@ def select(entries: list[Entry], paths: list[str]) -> list[Entry]:
 
 def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: list[Identity], snapshot_id: str,
                      paths: list[str], target_dir: Path | None, *, in_place: bool = False,
-                     set_name: str | None = None) -> RestoreResult:
+                     set_name: str | None = None, replaced: list[str] | None = None) -> RestoreResult:
     """Restore ``paths`` (all when empty) of the snapshot under ``target_dir``, or, ``in_place``,
-    to their original places with what they replace kept beside them as ``NAME.bvh-replaced-<ts>``."""
+    to their original places with what they replace kept beside them as ``NAME.bvh-replaced-<ts>``.
+    ``replaced``, when given, receives each kept copy's full path as it is made (so a caller still
+    knows them when the restore fails half-way)."""
     t0 = time.monotonic()
     index = trusted_index(store, trusted, snapshot_id, set_name=set_name)
     entries = list(iter_entries(store, index.snapshot_id, identities))
@@ -77,7 +79,7 @@ def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: li
         target = Path(target_dir)
         target.mkdir(parents=True, exist_ok=True)
     ckey = open_sealed_key(store, index.content_key_id, identities)
-    result = RestoreResult(index.snapshot_id, str(target))
+    result = RestoreResult(index.snapshot_id, str(target), replaced=replaced if replaced is not None else [])
     suffix = f".bvh-replaced-{time.strftime('%Y%m%dT%H%M%S')}"
     root = os.open(target, _DIR_FLAGS)
     try:
@@ -124,7 +126,8 @@ def _open_parents(root: int, parts: tuple[bytes, ...], path: str) -> int:
     return cur
 
 
-def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreResult, *, keep_dir: bool) -> bool:
+def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreResult, *, keep_dir: bool,
+           path: str = "") -> bool:
     """Make room for ``name``; True when a directory is already there and kept."""
     try:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
@@ -138,7 +141,7 @@ def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreR
         raise IntegrityError(f"{os.fsdecode(name)!r} is a directory in the target where the snapshot has a file")
     if backup_suffix is not None:
         os.rename(name, name + os.fsencode(backup_suffix), src_dir_fd=parent, dst_dir_fd=parent)
-        result.replaced.append(os.fsdecode(name) + backup_suffix)
+        result.replaced.append(os.path.join(result.target, path or os.fsdecode(name)) + backup_suffix)
     else:
         os.unlink(name, dir_fd=parent)
     return False
@@ -152,14 +155,14 @@ def _restore_one(store: ObjectStore, identities: list[Identity], ckey: bytes, pa
             os.mkdir(name, 0o700, dir_fd=parent)
         result.dirs += 1
     elif e.type == "symlink":
-        _clear(parent, name, backup_suffix, result, keep_dir=False)
+        _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
         os.symlink(os.fsencode(e.target or ""), name, dir_fd=parent)
         if root:
             os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
         os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent, follow_symlinks=False)
         result.symlinks += 1
     else:
-        _clear(parent, name, backup_suffix, result, keep_dir=False)
+        _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
         fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
         with os.fdopen(fd, "wb") as fh:
             for c in e.chunks:
