@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bvh_ops.config import LogSource, Settings
+from bvh_ops.demo.parts import run_part, say
 
 SOURCE = "platform"
 ARCHIVE_CATEGORY = "security"     # the day backdated and archived: the brute force's category
@@ -51,20 +52,11 @@ def _ops_conn(dsn: str):
 
 
 def _part(console: Console, result: LogsDemo, title: str, fn) -> Any:
-    console.print(f"[bold cyan]›[/] {escape(title)} …")
-    t0 = time.monotonic()
-    try:
-        value = fn()
-    except Exception as exc:  # noqa: BLE001 - the demo reports a failed part and carries on
-        result.failures.append(f"{title.split(':')[0]}: {type(exc).__name__}: {exc}")
-        console.print(f"  [red]FAILED[/]: {escape(result.failures[-1])}")
-        return None
-    console.print(f"  [green]done[/] in {time.monotonic() - t0:.1f} s")
-    return value
+    return run_part(console, result.failures, title.split(":")[0], title, fn)
 
 
 def _say(console: Console, line: str, indent: int = 4) -> None:
-    console.print(" " * indent + line, markup=False, highlight=False)
+    say(console, line, indent)
 
 
 def _evidence_line(e: dict[str, Any]) -> str:

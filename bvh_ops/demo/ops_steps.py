@@ -21,7 +21,6 @@ statement_timeout; the three together take a few seconds on the demo's data.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,9 +28,9 @@ from typing import Any
 
 from pydantic import SecretStr
 from rich.console import Console
-from rich.markup import escape
 
 from bvh_ops.config import Settings
+from bvh_ops.demo.parts import run_part, say
 
 BLOATED = "public.demo_bloated"
 BLOAT_ROWS = 20_000
@@ -62,7 +61,7 @@ class OpsDemo:
 
 
 def _say(console: Console, line: str, indent: int = 4) -> None:
-    console.print(" " * indent + line, markup=False, highlight=False)
+    say(console, line, indent)
 
 
 def _conn(dsn: str):
@@ -74,16 +73,7 @@ def _conn(dsn: str):
 
 
 def _part(console: Console, result: OpsDemo, name: str, title: str, fn) -> Any:
-    console.print(f"[bold cyan]›[/] {escape(title)} …")
-    t0 = time.monotonic()
-    try:
-        value = fn()
-    except Exception as exc:  # noqa: BLE001 - the demo reports a failed step and carries on
-        result.failures.append(f"{name}: {type(exc).__name__}: {exc}")
-        console.print(f"  [red]FAILED[/]: {escape(result.failures[-1])}")
-        return None
-    console.print(f"  [green]done[/] in {time.monotonic() - t0:.1f} s")
-    return value
+    return run_part(console, result.failures, name, title, fn)
 
 
 def ops_settings(settings: Settings, ops_dsn: str, now: datetime) -> Settings:
