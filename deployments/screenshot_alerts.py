@@ -87,7 +87,8 @@ def main() -> None:
             time.sleep(0.1)
         port = server.servers[0].sockets[0].getsockname()[1]
         time.sleep(4)  # the dashboard's first probe cycles
-        shot(f"http://127.0.0.1:{port}/", Path(args.out), size="1440,760")
+        # a short virtual-time budget: the page refreshes itself every few seconds
+        shot(f"http://127.0.0.1:{port}/", Path(args.out), size="1440,760", budget_ms=2000)
         server.should_exit = True
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as admin:

@@ -26,12 +26,12 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 
-def shot(url: str, path: Path, size: str = "1440,1000") -> None:
+def shot(url: str, path: Path, size: str = "1440,1000", budget_ms: int = 15000) -> None:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={profile}", f"--window-size={size}", "--hide-scrollbars",
-                        "--virtual-time-budget=15000", f"--screenshot={path}", url],
+                        f"--virtual-time-budget={budget_ms}", f"--screenshot={path}", url],
                        check=True, capture_output=True, timeout=120)
     print(f"wrote {path}")
 
