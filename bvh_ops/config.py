@@ -642,6 +642,15 @@ class Settings(BaseSettings):
     s3_sse_kms_key_id: str | None = None
     # Multipart part size in MiB (S3 minimum 5); memory per upload is one part.
     s3_part_size_mib: int = Field(default=16, ge=5, le=5120)
+    # AWS credentials profile for the repository (~/.aws/credentials); empty: boto3's default chain.
+    aws_profile: str | None = None
+    # The second repository kept in step with the first (#17): file:///abs/path or
+    # s3://bucket/prefix, typically another region or provider; empty: no replica.
+    replica_repository: str | None = None
+    # The replica's S3 endpoint, region and credentials profile (each independent of the primary's).
+    replica_s3_endpoint_url: str | None = None
+    replica_s3_region: str = "us-east-1"
+    replica_aws_profile: str | None = None
     # Public key files (recipient.pub) the data key of each backup is sealed to.
     recipients: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # Private key file (identity.key) for restore and deep verify; the backup host needs none.
@@ -820,7 +829,7 @@ class Settings(BaseSettings):
                                  "32 bytes, as the other host's manifests carry it (signature.public_key)")
         return value
 
-    @field_validator("repository")
+    @field_validator("repository", "replica_repository")
     @classmethod
     def _check_repository(cls, value: str | None) -> str | None:
         if value is None:
@@ -849,7 +858,7 @@ class Settings(BaseSettings):
                 raise ValueError("must be redis://[:password@]host:6379/0 (or rediss:// for TLS)")
         return value
 
-    @field_validator("s3_endpoint_url")
+    @field_validator("s3_endpoint_url", "replica_s3_endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value:
@@ -895,6 +904,17 @@ class Settings(BaseSettings):
                 return fs
         known = ", ".join(fs.name for fs in self.file_sets) or "none configured"
         raise ConfigError(f"no file set '{name}' in [[file_sets]] ({known})")
+
+    def for_replica(self) -> Settings:
+        """These settings with the replica as the repository (its own endpoint, region and
+        profile): what `--from replica` restores and drills from. ConfigError when none is set."""
+        if not self.replica_repository:
+            raise ConfigError("replica_repository is not set: set BVH_OPS_REPLICA_REPOSITORY (file:///abs/path "
+                              "or s3://bucket/prefix) to use the replica")
+        return self.model_copy(update={
+            "repository": self.replica_repository, "s3_endpoint_url": self.replica_s3_endpoint_url,
+            "s3_region": self.replica_s3_region, "aws_profile": self.replica_aws_profile,
+            "replica_repository": None, "replica_s3_endpoint_url": None, "replica_aws_profile": None})
 
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep the repr short too
         return f"Settings(repository={self.repository!r}, state_dir={str(self.state_dir)!r})"

@@ -32,6 +32,7 @@ def open_store(settings: Settings) -> ObjectStore:
             part_size=settings.s3_part_size_mib << 20,
             sse=None if settings.s3_sse == "none" else settings.s3_sse,
             sse_kms_key_id=settings.s3_sse_kms_key_id,
+            profile=settings.aws_profile,
         )
     raise ConfigError(f"repository {url!r}: unsupported scheme")
 

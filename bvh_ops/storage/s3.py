@@ -135,6 +135,7 @@ class S3Store:
         part_size: int = 16 << 20,
         sse: str | None = None,
         sse_kms_key_id: str | None = None,
+        profile: str | None = None,
     ) -> None:
         if part_size < S3_MIN_PART:
             raise StorageError("S3 part size must be at least 5 MiB")
@@ -149,7 +150,12 @@ class S3Store:
             response_checksum_validation="when_required",
             s3={"addressing_style": "path"} if endpoint_url else {},
         )
-        self.client = boto3.session.Session().client(
+        try:
+            session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+        except BotoCoreError as exc:  # ProfileNotFound
+            raise StorageError(f"AWS profile {profile!r}: {exc}: add it to ~/.aws/credentials or fix "
+                               "aws_profile / replica_aws_profile") from None
+        self.client = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
         self.sse_args: dict[str, str] = {}
