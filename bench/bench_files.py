@@ -2,7 +2,8 @@
 ``restic backup`` where installed), and the second run's cost on the unchanged tree. The tree:
 N small config-like text files plus one incompressible and one compressible large file. Peak
 RSS of this process (the snapshotter) is reported. Not a test:
-``python bench/bench_files.py [--small 2000] [--large-mb 100]``."""
+``python bench/bench_files.py [--small 2000] [--large-mb 100] [--quick]`` (``--quick``: 300 small
+files and two 10 MB files)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,11 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--large-mb", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/bvh-bench-files")
+    ap.add_argument("--quick", action="store_true", help="300 small files and two 10 MB files")
+    ap.add_argument("--label", default="", help="suffix of the result's name (e.g. before, after)")
     args = ap.parse_args()
+    if args.quick:
+        args.small, args.large_mb = 300, 10
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     tree = work / "tree"
@@ -92,7 +97,8 @@ def main() -> None:
         result["restic"]["repository_bytes"] = du(work / "restic")
     else:
         result["restic"] = "not installed"
-    save_result("files", result)
+    name = "files" + ("-quick" if args.quick else "") + (f"-{args.label}" if args.label else "")
+    save_result(name, result)
 
 
 if __name__ == "__main__":

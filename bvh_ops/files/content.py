@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bvh_ops.errors import ConfigError, IntegrityError, NotFound
-from bvh_ops.files.layout import KEYS, content_key
+from bvh_ops.files.layout import KEYS, SMALL_BLOB, Chunk, content_key
+from bvh_ops.files.packs import PackIndex, PackWriter, load_pack_index
 from bvh_ops.keys import Identity, Recipient
 from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import DecryptingReader, EncryptingWriter, Envelope
@@ -116,8 +117,10 @@ def load_content_key(state_dir: Path, store: ObjectStore, *, data_key: bytes, en
 
 @dataclass
 class ChunkStore:
-    """Stores each chunk once: an address already present (this run, or stat in the store) is
-    skipped; a new one is written encrypted and bound to its key."""
+    """Stores each chunk once: an address already present (this run, a committed pack, or stat
+    in the store) is reused; a new chunk below SMALL_BLOB goes into the open pack, a bigger one
+    is written as its own object, encrypted and bound to its key. Hashing runs in the caller's
+    thread."""
 
     store: ObjectStore
     key: bytes
@@ -125,20 +128,54 @@ class ChunkStore:
     envelopes: list[Envelope]
     compression_level: int = 3
     segment_size: int = 1 << 20
+    packs: PackIndex | None = None
+    pack_cache: Path | None = None   # where committed packs' indexes are cached (state_dir)
 
     def __post_init__(self) -> None:
-        self._known: dict[str, int] = {}
+        self._known: dict[str, Chunk] = {}
+        if self.packs is None:
+            self.packs = load_pack_index(self.store, self.pack_cache)
+        self.writer = PackWriter(self.store, data_key=self.data_key, envelopes=self.envelopes,
+                                 content_key_id=key_id(self.key), index=self.packs,
+                                 compression_level=self.compression_level, segment_size=self.segment_size)
 
-    def put(self, data: bytes) -> tuple[str, int, bool]:
-        """(address, stored size, written now)."""
+    def has(self, chunk: Chunk) -> bool:
+        """Is ``chunk`` (a reference remembered from an earlier snapshot) still stored where it says?"""
+        if chunk.address in self._known:
+            return True
+        if chunk.pack is not None:
+            assert self.packs is not None
+            loc = self.packs.blobs.get(chunk.address)
+            if chunk.pack not in self.packs.packs or loc is None:
+                return False
+            ok = True
+        else:
+            ok = self.store.stat(content_key(chunk.address)) is not None
+        if ok:
+            self._known[chunk.address] = chunk
+        return ok
+
+    def put(self, data: bytes) -> tuple[Chunk, bool]:
+        """(the chunk's reference, written now)."""
         addr = address(self.key, data)
-        if addr in self._known:
-            return addr, self._known[addr], False
+        known = self._known.get(addr)
+        if known is not None:
+            return known, False
+        if len(data) < SMALL_BLOB:
+            assert self.packs is not None
+            loc = self.packs.blobs.get(addr)
+            if loc is not None:
+                chunk = Chunk(addr, len(data), 0, loc[0], loc[1])
+                new = False
+            else:
+                chunk, new = self.writer.add(addr, data), True
+            self._known[addr] = chunk
+            return chunk, new
         name = content_key(addr)
         info = self.store.stat(name)
         if info is not None:
-            self._known[addr] = info.size
-            return addr, info.size, False
+            self._known[addr] = Chunk(addr, len(data), info.size)
+            return self._known[addr], False
         sink = self.store.open_writer(name)
         try:
             w = EncryptingWriter(sink=sink, data_key=self.data_key, envelopes=self.envelopes,
@@ -149,8 +186,8 @@ class ChunkStore:
         except BaseException:
             sink.abort()
             raise
-        self._known[addr] = stats.stored_size
-        return addr, stats.stored_size, True
+        self._known[addr] = Chunk(addr, len(data), stats.stored_size)
+        return self._known[addr], True
 
 
 def read_chunk(store: ObjectStore, addr: str, identities: list[Identity]) -> bytes:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bvh_ops.files.catalog import iter_entries, trusted_index
-from bvh_ops.files.content import read_chunk
 from bvh_ops.files.layout import Entry
+from bvh_ops.files.packs import BlobReader
 from bvh_ops.keys import Identity
 from bvh_ops.storage.base import ObjectStore
 
@@ -56,7 +56,8 @@ def compare(a: Entry, b: Entry) -> list[str]:
 def _text(store: ObjectStore, identities: list[Identity], e: Entry) -> list[str] | None:
     if e.type != "file" or e.size > TEXT_DIFF_MAX:
         return None
-    data = b"".join(read_chunk(store, c.address, identities) for c in e.chunks)
+    with BlobReader(store, identities) as blobs:
+        data = b"".join(blobs.read(c) for c in e.chunks)
     if b"\x00" in data:
         return None
     try:

@@ -1,14 +1,19 @@
 """Verify snapshots and collect unreferenced content.
 
 Verify returns results, never raises for a bad object: every snapshot's index signature, its
-entries object (stored sha256 and size) and refs, and every referenced chunk present with its
-recorded stored size; deep also decrypts each chunk and checks its keyed address.
+entries object (stored sha256 and size) and refs, every referenced chunk present with its
+recorded stored size, every referenced pack present with its index and the size the index
+records; deep also decrypts each chunk and each pack (once), checks every blob's keyed address
+and the pack's stored sha256, and that every packed blob the entries name is where they say.
 
 Garbage collection is plan, then delete: take the gc lock (snapshots refuse to start while it
 is held), refuse while any snapshot is in progress (it may be reusing old chunks it found by
-``stat``), read the refs of every committed snapshot, and delete only chunks no index references
-and that are older than the gc's start. An unreadable or damaged index stops the gc: content it
-might reference is never deleted.
+``stat`` or in a pack index), read the refs of every committed snapshot, and delete only chunks
+and packs no index references and that are older than the gc's start. Packs are not repacked:
+a pack stays, whole, while any snapshot references any blob in it, and goes (index first, then
+the pack) once none does. Small files change rarely and a pack holds about 16 MiB, so the space
+a partly-dead pack keeps is small; repacking (restic's ``prune``) is not built. An unreadable or
+damaged index stops the gc: content it might reference is never deleted.
 """
 
 from __future__ import annotations
@@ -25,7 +30,19 @@ from typing import Any
 from bvh_ops.errors import BvhOpsError, ConcurrencyError, IntegrityError, NotFound
 from bvh_ops.files.catalog import delete_snapshot, iter_entries, list_snapshots, live_markers, read_refs
 from bvh_ops.files.content import address, open_sealed_key, read_chunk
-from bvh_ops.files.layout import CONTENT, ENTRIES, GC_LOCK, content_key, snapshot_prefix
+from bvh_ops.files.layout import (
+    CONTENT,
+    ENTRIES,
+    GC_LOCK,
+    PACK_INDEX_SUFFIX,
+    PACK_REF,
+    PACKS,
+    content_key,
+    object_ref,
+    pack_key,
+    snapshot_prefix,
+)
+from bvh_ops.files.packs import iter_pack, read_pack_info
 from bvh_ops.keys import Identity
 from bvh_ops.storage.base import ObjectInfo, ObjectStore
 
@@ -73,18 +90,65 @@ def verify_snapshots(store: ObjectStore, trusted: dict[str, str], *, identities:
             out.append(Check(idx.snapshot_id, "refs.txt", Status.UNREADABLE, str(exc)))
             refs = set()
         sizes: dict[str, int] = {}
+        packed: dict[str, set[tuple[str, int, int]]] = {}
         if identities:
             try:
                 keys.setdefault(idx.content_key_id, open_sealed_key(store, idx.content_key_id, identities))
                 for e in iter_entries(store, idx.snapshot_id, identities):
                     for c in e.chunks:
-                        sizes[c.address] = c.stored_size
+                        if c.pack is None:
+                            sizes[c.address] = c.stored_size
+                        else:
+                            packed.setdefault(c.pack, set()).add((c.address, c.offset, c.size))
             except BvhOpsError as exc:
                 out.append(Check(idx.snapshot_id, ENTRIES, Status.UNREADABLE, str(exc)))
-        for addr in sorted(refs - checked):
-            checked.add(addr)
-            out.append(_chunk(store, idx.snapshot_id, addr, sizes.get(addr), identities, keys.get(idx.content_key_id)))
+        for ref in sorted(refs):
+            if ref.startswith(PACK_REF):
+                pack_id = ref.removeprefix(PACK_REF)
+                out.extend(_pack(store, idx.snapshot_id, pack_id, identities, keys, packed.get(pack_id, set()),
+                                 deep_done=ref in checked))
+            elif ref not in checked:
+                out.append(_chunk(store, idx.snapshot_id, ref, sizes.get(ref), identities,
+                                  keys.get(idx.content_key_id)))
+            checked.add(ref)
     return out
+
+
+def _pack(store: ObjectStore, sid: str, pack_id: str, identities: list[Identity] | None, keys: dict[str, bytes],
+          wanted: set[tuple[str, int, int]], *, deep_done: bool) -> list[Check]:
+    """A referenced pack: its index readable, the pack there with the size the index records; deep
+    (once per pack): every blob's keyed address and the pack's stored sha256; and each blob this
+    snapshot's entries name is in the pack's index at that offset."""
+    name = pack_key(pack_id)
+    try:
+        info = read_pack_info(store, pack_id)
+    except (NotFound, IntegrityError) as exc:
+        return [Check(sid, name + PACK_INDEX_SUFFIX, Status.UNREADABLE, str(exc))]
+    out: list[Check] = []
+    listed = set(info.blobs)
+    for addr, off, n in sorted(wanted - listed):
+        out.append(Check(sid, name, Status.MISSING, f"blob {addr[:12]}… at {off} (+{n}) is not in the pack's index"))
+    if deep_done:
+        return out
+    stat_ = store.stat(name)
+    if stat_ is None:
+        return [*out, Check(sid, name, Status.MISSING)]
+    if stat_.size != info.stored_size:
+        return [*out, Check(sid, name, Status.SIZE_MISMATCH, f"{stat_.size} bytes, pack index says {info.stored_size}")]
+    if identities:
+        try:
+            ckey = keys.get(info.content_key_id) or open_sealed_key(store, info.content_key_id, identities)
+            keys[info.content_key_id] = ckey
+            for addr, data in iter_pack(store, info, identities):
+                if addr is None:
+                    if data != info.stored_sha256:
+                        return [*out, Check(sid, name, Status.CHECKSUM_MISMATCH, "stored sha256 differs from the index")]
+                elif address(ckey, data) != addr:
+                    return [*out, Check(sid, name, Status.CHECKSUM_MISMATCH,
+                                        f"blob {addr[:12]}…: keyed hash differs from the address")]
+        except BvhOpsError as exc:
+            return [*out, Check(sid, name, Status.UNREADABLE, str(exc))]
+    return [*out, Check(sid, name, Status.OK)]
 
 
 def _stored(store: ObjectStore, sid: str, key: str, size: int, sha: str) -> Check:
@@ -125,10 +189,12 @@ def _chunk(store: ObjectStore, sid: str, addr: str, size: int | None, identities
 
 
 def plan_gc(content: list[ObjectInfo], referenced: set[str], started: datetime) -> list[str]:
-    """Pure: the content keys to delete — unreferenced and written before the gc started."""
-    return sorted(o.key for o in content
-                  if o.key.rsplit("/", 1)[-1] not in referenced and o.modified < started
-                  and "/.tmp-" not in o.key)
+    """Pure: the chunk and pack keys to delete — unreferenced (refs.txt names: a chunk's address,
+    ``pack:<id>`` for a pack and its index) and written before the gc started. A pack's index is
+    deleted before its pack: the pack stops existing for dedup before its bytes go."""
+    doomed = [o.key for o in content
+              if object_ref(o.key) not in referenced and o.modified < started and "/.tmp-" not in o.key]
+    return sorted(doomed, key=lambda k: (not k.endswith(PACK_INDEX_SUFFIX), k))
 
 
 def collect_garbage(store: ObjectStore, trusted: dict[str, str], now: datetime, *,
@@ -151,7 +217,7 @@ def collect_garbage(store: ObjectStore, trusted: dict[str, str], now: datetime, 
                 continue
             referenced |= read_refs(store, s.index)
             snapshots += 1
-        content = list(store.list(CONTENT))
+        content = list(store.list(CONTENT)) + list(store.list(PACKS))
         doomed = plan_gc(content, referenced, now)
         freed = 0
         sizes = {o.key: o.size for o in content}

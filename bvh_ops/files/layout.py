@@ -1,6 +1,11 @@
 """Repository layout, manifest records and path rules of file-set snapshots (pure: no I/O).
 
-    files/content/<aa>/<address>              one encrypted chunk (zstd + AES-GCM, bound to its key)
+    files/content/<aa>/<address>              one encrypted chunk of >= SMALL_BLOB bytes (zstd + AES-GCM,
+                                              bound to its key)
+    files/packs/<pp>/<pack-id>                many smaller blobs: one encrypted stream of their
+                                              plaintexts back to back (see packs.py)
+    files/packs/<pp>/<pack-id>.idx            its index (address, offset, length per blob), written
+                                              after the pack: the pack's commit point
     files/keys/content-<kid>.enc              the content key, sealed to the recipients
     files/snapshots/<id>/inprogress.json      written first; removed at commit
     files/snapshots/<id>/entries.jsonl.enc    the entries, encrypted JSON lines (names may be secret)
@@ -34,12 +39,36 @@ ENTRIES = "entries.jsonl.enc"
 REFS = "refs.txt"
 MARKER = "inprogress.json"
 COMMANDS_DIR = "_commands"
-INDEX_FORMAT = "bvh-ops-files-snapshot-v1"
+# v2 (packs): chunk references may name a pack and offset; refs.txt may hold ``pack:<id>`` lines.
+# Readers accept both; v1 snapshots (every chunk its own object) read unchanged.
+INDEX_FORMAT = "bvh-ops-files-snapshot-v2"
+INDEX_FORMATS = ("bvh-ops-files-snapshot-v1", INDEX_FORMAT)
 CHUNK_SIZE = 4 << 20  # fixed-size chunks: memory per file is one chunk
+PACKS = ROOT + "packs/"
+PACK_INDEX_SUFFIX = ".idx"
+PACK_REF = "pack:"      # refs.txt line naming a pack the snapshot references
+SMALL_BLOB = 1 << 20    # chunks below this go into packs; bigger ones are objects of their own
+PACK_TARGET = 16 << 20  # plaintext bytes after which a pack is closed
 
 
 def content_key(address: str) -> str:
     return f"{CONTENT}{address[:2]}/{address}"
+
+
+def pack_key(pack_id: str) -> str:
+    return f"{PACKS}{pack_id[:2]}/{pack_id}"
+
+
+def pack_index_key(pack_id: str) -> str:
+    return pack_key(pack_id) + PACK_INDEX_SUFFIX
+
+
+def object_ref(key: str) -> str:
+    """The name refs.txt uses for a content or pack object key (what gc matches against)."""
+    name = key.rsplit("/", 1)[-1]
+    if key.startswith(PACKS):
+        return PACK_REF + name.removesuffix(PACK_INDEX_SUFFIX)
+    return name
 
 
 def snapshot_prefix(snapshot_id: str) -> str:
@@ -57,9 +86,27 @@ def path_bytes(path: str) -> bytes:
 
 @dataclass(frozen=True)
 class Chunk:
-    address: str      # HMAC-SHA256 of the plaintext chunk under the content key (hex)
-    size: int         # plaintext bytes
-    stored_size: int  # bytes of the encrypted object
+    address: str             # HMAC-SHA256 of the plaintext chunk under the content key (hex)
+    size: int                # plaintext bytes
+    stored_size: int         # bytes of the encrypted object (0 for a blob in a pack)
+    pack: str | None = None  # the pack holding it; None: its own object under files/content/
+    offset: int = 0          # plaintext offset of the blob in its pack
+
+    def to_json(self) -> list[Any]:
+        if self.pack is None:
+            return [self.address, self.size, self.stored_size]
+        return [self.address, self.size, self.stored_size, self.pack, self.offset]
+
+    @classmethod
+    def from_json(cls, doc: list[Any]) -> Chunk:
+        if len(doc) == 3:   # v1, or a chunk of its own
+            return cls(str(doc[0]), int(doc[1]), int(doc[2]))
+        a, s, st, pack, off = doc
+        return cls(str(a), int(s), int(st), str(pack), int(off))
+
+    def ref(self) -> str:
+        """Its line in refs.txt: the object that must stay for this chunk to be readable."""
+        return self.address if self.pack is None else PACK_REF + self.pack
 
 
 @dataclass(frozen=True)
@@ -79,14 +126,14 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["chunks"] = [[c.address, c.size, c.stored_size] for c in self.chunks]
+        doc["chunks"] = [c.to_json() for c in self.chunks]
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Entry:
         return cls(path=doc["path"], type=doc["type"], mode=int(doc["mode"]), uid=int(doc["uid"]),
                    gid=int(doc["gid"]), mtime_ns=int(doc["mtime_ns"]), size=int(doc.get("size", 0)),
-                   chunks=tuple(Chunk(a, int(s), int(st)) for a, s, st in doc.get("chunks", [])),
+                   chunks=tuple(Chunk.from_json(c) for c in doc.get("chunks", [])),
                    target=doc.get("target"), changed_while_read=bool(doc.get("changed_while_read", False)))
 
 
@@ -140,7 +187,7 @@ def parse_index(raw: bytes, trusted: dict[str, str], *, expect_id: str) -> tuple
     """(index, signature_ok, detail); IntegrityError when unreadable or naming another snapshot."""
     try:
         env = json.loads(raw)
-        if env.get("format") != INDEX_FORMAT:
+        if env.get("format") not in INDEX_FORMATS:
             raise ValueError(f"unknown format {env.get('format')!r}")
         body = env["snapshot"]
         index = SnapshotIndex.from_dict(body)

@@ -22,8 +22,9 @@ from typing import Any
 
 from bvh_ops.errors import IntegrityError
 from bvh_ops.files.catalog import iter_entries, trusted_index
-from bvh_ops.files.content import address, open_sealed_key, read_chunk
+from bvh_ops.files.content import address, open_sealed_key
 from bvh_ops.files.layout import COMMANDS_DIR, Entry, check_entry_path, check_manifest_paths
+from bvh_ops.files.packs import BlobReader
 from bvh_ops.keys import Identity
 from bvh_ops.storage.base import ObjectStore
 
@@ -82,13 +83,14 @@ def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: li
     result = RestoreResult(index.snapshot_id, str(target), replaced=replaced if replaced is not None else [])
     suffix = f".bvh-replaced-{time.strftime('%Y%m%dT%H%M%S')}"
     root = os.open(target, _DIR_FLAGS)
+    blobs = BlobReader(store, identities)   # manifest order is pack order: each pack read once
     try:
         dirs: list[Entry] = []
         for e in chosen:
             parts = check_entry_path(e.path)
             parent = _open_parents(root, parts[:-1], e.path)
             try:
-                _restore_one(store, identities, ckey, parent, parts[-1], e, result, suffix if in_place else None)
+                _restore_one(blobs, ckey, parent, parts[-1], e, result, suffix if in_place else None)
             finally:
                 os.close(parent)
             if e.type == "dir":
@@ -101,6 +103,7 @@ def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: li
             finally:
                 os.close(fd)
     finally:
+        blobs.close()
         os.close(root)
     result.seconds = time.monotonic() - t0
     return result
@@ -147,8 +150,8 @@ def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreR
     return False
 
 
-def _restore_one(store: ObjectStore, identities: list[Identity], ckey: bytes, parent: int, name: bytes, e: Entry,
-                 result: RestoreResult, backup_suffix: str | None) -> None:
+def _restore_one(blobs: BlobReader, ckey: bytes, parent: int, name: bytes, e: Entry, result: RestoreResult,
+                 backup_suffix: str | None) -> None:
     root = os.geteuid() == 0
     if e.type == "dir":
         if not _clear(parent, name, backup_suffix, result, keep_dir=True):
@@ -166,7 +169,7 @@ def _restore_one(store: ObjectStore, identities: list[Identity], ckey: bytes, pa
         fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
         with os.fdopen(fd, "wb") as fh:
             for c in e.chunks:
-                data = read_chunk(store, c.address, identities)
+                data = blobs.read(c)
                 if len(data) != c.size or address(ckey, data) != c.address:
                     raise IntegrityError(f"chunk {c.address[:12]}… of {e.path!r} does not match its address")
                 fh.write(data)

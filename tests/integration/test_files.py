@@ -8,12 +8,13 @@ import hashlib
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bvh_ops.errors import ConcurrencyError, IntegrityError
-from bvh_ops.files.catalog import iter_entries, list_snapshots
+from bvh_ops.files.catalog import delete_snapshot, iter_entries, list_snapshots
 from bvh_ops.files.diff import diff_snapshots
 from bvh_ops.files.gc import Status, collect_garbage, verify_snapshots
 from bvh_ops.files.layout import ENTRIES, INDEX, INDEX_COPY, MARKER, Entry, snapshot_prefix
@@ -244,30 +245,30 @@ def test_a_symlink_already_in_the_target_is_not_followed(files_env, tmp_path):
 
 def test_gc_keeps_referenced_content_and_removes_the_rest(files_env, tmp_path):
     src = _tree(tmp_path / "src")
-    (src / "only-in-a.bin").write_bytes(os.urandom(300_000))
+    (src / "only-in-a.bin").write_bytes(os.urandom(2 << 20))       # a chunk of its own (>= SMALL_BLOB)
+    (src / "only-in-a.txt").write_bytes(os.urandom(3000).hex().encode())  # a blob in a's pack
     settings = files_env([src])
     a = take_snapshot(settings, "app")
     (src / "only-in-a.bin").unlink()
+    (src / "only-in-a.txt").unlink()
     b = take_snapshot(settings, "app")
     store, trusted, idents = _ctx(settings)
-    before = list(store.list("files/content/"))
+    before = list(store.list("files/content/")) + list(store.list("files/packs/"))
 
     # a snapshot in progress: gc deletes nothing
     store.put_bytes(snapshot_prefix("20990101T000000000000Z-app-abcdef") + MARKER, b"{}")
     with pytest.raises(ConcurrencyError):
-        collect_garbage(store, trusted, __import__("datetime").datetime.now(__import__("datetime").UTC))
+        collect_garbage(store, trusted, datetime.now(UTC))
     store.delete(snapshot_prefix("20990101T000000000000Z-app-abcdef") + MARKER)
-    assert len(list(store.list("files/content/"))) == len(before)
-
-    from datetime import UTC, datetime
+    assert len(list(store.list("files/content/")) + list(store.list("files/packs/"))) == len(before)
 
     res = collect_garbage(store, trusted, datetime.now(UTC))
     assert res["deleted"] == 0                  # everything is referenced by a or b
-    from bvh_ops.files.catalog import delete_snapshot
-
     delete_snapshot(store, a.snapshot_id)
     res = collect_garbage(store, trusted, datetime.now(UTC))
-    assert res["deleted"] == 1 and res["bytes_freed"] > 290_000
+    # the big chunk goes; a's pack stays whole (b still uses other blobs in it: no repacking)
+    assert res["deleted"] == 1 and res["bytes_freed"] > 2_000_000
+    assert len(list(store.list("files/packs/"))) == len([o for o in before if o.key.startswith("files/packs/")])
     assert [s.snapshot_id for s in list_snapshots(store, trusted)] == [b.snapshot_id]
     checks = verify_snapshots(store, trusted, identities=idents)
     assert checks and all(c.status is Status.OK for c in checks), [c for c in checks if c.status is not Status.OK]
@@ -276,19 +277,46 @@ def test_gc_keeps_referenced_content_and_removes_the_rest(files_env, tmp_path):
     assert _walk(target / str(src).lstrip("/")) == _walk(src)
 
 
-def test_verify_finds_a_missing_and_a_tampered_chunk(files_env, tmp_path, repo_dir):
+def test_gc_removes_a_pack_no_snapshot_references(files_env, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}.conf").write_bytes(f"version a {i}\n".encode() * 50)
+    settings = files_env([src], commands=[])
+    a = take_snapshot(settings, "app")
+    for i in range(20):
+        (src / f"f{i}.conf").write_bytes(f"version b {i}\n".encode() * 50)
+    b = take_snapshot(settings, "app")
+    assert a.packs_new == 1 and b.packs_new == 1 and b.files_unchanged == 0
+    store, trusted, idents = _ctx(settings)
+    assert len(list(store.list("files/packs/"))) == 4    # two packs, each with its index
+    delete_snapshot(store, a.snapshot_id)
+    res = collect_garbage(store, trusted, datetime.now(UTC))
+    assert res["deleted"] == 2                           # a's pack and its index
+    assert all(c.status is Status.OK for c in verify_snapshots(store, trusted, identities=idents))
+    target = tmp_path / "restored"
+    restore_snapshot(store, trusted, idents, b.snapshot_id, [], target)
+    assert _walk(target / str(src).lstrip("/")) == _walk(src)
+
+
+def test_verify_finds_a_missing_chunk_and_a_tampered_pack(files_env, tmp_path, repo_dir):
     src = _tree(tmp_path / "src")
+    (src / "big.bin").write_bytes(os.urandom(2 << 20))    # a chunk of its own; the small files go in a pack
     settings = files_env([src])
     take_snapshot(settings, "app")
     store, trusted, idents = _ctx(settings)
-    objs = sorted(store.list("files/content/"), key=lambda o: o.key)
-    store.delete(objs[0].key)
-    path = repo_dir / objs[1].key
+    [chunk] = store.list("files/content/")
+    [pack] = [o for o in store.list("files/packs/") if not o.key.endswith(".idx")]
+    store.delete(chunk.key)
+    path = repo_dir / pack.key
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 1
     path.write_bytes(bytes(raw))
     bad = {c.object: c.status for c in verify_snapshots(store, trusted, identities=idents) if c.status is not Status.OK}
-    assert bad == {objs[0].key: Status.MISSING, objs[1].key: Status.UNREADABLE}
+    assert bad == {chunk.key: Status.MISSING, pack.key: Status.UNREADABLE}
+    store.delete(pack.key + ".idx")
+    bad = {c.object: c.status for c in verify_snapshots(store, trusted) if c.status is not Status.OK}
+    assert bad == {chunk.key: Status.MISSING, pack.key + ".idx": Status.UNREADABLE}
 
 
 def test_command_failure_makes_the_snapshot_partial(files_env, tmp_path):
