@@ -56,6 +56,22 @@ def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retent
     return "\n".join(lines)
 
 
+def file_sets_markdown(file_sets: dict[str, Any]) -> str:
+    """The daily backup's file-set section: one line per set, its problems listed."""
+    lines = ["", "", "## File sets", "", f"**{file_sets['status']}**", "",
+             "| set | status | snapshot | entries (unchanged) | read / stored | detail |", "|---|---|---|---|---|---|"]
+    for o in file_sets["sets"]:
+        if "snapshot_id" in o:
+            bad = [c for c in o.get("checks", []) if c["status"] != "passed"]
+            detail = "; ".join(f"{c['name']}: {c['detail']}" for c in bad) or "complete, verified"
+            lines.append(f"| {o['set']} | {o['status']} | `{o['snapshot_id']}` | {o['files']} ({o['files_unchanged']}) "
+                         f"| {human_bytes(o['bytes_in'])} / {human_bytes(o['bytes_stored'])} "
+                         f"| {detail.replace('|', '/')[:300]} |")
+        else:
+            lines.append(f"| {o['set']} | {o['status']} | — | — | — | {o.get('error', '').replace('|', '/')[:300]} |")
+    return "\n".join(lines)
+
+
 def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     sizes = result.get("table_bytes", {})
     return [

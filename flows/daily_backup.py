@@ -1,6 +1,9 @@
 """Daily backup (the runbook's full dump at 02:00 UTC): crash orphaned runs -> collect leftovers ->
 snapshot-consistent dump -> checks, inside one Prefect transaction (a failed check rolls the backup back) ->
-retention -> artifacts."""
+retention -> the configured file sets, each its own snapshot and check (#18) -> artifacts.
+
+A file set that fails or is partial never undoes the database backup: the run still completes,
+its result's ``file_sets_status`` says which set failed, and alerting gets a finding."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from bvh_ops.config import Settings, load_settings
-from flows.artifacts import backup_markdown, table_rows
+from flows.artifacts import backup_markdown, file_sets_markdown, table_rows
 from tasks.audit_tasks import audit_backups
 from tasks.backup_tasks import apply_retention, check_backup, collect_incomplete, take_logical_backup
 from tasks.common import retrying
@@ -67,9 +70,11 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
             logger.info("no physical backup (physical=auto): %s", why)
     audit_backups(settings, [result, physical_result])
     retention = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
+    file_sets = snapshot_file_sets(settings) if settings.file_sets else None
     create_markdown_artifact(
         key="daily-backup-summary",
-        markdown=backup_markdown(result, checks, retention, removed, physical_result),
+        markdown=backup_markdown(result, checks, retention, removed, physical_result)
+        + (file_sets_markdown(file_sets) if file_sets is not None else ""),
         description=f"Daily backup {result['backup_id']}",
     )
     create_table_artifact(
@@ -87,7 +92,50 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     if physical_result:
         result["physical"] = {k: physical_result[k] for k in ("backup_id", "kind", "start_lsn", "stop_lsn",
                                                               "bytes_in", "bytes_stored", "seconds", "checks")}
+    if file_sets is not None:
+        result["file_sets"] = file_sets["sets"]
+        result["file_sets_status"] = file_sets["status"]
     return result
+
+
+def snapshot_file_sets(settings: Settings) -> dict[str, Any]:
+    """Each configured set: its snapshot task, then its check task; a failure of one set is
+    recorded and the next set still runs. Then the findings, then one summary line."""
+    from bvh_ops.files.outcome import set_status, summary_line
+    from tasks.file_tasks import check_file_set, report_file_set_findings, snapshot_file_set
+
+    logger = get_run_logger()
+    outcomes: list[dict[str, Any]] = []
+    for fs in settings.file_sets:
+        outcome: dict[str, Any] = {"set": fs.name, "class": fs.class_}
+        state = retrying(snapshot_file_set, settings)(settings, fs.name, return_state=True)
+        if state.is_completed():
+            snap = state.result()
+            outcome.update({k: snap[k] for k in ("snapshot_id", "files", "files_unchanged", "bytes_in",
+                                                 "bytes_stored", "partial", "problems", "skipped", "seconds")})
+            checked = retrying(check_file_set, settings)(settings, snap, return_state=True)
+            if checked.is_completed():
+                outcome["checks"] = checked.result()
+            else:
+                outcome["checks"] = [{"name": "verify", "status": "failed",
+                                      "detail": f"could not run: {_error(checked)}"}]
+        else:
+            outcome["error"] = _error(state)
+        outcome["status"] = set_status(outcome)
+        outcomes.append(outcome)
+    try:
+        report_file_set_findings(settings, outcomes)
+    except Exception as exc:  # noqa: BLE001 - the snapshots stand; say loudly that alerting did not hear of them
+        logger.warning("FILE-SET FINDINGS NOT REPORTED to alerting: %s", exc)
+    status = summary_line(outcomes)
+    failed = [o["set"] for o in outcomes if o["status"] != "ok"]
+    (logger.warning if failed else logger.info)("%s", status)
+    return {"sets": outcomes, "status": status}
+
+
+def _error(state: Any) -> str:
+    exc = state.result(raise_on_failure=False)
+    return str(exc) if isinstance(exc, BaseException) else (state.message or state.name or "failed")
 
 
 if __name__ == "__main__":

@@ -69,11 +69,14 @@ class Check:
 
 
 def verify_snapshots(store: ObjectStore, trusted: dict[str, str], *, identities: list[Identity] | None = None,
-                     set_name: str | None = None) -> list[Check]:
+                     set_name: str | None = None, snapshot_id: str | None = None) -> list[Check]:
+    """Checks of every snapshot (of ``set_name``; or the one ``snapshot_id``)."""
     out: list[Check] = []
     checked: set[str] = set()
     keys: dict[str, bytes] = {}
     for s in list_snapshots(store, trusted, set_name):
+        if snapshot_id is not None and s.snapshot_id != snapshot_id:
+            continue
         if s.index is None:
             if s.detail.startswith("damaged"):
                 out.append(Check(s.snapshot_id, "snapshot.json", Status.UNREADABLE, s.detail))

@@ -121,6 +121,29 @@ def load_pack_index(store: ObjectStore, cache_dir: Path | None = None) -> PackIn
     return index
 
 
+class Batching:
+    """Hands ``inner`` (an EncryptingWriter) writes of about ``size`` bytes: one compress call and
+    one hashing hand-off per batch instead of per small blob or manifest line."""
+
+    def __init__(self, inner: EncryptingWriter, size: int = 1 << 20) -> None:
+        self._inner = inner
+        self._size = size
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        if len(self._buf) >= self._size:
+            self._inner.write(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    def close(self) -> Any:
+        if self._buf:
+            self._inner.write(bytes(self._buf))
+            self._buf.clear()
+        return self._inner.close()
+
+
 class PackWriter:
     """Appends blobs to the open pack; ``flush()`` commits it and then its index."""
 
@@ -134,7 +157,7 @@ class PackWriter:
         self._level, self._seg, self._target = compression_level, segment_size, target or PACK_TARGET
         self._id: str | None = None
         self._sink: Any = None
-        self._enc: EncryptingWriter | None = None
+        self._enc: Batching | None = None
         self._blobs: list[tuple[str, int, int]] = []
         self._offset = 0
         self.stored_bytes = 0   # packs and pack indexes committed by this writer
@@ -145,8 +168,8 @@ class PackWriter:
             self._id = os.urandom(16).hex()
             key = pack_key(self._id)
             self._sink = self._store.open_writer(key)
-            self._enc = EncryptingWriter(sink=self._sink, data_key=self._data_key, envelopes=self._envelopes,
-                                         compression_level=self._level, segment_size=self._seg, bind=key)
+            self._enc = Batching(EncryptingWriter(sink=self._sink, data_key=self._data_key, envelopes=self._envelopes,
+                                                  compression_level=self._level, segment_size=self._seg, bind=key))
             self._blobs, self._offset = [], 0
         assert self._id is not None
         chunk = Chunk(addr, len(data), 0, self._id, self._offset)

@@ -48,6 +48,7 @@ from bvh_ops.files.layout import (
     snapshot_prefix,
     stored_path,
 )
+from bvh_ops.files.packs import Batching
 from bvh_ops.files.walk import WalkReport, walk
 from bvh_ops.keys import load_identities, load_recipients
 from bvh_ops.repository.open import open_repository
@@ -113,9 +114,9 @@ def take_snapshot(settings: Settings, set_name: str, *, now: datetime | None = N
     cache = FileCache(settings.state_dir, fs.name, scope=f"{store.url} {kid}")
     sink = store.open_writer(prefix + ENTRIES)
     try:
-        enc = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes,
-                               compression_level=settings.compression_level,
-                               segment_size=settings.segment_size_kib << 10, bind=prefix + ENTRIES)
+        enc = Batching(EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes,
+                                        compression_level=settings.compression_level,
+                                        segment_size=settings.segment_size_kib << 10, bind=prefix + ENTRIES))
         for entry in _entries(fs, chunks, cache, result):
             refs.update(c.ref() for c in entry.chunks)
             enc.write(json.dumps(entry.to_json()).encode() + b"\n")
