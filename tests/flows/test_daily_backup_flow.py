@@ -59,6 +59,7 @@ def test_daily_backup_flow_commits_checks_and_publishes(pg, sample_db, env_setti
     assert result["kind"] == "logical"
     assert result["tables"]["public.tickets"]["rows"] == 20000
     assert all(c["status"] == "passed" for c in result["checks"]) and len(result["checks"]) >= 8
+    assert "file_sets" not in result            # no [[file_sets]] configured: nothing about them
 
     repo, _ = open_repository(load_settings())
     assert repo.latest().backup_id == result["backup_id"]
