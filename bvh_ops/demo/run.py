@@ -51,7 +51,9 @@ def _done(console: Console, t0: float, extra: str = "") -> None:
 
 
 def write_demo_config(state: Path, dsn: str) -> Path:
+    from bvh_ops.demo.files_step import write_platform_app
     from bvh_ops.demo.sample import invariants_toml
+    from bvh_ops.pg.cluster import free_port
 
     cfg = state / "bvh-ops.toml"
     cfg.write_text(
@@ -63,6 +65,7 @@ def write_demo_config(state: Path, dsn: str) -> Path:
         f'state_dir = "{state}"\n'
         "\n# The lottery's domain invariants, checked on every restored copy by the DR drill.\n"
         + invariants_toml()
+        + write_platform_app(state, dsn, free_port())
     )
     cfg.chmod(0o600)
     return cfg
@@ -133,7 +136,8 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         from flows.daily_backup import daily_backup
 
         result = daily_backup(target=f"{DEMO_DB} (demo)")
-        _done(console, t, f"logical {result['backup_id']}, physical full {result['physical_backup_id']}")
+        _done(console, t, f"logical {result['backup_id']}, physical full {result['physical_backup_id']}; "
+                          f"{result.get('file_sets_status', 'no file sets')}")
         pitr_ok, pitr_row = _incremental_and_pitr(
             cluster, settings, console, (result.get("physical") or {}).get("bytes_in"))
 
@@ -199,6 +203,10 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         ops_ok, ops_rows, _ = run_ops_steps(settings, _ops_dsn(cluster), state, console)
         for name, row in ops_rows:
             summary.add_row(name, row)
+        from bvh_ops.demo.files_step import run_files_step
+
+        files_ok, files_row, _ = run_files_step(settings, state, console)
+        summary.add_row("application recovery", files_row)
         if keep_running:
             summary.add_row("left running", _keep_running(cluster, state, cfg, console))
         summary.add_row("repository", str(settings.repository))
@@ -208,7 +216,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
             "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok and ops_ok
+        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok and ops_ok and files_ok
     finally:
         if not keep_running:
             cluster.stop()

@@ -25,53 +25,10 @@ from bvh_ops.pg.catalog import create_database
 from bvh_ops.pg.cluster import free_port
 from tests.waiting import wait_until
 
-# The application's restart procedure: stop the platform named in RUN_DIR/platform.pid, start a
-# new one from the config file, exit 0 once it answers (with any status), 1 when it cannot start.
-RESTART = r"""
-import json, os, signal, socket, subprocess, sys, time, urllib.error, urllib.request
-conf, run_dir = sys.argv[1], sys.argv[2]
-cfg = json.load(open(conf))
-port, pidfile = int(cfg["port"]), os.path.join(run_dir, "platform.pid")
-try:
-    os.kill(int(open(pidfile).read()), signal.SIGTERM)
-except (FileNotFoundError, ProcessLookupError):
-    pass
-
-def listening():
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-deadline = time.monotonic() + 60
-while listening():
-    if time.monotonic() > deadline:
-        sys.exit(f"the old platform still listens on {port}")
-    time.sleep(0.05)
-env = dict(os.environ, BVH_PLATFORM_DSN=cfg["dsn"])
-with open(os.path.join(run_dir, "platform.out"), "ab") as out:
-    p = subprocess.Popen([sys.executable, "-m", "bvh_ops.demo.platform", "--port", str(port),
-                          "--log-path", os.path.join(run_dir, "platform.jsonl"), "--cache", cfg["cache"],
-                          "--window", "3"], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=subprocess.STDOUT, start_new_session=True)
-open(pidfile, "w").write(str(p.pid))
-deadline = time.monotonic() + 120
-while True:
-    if p.poll() is not None:
-        sys.exit(f"the platform exited with {p.returncode}")
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5)
-        break
-    except urllib.error.HTTPError:
-        break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("the platform did not answer within 120 s")
-    time.sleep(0.1)
-print(f"platform pid {p.pid} on port {port}")
-"""
+# The application's restart procedure (bvh_ops/demo/platform/restart.py, the demo's too): stop the
+# platform named in RUN_DIR/platform.pid, start a new one from the config file, exit 0 once it
+# answers (with any status), 1 when it cannot start.
+RESTART = ["-m", "bvh_ops.demo.platform.restart"]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +53,7 @@ def app_env(make_settings, repo_dir, tmp_path):
     run_dir.mkdir()
     conf = conf_dir / "platform.json"
     port = free_port()
-    restart = [sys.executable, "-c", RESTART, str(conf), str(run_dir)]
+    restart = [sys.executable, *RESTART, str(conf), str(run_dir)]
 
     def make(restart_commands=None, **extra):
         fs = {"name": "app", "class": "application", "paths": [str(conf_dir)],
