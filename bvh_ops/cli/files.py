@@ -43,8 +43,9 @@ def snapshot_cmd(set_name: Annotated[str | None, typer.Argument(metavar="[SET]",
         emit_json(results[0].to_json() if set_name else [r.to_json() for r in results])
     else:
         for r in results:
-            out.print(f"{r.snapshot_id}: {r.files} entries, {r.bytes_in} bytes read, {r.bytes_stored} bytes stored "
-                      f"({r.chunks_new} new chunks, {r.chunks_reused} reused) in {r.seconds:.1f} s"
+            out.print(f"{r.snapshot_id}: {r.files} entries ({r.files_unchanged} unchanged, not read), {r.bytes_in} "
+                      f"bytes read, {r.bytes_stored} bytes stored ({r.chunks_new} new chunks in {r.packs_new} new "
+                      f"packs or of their own, {r.chunks_reused} reused) in {r.seconds:.1f} s"
                       + (" PARTIAL" if r.partial else ""), markup=False)
             for p in r.problems:
                 out.print(f"  problem: {p}", markup=False)

@@ -94,3 +94,57 @@ def test_plan_gc_deletes_only_old_unreferenced_content():
     content = [ObjectInfo("files/content/aa/aa1", 1, old), ObjectInfo("files/content/bb/bb1", 1, old),
                ObjectInfo("files/content/cc/cc1", 1, new), ObjectInfo("files/content/dd/.tmp-dd1.x", 1, old)]
     assert plan_gc(content, {"aa1"}, now) == ["files/content/bb/bb1"]
+
+
+def test_plan_gc_keeps_a_referenced_pack_with_its_index_and_drops_a_dead_one_index_first():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    old = now - timedelta(hours=1)
+    live, dead = "a" * 32, "b" * 32
+    content = [ObjectInfo(f"files/packs/aa/{live}", 1, old), ObjectInfo(f"files/packs/aa/{live}.idx", 1, old),
+               ObjectInfo(f"files/packs/bb/{dead}", 1, old), ObjectInfo(f"files/packs/bb/{dead}.idx", 1, old),
+               ObjectInfo("files/content/cc/cc1", 1, old)]
+    assert plan_gc(content, {f"pack:{live}", "cc1"}, now) == [f"files/packs/bb/{dead}.idx", f"files/packs/bb/{dead}"]
+
+
+@pytest.mark.parametrize("doc, chunk", [
+    (["ab", 5, 90], Chunk("ab", 5, 90)),                       # v1, or a chunk of its own
+    (["ab", 5, 0, "p" * 32, 4096], Chunk("ab", 5, 0, "p" * 32, 4096)),
+])
+def test_chunk_references_of_both_formats_round_trip(doc, chunk):
+    assert Chunk.from_json(doc) == chunk and Chunk.from_json(chunk.to_json()) == chunk
+    assert chunk.ref() == ("ab" if chunk.pack is None else "pack:" + "p" * 32)
+
+
+def _outcome(name="app", partial=False, problems=(), verify=("OK",), error=None):
+    from bvh_ops.files.outcome import set_checks
+
+    if error:
+        return {"set": name, "error": error}
+    result = {"set": name, "files": 3, "partial": partial, "problems": list(problems)}
+    return {"set": name, "checks": set_checks(result, [{"object": f"o{i}", "status": s, "detail": ""}
+                                                      for i, s in enumerate(verify)])}
+
+
+@pytest.mark.parametrize("outcome, status, severity", [
+    (_outcome(), "ok", None),
+    (_outcome(partial=True, problems=["/etc/x: Permission denied"]), "partial", "warning"),
+    (_outcome(verify=("OK", "MISSING")), "failed", "critical"),
+    (_outcome(verify=()), "failed", "critical"),                 # nothing verified is not a pass
+    (_outcome(error="ConcurrencyError: gc running"), "failed", "critical"),
+    (_outcome(partial=True, verify=("SIZE_MISMATCH",)), "failed", "critical"),
+])
+def test_a_sets_status_and_its_finding(outcome, status, severity):
+    from bvh_ops.files.outcome import set_findings, set_status
+
+    assert set_status(outcome) == status
+    found = set_findings([outcome])
+    assert [str(f.severity) for f in found] == ([severity] if severity else [])
+    if found:
+        assert found[0].key == "snapshot:app" and "app" in found[0].title
+
+
+def test_summary_line_names_the_sets_that_are_not_ok():
+    from bvh_ops.files.outcome import summary_line
+
+    outs = [_outcome("a"), _outcome("b", partial=True, problems=["x"]), _outcome("c", error="boom"), _outcome("d")]
+    assert summary_line(outs) == "file sets: 2 ok, 1 partial (b), 1 failed (c)"
