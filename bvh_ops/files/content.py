@@ -190,15 +190,5 @@ class ChunkStore:
         return self._known[addr], True
 
 
-def read_chunk(store: ObjectStore, addr: str, identities: list[Identity]) -> bytes:
-    name = content_key(addr)
-    with store.open_reader(name) as body:
-        reader = DecryptingReader(body, identities, bind=name)
-        parts = []
-        while data := reader.read(1 << 20):
-            parts.append(data)
-    return b"".join(parts)
-
-
 def recipients_key_ids(recipients: list[Recipient]) -> tuple[str, ...]:
     return tuple(r.key_id for r in recipients)

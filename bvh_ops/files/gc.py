@@ -29,7 +29,7 @@ from typing import Any
 
 from bvh_ops.errors import BvhOpsError, ConcurrencyError, IntegrityError, NotFound
 from bvh_ops.files.catalog import delete_snapshot, iter_entries, list_snapshots, live_markers, read_refs
-from bvh_ops.files.content import address, open_sealed_key, read_chunk
+from bvh_ops.files.content import address, open_sealed_key
 from bvh_ops.files.layout import (
     CONTENT,
     ENTRIES,
@@ -42,7 +42,7 @@ from bvh_ops.files.layout import (
     pack_key,
     snapshot_prefix,
 )
-from bvh_ops.files.packs import iter_pack, read_pack_info
+from bvh_ops.files.packs import iter_pack, read_chunk, read_pack_info
 from bvh_ops.keys import Identity
 from bvh_ops.storage.base import ObjectInfo, ObjectStore
 

@@ -232,7 +232,7 @@ class BlobReader:
 
     def read(self, chunk: Chunk) -> bytes:
         if chunk.pack is None:
-            return _read_all(self._store, content_key(chunk.address), self._ids)
+            return read_chunk(self._store, chunk.address, self._ids)
         if self._pack != chunk.pack or chunk.offset < self._pos:
             self.close()
             key = pack_key(chunk.pack)
@@ -257,7 +257,9 @@ class BlobReader:
         return b"".join(parts)
 
 
-def _read_all(store: ObjectStore, key: str, identities: list[Identity]) -> bytes:
+def read_chunk(store: ObjectStore, addr: str, identities: list[Identity]) -> bytes:
+    """The plaintext of a chunk of its own (files/content/<aa>/<address>)."""
+    key = content_key(addr)
     with store.open_reader(key) as body:
         reader = DecryptingReader(body, identities, bind=key)
         parts = []
