@@ -71,6 +71,7 @@ class PackIndex:
 
     blobs: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     packs: set[str] = field(default_factory=set)
+    damaged: list[str] = field(default_factory=list)   # unreadable pack indexes, skipped
 
     def add(self, info: PackInfo) -> None:
         self.packs.add(info.pack_id)
@@ -95,7 +96,8 @@ def read_pack_info(store: ObjectStore, pack_id: str) -> PackInfo:
 def load_pack_index(store: ObjectStore, cache_dir: Path | None = None) -> PackIndex:
     """The index of every committed pack. Pack indexes never change, so each is fetched once into
     ``cache_dir`` (one directory per repository) and read from there afterwards; cached indexes of
-    packs that are gone are removed."""
+    packs that are gone are removed. A damaged index is skipped and listed in ``damaged``: its
+    blobs are stored again rather than the snapshot failing."""
     index = PackIndex()
     listed = committed_packs(store)
     if cache_dir is not None:
@@ -105,19 +107,27 @@ def load_pack_index(store: ObjectStore, cache_dir: Path | None = None) -> PackIn
                 cached.unlink(missing_ok=True)
     for pack_id in sorted(listed):
         cached = cache_dir / (pack_id + PACK_INDEX_SUFFIX) if cache_dir is not None else None
-        raw = None
+        info = None
         if cached is not None and cached.is_file():
-            raw = cached.read_bytes()
-        if raw is None:
+            try:
+                info = PackInfo.parse(cached.read_bytes(), expect_id=pack_id)
+            except IntegrityError:
+                info = None   # a damaged local copy: fetch it again
+        if info is None:
             try:
                 raw = store.get_bytes(pack_index_key(pack_id))
             except NotFound:
                 continue   # deleted by a gc since the listing
+            try:
+                info = PackInfo.parse(raw, expect_id=pack_id)
+            except IntegrityError as exc:
+                index.damaged.append(str(exc))   # not used for dedup; verify reports it
+                continue
             if cached is not None:
                 tmp = cached.with_name(f".tmp-{cached.name}.{os.getpid()}")
                 tmp.write_bytes(raw)
                 os.replace(tmp, cached)
-        index.add(PackInfo.parse(raw, expect_id=pack_id))
+        index.add(info)
     return index
 
 

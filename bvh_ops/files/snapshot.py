@@ -111,6 +111,9 @@ def take_snapshot(settings: Settings, set_name: str, *, now: datetime | None = N
         raise ConcurrencyError("a file-set garbage collection is running on this repository: snapshot again "
                                "when it has finished")
     refs: set[str] = set()
+    assert chunks.packs is not None
+    result.problems.extend(f"{d} (its blobs are stored again; run `bvh-ops files verify`)"
+                           for d in chunks.packs.damaged)
     cache = FileCache(settings.state_dir, fs.name, scope=f"{store.url} {kid}")
     sink = store.open_writer(prefix + ENTRIES)
     try:

@@ -153,3 +153,21 @@ def test_a_file_changed_between_snapshots_with_its_mtime_put_back_is_still_read(
     target = tmp_path / "restored"
     restore_snapshot(store, trusted, idents, b.snapshot_id, [str(f)], target)
     assert (target / str(f).lstrip("/")).read_bytes() == f.read_bytes()
+
+
+def test_a_damaged_pack_index_makes_the_next_snapshot_partial_not_failed(files_env, tmp_path, repo_dir):
+    src = _small_tree(tmp_path / "src", n=5)
+    settings = files_env([src], commands=[])
+    a = take_snapshot(settings, "app")
+    store, trusted, idents = _ctx(settings)
+    [idx] = [o for o in store.list("files/packs/") if o.key.endswith(".idx")]
+    (repo_dir / idx.key).write_bytes(b"{not json")
+    (tmp_path / "state" / "files-cache").rename(tmp_path / "state" / "cache-gone")   # no local copy either
+    b = take_snapshot(settings, "app")
+    assert b.partial and any("pack index" in p and "stored again" in p for p in b.problems)
+    assert b.packs_new == 1                                   # the blobs were stored again, in a new pack
+    target = tmp_path / "restored"
+    restore_snapshot(store, trusted, idents, b.snapshot_id, [], target)
+    assert _walk(target / str(src).lstrip("/")) == _walk(src)
+    bad = {c.snapshot_id: c.status for c in verify_snapshots(store, trusted) if c.status is not Status.OK}
+    assert bad == {a.snapshot_id: Status.UNREADABLE}
