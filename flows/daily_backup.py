@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from bvh_ops.archive.render import retention_markdown
 from bvh_ops.config import Settings, load_settings
 from flows.artifacts import backup_markdown, table_rows
 from tasks.audit_tasks import audit_backups
@@ -66,7 +67,10 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
         else:
             logger.info("no physical backup (physical=auto): %s", why)
     audit_backups(settings, [result, physical_result])
-    retention = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
+    plan = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
+    retention = plan["decisions"]
+    create_markdown_artifact(key="retention-plan", markdown=retention_markdown(plan),
+                             description="GFS retention: kept, deleted and held backups with their reasons")
     create_markdown_artifact(
         key="daily-backup-summary",
         markdown=backup_markdown(result, checks, retention, removed, physical_result),

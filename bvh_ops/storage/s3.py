@@ -158,6 +158,7 @@ class S3Store:
         self.client = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
+        self._lock_enabled: bool | None = None
         self.sse_args: dict[str, str] = {}
         if sse:
             self.sse_args["ServerSideEncryption"] = sse
@@ -183,26 +184,46 @@ class S3Store:
         except BotoCoreError as exc:
             raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
 
-    def retain(self, key: str, until: datetime) -> bool:
-        """Object Lock (COMPLIANCE) until ``until`` where the bucket has Object Lock enabled;
-        False when it has not (nothing set). Nobody, root included, can delete the object
-        version before then."""
-        try:
-            conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
-        except ClientError as exc:
-            if "ObjectLockConfigurationNotFound" in str(exc.response.get("Error", {}).get("Code", "")):
-                return False
-            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
-        except BotoCoreError as exc:
-            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
-        if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+    def lock_enabled(self) -> bool:
+        """Whether the bucket has S3 Object Lock enabled (asked once per store)."""
+        if self._lock_enabled is None:
+            try:
+                conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as exc:
+                if "ObjectLockConfigurationNotFound" in str(exc.response.get("Error", {}).get("Code", "")):
+                    self._lock_enabled = False
+                    return False
+                raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+            except BotoCoreError as exc:
+                raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+            self._lock_enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        return self._lock_enabled
+
+    def retain(self, key: str, until: datetime, mode: str = "COMPLIANCE") -> bool:
+        """Object Lock (``mode``: COMPLIANCE or GOVERNANCE) on the object's current version until
+        ``until`` where the bucket has Object Lock enabled; False when it has not (nothing set).
+        In COMPLIANCE mode nobody, root included, can delete that version before then; in
+        GOVERNANCE mode only a principal with s3:BypassGovernanceRetention can."""
+        if not self.lock_enabled():
             return False
         try:
             self.client.put_object_retention(Bucket=self.bucket, Key=self.full(key),
-                                             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+                                             Retention={"Mode": mode.upper(), "RetainUntilDate": until})
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"locking {key}", self.bucket) from None
         return True
+
+    def retained_until(self, key: str) -> datetime | None:
+        """The retain-until of the object's current version (None: not locked, or no such object)."""
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=self.full(key))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _translate(exc, f"object {key}", self.bucket) from None
+        except BotoCoreError as exc:
+            raise _translate(exc, f"object {key}", self.bucket) from None
+        return resp.get("ObjectLockRetainUntilDate")
 
     def open_writer(self, key: str) -> _S3Writer:
         return _S3Writer(self, key)
