@@ -55,6 +55,7 @@ def archive_finding(settings: Settings, month: str, problem: str | None) -> str 
     from bvh_ops.alerting.findings import Finding, clear_finding, raise_finding
     from bvh_ops.alerting.rules import Severity
     from bvh_ops.opsdb.database import running_dsn
+    from bvh_ops.opsdb.migrations import migrate
     from bvh_ops.pg.conn import connect
 
     dsn = running_dsn(settings)
@@ -62,6 +63,7 @@ def archive_finding(settings: Settings, month: str, problem: str | None) -> str 
         return "no ops database running"
     try:
         with connect(dsn, autocommit=True, timeout=5) as conn:
+            migrate(conn)  # idempotent: the findings table exists even before the first drill
             if problem:
                 raise_finding(conn, "archive", Finding(f"monthly:{month}", Severity.CRITICAL,
                                                        f"data corruption detected: monthly archive {month} failed",

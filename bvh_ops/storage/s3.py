@@ -8,7 +8,7 @@ TransientStorageError so tasks retry only those.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from bvh_ops.errors import NotFound, StorageError, TransientStorageError
+from bvh_ops.errors import NotFound, ObjectLocked, StorageError, TransientStorageError
 from bvh_ops.storage.base import ObjectInfo
 
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
@@ -277,6 +277,14 @@ class S3Store:
             raise _translate(exc, f"listing {prefix}", self.bucket) from None
 
     def delete(self, key: str) -> None:
+        """Delete the object. On an Object Lock bucket a locked object is refused (ObjectLocked):
+        a plain DELETE there would "succeed" by adding a delete marker that hides the object
+        while its locked version stays - a locked backup must never vanish from listings."""
+        if self.lock_enabled():
+            until = self.retained_until(key)
+            if until is not None and until > datetime.now(UTC):
+                raise ObjectLocked(f"{key} is locked (S3 Object Lock) until {until:%Y-%m-%d %H:%M} UTC: "
+                                   "it cannot be deleted before then")
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.full(key))
         except (ClientError, BotoCoreError) as exc:

@@ -159,6 +159,6 @@ def test_retention_deletes_expired_backups_after_success(sample_db, env_settings
     decisions = {d["backup_id"]: d["action"] for d in second["retention"]}
     assert decisions == {first["backup_id"]: "DELETE", second["backup_id"]: "KEEP"}
     _, artifacts = _flow_logs_and_artifacts()
-    plan = [a for a in artifacts if a.key == "retention-plan"][0].data
+    plan = max((a for a in artifacts if a.key == "retention-plan"), key=lambda a: a.created).data
     assert f"| DELETE | `{first['backup_id']}` |" in plan and "in no kept bucket" in plan
     assert [r.backup_id for r in repo.list_backups()] == [second["backup_id"]]
