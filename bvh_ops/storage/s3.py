@@ -26,6 +26,9 @@ S3_MAX_PARTS = 10_000
 # Part size doubles after this many parts, so a 16 MiB start reaches ~1 TB within 10,000 parts.
 PARTS_PER_SIZE_STEP = 2_000
 
+# Stores that do not implement the Object Lock API answer with one of these (MinIO without lock,
+# R2, older Ceph): no lock there, as on a bucket without Object Lock.
+_NO_LOCK_API = {"NotImplemented", "XNotImplemented", "MethodNotAllowed", "InvalidRequest"}
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "Throttling"}
 
 
@@ -190,7 +193,9 @@ class S3Store:
             try:
                 conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
             except ClientError as exc:
-                if "ObjectLockConfigurationNotFound" in str(exc.response.get("Error", {}).get("Code", "")):
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if "ObjectLockConfigurationNotFound" in code or code in _NO_LOCK_API:
+                    # No lock configured, or an S3-compatible store without the Object Lock API.
                     self._lock_enabled = False
                     return False
                 raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
