@@ -220,15 +220,8 @@ class S3Store:
 
     def retained_until(self, key: str) -> datetime | None:
         """The retain-until of the object's current version (None: not locked, or no such object)."""
-        try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self.full(key))
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise _translate(exc, f"object {key}", self.bucket) from None
-        except BotoCoreError as exc:
-            raise _translate(exc, f"object {key}", self.bucket) from None
-        return resp.get("ObjectLockRetainUntilDate")
+        resp = self._head(key)
+        return resp.get("ObjectLockRetainUntilDate") if resp else None
 
     def open_writer(self, key: str) -> _S3Writer:
         return _S3Writer(self, key)
@@ -261,16 +254,20 @@ class S3Store:
         finally:
             body.close()
 
-    def stat(self, key: str) -> ObjectInfo | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """HeadObject of the current version; None when there is none."""
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self.full(key))
+            return self.client.head_object(Bucket=self.bucket, Key=self.full(key))
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise _translate(exc, f"object {key}", self.bucket) from None
         except BotoCoreError as exc:
             raise _translate(exc, f"object {key}", self.bucket) from None
-        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"])
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        resp = self._head(key)
+        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"]) if resp else None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

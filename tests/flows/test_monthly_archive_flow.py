@@ -124,21 +124,8 @@ def test_a_corrupted_archive_fails_the_flow_and_raises_a_critical_finding(source
     assert "FAILED" in _artifact("monthly-archive")
 
 
-@pytest.fixture
-def lock_bucket(s3_server, monkeypatch):
-    import uuid
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"bvh-lock-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(
-        Bucket=name, ObjectLockEnabledForBucket=True)
-    return name
-
-
 def test_monthly_archive_on_s3_with_object_lock_cannot_be_deleted_early(source, env_settings, s3_server,
-                                                                          lock_bucket):
+                                                                          s3_lock_bucket):
     from datetime import UTC, datetime
 
     from botocore.exceptions import ClientError
@@ -149,7 +136,7 @@ def test_monthly_archive_on_s3_with_object_lock_cannot_be_deleted_early(source, 
     from bvh_ops.repository.open import open_repository
     from flows.monthly_archive import monthly_archive
 
-    _env(source, env_settings, f"s3://{lock_bucket}/repo", BVH_OPS_S3_ENDPOINT_URL=s3_server,
+    _env(source, env_settings, f"s3://{s3_lock_bucket}/repo", BVH_OPS_S3_ENDPOINT_URL=s3_server,
          BVH_OPS_ARCHIVE_LOCK_MODE="compliance")
     before = datetime.now(UTC)
     report = monthly_archive(physical="off")  # the server archives WAL to file://: the dump only here
@@ -158,14 +145,14 @@ def test_monthly_archive_on_s3_with_object_lock_cannot_be_deleted_early(source, 
     assert add_months(before, 84) <= until <= add_months(datetime.now(UTC), 84)
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     bid = report["backups"][0]["backup_id"]
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=lock_bucket, Prefix=f"repo/backups/{bid}/")["Contents"]]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_lock_bucket, Prefix=f"repo/backups/{bid}/")["Contents"]]
     assert {k.rsplit("/", 1)[1] for k in keys} >= {"manifest.json", "manifest.json.copy", "dump.pgcustom"}
     for key in keys:
-        head = s3.head_object(Bucket=lock_bucket, Key=key)
+        head = s3.head_object(Bucket=s3_lock_bucket, Key=key)
         assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] == until
         # Deleting the locked version is refused by the store, governance bypass or not.
         with pytest.raises(ClientError, match="AccessDenied"):
-            s3.delete_object(Bucket=lock_bucket, Key=key, VersionId=head["VersionId"], BypassGovernanceRetention=True)
+            s3.delete_object(Bucket=s3_lock_bucket, Key=key, VersionId=head["VersionId"], BypassGovernanceRetention=True)
     # bvh-ops itself refuses (a plain DELETE would only add a delete marker that hides the backup).
     repo, _ = open_repository(load_settings())
     with pytest.raises(ObjectLocked, match="locked .S3 Object Lock. until"):

@@ -5,7 +5,6 @@ deleted; `bvh-ops retention` shows it, `--explain` says why; CLI errors are one 
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -30,17 +29,6 @@ def tiny(fresh_db):
     return dsn
 
 
-@pytest.fixture
-def lock_bucket(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"bvh-lock-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(
-        Bucket=name, ObjectLockEnabledForBucket=True)
-    return name
-
-
 def _cli_env(settings, **extra) -> dict[str, str]:
     env = {"BVH_OPS_DATABASE_URL": settings.database_url.get_secret_value(), "BVH_OPS_REPOSITORY": settings.repository,
            "BVH_OPS_RECIPIENTS": str(settings.recipients[0]), "BVH_OPS_IDENTITY": str(settings.identity),
@@ -51,8 +39,8 @@ def _cli_env(settings, **extra) -> dict[str, str]:
     return env
 
 
-def test_a_locked_backup_due_for_deletion_is_held_and_the_run_goes_on(tiny, make_settings, s3_server, lock_bucket):
-    settings = make_settings(tiny, f"s3://{lock_bucket}/repo", s3_endpoint_url=s3_server)
+def test_a_locked_backup_due_for_deletion_is_held_and_the_run_goes_on(tiny, make_settings, s3_server, s3_lock_bucket):
+    settings = make_settings(tiny, f"s3://{s3_lock_bucket}/repo", s3_endpoint_url=s3_server)
     ids = [run_logical_backup(settings).manifest.backup_id for _ in range(3)]
     repo, _ = open_repository(settings)
     until = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
@@ -80,7 +68,7 @@ def test_a_locked_backup_due_for_deletion_is_held_and_the_run_goes_on(tiny, make
     # The held backup is whole: its manifest was never asked to go (no delete marker hides it).
     assert repo.trusted_manifest(ids[0]).backup_id == ids[0]
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    markers = s3.list_object_versions(Bucket=lock_bucket, Prefix=f"repo/{backup_prefix(ids[0])}").get("DeleteMarkers")
+    markers = s3.list_object_versions(Bucket=s3_lock_bucket, Prefix=f"repo/{backup_prefix(ids[0])}").get("DeleteMarkers")
     # (the in-progress marker removed at commit is the only delete marker there)
     assert [m["Key"].rsplit("/", 1)[1] for m in markers or []] == ["inprogress.json"]
 
