@@ -123,3 +123,34 @@ def test_file_set_snapshots_are_retained_by_gfs_per_set(make_settings, repo_dir,
     # The old one-snapshot form still works, and a bad call is one line.
     assert run_cli("files", "forget", etc, env=env).returncode == 0
     assert_one_line_error(run_cli("files", "forget", env=env), "name the SNAPSHOT to forget, or use --gfs")
+
+
+def test_the_archive_lock_covers_the_wal_a_physical_full_needs_and_no_more(make_settings, s3_server, s3_lock_bucket):
+    """On S3 with Object Lock: the WAL from the physical full's start to its stop segment (and
+    their index entries, and the .backup file) is locked with the backups; WAL outside is not."""
+    from bvh_ops.archive.monthly import lock_archive
+    from bvh_ops.pg.lsn import segment_name
+    from bvh_ops.repository.gfs import add_months
+    from bvh_ops.repository.manifest import Manifest
+    from bvh_ops.storage.base import retained_until
+    from bvh_ops.wal.store import wal_key
+
+    settings = make_settings("postgresql://u@127.0.0.1:5432/db", f"s3://{s3_lock_bucket}/repo",
+                             s3_endpoint_url=s3_server)
+    repo, _ = open_repository(settings)
+    names = [segment_name(1, n, 16 << 20) for n in range(1, 7)] + [segment_name(1, 3, 16 << 20) + ".00000028.backup"]
+    for name in names:
+        repo.store.put_bytes(wal_key(name), b"segment")
+        repo.store.put_bytes(wal_key(name) + ".json", b"{}")
+    full = Manifest(backup_id="20261201T000000Z-full-abcdef", kind="full", tool_version="t", started_at="",
+                    finished_at="", database="(cluster)", server_version="18", server_version_num=180000,
+                    system_identifier="1", snapshot_id="", dump_format="tar", compression="zstd-3", kem="x",
+                    key_ids=(), host="h", extra={"start_lsn": "0/3000028", "stop_lsn": "0/4000100", "timeline": 1})
+    taken = datetime(2026, 12, 1, tzinfo=UTC)
+    report = lock_archive(repo, [full], taken=taken, months=84, mode="governance")
+    assert report.locked and report.mode == "GOVERNANCE" and report.retain_until == add_months(taken, 84)
+    assert report.wal == sorted([names[2], names[3], names[6]])
+    locked = {n for n in names if retained_until(repo.store, wal_key(n)) == report.retain_until
+              and retained_until(repo.store, wal_key(n) + ".json") == report.retain_until}
+    assert locked == {names[2], names[3], names[6]}
+    assert all(retained_until(repo.store, wal_key(n)) is None for n in set(names) - locked)
