@@ -88,7 +88,8 @@ def plan_expire(records: list[BackupRecord], manifests: Mapping[str, Manifest], 
     backups); ``archive_listing``: the names in the WAL archive (scan_archive's keys); ``locks``:
     backup id → the latest retain-until among its objects."""
     decisions = plan_retention(records, now=now, policy=policy, locks=locks)
-    kept = {d.id: d for d in decisions if d.verdict is Verdict.KEEP}
+    # A HELD backup stays (its lock says so): it keeps its WAL range like a kept one.
+    kept = {d.id: d for d in decisions if d.verdict in (Verdict.KEEP, Verdict.HELD)}
     parents = {r.backup_id: r.parent_id for r in records}
     recent: set[str] = set()
     for bid, d in kept.items():

@@ -193,6 +193,14 @@ def test_a_locked_backup_due_for_deletion_is_held_and_keeps_nothing_else():
     assert plan.held[0].held_until == until and plan.wal_base is NEW_FULL
 
 
+def test_a_held_full_keeps_its_own_wal_range():
+    old = make_manifest("old-full", start_lsn="0/2000028", stop_lsn="0/3000100", age_days=40)
+    records = [make_backup_record(m) for m in (old, NEW_FULL)]
+    plan = plan_expire(records, {"old-full": old, "new-full": NEW_FULL}, ARCHIVE, now=NOW, policy=daily(1),
+                       locks={"old-full": NOW + timedelta(days=5)})
+    assert [d.id for d in plan.held] == ["old-full"] and list(plan.wal_prune) == [seg(1, 1), seg(1, 4)]
+
+
 def test_an_obsolete_full_anchors_no_wal():
     """Its manifest is at hand, but it is going: WAL is kept from the kept full only."""
     records = [make_backup_record(m) for m in (OLD_FULL, NEW_FULL)]
