@@ -36,11 +36,10 @@ def source(tmp_path_factory, keypair):
 
 
 def _env(source, env_settings, repository: str, **extra) -> dict[str, str]:
-    return env_settings(source.cluster.dsn("lottery"), repository,
-                        BVH_OPS_STATE_DIR=str(source.repo.parent / "state"),
-                        BVH_OPS_OPS_DATABASE_URL=source.cluster.dsn("bvh_ops"), BVH_OPS_PITR_MARGIN_SECONDS="2",
-                        BVH_OPS_INVARIANTS=json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]),
-                        **extra)
+    return env_settings(source.cluster.dsn("lottery"), repository, **{
+        "BVH_OPS_STATE_DIR": str(source.repo.parent / "state"),
+        "BVH_OPS_OPS_DATABASE_URL": source.cluster.dsn("bvh_ops"), "BVH_OPS_PITR_MARGIN_SECONDS": "2",
+        "BVH_OPS_INVARIANTS": json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]), **extra})
 
 
 def _artifact(key: str) -> str:
@@ -122,6 +121,25 @@ def test_a_corrupted_archive_fails_the_flow_and_raises_a_critical_finding(source
     severity, title, cleared = _finding(source, f"monthly:{report['month']}")
     assert severity == "critical" and "data corruption detected" in title and cleared is None
     assert "FAILED" in _artifact("monthly-archive")
+
+
+def test_a_failed_drill_fails_the_archive_and_nothing_is_locked(source, env_settings):
+    """Verify passes, the drill finds a broken invariant in the restored copy: the run fails with
+    the drill's report in the archive's, nothing locked, the critical finding raised."""
+    from flows.monthly_archive import ArchiveFailed, monthly_archive
+
+    _env(source, env_settings, source.url,
+         BVH_OPS_INVARIANTS=json.dumps([{"name": "no_users", "sql": "SELECT id FROM users"}]))
+    with pytest.raises(ArchiveFailed, match="invariant:no_users failed") as info:
+        monthly_archive(physical="off")
+    report = info.value.report
+    assert report["backups"][0]["verify"] == "passed" and report["drill"]["passed"] is False
+    assert {c["name"]: c["status"] for c in report["drill"]["checks"]}["invariant:no_users"] == "failed"
+    assert "retain_until" not in report["backups"][0] and not report["lock"].get("locked")
+    severity, title, cleared = _finding(source, f"monthly:{report['month']}")
+    assert severity == "critical" and cleared is None
+    md = _artifact("monthly-archive")
+    assert "**FAILED**" in md and "invariant:no_users" in md
 
 
 def test_monthly_archive_on_s3_with_object_lock_cannot_be_deleted_early(source, env_settings, s3_server,
