@@ -97,11 +97,19 @@ def plan_expire(records: list[BackupRecord], manifests: Mapping[str, Manifest], 
             while bid and bid not in recent:
                 recent.add(bid)
                 bid = parents.get(bid)
-    kept_bases = tuple(manifests[b] for b in sorted(recent) if b in manifests and manifests[b].kind == "full"
+    ranges, continuous = [], set(recent)
+    for b in sorted(kept):
+        if b in recent or b not in manifests:
+            continue
+        r = _wal_range(manifests[b], manifests, parents)
+        if r is not None:
+            ranges.append(r)
+        elif manifests[b].kind != "logical":
+            continuous.add(b)  # no stop LSN recorded: keep WAL from it on, as before GFS
+    kept_bases = tuple(manifests[b] for b in sorted(continuous) if b in manifests and manifests[b].kind == "full"
                        and PhysicalInfo.of(manifests[b]).start_lsn_text)
     base = oldest_base(kept_bases)
-    ranges = tuple(r for b in sorted(kept) if b not in recent and b in manifests
-                   for r in [_wal_range(manifests[b], manifests, parents)] if r is not None)
+    ranges = tuple(ranges)
     wal_prune: tuple[str, ...] = ()
     if base is not None:
         wal_prune = tuple(n for n in plan_wal_prune(archive_listing, base) if not _in_ranges(n, ranges, base))

@@ -166,6 +166,8 @@ def daily(n: int, min_redundancy: int = 1, **kw) -> Policy:
         # GFS: an old full kept by the monthly rule keeps its own start..stop WAL, not all WAL since.
         ([make_manifest("old-full", start_lsn="0/2000028", stop_lsn="0/3000100", age_days=40), NEW_FULL],
          daily(1, keep_monthly=2), set(), set(), "0/5000028", [seg(1, 1), seg(1, 4)]),
+        # An old full kept by the monthly rule that records no stop LSN: WAL kept from it on (as before GFS).
+        ([OLD_FULL, NEW_FULL], daily(1, keep_monthly=2), set(), set(), "0/2000028", [seg(1, 1)]),
         # ... and when it goes, so does its WAL.
         ([make_manifest("old-full", start_lsn="0/2000028", stop_lsn="0/3000100", age_days=40), NEW_FULL],
          daily(1), set(), {"old-full"}, "0/5000028", [seg(1, n) for n in (1, 2, 3, 4)]),
@@ -184,13 +186,14 @@ def test_plan_expire(manifests, policy, untrusted, obsolete, kept_from, pruned):
     assert {d["backup_id"] for d in doc["decisions"] if d["action"] == "UNTRUSTED"} == untrusted
 
 
-def test_a_locked_backup_due_for_deletion_is_held_and_keeps_nothing_else():
+def test_a_locked_backup_due_for_deletion_is_held_and_keeps_its_wal():
     records = [make_backup_record(m) for m in (OLD_FULL, NEW_FULL)]
     until = NOW + timedelta(days=5)
     plan = plan_expire(records, {"old-full": OLD_FULL, "new-full": NEW_FULL}, ARCHIVE, now=NOW, policy=daily(1),
                        locks={"old-full": until})
     assert plan.delete == [] and [d.id for d in plan.held] == ["old-full"]
-    assert plan.held[0].held_until == until and plan.wal_base is NEW_FULL
+    # It records no stop LSN, so its WAL is kept from its start on.
+    assert plan.held[0].held_until == until and plan.wal_base is OLD_FULL
 
 
 def test_a_held_full_keeps_its_own_wal_range():
