@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 ARCHIVE_CLASS = "monthly-archive"
@@ -188,19 +188,3 @@ def hold(decisions: Iterable[Decision], locks: Mapping[str, datetime | None], *,
                         reasons=d.reasons + (f"HELD until {utc(until):%Y-%m-%d %H:%M} UTC (object lock)",))
         out.append(d)
     return out
-
-
-@dataclass
-class Summary:
-    keep: list[Decision] = field(default_factory=list)
-    delete: list[Decision] = field(default_factory=list)
-    held: list[Decision] = field(default_factory=list)
-    untrusted: list[Decision] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, decisions: Iterable[Decision]) -> Summary:
-        s = cls()
-        for d in decisions:
-            {Verdict.KEEP: s.keep, Verdict.DELETE: s.delete, Verdict.HELD: s.held,
-             Verdict.UNTRUSTED: s.untrusted}[d.verdict].append(d)
-        return s
