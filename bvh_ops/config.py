@@ -668,10 +668,24 @@ class Settings(BaseSettings):
     # Directory of PostgreSQL client tools (pg_dump, pg_restore); default: the embedded 18 wheel's.
     pg_bin_dir: Path | None = None
     # Extra pg_dump arguments are deliberately not configurable: the snapshot contract would break.
-    # Days a daily backup is kept (the runbook: 30).
+    # Deprecated name of keep_daily (still honoured when keep_daily is not set).
     retention_days: int = Field(default=30, ge=1)
-    # Newest complete backups always kept, whatever their age.
+    # GFS retention (restic's forget semantics, UTC buckets): days that have a backup whose newest
+    # backup is kept (the runbook: 30; default: retention_days).
+    keep_daily: int | None = Field(default=None, ge=0)
+    # ISO weeks that have a backup whose newest backup is kept.
+    keep_weekly: int = Field(default=8, ge=0)
+    # Calendar months that have a backup whose newest backup is kept.
+    keep_monthly: int = Field(default=12, ge=0)
+    # Calendar years that have a backup whose newest backup is kept (financial records: 7).
+    keep_yearly: int = Field(default=7, ge=0)
+    # Newest complete backups of each family always kept, whatever their age.
     min_redundancy: int = Field(default=2, ge=1)
+    # Months a monthly archive is kept (and Object-Locked where the store can): 84 = 7 years.
+    keep_archive_months: int = Field(default=84, ge=1, le=1200)
+    # S3 Object Lock mode of monthly archives: governance (an account with
+    # s3:BypassGovernanceRetention can still delete) or compliance (nobody can, root included).
+    archive_lock_mode: Literal["governance", "compliance"] = "governance"
     # Hours before an incomplete backup (no manifest) of a process on another host is removed.
     incomplete_grace_hours: float = Field(default=24.0, ge=0)
     # Extra Ed25519 public keys (base64) whose manifest signatures are trusted besides our own.
@@ -892,6 +906,10 @@ class Settings(BaseSettings):
         sources = [src.name for src in self.log_sources]
         if dupes := sorted({n for n in sources if sources.count(n) > 1}):
             raise ValueError(f"log source name '{dupes[0]}' is used twice: each [[log_sources]] needs its own name")
+        if self.keep_daily is not None and "retention_days" in self.model_fields_set \
+                and self.retention_days != self.keep_daily:
+            raise ValueError(f"retention_days ({self.retention_days}) is the old name of keep_daily "
+                             f"({self.keep_daily}): set only keep_daily")
         sets = [fs.name for fs in self.file_sets]
         if dupes := sorted({n for n in sets if sets.count(n) > 1}):
             raise ValueError(f"file set name '{dupes[0]}' is used twice: each [[file_sets]] needs its own name")

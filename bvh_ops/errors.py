@@ -19,6 +19,11 @@ class StorageError(BvhOpsError):
     exit_code = 3
 
 
+class ObjectLocked(StorageError):
+    """The object is under an S3 Object Lock (retain-until in the future): it cannot be deleted
+    yet. Retention reports such backups as HELD instead of asking."""
+
+
 class TransientError(BvhOpsError):
     """A failure worth retrying (connection refused, throttling, a reset socket)."""
 

@@ -45,12 +45,13 @@ def backup_markdown(result: dict[str, Any], checks: list[dict[str, str]], retent
                   f"LSN {physical.get('start_lsn')} → {physical.get('stop_lsn')}; "
                   f"{human_bytes(physical['bytes_in'])} in, {human_bytes(physical['bytes_stored'])} stored.",
                   *checks_table(physical.get("checks", []), "### Checks")]
-    obsolete = [d for d in retention if d["action"] == "OBSOLETE"]
+    obsolete = [d for d in retention if d["action"] == "DELETE"]
     untrusted = [d for d in retention if d["action"] == "UNTRUSTED"]
-    lines += ["", "## Retention", "",
-              f"{len(retention) - len(obsolete) - len(untrusted)} backups kept, {len(obsolete)} deleted"
+    held = [d for d in retention if d["action"] == "HELD"]
+    lines += ["", "## Retention (GFS)", "",
+              f"{len(retention) - len(obsolete) - len(untrusted) - len(held)} backups kept, {len(obsolete)} deleted"
               + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + ".",
-              *_untrusted(untrusted)]
+              *_held(held), *_untrusted(untrusted)]
     if removed:
         lines.append(f"Incomplete backups removed: {', '.join(removed)}.")
     return "\n".join(lines)
@@ -69,6 +70,14 @@ def file_sets_markdown(file_sets: dict[str, Any]) -> str:
                          f"| {detail.replace('|', '/')[:300]} |")
         else:
             lines.append(f"| {o['set']} | {o['status']} | — | — | — | {o.get('error', '').replace('|', '/')[:300]} |")
+    ret = file_sets.get("retention")
+    if ret is not None:
+        if "error" in ret:
+            lines += ["", f"**Snapshot retention did not run:** {ret['error']}"]
+        else:
+            done = ", ".join(f"{n} {v.lower()}" for v, n in ret["counts"].items() if n) or "no snapshots"
+            gc = f"; gc freed {human_bytes(ret['gc']['bytes_freed'])}" if ret.get("gc") else ""
+            lines += ["", f"Snapshot retention (GFS{', dry run' if ret['dry_run'] else ''}): {done}{gc}"]
     return "\n".join(lines)
 
 
@@ -130,15 +139,22 @@ def physical_markdown(result: dict[str, Any], checks: list[dict[str, str]], rete
         *checks_table(checks),
     ]
     decisions = retention.get("decisions", [])
-    obsolete = [d for d in decisions if d["action"] == "OBSOLETE"]
+    obsolete = [d for d in decisions if d["action"] == "DELETE"]
     untrusted = [d for d in decisions if d["action"] == "UNTRUSTED"]
-    lines += ["", "## Retention", "", *_untrusted(untrusted),
-              f"{len(decisions) - len(obsolete) - len(untrusted)} backups kept, {len(obsolete)} deleted"
+    held = [d for d in decisions if d["action"] == "HELD"]
+    lines += ["", "## Retention (GFS)", "", *_untrusted(untrusted), *_held(held),
+              f"{len(decisions) - len(obsolete) - len(untrusted) - len(held)} backups kept, {len(obsolete)} deleted"
               + (f": {', '.join(d['backup_id'] for d in obsolete)}" if obsolete else "") + "; "
               f"WAL kept from {retention.get('wal_kept_from') or '–'}, {retention.get('wal_pruned', 0)} WAL files pruned."]
     if removed:
         lines.append(f"Incomplete backups removed: {', '.join(removed)}.")
     return "\n".join(lines)
+
+
+def _held(decisions: list[dict[str, Any]]) -> list[str]:
+    """Backups due for deletion whose objects are still locked: left in place, shown."""
+    return ["Held by an object lock (due, not deleted): "
+            + ", ".join(f"{d['backup_id']} until {d['held_until']}" for d in decisions) + "."] if decisions else []
 
 
 def _untrusted(decisions: list[dict[str, Any]]) -> list[str]:

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from bvh_ops.archive.render import retention_markdown
 from bvh_ops.config import Settings, load_settings
 from flows.artifacts import backup_markdown, file_sets_markdown, table_rows
 from tasks.audit_tasks import audit_backups
@@ -69,8 +70,11 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
         else:
             logger.info("no physical backup (physical=auto): %s", why)
     audit_backups(settings, [result, physical_result])
-    retention = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
-    file_sets = snapshot_file_sets(settings) if settings.file_sets else None
+    plan = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
+    retention = plan["decisions"]
+    create_markdown_artifact(key="retention-plan", markdown=retention_markdown(plan),
+                             description="GFS retention: kept, deleted and held backups with their reasons")
+    file_sets = snapshot_file_sets(settings, retention_dry_run) if settings.file_sets else None
     create_markdown_artifact(
         key="daily-backup-summary",
         markdown=backup_markdown(result, checks, retention, removed, physical_result)
@@ -95,14 +99,16 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     if file_sets is not None:
         result["file_sets"] = file_sets["sets"]
         result["file_sets_status"] = file_sets["status"]
+        result["file_sets_retention"] = file_sets["retention"]
     return result
 
 
-def snapshot_file_sets(settings: Settings) -> dict[str, Any]:
+def snapshot_file_sets(settings: Settings, retention_dry_run: bool = False) -> dict[str, Any]:
     """Each configured set: its snapshot task, then its check task; a failure of one set is
-    recorded and the next set still runs. Then the findings, then one summary line."""
+    recorded and the next set still runs. Then the findings, GFS retention of the snapshots
+    (and gc), then one summary line."""
     from bvh_ops.files.outcome import set_status, summary_line
-    from tasks.file_tasks import check_file_set, report_file_set_findings, snapshot_file_set
+    from tasks.file_tasks import check_file_set, report_file_set_findings, retain_file_sets, snapshot_file_set
 
     logger = get_run_logger()
     outcomes: list[dict[str, Any]] = []
@@ -127,10 +133,14 @@ def snapshot_file_sets(settings: Settings) -> dict[str, Any]:
         report_file_set_findings(settings, outcomes)
     except Exception as exc:  # noqa: BLE001 - the snapshots stand; say loudly that alerting did not hear of them
         logger.warning("FILE-SET FINDINGS NOT REPORTED to alerting: %s", exc)
+    retained = retrying(retain_file_sets, settings)(settings, dry_run=retention_dry_run, return_state=True)
+    retention = retained.result() if retained.is_completed() else {"error": _error(retained)}
+    if "error" in retention:
+        logger.warning("FILE-SET RETENTION DID NOT RUN: %s", retention["error"])
     status = summary_line(outcomes)
     failed = [o["set"] for o in outcomes if o["status"] != "ok"]
     (logger.warning if failed else logger.info)("%s", status)
-    return {"sets": outcomes, "status": status}
+    return {"sets": outcomes, "status": status, "retention": retention}
 
 
 def _error(state: Any) -> str:

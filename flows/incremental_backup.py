@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from bvh_ops.archive.render import retention_markdown
 from bvh_ops.config import load_settings
 from flows.artifacts import physical_markdown
 from flows.daily_backup import target_label
@@ -44,6 +45,8 @@ def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
         result = retrying(take_physical_backup, settings)(settings, kind)
         checks = retrying(check_physical_backup, settings)(settings, result)
     retention = retrying(retain_chains, settings)(settings, dry_run=retention_dry_run)
+    create_markdown_artifact(key="retention-plan", markdown=retention_markdown(retention),
+                             description="GFS retention: kept, deleted and held backups with their reasons")
     create_markdown_artifact(key=f"{result['kind']}-backup-summary",
                              markdown=physical_markdown(result, checks, retention, removed),
                              description=f"{result['kind']} backup {result['backup_id']}")

@@ -30,8 +30,9 @@ def collect_incomplete(settings: Settings) -> list[str]:
 
 
 @task(name="take-logical-backup", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
-def take_logical_backup(settings: Settings) -> dict[str, Any]:
-    """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest."""
+def take_logical_backup(settings: Settings, klass: str | None = None) -> dict[str, Any]:
+    """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest
+    (``klass``: the backup's class in the manifest, e.g. monthly-archive)."""
     logger = get_run_logger()
     last = [0]
 
@@ -40,7 +41,7 @@ def take_logical_backup(settings: Settings) -> dict[str, Any]:
             last[0] = total
             logger.info("dumped %.0f MB", total / 1e6)
 
-    result = run_logical_backup(settings, progress=progress)
+    result = run_logical_backup(settings, progress=progress, klass=klass)
     txn = get_transaction()
     if txn is not None:
         txn.set("backup_id", result.manifest.backup_id)
@@ -74,12 +75,11 @@ def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, s
 
 
 @task(name="apply-retention", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
-def apply_retention(settings: Settings, *, dry_run: bool = False) -> list[dict[str, str]]:
-    """Delete backups the retention plan marks OBSOLETE (never the newest min_redundancy of
-    each family, never a parent of a kept backup) and prune WAL below the oldest kept base."""
-    from bvh_ops.expire import apply_plan
+def apply_retention(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
+    """Delete backups the GFS retention plan marks DELETE (never the newest min_redundancy of
+    each family, never a parent of a kept backup, never a locked one: HELD) and prune WAL."""
+    from bvh_ops.expire import apply_plan, policy_of
 
     repo, _ = open_repository(settings)
-    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days, settings=settings,
-                        min_redundancy=settings.min_redundancy, dry_run=dry_run, log=get_run_logger())
-    return result["decisions"]
+    return apply_plan(repo, now=datetime.now(UTC), policy=policy_of(settings), settings=settings,
+                      dry_run=dry_run, log=get_run_logger())

@@ -53,3 +53,24 @@ def report_file_set_findings(settings: Settings, outcomes: list[dict[str, Any]])
     with ops_database(settings) as dsn, connect(dsn, autocommit=True) as conn:
         migrate(conn)
         return report_findings(conn, SOURCE, set_findings(outcomes), datetime.now(UTC))
+
+
+@task(name="retain-file-sets", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
+def retain_file_sets(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
+    """GFS retention of every set's snapshots (the backups' policy, one family per set), then,
+    when any snapshot was forgotten, garbage collection of the content none references."""
+    from bvh_ops.expire import policy_of
+    from bvh_ops.files.gc import collect_garbage
+    from bvh_ops.files.retention import forget_by_policy
+
+    repo, _ = open_repository(settings)
+    now = datetime.now(UTC)
+    decisions = forget_by_policy(repo.store, repo.trusted_keys, policy_of(settings), now=now, dry_run=dry_run,
+                                 settings=settings)
+    counts = {v: sum(str(d.verdict) == v for d in decisions) for v in ("KEEP", "DELETE", "HELD", "UNTRUSTED")}
+    gc = collect_garbage(repo.store, repo.trusted_keys, now) if counts["DELETE"] and not dry_run else None
+    get_run_logger().info("file-set retention%s: %s%s", " (dry run)" if dry_run else "",
+                          ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n),
+                          f"; gc deleted {gc['deleted']} objects ({gc['bytes_freed']} bytes)" if gc else "")
+    return {"dry_run": dry_run, "counts": counts, "gc": gc,
+            "decisions": [d.to_json() for d in decisions if str(d.verdict) != "KEEP"]}

@@ -19,12 +19,12 @@ from tasks.common import delete_on_rollback, retry_transient_only
 
 
 @task(name="take-physical-backup", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=12 * 3600)
-def take_physical_backup(settings: Settings, kind: str) -> dict[str, Any]:
+def take_physical_backup(settings: Settings, kind: str, klass: str | None = None) -> dict[str, Any]:
     """pg_basebackup (full or --incremental) streamed into the repository, or a WAL-only
-    increment on PostgreSQL < 17; commits its manifest."""
+    increment on PostgreSQL < 17; commits its manifest (``klass``: its class, e.g. monthly-archive)."""
     from bvh_ops.physical.backup import physical_json, run_physical_backup
 
-    result = run_physical_backup(settings, kind)
+    result = run_physical_backup(settings, kind, klass=klass)
     txn = get_transaction()
     if txn is not None:
         txn.set("backup_id", result.manifest.backup_id)
@@ -78,8 +78,8 @@ def check_physical_backup(settings: Settings, backup: dict[str, Any]) -> list[di
 def retain_chains(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
     """Retention over every backup (parents of kept backups are kept), then WAL older than the
     oldest kept physical base is pruned."""
-    from bvh_ops.expire import apply_plan
+    from bvh_ops.expire import apply_plan, policy_of
 
     repo, _ = open_repository(settings)
-    return apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days, settings=settings,
-                      min_redundancy=settings.min_redundancy, dry_run=dry_run, log=get_run_logger())
+    return apply_plan(repo, now=datetime.now(UTC), policy=policy_of(settings), settings=settings,
+                      dry_run=dry_run, log=get_run_logger())

@@ -36,7 +36,7 @@ TESTS_DIR = Path(__file__).parent
 # The tiers, one directory each (marker = directory name; registered in pyproject.toml).
 TIERS = ("unit", "integration", "flows", "e2e")
 # Session fixtures that start something (PostgreSQL, moto, Prefect): never in the unit tier.
-STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "prefect_harness"}
+STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "s3_lock_bucket", "prefect_harness"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -161,8 +161,7 @@ def s3_server():
     server.stop()
 
 
-@pytest.fixture
-def s3_bucket(s3_server, monkeypatch):
+def _new_bucket(s3_server: str, monkeypatch, **create) -> str:
     import uuid
 
     import boto3
@@ -171,8 +170,19 @@ def s3_bucket(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     name = f"bvh-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name, **create)
     return name
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    return _new_bucket(s3_server, monkeypatch)
+
+
+@pytest.fixture
+def s3_lock_bucket(s3_server, monkeypatch):
+    """A bucket with S3 Object Lock enabled (and so versioning)."""
+    return _new_bucket(s3_server, monkeypatch, ObjectLockEnabledForBucket=True)
 
 
 def _pg15_dsn() -> str | None:

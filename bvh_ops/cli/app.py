@@ -10,6 +10,7 @@ import typer
 
 from bvh_ops.cli import (  # noqa: F401 - registers the commands
     alerts,
+    archive,
     audit,
     backups,
     capacity,
@@ -24,6 +25,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     opsdb,
     report,
     restore,
+    retention,
     security,
 )
 from bvh_ops.cli.core import app, err

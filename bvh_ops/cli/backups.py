@@ -93,7 +93,8 @@ def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     rows = [
         {"backup_id": r.backup_id, "kind": r.kind, "status": r.status,
          "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-         "bytes_stored": r.bytes_stored, "signature_ok": r.signature_ok, "parent_id": r.parent_id}
+         "bytes_stored": r.bytes_stored, "signature_ok": r.signature_ok, "parent_id": r.parent_id,
+         "class": r.klass}
         for r in records
     ]
     if as_json:
@@ -106,7 +107,8 @@ def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
     for r in rows:
         finished = r["finished_at"][:19].replace("T", " ") if r["finished_at"] else "-"
-        table.add_row(r["backup_id"], r["kind"], r["status"], finished, human_bytes(r["bytes_stored"]),
+        kind = r["kind"] if r["class"] == "regular" else f"{r['kind']} ({r['class']})"
+        table.add_row(r["backup_id"], kind, r["status"], finished, human_bytes(r["bytes_stored"]),
                       {True: "ok", False: "BAD", None: "-"}[r["signature_ok"]], r["parent_id"] or "")
     # Full ids matter more than a fitted table: piped output is not squeezed to 80 columns.
     console = out if out.is_terminal else Console(highlight=False, width=160)
@@ -158,22 +160,3 @@ def _report_to_alerting(settings, results) -> None:
     problem = report_to_alerting(settings, results)
     if problem:
         err.print(f"warning: could not report the verify to alerting: {problem}", markup=False)
-
-
-@app.command()
-def retention(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan")] = True) -> None:
-    """Show (or with --no-dry-run apply) the retention plan, WAL pruning included."""
-    from datetime import UTC, datetime
-
-    from bvh_ops.expire import apply_plan
-    from bvh_ops.repository.open import open_repository
-
-    settings = cli_settings()
-    repo, _ = open_repository(settings)
-    result = apply_plan(repo, now=datetime.now(UTC), keep_days=settings.retention_days, settings=settings,
-                        min_redundancy=settings.min_redundancy, dry_run=dry_run)
-    for d in result["decisions"]:
-        out.print(f"{d['action']:8} {d['backup_id']}  {d['reason']}")
-    if result["wal_kept_from"]:
-        out.print(f"WAL kept from {result['wal_kept_from']} (oldest kept base); "
-                  f"{result['wal_pruned']} older WAL files {'would be ' if dry_run else ''}pruned")

@@ -176,15 +176,49 @@ def gc_cmd(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say wha
 
 
 @files_app.command("forget")
-def forget_cmd(snapshot: Annotated[str, typer.Argument()]) -> None:
-    """Delete a snapshot's index and entries (its content goes at the next `files gc`)."""
-    from bvh_ops.errors import NotFound
+def forget_cmd(snapshot: Annotated[str | None, typer.Argument(help="A snapshot id (omit with --gfs)")] = None,
+               gfs: Annotated[bool, typer.Option("--gfs", help="Forget by the GFS retention policy (keep_daily, "
+                                                 "keep_weekly, keep_monthly, keep_yearly, min_redundancy) per set")] = False,
+               set_name: Annotated[str | None, typer.Option("--set", help="--gfs: only this set")] = None,
+               apply: Annotated[bool, typer.Option("--apply", help="--gfs: forget what the plan marks DELETE "
+                                                   "(default: show the plan)")] = False,
+               as_json: JSON = False) -> None:
+    """Delete a snapshot's index and entries (its content goes at the next `files gc`), or with
+    --gfs plan (and with --apply carry out) GFS retention per set."""
+    from bvh_ops.errors import BvhOpsError, NotFound
     from bvh_ops.files.catalog import delete_snapshot
 
-    store, _trusted, _ = _repo(cli_settings())
+    settings = cli_settings()
+    store, trusted, _ = _repo(settings)
+    if gfs:
+        if snapshot:
+            raise BvhOpsError("give a SNAPSHOT or --gfs, not both")
+        _forget_gfs(settings, store, trusted, set_name, apply, as_json)
+        return
+    if not snapshot:
+        raise BvhOpsError("name the SNAPSHOT to forget, or use --gfs to forget by the retention policy")
     if not delete_snapshot(store, snapshot):
         raise NotFound(f"file-set snapshot {snapshot} not found: see `bvh-ops files list`")
     out.print(f"forgot {snapshot}; run `bvh-ops files gc` to free its content", markup=False)
+
+
+def _forget_gfs(settings, store, trusted, set_name, apply: bool, as_json: bool) -> None:
+    from bvh_ops.expire import policy_of
+    from bvh_ops.files.retention import forget_by_policy
+
+    if set_name is not None:
+        settings.file_set(set_name)  # one clear line for an unknown set
+    decisions = forget_by_policy(store, trusted, policy_of(settings), now=datetime.now(UTC), set_name=set_name,
+                                 dry_run=not apply, settings=settings)
+    if as_json:
+        emit_json({"dry_run": not apply, "decisions": [d.to_json() for d in decisions]})
+        return
+    for d in decisions:
+        out.print(f"{d.verdict:9} {d.id}  {d.reason}", markup=False)
+    gone = sum(d.verdict == "DELETE" for d in decisions)
+    out.print(f"{sum(d.verdict == 'KEEP' for d in decisions)} kept, {gone} "
+              f"{'forgotten' if apply else 'to forget (dry run: add --apply)'}"
+              f"{'; run `bvh-ops files gc` to free their content' if apply and gone else ''}", markup=False)
 
 
 @files_app.command("recover")

@@ -59,8 +59,10 @@ def _check_privileges(conn: psycopg.Connection, tables: list[TableRef]) -> None:
 
 
 def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
-                       backup_id: str | None = None, fingerprints: bool = True) -> BackupResult:
-    """Snapshot, fingerprint and dump the target into a new committed backup.
+                       backup_id: str | None = None, fingerprints: bool = True,
+                       klass: str | None = None) -> BackupResult:
+    """Snapshot, fingerprint and dump the target into a new committed backup. ``klass`` (e.g.
+    monthly-archive) is recorded in the manifest as ``extra["class"]``.
 
     ``fingerprints=False`` exists for the benchmark's cost breakdown only: such a backup has no
     table stats, so its checks and every restore comparison fail by design.
@@ -124,7 +126,8 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 host=socket.gethostname(),
                 objects=(stats_to_entry(DUMP_OBJECT, dump_stats, key_ids, f"zstd-{settings.compression_level}"),),
                 tables=tuple(stats),
-                extra={"tables_in_snapshot": [t.name for t in tables], "table_bytes": sizes,
+                extra={**({"class": klass} if klass else {}),
+                       "tables_in_snapshot": [t.name for t in tables], "table_bytes": sizes,
                        "pg_dump": str(dump_bin or "embedded"), "schema": schema},
             )
             writer.commit(manifest, host_key)

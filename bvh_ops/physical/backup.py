@@ -112,8 +112,9 @@ def _server_facts(conn: psycopg.Connection) -> dict:
             "system_identifier": sysid, "archive_mode": archive}
 
 
-def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
-    """A physical backup of the target's cluster, streamed (never a local copy).
+def run_physical_backup(settings: Settings, kind: str = "full", *, klass: str | None = None) -> BackupResult:
+    """A physical backup of the target's cluster, streamed (never a local copy). ``klass`` (e.g.
+    monthly-archive) is recorded in the manifest as ``extra["class"]``.
 
     ``kind="incremental"`` builds on the newest physical backup of the same cluster; with none
     yet it takes a full one (recorded as ``promoted_from = incremental``), as pgBackRest does.
@@ -190,7 +191,8 @@ def run_physical_backup(settings: Settings, kind: str = "full") -> BackupResult:
                 key_ids=key_ids, host=socket.gethostname(),
                 objects=(stats_to_entry(BASE_OBJECT, out.stats, key_ids, f"zstd-{settings.compression_level}"),),
                 parent_id=parent.backup_id if parent else None,
-                extra={"start_lsn": start_lsn, "stop_lsn": stop_lsn, "timeline": timeline, "mode": "native",
+                extra={**({"class": klass} if klass else {}),
+                       "start_lsn": start_lsn, "stop_lsn": stop_lsn, "timeline": timeline, "mode": "native",
                        "wal_segment_size": facts["wal_segment_size"], "archive_mode": facts["archive_mode"],
                        "backup_manifest_sha256": hashlib.sha256(pg_manifest).hexdigest(),
                        "files_checked": len(scanner.files), "promoted_from": "incremental" if promoted else None,

@@ -60,6 +60,7 @@ class BackupRecord:
     writer_host: str | None = None
     writer_pid: int | None = None
     last_modified: datetime | None = None
+    klass: str = "regular"  # the manifest's extra["class"]: regular | monthly-archive
 
 
 def _iso(ts: str | None) -> datetime | None:
@@ -145,6 +146,7 @@ class Repository:
                     BackupRecord(
                         backup_id, m.kind, "complete", _iso(m.finished_at), _iso(m.started_at),
                         m.parent_id, m.bytes_stored, loaded.signature_ok, last_modified=newest,
+                        klass=str(m.extra.get("class") or "regular"),
                     )
                 )
             else:

@@ -34,3 +34,15 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def check(self) -> None: ...
+
+
+def retained_until(store: ObjectStore, key: str) -> datetime | None:
+    """The object's retain-until where the driver knows locks (S3 Object Lock), else None."""
+    fn = getattr(store, "retained_until", None)
+    return fn(key) if fn is not None else None
+
+
+def lock_enabled(store: ObjectStore) -> bool:
+    """Whether the store can lock objects against deletion (S3 with Object Lock enabled)."""
+    fn = getattr(store, "lock_enabled", None)
+    return bool(fn()) if fn is not None else False

@@ -161,6 +161,14 @@ class LocalStore:
                     continue
                 yield ObjectInfo(rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
+    def lock_enabled(self) -> bool:
+        """file:// has no object lock: nothing stops a delete (say so where a lock was wanted)."""
+        return False
+
+    def retained_until(self, key: str) -> datetime | None:
+        """Always None: a file has no retain-until."""
+        return None
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:

@@ -8,7 +8,7 @@ TransientStorageError so tasks retry only those.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from bvh_ops.errors import NotFound, StorageError, TransientStorageError
+from bvh_ops.errors import NotFound, ObjectLocked, StorageError, TransientStorageError
 from bvh_ops.storage.base import ObjectInfo
 
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
@@ -26,6 +26,9 @@ S3_MAX_PARTS = 10_000
 # Part size doubles after this many parts, so a 16 MiB start reaches ~1 TB within 10,000 parts.
 PARTS_PER_SIZE_STEP = 2_000
 
+# Stores that do not implement the Object Lock API answer with one of these (MinIO without lock,
+# R2, older Ceph): no lock there, as on a bucket without Object Lock.
+_NO_LOCK_API = {"NotImplemented", "XNotImplemented", "MethodNotAllowed", "InvalidRequest"}
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "Throttling"}
 
 
@@ -158,6 +161,7 @@ class S3Store:
         self.client = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
+        self._lock_enabled: bool | None = None
         self.sse_args: dict[str, str] = {}
         if sse:
             self.sse_args["ServerSideEncryption"] = sse
@@ -183,26 +187,41 @@ class S3Store:
         except BotoCoreError as exc:
             raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
 
-    def retain(self, key: str, until: datetime) -> bool:
-        """Object Lock (COMPLIANCE) until ``until`` where the bucket has Object Lock enabled;
-        False when it has not (nothing set). Nobody, root included, can delete the object
-        version before then."""
-        try:
-            conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
-        except ClientError as exc:
-            if "ObjectLockConfigurationNotFound" in str(exc.response.get("Error", {}).get("Code", "")):
-                return False
-            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
-        except BotoCoreError as exc:
-            raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
-        if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+    def lock_enabled(self) -> bool:
+        """Whether the bucket has S3 Object Lock enabled (asked once per store)."""
+        if self._lock_enabled is None:
+            try:
+                conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if "ObjectLockConfigurationNotFound" in code or code in _NO_LOCK_API:
+                    # No lock configured, or an S3-compatible store without the Object Lock API.
+                    self._lock_enabled = False
+                    return False
+                raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+            except BotoCoreError as exc:
+                raise _translate(exc, f"bucket {self.bucket}", self.bucket) from None
+            self._lock_enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        return self._lock_enabled
+
+    def retain(self, key: str, until: datetime, mode: str = "COMPLIANCE") -> bool:
+        """Object Lock (``mode``: COMPLIANCE or GOVERNANCE) on the object's current version until
+        ``until`` where the bucket has Object Lock enabled; False when it has not (nothing set).
+        In COMPLIANCE mode nobody, root included, can delete that version before then; in
+        GOVERNANCE mode only a principal with s3:BypassGovernanceRetention can."""
+        if not self.lock_enabled():
             return False
         try:
             self.client.put_object_retention(Bucket=self.bucket, Key=self.full(key),
-                                             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+                                             Retention={"Mode": mode.upper(), "RetainUntilDate": until})
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"locking {key}", self.bucket) from None
         return True
+
+    def retained_until(self, key: str) -> datetime | None:
+        """The retain-until of the object's current version (None: not locked, or no such object)."""
+        resp = self._head(key)
+        return resp.get("ObjectLockRetainUntilDate") if resp else None
 
     def open_writer(self, key: str) -> _S3Writer:
         return _S3Writer(self, key)
@@ -235,16 +254,20 @@ class S3Store:
         finally:
             body.close()
 
-    def stat(self, key: str) -> ObjectInfo | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """HeadObject of the current version; None when there is none."""
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self.full(key))
+            return self.client.head_object(Bucket=self.bucket, Key=self.full(key))
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise _translate(exc, f"object {key}", self.bucket) from None
         except BotoCoreError as exc:
             raise _translate(exc, f"object {key}", self.bucket) from None
-        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"])
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        resp = self._head(key)
+        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"]) if resp else None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -256,6 +279,14 @@ class S3Store:
             raise _translate(exc, f"listing {prefix}", self.bucket) from None
 
     def delete(self, key: str) -> None:
+        """Delete the object. On an Object Lock bucket a locked object is refused (ObjectLocked):
+        a plain DELETE there would "succeed" by adding a delete marker that hides the object
+        while its locked version stays - a locked backup must never vanish from listings."""
+        if self.lock_enabled():
+            until = self.retained_until(key)
+            if until is not None and until > datetime.now(UTC):
+                raise ObjectLocked(f"{key} is locked (S3 Object Lock) until {until:%Y-%m-%d %H:%M} UTC: "
+                                   "it cannot be deleted before then")
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.full(key))
         except (ClientError, BotoCoreError) as exc:

@@ -67,11 +67,25 @@ def test_file_sets_are_snapshotted_after_the_database_and_reported(sample_db, fr
     assert _findings(ops) == {"snapshot:config": ("critical", True), "snapshot:system": ("critical", True)}
     assert repo.latest().backup_id == second["backup_id"]
 
-    # fixed: the next run clears the findings
+    assert second["file_sets_retention"]["counts"]["DELETE"] == 0      # default policy: a day's two are kept
+    assert "Snapshot retention (GFS): 2 keep" in next(
+        a for a in _flow_logs_and_artifacts()[1] if a.key == "daily-backup-summary"
+        and second["backup_id"] in str(a.data)).data
+
+    # fixed: the next run clears the findings; with one daily kept, the snapshots retention
+    # forgets the day's older complete snapshot (the partial one stays: never counted nor deleted)
     repo.store.delete("files/gc.lock")
     sets[1]["commands"] = [{"name": "firewall", "argv": ["echo", "table inet filter {}"]}]
-    env_settings(sample_db, f"file://{repo_dir}", BVH_OPS_OPS_DATABASE_URL=ops, BVH_OPS_FILE_SETS=json.dumps(sets))
+    env_settings(sample_db, f"file://{repo_dir}", BVH_OPS_OPS_DATABASE_URL=ops, BVH_OPS_FILE_SETS=json.dumps(sets),
+                 BVH_OPS_KEEP_DAILY="1", BVH_OPS_KEEP_WEEKLY="0", BVH_OPS_KEEP_MONTHLY="0", BVH_OPS_KEEP_YEARLY="0",
+                 BVH_OPS_MIN_REDUNDANCY="1")
     third = daily_backup(physical="off")
     assert [o["status"] for o in third["file_sets"]] == ["ok", "ok"]
     assert third["file_sets"][0]["files_unchanged"] == 1            # the unchanged config file was not read
     assert all(not active for _, active in _findings(ops).values())
+    forgotten = {d["id"] for d in third["file_sets_retention"]["decisions"] if d["verdict"] == "DELETE"}
+    assert forgotten == {by_set["config"]["snapshot_id"]}
+    left = {s.snapshot_id for s in list_snapshots(repo.store, repo.trusted_keys)}
+    assert left == {third["file_sets"][0]["snapshot_id"], third["file_sets"][1]["snapshot_id"],
+                    by_set["system"]["snapshot_id"]}
+    assert third["file_sets_retention"]["gc"] is not None

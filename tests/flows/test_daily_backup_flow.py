@@ -142,7 +142,8 @@ def test_retention_deletes_expired_backups_after_success(sample_db, env_settings
     from bvh_ops.keys import load_or_create_host_key
     from bvh_ops.repository.manifest import sign_manifest
 
-    env_settings(sample_db, f"file://{repo_dir}", BVH_OPS_RETENTION_DAYS="30", BVH_OPS_MIN_REDUNDANCY="1")
+    env_settings(sample_db, f"file://{repo_dir}", BVH_OPS_KEEP_DAILY="1", BVH_OPS_KEEP_WEEKLY="0",
+                 BVH_OPS_KEEP_MONTHLY="0", BVH_OPS_KEEP_YEARLY="0", BVH_OPS_MIN_REDUNDANCY="1")
     from flows.daily_backup import daily_backup
 
     first = daily_backup()
@@ -157,5 +158,8 @@ def test_retention_deletes_expired_backups_after_success(sample_db, env_settings
 
     second = daily_backup()
     decisions = {d["backup_id"]: d["action"] for d in second["retention"]}
-    assert decisions == {first["backup_id"]: "OBSOLETE", second["backup_id"]: "KEEP"}
+    assert decisions == {first["backup_id"]: "DELETE", second["backup_id"]: "KEEP"}
+    _, artifacts = _flow_logs_and_artifacts()
+    plan = max((a for a in artifacts if a.key == "retention-plan"), key=lambda a: a.created).data
+    assert f"| DELETE | `{first['backup_id']}` |" in plan and "in no kept bucket" in plan
     assert [r.backup_id for r in repo.list_backups()] == [second["backup_id"]]

@@ -120,7 +120,10 @@ def test_retention_keeps_chains_and_prunes_wal_below_the_oldest_kept_base(archiv
     incr = run_physical_backup(settings, "incremental").manifest
     archiving.switch_and_wait()
     before = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
-    result = apply_plan(repo, now=datetime.now(UTC), keep_days=0, min_redundancy=1)
+    from bvh_ops.repository.gfs import Policy
+
+    result = apply_plan(repo, now=datetime.now(UTC), policy=Policy(keep_daily=0, keep_weekly=0, keep_monthly=0,
+                                                                   keep_yearly=0, min_redundancy=1))
     kept = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
     # The newest physical backup is kept with the full it builds on; older chains go.
     assert {new_full.backup_id, incr.backup_id} <= kept and len(kept) < len(before)

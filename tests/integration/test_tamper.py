@@ -218,9 +218,12 @@ def test_forged_manifests_do_not_drive_latest_or_retention(three, tmp_path, fres
     assert repo.latest("logical").backup_id == l3
     from datetime import UTC, datetime, timedelta
 
-    plan = apply_plan(repo, now=datetime.now(UTC) + timedelta(days=400), keep_days=30, min_redundancy=2)
+    from bvh_ops.repository.gfs import Policy
+
+    plan = apply_plan(repo, now=datetime.now(UTC) + timedelta(days=400),
+                      policy=Policy(keep_daily=0, keep_weekly=0, keep_monthly=0, keep_yearly=0, min_redundancy=2))
     actions = {d["backup_id"]: d["action"] for d in plan["decisions"]}
-    assert actions == {l3: "KEEP", l2: "KEEP", l1: "OBSOLETE", forged[0]: "UNTRUSTED", forged[1]: "UNTRUSTED"}
+    assert actions == {l3: "KEEP", l2: "KEEP", l1: "DELETE", forged[0]: "UNTRUSTED", forged[1]: "UNTRUSTED"}
     assert all((backups / f / "manifest.json").exists() for f in forged)
     result = restore_logical(settings, "latest", fresh_db())
     assert result.backup_id == l3 and result.ok

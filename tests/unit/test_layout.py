@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "bvh_ops"
 PROCEDURES = {"logical", "physical", "wal", "drill", "monitoring", "alerting", "logs", "audit", "maintenance", "security",
-              "capacity", "demo", "cli", "walcmd", "files",
+              "capacity", "demo", "cli", "walcmd", "files", "archive",
               "orphans"}
 CORE = {"config", "errors", "keys", "stream", "results", "dsn", "children", "conditions"}
 

@@ -11,6 +11,7 @@ from bvh_ops.expire import plan_expire
 from bvh_ops.pg.lsn import segment_name
 from bvh_ops.pg.physinfo import oldest_base
 from bvh_ops.physical.plan import plan_physical
+from bvh_ops.repository.gfs import Policy
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import BackupRecord
 from bvh_ops.wal.archive import plan_wal_prune
@@ -142,39 +143,70 @@ NEW_INCR = make_manifest("new-incr", kind="incremental", start_lsn="0/6000028", 
 ARCHIVE = [seg(1, n) for n in range(1, 8)]
 
 
+def daily(n: int, min_redundancy: int = 1, **kw) -> Policy:
+    """GFS with the daily rule only (and what ``kw`` adds): the old keep-N-days tables."""
+    return Policy(**{"keep_daily": n, "keep_weekly": 0, "keep_monthly": 0, "keep_yearly": 0,
+                     "min_redundancy": min_redundancy, **kw})
+
+
 @pytest.mark.parametrize(
-    "manifests, keep_days, min_redundancy, untrusted, obsolete, kept_from, pruned",
+    "manifests, policy, untrusted, obsolete, kept_from, pruned",
     [
-        # The old chain goes; WAL is kept from the newest full's start.
-        ([OLD_FULL, OLD_INCR, NEW_FULL, NEW_INCR], 30, 1, set(), {"old-full", "old-incr"}, "0/5000028",
+        # The old chain goes (2 daily = the two newest days with a backup); WAL kept from the newest full's start.
+        ([OLD_FULL, OLD_INCR, NEW_FULL, NEW_INCR], daily(2), set(), {"old-full", "old-incr"}, "0/5000028",
          [seg(1, n) for n in (1, 2, 3, 4)]),
         # An incremental kept by redundancy keeps its full, and WAL from that full on.
-        ([OLD_FULL, OLD_INCR], 30, 1, set(), set(), "0/2000028", [seg(1, 1)]),
-        # Everything young: nothing goes, WAL kept from the oldest full.
-        ([OLD_FULL, NEW_FULL], 60, 1, set(), set(), "0/2000028", [seg(1, 1)]),
+        ([OLD_FULL, OLD_INCR], daily(0), set(), set(), "0/2000028", [seg(1, 1)]),
+        # Everything kept: nothing goes, WAL kept from the oldest full.
+        ([OLD_FULL, NEW_FULL], daily(60), set(), set(), "0/2000028", [seg(1, 1)]),
         # Only an untrusted full: not counted, not deleted, anchors no WAL (nothing pruned).
-        ([OLD_FULL], 30, 1, {"old-full"}, set(), None, []),
+        ([OLD_FULL], daily(30), {"old-full"}, set(), None, []),
         # Overlapping fulls, both kept: WAL from the lower start LSN, whatever finished first.
-        ([EARLY, LATE], 30, 2, set(), set(), "0/3000028", [seg(1, 1), seg(1, 2)]),
+        ([EARLY, LATE], daily(30, 2), set(), set(), "0/3000028", [seg(1, 1), seg(1, 2)]),
+        # GFS: an old full kept by the monthly rule keeps its own start..stop WAL, not all WAL since.
+        ([make_manifest("old-full", start_lsn="0/2000028", stop_lsn="0/3000100", age_days=40), NEW_FULL],
+         daily(1, keep_monthly=2), set(), set(), "0/5000028", [seg(1, 1), seg(1, 4)]),
+        # An old full kept by the monthly rule that records no stop LSN: WAL kept from it on (as before GFS).
+        ([OLD_FULL, NEW_FULL], daily(1, keep_monthly=2), set(), set(), "0/2000028", [seg(1, 1)]),
+        # ... and when it goes, so does its WAL.
+        ([make_manifest("old-full", start_lsn="0/2000028", stop_lsn="0/3000100", age_days=40), NEW_FULL],
+         daily(1), set(), {"old-full"}, "0/5000028", [seg(1, n) for n in (1, 2, 3, 4)]),
     ],
 )
-def test_plan_expire(manifests, keep_days, min_redundancy, untrusted, obsolete, kept_from, pruned):
+def test_plan_expire(manifests, policy, untrusted, obsolete, kept_from, pruned):
     records = [make_backup_record(m, signature_ok=m.backup_id not in untrusted) for m in manifests]
     trusted_fulls = {m.backup_id: m for m in manifests if m.kind == "full" and m.backup_id not in untrusted}
-    plan = plan_expire(records, trusted_fulls, ARCHIVE, now=NOW, keep_days=keep_days, min_redundancy=min_redundancy)
-    assert {d.backup_id for d in plan.delete} == obsolete
+    plan = plan_expire(records, trusted_fulls, ARCHIVE, now=NOW, policy=policy)
+    assert {d.id for d in plan.delete} == obsolete
     assert plan.wal_kept_from == kept_from
     assert list(plan.wal_prune) == pruned
     doc = plan.to_json()
-    assert set(doc) == {"decisions", "wal_pruned", "wal_kept_from"}
+    assert set(doc) == {"decisions", "wal_pruned", "wal_kept_from", "wal_ranges"}
     assert doc["wal_pruned"] == len(pruned) and doc["wal_kept_from"] == kept_from
     assert {d["backup_id"] for d in doc["decisions"] if d["action"] == "UNTRUSTED"} == untrusted
+
+
+def test_a_locked_backup_due_for_deletion_is_held_and_keeps_its_wal():
+    records = [make_backup_record(m) for m in (OLD_FULL, NEW_FULL)]
+    until = NOW + timedelta(days=5)
+    plan = plan_expire(records, {"old-full": OLD_FULL, "new-full": NEW_FULL}, ARCHIVE, now=NOW, policy=daily(1),
+                       locks={"old-full": until})
+    assert plan.delete == [] and [d.id for d in plan.held] == ["old-full"]
+    # It records no stop LSN, so its WAL is kept from its start on.
+    assert plan.held[0].held_until == until and plan.wal_base is OLD_FULL
+
+
+def test_a_held_full_keeps_its_own_wal_range():
+    old = make_manifest("old-full", start_lsn="0/2000028", stop_lsn="0/3000100", age_days=40)
+    records = [make_backup_record(m) for m in (old, NEW_FULL)]
+    plan = plan_expire(records, {"old-full": old, "new-full": NEW_FULL}, ARCHIVE, now=NOW, policy=daily(1),
+                       locks={"old-full": NOW + timedelta(days=5)})
+    assert [d.id for d in plan.held] == ["old-full"] and list(plan.wal_prune) == [seg(1, 1), seg(1, 4)]
 
 
 def test_an_obsolete_full_anchors_no_wal():
     """Its manifest is at hand, but it is going: WAL is kept from the kept full only."""
     records = [make_backup_record(m) for m in (OLD_FULL, NEW_FULL)]
-    plan = plan_expire(records, {"old-full": OLD_FULL, "new-full": NEW_FULL}, ARCHIVE, now=NOW, keep_days=30,
-                       min_redundancy=1)
-    assert [d.backup_id for d in plan.delete] == ["old-full"]
+    plan = plan_expire(records, {"old-full": OLD_FULL, "new-full": NEW_FULL}, ARCHIVE, now=NOW, policy=daily(1))
+    assert [d.id for d in plan.delete] == ["old-full"]
     assert [m.backup_id for m in plan.kept_bases] == ["new-full"] and plan.wal_base is NEW_FULL

@@ -48,7 +48,8 @@ def test_schedules_parse_in_utc():
     from prefect.cli.deploy._models import RawScheduleConfig
     from prefect.client.schemas.schedules import CronSchedule
 
-    expected = {"daily-backup": ["0 2 * * *"], "incremental-backup": ["0 */6 * * *"], "dr-drill-weekly": ["0 5 * * 0"],
+    expected = {"daily-backup": ["0 2 * * *"], "incremental-backup": ["0 */6 * * *"],
+                "monthly-archive": ["0 0 1 * *"], "dr-drill-weekly": ["0 5 * * 0"],
                 "dr-drill-on-demand": [], "recover-application": [], "monitoring": ["0 * * * *"], "uptime-report": ["0 4 1 * *"],
                 "cleanup-logs": ["0 2 * * *"], "archive-logs": ["0 4 1 * *"],
                 "analyze-logs": ["20 * * * *"], "weekly-log-report": ["0 6 * * 1"],
