@@ -27,7 +27,7 @@ from bvh_ops.config import FileSet, Settings
 from bvh_ops.errors import ConcurrencyError, StorageError
 from bvh_ops.files import catalog
 from bvh_ops.files.capture import run_command
-from bvh_ops.files.content import ChunkStore, key_id, load_content_key
+from bvh_ops.files.content import ChunkStore, key_id, load_content_key, save_data_key_record
 from bvh_ops.files.layout import (
     CHUNK_SIZE,
     COMMANDS_DIR,
@@ -87,6 +87,7 @@ def take_snapshot(settings: Settings, set_name: str, *, now: datetime | None = N
     identities = load_identities(settings.identity) if settings.identity else None
     data_key = os.urandom(32)
     envelopes = seal_data_key(data_key, recipients)
+    save_data_key_record(store, data_key, envelopes)  # format 3: before any object sealed with it
     ckey = load_content_key(settings.state_dir, store, data_key=data_key, envelopes=envelopes, identities=identities)
     chunks = ChunkStore(store, ckey, data_key, envelopes, settings.compression_level, settings.segment_size_kib << 10)
 
@@ -102,8 +103,7 @@ def take_snapshot(settings: Settings, set_name: str, *, now: datetime | None = N
     refs: set[str] = set()
     sink = store.open_writer(prefix + ENTRIES)
     try:
-        enc = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes,
-                               compression_level=settings.compression_level,
+        enc = EncryptingWriter(sink=sink, data_key=data_key, compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10, bind=prefix + ENTRIES)
         for entry in _entries(fs, chunks, result):
             refs.update(c.address for c in entry.chunks)
