@@ -132,7 +132,7 @@ def verify_trail(settings: Settings, conn: psycopg.Connection, *, from_seq: int 
                            "checked against the ops database's copies only"))
     merged, found = compare_copies(in_db, in_repo, unreadable)
     with conn.transaction():
-        report = verify(store.entries(conn, from_seq=from_seq), merged, trusted_keys(settings, key),
+        report = verify(store.entries(conn, from_seq=from_seq), merged, trusted_keys(settings, key, objects),
                         from_seq=from_seq)
     report.findings[:0] = pre + found
     return report

@@ -132,7 +132,7 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
     envelopes = seal_data_key(data_key, recipients)
     writer = store.open_writer(key)
     try:
-        enc = EncryptingWriter(sink=writer, data_key=data_key,
+        enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10, bind=key)
         sha = hashlib.sha256()

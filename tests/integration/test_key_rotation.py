@@ -1,0 +1,235 @@
+"""Key rotation end to end, on file:// and on moto's S3 server: a repository holding logical
+backups (one written in format 2), WAL files (one format 2), a log archive and a file-set
+snapshot is rotated from key A to key B with --remove A. The run is interrupted half-way (in the
+middle of rewriting a format-2 WAL file), every item still opens with A or with B, a re-run
+finishes, and afterwards B alone restores and fetches everything while A opens nothing."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bvh_ops.errors import BvhOpsError, ConfigError, CryptoError
+from bvh_ops.files.catalog import iter_entries
+from bvh_ops.files.content import read_chunk
+from bvh_ops.files.snapshot import take_snapshot
+from bvh_ops.keys import load_identities, load_recipients, write_keypair
+from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.logical.restore import restore_logical
+from bvh_ops.logs.archive import archive_key, export_day, verify_archive
+from bvh_ops.opsdb.migrations import migrate
+from bvh_ops.repository.manifest import sign_manifest
+from bvh_ops.repository.open import open_repository
+from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, backup_prefix
+from bvh_ops.repository.verify import verify_backup
+from bvh_ops.rotation.run import JOURNAL, rotate
+from bvh_ops.stream import EncryptingWriter
+from bvh_ops.wal.store import wal_fetch, wal_key, wal_push
+
+NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+DAY = (NOW - timedelta(days=40)).date()
+
+
+def _segment(segno: int, size: int = 300_000, sysid: int = 7) -> bytes:
+    import os
+    import struct
+
+    head = struct.pack("<HHIQI4xQII", 0xD118, 0x0002, 1, segno * (16 << 20), 0, sysid, 16 << 20, 8192)
+    return head + os.urandom(size - len(head))
+
+
+def _format_2(monkeypatch, module) -> None:
+    """Make ``module`` write format-2 objects, as bvh-ops did before format 3."""
+    monkeypatch.setattr(module, "EncryptingWriter", functools.partial(EncryptingWriter, format_version=2))
+
+
+def _strip_manifest_envelopes(settings, backup_id) -> None:
+    """A format-2 backup's manifest has no envelopes (they were in the object header)."""
+    repo, host_key = open_repository(settings)
+    m = repo.trusted_manifest(backup_id)
+    raw = sign_manifest(replace(m, objects=tuple(replace(o, envelopes=()) for o in m.objects)), host_key)
+    for name in (MANIFEST_COPY, MANIFEST):
+        repo.store.put_bytes(backup_prefix(backup_id) + name, raw)
+
+
+@pytest.fixture(params=["file", "s3"])
+def world(request, fresh_db, make_settings, tmp_path, monkeypatch):
+    """A repository with every kind of sealed item, sealed to key A."""
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        repository, extra = f"s3://{bucket}/repo", {"s3_endpoint_url": request.getfixturevalue("s3_server")}
+    else:
+        (tmp_path / "repo").mkdir()
+        repository, extra = f"file://{tmp_path / 'repo'}", {}
+    a_pub, a_key = write_keypair(tmp_path / "a")
+    b_pub, b_key = write_keypair(tmp_path / "b")
+    src = tmp_path / "etc"
+    src.mkdir()
+    (src / "app.conf").write_text("draw_secret = 42\n")
+    dsn = fresh_db("_src")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tickets (id int PRIMARY KEY, owner text)")
+        conn.execute("INSERT INTO tickets SELECT g, 'owner ' || g FROM generate_series(1, 500) g")
+    ops_dsn = fresh_db("_ops")
+    files = [{"name": "app", "class": "application", "paths": [str(src)]}]
+    settings = make_settings(dsn, repository, recipients=[a_pub], identity=a_key, ops_database_url=ops_dsn,
+                             file_sets=files, **extra)
+
+    b3 = run_logical_backup(settings).manifest.backup_id
+    import bvh_ops.repository.repo as repo_mod
+    import bvh_ops.wal.store as wal_mod
+
+    with monkeypatch.context() as m:
+        _format_2(m, repo_mod)
+        b2 = run_logical_backup(settings).manifest.backup_id
+        _strip_manifest_envelopes(settings, b2)
+        seg = tmp_path / "000000010000000000000002"
+        seg.write_bytes(_segment(2))
+        _format_2(m, wal_mod)
+        wal_push(settings, str(seg))
+    repo, _ = open_repository(settings)
+    key2 = wal_key(seg.name) + ".json"
+    entry = json.loads(repo.store.get_bytes(key2))
+    entry.pop("envelopes")
+    repo.store.put_bytes(key2, json.dumps(entry).encode())
+    for n in (3, 4):
+        s = tmp_path / f"00000001000000000000000{n}"
+        s.write_bytes(_segment(n))
+        wal_push(settings, str(s))
+    with psycopg.connect(ops_dsn, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("SELECT ops.ensure_log_partition('security', %s)", (DAY,))
+        conn.execute("INSERT INTO ops.log_records (at, category, source, level, event, fields, file_id, file_offset) "
+                     "SELECT %s::timestamptz + g * interval '1 s', 'security', 'platform', 'warning', 'auth.x', "
+                     "'{}'::jsonb, '1:2', g FROM generate_series(1, 300) g", (datetime.combine(DAY, datetime.min.time(), UTC),))
+        export_day(conn, settings, repo.store, "security", DAY, NOW)
+    snap = take_snapshot(settings, "app").snapshot_id
+    return {"settings": settings, "a": (a_pub, a_key), "b": (b_pub, b_key), "backups": [b3, b2], "snapshot": snap,
+            "wal": ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"],
+            "log": archive_key("security", DAY), "ops": ops_dsn, "tmp": tmp_path, "fresh_db": fresh_db}
+
+
+def _opens(w, identity: Path) -> dict[str, bool]:
+    """Which items open (decrypt completely) with ``identity`` alone."""
+    s = _with(w["settings"], identity=identity)
+    repo, _ = open_repository(s)
+    idents = load_identities(identity)
+    got = {}
+    for b in w["backups"]:
+        got[b] = all(r.ok for r in verify_backup(repo, b, identities=idents))
+    for name in w["wal"]:
+        try:
+            wal_fetch(s, name, str(w["tmp"] / f"fetched-{name}"))
+            got[name] = True
+        except BvhOpsError:
+            got[name] = False
+    try:
+        index = json.loads(repo.store.get_bytes(w["log"] + ".json"))
+        verify_archive(s, repo.store, w["log"], index)
+        got["log"] = True
+    except BvhOpsError:
+        got["log"] = False
+    try:
+        entries = [e for e in iter_entries(repo.store, w["snapshot"], idents) if e.type == "file"]
+        got["files"] = all(read_chunk(repo.store, c.address, idents) for e in entries for c in e.chunks)
+    except BvhOpsError:
+        got["files"] = False
+    return got
+
+
+def _with(settings, **changes):
+    return settings.model_copy(update=changes)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_rotation_end_to_end_with_an_interrupted_run(world):
+    w = world
+    a_pub, a_key = w["a"]
+    b_pub, b_key = w["b"]
+    s = w["settings"]
+    a_id = load_recipients([a_pub])[0].key_id
+    b_id = load_recipients([b_pub])[0].key_id
+    assert all(_opens(w, a_key).values()) and not any(_opens(w, b_key).values())
+
+    # Refusals, one line each, nothing changed.
+    with pytest.raises(ConfigError, match="last recipient"):
+        rotate(s, add=[], remove=[a_id])
+    with pytest.raises(ConfigError, match="still in the configured recipients"):
+        rotate(s, add=[b_pub], remove=[a_id])
+    with pytest.raises(ConfigError, match="no backup, WAL file"):
+        rotate(_with(s, recipients=[b_pub]), add=[], remove=["0123456789abcdef"])
+    bad = w["tmp"] / "bad.pub"
+    bad.write_text("bvh-ops-recipient-v1 x25519 AAAA\n")
+    with pytest.raises(ConfigError, match="malformed"):
+        rotate(s, add=[bad], remove=[])
+
+    # The operator puts B into `recipients` (A out) and rotates, removing A.
+    s2 = _with(s, recipients=[b_pub])
+    dry = rotate(s2, add=[], remove=[str(a_pub)], dry_run=True)
+    assert dry.planned["rewrap"] == {"backup": 1, "wal": 2, "log": 1, "files": 1}
+    assert dry.planned["rewrite"] == {"backup": 1, "wal": 1}
+    assert all(_opens(w, a_key).values())                          # a dry run changes nothing
+
+    # Interrupted: after two items, then in the middle of the format-2 WAL file's rewrite.
+    done = []
+
+    def after_two(stage, ref):
+        if stage == "item-done":
+            done.append(ref)
+            if len(done) == 2:
+                raise Crash()
+
+    with pytest.raises(Crash):
+        rotate(s2, add=[], remove=[a_id], checkpoint=after_two)
+
+    def in_wal_rewrite(stage, ref):
+        if stage == "rewrite-recorded":
+            raise Crash()
+
+    with pytest.raises(Crash):
+        rotate(s2, add=[], remove=[a_id], checkpoint=in_wal_rewrite)
+    with_a, with_b = _opens(w, a_key), _opens(w, b_key)
+    assert all(with_a[k] or with_b[k] for k in with_a), (with_a, with_b)   # never unreadable
+    assert any(with_b.values()) and any(with_a.values())                    # half-way for real
+
+    # The re-run finishes the job and reports what it did.
+    report = rotate(s2, add=[], remove=[a_id])
+    assert report.ok and not report.failed and not report.left, report.to_json()
+    assert report.target == (b_id,)
+    assert not any(_opens(w, a_key).values())                      # A opens nothing any more
+    assert all(_opens(w, b_key).values())                          # B opens everything
+
+    # B alone restores a backup (the rewritten format-2 one) and fetches WAL.
+    repo, _ = open_repository(s2)
+    b2 = w["backups"][1]
+    m = repo.trusted_manifest(b2)
+    assert m.manifest_version >= 2 and m.rotated_at and m.objects[0].stored_name == "dump.pgcustom.f3"
+    assert repo.store.stat(backup_prefix(b2) + "dump.pgcustom") is None        # old object removed
+    assert repo.store.stat(backup_prefix(w["backups"][0]) + "dump.pgcustom") is not None  # rewrap: untouched
+    sb = _with(s2, identity=b_key)
+    result = restore_logical(sb, b2, w["fresh_db"]("_target"))
+    assert result.ok and [c.actual for c in result.comparisons if c.name == "public.tickets"][0].startswith("500:")
+    wal_fetch(sb, "000000010000000000000002", str(w["tmp"] / "seg2"))
+    assert (w["tmp"] / "seg2").read_bytes() == (w["tmp"] / "000000010000000000000002").read_bytes()
+
+    # Journal and audit.
+    journal = json.loads(repo.store.get_bytes(JOURNAL))
+    assert journal["state"] == "done" and journal["target_key_ids"] == [b_id]
+    with psycopg.connect(w["ops"]) as conn:
+        actions = [r[0] for r in conn.execute("SELECT action FROM ops.audit_chain ORDER BY seq")]
+    assert "keys.rotate" in actions
+
+    # Nothing left to do: a third run changes nothing.
+    again = rotate(s2, add=[], remove=[])
+    assert not again.rewrapped and not again.rewritten and again.ok
+    with pytest.raises(CryptoError):
+        wal_fetch(_with(s2, identity=a_key), "000000010000000000000003", str(w["tmp"] / "x"))
