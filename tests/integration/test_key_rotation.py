@@ -233,3 +233,28 @@ def test_rotation_end_to_end_with_an_interrupted_run(world):
     assert not again.rewrapped and not again.rewritten and again.ok
     with pytest.raises(CryptoError):
         wal_fetch(_with(s2, identity=a_key), "000000010000000000000003", str(w["tmp"] / "x"))
+
+
+def test_host_key_rotation_keeps_old_manifests_verifiable(make_settings, tmp_path):
+    from bvh_ops.repository.manifest import Manifest
+    from bvh_ops.rotation.host import rotate_host_key
+
+    (tmp_path / "repo").mkdir()
+    settings = make_settings("postgresql://unused@localhost/x", f"file://{tmp_path / 'repo'}")
+    repo, old_key = open_repository(settings)
+    m = Manifest(backup_id="20261128T020000Z-logical-abcdef", kind="logical", tool_version="t", started_at="s",
+                 finished_at="2026-11-28T02:00:00+00:00", database="d", server_version="18", server_version_num=180000,
+                 system_identifier="1", snapshot_id="", dump_format="custom", compression="zstd-3", kem="x25519",
+                 key_ids=(), host="h")
+    repo.begin(m.backup_id).commit(m, old_key)
+    result = rotate_host_key(settings.state_dir, repo.store)
+    assert result["old_key_id"] == old_key.key_id != result["new_key_id"]
+    assert Path(result["retired_key_file"]).exists()                       # kept, renamed, 0600
+    assert Path(result["retired_key_file"]).stat().st_mode & 0o777 == 0o600
+    repo2, new_key = open_repository(settings)
+    assert new_key.key_id == result["new_key_id"]
+    assert repo2.load_manifest(m.backup_id).signature_ok                    # through the transition record
+    # Without the record the old signature is not trusted any more.
+    repo2.store.delete(result["record"])
+    repo3, _ = open_repository(settings)
+    assert not repo3.load_manifest(m.backup_id).signature_ok

@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bvh_ops.errors import CryptoError
 from bvh_ops.keys import HYBRID, X25519, Identity, generate_identity
-from bvh_ops.stream import MAGIC, TAG_LEN, DecryptingReader, EncryptingWriter, envelopes_from_json, seal_data_key
+from bvh_ops.stream import (
+    MAGIC,
+    TAG_LEN,
+    DecryptingReader,
+    EncryptingWriter,
+    envelopes_from_json,
+    seal_data_key,
+)
 
 SEG = 4096
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "stream-v2.json"
