@@ -258,3 +258,62 @@ def test_host_key_rotation_keeps_old_manifests_verifiable(make_settings, tmp_pat
     repo2.store.delete(result["record"])
     repo3, _ = open_repository(settings)
     assert not repo3.load_manifest(m.backup_id).signature_ok
+
+
+@pytest.fixture
+def summarizing(tmp_path):
+    """A cluster of its own with summarize_wal on (native incrementals), not the shared one."""
+    from bvh_ops.pg.cluster import EmbeddedCluster
+
+    cluster = EmbeddedCluster(tmp_path / "pg", extra_conf={"summarize_wal": "on"})
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def test_physical_full_and_incremental_are_rotated_and_restore_with_the_new_key(summarizing, make_settings, tmp_path):
+    """A physical chain sealed to A (the full written in format 2): after `--remove A` the new
+    key alone deep-verifies the chain and restores the full into a server that starts."""
+    import bvh_ops.repository.repo as repo_mod
+    from bvh_ops.pg.catalog import create_database
+    from bvh_ops.pg.tools import embedded_bin_dir
+    from bvh_ops.physical.backup import run_physical_backup
+    from bvh_ops.physical.restore import restore_physical, stop_server
+
+    (tmp_path / "repo").mkdir()
+    a_pub, a_key = write_keypair(tmp_path / "a")
+    b_pub, b_key = write_keypair(tmp_path / "b")
+    pg = summarizing
+    create_database(pg.dsn(), "rotphys")
+    with psycopg.connect(pg.dsn("rotphys"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE phys AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
+    settings = make_settings(pg.dsn("rotphys"), f"file://{tmp_path / 'repo'}", recipients=[a_pub], identity=a_key)
+    mp = pytest.MonkeyPatch()
+    try:
+        _format_2(mp, repo_mod)
+        full = run_physical_backup(settings, "full").manifest.backup_id
+    finally:
+        mp.undo()
+    _strip_manifest_envelopes(settings, full)
+    with psycopg.connect(pg.dsn("rotphys"), autocommit=True) as conn:
+        conn.execute("INSERT INTO phys VALUES (0, 'after the full')")
+    incr = run_physical_backup(settings, "incremental").manifest
+    assert incr.kind == "incremental" and incr.objects and incr.parent_id == full
+    a_id = load_recipients([a_pub])[0].key_id
+    report = rotate(_with(settings, recipients=[b_pub]), add=[], remove=[a_id])
+    assert report.ok and report.rewritten.get("backup") == 1, report.to_json()
+    assert report.rewrapped.get("backup") == 1
+
+    sb = _with(settings, recipients=[b_pub], identity=b_key)
+    repo, _ = open_repository(sb)
+    for bid in (full, incr.backup_id):
+        assert all(r.ok for r in verify_backup(repo, bid, identities=load_identities(b_key))), bid
+        assert not any(r.ok for r in verify_backup(repo, bid, identities=load_identities(a_key))
+                       if r.object != "manifest.json" and r.object != "manifest.json.copy")
+    out = restore_physical(sb, full, tmp_path / "restored", start=True)
+    try:
+        assert out.verified and out.started
+        with psycopg.connect(f"postgresql://postgres:{pg.password}@127.0.0.1:{out.port}/rotphys") as conn:
+            assert conn.execute("SELECT count(*) FROM phys").fetchone()[0] == 20000   # the moment of the full
+    finally:
+        stop_server(tmp_path / "restored", embedded_bin_dir())
