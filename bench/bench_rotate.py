@@ -2,7 +2,10 @@
 repository (each a signed manifest and one encrypted object, as a logical backup has), side by
 side with what rotation cost before format 3 — re-encrypting every object (the format-2 path,
 which `keys rotate` still takes for format-2 objects). Peak RSS of the process is reported.
-Not a test: `python bench/bench_rotate.py [--backups 1000] [--object-kib 256] [--quick]`."""
+Two parts: N small backups (the per-backup cost: manifest read, envelope opened and re-sealed,
+manifest signed and committed with fsync), and a few large ones (where re-encryption's cost grows
+with the bytes and a rewrap's does not).
+Not a test: `python bench/bench_rotate.py [--backups 1000] [--object-kib 256] [--large-mib 64] [--quick]`."""
 
 from __future__ import annotations
 
@@ -85,17 +88,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backups", type=int, default=1000)
     ap.add_argument("--object-kib", type=int, default=256)
-    ap.add_argument("--quick", action="store_true", help="100 backups")
+    ap.add_argument("--large-mib", type=int, default=64, help="object size of the large part")
+    ap.add_argument("--large-backups", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="100 small backups, 4 large of 16 MiB")
     ap.add_argument("--workdir", default="/tmp/bvh-bench-rotate")
     args = ap.parse_args()
     n = 100 if args.quick else args.backups
     work = Path(args.workdir)
+    large_n, large_mib = (4, 16) if args.quick else (args.large_backups, args.large_mib)
     v3 = run(work / "v3", n, args.object_kib << 10, 3)
     v2 = run(work / "v2", n, args.object_kib << 10, 2)
+    big3 = run(work / "big3", large_n, large_mib << 20, 3)
+    big2 = run(work / "big2", large_n, large_mib << 20, 2)
     shutil.rmtree(work, ignore_errors=True)
     save_result("rotate", {
-        "rewrap_format_3": v3, "reencrypt_format_2": v2,
-        "reencrypt_over_rewrap": round(v2["seconds_to_rotate"] / v3["seconds_to_rotate"], 2),
+        "small": {"rewrap_format_3": v3, "reencrypt_format_2": v2,
+                  "reencrypt_over_rewrap": round(v2["seconds_to_rotate"] / v3["seconds_to_rotate"], 2)},
+        "large": {"rewrap_format_3": big3, "reencrypt_format_2": big2,
+                  "reencrypt_over_rewrap": round(big2["seconds_to_rotate"] / big3["seconds_to_rotate"], 2)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpus": os.cpu_count(),
     })

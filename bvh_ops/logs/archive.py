@@ -88,7 +88,7 @@ def export_day(conn: psycopg.Connection, settings: Settings, store: ObjectStore,
     sha, count = hashlib.sha256(), 0
     writer = store.open_writer(key)
     try:
-        enc = EncryptingWriter(sink=writer, data_key=data_key,
+        enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10, bind=key)
         for chunk, n in _rows(conn, category, day):

@@ -34,6 +34,7 @@ from bvh_ops.wal.store import wal_fetch, wal_key, wal_push
 
 NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 DAY = (NOW - timedelta(days=40)).date()
+DAY2 = DAY - timedelta(days=1)
 
 
 def _segment(segno: int, size: int = 300_000, sysid: int = 7) -> bytes:
@@ -109,10 +110,24 @@ def world(request, fresh_db, make_settings, tmp_path, monkeypatch):
                      "SELECT %s::timestamptz + g * interval '1 s', 'security', 'platform', 'warning', 'auth.x', "
                      "'{}'::jsonb, '1:2', g FROM generate_series(1, 300) g", (datetime.combine(DAY, datetime.min.time(), UTC),))
         export_day(conn, settings, repo.store, "security", DAY, NOW)
+        # and the day before, archived in format 2 (envelopes in the header, none in the index)
+        import bvh_ops.logs.archive as logs_mod
+
+        conn.execute("SELECT ops.ensure_log_partition('security', %s)", (DAY2,))
+        conn.execute("INSERT INTO ops.log_records (at, category, source, level, event, fields, file_id, file_offset) "
+                     "SELECT %s::timestamptz + g * interval '1 s', 'security', 'platform', 'warning', 'auth.y', "
+                     "'{}'::jsonb, '1:3', g FROM generate_series(1, 200) g", (datetime.combine(DAY2, datetime.min.time(), UTC),))
+        with monkeypatch.context() as m:
+            _format_2(m, logs_mod)
+            export_day(conn, settings, repo.store, "security", DAY2, NOW)
+        key = archive_key("security", DAY2) + ".json"
+        index = json.loads(repo.store.get_bytes(key))
+        index.pop("envelopes")
+        repo.store.put_bytes(key, json.dumps(index).encode())
     snap = take_snapshot(settings, "app").snapshot_id
     return {"settings": settings, "a": (a_pub, a_key), "b": (b_pub, b_key), "backups": [b3, b2], "snapshot": snap,
             "wal": ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"],
-            "log": archive_key("security", DAY), "ops": ops_dsn, "tmp": tmp_path, "fresh_db": fresh_db}
+            "logs": [archive_key("security", DAY), archive_key("security", DAY2)], "ops": ops_dsn, "tmp": tmp_path, "fresh_db": fresh_db}
 
 
 def _opens(w, identity: Path) -> dict[str, bool]:
@@ -129,12 +144,13 @@ def _opens(w, identity: Path) -> dict[str, bool]:
             got[name] = True
         except BvhOpsError:
             got[name] = False
-    try:
-        index = json.loads(repo.store.get_bytes(w["log"] + ".json"))
-        verify_archive(s, repo.store, w["log"], index)
-        got["log"] = True
-    except BvhOpsError:
-        got["log"] = False
+    for log_key in w["logs"]:
+        try:
+            index = json.loads(repo.store.get_bytes(log_key + ".json"))
+            verify_archive(s, repo.store, log_key, index)
+            got[log_key] = True
+        except BvhOpsError:
+            got[log_key] = False
     try:
         entries = [e for e in iter_entries(repo.store, w["snapshot"], idents) if e.type == "file"]
         got["files"] = all(read_chunk(repo.store, c.address, idents) for e in entries for c in e.chunks)
@@ -176,7 +192,7 @@ def test_rotation_end_to_end_with_an_interrupted_run(world):
     s2 = _with(s, recipients=[b_pub])
     dry = rotate(s2, add=[], remove=[str(a_pub)], dry_run=True)
     assert dry.planned["rewrap"] == {"backup": 1, "wal": 2, "log": 1, "files": 1}
-    assert dry.planned["rewrite"] == {"backup": 1, "wal": 1}
+    assert dry.planned["rewrite"] == {"backup": 1, "wal": 1, "log": 1}
     assert all(_opens(w, a_key).values())                          # a dry run changes nothing
 
     # Interrupted: after two items, then in the middle of the format-2 WAL file's rewrite.
@@ -317,3 +333,32 @@ def test_physical_full_and_incremental_are_rotated_and_restore_with_the_new_key(
             assert conn.execute("SELECT count(*) FROM phys").fetchone()[0] == 20000   # the moment of the full
     finally:
         stop_server(tmp_path / "restored", embedded_bin_dir())
+
+
+def test_cli_rotate_dry_run_json_and_one_line_refusals(keypair, tmp_path):
+    """The operator's view: `keys rotate --dry-run --json` on a repository with WAL, then the
+    refusals as one line each, exit non-zero, no traceback; `keys rotate-host` prints the new key."""
+    from tests.integration.cli import assert_one_line_error, run_cli
+
+    pub, key = keypair
+    (tmp_path / "repo").mkdir()
+    env = {"BVH_OPS_REPOSITORY": f"file://{tmp_path / 'repo'}", "BVH_OPS_RECIPIENTS": str(pub),
+           "BVH_OPS_IDENTITY": str(key), "BVH_OPS_STATE_DIR": str(tmp_path / "state")}
+    seg = tmp_path / "000000010000000000000005"
+    seg.write_bytes(_segment(5))
+    assert run_cli("wal-push", str(seg), env=env).returncode == 0
+    new_pub, _ = write_keypair(tmp_path / "new")
+    kid = load_recipients([pub])[0].key_id
+    proc = run_cli("keys", "rotate", "--add", str(new_pub), "--dry-run", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["dry_run"] and doc["planned"]["rewrap"] == {"wal": 1} and doc["key_ids_in_use"] == [kid]
+    assert_one_line_error(run_cli("keys", "rotate", "--remove", kid, env=env), "last recipient")
+    assert_one_line_error(run_cli("keys", "rotate", "--add", str(new_pub), "--remove", kid, env=env),
+                          "still in the configured recipients", "recipients")
+    assert_one_line_error(run_cli("keys", "rotate", "--remove", "not-a-key", env=env), "--remove not-a-key")
+    proc = run_cli("keys", "rotate", "--add", str(new_pub), env=env)
+    assert proc.returncode == 0 and "rewrapped: 1 wal" in proc.stdout, proc.stdout + proc.stderr
+    proc = run_cli("keys", "rotate-host", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["record"].startswith("keys/host/")
