@@ -37,7 +37,8 @@ def make_backups(settings: Settings, n: int, object_bytes: int, *, version: int)
     repo, host_key = open_repository(settings)
     recipients = load_recipients(settings.recipients)
     ids = tuple(r.key_id for r in recipients)
-    payload = os.urandom(object_bytes // 2) * 2   # half compressible, like a dump
+    piece = min(object_bytes, 1 << 20)
+    chunk = os.urandom(piece // 2) * 2   # half compressible, like a dump; written piece by piece
     start = datetime(2026, 1, 1, tzinfo=UTC)
     original = repo_mod.EncryptingWriter
     if version == 2:
@@ -50,7 +51,8 @@ def make_backups(settings: Settings, n: int, object_bytes: int, *, version: int)
             data_key = os.urandom(32)
             with w.object("dump.pgcustom", data_key=data_key, envelopes=seal_data_key(data_key, recipients),
                           compression_level=3, segment_size=1 << 20) as obj:
-                obj.write(payload)
+                for _ in range(object_bytes // piece):
+                    obj.write(chunk)
             entry = stats_to_entry("dump.pgcustom", obj.stats, ids, "zstd-3")
             m = Manifest(backup_id=bid, kind="logical", tool_version="bench", started_at=at.isoformat(),
                          finished_at=at.isoformat(), database="bench", server_version="18.0",

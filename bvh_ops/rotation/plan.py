@@ -26,7 +26,8 @@ class Item:
     version: int  # 2: envelopes in the object header; 3: beside it
     key_ids: tuple[str, ...]  # recipients its data key is sealed to now
     pending: bool = False  # an interrupted in-place rewrite to finish
-    rewritable: bool = True  # False: a format-2 item this version cannot rewrite (reported)
+    rewritable: bool = True  # False: an item this version cannot rotate (reported, with ``note``)
+    note: str = ""  # why it cannot be rotated
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,12 @@ def plan_rotation(inventory: list[Item], target: tuple[str, ...], removed: tuple
     for it in inventory:
         if set(it.key_ids) == want and not it.pending:
             plan.steps.append(Step(it, "skip", "sealed to the target set"))
+        elif not it.rewritable and it.note:
+            plan.steps.append(Step(it, "left", it.note))
         elif it.version >= 3 and not it.pending:
             plan.steps.append(Step(it, "rewrap"))
         elif not it.rewritable:
-            plan.steps.append(Step(it, "left", "format 2: this kind cannot be rewritten by a rotation yet"))
+            plan.steps.append(Step(it, "left", it.note or "format 2: this kind cannot be rewritten by a rotation yet"))
         else:
             plan.steps.append(Step(it, "rewrite", "format 2: re-encrypted into format 3"
                                    + (" (finishing an interrupted rewrite)" if it.pending else "")))

@@ -49,6 +49,9 @@ def inventory(repo: Repository) -> list[Item]:
 def _backups(repo: Repository) -> list[Item]:
     items = []
     for rec in repo.list_backups():
+        if rec.status == "damaged":
+            items.append(Item("backup", rec.backup_id, 0, (), rewritable=False,
+                              note="no readable manifest: not rotated (see `bvh-ops verify`)"))
         if rec.status != "complete":
             continue
         loaded = repo.load_manifest(rec.backup_id)
@@ -57,7 +60,8 @@ def _backups(repo: Repository) -> list[Item]:
             continue  # a WAL-only increment: no data key
         version = 3 if all(o.envelopes for o in m.objects) else 2
         kids = tuple(dict.fromkeys(k for o in m.objects for k in o.key_ids))
-        items.append(Item("backup", rec.backup_id, version, kids, rewritable=loaded.signature_ok))
+        note = "" if loaded.signature_ok else f"manifest {loaded.signature_detail}: not rotated (see `bvh-ops verify`)"
+        items.append(Item("backup", rec.backup_id, version, kids, rewritable=loaded.signature_ok, note=note))
     return items
 
 
@@ -94,7 +98,9 @@ def _files(store: ObjectStore) -> list[Item]:
         with store.open_reader(info.key) as body:
             header = read_header(body, expect_bind=info.key)
         if header.version == 2:
-            items.append(Item("files", info.key, 2, tuple(e.key_id for e in header.envelopes), rewritable=False))
+            items.append(Item("files", info.key, 2, tuple(e.key_id for e in header.envelopes), rewritable=False,
+                              note="file set snapshotted before format 3: cannot be rewritten by a rotation; take "
+                                   "a new snapshot, then `files forget` this one and `files gc`"))
     return items
 
 

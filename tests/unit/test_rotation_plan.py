@@ -83,3 +83,10 @@ def test_a_transition_without_both_signatures_is_ignored():
     bad = transition_record(forger, k2, datetime(2026, 11, 28, tzinfo=UTC))
     bad["transition"]["old_key_id"] = k1.key_id
     assert check_record(bad) is None
+
+
+def test_an_untrusted_backup_is_left_with_its_reason():
+    it = item(version=3, keys=(A,), rewritable=False)
+    it = Item(it.kind, it.ref, 3, (A,), rewritable=False, note="manifest signed by untrusted host key x")
+    (step,) = plan_rotation([it], (B,)).steps
+    assert (step.action, step.reason) == ("left", "manifest signed by untrusted host key x")
