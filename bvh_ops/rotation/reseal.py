@@ -133,6 +133,11 @@ def reseal_backup(repo: Repository, host_key: HostKey, backup_id: str, *, identi
     m = loaded.manifest
     prefix = backup_prefix(backup_id)
     ids = tuple(r.key_id for r in recipients)
+    leftovers = [prefix + o.name for o in m.objects if o.stored_name and repo.store.stat(prefix + o.name) is not None]
+    if leftovers and set(m.key_ids) == set(ids):
+        for key in leftovers:  # a rewrite interrupted after its commit: only the old object to delete
+            repo.store.delete(key)
+        return "rewritten"
     objects, superseded, how = [], [], "rewrapped"
     for e in m.objects:
         key = object_key(backup_id, e)
@@ -160,7 +165,7 @@ def reseal_backup(repo: Repository, host_key: HostKey, backup_id: str, *, identi
     if not check.signature_ok or check.manifest.manifest_version != new.manifest_version:
         raise IntegrityError(f"backup {backup_id}: the new manifest version does not read back")
     checkpoint("committed", backup_id)
-    for key in superseded:
+    for key in superseded + leftovers:
         repo.store.delete(key)
     return how
 
@@ -189,17 +194,25 @@ def reseal_indexed(store: ObjectStore, key: str, *, identities: list[Identity], 
                    level: int, segment_size: int, checkpoint: Checkpoint = _noop) -> str:
     """One WAL file or log archive (``key`` and its index entry ``key.json``)."""
     index_key = key + ".json"
-    entry = json.loads(store.get_bytes(index_key))
+    raw = store.get_bytes(index_key)
+    entry = json.loads(raw)
     ids = [r.key_id for r in recipients]
     pending = entry.get("rewrite")
     if pending is not None and _stored_sha(store, key) == pending.get("stored_sha256"):
         _finish_rewrite(store, key, entry, checkpoint)  # interrupted after the swap
-        entry = json.loads(store.get_bytes(index_key))
+        raw = store.get_bytes(index_key)
+        entry = json.loads(raw)
+        if set(entry.get("key_ids", ())) == set(ids):
+            return "rewritten"
     elif pending is not None:
         entry = {k: v for k, v in entry.items() if k != "rewrite"}  # interrupted before it: start again
     if entry.get("envelopes"):
         data_key = open_key(store, key, identities, envelopes_from_json(entry["envelopes"]))
-        _put_json(store, index_key, {**entry, "envelopes": _sealed(data_key, recipients), "key_ids": ids})
+        new = {**entry, "envelopes": _sealed(data_key, recipients), "key_ids": ids}
+        if store.get_bytes(index_key) != raw:
+            # Rewritten meanwhile (a log day archived again): not ours to overwrite; a re-run rotates it.
+            raise IntegrityError(f"{index_key} changed during the rotation: run the rotation again")
+        _put_json(store, index_key, new)
         return "rewrapped"
     staged = staged_key(key)
     stats, data_key = reencrypt(store, key, staged, bind=key, identities=identities, envelopes=entry_envelopes(entry),

@@ -23,7 +23,7 @@ from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, ConfigError, NotFound
 from bvh_ops.keys import load_identities, load_recipients
 from bvh_ops.repository.open import open_repository
-from bvh_ops.repository.repo import Repository
+from bvh_ops.repository.repo import Repository, backup_prefix
 from bvh_ops.rotation.plan import Item, Plan, check_request, plan_rotation
 from bvh_ops.rotation.reseal import Checkpoint, reseal_backup, reseal_files_record, reseal_indexed
 from bvh_ops.storage.base import ObjectStore
@@ -61,7 +61,11 @@ def _backups(repo: Repository) -> list[Item]:
         version = 3 if all(o.envelopes for o in m.objects) else 2
         kids = tuple(dict.fromkeys(k for o in m.objects for k in o.key_ids))
         note = "" if loaded.signature_ok else f"manifest {loaded.signature_detail}: not rotated (see `bvh-ops verify`)"
-        items.append(Item("backup", rec.backup_id, version, kids, rewritable=loaded.signature_ok, note=note))
+        # A rewrite interrupted after its commit leaves the superseded format-2 object behind.
+        pending = any(o.stored_name and repo.store.stat(backup_prefix(rec.backup_id) + o.name) is not None
+                      for o in m.objects)
+        items.append(Item("backup", rec.backup_id, version, kids, pending=pending, rewritable=loaded.signature_ok,
+                          note=note))
     return items
 
 
@@ -236,3 +240,20 @@ def _execute(settings: Settings, repo: Repository, host_key, plan: Plan, identit
             journal["done"] = n
             _journal(repo.store, journal)
     journal["done"] = len(plan.work)
+    _sweep_staged(repo.store)
+
+
+def _sweep_staged(store: ObjectStore) -> None:
+    """Staged re-encryptions (``.rotate-<name>``) whose entry no longer has a pending rewrite are
+    leftovers of a run interrupted after its last step: delete them."""
+    for prefix in ("wal/", "logs/"):
+        for info in store.list(prefix):
+            head, _, name = info.key.rpartition("/")
+            if not name.startswith(".rotate-"):
+                continue
+            try:
+                entry = json.loads(store.get_bytes(f"{head}/{name.removeprefix('.rotate-')}.json"))
+            except (NotFound, ValueError):
+                entry = {}
+            if "rewrite" not in entry:
+                store.delete(info.key)
