@@ -521,3 +521,49 @@ def test_the_reader_imports_nothing_from_bvh_ops():
         if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno < tests_start:
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             assert not any(n.split(".")[0] in ("bvh_ops", "tests") for n in names), ast.unparse(node)
+
+
+def test_a_rotated_backup_and_wal_open_by_the_page_alone(fresh_db, make_settings, repo_dir, tmp_path, monkeypatch):
+    """After `keys rotate` (a format-2 backup rewritten to `<name>.f3`, a WAL file rewrapped), the
+    page's rules alone open both with the new identity: stored_name, envelopes beside the object,
+    manifest_version."""
+    import functools
+
+    import psycopg
+
+    import bvh_ops.repository.repo as repo_mod
+    from bvh_ops.keys import load_recipients, write_keypair
+    from bvh_ops.logical.backup import run_logical_backup
+    from bvh_ops.rotation.run import rotate
+    from bvh_ops.stream import EncryptingWriter
+    from bvh_ops.wal.store import wal_push
+
+    dsn = fresh_db("_fmt3")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+    settings = make_settings(dsn, f"file://{repo_dir}")
+    monkeypatch.setattr(repo_mod, "EncryptingWriter", functools.partial(EncryptingWriter, format_version=2))
+    backup_id = run_logical_backup(settings).manifest.backup_id
+    monkeypatch.undo()
+    seg_name = "00000001000000000000002C"
+    (tmp_path / seg_name).write_bytes(_segment(0x2C, 7))
+    wal_push(settings, str(tmp_path / seg_name))
+    new_pub, new_key = write_keypair(tmp_path / "new")
+    old_id = load_recipients(settings.recipients)[0].key_id
+    report = rotate(settings.model_copy(update={"recipients": [new_pub]}), add=[], remove=[old_id])
+    assert report.ok and report.rewritten == {"backup": 1} and report.rewrapped == {"wal": 1}
+
+    reader = DocReader(repo_dir, parse_key_file(new_key, "bvh-ops-identity-v1"),
+                       [parse_host_key_file(Path(settings.state_dir) / "host_ed25519.key")])
+    m = reader.manifest(backup_id)
+    assert m["manifest_version"] == 2 and m["rotated_at"]
+    (obj,) = m["objects"]
+    assert obj["stored_name"] == "dump.pgcustom.f3"
+    plain = reader.decrypt(f"backups/{backup_id}/{obj['stored_name']}", obj["envelopes"])
+    assert hashlib.sha256(plain).hexdigest() == obj["plaintext_sha256"] and plain[:5] == b"PGDMP"
+    assert not (repo_dir / "backups" / backup_id / "dump.pgcustom").exists()
+    entry, plain = reader.wal(seg_name, "7")
+    assert entry["key_ids"] == [load_recipients([new_pub])[0].key_id]
+    old_reader = DocReader(repo_dir, parse_key_file(Path(settings.identity), "bvh-ops-identity-v1"), [])
+    with pytest.raises(FormatError, match="no identity"):
+        old_reader.wal(seg_name, "7")
