@@ -123,6 +123,7 @@ class RotationReport:
     left: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     key_ids_in_use: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -133,7 +134,8 @@ class RotationReport:
         return {"dry_run": self.dry_run, "ok": self.ok, "target_key_ids": list(self.target),
                 "removed_key_ids": list(self.removed), "planned": self.planned, "rewrapped": self.rewrapped,
                 "rewritten_format_2": self.rewritten, "unchanged": self.unchanged, "left": self.left,
-                "failed": self.failed, "key_ids_in_use": self.key_ids_in_use, "seconds": round(self.seconds, 3)}
+                "failed": self.failed, "key_ids_in_use": self.key_ids_in_use, "warnings": self.warnings,
+                "seconds": round(self.seconds, 3)}
 
     def render(self) -> str:
         def counts(d: dict[str, int]) -> str:
@@ -151,6 +153,7 @@ class RotationReport:
         lines.append(f"  unchanged (already sealed to the target): {self.unchanged}")
         lines += [f"  LEFT {x['kind']} {x['ref']}: {x['reason']}" for x in self.left]
         lines += [f"  FAILED {x['kind']} {x['ref']}: {x['error']}" for x in self.failed]
+        lines += [f"  note: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -191,6 +194,9 @@ def rotate(settings: Settings, *, add: list[Path], remove: list[str], dry_run: b
     plan = plan_rotation(items, target, removed)
     report = RotationReport(dry_run, plan.target, plan.removed,
                             key_ids_in_use=sorted({k for it in items for k in it.key_ids}))
+    report.warnings = [f"key {r.key_id} is not in `recipients`: backups, WAL and log archives written from now on "
+                       "will not be sealed to it; add it to `recipients` (BVH_OPS_RECIPIENTS)"
+                       for r in added if r.key_id not in {c.key_id for c in configured}]
     report.planned = {a: dict(plan.count(a)) for a in ("rewrap", "rewrite", "skip", "left")}
     report.unchanged = sum(plan.count("skip").values())
     report.left = [{"kind": s.item.kind, "ref": s.item.ref, "reason": s.reason} for s in plan.steps

@@ -362,6 +362,7 @@ def test_cli_rotate_dry_run_json_and_one_line_refusals(keypair, tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["dry_run"] and doc["planned"]["rewrap"] == {"wal": 1} and doc["key_ids_in_use"] == [kid]
+    assert "is not in `recipients`" in doc["warnings"][0]      # --add alone: new backups not sealed to it
     assert_one_line_error(run_cli("keys", "rotate", "--remove", kid, env=env), "last recipient")
     assert_one_line_error(run_cli("keys", "rotate", "--add", str(new_pub), "--remove", kid, env=env),
                           "still in the configured recipients", "recipients")
