@@ -70,7 +70,7 @@ def checkpoint(settings: Settings, conn: psycopg.Connection, now: datetime, *,
         since = latest.seq if latest else 1
         if latest is not None:
             anchor = store.entry(conn, latest.seq)
-            why = latest.signed_by(trusted_keys(settings, key))
+            why = latest.signed_by(trusted_keys(settings, key, objects))
             if why or anchor is None or anchor.hash != latest.head_hash:
                 raise IntegrityError(f"the chain at seq {latest.seq} is not the last digest's signed head"
                                      f"{f' ({why})' if why else ''}: not signing (run `bvh-ops audit verify`)")
