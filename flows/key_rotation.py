@@ -22,12 +22,14 @@ def _run_name() -> str:
 
 
 @task(name="rotate-keys", retries=0, timeout_seconds=24 * 3600)
-def rotate_task(add: list[str], remove: list[str], dry_run: bool) -> dict[str, Any]:
+def rotate_task(add: list[str], remove: list[str], dry_run: bool, replica: bool) -> dict[str, Any]:
     from pathlib import Path
 
     from bvh_ops.rotation.run import rotate
 
-    report = rotate(load_settings(), add=[Path(a) for a in add], remove=list(remove), dry_run=dry_run)
+    settings = load_settings()
+    report = rotate(settings.for_replica() if replica else settings, add=[Path(a) for a in add], remove=list(remove),
+                    dry_run=dry_run)
     return {**report.to_json(), "text": report.render()}
 
 
@@ -39,15 +41,17 @@ def publish_task(report: dict[str, Any]) -> None:
 
 
 @flow(name="key-rotation", flow_run_name=_run_name, retries=0)
-def key_rotation(add: list[str] | None = None, remove: list[str] | None = None, dry_run: bool = True) -> dict[str, Any]:
+def key_rotation(add: list[str] | None = None, remove: list[str] | None = None, dry_run: bool = True,
+                 replica: bool = False) -> dict[str, Any]:
     """Rotate the recipients every data key is sealed to.
 
     Args:
         add: recipient.pub files (paths on the worker) to add.
         remove: key ids or recipient.pub files to remove (remove them from `recipients` first).
         dry_run: list what would change without changing anything.
+        replica: rotate the replica repository (replica_repository) instead of the primary.
     """
-    report = rotate_task(add or [], remove or [], dry_run)
+    report = rotate_task(add or [], remove or [], dry_run, replica)
     publish_task(report)
     if not report["ok"]:
         raise IntegrityError(f"key rotation incomplete: {len(report['failed'])} failed, {len(report['left'])} left "

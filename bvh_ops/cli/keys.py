@@ -22,6 +22,8 @@ def rotate_cmd(
     remove: Annotated[list[str], typer.Option("--remove", help="A key id or recipient.pub to drop (remove it from "
                                               "`recipients` first or in the same change)")] = [],  # noqa: B006
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change; change nothing")] = False,
+    replica: Annotated[bool, typer.Option("--replica", help="Rotate the replica repository (replica_repository) "
+                                          "instead of the primary")] = False,
     as_json: JSON = False,
 ) -> None:
     """Re-seal every backup's, WAL file's, log archive's and file set's data key to the configured
@@ -30,7 +32,8 @@ def rotate_cmd(
     when anything failed or was left sealed to a removed key; a re-run finishes the job."""
     from bvh_ops.rotation.run import rotate
 
-    report = rotate(cli_settings(), add=add, remove=remove, dry_run=dry_run)
+    settings = cli_settings()
+    report = rotate(settings.for_replica() if replica else settings, add=add, remove=remove, dry_run=dry_run)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -43,15 +46,19 @@ def rotate_host_cmd(as_json: JSON = False) -> None:
     """A new Ed25519 host signing key; the old one signs a transition record to it (stored in the
     repository) so manifests it signed stay verifiable. The old key file is kept, renamed
     host_ed25519.key.retired-<id>: give the new public key to every host that lists the old one
-    in `trusted_host_keys`, then destroy the retired file."""
+    in `trusted_host_keys`, then destroy the retired file. The record goes to the replica too
+    when replica_repository is set (first, before the key changes)."""
     from bvh_ops.audit.record import record
     from bvh_ops.rotation.host import rotate_host_key
     from bvh_ops.storage import open_store
 
     settings = cli_settings()
-    store = open_store(settings)
-    store.check()
-    result = rotate_host_key(settings.state_dir, store)
+    stores = [open_store(settings)]
+    if settings.replica_repository:
+        stores.append(open_store(settings.for_replica()))  # its restores read its own records
+    for store in stores:
+        store.check()
+    result = rotate_host_key(settings.state_dir, stores)
     record(settings, None, "keys.rotate-host", result["new_key_id"],
            {k: result[k] for k in ("old_key_id", "new_key_id", "record", "at")})
     if as_json:

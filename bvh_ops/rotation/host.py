@@ -40,9 +40,11 @@ def transition_record(old: HostKey, new: HostKey, at: datetime) -> dict:
             "new_signature": new.sign(canonical(body))}
 
 
-def rotate_host_key(state_dir: Path, store: ObjectStore, *, now: datetime | None = None) -> dict:
-    """New host key in place of the old one; the transition record stored first (so a crash
-    never leaves a new key without the record that links it to the old one)."""
+def rotate_host_key(state_dir: Path, stores: list[ObjectStore], *, now: datetime | None = None) -> dict:
+    """New host key in place of the old one; the transition record stored first, in every
+    repository given (the primary and the replica: each is read on its own by restores), so a
+    crash or an unreachable repository never leaves a new key without the record that links it
+    to the old one."""
     now = now or datetime.now(UTC)
     path = Path(state_dir) / HOST_KEY_FILE
     if not os.path.lexists(path):
@@ -56,8 +58,13 @@ def rotate_host_key(state_dir: Path, store: ObjectStore, *, now: datetime | None
         _create_key_file(staged, _line(HOST_KEY_TAG, "ed25519", new.private.private_bytes_raw()), 0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write {staged}: {exc.strerror}") from None
-    store.put_bytes(f"{TRANSITIONS}{old.key_id}-{new.key_id}.json",
-                    json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+    try:
+        for store in stores:
+            store.put_bytes(f"{TRANSITIONS}{old.key_id}-{new.key_id}.json",
+                            json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+    except BaseException:
+        staged.unlink(missing_ok=True)  # the old key stays in use; a record already written is harmless
+        raise
     os.link(path, retired)          # keep the old key (the operator destroys it later)
     os.replace(staged, path)        # atomic: the old key or the new one
     return {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": new.public_b64,

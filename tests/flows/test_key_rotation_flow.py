@@ -43,5 +43,5 @@ def test_dry_run_then_apply(env_settings, repo_dir, tmp_path, keypair):
     kids = {r.key_id for r in load_recipients([keypair[0], new_pub])}
     assert set(json.loads(index.read_bytes())["key_ids"]) == kids
     with get_client(sync_client=True) as client:
-        art = next(a for a in client.read_artifacts(limit=200) if a.key == "key-rotation")
+        art = max((a for a in client.read_artifacts(limit=200) if a.key == "key-rotation"), key=lambda a: a.created)
     assert "rewrapped: 1 wal" in art.data

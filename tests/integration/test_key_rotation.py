@@ -262,23 +262,30 @@ def test_rotation_end_to_end_with_an_interrupted_run(world):
 
 def test_host_key_rotation_keeps_old_manifests_verifiable(make_settings, tmp_path):
     from bvh_ops.repository.manifest import Manifest
+    from bvh_ops.repository.repo import Repository
     from bvh_ops.rotation.host import rotate_host_key
+    from bvh_ops.storage import open_store
 
     (tmp_path / "repo").mkdir()
-    settings = make_settings("postgresql://unused@localhost/x", f"file://{tmp_path / 'repo'}")
+    (tmp_path / "replica").mkdir()
+    settings = make_settings("postgresql://unused@localhost/x", f"file://{tmp_path / 'repo'}",
+                             replica_repository=f"file://{tmp_path / 'replica'}")
     repo, old_key = open_repository(settings)
     m = Manifest(backup_id="20261128T020000Z-logical-abcdef", kind="logical", tool_version="t", started_at="s",
                  finished_at="2026-11-28T02:00:00+00:00", database="d", server_version="18", server_version_num=180000,
                  system_identifier="1", snapshot_id="", dump_format="custom", compression="zstd-3", kem="x25519",
                  key_ids=(), host="h")
     repo.begin(m.backup_id).commit(m, old_key)
-    result = rotate_host_key(settings.state_dir, repo.store)
+    Repository(open_store(settings.for_replica())).begin(m.backup_id).commit(m, old_key)   # as replicated
+    result = rotate_host_key(settings.state_dir, [repo.store, open_store(settings.for_replica())])
     assert result["old_key_id"] == old_key.key_id != result["new_key_id"]
     assert Path(result["retired_key_file"]).exists()                       # kept, renamed, 0600
     assert Path(result["retired_key_file"]).stat().st_mode & 0o777 == 0o600
     repo2, new_key = open_repository(settings)
     assert new_key.key_id == result["new_key_id"]
     assert repo2.load_manifest(m.backup_id).signature_ok                    # through the transition record
+    replica, _ = open_repository(settings.for_replica())
+    assert replica.load_manifest(m.backup_id).signature_ok                  # the replica has its own copy
     # Without the record the old signature is not trusted any more.
     repo2.store.delete(result["record"])
     repo3, _ = open_repository(settings)
@@ -369,9 +376,18 @@ def test_cli_rotate_dry_run_json_and_one_line_refusals(keypair, tmp_path):
     assert_one_line_error(run_cli("keys", "rotate", "--remove", "not-a-key", env=env), "--remove not-a-key")
     proc = run_cli("keys", "rotate", "--add", str(new_pub), env=env)
     assert proc.returncode == 0 and "rewrapped: 1 wal" in proc.stdout, proc.stdout + proc.stderr
+    # --replica rotates the replica repository (here: one WAL file pushed there, still sealed to the old key)
+    (tmp_path / "replica").mkdir()
+    assert run_cli("wal-push", str(seg), env={**env, "BVH_OPS_REPOSITORY": f"file://{tmp_path / 'replica'}"}
+                   ).returncode == 0
+    env["BVH_OPS_REPLICA_REPOSITORY"] = f"file://{tmp_path / 'replica'}"
+    proc = run_cli("keys", "rotate", "--replica", "--add", str(new_pub), "--json", env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["rewrapped"] == {"wal": 1}, proc.stderr
     proc = run_cli("keys", "rotate-host", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["record"].startswith("keys/host/")
+    record = json.loads(proc.stdout)["record"]
+    assert record.startswith("keys/host/")
+    assert (tmp_path / "repo" / record).exists() and (tmp_path / "replica" / record).exists()
 
 
 @pytest.mark.parametrize("stage", ["object-rewritten", "manifest-copy", "committed", "rewrite-recorded",
