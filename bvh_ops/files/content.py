@@ -148,7 +148,7 @@ def load_content_key(state_dir: Path, store: ObjectStore, *, data_key: bytes, en
     if store.stat(name) is None:
         sink = store.open_writer(name)
         try:
-            w = EncryptingWriter(sink=sink, data_key=data_key, bind=name)
+            w = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes, bind=name)
             w.write(key)
             w.close()
             sink.commit()

@@ -266,3 +266,28 @@ def reseal_files_record(store: ObjectStore, key: str, *, identities: list[Identi
         raise IntegrityError(f"{key}: its envelope opens another data key than the record names")
     _put_json(store, key, {**doc, "envelopes": _sealed(data_key, recipients), "key_ids": [r.key_id for r in recipients]})
     return "rewrapped"
+
+
+def reseal_files_object(store: ObjectStore, key: str, *, identities: list[Identity], recipients: list[Recipient],
+                        level: int, segment_size: int) -> str:
+    """A format-2 sealed content key (``files/keys/content-<kid>.enc``): nothing records its
+    stored bytes, so it is re-encrypted in place — the new data-key record first, then one atomic
+    put of the format-3 object (the old object or the new one, each with its envelopes)."""
+    from bvh_ops.files.content import save_data_key_record
+
+    with store.open_reader(key) as body:
+        plain = DecryptingReader(body, identities, bind=key).read()
+    data_key = os.urandom(32)
+    save_data_key_record(store, data_key, seal_data_key(data_key, recipients))
+    writer = store.open_writer(key)
+    try:
+        enc = EncryptingWriter(sink=writer, data_key=data_key, compression_level=level, segment_size=segment_size,
+                               bind=key)
+        enc.write(plain)
+        stats = enc.close()
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _verify(store, key, key, data_key, stats)
+    return "rewritten"

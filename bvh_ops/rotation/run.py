@@ -25,7 +25,13 @@ from bvh_ops.keys import load_identities, load_recipients
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, backup_prefix
 from bvh_ops.rotation.plan import Item, Plan, check_request, plan_rotation
-from bvh_ops.rotation.reseal import Checkpoint, reseal_backup, reseal_files_record, reseal_indexed
+from bvh_ops.rotation.reseal import (
+    Checkpoint,
+    reseal_backup,
+    reseal_files_object,
+    reseal_files_record,
+    reseal_indexed,
+)
 from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import read_header
 
@@ -96,6 +102,11 @@ def _files(store: ObjectStore) -> list[Item]:
         if name.startswith("data-") and name.endswith(".json"):
             doc = json.loads(store.get_bytes(info.key))
             items.append(Item("files", info.key, 3, tuple(doc.get("key_ids", ()))))
+        elif name.startswith("content-") and name.endswith(".enc"):
+            with store.open_reader(info.key) as body:
+                header = read_header(body, expect_bind=info.key)
+            if header.version == 2:  # format 3: covered by its data-key record
+                items.append(Item("files", info.key, 2, tuple(e.key_id for e in header.envelopes)))
     for info in store.list("files/snapshots/"):
         if not info.key.endswith("/entries.jsonl.enc"):
             continue
@@ -234,6 +245,9 @@ def _execute(settings: Settings, repo: Repository, host_key, plan: Plan, identit
             elif it.kind in ("wal", "log"):
                 how = reseal_indexed(repo.store, it.ref, identities=identities, recipients=recipients, level=level,
                                      segment_size=seg, checkpoint=checkpoint)
+            elif it.ref.endswith(".enc"):
+                how = reseal_files_object(repo.store, it.ref, identities=identities, recipients=recipients,
+                                          level=level, segment_size=seg)
             else:
                 how = reseal_files_record(repo.store, it.ref, identities=identities, recipients=recipients)
         except BvhOpsError as exc:

@@ -17,7 +17,7 @@ import pytest
 
 from bvh_ops.errors import BvhOpsError, ConfigError, CryptoError
 from bvh_ops.files.catalog import iter_entries
-from bvh_ops.files.content import read_chunk
+from bvh_ops.files.content import open_sealed_key, read_chunk
 from bvh_ops.files.snapshot import take_snapshot
 from bvh_ops.keys import load_identities, load_recipients, write_keypair
 from bvh_ops.logical.backup import run_logical_backup
@@ -29,7 +29,7 @@ from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, backup_prefix
 from bvh_ops.repository.verify import verify_backup
 from bvh_ops.rotation.run import JOURNAL, rotate
-from bvh_ops.stream import EncryptingWriter
+from bvh_ops.stream import EncryptingWriter, seal_data_key
 from bvh_ops.wal.store import wal_fetch, wal_key, wal_push
 
 NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
@@ -133,6 +133,17 @@ def _make_world(request, where, fresh_db, make_settings, tmp_path, monkeypatch):
         index = json.loads(repo.store.get_bytes(key))
         index.pop("envelopes")
         repo.store.put_bytes(key, json.dumps(index).encode())
+    # The file sets' content key sealed into the repository by an older bvh-ops (format 2).
+    import os
+
+    import bvh_ops.files.content as content_mod
+    from bvh_ops.files.content import load_content_key
+
+    with monkeypatch.context() as m:
+        _format_2(m, content_mod)
+        dk = os.urandom(32)
+        load_content_key(settings.state_dir, repo.store, data_key=dk,
+                         envelopes=seal_data_key(dk, load_recipients([a_pub])), identities=None)
     snap = take_snapshot(settings, "app").snapshot_id
     return {"settings": settings, "a": (a_pub, a_key), "b": (b_pub, b_key), "backups": [b3, b2], "snapshot": snap,
             "wal": ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"],
@@ -165,6 +176,12 @@ def _opens(w, identity: Path) -> dict[str, bool]:
         got["files"] = all(read_chunk(repo.store, c.address, idents) for e in entries for c in e.chunks)
     except BvhOpsError:
         got["files"] = False
+    for sealed in repo.store.list("files/keys/content-"):
+        kid = sealed.key.rsplit("content-", 1)[1].removesuffix(".enc")
+        try:
+            got[sealed.key] = bool(open_sealed_key(repo.store, kid, idents))
+        except BvhOpsError:
+            got[sealed.key] = False
     return got
 
 
@@ -201,7 +218,7 @@ def test_rotation_end_to_end_with_an_interrupted_run(world):
     s2 = _with(s, recipients=[b_pub])
     dry = rotate(s2, add=[], remove=[str(a_pub)], dry_run=True)
     assert dry.planned["rewrap"] == {"backup": 1, "wal": 2, "log": 1, "files": 1}
-    assert dry.planned["rewrite"] == {"backup": 1, "wal": 1, "log": 1}
+    assert dry.planned["rewrite"] == {"backup": 1, "wal": 1, "log": 1, "files": 1}
     assert all(_opens(w, a_key).values())                          # a dry run changes nothing
 
     # Interrupted: after two items, then in the middle of the format-2 WAL file's rewrite.
