@@ -36,6 +36,7 @@ from bvh_ops.stream import (
     EncryptingWriter,
     Envelope,
     Header,
+    StreamStats,
     data_key_id,
     envelopes_from_json,
     envelopes_json,
@@ -146,16 +147,25 @@ def load_content_key(state_dir: Path, store: ObjectStore, *, data_key: bytes, en
             assert key is not None
     name = sealed_key_name(key_id(key))
     if store.stat(name) is None:
-        sink = store.open_writer(name)
-        try:
-            w = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes, bind=name)
-            w.write(key)
-            w.close()
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
+        write_object(store, name, data_key, key, envelopes=envelopes)
     return key
+
+
+def write_object(store: ObjectStore, name: str, data_key: bytes, data: bytes, *, envelopes: list[Envelope] | None = None,
+                 level: int = 3, segment_size: int = 1 << 20) -> StreamStats:
+    """One small encrypted object bound to ``name``, visible only once complete (a failed write
+    leaves nothing). ``envelopes`` only matter to a format-2 writer (test fixtures)."""
+    sink = store.open_writer(name)
+    try:
+        w = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes, compression_level=level,
+                             segment_size=segment_size, bind=name)
+        w.write(data)
+        stats = w.close()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    return stats
 
 
 @dataclass
@@ -183,15 +193,8 @@ class ChunkStore:
         if info is not None:
             self._known[addr] = info.size
             return addr, info.size, False
-        sink = self.store.open_writer(name)
-        try:
-            w = EncryptingWriter(sink=sink, data_key=self.data_key, compression_level=self.compression_level, segment_size=self.segment_size, bind=name)
-            w.write(data)
-            stats = w.close()
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
+        stats = write_object(self.store, name, self.data_key, data, level=self.compression_level,
+                             segment_size=self.segment_size)
         self._known[addr] = stats.stored_size
         return addr, stats.stored_size, True
 

@@ -273,21 +273,12 @@ def reseal_files_object(store: ObjectStore, key: str, *, identities: list[Identi
     """A format-2 sealed content key (``files/keys/content-<kid>.enc``): nothing records its
     stored bytes, so it is re-encrypted in place — the new data-key record first, then one atomic
     put of the format-3 object (the old object or the new one, each with its envelopes)."""
-    from bvh_ops.files.content import save_data_key_record
+    from bvh_ops.files.content import save_data_key_record, write_object
 
     with store.open_reader(key) as body:
         plain = DecryptingReader(body, identities, bind=key).read()
     data_key = os.urandom(32)
     save_data_key_record(store, data_key, seal_data_key(data_key, recipients))
-    writer = store.open_writer(key)
-    try:
-        enc = EncryptingWriter(sink=writer, data_key=data_key, compression_level=level, segment_size=segment_size,
-                               bind=key)
-        enc.write(plain)
-        stats = enc.close()
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    stats = write_object(store, key, data_key, plain, level=level, segment_size=segment_size)
     _verify(store, key, key, data_key, stats)
     return "rewritten"
