@@ -9,6 +9,12 @@ Every object is *bound* to where it belongs: its header carries ``bind`` (the ob
 repository, e.g. ``backups/<id>/dump.pgc`` or ``wal/00000001/<segment>``), the header is the
 associated data of every segment, and readers name the key they expect: an object copied or
 swapped to another place fails before a byte of its plaintext is used.
+
+Format 3 keeps the data-key envelopes *outside* the object (in the backup's signed manifest, the
+WAL file's or log archive's index entry, the file sets' data-key record): the header, which is
+the associated data of every segment, names only the data key (``dk``, a commitment to it), so
+re-sealing the data key to new recipients never touches the object. Format 2 objects (envelopes
+in the header) are still read.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import io
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -38,7 +44,9 @@ SALT_LEN = 32
 PREFIX_LEN = 7
 HKDF_INFO = b"bvh-ops/v1/stream"
 MAX_HEADER = 1 << 20
-FORMAT_VERSION = 2  # 2: the header binds the object to its repository key
+FORMAT_VERSION = 3  # 2: the header binds the object to its key; 3: envelopes outside the object
+READ_VERSIONS = (2, 3)
+DK_INFO = b"bvh-ops/v3/data-key-id"
 
 
 class Sink(Protocol):
@@ -67,8 +75,38 @@ class Envelope:
         return {"kid": self.key_id, "kem": self.kem, "sealed": base64.b64encode(self.sealed).decode()}
 
 
+    @classmethod
+    def from_json(cls, doc: dict) -> Envelope:
+        try:
+            return cls(str(doc["kid"]), str(doc["kem"]), base64.b64decode(doc["sealed"], validate=True))
+        except Exception:
+            raise CryptoError("malformed data-key envelope") from None
+
+
 def seal_data_key(data_key: bytes, recipients: list[Recipient]) -> list[Envelope]:
     return [Envelope(r.key_id, r.kem, r.seal(data_key)) for r in recipients]
+
+
+def envelopes_json(envelopes: list[Envelope]) -> list[dict[str, str]]:
+    return [e.to_json() for e in envelopes]
+
+
+def envelopes_from_json(docs: list[dict] | None) -> list[Envelope]:
+    return [Envelope.from_json(d) for d in docs or ()]
+
+
+def entry_envelopes(entry: dict) -> list[Envelope]:
+    """A format-3 object's envelopes from its index entry (WAL file, log archive). While a key
+    rotation rewrites a format-2 object in place, the entry's ``rewrite`` holds the envelopes of
+    the format-3 object that replaces it (the old object carries its own in its header)."""
+    return envelopes_from_json(entry.get("envelopes") or (entry.get("rewrite") or {}).get("envelopes"))
+
+
+def data_key_id(data_key: bytes) -> str:
+    """A format-3 header's ``dk``: HKDF-SHA256(data_key, salt = "", info = "bvh-ops/v3/data-key-id",
+    L = 16), hex. Names the data key (objects sharing one, such as a file-set run's chunks, share
+    it) and commits to it: an envelope that opens to another key is refused before decrypting."""
+    return HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=DK_INFO).derive(data_key).hex()
 
 
 def _derive(data_key: bytes, salt: bytes) -> tuple[AESGCM, bytes]:
@@ -105,14 +143,22 @@ class EncryptingWriter:
         *,
         sink: Sink,
         data_key: bytes,
-        envelopes: list[Envelope],
+        envelopes: list[Envelope] | None = None,
         compression_level: int = 3,
         segment_size: int = 1 << 20,
         compression_threads: int = 0,
         bind: str,
+        format_version: int = FORMAT_VERSION,
     ) -> None:
+        """Format 3 (the default): ``envelopes`` stay with the caller, who records them beside the
+        object (manifest, index entry); format 2 (``format_version=2``, kept to write test fixtures
+        of older repositories) puts them in the header."""
         if not bind:
             raise ValueError("an object must be bound to its repository key")
+        if format_version not in READ_VERSIONS:
+            raise ValueError(f"cannot write format {format_version}")
+        if format_version == 2 and not envelopes:
+            raise ValueError("a format-2 object needs its envelopes")
         self._out = _HashingSink(sink)
         self._plain_sha = hashlib.sha256()
         # The plaintext hash runs on a worker thread (hashlib releases the GIL), overlapping
@@ -123,16 +169,21 @@ class EncryptingWriter:
         self._seg = segment_size
         salt = os.urandom(SALT_LEN)
         self._aead, self._prefix = _derive(data_key, salt)
+        doc = {
+            "v": format_version,
+            "bind": bind,
+            "aead": "AES-256-GCM-STREAM",
+            "compression": "zstd",
+            "segment_size": segment_size,
+            "salt": base64.b64encode(salt).decode(),
+        }
+        if format_version == 2:
+            doc["envelopes"] = envelopes_json(envelopes or [])
+        else:
+            doc["envelopes"] = "external"
+            doc["dk"] = data_key_id(data_key)
         header = json.dumps(
-            {
-                "v": FORMAT_VERSION,
-                "bind": bind,
-                "aead": "AES-256-GCM-STREAM",
-                "compression": "zstd",
-                "segment_size": segment_size,
-                "salt": base64.b64encode(salt).decode(),
-                "envelopes": [e.to_json() for e in envelopes],
-            },
+            doc,
             sort_keys=True,
             separators=(",", ":"),
         ).encode()
@@ -205,9 +256,11 @@ def _read_exact(source: BinaryIO, n: int) -> bytes:
 class Header:
     segment_size: int
     salt: bytes
-    envelopes: list[Envelope]
+    envelopes: list[Envelope]  # format 2: from the header; format 3: [] (they live outside)
     aad: bytes
     bind: str
+    version: int = 2
+    dk: str = ""  # format 3: the data key's id (a commitment to it)
 
 
 def read_header(source: BinaryIO, *, expect_bind: str) -> Header:
@@ -230,9 +283,16 @@ def read_header(source: BinaryIO, *, expect_bind: str) -> Header:
         if doc["v"] == 1:
             raise CryptoError("object written in format 1 (not bound to its key): re-take this backup "
                               "with this version of bvh-ops")
-        if doc["v"] != FORMAT_VERSION or doc["aead"] != "AES-256-GCM-STREAM" or doc["compression"] != "zstd":
+        if doc["v"] not in READ_VERSIONS or doc["aead"] != "AES-256-GCM-STREAM" or doc["compression"] != "zstd":
             raise CryptoError(f"unsupported object format {doc.get('v')}/{doc.get('aead')}")
-        envs = [Envelope(e["kid"], e["kem"], base64.b64decode(e["sealed"])) for e in doc["envelopes"]]
+        version = int(doc["v"])
+        if version == 2:
+            envs = [Envelope(e["kid"], e["kem"], base64.b64decode(e["sealed"])) for e in doc["envelopes"]]
+            dk = ""
+        else:
+            if doc["envelopes"] != "external":
+                raise CryptoError("format-3 header must say envelopes 'external'")
+            envs, dk = [], str(doc["dk"])
         seg = int(doc["segment_size"])
         salt = base64.b64decode(doc["salt"])
         bind = str(doc["bind"])
@@ -242,16 +302,37 @@ def read_header(source: BinaryIO, *, expect_bind: str) -> Header:
         raise CryptoError("malformed object header") from None
     if bind != expect_bind:
         raise CryptoError(f"object at {expect_bind} was written as {bind} (moved, copied or swapped): refusing it")
-    return Header(seg, salt, envs, hashlib.sha256(magic + raw_len + header).digest(), bind)
+    return Header(seg, salt, envs, hashlib.sha256(magic + raw_len + header).digest(), bind, version, dk)
 
 
-def open_data_key(header: Header, identities: list[Identity]) -> bytes:
+# Where a format-3 object's envelopes come from: a list (the caller read them from the manifest or
+# index entry) or a function of the header (a file-set chunk: looked up by its ``dk``).
+EnvelopeSource = list[Envelope] | Callable[[Header], list[Envelope]] | None
+
+
+def header_envelopes(header: Header, external: EnvelopeSource) -> list[Envelope]:
+    """The envelopes that seal this object's data key: format 2 from its header (``external``
+    ignored), format 3 from ``external``."""
+    if header.version == 2:
+        return header.envelopes
+    if external is None:
+        raise CryptoError(f"object {header.bind} keeps its data-key envelopes outside (format 3) and none were "
+                          "found for it (its manifest or index entry lacks them)")
+    return external(header) if callable(external) else list(external)
+
+
+def open_data_key(header: Header, identities: list[Identity], envelopes: EnvelopeSource = None) -> bytes:
+    envs = header_envelopes(header, envelopes)
     by_kid = {i.key_id: i for i in identities}
-    for env in header.envelopes:
+    for env in envs:
         ident = by_kid.get(env.key_id)
         if ident is not None:
-            return ident.open(env.sealed)
-    kids = ", ".join(e.key_id for e in header.envelopes) or "none"
+            key = ident.open(env.sealed)
+            if header.version >= 3 and data_key_id(key) != header.dk:
+                raise CryptoError(f"object {header.bind}: the envelope for key {env.key_id} opens another data key "
+                                  "(envelopes swapped or forged)")
+            return key
+    kids = ", ".join(e.key_id for e in envs) or "none"
     raise CryptoError(
         f"no identity matches this backup's recipients (sealed to key ids {kids}): set BVH_OPS_IDENTITY to the right key"
     )
@@ -308,9 +389,18 @@ class _IterRaw(io.RawIOBase):
 class DecryptingReader(io.RawIOBase):
     """Read plaintext back from a stored object; raises CryptoError on any tampering."""
 
-    def __init__(self, source: BinaryIO, identities: list[Identity], *, bind: str) -> None:
+    def __init__(self, source: BinaryIO, identities: list[Identity], *, bind: str,
+                 envelopes: EnvelopeSource = None, data_key: bytes | None = None) -> None:
+        """``envelopes``: a format-3 object's envelopes (ignored for format 2). ``data_key``: open
+        with this key instead (a rotation verifying what it just wrote; checked against ``dk``)."""
         header = read_header(source, expect_bind=bind)
-        key = open_data_key(header, identities)
+        self.header = header
+        if data_key is not None:
+            if header.version >= 3 and data_key_id(data_key) != header.dk:
+                raise CryptoError(f"object {bind} was not written with this data key")
+            key = data_key
+        else:
+            key = open_data_key(header, identities, envelopes)
         compressed = io.BufferedReader(_IterRaw(_segments(source, header, key)), buffer_size=1 << 20)
         self._z = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
 

@@ -400,7 +400,7 @@ def _repository_checks(repo: Repository, rec: BackupRecord) -> tuple[CheckResult
         listed = {info.key: info.size for info in repo.store.list(prefix)}
     except BvhOpsError as exc:
         return signature, CheckResult("objects present", CheckStatus.NOT_VERIFIED, f"listing failed: {exc}"), sha
-    bad = [o.name for o in objects if listed.get(prefix + o.name) != o.stored_size]
+    bad = [o.name for o in objects if listed.get(prefix + o.stored) != o.stored_size]
     present = (CheckResult("objects present", CheckStatus.FAILED,
                            f"{len(bad)} of {len(objects)} missing or of the wrong size: {', '.join(bad[:5])}")
                if bad else CheckResult("objects present", CheckStatus.PASSED,

@@ -70,7 +70,7 @@ def checkpoint(settings: Settings, conn: psycopg.Connection, now: datetime, *,
         since = latest.seq if latest else 1
         if latest is not None:
             anchor = store.entry(conn, latest.seq)
-            why = latest.signed_by(trusted_keys(settings, key))
+            why = latest.signed_by(trusted_keys(settings, key, objects))
             if why or anchor is None or anchor.hash != latest.head_hash:
                 raise IntegrityError(f"the chain at seq {latest.seq} is not the last digest's signed head"
                                      f"{f' ({why})' if why else ''}: not signing (run `bvh-ops audit verify`)")
@@ -132,7 +132,7 @@ def verify_trail(settings: Settings, conn: psycopg.Connection, *, from_seq: int 
                            "checked against the ops database's copies only"))
     merged, found = compare_copies(in_db, in_repo, unreadable)
     with conn.transaction():
-        report = verify(store.entries(conn, from_seq=from_seq), merged, trusted_keys(settings, key),
+        report = verify(store.entries(conn, from_seq=from_seq), merged, trusted_keys(settings, key, objects),
                         from_seq=from_seq)
     report.findings[:0] = pre + found
     return report

@@ -16,6 +16,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     capacity,
     drill,
     files,
+    keys,
     logs,
     logs_analyze,
     logs_retention,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bvh_ops.errors import IntegrityError, NotFound, StorageError
+from bvh_ops.files.content import store_envelopes
 from bvh_ops.files.layout import (
     ENTRIES,
     GC_LOCK,
@@ -105,7 +106,7 @@ def trusted_index(store: ObjectStore, trusted: dict[str, str], sid: str, *, set_
 def iter_entries(store: ObjectStore, sid: str, identities: list[Identity]) -> Iterator[Entry]:
     key = snapshot_prefix(sid) + ENTRIES
     with store.open_reader(key) as body:
-        reader = DecryptingReader(body, identities, bind=key)
+        reader = DecryptingReader(body, identities, bind=key, envelopes=store_envelopes(store))
         rest = b""
         while chunk := reader.read(1 << 20):
             rest += chunk

@@ -10,6 +10,11 @@ for the host that snapshots, and a copy sealed to the recipients at
 same key either by copying the file or, when it holds the identity, by opening the sealed copy
 on first use (then it dedups against the first host's content). Deep verify opens the sealed
 copy with the identity to recompute every address.
+
+Format 3: every object a snapshot run writes (chunks, its entries, the sealed content key) is
+encrypted with the run's data key, whose envelopes live once in ``files/keys/data-<dk>.json``
+(``dk`` is the data-key id in each object's header), written before the first object: a key
+rotation rewrites those small records, never a chunk.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +32,16 @@ from bvh_ops.files.layout import KEYS, SMALL_BLOB, Chunk, content_key
 from bvh_ops.files.packs import PackIndex, PackWriter, load_pack_index
 from bvh_ops.keys import Identity, Recipient
 from bvh_ops.storage.base import ObjectStore
-from bvh_ops.stream import DecryptingReader, EncryptingWriter, Envelope
+from bvh_ops.stream import (
+    DecryptingReader,
+    EncryptingWriter,
+    Envelope,
+    Header,
+    StreamStats,
+    data_key_id,
+    envelopes_from_json,
+    envelopes_json,
+)
 
 KEY_FILE = "files-content.key"
 KEY_BYTES = 32
@@ -42,6 +57,36 @@ def address(key: bytes, data: bytes) -> str:
 
 def sealed_key_name(kid: str) -> str:
     return f"{KEYS}content-{kid}.enc"
+
+
+def data_key_record(dk: str) -> str:
+    return f"{KEYS}data-{dk}.json"
+
+
+def save_data_key_record(store: ObjectStore, data_key: bytes, envelopes: list[Envelope]) -> str:
+    """Write the run's data-key record (its envelopes) before any object encrypted with it."""
+    dk = data_key_id(data_key)
+    doc = {"dk": dk, "key_ids": [e.key_id for e in envelopes], "envelopes": envelopes_json(envelopes)}
+    store.put_bytes(data_key_record(dk), json.dumps(doc, sort_keys=True).encode())
+    return dk
+
+
+def store_envelopes(store: ObjectStore):
+    """An envelope source for DecryptingReader: a format-3 object's envelopes looked up by the
+    ``dk`` of its header (cached: one record serves every chunk of a run)."""
+    cache: dict[str, list[Envelope]] = {}
+
+    def lookup(header: Header) -> list[Envelope]:
+        if header.dk not in cache:
+            try:
+                doc = json.loads(store.get_bytes(data_key_record(header.dk)))
+            except NotFound:
+                raise IntegrityError(f"{header.bind}: its data-key record {data_key_record(header.dk)} is "
+                                     "missing") from None
+            cache[header.dk] = envelopes_from_json(doc.get("envelopes"))
+        return cache[header.dk]
+
+    return lookup
 
 
 def _read_local(path: Path) -> bytes | None:
@@ -75,7 +120,7 @@ def open_sealed_key(store: ObjectStore, kid: str, identities: list[Identity]) ->
     name = sealed_key_name(kid)
     try:
         with store.open_reader(name) as body:
-            key = DecryptingReader(body, identities, bind=name).read()
+            key = DecryptingReader(body, identities, bind=name, envelopes=store_envelopes(store)).read()
     except NotFound:
         raise IntegrityError(f"content key {kid} is missing from the repository ({name})") from None
     if len(key) != KEY_BYTES or key_id(key) != kid:
@@ -103,16 +148,25 @@ def load_content_key(state_dir: Path, store: ObjectStore, *, data_key: bytes, en
             assert key is not None
     name = sealed_key_name(key_id(key))
     if store.stat(name) is None:
-        sink = store.open_writer(name)
-        try:
-            w = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes, bind=name)
-            w.write(key)
-            w.close()
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
+        write_object(store, name, data_key, key, envelopes=envelopes)
     return key
+
+
+def write_object(store: ObjectStore, name: str, data_key: bytes, data: bytes, *, envelopes: list[Envelope] | None = None,
+                 level: int = 3, segment_size: int = 1 << 20) -> StreamStats:
+    """One small encrypted object bound to ``name``, visible only once complete (a failed write
+    leaves nothing). ``envelopes`` only matter to a format-2 writer (test fixtures)."""
+    sink = store.open_writer(name)
+    try:
+        w = EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes, compression_level=level,
+                             segment_size=segment_size, bind=name)
+        w.write(data)
+        stats = w.close()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    return stats
 
 
 @dataclass
@@ -176,16 +230,8 @@ class ChunkStore:
         if info is not None:
             self._known[addr] = Chunk(addr, len(data), info.size)
             return self._known[addr], False
-        sink = self.store.open_writer(name)
-        try:
-            w = EncryptingWriter(sink=sink, data_key=self.data_key, envelopes=self.envelopes,
-                                 compression_level=self.compression_level, segment_size=self.segment_size, bind=name)
-            w.write(data)
-            stats = w.close()
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
+        stats = write_object(self.store, name, self.data_key, data, level=self.compression_level,
+                             segment_size=self.segment_size)
         self._known[addr] = Chunk(addr, len(data), stats.stored_size)
         return self._known[addr], True
 

@@ -228,6 +228,7 @@ class BlobReader:
         self._body: BinaryIO | None = None
         self._reader: DecryptingReader | None = None
         self._pos = 0
+        self._env: Any = None   # the data-key records' envelopes, looked up once per reader
 
     def __enter__(self) -> BlobReader:
         return self
@@ -247,7 +248,9 @@ class BlobReader:
             self.close()
             key = pack_key(chunk.pack)
             self._body = self._store.open_reader(key)
-            self._reader = DecryptingReader(self._body, self._ids, bind=key)
+            if self._env is None:
+                self._env = _envelopes(self._store)
+            self._reader = DecryptingReader(self._body, self._ids, bind=key, envelopes=self._env)
             self._pack, self._pos = chunk.pack, 0
         assert self._reader is not None
         skip = chunk.offset - self._pos
@@ -271,7 +274,7 @@ def read_chunk(store: ObjectStore, addr: str, identities: list[Identity]) -> byt
     """The plaintext of a chunk of its own (files/content/<aa>/<address>)."""
     key = content_key(addr)
     with store.open_reader(key) as body:
-        reader = DecryptingReader(body, identities, bind=key)
+        reader = DecryptingReader(body, identities, bind=key, envelopes=_envelopes(store))
         parts = []
         while data := reader.read(1 << 20):
             parts.append(data)
@@ -284,7 +287,7 @@ def iter_pack(store: ObjectStore, info: PackInfo, identities: list[Identity]):
     key = pack_key(info.pack_id)
     with store.open_reader(key) as raw:
         hashed = _Hashing(raw)
-        reader = DecryptingReader(hashed, identities, bind=key)
+        reader = DecryptingReader(hashed, identities, bind=key, envelopes=_envelopes(store))
         pos = 0
         for addr, off, n in info.blobs:
             if off != pos:
@@ -313,3 +316,10 @@ class _Hashing:
         data = self._inner.read(n)
         self.sha.update(data)
         return data
+
+
+def _envelopes(store: ObjectStore):
+    """Format 3: a pack's or chunk's envelopes are in the run's data-key record (files/keys/)."""
+    from bvh_ops.files.content import store_envelopes  # content imports this module
+
+    return store_envelopes(store)

@@ -32,7 +32,7 @@ from bvh_ops.errors import ConcurrencyError, StorageError
 from bvh_ops.files import catalog
 from bvh_ops.files.cache import FileCache, cache_dir
 from bvh_ops.files.capture import run_command
-from bvh_ops.files.content import ChunkStore, key_id, load_content_key
+from bvh_ops.files.content import ChunkStore, key_id, load_content_key, save_data_key_record
 from bvh_ops.files.layout import (
     CHUNK_SIZE,
     COMMANDS_DIR,
@@ -95,6 +95,7 @@ def take_snapshot(settings: Settings, set_name: str, *, now: datetime | None = N
     identities = load_identities(settings.identity) if settings.identity else None
     data_key = os.urandom(32)
     envelopes = seal_data_key(data_key, recipients)
+    save_data_key_record(store, data_key, envelopes)  # format 3: before any object sealed with it
     ckey = load_content_key(settings.state_dir, store, data_key=data_key, envelopes=envelopes, identities=identities)
     kid = key_id(ckey)
     repo_tag = hashlib.sha256(store.url.encode()).hexdigest()[:16]
@@ -117,8 +118,7 @@ def take_snapshot(settings: Settings, set_name: str, *, now: datetime | None = N
     cache = FileCache(settings.state_dir, fs.name, scope=f"{store.url} {kid}")
     sink = store.open_writer(prefix + ENTRIES)
     try:
-        enc = Batching(EncryptingWriter(sink=sink, data_key=data_key, envelopes=envelopes,
-                                        compression_level=settings.compression_level,
+        enc = Batching(EncryptingWriter(sink=sink, data_key=data_key, compression_level=settings.compression_level,
                                         segment_size=settings.segment_size_kib << 10, bind=prefix + ENTRIES))
         for entry in _entries(fs, chunks, cache, result):
             refs.update(c.ref() for c in entry.chunks)

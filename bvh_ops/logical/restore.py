@@ -30,9 +30,9 @@ from bvh_ops.pg.fingerprint import (
 from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.open import open_repository
-from bvh_ops.repository.repo import backup_prefix
+from bvh_ops.repository.repo import object_key
 from bvh_ops.repository.verify import preflight
-from bvh_ops.stream import DecryptingReader
+from bvh_ops.stream import DecryptingReader, envelopes_from_json
 
 CHUNK = 1 << 20
 
@@ -71,9 +71,12 @@ class RestoreResult:
 
 
 def _decrypted(settings: Settings, repo, backup_id: str, identities) -> DecryptingReader:
-    key = backup_prefix(backup_id) + DUMP_OBJECT
+    # The signed manifest names where the dump is stored and holds its data-key envelopes
+    # (format 3); re-read for every reader so a key rotation in between is seen whole.
+    entry = next(o for o in repo.trusted_manifest(backup_id).objects if o.name == DUMP_OBJECT)
+    key = object_key(backup_id, entry)
     body = repo.store.open_reader(key)
-    return DecryptingReader(body, identities, bind=key)
+    return DecryptingReader(body, identities, bind=key, envelopes=envelopes_from_json(entry.envelopes))
 
 
 def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:

@@ -31,7 +31,13 @@ from bvh_ops.keys import load_identities, load_recipients
 from bvh_ops.logs.retention import Action, Archived, Hold, retain_until
 from bvh_ops.storage import open_store
 from bvh_ops.storage.base import ObjectStore
-from bvh_ops.stream import DecryptingReader, EncryptingWriter, seal_data_key
+from bvh_ops.stream import (
+    DecryptingReader,
+    EncryptingWriter,
+    entry_envelopes,
+    envelopes_json,
+    seal_data_key,
+)
 
 PREFIX = "logs/"
 FETCH = 5000
@@ -78,10 +84,11 @@ def export_day(conn: psycopg.Connection, settings: Settings, store: ObjectStore,
     key = archive_key(category, day)
     recipients = load_recipients(settings.require_recipients())
     data_key = os.urandom(32)
+    envelopes = seal_data_key(data_key, recipients)
     sha, count = hashlib.sha256(), 0
     writer = store.open_writer(key)
     try:
-        enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
+        enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10, bind=key)
         for chunk, n in _rows(conn, category, day):
@@ -96,6 +103,7 @@ def export_day(conn: psycopg.Connection, settings: Settings, store: ObjectStore,
     index = {"category": category, "day": day.isoformat(), "records": count, "plaintext_sha256": sha.hexdigest(),
              "plaintext_size": stats.plaintext_size, "stored_sha256": stats.stored_sha256,
              "stored_size": stats.stored_size, "key_ids": [r.key_id for r in recipients],
+             "envelopes": envelopes_json(envelopes),  # format 3: rewritten by a key rotation
              "created_at": now.isoformat()}
     verify_archive(settings, store, key, index)
     store.put_bytes(key + ".json", json.dumps(index).encode())   # the commit point
@@ -131,7 +139,9 @@ def verify_archive(settings: Settings, store: ObjectStore, key: str, index: dict
         while chunk := body.read(CHUNK):
             sha.update(chunk)
             size += len(chunk)
-    if sha.hexdigest() != index["stored_sha256"] or size != index["stored_size"]:
+    pending = index.get("rewrite") or {}
+    if (sha.hexdigest(), size) not in ((index["stored_sha256"], index["stored_size"]),
+                                        (pending.get("stored_sha256"), pending.get("stored_size"))):
         raise IntegrityError(f"log archive {key}: read back {size} bytes (sha256 {sha.hexdigest()[:12]}…), "
                              f"wrote {index['stored_size']} (sha256 {index['stored_sha256'][:12]}…)")
     if settings.identity is None:
@@ -139,7 +149,7 @@ def verify_archive(settings: Settings, store: ObjectStore, key: str, index: dict
     plain, count = hashlib.sha256(), 0
     identities = load_identities(settings.require_identity())
     with store.open_reader(key) as body:
-        reader = DecryptingReader(body, identities, bind=key)
+        reader = DecryptingReader(body, identities, bind=key, envelopes=entry_envelopes(index))
         while chunk := reader.read(CHUNK):
             plain.update(chunk)
             count += chunk.count(b"\n")
@@ -148,10 +158,20 @@ def verify_archive(settings: Settings, store: ObjectStore, key: str, index: dict
                              "or their sha256 differs")
 
 
+def archive_envelopes(store: ObjectStore, key: str) -> list:
+    """A format-3 archive's envelopes, from its index entry (none for format 2: in the header)."""
+    try:
+        index = json.loads(store.get_bytes(key + ".json"))
+    except NotFound:
+        return []
+    return entry_envelopes(index)
+
+
 def _decrypted_lines(settings: Settings, store: ObjectStore, key: str) -> Iterator[bytes]:
     identities = load_identities(settings.require_identity())
+    envelopes = archive_envelopes(store, key)
     with store.open_reader(key) as body:
-        reader = DecryptingReader(body, identities, bind=key)
+        reader = DecryptingReader(body, identities, bind=key, envelopes=envelopes)
         rest = b""
         while chunk := reader.read(CHUNK):
             rest += chunk

@@ -50,9 +50,9 @@ from bvh_ops.physical.backup import BASE_OBJECT, chain_of
 from bvh_ops.physical.target import RecoveryTarget, parse_time, select_backup
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.open import open_repository
-from bvh_ops.repository.repo import Repository, backup_prefix
+from bvh_ops.repository.repo import Repository, object_key
 from bvh_ops.repository.verify import preflight
-from bvh_ops.stream import DecryptingReader, HashingReader
+from bvh_ops.stream import DecryptingReader, HashingReader, envelopes_from_json
 
 log = logging.getLogger("bvh_ops.physical.restore")
 
@@ -74,10 +74,11 @@ def _extract(repo: Repository, m: Manifest, dest: Path, identities) -> None:
     preflight(repo, m.backup_id, entry)
     tar = gnu_tar()
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = backup_prefix(m.backup_id) + BASE_OBJECT
+    key = object_key(m.backup_id, entry)
     body = repo.store.open_reader(key)
     try:
-        hashing = HashingReader(DecryptingReader(body, identities, bind=key), threaded=True)
+        hashing = HashingReader(DecryptingReader(body, identities, bind=key,
+                                                 envelopes=envelopes_from_json(entry.envelopes)), threaded=True)
         _untar_with_gnu_tar(tar, hashing, dest, TarGuard())
         hashing.drain()
     except BvhOpsError as exc:

@@ -25,6 +25,13 @@ class ObjectEntry:
     key_ids: tuple[str, ...]  # recipients the object's data key is sealed to
     compression: str  # e.g. "zstd-3"
     encryption: str = "AES-256-GCM-STREAM"  # see docs/FORMAT.md
+    envelopes: tuple[dict[str, str], ...] = ()  # format 3: the data key sealed to each recipient
+    stored_name: str = ""  # where the object is stored when not at ``name`` (rewritten by a key rotation)
+
+    @property
+    def stored(self) -> str:
+        """The object's key relative to backups/<id>/."""
+        return self.stored_name or self.name
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class Manifest:
     tables: tuple[TableStat, ...] = ()
     parent_id: str | None = None  # prior backup this one depends on (incrementals)
     extra: dict[str, Any] = field(default_factory=dict)  # forward-compatible additions
+    manifest_version: int = 1  # 1 at commit; +1 for each key rotation that re-sealed its data key
+    rotated_at: str | None = None  # ISO 8601 UTC of the last key rotation, None before any
 
     @property
     def bytes_in(self) -> int:
@@ -76,7 +85,9 @@ class Manifest:
     def from_dict(cls, doc: dict[str, Any]) -> Manifest:
         doc = dict(doc)
         doc["objects"] = tuple(
-            ObjectEntry(**{**o, "key_ids": tuple(o["key_ids"])}) for o in doc.get("objects", [])
+            ObjectEntry(**{**o, "key_ids": tuple(o["key_ids"]),
+                           "envelopes": tuple(dict(e) for e in o.get("envelopes", ()))})
+            for o in doc.get("objects", [])
         )
         doc["tables"] = tuple(TableStat(**t) for t in doc.get("tables", []))
         doc["key_ids"] = tuple(doc.get("key_ids", ()))

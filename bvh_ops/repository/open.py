@@ -9,12 +9,18 @@ from bvh_ops.repository.repo import Repository
 from bvh_ops.storage import open_store
 
 
-def trusted_keys(settings: Settings, host_key: HostKey) -> dict[str, str]:
+def trusted_keys(settings: Settings, host_key: HostKey, store=None) -> dict[str, str]:
+    """Our key and ``trusted_host_keys``; with ``store``, also the retired keys the repository's
+    host key transition records lead to from them."""
     from bvh_ops.keys import host_key_id
 
     keys = {host_key.key_id: host_key.public_b64}
     for pub in settings.trusted_host_keys:
         keys[host_key_id(pub)] = pub
+    if store is not None:
+        from bvh_ops.repository.transitions import extend_trust, load_transitions
+
+        keys = extend_trust(keys, load_transitions(store))
     return keys
 
 
@@ -23,4 +29,4 @@ def open_repository(settings: Settings, *, check: bool = True) -> tuple[Reposito
     if check:
         store.check()
     host_key = load_or_create_host_key(settings.state_dir)
-    return Repository(store, trusted_keys(settings, host_key)), host_key
+    return Repository(store, trusted_keys(settings, host_key, store)), host_key

@@ -17,7 +17,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import psutil
@@ -26,7 +26,7 @@ from bvh_ops.errors import IntegrityError, NotFound, StorageError
 from bvh_ops.keys import HostKey
 from bvh_ops.repository.manifest import LoadedManifest, Manifest, parse_manifest, sign_manifest
 from bvh_ops.storage.base import ObjectStore
-from bvh_ops.stream import EncryptingWriter, Envelope, StreamStats
+from bvh_ops.stream import EncryptingWriter, Envelope, StreamStats, envelopes_json
 
 log = logging.getLogger("bvh_ops.repository")
 
@@ -43,6 +43,11 @@ def new_backup_id(kind: str, now: datetime | None = None) -> str:
 
 def backup_prefix(backup_id: str) -> str:
     return f"{BACKUPS}/{backup_id}/"
+
+
+def object_key(backup_id: str, entry) -> str:
+    """The repository key of a manifest's object entry (its stored name)."""
+    return backup_prefix(backup_id) + entry.stored
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,7 @@ class BackupWriter:
         self.backup_id = backup_id
         self.prefix = backup_prefix(backup_id)
         self._committed = False
+        self._envelopes: dict[str, list[Envelope]] = {}
 
     @contextmanager
     def object(
@@ -241,6 +247,7 @@ class BackupWriter:
                 compression_threads=compression_threads,
                 bind=self.prefix + name,
             )
+            self._envelopes[name] = envelopes
             yield writer
             writer.close()
             sink.commit()
@@ -249,6 +256,10 @@ class BackupWriter:
             raise
 
     def commit(self, manifest: Manifest, host_key: HostKey) -> None:
+        # Format 3: each object's envelopes go into the signed manifest, beside its entry.
+        manifest = replace(manifest, objects=tuple(
+            replace(o, envelopes=tuple(envelopes_json(self._envelopes[o.name])))
+            if o.name in self._envelopes and not o.envelopes else o for o in manifest.objects))
         raw = sign_manifest(manifest, host_key)
         # Copy first, then the main manifest: the main one is the commit point.
         self.repo.store.put_bytes(self.prefix + MANIFEST_COPY, raw)

@@ -14,7 +14,7 @@ from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
 from bvh_ops.keys import Identity
 from bvh_ops.repository.manifest import parse_manifest
 from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, Repository, backup_prefix
-from bvh_ops.stream import DecryptingReader, HashingReader
+from bvh_ops.stream import DecryptingReader, HashingReader, envelopes_from_json
 
 CHUNK = 1 << 20
 
@@ -77,7 +77,7 @@ def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity
 
 
 def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
-    key = prefix + entry.name
+    key = prefix + entry.stored
     try:
         info = repo.store.stat(key)
     except BvhOpsError as exc:
@@ -99,7 +99,8 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
             plain_sha = hashlib.sha256()
             plain_size = 0
             try:
-                reader = DecryptingReader(hashing, identities, bind=key)
+                reader = DecryptingReader(hashing, identities, bind=key,
+                                          envelopes=envelopes_from_json(entry.envelopes))
                 while chunk := reader.read(CHUNK):
                     plain_sha.update(chunk)
                     plain_size += len(chunk)
@@ -135,7 +136,7 @@ def preflight(repo: Repository, backup_id: str, entry, *, hash_limit: int | None
     stored size against the signed manifest and, for objects up to ``hash_limit`` bytes, its
     stored sha256 (larger ones are authenticated segment by segment as they stream, and their
     sha256 is checked at the end). Raises IntegrityError naming the backup and the object."""
-    key = backup_prefix(backup_id) + entry.name
+    key = backup_prefix(backup_id) + entry.stored
     info = repo.store.stat(key)
     if info is None:
         raise NotFound(f"backup {backup_id}: object {entry.name} is missing from the repository")

@@ -64,7 +64,7 @@ def audit(settings: Settings, *, now: datetime | None = None, objects: ObjectSto
     now = now or datetime.now(UTC)
     doc = scan(settings, now=now)
     objects = objects or open_store(settings)
-    trusted = trusted_keys(settings, load_or_create_host_key(settings.state_dir))
+    trusted = trusted_keys(settings, load_or_create_host_key(settings.state_dir), objects)
     try:
         accepted = bl.load_accepted(objects, trusted)
     except NotFound as exc:

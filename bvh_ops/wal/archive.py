@@ -26,7 +26,7 @@ from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository
 from bvh_ops.repository.verify import Status, VerifyResult
 from bvh_ops.storage.base import ObjectStore
-from bvh_ops.stream import DecryptingReader, HashingReader
+from bvh_ops.stream import DecryptingReader, HashingReader, entry_envelopes
 from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, segment_header_problem, wal_key
 
 log = logging.getLogger("bvh_ops.wal.archive")
@@ -167,7 +167,8 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
         head = b""
         if identities is not None:
             try:
-                reader = DecryptingReader(hashing, identities, bind=wal_key(name))
+                reader = DecryptingReader(hashing, identities, bind=wal_key(name),
+                                          envelopes=entry_envelopes(entry))
                 while chunk := reader.read(1 << 20):
                     if len(head) < LONG_HEADER:
                         head += chunk[: LONG_HEADER - len(head)]
@@ -178,7 +179,10 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
             if problem:
                 return problem.removeprefix(name + " ")
         hashing.drain()
-        if hashing.sha.hexdigest() != entry.get("stored_sha256"):
+        # A key rotation rewriting a format-2 file in place records the new object's sha256
+        # first ("rewrite"), then swaps the object, then the entry: either is the file.
+        pending = (entry.get("rewrite") or {}).get("stored_sha256")
+        if hashing.sha.hexdigest() not in (entry.get("stored_sha256"), pending):
             return "stored sha256 differs from its index entry"
         if identities is not None and plain.hexdigest() != entry.get("plaintext_sha256"):
             return "plaintext sha256 differs from its index entry"

@@ -18,7 +18,13 @@ from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound, StorageError
 from bvh_ops.keys import load_identities, load_recipients
 from bvh_ops.pg.lsn import SEGMENT_OR_PARTIAL, WAL_FILE
 from bvh_ops.storage import open_store
-from bvh_ops.stream import DecryptingReader, EncryptingWriter, seal_data_key
+from bvh_ops.stream import (
+    DecryptingReader,
+    EncryptingWriter,
+    entry_envelopes,
+    envelopes_json,
+    seal_data_key,
+)
 
 WAL_PREFIX = "wal"
 CHUNK = 1 << 20
@@ -123,9 +129,10 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
         raise IntegrityError(f"refusing to archive WAL file {problem}")
     recipients = load_recipients(settings.require_recipients())
     data_key = os.urandom(32)
+    envelopes = seal_data_key(data_key, recipients)
     writer = store.open_writer(key)
     try:
-        enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
+        enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10, bind=key)
         sha = hashlib.sha256()
@@ -146,6 +153,9 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
     entry = {"name": src.name, "plaintext_sha256": plain_sha, "plaintext_size": size,
              "stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
              "key_ids": [r.key_id for r in recipients],
+             # Format 3: the data key sealed to each recipient lives here, not in the object, so a
+             # key rotation rewrites this entry and never the object.
+             "envelopes": envelopes_json(envelopes),
              # When PostgreSQL last wrote the file: the newest commit it can hold (for
              # --validate-target with a time and for the continuity report).
              "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
@@ -193,7 +203,7 @@ def wal_fetch(settings: Settings, name: str, dest: str, *, system_identifier: st
     sha = hashlib.sha256()
     body = store.open_reader(key)
     try:
-        reader = DecryptingReader(body, identities, bind=key)
+        reader = DecryptingReader(body, identities, bind=key, envelopes=entry_envelopes(entry))
         head = b""
         with open(tmp, "wb") as out:
             while chunk := reader.read(CHUNK):

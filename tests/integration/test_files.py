@@ -15,6 +15,7 @@ import pytest
 
 from bvh_ops.errors import ConcurrencyError, IntegrityError
 from bvh_ops.files.catalog import delete_snapshot, iter_entries, list_snapshots
+from bvh_ops.files.content import save_data_key_record
 from bvh_ops.files.diff import diff_snapshots
 from bvh_ops.files.gc import Status, collect_garbage, verify_snapshots
 from bvh_ops.files.layout import ENTRIES, INDEX, INDEX_COPY, MARKER, Entry, snapshot_prefix
@@ -177,8 +178,9 @@ def _forge(settings, sid: str, entries: list[dict]) -> None:
     prefix = snapshot_prefix(sid)
     recipients = load_recipients(settings.recipients)
     key = os.urandom(32)
+    save_data_key_record(store, key, seal_data_key(key, recipients))
     sink = store.open_writer(prefix + ENTRIES)
-    w = EncryptingWriter(sink=sink, data_key=key, envelopes=seal_data_key(key, recipients), bind=prefix + ENTRIES)
+    w = EncryptingWriter(sink=sink, data_key=key, bind=prefix + ENTRIES)
     for e in entries:
         w.write(json.dumps(e).encode() + b"\n")
     stats = w.close()

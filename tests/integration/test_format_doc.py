@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "stream-v2.json"
+DK_INFO = b"bvh-ops/v3/data-key-id"
 
 
 # =====================================================================================
@@ -198,6 +199,8 @@ class DocReader:
         self.trusted = {host_key_id(pub): pub for pub in trusted_host_keys}
         self.last_header: dict | None = None
         self.last_data_key: bytes | None = None
+        self.last_envelopes: list[dict] = []
+        self.default_envelopes: list[dict] | None = None
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -219,10 +222,11 @@ class DocReader:
 
     # -- encrypted objects ----------------------------------------------------------------
 
-    def decrypt(self, key: str) -> bytes:
-        return self.decrypt_blob((self.root / key).read_bytes(), key)
+    def decrypt(self, key: str, envelopes: list[dict] | None = None) -> bytes:
+        return self.decrypt_blob((self.root / key).read_bytes(), key, envelopes)
 
-    def decrypt_blob(self, blob: bytes, key: str) -> bytes:
+    def decrypt_blob(self, blob: bytes, key: str, envelopes: list[dict] | None = None) -> bytes:
+        """``envelopes``: a format-3 object's, from its manifest entry or index entry."""
         if blob[:8] != MAGIC:
             raise FormatError("bad magic")
         (hlen,) = struct.unpack(">I", blob[8:12])
@@ -230,13 +234,22 @@ class DocReader:
         if len(header_bytes) != hlen:
             raise FormatError("truncated header")
         header = json.loads(header_bytes)
-        if header["v"] != 2 or header["aead"] != "AES-256-GCM-STREAM" or header["compression"] != "zstd":
+        if header["v"] not in (2, 3) or header["aead"] != "AES-256-GCM-STREAM" or header["compression"] != "zstd":
             raise FormatError(f"unsupported object format {header['v']}")
         if header["bind"] != key:
             raise FormatError(f"object at {key} is bound to {header['bind']}")
         self.last_header = header
+        if header["v"] == 2:
+            envelopes = header["envelopes"]
+        else:
+            if header["envelopes"] != "external":
+                raise FormatError("a format-3 header says envelopes 'external'")
+            envelopes = envelopes if envelopes is not None else self.default_envelopes
+            if not envelopes:
+                raise FormatError("format 3: the envelopes are in the manifest or index entry")
+        self.last_envelopes = envelopes
         data_key = None
-        for env in header["envelopes"]:
+        for env in envelopes:
             if env["kid"] in self.identities:
                 kem, private = self.identities[env["kid"]]
                 if env["kem"] != kem:
@@ -245,6 +258,8 @@ class DocReader:
                 break
         if data_key is None or len(data_key) != 32:
             raise FormatError("no identity opens this object")
+        if header["v"] == 3 and _hkdf_expand(_hkdf_extract(b"", data_key), DK_INFO, 16).hex() != header["dk"]:
+            raise FormatError("the envelope opens another data key than the header's dk")
         self.last_data_key = data_key
 
         okm = _hkdf_expand(_hkdf_extract(base64.b64decode(header["salt"]), data_key), STREAM_INFO, 39)
@@ -274,7 +289,7 @@ class DocReader:
         blob = (self.root / key).read_bytes()
         if (len(blob), hashlib.sha256(blob).hexdigest()) != (entry["stored_size"], entry["stored_sha256"]):
             raise FormatError("stored bytes differ from the index entry")
-        plain = self.decrypt_blob(blob, key)
+        plain = self.decrypt_blob(blob, key, entry.get("envelopes"))
         if (len(plain), hashlib.sha256(plain).hexdigest()) != (entry["plaintext_size"], entry["plaintext_sha256"]):
             raise FormatError("plaintext differs from the index entry")
         problem = segment_header_problem(name, plain[:40], system_identifier)
@@ -338,7 +353,8 @@ def test_logical_backup_opens_by_the_page_alone(sample_db, make_settings, repo_d
     assert set(m) == _documented_names(blocks[0])
     assert set(m["objects"][0]) == _documented_names(blocks[1])
     assert set(m["tables"][0]) == _documented_names(blocks[2])
-    assert set(m["extra"]) == _documented_names(blocks[3])
+    assert _documented_names(blocks[3]) == {"class"}          # every kind, optional: absent for a regular backup
+    assert set(m["extra"]) == _documented_names(blocks[4])
     assert set(m["extra"]["schema"]) == {"tables", "constraints", "indexes", "sequences"}
     assert m["dump_format"] == "custom" and m["kind"] == "logical" and m["parent_id"] is None
 
@@ -347,15 +363,16 @@ def test_logical_backup_opens_by_the_page_alone(sample_db, make_settings, repo_d
     key = f"backups/{backup_id}/{obj['name']}"
     stored = (repo_dir / key).read_bytes()
     assert (len(stored), hashlib.sha256(stored).hexdigest()) == (obj["stored_size"], obj["stored_sha256"])
-    plain = reader.decrypt(key)
+    plain = reader.decrypt(key, obj["envelopes"])
+    assert reader.last_header["v"] == 3 and reader.last_header["envelopes"] == "external"
     assert (len(plain), hashlib.sha256(plain).hexdigest()) == (obj["plaintext_size"], obj["plaintext_sha256"])
     assert plain[:5] == b"PGDMP"
     assert reader.last_header["bind"] == key
     assert len(stored) > 3 * (reader.last_header["segment_size"] + 16)  # several segments
-    assert sorted(e["kid"] for e in reader.last_header["envelopes"]) == sorted(obj["key_ids"]) == sorted(m["key_ids"])
+    assert sorted(e["kid"] for e in reader.last_envelopes) == sorted(obj["key_ids"]) == sorted(m["key_ids"])
 
     # The page's written-out X-Wing + RFC 9180 key schedule opens the same envelope.
-    (env,) = reader.last_header["envelopes"]
+    (env,) = reader.last_envelopes
     kem, private = reader.identities[env["kid"]]
     assert kem == HYBRID and len(private) == 96
     assert open_envelope_by_hand(kem, private, base64.b64decode(env["sealed"])) == reader.last_data_key
@@ -425,16 +442,18 @@ def _encrypt(plaintext: bytes, segment_size: int, bind: str, tmp_path: Path) -> 
     import os
 
     from bvh_ops.keys import load_recipients, write_keypair
-    from bvh_ops.stream import EncryptingWriter, seal_data_key
+    from bvh_ops.stream import EncryptingWriter, envelopes_json, seal_data_key
 
     pub, key = write_keypair(tmp_path / "k")
     data_key = os.urandom(32)
     out = io.BytesIO()
-    w = EncryptingWriter(sink=out, data_key=data_key, envelopes=seal_data_key(data_key, load_recipients([pub])),
-                         segment_size=segment_size, bind=bind)
+    envelopes = seal_data_key(data_key, load_recipients([pub]))
+    w = EncryptingWriter(sink=out, data_key=data_key, segment_size=segment_size, bind=bind)
     w.write(plaintext)
     w.close()
-    return out.getvalue(), DocReader(tmp_path, parse_key_file(key, "bvh-ops-identity-v1"), [])
+    reader = DocReader(tmp_path, parse_key_file(key, "bvh-ops-identity-v1"), [])
+    reader.default_envelopes = envelopes_json(envelopes)  # what a manifest or index entry would hold
+    return out.getvalue(), reader
 
 
 def _body_len(blob: bytes) -> int:
@@ -477,19 +496,21 @@ def test_canonical_json_rules_are_pythons_json_dumps():
 
 
 def _vectors():
-    return json.loads(VECTORS.read_text())["vectors"]
+    return [*json.loads(VECTORS.read_text())["vectors"],
+            *json.loads(VECTORS.with_name("stream-v3.json").read_text())["vectors"]]
 
 
-@pytest.mark.parametrize("vec", _vectors(), ids=lambda v: f"{v['kem']}-{len(v['plaintext_b64'])}")
+@pytest.mark.parametrize("vec", _vectors(),
+                         ids=lambda v: f"v{3 if 'envelopes' in v else 2}-{v['kem']}-{len(v['plaintext_b64'])}")
 def test_committed_vectors_open_by_the_page_alone(vec, tmp_path):
     private = base64.b64decode(vec["identity_b64"])
     reader = DocReader(tmp_path, [(vec["kem"], private)], [])
     assert key_id(vec["kem"], public_of(vec["kem"], private)) == vec["key_id"]
     blob = base64.b64decode(vec["object_b64"])
     assert hashlib.sha256(blob).hexdigest() == vec["stored_sha256"]
-    assert reader.decrypt_blob(blob, vec["bind"]) == base64.b64decode(vec["plaintext_b64"])
+    assert reader.decrypt_blob(blob, vec["bind"], vec.get("envelopes")) == base64.b64decode(vec["plaintext_b64"])
     assert reader.last_data_key.hex() == vec["data_key_hex"]
-    (env,) = reader.last_header["envelopes"]
+    (env,) = reader.last_envelopes
     assert open_envelope_by_hand(vec["kem"], private, base64.b64decode(env["sealed"])).hex() == vec["data_key_hex"]
 
 
@@ -501,3 +522,49 @@ def test_the_reader_imports_nothing_from_bvh_ops():
         if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno < tests_start:
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             assert not any(n.split(".")[0] in ("bvh_ops", "tests") for n in names), ast.unparse(node)
+
+
+def test_a_rotated_backup_and_wal_open_by_the_page_alone(fresh_db, make_settings, repo_dir, tmp_path, monkeypatch):
+    """After `keys rotate` (a format-2 backup rewritten to `<name>.f3`, a WAL file rewrapped), the
+    page's rules alone open both with the new identity: stored_name, envelopes beside the object,
+    manifest_version."""
+    import functools
+
+    import psycopg
+
+    import bvh_ops.repository.repo as repo_mod
+    from bvh_ops.keys import load_recipients, write_keypair
+    from bvh_ops.logical.backup import run_logical_backup
+    from bvh_ops.rotation.run import rotate
+    from bvh_ops.stream import EncryptingWriter
+    from bvh_ops.wal.store import wal_push
+
+    dsn = fresh_db("_fmt3")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+    settings = make_settings(dsn, f"file://{repo_dir}")
+    monkeypatch.setattr(repo_mod, "EncryptingWriter", functools.partial(EncryptingWriter, format_version=2))
+    backup_id = run_logical_backup(settings).manifest.backup_id
+    monkeypatch.undo()
+    seg_name = "00000001000000000000002C"
+    (tmp_path / seg_name).write_bytes(_segment(0x2C, 7))
+    wal_push(settings, str(tmp_path / seg_name))
+    new_pub, new_key = write_keypair(tmp_path / "new")
+    old_id = load_recipients(settings.recipients)[0].key_id
+    report = rotate(settings.model_copy(update={"recipients": [new_pub]}), add=[], remove=[old_id])
+    assert report.ok and report.rewritten == {"backup": 1} and report.rewrapped == {"wal": 1}
+
+    reader = DocReader(repo_dir, parse_key_file(new_key, "bvh-ops-identity-v1"),
+                       [parse_host_key_file(Path(settings.state_dir) / "host_ed25519.key")])
+    m = reader.manifest(backup_id)
+    assert m["manifest_version"] == 2 and m["rotated_at"]
+    (obj,) = m["objects"]
+    assert obj["stored_name"] == "dump.pgcustom.f3"
+    plain = reader.decrypt(f"backups/{backup_id}/{obj['stored_name']}", obj["envelopes"])
+    assert hashlib.sha256(plain).hexdigest() == obj["plaintext_sha256"] and plain[:5] == b"PGDMP"
+    assert not (repo_dir / "backups" / backup_id / "dump.pgcustom").exists()
+    entry, plain = reader.wal(seg_name, "7")
+    assert entry["key_ids"] == [load_recipients([new_pub])[0].key_id]
+    old_reader = DocReader(repo_dir, parse_key_file(Path(settings.identity), "bvh-ops-identity-v1"), [])
+    with pytest.raises(FormatError, match="no identity"):
+        old_reader.wal(seg_name, "7")

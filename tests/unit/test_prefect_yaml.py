@@ -50,7 +50,8 @@ def test_schedules_parse_in_utc():
 
     expected = {"daily-backup": ["0 2 * * *"], "incremental-backup": ["0 */6 * * *"],
                 "monthly-archive": ["0 0 1 * *"], "dr-drill-weekly": ["0 5 * * 0"],
-                "dr-drill-on-demand": [], "recover-application": [], "monitoring": ["0 * * * *"], "uptime-report": ["0 4 1 * *"],
+                "dr-drill-on-demand": [], "recover-application": [], "key-rotation": [],
+                "monitoring": ["0 * * * *"], "uptime-report": ["0 4 1 * *"],
                 "cleanup-logs": ["0 2 * * *"], "archive-logs": ["0 4 1 * *"],
                 "analyze-logs": ["20 * * * *"], "weekly-log-report": ["0 6 * * 1"],
                 "collect-logs": ["*/5 * * * *"],

@@ -18,10 +18,18 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bvh_ops.errors import CryptoError
 from bvh_ops.keys import HYBRID, X25519, Identity, generate_identity
-from bvh_ops.stream import MAGIC, TAG_LEN, DecryptingReader, EncryptingWriter, seal_data_key
+from bvh_ops.stream import (
+    MAGIC,
+    TAG_LEN,
+    DecryptingReader,
+    EncryptingWriter,
+    envelopes_from_json,
+    seal_data_key,
+)
 
 SEG = 4096
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "stream-v2.json"
+V3_VECTORS = VECTORS.with_name("stream-v3.json")
 V1_VECTORS = VECTORS.with_name("stream-v1.json")
 KEY = "backups/20261128T020000Z-logical-0a1b2c/dump.pgc"
 
@@ -31,10 +39,24 @@ def ident() -> Identity:
     return generate_identity(HYBRID)
 
 
-def encrypt(ident: Identity, data: bytes, seg: int = SEG, chunk: int = 1000, bind: str = KEY) -> bytes:
+# Format 3 keeps the envelopes beside the object (manifest, index entry): here, by salt.
+_ENVELOPES: dict[bytes, list] = {}
+
+
+def _salt(blob: bytes) -> bytes:
+    hlen = struct.unpack(">I", blob[len(MAGIC):len(MAGIC) + 4])[0]
+    try:
+        return json.loads(blob[12:12 + hlen])["salt"].encode()
+    except Exception:
+        return b""
+
+
+def encrypt(ident: Identity, data: bytes, seg: int = SEG, chunk: int = 1000, bind: str = KEY,
+            version: int = 3) -> bytes:
     key = os.urandom(32)
     out = io.BytesIO()
-    w = EncryptingWriter(sink=out, data_key=key, envelopes=seal_data_key(key, [ident.recipient()]),
+    envelopes = seal_data_key(key, [ident.recipient()])
+    w = EncryptingWriter(sink=out, data_key=key, envelopes=envelopes, format_version=version,
                          segment_size=seg, bind=bind)
     for i in range(0, len(data), chunk):
         w.write(data[i:i + chunk])
@@ -43,11 +65,12 @@ def encrypt(ident: Identity, data: bytes, seg: int = SEG, chunk: int = 1000, bin
     assert stats.stored_size == len(blob)
     assert stats.stored_sha256 == hashlib.sha256(blob).hexdigest()
     assert stats.plaintext_sha256 == hashlib.sha256(data).hexdigest()
+    _ENVELOPES[_salt(blob)] = envelopes
     return blob
 
 
 def decrypt(ident: Identity, blob: bytes, bind: str = KEY) -> bytes:
-    return DecryptingReader(io.BytesIO(blob), [ident], bind=bind).read()
+    return DecryptingReader(io.BytesIO(blob), [ident], bind=bind, envelopes=_ENVELOPES.get(_salt(blob))).read()
 
 
 def incompressible(n: int) -> bytes:
@@ -66,6 +89,39 @@ def segments_of(blob: bytes, seg: int = SEG) -> tuple[bytes, list[bytes]]:
 def test_round_trip_any_size(ident, size):
     data = incompressible(size)
     assert decrypt(ident, encrypt(ident, data)) == data
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_both_formats_round_trip(ident, version):
+    data = b"draw 7 results " * 1000
+    blob = encrypt(ident, data, version=version)
+    assert (b'"envelopes":"external"' in blob) == (version == 3)
+    assert decrypt(ident, blob) == data
+
+
+def test_format_3_header_holds_no_envelope(ident):
+    """Re-sealing the data key must not touch the object: its header names the data key (dk) and
+    nothing sealed to a recipient."""
+    blob = encrypt(ident, b"x" * 100)
+    hlen = struct.unpack(">I", blob[8:12])[0]
+    header = json.loads(blob[12:12 + hlen])
+    assert header["v"] == 3 and header["envelopes"] == "external" and len(header["dk"]) == 32
+    assert ident.key_id.encode() not in blob
+
+
+def test_format_3_without_its_envelopes_is_a_clear_error(ident):
+    blob = encrypt(ident, b"x" * 100)
+    with pytest.raises(CryptoError, match="keeps its data-key envelopes outside"):
+        DecryptingReader(io.BytesIO(blob), [ident], bind=KEY)
+
+
+def test_format_3_refuses_an_envelope_of_another_data_key(ident):
+    """Envelopes live outside the authenticated header: one swapped in from another object
+    (which the identity opens fine) is refused by the header's data-key id before decrypting."""
+    blob = encrypt(ident, b"x" * 100)
+    other = seal_data_key(os.urandom(32), [ident.recipient()])
+    with pytest.raises(CryptoError, match="opens another data key"):
+        DecryptingReader(io.BytesIO(blob), [ident], bind=KEY, envelopes=other)
 
 
 def test_x25519_suite_round_trip():
@@ -163,16 +219,26 @@ def _vectors():
     return json.loads(VECTORS.read_text())["vectors"]
 
 
-@pytest.mark.parametrize("vec", _vectors(), ids=lambda v: f"{v['kem']}-{len(v['plaintext_b64'])}")
+def _all_vectors():
+    return _vectors() + json.loads(V3_VECTORS.read_text())["vectors"]
+
+
+def _vid(v):
+    return f"v{3 if 'envelopes' in v else 2}-{v['kem']}-{len(v['plaintext_b64'])}"
+
+
+@pytest.mark.parametrize("vec", _all_vectors(), ids=_vid)
 def test_vector_decrypts_with_our_reader(vec):
     ident = Identity(vec["kem"], base64.b64decode(vec["identity_b64"]))
     assert ident.key_id == vec["key_id"]
     blob = base64.b64decode(vec["object_b64"])
     assert hashlib.sha256(blob).hexdigest() == vec["stored_sha256"]
-    assert decrypt(ident, blob, bind=vec["bind"]) == base64.b64decode(vec["plaintext_b64"])
+    plain = DecryptingReader(io.BytesIO(blob), [ident], bind=vec["bind"],
+                             envelopes=envelopes_from_json(vec.get("envelopes"))).read()
+    assert plain == base64.b64decode(vec["plaintext_b64"])
 
 
-@pytest.mark.parametrize("vec", _vectors(), ids=lambda v: f"{v['kem']}-{len(v['plaintext_b64'])}")
+@pytest.mark.parametrize("vec", _all_vectors(), ids=_vid)
 def test_vector_decrypts_by_docs_format_alone(vec):
     """An independent decryptor written from docs/FORMAT.md (data key given, not unsealed). The
     whole path from the identity file (HPKE, manifest signature, WAL) is
@@ -182,7 +248,11 @@ def test_vector_decrypts_by_docs_format_alone(vec):
     hlen = int.from_bytes(blob[8:12], "big")
     header_bytes = blob[12:12 + hlen]
     header = json.loads(header_bytes)
-    assert header["v"] == 2 and header["bind"] == vec["bind"]
+    assert header["v"] in (2, 3) and header["bind"] == vec["bind"]
+    if header["v"] == 3:
+        data_key = bytes.fromhex(vec["data_key_hex"])
+        dk = HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=b"bvh-ops/v3/data-key-id").derive(data_key)
+        assert header["envelopes"] == "external" and header["dk"] == dk.hex()
     aad = hashlib.sha256(blob[:12 + hlen]).digest()
     okm = HKDF(algorithm=hashes.SHA256(), length=39, salt=base64.b64decode(header["salt"]),
                info=b"bvh-ops/v1/stream").derive(bytes.fromhex(vec["data_key_hex"]))
