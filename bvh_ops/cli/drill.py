@@ -24,6 +24,8 @@ def drill(
     to_time: Annotated[str | None, typer.Option("--to-time", help="Target / simulated disaster time (ISO 8601)")] = None,
     to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="Physical mode: recover to this LSN")] = None,
     scratch: Annotated[str, typer.Option(help="embedded | configured (drill_scratch_dsn)")] = "embedded",
+    source: Annotated[str, typer.Option("--from", help="primary | replica: the repository to drill from")]
+    = "primary",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run the DR drill flow: restore, start, check, measure RTO/RPO; exit 0 only if it passed."""
@@ -40,7 +42,11 @@ def drill(
         except ValueError:
             raise BvhOpsError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
         target = target if target.tzinfo else target.replace(tzinfo=UTC)
+    if source not in ("primary", "replica"):
+        raise BvhOpsError(f"--from {source!r}: use primary or replica")
     settings = cli_settings()
+    if source == "replica":
+        settings = settings.for_replica()
     settings.require_repository()
     settings.require_identity()
     require_prefect_home()
@@ -53,7 +59,7 @@ def drill(
             parse_lsn(to_lsn)
             if mode == "logical":
                 raise BvhOpsError("--to-lsn applies to physical drills: add --mode physical (or both)")
-        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn)
+        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn, source=source)
     except DrillFailed as exc:
         report = exc.report
     if as_json:
