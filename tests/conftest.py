@@ -36,7 +36,8 @@ TESTS_DIR = Path(__file__).parent
 # The tiers, one directory each (marker = directory name; registered in pyproject.toml).
 TIERS = ("unit", "integration", "flows", "e2e")
 # Session fixtures that start something (PostgreSQL, moto, Prefect): never in the unit tier.
-STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "prefect_harness"}
+STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "s3_server_b", "s3_bucket_b",
+                    "prefect_harness"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -172,6 +173,34 @@ def s3_bucket(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     name = f"bvh-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def s3_server_b():
+    """A second moto S3 server (another endpoint: the replica's "region"). Both servers run in
+    this process and so share moto's in-memory backend: use distinct bucket names."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket_b(s3_server_b, monkeypatch):
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"bvh-replica-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_server_b, region_name="eu-central-1").create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
     return name
 
 

@@ -194,9 +194,16 @@ def _needs(p: Obj, r: Obj | None, corrupt: frozenset[str]) -> str | None:
         return "corrupt"
     if p.size != r.size:
         return "size"
-    if p.modified > r.modified:
+    if _second(p.modified) > _second(r.modified):
         return "rewritten"  # written on the primary after the replica's copy was made
     return None
+
+
+def _second(t: datetime) -> datetime:
+    """Times compared to the whole second: S3 keeps LastModified to the second, a file system to
+    the nanosecond; a copy made in the same second as its source is not "older". (A rewrite in
+    that same second is caught by the verify pass, which compares bytes.)"""
+    return t.replace(microsecond=0)
 
 
 def plan(primary: Iterable[Obj], replica: Iterable[Obj], *, corrupt: Iterable[str] = ()) -> Plan:
