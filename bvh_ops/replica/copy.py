@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bvh_ops.errors import IntegrityError, NotFound
-from bvh_ops.replica.plan import COMMIT_NAMES, COPY_NAMES, Plan, Unit, Work
+from bvh_ops.replica.plan import COMMIT_NAMES, COPY_NAMES, Plan, Unit, Work, rank
 from bvh_ops.storage.base import ObjectStore
 
 CHUNK = 1 << 20
@@ -76,13 +77,13 @@ class CopyStats:
     server_side: int = 0
 
 
-def copy_object(src: ObjectStore, dst: ObjectStore, key: str, size: int, expected: str | None,
-                stats: CopyStats) -> None:
-    """Copy ``key`` and prove the replica holds the right bytes; IntegrityError otherwise."""
+def copy_object(src: ObjectStore, dst: ObjectStore, key: str, size: int, expected: str | None) -> tuple[int, bool]:
+    """Copy ``key`` and prove the replica holds the right bytes (IntegrityError otherwise);
+    returns (bytes, whether the copy was server-side)."""
     can = getattr(dst, "can_copy_from", None)
-    if can is not None and can(src):
+    server_side = bool(can is not None and can(src))
+    if server_side:
         dst.copy_from(src, key, size)
-        stats.server_side += 1
         primary_sha = expected or sha256_of(src, key)[0]
     else:
         h = hashlib.sha256()
@@ -108,8 +109,7 @@ def copy_object(src: ObjectStore, dst: ObjectStore, key: str, size: int, expecte
         why = ("the primary's copy is damaged too (run `bvh-ops verify`)" if expected and primary_sha != expected
                else "the replica store changed the bytes")
         raise IntegrityError(f"{key}: the replica's copy has sha256 {got[:12]}…, expected {want[:12]}…: {why}")
-    stats.objects += 1
-    stats.bytes += n
+    return n, server_side
 
 
 @dataclass
@@ -120,31 +120,87 @@ class Outcome:
     deferred: list[str] = field(default_factory=list)
 
 
-def execute(src: ObjectStore, dst: ObjectStore, plan: Plan,
+_UNIT_FAILURE = (IntegrityError, NotFound)  # NotFound: deleted on the primary meanwhile (retention)
+
+
+def _phases(plan: Plan) -> list[list[Work]]:
+    """plan.work cut where the kind changes (it is sorted by kind): WAL, backups, file-set
+    content, snapshots, logs, audit, other — each phase done before the next starts."""
+    phases: list[list[Work]] = []
+    for w in plan.work:
+        if not phases or phases[-1][0].unit.kind != w.unit.kind:
+            phases.append([])
+        phases[-1].append(w)
+    return phases
+
+
+def execute(src: ObjectStore, dst: ObjectStore, plan: Plan, *, workers: int = 1,
             progress: Callable[[Work], None] | None = None) -> Outcome:
-    """Carry out ``plan`` unit by unit, each in commit order. A unit whose object fails
-    verification stops there (its manifest or index entry is never written) and the run goes on;
-    a storage error (replica or primary unreachable) stops the run: the next one resumes."""
+    """Carry out ``plan`` phase by phase. In a phase, the data objects of every unit are copied
+    by ``workers`` threads; then the commit points (``*.copy``, manifests, index entries) are
+    written one unit at a time in order, and only for units whose every object copied and
+    verified: an interrupted run never leaves a complete-looking unit. A unit that fails
+    verification is reported and skipped; a storage error (a side unreachable) stops the run
+    after the work in flight: the next run resumes."""
     out = Outcome()
     content_failed = False
-    for work in plan.work:
-        unit = work.unit
-        if unit.kind == "files-snapshot" and content_failed:
-            out.deferred.append(unit.name)  # its content is not all there: never commit it first
-            continue
-        try:
-            expected = expected_hashes(src, unit)
-            for step in work.steps:
-                copy_object(src, dst, step.key, step.size, expected.get(step.key), out.stats)
-        except (IntegrityError, NotFound) as exc:
-            # NotFound: deleted on the primary meanwhile (retention); the next plan drops it.
-            out.failures.append((unit.name, str(exc)))
-            content_failed = content_failed or unit.kind == "files-content"
-            continue
-        out.units += 1
-        if progress is not None:
-            progress(work)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="replicate") as pool:
+        for works in _phases(plan):
+            if works[0].unit.kind == "files-snapshot" and content_failed:
+                out.deferred += [w.unit.name for w in works]  # its content is not all there
+                continue
+            failed = _phase(src, dst, works, pool, out)
+            content_failed = content_failed or (failed and works[0].unit.kind == "files-content")
+            for w in works:
+                if w.unit.name not in {f[0] for f in out.failures} and progress is not None:
+                    progress(w)
     return out
+
+
+def _phase(src: ObjectStore, dst: ObjectStore, works: list[Work], pool: ThreadPoolExecutor, out: Outcome) -> bool:
+    bad: dict[str, str] = {}
+    expected: dict[str, dict[str, str]] = {}
+    fatal: list[BaseException] = []
+
+    def record(name: str, fut: Future) -> None:
+        try:
+            n, server_side = fut.result()
+        except _UNIT_FAILURE as exc:
+            bad.setdefault(name, str(exc))
+            return
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the work in flight
+            fatal.append(exc)
+            return
+        out.stats.objects += 1
+        out.stats.bytes += n
+        out.stats.server_side += server_side
+
+    for name, fut in [(w.unit.name, pool.submit(expected_hashes, src, w.unit)) for w in works]:
+        try:
+            expected[name] = fut.result()
+        except _UNIT_FAILURE as exc:
+            bad[name] = str(exc)
+    data = [(w.unit.name, s) for w in works if w.unit.name not in bad for s in w.steps if rank(s.key) == 0]
+    futures = [(name, pool.submit(copy_object, src, dst, s.key, s.size, expected[name].get(s.key)))
+               for name, s in data]
+    for name, fut in futures:
+        record(name, fut)
+    if fatal:
+        raise fatal[0]
+    for w in works:                                    # commit points: in order, one unit at a time
+        if w.unit.name in bad:
+            continue
+        for s in (s for s in w.steps if rank(s.key) > 0):
+            fut = pool.submit(copy_object, src, dst, s.key, s.size, expected[w.unit.name].get(s.key))
+            record(w.unit.name, fut)
+            if fatal:
+                raise fatal[0]
+            if w.unit.name in bad:
+                break
+        if w.unit.name not in bad:
+            out.units += 1
+    out.failures += sorted(bad.items())
+    return bool(bad)
 
 
 def find_corrupt(src: ObjectStore, dst: ObjectStore, units: list[Unit], replica_sizes: dict[str, int]) -> list[str]:

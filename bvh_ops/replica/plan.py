@@ -102,7 +102,8 @@ class Plan:
         return sum(len(w.steps) for w in self.work)
 
 
-def _rank(key: str) -> int:
+def rank(key: str) -> int:
+    """0: data, copied first; 1: a manifest's copy or an index entry; 2: the manifest itself."""
     base = key.rsplit("/", 1)[-1]
     if base in COMMIT_NAMES:
         return 2
@@ -112,7 +113,7 @@ def _rank(key: str) -> int:
 
 
 def _ordered(kind: str, name: str, objs: Iterable[Obj]) -> Unit:
-    return Unit(kind, name, tuple(sorted(objs, key=lambda o: (_rank(o.key), o.key))))
+    return Unit(kind, name, tuple(sorted(objs, key=lambda o: (rank(o.key), o.key))))
 
 
 def _dir_units(kind: str, groups: dict[str, list[Obj]], skipped: list[str]) -> list[Unit]:

@@ -116,7 +116,7 @@ def replicate(settings: Settings, now: datetime, *, verify: bool = False) -> Rep
     todo = planner.plan(primary, replica, corrupt=report.corrupt)
     report.lag_before = planner.lag(todo, now)
     report.planned_objects, report.planned_bytes = report.lag_before.objects, report.lag_before.bytes
-    outcome = execute(src, dst, todo)                   # unit by unit, commit points last
+    outcome = execute(src, dst, todo, workers=settings.replica_copy_workers)  # commit points last
     report.copied_objects, report.copied_bytes = outcome.stats.objects, outcome.stats.bytes
     report.server_side, report.units_copied = outcome.stats.server_side, outcome.units
     report.failures, report.deferred = outcome.failures, outcome.deferred
