@@ -161,6 +161,12 @@ def main() -> None:
         for k in keys:
             client.copy_object(Bucket=bare_dst, Key=k, CopySource={"Bucket": src_bucket, "Key": k})
         bare_copy = time.monotonic() - t0
+        t0 = time.monotonic()  # what verification costs on its own: reading every byte back
+        for k in keys:
+            body = client.get_object(Bucket=bare_dst, Key=k)["Body"]
+            while body.read(1 << 20):
+                pass
+        read_back = time.monotonic() - t0
         rb2 = _bucket(client, "replica-server-side")
         s2 = _settings(work, f"s3://{src_bucket}/dr", f"s3://{rb2}/dr", url, primary_endpoint=url)
         rep2 = replicate(s2, datetime.now(UTC))
@@ -169,6 +175,7 @@ def main() -> None:
                                           "mb_per_s": round(total / 1e6 / rep2.seconds, 1),
                                           "objects_per_s": round(len(keys) / rep2.seconds, 1),
                                           "bare_copy_object_seconds": round(bare_copy, 2),
+                                          "bare_read_back_seconds": round(read_back, 2),
                                           "ratio": round(rep2.seconds / bare_copy, 2), "peak_rss_mb": _rss_mb()}
 
         # 3. lag under WAL archiving at the physical bench's rate (file:// primary -> S3)

@@ -1,7 +1,9 @@
 """Replicate (#17): keep the replica repository in step with the primary. Frequent and
 lag-driven: a pass lists both repositories and copies only what is missing or stale (quick when
-nothing is), and passes repeat while new commits keep arriving (at most ``max_passes``). Never
-called from wal-push: archive_command never waits on the replica."""
+nothing is), and passes repeat while new commits keep arriving (at most ``max_passes``); then,
+for ``follow_seconds``, WAL-only passes every ``poll_seconds`` keep the replica's WAL lag near
+the poll interval until the next scheduled run. Never called from wal-push: archive_command
+never waits on the replica."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from bvh_ops.config import load_settings
 from bvh_ops.errors import BvhOpsError
 from flows.artifacts import human_bytes
 from tasks.common import retrying
-from tasks.replica_tasks import replicate_pass, report_replica
+from tasks.replica_tasks import follow_wal_task, replicate_pass, report_replica
 
 
 def replica_markdown(doc: dict[str, Any]) -> str:
@@ -33,9 +35,11 @@ def replica_markdown(doc: dict[str, Any]) -> str:
 
 
 @flow(name="replicate", flow_run_name="replicate", retries=0, log_prints=False)
-def replicate(verify: bool = False, max_passes: int = 3) -> dict[str, Any]:
+def replicate(verify: bool = False, max_passes: int = 3, follow_seconds: float = 0,
+              poll_seconds: float = 15) -> dict[str, Any]:
     """Copy every committed unit the replica lacks, verified there; ``verify``: first hash every
-    replica object and re-copy the corrupt ones (the weekly deployment)."""
+    replica object and re-copy the corrupt ones (the weekly deployment); ``follow_seconds``:
+    then follow the WAL that long (the 5-minute deployment: 270)."""
     settings = load_settings()
     logger = get_run_logger()
     if not settings.replica_repository:
@@ -47,6 +51,9 @@ def replicate(verify: bool = False, max_passes: int = 3) -> dict[str, Any]:
             doc = retrying(replicate_pass, settings)(settings, verify and n == 0)
             if not doc["lag_after"]["objects"] or doc["failures"]:
                 break  # in step, or stuck on a unit the next run retries
+        if follow_seconds > 0 and not doc["failures"]:
+            doc["follow"] = retrying(follow_wal_task, settings)(settings, follow_seconds, poll_seconds)
+            doc["failures"] += doc["follow"]["failures"]
     except BvhOpsError as exc:
         _findings(settings, None, str(exc))
         raise

@@ -15,7 +15,7 @@ from bvh_ops.config import Settings
 from bvh_ops.opsdb.database import ops_database
 from bvh_ops.opsdb.migrations import migrate
 from bvh_ops.pg.conn import connect
-from bvh_ops.replica.run import replicate
+from bvh_ops.replica.run import follow_wal, replicate
 from tasks.common import retry_transient_only
 
 
@@ -23,6 +23,13 @@ from tasks.common import retry_transient_only
 def replicate_pass(settings: Settings, verify: bool) -> dict[str, Any]:
     """Copy what the replica lacks, in commit order, each copy verified there."""
     return replicate(settings, datetime.now(UTC), verify=verify).to_json()
+
+
+@task(name="replicate-follow-wal", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only,
+      timeout_seconds=3600)
+def follow_wal_task(settings: Settings, seconds: float, poll_seconds: float) -> dict[str, Any]:
+    """WAL-only passes until the next scheduled run is due (one task run, not one per pass)."""
+    return follow_wal(settings, seconds, poll_seconds)
 
 
 @task(name="replica-findings", cache_policy=NO_CACHE, timeout_seconds=300)

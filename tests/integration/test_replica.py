@@ -282,3 +282,28 @@ def test_physical_chain_and_wal_replicate_and_recover_from_the_replica_alone(
     finally:
         stop_server(dest, embedded_bin_dir())
 
+
+
+def test_follow_passes_copy_new_wal_between_scheduled_runs(tmp_path, make_settings, sample_db):
+    from bvh_ops.replica.run import follow_wal
+
+    primary, replica = tmp_path / "p", tmp_path / "r"
+    settings = make_settings(sample_db, f"file://{primary}", replica_repository=f"file://{replica}")
+    ticks = {"t": 0.0, "seg": 3}
+    base = now()
+
+    def archive_one(seconds: float) -> None:  # the injected sleep: PostgreSQL archives a segment meanwhile
+        ticks["t"] += seconds
+        name = f"0000000100000000{ticks['seg']:08X}"
+        blob = os.urandom(1000)
+        d = primary / "wal" / "00000001"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(blob)
+        (d / f"{name}.json").write_text(json.dumps({"name": name, "stored_sha256": hashlib.sha256(blob).hexdigest()}))
+        ticks["seg"] += 1
+
+    done = follow_wal(settings, 60, 15, clock=lambda: ticks["t"], sleep=archive_one,
+                      wall=lambda: base + timedelta(seconds=ticks["t"]))
+    assert done["passes"] == 4 and done["objects"] == 8 and not done["failures"]
+    assert sorted(p.name for p in (replica / "wal" / "00000001").iterdir()) == sorted(
+        p.name for p in (primary / "wal" / "00000001").iterdir())
