@@ -71,6 +71,12 @@ def test_logical_backup_replicates_verified_and_restores_from_the_replica_alone(
     shutil.rmtree(repo_dir)                                 # the primary region is gone
     env = env_settings(sample_db, f"file://{repo_dir}", BVH_OPS_REPLICA_REPOSITORY=f"s3://{s3_bucket_b}/dr",
                        BVH_OPS_REPLICA_S3_ENDPOINT_URL=s3_server_b, BVH_OPS_REPLICA_S3_REGION="eu-central-1")
+    listed = run_cli("backups", "list", "--from", "replica", "--json", env=env)
+    assert [r["backup_id"] for r in json.loads(listed.stdout)] == [m.backup_id], listed.stderr
+    checked = run_cli("verify", "--from", "replica", "--no-wal", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    kept = run_cli("retention", "--from", "replica", env=env)          # a dry run: the replica's own plan
+    assert kept.returncode == 0 and m.backup_id in kept.stdout and "KEEP" in kept.stdout.upper(), kept.stdout
     target = fresh_db()
     proc = run_cli("restore", "latest", "--into", target, "--from", "replica", env=env)
     assert proc.returncode == 0, proc.stderr
