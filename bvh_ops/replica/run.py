@@ -36,6 +36,9 @@ def open_replica(settings: Settings) -> ObjectStore:
         store.check()
     except StorageError as exc:
         text = str(exc).replace("BVH_OPS_REPOSITORY", "BVH_OPS_REPLICA_REPOSITORY")
+        if "unreachable" in text:
+            text += (": check replica_s3_endpoint_url and the network to it (the primary is unaffected; "
+                     "`bvh-ops replicate` catches up once it answers)")
         raise type(exc)(f"replica {store.url}: {text}") from None
     return store
 

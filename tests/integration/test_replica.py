@@ -238,6 +238,13 @@ def test_replica_errors_are_one_line_with_the_fix(sample_db, repo_dir, s3_server
                           "BVH_OPS_REPLICA_REPOSITORY")
     assert_one_line_error(run_cli("restore", "latest", "--into", sample_db, "--from", "elsewhere", env=env),
                           "--from 'elsewhere'")
+    env["BVH_OPS_REPLICA_AWS_PROFILE"] = "no-such-profile"
+    assert_one_line_error(run_cli("replicate", env=env), "no-such-profile", "replica_aws_profile")
+    from tests.conftest import free_port
+
+    env.pop("BVH_OPS_REPLICA_AWS_PROFILE")
+    env["BVH_OPS_REPLICA_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    assert_one_line_error(run_cli("replicate", env=env), "unreachable", "replica_s3_endpoint_url")
 
 
 def test_physical_chain_and_wal_replicate_and_recover_from_the_replica_alone(
