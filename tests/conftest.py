@@ -150,9 +150,7 @@ def env_settings(monkeypatch, keypair, tmp_path):
     return apply
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's standalone S3 API server on 127.0.0.1 (real HTTP, no in-process patching)."""
+def _moto_server():
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -162,8 +160,7 @@ def s3_server():
     server.stop()
 
 
-@pytest.fixture
-def s3_bucket(s3_server, monkeypatch):
+def _bucket(endpoint: str, monkeypatch, prefix: str, region: str = "us-east-1") -> str:
     import uuid
 
     import boto3
@@ -171,37 +168,34 @@ def s3_bucket(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"bvh-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    boto3.client("s3", endpoint_url=endpoint, region_name=region).create_bucket(Bucket=name, **where)
     return name
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 API server on 127.0.0.1 (real HTTP, no in-process patching)."""
+    yield from _moto_server()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    return _bucket(s3_server, monkeypatch, "bvh")
 
 
 @pytest.fixture(scope="session")
 def s3_server_b():
     """A second moto S3 server (another endpoint: the replica's "region"). Both servers run in
     this process and so share moto's in-memory backend: use distinct bucket names."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    yield from _moto_server()
 
 
 @pytest.fixture
 def s3_bucket_b(s3_server_b, monkeypatch):
-    import uuid
-
-    import boto3
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"bvh-replica-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_server_b, region_name="eu-central-1").create_bucket(
-        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-    return name
+    """A bucket in eu-central-1 on the second server (the replica's)."""
+    return _bucket(s3_server_b, monkeypatch, "bvh-replica", "eu-central-1")
 
 
 def _pg15_dsn() -> str | None:
