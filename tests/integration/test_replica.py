@@ -320,3 +320,60 @@ def test_follow_passes_copy_new_wal_between_scheduled_runs(tmp_path, make_settin
     assert done["passes"] == 4 and done["objects"] == 8 and not done["failures"]
     assert sorted(p.name for p in (replica / "wal" / "00000001").iterdir()) == sorted(
         p.name for p in (primary / "wal" / "00000001").iterdir())
+
+
+def _synthetic_backup(root, i: int, size: int) -> tuple[str, str]:
+    """A committed backup unit as replication sees it: a data object and a manifest (and its
+    copy) recording its stored sha256; written in chunks."""
+    bid = f"20261128T0{i}0000Z-logical-00000{i}"
+    d = root / "backups" / bid
+    d.mkdir(parents=True)
+    h = hashlib.sha256()
+    with open(d / "dump.pgcustom", "wb") as fh:
+        for _ in range(size >> 20):
+            chunk = os.urandom(1 << 20)
+            h.update(chunk)
+            fh.write(chunk)
+    raw = json.dumps({"manifest": {"backup_id": bid, "objects": [
+        {"name": "dump.pgcustom", "stored_sha256": h.hexdigest(), "stored_size": size}]}}).encode()
+    (d / "manifest.json.copy").write_bytes(raw)
+    (d / "manifest.json").write_bytes(raw)
+    return bid, h.hexdigest()
+
+
+def test_a_killed_replication_never_shows_a_complete_looking_backup(tmp_path, make_settings, sample_db):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    primary, replica = tmp_path / "p", tmp_path / "r"
+    units = dict(_synthetic_backup(primary, i, 64 << 20) for i in range(3))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")}
+    env.update(BVH_OPS_REPOSITORY=f"file://{primary}", BVH_OPS_REPLICA_REPOSITORY=f"file://{replica}",
+               BVH_OPS_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.cli", "replicate"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any((replica / "backups" / b / "dump.pgcustom").exists() for b in units):
+            os.kill(proc.pid, signal.SIGKILL)    # after some objects, before every commit point
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "replication finished before it could be killed"
+
+    def complete_looking() -> list[str]:
+        found = []
+        for bid, sha in units.items():
+            d = replica / "backups" / bid
+            if (d / "manifest.json").exists() or (d / "manifest.json.copy").exists():
+                assert hashlib.sha256((d / "dump.pgcustom").read_bytes()).hexdigest() == sha, bid
+                found.append(bid)
+        return found
+
+    assert len(complete_looking()) < len(units)     # killed mid-run, and nothing half-there looks complete
+    assert any((replica / "backups" / b / "dump.pgcustom").exists() for b in units)
+    settings = make_settings(sample_db, f"file://{primary}", replica_repository=f"file://{replica}")
+    again = replicate(settings, now())              # the next run finishes the job
+    assert again.ok and sorted(complete_looking()) == sorted(units)
