@@ -35,11 +35,12 @@ def _print_report(doc: dict) -> None:
     how = f", {c['server_side']} server-side" if c["server_side"] else ""
     rate = f" ({doc['mb_per_s']} MB/s)" if doc["mb_per_s"] and c["bytes"] else ""
     out.print(f"replicated {doc['primary']} -> {doc['replica']}: {c['units']} unit(s), {c['objects']} object(s), "
-              f"{_mb(c['bytes'])} in {doc['seconds']:.1f} s{rate}{how}; every copy verified by sha256")
+              f"{_mb(c['bytes'])} in {doc['seconds']:.1f} s{rate}{how}"
+              + ("; every copy read back and its sha256 checked" if c["objects"] else ""))
     if doc["verified"]:
         found = doc["corrupt_recopied"]
-        out.print(f"verify pass: {len(found)} corrupt replica object(s) re-copied" + (": " + ", ".join(found)
-                                                                                    if found else ""))
+        out.print(f"verify pass: every replica object hashed; {len(found)} corrupt, re-copied"
+                  + (": " + ", ".join(found) if found else ""))
     for f in doc["failures"]:
         out.print(f"  FAILED {f['unit']}: {f['error']}")
     for d in doc["deferred"]:
