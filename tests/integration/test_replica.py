@@ -377,3 +377,39 @@ def test_a_killed_replication_never_shows_a_complete_looking_backup(tmp_path, ma
     settings = make_settings(sample_db, f"file://{primary}", replica_repository=f"file://{replica}")
     again = replicate(settings, now())              # the next run finishes the job
     assert again.ok and sorted(complete_looking()) == sorted(units)
+
+
+def test_file_set_snapshots_and_audit_digests_replicate_and_restore_from_the_replica(
+        pg, tmp_path, make_settings, s3_server_b, s3_bucket_b):
+    from bvh_ops.audit.record import record
+    from bvh_ops.files.restore import restore_snapshot
+    from bvh_ops.files.snapshot import take_snapshot
+    from bvh_ops.pg.catalog import create_database
+    from tasks.audit_tasks import sign_head
+
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "app.conf").write_bytes(b"draws = weekly\n")
+    (src / "big.bin").write_bytes(os.urandom(5 << 20))
+    create_database(pg.dsn(), "replica_audit")
+    primary = tmp_path / "repo"
+    settings = _replica_settings(make_settings, pg.dsn(), f"file://{primary}", s3_bucket_b, s3_server_b,
+                                 file_sets=[{"name": "app", "class": "application", "paths": [str(src)]}],
+                                 ops_database_url=pg.dsn("replica_audit"))
+    snap = take_snapshot(settings, "app")
+    assert record(settings, None, "test.replica", "unit", {"n": 1}, strict=True)
+    digest = sign_head(settings)
+    report = replicate(settings, now())
+    assert report.ok and report.lag_after.objects == 0
+    keys = _replica_keys(s3_server_b, s3_bucket_b)
+    assert digest["object_key"] in keys
+    assert f"files/snapshots/{snap.snapshot_id}/snapshot.json" in keys
+    assert any(k.startswith("files/content/") for k in keys)
+
+    shutil.rmtree(primary)                                 # the primary region is gone
+    repo, _ = open_repository(settings.for_replica())
+    target = tmp_path / "restored"
+    restore_snapshot(repo.store, repo.trusted_keys, load_identities(settings.identity), snap.snapshot_id, [], target)
+    got = target / str(src).lstrip("/")
+    assert (got / "etc" / "app.conf").read_bytes() == b"draws = weekly\n"
+    assert (got / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
