@@ -15,7 +15,7 @@ from bvh_ops.config import Settings
 from bvh_ops.opsdb.database import ops_database
 from bvh_ops.opsdb.migrations import migrate
 from bvh_ops.pg.conn import connect
-from bvh_ops.replica.run import follow_wal, replicate
+from bvh_ops.replica.run import audit_replication, follow_wal, replicate
 from tasks.common import retry_transient_only
 
 
@@ -37,8 +37,11 @@ def report_replica(settings: Settings, doc: dict[str, Any] | None, error: str | 
     """The run's findings (source "replica"): active ones alert, missing ones clear."""
     with ops_database(settings) as dsn, connect(dsn, autocommit=True) as conn:
         migrate(conn)
-        return report_findings(conn, "replica", replica_findings(doc, settings.rpo_objective_seconds, error),
-                               datetime.now(UTC))
+        counts = report_findings(conn, "replica", replica_findings(doc, settings.rpo_objective_seconds, error),
+                                 datetime.now(UTC))
+        if doc and (doc["copied"]["objects"] or doc["corrupt_recopied"]):
+            audit_replication(settings, doc, conn=conn)
+        return counts
 
 
 def replica_findings(doc: dict | None, rpo_seconds: float, error: str | None = None) -> list[Finding]:

@@ -51,8 +51,13 @@ def _print_report(doc: dict) -> None:
 def _run(verify: bool, as_json: bool) -> None:
     from bvh_ops.replica.run import replicate as run
 
-    report = run(cli_settings(), datetime.now(UTC), verify=verify)
+    settings = cli_settings()
+    report = run(settings, datetime.now(UTC), verify=verify)
     doc = report.to_json()
+    if doc["copied"]["objects"] or doc["corrupt_recopied"]:
+        from bvh_ops.replica.run import audit_replication
+
+        audit_replication(settings, doc)
     if as_json:
         emit_json(doc)
     else:

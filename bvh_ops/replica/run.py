@@ -199,3 +199,13 @@ def wal_lag(settings: Settings, now: datetime) -> planner.Lag:
     except StorageError as exc:
         raise type(exc)(f"replica {dst.url}: {exc}") from None
     return planner.lag(planner.plan(primary, replica), now)
+
+
+def audit_replication(settings: Settings, doc: dict, conn=None) -> bool:
+    """An audit entry for a pass that changed the replica (never failing the caller)."""
+    from bvh_ops.audit.record import record
+
+    return record(settings, None, "replica.replicate", doc["replica"],
+                  {"units": doc["copied"]["units"], "objects": doc["copied"]["objects"],
+                   "bytes": doc["copied"]["bytes"], "corrupt_recopied": len(doc["corrupt_recopied"]),
+                   "failures": len(doc["failures"])}, conn=conn)

@@ -55,6 +55,9 @@ def test_replicate_flow_then_drill_from_the_replica_alone(pg, source_db, env_set
     doc = replicate()
     assert doc["ok"] and doc["copied"]["objects"] == 3 and doc["lag_after"]["objects"] == 0
     assert _active_findings(ops_dsn) == set()                               # the finding cleared
+    with psycopg.connect(ops_dsn) as conn:                                  # and the audit trail of it
+        assert conn.execute("SELECT count(*) FROM ops.audit_chain WHERE action = 'replica.replicate'"
+                            ).fetchone()[0] == 1
     quiet = replicate(follow_seconds=1, poll_seconds=0.4)                   # in step: nothing to copy
     assert quiet["copied"]["objects"] == 0 and quiet["follow"]["passes"] >= 1
 
