@@ -413,3 +413,25 @@ def test_file_set_snapshots_and_audit_digests_replicate_and_restore_from_the_rep
     got = target / str(src).lstrip("/")
     assert (got / "etc" / "app.conf").read_bytes() == b"draws = weekly\n"
     assert (got / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+def test_server_side_copy_above_the_single_copy_limit_goes_part_by_part(s3_server_b, s3_bucket_b, monkeypatch):
+    from bvh_ops.storage import s3
+
+    # The limits scaled down (5 GiB per CopyObject -> 5 MiB) so a 12 MiB object takes the
+    # UploadPartCopy path on moto as a 6 GiB one would on S3.
+    monkeypatch.setattr(s3, "S3_MAX_COPY", 5 << 20)
+    monkeypatch.setattr(s3, "COPY_PART", 5 << 20)
+    client = boto3.client("s3", endpoint_url=s3_server_b, region_name="eu-central-1")
+    client.create_bucket(Bucket=s3_bucket_b + "-src", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    src = s3.S3Store(bucket=s3_bucket_b + "-src", prefix="p", endpoint_url=s3_server_b)
+    dst = s3.S3Store(bucket=s3_bucket_b, prefix="dr", endpoint_url=s3_server_b)
+    blob = os.urandom(12 << 20)
+    src.put_bytes("backups/x/base.tar", blob)
+    assert dst.can_copy_from(src)
+    dst.copy_from(src, "backups/x/base.tar", len(blob))
+    assert hashlib.sha256(dst.get_bytes("backups/x/base.tar")).digest() == hashlib.sha256(blob).digest()
+    assert not client.list_multipart_uploads(Bucket=s3_bucket_b).get("Uploads")
+    with pytest.raises(NotFound):
+        dst.copy_from(src, "backups/x/missing", 12 << 20)   # a failed part copy leaves no upload behind
+    assert not client.list_multipart_uploads(Bucket=s3_bucket_b).get("Uploads")
