@@ -651,6 +651,8 @@ class Settings(BaseSettings):
     replica_s3_endpoint_url: str | None = None
     replica_s3_region: str = "us-east-1"
     replica_aws_profile: str | None = None
+    # Objects copied to the replica at once by `replicate` (memory: one S3 part each when streamed).
+    replica_copy_workers: int = Field(default=4, ge=1, le=32)
     # Public key files (recipient.pub) the data key of each backup is sealed to.
     recipients: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # Private key file (identity.key) for restore and deep verify; the backup host needs none.

@@ -43,7 +43,8 @@ class DrillFailed(IntegrityError):
 
 def _run_name() -> str:
     p = flow_run.parameters or {}
-    return f"dr-drill {p.get('backup', 'latest')} {p.get('mode', 'logical')}"
+    src = " from replica" if p.get("source") == "replica" else ""
+    return f"dr-drill {p.get('backup', 'latest')} {p.get('mode', 'logical')}{src}"
 
 
 @flow(name="dr-drill", flow_run_name=_run_name, retries=0)
@@ -53,6 +54,7 @@ def dr_drill(
     mode: Literal["logical", "physical", "both"] = "logical",
     scratch: Literal["embedded", "configured"] = "embedded",
     to_lsn: str | None = None,
+    source: Literal["primary", "replica"] = "primary",
 ) -> dict[str, Any]:
     """Restore a backup into a scratch server, check it and measure RTO/RPO.
 
@@ -63,8 +65,11 @@ def dr_drill(
         scratch: "embedded" (a throw-away embedded PostgreSQL) or "configured" (drill_scratch_dsn);
             physical drills always restore into a throw-away data directory.
         to_lsn: physical mode: recover to this LSN instead of a time (default: the end of the archive).
+        source: "primary", or "replica" to drill from the replica repository alone (replica_repository).
     """
     settings = load_settings()
+    if source == "replica":
+        settings = settings.for_replica()
     logger = get_run_logger()
     reap_orphaned_runs()  # before the clock starts: bookkeeping is not part of the RTO
     started = engine.utcnow()
@@ -172,7 +177,7 @@ def dr_drill(
         checks.extend(objective_checks(rto, rpo, objectives))
         passed = bool(checks) and all(c.passed for c in checks)
         report: dict[str, Any] = {
-            "drill_id": drill_id, "passed": passed, "mode": mode,
+            "drill_id": drill_id, "passed": passed, "mode": mode, "source": source,
             "backup_id": manifest.backup_id if manifest else physical_id,
             "physical_backup_id": physical_id,
             "started_at": started.isoformat(), "target": target.isoformat() if target else None,

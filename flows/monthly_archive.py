@@ -18,7 +18,12 @@ from bvh_ops.archive.render import archive_markdown
 from bvh_ops.config import Settings, load_settings
 from bvh_ops.errors import BvhOpsError, IntegrityError
 from bvh_ops.repository.gfs import ARCHIVE_CLASS
-from tasks.archive_tasks import archive_finding, deep_verify_archive, lock_archive_objects
+from tasks.archive_tasks import (
+    archive_finding,
+    deep_verify_archive,
+    lock_archive_objects,
+    replicate_archive_objects,
+)
 from tasks.backup_tasks import check_backup, collect_incomplete, take_logical_backup
 from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs
@@ -35,16 +40,6 @@ class ArchiveFailed(IntegrityError):
 
 def _run_name() -> str:
     return f"monthly-archive {archive_month(datetime.now(UTC))}"
-
-
-def replicate_archive(settings: Settings, report: dict[str, Any]) -> str:
-    """REPLICATION SPOT (#17 item 1): the replica module copies the archive's backups
-    (report["backups"]) and the WAL it needs (report["lock"]["wal_segments"]) to the replica and
-    verifies them there. Not wired yet: the flow says so, it does not claim a copy."""
-    if settings.replica_repository:
-        return ("NOT REPLICATED: replica_repository is set but the replicate step (#17 item 1) is not wired "
-                "into this flow yet; run `bvh-ops replicate` once it exists")
-    return "not configured (no replica_repository)"
 
 
 @flow(name="monthly-archive", flow_run_name=_run_name, retries=0)
@@ -98,8 +93,9 @@ def monthly_archive(physical: Literal["auto", "on", "off"] = "auto") -> dict[str
         if wal:
             report["wal"] = {"first": wal[0], "last": wal[-1], "segments": len(wal),
                              "locked": len(wal) if report["lock"]["locked"] else 0}
-        # 6. Replication to the second repository (see replicate_archive).
-        report["replication"] = replicate_archive(settings, report)
+        # 6. Replication to the second repository, checked and locked there too.
+        report["replication"] = replicate_archive_objects(
+            settings, [b["backup_id"] for b in report["backups"]], taken)
         report["passed"] = True
     except BvhOpsError as exc:
         report["error"] = str(exc)

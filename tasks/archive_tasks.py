@@ -49,6 +49,39 @@ def lock_archive_objects(settings: Settings, backup_ids: list[str], taken: datet
     return report.to_json()
 
 
+@task(name="archive-replicate", timeout_seconds=6 * 3600, **_opts)
+def replicate_archive_objects(settings: Settings, backup_ids: list[str], taken: datetime) -> str:
+    """One replication pass (the whole repository: the archive and anything else not yet there),
+    then the archive's backups checked committed on the replica and locked there as on the
+    primary. A replica that cannot be reached or a unit that fails is reported, not raised: the
+    archive stands on the primary and the `replicate` deployment (every 5 minutes) retries and
+    alerts on its own."""
+    from bvh_ops.archive.monthly import lock_archive
+    from bvh_ops.errors import BvhOpsError
+    from bvh_ops.replica.run import replicate
+
+    if not settings.replica_repository:
+        return "not configured (no replica_repository)"
+    log = get_run_logger()
+    try:
+        rep = replicate(settings, datetime.now(UTC))
+        replica, _ = open_repository(settings.for_replica())
+        manifests = [replica.trusted_manifest(b, purpose="lock") for b in backup_ids]
+        lock = lock_archive(replica, manifests, taken=taken, months=settings.keep_archive_months,
+                            mode=settings.archive_lock_mode)
+    except BvhOpsError as exc:
+        log.warning("monthly archive NOT REPLICATED: %s", exc)
+        return f"NOT REPLICATED: {exc} (the `replicate` deployment retries every 5 minutes)"
+    failed = "; ".join(f"{u}: {e}" for u, e in rep.failures)
+    text = (f"replicated to {rep.replica}: {rep.copied_objects} object(s) copied "
+            f"({rep.server_side} server-side), each read back and checked; the archive's "
+            f"{len(manifests)} backup(s) committed there; {lock.detail}")
+    if failed:
+        text += f"; other units failed (retried by `replicate`): {failed[:500]}"
+    log.info("monthly archive: %s", text)
+    return text
+
+
 @task(name="archive-finding", timeout_seconds=60, **_opts)
 def archive_finding(settings: Settings, month: str, problem: str | None) -> str | None:
     """Raise (``problem``) or clear the archive's critical finding; returns why it could not (or None)."""

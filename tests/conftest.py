@@ -36,7 +36,8 @@ TESTS_DIR = Path(__file__).parent
 # The tiers, one directory each (marker = directory name; registered in pyproject.toml).
 TIERS = ("unit", "integration", "flows", "e2e")
 # Session fixtures that start something (PostgreSQL, moto, Prefect): never in the unit tier.
-STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "s3_lock_bucket", "prefect_harness"}
+STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "s3_lock_bucket", "s3_server_b",
+                    "s3_bucket_b", "prefect_harness"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -149,9 +150,7 @@ def env_settings(monkeypatch, keypair, tmp_path):
     return apply
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's standalone S3 API server on 127.0.0.1 (real HTTP, no in-process patching)."""
+def _moto_server():
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -161,7 +160,7 @@ def s3_server():
     server.stop()
 
 
-def _new_bucket(s3_server: str, monkeypatch, **create) -> str:
+def _bucket(endpoint: str, monkeypatch, prefix: str, region: str = "us-east-1", **create) -> str:
     import uuid
 
     import boto3
@@ -169,20 +168,41 @@ def _new_bucket(s3_server: str, monkeypatch, **create) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"bvh-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name, **create)
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    where.update(create)
+    boto3.client("s3", endpoint_url=endpoint, region_name=region).create_bucket(Bucket=name, **where)
     return name
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 API server on 127.0.0.1 (real HTTP, no in-process patching)."""
+    yield from _moto_server()
 
 
 @pytest.fixture
 def s3_bucket(s3_server, monkeypatch):
-    return _new_bucket(s3_server, monkeypatch)
+    return _bucket(s3_server, monkeypatch, "bvh")
 
 
 @pytest.fixture
 def s3_lock_bucket(s3_server, monkeypatch):
     """A bucket with S3 Object Lock enabled (and so versioning)."""
-    return _new_bucket(s3_server, monkeypatch, ObjectLockEnabledForBucket=True)
+    return _bucket(s3_server, monkeypatch, "bvh", ObjectLockEnabledForBucket=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server_b():
+    """A second moto S3 server (another endpoint: the replica's "region"). Both servers run in
+    this process and so share moto's in-memory backend: use distinct bucket names."""
+    yield from _moto_server()
+
+
+@pytest.fixture
+def s3_bucket_b(s3_server_b, monkeypatch):
+    """A bucket in eu-central-1 on the second server (the replica's)."""
+    return _bucket(s3_server_b, monkeypatch, "bvh-replica", "eu-central-1")
 
 
 def _pg15_dsn() -> str | None:

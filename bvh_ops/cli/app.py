@@ -24,6 +24,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     monitor,
     ops,
     opsdb,
+    replica,
     report,
     restore,
     retention,

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bvh_ops.cli.core import (
+    FROM_HELP,
     app,
     backups_app,
     cli_settings,
@@ -17,6 +18,7 @@ from bvh_ops.cli.core import (
     err,
     out,
     require_prefect_home,
+    source_settings,
 )
 from bvh_ops.errors import BvhOpsError
 
@@ -84,11 +86,12 @@ def _print_backup(result: dict) -> None:
 
 
 @backups_app.command("list")
-def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False,
+                 source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary") -> None:
     """List the backups in the repository (complete and incomplete)."""
     from bvh_ops.repository.open import open_repository
 
-    repo, _ = open_repository(cli_settings())
+    repo, _ = open_repository(source_settings(source))
     records = repo.list_backups()
     rows = [
         {"backup_id": r.backup_id, "kind": r.kind, "status": r.status,
@@ -121,6 +124,7 @@ def verify(
     all_: Annotated[bool, typer.Option("--all", help="Verify every complete backup")] = False,
     deep: Annotated[bool, typer.Option("--deep", help="Also decrypt and check plaintext hashes (needs identity)")] = False,
     no_wal: Annotated[bool, typer.Option("--no-wal", help="Skip the WAL archive's continuity check")] = False,
+    source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Verify backups and the WAL archive's continuity; exits 0 only when everything is OK."""
@@ -128,7 +132,7 @@ def verify(
     from bvh_ops.repository.open import open_repository
     from bvh_ops.repository.verify import render, verify_backup
 
-    settings = cli_settings()
+    settings = source_settings(source)
     repo, _ = open_repository(settings)
     identities = load_identities(settings.require_identity()) if deep else None
     if all_:
@@ -143,7 +147,8 @@ def verify(
 
         results += verify_wal(repo, identities=identities)
     ok = bool(results) and all(r.ok for r in results)
-    _report_to_alerting(settings, results)
+    if source == "primary":  # the replica's own check is `replica verify` (findings of source "replica")
+        _report_to_alerting(settings, results)
     if as_json:
         emit_json({"ok": ok, "deep": deep, "results": [r.to_json() for r in results]})
     else:

@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 
 from bvh_ops.cli.core import (
+    FROM_HELP,
     app,
-    cli_settings,
     emit_json,
     out,
     require_prefect_home,
+    source_settings,
 )
 from bvh_ops.drill.render import print_drill
 from bvh_ops.errors import BvhOpsError
@@ -24,6 +25,7 @@ def drill(
     to_time: Annotated[str | None, typer.Option("--to-time", help="Target / simulated disaster time (ISO 8601)")] = None,
     to_lsn: Annotated[str | None, typer.Option("--to-lsn", help="Physical mode: recover to this LSN")] = None,
     scratch: Annotated[str, typer.Option(help="embedded | configured (drill_scratch_dsn)")] = "embedded",
+    source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run the DR drill flow: restore, start, check, measure RTO/RPO; exit 0 only if it passed."""
@@ -40,7 +42,7 @@ def drill(
         except ValueError:
             raise BvhOpsError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
         target = target if target.tzinfo else target.replace(tzinfo=UTC)
-    settings = cli_settings()
+    settings = source_settings(source)
     settings.require_repository()
     settings.require_identity()
     require_prefect_home()
@@ -53,7 +55,7 @@ def drill(
             parse_lsn(to_lsn)
             if mode == "logical":
                 raise BvhOpsError("--to-lsn applies to physical drills: add --mode physical (or both)")
-        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn)
+        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn, source=source)
     except DrillFailed as exc:
         report = exc.report
     if as_json:

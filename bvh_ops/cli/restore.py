@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from bvh_ops.cli.core import (
+    FROM_HELP,
     app,
-    cli_settings,
     emit_json,
     out,
+    source_settings,
 )
 from bvh_ops.errors import BvhOpsError, ConfigError
 
@@ -40,12 +41,14 @@ def restore(
     table: Annotated[list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")] = None,
     no_owner: Annotated[bool, typer.Option("--no-owner", help="Skip ownership and privileges")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel pg_restore processes")] = None,
+    source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Restore a logical backup into a database (comparing every table's fingerprint), or a
     physical backup (with its incrementals) into a new data directory that recovers to a
-    point in time (--target-dir, --to-time/--to-lsn/--to-name)."""
-    settings = cli_settings()
+    point in time (--target-dir, --to-time/--to-lsn/--to-name). --from replica: from the replica
+    repository alone (the primary region gone)."""
+    settings = source_settings(source)
     if validate_target:
         _validate(settings, backup_id, to_time, to_lsn, to_name, as_json)
     if (into is None) == (target_dir is None):

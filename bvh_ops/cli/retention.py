@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bvh_ops.cli.core import app, cli_settings, emit_json, out
+from bvh_ops.cli.core import FROM_HELP, app, emit_json, out, source_settings
 
 
 @app.command()
@@ -18,14 +18,16 @@ def retention(
     explain: Annotated[str | None, typer.Option("--explain", metavar="ID",
                                                 help="Say every reason backup ID is kept (or why it goes)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
+    source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary",
 ) -> None:
-    """Show (or with --no-dry-run apply) the GFS retention plan, WAL pruning included."""
+    """Show (or with --no-dry-run apply) the GFS retention plan, WAL pruning included. Each
+    repository expires on its own (--from replica): replicate never propagates deletions."""
     from bvh_ops.archive.render import explain_line, retention_lines
     from bvh_ops.errors import NotFound
     from bvh_ops.expire import apply_plan, policy_of
     from bvh_ops.repository.open import open_repository
 
-    settings = cli_settings()
+    settings = source_settings(source)
     repo, _ = open_repository(settings)
     if explain is not None:
         dry_run = True  # explaining never deletes

@@ -34,7 +34,29 @@ PHYSICAL_KINDS = ("full", "incremental")
 
 
 def probe_backups(settings: Settings, now: datetime, limits: Limits) -> list[Check]:
-    return _repository_checks(settings, now, limits) + [_drill_check(settings, now, limits)]
+    checks = _repository_checks(settings, now, limits) + [_drill_check(settings, now, limits)]
+    if settings.replica_repository:
+        checks.append(replica_wal_check(settings, now, limits))
+    return checks
+
+
+def replica_wal_check(settings: Settings, now: datetime, limits: Limits) -> Check:
+    """The replica's WAL lag: the age of the oldest archived WAL file not yet on the replica
+    (0 when in step), critical beyond the RPO objective (that WAL exists in one region only).
+    A replica that cannot be read is UNKNOWN, never OK."""
+    from bvh_ops.replica.run import wal_lag
+
+    name, rpo = "backups.replica_wal", limits.rpo_objective_seconds
+    try:
+        lag = wal_lag(settings, now)
+    except BvhOpsError as exc:
+        return Check(name, SERVICE, Status.UNKNOWN, None, "s", f"cannot read the replica's WAL: {exc}")
+    status = Status.CRITICAL if lag.wal_seconds > rpo else Status.OK
+    if not lag.wal_objects:
+        return Check(name, SERVICE, status, 0.0, "s", f"replica WAL in step (RPO objective {rpo:g} s)")
+    return Check(name, SERVICE, status, round(lag.wal_seconds, 1), "s",
+                 f"{lag.wal_objects} WAL object(s) not yet on the replica, oldest committed {lag.wal_seconds:.0f} s "
+                 f"ago (RPO objective {rpo:g} s): `bvh-ops replicate`")
 
 
 def _repository_checks(settings: Settings, now: datetime, limits: Limits) -> list[Check]:

@@ -141,12 +141,14 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
              f'state_dir = "{rdir / "state"}"', f's3_region = "{settings.s3_region}"']
     if settings.s3_endpoint_url:
         lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
+    if settings.aws_profile:  # e.g. the replica's (restore --from replica): wal-fetch must use it too
+        lines.append(f'aws_profile = "{settings.aws_profile}"')
     toml = rdir / "bvh-ops.toml"
     toml.write_text("\n".join(lines) + "\n")
     toml.chmod(0o600)
     env = [f"BVH_OPS_CONFIG={toml}"]
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if settings.require_repository().startswith("s3://") and key and secret:
+    if settings.require_repository().startswith("s3://") and key and secret and not settings.aws_profile:
         # Credentials in a 0600 file the command names, never in the command itself.
         creds = rdir / "aws-credentials"
         text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"

@@ -1,6 +1,10 @@
 """The ObjectStore protocol. Keys are '/'-separated relative paths; a writer's object becomes
 visible only at ``commit()`` (atomic rename locally, CompleteMultipartUpload on S3), and
-``abort()`` leaves nothing behind."""
+``abort()`` leaves nothing behind.
+
+Optional capability (not part of the protocol, looked up with ``getattr``): a store that can
+copy server-side from another store has ``can_copy_from(source) -> bool`` and
+``copy_from(source, key, size)`` (S3Store: CopyObject / UploadPartCopy on one endpoint)."""
 
 from __future__ import annotations
 

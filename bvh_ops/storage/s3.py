@@ -23,6 +23,10 @@ from bvh_ops.storage.base import ObjectInfo
 S3_MIN_PART = 5 << 20
 S3_MAX_PART = 5 << 30
 S3_MAX_PARTS = 10_000
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html: one CopyObject copies at
+# most 5 GiB; larger objects are copied part by part with UploadPartCopy.
+S3_MAX_COPY = 5 << 30
+COPY_PART = 1 << 30
 # Part size doubles after this many parts, so a 16 MiB start reaches ~1 TB within 10,000 parts.
 PARTS_PER_SIZE_STEP = 2_000
 
@@ -143,6 +147,8 @@ class S3Store:
         if part_size < S3_MIN_PART:
             raise StorageError("S3 part size must be at least 5 MiB")
         self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.profile = profile
         self.prefix = prefix.strip("/")
         self.part_size = part_size
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -222,6 +228,38 @@ class S3Store:
         """The retain-until of the object's current version (None: not locked, or no such object)."""
         resp = self._head(key)
         return resp.get("ObjectLockRetainUntilDate") if resp else None
+
+    def can_copy_from(self, source: object) -> bool:
+        """Server-side copy works from ``source``: another S3Store on the same endpoint with the
+        same credentials (profile), so the provider moves the bytes, not this host."""
+        return (isinstance(source, S3Store) and source.endpoint_url == self.endpoint_url
+                and source.profile == self.profile)
+
+    def copy_from(self, source: S3Store, key: str, size: int) -> None:
+        """Server-side copy of ``source``'s ``key`` to the same key here: CopyObject up to 5 GiB,
+        UploadPartCopy in 1 GiB parts above (aborted on any failure)."""
+        src = {"Bucket": source.bucket, "Key": source.full(key)}
+        dest = {"Bucket": self.bucket, "Key": self.full(key)}
+        upload_id = None
+        try:
+            if size <= S3_MAX_COPY:
+                self.client.copy_object(CopySource=src, **dest, **self.sse_args)
+                return
+            upload_id = self.client.create_multipart_upload(**dest, **self.sse_args)["UploadId"]
+            parts = []
+            for n, start in enumerate(range(0, size, COPY_PART), start=1):
+                end = min(start + COPY_PART, size) - 1
+                resp = self.client.upload_part_copy(CopySource=src, CopySourceRange=f"bytes={start}-{end}",
+                                                    PartNumber=n, UploadId=upload_id, **dest)
+                parts.append({"PartNumber": n, "ETag": resp["CopyPartResult"]["ETag"]})
+            self.client.complete_multipart_upload(UploadId=upload_id, MultipartUpload={"Parts": parts}, **dest)
+        except (ClientError, BotoCoreError) as exc:
+            if upload_id is not None:
+                try:
+                    self.client.abort_multipart_upload(UploadId=upload_id, **dest)
+                except (ClientError, BotoCoreError):
+                    pass
+            raise _translate(exc, f"copying {key} from {source.url}", self.bucket) from None
 
     def open_writer(self, key: str) -> _S3Writer:
         return _S3Writer(self, key)

@@ -177,3 +177,41 @@ def test_monthly_archive_on_s3_with_object_lock_cannot_be_deleted_early(source, 
         repo.delete_backup(bid)
     assert any(r.backup_id == bid and r.status == "complete" for r in repo.list_backups())
     assert "COMPLIANCE" in _artifact("monthly-archive")
+
+
+def test_the_archive_is_replicated_checked_and_locked_on_the_replica(source, env_settings, s3_server_b, tmp_path,
+                                                                     monkeypatch):
+    """file:// primary, S3 replica with Object Lock in the other "region": the archive's
+    backups are copied, committed there and locked there too; an unreachable replica leaves the
+    archive standing on the primary and says NOT REPLICATED."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.repository.gfs import add_months
+    from flows.monthly_archive import monthly_archive
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    bucket = "bvh-archive-replica"
+    s3 = boto3.client("s3", endpoint_url=s3_server_b, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    (tmp_path / "primary").mkdir()
+    _env(source, env_settings, f"file://{tmp_path / 'primary'}", BVH_OPS_REPLICA_REPOSITORY=f"s3://{bucket}/r",
+         BVH_OPS_REPLICA_S3_ENDPOINT_URL=s3_server_b, BVH_OPS_ARCHIVE_LOCK_MODE="governance")
+    before = datetime.now(UTC)
+    report = monthly_archive(physical="off")
+    assert report["passed"] and "not locked" in report["lock"]["detail"]       # file:// primary: no lock
+    assert report["replication"].startswith(f"replicated to s3://{bucket}/r") and "locked (GOVERNANCE)" in \
+        report["replication"], report["replication"]
+    bid = report["backups"][0]["backup_id"]
+    for name in ("manifest.json", "manifest.json.copy", "dump.pgcustom"):
+        head = s3.head_object(Bucket=bucket, Key=f"r/backups/{bid}/{name}")
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        assert head["ObjectLockRetainUntilDate"] >= add_months(before, 84)
+    assert "replicated to" in _artifact("monthly-archive")
+
+    # The replica's region is down: the archive stands, the artifact says it is not replicated.
+    _env(source, env_settings, f"file://{tmp_path / 'primary'}", BVH_OPS_REPLICA_REPOSITORY=f"s3://{bucket}/r",
+         BVH_OPS_REPLICA_S3_ENDPOINT_URL="http://127.0.0.1:9")
+    report = monthly_archive(physical="off")
+    assert report["passed"] and report["replication"].startswith("NOT REPLICATED:")
+    assert "NOT REPLICATED" in _artifact("monthly-archive")
