@@ -200,7 +200,8 @@ def test_a_rewritten_manifest_is_copied_again_in_commit_order(sample_db, repo_di
     from dataclasses import replace
 
     settings = _replica_settings(make_settings, sample_db, f"file://{repo_dir}", s3_bucket_b, s3_server_b)
-    m = run_logical_backup(settings).manifest
+    bid = run_logical_backup(settings).manifest.backup_id
+    m = open_repository(settings)[0].load_manifest(bid).manifest   # as committed (envelopes included)
     assert replicate(settings, now()).ok
     host_key = load_or_create_host_key(settings.state_dir)
     d = repo_dir / "backups" / m.backup_id
