@@ -74,10 +74,53 @@ def _expected_system(spool: Path | None) -> str | None:
         return None
 
 
+def _standby(spool: Path | None) -> bool:
+    """A standby built by `bvh-ops standby create` (its spool options say so)."""
+    if spool is None:
+        return False
+    try:
+        return bool(json.loads((spool / "prefetch.json").read_text()).get("standby"))
+    except (OSError, ValueError):
+        return False
+
+
+def _progress(spool: Path | None, name: str, *, delivered: bool) -> None:
+    """A standby's replay progress as wal-fetch sees it (``standby-progress.json`` beside the
+    spool, read by `bvh-ops standby status`): the newest segment delivered, and the segment it
+    waits for (asked for, not archived yet) since when. Never fails the fetch."""
+    if spool is None or not SEGMENT.match(name) or not _standby(spool):
+        return
+    from datetime import UTC, datetime
+
+    path = spool.parent / "standby-progress.json"
+    now = datetime.now(UTC).isoformat()
+    try:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = {}
+        if delivered:
+            if name >= doc.get("delivered", ""):
+                doc.update(delivered=name, delivered_at=now)
+            if doc.get("waiting_for") and doc["waiting_for"] <= name:
+                doc.pop("waiting_for", None)
+                doc.pop("waiting_since", None)
+        else:
+            if doc.get("waiting_for") != name:
+                doc.update(waiting_for=name, waiting_since=now)
+            doc["checked_at"] = now
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def fetch(name: str, dest: str) -> int:
     spool = _spool()
     if spool is not None and SEGMENT.match(name) and (spool / name).is_file():
         os.replace(spool / name, dest)  # verified by the prefetcher before it appeared here
+        _progress(spool, name, delivered=True)
         _kick(spool, name)
         return 0
     from bvh_ops.config import load_settings
@@ -87,12 +130,19 @@ def fetch(name: str, dest: str) -> int:
     try:
         wal_fetch(load_settings(), name, dest, system_identifier=_expected_system(spool))
     except NotFound as exc:
+        if _standby(spool):
+            # A standby asks for the next segment (and the next timeline's history) every
+            # wal_retrieve_retry_interval until it is archived: "not yet" is its normal state,
+            # recorded for `standby status`, not an error line every few seconds.
+            _progress(spool, name, delivered=False)
+            return 1
         _err(f"wal-fetch: {exc}")
         return 1
     except Exception as exc:  # noqa: BLE001 - anything but "not archived" must abort recovery
         _err(f"error: {exc} (recovery aborted: wal-fetch cannot deliver {name})")
         return 126
     if spool is not None:
+        _progress(spool, name, delivered=True)
         _kick(spool, name)
     return 0
 

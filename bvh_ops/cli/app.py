@@ -25,6 +25,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     report,
     restore,
     security,
+    standby,
 )
 from bvh_ops.cli.core import app, err
 from bvh_ops.errors import BvhOpsError

@@ -124,7 +124,7 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarScanner) -> None
 
 
 def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, segment_size: int,
-                          system_identifier: str) -> str:
+                          system_identifier: str, standby: bool = False) -> str:
     """The configuration wal-fetch reads when PostgreSQL runs it; returns restore_command."""
     rdir = data / RECOVERY_DIR
     rdir.mkdir(mode=0o700, exist_ok=True)
@@ -160,7 +160,8 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
     spool = rdir / "prefetch"
     spool.mkdir(mode=0o700, exist_ok=True)
     (spool / "prefetch.json").write_text(json.dumps({"segment_size": segment_size, "depth": 8, "workers": 2,
-                                                        "system_identifier": system_identifier}))
+                                                        "system_identifier": system_identifier,
+                                                        "standby": standby}))
     return " ".join(env)
 
 
@@ -187,11 +188,18 @@ class RestoreReport:
 def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                      target: RecoveryTarget | None = None, start: bool = False, port: int | None = None,
                      archive: bool = False, verify: bool = True, conf_overrides: dict[str, str] | None = None,
-                     recovery_timeout: float = 3600.0, os_user: str | None = None) -> RestoreReport:
+                     recovery_timeout: float = 3600.0, os_user: str | None = None,
+                     standby: bool = False) -> RestoreReport:
     """Restore a physical backup (with its chain) into ``target_dir`` set up to recover to
     ``target``; with ``start`` also start it and wait until it has promoted. Read like its
-    runbook: select, fetch, combine, verify, configure recovery, hand over, recover."""
+    runbook: select, fetch, combine, verify, configure recovery, hand over, recover.
+
+    ``standby``: a warm standby instead (standby.signal, no target, no promotion): it keeps
+    fetching segments as they are archived until `bvh-ops failover` promotes it; with ``start``
+    it is started and waited for until it has reached a consistent state."""
     target = target or RecoveryTarget()
+    if standby and target.kind is not None:
+        raise ConfigError("a standby follows the archive to its end: it takes no recovery target")
     repo, _ = open_repository(settings, check=False)
     # Select: the newest base the target can start from, and the chain it builds on.
     chosen = select_backup(repo, backup_id, target)
@@ -215,7 +223,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         # Configure recovery: restore_command through wal-fetch, the target, promote; the
         # recovery directory removes itself when recovery ends.
         _configure_recovery(settings, chosen, data, target, archive=archive, port=port, start=start,
-                            overrides=conf_overrides, report=report)
+                            overrides=conf_overrides, report=report, standby=standby)
         # Hand over: the server's OS user owns the directory (the archive's owner when we are root).
         if _as_root():
             report.os_user = os_user or archive_owner(settings)
@@ -223,7 +231,12 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
             grant_traverse(data)  # o+x on each parent: the server's OS user must reach it
             chown_tree_to_server(data, user=report.os_user)
         # Recover: start, wait for promotion, and check it replayed as far as the archive goes.
-        if start:
+        if start and standby:
+            t3 = time.monotonic()
+            start_standby(data, bin_dir, timeout=recovery_timeout)
+            report.started = True
+            report.seconds["start"] = time.monotonic() - t3
+        elif start:
             _recover(repo, chosen, target, data, bin_dir, recovery_timeout, report)
         return report
     except BaseException:
@@ -280,19 +293,21 @@ def _verifybackup(data: Path, bin_dir: Path, report: RestoreReport) -> None:
 
 def _configure_recovery(settings: Settings, chosen: Manifest, data: Path, target: RecoveryTarget, *,
                         archive: bool, port: int | None, start: bool, overrides: dict[str, str] | None,
-                        report: RestoreReport) -> None:
+                        report: RestoreReport, standby: bool = False) -> None:
     env = _write_recovery_files(settings, data, identity_copy=_as_root(),
                                 segment_size=PhysicalInfo.of(chosen).segment_size,
-                                system_identifier=chosen.system_identifier)
+                                system_identifier=chosen.system_identifier, standby=standby)
     conf = {"restore_command": f"'{env} {wal_command()} fetch %f %p'",
             # The recovery directory (config, identity copy, credentials) goes the moment
-            # recovery ends, whoever starts the server.
+            # recovery ends, whoever starts the server (a standby's: at its promotion, not before).
             "recovery_end_command": f"'{env} {wal_command()} cleanup'",
             # Nobody connects while the identity copy exists: no read-only sessions during
             # recovery (a superuser could read any file the server's OS user can).
             "hot_standby": "'off'",
             "recovery_target_action": "'promote'",
             "recovery_target_timeline": "'latest'", **target.conf()}
+    if standby:
+        del conf["recovery_target_action"]  # a standby waits for more WAL; failover promotes it
     if not archive:
         conf["archive_mode"] = "'off'"  # never archive into the source's repository
     if start or port:
@@ -304,7 +319,7 @@ def _configure_recovery(settings: Settings, chosen: Manifest, data: Path, target
         fh.write(f"\n# bvh-ops restore of {chosen.backup_id} to {target.describe()}\n")
         for key, value in conf.items():
             fh.write(f"{key} = {value}\n")
-    (data / "recovery.signal").touch()
+    (data / ("standby.signal" if standby else "recovery.signal")).touch()
 
 
 def _recover(repo: Repository, chosen: Manifest, target: RecoveryTarget, data: Path, bin_dir: Path,
@@ -406,6 +421,34 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
         time.sleep(0.3)
 
 
+def start_standby(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> None:
+    """Start a restored standby and wait until it has replayed to a consistent state (the base
+    backup's end): from then on it only follows the archive. Raises RecoveryError with the
+    server's reason when it stops instead."""
+    logfile = recovery_log(data)
+    logfile.write_text("")
+    user = _server_user(data)
+    chown_to_server(logfile, user)
+    proc = subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-W", "start"],
+                          capture_output=True, cwd="/", env=server_env(), **server_ids(user))
+    if proc.returncode != 0:
+        raise RecoveryError(f"pg_ctl start failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+    started = time.monotonic()
+    seen_alive = False
+    while True:
+        text = logfile.read_text(errors="replace")
+        if "entering standby mode" in text and "consistent recovery state reached" in text:
+            return
+        alive = postmaster_alive(data)
+        seen_alive = seen_alive or alive
+        if not alive and (seen_alive or "database system is shut down" in text or time.monotonic() - started > 60):
+            raise RecoveryError(_failure_reason(text, logfile))
+        if time.monotonic() > started + timeout:
+            stop_server(data, bin_dir)
+            raise RecoveryError(f"the standby did not reach a consistent state within {timeout:.0f} s (log: {logfile})")
+        time.sleep(0.3)
+
+
 def stop_server(data: Path, bin_dir: Path) -> None:
     if postmaster_alive(data):
         subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
@@ -473,4 +516,4 @@ def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) 
 
 
 __all__ = ["RecoveryTarget", "RecoveryError", "RestoreReport", "restore_physical", "validate_target",
-           "select_backup", "start_and_recover", "stop_server", "PG_OS_USER"]
+           "select_backup", "start_and_recover", "start_standby", "stop_server", "PG_OS_USER"]
