@@ -7,6 +7,7 @@ archiving is refused by the fence."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from bvh_ops.standby.failover import FailoverRefused, failover, show_fences
 from bvh_ops.standby.standby import create_standby, remove_standby, standby_status
 from bvh_ops.wal.store import wal_key
 from tests.integration.archiving import start_archiving
+from tests.integration.cli import assert_one_line_error, run_cli
 from tests.integration.replicas import sync_repository
 from tests.waiting import wait_until
 
@@ -72,6 +74,10 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
                          and d["replayed_segment"] >= seg1 and d["caught_up"] and d, "the standby replays " + seg1)
         assert doc["state"] == "standby" and doc["in_recovery"] and doc["lag_segments"] == 0
         assert doc["within_rpo"] and doc["timeline"] == 1
+        # The same through the CLI, as the on-call person runs it.
+        proc = run_cli("standby", "status", "--target-dir", str(data), "--json", env=cli_env(settings))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["state"] == "standby"
 
         # The source runs dry: it waits for the next segment, quietly; the data grows older.
         waiting = wait_until(lambda: (d := standby_status(settings, data, now=datetime.now(UTC)))["waiting_for"] and d,
@@ -152,3 +158,31 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
 
 def report_dsn(primary, report) -> str:
     return f"postgresql://postgres:{primary.cluster.password}@127.0.0.1:{report['port']}/app"
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    return {"BVH_OPS_DATABASE_URL": settings.database_url.get_secret_value(),
+            "BVH_OPS_REPOSITORY": settings.repository, "BVH_OPS_REPLICA_REPOSITORY": settings.replica_repository or "",
+            "BVH_OPS_RECIPIENTS": ",".join(str(p) for p in settings.recipients),
+            "BVH_OPS_IDENTITY": str(settings.identity), "BVH_OPS_STATE_DIR": str(settings.state_dir)}
+
+
+def test_bad_input_is_one_clear_line(keypair, tmp_path):
+    env = {"BVH_OPS_REPOSITORY": f"file://{tmp_path / 'repo'}", "BVH_OPS_RECIPIENTS": str(keypair[0]),
+           "BVH_OPS_IDENTITY": str(keypair[1]), "BVH_OPS_STATE_DIR": str(tmp_path / "state")}
+    (tmp_path / "repo").mkdir()
+    not_standby = tmp_path / "data"
+    not_standby.mkdir()
+    for args in (("standby", "status", "--target-dir", str(not_standby)),
+                 ("failover", "--target-dir", str(not_standby))):
+        proc = run_cli(*args, env=env)
+        assert_one_line_error(proc, "is not a standby built by `bvh-ops standby create`")
+        assert proc.returncode == 10
+    proc = run_cli("standby", "create", "--target-dir", str(tmp_path / "new"), "--from", "replica", env=env)
+    assert_one_line_error(proc, "replica_repository is not set")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new.bvh-standby").exists()
+    proc = run_cli("standby", "create", "--target-dir", str(tmp_path / "new"), "--from", "elsewhere", env=env)
+    assert_one_line_error(proc, "--from 'elsewhere': use 'primary' or 'replica'")
+    proc = run_cli("standby", "create", "--target-dir", str(tmp_path / "new"), env=env)
+    assert_one_line_error(proc)  # an empty repository: no physical backup to build from
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new.bvh-standby").exists()
