@@ -136,23 +136,10 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
         shutil.copyfile(identity, copy)
         copy.chmod(0o600)
         identity = copy
-    lines = [f'repository = "{settings.require_repository()}"', f'identity = "{identity}"',
-             f'state_dir = "{rdir / "state"}"', f's3_region = "{settings.s3_region}"']
-    if settings.s3_endpoint_url:
-        lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
-    toml = rdir / "bvh-ops.toml"
-    toml.write_text("\n".join(lines) + "\n")
-    toml.chmod(0o600)
+    toml = write_wal_config(settings, rdir / "bvh-ops.toml", rdir / "state", [f'identity = "{identity}"'])
     env = [f"BVH_OPS_CONFIG={toml}"]
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if settings.require_repository().startswith("s3://") and key and secret:
-        # Credentials in a 0600 file the command names, never in the command itself.
-        creds = rdir / "aws-credentials"
-        text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            text += f"aws_session_token = {os.environ['AWS_SESSION_TOKEN']}\n"
-        creds.write_text(text)
-        creds.chmod(0o600)
+    creds = write_aws_credentials(settings, rdir / "aws-credentials")
+    if creds is not None:
         env.append(f"AWS_SHARED_CREDENTIALS_FILE={creds}")
     for path in (str(rdir), *(e.split("=", 1)[1] for e in env)):
         if not _SAFE_PATH.match(path):
@@ -163,6 +150,33 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
                                                         "system_identifier": system_identifier,
                                                         "standby": standby}))
     return " ".join(env)
+
+
+def write_wal_config(settings: Settings, path: Path, state_dir: Path, extra: list[str]) -> Path:
+    """A 0600 bvh-ops.toml for a server-run wal command (fetch or push): the repository of
+    ``settings`` with its S3 region and endpoint, ``state_dir``, plus the ``extra`` lines."""
+    lines = [f'repository = "{settings.require_repository()}"', *extra,
+             f'state_dir = "{state_dir}"', f's3_region = "{settings.s3_region}"']
+    if settings.s3_endpoint_url:
+        lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_aws_credentials(settings: Settings, path: Path) -> Path | None:
+    """For an s3:// repository, the caller's AWS credentials (environment) in a 0600 shared-
+    credentials file at ``path`` that a server-run command names (never in the command itself);
+    None when there is nothing to write."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (settings.require_repository().startswith("s3://") and key and secret):
+        return None
+    text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        text += f"aws_session_token = {os.environ['AWS_SESSION_TOKEN']}\n"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 @dataclass
@@ -394,6 +408,22 @@ def recovery_log(data: Path) -> Path:
 def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> dict[str, str | None]:
     """Start the restored server and wait until recovery has reached its target and promoted
     (PostgreSQL removes recovery.signal then). Raises RecoveryError with the server's reason."""
+    text = _start_and_wait(data, bin_dir, timeout, lambda log: not (data / "recovery.signal").exists()
+                           and "database system is ready to accept connections" in log, "recovery did not finish")
+    return _recovered_to(text)
+
+
+def start_standby(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> None:
+    """Start a restored standby and wait until it has replayed to a consistent state (the base
+    backup's end): from then on it only follows the archive. Raises RecoveryError with the
+    server's reason when it stops instead."""
+    _start_and_wait(data, bin_dir, timeout, lambda log: "entering standby mode" in log
+                    and "consistent recovery state reached" in log, "the standby did not reach a consistent state")
+
+
+def _start_and_wait(data: Path, bin_dir: Path, timeout: float, done, late: str) -> str:
+    """pg_ctl start (as the data directory's owner, logging to recovery_log) and poll the log
+    until ``done(log text)``; returns the log text."""
     logfile = recovery_log(data)
     logfile.write_text("")
     user = _server_user(data)
@@ -408,8 +438,8 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
     time.sleep(0.3)
     while True:
         text = logfile.read_text(errors="replace")
-        if not (data / "recovery.signal").exists() and "database system is ready to accept connections" in text:
-            return _recovered_to(text)
+        if done(text):
+            return text
         alive = postmaster_alive(data)
         seen_alive = seen_alive or alive
         # Down after having run, or never up within 60 s: recovery failed; the log says why.
@@ -417,35 +447,7 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
             raise RecoveryError(_failure_reason(text, logfile))
         if time.monotonic() > deadline:
             stop_server(data, bin_dir)
-            raise RecoveryError(f"recovery did not finish within {timeout:.0f} s (log: {logfile})")
-        time.sleep(0.3)
-
-
-def start_standby(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> None:
-    """Start a restored standby and wait until it has replayed to a consistent state (the base
-    backup's end): from then on it only follows the archive. Raises RecoveryError with the
-    server's reason when it stops instead."""
-    logfile = recovery_log(data)
-    logfile.write_text("")
-    user = _server_user(data)
-    chown_to_server(logfile, user)
-    proc = subprocess.run([str(Path(bin_dir) / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-W", "start"],
-                          capture_output=True, cwd="/", env=server_env(), **server_ids(user))
-    if proc.returncode != 0:
-        raise RecoveryError(f"pg_ctl start failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
-    started = time.monotonic()
-    seen_alive = False
-    while True:
-        text = logfile.read_text(errors="replace")
-        if "entering standby mode" in text and "consistent recovery state reached" in text:
-            return
-        alive = postmaster_alive(data)
-        seen_alive = seen_alive or alive
-        if not alive and (seen_alive or "database system is shut down" in text or time.monotonic() - started > 60):
-            raise RecoveryError(_failure_reason(text, logfile))
-        if time.monotonic() > started + timeout:
-            stop_server(data, bin_dir)
-            raise RecoveryError(f"the standby did not reach a consistent state within {timeout:.0f} s (log: {logfile})")
+            raise RecoveryError(f"{late} within {timeout:.0f} s (log: {logfile})")
         time.sleep(0.3)
 
 

@@ -13,6 +13,11 @@ fence the old primary.
                (a WAL message, not a table row) archived on the new timeline, the identity
                copy gone.
 
+Why the catch-up wait matters: PostgreSQL ends recovery at the first "not in the archive" after
+the promote request, so a standby promoted while behind (``force``) may stop short of WAL the
+archive holds. The pre-check therefore gives it ``catch_up_timeout`` to replay everything
+archived, and ``force`` means "promote where it stands".
+
 A failover drill promotes with ``drill=True``: no fence and no archiving (a drill must not
 write a timeline into the repository or fence the live primary).
 """

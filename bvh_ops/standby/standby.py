@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -37,7 +36,13 @@ from bvh_ops.pg.cluster import (
     server_env,
 )
 from bvh_ops.pg.lsn import parse_segment
-from bvh_ops.physical.restore import RECOVERY_DIR, archive_owner, restore_physical
+from bvh_ops.physical.restore import (
+    RECOVERY_DIR,
+    archive_owner,
+    restore_physical,
+    write_aws_credentials,
+    write_wal_config,
+)
 from bvh_ops.standby.lag import Lag, measure_lag
 
 SIDECAR_SUFFIX = ".bvh-standby"
@@ -72,28 +77,8 @@ def _write_archive_config(settings: Settings, side: Path) -> Path:
         dest.chmod(0o644)
         pubs.append(str(dest))
     (side / "state").mkdir(mode=0o700, exist_ok=True)
-    lines = ["# archive_command of this standby once promoted (bvh-ops-wal push): public keys only.",
-             f'repository = "{settings.require_repository()}"', f"recipients = {json.dumps(pubs)}",
-             f'state_dir = "{side / "state"}"', f's3_region = "{settings.s3_region}"']
-    if settings.s3_endpoint_url:
-        lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
-    cfg = side / "archive.toml"
-    cfg.write_text("\n".join(lines) + "\n")
-    cfg.chmod(0o600)
-    return cfg
-
-
-def _aws_credentials(settings: Settings, side: Path) -> Path | None:
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if not (settings.require_repository().startswith("s3://") and key and secret):
-        return None
-    creds = side / "aws-credentials"
-    text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
-    if os.environ.get("AWS_SESSION_TOKEN"):
-        text += f"aws_session_token = {os.environ['AWS_SESSION_TOKEN']}\n"
-    creds.write_text(text)
-    creds.chmod(0o600)
-    return creds
+    # archive_command of this standby once promoted (bvh-ops-wal push): public keys only.
+    return write_wal_config(settings, side / "archive.toml", side / "state", [f"recipients = {json.dumps(pubs)}"])
 
 
 def create_standby(settings: Settings, target_dir: Path, *, source: str = "primary", backup: str = "latest",
@@ -114,7 +99,7 @@ def create_standby(settings: Settings, target_dir: Path, *, source: str = "prima
         overrides = {}
         if archive:
             cfg = _write_archive_config(rs, side)
-            conf = archiving_conf(cfg, aws_credentials_file=_aws_credentials(rs, side))
+            conf = archiving_conf(cfg, aws_credentials_file=write_aws_credentials(rs, side / "aws-credentials"))
             overrides = {k: conf[k] for k in ("archive_mode", "archive_command", "archive_timeout")}
         if user:
             prepare_server_user(side.parent, user=user)

@@ -61,8 +61,10 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
     run_physical_backup(settings, "full")
     sync_repository(primary.repo, replica)
     data = tmp_path / "standby" / "data"
+    paused = tmp_path / "paused" / "data"  # a second standby, paused: the one that falls behind
     created = create_standby(settings, data, source="replica", start=True)
     try:
+        create_standby(settings, paused, source="replica", start=True, archive=False)  # never archives
         assert created["source"] == "replica" and (data / "standby.signal").exists()
         assert (data / RECOVERY_DIR / "identity.key").exists()  # kept until promotion: it fetches with it
 
@@ -70,8 +72,9 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
         insert(primary, 1)
         seg1 = primary.switch_and_wait()
         sync_repository(primary.repo, replica)
-        doc = wait_until(lambda: (d := standby_status(settings, data, now=datetime.now(UTC)))["replayed_segment"]
-                         and d["replayed_segment"] >= seg1 and d["caught_up"] and d, "the standby replays " + seg1)
+        for d in (data, paused):
+            doc = wait_until(lambda d=d: (s := standby_status(settings, d, now=datetime.now(UTC)))["replayed_segment"]
+                             and s["replayed_segment"] >= seg1 and s["caught_up"] and s, "the standby replays " + seg1)
         assert doc["state"] == "standby" and doc["in_recovery"] and doc["lag_segments"] == 0
         assert doc["within_rpo"] and doc["timeline"] == 1
         # The same through the CLI, as the on-call person runs it.
@@ -88,8 +91,8 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
         log = recovery_log(data).read_text()
         assert "wal-fetch" not in log and "error:" not in log  # "not archived yet" is not an error line
 
-        # Behind: the standby paused while two more segments arrive.
-        startup = startup_process(data)
+        # Behind: the second standby paused while two more segments arrive.
+        startup = startup_process(paused)
         startup.send_signal(signal.SIGSTOP)
         try:
             insert(primary, 2)
@@ -97,27 +100,35 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
             insert(primary, 3)
             last = primary.switch_and_wait()
             sync_repository(primary.repo, replica)
-            behind = standby_status(settings, data, now=datetime.now(UTC))
+            behind = standby_status(settings, paused, now=datetime.now(UTC))
             assert behind["archive_newest"] == last and behind["lag_segments"] >= 2
             assert behind["lag_bytes"] == behind["lag_segments"] * 16 * 2**20 and behind["behind_seconds"] > 0
             strict = settings.model_copy(update={"rpo_objective_seconds": 0.001})
             with pytest.raises(FailoverRefused) as refused:
-                failover(strict, data, catch_up_timeout=0)
+                failover(strict, paused, catch_up_timeout=0)
             assert f"{behind['lag_segments']} segments" in str(refused.value)
             assert "rpo_objective_seconds = 0 s" in str(refused.value) and "--force" in str(refused.value)
-            assert (data / "standby.signal").exists()  # refused: nothing changed
+            assert (paused / "standby.signal").exists()  # refused: nothing changed
 
-            # --force: promoted anyway (the pre-check ran while it was still paused).
+            # --force: promoted anyway (the pre-check ran while it was still paused). As a drill:
+            # this one must not archive or fence (the other standby is the real failover).
             result: dict = {}
-            runner = threading.Thread(target=lambda: result.update(failover(strict, data, force=True,
+            runner = threading.Thread(target=lambda: result.update(failover(strict, paused, force=True, drill=True,
                                                                             catch_up_timeout=0)))
             runner.start()
-            wait_until(lambda: (data / "promote").exists() or not runner.is_alive(), "pg_ctl promote")
+            wait_until(lambda: (paused / "promote").exists() or not runner.is_alive(), "pg_ctl promote")
         finally:
             startup.send_signal(signal.SIGCONT)
         runner.join(900)
-        report = result
-        assert report["forced"] and report["passed"], report["checks"]
+        forced = {c["name"]: c for c in result["checks"]}
+        assert result["forced"] and forced["out_of_recovery"]["status"] == "passed"
+        assert forced["standby_lag"]["status"] == "failed" and "forced: the standby is" in forced["standby_lag"]["detail"]
+        assert result["before"]["lag_segments"] >= 2
+        remove_standby(paused)
+
+        # The real failover: it is given time to replay what is archived, then promoted.
+        report = failover(settings, data)
+        assert not report["forced"] and report["passed"], report["checks"]
         assert report["old_timeline"] == 1 and report["new_timeline"] == 2
         names = {c["name"] for c in report["checks"]}
         assert {"timeline_history_archived", "test_write_archived", "archive_configured", "old_primary_fenced",
@@ -153,7 +164,8 @@ def test_standby_from_the_replica_follows_the_archive_and_fails_over(primary, ke
         raise
     finally:
         remove_standby(data)
-    assert not data.exists()
+        remove_standby(paused)
+    assert not data.exists() and not paused.exists()
 
 
 def report_dsn(primary, report) -> str:
@@ -186,3 +198,36 @@ def test_bad_input_is_one_clear_line(keypair, tmp_path):
     proc = run_cli("standby", "create", "--target-dir", str(tmp_path / "new"), env=env)
     assert_one_line_error(proc)  # an empty repository: no physical backup to build from
     assert not (tmp_path / "new").exists() and not (tmp_path / "new.bvh-standby").exists()
+
+
+def test_pg15_standby_follows_and_fails_over(tmp_path, keypair):
+    """The same on Debian's PostgreSQL 15 (its own binaries: pg_ctl, pg_controldata), from the
+    primary repository."""
+    from tests.conftest import PG15_BIN
+
+    if not (PG15_BIN / "initdb").exists():
+        pytest.skip("Debian PostgreSQL 15 binaries not present")
+    arch = start_archiving(tmp_path / "pg15", keypair, binaries=PG15_BIN)
+    data = tmp_path / "standby15" / "data"
+    try:
+        settings = Settings(database_url=arch.cluster.dsn(), repository=arch.url, recipients=[keypair[0]],
+                            identity=keypair[1], state_dir=tmp_path / "state")
+        with psycopg.connect(arch.cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE w (id int)")
+        run_physical_backup(settings, "full")
+        meta = create_standby(settings, data, start=True)
+        assert "15" in meta["bin_dir"]
+        with psycopg.connect(arch.cluster.dsn(), autocommit=True) as conn:
+            conn.execute("INSERT INTO w SELECT generate_series(1, 500)")
+        seg = arch.switch_and_wait()
+        wait_until(lambda: (s := standby_status(settings, data, now=datetime.now(UTC)))["caught_up"]
+                   and s["replayed_segment"] >= seg, "the PostgreSQL 15 standby replays " + seg)
+        report = failover(settings, data)
+        assert report["passed"] and report["new_timeline"] == 2, report["checks"]
+        dsn = f"postgresql://postgres:{arch.cluster.password}@127.0.0.1:{report['port']}/postgres"
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM w").fetchone()[0] == 500
+            assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("15")
+    finally:
+        remove_standby(data)
+        arch.cluster.destroy()
