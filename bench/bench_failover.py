@@ -44,6 +44,7 @@ from bvh_ops.pg.catalog import create_database  # noqa: E402
 from bvh_ops.pg.cluster import (  # noqa: E402
     EmbeddedCluster,
     archiving_conf,
+    chown_to_server,
     chown_tree_to_server,
     free_port,
     local_archive_config,
@@ -75,7 +76,7 @@ def bare_standby(cluster: EmbeddedCluster, work: Path) -> dict:
     chown_tree_to_server(data)
     log = work / "bare.log"
     log.touch()
-    chown_tree_to_server(log)
+    chown_to_server(log)
     run = {"capture_output": True, "cwd": "/", "env": server_env(), **server_ids()}
     subprocess.run([str(BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"], check=True, **run)
     subprocess.run([str(BIN / "pg_ctl"), "-D", str(data), "-w", "promote"], check=True, **run)

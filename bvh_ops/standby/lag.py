@@ -46,6 +46,12 @@ def measure_lag(*, replayed: str | None, waiting_for: str | None, archived: Iter
                 seg_size: int, modified: Mapping[str, datetime], now: datetime) -> Lag:
     """The lag of a standby on ``timeline`` that has replayed through segment ``replayed``,
     against the archived segment names ``archived`` (their times in ``modified``, by name)."""
+    if waiting_for and SEGMENT.match(waiting_for):
+        # Asking for segment N means it has replayed through N - 1 (from the archive, or from the
+        # base backup's own pg_wal when nothing after the base has been archived yet).
+        wtl, wseg = parse_segment(waiting_for, seg_size)
+        if wseg > 0 and (replayed is None or wseg - 1 > parse_segment(replayed, seg_size)[1]):
+            replayed = segment_name(wtl, wseg - 1, seg_size)
     position: dict[int, str] = {}
     for name in archived:
         if not SEGMENT.match(name):

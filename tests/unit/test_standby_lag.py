@@ -120,3 +120,13 @@ def test_fence_key_round_trip():
     assert key == "fence/7300000000000000001-0000000A.json"
     assert parse_fence_key(key) == ("7300000000000000001", 10)
     assert parse_fence_key("fence/notes.txt") is None
+
+
+def test_waiting_right_after_the_base_counts_as_caught_up():
+    """Nothing archived after the base yet: it asks for the next segment, having replayed the
+    base's own WAL; that is caught up, not 'no progress'."""
+    mod = times((seg(1, 2), 0))
+    lag = measure_lag(replayed=None, waiting_for=seg(1, 3), archived=list(mod), timeline=1, seg_size=MB16,
+                      modified=mod, now=T0 + timedelta(seconds=30))
+    assert lag.caught_up and lag.lag_segments == 0 and lag.replayed_segment == seg(1, 2)
+    assert failover_verdict(lag, 300, force=False).allowed
