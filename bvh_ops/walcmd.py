@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from bvh_ops.pg.lsn import SEGMENT
+from bvh_ops.pg.lsn import SEGMENT, WAL_FILE
 
 PREFETCH_DIR = "prefetch"
 PIDFILE = ".prefetcher.pid"
@@ -122,6 +122,25 @@ def _progress(spool: Path | None, name: str, *, delivered: bool) -> None:
         pass
 
 
+def _surely_missing(name: str) -> bool:
+    """In a file:// repository, is ``name``'s index entry (wal-push's commit point) absent?
+    Answered from the config file with tomllib and one stat: a standby asks for the next segment
+    every few seconds, and the full settings machinery costs far more than the answer."""
+    cfg = os.environ.get("BVH_OPS_CONFIG")
+    if not cfg or not WAL_FILE.match(name):
+        return False
+    try:
+        import tomllib
+
+        with open(cfg, "rb") as fh:
+            repo = tomllib.load(fh).get("repository", "")
+    except (OSError, ValueError):
+        return False
+    if not isinstance(repo, str) or not repo.startswith("file://"):
+        return False
+    return not (Path(repo[len("file://"):]) / "wal" / name[:8] / f"{name}.json").exists()
+
+
 def fetch(name: str, dest: str) -> int:
     spool = _spool()
     if spool is not None and SEGMENT.match(name) and (spool / name).is_file():
@@ -129,6 +148,12 @@ def fetch(name: str, dest: str) -> int:
         _progress(spool, name, delivered=True)
         _kick(spool, name)
         return 0
+    if _surely_missing(name):
+        if _standby(spool):
+            _progress(spool, name, delivered=False)
+        else:
+            _err(f"wal-fetch: WAL file {name} is not in the archive")
+        return 1
     from bvh_ops.config import load_settings
     from bvh_ops.errors import NotFound
     from bvh_ops.wal.store import wal_fetch
