@@ -130,3 +130,17 @@ def test_waiting_right_after_the_base_counts_as_caught_up():
                       modified=mod, now=T0 + timedelta(seconds=30))
     assert lag.caught_up and lag.lag_segments == 0 and lag.replayed_segment == seg(1, 2)
     assert failover_verdict(lag, 300, force=False).allowed
+
+
+def test_status_rendering_names_the_figures():
+    from bvh_ops.cli.standby import render_status
+
+    mod = times((seg(1, 3), 0), (seg(1, 4), 60), (seg(1, 5), 120))
+    lag = measure_lag(replayed=seg(1, 3), waiting_for=None, archived=list(mod), timeline=1, seg_size=MB16,
+                      modified=mod, now=T0 + timedelta(seconds=400))
+    doc = {"target_dir": "/srv/pg/standby", "state": "standby", "timeline": 1, "port": 5433, "source": "replica",
+           "repository": "s3://b/p", "waiting_since": None, "rpo_objective_seconds": 300.0, "within_rpo": True,
+           **lag.to_json()}
+    text = render_status(doc)
+    assert "2 segments, 33554432 bytes, 120 s behind the archive" in text
+    assert "newest data 400.0 s old" in text and "RPO objective 300 s: within" in text
