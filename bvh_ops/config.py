@@ -719,6 +719,10 @@ class Settings(BaseSettings):
     # The runbook's application recovery objective (recover-application): 30 minutes.
     application_rto_objective_seconds: float = Field(default=1800.0, gt=0)
     rpo_objective_seconds: float = Field(default=300.0, gt=0)
+    # The runbook's full-system recovery objective (1 hour), reported by the failover drill.
+    full_system_rto_objective_seconds: float = Field(default=3600.0, gt=0)
+    # The weekly DR drill also runs the failover drill (standby from the replica, promoted, checked).
+    failover_drill_in_weekly: bool = False
     # Append-only tables and their commit-time column (table:column), for PITR and freshness.
     append_only_tables: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [
         "public.audit_log:occurred_at", "public.transactions:created_at", "public.security_events:occurred_at"])

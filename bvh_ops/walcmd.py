@@ -10,7 +10,13 @@ prefetcher that downloads, decrypts and verifies the next segments in parallel i
 later fetches that find their segment there only rename it (a few milliseconds). Exit codes
 follow PostgreSQL's contract: 0 delivered, 1 not in the archive (end of recovery), 126 for
 anything else (damaged, unreadable, store down), which makes PostgreSQL abort recovery instead
-of promoting early. ``push`` exits non-zero on any failure so PostgreSQL keeps the segment.
+of promoting early. ``push`` exits non-zero on any failure so PostgreSQL keeps the segment
+(also when a failover fenced this cluster's timeline: bvh_ops.wal.fence).
+
+A standby (`bvh-ops standby create`: its spool options say ``"standby": true``) asks for the
+next segment every few seconds until it is archived: there "not in the archive" is exit 1 with
+no log line, and each fetch records the standby's progress (``standby-progress.json``) for
+`bvh-ops standby status`. The recovery directory stays until promotion (recovery_end_command).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from bvh_ops.pg.lsn import SEGMENT
+from bvh_ops.pg.lsn import SEGMENT, WAL_FILE
 
 PREFETCH_DIR = "prefetch"
 PIDFILE = ".prefetcher.pid"
@@ -74,12 +80,80 @@ def _expected_system(spool: Path | None) -> str | None:
         return None
 
 
+def _standby(spool: Path | None) -> bool:
+    """A standby built by `bvh-ops standby create` (its spool options say so)."""
+    if spool is None:
+        return False
+    try:
+        return bool(json.loads((spool / "prefetch.json").read_text()).get("standby"))
+    except (OSError, ValueError):
+        return False
+
+
+def _progress(spool: Path | None, name: str, *, delivered: bool) -> None:
+    """A standby's replay progress as wal-fetch sees it (``standby-progress.json`` beside the
+    spool, read by `bvh-ops standby status`): the newest segment delivered, and the segment it
+    waits for (asked for, not archived yet) since when. Never fails the fetch."""
+    if spool is None or not SEGMENT.match(name) or not _standby(spool):
+        return
+    from datetime import UTC, datetime
+
+    path = spool.parent / "standby-progress.json"
+    now = datetime.now(UTC).isoformat()
+    try:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = {}
+        if delivered:
+            if name >= doc.get("delivered", ""):
+                doc.update(delivered=name, delivered_at=now)
+            if doc.get("waiting_for") and doc["waiting_for"] <= name:
+                doc.pop("waiting_for", None)
+                doc.pop("waiting_since", None)
+        else:
+            if doc.get("waiting_for") != name:
+                doc.update(waiting_for=name, waiting_since=now)
+            doc["checked_at"] = now
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _surely_missing(name: str) -> bool:
+    """In a file:// repository, is ``name``'s index entry (wal-push's commit point) absent?
+    Answered from the config file with tomllib and one stat: a standby asks for the next segment
+    every few seconds, and the full settings machinery costs far more than the answer."""
+    cfg = os.environ.get("BVH_OPS_CONFIG")
+    if not cfg or not WAL_FILE.match(name):
+        return False
+    try:
+        import tomllib
+
+        with open(cfg, "rb") as fh:
+            repo = tomllib.load(fh).get("repository", "")
+    except (OSError, ValueError):
+        return False
+    if not isinstance(repo, str) or not repo.startswith("file://"):
+        return False
+    return not (Path(repo[len("file://"):]) / "wal" / name[:8] / f"{name}.json").exists()
+
+
 def fetch(name: str, dest: str) -> int:
     spool = _spool()
     if spool is not None and SEGMENT.match(name) and (spool / name).is_file():
         os.replace(spool / name, dest)  # verified by the prefetcher before it appeared here
+        _progress(spool, name, delivered=True)
         _kick(spool, name)
         return 0
+    if _surely_missing(name):
+        if _standby(spool):
+            _progress(spool, name, delivered=False)
+        else:
+            _err(f"wal-fetch: WAL file {name} is not in the archive")
+        return 1
     from bvh_ops.config import load_settings
     from bvh_ops.errors import NotFound
     from bvh_ops.wal.store import wal_fetch
@@ -87,12 +161,19 @@ def fetch(name: str, dest: str) -> int:
     try:
         wal_fetch(load_settings(), name, dest, system_identifier=_expected_system(spool))
     except NotFound as exc:
+        if _standby(spool):
+            # A standby asks for the next segment (and the next timeline's history) every
+            # wal_retrieve_retry_interval until it is archived: "not yet" is its normal state,
+            # recorded for `standby status`, not an error line every few seconds.
+            _progress(spool, name, delivered=False)
+            return 1
         _err(f"wal-fetch: {exc}")
         return 1
     except Exception as exc:  # noqa: BLE001 - anything but "not archived" must abort recovery
         _err(f"error: {exc} (recovery aborted: wal-fetch cannot deliver {name})")
         return 126
     if spool is not None:
+        _progress(spool, name, delivered=True)
         _kick(spool, name)
     return 0
 

@@ -55,6 +55,7 @@ def dr_drill(
     scratch: Literal["embedded", "configured"] = "embedded",
     to_lsn: str | None = None,
     source: Literal["primary", "replica"] = "primary",
+    failover: bool | None = None,
 ) -> dict[str, Any]:
     """Restore a backup into a scratch server, check it and measure RTO/RPO.
 
@@ -66,6 +67,8 @@ def dr_drill(
             physical drills always restore into a throw-away data directory.
         to_lsn: physical mode: recover to this LSN instead of a time (default: the end of the archive).
         source: "primary", or "replica" to drill from the replica repository alone (replica_repository).
+        failover: also run the failover drill (a standby from the replica repository, promoted and
+            checked); default: as failover_drill_in_weekly says.
     """
     settings = load_settings()
     if source == "replica":
@@ -210,11 +213,32 @@ def dr_drill(
             with stage("physical_teardown"):
                 retrying(t.physical_teardown, settings)(psc)
     report["stages"] = stages
+    if settings.failover_drill_in_weekly if failover is None else failover:
+        report["failover_drill"] = failover_part(settings)
+        if not report["failover_drill"]["passed"]:
+            passed = False
+            checks.append(CheckResult("failover_drill", CheckStatus.FAILED, report["failover_drill"]["summary"]))
     if not passed:
         bad = [c for c in checks if not c.passed]
         raise DrillFailed(f"DR drill {drill_id} failed: " + ", ".join(f"{c.name} {c.status}" for c in bad), report)
     logger.info("DR drill %s passed: RTO %.1f s, RPO %s s", drill_id, report["rto_seconds"], report["rpo_seconds"])
     return report
+
+
+def failover_part(settings: Any) -> dict[str, Any]:
+    """The failover drill as part of the weekly drill (its own flow run, record and artifact):
+    from the replica repository when one is configured."""
+    from flows.failover_drill import failover_drill
+
+    try:
+        r = failover_drill(source="replica" if settings.replica_repository else "primary")
+    except DrillFailed as exc:
+        r = exc.report
+    bad = [c["name"] for c in r["checks"] if c["status"] != "passed"]
+    return {"drill_id": r["drill_id"], "passed": r["passed"], "rto_seconds": r["rto_seconds"],
+            "rpo_seconds": r["rpo_seconds"],
+            "summary": f"failover drill {r['drill_id']}: RTO {r['rto_seconds']} s, RPO {r['rpo_seconds']} s"
+                       + (f"; not passed: {', '.join(bad)}" if bad else "")}
 
 
 def ptarget_time(target: Any) -> datetime | None:

@@ -109,13 +109,14 @@ def _password(dsn: Any) -> str | None:
 
 
 @task(name="drill-report", timeout_seconds=300, **_opts)
-def record(settings: Settings, report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Store the drill in the ops database; returns the earlier drills for the trend."""
+def record(settings: Settings, report: dict[str, Any], source: str = "drill") -> list[dict[str, Any]]:
+    """Store the drill in the ops database; returns the earlier drills for the trend. Its
+    findings go to alerting as ``source`` (the failover drill's own: "failover-drill")."""
     with ops.ops_database(settings) as dsn:
         previous = ops.previous_drills(dsn)
         ops.record_drill(dsn, report)
         with connect(dsn, autocommit=True) as conn:
-            report_findings(conn, "drill", drill_findings(report), datetime.now(UTC))
+            report_findings(conn, source, drill_findings(report), datetime.now(UTC))
             audit_record(settings, None, "drill.result", report["drill_id"], {
                 k: report[k] for k in ("backup_id", "mode", "passed", "rto_seconds", "rpo_seconds")}, conn=conn)
     return previous

@@ -29,6 +29,7 @@ from bvh_ops.cli import (  # noqa: F401 - registers the commands
     restore,
     retention,
     security,
+    standby,
 )
 from bvh_ops.cli.core import app, err
 from bvh_ops.errors import BvhOpsError

@@ -125,7 +125,7 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarScanner) -> None
 
 
 def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, segment_size: int,
-                          system_identifier: str) -> str:
+                          system_identifier: str, standby: bool = False) -> str:
     """The configuration wal-fetch reads when PostgreSQL runs it; returns restore_command."""
     rdir = data / RECOVERY_DIR
     rdir.mkdir(mode=0o700, exist_ok=True)
@@ -137,25 +137,10 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
         shutil.copyfile(identity, copy)
         copy.chmod(0o600)
         identity = copy
-    lines = [f'repository = "{settings.require_repository()}"', f'identity = "{identity}"',
-             f'state_dir = "{rdir / "state"}"', f's3_region = "{settings.s3_region}"']
-    if settings.s3_endpoint_url:
-        lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
-    if settings.aws_profile:  # e.g. the replica's (restore --from replica): wal-fetch must use it too
-        lines.append(f'aws_profile = "{settings.aws_profile}"')
-    toml = rdir / "bvh-ops.toml"
-    toml.write_text("\n".join(lines) + "\n")
-    toml.chmod(0o600)
+    toml = write_wal_config(settings, rdir / "bvh-ops.toml", rdir / "state", [f'identity = "{identity}"'])
     env = [f"BVH_OPS_CONFIG={toml}"]
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if settings.require_repository().startswith("s3://") and key and secret and not settings.aws_profile:
-        # Credentials in a 0600 file the command names, never in the command itself.
-        creds = rdir / "aws-credentials"
-        text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            text += f"aws_session_token = {os.environ['AWS_SESSION_TOKEN']}\n"
-        creds.write_text(text)
-        creds.chmod(0o600)
+    creds = write_aws_credentials(settings, rdir / "aws-credentials")
+    if creds is not None:
         env.append(f"AWS_SHARED_CREDENTIALS_FILE={creds}")
     for path in (str(rdir), *(e.split("=", 1)[1] for e in env)):
         if not _SAFE_PATH.match(path):
@@ -163,8 +148,38 @@ def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, s
     spool = rdir / "prefetch"
     spool.mkdir(mode=0o700, exist_ok=True)
     (spool / "prefetch.json").write_text(json.dumps({"segment_size": segment_size, "depth": 8, "workers": 2,
-                                                        "system_identifier": system_identifier}))
+                                                        "system_identifier": system_identifier,
+                                                        "standby": standby}))
     return " ".join(env)
+
+
+def write_wal_config(settings: Settings, path: Path, state_dir: Path, extra: list[str]) -> Path:
+    """A 0600 bvh-ops.toml for a server-run wal command (fetch or push): the repository of
+    ``settings`` with its S3 region and endpoint, ``state_dir``, plus the ``extra`` lines."""
+    lines = [f'repository = "{settings.require_repository()}"', *extra,
+             f'state_dir = "{state_dir}"', f's3_region = "{settings.s3_region}"']
+    if settings.s3_endpoint_url:
+        lines.append(f's3_endpoint_url = "{settings.s3_endpoint_url}"')
+    if settings.aws_profile:  # e.g. the replica's (restore --from replica): the wal command must use it too
+        lines.append(f'aws_profile = "{settings.aws_profile}"')
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_aws_credentials(settings: Settings, path: Path) -> Path | None:
+    """For an s3:// repository, the caller's AWS credentials (environment) in a 0600 shared-
+    credentials file at ``path`` that a server-run command names (never in the command itself);
+    None when there is nothing to write."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (settings.require_repository().startswith("s3://") and key and secret) or settings.aws_profile:
+        return None  # a named profile is read from the usual AWS files
+    text = f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        text += f"aws_session_token = {os.environ['AWS_SESSION_TOKEN']}\n"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 @dataclass
@@ -190,11 +205,18 @@ class RestoreReport:
 def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
                      target: RecoveryTarget | None = None, start: bool = False, port: int | None = None,
                      archive: bool = False, verify: bool = True, conf_overrides: dict[str, str] | None = None,
-                     recovery_timeout: float = 3600.0, os_user: str | None = None) -> RestoreReport:
+                     recovery_timeout: float = 3600.0, os_user: str | None = None,
+                     standby: bool = False) -> RestoreReport:
     """Restore a physical backup (with its chain) into ``target_dir`` set up to recover to
     ``target``; with ``start`` also start it and wait until it has promoted. Read like its
-    runbook: select, fetch, combine, verify, configure recovery, hand over, recover."""
+    runbook: select, fetch, combine, verify, configure recovery, hand over, recover.
+
+    ``standby``: a warm standby instead (standby.signal, no target, no promotion): it keeps
+    fetching segments as they are archived until `bvh-ops failover` promotes it; with ``start``
+    it is started and waited for until it has reached a consistent state."""
     target = target or RecoveryTarget()
+    if standby and target.kind is not None:
+        raise ConfigError("a standby follows the archive to its end: it takes no recovery target")
     repo, _ = open_repository(settings, check=False)
     # Select: the newest base the target can start from, and the chain it builds on.
     chosen = select_backup(repo, backup_id, target)
@@ -218,7 +240,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         # Configure recovery: restore_command through wal-fetch, the target, promote; the
         # recovery directory removes itself when recovery ends.
         _configure_recovery(settings, chosen, data, target, archive=archive, port=port, start=start,
-                            overrides=conf_overrides, report=report)
+                            overrides=conf_overrides, report=report, standby=standby)
         # Hand over: the server's OS user owns the directory (the archive's owner when we are root).
         if _as_root():
             report.os_user = os_user or archive_owner(settings)
@@ -226,7 +248,12 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
             grant_traverse(data)  # o+x on each parent: the server's OS user must reach it
             chown_tree_to_server(data, user=report.os_user)
         # Recover: start, wait for promotion, and check it replayed as far as the archive goes.
-        if start:
+        if start and standby:
+            t3 = time.monotonic()
+            start_standby(data, bin_dir, timeout=recovery_timeout)
+            report.started = True
+            report.seconds["start"] = time.monotonic() - t3
+        elif start:
             _recover(repo, chosen, target, data, bin_dir, recovery_timeout, report)
         return report
     except BaseException:
@@ -283,19 +310,21 @@ def _verifybackup(data: Path, bin_dir: Path, report: RestoreReport) -> None:
 
 def _configure_recovery(settings: Settings, chosen: Manifest, data: Path, target: RecoveryTarget, *,
                         archive: bool, port: int | None, start: bool, overrides: dict[str, str] | None,
-                        report: RestoreReport) -> None:
+                        report: RestoreReport, standby: bool = False) -> None:
     env = _write_recovery_files(settings, data, identity_copy=_as_root(),
                                 segment_size=PhysicalInfo.of(chosen).segment_size,
-                                system_identifier=chosen.system_identifier)
+                                system_identifier=chosen.system_identifier, standby=standby)
     conf = {"restore_command": f"'{env} {wal_command()} fetch %f %p'",
             # The recovery directory (config, identity copy, credentials) goes the moment
-            # recovery ends, whoever starts the server.
+            # recovery ends, whoever starts the server (a standby's: at its promotion, not before).
             "recovery_end_command": f"'{env} {wal_command()} cleanup'",
             # Nobody connects while the identity copy exists: no read-only sessions during
             # recovery (a superuser could read any file the server's OS user can).
             "hot_standby": "'off'",
             "recovery_target_action": "'promote'",
             "recovery_target_timeline": "'latest'", **target.conf()}
+    if standby:
+        del conf["recovery_target_action"]  # a standby waits for more WAL; failover promotes it
     if not archive:
         conf["archive_mode"] = "'off'"  # never archive into the source's repository
     if start or port:
@@ -307,7 +336,7 @@ def _configure_recovery(settings: Settings, chosen: Manifest, data: Path, target
         fh.write(f"\n# bvh-ops restore of {chosen.backup_id} to {target.describe()}\n")
         for key, value in conf.items():
             fh.write(f"{key} = {value}\n")
-    (data / "recovery.signal").touch()
+    (data / ("standby.signal" if standby else "recovery.signal")).touch()
 
 
 def _recover(repo: Repository, chosen: Manifest, target: RecoveryTarget, data: Path, bin_dir: Path,
@@ -382,6 +411,22 @@ def recovery_log(data: Path) -> Path:
 def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> dict[str, str | None]:
     """Start the restored server and wait until recovery has reached its target and promoted
     (PostgreSQL removes recovery.signal then). Raises RecoveryError with the server's reason."""
+    text = _start_and_wait(data, bin_dir, timeout, lambda log: not (data / "recovery.signal").exists()
+                           and "database system is ready to accept connections" in log, "recovery did not finish")
+    return _recovered_to(text)
+
+
+def start_standby(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> None:
+    """Start a restored standby and wait until it has replayed to a consistent state (the base
+    backup's end): from then on it only follows the archive. Raises RecoveryError with the
+    server's reason when it stops instead."""
+    _start_and_wait(data, bin_dir, timeout, lambda log: "entering standby mode" in log
+                    and "consistent recovery state reached" in log, "the standby did not reach a consistent state")
+
+
+def _start_and_wait(data: Path, bin_dir: Path, timeout: float, done, late: str) -> str:
+    """pg_ctl start (as the data directory's owner, logging to recovery_log) and poll the log
+    until ``done(log text)``; returns the log text."""
     logfile = recovery_log(data)
     logfile.write_text("")
     user = _server_user(data)
@@ -396,8 +441,8 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
     time.sleep(0.3)
     while True:
         text = logfile.read_text(errors="replace")
-        if not (data / "recovery.signal").exists() and "database system is ready to accept connections" in text:
-            return _recovered_to(text)
+        if done(text):
+            return text
         alive = postmaster_alive(data)
         seen_alive = seen_alive or alive
         # Down after having run, or never up within 60 s: recovery failed; the log says why.
@@ -405,7 +450,7 @@ def start_and_recover(data: Path, bin_dir: Path, *, timeout: float = 3600.0) -> 
             raise RecoveryError(_failure_reason(text, logfile))
         if time.monotonic() > deadline:
             stop_server(data, bin_dir)
-            raise RecoveryError(f"recovery did not finish within {timeout:.0f} s (log: {logfile})")
+            raise RecoveryError(f"{late} within {timeout:.0f} s (log: {logfile})")
         time.sleep(0.3)
 
 
@@ -476,4 +521,4 @@ def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) 
 
 
 __all__ = ["RecoveryTarget", "RecoveryError", "RestoreReport", "restore_physical", "validate_target",
-           "select_backup", "start_and_recover", "stop_server", "PG_OS_USER"]
+           "select_backup", "start_and_recover", "start_standby", "stop_server", "PG_OS_USER"]

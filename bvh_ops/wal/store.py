@@ -25,6 +25,7 @@ from bvh_ops.stream import (
     envelopes_json,
     seal_data_key,
 )
+from bvh_ops.wal.fence import check_fence
 
 WAL_PREFIX = "wal"
 CHUNK = 1 << 20
@@ -122,11 +123,16 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
             f"{src.name} is already archived with different content: refusing to overwrite "
             "(two clusters archiving into one repository?)")
     with open(src, "rb") as fh:
-        problem = segment_header_problem(src.name, fh.read(LONG_HEADER))
+        first = fh.read(LONG_HEADER)
+    problem = segment_header_problem(src.name, first)
     if problem:
         # PostgreSQL hands over a segment that begins with its own first page; anything else
         # (a file copied under the wrong name) is refused rather than archived as that segment.
         raise IntegrityError(f"refusing to archive WAL file {problem}")
+    # A failover fenced this cluster's old timeline: its old primary must not continue a
+    # diverging history into the repository (bvh_ops.wal.fence).
+    ident = segment_identity(first) if SEGMENT_OR_PARTIAL.match(src.name) else None
+    check_fence(store, src.name, ident["system_identifier"] if ident else None)
     recipients = load_recipients(settings.require_recipients())
     data_key = os.urandom(32)
     envelopes = seal_data_key(data_key, recipients)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "bvh_ops"
 PROCEDURES = {"logical", "physical", "wal", "drill", "monitoring", "alerting", "logs", "audit", "maintenance", "security",
               "capacity", "demo", "cli", "walcmd", "files", "archive",
-              "orphans", "rotation", "replica"}
+              "orphans", "rotation", "replica", "standby"}
 CORE = {"config", "errors", "keys", "stream", "results", "dsn", "children", "conditions"}
 
 

@@ -60,7 +60,8 @@ def test_schedules_parse_in_utc():
                 "maintenance-monthly": ["0 4 1 * *"],
                 "security-scan": ["0 3 * * 0"], "security-audit": ["0 4 1 * *"],
                 "collect-capacity": ["30 2 * * *"], "capacity-planning": ["0 4 1 * *"],
-                "replicate": ["*/5 * * * *"], "replicate-verify": ["30 4 * * 0"]}
+                "replicate": ["*/5 * * * *"], "replicate-verify": ["30 4 * * 0"],
+                "failover-drill": []}
     for dep in load()["deployments"]:
         crons = []
         for sched in dep.get("schedules") or []:

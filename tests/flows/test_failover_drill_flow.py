@@ -1,0 +1,109 @@
+"""The failover drill under the session prefect_test_harness, on a real PostgreSQL 18 archiving
+through bvh-ops: a standby built from a second (replica) repository catches up, is promoted and
+passes the DR drill's checks; RTO and RPO are measured (commits the replica never received are
+the data loss); the drill writes nothing into the repository and leaves nothing behind. The
+weekly DR drill runs it when asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, load_sample
+from bvh_ops.pg.catalog import create_database
+from tests.integration.archiving import start_archiving
+from tests.integration.replicas import sync_repository
+from tests.waiting import more_writes
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, keypair):
+    arch = start_archiving(tmp_path_factory.mktemp("fdrill"), keypair)
+    create_database(arch.cluster.dsn(), "lottery")
+    create_database(arch.cluster.dsn(), "bvh_ops")
+    load_sample(arch.cluster.dsn("lottery"), scale=0.2)
+    yield arch
+    arch.cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def replicated(source, tmp_path_factory):
+    """A full backup and the WAL after it, copied to a second repository; then writes the copy
+    never receives (archived on the primary, not replicated: lost in a regional failover)."""
+    from bvh_ops.config import Settings
+    from bvh_ops.physical.backup import run_physical_backup
+
+    dsn = source.cluster.dsn("lottery")
+    settings = Settings(database_url=dsn, repository=source.url, recipients=[source.repo.parent / "recipient.pub"],
+                        state_dir=source.repo.parent / "state")
+    run_physical_backup(settings, "full")
+    work = Workload(dsn, rate=40).start()
+    try:
+        more_writes(work, 20)
+        source.switch_and_wait()
+        replica = tmp_path_factory.mktemp("fdrill-replica") / "repo"
+        replica.parent.chmod(0o755)  # the standby's OS user reads it through wal-fetch
+        sync_repository(source.repo, replica)
+        more_writes(work, 20)  # committed after the last replicated segment
+    finally:
+        work.stop()
+    source.switch_and_wait()
+    return replica
+
+
+@pytest.fixture
+def drill_env(source, replicated, env_settings):
+    env_settings(source.cluster.dsn("lottery"), source.url, BVH_OPS_STATE_DIR=str(source.repo.parent / "state"),
+                 BVH_OPS_REPLICA_REPOSITORY=f"file://{replicated}",
+                 BVH_OPS_OPS_DATABASE_URL=source.cluster.dsn("bvh_ops"), BVH_OPS_PITR_MARGIN_SECONDS="2",
+                 BVH_OPS_INVARIANTS=json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]))
+    from bvh_ops.config import load_settings
+
+    return load_settings()
+
+
+def _torn_down(settings, drill_id: str) -> None:
+    root = Path(settings.state_dir).resolve() / "drills" / drill_id
+    assert not root.exists() and not (root / "data.bvh-standby").exists()
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        assert not (proc.info["name"] == "postgres" and str(root) in " ".join(proc.info["cmdline"] or []))
+
+
+def test_failover_drill_from_the_replica_measures_rto_and_rpo(drill_env, source, replicated):
+    from flows.failover_drill import failover_drill
+
+    before = sorted(p.relative_to(replicated) for p in replicated.rglob("*"))
+    report = failover_drill(source="replica")
+    status = {c["name"]: c["status"] for c in report["checks"]}
+    for name in ("standby_caught_up", "standby_in_recovery", "standby_lag", "out_of_recovery", "new_timeline",
+                 "recovery_dir_removed", "accepts_writes", "pg_amcheck", "physical_pitr_append_only",
+                 "physical_freshness", "rto_objective", "rpo_objective", "full_system_rto_objective"):
+        assert status.get(name) == "passed", (name, report["checks"])
+    assert any(n.startswith("physical_invariant:") for n in status)
+    assert report["passed"] and report["mode"] == "failover" and report["source"] == "replica"
+    # The writes the replica never received are the data loss: measured, above zero, within 5 min.
+    assert 0 < report["rpo_seconds"] < 300 and 0 < report["rto_seconds"] < 900
+    assert [s["name"] for s in report["stages"]][:4] == ["standby", "catch_up", "promote", "checks"]
+    # A drill writes no timeline and no fence into the repository it drilled from.
+    assert sorted(p.relative_to(replicated) for p in replicated.rglob("*")) == before
+    _torn_down(drill_env, report["drill_id"])
+    with psycopg.connect(source.cluster.dsn("bvh_ops")) as conn:
+        row = conn.execute("SELECT mode, passed, rpo_seconds FROM ops.drills WHERE drill_id = %s",
+                           (report["drill_id"],)).fetchone()
+    assert row == ("failover", True, pytest.approx(report["rpo_seconds"]))
+
+
+def test_weekly_drill_runs_the_failover_drill_when_asked(drill_env):
+    from flows.dr_drill import dr_drill
+
+    report = dr_drill(backup="latest", mode="physical", failover=True)
+    assert report["passed"] and report["failover_drill"]["passed"], report.get("failover_drill")
+    assert report["failover_drill"]["drill_id"].startswith("failover-drill-")
+    assert report["failover_drill"]["rto_seconds"] > 0
+    _torn_down(drill_env, report["failover_drill"]["drill_id"])
