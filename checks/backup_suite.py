@@ -7,7 +7,7 @@ from bvh_ops.results import CheckResult, CheckStatus
 from checks.gx import validate_frame
 
 HEX64 = r"^[0-9a-f]{64}$"
-FINGERPRINT = r"^[0-9]+:-?[0-9]+(:rec)?$"
+FINGERPRINT = r"^[0-9]+:(-?[0-9]+(:rec|:lo)?|[0-9a-f]{64}:copy)$"
 
 
 def backup_frames(snapshot_tables: list[str], snapshot_stats: dict[str, dict], manifest, verify_results):

@@ -21,11 +21,15 @@ from bvh_ops.logical.backup import DUMP_OBJECT
 from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
+    COPY,
     LARGE_OBJECTS,
-    fingerprint_database,
+    LO,
+    copy_fingerprints,
+    large_object_digest,
     large_object_fingerprint,
     list_tables,
     method_of,
+    table_fingerprint,
 )
 from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
@@ -285,7 +289,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
                                   list_files)
         seconds = time.monotonic() - t0
-        comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
+        comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
         return RestoreResult(backup_id, dbname, seconds, total, comparisons)
     if tables:
         toc = _toc(settings, repo, backup_id, identities)
@@ -329,24 +333,30 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     if rc != 0:
         raise_for_tool("pg_restore", rc, err.text())
     seconds = time.monotonic() - t0
-    comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
+    comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
     return RestoreResult(backup_id, dbname, seconds, total, comparisons)
 
 
-def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None) -> list[TableComparison]:
-    """Fingerprint the restored copy and compare with the backup's; a missing table fails."""
+def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None, *,
+                   bin_dir=None) -> list[TableComparison]:
+    """Fingerprint the restored copy and compare with the backup's; a missing table fails. Each
+    table is fingerprinted the way its backup recorded (fingerprints 2: COPY text; 1: SQL)."""
     methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
+    wanted = {t if "." in t else f"public.{t}" for t in tables} if tables else None
+    expected = [t for t in manifest.tables if wanted is None or t.name in wanted]
     with connect(dsn) as conn:
-        if tables:
-            wanted = {t if "." in t else f"public.{t}" for t in tables}
-            refs = [r for r in list_tables(conn) if r.name in wanted]
-            actual = {s.name: s for s in fingerprint_database(conn, refs, methods)[:-1]}
-            expected = [t for t in manifest.tables if t.name in wanted]
-        else:
-            actual = {s.name: s for s in fingerprint_database(conn, None, methods)}
-            expected = list(manifest.tables)
-        if not tables and LARGE_OBJECTS not in actual:
-            actual[LARGE_OBJECTS] = large_object_fingerprint(conn)
+        present = list_tables(conn)
+        refs = [r for r in present if wanted is None or r.name in wanted]
+        by_copy = [r for r in refs if methods.get(r.name) == COPY]
+        by_sql = [r for r in refs if methods.get(r.name) != COPY]
+        actual = {r.name: table_fingerprint(conn, r, methods.get(r.name)) for r in by_sql}
+        conn.rollback()
+        if by_copy:
+            actual.update((s.name, s) for s in copy_fingerprints(
+                conn, dsn, by_copy, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir))
+        if wanted is None:
+            lo = methods.get(LARGE_OBJECTS)
+            actual[LARGE_OBJECTS] = large_object_digest(conn) if lo == LO else large_object_fingerprint(conn)
         conn.rollback()
     out = []
     for t in expected:
