@@ -13,6 +13,7 @@ from prefect.transactions import get_transaction
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
 from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.progress import LogEvery, listening
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import verify_backup
 from bvh_ops.results import CheckStatus
@@ -33,14 +34,8 @@ def collect_incomplete(settings: Settings) -> list[str]:
 def take_logical_backup(settings: Settings) -> dict[str, Any]:
     """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest."""
     logger = get_run_logger()
-    last = [0]
-
-    def progress(total: int) -> None:
-        if total - last[0] >= 256 << 20:
-            last[0] = total
-            logger.info("dumped %.0f MB", total / 1e6)
-
-    result = run_logical_backup(settings, progress=progress)
+    with listening(LogEvery(logger.info)):
+        result = run_logical_backup(settings)
     txn = get_transaction()
     if txn is not None:
         txn.set("backup_id", result.manifest.backup_id)

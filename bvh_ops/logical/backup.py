@@ -11,13 +11,12 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bvh_ops import __version__
+from bvh_ops import __version__, progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import DatabaseError
 from bvh_ops.keys import load_recipients
@@ -48,7 +47,13 @@ READ_CHUNK = 1 << 20
 # text taken from the dump stream; absent = 1, SQL row hashes in a second read.
 FINGERPRINTS_VERSION = 2
 
-Progress = Callable[[int], None]
+# Heap and TOAST of the user tables and large objects: roughly what pg_dump will write.
+DATA_BYTES = """
+SELECT coalesce(sum(pg_table_size(c.oid)), 0) + pg_table_size('pg_largeobject')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+"""
 
 
 def _server_info(conn: psycopg.Connection) -> tuple[str, int, str]:
@@ -73,10 +78,11 @@ def _check_privileges(conn: psycopg.Connection, tables: list[TableRef]) -> None:
         raise DatabaseError(f"permission denied on table {names}: grant the backup role SELECT on it (or pg_read_all_data)")
 
 
-def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
-                       backup_id: str | None = None, fingerprints: bool = True) -> BackupResult:
+def run_logical_backup(settings: Settings, *, backup_id: str | None = None,
+                       fingerprints: bool = True) -> BackupResult:
     """Snapshot, dump and fingerprint the target into a new committed backup.
 
+    Progress goes to bvh_ops.progress as "dump" (bytes of the tables' size on disk, an estimate).
     ``fingerprints=False`` exists for the benchmark's cost breakdown only: such a backup has no
     table stats, so its checks and every restore comparison fail by design.
     """
@@ -96,7 +102,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
         dump = None
         try:
             # One snapshot: pg_dump reads it; the catalog facts below come from it too.
-            snapshot, version, version_num, sysid, tables, schema, sizes, leaves = _snapshot_facts(conn)
+            snapshot, version, version_num, sysid, tables, schema, sizes, leaves, estimate = _snapshot_facts(conn)
             # pg_dump of that snapshot → zstd → AES-256-GCM → the repository, never a local copy;
             # each table's fingerprint is taken from its COPY text on the way.
             key_ids = tuple(r.key_id for r in recipients)
@@ -107,7 +113,7 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
             dump = spawn_tool("pg_dump", ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync",
                                           "-d", dbname], env=env, bin_dir=dump_bin)
             fp = DumpFingerprinter() if fingerprints else None
-            dump_stats = _stream_dump(dump, writer, recipients, settings, progress, fp)
+            dump_stats = _stream_dump(dump, writer, recipients, settings, estimate, fp)
             stats = _table_stats(tables, leaves, fp) if fp is not None else []
             finished = datetime.now(UTC)
             manifest = Manifest(
@@ -178,20 +184,21 @@ _EMPTY = hashlib.sha256(b"").hexdigest()
 def _snapshot_facts(conn: psycopg.Connection):
     """Export the snapshot and read, in it, what the manifest records besides the dump: server
     facts, the tables (refusing ones the role cannot read), the schema, the table sizes and
-    which tables hold each listed table's rows (itself, or its leaf partitions)."""
+    which tables hold each listed table's rows (itself, or its leaf partitions), and the data's
+    size on disk (the progress display's estimate of the dump's size)."""
     try:
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         version, version_num, sysid = _server_info(conn)
         tables = list_tables(conn)
         _check_privileges(conn, tables)
+        estimate = conn.execute(DATA_BYTES).fetchone()[0]
         return (snapshot, version, version_num, sysid, tables, schema_snapshot(conn), table_bytes(conn, tables),
-                data_leaves(conn, tables))
+                data_leaves(conn, tables), int(estimate))
     except psycopg.Error as exc:
         raise translate(exc, "taking the snapshot") from None
 
 
-def _stream_dump(dump, writer, recipients, settings: Settings, progress: Progress | None,
-                 fp: DumpFingerprinter | None):
+def _stream_dump(dump, writer, recipients, settings: Settings, estimate: int | None, fp: DumpFingerprinter | None):
     """pg_dump's stdout into the backup's encrypted object (read ahead on a thread so pg_dump
     never waits on a full pipe), each chunk also through the fingerprinter on its own thread
     (numpy and hashlib release the GIL: it runs beside compression); pg_dump's exit code checked;
@@ -213,13 +220,13 @@ def _stream_dump(dump, writer, recipients, settings: Settings, progress: Progres
                         hasher.put(chunk)
                     out.write(chunk)
                     total += len(chunk)
-                    if progress:
-                        progress(total)
+                    progress.report("dump", total, estimate)
             finally:
                 ahead.close()
             rc = dump.wait()
             if rc != 0:
                 raise_for_tool("pg_dump", rc, err_tail.text())
+            progress.report("dump", total, total)  # the size is known now: the estimate is done with
             if hasher is not None:
                 hasher.finish()
     finally:

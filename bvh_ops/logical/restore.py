@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict
 
+from bvh_ops import progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
@@ -80,7 +81,9 @@ def _decrypted(settings: Settings, repo, backup_id: str, identities) -> Decrypti
     return DecryptingReader(body, identities, bind=key)
 
 
-def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
+def _feed(reader, proc: subprocess.Popen, expected_sha: str | None, size: int | None = None) -> int:
+    """Stream ``reader`` into pg_restore's stdin; with ``size`` (the dump's plaintext size),
+    report progress as "restore"."""
     sha = hashlib.sha256()
     total = 0
     try:
@@ -88,6 +91,8 @@ def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
             sha.update(chunk)
             total += len(chunk)
             proc.stdin.write(chunk)
+            if size:
+                progress.report("restore", total, size)
     except BrokenPipeError:
         # pg_restore stopped reading (done with its list, or failed; its exit code tells
         # which). When this reader verifies the object, read the rest so all of it is
@@ -137,7 +142,7 @@ def _write_list(lines: list[str], paths: list[str]) -> str:
 
 
 def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, env, bin_dir, base_args,
-                  verify_sha: str | None = None) -> int:
+                  verify_sha: str | None = None, size: int | None = None) -> int:
     """One pg_restore per list file, each fed by its own decrypting reader of the object (so
     they progress independently with bounded memory); the first list's reader verifies the
     plaintext sha256. Returns the bytes that reader fed; raises the first failure."""
@@ -152,7 +157,8 @@ def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, en
 
         def feed(proc=proc, first=(i == 0)) -> None:
             try:
-                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_sha if first else None)
+                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_sha if first else None,
+                          size if first else None)
                 if first:
                     fed[0] = n
             except BaseException as exc:  # noqa: BLE001 - re-raised below
@@ -211,7 +217,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         order = {ln: i for i, ln in enumerate(data)}
         bins[-1] = sorted(bins[-1] + blobs, key=order.__getitem__)
         lists = [_write_list(b, list_files) for b in bins if b]
-        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256)
+        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256, size=entry.plaintext_size)
     # Indexes and constraints first (foreign keys need their referenced keys), then foreign
     # keys spread over the jobs with the other post-data entries, then comments and grants.
     kinds = {ln: parse_entry(ln)[0] for ln in post}
@@ -324,7 +330,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     err = StderrTail(proc.stderr)
     err.start()
     try:
-        total = _feed(reader, proc, entry.plaintext_sha256)
+        total = _feed(reader, proc, entry.plaintext_sha256, entry.plaintext_size)
     except BaseException:
         proc.kill()
         proc.wait()
