@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -51,8 +52,10 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 @task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
 def restore(settings: Settings, backup_id: str, scratch: engine.Scratch) -> float:
     with listening(LogEvery(get_run_logger().info)):
+        # An embedded scratch has a directory of its own: pg_restore -j on a decrypted copy there.
         result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False,
-                                 jobs=settings.restore_jobs)
+                                 jobs=settings.restore_jobs,
+                                 copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None)
     if not engine.accepts_connections(scratch.dsn()):
         from bvh_ops.errors import DatabaseUnavailable
 

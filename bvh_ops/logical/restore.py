@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -184,6 +186,48 @@ def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, en
     return fed[0]
 
 
+# A local copy is made only where the disk keeps room for it and for the restored data (about
+# twice the dump: tables plus their indexes) after it.
+COPY_ROOM = 3
+
+
+def _room_for_copy(directory: Path, size: int) -> bool:
+    try:
+        return shutil.disk_usage(directory).free >= COPY_ROOM * size
+    except OSError:
+        return False
+
+
+def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
+                       directory: Path) -> int:
+    """Decrypt the dump into ``directory`` (0600; its sha256 checked against the manifest before
+    pg_restore reads a byte), then ``pg_restore --jobs`` on that seekable file — the same
+    scheduling as bare pg_restore (a table's indexes start while others still load). The copy
+    is removed in any case."""
+    path = directory / f"bvh-restore-{manifest.backup_id}.pgcustom"
+    try:
+        sha, total = hashlib.sha256(), 0
+        reader = _decrypted(settings, repo, manifest.backup_id, identities)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+            while chunk := reader.read(CHUNK):
+                sha.update(chunk)
+                fh.write(chunk)
+                total += len(chunk)
+                progress.report("decrypt", total, entry.plaintext_size)
+        if sha.hexdigest() != entry.plaintext_sha256 or total != entry.plaintext_size:
+            raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
+        proc = spawn_tool("pg_restore", [*base_args, f"--jobs={jobs}", str(path)], env=env, bin_dir=bin_dir,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        err = StderrTail(proc.stderr)
+        err.start()
+        rc = proc.wait()
+        if rc != 0:
+            raise_for_tool("pg_restore", rc, err.text())
+        return total
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs, list_files) -> int:
     """pre-data, then data over ``jobs`` processes, then indexes and constraints over ``jobs``,
     then the rest of post-data (foreign keys, index attachments, triggers, matview refreshes)."""
@@ -239,7 +283,14 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
 
 
 def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables: list[str] | None = None,
-                    no_owner: bool = False, compare: bool = True, jobs: int = 1) -> RestoreResult:
+                    no_owner: bool = False, compare: bool = True, jobs: int = 1,
+                    copy_dir: Path | None = None) -> RestoreResult:
+    """Restore a logical backup into ``into_dsn`` and compare every table's fingerprint.
+
+    ``copy_dir`` (a throw-away drill's scratch directory, never a production host): decrypt the
+    dump there first, so ``pg_restore -j`` runs on a seekable file like bare pg_restore; used
+    only when the disk has room for the copy and the restored data (COPY_ROOM), else the dump
+    is streamed as always. The copy is removed before this returns."""
     repo, _ = open_repository(settings, check=False)
     manifest = repo.trusted_manifest(backup_id, kind="logical")
     backup_id = manifest.backup_id
@@ -264,7 +315,7 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     list_files: list[str] = []
     try:
         return _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir,
-                             owner_args, base_args, tables, compare, jobs, t0, list_files)
+                             owner_args, base_args, tables, compare, jobs, t0, list_files, copy_dir)
     except BvhOpsError as exc:
         if _user_relations(into_dsn) != before:
             raise type(exc)(f"restore of backup {backup_id} into {dbname} failed: {exc}; the target database "
@@ -289,11 +340,15 @@ def _user_relations(dsn: str) -> int | None:
 
 
 def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir, owner_args,
-                  base_args, tables, compare, jobs, t0, list_files) -> RestoreResult:
+                  base_args, tables, compare, jobs, t0, list_files, copy_dir=None) -> RestoreResult:
     backup_id = manifest.backup_id
     if not tables and jobs > 1:
-        total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
-                                  list_files)
+        if copy_dir is not None and _room_for_copy(Path(copy_dir), entry.plaintext_size):
+            total = _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
+                                       Path(copy_dir))
+        else:
+            total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
+                                      list_files)
         seconds = time.monotonic() - t0
         comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
         return RestoreResult(backup_id, dbname, seconds, total, comparisons)

@@ -192,3 +192,33 @@ def test_a_backup_with_version_1_fingerprints_is_still_checked_the_old_way(typed
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute("UPDATE typed SET t = 'changed' WHERE id = 3")
     assert [c.name for c in compare_tables(target, v1) if not c.ok] == ["public.typed"]
+
+
+def test_a_drill_restores_from_a_decrypted_copy_it_then_removes(awkward_db, fresh_db, repo_dir, make_settings,
+                                                                 tmp_path):
+    """copy_dir (a drill's scratch directory): pg_restore -j on a local decrypted copy, every
+    table still compared, the copy gone afterwards; a tampered object never reaches pg_restore."""
+    settings = make_settings(awkward_db, f"file://{repo_dir}")
+    m = run_logical_backup(settings).manifest
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    restored = restore_logical(settings, m.backup_id, fresh_db(), jobs=2, copy_dir=scratch)
+    assert restored.ok and len(restored.comparisons) == len(m.tables)
+    assert restored.bytes_in == m.objects[0].plaintext_size and list(scratch.iterdir()) == []
+
+    import dataclasses
+
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.keys import load_identities
+    from bvh_ops.logical.restore import _restore_from_copy
+    from bvh_ops.pg.tools import pg_env
+
+    target = fresh_db()
+    wrong = dataclasses.replace(m.objects[0], plaintext_sha256="0" * 64)  # as if the object were swapped
+    repo, _ = open_repository(settings)
+    with pytest.raises(IntegrityError, match="sha256 differs"):
+        _restore_from_copy(settings, repo, m, wrong, load_identities(settings.identity), pg_env(target), None,
+                           ["--exit-on-error", "-d", target.rsplit("/", 1)[1]], 2, scratch)
+    assert list(scratch.iterdir()) == []
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()[0] == 0
