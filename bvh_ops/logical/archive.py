@@ -51,6 +51,7 @@ class TocEntry:
     tag: str
     defn: str
     had_dumper: bool
+    offset_at: int = 0  # where the entry's data offset (flag byte + offSize bytes) sits in the archive
 
 
 @dataclass
@@ -153,7 +154,7 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
         raise IntegrityError("the dump is compressed by pg_dump: fingerprints need --compress=0")
     for _ in range(7):  # creation time
         r.int()
-    facts = {"version": f"{version[0]}.{version[1]}", "int_size": int_size, "database": r.str(),
+    facts = {"version": f"{version[0]}.{version[1]}", "int_size": int_size, "off_size": off_size, "database": r.str(),
              "server_version": r.str(), "pg_dump_version": r.str()}
     entries = []
     for _ in range(r.int()):
@@ -174,8 +175,9 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
         r.str()  # withOids
         while r.str() is not None:  # dependencies
             pass
+        offset_at = r.pos
         r.skip(1 + off_size)  # data offset
-        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper)))
+        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at))
     return facts, entries, r.pos
 
 
@@ -183,7 +185,10 @@ class DumpFingerprinter:
     """Feed it the archive as it streams; afterwards ``tables`` maps (schema, table) of every
     TABLE DATA entry to its CopyDigest and ``large_objects`` holds the large objects' digest."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, digests: bool = True) -> None:
+        self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
+        self.block_offsets: dict[int, int] = {}  # dumpId -> archive offset of its data block
+        self._base = 0  # archive offset of self._buf[0]
         self.facts: dict = {}
         self.entries: dict[int, TocEntry] = {}
         self.tables: dict[tuple[str, str], CopyDigest] = {}
@@ -201,6 +206,7 @@ class DumpFingerprinter:
 
     # -- feeding ---------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
+        self._base += self._pos
         self._buf = self._buf[self._pos:] + chunk if self._pos < len(self._buf) else bytes(chunk)
         self._pos = 0
         while True:
@@ -234,11 +240,12 @@ class DumpFingerprinter:
         if state == "block":
             r = _Reader(self._buf, self._pos, self._int)
             kind, dump_id = r.byte(), r.int()
+            self.block_offsets[dump_id] = self._base + self._pos
             self._pos = r.pos
             entry = self.entries.get(dump_id)
             if kind == BLK_DATA:
                 self._sink = None
-                if entry is not None and entry.desc == "TABLE DATA":
+                if self.digests and entry is not None and entry.desc == "TABLE DATA":
                     self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest())
                 self._state = "frames"
             elif kind == BLK_BLOBS:
@@ -264,7 +271,7 @@ class DumpFingerprinter:
             if oid == 0:
                 self._state = "block"
             else:
-                self._lo_oid, self._lo_sha = oid, hashlib.sha256(b"%d:" % oid)
+                self._lo_oid, self._lo_sha = oid, hashlib.sha256(b"%d:" % oid) if self.digests else None
                 self._state = "lo_chunk"
             return True
         if state == "lo_chunk":
@@ -272,7 +279,8 @@ class DumpFingerprinter:
             n = r.int()
             self._pos = r.pos
             if n == 0:
-                self.large_objects.add(self._lo_sha.digest())
+                if self._lo_sha is not None:
+                    self.large_objects.add(self._lo_sha.digest())
                 self._state = "lo_oid"
             else:
                 self._remaining = n
@@ -280,7 +288,8 @@ class DumpFingerprinter:
             return True
         if state == "lo_data":
             take = min(self._remaining, len(self._buf) - self._pos)
-            self._lo_sha.update(memoryview(self._buf)[self._pos:self._pos + take])
+            if self._lo_sha is not None:
+                self._lo_sha.update(memoryview(self._buf)[self._pos:self._pos + take])
             self._pos += take
             self._remaining -= take
             if not self._remaining:
@@ -375,3 +384,23 @@ class DumpFingerprinter:
             on_path[jump[on_path]] = True
             jump = jump[jump]
         return on_path
+
+
+# pg_backup_archiver.h: the data offset's flag once the position is known.
+K_OFFSET_POS_SET = 2
+
+
+def set_data_offsets(fh, fp: DumpFingerprinter) -> int:
+    """Write the data blocks' offsets into the TOC of an archive file that pg_dump wrote to a
+    pipe (which leaves them unset): same-size fields, so ``pg_restore --jobs`` seeks straight to
+    each table's data instead of every worker scanning the chunks before it. Returns how many."""
+    size = fp.facts["off_size"]
+    done = 0
+    for entry in fp.entries.values():
+        at = fp.block_offsets.get(entry.dump_id)
+        if at is None or not entry.offset_at:
+            continue
+        fh.seek(entry.offset_at)
+        fh.write(bytes([K_OFFSET_POS_SET]) + at.to_bytes(size, "little"))
+        done += 1
+    return done

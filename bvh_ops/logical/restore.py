@@ -20,6 +20,7 @@ from bvh_ops import progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
+from bvh_ops.logical.archive import DumpFingerprinter, set_data_offsets
 from bvh_ops.logical.backup import DUMP_OBJECT
 from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
@@ -201,21 +202,26 @@ def _room_for_copy(directory: Path, size: int) -> bool:
 def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
                        directory: Path) -> int:
     """Decrypt the dump into ``directory`` (0600; its sha256 checked against the manifest before
-    pg_restore reads a byte), then ``pg_restore --jobs`` on that seekable file — the same
-    scheduling as bare pg_restore (a table's indexes start while others still load). The copy
-    is removed in any case."""
+    pg_restore reads a byte), write the data blocks' offsets into its TOC (pg_dump wrote it to a
+    pipe), then ``pg_restore --jobs`` on that seekable file — the same scheduling as bare
+    pg_restore (a table's indexes start while others still load). The copy is removed in any
+    case."""
     path = directory / f"bvh-restore-{manifest.backup_id}.pgcustom"
     try:
         sha, total = hashlib.sha256(), 0
+        blocks = DumpFingerprinter(digests=False)  # where each table's data block starts
         reader = _decrypted(settings, repo, manifest.backup_id, identities)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b") as fh:
             while chunk := reader.read(CHUNK):
                 sha.update(chunk)
                 fh.write(chunk)
+                blocks.feed(chunk)
                 total += len(chunk)
                 progress.report("decrypt", total, entry.plaintext_size)
-        if sha.hexdigest() != entry.plaintext_sha256 or total != entry.plaintext_size:
-            raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
+            if sha.hexdigest() != entry.plaintext_sha256 or total != entry.plaintext_size:
+                raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
+            blocks.finish()
+            set_data_offsets(fh, blocks)
         proc = spawn_tool("pg_restore", [*base_args, f"--jobs={jobs}", str(path)], env=env, bin_dir=bin_dir,
                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         err = StderrTail(proc.stderr)

@@ -128,3 +128,24 @@ def test_a_truncated_stream_is_refused():
 def test_what_cannot_be_fingerprinted_is_refused(data, match):
     with pytest.raises(IntegrityError, match=match):
         DumpFingerprinter().feed(data)
+
+
+def test_block_offsets_point_at_each_data_block_and_can_be_written_into_the_toc(tmp_path):
+    from bvh_ops.logical.archive import set_data_offsets
+
+    data = archive({("public", "t"): ROWS[:50], ("public", "u"): ROWS[:3]}, {7: b"blob"})
+    fp = feed(data, [4096] * 1000)
+    assert set(fp.block_offsets) == {10, 11, 99}
+    for dump_id, at in fp.block_offsets.items():
+        assert data[at] in (1, 3) and int.from_bytes(data[at + 2:at + 6], "little") == dump_id
+    path = tmp_path / "copy"
+    path.write_bytes(data)
+    with path.open("r+b") as fh:
+        assert set_data_offsets(fh, fp) == 3
+    patched = path.read_bytes()
+    assert len(patched) == len(data)
+    again = feed(patched, [len(patched)])  # still a readable archive with the same data
+    assert again.tables["public", "t"].hexdigest() == fp.tables["public", "t"].hexdigest()
+    entry = next(e for e in again.entries.values() if e.dump_id == 10)
+    assert patched[entry.offset_at] == 2
+    assert int.from_bytes(patched[entry.offset_at + 1:entry.offset_at + 9], "little") == fp.block_offsets[10]
