@@ -31,6 +31,7 @@ from bvh_ops.errors import IntegrityError
 MAGIC = b"PGDMP"
 K_VERS_1_15 = (1, 15)
 K_VERS_1_16 = (1, 16)
+NEWEST = K_VERS_1_16  # the newest layout this reader knows (pg_dump 17 and 18)
 BLK_DATA = 1
 BLK_BLOBS = 3
 # The end-of-data marker pg_dump writes as the last COPY chunk of every table ("\.", blank lines).
@@ -144,8 +145,10 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
         raise IntegrityError("the dump stream is not a pg_dump custom-format archive (no PGDMP header)")
     version = (buf[5], buf[6])
     int_size, off_size = buf[8], buf[9]
-    if version < (1, 12) or int_size not in (4, 8):
-        raise IntegrityError(f"pg_dump archive version {version[0]}.{version[1]} is not supported (1.12+)")
+    if not (1, 12) <= version <= NEWEST or int_size not in (4, 8):
+        raise IntegrityError(f"pg_dump archive version {version[0]}.{version[1]} cannot be fingerprinted: bvh-ops "
+                             f"reads 1.12 to {NEWEST[0]}.{NEWEST[1]} (pg_dump 15 to 18); use a pg_dump of those "
+                             "versions (pg_bin_dir) or a bvh-ops that knows the newer format")
     r = _Reader(buf, 10, int_size)
     if r.byte() != 1:
         raise IntegrityError("the dump stream is not in pg_dump's custom format")

@@ -124,6 +124,7 @@ def test_a_truncated_stream_is_refused():
 @pytest.mark.parametrize("data, match", [
     (b"PK\x03\x04" + bytes(40), "not a pg_dump custom-format archive"),
     (archive({}, compression=1), "compressed by pg_dump"),
+    (archive({}, version=(1, 17)), "version 1.17 cannot be fingerprinted"),
 ])
 def test_what_cannot_be_fingerprinted_is_refused(data, match):
     with pytest.raises(IntegrityError, match=match):
