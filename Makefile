@@ -11,7 +11,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 # Extra pytest arguments for the test targets, e.g. PYTEST_ARGS="-x -k tarscan".
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit test-integration test-flows test-e2e lint bench ui clean
+.PHONY: demo test test-unit test-integration test-flows test-e2e lint bench bench-backup ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_audit.py
 	$(BIN)/python bench/bench_files.py
 	$(BIN)/python bench/bench_maintenance.py
+
+# Issue #19's tables (docs/BENCHMARKS.md): the daily backup against the bare pipe (pipeline,
+# buffer reads, end to end through a prefect server) and the DR drill's restore stage.
+# `make bench-backup QUICK=--quick` for a developer's loop (small databases).
+bench-backup: $(STAMP)
+	$(BIN)/python bench/bench_daily_backup.py $(QUICK)
+	$(BIN)/python bench/bench_dr_drill.py $(QUICK)
 
 # The Prefect UI over the demo's run history (http://127.0.0.1:4200).
 ui: $(STAMP)

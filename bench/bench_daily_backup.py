@@ -1,11 +1,17 @@
-"""Daily backup vs the bare pipeline, in one run, on the same database.
+"""Daily backup vs the bare pipeline, in one run, on the same databases (issue #19, goals 1-2).
 
     bare:  pg_dump -Fc -Z0 | zstd -3 -T2 > file
-    ours:  run_logical_backup (snapshot + fingerprints + pg_dump -> zstd -> AES-GCM -> file://)
+    ours:  run_logical_backup in a fresh Python process (snapshot, pg_dump -> fingerprints from
+           the COPY text + zstd -> AES-GCM -> file://, signed manifest)
+    e2e:   `bvh-ops backup --json` through a running `prefect server` (flow, tasks, checks,
+           retention, artifacts), against the same bare pipe
 
-Reports wall seconds, MB/s (pg_dump bytes per second), peak RSS per process, the ratio, at two
-database sizes (to show memory does not grow with size). Not a test: run `make bench`.
-Usage: python bench/bench_daily_backup.py [--scales 30,85] [--workdir /tmp/bvh-bench]
+Runs alternate (bare, ours, ours without fingerprints, [bare, e2e]) --runs times; medians are
+reported with the ratio, MB/s, peak RSS per process and the server's buffer reads (blks_hit +
+blks_read of the database) of one bare and one ours run: the fingerprints must not read the
+tables a second time. Databases: the sample lottery database at --scales and pgbench at
+--pgbench scales; --quick: sample scale 3 and pgbench scale 5 (a developer's loop).
+Not a test: `make bench-backup` (QUICK=--quick).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import json
 import os
 import platform
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -76,11 +85,43 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, int]]:
     return seconds, peaks
 
 
-def bench_size(cluster: EmbeddedCluster, scale: float, work: Path, keys: tuple[Path, Path]) -> dict:
-    db = f"bench_s{int(scale)}"
-    t0 = time.monotonic()
+def make_database(cluster: EmbeddedCluster, kind: str, scale: float) -> str:
+    db = f"bench_{kind}_{str(scale).replace('.', '_')}"
     create_database(cluster.dsn(), db)
-    load_sample(cluster.dsn(db), scale=scale)
+    if kind == "sample":
+        load_sample(cluster.dsn(db), scale=scale)
+        import psycopg
+
+        # As pgbench -i does: no autovacuum pass may run (and read the tables) while we measure.
+        with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+    else:
+        subprocess.run([str(embedded_bin_dir() / "pgbench"), "-i", "-q", "-s", str(int(scale)), db],
+                       env=pg_env(cluster.dsn(db)), check=True, capture_output=True)
+    return db
+
+
+def buffer_reads(cluster: EmbeddedCluster, db: str) -> int:
+    """Shared-buffer reads (hits + misses) of ``db`` so far, as the statistics see them."""
+    import psycopg
+
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    time.sleep(1.2)  # other backends flush their counters at most once a second, and at exit
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return int(conn.execute("SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = %s",
+                                (db,)).fetchone()[0])
+
+
+def med(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, keys: tuple[Path, Path],
+               runs: int, server: dict | None) -> dict:
+    t0 = time.monotonic()
+    db = make_database(cluster, kind, scale)
     load_s = time.monotonic() - t0
     import psycopg
 
@@ -91,32 +132,98 @@ def bench_size(cluster: EmbeddedCluster, scale: float, work: Path, keys: tuple[P
     pg_dump = str(embedded_bin_dir() / "pg_dump")
     bare_file = work / f"{db}.bare.zst"
     env = pg_env(cluster.dsn(db))
-    # Warm the cache once so both runs read from the same state.
+    # Warm the cache once so every run reads from the same state.
     subprocess.run([pg_dump, "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db], env=env, check=True)
-
     bare_cmd = ["bash", "-c", f'set -o pipefail; "{pg_dump}" -Fc -Z0 "{db}" | zstd -3 -T2 -q > "{bare_file}"']
-    bare_s, bare_peaks = timed(bare_cmd, env)
-    dump_bytes_cmd = subprocess.run(["bash", "-c", f'zstd -dc "{bare_file}" | wc -c'], capture_output=True,
-                                    text=True, check=True)
-    dump_bytes = int(dump_bytes_cmd.stdout.strip())
 
-    results_ours = {}
-    for variant, fp in (("ours", True), ("ours_no_fingerprints", False)):
-        results_ours[variant] = _run_ours(cluster, db, work, keys, fp)
+    bare, ours, nofp, reads = [], [], [], {}
+    for i in range(runs):
+        before = buffer_reads(cluster, db) if i == 0 else 0
+        bare.append(timed(bare_cmd, env))
+        if i == 0:
+            reads["bare"] = buffer_reads(cluster, db) - before
+            before = buffer_reads(cluster, db)
+        ours.append(_run_ours(cluster, db, work, keys, True))
+        if i == 0:
+            reads["ours"] = buffer_reads(cluster, db) - before
+        nofp.append(_run_ours(cluster, db, work, keys, False))
+    dump_bytes = int(subprocess.run(["bash", "-c", f'zstd -dc "{bare_file}" | wc -c'], capture_output=True,
+                                    text=True, check=True).stdout.strip())
+    bare_s = med([s for s, _ in bare])
     result = {
-        "scale": scale, "database_bytes": db_bytes, "load_seconds": round(load_s, 1),
-        "dump_bytes": dump_bytes,
-        "bare": {"seconds": round(bare_s, 2), "mb_per_s": round(dump_bytes / 1e6 / bare_s, 1),
-                 "stored_bytes": bare_file.stat().st_size,
-                 "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in bare_peaks.items() if k != "bash"}},
-        **results_ours,
+        "database": f"{kind} scale {scale:g}", "database_bytes": db_bytes, "load_seconds": round(load_s, 1),
+        "dump_bytes": dump_bytes, "runs": runs,
+        "bare": {"seconds": bare_s, "all": [round(s, 2) for s, _ in bare],
+                 "mb_per_s": round(dump_bytes / 1e6 / bare_s, 1), "stored_bytes": bare_file.stat().st_size,
+                 "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in bare[0][1].items() if k != "bash"}},
+        "ours": _summary(ours), "ours_no_fingerprints": _summary(nofp),
+        "buffer_reads": {**reads, "ratio": round(reads["ours"] / max(1, reads["bare"]), 3)},
     }
-    result["ratio"] = round(results_ours["ours"]["seconds"] / bare_s, 3)
-    result["ratio_no_fingerprints"] = round(results_ours["ours_no_fingerprints"]["seconds"] / bare_s, 3)
+    result["ratio"] = round(result["ours"]["seconds"] / bare_s, 3)
+    result["ratio_no_fingerprints"] = round(result["ours_no_fingerprints"]["seconds"] / bare_s, 3)
+    if server is not None:
+        result["e2e"] = _bench_e2e(server, cluster, db, work, keys, runs, bare_cmd, env, result["ours"]["seconds"])
     bare_file.unlink()
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
     return result
+
+
+def _summary(runs: list[dict]) -> dict:
+    first = runs[0]
+    return {"seconds": med([r["seconds"] for r in runs]), "all": [r["seconds"] for r in runs],
+            "mb_per_s": round(first["bytes_in"] / 1e6 / med([r["seconds"] for r in runs]), 1),
+            "stored_bytes": first["bytes_stored"], "inner_seconds": med([r["inner_seconds"] for r in runs]),
+            "peak_rss_mb": first["peak_rss_mb"]}
+
+
+# -- end to end through a running Prefect server (goal 2) ---------------------------------------
+
+def start_prefect_server(work: Path) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = work / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BVH_OPS_"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = open(work / "prefect-server.log", "wb")  # noqa: SIM115 - open for the server's life
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log,
+                            start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2):
+                return {"proc": proc, "env": {**env, "PREFECT_API_URL": api}}
+        except OSError:
+            time.sleep(1)
+    proc.kill()
+    raise SystemExit("prefect server did not become healthy (see prefect-server.log)")
+
+
+def _bench_e2e(server: dict, cluster, db, work, keys, runs, bare_cmd, env, pipeline_s) -> dict:
+    repo = work / f"repo-e2e-{db}"
+    cli_env = {**server["env"], "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+               "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
+               "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state-e2e")}
+    bare, e2e = [], []
+    for _ in range(runs):
+        bare.append(timed(bare_cmd, env)[0])
+        shutil.rmtree(repo, ignore_errors=True)
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "bvh_ops.cli", "backup", "--json"], env=cli_env,
+                              capture_output=True, text=True)
+        e2e.append(time.monotonic() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(f"bvh-ops backup failed: {proc.stderr[-2000:]}")
+    shutil.rmtree(repo, ignore_errors=True)
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import prefect"], env=cli_env, check=True)
+    prefect_import = time.monotonic() - t0
+    return {"bare_seconds": med(bare), "e2e_seconds": med(e2e), "e2e_all": [round(x, 2) for x in e2e],
+            "fixed_over_bare": round(med(e2e) - med(bare), 2), "fixed_over_pipeline": round(med(e2e) - pipeline_s, 2),
+            "python_import_prefect_seconds": round(prefect_import, 2)}
 
 
 def _run_ours(cluster, db, work, keys, fingerprints: bool) -> dict:
@@ -137,8 +244,8 @@ def _run_ours(cluster, db, work, keys, fingerprints: bool) -> dict:
     ours_s, ours_peaks = timed(ours_cmd, ours_env)
     ours = json.loads(out_file.read_text())
     shutil.rmtree(repo, ignore_errors=True)
-    return {"seconds": round(ours_s, 2), "mb_per_s": round(ours["bytes_in"] / 1e6 / ours_s, 1),
-            "stored_bytes": ours["bytes_stored"], "inner_seconds": round(ours["seconds"], 2),
+    return {"seconds": round(ours_s, 2), "bytes_in": ours["bytes_in"], "bytes_stored": ours["bytes_stored"],
+            "inner_seconds": round(ours["seconds"], 2),
             "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in ours_peaks.items() if k != "bash"}}
 
 
@@ -154,9 +261,15 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scales", default="30,85")
+    ap.add_argument("--scales", default="30,85", help="sample lottery database scales")
+    ap.add_argument("--pgbench", default="50,100", help="pgbench scales ('' for none)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="sample scale 3, pgbench scale 5")
+    ap.add_argument("--no-e2e", action="store_true", help="skip `bvh-ops backup` through a Prefect server")
     ap.add_argument("--workdir", default="/tmp/bvh-bench")
     args = ap.parse_args()
+    if args.quick:
+        args.scales, args.pgbench = "3", "5"
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     cluster = EmbeddedCluster(work / "pg", extra_conf={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'"})
@@ -164,12 +277,18 @@ def main() -> None:
     keys_dir = work / "keys"
     keys = (keys_dir / "recipient.pub", keys_dir / "identity.key") if (keys_dir / "identity.key").exists() \
         else write_keypair(keys_dir)
+    server = None if args.no_e2e else start_prefect_server(work)
+    sizes = [("sample", float(s)) for s in args.scales.split(",") if s] + \
+        [("pgbench", float(s)) for s in args.pgbench.split(",") if s]
     try:
-        results = [bench_size(cluster, float(s), work, keys) for s in args.scales.split(",")]
+        results = [bench_size(cluster, kind, scale, work, keys, args.runs, server) for kind, scale in sizes]
     finally:
         cluster.stop()
-    report = {"machine": machine(), "results": results}
-    save_result("daily_backup", report)
+        if server is not None:
+            server["proc"].terminate()
+            server["proc"].wait(timeout=60)
+    report = {"machine": machine(), "load_average": os.getloadavg(), "results": results}
+    save_result("daily_backup" + ("_quick" if args.quick else ""), report)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from prefect.transactions import get_transaction
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
 from bvh_ops.logical.backup import run_logical_backup
+from bvh_ops.progress import LogEvery, listening
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import verify_backup
 from bvh_ops.results import CheckStatus
@@ -34,14 +35,8 @@ def take_logical_backup(settings: Settings, klass: str | None = None) -> dict[st
     """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest
     (``klass``: the backup's class in the manifest, e.g. monthly-archive)."""
     logger = get_run_logger()
-    last = [0]
-
-    def progress(total: int) -> None:
-        if total - last[0] >= 256 << 20:
-            last[0] = total
-            logger.info("dumped %.0f MB", total / 1e6)
-
-    result = run_logical_backup(settings, progress=progress, klass=klass)
+    with listening(LogEvery(logger.info)):
+        result = run_logical_backup(settings, klass=klass)
     txn = get_transaction()
     if txn is not None:
         txn.set("backup_id", result.manifest.backup_id)

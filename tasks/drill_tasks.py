@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bvh_ops.alerting.findings import Finding, report_findings
@@ -16,6 +17,7 @@ from bvh_ops.config import Settings
 from bvh_ops.drill import committime, engine, ops
 from bvh_ops.logical.restore import restore_logical
 from bvh_ops.pg.conn import connect
+from bvh_ops.progress import LogEvery, listening
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.results import CheckResult, CheckStatus
 from checks import drill_suite
@@ -32,7 +34,8 @@ def select(settings: Settings, backup: str, to_time: datetime | None) -> Manifes
 
 @task(name="drill-fetch-verify", timeout_seconds=6 * 3600, **_opts)
 def fetch_and_verify(settings: Settings, backup_id: str) -> CheckResult:
-    results = engine.deep_verify(settings, backup_id)
+    with listening(LogEvery(get_run_logger().info)):
+        results = engine.deep_verify(settings, backup_id)
     bad = [r for r in results if not r.ok]
     if bad:
         return CheckResult("deep_verify", CheckStatus.FAILED,
@@ -48,8 +51,11 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 
 @task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
 def restore(settings: Settings, backup_id: str, scratch: engine.Scratch) -> float:
-    result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False,
-                             jobs=settings.restore_jobs)
+    with listening(LogEvery(get_run_logger().info)):
+        # An embedded scratch has a directory of its own: pg_restore -j on a decrypted copy there.
+        result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False,
+                                 jobs=settings.restore_jobs,
+                                 copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None)
     if not engine.accepts_connections(scratch.dsn()):
         from bvh_ops.errors import DatabaseUnavailable
 

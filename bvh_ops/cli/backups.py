@@ -20,6 +20,7 @@ from bvh_ops.cli.core import (
     require_prefect_home,
     source_settings,
 )
+from bvh_ops.cli.progress import live_progress
 from bvh_ops.errors import BvhOpsError
 
 
@@ -56,7 +57,8 @@ def backup(
     if kind in ("full", "incremental"):
         from flows.incremental_backup import incremental_backup
 
-        doc = incremental_backup(kind=kind)
+        with live_progress(as_json=as_json):
+            doc = incremental_backup(kind=kind)
         if as_json:
             emit_json(doc)
         else:
@@ -69,7 +71,8 @@ def backup(
         return
     from flows.daily_backup import daily_backup
 
-    result = daily_backup()
+    with live_progress(as_json=as_json):
+        result = daily_backup()
     if as_json:
         emit_json(result)
     else:
@@ -141,7 +144,8 @@ def verify(
             raise BvhOpsError(f"no backups in {repo.store.url} to verify")
     else:
         ids = [repo.resolve(backup_id or "latest")]
-    results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
+    with live_progress(as_json=as_json or not deep):
+        results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
     if not no_wal:
         from bvh_ops.wal.archive import verify_wal
 

@@ -55,7 +55,10 @@ def drill(
             parse_lsn(to_lsn)
             if mode == "logical":
                 raise BvhOpsError("--to-lsn applies to physical drills: add --mode physical (or both)")
-        report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn, source=source)
+        from bvh_ops.cli.progress import live_progress
+
+        with live_progress(as_json=as_json):
+            report = dr_drill(backup=backup, to_time=target, mode=mode, scratch=scratch, to_lsn=to_lsn, source=source)
     except DrillFailed as exc:
         report = exc.report
     if as_json:

@@ -118,8 +118,11 @@ def _logical(settings, backup_id: str, into: str, table, no_owner: bool, jobs, a
         check_dsn(into)
     except ValueError as exc:
         raise ConfigError(f"--into: {exc}") from None
-    result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
-                             jobs=jobs or settings.restore_jobs)
+    from bvh_ops.cli.progress import live_progress
+
+    with live_progress(as_json=as_json):
+        result = restore_logical(settings, backup_id, into, tables=table or None, no_owner=no_owner,
+                                 jobs=jobs or settings.restore_jobs)
     record(settings, None, "restore.logical", result.backup_id, {"target": result.target, "ok": result.ok,
                                                                  "tables": len(result.comparisons)})
     if as_json:

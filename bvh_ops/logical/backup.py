@@ -1,26 +1,37 @@
-"""The logical (pg_dump) backup: one snapshot for the dump and the fingerprints, streamed into
-the repository, committed by its manifest. No Prefect here; flows/daily_backup.py wraps it."""
+"""The logical (pg_dump) backup: pg_dump of an exported snapshot streamed into the repository,
+every table fingerprinted from the COPY text passing through (the server reads each table once),
+committed by its manifest. No Prefect here; flows/daily_backup.py wraps it."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bvh_ops import __version__
+from bvh_ops import __version__, progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import DatabaseError
 from bvh_ops.keys import load_recipients
+from bvh_ops.logical.archive import DumpFingerprinter
 from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
-from bvh_ops.pg.fingerprint import TableRef, fingerprint_database, list_tables, table_bytes
+from bvh_ops.pg.fingerprint import (
+    DUMP_OPTIONS,
+    LARGE_OBJECTS,
+    TableRef,
+    copy_stat,
+    data_leaves,
+    list_tables,
+    table_bytes,
+)
 from bvh_ops.pg.lock import TargetLock
 from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_tool
 from bvh_ops.repository.manifest import BackupResult, Manifest, TableStat
@@ -32,8 +43,17 @@ log = logging.getLogger("bvh_ops.logical.backup")
 
 DUMP_OBJECT = "dump.pgcustom"
 READ_CHUNK = 1 << 20
+# Fingerprint definition the manifest records (docs/FORMAT.md): 2 = sha256 of each table's COPY
+# text taken from the dump stream; absent = 1, SQL row hashes in a second read.
+FINGERPRINTS_VERSION = 2
 
-Progress = Callable[[int], None]
+# Heap and TOAST of the user tables and large objects: roughly what pg_dump will write.
+DATA_BYTES = """
+SELECT coalesce(sum(pg_table_size(c.oid)), 0) + pg_table_size('pg_largeobject')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+"""
 
 
 def _server_info(conn: psycopg.Connection) -> tuple[str, int, str]:
@@ -58,12 +78,12 @@ def _check_privileges(conn: psycopg.Connection, tables: list[TableRef]) -> None:
         raise DatabaseError(f"permission denied on table {names}: grant the backup role SELECT on it (or pg_read_all_data)")
 
 
-def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
-                       backup_id: str | None = None, fingerprints: bool = True,
+def run_logical_backup(settings: Settings, *, backup_id: str | None = None, fingerprints: bool = True,
                        klass: str | None = None) -> BackupResult:
-    """Snapshot, fingerprint and dump the target into a new committed backup. ``klass`` (e.g.
+    """Snapshot, dump and fingerprint the target into a new committed backup. ``klass`` (e.g.
     monthly-archive) is recorded in the manifest as ``extra["class"]``.
 
+    Progress goes to bvh_ops.progress as "dump" (bytes of the tables' size on disk, an estimate).
     ``fingerprints=False`` exists for the benchmark's cost breakdown only: such a backup has no
     table stats, so its checks and every restore comparison fail by design.
     """
@@ -81,32 +101,21 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
         conn.read_only = True
         writer = None
         dump = None
-        fp_thread: threading.Thread | None = None
         try:
-            # One snapshot for everything: the dump and the fingerprints read the same rows.
-            snapshot, version, version_num, sysid, tables, schema, sizes = _snapshot_facts(conn)
-            # Fingerprints in that snapshot, on this connection, while pg_dump streams.
-            fp_result: dict[str, object] = {}
-
-            def _fingerprints() -> None:
-                try:
-                    fp_result["stats"] = fingerprint_database(conn, tables) if fingerprints else []
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                    fp_result["error"] = exc
-
-            fp_thread = threading.Thread(target=_fingerprints, name="bvh-fingerprints", daemon=True)
-            fp_thread.start()
-            # pg_dump of that snapshot → zstd → AES-256-GCM → the repository, never a local copy.
+            # One snapshot: pg_dump reads it; the catalog facts below come from it too.
+            snapshot, version, version_num, sysid, tables, schema, sizes, leaves, estimate = _snapshot_facts(conn)
+            # pg_dump of that snapshot → zstd → AES-256-GCM → the repository, never a local copy;
+            # each table's fingerprint is taken from its COPY text on the way.
             key_ids = tuple(r.key_id for r in recipients)
             writer = repo.begin(backup_id)
             dump_bin = matching_bin_dir(version_num // 10000, settings.pg_bin_dir)
+            env = pg_env(dsn, dbname=dbname)
+            env["PGOPTIONS"] = DUMP_OPTIONS  # what pg_dump leaves to server defaults, fixed (fingerprint.py)
             dump = spawn_tool("pg_dump", ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-sync",
-                                          "-d", dbname], env=pg_env(dsn, dbname=dbname), bin_dir=dump_bin)
-            dump_stats = _stream_dump(dump, writer, recipients, settings, progress)
-            fp_thread.join()
-            if "error" in fp_result:
-                raise fp_result["error"]  # type: ignore[misc]
-            stats: list[TableStat] = fp_result["stats"]  # type: ignore[assignment]
+                                          "-d", dbname], env=env, bin_dir=dump_bin)
+            fp = DumpFingerprinter() if fingerprints else None
+            dump_stats = _stream_dump(dump, writer, recipients, settings, estimate, fp)
+            stats = _table_stats(tables, leaves, fp) if fp is not None else []
             finished = datetime.now(UTC)
             manifest = Manifest(
                 backup_id=backup_id,
@@ -128,7 +137,9 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 tables=tuple(stats),
                 extra={**({"class": klass} if klass else {}),
                        "tables_in_snapshot": [t.name for t in tables], "table_bytes": sizes,
-                       "pg_dump": str(dump_bin or "embedded"), "schema": schema},
+                       "pg_dump": str(dump_bin or "embedded"), "schema": schema,
+                       "fingerprints": FINGERPRINTS_VERSION,
+                       "dump_encoding": fp.encoding if fp is not None else None},
             )
             writer.commit(manifest, host_key)
             log.info("backup %s committed: %d bytes in, %d stored", backup_id, manifest.bytes_in, manifest.bytes_stored)
@@ -144,12 +155,6 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                     log.warning("could not remove the partial backup %s; a later run will", backup_id)
             raise
         finally:
-            if fp_thread is not None and fp_thread.is_alive():
-                try:
-                    conn.cancel_safe()
-                except psycopg.Error:
-                    pass
-                fp_thread.join(timeout=30)
             try:
                 conn.rollback()
                 conn.close()
@@ -159,43 +164,117 @@ def run_logical_backup(settings: Settings, *, progress: Progress | None = None,
                 dump.stdout.close()
 
 
+def _table_stats(tables: list[TableRef], leaves: dict[str, list[tuple[str, str, str]]],
+                 fp: DumpFingerprinter) -> list[TableStat]:
+    """Each listed table's rows and fingerprint from its leaves' COPY digests; a table with no
+    data entry in the dump is empty (sha256 of nothing), which a restored copy must match."""
+    stats = []
+    for t in tables:
+        parts = []
+        for schema, relname, leaf in leaves[t.name]:
+            d = fp.tables.get((schema, relname))
+            parts.append((leaf, d.rows, d.hexdigest()) if d is not None else (leaf, 0, _EMPTY))
+        stats.append(copy_stat(t, parts))
+    lo = fp.large_objects
+    stats.append(TableStat(LARGE_OBJECTS, lo.count, f"{lo.count}:{lo.total}:lo", "large_objects"))
+    return stats
+
+
+_EMPTY = hashlib.sha256(b"").hexdigest()
+
+
 def _snapshot_facts(conn: psycopg.Connection):
     """Export the snapshot and read, in it, what the manifest records besides the dump: server
-    facts, the tables (refusing ones the role cannot read), the schema and the table sizes."""
+    facts, the tables (refusing ones the role cannot read), the schema, the table sizes and
+    which tables hold each listed table's rows (itself, or its leaf partitions), and the data's
+    size on disk (the progress display's estimate of the dump's size)."""
     try:
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         version, version_num, sysid = _server_info(conn)
         tables = list_tables(conn)
         _check_privileges(conn, tables)
-        return snapshot, version, version_num, sysid, tables, schema_snapshot(conn), table_bytes(conn, tables)
+        estimate = conn.execute(DATA_BYTES).fetchone()[0]
+        return (snapshot, version, version_num, sysid, tables, schema_snapshot(conn), table_bytes(conn, tables),
+                data_leaves(conn, tables), int(estimate))
     except psycopg.Error as exc:
         raise translate(exc, "taking the snapshot") from None
 
 
-def _stream_dump(dump, writer, recipients, settings: Settings, progress: Progress | None):
+def _stream_dump(dump, writer, recipients, settings: Settings, estimate: int | None, fp: DumpFingerprinter | None):
     """pg_dump's stdout into the backup's encrypted object (read ahead on a thread so pg_dump
-    never waits on a full pipe); its exit code checked; returns the object's stream stats."""
+    never waits on a full pipe), each chunk also through the fingerprinter on its own thread
+    (numpy and hashlib release the GIL: it runs beside compression); pg_dump's exit code checked;
+    returns the object's stream stats."""
     data_key = os.urandom(32)
     err_tail = StderrTail(dump.stderr)
     err_tail.start()
-    with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
-                       compression_level=settings.compression_level,
-                       segment_size=settings.segment_size_kib << 10,
-                       compression_threads=settings.compression_threads) as out:
-        total = 0
-        ahead = ReadAhead(dump.stdout, chunk=READ_CHUNK)
-        try:
-            for chunk in ahead:
-                out.write(chunk)
-                total += len(chunk)
-                if progress:
-                    progress(total)
-        finally:
-            ahead.close()
-        rc = dump.wait()
-        if rc != 0:
-            raise_for_tool("pg_dump", rc, err_tail.text())
+    hasher = _FingerprintThread(fp) if fp is not None else None
+    try:
+        with writer.object(DUMP_OBJECT, data_key=data_key, envelopes=seal_data_key(data_key, recipients),
+                           compression_level=settings.compression_level,
+                           segment_size=settings.segment_size_kib << 10,
+                           compression_threads=settings.compression_threads) as out:
+            total = 0
+            ahead = ReadAhead(dump.stdout, chunk=READ_CHUNK)
+            try:
+                for chunk in ahead:
+                    if hasher is not None:
+                        hasher.put(chunk)
+                    out.write(chunk)
+                    total += len(chunk)
+                    progress.report("dump", total, estimate)
+            finally:
+                ahead.close()
+            rc = dump.wait()
+            if rc != 0:
+                raise_for_tool("pg_dump", rc, err_tail.text())
+            progress.report("dump", total, total)  # the size is known now: the estimate is done with
+            if hasher is not None:
+                hasher.finish()
+    finally:
+        if hasher is not None:
+            hasher.stop()
     return out.stats
+
+
+class _FingerprintThread:
+    """Feeds chunks to a DumpFingerprinter on a thread, at most ``depth`` chunks behind."""
+
+    def __init__(self, fp: DumpFingerprinter, depth: int = 8) -> None:
+        self.fp = fp
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._skip = False
+        self._thread = threading.Thread(target=self._run, name="bvh-fingerprints", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._q.get()) is not None:
+            if self._error is None and not self._skip:
+                try:
+                    self.fp.feed(chunk)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
+                    self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(chunk)
+
+    def finish(self) -> None:
+        """Wait for the last chunk; raise what feeding raised; the stream must be whole."""
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self.fp.finish()
+
+    def stop(self) -> None:
+        """After a failure: skip what is queued and end the thread."""
+        if self._thread.is_alive():
+            self._skip = True
+            self._q.put(None)
+            self._thread.join()
 
 
 def delete_committed(settings: Settings, backup_id: str) -> None:

@@ -6,26 +6,34 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
+from bvh_ops import progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
+from bvh_ops.logical.archive import DumpFingerprinter, set_data_offsets
 from bvh_ops.logical.backup import DUMP_OBJECT
 from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
+    COPY,
     LARGE_OBJECTS,
-    fingerprint_database,
+    LO,
+    copy_fingerprints,
+    large_object_digest,
     large_object_fingerprint,
     list_tables,
     method_of,
+    table_fingerprint,
 )
 from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
@@ -79,7 +87,9 @@ def _decrypted(settings: Settings, repo, backup_id: str, identities) -> Decrypti
     return DecryptingReader(body, identities, bind=key, envelopes=envelopes_from_json(entry.envelopes))
 
 
-def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
+def _feed(reader, proc: subprocess.Popen, expected_sha: str | None, size: int | None = None) -> int:
+    """Stream ``reader`` into pg_restore's stdin; with ``size`` (the dump's plaintext size),
+    report progress as "restore"."""
     sha = hashlib.sha256()
     total = 0
     try:
@@ -87,6 +97,8 @@ def _feed(reader, proc: subprocess.Popen, expected_sha: str | None) -> int:
             sha.update(chunk)
             total += len(chunk)
             proc.stdin.write(chunk)
+            if size:
+                progress.report("restore", total, size)
     except BrokenPipeError:
         # pg_restore stopped reading (done with its list, or failed; its exit code tells
         # which). When this reader verifies the object, read the rest so all of it is
@@ -136,7 +148,7 @@ def _write_list(lines: list[str], paths: list[str]) -> str:
 
 
 def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, env, bin_dir, base_args,
-                  verify_sha: str | None = None) -> int:
+                  verify_sha: str | None = None, size: int | None = None) -> int:
     """One pg_restore per list file, each fed by its own decrypting reader of the object (so
     they progress independently with bounded memory); the first list's reader verifies the
     plaintext sha256. Returns the bytes that reader fed; raises the first failure."""
@@ -151,7 +163,8 @@ def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, en
 
         def feed(proc=proc, first=(i == 0)) -> None:
             try:
-                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_sha if first else None)
+                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_sha if first else None,
+                          size if first else None)
                 if first:
                     fed[0] = n
             except BaseException as exc:  # noqa: BLE001 - re-raised below
@@ -175,6 +188,53 @@ def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, en
     if failed is not None:
         raise_for_tool("pg_restore", *failed)
     return fed[0]
+
+
+# A local copy is made only where the disk keeps room for it and for the restored data (about
+# twice the dump: tables plus their indexes) after it.
+COPY_ROOM = 3
+
+
+def _room_for_copy(directory: Path, size: int) -> bool:
+    try:
+        return shutil.disk_usage(directory).free >= COPY_ROOM * size
+    except OSError:
+        return False
+
+
+def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
+                       directory: Path) -> int:
+    """Decrypt the dump into ``directory`` (0600; its sha256 checked against the manifest before
+    pg_restore reads a byte), write the data blocks' offsets into its TOC (pg_dump wrote it to a
+    pipe), then ``pg_restore --jobs`` on that seekable file — the same scheduling as bare
+    pg_restore (a table's indexes start while others still load). The copy is removed in any
+    case."""
+    path = directory / f"bvh-restore-{manifest.backup_id}.pgcustom"
+    try:
+        sha, total = hashlib.sha256(), 0
+        blocks = DumpFingerprinter(digests=False)  # where each table's data block starts
+        reader = _decrypted(settings, repo, manifest.backup_id, identities)
+        with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b") as fh:
+            while chunk := reader.read(CHUNK):
+                sha.update(chunk)
+                fh.write(chunk)
+                blocks.feed(chunk)
+                total += len(chunk)
+                progress.report("decrypt", total, entry.plaintext_size)
+            if sha.hexdigest() != entry.plaintext_sha256 or total != entry.plaintext_size:
+                raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
+            blocks.finish()
+            set_data_offsets(fh, blocks)
+        proc = spawn_tool("pg_restore", [*base_args, f"--jobs={jobs}", str(path)], env=env, bin_dir=bin_dir,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        err = StderrTail(proc.stderr)
+        err.start()
+        rc = proc.wait()
+        if rc != 0:
+            raise_for_tool("pg_restore", rc, err.text())
+        return total
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs, list_files) -> int:
@@ -210,7 +270,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         order = {ln: i for i, ln in enumerate(data)}
         bins[-1] = sorted(bins[-1] + blobs, key=order.__getitem__)
         lists = [_write_list(b, list_files) for b in bins if b]
-        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256)
+        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256, size=entry.plaintext_size)
     # Indexes and constraints first (foreign keys need their referenced keys), then foreign
     # keys spread over the jobs with the other post-data entries, then comments and grants.
     kinds = {ln: parse_entry(ln)[0] for ln in post}
@@ -232,7 +292,14 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
 
 
 def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables: list[str] | None = None,
-                    no_owner: bool = False, compare: bool = True, jobs: int = 1) -> RestoreResult:
+                    no_owner: bool = False, compare: bool = True, jobs: int = 1,
+                    copy_dir: Path | None = None) -> RestoreResult:
+    """Restore a logical backup into ``into_dsn`` and compare every table's fingerprint.
+
+    ``copy_dir`` (a throw-away drill's scratch directory, never a production host): decrypt the
+    dump there first, so ``pg_restore -j`` runs on a seekable file like bare pg_restore; used
+    only when the disk has room for the copy and the restored data (COPY_ROOM), else the dump
+    is streamed as always. The copy is removed before this returns."""
     repo, _ = open_repository(settings, check=False)
     manifest = repo.trusted_manifest(backup_id, kind="logical")
     backup_id = manifest.backup_id
@@ -257,7 +324,7 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     list_files: list[str] = []
     try:
         return _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir,
-                             owner_args, base_args, tables, compare, jobs, t0, list_files)
+                             owner_args, base_args, tables, compare, jobs, t0, list_files, copy_dir)
     except BvhOpsError as exc:
         if _user_relations(into_dsn) != before:
             raise type(exc)(f"restore of backup {backup_id} into {dbname} failed: {exc}; the target database "
@@ -282,13 +349,17 @@ def _user_relations(dsn: str) -> int | None:
 
 
 def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir, owner_args,
-                  base_args, tables, compare, jobs, t0, list_files) -> RestoreResult:
+                  base_args, tables, compare, jobs, t0, list_files, copy_dir=None) -> RestoreResult:
     backup_id = manifest.backup_id
     if not tables and jobs > 1:
-        total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
-                                  list_files)
+        if copy_dir is not None and _room_for_copy(Path(copy_dir), entry.plaintext_size):
+            total = _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
+                                       Path(copy_dir))
+        else:
+            total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
+                                      list_files)
         seconds = time.monotonic() - t0
-        comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
+        comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
         return RestoreResult(backup_id, dbname, seconds, total, comparisons)
     if tables:
         toc = _toc(settings, repo, backup_id, identities)
@@ -323,7 +394,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     err = StderrTail(proc.stderr)
     err.start()
     try:
-        total = _feed(reader, proc, entry.plaintext_sha256)
+        total = _feed(reader, proc, entry.plaintext_sha256, entry.plaintext_size)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -332,24 +403,30 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     if rc != 0:
         raise_for_tool("pg_restore", rc, err.text())
     seconds = time.monotonic() - t0
-    comparisons = compare_tables(into_dsn, manifest, tables) if compare else []
+    comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
     return RestoreResult(backup_id, dbname, seconds, total, comparisons)
 
 
-def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None) -> list[TableComparison]:
-    """Fingerprint the restored copy and compare with the backup's; a missing table fails."""
+def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None, *,
+                   bin_dir=None) -> list[TableComparison]:
+    """Fingerprint the restored copy and compare with the backup's; a missing table fails. Each
+    table is fingerprinted the way its backup recorded (fingerprints 2: COPY text; 1: SQL)."""
     methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
+    wanted = {t if "." in t else f"public.{t}" for t in tables} if tables else None
+    expected = [t for t in manifest.tables if wanted is None or t.name in wanted]
     with connect(dsn) as conn:
-        if tables:
-            wanted = {t if "." in t else f"public.{t}" for t in tables}
-            refs = [r for r in list_tables(conn) if r.name in wanted]
-            actual = {s.name: s for s in fingerprint_database(conn, refs, methods)[:-1]}
-            expected = [t for t in manifest.tables if t.name in wanted]
-        else:
-            actual = {s.name: s for s in fingerprint_database(conn, None, methods)}
-            expected = list(manifest.tables)
-        if not tables and LARGE_OBJECTS not in actual:
-            actual[LARGE_OBJECTS] = large_object_fingerprint(conn)
+        present = list_tables(conn)
+        refs = [r for r in present if wanted is None or r.name in wanted]
+        by_copy = [r for r in refs if methods.get(r.name) == COPY]
+        by_sql = [r for r in refs if methods.get(r.name) != COPY]
+        actual = {r.name: table_fingerprint(conn, r, methods.get(r.name)) for r in by_sql}
+        conn.rollback()
+        if by_copy:
+            actual.update((s.name, s) for s in copy_fingerprints(
+                conn, dsn, by_copy, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir))
+        if wanted is None:
+            lo = methods.get(LARGE_OBJECTS)
+            actual[LARGE_OBJECTS] = large_object_digest(conn) if lo == LO else large_object_fingerprint(conn)
         conn.rollback()
     out = []
     for t in expected:

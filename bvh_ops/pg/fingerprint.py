@@ -1,4 +1,10 @@
-"""Per-table row counts and order-independent fingerprints, pushed down to SQL.
+"""Per-table row counts and fingerprints.
+
+Version 2 (backups since fingerprints 2, see docs/FORMAT.md): "<rows>:<sha256>:copy", the sha256 of
+the table's COPY text as pg_dump wrote it into the dump (bvh_ops.logical.archive computes it as
+the dump streams past, so the server reads each table once); ``copy_fingerprints`` computes the
+same over a restored copy with ``COPY ... TO STDOUT`` under pg_dump's session settings. Large
+objects: "<count>:<sum>:lo". Version 1 (older backups, still checked the old way):
 
 fingerprint(T) = "<rows>:<sum of 64-bit row hashes>:rec" where a row's hash is
 hash_record_extended(row, 0) (PostgreSQL 14+: the types' own hash functions, about twice as fast
@@ -12,6 +18,10 @@ table leaves the server.
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -81,11 +91,140 @@ def table_bytes(conn: psycopg.Connection, tables: list[TableRef]) -> dict[str, i
 
 RECORD = "rec"
 TEXT = "text"
+COPY = "copy"
+LO = "lo"
 _EXPR = {RECORD: "hash_record_extended(t, 0)", TEXT: "hashtextextended(t::text, 0)"}
 
 
 def method_of(fingerprint: str) -> str:
-    return RECORD if fingerprint.endswith(":rec") else TEXT
+    for method in (RECORD, COPY, LO):
+        if fingerprint.endswith(f":{method}"):
+            return method
+    return TEXT
+
+
+# The settings under which pg_dump's COPY text is reproducible: pg_dump itself sets DateStyle ISO,
+# IntervalStyle postgres, extra_float_digits 3 and synchronize_seqscans off (pg_dump.c,
+# setup_connection, in 15 and 18 alike); TimeZone, bytea_output and lc_monetary it leaves to the
+# server's defaults, so the backup passes them to pg_dump too. synchronize_seqscans off: a scan
+# starts at the table's first page, so a restored table reads back in the order it was loaded.
+COPY_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3",
+                 "bytea_output": "hex", "lc_monetary": "C", "synchronize_seqscans": "off", "row_security": "off"}
+DUMP_OPTIONS = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items() if k in ("TimeZone", "bytea_output", "lc_monetary"))
+
+# The tables whose data pg_dump writes, per listed table: a plain table itself, a partitioned
+# table its leaf partitions that are plain tables (foreign partitions hold no dumped data).
+LEAVES = """
+SELECT format('%%I.%%I', n.nspname, c.relname), ln.nspname, l.relname, format('%%I.%%I', ln.nspname, l.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN LATERAL pg_partition_tree(c.oid) p ON p.isleaf
+JOIN pg_class l ON l.oid = p.relid AND l.relkind = 'r'
+JOIN pg_namespace ln ON ln.oid = l.relnamespace
+WHERE c.relkind = 'p' AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
+"""
+
+
+def data_leaves(conn: psycopg.Connection, tables: list[TableRef]) -> dict[str, list[tuple[str, str, str]]]:
+    """Listed table -> [(schema, relname, format('%I.%I'))] of the tables holding its rows."""
+    out: dict[str, list[tuple[str, str, str]]] = {t.name: [] for t in tables}
+    for t in tables:
+        if t.kind == "table":
+            out[t.name].append((t.schema, t.relname, t.name))
+    parted = [t.name for t in tables if t.kind == "partitioned"]
+    if parted:
+        for name, nsp, rel, leaf in conn.execute(LEAVES, (parted,)).fetchall():
+            out[name].append((nsp, rel, leaf))
+    return out
+
+
+def combine_leaves(leaves: Iterable[tuple[str, int, str]]) -> tuple[int, str]:
+    """Rows and sha256 of a table from its leaves' (name, rows, sha256 hex), in any order: a
+    plain table's own digest; a partitioned table's, sha256 over its leaves' lines by name."""
+    leaves = sorted(leaves)
+    lines = "".join(f"{name}\t{rows}\t{digest}\n" for name, rows, digest in leaves)
+    return sum(r for _, r, _ in leaves), hashlib.sha256(lines.encode()).hexdigest()
+
+
+def copy_stat(table: TableRef, leaves: Iterable[tuple[str, int, str]]) -> TableStat:
+    leaves = list(leaves)
+    if table.kind == "table":
+        rows, digest = leaves[0][1:] if leaves else (0, hashlib.sha256(b"").hexdigest())
+    else:
+        rows, digest = combine_leaves(leaves)
+    return TableStat(table.name, rows, f"{rows}:{digest}:{COPY}", table.kind)
+
+
+COPY_COLUMNS = """
+SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum
+"""
+
+
+def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir) -> tuple[int, str]:
+    """(rows, sha256) of one table's COPY text, read by psql in large buffers (psycopg hands COPY
+    data over row by row, too slow for a large table)."""
+    from bvh_ops.errors import DatabaseError
+    from bvh_ops.pg.tools import StderrTail, spawn_tool
+
+    cols = [r[0] for r in conn.execute(COPY_COLUMNS, (schema, relname)).fetchall()]
+    stmt = sql.SQL("COPY {} ({}) TO STDOUT").format(
+        sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols))).as_string(conn)
+    proc = spawn_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", stmt], env=env, bin_dir=bin_dir,
+                      stdin=subprocess.DEVNULL)
+    tail = StderrTail(proc.stderr)
+    tail.start()
+    sha, rows = hashlib.sha256(), 0
+    while chunk := proc.stdout.read(1 << 20):
+        sha.update(chunk)
+        rows += chunk.count(b"\n")
+    if proc.wait() != 0:
+        raise DatabaseError(f"table {schema}.{relname}: COPY failed: {tail.text().strip()[-300:]}")
+    return rows, sha.hexdigest()
+
+
+def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef], *, encoding: str | None,
+                      bin_dir=None, jobs: int = 2) -> list[TableStat]:
+    """Version-2 fingerprints of ``tables`` as the database behind ``conn``/``dsn`` holds them."""
+    from bvh_ops.pg.conn import connect
+    from bvh_ops.pg.tools import pg_env
+
+    env = pg_env(dsn)
+    env["PGOPTIONS"] = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items())
+    if encoding:
+        env["PGCLIENTENCODING"] = encoding
+    leaves = data_leaves(conn, tables)
+    work = [leaf for t in tables for leaf in leaves[t.name]]
+
+    def one(leaf: tuple[str, str, str]) -> tuple[str, int, str]:
+        with connect(dsn, autocommit=True) as c:
+            rows, digest = _copy_digest(c, leaf[0], leaf[1], env, bin_dir)
+        return leaf[2], rows, digest
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        done = dict((leaf[2], r) for leaf, r in zip(work, pool.map(one, work), strict=True))
+    return [copy_stat(t, [done[leaf[2]] for leaf in leaves[t.name]]) for t in tables]
+
+
+def large_object_digest(conn: psycopg.Connection) -> TableStat:
+    """Version-2 large objects: count and sum (mod 2**64) of the first 8 bytes of
+    sha256("<oid>:" + data), read 1 MiB at a time."""
+    count, total = 0, 0
+    try:
+        oids = [r[0] for r in conn.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY oid").fetchall()]
+        for oid in oids:
+            sha, off = hashlib.sha256(b"%d:" % oid), 0
+            while True:
+                piece = conn.execute("SELECT lo_get(%s, %s, %s)", (oid, off, 1 << 20)).fetchone()[0]
+                sha.update(piece)
+                off += len(piece)
+                if len(piece) < 1 << 20:
+                    break
+            count += 1
+            total = (total + int.from_bytes(sha.digest()[:8], "big")) % (1 << 64)
+    except psycopg.Error as exc:
+        raise translate(exc, "large objects") from None
+    return TableStat(LARGE_OBJECTS, count, f"{count}:{total}:{LO}", "large_objects")
 
 
 def table_fingerprint(conn: psycopg.Connection, table: TableRef, method: str | None = None) -> TableStat:

@@ -10,6 +10,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
+from bvh_ops import progress
 from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
 from bvh_ops.keys import Identity
 from bvh_ops.repository.manifest import parse_manifest
@@ -104,6 +105,7 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
                 while chunk := reader.read(CHUNK):
                     plain_sha.update(chunk)
                     plain_size += len(chunk)
+                    progress.report(f"verify {entry.name}", plain_size, entry.plaintext_size)
                 deep_error = None
             except CryptoError as exc:
                 deep_error = str(exc)

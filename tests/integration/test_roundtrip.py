@@ -95,3 +95,130 @@ def test_selective_restore_of_unknown_table_fails_clearly(sample_db, fresh_db, r
     run_logical_backup(settings)
     with pytest.raises(NotFound, match="no_such_table"):
         restore_logical(settings, "latest", fresh_db(), tables=["no_such_table"])
+
+
+TYPED = """
+CREATE TABLE typed (id int PRIMARY KEY, i int, b bigint, n numeric, t text, v varchar(20), f bool, d date,
+  ts timestamp, tz timestamptz, iv interval, f8 float8, f4 real, by bytea, u uuid, j json, jb jsonb,
+  a int[], ip inet, m money, g int GENERATED ALWAYS AS (i * 2) STORED);
+INSERT INTO typed (id, i, b, n, t, v, f, d, ts, tz, iv, f8, f4, by, u, j, jb, a, ip, m)
+SELECT k, k, k * 10000000000, k / 7.0, 'text ' || k || E'\\ttab\\nline', 'v' || k, k % 2 = 0,
+  date '2026-01-01' + k, timestamp '2026-01-01 12:00' + k * interval '1 minute',
+  timestamptz '2026-01-01 12:00+02' + k * interval '1 second', k * interval '1 hour 3 seconds', k / 3.0,
+  k / 3.0, decode(md5(k::text), 'hex'), md5(k::text)::uuid, json_build_object('k', k),
+  jsonb_build_object('k', k), ARRAY[k, k + 1], ('10.0.0.' || k)::inet, k * 1.25
+FROM generate_series(1, 50) k;
+CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at);
+CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+CREATE TABLE parted_b PARTITION OF parted FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
+INSERT INTO parted SELECT k, date '2026-01-01' + k FROM generate_series(0, 50) k;
+"""
+# One changed value per column type (same row count): each must fail the comparison.
+CHANGES = [
+    ("i", "i + 1"), ("b", "b + 1"), ("n", "n + 0.000001"), ("t", "t || ' '"), ("v", "v || 'x'"), ("f", "NOT f"),
+    ("d", "d + 1"), ("ts", "ts + interval '1 microsecond'"), ("tz", "tz + interval '1 microsecond'"),
+    ("iv", "iv + interval '1 microsecond'"), ("f8", "f8 + 1e-15"), ("f4", "f4 * 1.0000001"),
+    ("by", "by || '\\x00'::bytea"), ("u", "gen_random_uuid()"), ("j", "json_build_object('k', 0)"),
+    ("jb", "jsonb_build_object('k', 0)"), ("a", "ARRAY[0]"), ("ip", "'10.9.9.9'::inet"), ("m", "m + 0.01::money"),
+]
+
+
+@pytest.fixture(scope="module")
+def typed_backup(pg, tmp_path_factory, keypair):
+    from bvh_ops.config import Settings
+    from bvh_ops.pg.catalog import create_database
+
+    create_database(pg.dsn(), "typed")
+    with psycopg.connect(pg.dsn("typed"), autocommit=True) as conn:
+        conn.execute(TYPED)
+    repo = tmp_path_factory.mktemp("typed-repo")
+    pub, key = keypair
+    settings = Settings(database_url=pg.dsn("typed"), repository=f"file://{repo}", recipients=[pub], identity=key,
+                        state_dir=repo / "state", task_retries=1, retry_delay_seconds=[0.2], segment_size_kib=64)
+    return settings, run_logical_backup(settings).manifest
+
+
+def test_fingerprints_come_from_the_dump_and_catch_a_changed_value_of_every_type(typed_backup, fresh_db):
+    from bvh_ops.logical.restore import compare_tables
+
+    settings, backup = typed_backup
+    assert backup.extra["fingerprints"] == 2 and backup.extra["dump_encoding"] == "UTF8"
+    by_name = {t.name: t for t in backup.tables}
+    assert by_name["public.typed"].fingerprint.endswith(":copy") and by_name["public.typed"].rows == 50
+    assert by_name["public.parted"].rows == 51
+    target = fresh_db()
+    restore_logical(settings, backup.backup_id, target, compare=False)
+    assert [c.name for c in compare_tables(target, backup) if not c.ok] == []
+    cols = "id, i, b, n, t, v, f, d, ts, tz, iv, f8, f4, by, u, j, jb, a, ip, m"
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA saved; CREATE TABLE saved.typed AS SELECT * FROM typed;"
+                     "CREATE TABLE saved.parted AS SELECT * FROM parted")
+
+        def check(change: str) -> list[str]:
+            conn.execute(change)
+            bad = [c.name for c in compare_tables(target, backup) if not c.ok]
+            # Put the rows back in their original order (a COPY digest follows the heap order).
+            conn.execute(f"TRUNCATE typed, parted; INSERT INTO typed ({cols}) SELECT {cols} FROM saved.typed "
+                         "ORDER BY id; INSERT INTO parted SELECT * FROM saved.parted ORDER BY id")
+            return bad
+
+        for column, expr in CHANGES:
+            assert check(f"UPDATE typed SET {column} = {expr} WHERE id = 7") == ["public.typed"], column
+        assert check("DELETE FROM typed WHERE id = 50") == ["public.typed"]
+        extra = cols.replace("id, ", "id + 50, ", 1)
+        assert check(f"INSERT INTO typed ({cols}) SELECT {extra} FROM saved.typed WHERE id = 50") == ["public.typed"]
+        for change in ("DELETE FROM parted WHERE id = 3", "INSERT INTO parted VALUES (99, '2026-02-10')",
+                       "UPDATE parted SET at = '2026-02-15' WHERE id = 4"):  # moved to the other partition
+            assert check(change) == ["public.parted"], change
+        assert [c.name for c in compare_tables(target, backup) if not c.ok] == []
+
+
+def test_a_backup_with_version_1_fingerprints_is_still_checked_the_old_way(typed_backup, fresh_db):
+    """Manifests written before fingerprints 2 carry SQL row-hash sums: compared the same way."""
+    import dataclasses
+
+    from bvh_ops.logical.restore import compare_tables
+    from bvh_ops.pg.conn import connect
+    from bvh_ops.pg.fingerprint import fingerprint_database
+
+    settings, backup = typed_backup
+    with connect(settings.require_database_url()) as conn:
+        old = fingerprint_database(conn)
+    v1 = dataclasses.replace(backup, tables=tuple(old), extra={k: v for k, v in backup.extra.items()
+                                                               if k not in ("fingerprints", "dump_encoding")})
+    target = fresh_db()
+    restore_logical(settings, backup.backup_id, target, compare=False)
+    assert all(c.ok for c in compare_tables(target, v1))
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("UPDATE typed SET t = 'changed' WHERE id = 3")
+    assert [c.name for c in compare_tables(target, v1) if not c.ok] == ["public.typed"]
+
+
+def test_a_drill_restores_from_a_decrypted_copy_it_then_removes(awkward_db, fresh_db, repo_dir, make_settings,
+                                                                 tmp_path):
+    """copy_dir (a drill's scratch directory): pg_restore -j on a local decrypted copy, every
+    table still compared, the copy gone afterwards; a tampered object never reaches pg_restore."""
+    settings = make_settings(awkward_db, f"file://{repo_dir}")
+    m = run_logical_backup(settings).manifest
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    restored = restore_logical(settings, m.backup_id, fresh_db(), jobs=2, copy_dir=scratch)
+    assert restored.ok and len(restored.comparisons) == len(m.tables)
+    assert restored.bytes_in == m.objects[0].plaintext_size and list(scratch.iterdir()) == []
+
+    import dataclasses
+
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.keys import load_identities
+    from bvh_ops.logical.restore import _restore_from_copy
+    from bvh_ops.pg.tools import pg_env
+
+    target = fresh_db()
+    wrong = dataclasses.replace(m.objects[0], plaintext_sha256="0" * 64)  # as if the object were swapped
+    repo, _ = open_repository(settings)
+    with pytest.raises(IntegrityError, match="sha256 differs"):
+        _restore_from_copy(settings, repo, m, wrong, load_identities(settings.identity), pg_env(target), None,
+                           ["--exit-on-error", "-d", target.rsplit("/", 1)[1]], 2, scratch)
+    assert list(scratch.iterdir()) == []
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()[0] == 0

@@ -14,7 +14,7 @@ PKG = ROOT / "bvh_ops"
 PROCEDURES = {"logical", "physical", "wal", "drill", "monitoring", "alerting", "logs", "audit", "maintenance", "security",
               "capacity", "demo", "cli", "walcmd", "files", "archive",
               "orphans", "rotation", "replica", "standby"}
-CORE = {"config", "errors", "keys", "stream", "results", "dsn", "children", "conditions"}
+CORE = {"config", "errors", "keys", "stream", "results", "dsn", "children", "conditions", "progress"}
 
 
 def _node(module: str) -> str:

@@ -1,0 +1,409 @@
+"""pg_dump's custom archive format read as it streams past (header, TOC, then one data block per
+entry with data), so every table is fingerprinted from the COPY text the dump itself carries:
+the production server reads each table once (docs/FORMAT.md, "Table fingerprints", version 2).
+
+Layout (PostgreSQL's pg_backup_archiver.c and pg_backup_custom.c; archive versions 1.14
+(pg_dump 15) to 1.16 (pg_dump 17 and 18)): "PGDMP", major, minor, revision, intSize, offSize,
+format (1 = custom), compression (1.15+: one byte, the algorithm; before: an int, the level),
+seven ints of creation time, database name, server version, pg_dump version, then the TOC: an int
+count and per entry dumpId, hadDumper, tableoid, oid, tag, desc, section, defn, dropStmt,
+copyStmt, namespace, tablespace, tableam, relkind (1.16+), owner, withOids, dependencies (strings
+up to a NULL) and the data offset (a flag byte and offSize bytes). Then the data blocks: a type
+byte (1 = data, 3 = large objects), the dumpId, and chunks (an int length, the bytes) up to a zero
+length; large objects: per object its oid, then chunks up to a zero length, up to an oid of zero.
+An int is a sign byte and intSize little-endian bytes; a string an int length (-1: NULL) and bytes.
+
+With ``--compress=0`` pg_dump writes one chunk per COPY row (and a last chunk ``\\.\\n\\n\\n``), so
+a table's rows are found with numpy over whole buffers (``_frames_fast``); a row-by-row Python
+walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries. Memory: the
+current buffer plus at most one row below ``BIG_CHUNK``; larger chunks are hashed as they pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bvh_ops.errors import IntegrityError
+
+MAGIC = b"PGDMP"
+K_VERS_1_15 = (1, 15)
+K_VERS_1_16 = (1, 16)
+NEWEST = K_VERS_1_16  # the newest layout this reader knows (pg_dump 17 and 18)
+BLK_DATA = 1
+BLK_BLOBS = 3
+# The end-of-data marker pg_dump writes as the last COPY chunk of every table ("\.", blank lines).
+COPY_END = b"\\.\n\n\n"
+# Chunks at least this long are hashed as they arrive instead of waiting for the whole chunk.
+BIG_CHUNK = 1 << 20
+
+
+class NeedMore(Exception):
+    """The buffer ends inside the item being read: feed more bytes."""
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    dump_id: int
+    desc: str
+    namespace: str
+    tag: str
+    defn: str
+    had_dumper: bool
+    offset_at: int = 0  # where the entry's data offset (flag byte + offSize bytes) sits in the archive
+
+
+@dataclass
+class CopyDigest:
+    """Rows and sha256 of one table's COPY text (without pg_dump's end marker)."""
+
+    rows: int = 0
+    sha: object = field(default_factory=hashlib.sha256)
+    _hold: bytes = b""
+
+    def update(self, data, frames: int) -> None:
+        # The last len(COPY_END) bytes are held back: the marker is dropped once the block ends.
+        mv = memoryview(data).cast("B")
+        keep = len(COPY_END)
+        if len(mv) >= keep:
+            self.sha.update(self._hold)
+            self.sha.update(mv[:len(mv) - keep])
+            self._hold = bytes(mv[len(mv) - keep:])
+        else:
+            joined = self._hold + bytes(mv)
+            self.sha.update(joined[:max(0, len(joined) - keep)])
+            self._hold = joined[max(0, len(joined) - keep):]
+        self.rows += frames
+
+    def finish(self) -> None:
+        if self._hold == COPY_END:
+            self.rows -= 1
+        else:
+            self.sha.update(self._hold)
+        self._hold = b""
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+@dataclass
+class LargeObjectDigest:
+    """Count and order-independent sum of sha256("<oid>:" + data) (first 8 bytes, mod 2**64)."""
+
+    count: int = 0
+    total: int = 0
+
+    def add(self, digest: bytes) -> None:
+        self.count += 1
+        self.total = (self.total + int.from_bytes(digest[:8], "big")) % (1 << 64)
+
+
+class _Reader:
+    """Archive ints and strings over ``buf`` from ``pos``; raises NeedMore at the end."""
+
+    def __init__(self, buf: bytes, pos: int, int_size: int) -> None:
+        self.buf, self.pos, self.int_size = buf, pos, int_size
+
+    def byte(self) -> int:
+        if self.pos >= len(self.buf):
+            raise NeedMore
+        self.pos += 1
+        return self.buf[self.pos - 1]
+
+    def int(self) -> int:
+        end = self.pos + 1 + self.int_size
+        if end > len(self.buf):
+            raise NeedMore
+        sign = self.buf[self.pos]
+        value = int.from_bytes(self.buf[self.pos + 1:end], "little")
+        self.pos = end
+        return -value if sign else value
+
+    def str(self) -> str | None:
+        n = self.int()
+        if n < 0:
+            return None
+        if self.pos + n > len(self.buf):
+            raise NeedMore
+        self.pos += n
+        return self.buf[self.pos - n:self.pos].decode("utf-8", "replace")
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > len(self.buf):
+            raise NeedMore
+        self.pos += n
+
+
+def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
+    """Header facts, TOC entries and the offset of the first data block; NeedMore if ``buf``
+    does not hold the whole TOC yet."""
+    if len(buf) < 11:
+        raise NeedMore
+    if buf[:5] != MAGIC:
+        raise IntegrityError("the dump stream is not a pg_dump custom-format archive (no PGDMP header)")
+    version = (buf[5], buf[6])
+    int_size, off_size = buf[8], buf[9]
+    if not (1, 12) <= version <= NEWEST or int_size not in (4, 8):
+        raise IntegrityError(f"pg_dump archive version {version[0]}.{version[1]} cannot be fingerprinted: bvh-ops "
+                             f"reads 1.12 to {NEWEST[0]}.{NEWEST[1]} (pg_dump 15 to 18); use a pg_dump of those "
+                             "versions (pg_bin_dir) or a bvh-ops that knows the newer format")
+    r = _Reader(buf, 10, int_size)
+    if r.byte() != 1:
+        raise IntegrityError("the dump stream is not in pg_dump's custom format")
+    compression = r.byte() if version >= K_VERS_1_15 else r.int()
+    if compression != 0:
+        raise IntegrityError("the dump is compressed by pg_dump: fingerprints need --compress=0")
+    for _ in range(7):  # creation time
+        r.int()
+    facts = {"version": f"{version[0]}.{version[1]}", "int_size": int_size, "off_size": off_size, "database": r.str(),
+             "server_version": r.str(), "pg_dump_version": r.str()}
+    entries = []
+    for _ in range(r.int()):
+        dump_id, had_dumper = r.int(), r.int()
+        r.str()  # tableoid
+        r.str()  # oid
+        tag, desc = r.str() or "", r.str() or ""
+        r.int()  # section
+        defn = r.str() or ""
+        r.str()  # dropStmt
+        r.str()  # copyStmt
+        namespace = r.str() or ""
+        r.str()  # tablespace
+        r.str()  # tableam
+        if version >= K_VERS_1_16:
+            r.int()  # relkind
+        r.str()  # owner
+        r.str()  # withOids
+        while r.str() is not None:  # dependencies
+            pass
+        offset_at = r.pos
+        r.skip(1 + off_size)  # data offset
+        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at))
+    return facts, entries, r.pos
+
+
+class DumpFingerprinter:
+    """Feed it the archive as it streams; afterwards ``tables`` maps (schema, table) of every
+    TABLE DATA entry to its CopyDigest and ``large_objects`` holds the large objects' digest."""
+
+    def __init__(self, *, digests: bool = True) -> None:
+        self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
+        self.block_offsets: dict[int, int] = {}  # dumpId -> archive offset of its data block
+        self._base = 0  # archive offset of self._buf[0]
+        self.facts: dict = {}
+        self.entries: dict[int, TocEntry] = {}
+        self.tables: dict[tuple[str, str], CopyDigest] = {}
+        self.large_objects = LargeObjectDigest()
+        self.encoding: str | None = None
+        self._buf = b""
+        self._pos = 0
+        self._state = "head"
+        self._int = 4
+        self._sink: CopyDigest | None = None
+        self._remaining = 0  # bytes of the current chunk still to come (a big chunk, or a large object's)
+        self._lo_sha = None
+        self._lo_oid = 0
+        self.slow_frames = 0  # chunks walked one by one (for the benchmark's breakdown)
+
+    # -- feeding ---------------------------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        self._base += self._pos
+        self._buf = self._buf[self._pos:] + chunk if self._pos < len(self._buf) else bytes(chunk)
+        self._pos = 0
+        while True:
+            try:
+                if not self._step():
+                    return
+            except NeedMore:
+                return
+
+    def finish(self) -> None:
+        """The stream ended: it must end between blocks."""
+        if self._state != "block" or self._pos != len(self._buf):
+            raise IntegrityError(f"the dump stream ended inside its {'header' if self._state == 'head' else 'data'}"
+                                 " (pg_dump stopped early?)")
+
+    # -- the state machine -----------------------------------------------------------------
+    def _step(self) -> bool:
+        """Consume one item; False when the buffer is used up."""
+        state = self._state
+        if state == "head":
+            facts, entries, pos = read_toc(self._buf)
+            self.facts, self._int, self._pos = facts, facts["int_size"], pos
+            self.entries = {e.dump_id: e for e in entries}
+            for e in entries:
+                if e.desc == "ENCODING" and "'" in e.defn:
+                    self.encoding = e.defn.split("'")[1]
+            self._state = "block"
+            return True
+        if self._pos >= len(self._buf):
+            return False
+        if state == "block":
+            r = _Reader(self._buf, self._pos, self._int)
+            kind, dump_id = r.byte(), r.int()
+            self.block_offsets[dump_id] = self._base + self._pos
+            self._pos = r.pos
+            entry = self.entries.get(dump_id)
+            if kind == BLK_DATA:
+                self._sink = None
+                if self.digests and entry is not None and entry.desc == "TABLE DATA":
+                    self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest())
+                self._state = "frames"
+            elif kind == BLK_BLOBS:
+                self._state = "lo_oid"
+            else:
+                raise IntegrityError(f"unknown block type {kind} in the dump stream")
+            return True
+        if state == "frames":
+            return self._frames_fast() or self._frames_slow()
+        if state == "chunk":  # the rest of a big COPY chunk
+            take = min(self._remaining, len(self._buf) - self._pos)
+            if self._sink is not None:
+                self._sink.update(memoryview(self._buf)[self._pos:self._pos + take], 0)
+            self._pos += take
+            self._remaining -= take
+            if not self._remaining:
+                self._state = "frames"
+            return True
+        if state == "lo_oid":
+            r = _Reader(self._buf, self._pos, self._int)
+            oid = r.int()
+            self._pos = r.pos
+            if oid == 0:
+                self._state = "block"
+            else:
+                self._lo_oid, self._lo_sha = oid, hashlib.sha256(b"%d:" % oid) if self.digests else None
+                self._state = "lo_chunk"
+            return True
+        if state == "lo_chunk":
+            r = _Reader(self._buf, self._pos, self._int)
+            n = r.int()
+            self._pos = r.pos
+            if n == 0:
+                if self._lo_sha is not None:
+                    self.large_objects.add(self._lo_sha.digest())
+                self._state = "lo_oid"
+            else:
+                self._remaining = n
+                self._state = "lo_data"
+            return True
+        if state == "lo_data":
+            take = min(self._remaining, len(self._buf) - self._pos)
+            if self._lo_sha is not None:
+                self._lo_sha.update(memoryview(self._buf)[self._pos:self._pos + take])
+            self._pos += take
+            self._remaining -= take
+            if not self._remaining:
+                self._state = "lo_chunk"
+            return True
+        raise AssertionError(state)
+
+    def _end_block(self) -> None:
+        if self._sink is not None:
+            self._sink.finish()
+        self._sink = None
+        self._state = "block"
+
+    def _frames_slow(self) -> bool:
+        """One COPY chunk, read the plain way."""
+        r = _Reader(self._buf, self._pos, self._int)
+        n = r.int()
+        if n == 0:
+            self._pos = r.pos
+            self._end_block()
+            return True
+        avail = len(self._buf) - r.pos
+        if n > avail and n < BIG_CHUNK:
+            raise NeedMore
+        self.slow_frames += 1
+        take = min(n, avail)
+        if self._sink is not None:
+            self._sink.update(memoryview(self._buf)[r.pos:r.pos + take], 1)
+        self._pos = r.pos + take
+        if take < n:
+            self._remaining = n - take
+            self._state = "chunk"
+        return True
+
+    def _frames_fast(self) -> bool:
+        """Every whole COPY chunk in the buffer at once. Each chunk is one row ending in a
+        newline and COPY text holds no other newline, so chunk ends are among the buffer's
+        newlines: link each newline to the newline its following 5 bytes (read as a chunk header)
+        point at, and keep the path from the first chunk's end (pointer doubling: log2(rows)
+        numpy passes). Exact: a newline inside a header is simply never on the path."""
+        if self._int != 4:
+            return False
+        start = self._pos
+        a = np.frombuffer(self._buf, dtype=np.uint8, offset=start)
+        n = len(a)
+        if n < 6 or a[0] != 0:
+            return False
+        e0 = 4 + int.from_bytes(self._buf[start + 1:start + 5], "little")
+        if e0 == 4 or e0 >= n or a[e0] != 10:
+            return False
+        nl = np.flatnonzero(a[e0:] == 10).astype(np.int64) + e0
+        k = int(np.searchsorted(nl, n - 5))  # newlines followed by a whole chunk header
+        hdr = a[nl[:k, None] + np.arange(1, 6)]
+        sign = hdr[:, 0]
+        length = np.ascontiguousarray(hdr[:, 1:]).view("<u4").ravel().astype(np.int64)
+        target = nl[:k] + 5 + length
+        # Usually every newline ends a chunk and points at the next newline: the path is a prefix.
+        m = min(k, len(nl) - 1)
+        good = (sign[:m] == 0) & (target[:m] == nl[1:m + 1])
+        j = int(np.argmin(good)) if m and not good.all() else m
+        if j >= k or length[j] == 0 or target[j] >= n:
+            ends = nl[:j + 1]
+        else:
+            ends = nl[self._path(a, nl, k, sign, length, target)]
+        last = int(ends[-1])
+        if self._sink is not None:
+            starts = np.empty(len(ends), dtype=np.int64)
+            starts[0] = 0
+            starts[1:] = ends[:-1] + 1
+            keep = np.ones(last + 1, dtype=bool)
+            keep[(starts[:, None] + np.arange(5)).ravel()] = False
+            self._sink.update(a[:last + 1][keep], len(ends))
+        del a
+        self._pos = start + last + 1
+        return True
+
+
+    @staticmethod
+    def _path(a, nl, k, sign, length, target) -> np.ndarray:
+        """Newlines on the chunk path from the first one, where some newline lies inside a
+        chunk header: link each newline to the newline its header points at and follow the
+        links by pointer doubling (log2(rows) numpy passes)."""
+        n = len(a)
+        jump = np.arange(len(nl), dtype=np.int64)  # a newline that leads nowhere points at itself
+        ok = (sign == 0) & (length > 0) & (target < n)
+        ok[ok] = a[target[ok]] == 10
+        idx = np.flatnonzero(ok)
+        jump[idx] = np.searchsorted(nl, target[idx])
+        on_path = np.zeros(len(nl), dtype=bool)
+        on_path[0] = True
+        for _ in range(int(len(nl)).bit_length()):
+            on_path[jump[on_path]] = True
+            jump = jump[jump]
+        return on_path
+
+
+# pg_backup_archiver.h: the data offset's flag once the position is known.
+K_OFFSET_POS_SET = 2
+
+
+def set_data_offsets(fh, fp: DumpFingerprinter) -> int:
+    """Write the data blocks' offsets into the TOC of an archive file that pg_dump wrote to a
+    pipe (which leaves them unset): same-size fields, so ``pg_restore --jobs`` seeks straight to
+    each table's data instead of every worker scanning the chunks before it. Returns how many."""
+    size = fp.facts["off_size"]
+    done = 0
+    for entry in fp.entries.values():
+        at = fp.block_offsets.get(entry.dump_id)
+        if at is None or not entry.offset_at:
+            continue
+        fh.seek(entry.offset_at)
+        fh.write(bytes([K_OFFSET_POS_SET]) + at.to_bytes(size, "little"))
+        done += 1
+    return done

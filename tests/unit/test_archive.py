@@ -1,0 +1,152 @@
+"""The custom-format stream reader: per-table COPY digests from synthetic archives laid out as
+pg_dump 15 (archive 1.14) and 17/18 (1.16) write them, fed in any chunking."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from bvh_ops.errors import IntegrityError
+from bvh_ops.logical.archive import BIG_CHUNK, COPY_END, DumpFingerprinter
+
+
+def _int(v: int) -> bytes:
+    return bytes([1 if v < 0 else 0]) + abs(v).to_bytes(4, "little")
+
+
+def _str(s: str | None) -> bytes:
+    if s is None:
+        return _int(-1)
+    b = s.encode()
+    return _int(len(b)) + b
+
+
+def archive(tables: dict[tuple[str, str], list[bytes]], blobs: dict[int, bytes] | None = None,
+            version: tuple[int, int] = (1, 16), compression: int = 0) -> bytes:
+    """A custom-format archive: an ENCODING entry, one TABLE DATA entry per table (rows as
+    one chunk each, then pg_dump's end marker), and large objects."""
+    out = bytearray(b"PGDMP" + bytes([version[0], version[1], 0, 4, 8, 1]))
+    out += bytes([compression]) if version >= (1, 15) else _int(compression)
+    for v in (0, 0, 0, 1, 1, 2026, 0):
+        out += _int(v)
+    out += _str("db") + _str("18.0") + _str("18.0")
+    entries = [(1, 0, "ENCODING", "ENCODING", "", "SET client_encoding = 'UTF8';\n")]
+    for i, (schema, tag) in enumerate(tables, start=10):
+        entries.append((i, 1, tag, "TABLE DATA", schema, ""))
+    if blobs:
+        entries.append((99, 1, "BLOBS", "BLOBS", "", ""))
+    out += _int(len(entries))
+    for dump_id, had, tag, desc, nsp, defn in entries:
+        out += _int(dump_id) + _int(had) + _str("0") + _str("0") + _str(tag) + _str(desc) + _int(2)
+        out += _str(defn) + _str("") + _str("") + _str(nsp) + _str("") + _str("")
+        if version >= (1, 16):
+            out += _int(114)
+        out += _str("postgres") + _str("false") + _str("5") + _str(None)
+        out += bytes([1]) + bytes(8)
+    for i, rows in enumerate(tables.values(), start=10):
+        out += bytes([1]) + _int(i)
+        for row in [*rows, COPY_END]:
+            out += _int(len(row)) + row
+        out += _int(0)
+    if blobs:
+        out += bytes([3]) + _int(99)
+        for oid, data in blobs.items():
+            out += _int(oid)
+            for k in range(0, len(data), 7):
+                out += _int(len(data[k:k + 7])) + data[k:k + 7]
+            out += _int(0)
+        out += _int(0)
+    return bytes(out)
+
+
+def feed(data: bytes, sizes) -> DumpFingerprinter:
+    fp = DumpFingerprinter()
+    pos = 0
+    for size in sizes:
+        if pos >= len(data):
+            break
+        fp.feed(data[pos:pos + size])
+        pos += size
+    if pos < len(data):
+        fp.feed(data[pos:])
+    fp.finish()
+    return fp
+
+
+# Row lengths 10, 266 and 2570 put a newline byte (0x0a) inside the chunk header after them.
+ROWS = [b"%d\tname %d\t\\N\n" % (i, i) for i in range(3000)] + [b"123456789\n", b"x" * 265 + b"\n",
+                                                                    b"y" * 2569 + b"\n", b"\\\\.\n"]
+
+
+@pytest.mark.parametrize("version", [(1, 14), (1, 16)])
+@pytest.mark.parametrize("chunking", ["whole", "1 byte", "random", "1 MiB"])
+def test_digest_is_the_copy_text_whatever_the_chunking(version, chunking):
+    tables = {("public", "t"): ROWS, ("s p", "Empty"): [], ("public", "u"): ROWS[:7]}
+    data = archive(tables, {16400: b"hello blob", 16401: b"\n\x00" * 40}, version=version)
+    sizes = {"whole": [len(data)], "1 byte": [1] * len(data), "1 MiB": [1 << 20],
+             "random": [random.Random(7).randint(1, 4000) for _ in range(len(data))]}[chunking]
+    fp = feed(data, sizes)
+    for key, rows in tables.items():
+        assert fp.tables[key].rows == len(rows), key
+        assert fp.tables[key].hexdigest() == hashlib.sha256(b"".join(rows)).hexdigest(), key
+    assert fp.encoding == "UTF8"
+    assert fp.large_objects.count == 2
+    whole = feed(data, [len(data)])
+    assert fp.large_objects.total == whole.large_objects.total
+
+
+def test_a_changed_row_changes_the_digest_and_a_chunk_larger_than_the_buffer_streams():
+    big = b"z" * (BIG_CHUNK + 123) + b"\n"
+    a = feed(archive({("public", "t"): [b"1\n", big, b"3\n"]}), [65536] * 100)
+    b = feed(archive({("public", "t"): [b"1\n", big, b"4\n"]}), [65536] * 100)
+    assert a.tables["public", "t"].rows == 3
+    assert a.tables["public", "t"].hexdigest() == hashlib.sha256(b"1\n" + big + b"3\n").hexdigest()
+    assert a.tables["public", "t"].hexdigest() != b.tables["public", "t"].hexdigest()
+
+
+def test_large_objects_do_not_depend_on_their_order():
+    a = feed(archive({}, {1: b"a", 2: b"b"}), [1 << 20]).large_objects
+    b = feed(archive({}, {2: b"b", 1: b"a"}), [1 << 20]).large_objects
+    c = feed(archive({}, {2: b"a", 1: b"b"}), [1 << 20]).large_objects
+    assert (a.count, a.total) == (b.count, b.total) and a.total != c.total
+
+
+def test_a_truncated_stream_is_refused():
+    data = archive({("public", "t"): ROWS})
+    fp = DumpFingerprinter()
+    fp.feed(data[:-100])
+    with pytest.raises(IntegrityError, match="ended inside"):
+        fp.finish()
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"PK\x03\x04" + bytes(40), "not a pg_dump custom-format archive"),
+    (archive({}, compression=1), "compressed by pg_dump"),
+    (archive({}, version=(1, 17)), "version 1.17 cannot be fingerprinted"),
+])
+def test_what_cannot_be_fingerprinted_is_refused(data, match):
+    with pytest.raises(IntegrityError, match=match):
+        DumpFingerprinter().feed(data)
+
+
+def test_block_offsets_point_at_each_data_block_and_can_be_written_into_the_toc(tmp_path):
+    from bvh_ops.logical.archive import set_data_offsets
+
+    data = archive({("public", "t"): ROWS[:50], ("public", "u"): ROWS[:3]}, {7: b"blob"})
+    fp = feed(data, [4096] * 1000)
+    assert set(fp.block_offsets) == {10, 11, 99}
+    for dump_id, at in fp.block_offsets.items():
+        assert data[at] in (1, 3) and int.from_bytes(data[at + 2:at + 6], "little") == dump_id
+    path = tmp_path / "copy"
+    path.write_bytes(data)
+    with path.open("r+b") as fh:
+        assert set_data_offsets(fh, fp) == 3
+    patched = path.read_bytes()
+    assert len(patched) == len(data)
+    again = feed(patched, [len(patched)])  # still a readable archive with the same data
+    assert again.tables["public", "t"].hexdigest() == fp.tables["public", "t"].hexdigest()
+    entry = next(e for e in again.entries.values() if e.dump_id == 10)
+    assert patched[entry.offset_at] == 2
+    assert int.from_bytes(patched[entry.offset_at + 1:entry.offset_at + 9], "little") == fp.block_offsets[10]
