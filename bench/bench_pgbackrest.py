@@ -239,6 +239,9 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
     (src / "archive_status").mkdir(parents=True)
     for n in names:
         shutil.copyfile(cluster.data / "pg_wal" / n, src / n)
+    # pgBackRest pushes only from below pg1-path and reads its pg_control: a copy of both.
+    (src.parent / "global").mkdir()
+    shutil.copyfile(cluster.data / "global" / "pg_control", src.parent / "global" / "pg_control")
     chown_tree_to_server(src.parent)
     listing = " ".join(names)
     rows: dict[str, list] = {"ours": [], "pgbackrest": []}
@@ -248,8 +251,11 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         shutil.copy(keys[0], root / "keys" / "recipient.pub")
         os.chmod(root, 0o755)
         cfg = local_archive_config(root)
-        ours = ["bash", "-c", f'for f in {listing}; do BVH_OPS_CONFIG={cfg} {wal_command()} push "{src}/$f" '
-                '|| exit 1; done']
+        for n in names:  # as PostgreSQL marks them: push-ahead (ours) and async (pgBackRest) read them
+            (src / "archive_status" / f"{n}.ready").touch()
+        chown_tree_to_server(src.parent)
+        ours = ["bash", "-c", f'cd "{src}" && for f in {listing}; do BVH_OPS_CONFIG={cfg} {wal_command()} push '
+                f'"{src}/$f" || exit 1; mv "archive_status/$f.ready" "archive_status/$f.done"; done']
         rows["ours"].append(round(timed([*AS_SERVER, *ours], os.environ)[0], 2))
         if pgbr_conf is None:
             continue
@@ -257,10 +263,10 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         for p in (repo, spool):
             p.mkdir()
             chown_to_server(p)
-        for n in names:  # as PostgreSQL marks them: the async push lists archive_status/*.ready
+        for n in names:
             (src / "archive_status" / f"{n}.ready").touch()
         chown_tree_to_server(src.parent)
-        over = [f"--repo1-path={repo}", f"--spool-path={spool}"]
+        over = [f"--repo1-path={repo}", f"--spool-path={spool}", f"--pg1-path={src.parent}"]
         subprocess.run(pgbr(pgbr_conf, over[0], "stanza-create"), check=True)
         push = " ".join(pgbr(pgbr_conf, *over, "archive-push")[len(AS_SERVER):])
         cmd = ["bash", "-c", f'cd "{src}" && for f in {listing}; do {push} "{src}/$f" || exit 1; '
@@ -286,6 +292,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="pgbench scale 5, 32 segments")
     ap.add_argument("--workdir", default="/tmp/bvh-bench-pgbackrest")
+    ap.add_argument("--parts", default="wal,full,pitr", help="which measurements (comma-separated)")
     args = ap.parse_args()
     if args.quick:
         args.scale, args.segments = 5, 32
@@ -296,8 +303,9 @@ def main() -> None:
         print("pgbackrest not found: its rows are skipped (apt-get install pgbackrest)")
     work, keys = fresh_workdir(args.workdir)
     cluster, pgbr_conf = make_cluster(work, PGBACKREST is not None)
+    parts = args.parts.split(",")
     try:
-        server = start_prefect_server(work)
+        server = start_prefect_server(work) if {"full", "pitr"} & set(parts) else {"env": dict(os.environ)}
     except BaseException:
         cluster.stop()
         raise
@@ -315,17 +323,21 @@ def main() -> None:
             conn.execute("VACUUM (ANALYZE)")
             result["database_bytes"] = conn.execute("SELECT pg_database_size('bench')").fetchone()[0]
         wait_archived(cluster)
-        name = "pgbackrest" + ("_quick" if args.quick else "")
+        name = "pgbackrest" + ("_quick" if args.quick else "") + ("" if args.parts == "wal,full,pitr" else
+                                                                    "_" + args.parts.replace(",", "_"))
         for part, run in (("wal", lambda: wal_throughput(cluster, work, keys, pgbr_conf, args.segments, args.runs)),
                           ("full", lambda: backups(cluster, work, env_cli, pgbr_conf, args.runs)),
                           ("pitr", lambda: pitr(cluster, work, env_cli, pgbr_conf, args.runs))):
+            if part not in parts:
+                continue
             print(f"{time.strftime('%H:%M:%S')} {part}", flush=True)
             result[part] = run()
             save_result(name, {"machine": machine(), "load_average": os.getloadavg(), "result": result})
     finally:
         cluster.stop()
-        server["proc"].terminate()
-        server["proc"].wait(timeout=60)
+        if "proc" in server:
+            server["proc"].terminate()
+            server["proc"].wait(timeout=60)
 
 
 if __name__ == "__main__":
