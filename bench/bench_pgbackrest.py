@@ -151,8 +151,9 @@ def mark_target(cluster) -> str:
     with psycopg.connect(cluster.dsn("bench"), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS pitr_marker (n int)")
         conn.execute("INSERT INTO pitr_marker VALUES (1)")
+        time.sleep(0.5)  # T is written to the millisecond: well clear of both commits
         t = conn.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'").fetchone()[0]
-        time.sleep(1)
+        time.sleep(0.5)
         conn.execute("INSERT INTO pitr_marker VALUES (2)")
     wait_archived(cluster)
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "+00"  # pgBackRest's format, and ISO 8601
@@ -257,6 +258,7 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         ours = ["bash", "-c", f'cd "{src}" && for f in {listing}; do BVH_OPS_CONFIG={cfg} {wal_command()} push '
                 f'"{src}/$f" || exit 1; mv "archive_status/$f.ready" "archive_status/$f.done"; done']
         rows["ours"].append(round(timed([*AS_SERVER, *ours], os.environ)[0], 2))
+        shutil.rmtree(root)
         if pgbr_conf is None:
             continue
         repo, spool = work / f"pgbr-walrepo-{i}", work / f"pgbr-walspool-{i}"
@@ -274,7 +276,6 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         rows["pgbackrest"].append(round(timed([*AS_SERVER, *cmd], os.environ)[0], 2))
         for p in (repo, spool):
             shutil.rmtree(p)
-        shutil.rmtree(root)
     out: dict = {"segments": len(names), "mb": len(names) * SEG // 2**20}
     for name, secs in rows.items():
         if secs:
