@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_dr_drill.py
 	$(BIN)/python bench/bench_wal_push.py
 	$(BIN)/python bench/bench_physical.py
+	$(BIN)/python bench/bench_pgbackrest.py
 	$(BIN)/python bench/bench_probes.py
 	$(BIN)/python bench/bench_opsdb.py
 	$(BIN)/python bench/bench_alerting.py
@@ -62,11 +63,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_maintenance.py
 
 # Issue #19's tables (docs/BENCHMARKS.md): the daily backup against the bare pipe (pipeline,
-# buffer reads, end to end through a prefect server) and the DR drill's restore stage.
+# buffer reads, end to end through a prefect server), the DR drill's restore stage and the physical
+# side against pgBackRest on Debian's PostgreSQL 15 (skipped where pgbackrest is not installed).
 # `make bench-backup QUICK=--quick` for a developer's loop (small databases).
 bench-backup: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py $(QUICK)
 	$(BIN)/python bench/bench_dr_drill.py $(QUICK)
+	$(BIN)/python bench/bench_pgbackrest.py $(QUICK)
 
 # The Prefect UI over the demo's run history (http://127.0.0.1:4200).
 ui: $(STAMP)

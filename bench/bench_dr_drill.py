@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,9 +22,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bvh-bench-prefect-"))
 
 from bench.bench_daily_backup import machine  # noqa: E402
-from bench.results import save_result  # noqa: E402
+from bench.results import fresh_workdir, save_result  # noqa: E402
 from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, load_sample
-from bvh_ops.keys import write_keypair  # noqa: E402
 from bvh_ops.pg.catalog import create_database  # noqa: E402
 from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, local_archive_config  # noqa: E402
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
@@ -41,12 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.scale, args.no_physical = 5, True
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    os.chmod(work, 0o755)
-    keys = write_keypair(work / "keys")
-    os.chmod(keys[0], 0o644)
+    work, keys = fresh_workdir(args.workdir)
     # The cluster archives through bvh-ops-wal, so the physical drill can recover from WAL.
     cfg = local_archive_config(work)
     cluster = EmbeddedCluster(work / "pg", extra_conf={**archiving_conf(cfg), "shared_buffers": "'512MB'",
