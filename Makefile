@@ -62,6 +62,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_audit.py
 	$(BIN)/python bench/bench_files.py
 	$(BIN)/python bench/bench_maintenance.py
+	$(BIN)/python bench/bench_retention.py
+	$(BIN)/python bench/bench_replicate.py
+	$(BIN)/python bench/bench_rotate.py
+	$(BIN)/python bench/bench_failover.py
 
 # Issue #19's tables (docs/BENCHMARKS.md): the daily backup against the bare pipe (pipeline,
 # buffer reads, end to end through a prefect server), the DR drill's restore stage and the physical

@@ -13,9 +13,8 @@ import psutil
 import psycopg
 import pytest
 
-from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, load_sample
-from bvh_ops.pg.catalog import create_database
-from tests.integration.archiving import start_archiving
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload
+from tests.integration.archiving import start_lottery_source
 from tests.integration.replicas import sync_repository
 from tests.waiting import more_writes
 
@@ -24,10 +23,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, keypair):
-    arch = start_archiving(tmp_path_factory.mktemp("fdrill"), keypair)
-    create_database(arch.cluster.dsn(), "lottery")
-    create_database(arch.cluster.dsn(), "bvh_ops")
-    load_sample(arch.cluster.dsn("lottery"), scale=0.2)
+    arch = start_lottery_source(tmp_path_factory.mktemp("fdrill"), keypair, scale=0.2)
     yield arch
     arch.cluster.destroy()
 

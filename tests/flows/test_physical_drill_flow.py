@@ -12,9 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, consistent_cut, load_sample
-from bvh_ops.pg.catalog import create_database
-from tests.integration.archiving import start_archiving
+from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, consistent_cut
+from tests.integration.archiving import start_lottery_source
 from tests.waiting import more_writes
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -22,10 +21,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, keypair):
-    arch = start_archiving(tmp_path_factory.mktemp("pdrill"), keypair)
-    create_database(arch.cluster.dsn(), "lottery")
-    create_database(arch.cluster.dsn(), "bvh_ops")
-    load_sample(arch.cluster.dsn("lottery"), scale=0.3)
+    arch = start_lottery_source(tmp_path_factory.mktemp("pdrill"), keypair, scale=0.3)
     yield arch
     arch.cluster.destroy()
 

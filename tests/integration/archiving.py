@@ -57,3 +57,16 @@ def start_archiving(root: Path, keypair, *, binaries: Path | None = None, extra:
     cluster = EmbeddedCluster(root / "pg", extra_conf=conf, binaries=binaries)
     cluster.start()
     return Archiving(cluster, repo, cfg)
+
+
+def start_lottery_source(root: Path, keypair, *, scale: float) -> Archiving:
+    """An archiving cluster with the sample lottery database loaded at ``scale`` and an empty
+    ``bvh_ops`` database for the ops schema: the source the drill and archive flow tests use."""
+    from bvh_ops.demo.sample import load_sample
+    from bvh_ops.pg.catalog import create_database
+
+    arch = start_archiving(root, keypair)
+    create_database(arch.cluster.dsn(), "lottery")
+    create_database(arch.cluster.dsn(), "bvh_ops")
+    load_sample(arch.cluster.dsn("lottery"), scale=scale)
+    return arch
