@@ -13,10 +13,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bvh_ops.monitoring.cycle import CycleResult
 from bvh_ops.monitoring.results import Status, worst
+
+
+class DrillPoint(NamedTuple):
+    """One drill as the dashboard draws it (a row of ``ops.drills``)."""
+    started_at: datetime
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    mode: str = "logical"
+    passed: bool = True
+    rto_objective_seconds: float | None = None
+    rpo_objective_seconds: float | None = None
 
 
 class History(Protocol):
@@ -91,15 +102,16 @@ class OpsHistory:
                 " GROUP BY at) AS per_cycle", (service, since, until)).fetchone()
         return None if up + down == 0 else round(100.0 * up / (up + down), 3)
 
-    def drills(self, limit: int = 20) -> list[tuple[datetime, float | None, float | None]]:
-        """(started at, RTO s, RPO s) of the last ``limit`` DR drills in ``ops.drills``, oldest
+    def drills(self, limit: int = 20) -> list[DrillPoint]:
+        """The last ``limit`` drills in ``ops.drills`` (logical, physical and failover), oldest
         first; none where the table does not exist yet (no drill has run)."""
         import psycopg
 
         with self._connect() as conn:
             try:
-                rows = conn.execute("SELECT started_at, rto_seconds, rpo_seconds FROM ops.drills "
-                                    "ORDER BY started_at DESC LIMIT %s", (limit,)).fetchall()
+                rows = conn.execute(
+                    "SELECT started_at, rto_seconds, rpo_seconds, mode, passed, rto_objective_seconds, "
+                    "rpo_objective_seconds FROM ops.drills ORDER BY started_at DESC LIMIT %s", (limit,)).fetchall()
             except psycopg.errors.UndefinedTable:
                 return []
-        return [(at, rto, rpo) for at, rto, rpo in reversed(rows)]
+        return [DrillPoint(*row) for row in reversed(rows)]

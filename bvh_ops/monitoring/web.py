@@ -45,7 +45,7 @@ from bvh_ops.errors import ConfigError
 from bvh_ops.monitoring import exposition
 from bvh_ops.monitoring.charts import bucket_stats, svg_line_chart, svg_lines_chart
 from bvh_ops.monitoring.cycle import CycleResult, run_cycle
-from bvh_ops.monitoring.history import History, MemoryHistory
+from bvh_ops.monitoring.history import DrillPoint, History, MemoryHistory
 from bvh_ops.monitoring.platform_metrics import fetch_platform_metrics, metrics_endpoint
 from bvh_ops.monitoring.results import Status
 from bvh_ops.monitoring.status import SYSTEM_STATUS, dashboard
@@ -439,6 +439,9 @@ def render_page(board: dict, cycle: CycleResult, settings: Settings, source: His
     charts.append(_chart(source, "host.memory", since, now, span, "memory", "%", 100.0))
     for name in sorted({c.name for c in cycle.checks if c.name.startswith("host.disk:")}):
         charts.append(_chart(source, name, since, now, span, f"disk {name.split(':', 1)[1]}", "%", 100.0))
+    if settings.replica_repository:
+        charts.append(_chart(source, "backups.replica_wal", since, now, span,
+                             "replica WAL lag (oldest committed WAL not yet on the replica)", "s", None))
     if metrics_configured:
         points = [(t.timestamp(), v) for t, v in error_rate or [] if since <= t <= now]
         charts.append(svg_line_chart(points, 420, 140, title="error rate (the platform's /api/metrics, "
@@ -528,23 +531,56 @@ def _response_chart(source: History, name: str, since: datetime, until: datetime
 
 
 def _drill_trend(history: History | None) -> str:
-    """The DR drills' RTO and RPO over the last drills (ops.drills), or why there is none."""
+    """The drills' RTO and RPO over the last drills (ops.drills), one RTO line per mode (a
+    logical restore, a physical restore to a time and a failover are different promises), the
+    objectives drawn beside them, and the last drills in a table with their verdicts."""
+    e = html.escape
     head = "<h2 id='drill-trend'>DR drill RTO/RPO trend</h2>"
     if history is None or not hasattr(history, "drills"):
         return head + ("<p class='muted'>no drills yet: the ops database is not connected "
                        "(bvh-ops opsdb start; bvh-ops drill records each drill)</p>")
     try:
-        drills = history.drills(20)
+        drills = [DrillPoint(*row) for row in history.drills(20)]
     except Exception as exc:  # noqa: BLE001 - the ops database being down is reported, not fatal
-        return head + f"<p class='muted'>drills unavailable ({html.escape(type(exc).__name__)})</p>"
+        return head + f"<p class='muted'>drills unavailable ({e(type(exc).__name__)})</p>"
     if not drills:
         return head + "<p class='muted'>no drills yet</p>"
-    series = [(label, [(at.timestamp(), float(v)) for at, *row in drills if (v := row[i]) is not None])
-              for i, label in enumerate(("RTO", "RPO"))]
-    first, last = drills[0][0], drills[-1][0]
-    return head + (f"<p class='muted'>the last {len(drills)} drill(s), {html.escape(first.isoformat(timespec='minutes'))}"
-                   f" … {html.escape(last.isoformat(timespec='minutes'))}</p>"
-                   + svg_lines_chart(series, 420, 140, title="DR drills", unit="s"))
+    first, last = drills[0].started_at, drills[-1].started_at
+    span = (first.timestamp(), last.timestamp()) if last > first else None
+    modes = sorted({d.mode for d in drills})
+    rto = [(f"RTO {mode}" if len(modes) > 1 else "RTO",
+            [(d.started_at.timestamp(), float(d.rto_seconds)) for d in drills
+             if d.mode == mode and d.rto_seconds is not None]) for mode in modes]
+    rpo = [("RPO", [(d.started_at.timestamp(), float(d.rpo_seconds)) for d in drills if d.rpo_seconds is not None])]
+    rto_obj = _objective(drills, "rto_objective_seconds", "RTO objective")
+    rpo_obj = _objective(drills, "rpo_objective_seconds", "RPO objective")
+    charts = (svg_lines_chart(rto + rto_obj, 420, 140, title="DR drills: recovery time", unit="s", x_range=span)
+              + svg_lines_chart(rpo + rpo_obj, 420, 140, title="DR drills: data loss window", unit="s",
+                                x_range=span))
+    failed = sum(1 for d in drills if not d.passed)
+    rows = "".join(
+        f"<tr><td>{e(d.started_at.isoformat(timespec='minutes'))}</td><td>{e(d.mode)}</td>"
+        f"<td>{_verdict(d.passed)}</td>"
+        f"<td>{_value(d.rto_seconds, 's')}</td><td>{_value(d.rpo_seconds, 's')}</td></tr>"
+        for d in reversed(drills[-5:]))
+    return head + (f"<p class='muted'>the last {len(drills)} drill(s), {e(first.isoformat(timespec='minutes'))}"
+                   f" … {e(last.isoformat(timespec='minutes'))}; {failed} failed</p>"
+                   f"<div class='charts'>{charts}</div>"
+                   "<table id='drill-table'><tr><th>started</th><th>mode</th><th>verdict</th><th>RTO</th><th>RPO</th>"
+                   f"</tr>{rows}</table>")
+
+
+def _verdict(passed: bool) -> str:
+    color = _COLORS.get("ok" if passed else "critical", "#1f2328")
+    return f"<span class='status' style='color:{color}'>{'passed' if passed else 'FAILED'}</span>"
+
+
+def _objective(drills: list[DrillPoint], field: str, label: str) -> list[tuple[str, list[tuple[float, float]]]]:
+    """The newest drill's objective as a flat line across the chart (none where not recorded)."""
+    value = next((getattr(d, field) for d in reversed(drills) if getattr(d, field) is not None), None)
+    if value is None:
+        return []
+    return [(label, [(drills[0].started_at.timestamp(), float(value)), (drills[-1].started_at.timestamp(), float(value))])]
 
 
 def serve(settings: Settings, host: str, port: int, *, token: str | None = None, history: History | None = None,

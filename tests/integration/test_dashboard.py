@@ -165,6 +165,8 @@ class FakeHistory:
         self.now = now
 
     def series(self, name, since, until):
+        if name == "backups.replica_wal":  # the replica fell 40 s behind once, then caught up
+            return [(self.now - timedelta(seconds=s), 40.0 if s == 300 else 0.0) for s in range(0, 600, 60)]
         if name != "svc-ok":
             return []
         return [(self.now - timedelta(seconds=s), float(10 + s % 7 * 10)) for s in range(0, 600, 10)]
@@ -173,14 +175,18 @@ class FakeHistory:
         return 99.95
 
     def drills(self, limit=20):
-        return [(self.now - timedelta(days=2), 300.0, 60.0), (self.now - timedelta(days=1), 240.0, 30.0)]
+        # OpsHistory's rows: started, RTO, RPO, mode, passed, RTO objective, RPO objective
+        return [(self.now - timedelta(days=3), 300.0, 60.0, "logical", True, 900.0, 300.0),
+                (self.now - timedelta(days=2), 1200.0, 90.0, "failover", False, 900.0, 300.0),
+                (self.now - timedelta(days=1), 240.0, 30.0, "logical", True, 900.0, 300.0)]
 
 
 def test_page_charts_from_the_history(target):
     now = datetime.now(UTC)
     settings = _settings(target)
     settings = settings.model_copy(update={"endpoints": [*settings.endpoints, Endpoint.model_validate(
-        {"name": "platform-metrics", "service": "api", "url": f"{target}/api/metrics"})]})
+        {"name": "platform-metrics", "service": "api", "url": f"{target}/api/metrics"})],
+        "replica_repository": "file:///nonexistent/bvh-replica"})
     served = Served(create_app(settings, history=FakeHistory(now)), "127.0.0.1")
     try:
         wait_until(lambda: served.state.cycles_run >= 2, "two probe cycles", timeout=60)
@@ -194,7 +200,22 @@ def test_page_charts_from_the_history(target):
     rate = rate[:rate.index("</svg>")]
     assert "<polyline" in rate and "last 0.2 %" in rate  # 0.25 %, shown to one decimal
     trend = page[page.index("id='drill-trend'"):]
-    assert "the last 2 drill(s)" in trend and "RTO" in trend and "RPO" in trend and "<polyline" in trend
+    assert "the last 3 drill(s)" in trend and "; 1 failed" in trend
+    rto = trend[trend.index("DR drills: recovery time"):]
+    rto = rto[:rto.index("</svg>")]
+    # one line per mode and the objective beside them, each with its last value
+    assert rto.count("<polyline") + rto.count("<circle") == 3, rto  # a single drill is a dot
+    assert ">RTO failover 1200" in rto and ">RTO logical 240" in rto and ">RTO objective 900" in rto
+    rpo = trend[trend.index("DR drills: data loss window"):]
+    rpo = rpo[:rpo.index("</svg>")]
+    assert ">RPO 30" in rpo and ">RPO objective 300" in rpo
+    table = trend[trend.index("id='drill-table'"):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr>") == 4 and table.count(">passed<") == 2 and table.count(">FAILED<") == 1
+    assert table.index("logical") < table.index("failover"), "newest drill first"
+    lag = page[page.index("replica WAL lag"):]
+    lag = lag[:lag.index("</svg>")]
+    assert "<polyline" in lag and "last 0" in lag
     assert "99.95 %" in page
 
 
