@@ -53,7 +53,7 @@ def _done(console: Console, t0: float, extra: str = "") -> None:
 def write_demo_config(state: Path, dsn: str) -> Path:
     from bvh_ops.demo.files_step import write_platform_app
     from bvh_ops.demo.sample import invariants_toml
-    from bvh_ops.pg.cluster import free_port
+    from bvh_ops.pg.cluster import free_port, server_wal_dir
 
     cfg = state / "bvh-ops.toml"
     cfg.write_text(
@@ -63,11 +63,14 @@ def write_demo_config(state: Path, dsn: str) -> Path:
         f'recipients = ["{state / "keys" / "recipient.pub"}"]\n'
         f'identity = "{state / "keys" / "identity.key"}"\n'
         f'state_dir = "{state}"\n'
+        "# The second region's copy (a directory standing in for a bucket in another region).\n"
+        f'replica_repository = "file://{state / "replica"}"\n'
         "\n# The lottery's domain invariants, checked on every restored copy by the DR drill.\n"
         + invariants_toml()
         + write_platform_app(state, dsn, free_port())
     )
     cfg.chmod(0o600)
+    server_wal_dir(state / "replica")  # a standby built from the replica reads its WAL as the server's user
     return cfg
 
 
@@ -207,6 +210,10 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
 
         files_ok, files_row, _ = run_files_step(settings, state, console)
         summary.add_row("application recovery", files_row)
+        from bvh_ops.demo.region_step import run_region_step
+
+        region_ok, region_row, _ = run_region_step(settings, console)
+        summary.add_row("second region + failover", region_row)
         if keep_running:
             summary.add_row("left running", _keep_running(cluster, state, cfg, console))
         summary.add_row("repository", str(settings.repository))
@@ -216,7 +223,8 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
             f"Next: [bold]BVH_OPS_CONFIG={cfg} .venv/bin/bvh-ops backups list[/]; "
             "run history and artifacts: [bold]make ui[/] → http://127.0.0.1:4200 (Runs → daily-backup / dr-drill → Artifacts)"
         )
-        return verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok and ops_ok and files_ok
+        return (verify_ok and restored.ok and checks_ok and drill["passed"] and pitr_ok and mon_ok and logs_ok
+                and ops_ok and files_ok and region_ok)
     finally:
         if not keep_running:
             cluster.stop()

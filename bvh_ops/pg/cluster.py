@@ -110,11 +110,21 @@ def local_archive_config(root: Path) -> Path:
                    f'recipients = ["{root / "keys" / "recipient.pub"}"]\n'
                    f'state_dir = "{root / "archiver"}"\n')
     cfg.chmod(0o644)
-    for sub in ("repo/wal", "archiver"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        chown_to_server(root / sub)
-    grant_traverse(root / "repo" / "wal")
+    (root / "archiver").mkdir(parents=True, exist_ok=True)
+    chown_to_server(root / "archiver")
+    server_wal_dir(root / "repo")
     return cfg
+
+
+def server_wal_dir(repo: Path) -> Path:
+    """``repo/wal`` of a file:// repository, given to the server's OS user (archive_command
+    writes there, restore_command reads there) and reachable by it. What root writes there later
+    (a replica's copies, rotated index entries) takes that owner (storage.local)."""
+    wal = repo / "wal"
+    wal.mkdir(parents=True, exist_ok=True)
+    chown_to_server(wal)
+    grant_traverse(wal)
+    return wal
 
 
 def server_env() -> dict[str, str]:

@@ -21,7 +21,8 @@ DIR_MODE = 0o750
 
 
 def _mkdirs(path: Path) -> None:
-    """Create ``path`` and missing parents with DIR_MODE (Path.mkdir gives parents the default)."""
+    """Create ``path`` and missing parents with DIR_MODE (Path.mkdir gives parents the default),
+    each owned as its parent is (``_inherit_owner``)."""
     missing = []
     while not path.exists():
         missing.append(path)
@@ -30,7 +31,25 @@ def _mkdirs(path: Path) -> None:
         try:
             d.mkdir(mode=DIR_MODE)
         except FileExistsError:
-            pass
+            continue
+        _inherit_owner(d, os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+
+
+def _inherit_owner(path: Path, fd: int, *, close: bool = True) -> None:
+    """Root writing into a directory another user owns (a file:// repository's ``wal/``, which
+    the server's OS user writes through archive_command and reads through restore_command) gives
+    the new file or directory that directory's owner and group, so that user can still read it:
+    a replica filled by ``bvh-ops replicate`` or an index entry rewritten by key rotation would
+    otherwise be root's alone and a standby's wal-fetch would be refused. Nothing changes for
+    anyone but root, nor under a directory root owns."""
+    try:
+        if os.geteuid() == 0:
+            st = os.stat(path.parent)
+            if st.st_uid != 0:
+                os.fchown(fd, st.st_uid, st.st_gid)
+    finally:
+        if close:
+            os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -46,6 +65,12 @@ class _LocalWriter:
         self._final = final
         self._tmp = final.with_name(f"{TMP_MARK}{final.name}.{secrets.token_hex(4)}")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            _inherit_owner(final, fd, close=False)
+        except OSError:
+            os.close(fd)
+            self._tmp.unlink(missing_ok=True)
+            raise
         self._fh = os.fdopen(fd, "wb")  # closed in commit/abort
         self._done = False
 
