@@ -940,6 +940,14 @@ class Settings(BaseSettings):
             "s3_region": self.replica_s3_region, "aws_profile": self.replica_aws_profile,
             "replica_repository": None, "replica_s3_endpoint_url": None, "replica_aws_profile": None})
 
+    def for_source(self, source: str) -> Settings:
+        """``--from primary|replica`` (CLI, standby, drills): these settings, or for_replica's."""
+        if source == "replica":
+            return self.for_replica()
+        if source != "primary":
+            raise ConfigError(f"--from {source!r}: use 'primary' or 'replica'")
+        return self
+
     def __repr__(self) -> str:  # pydantic already masks SecretStr; keep the repr short too
         return f"Settings(repository={self.repository!r}, state_dir={str(self.state_dir)!r})"
 

@@ -49,12 +49,7 @@ def cli_settings():
 def source_settings(source: str):
     """``--from primary|replica``: the settings whose repository is the one asked for (the
     replica's own endpoint, region and profile: Settings.for_replica)."""
-    from bvh_ops.errors import BvhOpsError
-
-    if source not in ("primary", "replica"):
-        raise BvhOpsError(f"--from {source!r}: use primary or replica")
-    settings = cli_settings()
-    return settings.for_replica() if source == "replica" else settings
+    return cli_settings().for_source(source)
 
 
 FROM_HELP = "primary | replica: the repository to use (replica: replica_repository, e.g. the primary region is gone)"

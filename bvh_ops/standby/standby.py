@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, ConfigError, NotFound
+from bvh_ops.errors import BvhOpsError, NotFound
 from bvh_ops.pg.cluster import (
     _as_root,
     archiving_conf,
@@ -59,11 +59,7 @@ def sidecar(data: Path) -> Path:
 
 def repository_settings(settings: Settings, source: str) -> Settings:
     """The settings whose repository the standby follows: the primary's or the replica's."""
-    if source == "replica":
-        return settings.for_replica()
-    if source != "primary":
-        raise ConfigError(f"--from {source!r}: use 'primary' or 'replica'")
-    return settings
+    return settings.for_source(source)
 
 
 def _write_archive_config(settings: Settings, side: Path) -> Path:

@@ -286,3 +286,18 @@ def test_alerting_table_loads_with_secrets_hidden(cfg_file):
     assert s.alerting.email_to == ["a@example.com"] and s.alerting.webhook_format == "discord"
     assert s.alerting.smtp_password.get_secret_value() == "pw-SECRET"
     assert "SECRET" not in str(s.redacted()) and "SECRET" not in repr(s.alerting)
+
+
+def test_for_source_picks_the_repository_and_refuses_anything_else():
+    from bvh_ops.config import Settings
+
+    s = Settings(repository="s3://primary/p", s3_endpoint_url="http://a:1", replica_repository="s3://replica/r",
+                 replica_s3_endpoint_url="http://b:2", replica_s3_region="eu-west-1")
+    assert s.for_source("primary") is s
+    r = s.for_source("replica")
+    assert (r.repository, r.s3_endpoint_url, r.s3_region, r.replica_repository) == \
+        ("s3://replica/r", "http://b:2", "eu-west-1", None)
+    with pytest.raises(ConfigError, match="--from 'elsewhere': use 'primary' or 'replica'"):
+        s.for_source("elsewhere")
+    with pytest.raises(ConfigError, match="replica_repository is not set"):
+        Settings(repository="s3://primary/p").for_source("replica")
