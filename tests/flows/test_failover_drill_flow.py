@@ -103,3 +103,35 @@ def test_weekly_drill_runs_the_failover_drill_when_asked(drill_env):
     assert report["failover_drill"]["drill_id"].startswith("failover-drill-")
     assert report["failover_drill"]["rto_seconds"] > 0
     _torn_down(drill_env, report["failover_drill"]["drill_id"])
+
+
+def test_demo_region_step_replicates_with_the_flow_then_fails_over_from_the_copy(source, replicated, env_settings,
+                                                                                  tmp_path_factory):
+    """`make demo`'s second-region step: the real replicate flow (root writing the copies) into a
+    file:// replica whose wal/ the server's OS user owns, then the failover drill from it — the
+    standby's wal-fetch (that user) must read what root copied. (``replicated``: a full backup.)"""
+    import io
+
+    from rich.console import Console
+
+    from bvh_ops.config import load_settings
+    from bvh_ops.demo.region_step import run_region_step
+    from bvh_ops.pg.cluster import server_wal_dir
+
+    replica = tmp_path_factory.mktemp("demo-region") / "replica"
+    server_wal_dir(replica)
+    env_settings(source.cluster.dsn("lottery"), source.url, BVH_OPS_STATE_DIR=str(source.repo.parent / "state"),
+                 BVH_OPS_REPLICA_REPOSITORY=f"file://{replica}",
+                 BVH_OPS_OPS_DATABASE_URL=source.cluster.dsn("bvh_ops"), BVH_OPS_PITR_MARGIN_SECONDS="2",
+                 BVH_OPS_INVARIANTS=json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]))
+    out = io.StringIO()
+    ok, row, res = run_region_step(load_settings(), Console(file=out, width=200))
+    assert ok, (res.failures, out.getvalue())
+    assert res.replication["copied"]["objects"] > 0 and res.replication["lag_after"]["objects"] == 0
+    assert res.drill["passed"] and res.drill["source"] == "replica"
+    assert row.startswith(f"{res.replication['copied']['objects']} object(s) replicated; failover drill PASSED")
+    assert "RTO " in row and "(objective 900 s)" in row and "(objective 300 s)" in row
+    # every WAL object root copied there is the server's, as archive_command's own are
+    owner = replica.joinpath("wal").stat().st_uid
+    assert {p.stat().st_uid for p in replica.joinpath("wal").rglob("*")} == {owner}
+    _torn_down(load_settings(), res.drill["drill_id"])
