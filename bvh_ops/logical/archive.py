@@ -40,6 +40,8 @@ COPY_END = b"\\.\n\n\n"
 BIG_CHUNK = 1 << 20
 # The size the stream is usually fed in (bvh_ops.logical.backup reads pg_dump's stdout so).
 READ_SIZE = 1 << 20
+# The fast path reads at most this much of a buffer at a time: its passes stay in the core's cache.
+WINDOW = 1 << 19
 # An unread tail up to this long is joined with the next buffer's first bytes, not the whole buffer.
 JOIN = 1 << 16
 # Rows at least this long on average are hashed one by one in place instead of through a mask.
@@ -371,13 +373,13 @@ class DumpFingerprinter:
         if self._int != 4:
             return False
         buf, start = self._buf, self._pos
-        n = len(buf) - start
+        n = min(len(buf) - start, WINDOW)
         if n < 6 or buf[start] != 0:
             return False
         e0 = 4 + int.from_bytes(buf[start + 1:start + 5], "little")
         if e0 == 4 or e0 >= n or buf[start + e0] != 10:
             return False
-        a = np.frombuffer(buf, dtype=np.uint8, offset=start)
+        a = np.frombuffer(buf, dtype=np.uint8, count=n, offset=start)
         nl = np.flatnonzero(np.equal(a[e0:], 10, out=self._scratch(n - e0)))
         nl += e0
         k = int(np.searchsorted(nl, n - 5))  # newlines followed by a whole chunk header
@@ -402,7 +404,7 @@ class DumpFingerprinter:
     def _scratch(self, n: int) -> np.ndarray:
         """A reused bool array of ``n`` items (no fresh pages for every buffer)."""
         if len(self._mask) < n:
-            self._mask = np.empty(max(n, READ_SIZE + JOIN), dtype=bool)
+            self._mask = np.empty(max(n, WINDOW), dtype=bool)
         return self._mask[:n]
 
     def _hash_rows(self, a: np.ndarray, ends: np.ndarray) -> None:
