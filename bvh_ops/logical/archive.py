@@ -14,9 +14,11 @@ length; large objects: per object its oid, then chunks up to a zero length, up t
 An int is a sign byte and intSize little-endian bytes; a string an int length (-1: NULL) and bytes.
 
 With ``--compress=0`` pg_dump writes one chunk per COPY row (and a last chunk ``\\.\\n\\n\\n``), so
-a table's rows are found with numpy over whole buffers (``_frames_fast``); a row-by-row Python
-walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries. Memory: the
-current buffer plus at most one row below ``BIG_CHUNK``; larger chunks are hashed as they pass.
+a table's rows are found with numpy over up to ``WINDOW`` bytes at a time (``_frames_fast``); a
+row-by-row Python walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries.
+The buffers fed in are read in place, never copied (only an unread tail is joined with the next
+buffer's first bytes). Memory: the current buffer, a ``WINDOW``-sized mask, plus at most one row
+below ``BIG_CHUNK``; larger chunks are hashed as they pass.
 """
 
 from __future__ import annotations

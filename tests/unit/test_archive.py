@@ -154,10 +154,10 @@ def test_block_offsets_point_at_each_data_block_and_can_be_written_into_the_toc(
 
 # -- against a straightforward reader ------------------------------------------------------------
 
-def reference(data: bytes) -> tuple[dict[tuple[str, str], tuple[int, str]], tuple[int, int]]:
+def reference(data: bytes) -> tuple[dict[tuple[str, str], tuple[int, str]], tuple[int, int], dict[int, int]]:
     """The archive read the plain way, all in memory, one chunk at a time: each table's rows and
-    sha256 of its COPY text (its chunks joined, pg_dump's end marker dropped), and the large
-    objects' count and sum."""
+    sha256 of its COPY text (its chunks joined, pg_dump's end marker dropped), the large
+    objects' count and sum, and where each data block starts."""
     from bvh_ops.logical.archive import LargeObjectDigest, read_toc
 
     _, entries, pos = read_toc(data)
@@ -176,8 +176,9 @@ def reference(data: bytes) -> tuple[dict[tuple[str, str], tuple[int, str]], tupl
             out.append(data[at:at + n])
             at += n
 
-    tables, lobs = {}, LargeObjectDigest()
+    tables, lobs, offsets = {}, LargeObjectDigest(), {}
     while pos < len(data):
+        offsets[int4(pos + 1)[0]] = pos
         kind, (dump_id, pos) = data[pos], int4(pos + 1)
         if kind == 1:
             rows, pos = chunks(pos)
@@ -192,7 +193,7 @@ def reference(data: bytes) -> tuple[dict[tuple[str, str], tuple[int, str]], tupl
                 break
             parts, pos = chunks(pos)
             lobs.add(hashlib.sha256(b"%d:" % oid + b"".join(parts)).digest())
-    return tables, (lobs.count, lobs.total)
+    return tables, (lobs.count, lobs.total), offsets
 
 
 _TEXT = bytes(b"abc\t\\N0123456789 "[i % 16] for i in range(256))  # any byte -> a COPY text byte
@@ -232,17 +233,18 @@ TRICKY = _tricky_archive()
 def test_the_fast_reader_matches_a_straightforward_one(sizes):
     rng = random.Random(len(sizes))
     sizes = [rng.choice(sizes) for _ in range(len(TRICKY) // min(sizes) + 2)]
-    tables, lobs = reference(TRICKY)
+    tables, lobs, offsets = reference(TRICKY)
     fp = feed(TRICKY, sizes)
     assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables
     assert (fp.large_objects.count, fp.large_objects.total) == lobs
+    assert fp.block_offsets == offsets
     assert tables["public", "empty"] == (0, hashlib.sha256(b"").hexdigest())
     assert tables["public", "huge"][0] == 3
 
 
 def test_every_split_of_a_chunk_header_across_two_buffers():
     data = archive({("public", "t"): [b"%d\n" % i for i in range(300)] + [b"x" * 2569 + b"\n"] * 3})
-    tables, _ = reference(data)
+    tables, _, _ = reference(data)
     start = data.index(b"0\n") - 5  # the first row's header
     for cut in range(start, start + 200):
         fp = feed(data, [cut, len(data)])
