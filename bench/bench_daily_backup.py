@@ -6,10 +6,12 @@
     e2e:   `bvh-ops backup --json` through a running `prefect server` (flow, tasks, checks,
            retention, artifacts), against the same bare pipe
 
-Runs alternate (bare, ours, ours without fingerprints, [bare, e2e]) --runs times; medians are
-reported with the ratio, MB/s, peak RSS per process and the server's buffer reads (blks_hit +
-blks_read of the database) of one bare and one ours run: the fingerprints must not read the
-tables a second time. Databases: the sample lottery database at --scales and pgbench at
+Runs alternate (bare, ours, ours without fingerprints, ours with each --threads compression
+thread count, [bare, e2e]) --runs times; medians are reported with the ratio (of the whole process,
+and of run_logical_backup's own seconds without the interpreter's start and imports), MB/s, peak
+RSS per process and the server's buffer reads (blks_hit + blks_read of the database) of one bare
+and one ours run: the fingerprints must not read the tables a second time. Last, the
+fingerprinter alone over the bare run's dump: ms of one core per MB. Databases: the sample lottery database at --scales and pgbench at
 --pgbench scales; --quick: sample scale 3 and pgbench scale 5 (a developer's loop).
 Not a test: `make bench-backup` (QUICK=--quick).
 """
@@ -119,7 +121,7 @@ def med(values: list[float]) -> float:
 
 
 def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, keys: tuple[Path, Path],
-               runs: int, server: dict | None) -> dict:
+               runs: int, server: dict | None, threads: list[int] = ()) -> dict:
     t0 = time.monotonic()
     db = make_database(cluster, kind, scale)
     load_s = time.monotonic() - t0
@@ -137,6 +139,7 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
     bare_cmd = ["bash", "-c", f'set -o pipefail; "{pg_dump}" -Fc -Z0 "{db}" | zstd -3 -T2 -q > "{bare_file}"']
 
     bare, ours, nofp, reads = [], [], [], {}
+    by_threads: dict[int, list[dict]] = {t: [] for t in threads}
     for i in range(runs):
         before = buffer_reads(cluster, db) if i == 0 else 0
         bare.append(timed(bare_cmd, env))
@@ -147,6 +150,8 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
         if i == 0:
             reads["ours"] = buffer_reads(cluster, db) - before
         nofp.append(_run_ours(cluster, db, work, keys, False))
+        for t in threads:
+            by_threads[t].append(_run_ours(cluster, db, work, keys, True, compression_threads=t))
     dump_bytes = int(subprocess.run(["bash", "-c", f'zstd -dc "{bare_file}" | wc -c'], capture_output=True,
                                     text=True, check=True).stdout.strip())
     bare_s = med([s for s, _ in bare])
@@ -160,7 +165,13 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
         "buffer_reads": {**reads, "ratio": round(reads["ours"] / max(1, reads["bare"]), 3)},
     }
     result["ratio"] = round(result["ours"]["seconds"] / bare_s, 3)
+    result["inner_ratio"] = round(result["ours"]["inner_seconds"] / bare_s, 3)
+    result["inner_ratio_no_fingerprints"] = round(result["ours_no_fingerprints"]["inner_seconds"] / bare_s, 3)
     result["ratio_no_fingerprints"] = round(result["ours_no_fingerprints"]["seconds"] / bare_s, 3)
+    for t, rs in by_threads.items():
+        result[f"ours_compression_threads_{t}"] = {**_summary(rs), "ratio": round(med([r["seconds"] for r in rs]) / bare_s, 3),
+                                                    "inner_ratio": round(med([r["inner_seconds"] for r in rs]) / bare_s, 3)}
+    result["fingerprinter_cpu"] = fingerprinter_cpu(bare_file)
     if server is not None:
         result["e2e"] = _bench_e2e(server, cluster, db, work, keys, runs, bare_cmd, env, result["ours"]["seconds"])
     bare_file.unlink()
@@ -226,7 +237,28 @@ def _bench_e2e(server: dict, cluster, db, work, keys, runs, bare_cmd, env, pipel
             "python_import_prefect_seconds": round(prefect_import, 2)}
 
 
-def _run_ours(cluster, db, work, keys, fingerprints: bool) -> dict:
+def fingerprinter_cpu(dump_zst: Path, reps: int = 3) -> dict:
+    """CPU of the fingerprinter alone over the saved dump (the bare run's, decompressed into
+    memory first), fed in the backup's read size: ms of one core per MB, best of ``reps``."""
+    from bvh_ops.logical.archive import DumpFingerprinter
+    from bvh_ops.logical.backup import READ_CHUNK
+
+    with subprocess.Popen(["zstd", "-dcq", str(dump_zst)], stdout=subprocess.PIPE) as proc:
+        chunks = list(iter(lambda: proc.stdout.read(READ_CHUNK), b""))
+    size = sum(len(c) for c in chunks)
+    best = None
+    for _ in range(reps):
+        fp = DumpFingerprinter()
+        t0 = time.thread_time()
+        for chunk in chunks:
+            fp.feed(chunk)
+        fp.finish()
+        cpu = time.thread_time() - t0
+        best = cpu if best is None else min(best, cpu)
+    return {"dump_bytes": size, "cpu_seconds": round(best, 3), "ms_per_mb": round(best / (size / 1e6) * 1e3, 2)}
+
+
+def _run_ours(cluster, db, work, keys, fingerprints: bool, compression_threads: int | None = None) -> dict:
     repo = work / f"repo-{db}"
     shutil.rmtree(repo, ignore_errors=True)
     code = textwrap.dedent("""
@@ -239,6 +271,8 @@ def _run_ours(cluster, db, work, keys, fingerprints: bool) -> dict:
     """).replace("FINGERPRINTS", str(fingerprints))
     ours_env = {**os.environ, "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
                 "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state")}
+    if compression_threads is not None:
+        ours_env["BVH_OPS_COMPRESSION_THREADS"] = str(compression_threads)
     out_file = work / "ours.json"
     ours_cmd = ["bash", "-c", f'"{sys.executable}" -c \'{code}\' > "{out_file}"']
     ours_s, ours_peaks = timed(ours_cmd, ours_env)
@@ -267,6 +301,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="sample scale 3, pgbench scale 5")
     ap.add_argument("--no-e2e", action="store_true", help="skip `bvh-ops backup` through a Prefect server")
     ap.add_argument("--workdir", default="/tmp/bvh-bench")
+    ap.add_argument("--threads", default="", help="also ours with these compression_threads (e.g. 0,1; default 2)")
     args = ap.parse_args()
     if args.quick:
         args.scales, args.pgbench = "3", "5"
@@ -281,7 +316,8 @@ def main() -> None:
     sizes = [("sample", float(s)) for s in args.scales.split(",") if s] + \
         [("pgbench", float(s)) for s in args.pgbench.split(",") if s]
     try:
-        results = [bench_size(cluster, kind, scale, work, keys, args.runs, server) for kind, scale in sizes]
+        threads = [int(t) for t in args.threads.split(",") if t]
+        results = [bench_size(cluster, kind, scale, work, keys, args.runs, server, threads) for kind, scale in sizes]
     finally:
         cluster.stop()
         if server is not None:

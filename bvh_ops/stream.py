@@ -207,16 +207,19 @@ class EncryptingWriter:
         self._drain(keep_last=True)
         return len(data)
 
-    def _emit(self, chunk: bytes, last: bool) -> None:
+    def _emit(self, chunk: bytes | memoryview, last: bool) -> None:
         self._out.write(self._aead.encrypt(_nonce(self._prefix, self._index, last), chunk, self._aad))
         self._index += 1
 
     def _drain(self, keep_last: bool) -> None:
         # Hold back at least one byte so the last segment is only decided at close().
         seg = self._seg
-        while len(self._buf) > seg:
-            self._emit(bytes(self._buf[:seg]), last=False)
-            del self._buf[:seg]
+        done = 0
+        with memoryview(self._buf) as view:  # segments encrypted where they lie, not copied out
+            while len(view) - done > seg:
+                self._emit(view[done:done + seg], last=False)
+                done += seg
+        del self._buf[:done]
 
     def close(self) -> StreamStats:
         if self._closed:

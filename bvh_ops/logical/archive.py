@@ -14,9 +14,11 @@ length; large objects: per object its oid, then chunks up to a zero length, up t
 An int is a sign byte and intSize little-endian bytes; a string an int length (-1: NULL) and bytes.
 
 With ``--compress=0`` pg_dump writes one chunk per COPY row (and a last chunk ``\\.\\n\\n\\n``), so
-a table's rows are found with numpy over whole buffers (``_frames_fast``); a row-by-row Python
-walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries. Memory: the
-current buffer plus at most one row below ``BIG_CHUNK``; larger chunks are hashed as they pass.
+a table's rows are found with numpy over up to ``WINDOW`` bytes at a time (``_frames_fast``); a
+row-by-row Python walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries.
+The buffers fed in are read in place, never copied (only an unread tail is joined with the next
+buffer's first bytes). Memory: the current buffer, a ``WINDOW``-sized mask, plus at most one row
+below ``BIG_CHUNK``; larger chunks are hashed as they pass.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ BLK_BLOBS = 3
 COPY_END = b"\\.\n\n\n"
 # Chunks at least this long are hashed as they arrive instead of waiting for the whole chunk.
 BIG_CHUNK = 1 << 20
+# The size the stream is usually fed in (bvh_ops.logical.backup reads pg_dump's stdout so).
+READ_SIZE = 1 << 20
+# The fast path reads at most this much of a buffer at a time: its passes stay in the core's cache.
+WINDOW = 1 << 19
+# An unread tail up to this long is joined with the next buffer's first bytes, not the whole buffer.
+JOIN = 1 << 16
+# Rows at least this long on average are hashed one by one in place instead of through a mask.
+LONG_ROWS = 1024
 
 
 class NeedMore(Exception):
@@ -76,6 +86,16 @@ class CopyDigest:
             self.sha.update(joined[:max(0, len(joined) - keep)])
             self._hold = joined[max(0, len(joined) - keep):]
         self.rows += frames
+
+    def rows_from(self, mv: memoryview, starts: list[int], ends: list[int]) -> None:
+        """``mv[starts[i]:ends[i]]`` is each row's text (the last one held back as ``update`` does)."""
+        self.sha.update(self._hold)
+        self._hold = b""
+        update = self.sha.update
+        for s, e in zip(starts[:-1], ends[:-1], strict=True):
+            update(mv[s:e])
+        self.rows += len(starts) - 1
+        self.update(mv[starts[-1]:ends[-1]], 1)
 
     def finish(self) -> None:
         if self._hold == COPY_END:
@@ -206,12 +226,30 @@ class DumpFingerprinter:
         self._lo_sha = None
         self._lo_oid = 0
         self.slow_frames = 0  # chunks walked one by one (for the benchmark's breakdown)
+        self._mask = np.empty(0, dtype=bool)
 
     # -- feeding ---------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
+        chunk = chunk if type(chunk) is bytes else bytes(chunk)
+        rest = len(self._buf) - self._pos
+        if 0 < rest <= JOIN and len(chunk) > 2 * JOIN:
+            # Join only the unread tail (usually part of one row) with the chunk's start; once the
+            # tail is read, go on in the chunk itself: the 1 MiB buffers are never copied.
+            self._base += self._pos
+            self._buf, self._pos = self._buf[self._pos:] + chunk[:JOIN], 0
+            self._run()
+            if self._pos >= rest:
+                self._base += rest
+                self._buf, self._pos = chunk, self._pos - rest
+                self._run()
+                return
+            chunk = chunk[JOIN:]  # an item longer than the join (the TOC, a long row): join it all
         self._base += self._pos
-        self._buf = self._buf[self._pos:] + chunk if self._pos < len(self._buf) else bytes(chunk)
+        self._buf = self._buf[self._pos:] + chunk if self._pos < len(self._buf) else chunk
         self._pos = 0
+        self._run()
+
+    def _run(self) -> None:
         while True:
             try:
                 if not self._step():
@@ -330,25 +368,27 @@ class DumpFingerprinter:
     def _frames_fast(self) -> bool:
         """Every whole COPY chunk in the buffer at once. Each chunk is one row ending in a
         newline and COPY text holds no other newline, so chunk ends are among the buffer's
-        newlines: link each newline to the newline its following 5 bytes (read as a chunk header)
-        point at, and keep the path from the first chunk's end (pointer doubling: log2(rows)
-        numpy passes). Exact: a newline inside a header is simply never on the path."""
+        newlines: usually each newline is followed by the header (sign byte, 4-byte length) of
+        a chunk that ends at the next newline, checked for all of them at once; where a newline
+        lies inside a header, ``_path`` follows the headers. Exact: a newline inside a header is
+        never on the path. The rows' text is then hashed without its headers (``_hash_rows``)."""
         if self._int != 4:
             return False
-        start = self._pos
-        a = np.frombuffer(self._buf, dtype=np.uint8, offset=start)
-        n = len(a)
-        if n < 6 or a[0] != 0:
+        buf, start = self._buf, self._pos
+        n = min(len(buf) - start, WINDOW)
+        if n < 6 or buf[start] != 0:
             return False
-        e0 = 4 + int.from_bytes(self._buf[start + 1:start + 5], "little")
-        if e0 == 4 or e0 >= n or a[e0] != 10:
+        e0 = 4 + int.from_bytes(buf[start + 1:start + 5], "little")
+        if e0 == 4 or e0 >= n or buf[start + e0] != 10:
             return False
-        nl = np.flatnonzero(a[e0:] == 10).astype(np.int64) + e0
+        a = np.frombuffer(buf, dtype=np.uint8, count=n, offset=start)
+        nl = np.flatnonzero(np.equal(a[e0:], 10, out=self._scratch(n - e0)))
+        nl += e0
         k = int(np.searchsorted(nl, n - 5))  # newlines followed by a whole chunk header
-        hdr = a[nl[:k, None] + np.arange(1, 6)]
-        sign = hdr[:, 0]
-        length = np.ascontiguousarray(hdr[:, 1:]).view("<u4").ravel().astype(np.int64)
-        target = nl[:k] + 5 + length
+        sign = a[nl[:k] + 1]
+        # The lengths read in place: a little-endian uint32 view with a stride of one byte.
+        length = np.ndarray((n - 3,), dtype="<u4", buffer=buf, offset=start, strides=(1,))[nl[:k] + 2]
+        target = nl[:k] + 5 + length.astype(np.int64)
         # Usually every newline ends a chunk and points at the next newline: the path is a prefix.
         m = min(k, len(nl) - 1)
         good = (sign[:m] == 0) & (target[:m] == nl[1:m + 1])
@@ -359,16 +399,33 @@ class DumpFingerprinter:
             ends = nl[self._path(a, nl, k, sign, length, target)]
         last = int(ends[-1])
         if self._sink is not None:
-            starts = np.empty(len(ends), dtype=np.int64)
-            starts[0] = 0
-            starts[1:] = ends[:-1] + 1
-            keep = np.ones(last + 1, dtype=bool)
-            keep[(starts[:, None] + np.arange(5)).ravel()] = False
-            self._sink.update(a[:last + 1][keep], len(ends))
-        del a
+            self._hash_rows(a, ends)
         self._pos = start + last + 1
         return True
 
+    def _scratch(self, n: int) -> np.ndarray:
+        """A reused bool array of ``n`` items (no fresh pages for every buffer)."""
+        if len(self._mask) < n:
+            self._mask = np.empty(max(n, WINDOW), dtype=bool)
+        return self._mask[:n]
+
+    def _hash_rows(self, a: np.ndarray, ends: np.ndarray) -> None:
+        """The rows' text of the chunks from ``a[0]`` to the newlines ``ends``: their 5-byte
+        headers dropped by a mask (one pass), or, where rows are long, each row's bytes handed
+        to the digest as they lie (fewer calls than a mask is bytes)."""
+        last = int(ends[-1])
+        if last + 1 >= LONG_ROWS * len(ends):
+            mv = memoryview(a)
+            starts = (ends[:-1] + 6).tolist()
+            self._sink.rows_from(mv, [5, *starts], (ends + 1).tolist())
+            return
+        keep = self._scratch(last + 1)
+        keep.fill(True)
+        keep[:5] = False
+        starts = ends[:-1] + 1
+        for d in range(5):
+            keep[starts + d] = False
+        self._sink.update(a[:last + 1][keep], len(ends))
 
     @staticmethod
     def _path(a, nl, k, sign, length, target) -> np.ndarray:

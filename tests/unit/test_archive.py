@@ -150,3 +150,102 @@ def test_block_offsets_point_at_each_data_block_and_can_be_written_into_the_toc(
     entry = next(e for e in again.entries.values() if e.dump_id == 10)
     assert patched[entry.offset_at] == 2
     assert int.from_bytes(patched[entry.offset_at + 1:entry.offset_at + 9], "little") == fp.block_offsets[10]
+
+
+# -- against a straightforward reader ------------------------------------------------------------
+
+def reference(data: bytes) -> tuple[dict[tuple[str, str], tuple[int, str]], tuple[int, int], dict[int, int]]:
+    """The archive read the plain way, all in memory, one chunk at a time: each table's rows and
+    sha256 of its COPY text (its chunks joined, pg_dump's end marker dropped), the large
+    objects' count and sum, and where each data block starts."""
+    from bvh_ops.logical.archive import LargeObjectDigest, read_toc
+
+    _, entries, pos = read_toc(data)
+    by_id = {e.dump_id: e for e in entries}
+
+    def int4(at: int) -> tuple[int, int]:
+        value = int.from_bytes(data[at + 1:at + 5], "little")
+        return (-value if data[at] else value), at + 5
+
+    def chunks(at: int) -> tuple[list[bytes], int]:
+        out = []
+        while True:
+            n, at = int4(at)
+            if n == 0:
+                return out, at
+            out.append(data[at:at + n])
+            at += n
+
+    tables, lobs, offsets = {}, LargeObjectDigest(), {}
+    while pos < len(data):
+        offsets[int4(pos + 1)[0]] = pos
+        kind, (dump_id, pos) = data[pos], int4(pos + 1)
+        if kind == 1:
+            rows, pos = chunks(pos)
+            if rows and rows[-1] == COPY_END:
+                rows.pop()
+            e = by_id[dump_id]
+            tables[e.namespace, e.tag] = (len(rows), hashlib.sha256(b"".join(rows)).hexdigest())
+            continue
+        while True:
+            oid, pos = int4(pos)
+            if oid == 0:
+                break
+            parts, pos = chunks(pos)
+            lobs.add(hashlib.sha256(b"%d:" % oid + b"".join(parts)).digest())
+    return tables, (lobs.count, lobs.total), offsets
+
+
+_TEXT = bytes(b"abc\t\\N0123456789 "[i % 16] for i in range(256))  # any byte -> a COPY text byte
+
+
+def _rows(rng: random.Random, count: int, lengths: list[int]) -> list[bytes]:
+    return [rng.randbytes(rng.choice(lengths) - 1).translate(_TEXT) + b"\n" for _ in range(count)]
+
+
+def _tricky_archive() -> bytes:
+    """Tables whose chunks cross 1 MiB buffers at every place: short rows (a header split across
+    buffers, newline bytes inside headers: lengths 10, 266, 2570), long rows (hashed in place),
+    a row longer than the join of a buffer's tail with the next, empty tables, a table larger
+    than a buffer, a row larger than BIG_CHUNK, and large objects."""
+    rng = random.Random(19)
+    tables = {
+        ("public", "short"): _rows(rng, 40000, [2, 5, 6, 10, 11, 40, 100, 266]),
+        ("public", "empty"): [],
+        ("public", "long"): _rows(rng, 400, [1500, 2570, 4000, 9000]),
+        ("s", "mixed"): _rows(rng, 120, [3, 80, 2570, 70000, 200000]),
+        ("public", "empty2"): [],
+        ("public", "huge"): [b"h" * (BIG_CHUNK + 77) + b"\n", b"1\n", COPY_END[:-1] + b"x\n"],
+        ("public", "tail"): _rows(rng, 9000, [7, 10, 64]),
+    }
+    return archive(tables, {16400: b"blob\n" * 3000, 16401: b""})
+
+
+TRICKY = _tricky_archive()
+
+
+@pytest.mark.parametrize("sizes", [
+    [1 << 20],  # as the backup reads pg_dump
+    [(1 << 20) + 1, (1 << 20) - 1, 1 << 20, (1 << 20) - 4, (1 << 20) + 3],  # buffers end inside headers
+    [65536, 65537, 131072, 200000, 3 << 20],
+    [1 << 22],
+], ids=["1MiB", "odd MiB", "mixed", "4MiB"])
+def test_the_fast_reader_matches_a_straightforward_one(sizes):
+    rng = random.Random(len(sizes))
+    sizes = [rng.choice(sizes) for _ in range(len(TRICKY) // min(sizes) + 2)]
+    tables, lobs, offsets = reference(TRICKY)
+    fp = feed(TRICKY, sizes)
+    assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables
+    assert (fp.large_objects.count, fp.large_objects.total) == lobs
+    assert fp.block_offsets == offsets
+    assert tables["public", "empty"] == (0, hashlib.sha256(b"").hexdigest())
+    assert tables["public", "huge"][0] == 3
+
+
+def test_every_split_of_a_chunk_header_across_two_buffers():
+    data = archive({("public", "t"): [b"%d\n" % i for i in range(300)] + [b"x" * 2569 + b"\n"] * 3})
+    tables, _, _ = reference(data)
+    start = data.index(b"0\n") - 5  # the first row's header
+    for cut in range(start, start + 200):
+        fp = feed(data, [cut, len(data)])
+        assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables, cut
