@@ -70,13 +70,9 @@ class EarlyChecks:
         self._source_job: Future[dict[str, tuple[int, str] | None]] | None = None
 
     def begin(self) -> EarlyChecks:
-        """The live source's PITR bounds, on a thread of their own (they read the source only)."""
+        """The live source's time zone and PITR bounds, on a thread of their own (they read the
+        source only; an unreachable source must not hold up the restore)."""
         if self._source is not None and self._items:
-            try:
-                self.zone = committime.source_time_zone(self._source, self._dsn)
-            except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
-                self.zone = None
-        if self.zone is not None:
             runner = ThreadPoolExecutor(1, thread_name_prefix="bvh-early-source")
             self._source_job = runner.submit(self._source_side)
             runner.shutdown(wait=False)  # the job runs on; settle() waits for its result
@@ -92,16 +88,20 @@ class EarlyChecks:
         with connect(self._dsn, autocommit=True) as conn:
             since = mark(conn, schema, table)
             rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir)
-            item = self._items.get((schema, table))
-            if item is None or self.zone is None or _has_children(conn, schema, table):
+            item, zone = self._items.get((schema, table)), self.zone
+            if item is None or zone is None or _has_children(conn, schema, table):
                 return Taken(since, rows, digest)
-            bound = bounded_fingerprint(conn, item, self.zone, self._cutoff, whole=True)
+            bound = bounded_fingerprint(conn, item, zone, self._cutoff, whole=True)
         if bound is None:
             return Taken(since, rows, digest)
         return Taken(since, rows, digest, item, (bound[0], bound[1]), bound[2])
 
     def _source_side(self) -> dict[str, tuple[int, str] | None]:
         out: dict[str, tuple[int, str] | None] = {}
+        try:  # a table read before the zone is known gets its PITR bound after the restore
+            self.zone = committime.source_time_zone(self._source, self._dsn)
+        except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
+            return out
         for item in self._items.values():
             try:
                 with connect(self._source) as conn:
