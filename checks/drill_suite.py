@@ -36,10 +36,12 @@ def scrub(text: str, secrets: list[str]) -> str:
     return redact_dsn(text)
 
 
-def check_fingerprints(dsn: str, manifest: Manifest, into: list | None = None) -> CheckResult:
+def check_fingerprints(dsn: str, manifest: Manifest, into: list | None = None, *,
+                       known: dict | None = None) -> CheckResult:
     """Row counts and fingerprints of every table vs the backup's snapshot (pushed down to SQL).
-    ``into`` receives the comparisons for the GX suite."""
-    comparisons = compare_tables(dsn, manifest)
+    ``into`` receives the comparisons for the GX suite; ``known``: plain tables' COPY digests
+    read early and proven unchanged since (checks.drill_early)."""
+    comparisons = compare_tables(dsn, manifest, known=known)
     if into is not None:
         into.extend(comparisons)
     bad = [c for c in comparisons if not c.ok]
@@ -49,8 +51,9 @@ def check_fingerprints(dsn: str, manifest: Manifest, into: list | None = None) -
         names = ", ".join(f"{c.name} (rows {c.expected_rows} → {c.actual_rows})" for c in bad[:5])
         return CheckResult("logical_fingerprints", CheckStatus.FAILED,
                            f"{len(bad)} of {len(comparisons)} tables differ from the backup's snapshot: {names}")
+    early = f" ({len(known)} read while the restore ran, unchanged since)" if known else ""
     return CheckResult("logical_fingerprints", CheckStatus.PASSED,
-                       f"{len(comparisons)} tables: row counts and fingerprints equal the snapshot's")
+                       f"{len(comparisons)} tables: row counts and fingerprints equal the snapshot's{early}")
 
 
 def check_row_counts_gx(comparisons: list) -> CheckResult:
@@ -97,34 +100,48 @@ def check_schema(dsn: str, manifest: Manifest) -> CheckResult:
 
 
 def _bounded_fingerprint(dsn: str, item: str, zone: str, cutoff: datetime) -> tuple[int, str] | None:
-    """Rows up to the cutoff: count and sum of text row hashes (text: comparable across servers
-    even with enum columns, whose record hash depends on OIDs)."""
     with connect(dsn) as conn:
-        col = commit_column(conn, item, zone)
-        if col is None:
-            return None
-        q = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {tbl} AS t "
-                    "WHERE ").format(tbl=col.table) + col.at_or_before()
-        rows, total = conn.execute(q, (cutoff,)).fetchone()
+        return bounded_fingerprint(conn, item, zone, cutoff)
+
+
+def bounded_fingerprint(conn: Any, item: str, zone: str, cutoff: datetime, *, whole: bool = False) -> tuple | None:
+    """Rows up to the cutoff: count and sum of text row hashes (text: comparable across servers
+    even with enum columns, whose record hash depends on OIDs); ``whole``: and the count of all
+    the table's rows, read in the same scan. None: no such table here."""
+    col = commit_column(conn, item, zone)
+    if col is None:
+        return None
+    if whole:
+        bound = col.at_or_before()
+        q = sql.SQL("SELECT count(*) FILTER (WHERE {b}), coalesce(sum(hashtextextended(t::text, 0)) FILTER "
+                    "(WHERE {b2}), 0)::text, count(*) FROM {tbl} AS t").format(b=bound, b2=bound, tbl=col.table)
+        rows, total, every = conn.execute(q, (cutoff, cutoff)).fetchone()
+        return int(rows), total, int(every)
+    q = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {tbl} AS t "
+                "WHERE ").format(tbl=col.table) + col.at_or_before()
+    rows, total = conn.execute(q, (cutoff,)).fetchone()
     return int(rows), total
 
 
 def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff: datetime,
-               zone: str) -> CheckResult:
+               zone: str, *, restored_known: dict | None = None, source_known: dict | None = None) -> CheckResult:
     """Append-only tables hold exactly the live source's rows up to the cutoff (``zone``: where
     `timestamp without time zone` columns were written, bvh_ops.drill.committime). Each table is
-    fingerprinted on both servers at once."""
+    fingerprinted on both servers at once; ``restored_known``/``source_known``: entries whose
+    bound was already read (checks.drill_early), item -> (rows, sum) or None (no such table)."""
     from concurrent.futures import ThreadPoolExecutor
 
     if source_dsn is None:
         return CheckResult("pitr_append_only", CheckStatus.NOT_VERIFIED, "no live source configured to compare with")
+    restored_known, source_known = restored_known or {}, source_known or {}
     compared, bad = 0, []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-pitr") as pool:
         for item in append_only:
             table = item.split(":")[0]
-            restored_f = pool.submit(_bounded_fingerprint, dsn, item, zone, cutoff)
-            source = _bounded_fingerprint(source_dsn, item, zone, cutoff)
-            restored = restored_f.result()
+            restored_f = None if item in restored_known else pool.submit(_bounded_fingerprint, dsn, item, zone, cutoff)
+            source = source_known[item] if item in source_known else _bounded_fingerprint(source_dsn, item, zone,
+                                                                                             cutoff)
+            restored = restored_known[item] if restored_f is None else restored_f.result()
             if source is None:
                 continue
             compared += 1

@@ -119,10 +119,10 @@ def dr_drill(
                 return None  # never restore what did not verify
             with stage("start"):
                 sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch)
-            with stage("restore"):
-                t.restore(settings, manifest.backup_id, sc)
+            with stage("restore"):  # each table's checks start as soon as it is loaded
+                early = t.restore(settings, manifest, sc, target)
             with stage("checks"):
-                results, newest = t.run_checks(settings, manifest, sc, target)
+                results, newest = t.run_checks(settings, manifest, sc, target, early)
             checks.extend(results)
             if target and newest is not None:
                 rpos.append(rpo_seconds(target, newest))

@@ -21,6 +21,7 @@ from bvh_ops.progress import LogEvery, listening
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.results import CheckResult, CheckStatus
 from checks import drill_suite
+from checks.drill_early import EarlyChecks
 from tasks.common import retry_transient_only
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_transient_only}
@@ -50,33 +51,55 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 
 
 @task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
-def restore(settings: Settings, backup_id: str, scratch: engine.Scratch) -> float:
-    with listening(LogEvery(get_run_logger().info)):
-        # An embedded scratch has a directory of its own: pg_restore -j on a decrypted copy there.
-        result = restore_logical(settings, backup_id, scratch.dsn(), no_owner=True, compare=False,
-                                 jobs=settings.restore_jobs,
-                                 copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None)
-    if not engine.accepts_connections(scratch.dsn()):
-        from bvh_ops.errors import DatabaseUnavailable
+def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch, target: datetime) -> EarlyChecks:
+    """pg_restore into the scratch; meanwhile each table is read for its checks as soon as it is
+    loaded, and the live source's side of the PITR comparison (checks.drill_early). Returns
+    those reads for ``run_checks``."""
+    early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings), append_only=settings.append_only_tables,
+                        cutoff=target - timedelta(seconds=settings.pitr_margin_seconds))
+    try:
+        with listening(LogEvery(get_run_logger().info)):
+            early.begin()
+            # An embedded scratch has a directory of its own: pg_restore -j on a decrypted copy there.
+            restore_logical(settings, manifest.backup_id, scratch.dsn(), no_owner=True, compare=False,
+                            jobs=settings.restore_jobs,
+                            copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None,
+                            on_table_loaded=early.loaded)
+        if not engine.accepts_connections(scratch.dsn()):
+            from bvh_ops.errors import DatabaseUnavailable
 
-        raise DatabaseUnavailable("the restored database does not accept connections")
-    return result.seconds
+            raise DatabaseUnavailable("the restored database does not accept connections")
+    except BaseException:
+        early.close()
+        raise
+    return early
+
+
+def _source(settings: Settings) -> str | None:
+    return settings.database_url.get_secret_value() if settings.database_url else None
 
 
 @task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)
-def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
-               target: datetime) -> tuple[list[CheckResult], datetime | None]:
-    """Every check of the restored copy. The heavy scans (fingerprints, PITR, invariants) run on
-    two worker threads while GX, schema and freshness run here; results keep a fixed order."""
+def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, target: datetime,
+               early: EarlyChecks | None = None) -> tuple[list[CheckResult], datetime | None]:
+    """Every check of the restored copy. What ``early`` read during the restore counts where the
+    table provably has not changed since (the rest is read now). The heavy scans (fingerprints,
+    PITR, invariants) run on two worker threads while GX, schema and freshness run here; results
+    keep a fixed order."""
     from concurrent.futures import ThreadPoolExecutor
 
     dsn = scratch.dsn()
     secrets = [p for p in (_password(dsn), _password(settings.database_url)) if p]
-    source = settings.database_url.get_secret_value() if settings.database_url else None
+    source = _source(settings)
     cutoff = target - timedelta(seconds=settings.pitr_margin_seconds)
     newest: list[datetime | None] = [None]
+    settled = early.settle() if early is not None else None
+    if settled is not None and settled.reread:
+        get_run_logger().info("changed since read during the restore, read again: %s", ", ".join(settled.reread))
     # Asked inside the checks: a failure is theirs (not_verified), not the task's.
-    zone = functools.cache(lambda: committime.source_time_zone(source, dsn))
+    zone = functools.cache(lambda: (settled and settled.zone) or committime.source_time_zone(source, dsn))
+    known = settled.copies if settled else None
+    pitr_known = {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr} if settled else {}
 
     def freshness() -> CheckResult:
         newest[0] = committime.newest_commit(dsn, settings.append_only_tables, zone())
@@ -85,10 +108,11 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
     comparisons: list = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-check") as pool:
         fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
-                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons), secrets)
+                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known),
+                                   secrets)
         pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
-                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone()),
-                           secrets)
+                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone(),
+                                                          **pitr_known), secrets)
         invariants = pool.submit(drill_suite.guarded, "invariants",
                                  lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
         try:  # import Great Expectations (~4 s) while the scans run

@@ -48,6 +48,7 @@ WINDOW = 1 << 19
 JOIN = 1 << 16
 # Rows at least this long on average are hashed one by one in place instead of through a mask.
 LONG_ROWS = 1024
+SECTION_POST_DATA = 4
 
 
 class NeedMore(Exception):
@@ -63,6 +64,8 @@ class TocEntry:
     defn: str
     had_dumper: bool
     offset_at: int = 0  # where the entry's data offset (flag byte + offSize bytes) sits in the archive
+    deps: tuple[int, ...] = ()  # the dumpIds this entry depends on (a constraint: its table's)
+    section: int = 0  # pg_backup.h: 2 pre-data, 3 data, 4 post-data
 
 
 @dataclass
@@ -185,7 +188,7 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
         r.str()  # tableoid
         r.str()  # oid
         tag, desc = r.str() or "", r.str() or ""
-        r.int()  # section
+        section = r.int()
         defn = r.str() or ""
         r.str()  # dropStmt
         r.str()  # copyStmt
@@ -196,11 +199,12 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
             r.int()  # relkind
         r.str()  # owner
         r.str()  # withOids
-        while r.str() is not None:  # dependencies
-            pass
+        deps = []
+        while (dep := r.str()) is not None:  # dependencies
+            deps.append(int(dep) if dep.isdigit() else 0)
         offset_at = r.pos
         r.skip(1 + off_size)  # data offset
-        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at))
+        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at, tuple(deps), section))
     return facts, entries, r.pos
 
 

@@ -20,7 +20,7 @@ from bvh_ops import progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
-from bvh_ops.logical.archive import DumpFingerprinter, set_data_offsets
+from bvh_ops.logical.archive import SECTION_POST_DATA, DumpFingerprinter, set_data_offsets
 from bvh_ops.logical.backup import DUMP_OBJECT
 from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
@@ -203,12 +203,13 @@ def _room_for_copy(directory: Path, size: int) -> bool:
 
 
 def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
-                       directory: Path) -> int:
+                       directory: Path, on_loaded=None) -> int:
     """Decrypt the dump into ``directory`` (0600; its sha256 checked against the manifest before
     pg_restore reads a byte), write the data blocks' offsets into its TOC (pg_dump wrote it to a
     pipe), then ``pg_restore --jobs`` on that seekable file — the same scheduling as bare
-    pg_restore (a table's indexes start while others still load). The copy is removed in any
-    case."""
+    pg_restore (a table's indexes start while others still load). ``on_loaded(schema, table)``
+    is called as each table's data is loaded and committed (pg_restore --verbose says "finished
+    item <id> TABLE DATA"). The copy is removed in any case."""
     path = directory / f"bvh-restore-{manifest.backup_id}.pgcustom"
     try:
         sha, total = hashlib.sha256(), 0
@@ -225,16 +226,68 @@ def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir
                 raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
             blocks.finish()
             set_data_offsets(fh, blocks)
-        proc = spawn_tool("pg_restore", [*base_args, f"--jobs={jobs}", str(path)], env=env, bin_dir=bin_dir,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        err = StderrTail(proc.stderr)
+        verbose = ["--verbose"] if on_loaded is not None else []
+        proc = spawn_tool("pg_restore", [*base_args, *verbose, f"--jobs={jobs}", str(path)], env=env,
+                          bin_dir=bin_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        err = StderrTail(proc.stderr, _loaded_lines(blocks, on_loaded) if on_loaded is not None else None)
         err.start()
         rc = proc.wait()
+        err.join(timeout=30)  # every line read: each loaded table told before this returns
         if rc != 0:
             raise_for_tool("pg_restore", rc, err.text())
         return total
     finally:
         path.unlink(missing_ok=True)
+
+
+# pg_restore --jobs --verbose, once a worker's item is done (its transaction committed):
+# "pg_restore: finished item <dumpId> <desc> <tag>" (pg_backup_archiver.c, mark_restore_job_done).
+_FINISHED = re.compile(rb"^pg_restore: finished item (\d+) ")
+# Post-data items on a table whose lock (ACCESS EXCLUSIVE: ALTER TABLE ADD CONSTRAINT, CREATE
+# RULE, ENABLE ROW LEVEL SECURITY, CREATE POLICY …) a reader of the table would hold up, and be
+# held up by. Indexes (SHARE), foreign keys and triggers (SHARE ROW EXCLUSIVE), index
+# attachments, comments and grants let readers be.
+_READER_FRIENDLY = ("INDEX", "FK CONSTRAINT", "TRIGGER", "INDEX ATTACH", "COMMENT", "ACL", "STATISTICS",
+                    "SEQUENCE SET", "MATERIALIZED VIEW DATA", "SECURITY LABEL")
+
+
+def _loaded_lines(blocks: DumpFingerprinter, on_loaded):
+    """A StderrTail line handler: ``on_loaded(schema, table)`` once a table's data item is done
+    and so are the post-data items that lock it exclusively (a reader would stall them); the
+    names from the archive's TOC, not from the message. Verbose lines are not kept."""
+    entries = blocks.entries
+    data_of = {dep: e for e in entries.values() if e.desc == "TABLE DATA" for dep in e.deps}  # TABLE id -> data
+    waits: dict[int, set[int]] = {e.dump_id: set() for e in data_of.values()}
+    blocking: dict[int, list[int]] = {}  # post-data item -> the data items waiting for it
+    for e in entries.values():
+        if e.section != SECTION_POST_DATA or e.desc in _READER_FRIENDLY:
+            continue
+        for dep in e.deps:
+            if dep in data_of:
+                waits[data_of[dep].dump_id].add(e.dump_id)
+                blocking.setdefault(e.dump_id, []).append(data_of[dep].dump_id)
+    done: set[int] = set()
+    lock = threading.Lock()
+
+    def handle(line: bytes) -> bool:
+        m = _FINISHED.match(line)
+        if m:
+            item = int(m.group(1))
+            with lock:
+                done.add(item)
+                candidates = {d for d in (item, *blocking.get(item, ())) if d in waits}
+                ready = [d for d in candidates if d in done and waits[d] <= done]
+                for d in ready:
+                    waits.pop(d)
+            for d in ready:
+                te = entries[d]
+                try:
+                    on_loaded(te.namespace, te.tag)
+                except Exception:  # noqa: BLE001 - a watcher's failure must not stop the restore
+                    pass
+        return line.startswith(b"pg_restore: ") and b"error:" not in line and b"warning:" not in line
+
+    return handle
 
 
 def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs, list_files) -> int:
@@ -293,13 +346,14 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
 
 def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables: list[str] | None = None,
                     no_owner: bool = False, compare: bool = True, jobs: int = 1,
-                    copy_dir: Path | None = None) -> RestoreResult:
+                    copy_dir: Path | None = None, on_table_loaded=None) -> RestoreResult:
     """Restore a logical backup into ``into_dsn`` and compare every table's fingerprint.
 
     ``copy_dir`` (a throw-away drill's scratch directory, never a production host): decrypt the
     dump there first, so ``pg_restore -j`` runs on a seekable file like bare pg_restore; used
     only when the disk has room for the copy and the restored data (COPY_ROOM), else the dump
-    is streamed as always. The copy is removed before this returns."""
+    is streamed as always. The copy is removed before this returns. ``on_table_loaded(schema,
+    table)``: told as each table's data is in (only on that local-copy path)."""
     repo, _ = open_repository(settings, check=False)
     manifest = repo.trusted_manifest(backup_id, kind="logical")
     backup_id = manifest.backup_id
@@ -324,7 +378,8 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     list_files: list[str] = []
     try:
         return _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir,
-                             owner_args, base_args, tables, compare, jobs, t0, list_files, copy_dir)
+                             owner_args, base_args, tables, compare, jobs, t0, list_files, copy_dir,
+                             on_table_loaded)
     except BvhOpsError as exc:
         if _user_relations(into_dsn) != before:
             raise type(exc)(f"restore of backup {backup_id} into {dbname} failed: {exc}; the target database "
@@ -349,12 +404,13 @@ def _user_relations(dsn: str) -> int | None:
 
 
 def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname, env, bin_dir, owner_args,
-                  base_args, tables, compare, jobs, t0, list_files, copy_dir=None) -> RestoreResult:
+                  base_args, tables, compare, jobs, t0, list_files, copy_dir=None,
+                  on_table_loaded=None) -> RestoreResult:
     backup_id = manifest.backup_id
     if not tables and jobs > 1:
         if copy_dir is not None and _room_for_copy(Path(copy_dir), entry.plaintext_size):
             total = _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
-                                       Path(copy_dir))
+                                       Path(copy_dir), on_table_loaded)
         else:
             total = _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_args, jobs,
                                       list_files)
@@ -408,9 +464,11 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
 
 
 def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None, *,
-                   bin_dir=None) -> list[TableComparison]:
+                   bin_dir=None, known: dict[tuple[str, str], tuple[int, str]] | None = None,
+                   jobs: int = 2) -> list[TableComparison]:
     """Fingerprint the restored copy and compare with the backup's; a missing table fails. Each
-    table is fingerprinted the way its backup recorded (fingerprints 2: COPY text; 1: SQL)."""
+    table is fingerprinted the way its backup recorded (fingerprints 2: COPY text; 1: SQL).
+    ``known``: COPY digests of plain tables read earlier and proven unchanged since."""
     methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
     wanted = {t if "." in t else f"public.{t}" for t in tables} if tables else None
     expected = [t for t in manifest.tables if wanted is None or t.name in wanted]
@@ -423,7 +481,8 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
         conn.rollback()
         if by_copy:
             actual.update((s.name, s) for s in copy_fingerprints(
-                conn, dsn, by_copy, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir))
+                conn, dsn, by_copy, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir, jobs=jobs,
+                known=known))
         if wanted is None:
             lo = methods.get(LARGE_OBJECTS)
             actual[LARGE_OBJECTS] = large_object_digest(conn) if lo == LO else large_object_fingerprint(conn)

@@ -183,27 +183,85 @@ def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[
     return rows, sha.hexdigest()
 
 
-def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef], *, encoding: str | None,
-                      bin_dir=None, jobs: int = 2) -> list[TableStat]:
-    """Version-2 fingerprints of ``tables`` as the database behind ``conn``/``dsn`` holds them."""
-    from bvh_ops.pg.conn import connect
+def copy_env(dsn: str, encoding: str | None) -> dict[str, str]:
+    """psql's environment for COPY text as pg_dump wrote it (its session settings, its encoding)."""
     from bvh_ops.pg.tools import pg_env
 
     env = pg_env(dsn)
     env["PGOPTIONS"] = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items())
     if encoding:
         env["PGCLIENTENCODING"] = encoding
+    return env
+
+
+def copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str],
+                bin_dir=None) -> tuple[int, str]:
+    """(rows, sha256) of one plain table's COPY text (``env``: copy_env of the same database)."""
+    return _copy_digest(conn, schema, relname, env, bin_dir)
+
+
+def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef], *, encoding: str | None,
+                      bin_dir=None, jobs: int = 2,
+                      known: dict[tuple[str, str], tuple[int, str]] | None = None) -> list[TableStat]:
+    """Version-2 fingerprints of ``tables`` as the database behind ``conn``/``dsn`` holds them.
+    ``known``: (schema, table) -> (rows, sha256) of plain tables already read (and proven
+    unchanged since: ``unchanged_since``); those are not read again."""
+    env = copy_env(dsn, encoding)
+    known = known or {}
     leaves = data_leaves(conn, tables)
-    work = [leaf for t in tables for leaf in leaves[t.name]]
+    work = [leaf for t in tables for leaf in leaves[t.name] if (leaf[0], leaf[1]) not in known]
 
     def one(leaf: tuple[str, str, str]) -> tuple[str, int, str]:
+        from bvh_ops.pg.conn import connect
+
         with connect(dsn, autocommit=True) as c:
-            rows, digest = _copy_digest(c, leaf[0], leaf[1], env, bin_dir)
-        return leaf[2], rows, digest
+            return leaf[2], *copy_digest(c, leaf[0], leaf[1], env, bin_dir)
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         done = dict((leaf[2], r) for leaf, r in zip(work, pool.map(one, work), strict=True))
+    done.update((leaf[2], (leaf[2], *known[(leaf[0], leaf[1])])) for t in tables for leaf in leaves[t.name]
+                if (leaf[0], leaf[1]) in known)
     return [copy_stat(t, [done[leaf[2]] for leaf in leaves[t.name]]) for t in tables]
+
+
+# -- reading a table early, proving later that it has not changed since ----------------------
+# A row that was not visible to a snapshot was written by a transaction still running when the
+# snapshot was taken or begun after it: its xmin is at or after the snapshot's xmin (a
+# subtransaction's xid too: it is newer than its parent's). So if, later, a table holds as many
+# rows as were read after the mark, and none of them has an xmin at or after the mark's xmin
+# other than the loader's (a transaction committed before the mark, seen in it), the table holds
+# exactly the rows read. xmin is the raw xid (freezing keeps it, PostgreSQL 9.4+); age() compares
+# xids modulo 2**32 against the current one, as PostgreSQL does.
+MARK = """
+SELECT mod(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 4294967296)::text,
+       (SELECT xmin FROM ONLY {tbl} LIMIT 1)::text
+"""
+CHANGED = """
+SELECT count(*), count(*) FILTER (WHERE (%(loader)s::xid IS NULL OR xmin <> %(loader)s::xid)
+                                   AND age(xmin) <= age(%(xmin)s::xid))
+FROM ONLY {tbl}
+"""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Where a table stood before it was read: the snapshot's xmin and one visible row's xmin."""
+
+    xmin: str
+    loader: str | None
+
+
+def mark(conn: psycopg.Connection, schema: str, relname: str) -> Mark:
+    """Take before reading the table (in its own statement, so its snapshot is the older)."""
+    xmin, loader = conn.execute(sql.SQL(MARK).format(tbl=sql.Identifier(schema, relname))).fetchone()
+    return Mark(xmin, loader)
+
+
+def unchanged_since(conn: psycopg.Connection, schema: str, relname: str, since: Mark, rows: int) -> bool:
+    """True when the table holds exactly the ``rows`` rows that reads taken after ``since`` saw."""
+    count, newer = conn.execute(sql.SQL(CHANGED).format(tbl=sql.Identifier(schema, relname)),
+                                {"loader": since.loader, "xmin": since.xmin}).fetchone()
+    return count == rows and newer == 0
 
 
 def large_object_digest(conn: psycopg.Connection) -> TableStat:

@@ -132,15 +132,23 @@ def spawn_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path
 
 
 class StderrTail(threading.Thread):
-    """Drain a child's stderr (so it never blocks) and keep the last 64 KiB."""
+    """Drain a child's stderr (so it never blocks) and keep the last 64 KiB. ``on_line`` (e.g.
+    pg_restore --verbose's progress) sees every line; the lines it returns True for are its own
+    and are not kept."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, on_line=None) -> None:
         super().__init__(daemon=True)
         self._stream = stream
+        self._on_line = on_line
         self.data = b""
 
     def run(self) -> None:
         for line in self._stream:
+            try:
+                if self._on_line is not None and self._on_line(line):
+                    continue
+            except Exception:  # noqa: BLE001 - keep draining: a stalled pipe would stall the tool
+                pass
             self.data = (self.data + line)[-65536:]
 
     def text(self) -> str:

@@ -1,0 +1,177 @@
+"""The drill's checks that need not wait for the restore to end (issue #19, goal 3): each
+table's COPY fingerprint — and, for an append-only table, its side of the PITR comparison — read
+as soon as pg_restore has loaded and committed that table's data, while other tables still load
+and indexes build; and the live source's side of the PITR comparison, which needs no restored
+data at all.
+
+Nothing read early is trusted as it is: after the restore, a table counts as read only if it
+provably has not changed since (bvh_ops.pg.fingerprint.unchanged_since: same row count, no row
+written by a transaction the early read could not see); any other table is read again. So the
+checks' results are those of reading every table after the restore — a row changed, removed or
+added at any time before the checks still fails them."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bvh_ops.drill import committime
+from bvh_ops.pg.conn import connect
+from bvh_ops.pg.fingerprint import COPY, Mark, copy_digest, copy_env, mark, method_of, unchanged_since
+from bvh_ops.repository.manifest import Manifest
+from checks.drill_suite import bounded_fingerprint
+
+
+@dataclass(frozen=True)
+class Taken:
+    """One plain table read early: its COPY digest and, for an append-only table, its PITR bound
+    with the whole table's row count in that read."""
+
+    mark: Mark
+    rows: int
+    digest: str
+    item: str | None = None  # the append_only_tables entry, when the PITR bound was read too
+    pitr: tuple[int, str] | None = None
+    pitr_rows: int | None = None
+
+
+@dataclass
+class Settled:
+    """What the checks after the restore may use: per plain table (schema, name) its COPY
+    (rows, sha256); per append-only entry its restored and its source PITR bound."""
+
+    copies: dict[tuple[str, str], tuple[int, str]]
+    restored_pitr: dict[str, tuple[int, str] | None]
+    source_pitr: dict[str, tuple[int, str] | None]
+    zone: str | None
+    reread: list[str]  # tables read early that had changed since (read again after the restore)
+
+
+class EarlyChecks:
+    """Start with ``begin()`` before pg_restore, pass ``loaded`` as its on_table_loaded, and
+    ``settle()`` once it has returned. ``jobs`` tables are read at a time while the restore
+    runs (it has the other cores)."""
+
+    def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
+                 cutoff: datetime, bin_dir: Any = None, jobs: int = 1) -> None:
+        self._dsn, self._source, self._cutoff, self._bin_dir = dsn, source, cutoff, bin_dir
+        # Only backups fingerprinted from their COPY text (fingerprints 2) are read this way.
+        self._copy = any(method_of(t.fingerprint) == COPY for t in manifest.tables)
+        self._env = copy_env(dsn, manifest.extra.get("dump_encoding"))
+        self._items = {_split(item): item for item in append_only}
+        self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="bvh-early")
+        self._taken: dict[tuple[str, str], Future[Taken]] = {}
+        self._lock = threading.Lock()
+        self._open = True
+        self.zone: str | None = None
+        self._source_job: Future[dict[str, tuple[int, str] | None]] | None = None
+
+    def begin(self) -> EarlyChecks:
+        """The live source's time zone and PITR bounds, on a thread of their own (they read the
+        source only; an unreachable source must not hold up the restore)."""
+        if self._source is not None and self._items:
+            runner = ThreadPoolExecutor(1, thread_name_prefix="bvh-early-source")
+            self._source_job = runner.submit(self._source_side)
+            runner.shutdown(wait=False)  # the job runs on; settle() waits for its result
+        return self
+
+    def loaded(self, schema: str, table: str) -> None:
+        """pg_restore has committed this table's data: read it (queued behind the others)."""
+        with self._lock:
+            if self._open and self._copy and (schema, table) not in self._taken:
+                self._taken[(schema, table)] = self._pool.submit(self._take, schema, table)
+
+    def _take(self, schema: str, table: str) -> Taken:
+        with connect(self._dsn, autocommit=True) as conn:
+            since = mark(conn, schema, table)
+            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir)
+            item, zone = self._items.get((schema, table)), self.zone
+            if item is None or zone is None or _has_children(conn, schema, table):
+                return Taken(since, rows, digest)
+            bound = bounded_fingerprint(conn, item, zone, self._cutoff, whole=True)
+        if bound is None:
+            return Taken(since, rows, digest)
+        return Taken(since, rows, digest, item, (bound[0], bound[1]), bound[2])
+
+    def _source_side(self) -> dict[str, tuple[int, str] | None]:
+        out: dict[str, tuple[int, str] | None] = {}
+        try:  # a table read before the zone is known gets its PITR bound after the restore
+            self.zone = committime.source_time_zone(self._source, self._dsn)
+        except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
+            return out
+        for item in self._items.values():
+            try:
+                with connect(self._source) as conn:
+                    out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff)
+            except Exception:  # noqa: BLE001 - not known early: the check reads it again and reports
+                continue
+        return out
+
+    def join(self) -> None:
+        """Wait for the reads queued so far (a drill does not: see ``settle``)."""
+        with self._lock:
+            futures = list(self._taken.values())
+        for f in futures:
+            f.exception()
+
+    def settle(self, jobs: int = 2, *, queued: bool = False) -> Settled:
+        """After the restore: stop reading, wait for the reads under way (``queued``: and for
+        those not begun; else they are dropped and the checks read those tables with ``jobs``
+        at a time), keep each only if its table has not changed since."""
+        with self._lock:
+            self._open = False
+            futures = dict(self._taken)
+        if not queued:
+            for f in futures.values():
+                f.cancel()
+        self._pool.shutdown(wait=True)
+        taken = {k: f.result() for k, f in futures.items()
+                 if not f.cancelled() and f.exception() is None}
+        source = self._source_job.result() if self._source_job is not None else {}
+
+        def check(key: tuple[str, str]) -> bool:
+            t = taken[key]
+            if t.pitr_rows is not None and t.pitr_rows != t.rows:
+                return False  # a row came or went between the two reads
+            with connect(self._dsn, autocommit=True) as conn:
+                return unchanged_since(conn, key[0], key[1], t.mark, t.rows)
+
+        with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="bvh-settle") as pool:
+            keys = list(taken)
+            valid = dict(zip(keys, pool.map(_safe(check), keys), strict=True))
+        copies = {k: (t.rows, t.digest) for k, t in taken.items() if valid[k]}
+        restored = {t.item: t.pitr for k, t in taken.items() if valid[k] and t.item is not None}
+        reread = sorted(f"{k[0]}.{k[1]}" for k, ok in valid.items() if not ok)
+        return Settled(copies, restored, source, self.zone, reread)
+
+    def close(self) -> None:
+        """Abandon (a failed restore): nothing queued starts; reads under way end on their own."""
+        with self._lock:
+            self._open = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _split(item: str) -> tuple[str, str]:
+    table = item.split(":")[0]
+    schema, _, name = table.rpartition(".")
+    return schema or "public", name
+
+
+def _has_children(conn: Any, schema: str, table: str) -> bool:
+    """Inheritance children or partitions: the PITR bound reads them too, so not early."""
+    return bool(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)",
+        (schema, table)).fetchone()[0])
+
+
+def _safe(fn):
+    def run(key):
+        try:
+            return fn(key)
+        except Exception:  # noqa: BLE001 - cannot prove it unchanged: read it again
+            return False
+    return run
