@@ -51,26 +51,32 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 
 
 @task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
-def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch, target: datetime) -> EarlyChecks:
-    """pg_restore into the scratch; meanwhile each table is read for its checks as soon as it is
-    loaded, and the live source's side of the PITR comparison (checks.drill_early). Returns
-    those reads for ``run_checks``."""
-    early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings), append_only=settings.append_only_tables,
-                        cutoff=target - timedelta(seconds=settings.pitr_margin_seconds))
+def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
+            target: datetime) -> EarlyChecks | None:
+    """pg_restore into the scratch; where ``drill_early_checks`` allows, meanwhile each table is
+    read for its checks as soon as it is loaded, and the live source's side of the PITR
+    comparison (checks.drill_early). Returns those reads for ``run_checks`` (None: all after)."""
+    early = None
+    if settings.early_drill_checks():
+        early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings),
+                            append_only=settings.append_only_tables,
+                            cutoff=target - timedelta(seconds=settings.pitr_margin_seconds))
     try:
         with listening(LogEvery(get_run_logger().info)):
-            early.begin()
+            if early is not None:
+                early.begin()
             # An embedded scratch has a directory of its own: pg_restore -j on a decrypted copy there.
             restore_logical(settings, manifest.backup_id, scratch.dsn(), no_owner=True, compare=False,
                             jobs=settings.restore_jobs,
                             copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None,
-                            on_table_loaded=early.loaded)
+                            on_table_loaded=early.loaded if early is not None else None)
         if not engine.accepts_connections(scratch.dsn()):
             from bvh_ops.errors import DatabaseUnavailable
 
             raise DatabaseUnavailable("the restored database does not accept connections")
     except BaseException:
-        early.close()
+        if early is not None:
+            early.close()
         raise
     return early
 
