@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from bvh_ops.pg.lsn import SEGMENT, WAL_FILE
@@ -275,8 +276,7 @@ def remove_recovery_dir(rdir: Path) -> None:
     shutil.rmtree(rdir, ignore_errors=True)
 
 
-PUSH_AHEAD = 8  # other ready files archived with each call
-PUSH_WORKERS = 2
+PUSH_WAIT = 60.0  # seconds a call waits for the pusher's verdict on its file (then PostgreSQL retries)
 
 
 def _push_spool() -> Path | None:
@@ -297,88 +297,82 @@ def _push_spool() -> Path | None:
     return Path(state) / "archive-spool" if state else None
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: str) -> str:
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def push(path: str) -> int:
-    """Archive ``path``; meanwhile also archive other files PostgreSQL has marked ready
-    (``archive_status/*.ready``), in parallel, recording each in a local spool
-    (``<state_dir>/archive-spool/<name>.ok`` with its sha256): the call PostgreSQL makes for it
-    next hashes the file, finds the same sha256 there and returns at once. Only the requested
-    file decides the exit code; a ready file that fails here is retried (and reported) when
-    PostgreSQL asks for it."""
-    src = Path(path)
+    """Archive ``path`` (archive_command). A file PostgreSQL has marked ready is archived by the
+    pusher of its ``pg_wal`` (bvh_ops.wal.pusher: started here when none runs, it archives the
+    other ready files ahead, in order); this call waits for the pusher's verdict and reports
+    success only when the pusher committed exactly the bytes of the file as it is now. Anything
+    else — no spool configured, a file not marked ready — is archived here and now."""
     spool = _push_spool()
-    marker = spool / f"{src.name}.ok" if spool else None
-    if marker is not None and marker.is_file():
-        try:
-            if marker.read_text().strip() == _sha256(src):
-                marker.unlink(missing_ok=True)
-                return 0
-        except OSError:
-            pass
-    from concurrent.futures import ThreadPoolExecutor
+    name = os.path.basename(path)
+    wal_dir = os.path.dirname(os.path.abspath(path))
+    if spool is None or not os.path.exists(os.path.join(wal_dir, "archive_status", f"{name}.ready")):
+        return _push_now(path)
+    from bvh_ops.wal import pusher
 
+    d = pusher.spool_dir(spool, wal_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return _push_now(path)  # no writable spool: no pusher
+    ident = pusher.config_ident()
+    deadline = time.monotonic() + PUSH_WAIT
+    child, starts, delay, checked = None, 0, 0.002, 0.0
+    while time.monotonic() < deadline:
+        found = pusher.verdict(d, name, ident)
+        if found is not None and found[0] == "ok":
+            if found[1] == _sha256(path):
+                return 0
+            (d / f"{name}{pusher.OK}").unlink(missing_ok=True)
+            return _push_now(path)  # not what is here now: archive (or refuse) it here
+        if found is not None:
+            (d / f"{name}{pusher.ERROR}").unlink(missing_ok=True)
+            code, _, message = found[1].partition("\n")
+            _err(f"error: {message}")
+            return int(code)
+        now = time.monotonic()
+        if now - checked > 0.1 and (child is None or child.poll() is not None):
+            checked = now
+            other = pusher.running(d)
+            if other is None:
+                if starts == 3:
+                    return _push_now(path)  # the pusher keeps ending without a verdict
+                child = _start_pusher(d, wal_dir, name)
+                starts += 1
+            elif other and other != ident:
+                (d / pusher.STOP).write_text(other + "\n")  # its configuration is not ours any more
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    _err(f"error: no verdict on {name} from the WAL pusher after {PUSH_WAIT:.0f} s (PostgreSQL will ask again)")
+    return 1
+
+
+def _start_pusher(d: Path, wal_dir: str, name: str):
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-m", "bvh_ops.walcmd", "pusher", str(d), wal_dir, name],
+                            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd="/")
+
+
+def _push_now(path: str) -> int:
+    """Archive one file in this process (no pusher)."""
     from bvh_ops.config import load_settings
     from bvh_ops.errors import BvhOpsError
-    from bvh_ops.wal.store import wal_commit, wal_upload
+    from bvh_ops.wal.store import wal_push
 
     try:
-        settings = load_settings()
-    except BvhOpsError as exc:
+        wal_push(load_settings(), path)
+    except (BvhOpsError, OSError) as exc:
         _err(f"error: {exc}")
         return getattr(exc, "exit_code", 1) or 1
-    status = src.parent / "archive_status"
-    ahead: list[Path] = []
-    try:
-        ready = sorted(p.name[: -len(".ready")] for p in status.glob("*.ready"))
-        ahead = [src.parent / n for n in ready if n > src.name][:PUSH_AHEAD]  # only after it: order holds
-    except OSError:
-        pass
-
-    def upload(p: Path):
-        try:
-            return wal_upload(settings, str(p)), None
-        except (BvhOpsError, OSError) as exc:
-            return None, exc
-
-    # Uploads in parallel; commits (index entries) strictly in WAL order, the requested file
-    # first: readers never see a later segment committed before an earlier one.
-    with ThreadPoolExecutor(max_workers=PUSH_WORKERS) as pool:
-        mine = pool.submit(upload, src)
-        later = [(p, pool.submit(upload, p)) for p in ahead]
-        entry, exc = mine.result()
-        try:
-            if exc is not None:
-                raise exc
-            if entry is not None:
-                wal_commit(settings, entry)
-        except (BvhOpsError, OSError) as err:
-            for _, f in later:
-                f.cancel()
-            _err(f"error: {err}")
-            return getattr(err, "exit_code", 1) or 1
-        for p, f in sorted(later, key=lambda item: item[0].name):
-            entry, exc = f.result()
-            try:
-                if exc is not None:
-                    break  # PostgreSQL asks for it later; that call reports the error
-                if entry is not None:
-                    wal_commit(settings, entry)
-                if spool is not None:
-                    spool.mkdir(parents=True, exist_ok=True)
-                    tmp = spool / f".{p.name}.ok.tmp"
-                    tmp.write_text(_sha256(p))
-                    os.replace(tmp, spool / f"{p.name}.ok")
-            except (BvhOpsError, OSError):
-                break
     return 0
 
 
@@ -391,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             return fetch(args[1], args[2])
         if len(args) == 2 and args[0] == "prefetch":
             return prefetch(args[1])
+        if len(args) == 4 and args[0] == "pusher":
+            from bvh_ops.wal.pusher import run
+
+            return run(Path(args[1]), args[2], args[3])
         if args == ["cleanup"]:
             return cleanup()
     except KeyboardInterrupt:
