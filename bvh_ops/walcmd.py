@@ -10,8 +10,10 @@ prefetcher that downloads, decrypts and verifies the next segments in parallel i
 later fetches that find their segment there only rename it (a few milliseconds). Exit codes
 follow PostgreSQL's contract: 0 delivered, 1 not in the archive (end of recovery), 126 for
 anything else (damaged, unreadable, store down), which makes PostgreSQL abort recovery instead
-of promoting early. ``push`` exits non-zero on any failure so PostgreSQL keeps the segment
-(also when a failover fenced this cluster's timeline: bvh_ops.wal.fence).
+of promoting early. ``push`` leaves the work to the background pusher of its ``pg_wal``
+(bvh_ops.wal.pusher, as pgBackRest's archive-async) and reports the pusher's verdict on its file;
+it exits non-zero on any failure so PostgreSQL keeps the segment (also when a failover fenced
+this cluster's timeline: bvh_ops.wal.fence).
 
 A standby (`bvh-ops standby create`: its spool options say ``"standby": true``) asks for the
 next segment every few seconds until it is archived: there "not in the archive" is exit 1 with

@@ -94,10 +94,11 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def wal_push(settings: Settings, path: str) -> str:
     """Archive one WAL file; returns 'stored' or 'already archived'."""
-    staged = wal_upload(settings, path)
+    store = open_store(settings)
+    staged = wal_upload(settings, path, store=store)
     if staged is None:
         return "already archived"
-    wal_commit(settings, staged)
+    wal_commit(settings, staged, store=store)
     return "stored"
 
 
