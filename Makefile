@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py
 	$(BIN)/python bench/bench_dr_drill.py
 	$(BIN)/python bench/bench_wal_push.py
+	$(BIN)/python bench/bench_wal_s3.py
 	$(BIN)/python bench/bench_physical.py
 	$(BIN)/python bench/bench_pgbackrest.py
 	$(BIN)/python bench/bench_probes.py

@@ -14,7 +14,8 @@ aes-256-cbc; the passphrase in its 0600 config file, never on argv). Alternated,
               pgBackRest  pgbackrest restore --type=time --target=T --target-action=promote, then
                           pg_ctl start and wait until promoted
     wal:      N real segments of this cluster, pushed one after another as PostgreSQL's archiver
-              does: bvh-ops-wal push vs pgbackrest archive-push (archive-async, process-max 2)
+              does: bvh-ops-wal push vs pgbackrest archive-push (archive-async, process-max 2);
+              wall time, and the CPU of every process each left running (bench/cputime.py)
 
 pgBackRest is not installed by the bench: where it is absent its rows are skipped (apt-get install
 pgbackrest). Not a test: `python bench/bench_pgbackrest.py [--quick]`.
@@ -23,6 +24,7 @@ pgbackrest). Not a test: `python bench/bench_pgbackrest.py [--quick]`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -257,7 +259,7 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         chown_tree_to_server(src.parent)
         ours = ["bash", "-c", f'cd "{src}" && for f in {listing}; do BVH_OPS_CONFIG={cfg} {wal_command()} push '
                 f'"{src}/$f" || exit 1; mv "archive_status/$f.ready" "archive_status/$f.done"; done']
-        rows["ours"].append(round(timed([*AS_SERVER, *ours], os.environ)[0], 2))
+        rows["ours"].append(tree_timed([*AS_SERVER, *ours], work / "cpu.json"))
         shutil.rmtree(root)
         if pgbr_conf is None:
             continue
@@ -273,17 +275,28 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         push = " ".join(pgbr(pgbr_conf, *over, "archive-push")[len(AS_SERVER):])
         cmd = ["bash", "-c", f'cd "{src}" && for f in {listing}; do {push} "{src}/$f" || exit 1; '
                'mv "archive_status/$f.ready" "archive_status/$f.done"; done']
-        rows["pgbackrest"].append(round(timed([*AS_SERVER, *cmd], os.environ)[0], 2))
+        rows["pgbackrest"].append(tree_timed([*AS_SERVER, *cmd], work / "cpu.json"))
         for p in (repo, spool):
             shutil.rmtree(p)
-    out: dict = {"segments": len(names), "mb": len(names) * SEG // 2**20}
-    for name, secs in rows.items():
-        if secs:
+    out: dict = {"segments": len(names), "mb": len(names) * SEG // 2**20, "load_average": os.getloadavg()}
+    for name, runs_ in rows.items():
+        if runs_:
+            secs, cpu = [r["seconds"] for r in runs_], [r["cpu_seconds"] for r in runs_]
             out[name] = {"seconds": med(secs), "all": secs, "segments_per_s": round(len(names) / med(secs), 2),
-                         "mb_per_s": round(len(names) * SEG / 2**20 / med(secs), 1)}
+                         "mb_per_s": round(len(names) * SEG / 2**20 / med(secs), 1),
+                         "cpu_seconds": med(cpu), "cpu_all": cpu, "cpu_ms_per_segment": round(med(cpu) * 1000 / len(names)),
+                         "max_rss_mb": max(r["max_rss_mb"] for r in runs_)}
     if rows["pgbackrest"]:
-        out["ours_over_pgbackrest"] = round(med(rows["ours"]) / med(rows["pgbackrest"]), 3)
+        out["ours_over_pgbackrest"] = round(out["ours"]["seconds"] / out["pgbackrest"]["seconds"], 3)
+        out["ours_over_pgbackrest_cpu"] = round(out["ours"]["cpu_seconds"] / out["pgbackrest"]["cpu_seconds"], 3)
     return out
+
+
+def tree_timed(cmd: list[str], out: Path) -> dict:
+    """Wall time of ``cmd`` and the CPU of every process it started, including the archivers it
+    leaves running in the background (bench/cputime.py waits for them to end)."""
+    subprocess.run([sys.executable, str(Path(__file__).with_name("cputime.py")), str(out), "--", *cmd], check=True)
+    return json.loads(out.read_text())
 
 
 def main() -> None:

@@ -190,20 +190,38 @@ class EncryptingWriter:
         prologue = MAGIC + struct.pack(">I", len(header)) + header
         self._aad = hashlib.sha256(prologue).digest()
         self._out.write(prologue)
+        self._level, self._threads = compression_level, compression_threads
         self._zc = zstandard.ZstdCompressor(level=compression_level, threads=compression_threads).compressobj()
+        self._whole = False  # write_all() compressed everything: nothing left in the compressor
         self._buf = bytearray()
         self._index = 0
         self._closed = False
         self.stats: StreamStats | None = None
 
     def write(self, data: bytes) -> int:
-        if self._closed:
+        if self._closed or self._whole:
             raise ValueError("write to a closed EncryptingWriter")
         if self._hashing is not None:
             self._hashing.result()
         self._hashing = self._hasher.submit(self._plain_sha.update, bytes(data))
         self._plain_size += len(data)
         self._buf += self._zc.compress(data)
+        self._drain(keep_last=True)
+        return len(data)
+
+    def write_all(self, data: bytes) -> int:
+        """The whole plaintext at once (the only write; a WAL segment read in one piece): one zstd
+        call instead of the stream — the same single frame without content size, for about a
+        quarter less CPU. The caller bounds the size (it is all in memory)."""
+        if self._closed or self._plain_size:
+            raise ValueError("write_all must be the only write to an EncryptingWriter")
+        if not data:
+            return 0  # close() writes the empty input's frame, as the stream does
+        self._hashing = self._hasher.submit(self._plain_sha.update, data)
+        self._plain_size = len(data)
+        self._buf += zstandard.ZstdCompressor(level=self._level, threads=self._threads,
+                                              write_content_size=False).compress(data)
+        self._whole = True
         self._drain(keep_last=True)
         return len(data)
 
@@ -229,7 +247,8 @@ class EncryptingWriter:
             self._hashing.result()
             self._hashing = None
         self._hasher.shutdown()
-        self._buf += self._zc.flush()
+        if not self._whole:
+            self._buf += self._zc.flush()
         self._drain(keep_last=True)
         self._emit(bytes(self._buf), last=True)
         self._buf.clear()

@@ -10,8 +10,10 @@ prefetcher that downloads, decrypts and verifies the next segments in parallel i
 later fetches that find their segment there only rename it (a few milliseconds). Exit codes
 follow PostgreSQL's contract: 0 delivered, 1 not in the archive (end of recovery), 126 for
 anything else (damaged, unreadable, store down), which makes PostgreSQL abort recovery instead
-of promoting early. ``push`` exits non-zero on any failure so PostgreSQL keeps the segment
-(also when a failover fenced this cluster's timeline: bvh_ops.wal.fence).
+of promoting early. ``push`` leaves the work to the background pusher of its ``pg_wal``
+(bvh_ops.wal.pusher, as pgBackRest's archive-async) and reports the pusher's verdict on its file;
+it exits non-zero on any failure so PostgreSQL keeps the segment (also when a failover fenced
+this cluster's timeline: bvh_ops.wal.fence).
 
 A standby (`bvh-ops standby create`: its spool options say ``"standby": true``) asks for the
 next segment every few seconds until it is archived: there "not in the archive" is exit 1 with
@@ -21,18 +23,23 @@ no log line, and each fetch records the standby's progress (``standby-progress.j
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 
-from bvh_ops.pg.lsn import SEGMENT, WAL_FILE
+TYPE_CHECKING = False  # typing itself costs milliseconds per call
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Only os and sys at the top: archive_command runs this once per WAL file, and the fast path
+# (its file already archived by the pusher) must not pay for imports it does not use.
 
 PREFETCH_DIR = "prefetch"
 PIDFILE = ".prefetcher.pid"
 
 
 def _spool() -> Path | None:
+    from pathlib import Path
+
     cfg = os.environ.get("BVH_OPS_CONFIG")
     if not cfg:
         return None
@@ -56,6 +63,8 @@ def _alive(pid: int) -> bool:
 
 def _kick(spool: Path, name: str) -> None:
     """Start a detached prefetcher for the segments after ``name`` unless one is running."""
+    from bvh_ops.pg.lsn import SEGMENT
+
     if not SEGMENT.match(name):
         return
     try:
@@ -72,6 +81,8 @@ def _kick(spool: Path, name: str) -> None:
 
 def _expected_system(spool: Path | None) -> str | None:
     """The cluster a restore recovers (written by the restore into the spool's options)."""
+    import json
+
     if spool is None:
         return None
     try:
@@ -82,6 +93,8 @@ def _expected_system(spool: Path | None) -> str | None:
 
 def _standby(spool: Path | None) -> bool:
     """A standby built by `bvh-ops standby create` (its spool options say so)."""
+    import json
+
     if spool is None:
         return False
     try:
@@ -94,6 +107,10 @@ def _progress(spool: Path | None, name: str, *, delivered: bool) -> None:
     """A standby's replay progress as wal-fetch sees it (``standby-progress.json`` beside the
     spool, read by `bvh-ops standby status`): the newest segment delivered, and the segment it
     waits for (asked for, not archived yet) since when. Never fails the fetch."""
+    import json
+
+    from bvh_ops.pg.lsn import SEGMENT
+
     if spool is None or not SEGMENT.match(name) or not _standby(spool):
         return
     from datetime import UTC, datetime
@@ -126,6 +143,10 @@ def _surely_missing(name: str) -> bool:
     """In a file:// repository, is ``name``'s index entry (wal-push's commit point) absent?
     Answered from the config file with tomllib and one stat: a standby asks for the next segment
     every few seconds, and the full settings machinery costs far more than the answer."""
+    from pathlib import Path
+
+    from bvh_ops.pg.lsn import WAL_FILE
+
     cfg = os.environ.get("BVH_OPS_CONFIG")
     if not cfg or not WAL_FILE.match(name):
         return False
@@ -142,6 +163,8 @@ def _surely_missing(name: str) -> bool:
 
 
 def fetch(name: str, dest: str) -> int:
+    from bvh_ops.pg.lsn import SEGMENT
+
     spool = _spool()
     if spool is not None and SEGMENT.match(name) and (spool / name).is_file():
         os.replace(spool / name, dest)  # verified by the prefetcher before it appeared here
@@ -180,6 +203,8 @@ def fetch(name: str, dest: str) -> int:
 
 def prefetch(after: str) -> int:
     """Fetch the ``depth`` segments after ``after`` (same timeline) into the spool, in parallel."""
+    import json
+
     spool = _spool()
     if spool is None:
         return 0
@@ -236,6 +261,8 @@ def cleanup() -> int:
     """recovery_end_command: remove the recovery directory the restore wrote (its config, the
     identity copy, S3 credentials, the read-ahead spool) the moment recovery ends, also when
     nobody is watching the server start. Only a directory named ``bvh_ops_recovery`` is removed."""
+    from pathlib import Path
+
     cfg = os.environ.get("BVH_OPS_CONFIG")
     if not cfg:
         return 0
@@ -275,110 +302,149 @@ def remove_recovery_dir(rdir: Path) -> None:
     shutil.rmtree(rdir, ignore_errors=True)
 
 
-PUSH_AHEAD = 8  # other ready files archived with each call
-PUSH_WORKERS = 2
+PUSH_WAIT = 60.0  # seconds a call waits for the pusher's verdict on its file (then PostgreSQL retries)
 
 
-def _push_spool() -> Path | None:
-    """``<state_dir>/archive-spool`` (BVH_OPS_STATE_DIR, or the config file PostgreSQL passes,
-    read with tomllib: the fast path must not pay for the full settings machinery)."""
+def _push_spool() -> str | None:
+    """``<state_dir>/archive-spool`` (BVH_OPS_STATE_DIR, or the config file PostgreSQL passes:
+    the fast path must not pay for the full settings machinery)."""
     if os.environ.get("BVH_OPS_STATE_DIR"):
-        return Path(os.environ["BVH_OPS_STATE_DIR"]) / "archive-spool"
+        return os.path.join(os.environ["BVH_OPS_STATE_DIR"], "archive-spool")
     cfg = os.environ.get("BVH_OPS_CONFIG")
     if not cfg:
         return None
     try:
-        import tomllib
-
         with open(cfg, "rb") as fh:
-            state = tomllib.load(fh).get("state_dir")
-    except (OSError, ValueError):
+            text = fh.read()
+    except OSError:
         return None
-    return Path(state) / "archive-spool" if state else None
+    state = _plain_state_dir(text)
+    if state is None:
+        try:
+            import tomllib
+
+            state = tomllib.loads(text.decode()).get("state_dir")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return os.path.join(state, "archive-spool") if isinstance(state, str) and state else None
 
 
-def _sha256(path: Path) -> str:
+def _plain_state_dir(text: bytes) -> str | None:
+    """``state_dir`` when the config file states it the plain way — one top-level line
+    ``state_dir = "path"`` (no escapes) or ``'path'``, in a file without multi-line strings —
+    else None and tomllib reads the file (importing it costs more than the rest of a call).
+    A file this reading gets wrong would only put the spool elsewhere, never archive
+    differently: the pusher reads its settings with the full loader."""
+    if b'"""' in text or b"'''" in text:
+        return None
+    found = []
+    for raw in text.split(b"\n"):
+        line = raw.strip()
+        if line.startswith(b"["):
+            break  # a table: top-level keys end here
+        key, eq, value = line.partition(b"=")
+        if not eq or key.strip().strip(b"\"'") != b"state_dir":
+            continue
+        value = value.strip()
+        quote = value[:1]
+        if quote not in (b'"', b"'"):
+            return None
+        end = value.find(quote, 1)
+        rest = value[end + 1:].strip() if end > 0 else b"#"
+        if end < 0 or (rest and not rest.startswith(b"#")) or (quote == b'"' and b"\\" in value[:end]):
+            return None
+        found.append(value[1:end])
+    try:
+        return found[0].decode() if len(found) == 1 else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _sha256(path: str) -> str:
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def push(path: str) -> int:
-    """Archive ``path``; meanwhile also archive other files PostgreSQL has marked ready
-    (``archive_status/*.ready``), in parallel, recording each in a local spool
-    (``<state_dir>/archive-spool/<name>.ok`` with its sha256): the call PostgreSQL makes for it
-    next hashes the file, finds the same sha256 there and returns at once. Only the requested
-    file decides the exit code; a ready file that fails here is retried (and reported) when
-    PostgreSQL asks for it."""
-    src = Path(path)
+    """Archive ``path`` (archive_command). A file PostgreSQL has marked ready is archived by the
+    pusher of its ``pg_wal`` (bvh_ops.wal.pusher: started here when none runs, it archives the
+    other ready files ahead, in order); this call waits for the pusher's verdict and reports
+    success only when the pusher committed exactly the bytes of the file as it is now. Anything
+    else — no spool configured, a file not marked ready — is archived here and now."""
+    import time
+
     spool = _push_spool()
-    marker = spool / f"{src.name}.ok" if spool else None
-    if marker is not None and marker.is_file():
-        try:
-            if marker.read_text().strip() == _sha256(src):
-                marker.unlink(missing_ok=True)
-                return 0
-        except OSError:
-            pass
-    from concurrent.futures import ThreadPoolExecutor
+    name = os.path.basename(path)
+    wal_dir = os.path.dirname(os.path.abspath(path))
+    if spool is None or not os.path.exists(os.path.join(wal_dir, "archive_status", f"{name}.ready")):
+        return _push_now(path)
+    from bvh_ops.wal import pusher
 
-    from bvh_ops.config import load_settings
-    from bvh_ops.errors import BvhOpsError
-    from bvh_ops.wal.store import wal_commit, wal_upload
-
+    d = pusher.spool_dir(spool, wal_dir)
     try:
-        settings = load_settings()
-    except BvhOpsError as exc:
-        _err(f"error: {exc}")
-        return getattr(exc, "exit_code", 1) or 1
-    status = src.parent / "archive_status"
-    ahead: list[Path] = []
-    try:
-        ready = sorted(p.name[: -len(".ready")] for p in status.glob("*.ready"))
-        ahead = [src.parent / n for n in ready if n > src.name][:PUSH_AHEAD]  # only after it: order holds
+        os.makedirs(d, mode=0o700, exist_ok=True)
     except OSError:
+        return _push_now(path)  # no writable spool: no pusher
+    ident = pusher.config_ident()
+    deadline = time.monotonic() + PUSH_WAIT
+    child, starts, delay, checked = None, 0, 0.002, 0.0
+    while time.monotonic() < deadline:
+        found = pusher.verdict(d, name, ident)
+        if found is not None and found[0] == "ok":
+            if found[1] == _sha256(path):
+                return 0
+            _unlink(os.path.join(d, name + pusher.OK))
+            return _push_now(path)  # not what is here now: archive (or refuse) it here
+        if found is not None:
+            _unlink(os.path.join(d, name + pusher.ERROR))
+            code, _, message = found[1].partition("\n")
+            _err(f"error: {message}")
+            return int(code)
+        now = time.monotonic()
+        if now - checked > 0.1 and (child is None or child.poll() is not None):
+            checked = now
+            other = pusher.running(d, wal_dir)
+            if other is None:
+                if starts == 3:
+                    return _push_now(path)  # the pusher keeps ending without a verdict
+                child = _start_pusher(d, wal_dir, name)
+                starts += 1
+            elif other and other != ident:
+                pusher.request_stop(d, other)  # its configuration is not ours any more
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    _err(f"error: no verdict on {name} from the WAL pusher after {PUSH_WAIT:.0f} s (PostgreSQL will ask again)")
+    return 1
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
         pass
 
-    def upload(p: Path):
-        try:
-            return wal_upload(settings, str(p)), None
-        except (BvhOpsError, OSError) as exc:
-            return None, exc
 
-    # Uploads in parallel; commits (index entries) strictly in WAL order, the requested file
-    # first: readers never see a later segment committed before an earlier one.
-    with ThreadPoolExecutor(max_workers=PUSH_WORKERS) as pool:
-        mine = pool.submit(upload, src)
-        later = [(p, pool.submit(upload, p)) for p in ahead]
-        entry, exc = mine.result()
-        try:
-            if exc is not None:
-                raise exc
-            if entry is not None:
-                wal_commit(settings, entry)
-        except (BvhOpsError, OSError) as err:
-            for _, f in later:
-                f.cancel()
-            _err(f"error: {err}")
-            return getattr(err, "exit_code", 1) or 1
-        for p, f in sorted(later, key=lambda item: item[0].name):
-            entry, exc = f.result()
-            try:
-                if exc is not None:
-                    break  # PostgreSQL asks for it later; that call reports the error
-                if entry is not None:
-                    wal_commit(settings, entry)
-                if spool is not None:
-                    spool.mkdir(parents=True, exist_ok=True)
-                    tmp = spool / f".{p.name}.ok.tmp"
-                    tmp.write_text(_sha256(p))
-                    os.replace(tmp, spool / f"{p.name}.ok")
-            except (BvhOpsError, OSError):
-                break
+def _start_pusher(d: str, wal_dir: str, name: str):
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-m", "bvh_ops.walcmd", "pusher", d, wal_dir, name],
+                            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd="/")
+
+
+def _push_now(path: str) -> int:
+    """Archive one file in this process (no pusher)."""
+    from bvh_ops.config import load_settings
+    from bvh_ops.errors import BvhOpsError
+    from bvh_ops.wal.store import wal_push
+
+    try:
+        wal_push(load_settings(), path)
+    except (BvhOpsError, OSError) as exc:
+        _err(f"error: {exc}")
+        return getattr(exc, "exit_code", 1) or 1
     return 0
 
 
@@ -391,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             return fetch(args[1], args[2])
         if len(args) == 2 and args[0] == "prefetch":
             return prefetch(args[1])
+        if len(args) == 4 and args[0] == "pusher":
+            from bvh_ops.wal.pusher import run
+
+            return run(args[1], args[2], args[3])
         if args == ["cleanup"]:
             return cleanup()
     except KeyboardInterrupt:

@@ -153,8 +153,13 @@ class LocalStore:
                 os.fsync(w._fh.fileno())
                 w._fh.close()
                 os.link(w._tmp, path)
+                # The new name must survive a crash before the caller reports it (a WAL index
+                # entry is the commit point PostgreSQL's archiver is told about).
+                _fsync_dir(path.parent)
             except FileExistsError:
                 raise StorageError(f"object {key} already exists") from None
+            except OSError as exc:
+                raise StorageError(f"committing {path}: {exc.strerror}") from None
             finally:
                 w._tmp.unlink(missing_ok=True)
                 w._done = True

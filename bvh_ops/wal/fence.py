@@ -61,27 +61,54 @@ def fence_refusal(record: dict, name: str) -> str | None:
             "'Failover at 02:00', fence the old primary)")
 
 
+class FenceView:
+    """The ``fence/`` prefix of a repository as listed once (a LIST request on S3), with the
+    records read on demand: one view serves several WAL files. The long-lived pusher
+    (bvh_ops.wal.pusher) lists again when its view is older than FENCE_RECHECK_SECONDS, so a
+    fence written after a listing stops an old primary's pushes within that time; a one-off
+    push lists for its one file (check_fence)."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self._keys = [info.key for info in store.list(FENCE_PREFIX)]
+        self._records: dict[str, dict | None] = {}
+
+    def check(self, name: str, system_identifier: str | None) -> None:
+        """Raise Fenced when a fence refuses ``name`` (of cluster ``system_identifier``, or of any
+        cluster when the file carries no header, e.g. a ``.backup`` file)."""
+        if name.endswith((".history", ".partial")):
+            return
+        timeline = int(name[:8], 16)
+        for key in self._keys:
+            parsed = parse_fence_key(key)
+            if parsed is None or parsed[1] != timeline:
+                continue
+            if system_identifier is not None and parsed[0] != str(system_identifier):
+                continue
+            record = self._record(key, name)
+            if record is None:
+                continue
+            problem = fence_refusal(record, name)
+            if problem:
+                raise Fenced(problem)
+
+    def _record(self, key: str, name: str) -> dict | None:
+        if key not in self._records:
+            try:
+                self._records[key] = json.loads(self._store.get_bytes(key))["fence"]
+            except NotFound:
+                self._records[key] = None
+            except (ValueError, KeyError, TypeError):
+                raise Fenced(f"fence record {key} is unreadable: refusing to archive {name} until an operator "
+                             "looks at it") from None
+        return self._records[key]
+
+
+FENCE_RECHECK_SECONDS = 1.0
+
+
 def check_fence(store, name: str, system_identifier: str | None) -> None:
     """Raise Fenced when a fence in ``store`` refuses ``name`` (of cluster ``system_identifier``,
     or of any cluster when the file carries no header, e.g. a ``.backup`` file). One listing of
     the (small) ``fence/`` prefix; no fence: nothing else is read."""
-    if name.endswith((".history", ".partial")):
-        return
-    timeline = int(name[:8], 16)
-    for info in store.list(FENCE_PREFIX):
-        parsed = parse_fence_key(info.key)
-        if parsed is None or parsed[1] != timeline:
-            continue
-        if system_identifier is not None and parsed[0] != str(system_identifier):
-            continue
-        try:
-            envelope = json.loads(store.get_bytes(info.key))
-            record = envelope["fence"]
-        except NotFound:
-            continue
-        except (ValueError, KeyError, TypeError):
-            raise Fenced(f"fence record {info.key} is unreadable: refusing to archive {name} until an operator "
-                         "looks at it") from None
-        problem = fence_refusal(record, name)
-        if problem:
-            raise Fenced(problem)
+    FenceView(store).check(name, system_identifier)

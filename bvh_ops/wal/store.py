@@ -15,9 +15,9 @@ from pathlib import Path
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound, StorageError
-from bvh_ops.keys import load_identities, load_recipients
+from bvh_ops.keys import Recipient, load_identities, load_recipients
 from bvh_ops.pg.lsn import SEGMENT_OR_PARTIAL, WAL_FILE
-from bvh_ops.storage import open_store
+from bvh_ops.storage import ObjectStore, open_store
 from bvh_ops.stream import (
     DecryptingReader,
     EncryptingWriter,
@@ -25,7 +25,7 @@ from bvh_ops.stream import (
     envelopes_json,
     seal_data_key,
 )
-from bvh_ops.wal.fence import check_fence
+from bvh_ops.wal.fence import FenceView
 
 WAL_PREFIX = "wal"
 CHUNK = 1 << 20
@@ -94,36 +94,49 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def wal_push(settings: Settings, path: str) -> str:
     """Archive one WAL file; returns 'stored' or 'already archived'."""
-    staged = wal_upload(settings, path)
+    store = open_store(settings)
+    staged = wal_upload(settings, path, store=store)
     if staged is None:
         return "already archived"
-    wal_commit(settings, staged)
+    wal_commit(settings, staged, store=store)
     return "stored"
 
 
-def wal_upload(settings: Settings, path: str) -> dict | None:
+WHOLE_MAX = 64 << 20  # WAL files up to this size are read and compressed in one piece (16 MiB segments)
+
+
+def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = None,
+               recipients: list[Recipient] | None = None, fences: FenceView | None = None) -> dict | None:
     """Store one WAL file's object, without its index entry (so it does not exist for readers
     yet); returns the entry for ``wal_commit``, or None when it is already archived. Uploads may
-    run in parallel; commits go in WAL order so the archive never shows a transient gap."""
+    run in parallel; commits go in WAL order so the archive never shows a transient gap.
+    ``store``, ``recipients`` and a listing of the fences (``fences``) may be shared by the
+    files of one pusher; without ``fences`` the fence prefix is listed for this file."""
     src = Path(path)
     if not src.is_file():
         raise NotFound(f"WAL file {path} does not exist")
     key = wal_key(src.name)
-    store = open_store(settings)
-    plain_sha, size = _sha256_file(src)
+    store = store if store is not None else open_store(settings)
     index_key = key + ".json"
     try:
         existing = json.loads(store.get_bytes(index_key))
     except NotFound:
         existing = None
     if existing is not None:
-        if existing.get("plaintext_sha256") == plain_sha and store.stat(key) is not None:
+        if existing.get("plaintext_sha256") == _sha256_file(src)[0] and store.stat(key) is not None:
             return None
         raise IntegrityError(
             f"{src.name} is already archived with different content: refusing to overwrite "
             "(two clusters archiving into one repository?)")
-    with open(src, "rb") as fh:
-        first = fh.read(LONG_HEADER)
+    # A segment is read in one piece: what is hashed, checked and stored is one read of the
+    # file. A larger file (wal_segment_size up to 1 GiB) is streamed and hashed twice instead:
+    # before, for the entry, and on the way, to catch a change while it was being read.
+    whole = src.read_bytes() if src.stat().st_size <= WHOLE_MAX else None
+    if whole is not None:
+        first = whole[:LONG_HEADER]
+    else:
+        with open(src, "rb") as fh:
+            first = fh.read(LONG_HEADER)
     problem = segment_header_problem(src.name, first)
     if problem:
         # PostgreSQL hands over a segment that begins with its own first page; anything else
@@ -132,8 +145,9 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
     # A failover fenced this cluster's old timeline: its old primary must not continue a
     # diverging history into the repository (bvh_ops.wal.fence).
     ident = segment_identity(first) if SEGMENT_OR_PARTIAL.match(src.name) else None
-    check_fence(store, src.name, ident["system_identifier"] if ident else None)
-    recipients = load_recipients(settings.require_recipients())
+    (fences or FenceView(store)).check(src.name, ident["system_identifier"] if ident else None)
+    if recipients is None:
+        recipients = load_recipients(settings.require_recipients())
     data_key = os.urandom(32)
     envelopes = seal_data_key(data_key, recipients)
     writer = store.open_writer(key)
@@ -141,22 +155,22 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
         enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10, bind=key)
-        sha = hashlib.sha256()
-        head = b""
-        with open(src, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                if not head:
-                    head = chunk[:LONG_HEADER]
-                sha.update(chunk)
-                enc.write(chunk)
-        stats = enc.close()
-        if sha.hexdigest() != plain_sha:
-            raise IntegrityError(f"{src.name} changed while it was being archived")
+        if whole is not None:
+            enc.write_all(whole)
+            stats = enc.close()
+        else:
+            plain_sha = _sha256_file(src)[0]
+            with open(src, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    enc.write(chunk)
+            stats = enc.close()
+            if stats.plaintext_sha256 != plain_sha:
+                raise IntegrityError(f"{src.name} changed while it was being archived")
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    entry = {"name": src.name, "plaintext_sha256": plain_sha, "plaintext_size": size,
+    entry = {"name": src.name, "plaintext_sha256": stats.plaintext_sha256, "plaintext_size": stats.plaintext_size,
              "stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
              "key_ids": [r.key_id for r in recipients],
              # Format 3: the data key sealed to each recipient lives here, not in the object, so a
@@ -165,8 +179,8 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
              # When PostgreSQL last wrote the file: the newest commit it can hold (for
              # --validate-target with a time and for the continuity report).
              "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
-    if SEGMENT_OR_PARTIAL.match(src.name):
-        entry["system_identifier"] = segment_identity(head)["system_identifier"]
+    if ident is not None:
+        entry["system_identifier"] = ident["system_identifier"]
     if src.name.endswith(".history"):
         # Timeline switch points only (no table data): kept readable so continuity can
         # follow timelines without the restore key.
@@ -174,10 +188,10 @@ def wal_upload(settings: Settings, path: str) -> dict | None:
     return entry
 
 
-def wal_commit(settings: Settings, entry: dict) -> None:
+def wal_commit(settings: Settings, entry: dict, *, store: ObjectStore | None = None) -> None:
     """Write the index entry of an uploaded WAL file: the commit point. ``if_absent`` closes the
     race with a second pusher; the same content from it is fine, different content is not."""
-    store = open_store(settings)
+    store = store if store is not None else open_store(settings)
     index_key = wal_key(entry["name"]) + ".json"
     try:
         store.put_bytes(index_key, json.dumps(entry).encode(), if_absent=True)

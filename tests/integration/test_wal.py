@@ -194,15 +194,12 @@ def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
         victim.write_bytes(original)
 
 
-def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
-    """One archive_command call also archives the other .ready files (in parallel) and records
-    them in the local spool; PostgreSQL's calls for them then return at once — unless the file
-    changed, which falls back to the full push and its refusal."""
-    import subprocess
-
+def _ready_wal(tmp_path: Path, keypair, segnos: list[int]) -> tuple[Path, Path, dict, list[str]]:
+    """A pg_wal with ``segnos`` marked ready (as PostgreSQL marks finished segments), a config
+    file for the lean command: (pg_wal, repository, env, names)."""
     wal_dir = tmp_path / "pg_wal"
     (wal_dir / "archive_status").mkdir(parents=True)
-    names = [f"0000000100000000000000{i:02X}" for i in range(0x10, 0x14)]
+    names = [f"0000000100000000000000{i:02X}" for i in segnos]
     for n in names:
         (wal_dir / n).write_bytes(_segment(int(n[-2:], 16)))
         (wal_dir / "archive_status" / f"{n}.ready").touch()
@@ -210,16 +207,79 @@ def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
     cfg = tmp_path / "archive.toml"
     cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{keypair[0]}"]\nstate_dir = "{tmp_path / "st"}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")} | {"BVH_OPS_CONFIG": str(cfg)}
-    lean = [str(Path(sys.executable).parent / "bvh-ops-wal"), "push"]
+    return wal_dir, repo, env, names
 
-    first = subprocess.run([*lean, f"pg_wal/{names[0]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
+
+def _lean_push(tmp_path: Path, env: dict, name: str):
+    import subprocess
+
+    return subprocess.run([str(Path(sys.executable).parent / "bvh-ops-wal"), "push", f"pg_wal/{name}"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True)
+
+
+def _committed(repo: Path, name: str) -> bool:
+    return Path(str(repo / wal_key(name)) + ".json").exists()
+
+
+def _archived_as_postgres_does(wal_dir: Path, name: str) -> None:
+    (wal_dir / "archive_status" / f"{name}.ready").rename(wal_dir / "archive_status" / f"{name}.done")
+
+
+def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
+    """The first archive_command call starts the pusher, which archives the other .ready files
+    ahead (in order) and leaves its verdicts in the spool; PostgreSQL's calls for them then only
+    check the verdict against the file — one that changed falls back to the full push and its
+    refusal. A changed configuration stops the running pusher: the next file goes where the new
+    configuration says."""
+    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, list(range(0x10, 0x15)))
+
+    first = _lean_push(tmp_path, env, names[0])
     assert first.returncode == 0, first.stderr
-    for n in names:  # all archived by the one call
-        assert (repo / wal_key(n)).exists() and Path(str(repo / wal_key(n)) + ".json").exists()
-    spool = tmp_path / "st" / "archive-spool"
-    assert sorted(p.name for p in spool.iterdir()) == [f"{n}.ok" for n in names[1:]]
-    second = subprocess.run([*lean, f"pg_wal/{names[1]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert second.returncode == 0 and not (spool / f"{names[1]}.ok").exists()
+    assert _committed(repo, names[0])
+    _archived_as_postgres_does(wal_dir, names[0])
+    wait_until(lambda: all(_committed(repo, n) for n in names), "the ready files archived ahead")
+    (spool,) = (tmp_path / "st" / "archive-spool").iterdir()  # one pusher's spool for this pg_wal
+    assert {f"{n}.ok" for n in names[1:]} <= {p.name for p in spool.iterdir()}
+    for n in names:  # each stored as it is on disk (fetch checks the plaintext sha256)
+        fetched = tmp_path / f"fetched-{n}"
+        wal_fetch(Settings(repository=f"file://{repo}", identity=keypair[1]), n, str(fetched))
+        assert fetched.read_bytes() == (wal_dir / n).read_bytes()
+
+    second = _lean_push(tmp_path, env, names[1])
+    assert second.returncode == 0, second.stderr
+    _archived_as_postgres_does(wal_dir, names[1])
     (wal_dir / names[2]).write_bytes(_segment(0x12))  # not what was archived
-    changed = subprocess.run([*lean, f"pg_wal/{names[2]}"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    changed = _lean_push(tmp_path, env, names[2])
     assert changed.returncode != 0 and "different content" in changed.stderr
+    _archived_as_postgres_does(wal_dir, names[2])
+
+    # The configuration changes (another repository): the pusher's verdicts no longer count.
+    repo2 = tmp_path / "repo2"
+    cfg = Path(env["BVH_OPS_CONFIG"])
+    cfg.write_text(cfg.read_text().replace(f"file://{repo}", f"file://{repo2}"))
+    moved = _lean_push(tmp_path, env, names[3])
+    assert moved.returncode == 0, moved.stderr
+    assert _committed(repo2, names[3])
+
+
+def test_lean_push_reports_a_refused_file_and_commits_nothing_after_it(keypair, tmp_path):
+    """The pusher refuses a file (here one that holds another segment's WAL): the call for it
+    fails with the reason, and no later file is committed while it stays unarchived (no gap);
+    once PostgreSQL's file is right, the next call archives it and the rest follow."""
+    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, [0x20, 0x21, 0x22, 0x23])
+    good = (wal_dir / names[1]).read_bytes()
+    (wal_dir / names[1]).write_bytes(_segment(0x30))  # another segment's bytes under this name
+
+    assert _lean_push(tmp_path, env, names[0]).returncode == 0
+    _archived_as_postgres_does(wal_dir, names[0])
+    refused = _lean_push(tmp_path, env, names[1])
+    assert refused.returncode != 0 and "not of its own position" in refused.stderr, refused.stderr
+    assert not any(_committed(repo, n) for n in names[1:])
+    assert not (repo / wal_key(names[1])).exists()
+
+    (wal_dir / names[1]).write_bytes(good)
+    for n in names[1:]:
+        done = _lean_push(tmp_path, env, n)
+        assert done.returncode == 0, done.stderr
+        _archived_as_postgres_does(wal_dir, n)
+    assert all(_committed(repo, n) for n in names)
