@@ -7,7 +7,8 @@ PostgreSQL starts one process per WAL file, so start-up is the cost: this module
 what the call needs (no CLI framework). ``fetch`` also reads ahead: when the recovery directory
 has a ``prefetch/`` spool (the restore creates one), the first fetch starts a detached
 prefetcher that downloads, decrypts and verifies the next segments in parallel into the spool;
-later fetches that find their segment there only rename it (a few milliseconds). Exit codes
+later fetches that find their segment there only copy it (a few milliseconds; the newest one stays,
+PostgreSQL asks for the last segment again after reaching its target). Exit codes
 follow PostgreSQL's contract: 0 delivered, 1 not in the archive (end of recovery), 126 for
 anything else (damaged, unreadable, store down), which makes PostgreSQL abort recovery instead
 of promoting early. ``push`` exits non-zero on any failure so PostgreSQL keeps the segment
