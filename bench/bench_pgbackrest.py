@@ -126,6 +126,7 @@ def backups(cluster, work, env_cli, pgbr_conf, runs) -> dict:
     ours_cmd = ["bash", "-c", f'"{sys.executable}" -m bvh_ops.cli backup --kind full --json > "{work}/ours.json"']
     rows: dict[str, list] = {"bare": [], "pgbackrest": [], "ours": []}
     peaks: dict[str, dict] = {}
+    ours_steps: list[dict] = []  # each run's own report: the backup task's seconds, the checks' steps
     for _ in range(runs):
         for name, cmd, env in (("bare", bare_cmd, penv), ("pgbackrest", pgbr(pgbr_conf, "--type=full", "backup")
                                                           if pgbr_conf else None, os.environ),
@@ -135,7 +136,10 @@ def backups(cluster, work, env_cli, pgbr_conf, runs) -> dict:
             seconds, pk = timed(cmd, env)
             rows[name].append(round(seconds, 2))
             peaks[name] = {k: mb(v) for k, v in pk.items() if k not in ("bash", "runuser")}
-    out = {"bare_stored_bytes": bare_file.stat().st_size}
+            if name == "ours":
+                doc = json.loads((work / "ours.json").read_text())
+                ours_steps.append({"backup": doc.get("seconds"), "checks": doc.get("check_seconds")})
+    out = {"bare_stored_bytes": bare_file.stat().st_size, "ours_steps": ours_steps}
     for name, secs in rows.items():
         if secs:
             out[name] = {"seconds": med(secs), "all": secs, "peak_rss_mb": peaks[name],
@@ -171,14 +175,17 @@ def pitr(cluster, work, env_cli, pgbr_conf, runs) -> dict:
     target = mark_target(cluster)
     rows: dict[str, list] = {"ours": [], "pgbackrest": []}
     got = {}
+    ours_steps: list[dict] = []  # each restore's own report (--json): stages, recovery phases
     for i in range(runs):
         d = work / f"ours-restore-{i}"
         port = free_port()
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "bvh_ops.cli", "restore", "latest", "--target-dir", str(d),
-                        "--to-time", target, "--start", "--port", str(port), "--json"], env=env_cli, check=True,
-                       capture_output=True)
+        proc = subprocess.run([sys.executable, "-m", "bvh_ops.cli", "restore", "latest", "--target-dir", str(d),
+                               "--to-time", target, "--start", "--port", str(port), "--json"], env=env_cli,
+                              check=True, capture_output=True, text=True)
         rows["ours"].append(round(time.monotonic() - t0, 2))
+        doc = json.loads(proc.stdout)
+        ours_steps.append({k: doc.get(k) for k in ("seconds", "fetch_stages", "recovery", "wal_prefetched")})
         got["ours"] = markers(port, cluster)
         subprocess.run([*AS_SERVER, str(BIN15 / "pg_ctl"), "-D", str(d), "-m", "immediate", "-w", "stop"],
                        check=True, capture_output=True, cwd="/")
@@ -210,7 +217,7 @@ def pitr(cluster, work, env_cli, pgbr_conf, runs) -> dict:
         subprocess.run([*AS_SERVER, str(BIN15 / "pg_ctl"), "-D", str(d), "-m", "immediate", "-w", "stop"],
                        check=True, capture_output=True, cwd="/")
         shutil.rmtree(d)
-    out = {"target": target, "marker_rows_recovered": got}
+    out = {"target": target, "marker_rows_recovered": got, "ours_steps": ours_steps}
     for name, secs in rows.items():
         if secs:
             out[name] = {"seconds": med(secs), "all": secs}

@@ -139,14 +139,19 @@ def _in_ranges(name: str, ranges, base: Manifest) -> bool:
 
 
 def apply_plan(repo: Repository, *, now: datetime, policy: Policy, dry_run: bool = False,
-               log=None, settings: Settings | None = None) -> dict:
+               log=None, settings: Settings | None = None, archive: dict[str, ArchivedFile] | None = None) -> dict:
     """Retention over a repository: plan, then delete the DELETE backups (never a locked one:
     those are HELD), then the archived WAL the plan names. With ``settings``, each backup
-    deleted is recorded in the audit trail (retention.delete)."""
+    deleted is recorded in the audit trail (retention.delete). ``archive``: a listing of the WAL
+    archive the caller took in this run (safe for pruning: what was archived since is newer
+    than every base); else it is listed here."""
     # Read: the catalog, the physical backups' signed manifests, one listing of the WAL archive.
     records = repo.list_backups()
     physical = _trusted_physical(repo, records)
-    archive = scan_archive(repo.store) if physical else {}
+    if not physical:
+        archive = {}
+    elif archive is None:
+        archive = scan_archive(repo.store)
     # Plan (pure), then ask the store for the locks of what is planned to go, and plan again.
     plan = plan_expire(records, physical, archive, now=now, policy=policy)
     if plan.delete and lock_enabled(repo.store):

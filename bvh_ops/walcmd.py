@@ -7,7 +7,8 @@ PostgreSQL starts one process per WAL file, so start-up is the cost: this module
 what the call needs (no CLI framework). ``fetch`` also reads ahead: when the recovery directory
 has a ``prefetch/`` spool (the restore creates one), the first fetch starts a detached
 prefetcher that downloads, decrypts and verifies the next segments in parallel into the spool;
-later fetches that find their segment there only rename it (a few milliseconds). Exit codes
+later fetches that find their segment there only copy it (a few milliseconds; the newest one stays,
+PostgreSQL asks for the last segment again after reaching its target). Exit codes
 follow PostgreSQL's contract: 0 delivered, 1 not in the archive (end of recovery), 126 for
 anything else (damaged, unreadable, store down), which makes PostgreSQL abort recovery instead
 of promoting early. ``push`` leaves the work to the background pusher of its ``pg_wal``
@@ -62,7 +63,10 @@ def _alive(pid: int) -> bool:
 
 
 def _kick(spool: Path, name: str) -> None:
-    """Start a detached prefetcher for the segments after ``name`` unless one is running."""
+    """Start a detached prefetcher for the segments after ``name`` unless one is running, or
+    there is nothing for it to do: the next ones are all in the spool already, or (file://)
+    the first one missing from it is not archived yet. A prefetcher is a Python process of its
+    own; started for nothing, it takes CPU from the recovery it is meant to speed up."""
     from bvh_ops.pg.lsn import SEGMENT
 
     if not SEGMENT.match(name):
@@ -73,10 +77,47 @@ def _kick(spool: Path, name: str) -> None:
             return
     except (FileNotFoundError, ValueError):
         pass
+    following = _following(spool, name)
+    missing = next((n for n in following if not (spool / n).is_file()), None)
+    if following and (missing is None or _surely_missing(missing)):
+        return
     import subprocess
 
     subprocess.Popen([sys.executable, "-m", "bvh_ops.walcmd", "prefetch", name], start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+
+
+def _following(spool: Path, name: str) -> list[str]:
+    """The ``depth`` segment names after ``name`` on its timeline (the prefetcher's window)."""
+    import json
+
+    from bvh_ops.pg.lsn import parse_segment, segment_name
+
+    try:
+        opts = json.loads((spool / "prefetch.json").read_text())
+        seg_size, depth = int(opts["segment_size"]), int(opts.get("depth", 8))
+    except (OSError, ValueError, KeyError):
+        return []
+    tl, segno = parse_segment(name, seg_size) or (0, 0)
+    return [segment_name(tl, segno + i, seg_size) for i in range(1, depth + 1)] if tl else []
+
+
+def _deliver(spool: Path, name: str, dest: str) -> None:
+    """A spooled segment to PostgreSQL: copied, not moved, so the spool keeps the newest one
+    delivered — at the end of recovery PostgreSQL asks for the last segment again, and that
+    second request is then a copy too instead of a download. Earlier segments of the same
+    timeline are dropped from the spool (recovery has passed them)."""
+    import shutil
+    from pathlib import Path
+
+    from bvh_ops.pg.lsn import SEGMENT
+
+    tmp = Path(dest).with_name(f".{Path(dest).name}.bvh-tmp")
+    shutil.copyfile(spool / name, tmp)
+    os.replace(tmp, dest)
+    for old in spool.iterdir():
+        if len(old.name) == 24 and old.name[:8] == name[:8] and old.name < name and SEGMENT.match(old.name):
+            old.unlink(missing_ok=True)
 
 
 def _expected_system(spool: Path | None) -> str | None:
@@ -167,7 +208,7 @@ def fetch(name: str, dest: str) -> int:
 
     spool = _spool()
     if spool is not None and SEGMENT.match(name) and (spool / name).is_file():
-        os.replace(spool / name, dest)  # verified by the prefetcher before it appeared here
+        _deliver(spool, name, dest)  # verified by the prefetcher (or the restore) before it appeared here
         _progress(spool, name, delivered=True)
         _kick(spool, name)
         return 0
@@ -235,8 +276,8 @@ def prefetch(after: str) -> int:
         tl, segno = parse_segment(after, seg_size)
         names = [segment_name(tl, segno + i, seg_size) for i in range(1, depth + 1)]
         for old in spool.iterdir():  # segments recovery has moved past (e.g. after a timeline switch)
-            parsed = parse_segment(old.name, seg_size)
-            if parsed and parsed[0] == tl and parsed[1] <= segno:
+            parsed = parse_segment(old.name, seg_size)  # (not ``after`` itself: it may be asked for again)
+            if parsed and parsed[0] == tl and parsed[1] < segno:
                 old.unlink(missing_ok=True)
 
         def one(n: str) -> bool:

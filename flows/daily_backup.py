@@ -57,7 +57,7 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     with transaction():
         result = retrying(take_logical_backup, settings)(settings)
         checks = retrying(check_backup, settings)(settings, result)
-    physical_result = None
+    physical_result = wal_archive = None
     if physical != "off":
         from bvh_ops.physical.backup import physical_possible
         from tasks.physical_tasks import check_physical_backup, take_physical_backup
@@ -66,11 +66,13 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
         if possible or physical == "on":
             with transaction():
                 physical_result = retrying(take_physical_backup, settings)(settings, "full")
-                physical_result["checks"] = retrying(check_physical_backup, settings)(settings, physical_result)
+                checked = retrying(check_physical_backup, settings)(settings, physical_result)
+                physical_result.update(checks=checked["checks"], check_seconds=checked["seconds"])
+                wal_archive = checked["wal_archive"]
         else:
             logger.info("no physical backup (physical=auto): %s", why)
     audit_backups(settings, [result, physical_result])
-    plan = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run)
+    plan = retrying(apply_retention, settings)(settings, dry_run=retention_dry_run, wal_archive=wal_archive)
     retention = plan["decisions"]
     create_markdown_artifact(key="retention-plan", markdown=retention_markdown(plan),
                              description="GFS retention: kept, deleted and held backups with their reasons")
@@ -95,7 +97,8 @@ def daily_backup(target: str | None = None, retention_dry_run: bool = False,
     result["physical_backup_id"] = physical_result["backup_id"] if physical_result else None
     if physical_result:
         result["physical"] = {k: physical_result[k] for k in ("backup_id", "kind", "start_lsn", "stop_lsn",
-                                                              "bytes_in", "bytes_stored", "seconds", "checks")}
+                                                              "bytes_in", "bytes_stored", "seconds", "checks",
+                                                              "check_seconds")}
     if file_sets is not None:
         result["file_sets"] = file_sets["sets"]
         result["file_sets_status"] = file_sets["status"]

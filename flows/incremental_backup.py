@@ -43,8 +43,10 @@ def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
     removed = retrying(collect_incomplete, settings)(settings)
     with transaction():
         result = retrying(take_physical_backup, settings)(settings, kind)
-        checks = retrying(check_physical_backup, settings)(settings, result)
-    retention = retrying(retain_chains, settings)(settings, dry_run=retention_dry_run)
+        checked = retrying(check_physical_backup, settings)(settings, result)
+    checks = checked["checks"]
+    retention = retrying(retain_chains, settings)(settings, dry_run=retention_dry_run,
+                                                  wal_archive=checked["wal_archive"])
     create_markdown_artifact(key="retention-plan", markdown=retention_markdown(retention),
                              description="GFS retention: kept, deleted and held backups with their reasons")
     create_markdown_artifact(key=f"{result['kind']}-backup-summary",
@@ -53,8 +55,8 @@ def incremental_backup(kind: Literal["incremental", "full"] = "incremental",
     create_table_artifact(key="physical-backup-checks", table=checks,
                           description=f"Checks of {result['backup_id']}")
     logger.info("%s backup %s committed and checked", result["kind"], result["backup_id"])
-    result.update({"checks": checks, "retention": retention, "incomplete_removed": removed,
-                   "orphaned_runs": orphaned})
+    result.update({"checks": checks, "check_seconds": checked["seconds"], "retention": retention,
+                   "incomplete_removed": removed, "orphaned_runs": orphaned})
     return result
 
 

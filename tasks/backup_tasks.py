@@ -70,11 +70,12 @@ def check_backup(settings: Settings, backup: dict[str, Any]) -> list[dict[str, s
 
 
 @task(name="apply-retention", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only, timeout_seconds=3600)
-def apply_retention(settings: Settings, *, dry_run: bool = False) -> dict[str, Any]:
+def apply_retention(settings: Settings, *, dry_run: bool = False, wal_archive: dict | None = None) -> dict[str, Any]:
     """Delete backups the GFS retention plan marks DELETE (never the newest min_redundancy of
-    each family, never a parent of a kept backup, never a locked one: HELD) and prune WAL."""
+    each family, never a parent of a kept backup, never a locked one: HELD) and prune WAL
+    (``wal_archive``: this run's listing of the WAL archive, when a physical check took one)."""
     from bvh_ops.expire import apply_plan, policy_of
 
     repo, _ = open_repository(settings)
     return apply_plan(repo, now=datetime.now(UTC), policy=policy_of(settings), settings=settings,
-                      dry_run=dry_run, log=get_run_logger())
+                      dry_run=dry_run, log=get_run_logger(), archive=wal_archive)

@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from bvh_ops.physical.plan import plan_physical
 from bvh_ops.repository.manifest import PHYSICAL_KINDS, BackupResult, Manifest
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, backup_prefix, new_backup_id, stats_to_entry
+from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import ReadAhead, seal_data_key
 
 log = logging.getLogger("bvh_ops.physical.backup")
@@ -173,16 +175,21 @@ def run_physical_backup(settings: Settings, kind: str = "full", *, klass: str | 
                             f"{parent.backup_id if parent else ''} (summarize_wal was off or summaries were removed): "
                             "take a full backup")
                     raise_for_tool("pg_basebackup", rc, stderr)
+                lsns = {m.group(1): (m.group(2), m.group(3)) for m in _LSN.finditer(err.text())}
+                start_lsn = lsns.get("start", (None,))[0]
+                stop_lsn = lsns.get("end", (None,))[0]
+                timeline = int(lsns.get("start", (None, "1"))[1] or 1)
+                # The checks wait for the stop segment's archiving: start that wait now, so it
+                # runs while the upload finishes and the manifest is committed.
+                StopSegmentWait.begin(dsn, backup_id, {"stop_lsn": stop_lsn, "timeline": timeline,
+                                                       "wal_segment_size": facts["wal_segment_size"],
+                                                       "archive_mode": facts["archive_mode"]}, repo.store)
             problems = scanner.check()
             if problems:
                 raise IntegrityError(f"pg_basebackup stream does not match its backup_manifest: {'; '.join(problems[:5])}")
-            lsns = {m.group(1): (m.group(2), m.group(3)) for m in _LSN.finditer(err.text())}
             pg_manifest = scanner.manifest or b""
             repo.store.put_bytes(backup_prefix(backup_id) + PG_MANIFEST_OBJECT, pg_manifest)
             key_ids = tuple(r.key_id for r in recipients)
-            start_lsn = lsns.get("start", (None,))[0]
-            stop_lsn = lsns.get("end", (None,))[0]
-            timeline = int(lsns.get("start", (None, "1"))[1] or 1)
             manifest = Manifest(
                 backup_id=backup_id, kind=kind, tool_version=__version__, started_at=started.isoformat(),
                 finished_at=datetime.now(UTC).isoformat(), database="(cluster)", server_version=facts["version"],
@@ -201,6 +208,7 @@ def run_physical_backup(settings: Settings, kind: str = "full", *, klass: str | 
             writer.commit(manifest, host_key)
             return BackupResult(manifest, time.monotonic() - t0, repo.store.url)
         except BaseException:
+            StopSegmentWait.discard(backup_id)
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -220,15 +228,22 @@ def switch_wal_and_wait(conn: psycopg.Connection, *, timeout: float = 120.0) -> 
 
 
 def wait_archived(conn: psycopg.Connection, segment: str, *, timeout: float = 120.0,
-                  give_up_when_failing: float | None = None) -> bool:
+                  give_up_when_failing: float | None = None, cancel: threading.Event | None = None,
+                  store: ObjectStore | None = None) -> bool:
     """Wait until PostgreSQL's archiver has archived ``segment`` (pg_stat_archiver), polling a
     condition, not sleeping a fixed time. A timeout names the segment, where to look and the
     failing segment. With ``give_up_when_failing``: once archive_command has been failing (and
     not succeeding since) for that many seconds, return False instead of waiting on — the
-    caller's checks report the archiver."""
+    caller's checks report the archiver. ``cancel`` set: return False at the next poll.
+    ``store``: the repository our archive_command pushes to; the segment's index entry there
+    (wal-push's commit point) also ends the wait — what the continuity check needs, possibly
+    before the rest of a compound archive_command has returned (or pushed ahead of it)."""
     deadline = time.monotonic() + timeout
     failing_since = None
+    interval = POLL_MIN
     while True:
+        if store is not None and _in_archive(store, segment):
+            return True
         archived, failed, failed_at, archived_at = conn.execute(
             "SELECT last_archived_wal, last_failed_wal, last_failed_time, last_archived_time "
             "FROM pg_stat_archiver").fetchone()
@@ -246,21 +261,124 @@ def wait_archived(conn: psycopg.Connection, segment: str, *, timeout: float = 12
                        if failed and (archived_at is None or failed_at > archived_at) else "")
             raise BvhOpsError(f"WAL segment {segment} was not archived within {timeout:.0f} s{failing}: "
                               "check archive_command (bvh-ops-wal push %p) in the server log")
-        time.sleep(0.2)
+        if cancel is not None and cancel.is_set():
+            return False
+        # One cheap query per poll: start at 20 ms (an archive_command often takes well under a
+        # second) and back off to 250 ms, so a late segment costs at most a quarter of a second.
+        time.sleep(interval)
+        interval = min(interval * 1.5, POLL_MAX)
 
 
-def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout: float = 300.0) -> str | None:
+def _in_archive(store: ObjectStore, segment: str) -> bool:
+    from bvh_ops.wal.store import wal_key
+
+    try:
+        return store.stat(wal_key(segment) + ".json") is not None
+    except BvhOpsError:
+        return False  # unreadable now: pg_stat_archiver still decides
+
+
+POLL_MIN, POLL_MAX = 0.02, 0.25  # seconds between two looks at pg_stat_archiver
+STOP_WAIT_TIMEOUT = 300.0
+GIVE_UP_WHEN_FAILING = 15.0
+
+
+class StopSegmentWait:
+    """The wait for a backup's stop segment to be archived, on a thread of its own from the
+    moment pg_basebackup ends (``begin``), so it overlaps the end of the upload, the commit and
+    the first checks; ``wait_backup_wal_archived`` joins it. Kept per backup id in this process
+    (the flow's tasks run in it); a check that finds none waits itself."""
+
+    _pending: dict[str, StopSegmentWait] = {}
+    _lock = threading.Lock()
+    KEEP = 8  # waits nobody joined (a backup taken without its checks) are forgotten beyond this
+
+    def __init__(self, dsn: str, segment: str, timeout: float, store: ObjectStore | None) -> None:
+        self.segment = segment
+        self.store = store
+        self.started = time.monotonic()
+        self.seconds: float | None = None  # from begin() until archived (or given up)
+        self.archived: bool | None = None
+        self.error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(dsn, timeout), name=f"bvh-wait-{segment}",
+                                        daemon=True)
+
+    def _run(self, dsn: str, timeout: float) -> None:
+        try:
+            with connect(dsn, autocommit=True) as conn:
+                self.archived = wait_archived(conn, self.segment, timeout=timeout,
+                                              give_up_when_failing=GIVE_UP_WHEN_FAILING, cancel=self._cancel,
+                                              store=self.store)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever joins
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - self.started
+
+    @classmethod
+    def begin(cls, dsn: str, backup_id: str, extra: dict, store: ObjectStore | None = None, *,
+              timeout: float = STOP_WAIT_TIMEOUT) -> None:
+        """Start waiting for the stop segment of ``extra`` (stop_lsn, timeline, segment size,
+        archive_mode as the manifest will record them); nothing when the server does not archive."""
+        info = PhysicalInfo(backup_id, extra)
+        if not info.stop_lsn_text or info.archive_mode == "off":
+            return
+        wait = cls(dsn, info.stop_segment, timeout, store)
+        with cls._lock:
+            cls._pending[backup_id] = wait
+            while len(cls._pending) > cls.KEEP:
+                cls._pending.pop(next(iter(cls._pending)))._cancel.set()
+        wait._thread.start()
+
+    @classmethod
+    def take(cls, backup_id: str) -> StopSegmentWait | None:
+        with cls._lock:
+            return cls._pending.pop(backup_id, None)
+
+    @classmethod
+    def discard(cls, backup_id: str) -> None:
+        """The backup failed: stop its wait."""
+        wait = cls.take(backup_id)
+        if wait is not None:
+            wait._cancel.set()
+
+    def join(self, timeout: float) -> bool:
+        """True once archived, False when archive_command kept failing; raises what the wait raised."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._cancel.set()
+            raise BvhOpsError(f"WAL segment {self.segment} was not archived within {timeout:.0f} s: "
+                              "check archive_command (bvh-ops-wal push %p) in the server log")
+        if self.error is not None:
+            raise self.error
+        return bool(self.archived)
+
+
+def wait_backup_wal_archived(settings: Settings, manifest: Manifest, *, timeout: float = STOP_WAIT_TIMEOUT,
+                             store: ObjectStore | None = None) -> dict | None:
     """pg_basebackup does not wait for archiving: before the archive is checked for a backup's
-    WAL, wait until the segment holding its stop LSN has been archived. Returns that segment
-    (None when the server does not archive)."""
+    WAL, wait until the segment holding its stop LSN has been archived — joining the wait the
+    backup started when pg_basebackup ended, if this process took it. Returns the segment, the
+    seconds spent here and since the wait began (None when the server does not archive)."""
     info = PhysicalInfo.of(manifest)
     if not info.stop_lsn_text or info.archive_mode == "off":
         return None
     segment = info.stop_segment
-    with connect(settings.require_database_url(), autocommit=True) as conn:
-        if not wait_archived(conn, segment, timeout=timeout, give_up_when_failing=15.0):
-            log.warning("archive_command is failing: not waiting for %s (the wal_archiver check reports it)", segment)
-    return segment
+    t0 = time.monotonic()
+    wait = StopSegmentWait.take(manifest.backup_id)
+    if wait is not None and wait.segment == segment:
+        archived = wait.join(timeout)
+        since_begin = wait.seconds
+    else:
+        with connect(settings.require_database_url(), autocommit=True) as conn:
+            archived = wait_archived(conn, segment, timeout=timeout, give_up_when_failing=GIVE_UP_WHEN_FAILING,
+                                     store=store)
+        since_begin = None
+    if not archived:
+        log.warning("archive_command is failing: not waiting for %s (the wal_archiver check reports it)", segment)
+    waited = time.monotonic() - t0
+    return {"segment": segment, "archived": archived, "waited": waited,
+            "since_backup_end": since_begin if since_begin is not None else waited}
 
 
 def _wal_only_increment(settings: Settings, repo: Repository, host_key, facts: dict, tip: Manifest) -> BackupResult:
