@@ -1,10 +1,11 @@
 """`bvh-ops`: the operator's command line. Expected failures print one line and exit non-zero
 (exit code per error class, see bvh_ops.errors); tracebacks are for bugs only. Each command group
-lives in its own module and registers on the shared app when imported here."""
+lives in its own module and registers on the shared app when imported (``load_commands``)."""
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import sys
 
@@ -32,35 +33,36 @@ atexit.register(_exit_without_teardown)
 
 import typer  # noqa: E402
 
-from bvh_ops.cli import (  # noqa: E402, F401 - registers the commands
-    alerts,
-    archive,
-    audit,
-    backups,
-    capacity,
-    drill,
-    files,
-    keys,
-    logs,
-    logs_analyze,
-    logs_retention,
-    maintain,
-    monitor,
-    ops,
-    opsdb,
-    replica,
-    report,
-    restore,
-    retention,
-    security,
-    standby,
-)
 from bvh_ops.cli.core import app, err  # noqa: E402
 from bvh_ops.errors import BvhOpsError  # noqa: E402
+
+# The command group modules that register each top-level command (tests/unit/test_cli_commands.py
+# keeps this table equal to what they register). A command imports its own modules and Typer
+# builds only their commands; no command, --help or an unknown name: all of them.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "alerts": ("alerts",), "archive": ("archive",), "audit": ("audit",), "backup": ("backups",),
+    "backups": ("backups",), "capacity": ("capacity",), "config": ("ops",), "dashboard": ("monitor",),
+    "demo": ("ops",), "drill": ("drill",), "failover": ("standby",), "files": ("files",),
+    "health-check": ("monitor",), "keygen": ("backups",), "keys": ("keys",),
+    "logs": ("logs", "logs_analyze", "logs_retention"), "maintain": ("maintain",), "monitor": ("monitor",),
+    "opsdb": ("opsdb",), "replica": ("replica",), "replicate": ("replica",),
+    "report": ("alerts", "capacity", "report"), "restore": ("restore",), "retention": ("retention",),
+    "security": ("security",), "serve": ("ops",), "setup-notifications": ("ops",), "standby": ("standby",),
+    "status": ("monitor",), "verify": ("backups",), "wal-fetch": ("ops",), "wal-push": ("ops",),
+}
+ALL_MODULES = tuple(sorted({m for modules in COMMAND_MODULES.values() for m in modules}))
+
+
+def load_commands(argv: list[str] | None = None) -> None:
+    """Register the commands ``argv`` (default: every command) can run."""
+    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for module in COMMAND_MODULES.get(command or "", ALL_MODULES):
+        importlib.import_module(f"bvh_ops.cli.{module}")
 
 
 def main() -> None:
     global _exit_status
+    load_commands(sys.argv[1:])
     _exit_status = _run()
     sys.exit(_exit_status)
 
