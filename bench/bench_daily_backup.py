@@ -7,9 +7,11 @@
            retention, artifacts), against the same bare pipe
 
 Runs alternate (bare, ours, ours without fingerprints, [bare, e2e]) --runs times; medians are
-reported with the ratio, MB/s, peak RSS per process and the server's buffer reads (blks_hit +
-blks_read of the database) of one bare and one ours run: the fingerprints must not read the
-tables a second time. Databases: the sample lottery database at --scales and pgbench at
+reported with the ratio, MB/s, CPU seconds of each process tree (steady where the machine is
+loaded), peak RSS per process and the server's buffer reads (blks_hit + blks_read of the
+database) of one bare and one ours run: the fingerprints must not read the tables a second time.
+For e2e also where the time went, from the Prefect server's records of each flow run (before
+the flow run, its tasks, after it). Databases: the sample lottery database at --scales and pgbench at
 --pgbench scales; --quick: sample scale 3 and pgbench scale 5 (a developer's loop).
 Not a test: `make bench-backup` (QUICK=--quick).
 """
