@@ -8,9 +8,11 @@
 
 Runs alternate (bare, ours, ours without fingerprints, ours with each --threads compression
 thread count, [bare, e2e]) --runs times; medians are reported with the ratio (of the whole process,
-and of run_logical_backup's own seconds without the interpreter's start and imports), MB/s, peak
-RSS per process and the server's buffer reads (blks_hit + blks_read of the database) of one bare
-and one ours run: the fingerprints must not read the tables a second time. Last, the
+and of run_logical_backup's own seconds without the interpreter's start and imports), MB/s, CPU
+seconds of each process tree (steady where the machine is loaded), peak RSS per process and the
+server's buffer reads (blks_hit + blks_read of the database) of one bare and one ours run: the
+fingerprints must not read the tables a second time. For e2e also where the time went, from the
+Prefect server's records of each flow run (before the flow run, its tasks, after it). Last, the
 fingerprinter alone over the bare run's dump: ms of one core per MB. Databases: the sample lottery database at --scales and pgbench at
 --pgbench scales; --quick: sample scale 3 and pgbench scale 5 (a developer's loop).
 Not a test: `make bench-backup` (QUICK=--quick).
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -75,16 +78,26 @@ class PeakRSS(threading.Thread):
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, int]]:
+    seconds, _, peaks = timed_cpu(cmd, env)
+    return seconds, peaks
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str], **popen) -> tuple[float, float, dict[str, int]]:
+    """Wall seconds, CPU seconds (user + system of the process and every child it waited for:
+    pg_dump, zstd) and peak RSS per process name. CPU seconds are the steady figure on a
+    loaded machine, where wall time also counts the waits for a core."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, **popen)
     mon = PeakRSS(proc.pid)
     mon.start()
     rc = proc.wait()
     seconds = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     peaks = mon.stop()
     if rc != 0:
         raise SystemExit(f"{cmd[:3]} failed with {rc}")
-    return seconds, peaks
+    return seconds, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, peaks
 
 
 def make_database(cluster: EmbeddedCluster, kind: str, scale: float) -> str:
@@ -173,7 +186,7 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
                                                     "inner_ratio": round(med([r["inner_seconds"] for r in rs]) / bare_s, 3)}
     result["fingerprinter_cpu"] = fingerprinter_cpu(bare_file)
     if server is not None:
-        result["e2e"] = _bench_e2e(server, cluster, db, work, keys, runs, bare_cmd, env, result["ours"]["seconds"])
+        result["e2e"] = _bench_e2e(server, cluster, db, work, keys, runs, bare_cmd, env, result["ours"])
     bare_file.unlink()
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
@@ -183,6 +196,7 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
 def _summary(runs: list[dict]) -> dict:
     first = runs[0]
     return {"seconds": med([r["seconds"] for r in runs]), "all": [r["seconds"] for r in runs],
+            "cpu_seconds": med([r["cpu_seconds"] for r in runs]), "cpu_all": [r["cpu_seconds"] for r in runs],
             "mb_per_s": round(first["bytes_in"] / 1e6 / med([r["seconds"] for r in runs]), 1),
             "stored_bytes": first["bytes_stored"], "inner_seconds": med([r["inner_seconds"] for r in runs]),
             "peak_rss_mb": first["peak_rss_mb"]}
@@ -213,28 +227,62 @@ def start_prefect_server(work: Path) -> dict:
     raise SystemExit("prefect server did not become healthy (see prefect-server.log)")
 
 
-def _bench_e2e(server: dict, cluster, db, work, keys, runs, bare_cmd, env, pipeline_s) -> dict:
+def _bench_e2e(server: dict, cluster, db, work, keys, runs, bare_cmd, env, pipeline: dict) -> dict:
     repo = work / f"repo-e2e-{db}"
     cli_env = {**server["env"], "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
                "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state-e2e")}
-    bare, e2e = [], []
+    bare, e2e, phases = [], [], []
     for _ in range(runs):
-        bare.append(timed(bare_cmd, env)[0])
+        bare.append(timed_cpu(bare_cmd, env)[:2])
         shutil.rmtree(repo, ignore_errors=True)
-        t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "bvh_ops.cli", "backup", "--json"], env=cli_env,
-                              capture_output=True, text=True)
-        e2e.append(time.monotonic() - t0)
-        if proc.returncode != 0:
-            raise SystemExit(f"bvh-ops backup failed: {proc.stderr[-2000:]}")
+        started = time.time()
+        with open(work / "e2e.json", "wb") as out, open(work / "e2e.err", "wb") as err:
+            try:
+                seconds, cpu, _ = timed_cpu([sys.executable, "-m", "bvh_ops.cli", "backup", "--json"], cli_env,
+                                            stdout=out, stderr=err)
+            except SystemExit:
+                raise SystemExit(f"bvh-ops backup failed: {(work / 'e2e.err').read_text()[-2000:]}") from None
+        e2e.append((seconds, cpu))
+        phases.append(flow_phases(server["env"]["PREFECT_API_URL"], started, started + seconds))
     shutil.rmtree(repo, ignore_errors=True)
-    t0 = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import prefect"], env=cli_env, check=True)
-    prefect_import = time.monotonic() - t0
-    return {"bare_seconds": med(bare), "e2e_seconds": med(e2e), "e2e_all": [round(x, 2) for x in e2e],
-            "fixed_over_bare": round(med(e2e) - med(bare), 2), "fixed_over_pipeline": round(med(e2e) - pipeline_s, 2),
-            "python_import_prefect_seconds": round(prefect_import, 2)}
+    imports = [timed_cpu([sys.executable, "-c", "import prefect"], cli_env)[:2] for _ in range(runs)]
+    e2e_s, e2e_cpu = med([s for s, _ in e2e]), med([c for _, c in e2e])
+    return {"bare_seconds": med([s for s, _ in bare]), "bare_cpu_seconds": med([c for _, c in bare]),
+            "e2e_seconds": e2e_s, "e2e_all": [round(s, 2) for s, _ in e2e],
+            "e2e_cpu_seconds": e2e_cpu, "e2e_cpu_all": [round(c, 2) for _, c in e2e],
+            "fixed_over_bare": round(e2e_s - med([s for s, _ in bare]), 2),
+            "fixed_over_pipeline": round(e2e_s - pipeline["seconds"], 2),
+            "fixed_cpu_over_pipeline": round(e2e_cpu - pipeline["cpu_seconds"], 2),
+            "phases": {k: med([p[k] for p in phases]) for k in phases[0]},
+            "python_import_prefect_seconds": med([s for s, _ in imports]),
+            "python_import_prefect_cpu_seconds": med([c for _, c in imports])}
+
+
+def flow_phases(api: str, started: float, ended: float) -> dict[str, float]:
+    """Where one `bvh-ops backup` went, from the Prefect server's records of its flow run: the
+    CLI before the flow run started (Python, imports, settings, flow run creation), the flow run
+    (its task runs, the pipeline's apart), and after it (engine teardown, process exit)."""
+    def post(path: str, body: dict) -> list[dict]:
+        req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def ts(value: str) -> float:
+        from datetime import datetime
+
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    run = post("/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})[0]
+    tasks = post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
+    pipeline = sum(t["total_run_time"] for t in tasks if t["name"].startswith("take-"))
+    other_tasks = sum(t["total_run_time"] for t in tasks if not t["name"].startswith("take-"))
+    flow_s = ts(run["end_time"]) - ts(run["start_time"])
+    return {"before_flow": round(ts(run["start_time"]) - started, 2), "flow": round(flow_s, 2),
+            "pipeline_task": round(pipeline, 2), "other_tasks": round(other_tasks, 2),
+            "flow_outside_tasks": round(flow_s - pipeline - other_tasks, 2),
+            "after_flow": round(ended - ts(run["end_time"]), 2)}
 
 
 def fingerprinter_cpu(dump_zst: Path, reps: int = 3) -> dict:
@@ -275,10 +323,11 @@ def _run_ours(cluster, db, work, keys, fingerprints: bool, compression_threads: 
         ours_env["BVH_OPS_COMPRESSION_THREADS"] = str(compression_threads)
     out_file = work / "ours.json"
     ours_cmd = ["bash", "-c", f'"{sys.executable}" -c \'{code}\' > "{out_file}"']
-    ours_s, ours_peaks = timed(ours_cmd, ours_env)
+    ours_s, ours_cpu, ours_peaks = timed_cpu(ours_cmd, ours_env)
     ours = json.loads(out_file.read_text())
     shutil.rmtree(repo, ignore_errors=True)
-    return {"seconds": round(ours_s, 2), "bytes_in": ours["bytes_in"], "bytes_stored": ours["bytes_stored"],
+    return {"seconds": round(ours_s, 2), "cpu_seconds": round(ours_cpu, 2),
+            "bytes_in": ours["bytes_in"], "bytes_stored": ours["bytes_stored"],
             "inner_seconds": round(ours["seconds"], 2),
             "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in ours_peaks.items() if k != "bash"}}
 
@@ -312,6 +361,12 @@ def main() -> None:
     keys_dir = work / "keys"
     keys = (keys_dir / "recipient.pub", keys_dir / "identity.key") if (keys_dir / "identity.key").exists() \
         else write_keypair(keys_dir)
+    # Measured as installed: pip compiles the package's bytecode, so the Python processes measured
+    # here may use (and write) __pycache__ even where the caller's environment says otherwise.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(root / d) for d in ("bvh_ops", "flows", "tasks",
+                                                                                        "checks"))], check=True)
     server = None if args.no_e2e else start_prefect_server(work)
     sizes = [("sample", float(s)) for s in args.scales.split(",") if s] + \
         [("pgbench", float(s)) for s in args.pgbench.split(",") if s]

@@ -12,7 +12,6 @@ from prefect.transactions import get_transaction
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError
-from bvh_ops.logical.backup import run_logical_backup
 from bvh_ops.progress import LogEvery, listening
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import verify_backup
@@ -34,6 +33,10 @@ def collect_incomplete(settings: Settings) -> list[str]:
 def take_logical_backup(settings: Settings, klass: str | None = None) -> dict[str, Any]:
     """Snapshot + fingerprints + pg_dump streamed into the repository; commits the manifest
     (``klass``: the backup's class in the manifest, e.g. monthly-archive)."""
+    # Here, not at the top: the physical flow imports this module for collect-incomplete and
+    # needs none of the dump's modules (numpy for the fingerprints among them).
+    from bvh_ops.logical.backup import run_logical_backup
+
     logger = get_run_logger()
     with listening(LogEvery(logger.info)):
         result = run_logical_backup(settings, klass=klass)

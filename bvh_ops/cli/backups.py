@@ -16,6 +16,7 @@ from bvh_ops.cli.core import (
     cli_settings,
     emit_json,
     err,
+    loading_for_good,
     out,
     require_prefect_home,
     source_settings,
@@ -53,12 +54,16 @@ def backup(
     load_recipients(settings.require_recipients())
     if kind not in ("logical", "full", "incremental"):
         raise BvhOpsError(f"--kind {kind!r}: use logical, full or incremental")
-    require_prefect_home()
-    if kind in ("full", "incremental"):
-        from flows.incremental_backup import incremental_backup
-
+    physical = kind in ("full", "incremental")
+    with loading_for_good():
+        require_prefect_home()
+        if physical:
+            from flows.incremental_backup import incremental_backup as run
+        else:
+            from flows.daily_backup import daily_backup as run
+    if physical:
         with live_progress(as_json=as_json):
-            doc = incremental_backup(kind=kind)
+            doc = run(kind=kind)
         if as_json:
             emit_json(doc)
         else:
@@ -69,10 +74,8 @@ def backup(
             if doc.get("promoted_from"):
                 out.print("  no physical backup of this cluster existed: took a full backup instead of an incremental")
         return
-    from flows.daily_backup import daily_backup
-
     with live_progress(as_json=as_json):
-        result = daily_backup()
+        result = run()
     if as_json:
         emit_json(result)
     else:

@@ -118,16 +118,16 @@ def test_failed_check_rolls_the_backup_back(sample_db, env_settings, repo_dir, m
 def test_unreachable_target_fails_after_retries(env_settings, repo_dir, monkeypatch):
     env_settings(f"postgresql://postgres:pw@127.0.0.1:{free_port()}/lottery", f"file://{repo_dir}",
                  BVH_OPS_TASK_RETRIES="2")
-    import tasks.backup_tasks as bt
+    import bvh_ops.logical.backup as logical
 
     attempts = []
-    real = bt.run_logical_backup
+    real = logical.run_logical_backup
 
     def counting(settings, **kw):
         attempts.append(1)
         return real(settings, **kw)
 
-    monkeypatch.setattr(bt, "run_logical_backup", counting)
+    monkeypatch.setattr(logical, "run_logical_backup", counting)
     from flows.daily_backup import daily_backup
 
     with pytest.raises(DatabaseUnavailable, match="database unreachable"):
