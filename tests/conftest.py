@@ -37,7 +37,7 @@ TESTS_DIR = Path(__file__).parent
 TIERS = ("unit", "integration", "flows", "e2e")
 # Session fixtures that start something (PostgreSQL, moto, Prefect): never in the unit tier.
 STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "s3_lock_bucket", "s3_server_b",
-                    "s3_bucket_b", "prefect_harness"}
+                    "s3_bucket_b", "prefect_harness", "cli_prefect_api"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -233,3 +233,14 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=300):
         yield
+
+
+@pytest.fixture
+def cli_prefect_api(prefect_harness, monkeypatch):
+    """CLI children that run a flow (`backup`, `drill`, `archive`) talk to this worker's Prefect
+    test server (PREFECT_API_URL, as an operator with a `prefect server` configures it) instead
+    of each starting an ephemeral one (20-60 s on a loaded machine). The ephemeral path itself is
+    what test_orphans, test_cli and the killed-backup tests run (they leave this fixture out)."""
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())

@@ -7,11 +7,14 @@ TransientStorageError so tasks retry only those.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -34,6 +37,28 @@ PARTS_PER_SIZE_STEP = 2_000
 # R2, older Ceph): no lock there, as on a bucket without Object Lock.
 _NO_LOCK_API = {"NotImplemented", "XNotImplemented", "MethodNotAllowed", "InvalidRequest"}
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "Throttling"}
+
+
+# botocore's loader parses the service models (JSON) once per session: 0.3-0.7 s for every new
+# store. One loader (a read-only cache of those files) for the process; each store still gets a
+# session of its own (credentials, profile and configuration resolved afresh, as before).
+_LOADER_LOCK = threading.Lock()
+_LOADER: botocore.loaders.Loader | None = None
+
+
+def _session(profile: str | None) -> boto3.session.Session:
+    global _LOADER
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = botocore.loaders.create_loader()
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _LOADER)
+        try:
+            session = boto3.session.Session(botocore_session=core, profile_name=profile)
+            core.get_scoped_config()  # an unknown profile raises here (ProfileNotFound), as before
+            return session
+        finally:  # boto3 appends its own data directory to the loader's paths on every session
+            _LOADER.search_paths[:] = list(dict.fromkeys(_LOADER.search_paths))
 
 
 def _translate(exc: Exception, what: str, bucket: str) -> Exception:
@@ -160,7 +185,7 @@ class S3Store:
             s3={"addressing_style": "path"} if endpoint_url else {},
         )
         try:
-            session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+            session = _session(profile)
         except BotoCoreError as exc:  # ProfileNotFound
             raise StorageError(f"AWS profile {profile!r}: {exc}: add it to ~/.aws/credentials or fix "
                                "aws_profile / replica_aws_profile") from None

@@ -53,15 +53,29 @@ def replicated(source, tmp_path_factory):
     return replica
 
 
-@pytest.fixture
-def drill_env(source, replicated, env_settings):
-    env_settings(source.cluster.dsn("lottery"), source.url, BVH_OPS_STATE_DIR=str(source.repo.parent / "state"),
-                 BVH_OPS_REPLICA_REPOSITORY=f"file://{replicated}",
-                 BVH_OPS_OPS_DATABASE_URL=source.cluster.dsn("bvh_ops"), BVH_OPS_PITR_MARGIN_SECONDS="2",
-                 BVH_OPS_INVARIANTS=json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]))
+@pytest.fixture(scope="module")
+def weekly(source, replicated, keypair, tmp_path_factory):
+    """One weekly DR drill (physical, with the failover drill from the replica repository): both
+    tests assert on it (the failover drill's own report as it recorded it in ops.drills). Returns
+    (settings, the replica repository's listing before the drill, the weekly report)."""
     from bvh_ops.config import load_settings
+    from flows.dr_drill import dr_drill
 
-    return load_settings()
+    env = {"BVH_OPS_DATABASE_URL": source.cluster.dsn("lottery"), "BVH_OPS_REPOSITORY": source.url,
+           "BVH_OPS_RECIPIENTS": str(keypair[0]), "BVH_OPS_IDENTITY": str(keypair[1]),
+           "BVH_OPS_STATE_DIR": str(source.repo.parent / "state"), "BVH_OPS_TASK_RETRIES": "1",
+           "BVH_OPS_RETRY_DELAY_SECONDS": "0.2", "BVH_OPS_SEGMENT_SIZE_KIB": "64",
+           "BVH_OPS_REPLICA_REPOSITORY": f"file://{replicated}",
+           "BVH_OPS_OPS_DATABASE_URL": source.cluster.dsn("bvh_ops"), "BVH_OPS_PITR_MARGIN_SECONDS": "2",
+           "BVH_OPS_INVARIANTS": json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS])}
+    before = sorted(p.relative_to(replicated) for p in replicated.rglob("*"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("BVH_OPS_CONFIG", raising=False)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        settings = load_settings()
+        report = dr_drill(backup="latest", mode="physical", failover=True)
+    return settings, before, report
 
 
 def _torn_down(settings, drill_id: str) -> None:
@@ -71,11 +85,12 @@ def _torn_down(settings, drill_id: str) -> None:
         assert not (proc.info["name"] == "postgres" and str(root) in " ".join(proc.info["cmdline"] or []))
 
 
-def test_failover_drill_from_the_replica_measures_rto_and_rpo(drill_env, source, replicated):
-    from flows.failover_drill import failover_drill
-
-    before = sorted(p.relative_to(replicated) for p in replicated.rglob("*"))
-    report = failover_drill(source="replica")
+def test_failover_drill_from_the_replica_measures_rto_and_rpo(weekly, source, replicated):
+    settings, before, weekly_report = weekly
+    with psycopg.connect(source.cluster.dsn("bvh_ops")) as conn:
+        row = conn.execute("SELECT mode, passed, rpo_seconds, report FROM ops.drills WHERE drill_id = %s",
+                           (weekly_report["failover_drill"]["drill_id"],)).fetchone()
+    report = row[3]  # the failover drill flow's report, as it recorded it
     status = {c["name"]: c["status"] for c in report["checks"]}
     for name in ("standby_caught_up", "standby_in_recovery", "standby_lag", "out_of_recovery", "new_timeline",
                  "recovery_dir_removed", "accepts_writes", "pg_amcheck", "physical_pitr_append_only",
@@ -88,21 +103,17 @@ def test_failover_drill_from_the_replica_measures_rto_and_rpo(drill_env, source,
     assert [s["name"] for s in report["stages"]][:4] == ["standby", "catch_up", "promote", "checks"]
     # A drill writes no timeline and no fence into the repository it drilled from.
     assert sorted(p.relative_to(replicated) for p in replicated.rglob("*")) == before
-    _torn_down(drill_env, report["drill_id"])
-    with psycopg.connect(source.cluster.dsn("bvh_ops")) as conn:
-        row = conn.execute("SELECT mode, passed, rpo_seconds FROM ops.drills WHERE drill_id = %s",
-                           (report["drill_id"],)).fetchone()
-    assert row == ("failover", True, pytest.approx(report["rpo_seconds"]))
+    _torn_down(settings, report["drill_id"])
+    assert row[:3] == ("failover", True, pytest.approx(report["rpo_seconds"]))
+    assert weekly_report["failover_drill"]["rpo_seconds"] == report["rpo_seconds"]  # the run the weekly drill got
 
 
-def test_weekly_drill_runs_the_failover_drill_when_asked(drill_env):
-    from flows.dr_drill import dr_drill
-
-    report = dr_drill(backup="latest", mode="physical", failover=True)
+def test_weekly_drill_runs_the_failover_drill_when_asked(weekly):
+    settings, _, report = weekly
     assert report["passed"] and report["failover_drill"]["passed"], report.get("failover_drill")
     assert report["failover_drill"]["drill_id"].startswith("failover-drill-")
     assert report["failover_drill"]["rto_seconds"] > 0
-    _torn_down(drill_env, report["failover_drill"]["drill_id"])
+    _torn_down(settings, report["failover_drill"]["drill_id"])
 
 
 def test_demo_region_step_replicates_with_the_flow_then_fails_over_from_the_copy(source, replicated, env_settings,

@@ -104,7 +104,7 @@ def test_a_wal_gap_before_the_target_fails_the_drill_naming_it(drill_env, source
         shutil.move(tmp_path / victim, path)
 
 
-def test_cli_physical_drill_json_contract(drill_env, history):
+def test_cli_physical_drill_json_contract(drill_env, history, cli_prefect_api):
     """`bvh-ops drill --mode physical --to-lsn … --json` through the real CLI process."""
     from tests.integration.cli import run_cli
 

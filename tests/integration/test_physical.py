@@ -56,7 +56,7 @@ def test_restore_refuses_a_non_empty_directory(pg, repo_dir, make_settings, tmp_
         restore_physical(settings, m.backup_id, tmp_path / "busy")
 
 
-def test_cli_full_backup_json_contract(pg, repo_dir, make_settings):
+def test_cli_full_backup_json_contract(pg, repo_dir, make_settings, cli_prefect_api):
     import json
 
     from tests.integration.cli import run_cli

@@ -254,7 +254,7 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
     assert len(removed) == 1 and not any(r.status == "incomplete" for r in repo.list_backups())
 
 
-def test_a_tampered_parent_manifest_is_refused(history, pitr, tmp_path):
+def test_a_tampered_parent_manifest_is_refused(history, pitr, tmp_path, cli_prefect_api):
     from bvh_ops.errors import IntegrityError
     from bvh_ops.physical.backup import physical_chain_tip
     from bvh_ops.repository.repo import backup_prefix

@@ -27,10 +27,15 @@ from tests.integration.cli import assert_one_line_error, run_cli
 from tests.integration.replicas import sync_repository
 from tests.waiting import wait_until
 
+# A standby asks for the next (not yet archived) segment every wal_retrieve_retry_interval (5 s by
+# default): 1 s here, so each wait on a replay below ends a second after the segment is there. The
+# standbys inherit it from the primary's postgresql.conf (copied by the base backup).
+RETRY = {"wal_retrieve_retry_interval": "'1s'"}
+
 
 @pytest.fixture(scope="module")
 def primary(tmp_path_factory, keypair):
-    arch = start_archiving(tmp_path_factory.mktemp("standby-primary"), keypair)
+    arch = start_archiving(tmp_path_factory.mktemp("standby-primary"), keypair, extra=RETRY)
     with psycopg.connect(arch.cluster.dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE app")
     with psycopg.connect(arch.cluster.dsn("app"), autocommit=True) as conn:
@@ -207,7 +212,7 @@ def test_pg15_standby_follows_and_fails_over(tmp_path, keypair):
 
     if not (PG15_BIN / "initdb").exists():
         pytest.skip("Debian PostgreSQL 15 binaries not present")
-    arch = start_archiving(tmp_path / "pg15", keypair, binaries=PG15_BIN)
+    arch = start_archiving(tmp_path / "pg15", keypair, binaries=PG15_BIN, extra=RETRY)
     data = tmp_path / "standby15" / "data"
     try:
         settings = Settings(database_url=arch.cluster.dsn(), repository=arch.url, recipients=[keypair[0]],
