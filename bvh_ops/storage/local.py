@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,19 +21,25 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
+# One thread at a time creates directories: between another thread's mkdir and its chown, a
+# file written into the new directory would take the directory's transient owner (root).
+_DIRS_LOCK = threading.Lock()
+
+
 def _mkdirs(path: Path) -> None:
     """Create ``path`` and missing parents with DIR_MODE (Path.mkdir gives parents the default),
     each owned as its parent is (``_inherit_owner``)."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            continue
-        _inherit_owner(d, os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+    with _DIRS_LOCK:
+        missing = []
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue
+            _inherit_owner(d, os.open(d, os.O_RDONLY | os.O_DIRECTORY))
 
 
 def _inherit_owner(path: Path, fd: int, *, close: bool = True) -> None:

@@ -215,6 +215,8 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
     import subprocess
     import sys
 
+    import psutil
+
     from tests.integration.test_tamper import cli_env
 
     settings = history["settings"]
@@ -230,12 +232,18 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
         with psycopg.connect(pitr.cluster.dsn(), autocommit=True) as conn:
 
             def streaming() -> bool:
-                """The backup is open in the repository and pg_basebackup is sending files."""
+                """pg_basebackup is sending files and the backup is open in the repository; then
+                pg_basebackup is stopped where it is (SIGSTOP), so a fast machine cannot finish
+                the backup between this poll and the kill."""
                 assert proc.poll() is None, "the base backup ended before it could be killed"
-                if not any(r.status == "incomplete" for r in repo.list_backups()):
+                if not conn.execute("SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = "
+                                    "'streaming database files' AND backup_streamed > 0").fetchone()[0]:
                     return False
-                return conn.execute("SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = "
-                                    "'streaming database files' AND backup_streamed > 0").fetchone()[0] > 0
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        if child.name() == "pg_basebackup":
+                            child.suspend()
+                return any(r.status == "incomplete" for r in repo.list_backups())
 
             # The CLI starts its own Prefect server first: minutes on a loaded machine.
             wait_until(streaming, "the base backup streaming into the repository")
