@@ -66,6 +66,9 @@ def main() -> None:
         "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_IDENTITY": str(keys[1]),
         "BVH_OPS_STATE_DIR": str(work / "state"), "BVH_OPS_OPS_DATABASE_URL": cluster.dsn("bvh_ops"),
         "BVH_OPS_INVARIANTS": json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS]),
+        # the early reads measured whatever the cores (auto leaves them off on 2); the "checks
+        # after the restore" variant switches them off itself
+        "BVH_OPS_DRILL_EARLY_CHECKS": "on",
     })
     from bvh_ops.config import load_settings
     from bvh_ops.logical.backup import run_logical_backup
