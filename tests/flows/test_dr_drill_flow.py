@@ -31,8 +31,8 @@ def drill_source(pg):
 @pytest.fixture
 def drill_env(pg, drill_source, env_settings, repo_dir, tmp_path):
     invariants = json.dumps([{"name": n, "sql": q} for n, q in LOTTERY_INVARIANTS])
-    # Early reads on, whatever the cores (auto leaves them off on 2 cores; test_drill_local_time
-    # and the monthly archive's drill run the other path).
+    # Early reads on (the default; test_drill_local_time runs the other path, every check after
+    # the restore).
     env_settings(drill_source, f"file://{repo_dir}", BVH_OPS_OPS_DATABASE_URL=pg.dsn("bvh_ops_drills"),
                  BVH_OPS_INVARIANTS=invariants, BVH_OPS_DRILL_EARLY_CHECKS="on")
     from bvh_ops.config import load_settings
