@@ -110,13 +110,21 @@ def _deliver(spool: Path, name: str, dest: str) -> None:
     import shutil
     from pathlib import Path
 
-    from bvh_ops.pg.lsn import SEGMENT
 
     tmp = Path(dest).with_name(f".{Path(dest).name}.bvh-tmp")
     shutil.copyfile(spool / name, tmp)
     os.replace(tmp, dest)
+    _drop_passed(spool, name)
+
+
+def _drop_passed(spool: Path, name: str) -> None:
+    """Spooled segments of ``name``'s timeline before it (recovery has passed them; ``name``
+    itself stays: it may be asked for again). Segment names are fixed-width hex, so the name
+    order is the WAL order."""
+    from bvh_ops.pg.lsn import SEGMENT
+
     for old in spool.iterdir():
-        if len(old.name) == 24 and old.name[:8] == name[:8] and old.name < name and SEGMENT.match(old.name):
+        if SEGMENT.match(old.name) and old.name[:8] == name[:8] and old.name < name:
             old.unlink(missing_ok=True)
 
 
@@ -275,10 +283,7 @@ def prefetch(after: str) -> int:
         settings = load_settings()
         tl, segno = parse_segment(after, seg_size)
         names = [segment_name(tl, segno + i, seg_size) for i in range(1, depth + 1)]
-        for old in spool.iterdir():  # segments recovery has moved past (e.g. after a timeline switch)
-            parsed = parse_segment(old.name, seg_size)  # (not ``after`` itself: it may be asked for again)
-            if parsed and parsed[0] == tl and parsed[1] < segno:
-                old.unlink(missing_ok=True)
+        _drop_passed(spool, after)
 
         def one(n: str) -> bool:
             if (spool / n).exists():
