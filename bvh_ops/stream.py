@@ -489,10 +489,43 @@ def copy_stream(src: BinaryIO, dst: Sink, chunk: int = 1 << 20) -> int:
         total += len(data)
 
 
+def _pipe_fd(source) -> int | None:
+    """The descriptor of ``source`` when it is a pipe (read with os.readv), else None."""
+    import stat
+
+    try:
+        fd = source.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def widen_pipe(fd: int, size: int = 1 << 20) -> int:
+    """Ask for a ``size`` pipe buffer (Linux F_SETPIPE_SZ; the default is 64 KiB); returns the
+    size the pipe has (the default where the system refuses: limits, other kernels)."""
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except OSError:
+        try:
+            return fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        except OSError:
+            return 0
+
+
 class ReadAhead:
     """Iterate over a pipe's chunks read by a thread, up to ``depth`` chunks ahead: the tool
-    writing the pipe (pg_basebackup, pg_dump) never waits on a full 64 KiB pipe buffer while
-    we compress and encrypt. Memory: ``depth`` × ``chunk`` bytes."""
+    writing the pipe (pg_basebackup, pg_dump) never waits on a full pipe while we compress and
+    encrypt. Memory: ``depth`` × ``chunk`` bytes.
+
+    A pipe is widened to 1 MiB and read in large pieces: pg_dump writes 4 KiB at a time, and a
+    reader woken for each write made ~90,000 reads per 500 MB (0.45 s of CPU, and more for
+    pg_dump); when a read finds little, the thread sleeps while the wide pipe fills (2 ms is
+    under half of what fills 1 MiB at 235 MB/s, so the writer does not wait): ~2,000 reads, half
+    the CPU. Where the pipe cannot be widened it is read as it comes, without the pause."""
+
+    PAUSE_SECONDS = 0.002
 
     def __init__(self, source: BinaryIO, *, chunk: int = 1 << 20, depth: int = 8) -> None:
         import queue
@@ -501,6 +534,8 @@ class ReadAhead:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._source = source
         self._chunk = chunk
+        self._fd = _pipe_fd(source)
+        self._pause = self._fd is not None and widen_pipe(self._fd) >= 1 << 20
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bvh-readahead", daemon=True)
         self._thread.start()
@@ -518,12 +553,29 @@ class ReadAhead:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                data = self._source.read(self._chunk)
+                data = self._source.read(self._chunk) if self._fd is None else self._read_pipe()
                 self._put(data)
                 if not data:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._put(exc)
+
+    def _read_pipe(self) -> bytes:
+        """Up to ``chunk`` bytes (fewer only at the end of the stream), read straight into one
+        buffer."""
+        import time
+
+        buf = bytearray(self._chunk)
+        got, little = 0, self._chunk >> 2
+        with memoryview(buf) as view:
+            while got < self._chunk and not self._stop.is_set():
+                n = os.readv(self._fd, [view[got:]])
+                if n == 0:
+                    break
+                got += n
+                if self._pause and n < little and got < self._chunk:
+                    time.sleep(self.PAUSE_SECONDS)
+            return bytes(view[:got]) if got < self._chunk else bytes(buf)
 
     def __iter__(self) -> Iterator[bytes]:
         while True:

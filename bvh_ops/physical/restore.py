@@ -55,7 +55,7 @@ from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import Repository, object_key
 from bvh_ops.repository.verify import preflight
 from bvh_ops.results import StepTimer
-from bvh_ops.stream import DecryptingReader, HashingReader, ReadAhead, envelopes_from_json
+from bvh_ops.stream import DecryptingReader, HashingReader, ReadAhead, envelopes_from_json, widen_pipe
 
 log = logging.getLogger("bvh_ops.physical.restore")
 
@@ -122,7 +122,7 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarScanner, steps: 
     proc = subprocess.Popen([tar, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), "--no-same-owner",
                              "--delay-directory-restore"],
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", preexec_fn=die_with_parent())
-    _widen_pipe(proc.stdin)
+    widen_pipe(proc.stdin.fileno())
     ahead = ReadAhead(source, chunk=1 << 20, depth=4)
     chunks = iter(ahead)
     try:
@@ -308,17 +308,6 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
             early.discard()
         flusher.stop()  # long done after a recovery; else the final pass ends here
         report.fetch_stages["flush_fsync"] = round(flusher.seconds, 3)
-
-
-def _widen_pipe(pipe) -> None:
-    """A 1 MiB pipe buffer (Linux F_SETPIPE_SZ; the default is 64 KiB) so a 1 MiB chunk is one
-    write; where the system refuses (limits, other kernels) the default stays."""
-    import fcntl
-
-    try:
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except OSError:
-        pass
 
 
 class Flusher:
