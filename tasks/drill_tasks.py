@@ -50,7 +50,9 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
     return engine.provision_scratch(settings, drill_id, server_major, scratch)
 
 
-@task(name="drill-restore", timeout_seconds=6 * 3600, **_opts)
+# Its result (the early reads: threads, a pool, connections) is handed to drill-checks in this
+# process and cannot be serialised: never persisted, whatever PREFECT_RESULTS_PERSIST_BY_DEFAULT says.
+@task(name="drill-restore", timeout_seconds=6 * 3600, persist_result=False, **_opts)
 def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
             target: datetime) -> EarlyChecks | None:
     """pg_restore into the scratch; where ``drill_early_checks`` allows, meanwhile each table is
