@@ -20,7 +20,16 @@ from typing import Any
 
 from bvh_ops.drill import committime
 from bvh_ops.pg.conn import connect
-from bvh_ops.pg.fingerprint import COPY, Mark, copy_digest, copy_env, mark, method_of, unchanged_since
+from bvh_ops.pg.fingerprint import (
+    COPY_METHODS,
+    FRAMED,
+    Mark,
+    copy_digest,
+    copy_env,
+    mark,
+    method_of,
+    unchanged_since,
+)
 from bvh_ops.repository.manifest import Manifest
 from checks.drill_suite import bounded_fingerprint
 
@@ -58,8 +67,11 @@ class EarlyChecks:
     def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
                  cutoff: datetime, bin_dir: Any = None, jobs: int = 1) -> None:
         self._dsn, self._source, self._cutoff, self._bin_dir = dsn, source, cutoff, bin_dir
-        # Only backups fingerprinted from their COPY text (fingerprints 2) are read this way.
-        self._copy = any(method_of(t.fingerprint) == COPY for t in manifest.tables)
+        # Only backups fingerprinted from their COPY text (fingerprints 2 and 3) are read this way,
+        # each as its backup recorded (3: framed).
+        methods = {method_of(t.fingerprint) for t in manifest.tables}
+        self._copy = bool(methods & set(COPY_METHODS))
+        self._framed = FRAMED in methods
         self._env = copy_env(dsn, manifest.extra.get("dump_encoding"))
         self._items = {_split(item): item for item in append_only}
         self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="bvh-early")
@@ -87,7 +99,7 @@ class EarlyChecks:
     def _take(self, schema: str, table: str) -> Taken:
         with connect(self._dsn, autocommit=True) as conn:
             since = mark(conn, schema, table)
-            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir)
+            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir, framed=self._framed)
             item, zone = self._items.get((schema, table)), self.zone
             if item is None or zone is None or _has_children(conn, schema, table):
                 return Taken(since, rows, digest)

@@ -1,6 +1,6 @@
 """pg_dump's custom archive format read as it streams past (header, TOC, then one data block per
 entry with data), so every table is fingerprinted from the COPY text the dump itself carries:
-the production server reads each table once (docs/FORMAT.md, "Table fingerprints", version 2).
+the production server reads each table once (docs/FORMAT.md, "Table fingerprints", versions 3 and 2).
 
 Layout (PostgreSQL's pg_backup_archiver.c and pg_backup_custom.c; archive versions 1.14
 (pg_dump 15) to 1.16 (pg_dump 17 and 18)): "PGDMP", major, minor, revision, intSize, offSize,
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bvh_ops.errors import IntegrityError
+from bvh_ops.pg.fingerprint import ROW_MARK, frame_rows
 
 MAGIC = b"PGDMP"
 K_VERS_1_15 = (1, 15)
@@ -38,6 +39,8 @@ BLK_DATA = 1
 BLK_BLOBS = 3
 # The end-of-data marker pg_dump writes as the last COPY chunk of every table ("\.", blank lines).
 COPY_END = b"\\.\n\n\n"
+# Fingerprints 3: the end marker as framed (each of its three lines a row with its mark).
+FRAMED_END = b"".join(ROW_MARK + line for line in COPY_END.splitlines(keepends=True))
 # Chunks at least this long are hashed as they arrive instead of waiting for the whole chunk.
 BIG_CHUNK = 1 << 20
 # The size the stream is usually fed in (bvh_ops.logical.backup reads pg_dump's stdout so).
@@ -70,16 +73,39 @@ class TocEntry:
 
 @dataclass
 class CopyDigest:
-    """Rows and sha256 of one table's COPY text (without pg_dump's end marker)."""
+    """Rows and sha256 of one table's COPY text (without pg_dump's end marker). ``framed``
+    (fingerprints 3): each row preceded by ROW_MARK in what is hashed (frame_rows)."""
 
     rows: int = 0
     sha: object = field(default_factory=hashlib.sha256)
+    framed: bool = False
     _hold: bytes = b""
+    _row_start: bool = True  # framed: the next byte begins a row, so its mark is due
 
     def update(self, data, frames: int) -> None:
-        # The last len(COPY_END) bytes are held back: the marker is dropped once the block ends.
+        """Text as it comes (any boundaries); ``frames`` chunks of it ended (fingerprints 2
+        counts rows so; framed digests count its newlines)."""
+        if self.framed:
+            text = bytes(data)
+            if text:
+                self.rows += text.count(b"\n")
+                self._add(frame_rows(text, self._row_start))
+                self._row_start = text[-1] == 10
+            return
+        self._add(data)
+        self.rows += frames
+
+    def update_framed(self, framed, rows: int) -> None:
+        """``rows`` whole rows already framed (each one's mark in place of its chunk header)."""
+        mv = memoryview(framed).cast("B")
+        self._add(mv if self._row_start else mv[len(ROW_MARK):])  # a row begun earlier: no mark
+        self._row_start = True
+        self.rows += rows
+
+    def _add(self, data) -> None:
+        # The last bytes are held back: the end marker is dropped once the block ends.
         mv = memoryview(data).cast("B")
-        keep = len(COPY_END)
+        keep = len(FRAMED_END if self.framed else COPY_END)
         if len(mv) >= keep:
             self.sha.update(self._hold)
             self.sha.update(mv[:len(mv) - keep])
@@ -88,10 +114,10 @@ class CopyDigest:
             joined = self._hold + bytes(mv)
             self.sha.update(joined[:max(0, len(joined) - keep)])
             self._hold = joined[max(0, len(joined) - keep):]
-        self.rows += frames
 
     def rows_from(self, mv: memoryview, starts: list[int], ends: list[int]) -> None:
         """``mv[starts[i]:ends[i]]`` is each row's text (the last one held back as ``update`` does)."""
+        assert not self.framed
         self.sha.update(self._hold)
         self._hold = b""
         update = self.sha.update
@@ -101,8 +127,8 @@ class CopyDigest:
         self.update(mv[starts[-1]:ends[-1]], 1)
 
     def finish(self) -> None:
-        if self._hold == COPY_END:
-            self.rows -= 1
+        if self._hold == (FRAMED_END if self.framed else COPY_END):
+            self.rows -= COPY_END.count(b"\n") if self.framed else 1
         else:
             self.sha.update(self._hold)
         self._hold = b""
@@ -212,8 +238,9 @@ class DumpFingerprinter:
     """Feed it the archive as it streams; afterwards ``tables`` maps (schema, table) of every
     TABLE DATA entry to its CopyDigest and ``large_objects`` holds the large objects' digest."""
 
-    def __init__(self, *, digests: bool = True) -> None:
+    def __init__(self, *, digests: bool = True, framed: bool = True) -> None:
         self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
+        self.framed = framed  # fingerprints 3 (True) or 2
         self.block_offsets: dict[int, int] = {}  # dumpId -> archive offset of its data block
         self._base = 0  # archive offset of self._buf[0]
         self.facts: dict = {}
@@ -231,6 +258,7 @@ class DumpFingerprinter:
         self._lo_oid = 0
         self.slow_frames = 0  # chunks walked one by one (for the benchmark's breakdown)
         self._mask = np.empty(0, dtype=bool)
+        self._copy = np.empty(0, dtype=np.uint8)
 
     # -- feeding ---------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -291,7 +319,7 @@ class DumpFingerprinter:
             if kind == BLK_DATA:
                 self._sink = None
                 if self.digests and entry is not None and entry.desc == "TABLE DATA":
-                    self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest())
+                    self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest(framed=self.framed))
                 self._state = "frames"
             elif kind == BLK_BLOBS:
                 self._state = "lo_oid"
@@ -414,11 +442,26 @@ class DumpFingerprinter:
         return self._mask[:n]
 
     def _hash_rows(self, a: np.ndarray, ends: np.ndarray) -> None:
-        """The rows' text of the chunks from ``a[0]`` to the newlines ``ends``: their 5-byte
-        headers dropped by a mask (one pass), or, where rows are long, each row's bytes handed
-        to the digest as they lie (fewer calls than a mask is bytes)."""
+        """The rows' text of the chunks from ``a[0]`` to the newlines ``ends``. Framed
+        (fingerprints 3): a copy with each chunk's 5-byte header zeroed — the header lies exactly
+        where the row's mark goes — hashed as it is, once the copy shows one newline per chunk
+        (each chunk one row); else the headers are dropped by a mask (one pass), or, where rows
+        are long, each row's bytes are handed to the digest as they lie."""
         last = int(ends[-1])
-        if last + 1 >= LONG_ROWS * len(ends):
+        if self.framed:
+            if len(self._copy) < last + 1:
+                self._copy = np.empty(max(last + 1, WINDOW), dtype=np.uint8)
+            framed = self._copy[:last + 1]
+            np.copyto(framed, a[:last + 1])
+            framed[:5] = 0
+            starts = ends[:-1] + 1
+            for d in range(5):
+                framed[starts + d] = 0
+            if np.count_nonzero(np.equal(framed, 10, out=self._scratch(last + 1))) == len(ends):
+                self._sink.update_framed(framed, len(ends))
+                return
+            # A chunk with more than one line (pg_dump's end marker): the text, framed by lines.
+        elif last + 1 >= LONG_ROWS * len(ends):
             mv = memoryview(a)
             starts = (ends[:-1] + 6).tolist()
             self._sink.rows_from(mv, [5, *starts], (ends + 1).tolist())

@@ -24,7 +24,9 @@ from bvh_ops.logical.archive import DumpFingerprinter
 from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
 from bvh_ops.pg.fingerprint import (
+    COPY,
     DUMP_OPTIONS,
+    FRAMED,
     LARGE_OBJECTS,
     TableRef,
     copy_stat,
@@ -45,7 +47,7 @@ DUMP_OBJECT = "dump.pgcustom"
 READ_CHUNK = 1 << 20
 # Fingerprint definition the manifest records (docs/FORMAT.md): 2 = sha256 of each table's COPY
 # text taken from the dump stream; absent = 1, SQL row hashes in a second read.
-FINGERPRINTS_VERSION = 2
+FINGERPRINTS_VERSION = 3
 
 # Heap and TOAST of the user tables and large objects: roughly what pg_dump will write.
 DATA_BYTES = """
@@ -174,7 +176,7 @@ def _table_stats(tables: list[TableRef], leaves: dict[str, list[tuple[str, str, 
         for schema, relname, leaf in leaves[t.name]:
             d = fp.tables.get((schema, relname))
             parts.append((leaf, d.rows, d.hexdigest()) if d is not None else (leaf, 0, _EMPTY))
-        stats.append(copy_stat(t, parts))
+        stats.append(copy_stat(t, parts, FRAMED if fp.framed else COPY))
     lo = fp.large_objects
     stats.append(TableStat(LARGE_OBJECTS, lo.count, f"{lo.count}:{lo.total}:lo", "large_objects"))
     return stats

@@ -25,7 +25,7 @@ from bvh_ops.logical.backup import DUMP_OBJECT
 from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
-    COPY,
+    COPY_METHODS,
     LARGE_OBJECTS,
     LO,
     copy_fingerprints,
@@ -467,7 +467,8 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
                    bin_dir=None, known: dict[tuple[str, str], tuple[int, str]] | None = None,
                    jobs: int = 2) -> list[TableComparison]:
     """Fingerprint the restored copy and compare with the backup's; a missing table fails. Each
-    table is fingerprinted the way its backup recorded (fingerprints 2: COPY text; 1: SQL).
+    table is fingerprinted the way its backup recorded (fingerprints 3 and 2: COPY text, framed or
+    not; 1: SQL).
     ``known``: COPY digests of plain tables read earlier and proven unchanged since."""
     methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
     wanted = {t if "." in t else f"public.{t}" for t in tables} if tables else None
@@ -475,14 +476,15 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
     with connect(dsn) as conn:
         present = list_tables(conn)
         refs = [r for r in present if wanted is None or r.name in wanted]
-        by_copy = [r for r in refs if methods.get(r.name) == COPY]
-        by_sql = [r for r in refs if methods.get(r.name) != COPY]
+        by_copy = [r for r in refs if methods.get(r.name) in COPY_METHODS]
+        by_sql = [r for r in refs if methods.get(r.name) not in COPY_METHODS]
         actual = {r.name: table_fingerprint(conn, r, methods.get(r.name)) for r in by_sql}
         conn.rollback()
-        if by_copy:
-            actual.update((s.name, s) for s in copy_fingerprints(
-                conn, dsn, by_copy, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir, jobs=jobs,
-                known=known))
+        for method in COPY_METHODS:  # one method per backup; each table read as its backup recorded
+            if group := [r for r in by_copy if methods.get(r.name) == method]:
+                actual.update((s.name, s) for s in copy_fingerprints(
+                    conn, dsn, group, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir, jobs=jobs,
+                    known=known, method=method))
         if wanted is None:
             lo = methods.get(LARGE_OBJECTS)
             actual[LARGE_OBJECTS] = large_object_digest(conn) if lo == LO else large_object_fingerprint(conn)

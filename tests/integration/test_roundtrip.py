@@ -142,9 +142,9 @@ def test_fingerprints_come_from_the_dump_and_catch_a_changed_value_of_every_type
     from bvh_ops.logical.restore import compare_tables
 
     settings, backup = typed_backup
-    assert backup.extra["fingerprints"] == 2 and backup.extra["dump_encoding"] == "UTF8"
+    assert backup.extra["fingerprints"] == 3 and backup.extra["dump_encoding"] == "UTF8"
     by_name = {t.name: t for t in backup.tables}
-    assert by_name["public.typed"].fingerprint.endswith(":copy") and by_name["public.typed"].rows == 50
+    assert by_name["public.typed"].fingerprint.endswith(":framed") and by_name["public.typed"].rows == 50
     assert by_name["public.parted"].rows == 51
     target = fresh_db()
     restore_logical(settings, backup.backup_id, target, compare=False)
@@ -171,6 +171,28 @@ def test_fingerprints_come_from_the_dump_and_catch_a_changed_value_of_every_type
                        "UPDATE parted SET at = '2026-02-15' WHERE id = 4"):  # moved to the other partition
             assert check(change) == ["public.parted"], change
         assert [c.name for c in compare_tables(target, backup) if not c.ok] == []
+
+
+def test_a_backup_with_version_2_fingerprints_is_still_checked_as_it_was_taken(typed_backup, fresh_db,
+                                                                               monkeypatch):
+    """Backups taken before fingerprints 3 hold the sha256 of the bare COPY text (":copy"): a
+    restored copy is read the same way, and a changed row still fails its table."""
+    import functools
+
+    import bvh_ops.logical.backup as logical_backup
+    from bvh_ops.logical.archive import DumpFingerprinter
+    from bvh_ops.logical.restore import compare_tables
+
+    settings, _ = typed_backup
+    monkeypatch.setattr(logical_backup, "DumpFingerprinter", functools.partial(DumpFingerprinter, framed=False))
+    v2 = run_logical_backup(settings).manifest
+    assert {t.fingerprint.rsplit(":", 1)[1] for t in v2.tables} == {"copy", "lo"}
+    target = fresh_db()
+    restore_logical(settings, v2.backup_id, target, compare=False)
+    assert [c.name for c in compare_tables(target, v2) if not c.ok] == []
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("UPDATE typed SET t = 'changed' WHERE id = 3")
+    assert [c.name for c in compare_tables(target, v2) if not c.ok] == ["public.typed"]
 
 
 def test_a_backup_with_version_1_fingerprints_is_still_checked_the_old_way(typed_backup, fresh_db):
