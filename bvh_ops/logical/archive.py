@@ -17,7 +17,7 @@ With ``--compress=0`` pg_dump writes one chunk per COPY row (and a last chunk ``
 a table's rows are found with numpy over up to ``WINDOW`` bytes at a time (``_frames_fast``); a
 row-by-row Python walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries.
 The buffers fed in are read in place, never copied (only an unread tail is joined with the next
-buffer's first bytes). Memory: the current buffer, a ``WINDOW``-sized mask, plus at most one row
+buffer's first bytes). Memory: the current buffer, a ``WINDOW``-sized mask and copy, plus at most one row
 below ``BIG_CHUNK``; larger chunks are hashed as they pass.
 """
 
@@ -49,8 +49,6 @@ READ_SIZE = 1 << 20
 WINDOW = 1 << 19
 # An unread tail up to this long is joined with the next buffer's first bytes, not the whole buffer.
 JOIN = 1 << 16
-# Rows at least this long on average are hashed one by one in place instead of through a mask.
-LONG_ROWS = 1024
 SECTION_POST_DATA = 4
 
 
@@ -73,27 +71,21 @@ class TocEntry:
 
 @dataclass
 class CopyDigest:
-    """Rows and sha256 of one table's COPY text (without pg_dump's end marker). ``framed``
-    (fingerprints 3): each row preceded by ROW_MARK in what is hashed (frame_rows)."""
+    """Rows and sha256 of one table's COPY text (without pg_dump's end marker), each row behind
+    ROW_MARK (fingerprints 3: ``frame_rows``)."""
 
     rows: int = 0
     sha: object = field(default_factory=hashlib.sha256)
-    framed: bool = False
     _hold: bytes = b""
-    _row_start: bool = True  # framed: the next byte begins a row, so its mark is due
+    _row_start: bool = True  # the next byte begins a row, so its mark is due
 
-    def update(self, data, frames: int) -> None:
-        """Text as it comes (any boundaries); ``frames`` chunks of it ended (fingerprints 2
-        counts rows so; framed digests count its newlines)."""
-        if self.framed:
-            text = bytes(data)
-            if text:
-                self.rows += text.count(b"\n")
-                self._add(frame_rows(text, self._row_start))
-                self._row_start = text[-1] == 10
-            return
-        self._add(data)
-        self.rows += frames
+    def update(self, data) -> None:
+        """COPY text as it comes (any boundaries)."""
+        text = bytes(data)
+        if text:
+            self.rows += text.count(b"\n")
+            self._add(frame_rows(text, self._row_start))
+            self._row_start = text[-1] == 10
 
     def update_framed(self, framed, rows: int) -> None:
         """``rows`` whole rows already framed (each one's mark in place of its chunk header)."""
@@ -105,7 +97,7 @@ class CopyDigest:
     def _add(self, data) -> None:
         # The last bytes are held back: the end marker is dropped once the block ends.
         mv = memoryview(data).cast("B")
-        keep = len(FRAMED_END if self.framed else COPY_END)
+        keep = len(FRAMED_END)
         if len(mv) >= keep:
             self.sha.update(self._hold)
             self.sha.update(mv[:len(mv) - keep])
@@ -115,20 +107,9 @@ class CopyDigest:
             self.sha.update(joined[:max(0, len(joined) - keep)])
             self._hold = joined[max(0, len(joined) - keep):]
 
-    def rows_from(self, mv: memoryview, starts: list[int], ends: list[int]) -> None:
-        """``mv[starts[i]:ends[i]]`` is each row's text (the last one held back as ``update`` does)."""
-        assert not self.framed
-        self.sha.update(self._hold)
-        self._hold = b""
-        update = self.sha.update
-        for s, e in zip(starts[:-1], ends[:-1], strict=True):
-            update(mv[s:e])
-        self.rows += len(starts) - 1
-        self.update(mv[starts[-1]:ends[-1]], 1)
-
     def finish(self) -> None:
-        if self._hold == (FRAMED_END if self.framed else COPY_END):
-            self.rows -= COPY_END.count(b"\n") if self.framed else 1
+        if self._hold == FRAMED_END:
+            self.rows -= COPY_END.count(b"\n")
         else:
             self.sha.update(self._hold)
         self._hold = b""
@@ -238,9 +219,8 @@ class DumpFingerprinter:
     """Feed it the archive as it streams; afterwards ``tables`` maps (schema, table) of every
     TABLE DATA entry to its CopyDigest and ``large_objects`` holds the large objects' digest."""
 
-    def __init__(self, *, digests: bool = True, framed: bool = True) -> None:
+    def __init__(self, *, digests: bool = True) -> None:
         self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
-        self.framed = framed  # fingerprints 3 (True) or 2
         self.block_offsets: dict[int, int] = {}  # dumpId -> archive offset of its data block
         self._base = 0  # archive offset of self._buf[0]
         self.facts: dict = {}
@@ -319,7 +299,7 @@ class DumpFingerprinter:
             if kind == BLK_DATA:
                 self._sink = None
                 if self.digests and entry is not None and entry.desc == "TABLE DATA":
-                    self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest(framed=self.framed))
+                    self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest())
                 self._state = "frames"
             elif kind == BLK_BLOBS:
                 self._state = "lo_oid"
@@ -331,7 +311,7 @@ class DumpFingerprinter:
         if state == "chunk":  # the rest of a big COPY chunk
             take = min(self._remaining, len(self._buf) - self._pos)
             if self._sink is not None:
-                self._sink.update(memoryview(self._buf)[self._pos:self._pos + take], 0)
+                self._sink.update(memoryview(self._buf)[self._pos:self._pos + take])
             self._pos += take
             self._remaining -= take
             if not self._remaining:
@@ -390,7 +370,7 @@ class DumpFingerprinter:
         self.slow_frames += 1
         take = min(n, avail)
         if self._sink is not None:
-            self._sink.update(memoryview(self._buf)[r.pos:r.pos + take], 1)
+            self._sink.update(memoryview(self._buf)[r.pos:r.pos + take])
         self._pos = r.pos + take
         if take < n:
             self._remaining = n - take
@@ -403,7 +383,7 @@ class DumpFingerprinter:
         newlines: usually each newline is followed by the header (sign byte, 4-byte length) of
         a chunk that ends at the next newline, checked for all of them at once; where a newline
         lies inside a header, ``_path`` follows the headers. Exact: a newline inside a header is
-        never on the path. The rows' text is then hashed without its headers (``_hash_rows``)."""
+        never on the path. The rows are then hashed, framed (``_hash_rows``)."""
         if self._int != 4:
             return False
         buf, start = self._buf, self._pos
@@ -442,37 +422,28 @@ class DumpFingerprinter:
         return self._mask[:n]
 
     def _hash_rows(self, a: np.ndarray, ends: np.ndarray) -> None:
-        """The rows' text of the chunks from ``a[0]`` to the newlines ``ends``. Framed
-        (fingerprints 3): a copy with each chunk's 5-byte header zeroed — the header lies exactly
-        where the row's mark goes — hashed as it is, once the copy shows one newline per chunk
-        (each chunk one row); else the headers are dropped by a mask (one pass), or, where rows
-        are long, each row's bytes are handed to the digest as they lie."""
+        """The rows of the chunks from ``a[0]`` to the newlines ``ends``, framed: a copy with each
+        chunk's 5-byte header zeroed — the header lies exactly where the row's mark goes — hashed
+        as it is, once the copy shows one newline per chunk (each chunk one row); otherwise (pg_dump's
+        end marker holds three lines) the headers are dropped by a mask and the text framed by lines."""
         last = int(ends[-1])
-        if self.framed:
-            if len(self._copy) < last + 1:
-                self._copy = np.empty(max(last + 1, WINDOW), dtype=np.uint8)
-            framed = self._copy[:last + 1]
-            np.copyto(framed, a[:last + 1])
-            framed[:5] = 0
-            starts = ends[:-1] + 1
-            for d in range(5):
-                framed[starts + d] = 0
-            if np.count_nonzero(np.equal(framed, 10, out=self._scratch(last + 1))) == len(ends):
-                self._sink.update_framed(framed, len(ends))
-                return
-            # A chunk with more than one line (pg_dump's end marker): the text, framed by lines.
-        elif last + 1 >= LONG_ROWS * len(ends):
-            mv = memoryview(a)
-            starts = (ends[:-1] + 6).tolist()
-            self._sink.rows_from(mv, [5, *starts], (ends + 1).tolist())
+        if len(self._copy) < last + 1:
+            self._copy = np.empty(max(last + 1, WINDOW), dtype=np.uint8)
+        framed = self._copy[:last + 1]
+        np.copyto(framed, a[:last + 1])
+        framed[:5] = 0
+        starts = ends[:-1] + 1
+        for d in range(5):
+            framed[starts + d] = 0
+        if np.count_nonzero(np.equal(framed, 10, out=self._scratch(last + 1))) == len(ends):
+            self._sink.update_framed(framed, len(ends))
             return
         keep = self._scratch(last + 1)
         keep.fill(True)
         keep[:5] = False
-        starts = ends[:-1] + 1
         for d in range(5):
             keep[starts + d] = False
-        self._sink.update(a[:last + 1][keep], len(ends))
+        self._sink.update(a[:last + 1][keep])
 
     @staticmethod
     def _path(a, nl, k, sign, length, target) -> np.ndarray:

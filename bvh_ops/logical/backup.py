@@ -24,7 +24,6 @@ from bvh_ops.logical.archive import DumpFingerprinter
 from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
 from bvh_ops.pg.fingerprint import (
-    COPY,
     DUMP_OPTIONS,
     FRAMED,
     LARGE_OBJECTS,
@@ -176,7 +175,7 @@ def _table_stats(tables: list[TableRef], leaves: dict[str, list[tuple[str, str, 
         for schema, relname, leaf in leaves[t.name]:
             d = fp.tables.get((schema, relname))
             parts.append((leaf, d.rows, d.hexdigest()) if d is not None else (leaf, 0, _EMPTY))
-        stats.append(copy_stat(t, parts, FRAMED if fp.framed else COPY))
+        stats.append(copy_stat(t, parts, FRAMED))
     lo = fp.large_objects
     stats.append(TableStat(LARGE_OBJECTS, lo.count, f"{lo.count}:{lo.total}:lo", "large_objects"))
     return stats

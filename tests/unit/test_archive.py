@@ -1,6 +1,6 @@
-"""The custom-format stream reader: per-table COPY digests from synthetic archives laid out as
-pg_dump 15 (archive 1.14) and 17/18 (1.16) write them, fed in any chunking — fingerprints 3
-(framed: ROW_MARK before each row) and 2 (the text alone)."""
+"""The custom-format stream reader: per-table COPY digests (fingerprints 3: ROW_MARK before
+each row) from synthetic archives laid out as pg_dump 15 (archive 1.14) and 17/18 (1.16) write
+them, fed in any chunking."""
 
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def archive(tables: dict[tuple[str, str], list[bytes]], blobs: dict[int, bytes] 
     return bytes(out)
 
 
-def feed(data: bytes, sizes, framed: bool = True) -> DumpFingerprinter:
-    fp = DumpFingerprinter(framed=framed)
+def feed(data: bytes, sizes) -> DumpFingerprinter:
+    fp = DumpFingerprinter()
     pos = 0
     for size in sizes:
         if pos >= len(data):
@@ -82,36 +82,34 @@ ROWS = [b"%d\tname %d\t\\N\n" % (i, i) for i in range(3000)] + [b"123456789\n", 
                                                                     b"y" * 2569 + b"\n", b"\\\\.\n"]
 
 
-def text_digest(rows: list[bytes], framed: bool) -> str:
-    """What a restored table's COPY text hashes to: the rows, each behind ROW_MARK if framed."""
-    return hashlib.sha256(b"".join((ROW_MARK if framed else b"") + r for r in rows)).hexdigest()
+def text_digest(rows: list[bytes]) -> str:
+    """What a restored table's COPY text hashes to: the rows, each behind ROW_MARK."""
+    return hashlib.sha256(b"".join(ROW_MARK + r for r in rows)).hexdigest()
 
 
-@pytest.mark.parametrize("framed", [True, False], ids=["fingerprints 3", "fingerprints 2"])
 @pytest.mark.parametrize("version", [(1, 14), (1, 16)])
 @pytest.mark.parametrize("chunking", ["whole", "1 byte", "random", "1 MiB"])
-def test_digest_is_the_copy_text_whatever_the_chunking(version, chunking, framed):
+def test_digest_is_the_copy_text_whatever_the_chunking(version, chunking):
     tables = {("public", "t"): ROWS, ("s p", "Empty"): [], ("public", "u"): ROWS[:7]}
     data = archive(tables, {16400: b"hello blob", 16401: b"\n\x00" * 40}, version=version)
     sizes = {"whole": [len(data)], "1 byte": [1] * len(data), "1 MiB": [1 << 20],
              "random": [random.Random(7).randint(1, 4000) for _ in range(len(data))]}[chunking]
-    fp = feed(data, sizes, framed)
+    fp = feed(data, sizes)
     for key, rows in tables.items():
         assert fp.tables[key].rows == len(rows), key
-        assert fp.tables[key].hexdigest() == text_digest(rows, framed), key
+        assert fp.tables[key].hexdigest() == text_digest(rows), key
     assert fp.encoding == "UTF8"
     assert fp.large_objects.count == 2
     whole = feed(data, [len(data)])
     assert fp.large_objects.total == whole.large_objects.total
 
 
-@pytest.mark.parametrize("framed", [True, False], ids=["fingerprints 3", "fingerprints 2"])
-def test_a_changed_row_changes_the_digest_and_a_chunk_larger_than_the_buffer_streams(framed):
+def test_a_changed_row_changes_the_digest_and_a_chunk_larger_than_the_buffer_streams():
     big = b"z" * (BIG_CHUNK + 123) + b"\n"
-    a = feed(archive({("public", "t"): [b"1\n", big, b"3\n"]}), [65536] * 100, framed)
-    b = feed(archive({("public", "t"): [b"1\n", big, b"4\n"]}), [65536] * 100, framed)
+    a = feed(archive({("public", "t"): [b"1\n", big, b"3\n"]}), [65536] * 100)
+    b = feed(archive({("public", "t"): [b"1\n", big, b"4\n"]}), [65536] * 100)
     assert a.tables["public", "t"].rows == 3
-    assert a.tables["public", "t"].hexdigest() == text_digest([b"1\n", big, b"3\n"], framed)
+    assert a.tables["public", "t"].hexdigest() == text_digest([b"1\n", big, b"3\n"])
     assert a.tables["public", "t"].hexdigest() != b.tables["public", "t"].hexdigest()
 
 
@@ -185,11 +183,10 @@ def test_block_offsets_point_at_each_data_block_and_can_be_written_into_the_toc(
 
 # -- against a straightforward reader ------------------------------------------------------------
 
-def reference(data: bytes, framed: bool = True
-              ) -> tuple[dict[tuple[str, str], tuple[int, str]], tuple[int, int], dict[int, int]]:
+def reference(data: bytes) -> tuple[dict[tuple[str, str], tuple[int, str]], tuple[int, int], dict[int, int]]:
     """The archive read the plain way, all in memory, one chunk at a time: each table's rows and
-    sha256 of its COPY text (its chunks joined, pg_dump's end marker dropped; framed: its lines,
-    each behind ROW_MARK), the large objects' count and sum, and where each data block starts."""
+    framed digest of its COPY text (its chunks joined, pg_dump's end marker dropped, each line
+    behind ROW_MARK), the large objects' count and sum, and where each data block starts."""
     from bvh_ops.logical.archive import LargeObjectDigest, read_toc
 
     _, entries, pos = read_toc(data)
@@ -218,8 +215,7 @@ def reference(data: bytes, framed: bool = True
                 rows.pop()
             e = by_id[dump_id]
             lines = b"".join(rows).splitlines(keepends=True)
-            tables[e.namespace, e.tag] = (len(lines), text_digest(lines, True)) if framed else \
-                (len(rows), text_digest(rows, False))
+            tables[e.namespace, e.tag] = (len(lines), text_digest(lines))
             continue
         while True:
             oid, pos = int4(pos)
@@ -264,25 +260,23 @@ TRICKY = _tricky_archive()
     [65536, 65537, 131072, 200000, 3 << 20],
     [1 << 22],
 ], ids=["1MiB", "odd MiB", "mixed", "4MiB"])
-@pytest.mark.parametrize("framed", [True, False], ids=["fingerprints 3", "fingerprints 2"])
-def test_the_fast_reader_matches_a_straightforward_one(sizes, framed):
+def test_the_fast_reader_matches_a_straightforward_one(sizes):
     rng = random.Random(len(sizes))
     sizes = [rng.choice(sizes) for _ in range(len(TRICKY) // min(sizes) + 2)]
-    tables, lobs, offsets = reference(TRICKY, framed)
-    fp = feed(TRICKY, sizes, framed)
+    tables, lobs, offsets = reference(TRICKY)
+    fp = feed(TRICKY, sizes)
     assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables
     assert (fp.large_objects.count, fp.large_objects.total) == lobs
     assert fp.block_offsets == offsets
     assert tables["public", "empty"] == (0, hashlib.sha256(b"").hexdigest())
-    # Its last chunk holds three lines (rows, when framed: as a restored copy's text reads back).
-    assert tables["public", "huge"][0] == (5 if framed else 3)
+    # Its last chunk holds three lines: three rows, as a restored copy's text reads back.
+    assert tables["public", "huge"][0] == 5
 
 
-@pytest.mark.parametrize("framed", [True, False], ids=["fingerprints 3", "fingerprints 2"])
-def test_every_split_of_a_chunk_header_across_two_buffers(framed):
+def test_every_split_of_a_chunk_header_across_two_buffers():
     data = archive({("public", "t"): [b"%d\n" % i for i in range(300)] + [b"x" * 2569 + b"\n"] * 3})
-    tables, _, _ = reference(data, framed)
+    tables, _, _ = reference(data)
     start = data.index(b"0\n") - 5  # the first row's header
     for cut in range(start, start + 200):
-        fp = feed(data, [cut, len(data)], framed)
+        fp = feed(data, [cut, len(data)])
         assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables, cut
