@@ -48,6 +48,7 @@ from bvh_ops.pg.cluster import (  # noqa: E402
     chown_to_server,
     chown_tree_to_server,
     free_port,
+    prepare_server_user,
     local_archive_config,
     wal_command,
 )
@@ -90,6 +91,7 @@ def pgbr(conf: Path, *args: str) -> list[str]:
 def make_cluster(work: Path, with_pgbackrest: bool) -> tuple[EmbeddedCluster, Path | None]:
     """A PostgreSQL 15 cluster archiving into ours (and pgBackRest's, when installed), with a
     Unix socket for pgBackRest (peer authentication: the server's OS user as postgres)."""
+    prepare_server_user(work)  # a fresh machine: the OS user the files below are given to
     cfg = local_archive_config(work)
     conf = archiving_conf(cfg)
     conf.pop("summarize_wal")  # PostgreSQL 17+

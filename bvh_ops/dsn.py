@@ -7,8 +7,8 @@ import os
 import re
 from urllib.parse import unquote
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
+# psycopg is imported where a DSN is parsed: its import is ~0.2 s of CPU, and the WAL pusher
+# (whose settings import this module) has no DSN to parse.
 
 URI_HINT = "postgresql://user:password@host:5432/dbname"
 _SCHEME = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
@@ -30,6 +30,9 @@ def scrub(text: str, dsn: str) -> str:
     text = text.replace(dsn, redact_dsn(dsn))
     found = [m.group("pw") for m in (_URI_PASSWORD.search(dsn), *_KV_PASSWORD.finditer(dsn)) if m]
     secrets = {s for pw in found for s in (pw, unquote(pw), pw.strip("'"))}
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         secrets.add(conninfo_to_dict(dsn).get("password") or "")
     except psycopg.Error:
@@ -45,6 +48,9 @@ def check_dsn(dsn: str) -> dict[str, str]:
     never contains the password."""
     if not _SCHEME.match(dsn):
         raise ValueError(f"must look like {URI_HINT}")
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -76,6 +82,9 @@ def libpq_reason(exc: Exception, dsn: str) -> str:
 def location(dsn: str, **overrides: object) -> str:
     """``host:port`` the DSN points at (several comma-separated), for error messages; PGHOST,
     PGPORT and libpq's defaults where the DSN names none."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(dsn, **overrides)
     except psycopg.Error:

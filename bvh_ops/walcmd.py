@@ -4,7 +4,9 @@
     restore_command = 'BVH_OPS_CONFIG=…/bvh_ops_recovery/bvh-ops.toml bvh-ops-wal fetch %f %p'
 
 PostgreSQL starts one process per WAL file, so start-up is the cost: this module imports only
-what the call needs (no CLI framework). ``fetch`` also reads ahead: when the recovery directory
+what the call needs (no CLI framework), and what we configure runs it without ``site``
+(``python -I -S …/bvh_ops/walrun.py``: bvh_ops.pg.cluster.wal_command); the paths that need
+third-party packages load ``site`` first (_site). ``fetch`` also reads ahead: when the recovery directory
 has a ``prefetch/`` spool (the restore creates one), the first fetch starts a detached
 prefetcher that downloads, decrypts and verifies the next segments in parallel into the spool;
 later fetches that find their segment there only copy it (a few milliseconds; the newest one stays,
@@ -36,6 +38,26 @@ if TYPE_CHECKING:
 
 PREFETCH_DIR = "prefetch"
 PIDFILE = ".prefetcher.pid"
+# The launcher PostgreSQL runs (python -I -S walrun.py) and the pusher and prefetcher are started
+# with: this package's code wherever it lies, whatever PYTHONPATH the caller had.
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "walrun.py")
+
+
+def _site() -> None:
+    """Third-party packages (settings, storage, encryption) for the paths that need them: the
+    launcher starts the interpreter without ``site``, which the fast paths do not use."""
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
+
+
+def _detached(*args: str):
+    """A detached ``bvh-ops-wal`` process (the pusher, the prefetcher) running this code."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-I", "-S", LAUNCHER, *args], start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
 
 
 def _spool() -> Path | None:
@@ -81,10 +103,7 @@ def _kick(spool: Path, name: str) -> None:
     missing = next((n for n in following if not (spool / n).is_file()), None)
     if following and (missing is None or _surely_missing(missing)):
         return
-    import subprocess
-
-    subprocess.Popen([sys.executable, "-m", "bvh_ops.walcmd", "prefetch", name], start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    _detached("prefetch", name)
 
 
 def _following(spool: Path, name: str) -> list[str]:
@@ -226,6 +245,7 @@ def fetch(name: str, dest: str) -> int:
         else:
             _err(f"wal-fetch: WAL file {name} is not in the archive")
         return 1
+    _site()
     from bvh_ops.config import load_settings
     from bvh_ops.errors import NotFound
     from bvh_ops.wal.store import wal_fetch
@@ -273,6 +293,7 @@ def prefetch(after: str) -> int:
     try:
         from concurrent.futures import ThreadPoolExecutor
 
+        _site()
         from bvh_ops.config import load_settings
         from bvh_ops.errors import BvhOpsError
         from bvh_ops.pg.lsn import DEFAULT_SEGMENT, parse_segment, segment_name
@@ -473,15 +494,12 @@ def _unlink(path: str) -> None:
 
 
 def _start_pusher(d: str, wal_dir: str, name: str):
-    import subprocess
-
-    return subprocess.Popen([sys.executable, "-m", "bvh_ops.walcmd", "pusher", d, wal_dir, name],
-                            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd="/")
+    return _detached("pusher", d, wal_dir, name)
 
 
 def _push_now(path: str) -> int:
     """Archive one file in this process (no pusher)."""
+    _site()
     from bvh_ops.config import load_settings
     from bvh_ops.errors import BvhOpsError
     from bvh_ops.wal.store import wal_push
@@ -504,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args) == 2 and args[0] == "prefetch":
             return prefetch(args[1])
         if len(args) == 4 and args[0] == "pusher":
+            _site()
             from bvh_ops.wal.pusher import run
 
             return run(args[1], args[2], args[3])
