@@ -43,13 +43,18 @@ PIDFILE = ".prefetcher.pid"
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "walrun.py")
 
 
+_site_loaded = False
+
+
 def _site() -> None:
     """Third-party packages (settings, storage, encryption) for the paths that need them: the
     launcher starts the interpreter without ``site``, which the fast paths do not use."""
-    if sys.flags.no_site and "site" not in sys.modules:
+    global _site_loaded
+    if sys.flags.no_site and not _site_loaded:
         import site
 
         site.main()
+        _site_loaded = True
 
 
 def _detached(*args: str):
