@@ -39,7 +39,12 @@ def main() -> None:
     ap.add_argument("--no-physical", action="store_true")
     ap.add_argument("--no-late", action="store_true",
                     help="skip the drills whose checks all wait for the restore's end (the 'before' of #19 goal 3)")
+    ap.add_argument("--early-policies", default="nice",
+                    help="CPU priority of the reads during the restore, comma-separated, each a drill variant "
+                         "alternated with the others (bvh_ops.priority: nice, idle = SCHED_IDLE, normal); "
+                         "the first is the main result")
     args = ap.parse_args()
+    policies = args.early_policies.split(",")
     if args.quick:
         args.scale, args.no_physical = 5, True
     work, keys = fresh_workdir(args.workdir)
@@ -83,21 +88,30 @@ def main() -> None:
     env = pg_env(cluster.dsn(db))
     subprocess.run([str(bin_dir / "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", str(dump), db], env=env, check=True)
     reports, bare_runs, late_reports = [], [], []
+    other_reports: dict[str, list] = {p: [] for p in policies[1:]}
+    cpu: dict[str, list] = {}
+
+    def drill(variant, into):
+        with cpu_seconds(cpu.setdefault(variant, [])):
+            try:
+                into.append(dr_drill(backup=manifest.backup_id))
+            except DrillFailed as exc:
+                into.append(exc.report)
+
     for i in range(args.runs):
-        try:
-            reports.append(dr_drill(backup=manifest.backup_id))
-        except DrillFailed as exc:
-            reports.append(exc.report)
+        with early_policy(policies[0]):
+            drill(f"early_{policies[0]}", reports)
+        for policy in policies[1:]:
+            with early_policy(policy):
+                drill(f"early_{policy}", other_reports[policy])
         if not args.no_late:
             with checks_after_restore():
-                try:
-                    late_reports.append(dr_drill(backup=manifest.backup_id))
-                except DrillFailed as exc:
-                    late_reports.append(exc.report)
+                drill("checks_after_restore", late_reports)
         create_database(cluster.dsn(), f"bare_restore_{i}")
         t1 = time.monotonic()
-        subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "-d", f"bare_restore_{i}", str(dump)],
-                       env=pg_env(cluster.dsn(f"bare_restore_{i}")), check=True)
+        with cpu_seconds(cpu.setdefault("bare", [])):
+            subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "-d", f"bare_restore_{i}", str(dump)],
+                           env=pg_env(cluster.dsn(f"bare_restore_{i}")), check=True)
         bare_runs.append(time.monotonic() - t1)
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "bare_restore_{i}" WITH (FORCE)')
@@ -105,10 +119,12 @@ def main() -> None:
     stages = _stages(reports)
     bare_restore_s = statistics.median(bare_runs)
     late = _late(late_reports, bare_restore_s) if late_reports else None
+    extra = {"early_policy": policies[0], "cpu_seconds": cpu,
+             **{f"early_{p}": _late(r, bare_restore_s) for p, r in other_reports.items()}}
     if args.no_physical:
         cluster.stop()
-        save_result("dr_drill" + ("_quick" if args.quick else ""), _result(
-            args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, None, late=late))
+        save_result("dr_drill" + ("_quick" if args.quick else ""), {**_result(
+            args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, None, late=late), **extra})
         return
 
     # Physical: a full, writes, an incremental, writes, everything archived; then a physical
@@ -132,8 +148,8 @@ def main() -> None:
     pstages = {s["name"]: s["seconds"] for s in preport["stages"]}
 
     cluster.stop()
-    save_result("dr_drill", _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s,
-                                    preport, pstages, late=late))
+    save_result("dr_drill", {**_result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s,
+                                       preport, pstages, late=late), **extra})
 
 
 @contextmanager
@@ -149,6 +165,36 @@ def checks_after_restore():
         yield
     finally:
         EarlyChecks.begin, EarlyChecks.loaded = saved
+
+
+@contextmanager
+def early_policy(policy):
+    """The drill's reads during the restore at this CPU priority (bvh_ops.priority.POLICY)."""
+    from bvh_ops import priority
+
+    saved, priority.POLICY = priority.POLICY, policy
+    try:
+        yield
+    finally:
+        priority.POLICY = saved
+
+
+@contextmanager
+def cpu_seconds(into):
+    """CPU seconds while the block runs: this process with its reaped children (our threads,
+    psql, pg_restore), and the whole machine (adds the servers' backends — and, on a shared
+    machine, everyone else's work); with the load average at the end."""
+    def machine_busy():
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+    t, m, w = os.times(), machine_busy(), time.monotonic()
+    yield
+    t2 = os.times()
+    into.append({"self": round(t2.user + t2.system + t2.children_user + t2.children_system
+                               - t.user - t.system - t.children_user - t.children_system, 2),
+                 "machine": round(machine_busy() - m, 2), "wall": round(time.monotonic() - w, 2),
+                 "load": round(os.getloadavg()[0], 2)})
 
 
 def _stages(reports):

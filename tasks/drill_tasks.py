@@ -70,6 +70,8 @@ def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
                             jobs=settings.restore_jobs,
                             copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None,
                             on_table_loaded=early.loaded if early is not None else None)
+        if early is not None:
+            early.restored()
         if not engine.accepts_connections(scratch.dsn()):
             from bvh_ops.errors import DatabaseUnavailable
 
