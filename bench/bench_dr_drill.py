@@ -92,7 +92,7 @@ def main() -> None:
     cpu: dict[str, list] = {}
 
     def drill(variant, into):
-        with cpu_seconds(cpu.setdefault(variant, [])):
+        with cpu_seconds(cpu.setdefault(variant, []), cluster.data, work / "state" / "drills"):
             try:
                 into.append(dr_drill(backup=manifest.backup_id))
             except DrillFailed as exc:
@@ -109,7 +109,7 @@ def main() -> None:
                 drill("checks_after_restore", late_reports)
         create_database(cluster.dsn(), f"bare_restore_{i}")
         t1 = time.monotonic()
-        with cpu_seconds(cpu.setdefault("bare", [])):
+        with cpu_seconds(cpu.setdefault("bare", []), cluster.data, work / "state" / "drills"):
             subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "-d", f"bare_restore_{i}", str(dump)],
                            env=pg_env(cluster.dsn(f"bare_restore_{i}")), check=True)
         bare_runs.append(time.monotonic() - t1)
@@ -180,21 +180,54 @@ def early_policy(policy):
 
 
 @contextmanager
-def cpu_seconds(into):
-    """CPU seconds while the block runs: this process with its reaped children (our threads,
-    psql, pg_restore), and the whole machine (adds the servers' backends — and, on a shared
-    machine, everyone else's work); with the load average at the end."""
-    def machine_busy():
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+def cpu_seconds(into, data_dir, scratch_dirs):
+    """CPU seconds while the block runs: ``self``, this process with its reaped children (our
+    threads, psql, pg_restore); ``servers``, the bench's server (``data_dir``) and any scratch
+    server started meanwhile under ``scratch_dirs`` (each postmaster with its backends, sampled
+    every 0.2 s until it stops) — not other people's work on a shared machine."""
+    import threading
 
-    t, m, w = os.times(), machine_busy(), time.monotonic()
+    servers: dict[Path, float] = {}
+    before = _server_cpu(Path(data_dir))
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.2):
+            for pid_file in Path(scratch_dirs).glob("*/data/postmaster.pid"):
+                servers[pid_file.parent] = max(servers.get(pid_file.parent, 0.0), _server_cpu(pid_file.parent))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    t, w = os.times(), time.monotonic()
+    sampler.start()
     yield
+    stop.set()
+    sampler.join()
     t2 = os.times()
     into.append({"self": round(t2.user + t2.system + t2.children_user + t2.children_system
                                - t.user - t.system - t.children_user - t.children_system, 2),
-                 "machine": round(machine_busy() - m, 2), "wall": round(time.monotonic() - w, 2),
-                 "load": round(os.getloadavg()[0], 2)})
+                 "servers": round(_server_cpu(Path(data_dir)) - before + sum(servers.values()), 2),
+                 "wall": round(time.monotonic() - w, 2), "load": round(os.getloadavg()[0], 2)})
+
+
+def _server_cpu(data_dir: Path) -> float:
+    """A running server's CPU seconds so far: its postmaster's own and reaped children's, and
+    its live children's (0 once it has stopped)."""
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _stages(reports):
@@ -209,9 +242,18 @@ def _late(reports, bare_restore_s):
             "restore_all": [next(s["seconds"] for s in r["stages"] if s["name"] == "restore") for r in reports],
             "checks_all": [next(s["seconds"] for s in r["stages"] if s["name"] == "checks") for r in reports],
             "rto_seconds": [r["rto_seconds"] for r in reports], "drill_passed": [r["passed"] for r in reports],
-            "restore_ratio": round(stages["restore"] / bare_restore_s, 3),
+            "restore_ratio": round(stages["restore"] / bare_restore_s, 3), "read_early": [_read_early(r) for r in reports],
             "checks_over_restore": round(stages["checks"] / stages["restore"], 3),
             "failed_checks": [c for r in reports for c in r["checks"] if c["status"] != "passed"]}
+
+
+def _read_early(report):
+    """How many tables the drill read while the restore ran (from its fingerprint check)."""
+    import re
+
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "logical_fingerprints")
+    found = re.search(r"(\d+) read while the restore ran", detail)
+    return int(found.group(1)) if found else 0
 
 
 def _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, preport, pstages=None,
@@ -230,6 +272,7 @@ def _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_r
         "checks_over_restore": round(stages.get("checks", 0) / stages["restore"], 3) if stages.get("restore") else None,
         "failed_checks": [c for c in report["checks"] if c["status"] != "passed"],
         "fingerprints_detail": next(c["detail"] for c in report["checks"] if c["name"] == "logical_fingerprints"),
+        "read_early": [_read_early(r) for r in reports],
     }
     if late is not None:
         result["checks_after_restore"] = late
