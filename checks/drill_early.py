@@ -100,16 +100,18 @@ class EarlyChecks:
                 self._taken[(schema, table)] = self._pool.submit(self._take, schema, table)
 
     @contextmanager
-    def _lowered(self) -> Iterator[Any]:
+    def _lowered(self) -> Iterator[tuple[Any, Any]]:
         """This thread at low priority until the block ends or the restore does. Yields
-        ``serving(child pid, backend pid, port)``: the child this thread started (low already, as
-        its child) is raised with it, and the backend (if local) is lowered likewise."""
+        ``serving(child pid, backend pid, port)`` — the child this thread started (low already,
+        as its child) is raised with it, the backend (if local) is lowered likewise — and
+        ``gone(*pids)``, to call once those have ended (so no other process gets their pid's
+        priority). When the block ends the thread is raised back; the processes are only
+        forgotten (the connection closes next)."""
         mine: list[int] = []
         with self._lock:
             me = None if self._raised else priority.lower()
             if me is not None:
                 self._low[me.tid] = me
-                mine.append(me.tid)
 
         def serving(child: int | None, pid: int, port: int | None = None) -> None:
             with self._lock:
@@ -122,12 +124,19 @@ class EarlyChecks:
                     self._low[pid] = was
                     mine.append(pid)
 
+        def gone(*pids: int) -> None:
+            with self._lock:
+                for pid in pids:
+                    self._low.pop(pid, None)
+
         try:
-            yield serving
+            yield serving, gone
         finally:
-            with self._lock:  # before the connection closes and the child is reaped: still ours
-                for tid in mine:
-                    priority.restore(self._low.pop(tid, None))
+            with self._lock:
+                for pid in mine:
+                    self._low.pop(pid, None)
+                if me is not None:
+                    priority.restore(self._low.pop(me.tid, None))
 
     def restored(self) -> None:
         """The restore has ended: what is still being read competes at its old priority."""
@@ -138,10 +147,13 @@ class EarlyChecks:
             self._low.clear()
 
     def _take(self, schema: str, table: str) -> Taken:
-        with self._lowered() as serving, connect(self._dsn, autocommit=True) as conn:
+        with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, gone):
             serving(None, conn.info.backend_pid, _client_port(conn))
             since = mark(conn, schema, table)
-            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir, on_backend=serving)
+            copying: list[int] = []
+            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir,
+                                       on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)))
+            gone(*copying)
             item, zone = self._items.get((schema, table)), self.zone
             if item is None or zone is None or _has_children(conn, schema, table):
                 return Taken(since, rows, digest)
