@@ -39,7 +39,12 @@ def main() -> None:
     ap.add_argument("--no-physical", action="store_true")
     ap.add_argument("--no-late", action="store_true",
                     help="skip the drills whose checks all wait for the restore's end (the 'before' of #19 goal 3)")
+    ap.add_argument("--early-policies", default="nice",
+                    help="CPU priority of the reads during the restore, comma-separated, each a drill variant "
+                         "alternated with the others (bvh_ops.priority: nice, idle = SCHED_IDLE, normal); "
+                         "the first is the main result")
     args = ap.parse_args()
+    policies = args.early_policies.split(",")
     if args.quick:
         args.scale, args.no_physical = 5, True
     work, keys = fresh_workdir(args.workdir)
@@ -83,21 +88,30 @@ def main() -> None:
     env = pg_env(cluster.dsn(db))
     subprocess.run([str(bin_dir / "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", str(dump), db], env=env, check=True)
     reports, bare_runs, late_reports = [], [], []
+    other_reports: dict[str, list] = {p: [] for p in policies[1:]}
+    cpu: dict[str, list] = {}
+
+    def drill(variant, into):
+        with cpu_seconds(cpu.setdefault(variant, []), cluster.data, work / "state" / "drills"):
+            try:
+                into.append(dr_drill(backup=manifest.backup_id))
+            except DrillFailed as exc:
+                into.append(exc.report)
+
     for i in range(args.runs):
-        try:
-            reports.append(dr_drill(backup=manifest.backup_id))
-        except DrillFailed as exc:
-            reports.append(exc.report)
+        with early_policy(policies[0]):
+            drill(f"early_{policies[0]}", reports)
+        for policy in policies[1:]:
+            with early_policy(policy):
+                drill(f"early_{policy}", other_reports[policy])
         if not args.no_late:
             with checks_after_restore():
-                try:
-                    late_reports.append(dr_drill(backup=manifest.backup_id))
-                except DrillFailed as exc:
-                    late_reports.append(exc.report)
+                drill("checks_after_restore", late_reports)
         create_database(cluster.dsn(), f"bare_restore_{i}")
         t1 = time.monotonic()
-        subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "-d", f"bare_restore_{i}", str(dump)],
-                       env=pg_env(cluster.dsn(f"bare_restore_{i}")), check=True)
+        with cpu_seconds(cpu.setdefault("bare", []), cluster.data, work / "state" / "drills"):
+            subprocess.run([str(bin_dir / "pg_restore"), "-j2", "--no-owner", "-d", f"bare_restore_{i}", str(dump)],
+                           env=pg_env(cluster.dsn(f"bare_restore_{i}")), check=True)
         bare_runs.append(time.monotonic() - t1)
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "bare_restore_{i}" WITH (FORCE)')
@@ -105,10 +119,12 @@ def main() -> None:
     stages = _stages(reports)
     bare_restore_s = statistics.median(bare_runs)
     late = _late(late_reports, bare_restore_s) if late_reports else None
+    extra = {"early_policy": policies[0], "cpu_seconds": cpu,
+             **{f"early_{p}": _late(r, bare_restore_s) for p, r in other_reports.items()}}
     if args.no_physical:
         cluster.stop()
-        save_result("dr_drill" + ("_quick" if args.quick else ""), _result(
-            args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, None, late=late))
+        save_result("dr_drill" + ("_quick" if args.quick else ""), {**_result(
+            args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, None, late=late), **extra})
         return
 
     # Physical: a full, writes, an incremental, writes, everything archived; then a physical
@@ -132,8 +148,8 @@ def main() -> None:
     pstages = {s["name"]: s["seconds"] for s in preport["stages"]}
 
     cluster.stop()
-    save_result("dr_drill", _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s,
-                                    preport, pstages, late=late))
+    save_result("dr_drill", {**_result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s,
+                                       preport, pstages, late=late), **extra})
 
 
 @contextmanager
@@ -151,6 +167,69 @@ def checks_after_restore():
         EarlyChecks.begin, EarlyChecks.loaded = saved
 
 
+@contextmanager
+def early_policy(policy):
+    """The drill's reads during the restore at this CPU priority (bvh_ops.priority.POLICY)."""
+    from bvh_ops import priority
+
+    saved, priority.POLICY = priority.POLICY, policy
+    try:
+        yield
+    finally:
+        priority.POLICY = saved
+
+
+@contextmanager
+def cpu_seconds(into, data_dir, scratch_dirs):
+    """CPU seconds while the block runs: ``self``, this process with its reaped children (our
+    threads, psql, pg_restore); ``servers``, the bench's server (``data_dir``) and any scratch
+    server started meanwhile under ``scratch_dirs`` (each postmaster with its backends, sampled
+    every 0.2 s until it stops) — not other people's work on a shared machine."""
+    import threading
+
+    servers: dict[Path, float] = {}
+    before = _server_cpu(Path(data_dir))
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.2):
+            for pid_file in Path(scratch_dirs).glob("*/data/postmaster.pid"):
+                servers[pid_file.parent] = max(servers.get(pid_file.parent, 0.0), _server_cpu(pid_file.parent))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    t, w = os.times(), time.monotonic()
+    sampler.start()
+    yield
+    stop.set()
+    sampler.join()
+    t2 = os.times()
+    into.append({"self": round(t2.user + t2.system + t2.children_user + t2.children_system
+                               - t.user - t.system - t.children_user - t.children_system, 2),
+                 "servers": round(_server_cpu(Path(data_dir)) - before + sum(servers.values()), 2),
+                 "wall": round(time.monotonic() - w, 2), "load": round(os.getloadavg()[0], 2)})
+
+
+def _server_cpu(data_dir: Path) -> float:
+    """A running server's CPU seconds so far: its postmaster's own and reaped children's, and
+    its live children's (0 once it has stopped)."""
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _stages(reports):
     names = [s["name"] for s in reports[-1]["stages"]]
     return {n: statistics.median([next(s["seconds"] for s in r["stages"] if s["name"] == n) for r in reports])
@@ -163,9 +242,18 @@ def _late(reports, bare_restore_s):
             "restore_all": [next(s["seconds"] for s in r["stages"] if s["name"] == "restore") for r in reports],
             "checks_all": [next(s["seconds"] for s in r["stages"] if s["name"] == "checks") for r in reports],
             "rto_seconds": [r["rto_seconds"] for r in reports], "drill_passed": [r["passed"] for r in reports],
-            "restore_ratio": round(stages["restore"] / bare_restore_s, 3),
+            "restore_ratio": round(stages["restore"] / bare_restore_s, 3), "read_early": [_read_early(r) for r in reports],
             "checks_over_restore": round(stages["checks"] / stages["restore"], 3),
             "failed_checks": [c for r in reports for c in r["checks"] if c["status"] != "passed"]}
+
+
+def _read_early(report):
+    """How many tables the drill read while the restore ran (from its fingerprint check)."""
+    import re
+
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "logical_fingerprints")
+    found = re.search(r"(\d+) read while the restore ran", detail)
+    return int(found.group(1)) if found else 0
 
 
 def _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, preport, pstages=None,
@@ -184,6 +272,7 @@ def _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_r
         "checks_over_restore": round(stages.get("checks", 0) / stages["restore"], 3) if stages.get("restore") else None,
         "failed_checks": [c for c in report["checks"] if c["status"] != "passed"],
         "fingerprints_detail": next(c["detail"] for c in report["checks"] if c["name"] == "logical_fingerprints"),
+        "read_early": [_read_early(r) for r in reports],
     }
     if late is not None:
         result["checks_after_restore"] = late

@@ -48,8 +48,8 @@ from bvh_ops.pg.cluster import (  # noqa: E402
     chown_to_server,
     chown_tree_to_server,
     free_port,
-    prepare_server_user,
     local_archive_config,
+    prepare_server_user,
     wal_command,
 )
 from bvh_ops.pg.tools import pg_env  # noqa: E402

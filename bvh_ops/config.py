@@ -665,9 +665,9 @@ class Settings(BaseSettings):
     compression_threads: int = Field(default=2, ge=0, le=64)
     # pg_restore processes for full restores (drills too): data, then indexes/constraints, in parallel.
     restore_jobs: int = Field(default=2, ge=1, le=64)
-    # The drill reads each restored table for its checks while pg_restore still loads the others:
-    # on (restore + checks 12 % shorter on an idle 2-core host; no measurable gain on a saturated
-    # one), off (every check after the restore: the shortest restore stage), auto (on only where
+    # The drill reads each restored table for its checks while pg_restore still loads the others,
+    # at the lowest CPU priority (checks.drill_early): on (restore + checks 12 % shorter on an idle
+    # 2-core host; no measurable gain on a saturated one), off (every check after the restore: the shortest restore stage), auto (on only where
     # the host has more cores than restore_jobs).
     drill_early_checks: Literal["auto", "on", "off"] = "on"
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.

@@ -8,16 +8,28 @@ Nothing read early is trusted as it is: after the restore, a table counts as rea
 provably has not changed since (bvh_ops.pg.fingerprint.unchanged_since: same row count, no row
 written by a transaction the early read could not see); any other table is read again. So the
 checks' results are those of reading every table after the restore — a row changed, removed or
-added at any time before the checks still fails them."""
+added at any time before the checks still fails them.
+
+The reads during the restore run at the lowest CPU priority (bvh_ops.priority: nice 19), so they
+take the CPU pg_restore leaves idle and not the CPU it would use: the reading thread (its
+hashing), the psql child it starts, and the scratch server's backends serving both (when the
+server runs here and we may renice them: as root or as its OS user). When the restore ends,
+each read still under way is raised back to its old priority (where the kernel lets us: root),
+so it does not trail behind other work. The live source's backend is never reniced (another
+server, maybe behind a pooler that hands the same backend to other clients); the source-side
+thread is."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bvh_ops import priority
 from bvh_ops.drill import committime
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
@@ -60,9 +72,10 @@ class Settled:
 
 
 class EarlyChecks:
-    """Start with ``begin()`` before pg_restore, pass ``loaded`` as its on_table_loaded, and
-    ``settle()`` once it has returned. ``jobs`` tables are read at a time while the restore
-    runs (it has the other cores)."""
+    """Start with ``begin()`` before pg_restore, pass ``loaded`` as its on_table_loaded, call
+    ``restored()`` when it returns (reads under way get their priority back), then ``settle()``.
+    ``jobs`` tables are read at a time while the restore runs, at low priority (it has the
+    CPU it wants)."""
 
     def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
                  cutoff: datetime, bin_dir: Any = None, jobs: int = 1) -> None:
@@ -78,6 +91,8 @@ class EarlyChecks:
         self._taken: dict[tuple[str, str], Future[Taken]] = {}
         self._lock = threading.Lock()
         self._open = True
+        self._low: dict[int, priority.Was] = {}  # lowered while the restore runs: tid/pid -> before
+        self._raised = False
         self.zone: str | None = None
         self._source_job: Future[dict[str, tuple[int, str] | None]] | None = None
 
@@ -96,10 +111,61 @@ class EarlyChecks:
             if self._open and self._copy and (schema, table) not in self._taken:
                 self._taken[(schema, table)] = self._pool.submit(self._take, schema, table)
 
+    @contextmanager
+    def _lowered(self) -> Iterator[tuple[Any, Any]]:
+        """This thread at low priority until the block ends or the restore does. Yields
+        ``serving(child pid, backend pid, port)`` — the child this thread started (low already,
+        as its child) is raised with it, the backend (if local) is lowered likewise — and
+        ``gone(*pids)``, to call once those have ended (so no other process gets their pid's
+        priority). When the block ends the thread is raised back; the processes are only
+        forgotten (the connection closes next)."""
+        mine: list[int] = []
+        with self._lock:
+            me = None if self._raised else priority.lower()
+            if me is not None:
+                self._low[me.tid] = me
+
+        def serving(child: int | None, pid: int, port: int | None = None) -> None:
+            with self._lock:
+                if self._raised or me is None:
+                    return
+                if child is not None:
+                    self._low[child] = priority.Was(child, me.policy, me.nice)
+                    mine.append(child)
+                if priority.local_backend(pid, port) and (was := priority.lower(pid)) is not None:
+                    self._low[pid] = was
+                    mine.append(pid)
+
+        def gone(*pids: int) -> None:
+            with self._lock:
+                for pid in pids:
+                    self._low.pop(pid, None)
+
+        try:
+            yield serving, gone
+        finally:
+            with self._lock:
+                for pid in mine:
+                    self._low.pop(pid, None)
+                if me is not None:
+                    priority.restore(self._low.pop(me.tid, None))
+
+    def restored(self) -> None:
+        """The restore has ended: what is still being read competes at its old priority."""
+        with self._lock:
+            self._raised = True
+            for was in self._low.values():
+                priority.restore(was)
+            self._low.clear()
+
     def _take(self, schema: str, table: str) -> Taken:
-        with connect(self._dsn, autocommit=True) as conn:
+        with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, gone):
+            serving(None, conn.info.backend_pid, _client_port(conn))
             since = mark(conn, schema, table)
-            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir, framed=self._framed)
+            copying: list[int] = []
+            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir,
+                                       on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)), framed=self._framed)
+            gone(*copying)
             item, zone = self._items.get((schema, table)), self.zone
             if item is None or zone is None or _has_children(conn, schema, table):
                 return Taken(since, rows, digest)
@@ -110,6 +176,10 @@ class EarlyChecks:
 
     def _source_side(self) -> dict[str, tuple[int, str] | None]:
         out: dict[str, tuple[int, str] | None] = {}
+        with self._lowered():  # this thread only: the source's backends are not ours to renice
+            return self._read_source(out)
+
+    def _read_source(self, out: dict[str, tuple[int, str] | None]) -> dict[str, tuple[int, str] | None]:
         try:  # a table read before the zone is known gets its PITR bound after the restore
             self.zone = committime.source_time_zone(self._source, self._dsn)
         except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
@@ -133,6 +203,7 @@ class EarlyChecks:
         """After the restore: stop reading, wait for the reads under way (``queued``: and for
         those not begun; else they are dropped and the checks read those tables with ``jobs``
         at a time), keep each only if its table has not changed since."""
+        self.restored()
         with self._lock:
             self._open = False
             futures = dict(self._taken)
@@ -163,6 +234,7 @@ class EarlyChecks:
         """Abandon (a failed restore): nothing queued starts; reads under way end on their own."""
         with self._lock:
             self._open = False
+        self.restored()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -170,6 +242,11 @@ def _split(item: str) -> tuple[str, str]:
     table = item.split(":")[0]
     schema, _, name = table.rpartition(".")
     return schema or "public", name
+
+
+def _client_port(conn: Any) -> int | None:
+    """Our end's TCP port as the server sees it (None over a Unix socket)."""
+    return conn.execute("SELECT inet_client_port()").fetchone()[0]
 
 
 def _has_children(conn: Any, schema: str, table: str) -> bool:

@@ -72,6 +72,8 @@ def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
                             jobs=settings.restore_jobs,
                             copy_dir=Path(scratch.root) if scratch.kind == "embedded" else None,
                             on_table_loaded=early.loaded if early is not None else None)
+        if early is not None:
+            early.restored()
         if not engine.accepts_connections(scratch.dsn()):
             from bvh_ops.errors import DatabaseUnavailable
 
@@ -93,7 +95,9 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
     """Every check of the restored copy. What ``early`` read during the restore counts where the
     table provably has not changed since (the rest is read now). The heavy scans (fingerprints,
     PITR, invariants) run on two worker threads while GX, schema and freshness run here; results
-    keep a fixed order."""
+    keep a fixed order. The invariants (which use nothing read early) and GX's import start while
+    a read still under way when the restore ended finishes, so that one read does not hold up
+    both cores."""
     from concurrent.futures import ThreadPoolExecutor
 
     dsn = scratch.dsn()
@@ -101,13 +105,6 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
     source = _source(settings)
     cutoff = target - timedelta(seconds=settings.pitr_margin_seconds)
     newest: list[datetime | None] = [None]
-    settled = early.settle() if early is not None else None
-    if settled is not None and settled.reread:
-        get_run_logger().info("changed since read during the restore, read again: %s", ", ".join(settled.reread))
-    # Asked inside the checks: a failure is theirs (not_verified), not the task's.
-    zone = functools.cache(lambda: (settled and settled.zone) or committime.source_time_zone(source, dsn))
-    known = settled.copies if settled else None
-    pitr_known = {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr} if settled else {}
 
     def freshness() -> CheckResult:
         newest[0] = committime.newest_commit(dsn, settings.append_only_tables, zone())
@@ -115,20 +112,28 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
 
     comparisons: list = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-check") as pool:
-        fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
-                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known),
-                                   secrets)
-        pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
-                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone(),
-                                                          **pitr_known), secrets)
         invariants = pool.submit(drill_suite.guarded, "invariants",
                                  lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
+        settling = pool.submit(early.settle) if early is not None else None
         try:  # import Great Expectations (~4 s) while the scans run
             from checks.gx import context
 
             context()
         except Exception:  # noqa: BLE001 - the GX check reports not_verified by itself
             pass
+        settled = settling.result() if settling is not None else None
+        if settled is not None and settled.reread:
+            get_run_logger().info("changed since read during the restore, read again: %s", ", ".join(settled.reread))
+        # Asked inside the checks: a failure is theirs (not_verified), not the task's.
+        zone = functools.cache(lambda: (settled and settled.zone) or committime.source_time_zone(source, dsn))
+        known = settled.copies if settled else None
+        pitr_known = {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr} if settled else {}
+        fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
+                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known),
+                                   secrets)
+        pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
+                           lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone(),
+                                                          **pitr_known), secrets)
         schema = drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
         fresh = drill_suite.guarded("freshness", freshness, secrets)
         fp = fingerprints.result()

@@ -181,21 +181,27 @@ ORDER BY a.attnum
 """
 
 
-def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir, *,
-                 framed: bool = False) -> tuple[int, str]:
+def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir,
+                 on_backend=None, *, framed: bool = False) -> tuple[int, str]:
     """(rows, sha256) of one table's COPY text (``framed``: as fingerprints 3 hash it), read by
-    psql in large buffers (psycopg hands COPY data over row by row, too slow for a large table)."""
+    psql in large buffers (psycopg hands COPY data over row by row, too slow for a large table).
+    ``on_backend(psql pid, backend pid, client port or 0)``: called before the COPY's data is read
+    (psql prints its backend first)."""
     from bvh_ops.errors import DatabaseError
     from bvh_ops.pg.tools import StderrTail, spawn_tool
 
     cols = [r[0] for r in conn.execute(COPY_COLUMNS, (schema, relname)).fetchall()]
     stmt = sql.SQL("COPY {} ({}) TO STDOUT").format(
         sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols))).as_string(conn)
-    proc = spawn_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", stmt], env=env, bin_dir=bin_dir,
+    first = ["-A", "-t", "-c", "SELECT pg_backend_pid(), coalesce(inet_client_port(), 0)"] if on_backend else []
+    proc = spawn_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", *first, "-c", stmt], env=env, bin_dir=bin_dir,
                       stdin=subprocess.DEVNULL)
     tail = StderrTail(proc.stderr)
     tail.start()
     sha, rows, row_start = hashlib.sha256(), 0, True
+    if on_backend and (line := proc.stdout.readline()):
+        backend, _, port = line.decode().strip().partition("|")
+        on_backend(proc.pid, int(backend), int(port or 0))
     while chunk := proc.stdout.read(1 << 20):
         if framed:
             sha.update(frame_rows(chunk, row_start))
@@ -220,10 +226,10 @@ def copy_env(dsn: str, encoding: str | None) -> dict[str, str]:
 
 
 def copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str],
-                bin_dir=None, *, framed: bool = False) -> tuple[int, str]:
+                bin_dir=None, on_backend=None, *, framed: bool = False) -> tuple[int, str]:
     """(rows, sha256) of one plain table's COPY text (``env``: copy_env of the same database;
-    ``framed``: fingerprints 3)."""
-    return _copy_digest(conn, schema, relname, env, bin_dir, framed=framed)
+    ``on_backend``: see _copy_digest; ``framed``: fingerprints 3)."""
+    return _copy_digest(conn, schema, relname, env, bin_dir, on_backend, framed=framed)
 
 
 def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef], *, encoding: str | None,

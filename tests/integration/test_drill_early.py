@@ -5,6 +5,10 @@ makes the table be read again, so the checks still fail on it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from datetime import datetime, timedelta
 
 import psycopg
@@ -119,3 +123,100 @@ def test_tables_read_during_the_restore_and_changed_after_it_fail_the_checks(sam
     pitr = check_pitr(target, sample_db, settings.append_only_tables, cutoff, settled.zone,
                       restored_known=settled.restored_pitr, source_known=settled.source_pitr)
     assert pitr.status.value == "failed" and "public.audit_log" in pitr.detail
+
+
+def _nice(pid: int) -> int:
+    """The nice value in /proc/<pid>/stat (field 19; the command name may hold spaces)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[16])
+
+
+def _children(name: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                comm, rest = f.read().partition(" (")[2].rpartition(") ")[::2]
+        except (OSError, ValueError):
+            continue
+        if comm == name and int(rest.split()[1]) == os.getpid():
+            out.append(int(entry))
+    return out
+
+
+def _until(what, seconds: float = 30):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if found := what():
+            return found
+        time.sleep(0.005)
+    raise AssertionError("timed out")
+
+
+def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db):
+    """The reading thread, its psql child and both scratch backends (the mark's and the COPY's)
+    run at nice 19 while the restore runs, and get their priority back when it ends — with the
+    read still under way (its psql stopped here), which then completes."""
+    from bvh_ops import priority
+    from bvh_ops.repository.manifest import Manifest, TableStat
+    from checks.drill_early import EarlyChecks
+
+    assert os.getpriority(os.PRIO_PROCESS, 0) < priority.NICE  # else nothing here can be seen lowered
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 3000000)")
+    manifest = Manifest("b", "logical", "0", "", "", "d", "18", 180000, "", "", "custom", "zstd-3", "", (), "h",
+                        tables=(TableStat("public.big", 3000000, "3000000:x:copy"),))
+    early = EarlyChecks(dsn, manifest, source=None, append_only=[], cutoff=datetime.now())
+    watch = psycopg.connect(dsn, autocommit=True)
+    early.loaded("public", "big")
+    # psql has printed its backend and sent the COPY: stop it mid-stream (its backend waits).
+    copying = _until(lambda: watch.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %%big%%' "
+                                           "AND state = 'active'").fetchone())[0]
+    psql = _until(lambda: _children("psql"))[0]
+    os.kill(psql, signal.SIGSTOP)
+    try:
+        reader = next(t.native_id for t in threading.enumerate() if t.name.startswith("bvh-early"))
+        marker = watch.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
+                               (copying,)).fetchone()[0]
+        _until(lambda: _nice(copying) == priority.NICE, 10)
+        assert [_nice(p) for p in (reader, psql, copying, marker)] == [priority.NICE] * 4
+        early.restored()  # the restore has ended: the read under way competes normally again
+        assert [_nice(p) for p in (reader, psql, copying, marker)] == [0] * 4
+    finally:
+        os.kill(psql, signal.SIGCONT)
+    settled = early.settle()
+    assert settled.copies[("public", "big")][0] == 3000000 and settled.reread == []
+    watch.close()
+
+
+def test_lowering_what_may_not_be_raised_back_is_carried_on_without():
+    """Not root (a drill run as the server's OS user): a thread lowers itself, cannot raise itself
+    back, and says so instead of failing; another user's process is not lowered at all."""
+    import pwd
+
+    from bvh_ops import priority
+    from bvh_ops.pg.cluster import PG_OS_USER
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    pw = pwd.getpwnam(PG_OS_USER)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: unprivileged, as the server's OS user
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            was = priority.lower()
+            results = [was is not None, _nice(threading.get_native_id()), priority.restore(was),
+                       priority.lower(os.getppid()) is None]
+            os.write(w, repr(results).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        assert f.read() == repr([True, priority.NICE, False, True])
