@@ -120,20 +120,6 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
 
 
-# Multi-threaded zstd cuts the stream into jobs (default: 4 × the window, 8 MiB at level 3). 4 MiB
-# jobs compress a 1.6 GB pg_basebackup tar 0.5 % smaller for the same CPU within noise (70.24 ->
-# 69.88 MB; the `zstd -3 -T2` CLI, 1.5.4, makes 69.95 MB of it: the bare pipe we are compared to).
-MT_JOB_SIZE = 4 << 20
-
-
-def stream_compressor(level: int, threads: int) -> zstandard.ZstdCompressor:
-    """The compressor of a streamed object: ``level``, ``threads`` workers (0: in the caller)."""
-    if threads <= 0:
-        return zstandard.ZstdCompressor(level=level)
-    return zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters.from_level(
-        level, threads=threads, job_size=MT_JOB_SIZE))
-
-
 class _HashingSink:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
@@ -205,7 +191,7 @@ class EncryptingWriter:
         self._aad = hashlib.sha256(prologue).digest()
         self._out.write(prologue)
         self._level, self._threads = compression_level, compression_threads
-        self._zc = stream_compressor(compression_level, compression_threads).compressobj()
+        self._zc = zstandard.ZstdCompressor(level=compression_level, threads=compression_threads).compressobj()
         self._whole = False  # write_all() compressed everything: nothing left in the compressor
         self._buf = bytearray()
         self._index = 0
