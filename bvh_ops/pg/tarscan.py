@@ -10,6 +10,7 @@ Memory: one checksum per file, plus the manifest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -150,6 +151,45 @@ class TarScanner:
             if path not in listed and not path.startswith("pg_wal/") and path not in _IGNORED:
                 problems.append(f"{path}: in the backup but not in the manifest")
         return problems
+
+
+_CRC32C_POLY = 0x82F63B78  # reflected Castagnoli polynomial
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    total, i = 0, 0
+    while vec:
+        if vec & 1:
+            total ^= mat[i]
+        vec >>= 1
+        i += 1
+    return total
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros_operator(length: int) -> tuple[int, ...]:
+    """The GF(2) operator (32 columns) that appends ``length`` zero bytes to a CRC32C register."""
+    op = [_CRC32C_POLY] + [1 << n for n in range(31)]  # one zero bit
+    for _ in range(3):  # squared thrice: one zero byte
+        op = [_gf2_times(op, v) for v in op]
+    result = [1 << n for n in range(32)]  # identity
+    while length:
+        if length & 1:
+            result = [_gf2_times(op, v) for v in result]
+        length >>= 1
+        if length:
+            op = [_gf2_times(op, v) for v in op]
+    return tuple(result)
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC32C of A + B from CRC32C(A), CRC32C(B) and len(B) (zlib's crc32_combine, for the
+    Castagnoli polynomial): the checksums of a file's pieces, computed apart, give the file's."""
+    if len2 <= 0:
+        return crc1
+    if crc1 == 0:  # a linear operator maps 0 to 0 (A empty: nothing to compute)
+        return crc2
+    return _gf2_times(_zeros_operator(len2), crc1) ^ crc2
 
 
 def parse_backup_manifest(raw: bytes) -> dict:

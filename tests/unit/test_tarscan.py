@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 
 import crc32c
@@ -197,3 +198,36 @@ def test_a_size_field_of_8_gib_as_tarfile_writes_it():
     info.size = 8 << 30
     header = info.tobuf(format=tarfile.GNU_FORMAT)
     assert _octal_or_base256(header[124:136]) == 8 << 30
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 4096, 100_003, 3 << 20])
+def test_crc32c_combine_gives_the_checksum_of_the_whole(size):
+    from bvh_ops.pg.tarscan import crc32c_combine
+
+    data = os.urandom(size)
+    for cut in sorted({0, 1, size // 3, max(size - 1, 0), size}):
+        a, b = data[:cut], data[cut:]
+        assert crc32c_combine(crc32c.crc32c(a), crc32c.crc32c(b), len(b)) == crc32c.crc32c(data)
+
+
+def test_check_crc32c_reads_large_files_in_pieces_and_names_the_damaged_one(tmp_path, monkeypatch):
+    import bvh_ops.physical.restore as restore_mod
+
+    monkeypatch.setattr(restore_mod, "CRC_PIECE", 4096)  # every file below is several pieces
+    files = []
+    for name, size in (("big", 5 * 4096 + 17), ("exact", 2 * 4096), ("small", 10), ("empty", 0)):
+        data = os.urandom(size)
+        (tmp_path / name).write_bytes(data)
+        files.append((name, size, crc32c.crc32c(data).to_bytes(4, "little").hex()))
+    assert restore_mod.check_crc32c(tmp_path, files) == []
+    with open(tmp_path / "big", "r+b") as fh:  # one bit in the third piece
+        fh.seek(2 * 4096 + 5)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0x80]))
+    (tmp_path / "small").write_bytes(b"x" * 11)
+    (tmp_path / "exact").unlink()
+    problems = restore_mod.check_crc32c(tmp_path, files)
+    assert problems[0] == "big: CRC32C differs from the manifest"
+    assert problems[1].startswith("exact: ") and problems[2] == "small: 11 bytes, the manifest says 10"
+    assert len(problems) == 3
