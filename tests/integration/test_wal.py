@@ -194,12 +194,35 @@ def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
     original = victim.read_bytes()
     victim.write_bytes(original[:-100] + bytes(100))
     try:
+        _stop_prefetcher(rdir / "prefetch")  # it may still be reading ahead into the spool
         shutil.rmtree(rdir / "prefetch")  # no spool: fetch straight from the damaged object
         damaged = subprocess.run([*lean, names[2], str(tmp_path / "d")], env=env, capture_output=True, text=True)
         assert damaged.returncode == 126 and "recovery aborted" in damaged.stderr
         assert not (tmp_path / "d").exists()
     finally:
         victim.write_bytes(original)
+
+
+def _stop_prefetcher(spool: Path) -> None:
+    """SIGTERM the spool's prefetcher (detached, as recovery starts it) and wait until it is gone."""
+    import signal
+
+    from bvh_ops.walcmd import PIDFILE
+
+    try:
+        pid = int((spool / PIDFILE).read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(gone, f"prefetcher {pid} stopped", interval=0.05)
 
 
 def _ready_wal(tmp_path: Path, keypair, segnos: list[int]) -> tuple[Path, Path, dict, list[str]]:
