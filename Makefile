@@ -26,7 +26,8 @@ demo: $(STAMP)
 # a time (its module fixtures stay together); most tests wait on servers and child processes (the
 # suite uses about one core), so three workers on two cores cut the wall time: measured on this
 # machine (1,800 tests) 13.4 min serially, 8.9 min with two workers, 7.0 min with three; 2,125 tests:
-# 7.3-8.0 min with three (12.1 before #19's start-up cuts). TEST_WORKERS=0: serial.
+# 7.3-8.0 min with three (12.1 before #19's start-up cuts); 2,157 tests: 9.8 min on a slower day of
+# the same VM. TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 3
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
