@@ -26,7 +26,12 @@ from bench.bench_daily_backup import machine  # noqa: E402
 from bench.results import fresh_workdir, save_result  # noqa: E402
 from bvh_ops.demo.sample import LOTTERY_INVARIANTS, Workload, load_sample
 from bvh_ops.pg.catalog import create_database  # noqa: E402
-from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, local_archive_config  # noqa: E402
+from bvh_ops.pg.cluster import (  # noqa: E402
+    EmbeddedCluster,
+    archiving_conf,
+    local_archive_config,
+    prepare_server_user,
+)
 from bvh_ops.pg.tools import embedded_bin_dir, pg_env  # noqa: E402
 
 
@@ -49,6 +54,7 @@ def main() -> None:
         args.scale, args.no_physical = 5, True
     work, keys = fresh_workdir(args.workdir)
     # The cluster archives through bvh-ops-wal, so the physical drill can recover from WAL.
+    prepare_server_user(work)  # a fresh machine: the OS user the files below are given to
     cfg = local_archive_config(work)
     cluster = EmbeddedCluster(work / "pg", extra_conf={**archiving_conf(cfg), "shared_buffers": "'512MB'",
                                                        "max_wal_size": "'4GB'"})
