@@ -668,9 +668,10 @@ class Settings(BaseSettings):
     # The drill reads each restored table for its checks while pg_restore still loads the others,
     # at the lowest CPU priority (checks.drill_early): on, off (every check after the restore: the
     # shortest restore stage), auto (the default: on only where the host has more cores than
-    # restore_jobs). On 2 cores the early reads paid in one idle measurement of three (docs/
-    # BENCHMARKS.md goal 3): their first read of a freshly loaded table writes its pages' hint
-    # bits to WAL (data checksums), I/O that competes with pg_restore whatever the CPU priority.
+    # restore_jobs). On 2 cores, over three idle measurements, restore + checks with them was
+    # within noise of off, and slower at nice 19 (docs/BENCHMARKS.md goal 3): their first read of
+    # a freshly loaded table writes its pages' hint bits to WAL (data checksums), I/O that competes
+    # with pg_restore whatever the CPU priority.
     drill_early_checks: Literal["auto", "on", "off"] = "auto"
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
     segment_size_kib: int = Field(default=1024, ge=16, le=65536)
