@@ -270,7 +270,9 @@ def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
     _archived_as_postgres_does(wal_dir, names[0])
     wait_until(lambda: all(_committed(repo, n) for n in names), "the ready files archived ahead")
     (spool,) = (tmp_path / "st" / "archive-spool").iterdir()  # one pusher's spool for this pg_wal
-    assert {f"{n}.ok" for n in names[1:]} <= {p.name for p in spool.iterdir()}
+    # Each verdict is written once its index entry is durable: just after the entry appears.
+    wait_until(lambda: {f"{n}.ok" for n in names[1:]} <= {p.name for p in spool.iterdir()},
+               "the pusher's verdicts in the spool")
     for n in names:  # each stored as it is on disk (fetch checks the plaintext sha256)
         fetched = tmp_path / f"fetched-{n}"
         wal_fetch(Settings(repository=f"file://{repo}", identity=keypair[1]), n, str(fetched))
