@@ -8,7 +8,7 @@ from bvh_ops.results import CheckResult, CheckStatus
 from checks.inhand import pair_equal, row_count_at_least, values_at_least, values_in_set, values_match
 
 HEX64 = r"^[0-9a-f]{64}$"
-FINGERPRINT = r"^[0-9]+:(-?[0-9]+(:rec|:lo)?|[0-9a-f]{64}:(copy|framed))$"
+FINGERPRINT = r"^[0-9]+:(-?[0-9]+(:rec|:lo)?|[0-9a-f]{64}:(copy|framed|blake3))$"
 
 
 def backup_records(snapshot_tables: list[str], snapshot_stats: dict[str, dict], manifest, verify_results):

@@ -33,8 +33,8 @@ from bvh_ops import priority
 from bvh_ops.drill import committime
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
+    COPY,
     COPY_METHODS,
-    FRAMED,
     Mark,
     copy_digest,
     copy_env,
@@ -80,11 +80,11 @@ class EarlyChecks:
     def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
                  cutoff: datetime, bin_dir: Any = None, jobs: int = 1) -> None:
         self._dsn, self._source, self._cutoff, self._bin_dir = dsn, source, cutoff, bin_dir
-        # Only backups fingerprinted from their COPY text (fingerprints 2 and 3) are read this way,
-        # each as its backup recorded (3: framed).
-        methods = {method_of(t.fingerprint) for t in manifest.tables}
-        self._copy = bool(methods & set(COPY_METHODS))
-        self._framed = FRAMED in methods
+        # Only backups fingerprinted from their COPY text (fingerprints 2 to 4) are read this way,
+        # each as its backup recorded (one COPY method per backup).
+        methods = [m for m in COPY_METHODS if m in {method_of(t.fingerprint) for t in manifest.tables}]
+        self._copy = bool(methods)
+        self._method = methods[-1] if methods else COPY
         self._env = copy_env(dsn, manifest.extra.get("dump_encoding"))
         self._items = {_split(item): item for item in append_only}
         self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="bvh-early")
@@ -164,7 +164,7 @@ class EarlyChecks:
             since = mark(conn, schema, table)
             copying: list[int] = []
             rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir,
-                                       on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)), framed=self._framed)
+                                       on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)), method=self._method)
             gone(*copying)
             item, zone = self._items.get((schema, table)), self.zone
             if item is None or zone is None or _has_children(conn, schema, table):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bvh_ops.errors import IntegrityError
-from bvh_ops.pg.fingerprint import ROW_MARK, frame_rows
+from bvh_ops.pg.fingerprint import BLAKE3, ROW_MARK, copy_hash, frame_rows
 
 MAGIC = b"PGDMP"
 K_VERS_1_15 = (1, 15)
@@ -39,7 +39,7 @@ BLK_DATA = 1
 BLK_BLOBS = 3
 # The end-of-data marker pg_dump writes as the last COPY chunk of every table ("\.", blank lines).
 COPY_END = b"\\.\n\n\n"
-# Fingerprints 3: the end marker as framed (each of its three lines a row with its mark).
+# Fingerprints 3 and 4: the end marker as framed (each of its three lines a row with its mark).
 FRAMED_END = b"".join(ROW_MARK + line for line in COPY_END.splitlines(keepends=True))
 # Chunks at least this long are hashed as they arrive instead of waiting for the whole chunk.
 BIG_CHUNK = 1 << 20
@@ -71,11 +71,11 @@ class TocEntry:
 
 @dataclass
 class CopyDigest:
-    """Rows and sha256 of one table's COPY text (without pg_dump's end marker), each row behind
-    ROW_MARK (fingerprints 3: ``frame_rows``)."""
+    """Rows and BLAKE3 digest of one table's COPY text (without pg_dump's end marker), each row
+    behind ROW_MARK (fingerprints 4: ``frame_rows``)."""
 
     rows: int = 0
-    sha: object = field(default_factory=hashlib.sha256)
+    sha: object = field(default_factory=lambda: copy_hash(BLAKE3))
     _hold: bytes = b""
     _row_start: bool = True  # the next byte begins a row, so its mark is due
 

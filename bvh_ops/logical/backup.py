@@ -4,7 +4,6 @@ committed by its manifest. No Prefect here; flows/daily_backup.py wraps it."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -24,10 +23,11 @@ from bvh_ops.logical.archive import DumpFingerprinter
 from bvh_ops.pg.catalog import schema_snapshot
 from bvh_ops.pg.conn import connect, translate
 from bvh_ops.pg.fingerprint import (
+    BLAKE3,
     DUMP_OPTIONS,
-    FRAMED,
     LARGE_OBJECTS,
     TableRef,
+    copy_hash,
     copy_stat,
     data_leaves,
     list_tables,
@@ -46,7 +46,7 @@ DUMP_OBJECT = "dump.pgcustom"
 READ_CHUNK = 1 << 20
 # Fingerprint definition the manifest records (docs/FORMAT.md): 2 = sha256 of each table's COPY
 # text taken from the dump stream; absent = 1, SQL row hashes in a second read.
-FINGERPRINTS_VERSION = 3
+FINGERPRINTS_VERSION = 4
 
 # Heap and TOAST of the user tables and large objects: roughly what pg_dump will write.
 DATA_BYTES = """
@@ -168,20 +168,20 @@ def run_logical_backup(settings: Settings, *, backup_id: str | None = None, fing
 def _table_stats(tables: list[TableRef], leaves: dict[str, list[tuple[str, str, str]]],
                  fp: DumpFingerprinter) -> list[TableStat]:
     """Each listed table's rows and fingerprint from its leaves' COPY digests; a table with no
-    data entry in the dump is empty (sha256 of nothing), which a restored copy must match."""
+    data entry in the dump is empty (the digest of nothing), which a restored copy must match."""
     stats = []
     for t in tables:
         parts = []
         for schema, relname, leaf in leaves[t.name]:
             d = fp.tables.get((schema, relname))
             parts.append((leaf, d.rows, d.hexdigest()) if d is not None else (leaf, 0, _EMPTY))
-        stats.append(copy_stat(t, parts, FRAMED))
+        stats.append(copy_stat(t, parts, BLAKE3))
     lo = fp.large_objects
     stats.append(TableStat(LARGE_OBJECTS, lo.count, f"{lo.count}:{lo.total}:lo", "large_objects"))
     return stats
 
 
-_EMPTY = hashlib.sha256(b"").hexdigest()
+_EMPTY = copy_hash(BLAKE3).hexdigest()
 
 
 def _snapshot_facts(conn: psycopg.Connection):
@@ -204,7 +204,7 @@ def _snapshot_facts(conn: psycopg.Connection):
 def _stream_dump(dump, writer, recipients, settings: Settings, estimate: int | None, fp: DumpFingerprinter | None):
     """pg_dump's stdout into the backup's encrypted object (read ahead on a thread so pg_dump
     never waits on a full pipe), each chunk also through the fingerprinter on its own thread
-    (numpy and hashlib release the GIL: it runs beside compression); pg_dump's exit code checked;
+    (numpy and the hash release the GIL: it runs beside compression); pg_dump's exit code checked;
     returns the object's stream stats."""
     data_key = os.urandom(32)
     err_tail = StderrTail(dump.stderr)

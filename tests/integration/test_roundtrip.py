@@ -142,9 +142,9 @@ def test_fingerprints_come_from_the_dump_and_catch_a_changed_value_of_every_type
     from bvh_ops.logical.restore import compare_tables
 
     settings, backup = typed_backup
-    assert backup.extra["fingerprints"] == 3 and backup.extra["dump_encoding"] == "UTF8"
+    assert backup.extra["fingerprints"] == 4 and backup.extra["dump_encoding"] == "UTF8"
     by_name = {t.name: t for t in backup.tables}
-    assert by_name["public.typed"].fingerprint.endswith(":framed") and by_name["public.typed"].rows == 50
+    assert by_name["public.typed"].fingerprint.endswith(":blake3") and by_name["public.typed"].rows == 50
     assert by_name["public.parted"].rows == 51
     target = fresh_db()
     restore_logical(settings, backup.backup_id, target, compare=False)
@@ -173,22 +173,24 @@ def test_fingerprints_come_from_the_dump_and_catch_a_changed_value_of_every_type
         assert [c.name for c in compare_tables(target, backup) if not c.ok] == []
 
 
-def test_a_backup_with_version_2_fingerprints_is_still_checked_as_it_was_taken(typed_backup, fresh_db):
-    """Backups taken before fingerprints 3 hold the sha256 of the bare COPY text (":copy"): a
-    restored copy is read the same way, and a changed row still fails its table."""
+@pytest.mark.parametrize("method, version", [("copy", 2), ("framed", 3)])
+def test_a_backup_with_older_fingerprints_is_still_checked_as_it_was_taken(typed_backup, fresh_db, method, version):
+    """Backups taken before fingerprints 4 hold the sha256 of the COPY text, bare (":copy", 2) or
+    framed (":framed", 3): a restored copy is read the same way, and a changed row still fails its
+    table."""
     import dataclasses
 
     from bvh_ops.logical.restore import compare_tables
     from bvh_ops.pg.conn import connect
-    from bvh_ops.pg.fingerprint import COPY, copy_fingerprints, list_tables
+    from bvh_ops.pg.fingerprint import copy_fingerprints, list_tables
 
     settings, backup = typed_backup
     dsn = settings.require_database_url()
     with connect(dsn) as conn:
-        old = copy_fingerprints(conn, dsn, list_tables(conn), encoding="UTF8", method=COPY)
+        old = copy_fingerprints(conn, dsn, list_tables(conn), encoding="UTF8", method=method)
     v2 = dataclasses.replace(backup, tables=tuple(old) + tuple(t for t in backup.tables if t.kind == "large_objects"),
-                             extra={**backup.extra, "fingerprints": 2})
-    assert {t.fingerprint.rsplit(":", 1)[1] for t in v2.tables} == {"copy", "lo"}
+                             extra={**backup.extra, "fingerprints": version})
+    assert {t.fingerprint.rsplit(":", 1)[1] for t in v2.tables} == {method, "lo"}
     assert {t.name: t.rows for t in v2.tables} == {t.name: t.rows for t in backup.tables}
     target = fresh_db()
     restore_logical(settings, backup.backup_id, target, compare=False)

@@ -1,5 +1,5 @@
-"""The custom-format stream reader: per-table COPY digests (fingerprints 3: ROW_MARK before
-each row) from synthetic archives laid out as pg_dump 15 (archive 1.14) and 17/18 (1.16) write
+"""The custom-format stream reader: per-table COPY digests (fingerprints 4: ROW_MARK before
+each row, BLAKE3) from synthetic archives laid out as pg_dump 15 (archive 1.14) and 17/18 (1.16) write
 them, fed in any chunking."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import hashlib
 import random
 
 import pytest
+from blake3 import blake3
 
 from bvh_ops.errors import IntegrityError
 from bvh_ops.logical.archive import BIG_CHUNK, COPY_END, DumpFingerprinter
-from bvh_ops.pg.fingerprint import ROW_MARK, frame_rows
+from bvh_ops.pg.fingerprint import ROW_MARK, RowFramer, frame_rows
 
 
 def _int(v: int) -> bytes:
@@ -83,8 +84,8 @@ ROWS = [b"%d\tname %d\t\\N\n" % (i, i) for i in range(3000)] + [b"123456789\n", 
 
 
 def text_digest(rows: list[bytes]) -> str:
-    """What a restored table's COPY text hashes to: the rows, each behind ROW_MARK."""
-    return hashlib.sha256(b"".join(ROW_MARK + r for r in rows)).hexdigest()
+    """What a restored table's COPY text hashes to: the rows, each behind ROW_MARK, BLAKE3."""
+    return blake3(b"".join(ROW_MARK + r for r in rows)).hexdigest()
 
 
 @pytest.mark.parametrize("version", [(1, 14), (1, 16)])
@@ -122,17 +123,20 @@ def test_rows_moved_across_a_row_boundary_change_a_framed_digest():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_a_restored_copys_text_framed_in_any_pieces_gives_the_backups_digest(seed):
-    """The drill frames psql's COPY output as it arrives (frame_rows per read): whatever the
-    read boundaries, the digest is the one the backup took from the archive."""
+    """The drill frames psql's COPY output as it arrives (RowFramer, and frame_rows per read):
+    whatever the read boundaries, the digest is the one the backup took from the archive."""
     rng = random.Random(seed)
     rows = _rows(rng, 3000, [1, 2, 10, 266, 2570])
     backup = feed(archive({("public", "t"): rows}), [1 << 20]).tables["public", "t"]
-    text, sha, row_start, at = b"".join(rows), hashlib.sha256(), True, 0
+    text, sha, row_start, at = b"".join(rows), blake3(), True, 0
+    framer = RowFramer(blake3())
     while at < len(text):
-        piece = text[at:at + rng.randint(1, 5000)]
+        piece = text[at:at + rng.choice([1, 2, 5, 6, rng.randint(1, 5000)])]
         sha.update(frame_rows(piece, row_start))
+        framer.update(piece)
         row_start, at = piece.endswith(b"\n"), at + len(piece)
     assert (backup.rows, backup.hexdigest()) == (text.count(b"\n"), sha.hexdigest())
+    assert (framer.rows, framer.sha.hexdigest()) == (backup.rows, backup.hexdigest())
 
 
 def test_large_objects_do_not_depend_on_their_order():
@@ -268,7 +272,7 @@ def test_the_fast_reader_matches_a_straightforward_one(sizes):
     assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables
     assert (fp.large_objects.count, fp.large_objects.total) == lobs
     assert fp.block_offsets == offsets
-    assert tables["public", "empty"] == (0, hashlib.sha256(b"").hexdigest())
+    assert tables["public", "empty"] == (0, blake3(b"").hexdigest())
     # Its last chunk holds three lines: three rows, as a restored copy's text reads back.
     assert tables["public", "huge"][0] == 5
 

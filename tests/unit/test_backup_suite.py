@@ -11,7 +11,7 @@ from bvh_ops.results import CheckStatus
 from checks.backup_suite import run_backup_suite
 
 SHA = "ab" * 32
-FP = "3:" + "cd" * 32 + ":framed"  # fingerprints 3
+FP = "3:" + "cd" * 32 + ":blake3"  # fingerprints 4
 
 
 def manifest(tables=(TableStat("public.t", 3, FP), TableStat("pg_largeobject", 0, "0:0:lo", "large_objects")),
@@ -32,7 +32,8 @@ def failed(results) -> list[str]:
     return [r.name for r in results if r.status is not CheckStatus.PASSED]
 
 
-@pytest.mark.parametrize("fp", [FP, FP.replace(":framed", ":copy")], ids=["fingerprints 3", "fingerprints 2"])
+@pytest.mark.parametrize("fp", [FP, FP.replace(":blake3", ":framed"), FP.replace(":blake3", ":copy")],
+                         ids=["fingerprints 4", "fingerprints 3", "fingerprints 2"])
 def test_a_sound_backup_passes_every_check(fp):
     results = run_backup_suite(["public.t"], {"public.t": {"rows": 3, "fingerprint": fp}},
                                manifest(tables=(TableStat("public.t", 3, fp),)), verify())
