@@ -411,7 +411,9 @@ class DumpFingerprinter:
             ends = nl[self._path(a, nl, k, sign, length, target)]
         last = int(ends[-1])
         if self._sink is not None:
-            self._hash_rows(a, ends)
+            # Newline bytes up to the last chunk's end, headers included: counted from ``nl``.
+            seen = int(np.count_nonzero(a[:e0] == 10)) + int(np.searchsorted(nl, last)) + 1
+            self._hash_rows(a, ends, seen)
         self._pos = start + last + 1
         return True
 
@@ -421,21 +423,29 @@ class DumpFingerprinter:
             self._mask = np.empty(max(n, WINDOW), dtype=bool)
         return self._mask[:n]
 
-    def _hash_rows(self, a: np.ndarray, ends: np.ndarray) -> None:
+    def _hash_rows(self, a: np.ndarray, ends: np.ndarray, seen: int) -> None:
         """The rows of the chunks from ``a[0]`` to the newlines ``ends``, framed: a copy with each
         chunk's 5-byte header zeroed — the header lies exactly where the row's mark goes — hashed
-        as it is, once the copy shows one newline per chunk (each chunk one row); otherwise (pg_dump's
+        as it is, once the copy shows one newline per chunk (each chunk one row: ``seen``, the
+        newline bytes in ``a`` up to the last end, less those in the headers); otherwise (pg_dump's
         end marker holds three lines) the headers are dropped by a mask and the text framed by lines."""
         last = int(ends[-1])
         if len(self._copy) < last + 1:
             self._copy = np.empty(max(last + 1, WINDOW), dtype=np.uint8)
         framed = self._copy[:last + 1]
         np.copyto(framed, a[:last + 1])
-        framed[:5] = 0
         starts = ends[:-1] + 1
-        for d in range(5):
-            framed[starts + d] = 0
-        if np.count_nonzero(np.equal(framed, 10, out=self._scratch(last + 1))) == len(ends):
+        # Every header on the path has a zero sign byte (checked): only its four length bytes
+        # are zeroed, one unaligned uint32 store each; the newline bytes among them are counted.
+        in_heads = int(np.count_nonzero(framed[1:5] == 10))
+        framed[:5] = 0
+        if len(starts):
+            lengths = np.ndarray((last - 2,), dtype="<u4", buffer=self._copy, strides=(1,))
+            heads = lengths[starts + 1]
+            lengths[starts + 1] = 0
+            for shift in (0, 8, 16, 24):
+                in_heads += int(np.count_nonzero((heads >> shift) & 0xFF == 10))
+        if seen - in_heads == len(ends):
             self._sink.update_framed(framed, len(ends))
             return
         keep = self._scratch(last + 1)
