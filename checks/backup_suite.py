@@ -26,7 +26,7 @@ def backup_records(snapshot_tables: list[str], snapshot_stats: dict[str, dict], 
         for name in snapshot_tables
     ]
     objects = [{"object": o.name, "stored_size": o.stored_size, "plaintext_size": o.plaintext_size,
-                "stored_sha256": o.stored_sha256, "plaintext_sha256": o.plaintext_sha256} for o in manifest.objects]
+                "stored_sha256": o.stored_sha256, "plaintext_digest": o.plaintext_digest[1]} for o in manifest.objects]
     verify = [{"object": r.object, "status": str(r.status)} for r in verify_results]
     return tables, objects, verify
 
@@ -47,7 +47,7 @@ def run_backup_suite(snapshot_tables, snapshot_stats, manifest, verify_results) 
         row_count_at_least("objects_present", objects, 1),
         values_at_least("object_sizes_positive", objects, "stored_size", 1),
         values_match("stored_sha256_present", objects, "stored_sha256", HEX64),
-        values_match("plaintext_sha256_present", objects, "plaintext_sha256", HEX64),
+        values_match("plaintext_digest_present", objects, "plaintext_digest", HEX64),
         values_in_set("shallow_verify_ok", verify, "status", ["OK"]),
         values_in_set("signature_checked", verify, "object",
                       ["manifest.json", "manifest.json.copy"] + [o["object"] for o in objects]),

@@ -3,7 +3,6 @@ compare every restored table's fingerprint with the one the backup recorded."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -40,7 +39,7 @@ from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import object_key
 from bvh_ops.repository.verify import preflight
-from bvh_ops.stream import DecryptingReader, envelopes_from_json
+from bvh_ops.stream import DecryptingReader, envelopes_from_json, plain_hash
 
 CHUNK = 1 << 20
 
@@ -87,10 +86,11 @@ def _decrypted(settings: Settings, repo, backup_id: str, identities) -> Decrypti
     return DecryptingReader(body, identities, bind=key, envelopes=envelopes_from_json(entry.envelopes))
 
 
-def _feed(reader, proc: subprocess.Popen, expected_sha: str | None, size: int | None = None) -> int:
-    """Stream ``reader`` into pg_restore's stdin; with ``size`` (the dump's plaintext size),
-    report progress as "restore"."""
-    sha = hashlib.sha256()
+def _feed(reader, proc: subprocess.Popen, expected: tuple[str, str] | None, size: int | None = None) -> int:
+    """Stream ``reader`` into pg_restore's stdin, checked against ``expected`` (the entry's
+    plaintext_digest) where given; with ``size`` (the dump's plaintext size), report progress
+    as "restore"."""
+    sha = plain_hash(expected[0] if expected else "sha256")
     total = 0
     try:
         while chunk := reader.read(CHUNK):
@@ -103,7 +103,7 @@ def _feed(reader, proc: subprocess.Popen, expected_sha: str | None, size: int | 
         # pg_restore stopped reading (done with its list, or failed; its exit code tells
         # which). When this reader verifies the object, read the rest so all of it is
         # authenticated and hashed; otherwise stop here.
-        if expected_sha is not None:
+        if expected is not None:
             while chunk := reader.read(CHUNK):
                 sha.update(chunk)
                 total += len(chunk)
@@ -115,8 +115,8 @@ def _feed(reader, proc: subprocess.Popen, expected_sha: str | None, size: int | 
             proc.stdin.close()
         except BrokenPipeError:
             pass
-    if expected_sha is not None and sha.hexdigest() != expected_sha:
-        raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
+    if expected is not None and sha.hexdigest() != expected[1]:
+        raise IntegrityError(f"restored dump's {expected[0]} differs from the manifest (tampered backup?)")
     return total
 
 
@@ -148,7 +148,7 @@ def _write_list(lines: list[str], paths: list[str]) -> str:
 
 
 def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, env, bin_dir, base_args,
-                  verify_sha: str | None = None, size: int | None = None) -> int:
+                  verify_sha: tuple[str, str] | None = None, size: int | None = None) -> int:
     """One pg_restore per list file, each fed by its own decrypting reader of the object (so
     they progress independently with bounded memory); the first list's reader verifies the
     plaintext sha256. Returns the bytes that reader fed; raises the first failure."""
@@ -212,7 +212,8 @@ def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir
     item <id> TABLE DATA"). The copy is removed in any case."""
     path = directory / f"bvh-restore-{manifest.backup_id}.pgcustom"
     try:
-        sha, total = hashlib.sha256(), 0
+        (alg, expected), total = entry.plaintext_digest, 0
+        sha = plain_hash(alg)
         blocks = DumpFingerprinter(digests=False)  # where each table's data block starts
         reader = _decrypted(settings, repo, manifest.backup_id, identities)
         with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b") as fh:
@@ -222,8 +223,8 @@ def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir
                 blocks.feed(chunk)
                 total += len(chunk)
                 progress.report("decrypt", total, entry.plaintext_size)
-            if sha.hexdigest() != entry.plaintext_sha256 or total != entry.plaintext_size:
-                raise IntegrityError("restored dump's sha256 differs from the manifest (tampered backup?)")
+            if sha.hexdigest() != expected or total != entry.plaintext_size:
+                raise IntegrityError(f"restored dump's {alg} differs from the manifest (tampered backup?)")
             blocks.finish()
             set_data_offsets(fh, blocks)
         verbose = ["--verbose"] if on_loaded is not None else []
@@ -323,7 +324,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         order = {ln: i for i, ln in enumerate(data)}
         bins[-1] = sorted(bins[-1] + blobs, key=order.__getitem__)
         lists = [_write_list(b, list_files) for b in bins if b]
-        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_sha256, size=entry.plaintext_size)
+        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_digest, size=entry.plaintext_size)
     # Indexes and constraints first (foreign keys need their referenced keys), then foreign
     # keys spread over the jobs with the other post-data entries, then comments and grants.
     kinds = {ln: parse_entry(ln)[0] for ln in post}
@@ -450,7 +451,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     err = StderrTail(proc.stderr)
     err.start()
     try:
-        total = _feed(reader, proc, entry.plaintext_sha256, entry.plaintext_size)
+        total = _feed(reader, proc, entry.plaintext_digest, entry.plaintext_size)
     except BaseException:
         proc.kill()
         proc.wait()

@@ -88,14 +88,15 @@ def _extract(repo: Repository, m: Manifest, dest: Path, identities, steps: StepT
         timed = _TimedReader(body, steps, "store_read")
         hashing = HashingReader(_TimedReader(DecryptingReader(timed, identities, bind=key,
                                                               envelopes=envelopes_from_json(entry.envelopes)),
-                                             steps, "decrypt", minus=timed), threaded=True)
+                                             steps, "decrypt", minus=timed), threaded=True,
+                                alg=entry.plaintext_digest[0])
         _untar_with_gnu_tar(tar, hashing, dest, TarGuard(), steps)
         hashing.drain()
     except BvhOpsError as exc:
         raise type(exc)(f"backup {m.backup_id}, object {BASE_OBJECT}: {exc}") from None
     finally:
         body.close()
-    if hashing.sha.hexdigest() != entry.plaintext_sha256:
+    if hashing.sha.hexdigest() != entry.plaintext_digest[1]:
         raise IntegrityError(f"backup {m.backup_id}: restored tar differs from the manifest (tampered?)")
     for sub in ("pg_replslot", "pg_tblspc", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"):
         (dest / sub).mkdir(exist_ok=True, mode=0o700)

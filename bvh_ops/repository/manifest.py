@@ -27,6 +27,13 @@ class ObjectEntry:
     encryption: str = "AES-256-GCM-STREAM"  # see docs/FORMAT.md
     envelopes: tuple[dict[str, str], ...] = ()  # format 3: the data key sealed to each recipient
     stored_name: str = ""  # where the object is stored when not at ``name`` (rewritten by a key rotation)
+    plaintext_blake3: str = ""  # BLAKE3 of the plaintext instead of plaintext_sha256 (backups since 2026-11-29)
+
+    @property
+    def plaintext_digest(self) -> tuple[str, str]:
+        """(algorithm, hex) the plaintext is checked against: ("blake3", …) where the entry has
+        one, else ("sha256", …) (older backups, and objects other than backups' own)."""
+        return ("blake3", self.plaintext_blake3) if self.plaintext_blake3 else ("sha256", self.plaintext_sha256)
 
     @property
     def stored(self) -> str:

@@ -246,6 +246,7 @@ class BackupWriter:
                 segment_size=segment_size,
                 compression_threads=compression_threads,
                 bind=self.prefix + name,
+                plain_hash_alg="blake3",  # a backup's dump or base: the cheaper hash (docs/FORMAT.md)
             )
             self._envelopes[name] = envelopes
             yield writer
@@ -281,6 +282,7 @@ def stats_to_entry(name: str, stats: StreamStats, key_ids: tuple[str, ...], comp
     return ObjectEntry(
         name=name,
         plaintext_sha256=stats.plaintext_sha256,
+        plaintext_blake3=stats.plaintext_blake3,
         plaintext_size=stats.plaintext_size,
         stored_sha256=stats.stored_sha256,
         stored_size=stats.stored_size,

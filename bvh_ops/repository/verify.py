@@ -7,7 +7,6 @@ Deep: also decrypts, decompresses and checks the plaintext sha256 (needs the ide
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 
 from bvh_ops import progress
@@ -15,7 +14,7 @@ from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
 from bvh_ops.keys import Identity
 from bvh_ops.repository.manifest import parse_manifest
 from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, Repository, backup_prefix
-from bvh_ops.stream import DecryptingReader, HashingReader, envelopes_from_json
+from bvh_ops.stream import DecryptingReader, HashingReader, envelopes_from_json, plain_hash
 
 CHUNK = 1 << 20
 
@@ -97,7 +96,8 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
         hashing = HashingReader(body)
         deep_detail = ""
         if identities is not None:
-            plain_sha = hashlib.sha256()
+            alg, expected = entry.plaintext_digest
+            plain_sha = plain_hash(alg)
             plain_size = 0
             try:
                 reader = DecryptingReader(hashing, identities, bind=key,
@@ -118,9 +118,9 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
         if identities is not None:
             if deep_error is not None:
                 return VerifyResult(backup_id, entry.name, Status.UNREADABLE, deep_error)
-            if plain_sha.hexdigest() != entry.plaintext_sha256 or plain_size != entry.plaintext_size:
-                return VerifyResult(backup_id, entry.name, Status.CHECKSUM_MISMATCH, "plaintext sha256 differs")
-            deep_detail = f"; decrypted {plain_size} bytes, plaintext sha256 matches"
+            if plain_sha.hexdigest() != expected or plain_size != entry.plaintext_size:
+                return VerifyResult(backup_id, entry.name, Status.CHECKSUM_MISMATCH, f"plaintext {alg} differs")
+            deep_detail = f"; decrypted {plain_size} bytes, plaintext {alg} matches"
         return VerifyResult(backup_id, entry.name, Status.OK, f"{info.size} bytes, sha256 matches{deep_detail}")
     except BvhOpsError as exc:
         return VerifyResult(backup_id, entry.name, Status.UNREADABLE, str(exc))

@@ -42,6 +42,7 @@ from bvh_ops.stream import (
     envelopes_from_json,
     envelopes_json,
     open_data_key,
+    plain_hash,
     read_header,
     seal_data_key,
 )
@@ -72,32 +73,33 @@ def header_version(store: ObjectStore, key: str) -> int:
 
 
 def reencrypt(store: ObjectStore, src: str, dst: str, *, bind: str, identities: list[Identity],
-              envelopes: list[Envelope], plaintext_sha256: str, level: int, segment_size: int
+              envelopes: list[Envelope], plaintext: tuple[str, str], level: int, segment_size: int
               ) -> tuple[StreamStats, bytes]:
     """Stream ``src`` (any format) into a new format-3 object at ``dst`` bound to ``bind``,
-    with a fresh data key; read it back (stored bytes and plaintext) before returning."""
+    with a fresh data key; read it back (stored bytes and plaintext) before returning.
+    ``plaintext``: (algorithm, hex) the content must hash to; the new object's is the same."""
     data_key = os.urandom(32)
     writer = store.open_writer(dst)
     try:
         enc = EncryptingWriter(sink=writer, data_key=data_key, compression_level=level, segment_size=segment_size,
-                               bind=bind)
+                               bind=bind, plain_hash_alg=plaintext[0])
         with store.open_reader(src) as body:
             reader = DecryptingReader(body, identities, bind=src, envelopes=envelopes)
             while chunk := reader.read(CHUNK):
                 enc.write(chunk)
         stats = enc.close()
-        if stats.plaintext_sha256 != plaintext_sha256:
+        if stats.plaintext_digest != plaintext[1]:
             raise IntegrityError(f"{src}: decrypted content differs from its manifest or index (damaged?): not rotated")
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    _verify(store, dst, bind, data_key, stats)
+    _verify(store, dst, bind, data_key, stats, plaintext[0])
     return stats, data_key
 
 
-def _verify(store: ObjectStore, key: str, bind: str, data_key: bytes, stats: StreamStats) -> None:
-    stored, plain = hashlib.sha256(), hashlib.sha256()
+def _verify(store: ObjectStore, key: str, bind: str, data_key: bytes, stats: StreamStats, alg: str = "sha256") -> None:
+    stored, plain = hashlib.sha256(), plain_hash(alg)
 
     class _Tee:
         def __init__(self, inner):
@@ -115,7 +117,7 @@ def _verify(store: ObjectStore, key: str, bind: str, data_key: bytes, stats: Str
             plain.update(chunk)
         while tee.read(CHUNK):
             pass
-    if stored.hexdigest() != stats.stored_sha256 or plain.hexdigest() != stats.plaintext_sha256:
+    if stored.hexdigest() != stats.stored_sha256 or plain.hexdigest() != stats.plaintext_digest:
         raise IntegrityError(f"{key}: the re-encrypted object does not read back as written: not committed")
 
 
@@ -148,7 +150,7 @@ def reseal_backup(repo: Repository, host_key: HostKey, backup_id: str, *, identi
         how = "rewritten"
         new_name = e.name + REWRITTEN_SUFFIX
         stats, data_key = reencrypt(repo.store, key, prefix + new_name, bind=prefix + new_name, identities=identities,
-                                    envelopes=[], plaintext_sha256=e.plaintext_sha256, level=level,
+                                    envelopes=[], plaintext=e.plaintext_digest, level=level,
                                     segment_size=segment_size)
         checkpoint("object-rewritten", backup_id)
         objects.append(replace(e, stored_name=new_name, stored_sha256=stats.stored_sha256,
@@ -216,7 +218,7 @@ def reseal_indexed(store: ObjectStore, key: str, *, identities: list[Identity], 
         return "rewrapped"
     staged = staged_key(key)
     stats, data_key = reencrypt(store, key, staged, bind=key, identities=identities, envelopes=entry_envelopes(entry),
-                                plaintext_sha256=entry["plaintext_sha256"], level=level, segment_size=segment_size)
+                                plaintext=("sha256", entry["plaintext_sha256"]), level=level, segment_size=segment_size)
     entry = {**entry, "rewrite": {"stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
                                   "envelopes": _sealed(data_key, recipients), "key_ids": ids}}
     _put_json(store, index_key, entry)

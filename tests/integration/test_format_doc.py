@@ -330,6 +330,13 @@ def _doc_blocks(heading: str) -> list[list[str]]:
     return [block.splitlines() for block in re.findall(r"```[a-z]*\n(.*?)```", section, re.S)]
 
 
+def plain_digest(obj: dict, plain: bytes) -> str:
+    """The page, objects[]: BLAKE3 of the plaintext where plaintext_blake3 is set, else sha256."""
+    from blake3 import blake3
+
+    return blake3(plain).hexdigest() if obj.get("plaintext_blake3") else hashlib.sha256(plain).hexdigest()
+
+
 def _documented_names(lines: list[str]) -> set[str]:
     return {line.split()[0] for line in lines if line and not line[0].isspace()}
 
@@ -365,7 +372,8 @@ def test_logical_backup_opens_by_the_page_alone(sample_db, make_settings, repo_d
     assert (len(stored), hashlib.sha256(stored).hexdigest()) == (obj["stored_size"], obj["stored_sha256"])
     plain = reader.decrypt(key, obj["envelopes"])
     assert reader.last_header["v"] == 3 and reader.last_header["envelopes"] == "external"
-    assert (len(plain), hashlib.sha256(plain).hexdigest()) == (obj["plaintext_size"], obj["plaintext_sha256"])
+    assert obj["plaintext_sha256"] == ""  # a new backup's dump: BLAKE3, as the page says
+    assert (len(plain), plain_digest(obj, plain)) == (obj["plaintext_size"], obj["plaintext_blake3"])
     assert plain[:5] == b"PGDMP"
     assert reader.last_header["bind"] == key
     assert len(stored) > 3 * (reader.last_header["segment_size"] + 16)  # several segments
@@ -561,7 +569,7 @@ def test_a_rotated_backup_and_wal_open_by_the_page_alone(fresh_db, make_settings
     (obj,) = m["objects"]
     assert obj["stored_name"] == "dump.pgcustom.f3"
     plain = reader.decrypt(f"backups/{backup_id}/{obj['stored_name']}", obj["envelopes"])
-    assert hashlib.sha256(plain).hexdigest() == obj["plaintext_sha256"] and plain[:5] == b"PGDMP"
+    assert plain_digest(obj, plain) == (obj["plaintext_blake3"] or obj["plaintext_sha256"]) and plain[:5] == b"PGDMP"
     assert not (repo_dir / "backups" / backup_id / "dump.pgcustom").exists()
     entry, plain = reader.wal(seg_name, "7")
     assert entry["key_ids"] == [load_recipients([new_pub])[0].key_id]

@@ -241,9 +241,9 @@ def test_a_drill_restores_from_a_decrypted_copy_it_then_removes(awkward_db, fres
     from bvh_ops.pg.tools import pg_env
 
     target = fresh_db()
-    wrong = dataclasses.replace(m.objects[0], plaintext_sha256="0" * 64)  # as if the object were swapped
+    wrong = dataclasses.replace(m.objects[0], plaintext_blake3="0" * 64)  # as if the object were swapped
     repo, _ = open_repository(settings)
-    with pytest.raises(IntegrityError, match="sha256 differs"):
+    with pytest.raises(IntegrityError, match="blake3 differs from the manifest"):
         _restore_from_copy(settings, repo, m, wrong, load_identities(settings.identity), pg_env(target), None,
                            ["--exit-on-error", "-d", target.rsplit("/", 1)[1]], 2, scratch)
     assert list(scratch.iterdir()) == []

@@ -75,7 +75,7 @@ def test_restore_refuses_an_edited_manifest(stored, fresh_db):
     settings, m, bdir = stored
     for name in ("manifest.json", "manifest.json.copy"):
         doc = json.loads((bdir / name).read_text())
-        doc["manifest"]["objects"][0]["plaintext_sha256"] = "0" * 64
+        doc["manifest"]["objects"][0]["plaintext_blake3"] = "0" * 64
         (bdir / name).write_text(json.dumps(doc))
     with pytest.raises(IntegrityError, match="refusing to restore"):
         restore_logical(settings, m.backup_id, fresh_db())
@@ -257,3 +257,45 @@ def test_a_failed_verify_is_reported_as_data_corruption_and_cleared_when_it_pass
     dump.write_bytes(good)
     assert run_cli("verify", m.backup_id, "--no-wal", env=env).returncode == 0
     assert active() == []
+
+
+def test_the_plaintext_digest_is_checked_as_the_manifest_records_it(stored, fresh_db):
+    """A new backup's dump carries BLAKE3 of its plaintext; a (validly signed) manifest whose
+    digest is wrong fails deep verify and the restore, naming the hash. An older backup's entry,
+    sha256 only, still verifies deep against the same bytes."""
+    import hashlib
+    from dataclasses import replace
+
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.keys import load_or_create_host_key
+    from bvh_ops.logical.restore import restore_logical
+    from bvh_ops.repository.manifest import sign_manifest
+    from bvh_ops.repository.repo import object_key
+    from bvh_ops.stream import DecryptingReader, envelopes_from_json
+
+    settings, _, bdir = stored
+    repo, _ = open_repository(settings)
+    m = repo.load_manifest(stored[1].backup_id).manifest  # as committed: with its envelopes
+    (obj,) = m.objects
+    assert obj.plaintext_sha256 == "" and len(obj.plaintext_blake3) == 64
+    key = object_key(m.backup_id, obj)
+    with repo.store.open_reader(key) as body:
+        plain = DecryptingReader(body, load_identities(settings.identity), bind=key,
+                                 envelopes=envelopes_from_json(obj.envelopes)).read()
+    host_key = load_or_create_host_key(settings.state_dir)
+
+    def resign(entry) -> None:
+        raw = sign_manifest(replace(m, objects=(entry,)), host_key)
+        for name in ("manifest.json", "manifest.json.copy"):
+            (bdir / name).write_bytes(raw)
+
+    resign(replace(obj, plaintext_blake3="", plaintext_sha256=hashlib.sha256(plain).hexdigest()))
+    res = statuses(settings, m.backup_id, deep=True)
+    assert res["dump.pgcustom"].status is Status.OK and "plaintext sha256 matches" in res["dump.pgcustom"].detail
+
+    resign(replace(obj, plaintext_blake3="0" * 64))
+    res = statuses(settings, m.backup_id, deep=True)
+    assert res["manifest.json"].status is Status.OK
+    assert res["dump.pgcustom"].status is Status.CHECKSUM_MISMATCH and "plaintext blake3 differs" in res["dump.pgcustom"].detail
+    with pytest.raises(IntegrityError, match="blake3 differs from the manifest"):
+        restore_logical(settings, m.backup_id, fresh_db())
