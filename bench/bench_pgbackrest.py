@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from bench.bench_daily_backup import machine, med, start_prefect_server, timed  # noqa: E402
+from bench.bench_daily_backup import flow_phases, machine, med, start_prefect_server, timed_cpu  # noqa: E402
 from bench.bench_physical import mb, wait_archived  # noqa: E402
 from bench.results import fresh_workdir, save_result  # noqa: E402
 from bvh_ops.pg.catalog import create_database  # noqa: E402
@@ -118,7 +118,9 @@ def make_cluster(work: Path, with_pgbackrest: bool) -> tuple[EmbeddedCluster, Pa
     return cluster, pgbr_conf
 
 
-def backups(cluster, work, env_cli, pgbr_conf, runs) -> dict:
+def backups(cluster, work, env_cli, pgbr_conf, runs, variants: dict[str, dict[str, str]] | None = None) -> dict:
+    """``variants``: more runs of ours, each with these settings added to its environment
+    (``--variant``), alternated with the others in every round: an A/B in the same run."""
     penv = pg_env(cluster.dsn())
     bb = BIN15 / "pg_basebackup"
     subprocess.run(["bash", "-c", f'"{bb}" -D - -Ft -X fetch --checkpoint=fast > /dev/null'], env=penv, check=True)
@@ -126,28 +128,45 @@ def backups(cluster, work, env_cli, pgbr_conf, runs) -> dict:
     bare_cmd = ["bash", "-c", f'set -o pipefail; "{bb}" -D - -Ft -X fetch --checkpoint=fast --no-sync '
                 f'| zstd -3 -T2 -q > "{bare_file}"']
     ours_cmd = ["bash", "-c", f'"{sys.executable}" -m bvh_ops.cli backup --kind full --json > "{work}/ours.json"']
-    rows: dict[str, list] = {"bare": [], "pgbackrest": [], "ours": []}
+    ours_names = ["ours", *(f"ours_{v}" for v in variants or {})]
+    rows: dict[str, list] = {"bare": [], "pgbackrest": [], **{n: [] for n in ours_names}}
+    cpu: dict[str, list] = {n: [] for n in rows}
     peaks: dict[str, dict] = {}
-    ours_steps: list[dict] = []  # each run's own report: the backup task's seconds, the checks' steps
-    for _ in range(runs):
-        for name, cmd, env in (("bare", bare_cmd, penv), ("pgbackrest", pgbr(pgbr_conf, "--type=full", "backup")
-                                                          if pgbr_conf else None, os.environ),
-                               ("ours", ours_cmd, env_cli)):
+    # Each run's own report (the backup task, the checks' steps) and its phases from the Prefect
+    # server's records (before the flow run, the tasks, after it).
+    steps: dict[str, list] = {n: [] for n in ours_names}
+    tools = [("bare", bare_cmd, penv),
+             ("pgbackrest", pgbr(pgbr_conf, "--type=full", "backup") if pgbr_conf else None, os.environ),
+             ("ours", ours_cmd, env_cli),
+             *((f"ours_{v}", ours_cmd, {**env_cli, **extra}) for v, extra in (variants or {}).items())]
+    for i in range(runs):
+        # Ours' variants rotate their order each round, so none always follows pgBackRest.
+        ours = tools[2:]
+        for name, cmd, env in tools[:2] + ours[i % len(ours):] + ours[:i % len(ours)]:
             if cmd is None:
                 continue
-            seconds, pk = timed(cmd, env)
+            started = time.time()
+            seconds, cpu_s, pk = timed_cpu(cmd, env)
             rows[name].append(round(seconds, 2))
+            cpu[name].append(round(cpu_s, 2))
             peaks[name] = {k: mb(v) for k, v in pk.items() if k not in ("bash", "runuser")}
-            if name == "ours":
+            if name in steps:
                 doc = json.loads((work / "ours.json").read_text())
-                ours_steps.append({"backup": doc.get("seconds"), "checks": doc.get("check_seconds")})
-    out = {"bare_stored_bytes": bare_file.stat().st_size, "ours_steps": ours_steps}
+                steps[name].append({"backup": doc.get("seconds"), "checks": doc.get("check_seconds"),
+                                    "phases": flow_phases(env["PREFECT_API_URL"], started, started + seconds)})
+            print(f"  {name:<12} {seconds:6.2f} s  cpu {cpu_s:6.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)
+    out = {"bare_stored_bytes": bare_file.stat().st_size, "ours_steps": steps["ours"],
+           "load_average_end": os.getloadavg()}
     for name, secs in rows.items():
         if secs:
-            out[name] = {"seconds": med(secs), "all": secs, "peak_rss_mb": peaks[name],
-                         "ratio_to_bare": round(med(secs) / med(rows["bare"]), 3)}
+            out[name] = {"seconds": med(secs), "all": secs, "cpu_seconds": med(cpu[name]), "cpu_all": cpu[name],
+                         "peak_rss_mb": peaks[name], "ratio_to_bare": round(med(secs) / med(rows["bare"]), 3)}
+            if name in steps:
+                task = [s["backup"] for s in steps[name] if s["backup"] is not None]
+                out[name].update(steps=steps[name], backup_task_seconds=med(task) if task else None)
     if rows["pgbackrest"]:
-        out["ours_over_pgbackrest"] = round(med(rows["ours"]) / med(rows["pgbackrest"]), 3)
+        for name in ours_names:
+            out[f"{name}_over_pgbackrest"] = round(med(rows[name]) / med(rows["pgbackrest"]), 3)
         out["pgbackrest_repo_bytes"] = int(subprocess.run(["du", "-sb", str(work / "pgbr-repo" / "backup")],
                                                           capture_output=True, text=True).stdout.split()[0]) // runs
     bare_file.unlink()
@@ -308,6 +327,18 @@ def tree_timed(cmd: list[str], out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """``NAME:KEY=VALUE[,KEY=VALUE]`` → {NAME: {KEY: VALUE}}."""
+    out = {}
+    for spec in specs:
+        name, _, settings = spec.partition(":")
+        pairs = [kv.split("=", 1) for kv in settings.split(",") if kv]
+        if not name or any(len(p) != 2 for p in pairs):
+            raise SystemExit(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
+        out[name] = dict(pairs)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=100, help="pgbench scale (100 is about 1.5 GB)")
@@ -316,6 +347,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="pgbench scale 5, 32 segments")
     ap.add_argument("--workdir", default="/tmp/bvh-bench-pgbackrest")
     ap.add_argument("--parts", default="wal,full,pitr", help="which measurements (comma-separated)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="full: also ours with these environment settings, alternated in each round "
+                         "(e.g. t0:BVH_OPS_COMPRESSION_THREADS=0, or main:PYTHONPATH=/path/to/another/checkout)")
     args = ap.parse_args()
     if args.quick:
         args.scale, args.segments = 5, 32
@@ -349,7 +383,8 @@ def main() -> None:
         name = "pgbackrest" + ("_quick" if args.quick else "") + ("" if args.parts == "wal,full,pitr" else
                                                                     "_" + args.parts.replace(",", "_"))
         for part, run in (("wal", lambda: wal_throughput(cluster, work, keys, pgbr_conf, args.segments, args.runs)),
-                          ("full", lambda: backups(cluster, work, env_cli, pgbr_conf, args.runs)),
+                          ("full", lambda: backups(cluster, work, env_cli, pgbr_conf, args.runs,
+                                                   parse_variants(args.variant))),
                           ("pitr", lambda: pitr(cluster, work, env_cli, pgbr_conf, args.runs))):
             if part not in parts:
                 continue
