@@ -127,7 +127,10 @@ def backups(cluster, work, env_cli, pgbr_conf, runs, variants: dict[str, dict[st
     bare_file = work / "bare-full.tar.zst"
     bare_cmd = ["bash", "-c", f'set -o pipefail; "{bb}" -D - -Ft -X fetch --checkpoint=fast --no-sync '
                 f'| zstd -3 -T2 -q > "{bare_file}"']
-    ours_cmd = ["bash", "-c", f'"{sys.executable}" -m bvh_ops.cli backup --kind full --json > "{work}/ours.json"']
+    # From the checkout on PYTHONPATH: `python -m` puts the working directory first on sys.path, so
+    # a variant's PYTHONPATH=<another checkout> would otherwise still run this directory's code.
+    ours_cmd = ["bash", "-c", f'cd "${{PYTHONPATH%%:*}}" && "{sys.executable}" -m bvh_ops.cli backup --kind full '
+                f'--json > "{work}/ours.json"']
     ours_names = ["ours", *(f"ours_{v}" for v in variants or {})]
     rows: dict[str, list] = {"bare": [], "pgbackrest": [], **{n: [] for n in ours_names}}
     cpu: dict[str, list] = {n: [] for n in rows}

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 
 def _heartbeats_without_join() -> None:
-    """A flow run's heartbeat thread (on by default since Prefect 3.7: every 180 s, for the
-    server's zombie-run detection) sleeps in 1 s steps, and the sync engine joins it when the run
-    ends: every flow run waited 0-1 s (0.5 s on average) after its last task for nothing. The
+    """A flow run's heartbeat thread (every 180 s by default since PrefectHQ/prefect#21058, for
+    the server's zombie-run detection) sleeps in 1 s steps, and the sync engine joins it when the
+    run ends: every flow run waited 0-1 s (0.5 s on average) after its last task for nothing. The
     heartbeats are kept; only that join goes, as Prefect's async engine already does
     (``join_on_exit=False``): the thread has been told to stop, emits nothing more and is a
     daemon. Where a Prefect version lacks the hook, nothing changes."""
