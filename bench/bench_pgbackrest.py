@@ -252,8 +252,10 @@ def _pushing(src: Path, listing: str, push: str, interval: float) -> list[str]:
     seconds after the previous one."""
     step = f'{push} "{src}/$f" || exit 1; mv "archive_status/$f.ready" "archive_status/$f.done"'
     if interval:
-        step = (f'next=$(awk -v t="$(date +%s.%N)" "BEGIN {{print t + {interval}}}"); touch "archive_status/$f.ready"; '
-                f'{step}; sleep "$(awk -v n="$next" -v t="$(date +%s.%N)" "BEGIN {{d = n - t; print (d > 0 ? d : 0)}}")"')
+        # awk's print would round epoch seconds to 6 digits: printf them
+        step = (f'next=$(awk -v t="$(date +%s.%N)" "BEGIN {{printf \\"%.3f\\", t + {interval}}}"); '
+                f'touch "archive_status/$f.ready"; {step}; '
+                f'sleep "$(awk -v n="$next" -v t="$(date +%s.%N)" "BEGIN {{d = n - t; printf \\"%.3f\\", (d > 0 ? d : 0)}}")"')
     return ["bash", "-c", f'cd "{src}" && for f in {listing}; do {step}; done']
 
 
