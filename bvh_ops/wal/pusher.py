@@ -19,9 +19,8 @@ between files (it looks around every IDLE_CHECK seconds for a stop request, a ch
 configuration or a cluster that is gone). It exits after a while without ready files: at least
 IDLE_EXIT seconds, longer when files come further apart — twice the longest gap between files
 it saw (at its start: the time since the previous pusher's last file, ``pusher.last``), up to
-IDLE_MAX. At a low WAL rate
-(a segment per ``archive_timeout``) one pusher then serves every segment instead of one started
-per segment (its start-up costs several segments' worth of CPU).
+IDLE_MAX. At a low WAL rate (a segment per ``archive_timeout``) one pusher then serves every
+segment instead of one started per segment (its start-up costs several segments' worth of CPU).
 
 One pusher per ``pg_wal``, whatever its configuration: it holds an flock on the directory (two
 writers of one WAL file could pair one's index entry with the other's object). Verdicts carry
@@ -149,13 +148,21 @@ def _listen(d: str) -> int | None:
     """The read end of spool ``d``'s FIFO (created if missing; None where the file system has no
     FIFOs: the pusher then looks for ready files every POLL seconds). Opened read-write, so it
     never reports end-of-file between writers (Linux: a FIFO opened O_RDWR does not block)."""
+    import stat
+
     path = os.path.join(d, WAKE)
     try:
         try:
             os.mkfifo(path, 0o600)
         except FileExistsError:
-            pass
-        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+            if not stat.S_ISFIFO(os.lstat(path).st_mode):  # always "readable": a busy loop
+                os.unlink(path)
+                os.mkfifo(path, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
     except OSError:
         return None
 

@@ -32,3 +32,16 @@ def test_a_call_wakes_the_idle_pusher_and_nothing_without_one(tmp_path):
     finally:
         os.close(listen)
     pusher.wake(d)  # the pusher has gone: the FIFO is left, nobody reads it, the call goes on
+
+
+def test_a_wake_file_that_is_not_a_fifo_is_replaced(tmp_path):
+    """A regular file in the FIFO's place would always read as "woken" (an idle pusher spinning
+    on a core): the pusher puts a FIFO there."""
+    (tmp_path / pusher.WAKE).write_bytes(b"left over")
+    listen = pusher._listen(str(tmp_path))
+    try:
+        assert listen is not None and not _awake(listen)
+        pusher.wake(str(tmp_path))
+        assert _awake(listen)
+    finally:
+        os.close(listen)
