@@ -21,6 +21,8 @@ IDLE_EXIT seconds, longer when files come further apart — twice the longest ga
 it saw (at its start: the time since the previous pusher's last file, ``pusher.last``), up to
 IDLE_MAX. At a low WAL rate (a segment per ``archive_timeout``) one pusher then serves every
 segment instead of one started per segment (its start-up costs several segments' worth of CPU).
+A pusher started while its server ran (``postmaster.pid`` beside ``pg_wal``) leaves as soon as it
+is idle once the server has stopped: it does not outstay the cluster.
 
 One pusher per ``pg_wal``, whatever its configuration: it holds an flock on the directory (two
 writers of one WAL file could pair one's index entry with the other's object). Verdicts carry
@@ -300,6 +302,8 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
     limit = idle_limit(_last_gap(d))
     last_file = None  # wall-clock time of the last file archived
     slept = False  # idle since the last file
+    server = os.path.join(os.path.dirname(wal_dir), "postmaster.pid")  # while PostgreSQL runs
+    served = os.path.exists(server)
     listen = _listen(d)
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="bvh-wal-push") as pool:
         try:
@@ -318,8 +322,8 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
                     if not pending:
                         _tidy(d, set(ready))
                         idle = time.monotonic() - idle_since
-                        if idle >= limit or not os.path.isdir(d):
-                            return 0
+                        if idle >= limit or not os.path.isdir(d) or (served and not os.path.exists(server)):
+                            return 0  # idle long enough, its spool removed, or its server stopped
                         _sleep(listen, min(IDLE_CHECK, limit - idle))
                         slept = True
                         continue
