@@ -15,7 +15,9 @@ aes-256-cbc; the passphrase in its 0600 config file, never on argv). Alternated,
                           pg_ctl start and wait until promoted
     wal:      N real segments of this cluster, pushed one after another as PostgreSQL's archiver
               does: bvh-ops-wal push vs pgbackrest archive-push (archive-async, process-max 2);
-              wall time, and the CPU of every process each left running (bench/cputime.py)
+              wall time, and the CPU of every process each left running (bench/cputime.py);
+              with --wal-interval S (a low WAL rate, as archive_timeout makes it) each segment is
+              marked ready only S seconds after the previous one was marked, then pushed
 
 pgBackRest is not installed by the bench: where it is absent its rows are skipped (apt-get install
 pgbackrest). Not a test: `python bench/bench_pgbackrest.py [--quick]`.
@@ -266,7 +268,20 @@ def completed_segments(cluster) -> list[str]:
     return sorted(n for n in names if len(n) == 24 and n < current)
 
 
-def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
+def _pushing(src: Path, listing: str, push: str, interval: float) -> list[str]:
+    """bash running ``push "<file>"`` for each file, then marking it done, as PostgreSQL's
+    archiver does: all files ready beforehand (interval 0), or each marked ready ``interval``
+    seconds after the previous one."""
+    step = f'{push} "{src}/$f" || exit 1; mv "archive_status/$f.ready" "archive_status/$f.done"'
+    if interval:
+        # awk's print would round epoch seconds to 6 digits: printf them
+        step = (f'next=$(awk -v t="$(date +%s.%N)" "BEGIN {{printf \\"%.3f\\", t + {interval}}}"); '
+                f'touch "archive_status/$f.ready"; {step}; '
+                f'sleep "$(awk -v n="$next" -v t="$(date +%s.%N)" "BEGIN {{d = n - t; printf \\"%.3f\\", (d > 0 ? d : 0)}}")"')
+    return ["bash", "-c", f'cd "{src}" && for f in {listing}; do {step}; done']
+
+
+def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs, interval: float = 0.0) -> dict:
     generate_wal(cluster, segments)
     names = completed_segments(cluster)[-segments:]
     src = work / "walsrc" / "pg_wal"
@@ -285,11 +300,10 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         shutil.copy(keys[0], root / "keys" / "recipient.pub")
         os.chmod(root, 0o755)
         cfg = local_archive_config(root)
-        for n in names:  # as PostgreSQL marks them: push-ahead (ours) and async (pgBackRest) read them
+        for n in names if not interval else ():  # as PostgreSQL marks them: push-ahead (ours) and async (pgBackRest) read them
             (src / "archive_status" / f"{n}.ready").touch()
         chown_tree_to_server(src.parent)
-        ours = ["bash", "-c", f'cd "{src}" && for f in {listing}; do BVH_OPS_CONFIG={cfg} {wal_command()} push '
-                f'"{src}/$f" || exit 1; mv "archive_status/$f.ready" "archive_status/$f.done"; done']
+        ours = _pushing(src, listing, f"BVH_OPS_CONFIG={cfg} {wal_command()} push", interval)
         rows["ours"].append(tree_timed([*AS_SERVER, *ours], work / "cpu.json"))
         shutil.rmtree(root)
         if pgbr_conf is None:
@@ -298,18 +312,18 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs) -> dict:
         for p in (repo, spool):
             p.mkdir()
             chown_to_server(p)
-        for n in names:
+        for n in names if not interval else ():
             (src / "archive_status" / f"{n}.ready").touch()
         chown_tree_to_server(src.parent)
         over = [f"--repo1-path={repo}", f"--spool-path={spool}", f"--pg1-path={src.parent}"]
         subprocess.run(pgbr(pgbr_conf, over[0], "stanza-create"), check=True)
         push = " ".join(pgbr(pgbr_conf, *over, "archive-push")[len(AS_SERVER):])
-        cmd = ["bash", "-c", f'cd "{src}" && for f in {listing}; do {push} "{src}/$f" || exit 1; '
-               'mv "archive_status/$f.ready" "archive_status/$f.done"; done']
+        cmd = _pushing(src, listing, push, interval)
         rows["pgbackrest"].append(tree_timed([*AS_SERVER, *cmd], work / "cpu.json"))
         for p in (repo, spool):
             shutil.rmtree(p)
-    out: dict = {"segments": len(names), "mb": len(names) * SEG // 2**20, "load_average": os.getloadavg()}
+    out: dict = {"segments": len(names), "mb": len(names) * SEG // 2**20, "load_average": os.getloadavg(),
+                 "interval": interval}
     for name, runs_ in rows.items():
         if runs_:
             secs, cpu = [r["seconds"] for r in runs_], [r["cpu_seconds"] for r in runs_]
@@ -353,6 +367,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                     help="full: also ours with these environment settings, alternated in each round "
                          "(e.g. t0:BVH_OPS_COMPRESSION_THREADS=0, or main:PYTHONPATH=/path/to/another/checkout)")
+    ap.add_argument("--wal-interval", type=float, default=0.0,
+                    help="wal: seconds between segments becoming ready (0: all ready at once)")
     args = ap.parse_args()
     if args.quick:
         args.scale, args.segments = 5, 32
@@ -385,7 +401,9 @@ def main() -> None:
         wait_archived(cluster)
         name = "pgbackrest" + ("_quick" if args.quick else "") + ("" if args.parts == "wal,full,pitr" else
                                                                     "_" + args.parts.replace(",", "_"))
-        for part, run in (("wal", lambda: wal_throughput(cluster, work, keys, pgbr_conf, args.segments, args.runs)),
+        name += f"_every{args.wal_interval:g}s" if args.wal_interval else ""
+        for part, run in (("wal", lambda: wal_throughput(cluster, work, keys, pgbr_conf, args.segments, args.runs,
+                                                          args.wal_interval)),
                           ("full", lambda: backups(cluster, work, env_cli, pgbr_conf, args.runs,
                                                    parse_variants(args.variant))),
                           ("pitr", lambda: pitr(cluster, work, env_cli, pgbr_conf, args.runs))):

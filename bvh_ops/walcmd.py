@@ -461,9 +461,12 @@ def push(path: str) -> int:
         return _push_now(path)  # no writable spool: no pusher
     ident = pusher.config_ident()
     deadline = time.monotonic() + PUSH_WAIT
-    child, starts, delay, checked = None, 0, 0.002, 0.0
+    child, starts, delay, checked, woken = None, 0, 0.002, 0.0, False
     while time.monotonic() < deadline:
         found = pusher.verdict(d, name, ident)
+        if found is None and not woken:
+            pusher.wake(d)  # an idle pusher sleeps until a call needs it
+            woken = True
         if found is not None and found[0] == "ok":
             if found[1] == _sha256(path):
                 return 0

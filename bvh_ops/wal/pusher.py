@@ -11,7 +11,18 @@ stored. The command hashes the file PostgreSQL handed over and reports success o
 the same; anything else is a failure PostgreSQL retries. A file the pusher cannot archive gets
 ``<name>.error`` (exit code, message) and the pusher stops, so nothing after it is committed
 (no gap); the command reports the error and the next call starts a new pusher, which tries
-again. The pusher exits after IDLE_EXIT seconds without ready files.
+again.
+
+An idle pusher sleeps on a FIFO in its spool (``wake``): a call whose verdict is not there yet
+writes a byte to it, so a new ready file is taken at once and an idle pusher costs no CPU
+between files (it looks around every IDLE_CHECK seconds for a stop request, a changed
+configuration or a cluster that is gone). It exits after a while without ready files: at least
+IDLE_EXIT seconds, longer when files come further apart — twice the longest gap between files
+it saw (at its start: the time since the previous pusher's last file, ``pusher.last``), up to
+IDLE_MAX. At a low WAL rate (a segment per ``archive_timeout``) one pusher then serves every
+segment instead of one started per segment (its start-up costs several segments' worth of CPU).
+A pusher started while its server ran (``postmaster.pid`` beside ``pg_wal``) leaves as soon as it
+is idle once the server has stopped: it does not outstay the cluster.
 
 One pusher per ``pg_wal``, whatever its configuration: it holds an flock on the directory (two
 writers of one WAL file could pair one's index entry with the other's object). Verdicts carry
@@ -20,7 +31,7 @@ variables); a call with another configuration ignores them and asks that pusher 
 pusher whose config file changes stops by itself.
 
 Spool: ``<state_dir>/archive-spool/<id of the pg_wal directory>/``. The command's side of this
-module (spool_dir, config_ident, verdict, running, request_stop) imports only os, fcntl and
+module (spool_dir, config_ident, verdict, running, request_stop, wake) imports only os, fcntl and
 hashlib: archive_command runs once per WAL file.
 """
 
@@ -37,8 +48,12 @@ OK = ".ok"
 ERROR = ".error"
 WORKERS = 2  # uploads in parallel (pgBackRest's process-max 2 is the comparison)
 WINDOW = 4  # files being read and uploaded at once: bounds memory (a segment is read whole)
-IDLE_EXIT = 10.0  # seconds without a ready file before the pusher exits
-POLL = 0.05
+WAKE = "wake"  # the FIFO a call wakes the idle pusher through
+LAST = "pusher.last"  # when the last pusher archived its last file (wall clock): the gap a new one expects
+IDLE_EXIT = 10.0  # seconds without a ready file before the pusher exits, at least...
+IDLE_MAX = 600.0  # ...and at most (in between: twice the longest gap between files it saw)
+IDLE_CHECK = 2.0  # seconds an idle pusher sleeps when nobody wakes it
+POLL = 0.05  # ...and where there is no FIFO to wake it through
 _ENV = ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_REGION",
         "AWS_DEFAULT_REGION")
 _SECRET = ("PASSWORD", "SECRET", "TOKEN")
@@ -113,6 +128,75 @@ def running(d: str, wal_dir: str) -> str | None:
 def request_stop(d: str, ident: str) -> None:
     """Ask the pusher running under configuration ``ident`` to stop (after the file in hand)."""
     _write(os.path.join(d, STOP), ident + "\n")
+    wake(d)
+
+
+def wake(d: str) -> None:
+    """Wake the idle pusher of spool ``d``, if one is listening (nothing happens otherwise: the
+    FIFO cannot be opened for writing without a reader, and a full FIFO is awake already)."""
+    try:
+        fd = os.open(os.path.join(d, WAKE), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # no pusher listening (ENXIO), or no FIFO yet
+    try:
+        os.write(fd, b"\0")
+    except OSError:
+        pass  # EAGAIN: bytes are waiting already
+    finally:
+        os.close(fd)
+
+
+def _listen(d: str) -> int | None:
+    """The read end of spool ``d``'s FIFO (created if missing; None where the file system has no
+    FIFOs: the pusher then looks for ready files every POLL seconds). Opened read-write, so it
+    never reports end-of-file between writers (Linux: a FIFO opened O_RDWR does not block)."""
+    import stat
+
+    path = os.path.join(d, WAKE)
+    try:
+        try:
+            os.mkfifo(path, 0o600)
+        except FileExistsError:
+            if not stat.S_ISFIFO(os.lstat(path).st_mode):  # always "readable": a busy loop
+                os.unlink(path)
+                os.mkfifo(path, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+    except OSError:
+        return None
+
+
+def _sleep(fd: int | None, seconds: float) -> None:
+    """Until a call wakes the pusher (a byte in the FIFO) or ``seconds`` pass."""
+    import select
+
+    if fd is None:
+        time.sleep(min(seconds, POLL))
+    elif select.select([fd], [], [], seconds)[0]:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def idle_limit(gap: float | None) -> float:
+    """How long a pusher waits for the next ready file, given a gap between files it knows of
+    (None: none): twice that gap, within [IDLE_EXIT, IDLE_MAX]."""
+    return min(IDLE_MAX, max(IDLE_EXIT, 2 * gap)) if gap is not None else IDLE_EXIT
+
+
+def _last_gap(d: str) -> float | None:
+    """Seconds since the previous pusher archived its last file (None: unknown, or longer than
+    IDLE_MAX — a pause, not a rate worth waiting for)."""
+    try:
+        gap = time.time() - float(_read(os.path.join(d, LAST)) or "")
+    except ValueError:
+        return None
+    return gap if 0 <= gap <= IDLE_MAX else None
 
 
 def _write(path: str, text: str) -> None:
@@ -215,6 +299,12 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
 
     pending: deque = deque()  # (name, future) in commit order
     idle_since = time.monotonic()
+    limit = idle_limit(_last_gap(d))
+    last_file = None  # wall-clock time of the last file archived
+    slept = False  # idle since the last file
+    server = os.path.join(os.path.dirname(wal_dir), "postmaster.pid")  # while PostgreSQL runs
+    served = os.path.exists(server)
+    listen = _listen(d)
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="bvh-wal-push") as pool:
         try:
             while not _stopped(d, ident) and config_ident() == ident:
@@ -231,10 +321,14 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
                             pending.append((name, pool.submit(upload, name)))
                     if not pending:
                         _tidy(d, set(ready))
-                        if time.monotonic() - idle_since > IDLE_EXIT:
-                            return 0
-                        time.sleep(POLL)
+                        idle = time.monotonic() - idle_since
+                        if idle >= limit or not os.path.isdir(d) or (served and not os.path.exists(server)):
+                            return 0  # idle long enough, its spool removed, or its server stopped
+                        _sleep(listen, min(IDLE_CHECK, limit - idle))
+                        slept = True
                         continue
+                    if slept:  # files come this far apart: wait as long for the next one
+                        limit, slept = max(limit, idle_limit(time.monotonic() - idle_since)), False
                 name, future = pending.popleft()
                 try:
                     entry = future.result()
@@ -254,7 +348,15 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
                     _error(d, name, ident, exc)
                     return 1  # nothing after a failed file may be committed: stop; a new pusher retries
                 idle_since = time.monotonic()
+                last_file = time.time()
             return 0
         finally:
             for _, f in pending:
                 f.cancel()
+            if listen is not None:
+                os.close(listen)
+            if last_file is not None:
+                try:
+                    _write(os.path.join(d, LAST), f"{last_file}\n")
+                except OSError:
+                    pass

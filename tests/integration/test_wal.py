@@ -316,3 +316,25 @@ def test_lean_push_reports_a_refused_file_and_commits_nothing_after_it(keypair, 
         assert done.returncode == 0, done.stderr
         _archived_as_postgres_does(wal_dir, n)
     assert all(_committed(repo, n) for n in names)
+
+
+def test_the_pusher_leaves_once_idle_when_its_server_has_stopped(keypair, tmp_path):
+    """A pusher may wait minutes for the next file at a low WAL rate; once the server whose pg_wal
+    it archives has stopped (no postmaster.pid) it leaves as soon as it is idle."""
+    import time
+
+    from bvh_ops.wal import pusher
+
+    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, [0x50, 0x51])
+    (tmp_path / "postmaster.pid").write_text("4242\n")  # the data directory of a running server
+    spool = Path(pusher.spool_dir(str(tmp_path / "st" / "archive-spool"), str(wal_dir)))
+    spool.mkdir(parents=True)
+    # The previous pusher's last file was 5 minutes ago: this one expects to wait up to 10.
+    (spool / pusher.LAST).write_text(f"{time.time() - 300}\n")
+    assert _lean_push(tmp_path, env, names[0]).returncode == 0
+    _archived_as_postgres_does(wal_dir, names[0])
+    assert pusher.running(str(spool), str(wal_dir)) is not None  # it stays for the next file...
+    assert _lean_push(tmp_path, env, names[1]).returncode == 0
+    _archived_as_postgres_does(wal_dir, names[1])
+    (tmp_path / "postmaster.pid").unlink()  # ...until the server stops
+    wait_until(lambda: pusher.running(str(spool), str(wal_dir)) is None, "the pusher gone with its server")
