@@ -155,6 +155,7 @@ def test_lean_fetch_exit_codes_and_read_ahead(archiving, keypair, tmp_path):
 
     cluster, repo, cfg = archiving
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS w (id int, v text)")  # also when this test runs alone
         for _ in range(3):
             conn.execute("INSERT INTO w SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
             last = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
