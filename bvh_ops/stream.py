@@ -65,16 +65,15 @@ class StreamStats:
     plaintext_blake3: str = ""
 
     @property
-    def plaintext_digest(self) -> str:
-        return self.plaintext_blake3 or self.plaintext_sha256
-
-
-PLAIN_HASHES = ("sha256", "blake3")
+    def plaintext_digest(self) -> tuple[str, str]:
+        """(algorithm, hex), as ObjectEntry.plaintext_digest."""
+        return ("blake3", self.plaintext_blake3) if self.plaintext_blake3 else ("sha256", self.plaintext_sha256)
 
 
 def plain_hash(alg: str):
     """A fresh hash for an object's plaintext: "blake3" (backups' dump and base objects since
-    2026-11-29: 4× less CPU than sha256 here, docs/FORMAT.md) or "sha256" (everything else)."""
+    2026-11-29: 4× less CPU than sha256 here, docs/FORMAT.md) or "sha256" (everything else);
+    also the hash of fingerprints 4 (BLAKE3) and 2-3 (sha256), bvh_ops.pg.fingerprint.copy_hash."""
     if alg == "blake3":
         from blake3 import blake3
 

@@ -162,11 +162,9 @@ ROW_MARK = bytes(5)
 def copy_hash(method: str):
     """A fresh hash object for a COPY method's digest: BLAKE3 for fingerprints 4 (4× less CPU
     than sha256 here, with the GIL released: docs/BENCHMARKS.md), sha256 for 2 and 3."""
-    if method == BLAKE3:
-        from blake3 import blake3
+    from bvh_ops.stream import plain_hash
 
-        return blake3()
-    return hashlib.sha256()
+    return plain_hash("blake3" if method == BLAKE3 else "sha256")
 
 
 def frame_rows(text: bytes, row_start: bool) -> bytes:

@@ -88,7 +88,7 @@ def reencrypt(store: ObjectStore, src: str, dst: str, *, bind: str, identities: 
             while chunk := reader.read(CHUNK):
                 enc.write(chunk)
         stats = enc.close()
-        if stats.plaintext_digest != plaintext[1]:
+        if stats.plaintext_digest[1] != plaintext[1]:
             raise IntegrityError(f"{src}: decrypted content differs from its manifest or index (damaged?): not rotated")
         writer.commit()
     except BaseException:
@@ -117,7 +117,7 @@ def _verify(store: ObjectStore, key: str, bind: str, data_key: bytes, stats: Str
             plain.update(chunk)
         while tee.read(CHUNK):
             pass
-    if stored.hexdigest() != stats.stored_sha256 or plain.hexdigest() != stats.plaintext_digest:
+    if stored.hexdigest() != stats.stored_sha256 or plain.hexdigest() != stats.plaintext_digest[1]:
         raise IntegrityError(f"{key}: the re-encrypted object does not read back as written: not committed")
 
 
