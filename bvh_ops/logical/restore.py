@@ -89,12 +89,13 @@ def _decrypted(settings: Settings, repo, backup_id: str, identities) -> Decrypti
 def _feed(reader, proc: subprocess.Popen, expected: tuple[str, str] | None, size: int | None = None) -> int:
     """Stream ``reader`` into pg_restore's stdin, checked against ``expected`` (the entry's
     plaintext_digest) where given; with ``size`` (the dump's plaintext size), report progress
-    as "restore"."""
-    sha = plain_hash(expected[0] if expected else "sha256")
+    as "restore". A reader that verifies nothing hashes nothing."""
+    sha = plain_hash(expected[0]) if expected else None
     total = 0
     try:
         while chunk := reader.read(CHUNK):
-            sha.update(chunk)
+            if sha is not None:
+                sha.update(chunk)
             total += len(chunk)
             proc.stdin.write(chunk)
             if size:
@@ -103,7 +104,7 @@ def _feed(reader, proc: subprocess.Popen, expected: tuple[str, str] | None, size
         # pg_restore stopped reading (done with its list, or failed; its exit code tells
         # which). When this reader verifies the object, read the rest so all of it is
         # authenticated and hashed; otherwise stop here.
-        if expected is not None:
+        if sha is not None:
             while chunk := reader.read(CHUNK):
                 sha.update(chunk)
                 total += len(chunk)
@@ -115,7 +116,7 @@ def _feed(reader, proc: subprocess.Popen, expected: tuple[str, str] | None, size
             proc.stdin.close()
         except BrokenPipeError:
             pass
-    if expected is not None and sha.hexdigest() != expected[1]:
+    if sha is not None and sha.hexdigest() != expected[1]:
         raise IntegrityError(f"restored dump's {expected[0]} differs from the manifest (tampered backup?)")
     return total
 
@@ -148,10 +149,10 @@ def _write_list(lines: list[str], paths: list[str]) -> str:
 
 
 def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, env, bin_dir, base_args,
-                  verify_sha: tuple[str, str] | None = None, size: int | None = None) -> int:
+                  verify_digest: tuple[str, str] | None = None, size: int | None = None) -> int:
     """One pg_restore per list file, each fed by its own decrypting reader of the object (so
     they progress independently with bounded memory); the first list's reader verifies the
-    plaintext sha256. Returns the bytes that reader fed; raises the first failure."""
+    plaintext digest (``verify_digest``); the others hash nothing. Returns the bytes that reader fed; raises the first failure."""
     procs, errors, fed = [], [], [0]
     threads = []
     for i, path in enumerate(lists):
@@ -163,7 +164,7 @@ def _run_parallel(lists: list[str], *, settings, repo, backup_id, identities, en
 
         def feed(proc=proc, first=(i == 0)) -> None:
             try:
-                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_sha if first else None,
+                n = _feed(_decrypted(settings, repo, backup_id, identities), proc, verify_digest if first else None,
                           size if first else None)
                 if first:
                     fed[0] = n
@@ -324,7 +325,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         order = {ln: i for i, ln in enumerate(data)}
         bins[-1] = sorted(bins[-1] + blobs, key=order.__getitem__)
         lists = [_write_list(b, list_files) for b in bins if b]
-        total = _run_parallel(lists, **common, verify_sha=entry.plaintext_digest, size=entry.plaintext_size)
+        total = _run_parallel(lists, **common, verify_digest=entry.plaintext_digest, size=entry.plaintext_size)
     # Indexes and constraints first (foreign keys need their referenced keys), then foreign
     # keys spread over the jobs with the other post-data entries, then comments and grants.
     kinds = {ln: parse_entry(ln)[0] for ln in post}
