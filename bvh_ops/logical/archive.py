@@ -407,12 +407,17 @@ class DumpFingerprinter:
         j = int(np.argmin(good)) if m and not good.all() else m
         if j >= k or length[j] == 0 or target[j] >= n:
             ends = nl[:j + 1]
+            # Every newline from the first chunk's end on ends a chunk: the later chunks hold one
+            # row each (and no header holds a newline); only the first chunk's row is left to prove.
+            seen = 0 if np.count_nonzero(a[5:e0] == 10) else None
         else:
             ends = nl[self._path(a, nl, k, sign, length, target)]
+            seen = 0
         last = int(ends[-1])
         if self._sink is not None:
-            # Newline bytes up to the last chunk's end, headers included: counted from ``nl``.
-            seen = int(np.count_nonzero(a[:e0] == 10)) + int(np.searchsorted(nl, last)) + 1
+            if seen is not None:
+                # Newline bytes up to the last chunk's end, headers included: counted from ``nl``.
+                seen = int(np.count_nonzero(a[:e0] == 10)) + int(np.searchsorted(nl, last)) + 1
             self._hash_rows(a, ends, seen)
         self._pos = start + last + 1
         return True
@@ -423,12 +428,13 @@ class DumpFingerprinter:
             self._mask = np.empty(max(n, WINDOW), dtype=bool)
         return self._mask[:n]
 
-    def _hash_rows(self, a: np.ndarray, ends: np.ndarray, seen: int) -> None:
+    def _hash_rows(self, a: np.ndarray, ends: np.ndarray, seen: int | None) -> None:
         """The rows of the chunks from ``a[0]`` to the newlines ``ends``, framed: a copy with each
         chunk's 5-byte header zeroed — the header lies exactly where the row's mark goes — hashed
         as it is, once the copy shows one newline per chunk (each chunk one row: ``seen``, the
-        newline bytes in ``a`` up to the last end, less those in the headers); otherwise (pg_dump's
-        end marker holds three lines) the headers are dropped by a mask and the text framed by lines."""
+        newline bytes in ``a`` up to the last end, less those in the headers; None: already
+        proven); otherwise (pg_dump's end marker holds three lines) the headers are dropped by a
+        mask and the text framed by lines."""
         last = int(ends[-1])
         if len(self._copy) < last + 1:
             self._copy = np.empty(max(last + 1, WINDOW), dtype=np.uint8)
@@ -437,15 +443,16 @@ class DumpFingerprinter:
         starts = ends[:-1] + 1
         # Every header on the path has a zero sign byte (checked): only its four length bytes
         # are zeroed, one unaligned uint32 store each; the newline bytes among them are counted.
-        in_heads = int(np.count_nonzero(framed[1:5] == 10))
+        in_heads = int(np.count_nonzero(framed[1:5] == 10)) if seen is not None else 0
         framed[:5] = 0
         if len(starts):
             lengths = np.ndarray((last - 2,), dtype="<u4", buffer=self._copy, strides=(1,))
-            heads = lengths[starts + 1]
+            if seen is not None:
+                heads = lengths[starts + 1]
+                for shift in (0, 8, 16, 24):
+                    in_heads += int(np.count_nonzero((heads >> shift) & 0xFF == 10))
             lengths[starts + 1] = 0
-            for shift in (0, 8, 16, 24):
-                in_heads += int(np.count_nonzero((heads >> shift) & 0xFF == 10))
-        if seen - in_heads == len(ends):
+        if seen is None or seen - in_heads == len(ends):
             self._sink.update_framed(framed, len(ends))
             return
         keep = self._scratch(last + 1)
