@@ -58,9 +58,11 @@ def test_daily_flow_starts_a_chain_and_incrementals_build_on_it(archiving, env_s
 
 
 def test_an_incremental_over_a_wal_gap_is_rolled_back_and_fails(archiving, env_settings, tmp_path):
+    from bvh_ops.physical.backup import run_physical_backup
     from flows.incremental_backup import incremental_backup
 
     env_settings(archiving.cluster.dsn(), archiving.url, BVH_OPS_STATE_DIR=str(archiving.repo.parent / "state"))
+    run_physical_backup(load_settings(), "full")  # the base the incremental builds on, whatever ran before
     archiving.switch_and_wait()
     repo, _ = open_repository(load_settings())
     before = {r.backup_id for r in repo.list_backups() if r.status == "complete"}
