@@ -14,7 +14,8 @@ aes-256-cbc; the passphrase in its 0600 config file, never on argv). Alternated,
               pgBackRest  pgbackrest restore --type=time --target=T --target-action=promote, then
                           pg_ctl start and wait until promoted
     wal:      N real segments of this cluster, pushed one after another as PostgreSQL's archiver
-              does: bvh-ops-wal push vs pgbackrest archive-push (archive-async, process-max 2);
+              does: bvh-ops-wal push (with the default sha256 and with wal_digest = blake3,
+              alternated) vs pgbackrest archive-push (archive-async, process-max 2);
               wall time, and the CPU of every process each left running (bench/cputime.py);
               with --wal-interval S (a low WAL rate, as archive_timeout makes it) each segment is
               marked ready only S seconds after the previous one was marked, then pushed
@@ -293,19 +294,23 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs, interval: flo
     shutil.copyfile(cluster.data / "global" / "pg_control", src.parent / "global" / "pg_control")
     chown_tree_to_server(src.parent)
     listing = " ".join(names)
-    rows: dict[str, list] = {"ours": [], "pgbackrest": []}
+    # ours: the default plaintext digest (sha256); ours_blake3: wal_digest = blake3.
+    rows: dict[str, list] = {"ours": [], "ours_blake3": [], "pgbackrest": []}
     for i in range(runs):
-        root = work / f"walbench-{i}"
-        (root / "keys").mkdir(parents=True)
-        shutil.copy(keys[0], root / "keys" / "recipient.pub")
-        os.chmod(root, 0o755)
-        cfg = local_archive_config(root)
-        for n in names if not interval else ():  # as PostgreSQL marks them: push-ahead (ours) and async (pgBackRest) read them
-            (src / "archive_status" / f"{n}.ready").touch()
-        chown_tree_to_server(src.parent)
-        ours = _pushing(src, listing, f"BVH_OPS_CONFIG={cfg} {wal_command()} push", interval)
-        rows["ours"].append(tree_timed([*AS_SERVER, *ours], work / "cpu.json"))
-        shutil.rmtree(root)
+        for variant in ("ours", "ours_blake3") if i % 2 == 0 else ("ours_blake3", "ours"):
+            root = work / f"walbench-{i}"
+            (root / "keys").mkdir(parents=True)
+            shutil.copy(keys[0], root / "keys" / "recipient.pub")
+            os.chmod(root, 0o755)
+            cfg = local_archive_config(root)
+            if variant == "ours_blake3":
+                cfg.write_text(cfg.read_text() + 'wal_digest = "blake3"\n')
+            for n in names if not interval else ():  # as PostgreSQL marks them: push-ahead (ours) and async (pgBackRest) read them
+                (src / "archive_status" / f"{n}.ready").touch()
+            chown_tree_to_server(src.parent)
+            ours = _pushing(src, listing, f"BVH_OPS_CONFIG={cfg} {wal_command()} push", interval)
+            rows[variant].append(tree_timed([*AS_SERVER, *ours], work / "cpu.json"))
+            shutil.rmtree(root)
         if pgbr_conf is None:
             continue
         repo, spool = work / f"pgbr-walrepo-{i}", work / f"pgbr-walspool-{i}"
@@ -332,8 +337,9 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs, interval: flo
                          "cpu_seconds": med(cpu), "cpu_all": cpu, "cpu_ms_per_segment": round(med(cpu) * 1000 / len(names)),
                          "max_rss_mb": max(r["max_rss_mb"] for r in runs_)}
     if rows["pgbackrest"]:
-        out["ours_over_pgbackrest"] = round(out["ours"]["seconds"] / out["pgbackrest"]["seconds"], 3)
-        out["ours_over_pgbackrest_cpu"] = round(out["ours"]["cpu_seconds"] / out["pgbackrest"]["cpu_seconds"], 3)
+        for name in ("ours", "ours_blake3"):
+            out[f"{name}_over_pgbackrest"] = round(out[name]["seconds"] / out["pgbackrest"]["seconds"], 3)
+            out[f"{name}_over_pgbackrest_cpu"] = round(out[name]["cpu_seconds"] / out["pgbackrest"]["cpu_seconds"], 3)
     return out
 
 

@@ -673,6 +673,12 @@ class Settings(BaseSettings):
     # a freshly loaded table writes its pages' hint bits to WAL (data checksums), I/O that competes
     # with pg_restore whatever the CPU priority.
     drill_early_checks: Literal["auto", "on", "off"] = "auto"
+    # The digest each archived WAL file's index entry records of its plaintext (docs/FORMAT.md):
+    # sha256, or blake3 (a quarter of the CPU: ~14 ms less per 16 MiB segment, in archive_command
+    # and in the pusher). Readers check whichever an entry records; a reader older than
+    # 2026-11-29 knows only sha256, so set blake3 once every host reading this archive (standbys'
+    # restore_command, restore and drill hosts) runs bvh-ops from that date or later.
+    wal_digest: Literal["sha256", "blake3"] = "sha256"
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
     segment_size_kib: int = Field(default=1024, ge=16, le=65536)
     # Directory of PostgreSQL client tools (pg_dump, pg_restore); default: the embedded 18 wheel's.

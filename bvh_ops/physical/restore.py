@@ -406,7 +406,7 @@ class _TimedReader:
 
 class WalPrefill:
     """The first ``DEPTH`` WAL segments from a base's start segment (its timeline), fetched and
-    checked by wal_fetch (bound name, plaintext sha256, first page, cluster) on two threads into
+    checked by wal_fetch (bound name, plaintext digest, first page, cluster) on two threads into
     a directory beside the data directory (pg_verifybackup must not see it), then moved into the
     recovery directory's read-ahead spool, where the restore_command takes them first."""
 

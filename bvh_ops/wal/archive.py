@@ -11,7 +11,6 @@ not; *damaged* when it is present but fails its checksum.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -26,8 +25,8 @@ from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.repo import Repository
 from bvh_ops.repository.verify import Status, VerifyResult
 from bvh_ops.storage.base import ObjectStore
-from bvh_ops.stream import DecryptingReader, HashingReader, entry_envelopes
-from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, segment_header_problem, wal_key
+from bvh_ops.stream import DecryptingReader, HashingReader, entry_envelopes, plain_hash
+from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, entry_digest, segment_header_problem, wal_key
 
 log = logging.getLogger("bvh_ops.wal.archive")
 
@@ -150,7 +149,8 @@ class WalReport:
 
 def _check_segment(store: ObjectStore, name: str, identities, system_identifier: str | None = None) -> str | None:
     """None when the stored segment matches its index entry, else what is wrong. With
-    identities: decrypted (bound to its own key), plaintext sha256, and its first page must be
+    identities: decrypted (bound to its own key), plaintext digest (the entry's sha256 or BLAKE3),
+    and its first page must be
     its own position in cluster ``system_identifier`` (a swapped segment fails here)."""
     try:
         entry = _index_entry(store, name)
@@ -163,7 +163,8 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
         if system_identifier and entry.get("system_identifier") not in (None, str(system_identifier)):
             return f"its index entry names database system {entry.get('system_identifier')}, not {system_identifier}"
         hashing = HashingReader(body)
-        plain = hashlib.sha256()
+        alg, expected = entry_digest(entry)
+        plain = plain_hash(alg)
         head = b""
         if identities is not None:
             try:
@@ -184,8 +185,8 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
         pending = (entry.get("rewrite") or {}).get("stored_sha256")
         if hashing.sha.hexdigest() not in (entry.get("stored_sha256"), pending):
             return "stored sha256 differs from its index entry"
-        if identities is not None and plain.hexdigest() != entry.get("plaintext_sha256"):
-            return "plaintext sha256 differs from its index entry"
+        if identities is not None and plain.hexdigest() != expected:
+            return f"plaintext {alg} differs from its index entry"
         return None
     except OSError as exc:
         return f"read failed: {exc}"

@@ -6,9 +6,10 @@ PostgreSQL runs archive_command once per WAL file, one after another. As with pg
 waits for the pusher's verdict on its file in the spool. The pusher archives every ready file in
 PostgreSQL's order (``.history`` first, then by name) — uploads on WORKERS threads (zstd,
 AES-GCM and hashlib release the GIL), index entries (the commit points) strictly in that order —
-and only once a file's index entry is durable writes ``<name>.ok``: the sha256 of the bytes it
-stored. The command hashes the file PostgreSQL handed over and reports success only when it is
-the same; anything else is a failure PostgreSQL retries. A file the pusher cannot archive gets
+and only once a file's index entry is durable writes ``<name>.ok``: the digest of the bytes it
+stored, as its index entry records it (``verdict_value``: sha256, or BLAKE3 with ``wal_digest =
+blake3``). The command hashes the file PostgreSQL handed over the same way and reports success
+only when it is the same; anything else is a failure PostgreSQL retries. A file the pusher cannot archive gets
 ``<name>.error`` (exit code, message) and the pusher stops, so nothing after it is committed
 (no gap); the command reports the error and the next call starts a new pusher, which tries
 again.
@@ -86,9 +87,21 @@ def _read(path: str) -> str | None:
         return None
 
 
+def verdict_value(alg: str, digest: str) -> str:
+    """An ok verdict's digest: the hex alone for sha256 (as every pusher wrote it before
+    ``wal_digest``), "<alg>:<hex>" otherwise."""
+    return digest if alg == "sha256" else f"{alg}:{digest}"
+
+
+def verdict_digest(value: str) -> tuple[str, str]:
+    """(algorithm, hex) of an ok verdict's ``verdict_value``."""
+    alg, _, digest = value.rpartition(":")
+    return alg or "sha256", digest
+
+
 def verdict(d: str, name: str, ident: str) -> tuple[str, str] | None:
-    """The pusher's verdict on ``name`` under configuration ``ident``: ("ok", sha256 of what it
-    stored) or ("error", "<exit code>\\n<message>"); None: none yet."""
+    """The pusher's verdict on ``name`` under configuration ``ident``: ("ok", ``verdict_value``
+    of what it stored) or ("error", "<exit code>\\n<message>"); None: none yet."""
     for kind in (OK, ERROR):
         text = _read(os.path.join(d, name + kind))
         if text is None:
@@ -272,7 +285,7 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
     from bvh_ops.keys import load_recipients
     from bvh_ops.storage import open_store
     from bvh_ops.wal.fence import FENCE_RECHECK_SECONDS, FenceView
-    from bvh_ops.wal.store import wal_commit, wal_upload
+    from bvh_ops.wal.store import entry_digest, file_digest, wal_commit, wal_upload
 
     try:
         settings = load_settings()
@@ -334,12 +347,12 @@ def _serve(d: str, wal_dir: str, first: str, ident: str) -> int:
                     entry = future.result()
                     if entry is not None:
                         wal_commit(settings, entry, store=store)
-                        sha = entry["plaintext_sha256"]
+                        alg, digest = entry_digest(entry)
                     else:  # already archived, the same bytes
-                        with open(os.path.join(wal_dir, name), "rb") as fh:
-                            sha = hashlib.file_digest(fh, "sha256").hexdigest()
+                        alg = settings.wal_digest
+                        digest = file_digest(os.path.join(wal_dir, name), alg)
                     # Only now, with the index entry durable: the verdict the command reports.
-                    _write(os.path.join(d, name + OK), f"{sha} {ident}\n")
+                    _write(os.path.join(d, name + OK), f"{verdict_value(alg, digest)} {ident}\n")
                     try:
                         os.unlink(os.path.join(d, name + ERROR))
                     except FileNotFoundError:

@@ -1,13 +1,12 @@
 """WAL archiving: `bvh-ops wal-push %p` (archive_command) and `bvh-ops wal-fetch %f %p`
 (restore_command). Each WAL file (segment, .history, .backup, .partial) is compressed, encrypted
 with its own data key sealed to the recipients, and stored under wal/<timeline>/<name>, with a
-small index entry holding its plaintext sha256 so a re-push is recognised without any private
-key. Any failure exits non-zero so PostgreSQL keeps the file and retries; an existing name with
+small index entry holding its plaintext digest (sha256, or BLAKE3 with ``wal_digest = blake3``)
+so a re-push is recognised without any private key. Any failure exits non-zero so PostgreSQL keeps the file and retries; an existing name with
 different content is refused and never overwritten."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from bvh_ops.stream import (
     EncryptingWriter,
     entry_envelopes,
     envelopes_json,
+    plain_hash,
     seal_data_key,
 )
 from bvh_ops.wal.fence import FenceView
@@ -82,14 +82,21 @@ def segment_header_problem(name: str, head: bytes, system_identifier: str | None
     return None
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
+def entry_digest(entry: dict) -> tuple[str, str]:
+    """(algorithm, hex) of the plaintext digest an index entry records: BLAKE3 where it has one
+    (written with ``wal_digest = blake3``), else sha256 (every entry before that setting)."""
+    if entry.get("plaintext_blake3"):
+        return "blake3", entry["plaintext_blake3"]
+    return "sha256", entry.get("plaintext_sha256") or ""
+
+
+def file_digest(path: Path | str, alg: str) -> str:
+    """The hex ``alg`` digest ("sha256" or "blake3") of a file, read in CHUNK pieces."""
+    h = plain_hash(alg)
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+    return h.hexdigest()
 
 
 def wal_push(settings: Settings, path: str) -> str:
@@ -123,7 +130,8 @@ def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = Non
     except NotFound:
         existing = None
     if existing is not None:
-        if existing.get("plaintext_sha256") == _sha256_file(src)[0] and store.stat(key) is not None:
+        alg, digest = entry_digest(existing)
+        if digest == file_digest(src, alg) and store.stat(key) is not None:
             return None
         raise IntegrityError(
             f"{src.name} is already archived with different content: refusing to overwrite "
@@ -154,17 +162,18 @@ def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = Non
     try:
         enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
-                               segment_size=settings.segment_size_kib << 10, bind=key)
+                               segment_size=settings.segment_size_kib << 10, bind=key,
+                               plain_hash_alg=settings.wal_digest)
         if whole is not None:
             enc.write_all(whole)
             stats = enc.close()
         else:
-            plain_sha = _sha256_file(src)[0]
+            before = file_digest(src, settings.wal_digest)
             with open(src, "rb") as fh:
                 while chunk := fh.read(CHUNK):
                     enc.write(chunk)
             stats = enc.close()
-            if stats.plaintext_sha256 != plain_sha:
+            if stats.plaintext_digest[1] != before:
                 raise IntegrityError(f"{src.name} changed while it was being archived")
         writer.commit()
     except BaseException:
@@ -172,6 +181,7 @@ def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = Non
         raise
     entry = {"name": src.name, "plaintext_sha256": stats.plaintext_sha256, "plaintext_size": stats.plaintext_size,
              "stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
+             **({"plaintext_blake3": stats.plaintext_blake3} if stats.plaintext_blake3 else {}),
              "key_ids": [r.key_id for r in recipients],
              # Format 3: the data key sealed to each recipient lives here, not in the object, so a
              # key rotation rewrites this entry and never the object.
@@ -199,7 +209,7 @@ def wal_commit(settings: Settings, entry: dict, *, store: ObjectStore | None = N
         if "already exists" not in str(exc):
             raise
         again = json.loads(store.get_bytes(index_key))
-        if again.get("plaintext_sha256") != entry["plaintext_sha256"]:
+        if entry_digest(again) != entry_digest(entry):
             raise IntegrityError(f"{entry['name']} was archived concurrently with different content") from None
 
 
@@ -220,7 +230,8 @@ def wal_fetch(settings: Settings, name: str, dest: str, *, system_identifier: st
     identities = load_identities(settings.require_identity())
     target = Path(dest)
     tmp = target.with_name(f".{target.name}.bvh-tmp")
-    sha = hashlib.sha256()
+    alg, expected = entry_digest(entry)
+    sha = plain_hash(alg)
     body = store.open_reader(key)
     try:
         reader = DecryptingReader(body, identities, bind=key, envelopes=entry_envelopes(entry))
@@ -233,8 +244,8 @@ def wal_fetch(settings: Settings, name: str, dest: str, *, system_identifier: st
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        if sha.hexdigest() != entry["plaintext_sha256"]:
-            raise IntegrityError(f"WAL file {name}: plaintext sha256 differs from the archive index")
+        if sha.hexdigest() != expected:
+            raise IntegrityError(f"WAL file {name}: plaintext {alg} differs from the archive index")
         problem = segment_header_problem(name, head, system_identifier)
         if problem:
             raise IntegrityError(f"WAL file {problem}")

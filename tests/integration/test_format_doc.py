@@ -290,7 +290,8 @@ class DocReader:
         if (len(blob), hashlib.sha256(blob).hexdigest()) != (entry["stored_size"], entry["stored_sha256"]):
             raise FormatError("stored bytes differ from the index entry")
         plain = self.decrypt_blob(blob, key, entry.get("envelopes"))
-        if (len(plain), hashlib.sha256(plain).hexdigest()) != (entry["plaintext_size"], entry["plaintext_sha256"]):
+        expected = entry.get("plaintext_blake3") or entry["plaintext_sha256"]
+        if (len(plain), plain_digest(entry, plain)) != (entry["plaintext_size"], expected):
             raise FormatError("plaintext differs from the index entry")
         problem = segment_header_problem(name, plain[:40], system_identifier)
         if problem:
@@ -409,10 +410,11 @@ def _segment(segno: int, sysid: int, seg_size: int = 16 << 20) -> bytes:
     return header + noise + bytes(seg_size - len(header) - len(noise))
 
 
-def test_wal_files_open_by_the_page_alone(make_settings, repo_dir, tmp_path):
+@pytest.mark.parametrize("digest", ["sha256", "blake3"])
+def test_wal_files_open_by_the_page_alone(make_settings, repo_dir, tmp_path, digest):
     from bvh_ops.wal.store import wal_push
 
-    settings = make_settings("postgresql://unused@localhost/unused", f"file://{repo_dir}")
+    settings = make_settings("postgresql://unused@localhost/unused", f"file://{repo_dir}", wal_digest=digest)
     sysid = 7_412_345_678_901_234_567
     seg_name, hist_name = "00000001000000000000002A", "00000002.history"
     (tmp_path / seg_name).write_bytes(_segment(0x2A, sysid))
@@ -426,13 +428,15 @@ def test_wal_files_open_by_the_page_alone(make_settings, repo_dir, tmp_path):
     assert reader.last_header["bind"] == f"wal/00000001/{seg_name}"
     assert entry["system_identifier"] == str(sysid)
     (block,) = _doc_blocks("### WAL index entry")
-    assert set(entry) == _documented_names(block) - {"history"}
+    unused = {"plaintext_blake3"} if digest == "sha256" else set()
+    assert set(entry) == _documented_names(block) - {"history"} - unused
+    assert bool(entry.get("plaintext_blake3")) == (digest == "blake3") != bool(entry["plaintext_sha256"])
     seg_key = reader.last_data_key
 
     entry, plain = reader.wal(hist_name)
     assert reader.last_header["bind"] == f"wal/00000002/{hist_name}"
     assert entry["history"] == plain.decode()
-    assert set(entry) == _documented_names(block) - {"system_identifier"}
+    assert set(entry) == _documented_names(block) - {"system_identifier"} - unused
     assert reader.last_data_key != seg_key  # every WAL file has its own data key
 
     # The page's header check: another cluster, or the segment stored under another name.

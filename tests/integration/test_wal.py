@@ -15,7 +15,7 @@ import pytest
 
 from bvh_ops.config import Settings
 from bvh_ops.errors import IntegrityError, NotFound
-from bvh_ops.wal.store import wal_fetch, wal_key, wal_push
+from bvh_ops.wal.store import entry_digest, file_digest, wal_fetch, wal_key, wal_push
 from tests.waiting import wait_until
 
 
@@ -91,6 +91,39 @@ def test_repush_is_idempotent_and_different_content_is_refused(archiving, keypai
     with pytest.raises(IntegrityError, match="different content"):
         wal_push(settings, str(seg))
     assert (repo / wal_key(name)).read_bytes() == before
+
+
+def test_blake3_entries_beside_sha256_ones_are_checked_by_their_own_digest(archiving, keypair, tmp_path):
+    """An archive written before and after ``wal_digest = blake3``: fetch and the archive's deep
+    check verify each file by the digest its entry records; a wrong BLAKE3 in an entry is caught
+    by both (the file is refused, never handed to recovery), as a wrong sha256 is."""
+    from bvh_ops.keys import load_identities
+    from bvh_ops.storage import open_store
+    from bvh_ops.wal.archive import _check_segment
+
+    cluster, repo, cfg = archiving
+    names = {"sha256": "0000000100000000000000A1", "blake3": "0000000100000000000000A2"}
+    for alg, name in names.items():
+        seg = tmp_path / name
+        seg.write_bytes(_segment(int(name[-2:], 16)))
+        settings = Settings(repository=f"file://{repo}", recipients=[keypair[0]], state_dir=tmp_path, wal_digest=alg)
+        assert wal_push(settings, str(seg)) == "stored"
+        assert wal_push(settings, str(seg)) == "already archived"  # a re-push compares by the entry's digest
+    reader = Settings(repository=f"file://{repo}", identity=keypair[1], state_dir=tmp_path)
+    store, identities = open_store(reader), load_identities(keypair[1])
+    for alg, name in names.items():
+        entry_path = Path(str(repo / wal_key(name)) + ".json")
+        entry = json.loads(entry_path.read_text())
+        assert entry_digest(entry)[0] == alg
+        wal_fetch(reader, name, str(tmp_path / f"ok-{name}"))
+        assert (tmp_path / f"ok-{name}").read_bytes() == (tmp_path / name).read_bytes()
+        assert _check_segment(store, name, identities) is None
+        field = f"plaintext_{alg}"
+        entry_path.write_text(json.dumps({**entry, field: hashlib.sha256(b"other").hexdigest()}))
+        with pytest.raises(IntegrityError, match=f"plaintext {alg} differs"):
+            wal_fetch(reader, name, str(tmp_path / f"bad-{name}"))
+        assert not (tmp_path / f"bad-{name}").exists()
+        assert _check_segment(store, name, identities) == f"plaintext {alg} differs from its index entry"
 
 
 def test_a_segment_under_another_name_is_refused_at_push(archiving, keypair, tmp_path):
@@ -226,9 +259,9 @@ def _stop_prefetcher(spool: Path) -> None:
     wait_until(gone, f"prefetcher {pid} stopped", interval=0.05)
 
 
-def _ready_wal(tmp_path: Path, keypair, segnos: list[int]) -> tuple[Path, Path, dict, list[str]]:
+def _ready_wal(tmp_path: Path, keypair, segnos: list[int], extra: str = "") -> tuple[Path, Path, dict, list[str]]:
     """A pg_wal with ``segnos`` marked ready (as PostgreSQL marks finished segments), a config
-    file for the lean command: (pg_wal, repository, env, names)."""
+    file for the lean command (``extra``: more of its lines): (pg_wal, repository, env, names)."""
     wal_dir = tmp_path / "pg_wal"
     (wal_dir / "archive_status").mkdir(parents=True)
     names = [f"0000000100000000000000{i:02X}" for i in segnos]
@@ -237,7 +270,8 @@ def _ready_wal(tmp_path: Path, keypair, segnos: list[int]) -> tuple[Path, Path, 
         (wal_dir / "archive_status" / f"{n}.ready").touch()
     repo = tmp_path / "repo"
     cfg = tmp_path / "archive.toml"
-    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{keypair[0]}"]\nstate_dir = "{tmp_path / "st"}"\n')
+    cfg.write_text(f'repository = "file://{repo}"\nrecipients = ["{keypair[0]}"]\nstate_dir = "{tmp_path / "st"}"\n'
+                   + extra)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")} | {"BVH_OPS_CONFIG": str(cfg)}
     return wal_dir, repo, env, names
 
@@ -257,13 +291,15 @@ def _archived_as_postgres_does(wal_dir: Path, name: str) -> None:
     (wal_dir / "archive_status" / f"{name}.ready").rename(wal_dir / "archive_status" / f"{name}.done")
 
 
-def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
+@pytest.mark.parametrize("digest", ["sha256", "blake3"])
+def test_lean_push_archives_ready_files_ahead(keypair, tmp_path, digest):
     """The first archive_command call starts the pusher, which archives the other .ready files
     ahead (in order) and leaves its verdicts in the spool; PostgreSQL's calls for them then only
     check the verdict against the file — one that changed falls back to the full push and its
     refusal. A changed configuration stops the running pusher: the next file goes where the new
-    configuration says."""
-    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, list(range(0x10, 0x15)))
+    configuration says. Either plaintext digest (``wal_digest``) is recorded, checked by the
+    call against the file and by fetch against what it restores."""
+    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, list(range(0x10, 0x15)), f'wal_digest = "{digest}"\n')
 
     first = _lean_push(tmp_path, env, names[0])
     assert first.returncode == 0, first.stderr
@@ -274,10 +310,17 @@ def test_lean_push_archives_ready_files_ahead(keypair, tmp_path):
     # Each verdict is written once its index entry is durable: just after the entry appears.
     wait_until(lambda: {f"{n}.ok" for n in names[1:]} <= {p.name for p in spool.iterdir()},
                "the pusher's verdicts in the spool")
-    for n in names:  # each stored as it is on disk (fetch checks the plaintext sha256)
+    for n in names:  # each stored as it is on disk (fetch checks the plaintext digest)
         fetched = tmp_path / f"fetched-{n}"
         wal_fetch(Settings(repository=f"file://{repo}", identity=keypair[1]), n, str(fetched))
         assert fetched.read_bytes() == (wal_dir / n).read_bytes()
+        entry = json.loads(Path(str(repo / wal_key(n)) + ".json").read_text())
+        assert entry_digest(entry) == (digest, file_digest(wal_dir / n, digest))
+        assert ("plaintext_blake3" in entry) == (digest == "blake3")
+    # The verdicts name their digest (sha256's as every pusher before wal_digest wrote it).
+    ok = (spool / f"{names[1]}.ok").read_text().split()[0]
+    assert ok == (f"blake3:{file_digest(wal_dir / names[1], 'blake3')}" if digest == "blake3"
+                  else hashlib.sha256((wal_dir / names[1]).read_bytes()).hexdigest())
 
     second = _lean_push(tmp_path, env, names[1])
     assert second.returncode == 0, second.stderr

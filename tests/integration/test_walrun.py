@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bvh_ops.config import Settings
 from bvh_ops.pg.cluster import WAL_MODULES, wal_command
 from bvh_ops.wal.store import wal_fetch
@@ -32,8 +34,9 @@ def test_wal_command_is_the_launcher_of_this_package():
     assert Path(launcher) == Path(bvh_ops.__file__).parent / "walrun.py"
 
 
-def test_launcher_push_fast_path_without_site_and_refuses_a_changed_file(keypair, tmp_path):
-    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, list(range(0x40, 0x44)))
+@pytest.mark.parametrize("digest", ["sha256", "blake3"])
+def test_launcher_push_fast_path_without_site_and_refuses_a_changed_file(keypair, tmp_path, digest):
+    wal_dir, repo, env, names = _ready_wal(tmp_path, keypair, list(range(0x40, 0x44)), f'wal_digest = "{digest}"\n')
     env = env | {"PYTHONPATH": str(tmp_path / "elsewhere")}  # -I: not where bvh_ops comes from
 
     first = _run(tmp_path, env, names[0])
@@ -46,12 +49,14 @@ def test_launcher_push_fast_path_without_site_and_refuses_a_changed_file(keypair
         wal_fetch(Settings(repository=f"file://{repo}", identity=keypair[1]), n, str(fetched))
         assert fetched.read_bytes() == (wal_dir / n).read_bytes()
 
-    # The verdict is there: the call answers from it, importing neither site nor a third-party module.
+    # The verdict is there: the call answers from it, importing neither site nor a third-party
+    # module but the BLAKE3 binding its verdict names.
     fast = _run(tmp_path, env, names[1], "-X", "importtime")
     assert fast.returncode == 0, fast.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in fast.stderr.splitlines() if line.startswith("import time:")}
     assert "bvh_ops.walcmd" in imported and "bvh_ops.wal.pusher" in imported
     assert not imported & {"site", "pydantic", "zstandard", "cryptography", "bvh_ops.config"}, imported
+    assert ("blake3" in imported) == (digest == "blake3")
     _archived_as_postgres_does(wal_dir, names[1])
 
     # Changed after the verdict, same size and mtime put back: the call hashes what is there now,
