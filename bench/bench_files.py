@@ -1,13 +1,20 @@
 """File-set snapshot throughput vs ``tar -cf - DIR | zstd -3 -T0`` of the same tree (and vs
 ``restic backup`` where installed), and the second run's cost on the unchanged tree. The tree:
 N small config-like text files plus one incompressible and one compressible large file. Peak
-RSS of this process (the snapshotter) is reported. Not a test:
-``python bench/bench_files.py [--small 2000] [--large-mb 100] [--quick]`` (``--quick``: 300 small
-files and two 10 MB files)."""
+RSS of this process (the snapshotter) is reported.
+
+Then the restore of the whole tree into an empty directory, as an operator runs each tool,
+alternated ``--runs`` times (medians): ``bvh-ops files restore latest --target-dir D`` (the CLI:
+decrypt, decompress, verify every chunk, write, set modes and mtimes), ``zstd -d | tar -x`` of
+the tar.zst, and ``restic restore latest --target D``; wall time, peak RSS of each, and every
+restored tree compared byte for byte with the original (a restore that differs fails the bench).
+Not a test: ``python bench/bench_files.py [--small 2000] [--large-mb 100] [--runs 3] [--quick]``
+(``--quick``: 300 small files and two 10 MB files)."""
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import resource
 import shutil
@@ -48,12 +55,71 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def same_tree(a: Path, b: Path) -> bool:
+    """Every file of ``a`` in ``b`` with the same bytes, and nothing more (recursively)."""
+    cmp = filecmp.dircmp(a, b)
+    if cmp.left_only or cmp.right_only or cmp.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    return not mismatch and not errors and all(same_tree(a / d, b / d) for d in cmp.common_dirs)
+
+
+def timed_child(cmd: list[str], env: dict | None = None) -> dict:
+    """Wall seconds and peak RSS (MiB) of ``cmd`` run through GNU time, which reports its child's."""
+    t = time.monotonic()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], env=env, capture_output=True, text=True)
+    wall = time.monotonic() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return {"wall_s": round(wall, 3), "rss_mib": round(int(done.stderr.strip().splitlines()[-1]) / 1024, 1)}
+
+
+def med(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def restores(work: Path, tree: Path, tarball: Path, settings_env: dict, restic_env: dict | None, runs: int) -> dict:
+    """The whole tree restored by each tool into a fresh directory, alternated; each restored
+    tree checked against the original."""
+    tools = {
+        "ours": lambda d: [str(Path(sys.executable).with_name("bvh-ops")), "files", "restore", "latest",
+                           "--target-dir", str(d)],
+        "tar_zstd": lambda d: ["bash", "-c", f'mkdir -p "{d}" && zstd -d -q -c "{tarball}" | tar -x -C "{d}"'],
+    }
+    if restic_env is not None:
+        tools["restic"] = lambda d: ["restic", "restore", "-q", "latest", "--target", str(d)]
+    rows: dict[str, list] = {name: [] for name in tools}
+    for i in range(runs):
+        order = list(tools) if i % 2 == 0 else list(reversed(tools))
+        for name in order:
+            dest = work / f"restore-{name}-{i}"
+            env = settings_env if name == "ours" else restic_env if name == "restic" else None
+            row = timed_child(tools[name](dest), env)
+            # Where each tool puts the tree: ours and restic under its absolute path, tar its member name.
+            root = dest / tree.relative_to("/") if name != "tar_zstd" else dest / tree.name
+            if not same_tree(tree, root):
+                raise SystemExit(f"{name}: the restored tree differs from the original ({root})")
+            rows[name].append(row)
+    # Removed only now: ext4 avoids reusing recently deleted inodes, so files created just after
+    # a tree's removal cost several times more (perf: recently_deleted in ext4_create).
+    for dest in work.glob("restore-*"):
+        shutil.rmtree(dest)
+    out = {name: {"wall_s": med([r["wall_s"] for r in rs]), "all": [r["wall_s"] for r in rs],
+                  "rss_mib": max(r["rss_mib"] for r in rs)} for name, rs in rows.items()}
+    for name in list(out):
+        if name != "ours":
+            out[f"ours_over_{name}"] = round(out["ours"]["wall_s"] / out[name]["wall_s"], 2)
+    out["load_average"] = os.getloadavg()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--large-mb", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/bvh-bench-files")
     ap.add_argument("--quick", action="store_true", help="300 small files and two 10 MB files")
+    ap.add_argument("--runs", type=int, default=3, help="alternated restores of each tool")
     ap.add_argument("--label", default="", help="suffix of the result's name (e.g. before, after)")
     args = ap.parse_args()
     if args.quick:
@@ -98,7 +164,12 @@ def main() -> None:
             result.setdefault("restic", {})[name] = {"wall_s": round(time.monotonic() - t, 2)}
         result["restic"]["repository_bytes"] = du(work / "restic")
     else:
+        env = None
         result["restic"] = "not installed"
+    ours_env = {k: v for k, v in os.environ.items() if not k.startswith("BVH_OPS_")} | {
+        "BVH_OPS_REPOSITORY": f"file://{repo}", "BVH_OPS_IDENTITY": str(key), "BVH_OPS_STATE_DIR": str(work / "state"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result["restore"] = restores(work, tree, out, ours_env, env, args.runs)
     name = "files" + ("-quick" if args.quick else "") + (f"-{args.label}" if args.label else "")
     save_result(name, result)
 
