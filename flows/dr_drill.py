@@ -4,6 +4,7 @@ did not pass fails its flow run (so failure notifications fire)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -105,6 +106,8 @@ def dr_drill(
     rpos: list[float] = []
     logical_ready = physical_ready = None
 
+    copy_dir = str(engine.scratch_root(settings, drill_id)) if scratch == "embedded" else None
+
     def logical_part() -> datetime | None:
         """select → fetch + deep verify → start scratch → pg_restore → checks."""
         nonlocal manifest, sc, newest, target
@@ -112,8 +115,9 @@ def dr_drill(
             with stage("select"):
                 manifest = retrying(t.select, settings)(settings, backup, to_time)
             target = to_time or datetime.fromisoformat(manifest.started_at)
-            with stage("fetch_verify"):
-                verified = retrying(t.fetch_and_verify, settings)(settings, manifest.backup_id)
+            with stage("fetch_verify"):  # an embedded scratch keeps the dump it decrypts for the restore
+                verified = retrying(t.fetch_and_verify, settings)(settings, manifest.backup_id, copy_dir,
+                                                                  manifest.bytes_in)
             checks.append(verified)
             if not verified.passed:
                 return None  # never restore what did not verify
@@ -209,6 +213,8 @@ def dr_drill(
         if sc is not None:
             with stage("teardown"):
                 retrying(t.teardown, settings)(sc)
+        elif copy_dir is not None:
+            shutil.rmtree(copy_dir, ignore_errors=True)  # no scratch started: the kept dump goes
         if psc is not None:
             with stage("physical_teardown"):
                 retrying(t.physical_teardown, settings)(psc)

@@ -34,15 +34,33 @@ def select(settings: Settings, backup: str, to_time: datetime | None) -> Manifes
 
 
 @task(name="drill-fetch-verify", timeout_seconds=6 * 3600, **_opts)
-def fetch_and_verify(settings: Settings, backup_id: str) -> CheckResult:
+def fetch_and_verify(settings: Settings, backup_id: str, copy_dir: str | None = None,
+                     dump_size: int = 0) -> CheckResult:
+    """Deep verify of the backup. ``copy_dir`` (an embedded scratch's directory): the dump, as
+    it is decrypted and checked, is also kept there for the restore (one decryption, not two)."""
+    keep = None
+    if copy_dir is not None:
+        from bvh_ops.logical.backup import DUMP_OBJECT
+        from bvh_ops.logical.restore import PreparedCopy, copy_path
+        from bvh_ops.maintenance.disk import write_owner
+
+        write_owner(Path(copy_dir))  # weekly disk cleanup removes it once this process is gone
+        keep = {DUMP_OBJECT: PreparedCopy(copy_path(Path(copy_dir), backup_id), dump_size)}
     with listening(LogEvery(get_run_logger().info)):
-        results = engine.deep_verify(settings, backup_id)
+        results = engine.deep_verify(settings, backup_id, keep)
     bad = [r for r in results if not r.ok]
     if bad:
         return CheckResult("deep_verify", CheckStatus.FAILED,
                            "; ".join(f"{r.object}: {r.status} ({r.detail})" for r in bad))
+    kept = ""
+    for sink in (keep or {}).values():
+        if sink.dropped:
+            get_run_logger().info("the verified dump is not kept for the restore (%s): it decrypts it again",
+                                  sink.dropped)
+        else:
+            kept = "; the verified dump kept for the restore"
     return CheckResult("deep_verify", CheckStatus.PASSED,
-                       f"{len(results)} objects decrypted and hashed: all OK")
+                       f"{len(results)} objects decrypted and hashed: all OK{kept}")
 
 
 @task(name="drill-start-scratch", timeout_seconds=600, **_opts)

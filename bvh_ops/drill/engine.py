@@ -76,9 +76,15 @@ def select_backup(settings: Settings, backup: str, to_time: datetime | None = No
     return repo.trusted_manifest(backup, purpose="drill", kind="logical")
 
 
-def deep_verify(settings: Settings, backup_id: str) -> list[VerifyResult]:
+def deep_verify(settings: Settings, backup_id: str, keep: dict | None = None) -> list[VerifyResult]:
+    """Every object of the backup decrypted and checked; ``keep`` as verify_backup's."""
     repo, _ = open_repository(settings)
-    return verify_backup(repo, backup_id, identities=load_identities(settings.require_identity()))
+    return verify_backup(repo, backup_id, identities=load_identities(settings.require_identity()), keep=keep)
+
+
+def scratch_root(settings: Settings, drill_id: str) -> Path:
+    """The directory of a drill's embedded scratch: its cluster and the decrypted dump."""
+    return (Path(settings.state_dir) / "drills" / drill_id).resolve()
 
 
 def provision_scratch(settings: Settings, drill_id: str, server_major: int, scratch: str = "embedded") -> Scratch:
@@ -95,7 +101,7 @@ def provision_scratch(settings: Settings, drill_id: str, server_major: int, scra
         binaries = None
     if binaries is None and server_major != EMBEDDED_MAJOR:
         log.warning("no PostgreSQL %d server binaries: drilling on the embedded %d", server_major, EMBEDDED_MAJOR)
-    root = (Path(settings.state_dir) / "drills" / drill_id).resolve()
+    root = scratch_root(settings, drill_id)
     write_owner(root)   # weekly disk cleanup removes it once this process is gone
     sc = Scratch("embedded", dbname, root=str(root), binaries=str(binaries) if binaries else None)
     cluster = sc._cluster()

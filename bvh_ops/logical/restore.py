@@ -19,7 +19,7 @@ from bvh_ops import progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
-from bvh_ops.logical.archive import SECTION_POST_DATA, DumpFingerprinter, set_data_offsets
+from bvh_ops.logical.archive import SECTION_POST_DATA, DumpFingerprinter, NeedMore, read_toc, set_data_offsets
 from bvh_ops.logical.backup import DUMP_OBJECT
 from bvh_ops.logical.toc import balance, parse_entry, selective_lists
 from bvh_ops.pg.conn import connect
@@ -203,35 +203,96 @@ def _room_for_copy(directory: Path, size: int) -> bool:
         return False
 
 
+def copy_path(directory: Path, backup_id: str) -> Path:
+    """Where a drill's decrypted copy of backup ``backup_id``'s dump lies in its scratch directory."""
+    return Path(directory) / f"bvh-restore-{backup_id}.pgcustom"
+
+
+class PreparedCopy:
+    """A deep verify's sink (bvh_ops.repository.verify, ``keep``) for the dump object: the
+    plaintext as it is decrypted and checked, written to ``path`` (0600, ``.partial`` until the
+    object verified), its data blocks' offsets then written into its TOC — the copy
+    ``_restore_from_copy`` restores from, so a drill decrypts its dump once, not twice. A local
+    failure (no room, a write error, a dump it cannot walk) only drops the copy: the restore then
+    decrypts on its own, and the backup's verification is not touched by it."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = Path(path)
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._blocks = DumpFingerprinter(digests=False)
+        self._fh = None
+        self.dropped: str | None = None
+        self._tmp.unlink(missing_ok=True)
+        if not _room_for_copy(self.path.parent, size):
+            self.dropped = "no room for the copy"
+            return
+        self._fh = os.fdopen(os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b")
+
+    def write(self, chunk: bytes) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(chunk)
+            self._blocks.feed(chunk)
+        except (OSError, BvhOpsError) as exc:
+            self._drop(exc)
+
+    def commit(self) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._blocks.finish()
+            set_data_offsets(self._fh, self._blocks)
+            self._fh.close()
+            self._fh = None
+            os.replace(self._tmp, self.path)
+        except (OSError, BvhOpsError) as exc:
+            self._drop(exc)
+
+    def abort(self) -> None:
+        self._drop("the object did not verify")
+
+    def _drop(self, why) -> None:
+        self.dropped = self.dropped or str(why)
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+
+def _toc_entries(path: Path) -> dict:
+    """dumpId -> TocEntry of the archive file at ``path``, from its header and TOC alone."""
+    head = b""
+    with open(path, "rb") as fh:
+        while True:
+            more = fh.read(CHUNK)
+            head += more
+            try:
+                return {e.dump_id: e for e in read_toc(head)[1]}
+            except NeedMore:
+                if not more:
+                    raise IntegrityError(f"{path}: the dump ends inside its table of contents") from None
+
+
 def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
                        directory: Path, on_loaded=None) -> int:
-    """Decrypt the dump into ``directory`` (0600; its sha256 checked against the manifest before
+    """Decrypt the dump into ``directory`` (0600; its digest checked against the manifest before
     pg_restore reads a byte), write the data blocks' offsets into its TOC (pg_dump wrote it to a
     pipe), then ``pg_restore --jobs`` on that seekable file — the same scheduling as bare
-    pg_restore (a table's indexes start while others still load). ``on_loaded(schema, table)``
-    is called as each table's data is loaded and committed (pg_restore --verbose says "finished
-    item <id> TABLE DATA"). The copy is removed in any case."""
-    path = directory / f"bvh-restore-{manifest.backup_id}.pgcustom"
+    pg_restore (a table's indexes start while others still load). Where the drill's deep verify
+    already left that copy (PreparedCopy: decrypted, checked, offsets written), it is used as it
+    is. ``on_loaded(schema, table)`` is called as each table's data is loaded and committed
+    (pg_restore --verbose says "finished item <id> TABLE DATA"). The copy is removed in any case."""
+    path = copy_path(directory, manifest.backup_id)
     try:
-        (alg, expected), total = entry.plaintext_digest, 0
-        sha = plain_hash(alg)
-        blocks = DumpFingerprinter(digests=False)  # where each table's data block starts
-        reader = _decrypted(settings, repo, manifest.backup_id, identities)
-        with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b") as fh:
-            while chunk := reader.read(CHUNK):
-                sha.update(chunk)
-                fh.write(chunk)
-                blocks.feed(chunk)
-                total += len(chunk)
-                progress.report("decrypt", total, entry.plaintext_size)
-            if sha.hexdigest() != expected or total != entry.plaintext_size:
-                raise IntegrityError(f"restored dump's {alg} differs from the manifest (tampered backup?)")
-            blocks.finish()
-            set_data_offsets(fh, blocks)
+        if path.exists():
+            entries, total = _toc_entries(path), entry.plaintext_size
+        else:
+            entries, total = _decrypt_copy(settings, repo, manifest, entry, identities, path), entry.plaintext_size
         verbose = ["--verbose"] if on_loaded is not None else []
         proc = spawn_tool("pg_restore", [*base_args, *verbose, f"--jobs={jobs}", str(path)], env=env,
                           bin_dir=bin_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        err = StderrTail(proc.stderr, _loaded_lines(blocks, on_loaded) if on_loaded is not None else None)
+        err = StderrTail(proc.stderr, _loaded_lines(entries, on_loaded) if on_loaded is not None else None)
         err.start()
         rc = proc.wait()
         err.join(timeout=30)  # every line read: each loaded table told before this returns
@@ -240,6 +301,27 @@ def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir
         return total
     finally:
         path.unlink(missing_ok=True)
+
+
+def _decrypt_copy(settings, repo, manifest, entry, identities, path: Path) -> dict:
+    """The dump decrypted into ``path`` (0600), checked against the manifest's digest, with its
+    data blocks' offsets written into its TOC; returns its TOC entries (dumpId -> TocEntry)."""
+    (alg, expected), total = entry.plaintext_digest, 0
+    sha = plain_hash(alg)
+    blocks = DumpFingerprinter(digests=False)  # where each table's data block starts
+    reader = _decrypted(settings, repo, manifest.backup_id, identities)
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b") as fh:
+        while chunk := reader.read(CHUNK):
+            sha.update(chunk)
+            fh.write(chunk)
+            blocks.feed(chunk)
+            total += len(chunk)
+            progress.report("decrypt", total, entry.plaintext_size)
+        if sha.hexdigest() != expected or total != entry.plaintext_size:
+            raise IntegrityError(f"restored dump's {alg} differs from the manifest (tampered backup?)")
+        blocks.finish()
+        set_data_offsets(fh, blocks)
+    return blocks.entries
 
 
 # pg_restore --jobs --verbose, once a worker's item is done (its transaction committed):
@@ -253,11 +335,11 @@ _READER_FRIENDLY = ("INDEX", "FK CONSTRAINT", "TRIGGER", "INDEX ATTACH", "COMMEN
                     "SEQUENCE SET", "MATERIALIZED VIEW DATA", "SECURITY LABEL")
 
 
-def _loaded_lines(blocks: DumpFingerprinter, on_loaded):
+def _loaded_lines(entries: dict, on_loaded):
     """A StderrTail line handler: ``on_loaded(schema, table)`` once a table's data item is done
     and so are the post-data items that lock it exclusively (a reader would stall them); the
-    names from the archive's TOC, not from the message. Verbose lines are not kept."""
-    entries = blocks.entries
+    names from the archive's TOC (``entries``: dumpId -> TocEntry), not from the message.
+    Verbose lines are not kept."""
     data_of = {dep: e for e in entries.values() if e.desc == "TABLE DATA" for dep in e.deps}  # TABLE id -> data
     waits: dict[int, set[int]] = {e.dump_id: set() for e in data_of.values()}
     blocking: dict[int, list[int]] = {}  # post-data item -> the data items waiting for it
@@ -354,8 +436,10 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     ``copy_dir`` (a throw-away drill's scratch directory, never a production host): decrypt the
     dump there first, so ``pg_restore -j`` runs on a seekable file like bare pg_restore; used
     only when the disk has room for the copy and the restored data (COPY_ROOM), else the dump
-    is streamed as always. The copy is removed before this returns. ``on_table_loaded(schema,
-    table)``: told as each table's data is in (only on that local-copy path)."""
+    is streamed as always; a copy the drill's deep verify already left there (PreparedCopy) is
+    restored as it is, without reading the object again. The copy is removed before this
+    returns. ``on_table_loaded(schema, table)``: told as each table's data is in (only on that
+    local-copy path)."""
     repo, _ = open_repository(settings, check=False)
     manifest = repo.trusted_manifest(backup_id, kind="logical")
     backup_id = manifest.backup_id
@@ -374,7 +458,9 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     base_args = ["--exit-on-error", "-d", dbname, *owner_args]
     # Before any byte reaches the target: the object's size (and, when small, its sha256)
     # against the signed manifest. Each segment is authenticated before pg_restore sees it.
-    preflight(repo, backup_id, entry)
+    # A prepared copy was checked whole (stored and plaintext digests) by the deep verify.
+    if not (copy_dir is not None and not tables and jobs > 1 and copy_path(copy_dir, backup_id).exists()):
+        preflight(repo, backup_id, entry)
     before = _user_relations(into_dsn)
     t0 = time.monotonic()
     list_files: list[str] = []
@@ -410,7 +496,8 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
                   on_table_loaded=None) -> RestoreResult:
     backup_id = manifest.backup_id
     if not tables and jobs > 1:
-        if copy_dir is not None and _room_for_copy(Path(copy_dir), entry.plaintext_size):
+        if copy_dir is not None and (copy_path(copy_dir, backup_id).exists()
+                                     or _room_for_copy(Path(copy_dir), entry.plaintext_size)):
             total = _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
                                        Path(copy_dir), on_table_loaded)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from bvh_ops import progress
 from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound
@@ -44,8 +45,12 @@ class VerifyResult:
                 "status": str(self.status), "detail": self.detail}
 
 
-def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity] | None = None) -> list[VerifyResult]:
-    """One result per manifest file and per object. ``identities`` given = deep verify."""
+def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity] | None = None,
+                  keep: dict[str, Any] | None = None) -> list[VerifyResult]:
+    """One result per manifest file and per object. ``identities`` given = deep verify.
+    ``keep``: object name -> a sink (``write(bytes)``, ``commit()``, ``abort()``) that receives
+    that object's plaintext as a deep verify decrypts it, committed only when the object
+    verified OK (a drill keeps the dump it restores from: one decryption instead of two)."""
     prefix = backup_prefix(backup_id)
     results: list[VerifyResult] = []
     loaded = None
@@ -72,11 +77,20 @@ def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity
         # Without a trusted manifest the object list itself cannot be trusted.
         return results
     for entry in loaded.manifest.objects:
-        results.append(_verify_object(repo, backup_id, prefix, entry, identities))
+        sink = (keep or {}).get(entry.name) if identities is not None else None
+        try:
+            result = _verify_object(repo, backup_id, prefix, entry, identities, sink)
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            raise
+        if sink is not None:
+            sink.commit() if result.ok else sink.abort()
+        results.append(result)
     return results
 
 
-def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
+def _verify_object(repo, backup_id, prefix, entry, identities, sink=None) -> VerifyResult:
     key = prefix + entry.stored
     try:
         info = repo.store.stat(key)
@@ -105,6 +119,8 @@ def _verify_object(repo, backup_id, prefix, entry, identities) -> VerifyResult:
                 while chunk := reader.read(CHUNK):
                     plain_sha.update(chunk)
                     plain_size += len(chunk)
+                    if sink is not None:
+                        sink.write(chunk)
                     progress.report(f"verify {entry.name}", plain_size, entry.plaintext_size)
                 deep_error = None
             except CryptoError as exc:

@@ -76,6 +76,8 @@ def test_good_backup_drill_passes_with_rto_and_rpo(drill_env, pg):
         assert statuses.get(name) == "passed", name
     assert 0 < report["rto_seconds"] < 900
     assert report["rpo_seconds"] is not None and report["rpo_seconds"] < 300
+    verified = next(c["detail"] for c in report["checks"] if c["name"] == "deep_verify")
+    assert verified.endswith("the verified dump kept for the restore"), verified
     assert [s["name"] for s in report["stages"]] == [
         "select", "fetch_verify", "start", "restore", "checks", "report", "teardown"]
     assert_torn_down(settings, report)
@@ -103,6 +105,30 @@ def test_corrupted_object_fails_deep_verify(drill_env):
     assert status_of(report)["deep_verify"] == "failed"
     assert "dump.pgcustom" in next(c["detail"] for c in report["checks"] if c["name"] == "deep_verify")
     assert report["rto_seconds"] is None
+    assert_torn_down(settings, report)  # nothing of what the deep verify decrypted is left
+
+
+def test_the_restore_uses_the_dump_the_deep_verify_decrypted(drill_env, monkeypatch):
+    """One decryption per drill: the deep verify keeps the dump it checked in the scratch
+    directory and the restore runs from it — here the repository's object is gone by then, and
+    the drill still restores and passes every check."""
+    import tasks.drill_tasks as dt
+
+    settings, manifest = drill_env
+    dump = Path(settings.repository.removeprefix("file://")) / "backups" / manifest.backup_id / "dump.pgcustom"
+    real = dt.start_scratch
+
+    def start_without_the_object(*args, **kw):
+        dump.unlink()  # after the deep verify, before the restore
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dt, "start_scratch", start_without_the_object)
+    from flows.dr_drill import dr_drill
+
+    report = dr_drill(backup=manifest.backup_id, mode="logical")
+    assert report["passed"] and not dump.exists()
+    assert status_of(report)["logical_fingerprints"] == "passed"
+    assert_torn_down(settings, report)
 
 
 def _tamper_after_restore(monkeypatch, statement: str):

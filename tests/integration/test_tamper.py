@@ -40,6 +40,51 @@ def test_flipped_byte_is_checksum_mismatch_naming_the_object(stored):
         assert res["manifest.json"].status is Status.OK
 
 
+def test_a_drills_kept_dump_is_the_verified_plaintext_and_only_when_it_verified(stored, tmp_path):
+    """A deep verify keeps the dump it decrypts for a drill's restore (PreparedCopy) only when the
+    object verified: byte for byte the plaintext, its data offsets written into its TOC; a damaged
+    object leaves nothing (no copy, no partial file); a copy without room is dropped without
+    touching the verify's result."""
+    import hashlib
+
+    from bvh_ops.logical.archive import K_OFFSET_POS_SET, read_toc
+    from bvh_ops.logical.restore import PreparedCopy, _decrypted, copy_path
+
+    settings, m, bdir = stored
+    repo, _ = open_repository(settings)
+    ids = load_identities(settings.identity)
+    path = copy_path(tmp_path, m.backup_id)
+    sink = PreparedCopy(path, m.bytes_in)
+    results = verify_backup(repo, m.backup_id, identities=ids, keep={"dump.pgcustom": sink})
+    assert all(r.ok for r in results) and sink.dropped is None and path.exists()
+    reader, parts = _decrypted(settings, repo, m.backup_id, ids), []
+    while chunk := reader.read(1 << 20):
+        parts.append(chunk)
+    plain, copied = bytearray(b"".join(parts)), bytearray(path.read_bytes())  # a small sample: in memory
+    assert len(copied) == len(plain) == m.bytes_in
+    facts, entries, _ = read_toc(bytes(copied))
+    data = [e for e in entries if e.desc == "TABLE DATA"]
+    assert data and all(copied[e.offset_at] == K_OFFSET_POS_SET for e in data)  # pg_restore -j seeks
+    for e in data:  # the copy is the plaintext but for those offsets
+        for b in (plain, copied):
+            b[e.offset_at:e.offset_at + 1 + facts["off_size"]] = bytes(1 + facts["off_size"])
+    assert hashlib.sha256(copied).digest() == hashlib.sha256(plain).digest()
+
+    no_room = PreparedCopy(tmp_path / "elsewhere.pgcustom", 1 << 60)
+    assert all(r.ok for r in verify_backup(repo, m.backup_id, identities=ids, keep={"dump.pgcustom": no_room}))
+    assert no_room.dropped == "no room for the copy" and not list(tmp_path.glob("elsewhere*"))
+
+    path.unlink()
+    dump = bdir / "dump.pgcustom"
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    dump.write_bytes(bytes(data))
+    sink = PreparedCopy(path, m.bytes_in)
+    res = {r.object: r for r in verify_backup(repo, m.backup_id, identities=ids, keep={"dump.pgcustom": sink})}
+    assert res["dump.pgcustom"].status is Status.CHECKSUM_MISMATCH
+    assert sink.dropped and not list(tmp_path.glob("bvh-restore-*"))
+
+
 def test_truncated_object_is_size_mismatch(stored):
     settings, m, bdir = stored
     dump = bdir / "dump.pgcustom"

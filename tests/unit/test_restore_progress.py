@@ -3,14 +3,12 @@ its data is committed and no post-data item that locks it exclusively is still t
 
 from __future__ import annotations
 
-from bvh_ops.logical.archive import SECTION_POST_DATA, DumpFingerprinter, TocEntry
+from bvh_ops.logical.archive import SECTION_POST_DATA, TocEntry
 from bvh_ops.logical.restore import _loaded_lines
 
 
-def _blocks(*entries: TocEntry) -> DumpFingerprinter:
-    fp = DumpFingerprinter(digests=False)
-    fp.entries = {e.dump_id: e for e in entries}
-    return fp
+def _blocks(*entries: TocEntry) -> dict[int, TocEntry]:
+    return {e.dump_id: e for e in entries}
 
 
 def _entry(dump_id, desc, tag, deps=(), section=SECTION_POST_DATA):
