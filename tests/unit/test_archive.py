@@ -284,3 +284,18 @@ def test_every_split_of_a_chunk_header_across_two_buffers():
     for cut in range(start, start + 200):
         fp = feed(data, [cut, len(data)])
         assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables, cut
+
+
+@pytest.mark.parametrize("first", [b"\nab\n", b"ab\n\n", b"a\nb\n", b"\n\n", b"12345678\n\n"])
+def test_a_first_chunk_of_several_lines_before_one_line_chunks_is_framed_by_lines(first):
+    # The fast reader's cheap proof (every later newline ends a chunk) leaves only the first
+    # chunk to check for a newline of its own, at any place in it. The first buffer ends inside
+    # the table (before pg_dump's end marker, whose three lines take the other proof).
+    rows = [first] + [b"%d\n" % i for i in range(200)] + [b"x" * 9 + b"\n"]
+    data = archive({("public", "t"): rows})
+    tables, _, _ = reference(data)
+    at = data.index(first)
+    for sizes in ([at + len(first) + 40, len(data)], [at + 300, len(data)], [len(data)]):
+        fp = feed(data, sizes)
+        assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables
+    assert tables["public", "t"][0] == len(rows) + first.count(b"\n") - 1
