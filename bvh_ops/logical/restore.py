@@ -254,10 +254,14 @@ class PreparedCopy:
 
     def _drop(self, why) -> None:
         self.dropped = self.dropped or str(why)
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._tmp.unlink(missing_ok=True)
+        fh, self._fh = self._fh, None
+        try:
+            if fh is not None:
+                fh.close()  # flushes what a short write left buffered: fails again on a full disk
+        except OSError:
+            pass  # the copy is dropped anyway; the object's verification must not see it
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def _toc_entries(path: Path) -> dict:

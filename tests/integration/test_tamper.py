@@ -85,6 +85,58 @@ def test_a_drills_kept_dump_is_the_verified_plaintext_and_only_when_it_verified(
     assert sink.dropped and not list(tmp_path.glob("bvh-restore-*"))
 
 
+class _Lengths:
+    """A deep verify's sink that only records the lengths of the pieces it is handed."""
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+
+    def write(self, chunk: bytes) -> None:
+        self.lengths.append(len(chunk))
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("where", ["mid-dump", "last piece"])
+def test_a_full_disk_under_the_kept_copy_drops_the_copy_not_the_backup(stored, tmp_path, where):
+    """The local disk filling up under a drill's kept dump (here a file size limit: the write
+    that crosses it is short, its tail left in the file's buffer, the next write fails) is the
+    copy's problem alone: the object still verifies OK, the copy is dropped and no partial file
+    is left — never "read failed: File too large", a healthy backup reported as unreadable."""
+    import resource
+    import signal
+
+    from bvh_ops.logical.restore import PreparedCopy, copy_path
+
+    settings, m, _ = stored
+    repo, _ = open_repository(settings)
+    ids = load_identities(settings.identity)
+    pieces = _Lengths()
+    assert all(r.ok for r in verify_backup(repo, m.backup_id, identities=ids, keep={"dump.pgcustom": pieces}))
+    lengths = pieces.lengths
+    assert len(lengths) >= 2 and min(lengths) > 100, lengths
+    # The write of the first (mid-dump) or of the last piece stops 100 bytes short, kept in the
+    # file's buffer: the next write, or the commit's writing of the data offsets, fails on it.
+    limit = (lengths[0] if where == "mid-dump" else sum(lengths)) - 100
+    path = copy_path(tmp_path, m.backup_id)
+    sink = PreparedCopy(path, m.bytes_in)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        results = verify_backup(repo, m.backup_id, identities=ids, keep={"dump.pgcustom": sink})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, before)
+    assert all(r.ok for r in results), [(r.object, r.status, r.detail) for r in results]
+    assert sink.dropped and "too large" in sink.dropped
+    assert not list(tmp_path.glob("bvh-restore-*"))
+
+
 def test_truncated_object_is_size_mismatch(stored):
     settings, m, bdir = stored
     dump = bdir / "dump.pgcustom"
