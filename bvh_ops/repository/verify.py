@@ -75,7 +75,9 @@ def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity
             results.append(VerifyResult(backup_id, name, Status.BAD_SIGNATURE, parsed.signature_detail))
     if loaded is None:
         # Without a trusted manifest the object list itself cannot be trusted.
+        _abort_unused(keep, ())
         return results
+    _abort_unused(keep, [e.name for e in loaded.manifest.objects] if identities is not None else ())
     for entry in loaded.manifest.objects:
         sink = (keep or {}).get(entry.name) if identities is not None else None
         try:
@@ -88,6 +90,13 @@ def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity
             sink.commit() if result.ok else sink.abort()
         results.append(result)
     return results
+
+
+def _abort_unused(keep: dict[str, Any] | None, verified) -> None:
+    """The sinks of objects that will not be decrypted here aborted now (their scratch files gone)."""
+    for name, sink in (keep or {}).items():
+        if name not in verified:
+            sink.abort()
 
 
 def _verify_object(repo, backup_id, prefix, entry, identities, sink=None) -> VerifyResult:

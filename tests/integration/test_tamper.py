@@ -165,6 +165,30 @@ def test_edited_manifest_is_bad_signature(stored):
     assert res["manifest.json.copy"].status is Status.BAD_SIGNATURE
 
 
+def test_a_deep_verify_that_never_reaches_the_dump_leaves_no_partial_copy(stored, tmp_path):
+    """No trusted manifest (so no object is read) or no such object in it: the drill's sink is
+    aborted all the same — no open file, no ``.partial`` left in the scratch directory."""
+    from bvh_ops.logical.restore import PreparedCopy, copy_path
+
+    settings, m, bdir = stored
+    repo, _ = open_repository(settings)
+    ids = load_identities(settings.identity)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    other = PreparedCopy(scratch / "other.pgcustom", 1)
+    assert all(r.ok for r in verify_backup(repo, m.backup_id, identities=ids, keep={"no such object": other}))
+    assert other.dropped and not list(scratch.iterdir())
+
+    for name in ("manifest.json", "manifest.json.copy"):
+        doc = json.loads((bdir / name).read_text())
+        doc["manifest"]["tables"][0]["rows"] += 1
+        (bdir / name).write_text(json.dumps(doc))
+    sink = PreparedCopy(copy_path(scratch, m.backup_id), m.bytes_in)
+    res = {r.object: r for r in verify_backup(repo, m.backup_id, identities=ids, keep={"dump.pgcustom": sink})}
+    assert res["manifest.json"].status is Status.BAD_SIGNATURE and "dump.pgcustom" not in res
+    assert sink.dropped and not list(scratch.iterdir())
+
+
 def test_restore_refuses_an_edited_manifest(stored, fresh_db):
     from bvh_ops.errors import IntegrityError
     from bvh_ops.logical.restore import restore_logical
