@@ -106,7 +106,10 @@ def dr_drill(
     rpos: list[float] = []
     logical_ready = physical_ready = None
 
-    copy_dir = str(engine.scratch_root(settings, drill_id)) if scratch == "embedded" else None
+    # Only where the restore runs pg_restore --jobs from a local copy (restore_jobs > 1): a single
+    # job streams the dump, and a kept copy would be a whole plaintext written for nothing.
+    copy_dir = (str(engine.scratch_root(settings, drill_id))
+                if scratch == "embedded" and settings.restore_jobs > 1 else None)
 
     def logical_part() -> datetime | None:
         """select → fetch + deep verify → start scratch → pg_restore → checks."""

@@ -131,6 +131,31 @@ def test_the_restore_uses_the_dump_the_deep_verify_decrypted(drill_env, monkeypa
     assert_torn_down(settings, report)
 
 
+def test_a_single_job_restore_keeps_no_copy_it_would_not_use(drill_env, monkeypatch):
+    """restore_jobs = 1 streams the dump into pg_restore (the local copy is for --jobs): the deep
+    verify then writes no decrypted copy into the scratch directory and does not claim one."""
+    import tasks.drill_tasks as dt
+
+    settings, manifest = drill_env
+    monkeypatch.setenv("BVH_OPS_RESTORE_JOBS", "1")
+    copies: list[str] = []
+    real = dt.start_scratch
+
+    def start_and_look(s, drill_id, *args, **kw):
+        root = Path(s.state_dir).resolve() / "drills" / drill_id
+        copies.extend(p.name for p in root.glob("bvh-restore-*"))  # after the deep verify
+        return real(s, drill_id, *args, **kw)
+
+    monkeypatch.setattr(dt, "start_scratch", start_and_look)
+    from flows.dr_drill import dr_drill
+
+    report = dr_drill(backup=manifest.backup_id, mode="logical")
+    assert report["passed"] and copies == []
+    verified = next(c["detail"] for c in report["checks"] if c["name"] == "deep_verify")
+    assert "kept" not in verified, verified
+    assert_torn_down(settings, report)
+
+
 def _tamper_after_restore(monkeypatch, statement: str):
     import tasks.drill_tasks as dt
 
