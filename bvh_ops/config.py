@@ -677,7 +677,8 @@ class Settings(BaseSettings):
     # sha256, or blake3 (a quarter of the CPU: ~14 ms less per 16 MiB segment, in archive_command
     # and in the pusher). Readers check whichever an entry records; a reader older than
     # 2026-11-29 knows only sha256, so set blake3 once every host reading this archive (standbys'
-    # restore_command, restore and drill hosts) runs bvh-ops from that date or later.
+    # restore_command, restore and drill hosts) runs bvh-ops from that date or later (and before
+    # going back below it: sha256 again, and every ready file archived — README).
     wal_digest: Literal["sha256", "blake3"] = "sha256"
     # Plaintext bytes per AES-GCM segment (KiB); memory per stream is about one segment.
     segment_size_kib: int = Field(default=1024, ge=16, le=65536)

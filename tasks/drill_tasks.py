@@ -44,10 +44,18 @@ def fetch_and_verify(settings: Settings, backup_id: str, copy_dir: str | None = 
         from bvh_ops.logical.restore import PreparedCopy, copy_path
         from bvh_ops.maintenance.disk import write_owner
 
-        write_owner(Path(copy_dir))  # weekly disk cleanup removes it once this process is gone
-        keep = {DUMP_OBJECT: PreparedCopy(copy_path(Path(copy_dir), backup_id), dump_size)}
-    with listening(LogEvery(get_run_logger().info)):
-        results = engine.deep_verify(settings, backup_id, keep)
+        try:
+            write_owner(Path(copy_dir))  # weekly disk cleanup removes it once this process is gone
+            keep = {DUMP_OBJECT: PreparedCopy(copy_path(Path(copy_dir), backup_id), dump_size)}
+        except OSError as exc:  # no copy: the restore decrypts the dump itself
+            get_run_logger().info("the verified dump is not kept for the restore (%s): it decrypts it again", exc)
+    try:
+        with listening(LogEvery(get_run_logger().info)):
+            results = engine.deep_verify(settings, backup_id, keep)
+    except BaseException:
+        for sink in (keep or {}).values():
+            sink.abort()
+        raise
     bad = [r for r in results if not r.ok]
     if bad:
         return CheckResult("deep_verify", CheckStatus.FAILED,

@@ -222,11 +222,14 @@ class PreparedCopy:
         self._blocks = DumpFingerprinter(digests=False)
         self._fh = None
         self.dropped: str | None = None
-        self._tmp.unlink(missing_ok=True)
         if not _room_for_copy(self.path.parent, size):
             self.dropped = "no room for the copy"
             return
-        self._fh = os.fdopen(os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b")
+        try:
+            self._tmp.unlink(missing_ok=True)
+            self._fh = os.fdopen(os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b")
+        except OSError as exc:
+            self.dropped = f"cannot write the copy: {exc}"
 
     def write(self, chunk: bytes) -> None:
         if self._fh is None:
@@ -234,7 +237,7 @@ class PreparedCopy:
         try:
             self._fh.write(chunk)
             self._blocks.feed(chunk)
-        except (OSError, BvhOpsError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the copy only saves time: whatever fails drops it
             self._drop(exc)
 
     def commit(self) -> None:
@@ -246,7 +249,7 @@ class PreparedCopy:
             self._fh.close()
             self._fh = None
             os.replace(self._tmp, self.path)
-        except (OSError, BvhOpsError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the copy only saves time: whatever fails drops it
             self._drop(exc)
 
     def abort(self) -> None:

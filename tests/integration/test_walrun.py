@@ -59,6 +59,17 @@ def test_launcher_push_fast_path_without_site_and_refuses_a_changed_file(keypair
     assert ("blake3" in imported) == (digest == "blake3")
     _archived_as_postgres_does(wal_dir, names[1])
 
+    # A verdict without a digest, or with one of an algorithm the call does not know, proves
+    # nothing: the call archives (here: finds archived) the file the full way, which loads site.
+    (spool,) = (tmp_path / "st" / "archive-spool").iterdir()
+    ok = spool / f"{names[3]}.ok"
+    wait_until(ok.exists, "the pusher's verdict on the last file")
+    ok.write_text(f"unknown: {ok.read_text().split()[1]}\n")
+    empty = _run(tmp_path, env, names[3], "-X", "importtime")
+    assert empty.returncode == 0, empty.stderr
+    assert "site" in {line.rsplit("|", 1)[1].strip() for line in empty.stderr.splitlines()
+                      if line.startswith("import time:")}
+
     # Changed after the verdict, same size and mtime put back: the call hashes what is there now,
     # falls back to the full push (which loads site for its packages) and that refuses it.
     seg = wal_dir / names[2]
