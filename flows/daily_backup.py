@@ -17,20 +17,11 @@ from prefect.transactions import transaction
 from bvh_ops.archive.render import retention_markdown
 from bvh_ops.config import Settings, load_settings
 from flows.artifacts import backup_markdown, file_sets_markdown, table_rows
+from flows.naming import target_label
 from tasks.audit_tasks import audit_backups
 from tasks.backup_tasks import apply_retention, check_backup, collect_incomplete, take_logical_backup
 from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs
-
-
-def target_label(settings: Settings) -> str:
-    """host:port/dbname of the target, without credentials (safe for run names and logs)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    if settings.database_url is None:
-        return "unconfigured"
-    p = conninfo_to_dict(settings.database_url.get_secret_value())
-    return f"{p.get('dbname', '?')}@{p.get('host', 'localhost')}:{p.get('port', 5432)}"
 
 
 def _run_name() -> str:

@@ -16,7 +16,7 @@ from prefect.transactions import transaction
 from bvh_ops.archive.render import retention_markdown
 from bvh_ops.config import load_settings
 from flows.artifacts import physical_markdown
-from flows.daily_backup import target_label
+from flows.naming import target_label
 from tasks.backup_tasks import collect_incomplete
 from tasks.common import retrying
 from tasks.orphans import reap_orphaned_runs

@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from bvh_ops.config import load_settings
 from bvh_ops.errors import DatabaseError
 from flows.artifacts import maintenance_markdown
-from flows.daily_backup import target_label
+from flows.naming import target_label
 from tasks.common import retrying
 from tasks.maintenance_tasks import performance_report, run_scope, wait_for_backup_lock
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -129,6 +130,33 @@ def spawn_tool(name: str, args: list[str], *, env: dict[str, str], bin_dir: Path
     cmd = [tool_path(name, bin_dir), *args]
     return subprocess.Popen(cmd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                             preexec_fn=die_with_parent())
+
+
+SOCKET_BUFFER = 1 << 20  # what the tool may write ahead of us: as much as a widened pipe holds
+
+
+def spawn_to_socket(name: str, args: list[str], *, env: dict[str, str],
+                    bin_dir: Path | None = None) -> tuple[subprocess.Popen, socket.socket]:
+    """Start a tool whose stdout is one end of a UNIX stream socket instead of a pipe; the caller
+    reads the other end (``ReadAhead``). A pipe reader is woken for each of the tool's writes
+    (pg_basebackup's are ~80 KiB) or must sleep to gather them, and either way the tool blocks
+    on a full pipe whenever the reader waits for the GIL or its sleep: pg_basebackup was blocked
+    writing its stdout 29-35 % of a backup. A socket read with MSG_WAITALL gathers a whole chunk
+    in the kernel, draining the socket as the tool writes: 5-9 % (docs/BENCHMARKS.md, goal 4).
+    The tool sees an ordinary stdout; if we go away it gets EPIPE, as from a pipe."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        except OSError:
+            pass  # the system's default buffer: slower, not wrong
+        proc = spawn_tool(name, args, env=env, bin_dir=bin_dir, stdout=theirs.fileno())
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, ours
 
 
 class StderrTail(threading.Thread):

@@ -38,7 +38,7 @@ from bvh_ops.pg.lock import TargetLock
 from bvh_ops.pg.lsn import DEFAULT_SEGMENT
 from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.pg.tarscan import TarScanner
-from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_tool
+from bvh_ops.pg.tools import StderrTail, matching_bin_dir, pg_env, raise_for_tool, spawn_to_socket
 from bvh_ops.physical.plan import plan_physical
 from bvh_ops.repository.manifest import PHYSICAL_KINDS, BackupResult, Manifest
 from bvh_ops.repository.open import open_repository
@@ -147,11 +147,12 @@ def run_physical_backup(settings: Settings, kind: str = "full", *, klass: str | 
             parent_manifest.write_bytes(fetch_pg_manifest(repo, parent))
             args.append(f"--incremental={parent_manifest}")
         writer = repo.begin(backup_id)
-        proc = None
+        proc = source = None
         try:
             data_key = os.urandom(32)
-            proc = spawn_tool("pg_basebackup", args, env=pg_env(dsn),
-                              bin_dir=matching_bin_dir(facts["num"] // 10000, settings.pg_bin_dir))
+            # The tar arrives on a socket, not a pipe: pg_basebackup then seldom waits for us.
+            proc, source = spawn_to_socket("pg_basebackup", args, env=pg_env(dsn),
+                                           bin_dir=matching_bin_dir(facts["num"] // 10000, settings.pg_bin_dir))
             err = StderrTail(proc.stderr)
             err.start()
             scanner = TarScanner()
@@ -159,7 +160,7 @@ def run_physical_backup(settings: Settings, kind: str = "full", *, klass: str | 
                                compression_level=settings.compression_level,
                                segment_size=settings.segment_size_kib << 10,
                                compression_threads=settings.compression_threads) as out:
-                ahead = ReadAhead(proc.stdout, chunk=READ_CHUNK)
+                ahead = ReadAhead(source, chunk=READ_CHUNK)
                 try:
                     for chunk in ahead:
                         scanner.feed(chunk)
@@ -214,6 +215,9 @@ def run_physical_backup(settings: Settings, kind: str = "full", *, klass: str | 
                 proc.wait()
             writer.abort()
             raise
+        finally:
+            if source is not None:
+                source.close()
 
 
 def switch_wal_and_wait(conn: psycopg.Connection, *, timeout: float = 120.0) -> tuple[str, str]:

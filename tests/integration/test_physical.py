@@ -8,7 +8,7 @@ import os
 import psycopg
 import pytest
 
-from bvh_ops.errors import BvhOpsError
+from bvh_ops.errors import BvhOpsError, DatabaseUnavailable, ToolError
 from bvh_ops.keys import load_identities
 from bvh_ops.pg.tools import embedded_bin_dir
 from bvh_ops.physical.backup import run_physical_full
@@ -114,3 +114,34 @@ def test_a_file_damaged_on_disk_after_extraction_is_caught(pg, repo_dir, make_se
     if damage == "flipped byte":
         assert "CRC32C differs" in str(err.value)
     assert not target.exists()
+
+
+def test_a_base_backup_cut_off_mid_stream_fails_and_leaves_nothing(pg, repo_dir, make_settings, monkeypatch):
+    """The server ends pg_basebackup's connection after the first MiB has arrived: the backup
+    fails with pg_basebackup's own error (it does not wait for more of the stream, nor commit
+    what arrived), its half-written objects are gone, and a new backup succeeds after it."""
+    from bvh_ops.pg.tarscan import TarScanner
+    from bvh_ops.repository.open import open_repository
+
+    settings = make_settings(pg.dsn(), f"file://{repo_dir}")
+    feed = TarScanner.feed
+    cut = []
+
+    def feed_then_cut(self, data):
+        if not cut:
+            with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+                cut.append(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE backend_type = 'walsender'").fetchall())
+        return feed(self, data)
+
+    monkeypatch.setattr(TarScanner, "feed", feed_then_cut)
+    # pg_basebackup's own error, whichever of the two it reports first (the second is retried
+    # by the task as transient).
+    with pytest.raises((ToolError, DatabaseUnavailable),
+                       match="pg_basebackup.*(terminating connection|server closed the connection)"):
+        run_physical_full(settings)
+    assert cut and (True,) in cut[0]  # the backup's walsender, ended by the server
+    repo, _ = open_repository(settings)
+    assert repo.list_backups() == []
+    monkeypatch.setattr(TarScanner, "feed", feed)
+    assert run_physical_full(settings).manifest.kind == "full"
