@@ -86,8 +86,10 @@ def verify_backup(repo: Repository, backup_id: str, *, identities: list[Identity
             if sink is not None:
                 sink.abort()
             raise
-        if sink is not None:
-            sink.commit() if result.ok else sink.abort()
+        if sink is not None and result.ok:
+            sink.commit()
+        elif sink is not None:
+            sink.abort()
         results.append(result)
     return results
 
