@@ -302,9 +302,7 @@ def wal_throughput(cluster, work, keys, pgbr_conf, segments, runs, interval: flo
             (root / "keys").mkdir(parents=True)
             shutil.copy(keys[0], root / "keys" / "recipient.pub")
             os.chmod(root, 0o755)
-            cfg = local_archive_config(root)
-            if variant == "ours_blake3":
-                cfg.write_text(cfg.read_text() + 'wal_digest = "blake3"\n')
+            cfg = local_archive_config(root, wal_digest="blake3" if variant == "ours_blake3" else None)
             for n in names if not interval else ():  # as PostgreSQL marks them: push-ahead (ours) and async (pgBackRest) read them
                 (src / "archive_status" / f"{n}.ready").touch()
             chown_tree_to_server(src.parent)

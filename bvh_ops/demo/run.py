@@ -81,7 +81,8 @@ def _archiving_cluster(state: Path, console: Console):
 
     from bvh_ops.pg.cluster import EmbeddedCluster, archiving_conf, local_archive_config
 
-    conf = archiving_conf(local_archive_config(state), archive_timeout=60)
+    # Every host reading this archive runs this bvh-ops: its WAL entries carry BLAKE3 (wal_digest).
+    conf = archiving_conf(local_archive_config(state, wal_digest="blake3"), archive_timeout=60)
     cluster = EmbeddedCluster(state / "pg", extra_conf=conf)
     cluster.start()
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:

@@ -100,15 +100,17 @@ def postmaster_alive(data: Path) -> bool:
         return True
 
 
-def local_archive_config(root: Path) -> Path:
+def local_archive_config(root: Path, *, wal_digest: str | None = None) -> Path:
     """``root/archive.toml`` for archive_command, archiving into ``file://root/repo`` for the
     public key ``root/keys/recipient.pub`` (no password, no private key), with ``repo/wal`` and
-    the archiver's state writable by the server's OS user: the demo's and the benchmarks' layout."""
+    the archiver's state writable by the server's OS user: the demo's and the benchmarks' layout.
+    ``wal_digest``: the setting of that name (default: left out, sha256)."""
     cfg = root / "archive.toml"
     cfg.write_text("# archive_command's configuration (bvh-ops-wal push): repository and public key only.\n"
                    f'repository = "file://{root / "repo"}"\n'
                    f'recipients = ["{root / "keys" / "recipient.pub"}"]\n'
-                   f'state_dir = "{root / "archiver"}"\n')
+                   f'state_dir = "{root / "archiver"}"\n'
+                   + (f'wal_digest = "{wal_digest}"\n' if wal_digest else ""))
     cfg.chmod(0o644)
     (root / "archiver").mkdir(parents=True, exist_ok=True)
     chown_to_server(root / "archiver")
