@@ -148,6 +148,7 @@ def test_archive_command_failure_keeps_wal_and_recovers(archiving):
     try:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             before = _archiver(cluster)
+            conn.execute("CREATE TABLE IF NOT EXISTS w (id int, v text)")  # whatever ran before
             conn.execute("INSERT INTO w SELECT g, 'x' FROM generate_series(1, 1000) g")
             segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
