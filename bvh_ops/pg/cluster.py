@@ -211,11 +211,10 @@ def bvh_command() -> str:
 def wal_command() -> str:
     """The lean archive/restore entry point (bvh_ops.walcmd): what archive_command and
     restore_command run, one process per WAL file — `bvh-ops-wal` started without ``site``
-    (bvh_ops.walcmd.LAUNCHER, bvh_ops/walrun.py: ~20 ms less CPU a call)."""
-    from bvh_ops.walcmd import LAUNCHER  # the one place the launcher's path is named
-
+    (bvh_ops/walrun.py: ~20 ms less CPU a call; bvh_ops.walcmd.LAUNCHER names it too: pg is a
+    lower layer than walcmd, and walcmd's fast path imports nothing of pg's, so each names it)."""
     _cache_bytecode(*WAL_MODULES)
-    return _command("bvh-ops-wal", "bvh_ops.walcmd", Path(LAUNCHER).resolve())
+    return _command("bvh-ops-wal", "bvh_ops.walcmd", Path(__file__).resolve().parents[1] / "walrun.py")
 
 
 # What `bvh-ops-wal` imports of bvh_ops: the calls (walcmd, wal.pusher's command side, pg.lsn)
