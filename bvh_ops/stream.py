@@ -68,7 +68,14 @@ class StreamStats:
     @property
     def plaintext_digest(self) -> tuple[str, str]:
         """(algorithm, hex), as ObjectEntry.plaintext_digest."""
-        return ("blake3", self.plaintext_blake3) if self.plaintext_blake3 else ("sha256", self.plaintext_sha256)
+        return recorded_digest(self.plaintext_blake3, self.plaintext_sha256)
+
+
+def recorded_digest(blake3: str | None, sha256: str | None) -> tuple[str, str]:
+    """(algorithm, hex) a recorded plaintext is checked against: BLAKE3 where one is recorded
+    (a manifest's objects since 2026-11-29, WAL entries with ``wal_digest = blake3``), else sha256
+    (everything older, and what records only sha256: log archives, file sets)."""
+    return ("blake3", blake3) if blake3 else ("sha256", sha256 or "")
 
 
 def plain_hash(alg: str):

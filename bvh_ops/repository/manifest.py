@@ -9,6 +9,7 @@ from typing import Any
 
 from bvh_ops.errors import IntegrityError
 from bvh_ops.keys import HostKey, host_key_id, verify_signature
+from bvh_ops.stream import recorded_digest
 
 MANIFEST_FORMAT = "bvh-ops-manifest-v1"
 
@@ -33,7 +34,7 @@ class ObjectEntry:
     def plaintext_digest(self) -> tuple[str, str]:
         """(algorithm, hex) the plaintext is checked against: ("blake3", …) where the entry has
         one, else ("sha256", …) (older backups, and objects other than backups' own)."""
-        return ("blake3", self.plaintext_blake3) if self.plaintext_blake3 else ("sha256", self.plaintext_sha256)
+        return recorded_digest(self.plaintext_blake3, self.plaintext_sha256)
 
     @property
     def stored(self) -> str:

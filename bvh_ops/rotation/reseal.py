@@ -44,9 +44,9 @@ from bvh_ops.stream import (
     open_data_key,
     plain_hash,
     read_header,
+    recorded_digest,
     seal_data_key,
 )
-from bvh_ops.wal.store import entry_digest
 
 CHUNK = 1 << 20
 REWRITTEN_SUFFIX = ".f3"
@@ -219,7 +219,8 @@ def reseal_indexed(store: ObjectStore, key: str, *, identities: list[Identity], 
         return "rewrapped"
     staged = staged_key(key)
     stats, data_key = reencrypt(store, key, staged, bind=key, identities=identities, envelopes=entry_envelopes(entry),
-                                plaintext=entry_digest(entry), level=level, segment_size=segment_size)
+                                plaintext=recorded_digest(entry.get("plaintext_blake3"), entry.get("plaintext_sha256")),
+                                level=level, segment_size=segment_size)
     entry = {**entry, "rewrite": {"stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
                                   "envelopes": _sealed(data_key, recipients), "key_ids": ids}}
     _put_json(store, index_key, entry)

@@ -23,6 +23,7 @@ from bvh_ops.stream import (
     entry_envelopes,
     envelopes_json,
     plain_hash,
+    recorded_digest,
     seal_data_key,
 )
 from bvh_ops.wal.fence import FenceView
@@ -85,9 +86,7 @@ def segment_header_problem(name: str, head: bytes, system_identifier: str | None
 def entry_digest(entry: dict) -> tuple[str, str]:
     """(algorithm, hex) of the plaintext digest an index entry records: BLAKE3 where it has one
     (written with ``wal_digest = blake3``), else sha256 (every entry before that setting)."""
-    if entry.get("plaintext_blake3"):
-        return "blake3", entry["plaintext_blake3"]
-    return "sha256", entry.get("plaintext_sha256") or ""
+    return recorded_digest(entry.get("plaintext_blake3"), entry.get("plaintext_sha256"))
 
 
 def file_digest(path: Path | str, alg: str) -> str:
