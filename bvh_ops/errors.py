@@ -24,6 +24,10 @@ class ObjectLocked(StorageError):
     yet. Retention reports such backups as HELD instead of asking."""
 
 
+class AlreadyExists(StorageError):
+    """A conditional write (``if_absent``) found its key taken: another writer was first."""
+
+
 class TransientError(BvhOpsError):
     """A failure worth retrying (connection refused, throttling, a reset socket)."""
 

@@ -202,9 +202,8 @@ def _carry_out(repo: Repository, plan: ExpirePlan, archive: dict[str, ArchivedFi
     held_wal: list[str] = []
     names = list(plan.wal_prune)
     if names and lock_enabled(repo.store):
-        from bvh_ops.wal.store import wal_key
-
-        held_wal = [n for n in names if (u := retained_until(repo.store, wal_key(n))) is not None and u > now]
+        held_wal = [n for n in names
+                    if any((u := retained_until(repo.store, k)) is not None and u > now for k in archive[n].object_keys)]
         names = [n for n in names if n not in set(held_wal)]
     if names and not dry_run:
         delete_wal(repo.store, archive, names)

@@ -72,8 +72,7 @@ def archive_keys(repo: Repository, manifests: list[Manifest]) -> tuple[list[str]
             for name in consistency_wal(list(archive), m):
                 wal.append(name)
                 f = archive[name]
-                if f.has_object:
-                    keys.append(wal_key(name))
+                keys.extend(f.object_keys)
                 if f.has_index:
                     keys.append(wal_key(name) + ".json")
     return keys, wal

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from bvh_ops.errors import IntegrityError, NotFound
 from bvh_ops.replica.plan import COMMIT_NAMES, COPY_NAMES, Plan, Unit, Work, rank
 from bvh_ops.storage.base import ObjectStore
+from bvh_ops.wal.store import entry_object
 
 CHUNK = 1 << 20
 
@@ -60,13 +61,16 @@ def expected_hashes(store: ObjectStore, unit: Unit) -> dict[str, str]:
         bm = (m.get("extra") or {}).get("backup_manifest_sha256")
         if bm:
             out[prefix + "backup_manifest"] = bm
-    elif len(unit.objects) == 2 and unit.objects[1].key == unit.objects[0].key + ".json":
+    elif len(unit.objects) >= 2 and unit.objects[-1].key.endswith(".json"):
+        # An object and its index entry (a WAL file's alternate objects too: the entry names one).
+        index = unit.objects[-1].key
         try:
-            entry = json.loads(store.get_bytes(unit.objects[1].key))
-        except (NotFound, ValueError):
-            entry = {}
-        if isinstance(entry, dict) and entry.get("stored_sha256"):
-            out[unit.objects[0].key] = entry["stored_sha256"]
+            entry = json.loads(store.get_bytes(index))
+            named = entry_object(index[:-5], entry) if isinstance(entry, dict) else None
+        except (NotFound, ValueError, IntegrityError):
+            entry, named = {}, None
+        if named in {o.key for o in unit.objects[:-1]} and entry.get("stored_sha256"):
+            out[named] = entry["stored_sha256"]
     return out
 
 

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bvh_ops.wal.store import split_alternate
+
 MARKER = "inprogress.json"
 COMMIT_NAMES = ("manifest.json", "snapshot.json")
 COPY_NAMES = tuple(n + ".copy" for n in COMMIT_NAMES)
@@ -131,18 +133,30 @@ def _dir_units(kind: str, groups: dict[str, list[Obj]], skipped: list[str]) -> l
 
 def _paired_units(kind: str, objs: list[Obj], skipped: list[str]) -> list[Unit]:
     """An object and its ``<key>.json`` index entry (the commit point); an index entry alone is a
-    unit of its own (audit digests, files keys); an object without its entry is not committed."""
+    unit of its own (audit digests, files keys); an object without its entry is not committed.
+    A WAL file's alternate objects (``<key>@<16 hex>``: an upload that found its key taken; the
+    entry says which object is the file) go with its entry."""
     by_key = {o.key: o for o in objs}
+    alternates: dict[str, list[Obj]] = {}
+    if kind == "wal":
+        for o in objs:
+            head, _, last = o.key.rpartition("/")
+            base, alternate = split_alternate(last)
+            if alternate:
+                alternates.setdefault(f"{head}/{base}", []).append(o)
     units = []
     for o in objs:
         if o.key.endswith(".json"):
-            data = by_key.get(o.key[:-5])
-            units.append(Unit(kind, o.key[:-5] if data else o.key, (data, o) if data else (o,)))
-        elif o.key + ".json" not in by_key:
-            if kind == "wal":
+            data = [d for d in (by_key.get(o.key[:-5]), *alternates.get(o.key[:-5], ())) if d is not None]
+            units.append(Unit(kind, o.key[:-5] if data else o.key, (*data, o)))
+        elif o.key + ".json" in by_key:
+            continue
+        elif kind == "wal":
+            head, _, last = o.key.rpartition("/")
+            if f"{head}/{split_alternate(last)[0]}.json" not in by_key:
                 skipped.append(o.key)  # pushed, not committed yet (or never will be)
-            else:
-                units.append(Unit(kind, o.key, (o,)))
+        else:
+            units.append(Unit(kind, o.key, (o,)))
     return units
 
 

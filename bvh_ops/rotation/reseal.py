@@ -47,6 +47,7 @@ from bvh_ops.stream import (
     recorded_digest,
     seal_data_key,
 )
+from bvh_ops.wal.store import entry_object
 
 CHUNK = 1 << 20
 REWRITTEN_SUFFIX = ".f3"
@@ -200,8 +201,9 @@ def reseal_indexed(store: ObjectStore, key: str, *, identities: list[Identity], 
     raw = store.get_bytes(index_key)
     entry = json.loads(raw)
     ids = [r.key_id for r in recipients]
+    obj = entry_object(key, entry)  # the object the entry names (an alternate key for a WAL file)
     pending = entry.get("rewrite")
-    if pending is not None and _stored_sha(store, key) == pending.get("stored_sha256"):
+    if pending is not None and _stored_sha(store, obj) == pending.get("stored_sha256"):
         _finish_rewrite(store, key, entry, checkpoint)  # interrupted after the swap
         raw = store.get_bytes(index_key)
         entry = json.loads(raw)
@@ -210,7 +212,7 @@ def reseal_indexed(store: ObjectStore, key: str, *, identities: list[Identity], 
     elif pending is not None:
         entry = {k: v for k, v in entry.items() if k != "rewrite"}  # interrupted before it: start again
     if entry.get("envelopes"):
-        data_key = open_key(store, key, identities, envelopes_from_json(entry["envelopes"]))
+        data_key = open_key(store, obj, identities, envelopes_from_json(entry["envelopes"]))
         new = {**entry, "envelopes": _sealed(data_key, recipients), "key_ids": ids}
         if store.get_bytes(index_key) != raw:
             # Rewritten meanwhile (a log day archived again): not ours to overwrite; a re-run rotates it.
@@ -218,14 +220,14 @@ def reseal_indexed(store: ObjectStore, key: str, *, identities: list[Identity], 
         _put_json(store, index_key, new)
         return "rewrapped"
     staged = staged_key(key)
-    stats, data_key = reencrypt(store, key, staged, bind=key, identities=identities, envelopes=entry_envelopes(entry),
+    stats, data_key = reencrypt(store, obj, staged, bind=obj, identities=identities, envelopes=entry_envelopes(entry),
                                 plaintext=recorded_digest(entry.get("plaintext_blake3"), entry.get("plaintext_sha256")),
                                 level=level, segment_size=segment_size)
     entry = {**entry, "rewrite": {"stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
                                   "envelopes": _sealed(data_key, recipients), "key_ids": ids}}
     _put_json(store, index_key, entry)
     checkpoint("rewrite-recorded", key)
-    writer = store.open_writer(key)
+    writer = store.open_writer(obj)
     try:
         with store.open_reader(staged) as body:
             copy_stream(body, writer)

@@ -175,7 +175,7 @@ def _connected_checks(settings: Settings, meta: dict, dsn: str, new_tl: int | No
                       timeout: float) -> list[CheckResult]:
     from bvh_ops.physical.backup import switch_wal_and_wait
     from bvh_ops.storage import open_store
-    from bvh_ops.wal.store import wal_key
+    from bvh_ops.wal.store import is_archived
 
     out = []
     try:
@@ -198,13 +198,13 @@ def _connected_checks(settings: Settings, meta: dict, dsn: str, new_tl: int | No
             store = open_store(repository_settings(settings, meta["source"]))
             hist = f"{new_tl:08X}.history" if new_tl else None
             if hist:
-                found = _wait(lambda: _archived(store, wal_key(hist)), timeout)
+                found = _wait(lambda: is_archived(store, hist), timeout)
                 out.append(_check("timeline_history_archived", bool(found),
                                   f"{hist} in the repository" if found else f"{hist} not archived within {timeout:.0f} s"))
             try:
                 seg, _lsn = switch_wal_and_wait(conn, timeout=timeout)
                 on_new = new_tl is not None and int(seg[:8], 16) == new_tl
-                stored = _archived(store, wal_key(seg))
+                stored = is_archived(store, seg)
                 out.append(_check("test_write_archived", on_new and stored,
                                   f"WAL message archived as {seg} (timeline {int(seg[:8], 16)})"
                                   + ("" if stored else ": not found in the repository")))
@@ -226,10 +226,6 @@ def _try_connect(dsn: str):
         return connect(dsn, autocommit=True)
     except BvhOpsError:
         return None
-
-
-def _archived(store, key: str) -> bool:
-    return store.stat(key) is not None and store.stat(key + ".json") is not None
 
 
 def _switch_lsn(data: Path, new_tl: int, old_tl: int) -> str | None:

@@ -1,6 +1,7 @@
 """The ObjectStore protocol. Keys are '/'-separated relative paths; a writer's object becomes
 visible only at ``commit()`` (atomic rename locally, CompleteMultipartUpload on S3), and
-``abort()`` leaves nothing behind.
+``abort()`` leaves nothing behind. With ``if_absent`` the commit (of a writer or of
+``put_bytes``) never replaces an existing object, even in a race: it raises AlreadyExists.
 
 Optional capability (not part of the protocol, looked up with ``getattr``): a store that can
 copy server-side from another store has ``can_copy_from(source) -> bool`` and
@@ -30,7 +31,7 @@ class ObjectWriter(Protocol):
 class ObjectStore(Protocol):
     url: str
 
-    def open_writer(self, key: str) -> ObjectWriter: ...
+    def open_writer(self, key: str, *, if_absent: bool = False) -> ObjectWriter: ...
     def open_reader(self, key: str) -> BinaryIO: ...
     def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from bvh_ops.errors import NotFound, StorageError
+from bvh_ops.errors import AlreadyExists, NotFound, StorageError
 from bvh_ops.storage.base import ObjectInfo
 
 TMP_MARK = ".tmp-"
@@ -68,8 +68,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _LocalWriter:
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, *, if_absent: bool = False) -> None:
         self._final = final
+        self._if_absent = if_absent
         self._tmp = final.with_name(f"{TMP_MARK}{final.name}.{secrets.token_hex(4)}")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
         try:
@@ -92,8 +93,18 @@ class _LocalWriter:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
-            os.replace(self._tmp, self._final)
+            if self._if_absent:
+                # link(2) fails if the target exists: no overwrite even in a race.
+                os.link(self._tmp, self._final)
+                self._tmp.unlink()
+            else:
+                os.replace(self._tmp, self._final)
+            # The new name must survive a crash before the caller reports it (a WAL index
+            # entry is the commit point PostgreSQL's archiver is told about).
             _fsync_dir(self._final.parent)
+        except FileExistsError:
+            self.abort()
+            raise AlreadyExists(f"object {self._final.name} already exists") from None
         except OSError as exc:
             self.abort()
             raise StorageError(f"committing {self._final}: {exc.strerror}") from None
@@ -127,11 +138,11 @@ class LocalStore:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"repository {self.root} is not writable: fix its permissions")
 
-    def open_writer(self, key: str) -> _LocalWriter:
+    def open_writer(self, key: str, *, if_absent: bool = False) -> _LocalWriter:
         path = self._path(key)
         try:
             _mkdirs(path.parent)
-            return _LocalWriter(path)
+            return _LocalWriter(path, if_absent=if_absent)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -144,34 +155,18 @@ class LocalStore:
             raise StorageError(f"cannot read {key}: {exc.strerror}") from None
 
     def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        path = self._path(key)
-        if if_absent and path.exists():
-            raise StorageError(f"object {key} already exists")
-        w = self.open_writer(key)
+        if if_absent and self._path(key).exists():
+            raise AlreadyExists(f"object {key} already exists")
+        w = self.open_writer(key, if_absent=if_absent)
         try:
             w.write(data)
         except BaseException:
             w.abort()
             raise
-        if if_absent:
-            # link(2) fails if the target exists: no overwrite even in a race.
-            try:
-                w._fh.flush()
-                os.fsync(w._fh.fileno())
-                w._fh.close()
-                os.link(w._tmp, path)
-                # The new name must survive a crash before the caller reports it (a WAL index
-                # entry is the commit point PostgreSQL's archiver is told about).
-                _fsync_dir(path.parent)
-            except FileExistsError:
-                raise StorageError(f"object {key} already exists") from None
-            except OSError as exc:
-                raise StorageError(f"committing {path}: {exc.strerror}") from None
-            finally:
-                w._tmp.unlink(missing_ok=True)
-                w._done = True
-            return
-        w.commit()
+        try:
+            w.commit()
+        except AlreadyExists:
+            raise AlreadyExists(f"object {key} already exists") from None
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_reader(key) as fh:

@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from bvh_ops.errors import NotFound, ObjectLocked, StorageError, TransientStorageError
+from bvh_ops.errors import AlreadyExists, NotFound, ObjectLocked, StorageError, TransientStorageError
 from bvh_ops.storage.base import ObjectInfo
 
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
@@ -79,10 +79,19 @@ def _translate(exc: Exception, what: str, bucket: str) -> Exception:
     return StorageError(f"{what}: {exc.__class__.__name__}: {exc}")
 
 
+_TAKEN_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def _taken(exc: ClientError) -> bool:
+    """A conditional write (If-None-Match: *) found the key taken (or being taken)."""
+    return str(exc.response.get("Error", {}).get("Code", "")) in _TAKEN_CODES
+
+
 class _S3Writer:
-    def __init__(self, store: S3Store, key: str) -> None:
+    def __init__(self, store: S3Store, key: str, *, if_absent: bool = False) -> None:
         self._s = store
         self._key = key
+        self._cond = {"IfNoneMatch": "*"} if if_absent else {}
         self._buf = bytearray()
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
@@ -124,7 +133,8 @@ class _S3Writer:
         s = self._s
         try:
             if self._upload_id is None:  # small object: a single PUT
-                s.client.put_object(Bucket=s.bucket, Key=s.full(self._key), Body=bytes(self._buf), **s.sse_args)
+                s.client.put_object(Bucket=s.bucket, Key=s.full(self._key), Body=bytes(self._buf), **s.sse_args,
+                                    **self._cond)
             else:
                 if self._buf:
                     self._upload(bytes(self._buf))
@@ -133,8 +143,14 @@ class _S3Writer:
                     Key=s.full(self._key),
                     UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
+                    **self._cond,
                 )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            self.abort()
+            if self._cond and _taken(exc):
+                raise AlreadyExists(f"object {self._key} already exists") from None
+            raise _translate(exc, f"committing {self._key}", s.bucket) from None
+        except BotoCoreError as exc:
             self.abort()
             raise _translate(exc, f"committing {self._key}", s.bucket) from None
         self._buf.clear()
@@ -286,8 +302,8 @@ class S3Store:
                     pass
             raise _translate(exc, f"copying {key} from {source.url}", self.bucket) from None
 
-    def open_writer(self, key: str) -> _S3Writer:
-        return _S3Writer(self, key)
+    def open_writer(self, key: str, *, if_absent: bool = False) -> _S3Writer:
+        return _S3Writer(self, key, if_absent=if_absent)
 
     def open_reader(self, key: str) -> BinaryIO:
         try:
@@ -303,9 +319,8 @@ class S3Store:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.full(key), Body=data, **self.sse_args, **extra)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise StorageError(f"object {key} already exists") from None
+            if if_absent and _taken(exc):
+                raise AlreadyExists(f"object {key} already exists") from None
             raise _translate(exc, f"writing {key}", self.bucket) from None
         except BotoCoreError as exc:
             raise _translate(exc, f"writing {key}", self.bucket) from None

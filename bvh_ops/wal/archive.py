@@ -26,7 +26,15 @@ from bvh_ops.repository.repo import Repository
 from bvh_ops.repository.verify import Status, VerifyResult
 from bvh_ops.storage.base import ObjectStore
 from bvh_ops.stream import DecryptingReader, HashingReader, entry_envelopes, plain_hash
-from bvh_ops.wal.store import LONG_HEADER, WAL_PREFIX, entry_digest, segment_header_problem, wal_key
+from bvh_ops.wal.store import (
+    LONG_HEADER,
+    WAL_PREFIX,
+    entry_digest,
+    segment_header_problem,
+    split_alternate,
+    wal_key,
+    wal_object_key,
+)
 
 log = logging.getLogger("bvh_ops.wal.archive")
 
@@ -38,22 +46,30 @@ class ArchivedFile:
     has_index: bool
     stored_size: int | None
     modified: datetime | None
+    # Every object stored for the name: its plain key and any alternates (an upload that found
+    # the plain key taken; the index entry says which one is the file).
+    object_keys: tuple[str, ...] = ()
 
 
 def scan_archive(store: ObjectStore) -> dict[str, ArchivedFile]:
-    """One listing of wal/: every file with whether its object and its index entry exist."""
-    objects: dict[str, tuple[int, datetime]] = {}
+    """One listing of wal/: every file with whether an object and its index entry exist (which
+    object the entry names is read from the entry: ``wal_object_key``)."""
+    objects: dict[str, list] = {}
     index: set[str] = set()
     for info in store.list(WAL_PREFIX + "/"):
         name = info.key.rsplit("/", 1)[-1]
         if name.endswith(".json"):
             index.add(name[:-5])
         elif not name.startswith("."):
-            objects[name] = (info.size, info.modified)
-    return {
-        n: ArchivedFile(n, n in objects, n in index, objects.get(n, (None, None))[0], objects.get(n, (None, None))[1])
-        for n in sorted(set(objects) | index)
-    }
+            base, alternate = split_alternate(name)
+            objects.setdefault(base, []).append((alternate, info))
+    out = {}
+    for n in sorted(set(objects) | index):
+        found = sorted(objects.get(n, ()), key=lambda a: (a[0], a[1].key))  # the plain key first
+        first = found[0][1] if found else None
+        out[n] = ArchivedFile(n, bool(found), n in index, first.size if first else None,
+                              first.modified if first else None, tuple(i.key for _, i in found))
+    return out
 
 
 def _index_entry(store: ObjectStore, name: str) -> dict:
@@ -154,7 +170,8 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
     its own position in cluster ``system_identifier`` (a swapped segment fails here)."""
     try:
         entry = _index_entry(store, name)
-        body = store.open_reader(wal_key(name))
+        key = wal_object_key(name, entry)
+        body = store.open_reader(key)
     except (NotFound, ValueError, BvhOpsError) as exc:
         return f"unreadable: {exc}"
     try:
@@ -168,7 +185,7 @@ def _check_segment(store: ObjectStore, name: str, identities, system_identifier:
         head = b""
         if identities is not None:
             try:
-                reader = DecryptingReader(hashing, identities, bind=wal_key(name),
+                reader = DecryptingReader(hashing, identities, bind=key,
                                           envelopes=entry_envelopes(entry))
                 while chunk := reader.read(1 << 20):
                     if len(head) < LONG_HEADER:
@@ -264,13 +281,12 @@ def plan_wal_prune(archive_listing: Iterable[str], oldest_base: Manifest) -> lis
 
 def delete_wal(store: ObjectStore, archive: dict[str, ArchivedFile], names: list[str]) -> None:
     """Delete planned WAL files. Index entry first (wal-push's commit point), so a half-deleted
-    segment reads as absent, never as present."""
+    segment reads as absent, never as present; then every object stored for the name."""
     for name in names:
-        key = wal_key(name)
         f = archive[name]
         if f.has_index:
-            store.delete(key + ".json")
-        if f.has_object:
+            store.delete(wal_key(name) + ".json")
+        for key in f.object_keys:
             store.delete(key)
 
 

@@ -2,18 +2,23 @@
 (restore_command). Each WAL file (segment, .history, .backup, .partial) is compressed, encrypted
 with its own data key sealed to the recipients, and stored under wal/<timeline>/<name>, with a
 small index entry holding its plaintext digest (sha256, or BLAKE3 with ``wal_digest = blake3``)
-so a re-push is recognised without any private key. Any failure exits non-zero so PostgreSQL keeps the file and retries; an existing name with
+so a re-push is recognised without any private key. An upload never replaces an object: when
+its key is taken (another writer of the same name under way, or the leftover of an upload that
+never committed) the object goes to an alternate key of its own, ``<name>@<16 hex>``, which the
+entry records under "object"; the entry written first wins, and it names its own object. Any failure exits non-zero so PostgreSQL keeps the file and retries; an existing name with
 different content is refused and never overwritten."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound, StorageError
+from bvh_ops.errors import AlreadyExists, BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import Recipient, load_identities, load_recipients
 from bvh_ops.pg.lsn import SEGMENT_OR_PARTIAL, WAL_FILE
 from bvh_ops.storage import ObjectStore, open_store
@@ -38,6 +43,48 @@ def wal_key(name: str) -> str:
         raise BvhOpsError(f"{name!r} is not a WAL file name")
     timeline = name[:8]
     return f"{WAL_PREFIX}/{timeline}/{name}"
+
+
+_ALTERNATE = re.compile(r"@[0-9a-f]{16}")
+
+
+def alternate_key(key: str) -> str:
+    """A fresh alternate key for the object of ``key``: ``key@<16 hex>``."""
+    return f"{key}@{secrets.token_hex(8)}"
+
+
+def split_alternate(name: str) -> tuple[str, bool]:
+    """("<name>", True) for an alternate object's last path part "<name>@<16 hex>", else
+    (name, False)."""
+    base, at, tail = name.partition("@")
+    if at and _ALTERNATE.fullmatch(at + tail):
+        return base, True
+    return name, False
+
+
+def entry_object(key: str, entry: dict) -> str:
+    """The object that the index entry ``key``.json describes: ``key`` itself, or the alternate
+    ``key@<16 hex>`` it records under "object". Any other key is refused: an entry never points
+    at another file's object."""
+    obj = entry.get("object")
+    if obj is None or obj == key:
+        return key
+    if isinstance(obj, str) and obj.startswith(key) and _ALTERNATE.fullmatch(obj[len(key):]):
+        return obj
+    raise IntegrityError(f"{key}.json names the object {obj!r}, which is not one of its own")
+
+
+def wal_object_key(name: str, entry: dict) -> str:
+    """The object of WAL file ``name`` as its index entry ``entry`` records it."""
+    return entry_object(wal_key(name), entry)
+
+
+def is_archived(store: ObjectStore, name: str) -> bool:
+    """Whether WAL file ``name`` is committed: its index entry and the object it names exist."""
+    try:
+        return store.stat(wal_object_key(name, json.loads(store.get_bytes(wal_key(name) + ".json")))) is not None
+    except (NotFound, ValueError, IntegrityError):
+        return False
 
 
 LONG_HEADER = 40  # bytes of XLogLongPageHeaderData that identify a segment
@@ -130,11 +177,14 @@ def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = Non
         existing = None
     if existing is not None:
         alg, digest = entry_digest(existing)
-        if digest == file_digest(src, alg) and store.stat(key) is not None:
+        if digest != file_digest(src, alg):
+            raise IntegrityError(
+                f"{src.name} is already archived with different content: refusing to overwrite "
+                "(two clusters archiving into one repository?)")
+        if store.stat(wal_object_key(src.name, existing)) is not None:
             return None
-        raise IntegrityError(
-            f"{src.name} is already archived with different content: refusing to overwrite "
-            "(two clusters archiving into one repository?)")
+        raise IntegrityError(f"{src.name} is archived but its object is missing from the repository: "
+                             "run `bvh-ops verify` and take a new physical full backup")
     # A segment is read in one piece: what is hashed, checked and stored is one read of the
     # file. A larger file (wal_segment_size up to 1 GiB) is streamed and hashed twice instead:
     # before, for the entry, and on the way, to catch a change while it was being read.
@@ -155,9 +205,43 @@ def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = Non
     (fences or FenceView(store)).check(src.name, ident["system_identifier"] if ident else None)
     if recipients is None:
         recipients = load_recipients(settings.require_recipients())
-    data_key = os.urandom(32)
+    # Never over another writer's object: an entry (theirs, committed any moment) may describe
+    # it. The plain key when free, else an alternate key of our own (a conditional commit decides,
+    # so nothing is asked before the upload in the usual case).
+    target = key
+    try:
+        stats, envelopes = _store_object(settings, store, src, whole, target, recipients)
+    except AlreadyExists:
+        target = alternate_key(key)
+        stats, envelopes = _store_object(settings, store, src, whole, target, recipients)
+    entry = {"name": src.name, "plaintext_sha256": stats.plaintext_sha256, "plaintext_size": stats.plaintext_size,
+             "stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
+             **({"plaintext_blake3": stats.plaintext_blake3} if stats.plaintext_blake3 else {}),
+             "key_ids": [r.key_id for r in recipients],
+             # Format 3: the data key sealed to each recipient lives here, not in the object, so a
+             # key rotation rewrites this entry and never the object.
+             "envelopes": envelopes_json(envelopes),
+             # When PostgreSQL last wrote the file: the newest commit it can hold (for
+             # --validate-target with a time and for the continuity report).
+             "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
+    if target != key:
+        entry["object"] = target
+    if ident is not None:
+        entry["system_identifier"] = ident["system_identifier"]
+    if src.name.endswith(".history"):
+        # Timeline switch points only (no table data): kept readable so continuity can
+        # follow timelines without the restore key.
+        entry["history"] = src.read_text(errors="replace")[:65536]
+    return entry
+
+
+def _store_object(settings: Settings, store: ObjectStore, src: Path, whole: bytes | None, key: str,
+                  recipients: list[Recipient]) -> tuple:
+    """Compress and encrypt ``src`` (``whole`` when read already) into a new object ``key`` under
+    a fresh data key; AlreadyExists when ``key`` is taken. Returns (stats, envelopes)."""
+    data_key = os.urandom(32)  # fresh for every object, a retry under another key included
     envelopes = seal_data_key(data_key, recipients)
-    writer = store.open_writer(key)
+    writer = store.open_writer(key, if_absent=True)
     try:
         enc = EncryptingWriter(sink=writer, data_key=data_key, envelopes=envelopes,
                                compression_level=settings.compression_level,
@@ -178,23 +262,7 @@ def wal_upload(settings: Settings, path: str, *, store: ObjectStore | None = Non
     except BaseException:
         writer.abort()
         raise
-    entry = {"name": src.name, "plaintext_sha256": stats.plaintext_sha256, "plaintext_size": stats.plaintext_size,
-             "stored_sha256": stats.stored_sha256, "stored_size": stats.stored_size,
-             **({"plaintext_blake3": stats.plaintext_blake3} if stats.plaintext_blake3 else {}),
-             "key_ids": [r.key_id for r in recipients],
-             # Format 3: the data key sealed to each recipient lives here, not in the object, so a
-             # key rotation rewrites this entry and never the object.
-             "envelopes": envelopes_json(envelopes),
-             # When PostgreSQL last wrote the file: the newest commit it can hold (for
-             # --validate-target with a time and for the continuity report).
-             "modified_at": datetime.fromtimestamp(src.stat().st_mtime, UTC).isoformat()}
-    if ident is not None:
-        entry["system_identifier"] = ident["system_identifier"]
-    if src.name.endswith(".history"):
-        # Timeline switch points only (no table data): kept readable so continuity can
-        # follow timelines without the restore key.
-        entry["history"] = src.read_text(errors="replace")[:65536]
-    return entry
+    return stats, envelopes
 
 
 def wal_commit(settings: Settings, entry: dict, *, store: ObjectStore | None = None) -> None:
@@ -204,9 +272,7 @@ def wal_commit(settings: Settings, entry: dict, *, store: ObjectStore | None = N
     index_key = wal_key(entry["name"]) + ".json"
     try:
         store.put_bytes(index_key, json.dumps(entry).encode(), if_absent=True)
-    except StorageError as exc:
-        if "already exists" not in str(exc):
-            raise
+    except AlreadyExists:
         again = json.loads(store.get_bytes(index_key))
         if entry_digest(again) != entry_digest(entry):
             raise IntegrityError(f"{entry['name']} was archived concurrently with different content") from None
@@ -218,14 +284,14 @@ def wal_fetch(settings: Settings, name: str, dest: str, *, system_identifier: st
     bound to this name, its plaintext must match the index entry, and a segment's first page
     must say it is this segment (of cluster ``system_identifier`` when given): a swapped or
     foreign segment is refused, never handed to recovery."""
-    key = wal_key(name)
     store = open_store(settings)
     try:
-        entry = json.loads(store.get_bytes(key + ".json"))
+        entry = json.loads(store.get_bytes(wal_key(name) + ".json"))
     except NotFound:
         raise NotFound(f"WAL file {name} is not in the archive") from None
     if entry.get("name") != name:
         raise IntegrityError(f"WAL file {name}: its index entry is that of {entry.get('name')!r} (swapped)")
+    key = wal_object_key(name, entry)
     identities = load_identities(settings.require_identity())
     target = Path(dest)
     tmp = target.with_name(f".{target.name}.bvh-tmp")

@@ -286,6 +286,10 @@ class DocReader:
         entry = json.loads((self.root / (key + ".json")).read_bytes())
         if entry["name"] != name:
             raise FormatError("index entry of another WAL file")
+        if "object" in entry:  # the page: an alternate key of its own, else refuse
+            if not re.fullmatch(re.escape(key) + "@[0-9a-f]{16}", entry["object"]):
+                raise FormatError("index entry names an object that is not its own")
+            key = entry["object"]
         blob = (self.root / key).read_bytes()
         if (len(blob), hashlib.sha256(blob).hexdigest()) != (entry["stored_size"], entry["stored_sha256"]):
             raise FormatError("stored bytes differ from the index entry")
@@ -428,7 +432,7 @@ def test_wal_files_open_by_the_page_alone(make_settings, repo_dir, tmp_path, dig
     assert reader.last_header["bind"] == f"wal/00000001/{seg_name}"
     assert entry["system_identifier"] == str(sysid)
     (block,) = _doc_blocks("### WAL index entry")
-    unused = {"plaintext_blake3"} if digest == "sha256" else set()
+    unused = {"plaintext_blake3", "object"} if digest == "sha256" else {"object"}
     assert set(entry) == _documented_names(block) - {"history"} - unused
     assert bool(entry.get("plaintext_blake3")) == (digest == "blake3") != bool(entry["plaintext_sha256"])
     seg_key = reader.last_data_key
@@ -447,6 +451,19 @@ def test_wal_files_open_by_the_page_alone(make_settings, repo_dir, tmp_path, dig
         reader.decrypt_blob(blob, "wal/00000001/00000001000000000000002B")
     head = (tmp_path / seg_name).read_bytes()[:40]
     assert segment_header_problem("00000001000000000000002B", head, None) == "holds another position's WAL"
+
+    # A file whose plain key was taken (the leftover of an upload that never committed): its
+    # entry names its alternate object, which the page's reader opens.
+    from bvh_ops.wal.store import wal_upload
+
+    alt_name = "00000001000000000000002C"
+    (tmp_path / alt_name).write_bytes(_segment(0x2C, sysid))
+    wal_upload(settings, str(tmp_path / alt_name))
+    wal_push(settings, str(tmp_path / alt_name))
+    entry, plain = reader.wal(alt_name, str(sysid))
+    assert plain == (tmp_path / alt_name).read_bytes()
+    assert reader.last_header["bind"] == entry["object"] != f"wal/00000001/{alt_name}"
+    assert set(entry) == _documented_names(block) - {"history"} - (unused - {"object"})
 
 
 def _encrypt(plaintext: bytes, segment_size: int, bind: str, tmp_path: Path) -> tuple[bytes, DocReader]:

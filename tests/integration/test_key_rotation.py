@@ -31,7 +31,7 @@ from bvh_ops.repository.repo import MANIFEST, MANIFEST_COPY, backup_prefix
 from bvh_ops.repository.verify import verify_backup
 from bvh_ops.rotation.run import JOURNAL, rotate
 from bvh_ops.stream import EncryptingWriter, seal_data_key
-from bvh_ops.wal.store import wal_fetch, wal_key, wal_push
+from bvh_ops.wal.store import wal_fetch, wal_key, wal_push, wal_upload
 
 NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 DAY = (NOW - timedelta(days=40)).date()
@@ -112,7 +112,10 @@ def _make_world(request, where, fresh_db, make_settings, tmp_path, monkeypatch):
     for n in (3, 4):
         s = tmp_path / f"00000001000000000000000{n}"
         s.write_bytes(_segment(n))
+        if n == 4:  # the leftover of an upload that never committed: 4's object goes to an alternate key
+            wal_upload(settings, str(s))
         wal_push(settings, str(s))
+    assert "object" in json.loads(repo.store.get_bytes(wal_key("000000010000000000000004") + ".json"))
     with psycopg.connect(ops_dsn, autocommit=True) as conn:
         migrate(conn)
         conn.execute("SELECT ops.ensure_log_partition('security', %s)", (DAY,))

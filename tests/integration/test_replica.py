@@ -436,3 +436,40 @@ def test_server_side_copy_above_the_single_copy_limit_goes_part_by_part(s3_serve
     with pytest.raises(NotFound):
         dst.copy_from(src, "backups/x/missing", 12 << 20)   # a failed part copy leaves no upload behind
     assert not client.list_multipart_uploads(Bucket=s3_bucket_b).get("Uploads")
+
+
+def test_a_wal_file_under_an_alternate_key_replicates_and_is_fetched_from_the_replica(
+        sample_db, repo_dir, tmp_path, s3_server_b, s3_bucket_b, make_settings):
+    """A WAL file whose object went to an alternate key (its plain key held the leftover of an
+    upload that never committed) reaches the replica with its entry, fetches from the replica
+    alone, and the object its entry names is checked against the entry's stored sha256: damaged
+    on the primary, it is not replicated."""
+    from bvh_ops.wal.store import wal_fetch, wal_key, wal_object_key, wal_push, wal_upload
+    from tests.integration.test_wal import _segment
+
+    settings = _replica_settings(make_settings, sample_db, f"file://{repo_dir}", s3_bucket_b, s3_server_b)
+    seg = tmp_path / "0000000100000000000000B1"
+    seg.write_bytes(_segment(0xB1))
+    wal_upload(settings, str(seg))                          # never committed
+    assert wal_push(settings, str(seg)) == "stored"
+    entry = json.loads((repo_dir / (wal_key(seg.name) + ".json")).read_text())
+    named = wal_object_key(seg.name, entry)
+    assert named != wal_key(seg.name)
+    assert replicate(settings, now()).ok
+    on_replica = _replica_keys(s3_server_b, s3_bucket_b)
+    assert {wal_key(seg.name), named, wal_key(seg.name) + ".json"} <= set(on_replica)
+    wal_fetch(settings.for_replica(), seg.name, str(tmp_path / "fetched"))
+    assert (tmp_path / "fetched").read_bytes() == seg.read_bytes()
+
+    other = tmp_path / "0000000100000000000000B2"
+    other.write_bytes(_segment(0xB2))
+    wal_upload(settings, str(other))
+    assert wal_push(settings, str(other)) == "stored"
+    entry = json.loads((repo_dir / (wal_key(other.name) + ".json")).read_text())
+    damaged = repo_dir / wal_object_key(other.name, entry)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    report = replicate(settings, now())
+    assert not report.ok and "damaged on the primary" in report.failures[0][1]
+    assert wal_key(other.name) + ".json" not in _replica_keys(s3_server_b, s3_bucket_b)

@@ -49,6 +49,7 @@ def test_every_unit_is_copied_data_first_commit_point_last():
 @pytest.mark.parametrize("uncommitted", [
     [o("backups/20261128T030000Z-full-000001/inprogress.json"), o("backups/20261128T030000Z-full-000001/base.tar")],
     [o("wal/00000001/000000010000000000000004")],                      # pushed, index not written yet
+    [o("wal/00000001/000000010000000000000004@0123456789abcdef")],     # the same, under an alternate key
     [o("files/snapshots/s2/inprogress.json"), o("files/snapshots/s2/refs.txt")],
     [o("archive/2026-11/x/inprogress.json"), o("archive/2026-11/x/dump")],
 ])
@@ -56,6 +57,16 @@ def test_uncommitted_units_are_never_replicated(uncommitted):
     p = plan(primary() + uncommitted, [])
     assert not {u.key for u in uncommitted} & set(keys(p))
     assert p.skipped
+
+
+def test_a_wal_files_alternate_objects_travel_with_its_entry_before_it():
+    """An upload that found its key taken stored its object under ``<key>@<16 hex>``: the entry
+    (the commit point) is copied after every object of its name, whichever one it names."""
+    alt = f"{W}@0123456789abcdef"
+    order = keys(plan([o(W, 5, 500), o(alt, 6, 480), o(f"{W}.json", 6)], []))
+    assert order == [W, alt, f"{W}.json"]
+    only_alt = keys(plan([o(alt, 6, 480), o(f"{W}.json", 6)], []))
+    assert only_alt == [alt, f"{W}.json"]
 
 
 def test_markers_and_temporary_uploads_are_not_copied():
