@@ -114,8 +114,14 @@ class _LocalWriter:
         if self._done:
             return
         self._done = True
-        self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            # Closing flushes what is still buffered, which fails as the write or commit did
+            # (disk full, quota): the descriptor is closed all the same, and the file goes.
+            self._fh.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 class LocalStore:
