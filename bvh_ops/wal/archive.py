@@ -44,8 +44,8 @@ class ArchivedFile:
     name: str
     has_object: bool
     has_index: bool
-    stored_size: int | None
-    modified: datetime | None
+    stored_size: int | None  # of the newest object stored for the name
+    modified: datetime | None  # ...and when it was stored
     # Every object stored for the name: its plain key and any alternates (an upload that found
     # the plain key taken; the index entry says which one is the file).
     object_keys: tuple[str, ...] = ()
@@ -66,9 +66,11 @@ def scan_archive(store: ObjectStore) -> dict[str, ArchivedFile]:
     out = {}
     for n in sorted(set(objects) | index):
         found = sorted(objects.get(n, ()), key=lambda a: (a[0], a[1].key))  # the plain key first
-        first = found[0][1] if found else None
-        out[n] = ArchivedFile(n, bool(found), n in index, first.size if first else None,
-                              first.modified if first else None, tuple(i.key for _, i in found))
+        # Size and time of the newest object: an alternate is written after the key it found
+        # taken, so a leftover's older time never stands for the upload that was committed.
+        newest = max((i for _, i in found), key=lambda i: i.modified, default=None)
+        out[n] = ArchivedFile(n, bool(found), n in index, newest.size if newest else None,
+                              newest.modified if newest else None, tuple(i.key for _, i in found))
     return out
 
 

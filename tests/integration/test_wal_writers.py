@@ -109,3 +109,28 @@ def test_an_entry_naming_another_files_object_is_refused(settings, segment, tmp_
     assert not (tmp_path / "fetched").exists()
     assert "not one of its own" in _check_segment(store, NAME, load_identities(settings.identity))
     assert not is_archived(store, NAME)
+
+
+def test_the_wal_age_check_reads_the_stored_file_not_an_older_leftover(keypair, tmp_path, segment):
+    """A leftover from an upload that never committed (say the host died right after it) is
+    older than the retry that archived the file under an alternate key: "newest archived WAL
+    stored N s ago" must count from the retry, not raise a WAL-archiving alert for a segment
+    archived a moment ago."""
+    import os
+    from datetime import UTC, datetime
+
+    from bvh_ops.monitoring.backups import _wal_check
+    from bvh_ops.monitoring.results import Status
+    from bvh_ops.monitoring.thresholds import Limits
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    settings = Settings(repository=f"file://{repo}", recipients=[keypair[0]], identity=keypair[1],
+                        state_dir=tmp_path / "state")
+    store = open_store(settings)
+    wal_upload(settings, str(segment), store=store)  # never committed
+    two_hours_ago = datetime.now(UTC).timestamp() - 7200
+    os.utime(repo / wal_key(NAME), (two_hours_ago, two_hours_ago))
+    assert wal_push(settings, str(segment)) == "stored"
+    check = _wal_check(scan_archive(store), datetime.now(UTC), Limits())
+    assert check.status is Status.OK and check.value < 60, check.detail
