@@ -489,6 +489,17 @@ def _body_len(blob: bytes) -> int:
     return len(blob) - 12 - struct.unpack(">I", blob[8:12])[0]
 
 
+def test_the_wal_recipe_reads_the_object_its_entry_names():
+    """The page's step-by-step recipe for a WAL file (what an operator follows without bvh-ops)
+    must send the reader to the object the entry names, bound to that key: following the plain
+    key alone, a file stored under an alternate key opens another upload's object, or none."""
+    text = DOC.read_text()
+    recipe = text[text.index("A WAL file: read the index entry"):]
+    recipe = " ".join(recipe[:recipe.index("\n\n")].split())
+    assert "`object`" in recipe and "@<16 lowercase hex>" in recipe, recipe
+    assert "`bind` = that object's key" in recipe, recipe
+
+
 def test_empty_plaintext_is_one_segment_holding_a_zstd_frame(tmp_path):
     blob, reader = _encrypt(b"", 4096, "backups/x/dump.pgcustom", tmp_path)
     assert _body_len(blob) == 9 + 16
