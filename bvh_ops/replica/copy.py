@@ -61,9 +61,9 @@ def expected_hashes(store: ObjectStore, unit: Unit) -> dict[str, str]:
         bm = (m.get("extra") or {}).get("backup_manifest_sha256")
         if bm:
             out[prefix + "backup_manifest"] = bm
-    elif len(unit.objects) >= 2 and unit.objects[-1].key.endswith(".json"):
+    elif (len(unit.objects) >= 2 and (index := unit.objects[-1].key).endswith(".json")
+          and all(o.key == index[:-5] or o.key.startswith(index[:-5] + "@") for o in unit.objects[:-1])):
         # An object and its index entry (a WAL file's alternate objects too: the entry names one).
-        index = unit.objects[-1].key
         try:
             entry = json.loads(store.get_bytes(index))
             named = entry_object(index[:-5], entry) if isinstance(entry, dict) else None

@@ -167,7 +167,8 @@ class _S3Writer:
                     Bucket=self._s.bucket, Key=self._s.full(self._key), UploadId=self._upload_id
                 )
             except (ClientError, BotoCoreError):
-                pass  # a later `gc` lists and aborts stale uploads
+                pass  # its parts stay until the bucket's AbortIncompleteMultipartUpload lifecycle rule
+                # removes them (README, s3_endpoint_url): nothing here lists stale uploads
 
 
 class S3Store:

@@ -26,7 +26,8 @@ A pusher started while its server ran (``postmaster.pid`` beside ``pg_wal``) lea
 is idle once the server has stopped: it does not outstay the cluster.
 
 One pusher per ``pg_wal``, whatever its configuration: it holds an flock on the directory (two
-writers of one WAL file could pair one's index entry with the other's object). Verdicts carry
+writers of one WAL file would upload it twice: safe, as an upload never replaces an object and
+the first index entry names its own, but wasted work and an orphaned object). Verdicts carry
 the configuration they were made under (config_ident: the config file and the BVH_OPS_*/AWS_*
 variables); a call with another configuration ignores them and asks that pusher to stop, and a
 pusher whose config file changes stops by itself.

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bvh_ops.config import Settings
-from bvh_ops.errors import AlreadyExists, BvhOpsError, IntegrityError, NotFound
+from bvh_ops.errors import AlreadyExists, BvhOpsError, IntegrityError, NotFound, TransientStorageError
 from bvh_ops.keys import Recipient, load_identities, load_recipients
 from bvh_ops.pg.lsn import SEGMENT_OR_PARTIAL, WAL_FILE
 from bvh_ops.storage import ObjectStore, open_store
@@ -273,7 +273,11 @@ def wal_commit(settings: Settings, entry: dict, *, store: ObjectStore | None = N
     try:
         store.put_bytes(index_key, json.dumps(entry).encode(), if_absent=True)
     except AlreadyExists:
-        again = json.loads(store.get_bytes(index_key))
+        try:
+            again = json.loads(store.get_bytes(index_key))
+        except NotFound:  # S3's 409: another writer's conditional write of it is still under way
+            raise TransientStorageError(f"{entry['name']}: its index entry is being written by another writer; "
+                                        "retry") from None
         if entry_digest(again) != entry_digest(entry):
             raise IntegrityError(f"{entry['name']} was archived concurrently with different content") from None
 
