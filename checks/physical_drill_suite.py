@@ -31,7 +31,13 @@ def verify_chain_and_wal(settings: Settings, manifest: Manifest, target: Recover
     for m in chain:
         # Nothing is restored from a chain with a bad part: its later bases only verified.
         keep = {BASE_OBJECT: PreparedExtract(extract_into, m.backup_id, flush=len(chain) == 1)} if extract_into and not bad else None
-        for r in verify_backup(repo, m.backup_id, identities=identities, keep=keep):
+        try:
+            results = verify_backup(repo, m.backup_id, identities=identities, keep=keep)
+        except BaseException:
+            for sink in (keep or {}).values():
+                sink.abort()  # tar stopped; what it extracted goes
+            raise
+        for r in results:
             count += 1
             if not r.ok:
                 bad.append(f"{r.backup_id}/{r.object}: {r.status} ({r.detail})")

@@ -47,7 +47,7 @@ from bvh_ops.pg.cluster import (
 from bvh_ops.pg.lsn import format_lsn, parse_lsn
 from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.pg.tarscan import MANIFEST_NAME, TarGuard, TarScanner, crc32c_combine, parse_backup_manifest
-from bvh_ops.pg.tools import embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
+from bvh_ops.pg.tools import StderrTail, embedded_bin_dir, matching_bin_dir, raise_for_tool, tool_path
 from bvh_ops.physical.backup import BASE_OBJECT, chain_of
 from bvh_ops.physical.target import RecoveryTarget, parse_time, select_backup
 from bvh_ops.repository.manifest import Manifest
@@ -123,7 +123,7 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarScanner, steps: 
     process): the two cores both work. Each chunk goes through ``guard`` first, so a link or a
     path leaving ``dest`` is refused before GNU tar sees its header; GNU tar itself also refuses
     '..' members and strips leading '/'."""
-    proc = _spawn_tar(tar, dest)
+    proc, err = _spawn_tar(tar, dest)
     ahead = ReadAhead(source, chunk=1 << 20, depth=4)
     chunks = iter(ahead)
     try:
@@ -143,7 +143,7 @@ def _untar_with_gnu_tar(tar: str, source, dest: Path, guard: TarScanner, steps: 
     with steps("tar_finish"):
         rc = proc.wait()
     if rc != 0:
-        raise_for_tool("tar", rc, proc.stderr.read().decode(errors="replace"))
+        raise_for_tool("tar", rc, err.text())
 
 
 def prepared_part(directory: Path, backup_id: str) -> Path:
@@ -184,7 +184,7 @@ class PreparedExtract:
             for stale in (self._tmp, self.path):  # an earlier attempt's
                 shutil.rmtree(stale, ignore_errors=True)
             self._tmp.mkdir(parents=True, mode=0o700)
-            self._proc = _spawn_tar(gnu_tar(), self._tmp)
+            self._proc, self._err = _spawn_tar(gnu_tar(), self._tmp)
         except (OSError, BvhOpsError) as exc:
             self._fail(f"cannot extract: {exc}")
             self._remove()
@@ -214,7 +214,7 @@ class PreparedExtract:
         rc = self._finish()
         try:
             if self.dropped is None and rc:
-                raise_for_tool("tar", rc, self._proc.stderr.read().decode(errors="replace"))
+                raise_for_tool("tar", rc, self._err.text())
             if self.dropped is None:
                 _empty_dirs(self._tmp)
                 os.replace(self._tmp, self.path)
@@ -256,15 +256,19 @@ class PreparedExtract:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _spawn_tar(tar: str, dest: Path) -> subprocess.Popen:
-    """GNU tar extracting its stdin (a widened pipe) into ``dest``."""
+def _spawn_tar(tar: str, dest: Path) -> tuple[subprocess.Popen, StderrTail]:
+    """GNU tar extracting its stdin (a widened pipe) into ``dest``, and its stderr drained on a
+    thread (a tar that complains per file, e.g. on a full disk, must not block on a full pipe
+    while we block writing to it)."""
     # 1 MiB records read whole from the pipe (-b 2048 -B), not GNU tar's default 10 KiB reads: a
     # hundred times fewer system calls on each side of the pipe (1.6 GB: 5.4 s -> 4.0 s here).
     proc = subprocess.Popen([tar, "-x", "-f", "-", "-b", "2048", "-B", "-C", str(dest), "--no-same-owner",
                              "--delay-directory-restore"],
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", preexec_fn=die_with_parent())
     widen_pipe(proc.stdin.fileno())
-    return proc
+    err = StderrTail(proc.stderr)
+    err.start()
+    return proc, err
 
 
 def _write_recovery_files(settings: Settings, data: Path, identity_copy: bool, segment_size: int,
