@@ -11,7 +11,13 @@
             CPU seconds (user + sys, with its reaped children: tar, pg_combinebackup,
             pg_verifybackup, wal-fetch) and how many times the base objects were opened.
 
-Not a test: ``flock /tmp/bench.lock python bench/bench_physical_drill.py --trees OLD,NEW``.
+    --in-process: instead, in this process and tree, the two designs alternated: the verify
+            stage decrypting each base to check it and the restore fetching and decrypting it
+            again ("twice"), against the verify extracting it as it checks it and the restore
+            taking that extraction ("once"); same stage functions, same data, same process.
+
+Not a test: ``flock /tmp/bench.lock python bench/bench_physical_drill.py --trees OLD,NEW`` (or
+``--in-process``).
 """
 
 from __future__ import annotations
@@ -88,12 +94,12 @@ def child() -> None:
     real_open, real_init = LocalStore.open_reader, DecryptingReader.__init__
 
     def counting_open(self, key):
-        if key.endswith(BASE_OBJECT) or "/base" in key:
+        if key.endswith("/" + BASE_OBJECT):
             opened[key] = opened.get(key, 0) + 1
         return real_open(self, key)
 
     def counting_init(self, source, identities, *, bind, **kw):
-        if "/base" in bind or bind.endswith(BASE_OBJECT):
+        if bind.endswith("/" + BASE_OBJECT):
             decrypted[bind] = decrypted.get(bind, 0) + 1
         real_init(self, source, identities, bind=bind, **kw)
 
@@ -130,13 +136,56 @@ def child() -> None:
     print("RESULT " + json.dumps(out))
 
 
+def in_process(doc: dict, rounds: int) -> dict:
+    """The physical drill's verify and restore stages, the two designs alternated in this process."""
+    os.environ.update(doc["env"])
+    sys.path.insert(0, str(HERE.parents[1]))
+    from bvh_ops.config import load_settings
+    from bvh_ops.drill import physical
+    from bvh_ops.pg.tools import embedded_bin_dir
+    from bvh_ops.physical.restore import restore_physical, stop_server
+    from checks.physical_drill_suite import verify_chain_and_wal
+
+    settings = load_settings()
+    target = physical.recovery_target(None, None)
+    pm = physical.select(settings, "latest", target)
+    runs: dict[str, list[dict]] = {"twice": [], "once": []}
+    for i in range(rounds):
+        for design in ("twice", "once") if i % 2 == 0 else ("once", "twice"):
+            root = physical.scratch_root(settings, f"bench-{design}-{i}")
+            root.mkdir(parents=True)
+            t, w = os.times(), time.monotonic()
+            checks = verify_chain_and_wal(settings, pm, target, extract_into=root if design == "once" else None)
+            w1 = time.monotonic()
+            try:
+                report = restore_physical(settings, pm.backup_id, root / "data", target=target, start=True,
+                                          prepared=root if design == "once" else None)
+                t2, w2 = os.times(), time.monotonic()
+            finally:
+                stop_server(root / "data", embedded_bin_dir())
+                shutil.rmtree(root, ignore_errors=True)
+
+            def cpu(a, b):
+                return round(b.user + b.system + b.children_user + b.children_system
+                             - a.user - a.system - a.children_user - a.children_system, 3)
+
+            assert all(c.passed for c in checks), checks
+            r = {"verify": round(w1 - w, 3), "restore": round(w2 - w1, 3), "wall": round(w2 - w, 3),
+                 "cpu": cpu(t, t2), "load": round(os.getloadavg()[0], 2), "prepared": report.prepared}
+            runs[design].append(r)
+            print(f"round {i} {design}: {json.dumps(r)}", flush=True)
+    return {design: {k: round(statistics.median(r[k] for r in rs), 3) for k in ("verify", "restore", "wall", "cpu")}
+            | {"loads": [r["load"] for r in rs]} for design, rs in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/bvh-bench-pdrill")
     ap.add_argument("--incremental", action="store_true", help="a chain of a full and an incremental")
     ap.add_argument("--reuse", action="store_true", help="keep the work directory's cluster and backups")
-    ap.add_argument("--trees", required=True, help="comma-separated checkouts to alternate (A,B…)")
+    ap.add_argument("--trees", help="comma-separated checkouts to alternate (A,B…)")
+    ap.add_argument("--in-process", action="store_true", help="the two designs alternated in this process")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -148,6 +197,12 @@ def main() -> None:
         doc = json.loads((work / "setup.json").read_text())
     else:
         doc = setup(work, args.scale, args.incremental)
+    if args.in_process:
+        print(json.dumps({"setup": {k: v for k, v in doc.items() if k != "env"}, "rounds": args.rounds,
+                          "designs": in_process(doc, args.rounds)}, indent=2))
+        return
+    if not args.trees:
+        raise SystemExit("--trees or --in-process")
     trees = args.trees.split(",")
     runs: dict[str, list[dict]] = {tree: [] for tree in trees}
     prefect_home = tempfile.mkdtemp(prefix="bvh-bench-prefect-")
