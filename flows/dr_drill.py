@@ -102,6 +102,7 @@ def dr_drill(
         logger.error("drill stage %s failed: %s", name, exc)
 
     psc = None
+    proot = None  # the physical restore's scratch directory (the verify extracts the bases into it)
     physical_id = None
     rpos: list[float] = []
     logical_ready = physical_ready = None
@@ -141,21 +142,22 @@ def dr_drill(
     def physical_part() -> datetime | None:
         """select the base for the target → deep verify the chain and WAL → restore, verify,
         recover, promote → pg_amcheck, PITR, invariants, freshness."""
-        nonlocal psc, physical_id
+        nonlocal psc, proot, physical_id
         pstage = "physical_select"
         try:
-            from bvh_ops.drill.physical import recovery_target
+            from bvh_ops.drill.physical import recovery_target, scratch_root
 
+            proot = scratch_root(settings, drill_id)
             ptarget = recovery_target(to_time, to_lsn)
             with stage("physical_select"):
                 pm = retrying(t.physical_select, settings)(settings, backup if mode == "physical" else "latest", ptarget)
             physical_id = pm.backup_id
             pstage = "physical_fetch_verify"
-            with stage("physical_fetch_verify"):
-                pre = retrying(t.physical_verify, settings)(settings, pm, ptarget)
+            with stage("physical_fetch_verify"):  # each base extracted into the scratch as it is verified
+                pre = retrying(t.physical_verify, settings)(settings, pm, ptarget, str(proot))
             checks.extend(pre)
             if not all(c.passed for c in pre):
-                return None
+                return None  # never recover what did not verify (the extracted bases go below)
             pstage = "physical_recovery"
             t0 = time.monotonic()
             psc, rep = t.physical_restore(settings, drill_id, pm, ptarget)
@@ -221,6 +223,8 @@ def dr_drill(
         if psc is not None:
             with stage("physical_teardown"):
                 retrying(t.physical_teardown, settings)(psc)
+        elif proot is not None:
+            shutil.rmtree(proot, ignore_errors=True)  # no restored copy: the bases the verify extracted go
     report["stages"] = stages
     if settings.failover_drill_in_weekly if failover is None else failover:
         report["failover_drill"] = failover_part(settings)

@@ -225,16 +225,30 @@ def physical_select(settings: Settings, backup: str, target: Any) -> Manifest:
 
 
 @task(name="drill-physical-fetch-verify", timeout_seconds=6 * 3600, **_opts)
-def physical_verify(settings: Settings, manifest: Manifest, target: Any) -> list[CheckResult]:
+def physical_verify(settings: Settings, manifest: Manifest, target: Any, scratch: str | None = None) -> list[CheckResult]:
+    """Deep verify of the chain and the WAL's reach. ``scratch`` (the physical restore's
+    throw-away directory): each base, as it is decrypted and checked, is also extracted there
+    for the restore (kept only once it verified: one decryption per base, not two)."""
     from checks.physical_drill_suite import verify_chain_and_wal
 
-    return verify_chain_and_wal(settings, manifest, target)
+    into = None
+    if scratch is not None:
+        from bvh_ops.maintenance.disk import write_owner
+
+        try:
+            write_owner(Path(scratch))  # weekly disk cleanup removes it once this process is gone
+            into = Path(scratch)
+        except OSError as exc:  # nothing extracted: the restore fetches and decrypts the bases itself
+            get_run_logger().info("the verified bases are not extracted for the restore (%s): it decrypts them again",
+                                  exc)
+    return verify_chain_and_wal(settings, manifest, target, extract_into=into)
 
 
 @task(name="drill-physical-restore", timeout_seconds=6 * 3600, **_opts)
 def physical_restore(settings: Settings, drill_id: str, manifest: Manifest, target: Any) -> tuple[Any, dict]:
-    """Fetch the chain, pg_combinebackup, pg_verifybackup, recover to the target through
-    wal-fetch and promote; returns the running copy and the restore report."""
+    """Fetch the chain (the bases physical_verify extracted are taken as they are),
+    pg_combinebackup, pg_verifybackup, recover to the target through wal-fetch and promote;
+    returns the running copy and the restore report."""
     from bvh_ops.drill import physical
 
     scratch, report = physical.restore(settings, drill_id, manifest, target)

@@ -48,15 +48,23 @@ class PhysicalScratch:
         return f"restored data directory {self.data} on port {self.port}"
 
 
+def scratch_root(settings: Settings, drill_id: str) -> Path:
+    """The throw-away directory of a drill's physical restore: the bases its deep verify
+    extracted (``prepared_part``), then the data directory recovered from them."""
+    return (Path(settings.state_dir) / "drills" / f"{drill_id}-physical").resolve()
+
+
 def restore(settings: Settings, drill_id: str, manifest: Manifest,
             target: RecoveryTarget) -> tuple[PhysicalScratch, RestoreReport]:
-    root = (Path(settings.state_dir) / "drills" / f"{drill_id}-physical").resolve()
+    """Restore, recover and start the chain in the scratch directory, taking each base the
+    verify stage left extracted there (the others fetched again); removed on failure."""
+    root = scratch_root(settings, drill_id)
     write_owner(root)   # weekly disk cleanup removes it once this process is gone
     bin_dir = matching_bin_dir(manifest.server_version_num // 10000, settings.pg_bin_dir) or embedded_bin_dir()
     data = root / "data"
     try:
         report = restore_physical(settings, manifest.backup_id, data, target=target, start=True, verify=True,
-                                  recovery_timeout=settings.rto_objective_seconds * 4)
+                                  recovery_timeout=settings.rto_objective_seconds * 4, prepared=root)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

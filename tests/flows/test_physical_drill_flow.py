@@ -66,9 +66,13 @@ def _torn_down(settings, report) -> None:
         assert not (proc.info["name"] == "postgres" and str(root) in " ".join(proc.info["cmdline"] or []))
 
 
-def test_physical_drill_recovers_to_a_time_and_passes_every_check(drill_env, history):
+def test_physical_drill_recovers_to_a_time_and_passes_every_check(drill_env, history, monkeypatch):
+    """… and reads and decrypts each base of the chain once: its deep verify extracts the base
+    for the restore as it checks it."""
     from flows.dr_drill import dr_drill
+    from tests.integration.test_physical import _count_base_reads
 
+    opened, decrypted = _count_base_reads(monkeypatch)
     cut = history["cut"]
     report = dr_drill(backup="latest", mode="physical", to_time=datetime.fromisoformat(cut.time))
     status = {c["name"]: c["status"] for c in report["checks"]}
@@ -81,7 +85,38 @@ def test_physical_drill_recovers_to_a_time_and_passes_every_check(drill_env, his
     names = [s["name"] for s in report["stages"]]
     assert names[:3] == ["physical_select", "physical_fetch_verify", "physical_restore"]
     assert "physical_teardown" in names
+    bases = {f"backups/{history[k].backup_id}/base.tar": 1 for k in ("full", "incr")}
+    assert opened == bases and decrypted == bases
     _torn_down(drill_env, report)
+
+
+def test_a_base_damaged_in_the_repository_fails_the_deep_verify_and_nothing_is_recovered(drill_env, source, history):
+    """A byte of the full's stored base.tar changed near its end (the verify has extracted most
+    of it by then): the drill fails physical_deep_verify naming the object and the problem;
+    nothing is recovered or started, and no scratch directory is left."""
+    from flows.dr_drill import DrillFailed, dr_drill
+
+    full = history["full"].backup_id
+    stored = source.repo / "backups" / full / "base.tar"
+    with open(stored, "r+b") as fh:
+        fh.seek(-100, 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    try:
+        with pytest.raises(DrillFailed) as info:
+            dr_drill(backup="latest", mode="physical", to_time=datetime.fromisoformat(history["cut"].time))
+    finally:
+        with open(stored, "r+b") as fh:
+            fh.seek(-100, 2)
+            fh.write(byte)
+    report = info.value.report
+    bad = {c["name"]: c for c in report["checks"] if c["status"] != "passed"}
+    assert f"{full}/base.tar: CHECKSUM_MISMATCH" in bad["physical_deep_verify"]["detail"]
+    names = [s["name"] for s in report["stages"]]
+    assert "physical_restore" not in names and "physical_recovery" not in bad and report["rto_seconds"] is None
+    _torn_down(drill_env, report)
+    assert not list((Path(drill_env.state_dir).resolve() / "drills").glob(f"{report['drill_id']}*"))
 
 
 def test_a_wal_gap_before_the_target_fails_the_drill_naming_it(drill_env, source, history, tmp_path):

@@ -145,3 +145,90 @@ def test_a_base_backup_cut_off_mid_stream_fails_and_leaves_nothing(pg, repo_dir,
     assert repo.list_backups() == []
     monkeypatch.setattr(TarScanner, "feed", feed)
     assert run_physical_full(settings).manifest.kind == "full"
+
+
+def _count_base_reads(monkeypatch) -> tuple[dict[str, int], dict[str, int]]:
+    """How many times each base.tar is opened in the repository (the real local store's reads)
+    and decrypted (our DecryptingReader), by key; both still do their work."""
+    from bvh_ops.storage.local import LocalStore
+    from bvh_ops.stream import DecryptingReader
+
+    opened: dict[str, int] = {}
+    decrypted: dict[str, int] = {}
+    open_reader, init = LocalStore.open_reader, DecryptingReader.__init__
+
+    def counting_open(self, key):
+        if key.endswith("/base.tar"):
+            opened[key] = opened.get(key, 0) + 1
+        return open_reader(self, key)
+
+    def counting_init(self, source, identities, *, bind, **kw):
+        if bind.endswith("/base.tar"):
+            decrypted[bind] = decrypted.get(bind, 0) + 1
+        init(self, source, identities, bind=bind, **kw)
+
+    monkeypatch.setattr(LocalStore, "open_reader", counting_open)
+    monkeypatch.setattr(DecryptingReader, "__init__", counting_init)
+    return opened, decrypted
+
+
+def test_the_base_a_deep_verify_extracted_is_restored_without_reading_it_again(pg, repo_dir, make_settings,
+                                                                                tmp_path, monkeypatch):
+    """A drill's deep verify extracts the base as it decrypts and checks it (PreparedExtract);
+    the restore takes that extraction: base.tar read and decrypted once in all, and the server
+    starts with the data of the backup."""
+    from bvh_ops.pg.catalog import create_database
+    from bvh_ops.physical.restore import PreparedExtract, prepared_part
+    from bvh_ops.repository.open import open_repository
+
+    create_database(pg.dsn(), "physonce")
+    with psycopg.connect(pg.dsn("physonce"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE phys AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g")
+    before = _fp(pg.dsn("physonce"))
+    settings = make_settings(pg.dsn("physonce"), f"file://{repo_dir}")
+    m = run_physical_full(settings).manifest
+    opened, decrypted = _count_base_reads(monkeypatch)
+    scratch = tmp_path / "scratch"
+    sink = PreparedExtract(scratch, m.backup_id)
+    repo, _ = open_repository(settings)
+    results = verify_backup(repo, m.backup_id, identities=load_identities(settings.identity), keep={"base.tar": sink})
+    assert [r.status for r in results] == [Status.OK] * 3 and sink.dropped is None
+    assert (prepared_part(scratch, m.backup_id) / "PG_VERSION").is_file()
+    report = restore_physical(settings, m.backup_id, scratch / "data", start=True, prepared=scratch)
+    try:
+        assert report.prepared == [m.backup_id] and report.verified and report.started
+        assert _fp(f"postgresql://postgres:{pg.password}@127.0.0.1:{report.port}/physonce") == before
+    finally:
+        stop_server(scratch / "data", embedded_bin_dir())
+    key = f"backups/{m.backup_id}/base.tar"
+    assert opened == {key: 1} and decrypted == {key: 1}
+    assert sorted(p.name for p in scratch.iterdir()) == ["data", "data.recovery.log"]
+
+
+def test_a_base_damaged_in_the_repository_fails_its_verify_and_nothing_extracted_is_left(pg, repo_dir, make_settings,
+                                                                                         tmp_path):
+    """A byte of the stored base.tar changed near its end (most of it decrypts and is extracted
+    before the damage is reached): the deep verify reports the object, and the extraction is
+    gone — no part for a restore to take, no partial directory, no tar still running."""
+    import psutil
+
+    from bvh_ops.physical.restore import PreparedExtract, prepared_part
+    from bvh_ops.repository.open import open_repository
+
+    settings = make_settings(pg.dsn(), f"file://{repo_dir}")
+    m = run_physical_full(settings).manifest
+    stored = repo_dir / "backups" / m.backup_id / "base.tar"
+    with open(stored, "r+b") as fh:
+        fh.seek(-100, os.SEEK_END)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    scratch = tmp_path / "scratch"
+    sink = PreparedExtract(scratch, m.backup_id, flush=True)
+    repo, _ = open_repository(settings)
+    results = {r.object: r for r in verify_backup(repo, m.backup_id, identities=load_identities(settings.identity),
+                                                  keep={"base.tar": sink})}
+    assert results["base.tar"].status is Status.CHECKSUM_MISMATCH
+    assert sink.dropped == "the object did not verify"
+    assert not prepared_part(scratch, m.backup_id).exists() and list(scratch.iterdir()) == []
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "tar"]

@@ -119,3 +119,47 @@ def test_recovery_that_ended_early_names_the_segment(redo_done, last, early):
     assert (problem is not None) == early
     if redo_done == "0/1C000060":
         assert "00000001000000000000001D could not be replayed" in problem
+
+
+@pytest.mark.parametrize("evil", ["symlink", "dotdot"])
+def test_a_drill_verify_extraction_stops_at_the_evil_member_and_keeps_nothing(tmp_path, evil):
+    """The deep verify's extraction for the restore (PreparedExtract, GNU tar) has the restore's
+    guard: a member it refuses drops the whole extraction (the restore then fetches the base
+    itself and refuses it there); a plain archive is kept whole, with the server's empty dirs."""
+    from bvh_ops.physical.restore import PreparedExtract, prepared_part
+
+    info = tarfile.TarInfo("../outside" if evil == "dotdot" else "base/1/evil")
+    if evil == "symlink":
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+    blob = _tar([_file("PG_VERSION", b"18\n"), (info, None), _file("after", b"y")])
+    sink = PreparedExtract(tmp_path / "scratch", "b1")
+    for i in range(0, len(blob), 333):
+        sink.write(blob[i:i + 333])
+    sink.commit()
+    assert "refusing to extract" in sink.dropped
+    assert list((tmp_path / "scratch").iterdir()) == [] and not (tmp_path / "outside").exists()
+
+    good = PreparedExtract(tmp_path / "scratch", "b2")
+    good.write(_tar([_file("PG_VERSION", b"18\n"), _file("base/1/1259", b"x" * 5000)]))
+    good.commit()
+    part = prepared_part(tmp_path / "scratch", "b2")
+    assert good.dropped is None and (part / "base/1/1259").read_bytes() == b"x" * 5000
+    assert (part / "pg_replslot").is_dir() and not part.with_name(part.name + ".partial").exists()
+
+
+def test_a_tar_that_complains_about_every_member_does_not_stall_the_extraction(tmp_path):
+    """GNU tar failing on each of thousands of members (here: under a path that is a file; a full
+    disk does the same) writes far more than a pipe holds to its stderr: it is drained as it
+    comes, so tar keeps reading, the extraction is dropped with tar's reason, and nothing stays."""
+    import threading
+
+    from bvh_ops.physical.restore import PreparedExtract
+
+    blob = _tar([_file("f", b"x")] + [_file(f"f/member-{i:05d}", b"y") for i in range(3000)])
+    sink = PreparedExtract(tmp_path / "scratch", "b1")
+    done = threading.Thread(target=lambda: (sink.write(blob), sink.commit()), daemon=True)
+    done.start()
+    done.join(timeout=120)
+    assert not done.is_alive(), "the extraction stalled on tar's stderr"
+    assert "tar" in sink.dropped and "Not a directory" in sink.dropped
+    assert list((tmp_path / "scratch").iterdir()) == []
