@@ -181,8 +181,8 @@ class PreparedExtract:
         self._lock = threading.Lock()
         self._flusher: Flusher | None = None
         try:
-            for stale in (self._tmp, self.path):  # an earlier attempt's
-                shutil.rmtree(stale, ignore_errors=True)
+            for stale in (self._tmp, self.path):  # an earlier attempt's (or a link: removed, not followed)
+                _discard(stale)
             self._tmp.mkdir(parents=True, mode=0o700)
             self._proc, self._err = _spawn_tar(gnu_tar(), self._tmp)
         except (OSError, BvhOpsError) as exc:
@@ -252,8 +252,30 @@ class PreparedExtract:
         return rc
 
     def _remove(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        shutil.rmtree(self.path, ignore_errors=True)
+        _discard(self._tmp)
+        _discard(self.path)
+
+
+def _discard(path: Path) -> None:
+    """Remove ``path`` whatever it is; a symbolic link itself, never what it points to."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+            return
+    except OSError:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _taken_part(path: Path) -> bool:
+    """Is ``path`` a part PreparedExtract left: a real directory (not a link to one), ours?"""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _spawn_tar(tar: str, dest: Path) -> tuple[subprocess.Popen, StderrTail]:
@@ -437,7 +459,7 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for m in chain if prepared is not None else ():
-            shutil.rmtree(prepared_part(prepared, m.backup_id), ignore_errors=True)
+            _discard(prepared_part(prepared, m.backup_id))
         if early is not None:
             early.discard()
         flusher.stop()  # long done after a recovery; else the final pass ends here
@@ -597,7 +619,7 @@ def _fetch_and_combine(repo: Repository, chain: list[Manifest], data: Path, work
     t0 = time.monotonic()
     steps = StepTimer()
     ready = [prepared_part(prepared, m.backup_id) if prepared is not None else None for m in chain]
-    ready = [p if p is not None and p.is_dir() else None for p in ready]
+    ready = [p if p is not None and _taken_part(p) else None for p in ready]  # what the verify's rename left
     report.prepared = [m.backup_id for m, p in zip(chain, ready, strict=True) if p is not None]
     if len(chain) == 1:
         if ready[0] is not None:  # the verify's extraction becomes the data directory

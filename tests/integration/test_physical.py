@@ -232,3 +232,42 @@ def test_a_base_damaged_in_the_repository_fails_its_verify_and_nothing_extracted
     assert sink.dropped == "the object did not verify"
     assert not prepared_part(scratch, m.backup_id).exists() and list(scratch.iterdir()) == []
     assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "tar"]
+
+
+def test_a_link_planted_at_a_prepared_part_is_not_restored_from(pg, repo_dir, make_settings, tmp_path):
+    """The restore takes only what the verify's own rename left: a symbolic link found where a
+    prepared part goes (here to another backup's extraction: self-consistent, pg_verifybackup
+    passes it) neither stops that base's extraction from being kept nor is restored from — the
+    server starts with the data of the backup asked for."""
+    from bvh_ops.pg.catalog import create_database
+    from bvh_ops.physical.restore import PreparedExtract, prepared_part
+    from bvh_ops.repository.open import open_repository
+
+    create_database(pg.dsn(), "physlink")
+    with psycopg.connect(pg.dsn("physlink"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE phys AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g")
+    settings = make_settings(pg.dsn("physlink"), f"file://{repo_dir}")
+    older = run_physical_full(settings).manifest
+    with psycopg.connect(pg.dsn("physlink"), autocommit=True) as conn:
+        conn.execute("INSERT INTO phys SELECT g, 'later' FROM generate_series(1001, 2000) g")
+    wanted = _fp(pg.dsn("physlink"))
+    newer = run_physical_full(settings).manifest
+    repo, _ = open_repository(settings)
+    identities = load_identities(settings.identity)
+    elsewhere = tmp_path / "elsewhere"
+    assert all(r.ok for r in verify_backup(repo, older.backup_id, identities=identities,
+                                           keep={"base.tar": PreparedExtract(elsewhere, older.backup_id)}))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    prepared_part(scratch, newer.backup_id).symlink_to(prepared_part(elsewhere, older.backup_id))
+    sink = PreparedExtract(scratch, newer.backup_id)
+    assert all(r.ok for r in verify_backup(repo, newer.backup_id, identities=identities, keep={"base.tar": sink}))
+    assert sink.dropped is None and not prepared_part(scratch, newer.backup_id).is_symlink()
+    prepared_part(scratch, newer.backup_id).rename(scratch / "moved")  # the verify's own part gone again:
+    prepared_part(scratch, newer.backup_id).symlink_to(prepared_part(elsewhere, older.backup_id))  # a link instead
+    report = restore_physical(settings, newer.backup_id, scratch / "data", start=True, prepared=scratch)
+    try:
+        assert report.prepared == [] and report.started
+        assert _fp(f"postgresql://postgres:{pg.password}@127.0.0.1:{report.port}/physlink") == wanted
+    finally:
+        stop_server(scratch / "data", embedded_bin_dir())
