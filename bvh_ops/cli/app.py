@@ -34,7 +34,7 @@ atexit.register(_exit_without_teardown)
 import typer  # noqa: E402
 
 from bvh_ops.cli.core import app, err  # noqa: E402
-from bvh_ops.errors import BvhOpsError  # noqa: E402
+from bvh_ops.errors import BvhOpsError, TransientError  # noqa: E402
 
 # The command group modules that register each top-level command (tests/unit/test_cli_commands.py
 # keeps this table equal to what they register). A command imports its own modules and Typer
@@ -83,6 +83,12 @@ def _run() -> int:
     except SystemExit as exc:  # sys.exit() inside a command
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
+        raise
+    except RuntimeError as exc:
+        if str(exc).startswith("Failed to reach API at"):  # Prefect's, before any flow run exists
+            err.print(f"error: {exc.args[0].rstrip('.')}: start that Prefect server (`prefect server start`) or "
+                      "unset PREFECT_API_URL to run on a temporary local API", markup=False)
+            return TransientError.exit_code
         raise
     except Exception as exc:  # usage errors: click's, or typer's own copy of click (typer >= 0.29)
         show = getattr(exc, "show", None)

@@ -111,6 +111,24 @@ def test_unwritable_prefect_home_fails_up_front_saying_what_to_set(tmp_path, key
     assert proc.returncode == 2
 
 
+def test_an_unreachable_prefect_api_is_one_line_saying_what_to_do(tmp_path, keypair):
+    """PREFECT_API_URL names a server that is not there: one line naming the URL and the fix, the
+    transient exit code, and no backup started (nothing in the repository)."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"BVH_OPS_STATE_DIR": str(tmp_path / "state"), "PREFECT_HOME": str(tmp_path / "prefect"),
+           "BVH_OPS_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
+           "BVH_OPS_REPOSITORY": f"file://{tmp_path}/repo", "BVH_OPS_RECIPIENTS": str(keypair[0]),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    proc = run_cli("backup", env=env, timeout=120)
+    assert_one_line_error(proc, f"http://127.0.0.1:{port}/api", "prefect server start", "unset PREFECT_API_URL")
+    assert proc.returncode == 4
+    assert not list((tmp_path / "repo").rglob("*.json"))  # no backup, no WAL entry, no marker
+
+
 def test_keygen_refuses_a_directory_holding_only_recipient_pub(tmp_path):
     (tmp_path / "recipient.pub").write_text("the key backups are sealed to\n")
     proc = run_cli("keygen", str(tmp_path))
