@@ -22,6 +22,12 @@ Leftovers, where bvh-ops creates them and who owns them:
   pid; a reused pid looks alive and keeps the file (the safe direction). Names without a pid
   (older versions) have no known owner: reported, never removed.
 
+- ``repository_upload``: an upload to the repository never committed nor aborted (a crash,
+  kill -9 or power loss in the middle of writing an object): a hidden ``.tmp-`` file on
+  ``file://``, a multipart upload on S3 (whose parts S3 keeps, and bills, until aborted). Owner:
+  its writer, which may still run while the upload is younger than UPLOAD_LIFETIME (the longest
+  task's time limit), counted from its last write (the file's mtime; the newest part on S3).
+
 ``decide`` is pure: a leftover is removed only when its owner is certainly gone AND it is older
 than ``leftover_grace_hours`` (nothing touched for that long), otherwise kept with the reason.
 """
@@ -42,9 +48,12 @@ from typing import Any
 
 import psutil
 
+from bvh_ops.errors import BvhOpsError
 from bvh_ops.orphans import LABEL_HOST, LABEL_PIDNS, _pid_namespace, owner_gone, owner_labels
+from bvh_ops.storage.base import Upload, uploads
 
 OWNER_FILE = "owner.json"
+UPLOAD_LIFETIME = 24 * 3600  # no task writes longer (the longest task time limit): its upload is dead after
 RECOVERY_DIR = "bvh_ops_recovery"
 _TEMP = re.compile(r"^bvh-(?:incr|toc)-(?:(?P<pid>\d+)-)?")
 
@@ -58,6 +67,7 @@ class Leftover:
     age_seconds: float          # since anything in it last changed
     bytes: int
     server_pid: int | None = None   # a scratch server still running in it
+    upload: Upload | None = None    # a repository upload (kind repository_upload)
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,19 @@ def scan(state_dir: Path, roots: list[Path], temp_dir: Path | None = None, *, no
     return out
 
 
+def scan_uploads(store, now: float) -> list[Leftover]:
+    """The repository's uploads never committed nor aborted (``repository_upload``)."""
+    out = []
+    for u in uploads(store):
+        age = max(0.0, now - u.since.timestamp())
+        alive = age < UPLOAD_LIFETIME
+        owner = ("its writer, which may still run" if alive else
+                 f"its writer (no task runs {UPLOAD_LIFETIME // 3600} h)")
+        out.append(Leftover(f"{store.url}/{u.key} (upload {u.handle})", "repository_upload", owner, alive, age,
+                            u.bytes, upload=u))
+    return out
+
+
 def remove(lo: Leftover) -> None:
     """Remove one leftover (decided orphaned): a dead drill's server stopped first, a recovery
     directory's identity copy overwritten first."""
@@ -259,8 +282,19 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
     cfg = settings.maintenance
     rows, findings = check_mounts(list(settings.disk_paths), settings.disk_warning_percent,
                                   settings.disk_critical_percent)
-    decisions = decide(scan(Path(settings.state_dir), list(cfg.leftover_paths), temp_dir, now=now),
-                       cfg.leftover_grace_hours * 3600)
+    now = time.time() if now is None else now
+    found = scan(Path(settings.state_dir), list(cfg.leftover_paths), temp_dir, now=now)
+    store = None
+    if settings.repository:
+        try:
+            from bvh_ops.storage import open_store
+
+            store = open_store(settings)
+            found += scan_uploads(store, now)
+        except BvhOpsError as exc:  # never reported as clean: a finding says it was not looked at
+            findings.append({"kind": "repository_uploads", "object": str(settings.repository), "severity": "warning",
+                             "detail": f"interrupted uploads not looked for: {exc}"})
+    decisions = decide(found, cfg.leftover_grace_hours * 3600)
     actions = []
     for d in decisions:
         lo = d.leftover
@@ -271,9 +305,12 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
         elif d.remove:
             t0 = time.monotonic()
             try:
-                remove(lo)
+                if lo.upload is not None:
+                    store.discard_upload(lo.upload)
+                else:
+                    remove(lo)
                 a.update(status="done", after={"bytes": 0})
-            except OSError as exc:
+            except (OSError, BvhOpsError) as exc:
                 a.update(status="failed", detail=f"{lo.kind}: {d.reason}; removing failed: {exc}")
             a["seconds"] = round(time.monotonic() - t0, 3)
         actions.append(a)

@@ -3,9 +3,12 @@ visible only at ``commit()`` (atomic rename locally, CompleteMultipartUpload on 
 ``abort()`` leaves nothing behind. With ``if_absent`` the commit (of a writer or of
 ``put_bytes``) never replaces an existing object, even in a race: it raises AlreadyExists.
 
-Optional capability (not part of the protocol, looked up with ``getattr``): a store that can
+Optional capabilities (not part of the protocol, looked up with ``getattr``): a store that can
 copy server-side from another store has ``can_copy_from(source) -> bool`` and
-``copy_from(source, key, size)`` (S3Store: CopyObject / UploadPartCopy on one endpoint)."""
+``copy_from(source, key, size)`` (S3Store: CopyObject / UploadPartCopy on one endpoint); a store
+whose interrupted uploads leave something behind lists them with ``uploads() -> Iterator[Upload]``
+and removes one with ``discard_upload(upload)`` (LocalStore: hidden ``.tmp-`` files; S3Store:
+multipart uploads never completed nor aborted)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,22 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload under way or abandoned: ``key`` it would commit to, ``handle`` naming it to the
+    store, ``bytes`` written so far (0 where the store does not say), and ``since``: the last
+    write (file://) or the start (S3) of it."""
+    key: str
+    handle: str
+    bytes: int
+    since: datetime
+
+
+def uploads(store: ObjectStore) -> Iterator[Upload]:
+    fn = getattr(store, "uploads", None)
+    return iter(fn()) if fn is not None else iter(())
 
 
 class ObjectWriter(Protocol):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bvh_ops.errors import AlreadyExists, NotFound, StorageError
-from bvh_ops.storage.base import ObjectInfo
+from bvh_ops.storage.base import ObjectInfo, Upload
 
 TMP_MARK = ".tmp-"
 # Nothing for other local users: manifests name tables and row counts. The group is for the
@@ -198,6 +198,29 @@ class LocalStore:
                 except FileNotFoundError:
                     continue
                 yield ObjectInfo(rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def uploads(self) -> Iterator[Upload]:
+        """Every hidden ``.tmp-`` file under the root: an upload being written, or one that a
+        crash (kill -9, power loss) cut off before its commit or abort."""
+        for dirpath, _dirs, files in os.walk(self.root, onerror=lambda e: None):
+            for name in files:
+                if not name.startswith(TMP_MARK):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                rel = path.relative_to(self.root).as_posix()
+                final = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+                final += name[len(TMP_MARK):].rsplit(".", 1)[0]
+                yield Upload(final, rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def discard_upload(self, upload: Upload) -> None:
+        path = self._path(upload.handle)
+        if not path.name.startswith(TMP_MARK):
+            raise StorageError(f"{upload.handle} is not an upload")
+        path.unlink(missing_ok=True)
 
     def lock_enabled(self) -> bool:
         """file:// has no object lock: nothing stops a delete (say so where a lock was wanted)."""

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bvh_ops.errors import AlreadyExists, NotFound, ObjectLocked, StorageError, TransientStorageError
-from bvh_ops.storage.base import ObjectInfo
+from bvh_ops.storage.base import ObjectInfo, Upload
 
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
 S3_MIN_PART = 5 << 20
@@ -302,6 +302,32 @@ class S3Store:
                 except (ClientError, BotoCoreError):
                     pass
             raise _translate(exc, f"copying {key} from {source.url}", self.bucket) from None
+
+    def uploads(self) -> Iterator[Upload]:
+        """Multipart uploads under the prefix never completed nor aborted: one under way, or
+        one a crash cut off (S3 keeps, and bills, its parts until aborted). ``since`` is its
+        newest part's upload (its start when it has none), ``bytes`` its parts'."""
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                              Prefix=self.full(""))
+            for page in pages:
+                for u in page.get("Uploads", []):
+                    # Its last write, as on file://: the newest part (else its start).
+                    size, since = 0, u["Initiated"]
+                    for parts in self.client.get_paginator("list_parts").paginate(
+                            Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]):
+                        for part in parts.get("Parts", []):
+                            size += part["Size"]
+                            since = max(since, part["LastModified"])
+                    yield Upload(self._rel(u["Key"]), u["UploadId"], size, since)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "listing multipart uploads", self.bucket) from None
+
+    def discard_upload(self, upload: Upload) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.full(upload.key), UploadId=upload.handle)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"aborting the upload of {upload.key}", self.bucket) from None
 
     def open_writer(self, key: str, *, if_absent: bool = False) -> _S3Writer:
         return _S3Writer(self, key, if_absent=if_absent)

@@ -1,0 +1,102 @@
+"""Uploads cut off before their commit or abort (kill -9, a crash, power loss) leave a hidden
+``.tmp-`` file in a file:// repository and an unfinished multipart upload on S3 (kept and billed
+until aborted). The weekly maintenance's disk stage finds them, keeps those whose writer may still
+run, and removes the dead ones past the grace; committed objects are never touched. Injected
+clock: "later" is ``now`` moved on, never a sleep."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import boto3
+
+from bvh_ops.maintenance.disk import disk_stage
+from bvh_ops.storage.local import LocalStore
+from bvh_ops.storage.s3 import S3Store
+
+DAY = 24 * 3600
+
+
+def _cut_off(store, key: str, data: bytes) -> None:
+    """An upload whose process died mid-way: written, neither committed nor aborted."""
+    w = store.open_writer(key)
+    w.write(data)
+    fh = getattr(w, "_fh", None)
+    if fh is not None:
+        fh.flush()
+        fh.close()
+
+
+def _uploads_in(actions):
+    return {a["object"]: a for a in actions if "upload" in a["object"]}
+
+
+def test_a_dead_upload_in_a_file_repository_goes_a_live_one_and_committed_objects_stay(
+        make_settings, repo_dir, tmp_path):
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"file://{repo_dir}")
+    store = LocalStore(repo_dir)
+    store.put_bytes("backups/b1/manifest.json", b"{}")
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(4096))
+    _cut_off(store, "wal/00000001/000000010000000000000007", os.urandom(1024))
+    (old,) = [p for p in repo_dir.rglob(".tmp-dump.pgcustom.*")]
+    os.utime(old, (time.time() - 2 * DAY, time.time() - 2 * DAY))
+    os.utime(repo_dir / "backups/b1/manifest.json", (time.time() - 9 * DAY,) * 2)
+
+    actions, findings, section = disk_stage(settings, act=False, why_not="outside the window",
+                                            temp_dir=tmp_path / "no-temp")
+    assert findings == []
+    seen = _uploads_in(actions)
+    assert len(seen) == 2
+    dead = [a for o, a in seen.items() if "backups/b2/dump.pgcustom" in o][0]
+    assert dead["status"] == "skipped" and "not removed: outside the window" in dead["detail"]
+    assert dead["before"]["bytes"] == 4096
+    assert old.exists()
+
+    actions, _, section = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    seen = _uploads_in(actions)
+    dead = [a for o, a in seen.items() if "backups/b2/dump.pgcustom" in o][0]
+    live = [a for o, a in seen.items() if "000000010000000000000007" in o][0]
+    assert dead["status"] == "done" and not old.exists()
+    assert live["status"] == "skipped" and "may still run" in live["detail"]
+    assert list(repo_dir.rglob(".tmp-000000010000000000000007.*"))
+    assert (repo_dir / "backups/b1/manifest.json").read_bytes() == b"{}"
+    assert section["freed_bytes"] == 4096
+
+
+def test_an_unfinished_s3_multipart_upload_is_aborted_once_its_writer_cannot_run(
+        make_settings, s3_server, s3_bucket, tmp_path):
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"s3://{s3_bucket}/r",
+                             s3_endpoint_url=s3_server, s3_part_size_mib=5)
+    store = S3Store(bucket=s3_bucket, prefix="r", endpoint_url=s3_server, part_size=5 << 20)
+    store.put_bytes("backups/b1/manifest.json", b"{}")
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(6 << 20))  # one 5 MiB part sent
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    assert len(client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])) == 1
+
+    actions, findings, _ = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    (a,) = _uploads_in(actions).values()
+    assert findings == [] and a["status"] == "skipped" and "may still run" in a["detail"]
+    assert a["before"]["bytes"] == 5 << 20
+
+    later = time.time() + DAY + 3600
+    actions, findings, _ = disk_stage(settings, act=True, now=later, temp_dir=tmp_path / "no-temp")
+    (a,) = _uploads_in(actions).values()
+    assert a["status"] == "done", a
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert store.get_bytes("backups/b1/manifest.json") == b"{}"
+
+
+def test_a_repository_that_cannot_be_listed_is_a_finding_not_a_clean_report(make_settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", "s3://nowhere/r",
+                             s3_endpoint_url=f"http://127.0.0.1:{port}")
+    actions, findings, _ = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    assert not _uploads_in(actions)
+    (f,) = [f for f in findings if f["kind"] == "repository_uploads"]
+    assert f["severity"] == "warning" and "interrupted uploads not looked for" in f["detail"]
