@@ -167,8 +167,8 @@ class _S3Writer:
                     Bucket=self._s.bucket, Key=self._s.full(self._key), UploadId=self._upload_id
                 )
             except (ClientError, BotoCoreError):
-                pass  # its parts stay until the bucket's AbortIncompleteMultipartUpload lifecycle rule
-                # removes them (README, s3_endpoint_url): nothing here lists stale uploads
+                pass  # its parts stay until the weekly maintenance aborts the upload (uploads(),
+                # bvh_ops.maintenance.disk) or a lifecycle rule does
 
 
 class S3Store:
