@@ -203,17 +203,21 @@ def scan(state_dir: Path, roots: list[Path], temp_dir: Path | None = None, *, no
     return out
 
 
-def scan_uploads(store, now: float) -> list[Leftover]:
-    """The repository's uploads never committed nor aborted (``repository_upload``)."""
+def scan_uploads(store, now: float) -> tuple[list[Leftover], str | None]:
+    """The repository's uploads never committed nor aborted (``repository_upload``), and why
+    part of the repository could not be looked at (None: all of it was)."""
     out = []
-    for u in uploads(store):
-        age = max(0.0, now - u.since.timestamp())
-        alive = age < UPLOAD_LIFETIME
-        owner = ("its writer, which may still run" if alive else
-                 f"its writer (no task runs {UPLOAD_LIFETIME // 3600} h)")
-        out.append(Leftover(f"{store.url}/{u.key} (upload {u.handle})", "repository_upload", owner, alive, age,
-                            u.bytes, upload=u))
-    return out
+    try:
+        for u in uploads(store):
+            age = max(0.0, now - u.since.timestamp())
+            alive = age < UPLOAD_LIFETIME
+            owner = ("its writer, which may still run" if alive else
+                     f"its writer (no task runs {UPLOAD_LIFETIME // 3600} h)")
+            out.append(Leftover(f"{store.url}/{u.key} (upload {u.handle})", "repository_upload", owner, alive, age,
+                                u.bytes, upload=u))
+    except BvhOpsError as exc:
+        return out, str(exc)
+    return out, None
 
 
 def remove(lo: Leftover) -> None:
@@ -290,10 +294,13 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
             from bvh_ops.storage import open_store
 
             store = open_store(settings)
-            found += scan_uploads(store, now)
-        except BvhOpsError as exc:  # never reported as clean: a finding says it was not looked at
+            listed, problem = scan_uploads(store, now)
+            found += listed
+        except BvhOpsError as exc:
+            problem = str(exc)
+        if problem:  # never reported as clean: a finding says what was not looked at
             findings.append({"kind": "repository_uploads", "object": str(settings.repository), "severity": "warning",
-                             "detail": f"interrupted uploads not looked for: {exc}"})
+                             "detail": f"interrupted uploads not looked for: {problem}"})
     decisions = decide(found, cfg.leftover_grace_hours * 3600)
     actions = []
     for d in decisions:

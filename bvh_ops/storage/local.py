@@ -202,7 +202,8 @@ class LocalStore:
     def uploads(self) -> Iterator[Upload]:
         """Every hidden ``.tmp-`` file under the root: an upload being written, or one that a
         crash (kill -9, power loss) cut off before its commit or abort."""
-        for dirpath, _dirs, files in os.walk(self.root, onerror=lambda e: None):
+        unreadable: list[OSError] = []
+        for dirpath, _dirs, files in os.walk(self.root, onerror=unreadable.append):
             for name in files:
                 if not name.startswith(TMP_MARK):
                     continue
@@ -215,6 +216,10 @@ class LocalStore:
                 final = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
                 final += name[len(TMP_MARK):].rsplit(".", 1)[0]
                 yield Upload(final, rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+        if unreadable:  # what is in there was not looked at: never a clean listing
+            exc = unreadable[0]
+            raise StorageError(f"cannot list {exc.filename}: {exc.strerror}"
+                               + (f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""))
 
     def discard_upload(self, upload: Upload) -> None:
         path = self._path(upload.handle)

@@ -6,9 +6,11 @@ clock: "later" is ``now`` moved on, never a sleep."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from pathlib import Path
 
 import boto3
 
@@ -100,3 +102,52 @@ def test_a_repository_that_cannot_be_listed_is_a_finding_not_a_clean_report(make
     assert not _uploads_in(actions)
     (f,) = [f for f in findings if f["kind"] == "repository_uploads"]
     assert f["severity"] == "warning" and "interrupted uploads not looked for" in f["detail"]
+
+
+def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_still_cleaned(repo_dir, tmp_path):
+    """A directory the maintenance's OS user cannot read (run as another user than the one that
+    owns wal/): what is elsewhere is still found and removed, and a finding names what was not
+    looked at."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from bvh_ops.pg.cluster import PG_OS_USER, grant_traverse
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another OS user")
+    store = LocalStore(repo_dir)
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(100))
+    (old,) = list(repo_dir.rglob(".tmp-dump.pgcustom.*"))
+    os.utime(old, (time.time() - 2 * DAY,) * 2)
+    (repo_dir / "wal" / "00000001").mkdir(parents=True)
+    os.chmod(repo_dir / "wal" / "00000001", 0o700)  # root's; the other user cannot list it
+    import bvh_ops
+
+    for reach in (repo_dir / "x", Path(sys.executable).resolve(), Path(bvh_ops.__file__)):
+        grant_traverse(reach)  # as archive_command needs: the interpreter, our code, the repository
+    for d in (repo_dir, repo_dir / "wal", repo_dir / "backups", repo_dir / "backups" / "b2"):
+        os.chmod(d, 0o777)
+    state = tmp_path / "state-other"
+    state.mkdir(mode=0o777)
+    os.chmod(state, 0o777)
+    code = f"""
+import json
+from pathlib import Path
+from bvh_ops.config import Settings
+from bvh_ops.maintenance.disk import disk_stage
+actions, findings, _ = disk_stage(Settings(), act=True, temp_dir=Path({str(state / "no-temp")!r}))
+print(json.dumps([a["status"] for a in actions if "upload" in a["object"]]))
+print(json.dumps(findings))
+"""
+    env = {"PATH": os.environ["PATH"], "HOME": str(state), "BVH_OPS_REPOSITORY": f"file://{repo_dir}",
+           "BVH_OPS_STATE_DIR": str(state)}
+    proc = subprocess.run(["setpriv", f"--reuid={PG_OS_USER}", f"--regid={PG_OS_USER}", "--clear-groups",
+                           sys.executable, "-c", code], text=True, capture_output=True, env=env, cwd="/",
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    acted, findings = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert acted == ["done"] and not old.exists()
+    (f,) = [f for f in findings if f["kind"] == "repository_uploads"]
+    assert "wal/00000001" in f["detail"] and "Permission denied" in f["detail"]
