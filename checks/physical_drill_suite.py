@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from bvh_ops.config import Settings
@@ -17,6 +18,15 @@ from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.verify import verify_backup
 from bvh_ops.results import CheckResult, CheckStatus
 
+ROOM_MARGIN = 1.1  # an extracted base is its tar's members; file system overhead on top
+
+
+def _free(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 0
+
 
 def verify_chain_and_wal(settings: Settings, manifest: Manifest, target: RecoveryTarget,
                          extract_into: Path | None = None) -> list[CheckResult]:
@@ -28,9 +38,20 @@ def verify_chain_and_wal(settings: Settings, manifest: Manifest, target: Recover
     identities = load_identities(settings.require_identity())
     chain = chain_of(repo, manifest)
     bad, count, kept, dropped = [], 0, 0, []
+    room = _free(extract_into) if extract_into else 0
+    needed = 0
     for m in chain:
-        # Nothing is restored from a chain with a bad part: its later bases only verified.
-        keep = {BASE_OBJECT: PreparedExtract(extract_into, m.backup_id, flush=len(chain) == 1)} if extract_into and not bad else None
+        # Nothing is restored from a chain with a bad part: its later bases only verified. A base
+        # the scratch has no room for (with those before it) is not extracted here: the restore
+        # fetches it itself, so a disk too small fills once, not twice.
+        base = next((o.plaintext_size for o in m.objects if o.name == BASE_OBJECT), 0)
+        needed += base
+        fits = needed * ROOM_MARGIN <= room
+        if extract_into and not bad and not fits:
+            dropped.append(f"{m.backup_id}: no room in {extract_into} ({room >> 20} MiB free, the bases need "
+                           f"{needed >> 20} MiB)")
+        keep = ({BASE_OBJECT: PreparedExtract(extract_into, m.backup_id, flush=len(chain) == 1)}
+                if extract_into and not bad and fits else None)
         try:
             results = verify_backup(repo, m.backup_id, identities=identities, keep=keep)
         except BaseException:

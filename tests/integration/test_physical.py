@@ -271,3 +271,37 @@ def test_a_link_planted_at_a_prepared_part_is_not_restored_from(pg, repo_dir, ma
         assert _fp(f"postgresql://postgres:{pg.password}@127.0.0.1:{report.port}/physlink") == wanted
     finally:
         stop_server(scratch / "data", embedded_bin_dir())
+
+
+def test_a_scratch_without_room_for_the_base_is_not_extracted_into_and_the_verify_is_unchanged(
+        pg, repo_dir, make_settings, tmp_path):
+    """The drill's scratch on a disk that cannot hold the extracted base (a 1 MiB tmpfs): the
+    deep verify checks every object as always and says the base will be fetched by the restore
+    ("no room"), and extracts nothing there — a disk too small fills once (in the restore), not
+    twice."""
+    import subprocess
+
+    from bvh_ops.pg.catalog import create_database
+    from bvh_ops.physical.target import RecoveryTarget
+    from checks.physical_drill_suite import verify_chain_and_wal
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    create_database(pg.dsn(), "physroom")
+    with psycopg.connect(pg.dsn("physroom"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g")
+    settings = make_settings(pg.dsn("physroom"), f"file://{repo_dir}")
+    m = run_physical_full(settings).manifest
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        results = verify_chain_and_wal(settings, m, RecoveryTarget(), extract_into=small)
+        deep = [r for r in results if r.name == "physical_deep_verify"][0]
+        assert deep.passed, deep.detail
+        assert "3 objects decrypted and hashed" in deep.detail
+        assert f"fetched again by the restore: {m.backup_id}: no room in {small}" in deep.detail
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)])
