@@ -52,6 +52,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py
 	$(BIN)/python bench/bench_dr_drill.py
+	$(BIN)/python bench/bench_physical_drill.py
 	$(BIN)/python bench/bench_wal_push.py
 	$(BIN)/python bench/bench_wal_s3.py
 	$(BIN)/python bench/bench_physical.py
@@ -76,6 +77,7 @@ bench: $(STAMP)
 bench-backup: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py $(QUICK)
 	$(BIN)/python bench/bench_dr_drill.py $(QUICK)
+	$(BIN)/python bench/bench_physical_drill.py $(QUICK)
 	$(BIN)/python bench/bench_pgbackrest.py $(QUICK)
 
 # The Prefect UI over the demo's run history (http://127.0.0.1:4200).

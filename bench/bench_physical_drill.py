@@ -187,11 +187,16 @@ def main() -> None:
     ap.add_argument("--trees", help="comma-separated checkouts to alternate (A,B…)")
     ap.add_argument("--in-process", action="store_true", help="the two designs alternated in this process")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="pgbench scale 5, 2 rounds, in process")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child()
         return
+    if args.quick:
+        args.scale, args.rounds, args.in_process = 5, 2, True
+    elif not args.trees:
+        args.in_process = True  # `make bench`: the two designs alternated in this process
     work = Path(args.workdir)
     if args.reuse and (work / "setup.json").exists():
         doc = json.loads((work / "setup.json").read_text())
