@@ -151,3 +151,26 @@ print(json.dumps(findings))
     assert acted == ["done"] and not old.exists()
     (f,) = [f for f in findings if f["kind"] == "repository_uploads"]
     assert "wal/00000001" in f["detail"] and "Permission denied" in f["detail"]
+
+
+def test_an_s3_upload_that_ends_while_the_maintenance_lists_it_is_no_finding_and_the_rest_is_listed(
+        s3_server, s3_bucket):
+    """A writer completes (or aborts) its multipart upload between the maintenance's listing of
+    the uploads and its look at that upload's parts (a backup ending while the weekly run walks
+    the bucket): that upload simply ended. The listing goes on with the others, and aborting
+    one that ended meanwhile is done, not a failure."""
+    store = S3Store(bucket=s3_bucket, prefix="r", endpoint_url=s3_server, part_size=5 << 20)
+    _cut_off(store, "backups/a/dump.pgcustom", os.urandom(6 << 20))
+    ending = store.open_writer("backups/b/dump.pgcustom")
+    ending.write(os.urandom(6 << 20))  # one part sent: the upload exists
+    _cut_off(store, "backups/c/dump.pgcustom", os.urandom(6 << 20))
+    listing = store.uploads()
+    first = next(listing)
+    assert first.key == "backups/a/dump.pgcustom"
+    ending.commit()  # b ends between the listing and the look at its parts
+    rest = [u.key for u in listing]
+    assert rest == ["backups/c/dump.pgcustom"]
+    assert store.stat("backups/b/dump.pgcustom") is not None
+    store.discard_upload(first)
+    store.discard_upload(first)  # ended meanwhile (here: by the first call): nothing left to abort
+    assert [u.key for u in store.uploads()] == ["backups/c/dump.pgcustom"]
