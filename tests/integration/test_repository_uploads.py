@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -174,3 +175,31 @@ def test_an_s3_upload_that_ends_while_the_maintenance_lists_it_is_no_finding_and
     store.discard_upload(first)
     store.discard_upload(first)  # ended meanwhile (here: by the first call): nothing left to abort
     assert [u.key for u in store.uploads()] == ["backups/c/dump.pgcustom"]
+
+
+def test_a_dot_tmp_file_our_writer_did_not_name_is_never_taken_for_an_upload(make_settings, repo_dir, tmp_path):
+    """Only names our writer gives (``.tmp-<object>.<8 hex>``) are uploads: another program's
+    ``.tmp-`` file under the repository (an operator's notes, a sync tool's scratch) is not ours to
+    delete, however old, and discard_upload refuses it."""
+    import pytest
+
+    from bvh_ops.errors import StorageError
+    from bvh_ops.storage.base import Upload
+
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"file://{repo_dir}")
+    store = LocalStore(repo_dir)
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(100))
+    (ours,) = list(repo_dir.rglob(".tmp-dump.pgcustom.*"))
+    foreign = [repo_dir / ".tmp-notes", repo_dir / "backups" / ".tmp-rsync.XyZ12a"]
+    for p in foreign:
+        p.write_bytes(b"not bvh-ops'")
+    for p in [ours, *foreign]:
+        os.utime(p, (time.time() - 9 * DAY,) * 2)
+
+    actions, findings, _ = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    assert [a["status"] for a in _uploads_in(actions).values()] == ["done"]
+    assert not ours.exists()
+    assert all(p.read_bytes() == b"not bvh-ops'" for p in foreign)
+    with pytest.raises(StorageError):
+        store.discard_upload(Upload(".tmp-notes", ".tmp-notes", 12, datetime.fromtimestamp(0, UTC)))
+    assert foreign[0].exists()
