@@ -215,7 +215,10 @@ class LocalStore:
                 path = Path(dirpath) / name
                 try:
                     st = path.lstat()
-                except OSError:
+                except FileNotFoundError:  # committed or aborted since the listing
+                    continue
+                except OSError as exc:  # seen by name, not looked at (a directory with r but not x)
+                    unreadable.append(exc)
                     continue
                 rel = path.relative_to(self.root).as_posix()
                 final = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import pytest
 
 from bvh_ops.maintenance.disk import disk_stage
 from bvh_ops.storage.local import LocalStore
@@ -105,14 +106,15 @@ def test_a_repository_that_cannot_be_listed_is_a_finding_not_a_clean_report(make
     assert f["severity"] == "warning" and "interrupted uploads not looked for" in f["detail"]
 
 
-def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_still_cleaned(repo_dir, tmp_path):
+@pytest.mark.parametrize("mode", [0o700, 0o744], ids=["cannot-list", "can-list-cannot-enter"])
+def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_still_cleaned(repo_dir, tmp_path,
+                                                                                            mode):
     """A directory the maintenance's OS user cannot read (run as another user than the one that
     owns wal/): what is elsewhere is still found and removed, and a finding names what was not
-    looked at."""
+    looked at — also where the directory's names can be listed but its files not looked at
+    (r without x: an upload seen by name, its age unknown)."""
     import subprocess
     import sys
-
-    import pytest
 
     from bvh_ops.pg.cluster import PG_OS_USER, grant_traverse
 
@@ -120,10 +122,11 @@ def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_st
         pytest.skip("needs root to act as another OS user")
     store = LocalStore(repo_dir)
     _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(100))
+    _cut_off(store, "wal/00000001/000000010000000000000007", os.urandom(100))
+    for p in repo_dir.rglob(".tmp-*"):
+        os.utime(p, (time.time() - 2 * DAY,) * 2)
     (old,) = list(repo_dir.rglob(".tmp-dump.pgcustom.*"))
-    os.utime(old, (time.time() - 2 * DAY,) * 2)
-    (repo_dir / "wal" / "00000001").mkdir(parents=True)
-    os.chmod(repo_dir / "wal" / "00000001", 0o700)  # root's; the other user cannot list it
+    os.chmod(repo_dir / "wal" / "00000001", mode)  # root's; the other user cannot look inside
     import bvh_ops
 
     for reach in (repo_dir / "x", Path(sys.executable).resolve(), Path(bvh_ops.__file__)):
@@ -143,7 +146,8 @@ print(json.dumps([a["status"] for a in actions if "upload" in a["object"]]))
 print(json.dumps(findings))
 """
     env = {"PATH": os.environ["PATH"], "HOME": str(state), "BVH_OPS_REPOSITORY": f"file://{repo_dir}",
-           "BVH_OPS_STATE_DIR": str(state)}
+           "BVH_OPS_STATE_DIR": str(state),
+           "PYTHONPATH": str(Path(bvh_ops.__file__).parent.parent)}  # the code under test, not the venv's
     proc = subprocess.run(["setpriv", f"--reuid={PG_OS_USER}", f"--regid={PG_OS_USER}", "--clear-groups",
                            sys.executable, "-c", code], text=True, capture_output=True, env=env, cwd="/",
                           timeout=120)
@@ -181,8 +185,6 @@ def test_a_dot_tmp_file_our_writer_did_not_name_is_never_taken_for_an_upload(mak
     """Only names our writer gives (``.tmp-<object>.<8 hex>``) are uploads: another program's
     ``.tmp-`` file under the repository (an operator's notes, a sync tool's scratch) is not ours to
     delete, however old, and discard_upload refuses it."""
-    import pytest
-
     from bvh_ops.errors import StorageError
     from bvh_ops.storage.base import Upload
 
