@@ -23,8 +23,8 @@ Leftovers, where bvh-ops creates them and who owns them:
   (older versions) have no known owner: reported, never removed.
 
 - ``repository_upload``: an upload to the repository never committed nor aborted (a crash,
-  kill -9 or power loss in the middle of writing an object): a hidden ``.tmp-`` file on
-  ``file://``, a multipart upload on S3 (whose parts S3 keeps, and bills, until aborted). Owner:
+  kill -9 or power loss in the middle of writing an object): a hidden ``.tmp-<object>.<8 hex>``
+  file on ``file://`` (another program's ``.tmp-`` file is not ours), a multipart upload on S3 (whose parts S3 keeps, and bills, until aborted). Owner:
   its writer, which may still run while the upload is younger than UPLOAD_LIFETIME (the longest
   task's time limit), counted from its last write (the file's mtime; the newest part on S3).
 
@@ -61,7 +61,7 @@ _TEMP = re.compile(r"^bvh-(?:incr|toc)-(?:(?P<pid>\d+)-)?")
 @dataclass(frozen=True)
 class Leftover:
     path: str
-    kind: str                   # drill_scratch | recovery_dir | temp_dir | temp_file
+    kind: str                   # drill_scratch | recovery_dir | temp_dir | temp_file | repository_upload
     owner: str                  # who owns it, for the report
     owner_alive: bool | None    # None: nobody can tell (no owner recorded, another host)
     age_seconds: float          # since anything in it last changed
