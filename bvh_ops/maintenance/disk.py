@@ -288,18 +288,23 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
                                   settings.disk_critical_percent)
     now = time.time() if now is None else now
     found = scan(Path(settings.state_dir), list(cfg.leftover_paths), temp_dir, now=now)
-    store = None
-    if settings.repository:
+    stores = {}  # leftover path -> the store its upload is in
+    # The replica too: `bvh-ops replicate` writes into it as the backups do into the primary.
+    for url, of in ((settings.repository, lambda: settings),
+                    (settings.replica_repository, lambda: settings.for_replica())):
+        if not url:
+            continue
         try:
             from bvh_ops.storage import open_store
 
-            store = open_store(settings)
+            store = open_store(of())
             listed, problem = scan_uploads(store, now)
             found += listed
+            stores.update((lo.path, store) for lo in listed)
         except BvhOpsError as exc:
             problem = str(exc)
         if problem:  # never reported as clean: a finding says what was not looked at
-            findings.append({"kind": "repository_uploads", "object": str(settings.repository), "severity": "warning",
+            findings.append({"kind": "repository_uploads", "object": str(url), "severity": "warning",
                              "detail": f"interrupted uploads not looked for: {problem}"})
     decisions = decide(found, cfg.leftover_grace_hours * 3600)
     actions = []
@@ -313,7 +318,7 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
             t0 = time.monotonic()
             try:
                 if lo.upload is not None:
-                    store.discard_upload(lo.upload)
+                    stores[lo.path].discard_upload(lo.upload)
                 else:
                     remove(lo)
                 a.update(status="done", after={"bytes": 0})

@@ -205,3 +205,26 @@ def test_a_dot_tmp_file_our_writer_did_not_name_is_never_taken_for_an_upload(mak
     with pytest.raises(StorageError):
         store.discard_upload(Upload(".tmp-notes", ".tmp-notes", 12, datetime.fromtimestamp(0, UTC)))
     assert foreign[0].exists()
+
+
+def test_an_upload_cut_off_in_the_replica_goes_too(make_settings, repo_dir, tmp_path):
+    """`bvh-ops replicate` writes into the replica repository as the backups write into the
+    primary: an upload a crash cut off there is removed the same way, a live one kept."""
+    replica = tmp_path / "replica"
+    replica.mkdir()
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"file://{repo_dir}",
+                             replica_repository=f"file://{replica}")
+    store = LocalStore(replica)
+    store.put_bytes("backups/b1/manifest.json", b"{}")
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(300))
+    _cut_off(store, "backups/b3/dump.pgcustom", os.urandom(200))
+    dead = list(replica.rglob(".tmp-dump.pgcustom.*"))[0]
+    os.utime(dead, (time.time() - 2 * DAY,) * 2)
+    size = dead.stat().st_size
+
+    actions, findings, section = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    assert findings == []
+    assert sorted(a["status"] for a in _uploads_in(actions).values()) == ["done", "skipped"]
+    assert not dead.exists() and len(list(replica.rglob(".tmp-*"))) == 1
+    assert (replica / "backups/b1/manifest.json").read_bytes() == b"{}"
+    assert section["freed_bytes"] == size
