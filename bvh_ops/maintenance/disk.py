@@ -23,8 +23,8 @@ Leftovers, where bvh-ops creates them and who owns them:
   (older versions) have no known owner: reported, never removed.
 
 - ``repository_upload``: an upload to the repository never committed nor aborted (a crash,
-  kill -9 or power loss in the middle of writing an object): a hidden ``.tmp-`` file on
-  ``file://``, a multipart upload on S3 (whose parts S3 keeps, and bills, until aborted). Owner:
+  kill -9 or power loss in the middle of writing an object): a hidden ``.tmp-<object>.<8 hex>``
+  file on ``file://`` (another program's ``.tmp-`` file is not ours), a multipart upload on S3 (whose parts S3 keeps, and bills, until aborted). Owner:
   its writer, which may still run while the upload is younger than UPLOAD_LIFETIME (the longest
   task's time limit), counted from its last write (the file's mtime; the newest part on S3).
 
@@ -61,7 +61,7 @@ _TEMP = re.compile(r"^bvh-(?:incr|toc)-(?:(?P<pid>\d+)-)?")
 @dataclass(frozen=True)
 class Leftover:
     path: str
-    kind: str                   # drill_scratch | recovery_dir | temp_dir | temp_file
+    kind: str                   # drill_scratch | recovery_dir | temp_dir | temp_file | repository_upload
     owner: str                  # who owns it, for the report
     owner_alive: bool | None    # None: nobody can tell (no owner recorded, another host)
     age_seconds: float          # since anything in it last changed
@@ -288,18 +288,23 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
                                   settings.disk_critical_percent)
     now = time.time() if now is None else now
     found = scan(Path(settings.state_dir), list(cfg.leftover_paths), temp_dir, now=now)
-    store = None
-    if settings.repository:
+    stores = {}  # leftover path -> the store its upload is in
+    # The replica too: `bvh-ops replicate` writes into it as the backups do into the primary.
+    for url, of in ((settings.repository, lambda: settings),
+                    (settings.replica_repository, lambda: settings.for_replica())):
+        if not url:
+            continue
         try:
             from bvh_ops.storage import open_store
 
-            store = open_store(settings)
+            store = open_store(of())
             listed, problem = scan_uploads(store, now)
             found += listed
+            stores.update((lo.path, store) for lo in listed)
         except BvhOpsError as exc:
             problem = str(exc)
         if problem:  # never reported as clean: a finding says what was not looked at
-            findings.append({"kind": "repository_uploads", "object": str(settings.repository), "severity": "warning",
+            findings.append({"kind": "repository_uploads", "object": str(url), "severity": "warning",
                              "detail": f"interrupted uploads not looked for: {problem}"})
     decisions = decide(found, cfg.leftover_grace_hours * 3600)
     actions = []
@@ -313,7 +318,7 @@ def disk_stage(settings, *, act: bool, why_not: str = "", now: float | None = No
             t0 = time.monotonic()
             try:
                 if lo.upload is not None:
-                    store.discard_upload(lo.upload)
+                    stores[lo.path].discard_upload(lo.upload)
                 else:
                     remove(lo)
                 a.update(status="done", after={"bytes": 0})

@@ -28,8 +28,8 @@ class ObjectInfo:
 @dataclass(frozen=True)
 class Upload:
     """An upload under way or abandoned: ``key`` it would commit to, ``handle`` naming it to the
-    store, ``bytes`` written so far (0 where the store does not say), and ``since``: the last
-    write (file://) or the start (S3) of it."""
+    store, ``bytes`` written so far (0 where the store does not say), and ``since``: its last
+    write (file://: the file's mtime; S3: its newest part, else its start)."""
     key: str
     handle: str
     bytes: int

@@ -4,6 +4,7 @@ renamed into place after fsync, so a reader never sees half an object."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ from bvh_ops.errors import AlreadyExists, NotFound, StorageError
 from bvh_ops.storage.base import ObjectInfo, Upload
 
 TMP_MARK = ".tmp-"
+TMP_HEX = 4  # random bytes in a writer's temporary name: .tmp-<object name>.<8 hex digits>
+# Exactly the names _LocalWriter gives: another program's ".tmp-" file is not an upload of ours.
+_UPLOAD_NAME = re.compile(rf"^{re.escape(TMP_MARK)}(?P<name>.+)\.[0-9a-f]{{{2 * TMP_HEX}}}$")
 # Nothing for other local users: manifests name tables and row counts. The group is for the
 # operator beside the server's OS user (which writes wal/); see README "Security".
 FILE_MODE = 0o640
@@ -71,7 +75,7 @@ class _LocalWriter:
     def __init__(self, final: Path, *, if_absent: bool = False) -> None:
         self._final = final
         self._if_absent = if_absent
-        self._tmp = final.with_name(f"{TMP_MARK}{final.name}.{secrets.token_hex(4)}")
+        self._tmp = final.with_name(f"{TMP_MARK}{final.name}.{secrets.token_hex(TMP_HEX)}")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
         try:
             _inherit_owner(final, fd, close=False)
@@ -200,21 +204,25 @@ class LocalStore:
                 yield ObjectInfo(rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def uploads(self) -> Iterator[Upload]:
-        """Every hidden ``.tmp-`` file under the root: an upload being written, or one that a
+        """Every hidden ``.tmp-<name>.<8 hex>`` file under the root (the names our writer gives;
+        another program's ``.tmp-`` file is not ours): an upload being written, or one that a
         crash (kill -9, power loss) cut off before its commit or abort."""
         unreadable: list[OSError] = []
         for dirpath, _dirs, files in os.walk(self.root, onerror=unreadable.append):
             for name in files:
-                if not name.startswith(TMP_MARK):
+                if (m := _UPLOAD_NAME.match(name)) is None:
                     continue
                 path = Path(dirpath) / name
                 try:
                     st = path.lstat()
-                except OSError:
+                except FileNotFoundError:  # committed or aborted since the listing
+                    continue
+                except OSError as exc:  # seen by name, not looked at (a directory with r but not x)
+                    unreadable.append(exc)
                     continue
                 rel = path.relative_to(self.root).as_posix()
                 final = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
-                final += name[len(TMP_MARK):].rsplit(".", 1)[0]
+                final += m.group("name")
                 yield Upload(final, rel, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
         if unreadable:  # what is in there was not looked at: never a clean listing
             exc = unreadable[0]
@@ -223,7 +231,7 @@ class LocalStore:
 
     def discard_upload(self, upload: Upload) -> None:
         path = self._path(upload.handle)
-        if not path.name.startswith(TMP_MARK):
+        if _UPLOAD_NAME.match(path.name) is None:
             raise StorageError(f"{upload.handle} is not an upload")
         path.unlink(missing_ok=True)
 

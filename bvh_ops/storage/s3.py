@@ -87,6 +87,11 @@ def _taken(exc: ClientError) -> bool:
     return str(exc.response.get("Error", {}).get("Code", "")) in _TAKEN_CODES
 
 
+def _upload_ended(exc: ClientError) -> bool:
+    """A multipart upload that is no longer there (completed or aborted by someone else)."""
+    return str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchUpload"
+
+
 class _S3Writer:
     def __init__(self, store: S3Store, key: str, *, if_absent: bool = False) -> None:
         self._s = store
@@ -314,11 +319,16 @@ class S3Store:
                 for u in page.get("Uploads", []):
                     # Its last write, as on file://: the newest part (else its start).
                     size, since = 0, u["Initiated"]
-                    for parts in self.client.get_paginator("list_parts").paginate(
-                            Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]):
-                        for part in parts.get("Parts", []):
-                            size += part["Size"]
-                            since = max(since, part["LastModified"])
+                    try:
+                        for parts in self.client.get_paginator("list_parts").paginate(
+                                Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]):
+                            for part in parts.get("Parts", []):
+                                size += part["Size"]
+                                since = max(since, part["LastModified"])
+                    except ClientError as exc:
+                        if _upload_ended(exc):  # completed or aborted since the listing: not a leftover
+                            continue
+                        raise
                     yield Upload(self._rel(u["Key"]), u["UploadId"], size, since)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "listing multipart uploads", self.bucket) from None
@@ -326,7 +336,10 @@ class S3Store:
     def discard_upload(self, upload: Upload) -> None:
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.full(upload.key), UploadId=upload.handle)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if not _upload_ended(exc):  # ended meanwhile: nothing left to abort (as file://'s missing_ok)
+                raise _translate(exc, f"aborting the upload of {upload.key}", self.bucket) from None
+        except BotoCoreError as exc:
             raise _translate(exc, f"aborting the upload of {upload.key}", self.bucket) from None
 
     def open_writer(self, key: str, *, if_absent: bool = False) -> _S3Writer:

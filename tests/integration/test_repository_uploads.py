@@ -10,9 +10,11 @@ import json
 import os
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import pytest
 
 from bvh_ops.maintenance.disk import disk_stage
 from bvh_ops.storage.local import LocalStore
@@ -104,14 +106,15 @@ def test_a_repository_that_cannot_be_listed_is_a_finding_not_a_clean_report(make
     assert f["severity"] == "warning" and "interrupted uploads not looked for" in f["detail"]
 
 
-def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_still_cleaned(repo_dir, tmp_path):
+@pytest.mark.parametrize("mode", [0o700, 0o744], ids=["cannot-list", "can-list-cannot-enter"])
+def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_still_cleaned(repo_dir, tmp_path,
+                                                                                            mode):
     """A directory the maintenance's OS user cannot read (run as another user than the one that
     owns wal/): what is elsewhere is still found and removed, and a finding names what was not
-    looked at."""
+    looked at — also where the directory's names can be listed but its files not looked at
+    (r without x: an upload seen by name, its age unknown)."""
     import subprocess
     import sys
-
-    import pytest
 
     from bvh_ops.pg.cluster import PG_OS_USER, grant_traverse
 
@@ -119,10 +122,11 @@ def test_an_unreadable_part_of_a_file_repository_is_a_finding_and_the_rest_is_st
         pytest.skip("needs root to act as another OS user")
     store = LocalStore(repo_dir)
     _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(100))
+    _cut_off(store, "wal/00000001/000000010000000000000007", os.urandom(100))
+    for p in repo_dir.rglob(".tmp-*"):
+        os.utime(p, (time.time() - 2 * DAY,) * 2)
     (old,) = list(repo_dir.rglob(".tmp-dump.pgcustom.*"))
-    os.utime(old, (time.time() - 2 * DAY,) * 2)
-    (repo_dir / "wal" / "00000001").mkdir(parents=True)
-    os.chmod(repo_dir / "wal" / "00000001", 0o700)  # root's; the other user cannot list it
+    os.chmod(repo_dir / "wal" / "00000001", mode)  # root's; the other user cannot look inside
     import bvh_ops
 
     for reach in (repo_dir / "x", Path(sys.executable).resolve(), Path(bvh_ops.__file__)):
@@ -142,7 +146,8 @@ print(json.dumps([a["status"] for a in actions if "upload" in a["object"]]))
 print(json.dumps(findings))
 """
     env = {"PATH": os.environ["PATH"], "HOME": str(state), "BVH_OPS_REPOSITORY": f"file://{repo_dir}",
-           "BVH_OPS_STATE_DIR": str(state)}
+           "BVH_OPS_STATE_DIR": str(state),
+           "PYTHONPATH": str(Path(bvh_ops.__file__).parent.parent)}  # the code under test, not the venv's
     proc = subprocess.run(["setpriv", f"--reuid={PG_OS_USER}", f"--regid={PG_OS_USER}", "--clear-groups",
                            sys.executable, "-c", code], text=True, capture_output=True, env=env, cwd="/",
                           timeout=120)
@@ -151,3 +156,75 @@ print(json.dumps(findings))
     assert acted == ["done"] and not old.exists()
     (f,) = [f for f in findings if f["kind"] == "repository_uploads"]
     assert "wal/00000001" in f["detail"] and "Permission denied" in f["detail"]
+
+
+def test_an_s3_upload_that_ends_while_the_maintenance_lists_it_is_no_finding_and_the_rest_is_listed(
+        s3_server, s3_bucket):
+    """A writer completes (or aborts) its multipart upload between the maintenance's listing of
+    the uploads and its look at that upload's parts (a backup ending while the weekly run walks
+    the bucket): that upload simply ended. The listing goes on with the others, and aborting
+    one that ended meanwhile is done, not a failure."""
+    store = S3Store(bucket=s3_bucket, prefix="r", endpoint_url=s3_server, part_size=5 << 20)
+    _cut_off(store, "backups/a/dump.pgcustom", os.urandom(6 << 20))
+    ending = store.open_writer("backups/b/dump.pgcustom")
+    ending.write(os.urandom(6 << 20))  # one part sent: the upload exists
+    _cut_off(store, "backups/c/dump.pgcustom", os.urandom(6 << 20))
+    listing = store.uploads()
+    first = next(listing)
+    assert first.key == "backups/a/dump.pgcustom"
+    ending.commit()  # b ends between the listing and the look at its parts
+    rest = [u.key for u in listing]
+    assert rest == ["backups/c/dump.pgcustom"]
+    assert store.stat("backups/b/dump.pgcustom") is not None
+    store.discard_upload(first)
+    store.discard_upload(first)  # ended meanwhile (here: by the first call): nothing left to abort
+    assert [u.key for u in store.uploads()] == ["backups/c/dump.pgcustom"]
+
+
+def test_a_dot_tmp_file_our_writer_did_not_name_is_never_taken_for_an_upload(make_settings, repo_dir, tmp_path):
+    """Only names our writer gives (``.tmp-<object>.<8 hex>``) are uploads: another program's
+    ``.tmp-`` file under the repository (an operator's notes, a sync tool's scratch) is not ours to
+    delete, however old, and discard_upload refuses it."""
+    from bvh_ops.errors import StorageError
+    from bvh_ops.storage.base import Upload
+
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"file://{repo_dir}")
+    store = LocalStore(repo_dir)
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(100))
+    (ours,) = list(repo_dir.rglob(".tmp-dump.pgcustom.*"))
+    foreign = [repo_dir / ".tmp-notes", repo_dir / "backups" / ".tmp-rsync.XyZ12a"]
+    for p in foreign:
+        p.write_bytes(b"not bvh-ops'")
+    for p in [ours, *foreign]:
+        os.utime(p, (time.time() - 9 * DAY,) * 2)
+
+    actions, findings, _ = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    assert [a["status"] for a in _uploads_in(actions).values()] == ["done"]
+    assert not ours.exists()
+    assert all(p.read_bytes() == b"not bvh-ops'" for p in foreign)
+    with pytest.raises(StorageError):
+        store.discard_upload(Upload(".tmp-notes", ".tmp-notes", 12, datetime.fromtimestamp(0, UTC)))
+    assert foreign[0].exists()
+
+
+def test_an_upload_cut_off_in_the_replica_goes_too(make_settings, repo_dir, tmp_path):
+    """`bvh-ops replicate` writes into the replica repository as the backups write into the
+    primary: an upload a crash cut off there is removed the same way, a live one kept."""
+    replica = tmp_path / "replica"
+    replica.mkdir()
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"file://{repo_dir}",
+                             replica_repository=f"file://{replica}")
+    store = LocalStore(replica)
+    store.put_bytes("backups/b1/manifest.json", b"{}")
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(300))
+    _cut_off(store, "backups/b3/dump.pgcustom", os.urandom(200))
+    dead = list(replica.rglob(".tmp-dump.pgcustom.*"))[0]
+    os.utime(dead, (time.time() - 2 * DAY,) * 2)
+    size = dead.stat().st_size
+
+    actions, findings, section = disk_stage(settings, act=True, temp_dir=tmp_path / "no-temp")
+    assert findings == []
+    assert sorted(a["status"] for a in _uploads_in(actions).values()) == ["done", "skipped"]
+    assert not dead.exists() and len(list(replica.rglob(".tmp-*"))) == 1
+    assert (replica / "backups/b1/manifest.json").read_bytes() == b"{}"
+    assert section["freed_bytes"] == size
