@@ -85,7 +85,8 @@ def decide(leftovers: list[Leftover], grace_seconds: float) -> list[Decision]:
         if lo.owner_alive is None:
             out.append(Decision(lo, False, f"owner unknown ({lo.owner}): left for an operator"))
         elif lo.owner_alive:
-            out.append(Decision(lo, False, f"in use: {lo.owner} is running"))
+            out.append(Decision(lo, False, f"in use: {lo.owner}" + ("" if lo.kind == "repository_upload" else
+                                                                   " is running")))
         elif lo.age_seconds < grace_seconds:
             out.append(Decision(lo, False, f"{lo.owner} is gone, but it changed {hours:.1f} h ago "
                                            f"(grace {grace_seconds / 3600:g} h)"))
@@ -211,8 +212,8 @@ def scan_uploads(store, now: float) -> tuple[list[Leftover], str | None]:
         for u in uploads(store):
             age = max(0.0, now - u.since.timestamp())
             alive = age < UPLOAD_LIFETIME
-            owner = ("its writer, which may still run" if alive else
-                     f"its writer (no task runs {UPLOAD_LIFETIME // 3600} h)")
+            owner = (f"its writer may still run (last write {age / 3600:.1f} h ago; a task runs up to "
+                     f"{UPLOAD_LIFETIME // 3600} h)" if alive else f"its writer (no task runs {UPLOAD_LIFETIME // 3600} h)")
             out.append(Leftover(f"{store.url}/{u.key} (upload {u.handle})", "repository_upload", owner, alive, age,
                                 u.bytes, upload=u))
     except BvhOpsError as exc:

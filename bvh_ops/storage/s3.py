@@ -79,6 +79,10 @@ def _translate(exc: Exception, what: str, bucket: str) -> Exception:
     return StorageError(f"{what}: {exc.__class__.__name__}: {exc}")
 
 
+# The repository's top-level names (docs/FORMAT.md): in a bucket used without a prefix, only
+# uploads under these are the repository's.
+LAYOUT_TOPS = frozenset({"backups", "wal", "logs", "files", "keys", "fence", "audit"})
+
 _TAKEN_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
@@ -317,6 +321,8 @@ class S3Store:
                                                                               Prefix=self.full(""))
             for page in pages:
                 for u in page.get("Uploads", []):
+                    if not self.prefix and u["Key"].split("/", 1)[0] not in LAYOUT_TOPS:
+                        continue  # a bucket without a prefix may hold another program's uploads
                     # Its last write, as on file://: the newest part (else its start).
                     size, since = 0, u["Initiated"]
                     try:

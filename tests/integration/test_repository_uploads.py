@@ -228,3 +228,22 @@ def test_an_upload_cut_off_in_the_replica_goes_too(make_settings, repo_dir, tmp_
     assert not dead.exists() and len(list(replica.rglob(".tmp-*"))) == 1
     assert (replica / "backups/b1/manifest.json").read_bytes() == b"{}"
     assert section["freed_bytes"] == size
+
+
+def test_in_a_bucket_without_a_prefix_only_the_repositorys_uploads_are_touched(make_settings, s3_server, s3_bucket,
+                                                                               tmp_path):
+    """``s3://bucket`` with no prefix: another program's multipart upload in the same bucket is
+    not ours, however old; the repository's own dead upload goes."""
+    settings = make_settings("postgresql://unused@127.0.0.1/unused", f"s3://{s3_bucket}",
+                             s3_endpoint_url=s3_server, s3_part_size_mib=5)
+    store = S3Store(bucket=s3_bucket, endpoint_url=s3_server, part_size=5 << 20)
+    _cut_off(store, "backups/b2/dump.pgcustom", os.urandom(6 << 20))
+    _cut_off(store, "exports/report.csv", os.urandom(6 << 20))  # someone else's
+    later = time.time() + 2 * DAY
+    actions, findings, _ = disk_stage(settings, act=True, now=later, temp_dir=tmp_path / "no-temp")
+    assert findings == []
+    (a,) = _uploads_in(actions).values()
+    assert "backups/b2/dump.pgcustom" in a["object"] and a["status"] == "done"
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    left = [u["Key"] for u in client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])]
+    assert left == ["exports/report.csv"]
