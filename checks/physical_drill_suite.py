@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from bvh_ops.config import Settings
@@ -28,7 +27,8 @@ def _free(directory: Path) -> tuple[int, int]:
         st = os.statvfs(directory)
     except OSError:
         return 0, 0
-    return shutil.disk_usage(directory).free, st.f_frsize or st.f_bsize
+    block = st.f_frsize or st.f_bsize
+    return st.f_bavail * block, block  # as shutil.disk_usage counts free (one statvfs, not two)
 
 
 def _extracted(m: Manifest, block: int) -> int:
