@@ -52,6 +52,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py
 	$(BIN)/python bench/bench_dr_drill.py
+	$(BIN)/python bench/bench_fingerprint_readback.py
 	$(BIN)/python bench/bench_physical_drill.py
 	$(BIN)/python bench/bench_wal_push.py
 	$(BIN)/python bench/bench_wal_s3.py

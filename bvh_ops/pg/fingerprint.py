@@ -214,6 +214,14 @@ ORDER BY a.attnum
 """
 
 
+def copy_statement(conn: psycopg.Connection, schema: str, relname: str) -> sql.Composed:
+    """The COPY pg_dump runs for a table: its stored columns by name, in order (generated columns
+    are not dumped)."""
+    cols = [r[0] for r in conn.execute(COPY_COLUMNS, (schema, relname)).fetchall()]
+    return sql.SQL("COPY {} ({}) TO STDOUT").format(
+        sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols)))
+
+
 def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir,
                  on_backend=None, *, method: str = COPY) -> tuple[int, str]:
     """(rows, digest) of one table's COPY text, hashed as ``method`` says, read by
@@ -223,9 +231,7 @@ def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[
     from bvh_ops.errors import DatabaseError
     from bvh_ops.pg.tools import StderrTail, spawn_tool
 
-    cols = [r[0] for r in conn.execute(COPY_COLUMNS, (schema, relname)).fetchall()]
-    stmt = sql.SQL("COPY {} ({}) TO STDOUT").format(
-        sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols))).as_string(conn)
+    stmt = copy_statement(conn, schema, relname).as_string(conn)
     first = ["-A", "-t", "-c", "SELECT pg_backend_pid(), coalesce(inet_client_port(), 0)"] if on_backend else []
     proc = spawn_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", *first, "-c", stmt], env=env, bin_dir=bin_dir,
                       stdin=subprocess.DEVNULL)
@@ -266,27 +272,98 @@ def copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[s
     return _copy_digest(conn, schema, relname, env, bin_dir, on_backend, method=method)
 
 
+# A table this small on disk is read on the worker's own connection (psycopg's COPY, a row per
+# message) instead of by a psql child: a child and its connection cost 50-200 ms of start-up
+# at any size (13 tables of the sample: 7 under 4 MiB), and psql pays off only where its large
+# buffers save more than that (drill checks: docs/BENCHMARKS.md).
+INLINE_BELOW = 4 << 20
+
+LEAF_BYTES = """
+SELECT format('%%I.%%I', n.nspname, c.relname), pg_table_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
+"""
+
+
+def copy_settings(conn: psycopg.Connection, encoding: str | None) -> None:
+    """Put ``conn``'s session where copy_env puts psql's: pg_dump's settings and its encoding (none
+    recorded: the database's own, which a psql that sends none gets)."""
+    for name, value in COPY_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    if not encoding:
+        encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                "WHERE datname = current_database()").fetchone()[0]
+    conn.execute("SELECT set_config('client_encoding', %s, false)", (encoding,))
+
+
+def copy_digest_inline(conn: psycopg.Connection, schema: str, relname: str, *,
+                       method: str = COPY) -> tuple[int, str]:
+    """copy_digest's (rows, digest) read through ``conn`` (copy_settings applied) rather than
+    a psql child: for small tables. The rows are gathered into 1 MiB pieces before hashing."""
+    stmt = copy_statement(conn, schema, relname)
+    sha, rows, framed = copy_hash(method), 0, method in FRAMED_METHODS
+    framer = RowFramer(sha)
+    piece = bytearray()
+
+    def flush() -> None:
+        nonlocal rows
+        if framed:
+            framer.update(piece)
+        else:
+            sha.update(piece)
+            rows += piece.count(b"\n")
+        piece.clear()
+
+    try:
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            for data in copy:
+                piece += data
+                if len(piece) >= 1 << 20:
+                    flush()
+    except psycopg.Error as exc:
+        raise translate(exc, f"table {schema}.{relname}") from None
+    flush()
+    return rows + framer.rows, sha.hexdigest()
+
+
 def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef], *, encoding: str | None,
                       bin_dir=None, jobs: int = 2,
                       known: dict[tuple[str, str], tuple[int, str]] | None = None,
-                      method: str = COPY) -> list[TableStat]:
+                      method: str = COPY, inline_below: int = INLINE_BELOW) -> list[TableStat]:
     """COPY fingerprints (``method``: COPY, fingerprints 2, FRAMED, 3, or BLAKE3, 4) of ``tables``
     as the database behind ``conn``/``dsn`` holds them. ``known``: (schema, table) -> (rows, digest) of
     plain tables already read the same way (and proven unchanged since: ``unchanged_since``);
-    those are not read again."""
+    those are not read again. ``jobs`` workers, each on one connection of its own, take the
+    largest table first (the two finish together); a table under ``inline_below`` bytes is read
+    on that connection, a larger one by psql."""
+    import threading
+
+    from bvh_ops.pg.conn import connect
+
     env = copy_env(dsn, encoding)
     known = known or {}
     leaves = data_leaves(conn, tables)
     work = [leaf for t in tables for leaf in leaves[t.name] if (leaf[0], leaf[1]) not in known]
+    sizes = dict(conn.execute(LEAF_BYTES, ([leaf[2] for leaf in work],)).fetchall()) if work else {}
+    work.sort(key=lambda leaf: -int(sizes.get(leaf[2]) or 0))
+    local, opened = threading.local(), []
 
     def one(leaf: tuple[str, str, str]) -> tuple[str, int, str]:
-        from bvh_ops.pg.conn import connect
+        c = getattr(local, "conn", None)
+        if c is None:
+            c = local.conn = connect(dsn, autocommit=True)
+            opened.append(c)
+            copy_settings(c, encoding)
+        if int(sizes.get(leaf[2]) or 0) < inline_below:
+            return leaf[2], *copy_digest_inline(c, leaf[0], leaf[1], method=method)
+        return leaf[2], *copy_digest(c, leaf[0], leaf[1], env, bin_dir, method=method)
 
-        with connect(dsn, autocommit=True) as c:
-            return leaf[2], *copy_digest(c, leaf[0], leaf[1], env, bin_dir, method=method)
-
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        done = dict((leaf[2], r) for leaf, r in zip(work, pool.map(one, work), strict=True))
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            done = dict((leaf[2], r) for leaf, r in zip(work, pool.map(one, work), strict=True))
+    finally:
+        for c in opened:
+            c.close()
     done.update((leaf[2], (leaf[2], *known[(leaf[0], leaf[1])])) for t in tables for leaf in leaves[t.name]
                 if (leaf[0], leaf[1]) in known)
     return [copy_stat(t, [done[leaf[2]] for leaf in leaves[t.name]], method) for t in tables]
