@@ -133,8 +133,8 @@ class LargeObjectDigest:
 class _Reader:
     """Archive ints and strings over ``buf`` from ``pos``; raises NeedMore at the end."""
 
-    def __init__(self, buf: bytes, pos: int, int_size: int) -> None:
-        self.buf, self.pos, self.int_size = buf, pos, int_size
+    def __init__(self, buf: bytes, pos: int, int_size: int, encoding: str = "utf-8") -> None:
+        self.buf, self.pos, self.int_size, self.encoding = buf, pos, int_size, encoding
 
     def byte(self) -> int:
         if self.pos >= len(self.buf):
@@ -158,7 +158,7 @@ class _Reader:
         if self.pos + n > len(self.buf):
             raise NeedMore
         self.pos += n
-        return self.buf[self.pos - n:self.pos].decode("utf-8", "replace")
+        return self.buf[self.pos - n:self.pos].decode(self.encoding, "replace")
 
     def skip(self, n: int) -> None:
         if self.pos + n > len(self.buf):
@@ -166,9 +166,11 @@ class _Reader:
         self.pos += n
 
 
-def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
+def read_toc(buf: bytes, encoding: str | None = None) -> tuple[dict, list[TocEntry], int]:
     """Header facts, TOC entries and the offset of the first data block; NeedMore if ``buf``
-    does not hold the whole TOC yet."""
+    does not hold the whole TOC yet. pg_dump writes the TOC's names in the dump's own encoding
+    (its ENCODING entry): they are decoded in it, so that a LATIN1 dump's "café" is the table
+    the database calls café (``encoding``: the Python codec, found on a first pass)."""
     if len(buf) < 11:
         raise NeedMore
     if buf[:5] != MAGIC:
@@ -179,7 +181,7 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
         raise IntegrityError(f"pg_dump archive version {version[0]}.{version[1]} cannot be fingerprinted: bvh-ops "
                              f"reads 1.12 to {NEWEST[0]}.{NEWEST[1]} (pg_dump 15 to 18); use a pg_dump of those "
                              "versions (pg_bin_dir) or a bvh-ops that knows the newer format")
-    r = _Reader(buf, 10, int_size)
+    r = _Reader(buf, 10, int_size, encoding or "utf-8")
     if r.byte() != 1:
         raise IntegrityError("the dump stream is not in pg_dump's custom format")
     compression = r.byte() if version >= K_VERS_1_15 else r.int()
@@ -212,7 +214,33 @@ def read_toc(buf: bytes) -> tuple[dict, list[TocEntry], int]:
         offset_at = r.pos
         r.skip(1 + off_size)  # data offset
         entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at, tuple(deps), section))
+    if encoding is None:
+        codec = dump_codec(entries)
+        if codec != "utf-8":
+            return read_toc(buf, codec)
     return facts, entries, r.pos
+
+
+def dump_encoding(entries: list[TocEntry]) -> str | None:
+    """The client encoding pg_dump wrote in (its ENCODING entry: "SET client_encoding = 'X';")."""
+    for e in entries:
+        if e.desc == "ENCODING" and "'" in e.defn:
+            return e.defn.split("'")[1]
+    return None
+
+
+def dump_codec(entries: list[TocEntry]) -> str:
+    """The Python codec of the dump's encoding; UTF-8 where Python has none (EUC_TW,
+    MULE_INTERNAL) or the dump has no encoding (SQL_ASCII: bytes as they came, read as UTF-8)."""
+    from psycopg import NotSupportedError
+    from psycopg._encodings import pg2pyenc
+
+    name = dump_encoding(entries)
+    try:
+        codec = pg2pyenc(name.encode()) if name else "utf-8"
+    except NotSupportedError:
+        return "utf-8"
+    return "utf-8" if codec == "ascii" else codec
 
 
 class DumpFingerprinter:
@@ -283,9 +311,7 @@ class DumpFingerprinter:
             facts, entries, pos = read_toc(self._buf)
             self.facts, self._int, self._pos = facts, facts["int_size"], pos
             self.entries = {e.dump_id: e for e in entries}
-            for e in entries:
-                if e.desc == "ENCODING" and "'" in e.defn:
-                    self.encoding = e.defn.split("'")[1]
+            self.encoding = dump_encoding(entries)
             self._state = "block"
             return True
         if self._pos >= len(self._buf):

@@ -115,8 +115,11 @@ def method_of(fingerprint: str) -> str:
 # setup_connection, in 15 and 18 alike); TimeZone, bytea_output and lc_monetary it leaves to the
 # server's defaults, so the backup passes them to pg_dump too. synchronize_seqscans off: a scan
 # starts at the table's first page, so a restored table reads back in the order it was loaded.
+# search_path empty: pg_dump empties it (ALWAYS_SECURE_SEARCH_PATH_SQL), so a regclass, regtype,
+# regproc ... value naming an object outside pg_catalog is written schema-qualified.
 COPY_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3",
-                 "bytea_output": "hex", "lc_monetary": "C", "synchronize_seqscans": "off", "row_security": "off"}
+                 "bytea_output": "hex", "lc_monetary": "C", "synchronize_seqscans": "off", "row_security": "off",
+                 "search_path": ""}
 DUMP_OPTIONS = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items() if k in ("TimeZone", "bytea_output", "lc_monetary"))
 
 # The tables whose data pg_dump writes, per listed table: a plain table itself, a partitioned
@@ -218,6 +221,8 @@ def copy_statement(conn: psycopg.Connection, schema: str, relname: str) -> sql.C
     """The COPY pg_dump runs for a table: its stored columns by name, in order (generated columns
     are not dumped)."""
     cols = [r[0] for r in conn.execute(COPY_COLUMNS, (schema, relname)).fetchall()]
+    if not cols:  # no columns (or only generated ones): pg_dump writes no list, "()" is a syntax error
+        return sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, relname))
     return sql.SQL("COPY {} ({}) TO STDOUT").format(
         sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols)))
 
@@ -228,10 +233,29 @@ def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[
     psql in large buffers (psycopg hands COPY data over row by row, too slow for a large table).
     ``on_backend(psql pid, backend pid, client port or 0)``: called before the COPY's data is read
     (psql prints its backend first)."""
+    stmt = _client_text(copy_statement(conn, schema, relname).as_string(conn), env, conn)
+    return _psql_digest(stmt, schema, relname, env, bin_dir, on_backend, method=method)
+
+
+def _client_text(text: str, env: dict[str, str], conn: psycopg.Connection) -> bytes | str:
+    """``text`` as psql must be handed it: in the client encoding it runs with (PGCLIENTENCODING,
+    else the database's, as ``conn`` has it), not the UTF-8 of our arguments: "café" in a
+    LATIN1 session is 'cafÃ©' else. As it is where Python has no codec for the encoding."""
+    from psycopg._encodings import pg2pyenc
+
+    name = env.get("PGCLIENTENCODING")
+    try:
+        return text.encode(pg2pyenc(name.encode()) if name else conn.info.encoding)
+    except (psycopg.NotSupportedError, LookupError, UnicodeError):
+        return text
+
+
+def _psql_digest(stmt: bytes | str, schema: str, relname: str, env: dict[str, str], bin_dir, on_backend=None, *,
+                 method: str = COPY) -> tuple[int, str]:
+    """(rows, digest) of the COPY ``stmt``'s text, read by psql (see _copy_digest)."""
     from bvh_ops.errors import DatabaseError
     from bvh_ops.pg.tools import StderrTail, spawn_tool
 
-    stmt = copy_statement(conn, schema, relname).as_string(conn)
     first = ["-A", "-t", "-c", "SELECT pg_backend_pid(), coalesce(inet_client_port(), 0)"] if on_backend else []
     proc = spawn_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", *first, "-c", stmt], env=env, bin_dir=bin_dir,
                       stdin=subprocess.DEVNULL)
@@ -300,7 +324,6 @@ def copy_digest_inline(conn: psycopg.Connection, schema: str, relname: str, *,
                        method: str = COPY) -> tuple[int, str]:
     """copy_digest's (rows, digest) read through ``conn`` (copy_settings applied) rather than
     a psql child: for small tables. The rows are gathered into 1 MiB pieces before hashing."""
-    stmt = copy_statement(conn, schema, relname)
     sha, rows, framed = copy_hash(method), 0, method in FRAMED_METHODS
     framer = RowFramer(sha)
     piece = bytearray()
@@ -315,6 +338,7 @@ def copy_digest_inline(conn: psycopg.Connection, schema: str, relname: str, *,
         piece.clear()
 
     try:
+        stmt = copy_statement(conn, schema, relname)
         with conn.cursor() as cur, cur.copy(stmt) as copy:
             for data in copy:
                 piece += data
@@ -356,7 +380,17 @@ def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef]
             copy_settings(c, encoding)
         if int(sizes.get(leaf[2]) or 0) < inline_below:
             return leaf[2], *copy_digest_inline(c, leaf[0], leaf[1], method=method)
-        return leaf[2], *copy_digest(c, leaf[0], leaf[1], env, bin_dir, method=method)
+        # psql reads a large table for as long as it takes: the worker's connection is not left
+        # idle meanwhile (idle_session_timeout, a pooler or NAT would end it under the next
+        # table); the worker's next table opens another.
+        try:
+            stmt = _client_text(copy_statement(c, leaf[0], leaf[1]).as_string(c), env, c)
+        except psycopg.Error as exc:
+            raise translate(exc, f"table {leaf[0]}.{leaf[1]}") from None
+        finally:
+            local.conn = None
+            c.close()
+        return leaf[2], *_psql_digest(stmt, leaf[0], leaf[1], env, bin_dir, method=method)
 
     try:
         with ThreadPoolExecutor(max(1, jobs)) as pool:

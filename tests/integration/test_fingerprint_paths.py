@@ -103,3 +103,95 @@ def test_each_worker_reads_its_tables_on_one_connection(databases, monkeypatch):
         assert len(tables) >= 8
         copy_fingerprints(conn, dsn, tables, encoding="UTF8", method=BLAKE3, inline_below=EVERY_INLINE, jobs=2)
     assert len(opened) == 2
+
+
+def _load(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for stmt in statements:
+            conn.execute(stmt)
+
+
+def _recorded_and_read(dsn: str, make_settings, repo_dir, inline_below: int) -> tuple[dict, dict]:
+    backup = run_logical_backup(make_settings(dsn, f"file://{repo_dir}")).manifest
+    recorded = {t.name: t.fingerprint for t in backup.tables if t.kind != "large_objects"}
+    with connect(dsn) as conn:
+        read = {t.name: t.fingerprint for t in copy_fingerprints(
+            conn, dsn, list_tables(conn), encoding=backup.extra["dump_encoding"], method=BLAKE3,
+            inline_below=inline_below)}
+    return recorded, read
+
+
+@pytest.mark.parametrize("inline_below", [EVERY_PSQL, EVERY_INLINE])
+def test_a_table_without_dumped_columns_reads_back(fresh_db, make_settings, repo_dir, inline_below):
+    """pg_dump writes no column list for a table with no columns (or only generated ones): its
+    rows are empty lines. "COPY t () TO STDOUT" is a syntax error (review9)."""
+    dsn = fresh_db()
+    _load(dsn, "CREATE TABLE nocols (); INSERT INTO nocols DEFAULT VALUES; INSERT INTO nocols DEFAULT VALUES",
+          "CREATE TABLE onlygen (a int GENERATED ALWAYS AS (7) STORED); INSERT INTO onlygen DEFAULT VALUES")
+    recorded, read = _recorded_and_read(dsn, make_settings, repo_dir, inline_below)
+    assert read == recorded
+    assert recorded["public.nocols"].startswith("2:") and recorded["public.onlygen"].startswith("1:")
+
+
+@pytest.mark.parametrize("inline_below", [EVERY_PSQL, EVERY_INLINE])
+def test_reg_columns_read_back_as_pg_dump_wrote_them(fresh_db, make_settings, repo_dir, inline_below):
+    """pg_dump runs with an empty search_path, so a regclass/regtype/regproc value naming an object
+    outside pg_catalog is written schema-qualified ('public.target'); read back under the default
+    search_path it was 'target' and the table failed the check (review9)."""
+    dsn = fresh_db()
+    _load(dsn, "CREATE TABLE target (id int); CREATE TYPE colour AS ENUM ('red')",
+          "CREATE FUNCTION myfn(int) RETURNS int LANGUAGE sql AS 'SELECT $1'",
+          "CREATE TABLE refs (c regclass, t regtype, p regproc, ps regprocedure)",
+          "INSERT INTO refs VALUES ('target', 'colour', 'myfn', 'myfn(int)'), ('pg_class', 'int4', 'now', 'now()')")
+    recorded, read = _recorded_and_read(dsn, make_settings, repo_dir, inline_below)
+    assert read == recorded
+
+
+def test_a_worker_connection_outlives_a_long_psql_read(fresh_db, monkeypatch):
+    """A worker's connection sat idle while its psql child read a large table (minutes): a server's
+    idle_session_timeout, or a NAT/pooler dropping idle connections, ended it, and the worker's
+    next (small) table failed on the dead connection (review9)."""
+    import time
+
+    import bvh_ops.pg.tools as tools
+
+    dsn = fresh_db()
+    db = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    _load(dsn, "CREATE TABLE big (v text); INSERT INTO big SELECT repeat('x', 500) FROM generate_series(1, 100)",
+          "CREATE TABLE small (v int); INSERT INTO small VALUES (1)",
+          f'ALTER DATABASE "{db}" SET idle_session_timeout = 500')  # ms: a psql read outlasts it
+    real = tools.spawn_tool
+
+    def slow(*a, **k):  # a large table: its psql child reads for a while
+        time.sleep(1.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tools, "spawn_tool", slow)
+    with connect(dsn) as conn:
+        tables = list_tables(conn)
+        expected = {t.name: t.fingerprint for t in copy_fingerprints(
+            conn, dsn, tables, encoding="UTF8", method=BLAKE3, inline_below=EVERY_INLINE, jobs=1)}
+    with connect(dsn) as conn:
+        got = {t.name: t.fingerprint for t in copy_fingerprints(
+            conn, dsn, tables, encoding="UTF8", method=BLAKE3, inline_below=10000, jobs=1)}
+    assert got == expected
+
+
+ODD_NAME = '"Ünïcödé"."café ""crème"""'  # format('%I.%I') of a schema and a table with quotes
+
+
+@pytest.mark.parametrize("inline_below", [EVERY_PSQL, EVERY_INLINE])
+def test_non_ascii_names_in_a_latin1_dump(pg, make_settings, repo_dir, inline_below):
+    """A LATIN1 dump's table of contents names its tables in LATIN1: the backup keyed their COPY
+    text by the names decoded as UTF-8 (mangled), so it recorded them empty; and psql was handed
+    the COPY statement in UTF-8 under client_encoding LATIN1 ('relation does not exist') (review9)."""
+    name = f"fp_latin1_names_{inline_below}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    dsn = pg.dsn(name)
+    _load(dsn, f'CREATE SCHEMA "Ünïcödé"; CREATE TABLE {ODD_NAME} ("ñ" text)',  # sent as LATIN1
+          f"INSERT INTO {ODD_NAME} VALUES ('à'), ('ü')")
+    recorded, read = _recorded_and_read(dsn, make_settings, repo_dir, inline_below)
+    assert recorded[ODD_NAME].startswith("2:")
+    assert read == recorded
