@@ -52,6 +52,11 @@ def connect(dsn: str, *, dbname: str | None = None, autocommit: bool = False, ti
         raise connect_error(exc, dsn, dbname=dbname) from None
     for stmt in SESSION_SETTINGS:
         conn.execute(stmt)
+    if conn.info.parameter_status("client_encoding") == "SQL_ASCII":
+        # A SQL_ASCII database: psycopg hands its text over as bytes (names, kinds ...). No
+        # conversion happens from SQL_ASCII whatever the client's encoding, so UTF8 gets the same
+        # bytes, decoded.
+        conn.execute("SET client_encoding = 'UTF8'")
     if not autocommit:
         conn.commit()
     return conn

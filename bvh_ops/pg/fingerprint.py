@@ -116,10 +116,12 @@ def method_of(fingerprint: str) -> str:
 # server's defaults, so the backup passes them to pg_dump too. synchronize_seqscans off: a scan
 # starts at the table's first page, so a restored table reads back in the order it was loaded.
 # search_path empty: pg_dump empties it (ALWAYS_SECURE_SEARCH_PATH_SQL), so a regclass, regtype,
-# regproc ... value naming an object outside pg_catalog is written schema-qualified.
+# regproc ... value naming an object outside pg_catalog is written schema-qualified. The timeouts
+# off, as pg_dump sets them: a role's statement_timeout must not cut a large table's read short.
 COPY_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3",
                  "bytea_output": "hex", "lc_monetary": "C", "synchronize_seqscans": "off", "row_security": "off",
-                 "search_path": ""}
+                 "search_path": "", "statement_timeout": "0", "lock_timeout": "0",
+                 "idle_in_transaction_session_timeout": "0"}
 DUMP_OPTIONS = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items() if k in ("TimeZone", "bytea_output", "lc_monetary"))
 
 # The tables whose data pg_dump writes, per listed table: a plain table itself, a partitioned
@@ -283,7 +285,9 @@ def copy_env(dsn: str, encoding: str | None) -> dict[str, str]:
     from bvh_ops.pg.tools import pg_env
 
     env = pg_env(dsn)
-    env["PGOPTIONS"] = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items())
+    # After the DSN's own options (a role, say), which the inline path's connection keeps too.
+    ours = " ".join(f"-c {k}={v}" for k, v in COPY_SETTINGS.items())
+    env["PGOPTIONS"] = f"{env['PGOPTIONS']} {ours}" if env.get("PGOPTIONS") else ours
     if encoding:
         env["PGCLIENTENCODING"] = encoding
     return env
@@ -309,19 +313,24 @@ WHERE format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
 """
 
 
-def copy_settings(conn: psycopg.Connection, encoding: str | None) -> None:
+def copy_settings(conn: psycopg.Connection, encoding: str | None) -> str:
     """Put ``conn``'s session where copy_env puts psql's: pg_dump's settings and its encoding (none
-    recorded: the database's own, which a psql that sends none gets)."""
+    recorded: the database's own, which a psql that sends none gets); returns that encoding.
+    SQL_ASCII is set only around each COPY (copy_digest_inline): under it psycopg returns the
+    catalog's names as bytes, and under any other the server checks the text it sends against
+    that encoding (a SQL_ASCII database's bytes need not be valid in any)."""
     for name, value in COPY_SETTINGS.items():
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
     if not encoding:
         encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
                                 "WHERE datname = current_database()").fetchone()[0]
-    conn.execute("SELECT set_config('client_encoding', %s, false)", (encoding,))
+    if encoding != "SQL_ASCII":
+        conn.execute("SELECT set_config('client_encoding', %s, false)", (encoding,))
+    return encoding
 
 
 def copy_digest_inline(conn: psycopg.Connection, schema: str, relname: str, *,
-                       method: str = COPY) -> tuple[int, str]:
+                       method: str = COPY, encoding: str | None = None) -> tuple[int, str]:
     """copy_digest's (rows, digest) read through ``conn`` (copy_settings applied) rather than
     a psql child: for small tables. The rows are gathered into 1 MiB pieces before hashing."""
     sha, rows, framed = copy_hash(method), 0, method in FRAMED_METHODS
@@ -338,12 +347,19 @@ def copy_digest_inline(conn: psycopg.Connection, schema: str, relname: str, *,
         piece.clear()
 
     try:
-        stmt = copy_statement(conn, schema, relname)
-        with conn.cursor() as cur, cur.copy(stmt) as copy:
-            for data in copy:
-                piece += data
-                if len(piece) >= 1 << 20:
-                    flush()
+        stmt = copy_statement(conn, schema, relname).as_bytes(conn)
+        raw = encoding == "SQL_ASCII"  # the database's bytes as they are (see copy_settings)
+        if raw:
+            conn.execute("SET client_encoding = 'SQL_ASCII'")
+        try:
+            with conn.cursor() as cur, cur.copy(stmt) as copy:
+                for data in copy:
+                    piece += data
+                    if len(piece) >= 1 << 20:
+                        flush()
+        finally:
+            if raw and not conn.closed:
+                conn.execute("SET client_encoding = 'UTF8'")
     except psycopg.Error as exc:
         raise translate(exc, f"table {schema}.{relname}") from None
     flush()
@@ -377,9 +393,9 @@ def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef]
         if c is None:
             c = local.conn = connect(dsn, autocommit=True)
             opened.append(c)
-            copy_settings(c, encoding)
+            local.encoding = copy_settings(c, encoding)
         if int(sizes.get(leaf[2]) or 0) < inline_below:
-            return leaf[2], *copy_digest_inline(c, leaf[0], leaf[1], method=method)
+            return leaf[2], *copy_digest_inline(c, leaf[0], leaf[1], method=method, encoding=local.encoding)
         # psql reads a large table for as long as it takes: the worker's connection is not left
         # idle meanwhile (idle_session_timeout, a pooler or NAT would end it under the next
         # table); the worker's next table opens another.

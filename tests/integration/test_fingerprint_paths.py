@@ -195,3 +195,48 @@ def test_non_ascii_names_in_a_latin1_dump(pg, make_settings, repo_dir, inline_be
     recorded, read = _recorded_and_read(dsn, make_settings, repo_dir, inline_below)
     assert recorded[ODD_NAME].startswith("2:")
     assert read == recorded
+
+
+def test_both_paths_run_with_pg_dumps_timeouts_and_keep_the_dsns_own_options(fresh_db):
+    """pg_dump turns statement_timeout and lock_timeout off: a database's or role's own must not cut
+    a large table's read short on either path; and options the DSN carries are kept beside ours
+    in psql's PGOPTIONS (they were replaced), as the inline path's connection keeps them."""
+    import subprocess
+
+    from bvh_ops.pg.fingerprint import copy_env, copy_settings
+    from bvh_ops.pg.tools import spawn_tool
+
+    dsn = fresh_db()
+    db = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    _load(dsn, f'ALTER DATABASE "{db}" SET statement_timeout = \'5min\'', f'ALTER DATABASE "{db}" SET lock_timeout = 2000')
+    with_options = psycopg.conninfo.make_conninfo(dsn, options="-c work_mem=7MB")
+    query = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), current_setting('work_mem')"
+    with connect(with_options, autocommit=True) as conn:
+        assert conn.execute(query).fetchone() == ("5min", "2s", "7MB")  # what the database sets
+        copy_settings(conn, "UTF8")
+        assert conn.execute(query).fetchone() == ("0", "0", "7MB")
+    proc = spawn_tool("psql", ["-X", "-A", "-t", "-c", query], env=copy_env(with_options, "UTF8"), bin_dir=None,
+                      stdin=subprocess.DEVNULL)
+    out, _ = proc.communicate(timeout=60)
+    assert out.decode().strip() == "0|0|7MB"
+
+
+@pytest.mark.parametrize("inline_below", [EVERY_PSQL, EVERY_INLINE])
+def test_a_sql_ascii_database_is_backed_up_and_read_back(pg, make_settings, repo_dir, inline_below):
+    """A SQL_ASCII database (its bytes unchecked, here a LATIN1 é that is not UTF-8): the backup
+    failed with a traceback (psycopg returned the catalog's text as bytes: KeyError b'r'); the
+    read-back must send the bytes as they are, on either path, and still see a change."""
+    name = f"fp_sql_ascii_{inline_below}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    dsn = pg.dsn(name)
+    _load(dsn, "CREATE TABLE t (id int, v text)", "INSERT INTO t VALUES (1, 'plain'), (2, E'caf\\xe9 latin1 byte')")
+    recorded, read = _recorded_and_read(dsn, make_settings, repo_dir, inline_below)
+    assert recorded["public.t"].startswith("2:")
+    assert read == recorded
+    _load(dsn, "UPDATE t SET v = E'caf\\xe8 latin1 byte' WHERE id = 2")
+    with connect(dsn) as conn:
+        changed = {t.name: t.fingerprint for t in copy_fingerprints(
+            conn, dsn, list_tables(conn), encoding="SQL_ASCII", method=BLAKE3, inline_below=inline_below)}
+    assert changed["public.t"] != recorded["public.t"]
