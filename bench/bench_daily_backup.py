@@ -344,7 +344,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scales", default="30,85", help="sample lottery database scales")
+    ap.add_argument("--scales", default="30,85,115", help="sample lottery database scales (85: ~1.1 GB, 115: ~1.5 GB)")
     ap.add_argument("--pgbench", default="50,100", help="pgbench scales ('' for none)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="sample scale 3, pgbench scale 5")
