@@ -61,9 +61,14 @@ def _session(profile: str | None) -> boto3.session.Session:
             _LOADER.search_paths[:] = list(dict.fromkeys(_LOADER.search_paths))
 
 
+def _code(exc: ClientError) -> str:
+    """S3's error code of a failed request ("" when the response carries none)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def _translate(exc: Exception, what: str, bucket: str) -> Exception:
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "NoSuchBucket":
             return StorageError(f"S3 bucket '{bucket}' does not exist: create it or fix BVH_OPS_REPOSITORY")
@@ -88,12 +93,12 @@ _TAKEN_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 def _taken(exc: ClientError) -> bool:
     """A conditional write (If-None-Match: *) found the key taken (or being taken)."""
-    return str(exc.response.get("Error", {}).get("Code", "")) in _TAKEN_CODES
+    return _code(exc) in _TAKEN_CODES
 
 
 def _upload_ended(exc: ClientError) -> bool:
     """A multipart upload that is no longer there (completed or aborted by someone else)."""
-    return str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchUpload"
+    return _code(exc) == "NoSuchUpload"
 
 
 class _S3Writer:
@@ -235,7 +240,7 @@ class S3Store:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = _code(exc)
             if code in ("404", "NoSuchBucket", "NotFound"):
                 raise StorageError(
                     f"S3 bucket '{self.bucket}' does not exist: create it or fix BVH_OPS_REPOSITORY"
@@ -250,7 +255,7 @@ class S3Store:
             try:
                 conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
             except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
+                code = _code(exc)
                 if "ObjectLockConfigurationNotFound" in code or code in _NO_LOCK_API:
                     # No lock configured, or an S3-compatible store without the Object Lock API.
                     self._lock_enabled = False
@@ -383,7 +388,7 @@ class S3Store:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.full(key))
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise _translate(exc, f"object {key}", self.bucket) from None
         except BotoCoreError as exc:

@@ -69,7 +69,7 @@ def world(monkeypatch, tmp_path, fresh_db):
                    "webhook_url": f"{hook.url}/services/{HOOK_TOKEN}", "webhook_format": "slack",
                    "timeout_seconds": 3,
                    # the daily summary is not owed during the test (its own tests cover it)
-                   "digest_at": (datetime.now(UTC) + timedelta(hours=1)).strftime("%H:%M")})}
+                   "digest_at": (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")})}
         monkeypatch.delenv("BVH_OPS_CONFIG", raising=False)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -78,8 +78,13 @@ def world(monkeypatch, tmp_path, fresh_db):
 
 
 class Clock:
-    def __init__(self):
-        self.at = datetime.now(UTC).replace(microsecond=0)
+    """Starts at the real time, or, in an hour's last 30 minutes, at minute 2 of the next hour:
+    warnings go out in an hourly batch, and a test that crossed the hour (its cycles and jumps
+    span up to ~15 minutes) got that batch too."""
+
+    def __init__(self, now: datetime | None = None):
+        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        self.at = now if now.minute < 30 else (now + timedelta(hours=1)).replace(minute=2, second=0)
 
     def __call__(self):
         return self.at
