@@ -575,16 +575,15 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
         by_copy = [r for r in refs if methods.get(r.name) in COPY_METHODS]
         by_sql = [r for r in refs if methods.get(r.name) not in COPY_METHODS]
         actual = {r.name: table_fingerprint(conn, r, methods.get(r.name)) for r in by_sql}
+        if wanted is None:  # before the long read below: this connection is not used after it
+            lo = methods.get(LARGE_OBJECTS)
+            actual[LARGE_OBJECTS] = large_object_digest(conn) if lo == LO else large_object_fingerprint(conn)
         conn.rollback()
         for method in COPY_METHODS:  # one method per backup; each table read as its backup recorded
             if group := [r for r in by_copy if methods.get(r.name) == method]:
                 actual.update((s.name, s) for s in copy_fingerprints(
                     conn, dsn, group, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir, jobs=jobs,
                     known=known, method=method))
-        if wanted is None:
-            lo = methods.get(LARGE_OBJECTS)
-            actual[LARGE_OBJECTS] = large_object_digest(conn) if lo == LO else large_object_fingerprint(conn)
-        conn.rollback()
     out = []
     for t in expected:
         got = actual.get(t.name)

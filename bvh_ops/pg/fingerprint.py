@@ -375,7 +375,8 @@ def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef]
     plain tables already read the same way (and proven unchanged since: ``unchanged_since``);
     those are not read again. ``jobs`` workers, each on one connection of its own, take the
     largest table first (the two finish together); a table under ``inline_below`` bytes is read
-    on that connection, a larger one by psql."""
+    on that connection, a larger one by psql. ``conn``'s transaction (if any) is ended after the
+    catalog queries: it would sit idle in it for the whole read."""
     import threading
 
     from bvh_ops.pg.conn import connect
@@ -385,6 +386,8 @@ def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef]
     leaves = data_leaves(conn, tables)
     work = [leaf for t in tables for leaf in leaves[t.name] if (leaf[0], leaf[1]) not in known]
     sizes = dict(conn.execute(LEAF_BYTES, ([leaf[2] for leaf in work],)).fetchall()) if work else {}
+    if not conn.autocommit:  # not "idle in transaction" for the whole read (a server's timeout ends that)
+        conn.rollback()
     work.sort(key=lambda leaf: -int(sizes.get(leaf[2]) or 0))
     local, opened = threading.local(), []
 

@@ -240,3 +240,30 @@ def test_a_sql_ascii_database_is_backed_up_and_read_back(pg, make_settings, repo
         changed = {t.name: t.fingerprint for t in copy_fingerprints(
             conn, dsn, list_tables(conn), encoding="SQL_ASCII", method=BLAKE3, inline_below=inline_below)}
     assert changed["public.t"] != recorded["public.t"]
+
+
+def test_a_long_read_back_does_not_leave_the_callers_connection_idle_in_a_transaction(
+        pg, fresh_db, make_settings, repo_dir, monkeypatch):
+    """A restore's comparison reads for as long as the tables take; the connection it listed them
+    on sat 'idle in transaction' meanwhile, so a server's idle_in_transaction_session_timeout
+    ended it and the comparison failed after the read (large objects were read on it last)."""
+    import time
+
+    import bvh_ops.pg.fingerprint as fingerprint
+    from bvh_ops.logical.restore import compare_tables
+
+    dsn = fresh_db()
+    db = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    _load(dsn, "CREATE TABLE a (v int); INSERT INTO a SELECT generate_series(1, 100)",
+          "CREATE TABLE b (v text); INSERT INTO b VALUES ('x')", "SELECT lo_from_bytea(0, 'large object')")
+    backup = run_logical_backup(make_settings(dsn, f"file://{repo_dir}")).manifest
+    _load(dsn, f'ALTER DATABASE "{db}" SET idle_in_transaction_session_timeout = 500')  # ms
+    real = fingerprint.copy_digest_inline
+
+    def slow(*a, **k):  # each table takes a while to read
+        time.sleep(0.8)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fingerprint, "copy_digest_inline", slow)
+    assert [(c.name, c.ok) for c in compare_tables(dsn, backup) if not c.ok] == []
+    assert {c.name for c in compare_tables(dsn, backup)} >= {"public.a", "public.b", "pg_largeobject"}
