@@ -26,6 +26,10 @@ class TargetLock:
 
     def __enter__(self) -> TargetLock:
         self.conn = connect(self.dsn, autocommit=True)
+        if self.conn.info.server_version >= 140000:
+            # The lock lives as long as this idle session: a server's idle_session_timeout would
+            # end it mid-run, silently letting a second run start.
+            self.conn.execute("SET idle_session_timeout = 0")
         got = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                                 (LOCK_CLASS, self.procedure)).fetchone()[0]
         if not got:

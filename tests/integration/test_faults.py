@@ -121,6 +121,22 @@ def test_second_backup_of_the_same_target_is_refused(sample_db, repo_dir, make_s
     assert run_logical_backup(make_settings(sample_db, f"file://{repo_dir}")).manifest.kind == "logical"
 
 
+def test_the_run_lock_outlives_a_servers_idle_session_timeout(fresh_db, repo_dir, make_settings):
+    """The lock is held by an idle session for the whole run: a server's idle_session_timeout
+    ended that session (and the lock) mid-run, and a second backup of the target started."""
+    import time
+
+    dsn = fresh_db()
+    db = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{db}" SET idle_session_timeout = 300')  # ms
+    with TargetLock(dsn, "daily-backup"):
+        time.sleep(1.0)  # the server's timeout passes three times over
+        with pytest.raises(ConcurrencyError, match="another daily-backup of this database is running"):
+            with TargetLock(dsn, "daily-backup"):
+                pass
+
+
 def test_retry_condition_retries_only_transient_errors():
     from prefect.states import Failed
 
