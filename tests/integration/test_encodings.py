@@ -7,6 +7,7 @@ freshness) and capacity's row counts of a main table."""
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import psycopg
 import pytest
@@ -151,3 +152,15 @@ def test_the_logical_drill_passes_every_check(pg, source, env_settings, repo_dir
                  "invariant:source_rows", "freshness"):
         assert statuses[name][0] == "passed", (name, statuses[name])
     assert report["passed"], statuses
+
+
+@pytest.mark.parametrize("spelling", [TABLE, '"Ünïcödé".café', "Ünïcödé.café"])
+def test_capacity_counts_a_main_table_written_as_postgresql_reads_it(pg, spelling):
+    """main_tables = ['"Ünïcödé".café']: the name was quoted again ('relation ""Ünïcödé".café"
+    does not exist'), and every database measure of the day was skipped with it."""
+    from bvh_ops.capacity.collect import database_samples
+
+    dsn = _create(pg, "enc_capacity", *SOURCES["latin1"])
+    with connect(dsn) as conn:
+        samples = {s.series: s.value for s in database_samples(conn, 10, [spelling], date.today())}
+    assert samples[f"rows:{spelling}"] == 3
