@@ -164,14 +164,22 @@ def check_invariants(dsn: str, invariants: list[Any]) -> list[CheckResult]:
             with connect(dsn) as conn:
                 q = sql.SQL("SELECT count(*) FROM ({q}) AS violations").format(q=sql.SQL(inv.sql))
                 count = conn.execute(q).fetchone()[0]
-                sample = conn.execute(sql.SQL("SELECT * FROM ({q}) AS v LIMIT 3").format(q=sql.SQL(inv.sql))
-                                      ).fetchall() if count else []
+                sample = _sample(conn, inv.sql) if count else []
             name = f"invariant:{inv.name}"
             if count:
                 return CheckResult(name, CheckStatus.FAILED, f"{count} violating rows, e.g. {sample}")
             return CheckResult(name, CheckStatus.PASSED, "0 violating rows")
         out += guarded(f"invariant:{inv.name}", one, [])
     return out
+
+
+def _sample(conn: Any, query: str) -> list:
+    """Three violating rows. A SQL_ASCII database's text is read as the bytes it holds: in UTF8
+    (pg.conn.connect's) the server checks them and fails on one that is not UTF-8 ('invalid byte
+    sequence'), and the invariant was not_verified instead of failed."""
+    if conn.execute("SHOW server_encoding").fetchone()[0] == "SQL_ASCII":
+        conn.execute("SET client_encoding = 'SQL_ASCII'")
+    return conn.execute(sql.SQL("SELECT * FROM ({q}) AS v LIMIT 3").format(q=sql.SQL(query))).fetchall()
 
 
 def check_freshness(newest: datetime | None, target: datetime) -> CheckResult:

@@ -126,7 +126,8 @@ def dr_drill(
             if not verified.passed:
                 return None  # never restore what did not verify
             with stage("start"):
-                sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch)
+                sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch,
+                                     manifest.extra.get("dump_encoding"))
             with stage("restore"):  # each table's checks start as soon as it is loaded
                 early = t.restore(settings, manifest, sc, target)
             with stage("checks"):

@@ -72,8 +72,9 @@ def fetch_and_verify(settings: Settings, backup_id: str, copy_dir: str | None = 
 
 
 @task(name="drill-start-scratch", timeout_seconds=600, **_opts)
-def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch: str) -> engine.Scratch:
-    return engine.provision_scratch(settings, drill_id, server_major, scratch)
+def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch: str,
+                  encoding: str | None = None) -> engine.Scratch:
+    return engine.provision_scratch(settings, drill_id, server_major, scratch, encoding)
 
 
 # Its result (the early reads: threads, a pool, connections) is handed to drill-checks in this

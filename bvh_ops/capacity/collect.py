@@ -80,11 +80,11 @@ def database_samples(conn: psycopg.Connection, top: int, main_tables: Iterable[s
             out.append(Sample(f"{kind}.bytes:{REST}", float(sum(b for _, b in rows[top:])), "bytes"))
     for table in main_tables:
         name = _table_name(table)
-        estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (name,)).fetchone()
-        if estimate is None:
+        found = _resolve(conn, name)
+        if found is None:
             continue
         # Exact below a million rows; above it the planner's estimate (a count(*) a day is not free).
-        n = estimate[0] if estimate[0] >= 1_000_000 else conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
+        n = found[3] if found[3] >= 1_000_000 else conn.execute(f"SELECT count(*) FROM {found[2]}").fetchone()[0]
         out.append(Sample(f"rows:{name}", float(n), "rows"))
     if conn.execute("SELECT to_regclass('public.users')").fetchone()[0] is not None:
         out.append(Sample("business.active_users",
@@ -97,9 +97,12 @@ def database_samples(conn: psycopg.Connection, top: int, main_tables: Iterable[s
     return out
 
 
-def _quote(name: str) -> str:
-    schema, _, table = name.partition(".")
-    return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+def _resolve(conn: psycopg.Connection, name: str) -> tuple[str, str, str, float] | None:
+    """Schema, table, the two quoted and the planner's row estimate of the table ``name`` is as
+    PostgreSQL reads it ('"Ünïcödé".café', '"Users"': quotes and all); None: no such table."""
+    return conn.execute("SELECT n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname), c.reltuples "
+                        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+                        (name,)).fetchone()
 
 
 def wal_position(conn: psycopg.Connection) -> Sample:
@@ -344,14 +347,17 @@ def backfill_rows(ops: psycopg.Connection, db: psycopg.Connection, tables: Itera
     n = 0
     for table in tables:
         name = _table_name(table)
-        schema, _, rel = name.partition(".")
+        found = _resolve(db, name)
+        if found is None:
+            continue
+        schema, rel, quoted, _ = found
         cols = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
                                          "AND table_name = %s", (schema, rel))}
         col = next((c for c in _TIME_COLUMNS if c in cols), None)
         if col is None:
             continue
-        before = db.execute(f'SELECT count(*) FROM {_quote(name)} WHERE "{col}" < %s', (start,)).fetchone()[0]
-        per_day = dict(db.execute(f'SELECT ("{col}" AT TIME ZONE \'UTC\')::date, count(*) FROM {_quote(name)} '
+        before = db.execute(f'SELECT count(*) FROM {quoted} WHERE "{col}" < %s', (start,)).fetchone()[0]
+        per_day = dict(db.execute(f'SELECT ("{col}" AT TIME ZONE \'UTC\')::date, count(*) FROM {quoted} '
                                   f'WHERE "{col}" >= %s AND "{col}" < %s GROUP BY 1', (start, end)).fetchall())
         running, points, tickets = before, [], []
         d = first

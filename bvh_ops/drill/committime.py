@@ -63,14 +63,17 @@ class CommitColumn:
 def commit_column(conn: psycopg.Connection, item: str, zone: str) -> CommitColumn | None:
     """``schema.table:column`` of append_only_tables; None if the table does not exist here."""
     table, column = item.split(":")
-    schema, _, name = table.rpartition(".")
-    if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+    # The names as PostgreSQL reads the entry ('"Ünïcödé".café', quotes and all): the query
+    # quotes them again.
+    found = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                         "WHERE c.oid = to_regclass(%s)", (table,)).fetchone()
+    if found is None:
         return None
     row = conn.execute("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
                        "AND attname = %s AND attnum > 0 AND NOT attisdropped", (table, column)).fetchone()
     if row is None:
         raise ConfigError(f"append_only_tables: {table} has no column {column}")
-    ident = sql.Identifier(schema or "public", name)
+    ident = sql.Identifier(*found)
     if row[0] == "timestamp with time zone":
         return CommitColumn(ident, sql.Identifier(column), None)
     if row[0] == "timestamp without time zone":

@@ -87,14 +87,17 @@ def scratch_root(settings: Settings, drill_id: str) -> Path:
     return (Path(settings.state_dir) / "drills" / drill_id).resolve()
 
 
-def provision_scratch(settings: Settings, drill_id: str, server_major: int, scratch: str = "embedded") -> Scratch:
-    """Start a scratch server of the backup's major version (or use the configured one)."""
+def provision_scratch(settings: Settings, drill_id: str, server_major: int, scratch: str = "embedded",
+                      encoding: str | None = None) -> Scratch:
+    """Start a scratch server of the backup's major version (or use the configured one); its
+    database in the backup's ``encoding`` (the dump's: a LATIN1 source's rows then read back as
+    the same bytes, which the PITR comparison hashes; a SQL_ASCII source's are no valid UTF-8)."""
     dbname = drill_id.replace("-", "_")
     if scratch == "configured":
         if settings.drill_scratch_dsn is None:
             raise BvhOpsError("scratch 'configured' needs drill_scratch_dsn (BVH_OPS_DRILL_SCRATCH_DSN)")
         admin = settings.drill_scratch_dsn.get_secret_value()
-        create_database(admin, dbname, drop=False)
+        create_database(admin, dbname, drop=False, encoding=encoding)
         return Scratch("server", dbname, admin_dsn=admin)
     binaries = matching_bin_dir(server_major, settings.pg_bin_dir)
     if binaries is not None and not (binaries / "initdb").exists():
@@ -107,7 +110,7 @@ def provision_scratch(settings: Settings, drill_id: str, server_major: int, scra
     cluster = sc._cluster()
     try:
         cluster.start()
-        create_database(cluster.dsn(), dbname, drop=False)
+        create_database(cluster.dsn(), dbname, drop=False, encoding=encoding)
     except BaseException:
         cluster.destroy()
         raise

@@ -232,10 +232,14 @@ def dump_encoding(entries: list[TocEntry]) -> str | None:
 def dump_codec(entries: list[TocEntry]) -> str:
     """The Python codec of the dump's encoding; UTF-8 where Python has none (EUC_TW,
     MULE_INTERNAL) or the dump has no encoding (SQL_ASCII: bytes as they came, read as UTF-8)."""
+    return codec_of(dump_encoding(entries))
+
+
+def codec_of(name: str | None) -> str:
+    """The Python codec of PostgreSQL encoding ``name`` (as dump_codec)."""
     from psycopg import NotSupportedError
     from psycopg._encodings import pg2pyenc
 
-    name = dump_encoding(entries)
     try:
         codec = pg2pyenc(name.encode()) if name else "utf-8"
     except NotSupportedError:

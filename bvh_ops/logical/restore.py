@@ -19,9 +19,16 @@ from bvh_ops import progress
 from bvh_ops.config import Settings
 from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
-from bvh_ops.logical.archive import SECTION_POST_DATA, DumpFingerprinter, NeedMore, read_toc, set_data_offsets
+from bvh_ops.logical.archive import (
+    SECTION_POST_DATA,
+    DumpFingerprinter,
+    NeedMore,
+    codec_of,
+    read_toc,
+    set_data_offsets,
+)
 from bvh_ops.logical.backup import DUMP_OBJECT
-from bvh_ops.logical.toc import balance, parse_entry, selective_lists
+from bvh_ops.logical.toc import balance, parse_entry, selective_lists, split_name
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
     COPY_METHODS,
@@ -121,7 +128,14 @@ def _feed(reader, proc: subprocess.Popen, expected: tuple[str, str] | None, size
     return total
 
 
-def _toc(settings, repo, backup_id, identities, section: str | None = None) -> list[str]:
+def toc_codec(manifest: Manifest) -> str:
+    """The codec ``pg_restore -l`` lines are read (and list files written) in: the dump's own
+    encoding, in which its TOC names its objects (a LATIN1 dump's "café" is b"caf\\xe9"); with
+    surrogateescape, bytes that are not text in it (SQL_ASCII) pass through unchanged."""
+    return codec_of(manifest.extra.get("dump_encoding"))
+
+
+def _toc(settings, repo, backup_id, identities, section: str | None = None, codec: str = "utf-8") -> list[str]:
     """The archive's table of contents (``pg_restore -l``), optionally one section only."""
     reader = _decrypted(settings, repo, backup_id, identities)
     args = ["-l"] + ([f"--section={section}"] if section else [])
@@ -129,22 +143,23 @@ def _toc(settings, repo, backup_id, identities, section: str | None = None) -> l
                       stdin=subprocess.PIPE)
     err = StderrTail(proc.stderr)
     err.start()
-    out_lines: list[str] = []
-    t = threading.Thread(target=lambda: out_lines.extend(proc.stdout.read().decode().splitlines()), daemon=True)
+    out: list[bytes] = []
+    t = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
     t.start()
     _feed(reader, proc, None)
     rc = proc.wait()
     t.join()
     if rc != 0:
         raise_for_tool("pg_restore -l", rc, err.text())
-    return out_lines
+    return b"".join(out).decode(codec, "surrogateescape").splitlines()
 
 
-def _write_list(lines: list[str], paths: list[str]) -> str:
+def _write_list(lines: list[str], paths: list[str], codec: str = "utf-8") -> str:
+    """A ``pg_restore -L`` list file of TOC ``lines`` (as _toc read them: the same bytes back)."""
     fd, path = tempfile.mkstemp(prefix=f"bvh-toc-{os.getpid()}-", suffix=".list")
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
     paths.append(path)
+    with os.fdopen(fd, "w", encoding=codec, errors="surrogateescape") as fh:
+        fh.write("\n".join(lines) + "\n")
     return path
 
 
@@ -388,9 +403,9 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
     entry = next(o for o in manifest.objects if o.name == DUMP_OBJECT)
     common = dict(settings=settings, repo=repo, backup_id=backup_id, identities=identities, env=env,
                   bin_dir=bin_dir, base_args=base_args)
-    pre = [ln for ln in _toc(settings, repo, backup_id, identities, "pre-data") if ln and not ln.startswith(";")]
-    data = [ln for ln in _toc(settings, repo, backup_id, identities, "data") if ln and not ln.startswith(";")]
-    post = [ln for ln in _toc(settings, repo, backup_id, identities, "post-data") if ln and not ln.startswith(";")]
+    codec = toc_codec(manifest)
+    pre, data, post = ([ln for ln in _toc(settings, repo, backup_id, identities, section, codec)
+                        if ln and not ln.startswith(";")] for section in ("pre-data", "data", "post-data"))
     sizes = manifest.extra.get("table_bytes", {})
     index_table = {name: m.group(1) for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
                    if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d))}
@@ -403,7 +418,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         return int(sizes.get(name, 0)) or 1
 
     if pre:
-        _run_parallel([_write_list(pre, list_files)], **common)
+        _run_parallel([_write_list(pre, list_files, codec)], **common)
     total = 0
     if data:
         # Large objects' metadata and contents (PostgreSQL 17+: both in the data section) must
@@ -413,7 +428,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
         bins = balance([(ln, weight(ln)) for ln in others], jobs) if others else [[]]
         order = {ln: i for i, ln in enumerate(data)}
         bins[-1] = sorted(bins[-1] + blobs, key=order.__getitem__)
-        lists = [_write_list(b, list_files) for b in bins if b]
+        lists = [_write_list(b, list_files, codec) for b in bins if b]
         total = _run_parallel(lists, **common, verify_digest=entry.plaintext_digest, size=entry.plaintext_size)
     # Indexes and constraints first (foreign keys need their referenced keys), then foreign
     # keys spread over the jobs with the other post-data entries, then comments and grants.
@@ -423,15 +438,15 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
     last = [ln for ln in post if kinds[ln] in ("COMMENT", "ACL", "SECURITY LABEL")]
     rest = [ln for ln in post if ln not in set(first) | set(fks) | set(last)]
     if first:
-        _run_parallel([_write_list(b, list_files) for b in balance([(ln, weight(ln)) for ln in first], jobs)],
+        _run_parallel([_write_list(b, list_files, codec) for b in balance([(ln, weight(ln)) for ln in first], jobs)],
                       **common)
     if fks or rest:
         bins = balance([(ln, weight(ln)) for ln in fks], jobs) if fks else [[]]
         order = {ln: i for i, ln in enumerate(post)}
         bins[-1] = sorted(bins[-1] + rest, key=order.__getitem__)
-        _run_parallel([_write_list(b, list_files) for b in bins if b], **common)
+        _run_parallel([_write_list(b, list_files, codec) for b in bins if b], **common)
     if last:
-        _run_parallel([_write_list(last, list_files)], **common)
+        _run_parallel([_write_list(last, list_files, codec)], **common)
     return total
 
 
@@ -514,20 +529,19 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
         return RestoreResult(backup_id, dbname, seconds, total, comparisons)
     if tables:
-        toc = _toc(settings, repo, backup_id, identities)
-        wanted_tables = {t if "." in t else f"public.{t}" for t in tables}
-        table_indexes = {name for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
-                         if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and m.group(1) in wanted_tables}
+        codec = toc_codec(manifest)
+        toc = _toc(settings, repo, backup_id, identities, codec=codec)
+        # The manifest names them as format('%I.%I') does, the TOC (and selective_lists) unquoted.
+        wanted_tables = {split_name(t) for t in tables}
+        table_indexes = {".".join(split_name(name)) for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
+                         if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and split_name(m.group(1)) in wanted_tables}
         prereq, own = selective_lists(toc, tables, table_indexes)
         missing = [t for t in tables if not any(parse_entry(ln)[0] == "TABLE" for ln in own
                                                 if parse_entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
         if missing:
             raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
         for lines in (prereq, own):
-            fd, path = tempfile.mkstemp(prefix=f"bvh-toc-{os.getpid()}-", suffix=".list")
-            with os.fdopen(fd, "w") as fh:
-                fh.write("\n".join(lines) + "\n")
-            list_files.append(path)
+            _write_list(lines, list_files, codec)
         # Prerequisites may already exist in the target: errors there are tolerated.
         reader = _decrypted(settings, repo, backup_id, identities)
         proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], *owner_args], env=env,
@@ -567,11 +581,11 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
     not; 1: SQL).
     ``known``: COPY digests of plain tables read earlier and proven unchanged since."""
     methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
-    wanted = {t if "." in t else f"public.{t}" for t in tables} if tables else None
-    expected = [t for t in manifest.tables if wanted is None or t.name in wanted]
+    wanted = {split_name(t) for t in tables} if tables else None  # --table's spelling, not format('%I.%I')'s
+    expected = [t for t in manifest.tables if wanted is None or split_name(t.name) in wanted]
     with connect(dsn) as conn:
         present = list_tables(conn)
-        refs = [r for r in present if wanted is None or r.name in wanted]
+        refs = [r for r in present if wanted is None or (r.schema, r.relname) in wanted]
         by_copy = [r for r in refs if methods.get(r.name) in COPY_METHODS]
         by_sql = [r for r in refs if methods.get(r.name) not in COPY_METHODS]
         actual = {r.name: table_fingerprint(conn, r, methods.get(r.name)) for r in by_sql}

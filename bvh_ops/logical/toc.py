@@ -31,6 +31,28 @@ def parse_entry(line: str) -> tuple[str, str, str] | None:
     return words[0] if words else "", "", ""
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """(schema, table) of a table name as --table or format('%I.%I') gives it, quotes removed
+    ('"Ünïcödé"."café"', 'Ünïcödé.café' and '"Ünïcödé".café' alike; '"a""b"' is a"b); no
+    schema: public. Unquoted parts are taken as written (pg_restore -t folds no case either)."""
+    parts, cur, quoted, i = [], [], False, 0
+    while i < len(name):
+        ch = name[i]
+        if ch == '"' and quoted and name[i + 1:i + 2] == '"':
+            cur.append('"')
+            i += 1
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return (parts[-2], parts[-1]) if len(parts) > 1 else ("public", parts[0])
+
+
 def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None) -> tuple[list[str], list[str]]:
     """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict);
     ``indexes`` are the schema-qualified index names of those tables (from the manifest)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from bvh_ops.pg.conn import connect
 
@@ -63,8 +64,14 @@ def compare_schema(recorded: dict[str, Any], actual: dict[str, Any]) -> list[str
     return diffs
 
 
-def create_database(admin_dsn: str, dbname: str, *, drop: bool = True) -> None:
+def create_database(admin_dsn: str, dbname: str, *, drop: bool = True, encoding: str | None = None) -> None:
+    """``encoding`` (another than UTF8): the database in it, with the C locale (the one every
+    encoding, SQL_ASCII included, may have)."""
     with connect(admin_dsn, autocommit=True) as conn:
         if drop:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+        if encoding and encoding != "UTF8":
+            conn.execute(sql.SQL("CREATE DATABASE {} ENCODING {} LOCALE_PROVIDER libc LOCALE 'C' TEMPLATE template0"
+                                 ).format(sql.Identifier(dbname), sql.Literal(encoding)))
+        else:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
