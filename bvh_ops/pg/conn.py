@@ -53,9 +53,10 @@ def connect(dsn: str, *, dbname: str | None = None, autocommit: bool = False, ti
     for stmt in SESSION_SETTINGS:
         conn.execute(stmt)
     if conn.info.parameter_status("client_encoding") == "SQL_ASCII":
-        # A SQL_ASCII database: psycopg hands its text over as bytes (names, kinds ...). No
-        # conversion happens from SQL_ASCII whatever the client's encoding, so UTF8 gets the same
-        # bytes, decoded.
+        # A SQL_ASCII database: psycopg hands its text over as bytes (names, kinds ...). Under
+        # UTF8 nothing is converted, but the server checks what it sends: text that is not valid
+        # UTF-8 (a non-UTF-8 table name, say) fails with one clear error. Table data is read
+        # under SQL_ASCII itself (fingerprint.copy_digest_inline, psql), as the dump has it.
         conn.execute("SET client_encoding = 'UTF8'")
     if not autocommit:
         conn.commit()
