@@ -97,12 +97,16 @@ def main() -> None:
     other_reports: dict[str, list] = {p: [] for p in policies[1:]}
     cpu: dict[str, list] = {}
 
+    machine_cpu = MachineCpu().start()
+    stage_cpu: dict[str, list] = {}
+
     def drill(variant, into):
         with cpu_seconds(cpu.setdefault(variant, []), cluster.data, work / "state" / "drills"):
             try:
                 into.append(dr_drill(backup=manifest.backup_id))
             except DrillFailed as exc:
                 into.append(exc.report)
+        stage_cpu.setdefault(variant, []).append(machine_cpu.stages(into[-1]["stages"], ("restore", "checks")))
 
     for i in range(args.runs):
         with early_policy(policies[0]):
@@ -125,7 +129,8 @@ def main() -> None:
     stages = _stages(reports)
     bare_restore_s = statistics.median(bare_runs)
     late = _late(late_reports, bare_restore_s) if late_reports else None
-    extra = {"early_policy": policies[0], "cpu_seconds": cpu,
+    machine_cpu.stop()
+    extra = {"early_policy": policies[0], "cpu_seconds": cpu, "stage_cpu": stage_cpu,
              **{f"early_{p}": _late(r, bare_restore_s) for p, r in other_reports.items()}}
     if args.no_physical:
         cluster.stop()
@@ -213,6 +218,64 @@ def cpu_seconds(into, data_dir, scratch_dirs):
                                - t.user - t.system - t.children_user - t.children_system, 2),
                  "servers": round(_server_cpu(Path(data_dir)) - before + sum(servers.values()), 2),
                  "wall": round(time.monotonic() - w, 2), "load": round(os.getloadavg()[0], 2)})
+
+
+class MachineCpu:
+    """The whole machine's busy core-seconds (/proc/stat: all but idle and iowait), sampled every
+    50 ms, so that a drill stage's share of two cores can be read off its timeline (the drill's
+    report gives each stage's start and length). Counts everything running here: meant for an
+    otherwise idle machine."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), self._busy()))
+            if self._stop.wait(0.05):
+                return
+
+    def start(self) -> MachineCpu:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _at(self, t: float) -> float:
+        import bisect
+
+        i = bisect.bisect_left(self.samples, (t, float("-inf")))
+        if i <= 0:
+            return self.samples[0][1]
+        if i >= len(self.samples):
+            return self.samples[-1][1]
+        (t0, b0), (t1, b1) = self.samples[i - 1], self.samples[i]
+        return b0 + (b1 - b0) * (t - t0) / ((t1 - t0) or 1)
+
+    def stages(self, stages: list[dict], names: tuple[str, ...]) -> dict:
+        """Per named stage: wall seconds, busy core-seconds and the share of all cores busy."""
+        from datetime import datetime
+
+        out = {}
+        for s in stages:
+            if s["name"] in names and s.get("started_at"):
+                start = datetime.fromisoformat(s["started_at"]).timestamp()
+                busy = self._at(start + s["seconds"]) - self._at(start)
+                out[s["name"]] = {"seconds": s["seconds"], "busy_core_seconds": round(busy, 2),
+                                  "share_of_cores": round(busy / ((os.cpu_count() or 1) * s["seconds"] or 1), 2)}
+        return out
 
 
 def _server_cpu(data_dir: Path) -> float:
