@@ -275,13 +275,20 @@ def physical_checks(settings: Settings, scratch: Any, target: datetime | None,
     # newest restored commit (rows after it are the data loss the RPO measures).
     cutoff_at = target or newest or disaster
     cutoff = cutoff_at - timedelta(seconds=settings.pitr_margin_seconds)
-    results = drill_suite.guarded("pg_amcheck", lambda: check_amcheck(dsn, scratch.bin_dir), secrets)
-    pitr = drill_suite.guarded("pitr_append_only", lambda: drill_suite.check_pitr(
-        dsn, source, settings.append_only_tables, cutoff, zone), secrets)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # pg_amcheck (restore_jobs relations at a time) runs beside the PITR comparison and the
+    # invariants: it reads the restored cluster's pages, they the rows of a few tables.
+    with ThreadPoolExecutor(1, thread_name_prefix="bvh-amcheck") as pool:
+        amcheck = pool.submit(drill_suite.guarded, "pg_amcheck",
+                              lambda: check_amcheck(dsn, scratch.bin_dir, jobs=settings.restore_jobs), secrets)
+        pitr = drill_suite.guarded("pitr_append_only", lambda: drill_suite.check_pitr(
+            dsn, source, settings.append_only_tables, cutoff, zone), secrets)
+        invariants = drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants),
+                                         secrets)
+        results = amcheck.result()
     results += [CheckResult(f"physical_{r.name}", r.status, r.detail) for r in pitr]
-    results += [CheckResult(f"physical_{r.name}", r.status, r.detail)
-                for r in drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants),
-                                             secrets)]
+    results += [CheckResult(f"physical_{r.name}", r.status, r.detail) for r in invariants]
     fresh = drill_suite.check_freshness(newest, target or disaster)
     results.append(CheckResult("physical_freshness", fresh.status, fresh.detail))
     source_newest = None

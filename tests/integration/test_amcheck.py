@@ -1,0 +1,45 @@
+"""The physical drill's pg_amcheck check (checks.physical_drill_suite.check_amcheck) on a real
+cluster: a sound cluster passes with one job and with two, and a damaged B-tree page fails it
+with two jobs (the drill runs restore_jobs of them) as with one."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from bvh_ops.pg.cluster import EmbeddedCluster
+from bvh_ops.results import CheckStatus
+from checks.physical_drill_suite import check_amcheck
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = EmbeddedCluster(tmp_path / "cluster")
+    c.start()
+    with psycopg.connect(c.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO t SELECT k, repeat('v', 50) FROM generate_series(1, 20000) k")
+        conn.execute("CREATE TABLE u AS SELECT k FROM generate_series(1, 1000) k")
+        conn.execute("CHECKPOINT")
+    yield c
+    c.destroy()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_sound_cluster_passes(cluster, jobs):
+    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=jobs)
+    assert result.status is CheckStatus.PASSED, result.detail
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_damaged_index_page_fails(cluster, jobs):
+    with psycopg.connect(cluster.dsn()) as conn:
+        path = conn.execute("SELECT pg_relation_filepath('t_pkey')").fetchone()[0]
+    cluster.stop()
+    with open(cluster.data / path, "r+b") as fh:  # the middle of block 2: a leaf page's tuples
+        fh.seek(2 * 8192 + 4000)
+        fh.write(b"\xde\xad\xbe\xef" * 64)
+    cluster.start()
+    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=jobs)
+    assert result.status is CheckStatus.FAILED, result.detail
+    assert result.detail.startswith("corruption found") and "t_pkey" in result.detail, result.detail
