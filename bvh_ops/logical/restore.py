@@ -28,7 +28,7 @@ from bvh_ops.logical.archive import (
     set_data_offsets,
 )
 from bvh_ops.logical.backup import DUMP_OBJECT
-from bvh_ops.logical.toc import balance, parse_entry, selective_lists, split_name
+from bvh_ops.logical.toc import INDEX_TABLE, balance, parse_entry, selective_lists, split_name
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
     COPY_METHODS,
@@ -408,7 +408,7 @@ def _restore_parallel(settings, repo, manifest, identities, env, bin_dir, base_a
                         if ln and not ln.startswith(";")] for section in ("pre-data", "data", "post-data"))
     sizes = manifest.extra.get("table_bytes", {})
     index_table = {name: m.group(1) for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
-                   if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d))}
+                   if (m := INDEX_TABLE.match(d))}
 
     def weight(line: str) -> int:
         desc, schema, tag = parse_entry(line)
@@ -534,10 +534,10 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         # The manifest names them as format('%I.%I') does, the TOC (and selective_lists) unquoted.
         wanted_tables = {split_name(t) for t in tables}
         table_indexes = {".".join(split_name(name)) for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
-                         if (m := re.search(r" ON (?:ONLY )?(\S+) USING ", d)) and split_name(m.group(1)) in wanted_tables}
+                         if (m := INDEX_TABLE.match(d)) and split_name(m.group(1)) in wanted_tables}
         prereq, own = selective_lists(toc, tables, table_indexes)
-        missing = [t for t in tables if not any(parse_entry(ln)[0] == "TABLE" for ln in own
-                                                if parse_entry(ln)[2] == t.rpartition(".")[2].strip('"'))]
+        restored = {parse_entry(ln)[1:] for ln in own if parse_entry(ln)[0] == "TABLE"}  # (schema, table)
+        missing = [t for t in tables if split_name(t) not in restored]
         if missing:
             raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
         for lines in (prereq, own):

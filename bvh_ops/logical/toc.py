@@ -3,6 +3,10 @@ selected tables, and spread entries over parallel pg_restore processes by weight
 
 from __future__ import annotations
 
+import re
+
+from bvh_ops.errors import ConfigError
+
 PREREQ = ("SCHEMA", "EXTENSION", "TYPE", "DOMAIN", "FUNCTION", "COLLATION", "SEQUENCE")
 TABLE_ENTRIES = ("TABLE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT", "INDEX")
 
@@ -34,7 +38,8 @@ def parse_entry(line: str) -> tuple[str, str, str] | None:
 def split_name(name: str) -> tuple[str, str]:
     """(schema, table) of a table name as --table or format('%I.%I') gives it, quotes removed
     ('"Ünïcödé"."café"', 'Ünïcödé.café' and '"Ünïcödé".café' alike; '"a""b"' is a"b); no
-    schema: public. Unquoted parts are taken as written (pg_restore -t folds no case either)."""
+    schema: public. Unquoted parts are taken as written (pg_restore -t folds no case either).
+    More than two parts ('a.b.c': "a.b".c or a."b.c"?) is refused, not guessed."""
     parts, cur, quoted, i = [], [], False, 0
     while i < len(name):
         ch = name[i]
@@ -50,17 +55,22 @@ def split_name(name: str) -> tuple[str, str]:
             cur.append(ch)
         i += 1
     parts.append("".join(cur))
-    return (parts[-2], parts[-1]) if len(parts) > 1 else ("public", parts[0])
+    if len(parts) > 2:
+        raise ConfigError(f"table {name}: more than schema.table; quote a name that holds a dot (\"a.b\".c)")
+    return (parts[0], parts[1]) if len(parts) > 1 else ("public", parts[0])
+
+
+# The table of pg_get_indexdef's "CREATE [UNIQUE] INDEX <name> ON [ONLY] <schema>.<table> USING",
+# each name quoted where it needs it (a space, a dot, capitals).
+_IDENT = r'(?:"(?:[^"]|"")*"|[^\s".]+)'
+INDEX_TABLE = re.compile(rf'^CREATE (?:UNIQUE )?INDEX {_IDENT} ON (?:ONLY )?({_IDENT}\.{_IDENT}) USING ')
 
 
 def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None) -> tuple[list[str], list[str]]:
     """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict);
     ``indexes`` are the schema-qualified index names of those tables (from the manifest)."""
     indexes = indexes or set()
-    wanted = []
-    for t in tables:
-        schema, _, name = t.rpartition(".")
-        wanted.append((schema.strip('"') or None, name.strip('"')))
+    wanted = [split_name(t) for t in tables]
     prereq, own = [], []
     # Every table of the archive, per schema: a DEFAULT's or CONSTRAINT's tag is "<table> <name>"
     # and a serial's sequence is "<table>_<column>_seq", and names may contain spaces or be the
@@ -77,7 +87,7 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
             continue
         desc, schema, tag = e
         for wschema, wname in wanted:
-            if wschema and schema != wschema:
+            if schema != wschema:
                 continue
             if desc in ("TABLE", "TABLE DATA") and tag == wname:
                 own.append(line)
