@@ -71,7 +71,10 @@ def create_database(admin_dsn: str, dbname: str, *, drop: bool = True, encoding:
         if drop:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         if encoding and encoding != "UTF8":
-            conn.execute(sql.SQL("CREATE DATABASE {} ENCODING {} LOCALE_PROVIDER libc LOCALE 'C' TEMPLATE template0"
-                                 ).format(sql.Identifier(dbname), sql.Literal(encoding)))
+            # LOCALE_PROVIDER (15+): a libc C locale even where the server's default is ICU;
+            # before 15 there is no other provider and the clause is a syntax error.
+            provider = sql.SQL("LOCALE_PROVIDER libc ") if conn.info.server_version >= 150000 else sql.SQL("")
+            conn.execute(sql.SQL("CREATE DATABASE {} ENCODING {} {}LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+                                 ).format(sql.Identifier(dbname), sql.Literal(encoding), provider))
         else:
             conn.execute(f'CREATE DATABASE "{dbname}"')
