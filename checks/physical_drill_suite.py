@@ -101,6 +101,22 @@ def verify_chain_and_wal(settings: Settings, manifest: Manifest, target: Recover
     return out
 
 
+def _free_connections(dsn: str) -> int:
+    """Connections the cluster still takes from an ordinary client (pg_amcheck opens one per job;
+    a restored cluster keeps the source's max_connections). Large when it cannot be read."""
+    from bvh_ops.pg.conn import connect
+
+    try:
+        with connect(dsn) as conn:
+            return int(conn.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - current_setting('superuser_reserved_connections')::int"
+                " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+                " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')").fetchone()[0])
+    except Exception:  # noqa: BLE001 - pg_amcheck then reports the connection problem itself
+        return 1 << 16
+
+
 def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
     """pg_amcheck over every database of the restored cluster: heap and B-tree structure,
     ``jobs`` relations at a time. Corruption (exit 2, or exit 1 when a connection ended after
@@ -110,6 +126,7 @@ def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
 
     from bvh_ops.children import die_with_parent
 
+    jobs = min(jobs, _free_connections(dsn) - 2)  # two for the PITR comparison and the invariants beside it
     cmd = [tool_path("pg_amcheck", Path(bin_dir)), "--all", "--install-missing", "--jobs", str(max(1, jobs))]
     try:
         proc = subprocess.run(cmd, env=pg_env(dsn), capture_output=True, timeout=6 * 3600,

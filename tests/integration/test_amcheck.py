@@ -68,3 +68,11 @@ def test_a_report_then_an_early_stop_fails_naming_the_corruption(tmp_path, stder
     assert result.status is CheckStatus.FAILED, result.detail
     assert "t_pkey" in result.detail and "invalid page in block 2" in result.detail, result.detail
     assert "pw-SECRET" not in result.detail
+
+
+def test_more_jobs_than_free_connections_still_checks(cluster):
+    """restore_jobs goes up to 64 and the restored cluster keeps the source's max_connections
+    (here 40): pg_amcheck opened one connection per job (the catalogs alone are more relations
+    than that) and a sound cluster failed with 'sorry, too many clients already'."""
+    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=64)
+    assert result.status is CheckStatus.PASSED, result.detail
