@@ -101,23 +101,43 @@ def verify_chain_and_wal(settings: Settings, manifest: Manifest, target: Recover
     return out
 
 
+def _free_connections(dsn: str) -> int:
+    """Connections the cluster still takes from an ordinary client (pg_amcheck opens one per job;
+    a restored cluster keeps the source's max_connections). Large when it cannot be read."""
+    from bvh_ops.pg.conn import connect
+
+    try:
+        with connect(dsn) as conn:
+            return int(conn.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - current_setting('superuser_reserved_connections')::int"
+                " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+                " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')").fetchone()[0])
+    except Exception:  # noqa: BLE001 - pg_amcheck then reports the connection problem itself
+        return 1 << 16
+
+
 def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
     """pg_amcheck over every database of the restored cluster: heap and B-tree structure,
-    ``jobs`` relations at a time. Corruption (exit 2) fails the check naming what pg_amcheck
-    reports on its standard output (the relation, block and problem); any other failure is as
-    the tool's error says."""
+    ``jobs`` relations at a time. Corruption (exit 2, or exit 1 when a connection ended after
+    something was reported) fails the check naming what pg_amcheck reports on its standard
+    output (the relation, block and problem); any other failure is as the tool's error says."""
     import subprocess
 
     from bvh_ops.children import die_with_parent
 
+    jobs = min(jobs, _free_connections(dsn) - 2)  # two for the PITR comparison and the invariants beside it
     cmd = [tool_path("pg_amcheck", Path(bin_dir)), "--all", "--install-missing", "--jobs", str(max(1, jobs))]
     try:
         proc = subprocess.run(cmd, env=pg_env(dsn), capture_output=True, timeout=6 * 3600,
                               preexec_fn=die_with_parent())
-        if proc.returncode == 2 and proc.stdout.strip():
-            lines = [ln.strip() for ln in proc.stdout.decode(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in proc.stdout.decode(errors="replace").splitlines() if ln.strip()]
+        if proc.returncode != 0 and lines:
+            # Exit 1 after a report: a slot's connection ended (FATAL, a backend crash) and it
+            # stopped early. What it found is the detail either way, and the check fails.
+            what = "corruption found" if proc.returncode == 2 else f"pg_amcheck stopped early (exit {proc.returncode})"
             return CheckResult("pg_amcheck", CheckStatus.FAILED,
-                               f"corruption found ({len(lines)} lines of report): " + " | ".join(lines[:4]))
+                               f"{what} ({len(lines)} lines of report): " + " | ".join(lines[:4]))
         if proc.returncode != 0:
             raise_for_tool("pg_amcheck", proc.returncode, proc.stderr.decode(errors="replace"))
     except ToolError as exc:

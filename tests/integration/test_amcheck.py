@@ -43,3 +43,36 @@ def test_a_damaged_index_page_fails(cluster, jobs):
     result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=jobs)
     assert result.status is CheckStatus.FAILED, result.detail
     assert result.detail.startswith("corruption found") and "t_pkey" in result.detail, result.detail
+
+
+# What pg_amcheck 18 wrote (and its exit status) when a slot's connection ended with a FATAL after
+# another slot had reported a damaged index (pg_terminate_backend of the slot checking a large
+# table; a backend crash ends every slot the same way): the report is on stdout, the exit status
+# is 1, and stderr is empty (or, when it then tries to reconnect, says the server is unavailable).
+STOPPED_REPORT = """btree index "postgres.public.t_pkey":
+    ERROR:  invalid page in block 2 of relation "base/5/16390"
+heap table "postgres.public.big":
+    FATAL:  terminating connection due to administrator command
+"""
+
+
+@pytest.mark.parametrize("stderr", ["", "pg_amcheck: error: connection to server at \"127.0.0.1\", port 5 failed: "
+                                        "server closed the connection unexpectedly"])
+def test_a_report_then_an_early_stop_fails_naming_the_corruption(tmp_path, stderr):
+    fake = tmp_path / "pg_amcheck"
+    (tmp_path / "report").write_text(STOPPED_REPORT)
+    (tmp_path / "stderr").write_text(stderr)
+    fake.write_text(f"#!/bin/sh\ncat '{tmp_path}/report'\ncat '{tmp_path}/stderr' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = check_amcheck("postgresql://u:pw-SECRET@127.0.0.1:5/db", str(tmp_path), jobs=2)
+    assert result.status is CheckStatus.FAILED, result.detail
+    assert "t_pkey" in result.detail and "invalid page in block 2" in result.detail, result.detail
+    assert "pw-SECRET" not in result.detail
+
+
+def test_more_jobs_than_free_connections_still_checks(cluster):
+    """restore_jobs goes up to 64 and the restored cluster keeps the source's max_connections
+    (here 40): pg_amcheck opened one connection per job (the catalogs alone are more relations
+    than that) and a sound cluster failed with 'sorry, too many clients already'."""
+    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=64)
+    assert result.status is CheckStatus.PASSED, result.detail
