@@ -134,8 +134,9 @@ def main() -> None:
              **{f"early_{p}": _late(r, bare_restore_s) for p, r in other_reports.items()}}
     if args.no_physical:
         cluster.stop()
-        save_result("dr_drill" + ("_quick" if args.quick else ""), {**_result(
+        path = save_result("dr_drill" + ("_quick" if args.quick else ""), {**_result(
             args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s, None, late=late), **extra})
+        chart(path)
         return
 
     # Physical: a full, writes, an incremental, writes, everything archived; then a physical
@@ -159,8 +160,57 @@ def main() -> None:
     pstages = {s["name"]: s["seconds"] for s in preport["stages"]}
 
     cluster.stop()
-    save_result("dr_drill", {**_result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_restore_s,
-                                       preport, pstages, late=late), **extra})
+    chart(save_result("dr_drill", {**_result(args, db_bytes, load_s, manifest, reports, stages, bare_runs,
+                                             bare_restore_s, preport, pstages, late=late), **extra}))
+
+
+def chart(result_path: Path) -> Path:
+    """Goal 3 at a glance, next to the result (``dr_drill.png``): bare pg_restore -j2 and the two
+    drill variants, restore and checks stacked (medians), the restore bound (1.15 x bare) and the
+    checks bound (30 % of the restore) marked, each stage's share of the cores written on it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    r = json.loads(result_path.read_text())
+    bare = r["bare_pg_restore_j2_seconds"]
+    late = r.get("checks_after_restore") or {}
+
+    def share(variant: str, stage: str) -> str:
+        runs = [x[stage]["share_of_cores"] for x in r.get("stage_cpu", {}).get(variant, []) if stage in x]
+        return f", {statistics.median(runs):.0%} of the cores busy" if runs else ""
+
+    rows = [("bare pg_restore -j2", bare, 0.0, "", "")]
+    if late:
+        rows.append(("drill, checks after the restore (off)", late["stages"]["restore"], late["stages"]["checks"],
+                     share("checks_after_restore", "restore"), share("checks_after_restore", "checks")))
+    rows.append((f"drill, early reads ({r.get('early_policy', 'on')})", r["stages"]["restore"], r["stages"]["checks"],
+                 share(f"early_{r.get('early_policy')}", "restore"), share(f"early_{r.get('early_policy')}", "checks")))
+    fig, ax = plt.subplots(figsize=(10.5, 1.2 + 0.8 * len(rows)))
+    for i, (_name, restore, checks, rs, cs) in enumerate(rows):
+        y = len(rows) - 1 - i
+        ax.barh(y, restore, color="#4c78a8")
+        ax.text(restore / 2, y, f"restore {restore:.1f} s{rs}", ha="center", va="center", color="white", fontsize=8)
+        if checks:
+            ax.barh(y, checks, left=restore, color="#f58518")
+            ax.plot([1.3 * restore] * 2, [y - 0.42, y + 0.42], color="#b00000", linewidth=2)  # checks bound
+            ax.text(max(restore + checks, 1.3 * restore) + 0.02 * bare, y, f"checks {checks:.1f} s ({checks / restore:.0%} of the restore){cs}",
+                    va="center", fontsize=8)
+    ax.axvline(1.15 * bare, color="black", linestyle="--", linewidth=1)
+    ax.text(0.01 * bare, -0.75, "dashed: the restore bound, 1.15 x bare; red: the checks bound, 30 % of the restore",
+            fontsize=8)
+    ax.set_yticks(range(len(rows)), [row[0] for row in reversed(rows)], fontsize=8)
+    ax.set_xlabel("seconds (medians)")
+    ax.set_xlim(0, max(row[1] * 1.3 + row[2] for row in rows) * 1.8)
+    ax.set_ylim(-0.95, len(rows) - 0.5)
+    ax.set_title(f"DR drill restore stage vs bare pg_restore -j2: {r['database_bytes'] / 1e9:.2f} GB sample, "
+                 f"{r['runs']} runs, {r['machine']['cores']} cores", fontsize=9)
+    fig.tight_layout()
+    out = result_path.with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 @contextmanager
