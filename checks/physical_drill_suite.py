@@ -141,7 +141,11 @@ def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
         if proc.returncode != 0:
             raise_for_tool("pg_amcheck", proc.returncode, proc.stderr.decode(errors="replace"))
     except ToolError as exc:
-        return CheckResult("pg_amcheck", CheckStatus.FAILED, str(exc))
+        if proc.returncode == 2:  # its exit status for corruption found
+            return CheckResult("pg_amcheck", CheckStatus.FAILED, str(exc))
+        # Nothing reported: the tool could not check (a role that may not install amcheck, a
+        # connection refused), which is not corruption found — no "data corruption" alert for it.
+        return CheckResult("pg_amcheck", CheckStatus.NOT_VERIFIED, f"could not check: {exc}")
     except BvhOpsError as exc:
         return CheckResult("pg_amcheck", CheckStatus.NOT_VERIFIED, str(exc))
     except (OSError, subprocess.TimeoutExpired) as exc:

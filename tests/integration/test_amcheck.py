@@ -76,3 +76,15 @@ def test_more_jobs_than_free_connections_still_checks(cluster):
     than that) and a sound cluster failed with 'sorry, too many clients already'."""
     result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=64)
     assert result.status is CheckStatus.PASSED, result.detail
+
+
+def test_a_role_that_may_not_install_amcheck_is_not_verified_not_corruption(cluster):
+    """Nothing reported and a tool error (here: the role may not create the amcheck extension) is
+    a check that could not run, not corruption found: a failed check raises the drill's critical
+    'data corruption detected' alert."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE checker LOGIN PASSWORD 'checker-pw'")
+    dsn = f"postgresql://checker:checker-pw@127.0.0.1:{cluster.port}/postgres"
+    result = check_amcheck(dsn, str(cluster.bin_dir), jobs=2)
+    assert result.status is CheckStatus.NOT_VERIFIED, result.detail
+    assert "permission denied" in result.detail and "checker-pw" not in result.detail, result.detail
