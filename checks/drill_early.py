@@ -239,9 +239,16 @@ class EarlyChecks:
 
 
 def _split(item: str) -> tuple[str, str]:
-    table = item.split(":")[0]
-    schema, _, name = table.rpartition(".")
-    return schema or "public", name
+    """(schema, table) of an append_only_tables entry, as pg_restore names the table it loaded:
+    quotes removed (toc.split_name, the one reading of a table name); a name it refuses is
+    left to the checks after the restore (they report it)."""
+    from bvh_ops.errors import ConfigError
+    from bvh_ops.logical.toc import split_name
+
+    try:
+        return split_name(item.split(":")[0])
+    except ConfigError:
+        return "", item
 
 
 def _client_port(conn: Any) -> int | None:

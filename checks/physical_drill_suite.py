@@ -121,7 +121,8 @@ def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
     """pg_amcheck over every database of the restored cluster: heap and B-tree structure,
     ``jobs`` relations at a time. Corruption (exit 2, or exit 1 when a connection ended after
     something was reported) fails the check naming what pg_amcheck reports on its standard
-    output (the relation, block and problem); any other failure is as the tool's error says."""
+    output (the relation, block and problem); a tool error with nothing reported (a permission,
+    a connection) is not_verified, with the tool's message."""
     import subprocess
 
     from bvh_ops.children import die_with_parent
