@@ -2,7 +2,9 @@
 table's COPY fingerprint — and, for an append-only table, its side of the PITR comparison — read
 as soon as pg_restore has loaded and committed that table's data, while other tables still load
 and indexes build; and the live source's side of the PITR comparison, which needs no restored
-data at all.
+data at all (``SourceSide``: the drill starts it as soon as it knows its target, so it overlaps
+the fetch, the deep verify and the scratch's start whether or not the restored tables are read
+early).
 
 Nothing read early is trusted as it is: after the restore, a table counts as read only if it
 provably has not changed since (bvh_ops.pg.fingerprint.unchanged_since: same row count, no row
@@ -71,6 +73,53 @@ class Settled:
     reread: list[str]  # tables read early that had changed since (read again after the restore)
 
 
+class SourceSide:
+    """The live source's side of the PITR comparison (each append-only table's rows up to the
+    cutoff: count and hash sum) and its session time zone, read on a thread of its own from
+    ``start()``: it reads the source only, so it need not wait for anything restored. Nothing
+    here fails the drill: an unreachable source or a table that could not be read is simply not
+    known, and the checks after the restore read it again (and report what they find)."""
+
+    def __init__(self, source: str | None, append_only: list[str], cutoff: datetime) -> None:
+        self._source, self._items, self._cutoff = source, list(append_only), cutoff
+        self.zone: str | None = None
+        self._done: Future[dict[str, tuple[int, str] | None]] = Future()
+        self._lock, self._started = threading.Lock(), False
+
+    def start(self, fallback_dsn: str | None = None) -> SourceSide:
+        """Begin (once). ``fallback_dsn``: where to ask the time zone when there is no source."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+        self._done.set_running_or_notify_cancel()
+        # A daemon: a source that hangs must not keep a finished drill's process alive.
+        threading.Thread(target=self._run, args=(fallback_dsn,), name="bvh-source-side", daemon=True).start()
+        return self
+
+    def _run(self, fallback_dsn: str | None) -> None:
+        out: dict[str, tuple[int, str] | None] = {}
+        try:
+            if self._source is not None and self._items:
+                self.zone = committime.source_time_zone(self._source, fallback_dsn or self._source)
+                for item in self._items:
+                    try:
+                        with connect(self._source) as conn:
+                            out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff)
+                    except Exception:  # noqa: BLE001 - not known early: the check reads it again and reports
+                        continue
+        except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
+            pass
+        self._done.set_result(out)
+
+    def result(self) -> dict[str, tuple[int, str] | None]:
+        """append_only entry -> its bound on the source (None: no such table there); an entry
+        missing was not read. Waits for the thread; {} if never started."""
+        if not self._started:
+            return {}
+        return self._done.result()
+
+
 class EarlyChecks:
     """Start with ``begin()`` before pg_restore, pass ``loaded`` as its on_table_loaded, call
     ``restored()`` when it returns (reads under way get their priority back), then ``settle()``.
@@ -78,8 +127,10 @@ class EarlyChecks:
     CPU it wants)."""
 
     def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
-                 cutoff: datetime, bin_dir: Any = None, jobs: int = 1) -> None:
-        self._dsn, self._source, self._cutoff, self._bin_dir = dsn, source, cutoff, bin_dir
+                 cutoff: datetime, bin_dir: Any = None, jobs: int = 1, source_side: SourceSide | None = None) -> None:
+        self._dsn, self._cutoff, self._bin_dir = dsn, cutoff, bin_dir
+        # The drill's own (started when it knew its target), else one begun with the restore.
+        self._side = source_side or SourceSide(source, append_only, cutoff)
         # Only backups fingerprinted from their COPY text (fingerprints 2 to 4) are read this way,
         # each as its backup recorded (one COPY method per backup).
         methods = [m for m in COPY_METHODS if m in {method_of(t.fingerprint) for t in manifest.tables}]
@@ -93,16 +144,15 @@ class EarlyChecks:
         self._open = True
         self._low: dict[int, priority.Was] = {}  # lowered while the restore runs: tid/pid -> before
         self._raised = False
-        self.zone: str | None = None
-        self._source_job: Future[dict[str, tuple[int, str] | None]] | None = None
+
+    @property
+    def zone(self) -> str | None:
+        return self._side.zone
 
     def begin(self) -> EarlyChecks:
-        """The live source's time zone and PITR bounds, on a thread of their own (they read the
-        source only; an unreachable source must not hold up the restore)."""
-        if self._source is not None and self._items:
-            runner = ThreadPoolExecutor(1, thread_name_prefix="bvh-early-source")
-            self._source_job = runner.submit(self._source_side)
-            runner.shutdown(wait=False)  # the job runs on; settle() waits for its result
+        """The live source's side, if the drill has not started it (SourceSide: a thread of its
+        own; an unreachable source must not hold up the restore)."""
+        self._side.start(self._dsn)
         return self
 
     def loaded(self, schema: str, table: str) -> None:
@@ -174,24 +224,6 @@ class EarlyChecks:
             return Taken(since, rows, digest)
         return Taken(since, rows, digest, item, (bound[0], bound[1]), bound[2])
 
-    def _source_side(self) -> dict[str, tuple[int, str] | None]:
-        out: dict[str, tuple[int, str] | None] = {}
-        with self._lowered():  # this thread only: the source's backends are not ours to renice
-            return self._read_source(out)
-
-    def _read_source(self, out: dict[str, tuple[int, str] | None]) -> dict[str, tuple[int, str] | None]:
-        try:  # a table read before the zone is known gets its PITR bound after the restore
-            self.zone = committime.source_time_zone(self._source, self._dsn)
-        except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
-            return out
-        for item in self._items.values():
-            try:
-                with connect(self._source) as conn:
-                    out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff)
-            except Exception:  # noqa: BLE001 - not known early: the check reads it again and reports
-                continue
-        return out
-
     def join(self) -> None:
         """Wait for the reads queued so far (a drill does not: see ``settle``)."""
         with self._lock:
@@ -213,7 +245,7 @@ class EarlyChecks:
         self._pool.shutdown(wait=True)
         taken = {k: f.result() for k, f in futures.items()
                  if not f.cancelled() and f.exception() is None}
-        source = self._source_job.result() if self._source_job is not None else {}
+        source = self._side.result()
 
         def check(key: tuple[str, str]) -> bool:
             t = taken[key]

@@ -120,6 +120,7 @@ def dr_drill(
             with stage("select"):
                 manifest = retrying(t.select, settings)(settings, backup, to_time)
             target = to_time or datetime.fromisoformat(manifest.started_at)
+            side = t.source_side(settings, target)  # the live source's PITR side, read from now on
             with stage("fetch_verify"):  # an embedded scratch keeps the dump it decrypts for the restore
                 verified = retrying(t.fetch_and_verify, settings)(settings, manifest.backup_id, copy_dir,
                                                                   manifest.bytes_in)
@@ -130,9 +131,9 @@ def dr_drill(
                 sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch,
                                      manifest.extra.get("dump_encoding"))
             with stage("restore"):  # each table's checks start as soon as it is loaded
-                early = t.restore(settings, manifest, sc, target)
+                early = t.restore(settings, manifest, sc, target, side)
             with stage("checks"):
-                results, newest = t.run_checks(settings, manifest, sc, target, early)
+                results, newest = t.run_checks(settings, manifest, sc, target, early, side)
             checks.extend(results)
             if target and newest is not None:
                 rpos.append(rpo_seconds(target, newest))

@@ -21,7 +21,7 @@ from bvh_ops.progress import LogEvery, listening
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.results import CheckResult, CheckStatus
 from checks import drill_suite
-from checks.drill_early import EarlyChecks
+from checks.drill_early import EarlyChecks, SourceSide
 from tasks.common import retry_transient_only
 
 _opts: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": retry_transient_only}
@@ -81,15 +81,16 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 # process and cannot be serialised: never persisted, whatever PREFECT_RESULTS_PERSIST_BY_DEFAULT says.
 @task(name="drill-restore", timeout_seconds=6 * 3600, persist_result=False, **_opts)
 def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
-            target: datetime) -> EarlyChecks | None:
+            target: datetime, source_side: SourceSide | None = None) -> EarlyChecks | None:
     """pg_restore into the scratch; where ``drill_early_checks`` allows, meanwhile each table is
-    read for its checks as soon as it is loaded, and the live source's side of the PITR
-    comparison (checks.drill_early). Returns those reads for ``run_checks`` (None: all after)."""
+    read for its checks as soon as it is loaded (checks.drill_early). ``source_side``: the live
+    source's side of the PITR comparison, already under way (source_side() below; else the
+    early reads begin it). Returns those reads for ``run_checks`` (None: all after)."""
     early = None
     if settings.early_drill_checks():
         early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings),
                             append_only=settings.append_only_tables,
-                            cutoff=target - timedelta(seconds=settings.pitr_margin_seconds))
+                            cutoff=target - timedelta(seconds=settings.pitr_margin_seconds), source_side=source_side)
     try:
         with listening(LogEvery(get_run_logger().info)):
             if early is not None:
@@ -116,11 +117,22 @@ def _source(settings: Settings) -> str | None:
     return settings.database_url.get_secret_value() if settings.database_url else None
 
 
+def source_side(settings: Settings, target: datetime) -> SourceSide:
+    """Begin reading the live source's side of the PITR comparison (a thread of its own): it
+    needs nothing restored, so the drill starts it once it knows its target and it overlaps the
+    fetch, the verify and the restore instead of lengthening the checks (issue #19, goal 3). A
+    plain call, not a task: it returns at once, and the checks report whatever it could not read."""
+    return SourceSide(_source(settings), settings.append_only_tables,
+                      target - timedelta(seconds=settings.pitr_margin_seconds)).start()
+
+
 @task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)
 def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, target: datetime,
-               early: EarlyChecks | None = None) -> tuple[list[CheckResult], datetime | None]:
+               early: EarlyChecks | None = None,
+               source_side: SourceSide | None = None) -> tuple[list[CheckResult], datetime | None]:
     """Every check of the restored copy. What ``early`` read during the restore counts where the
-    table provably has not changed since (the rest is read now). The heavy scans (fingerprints,
+    table provably has not changed since (the rest is read now); the live source's PITR bounds
+    ``source_side`` (or ``early``) read meanwhile count as they are. The heavy scans (fingerprints,
     PITR, invariants) run on two worker threads while GX, schema and freshness run here; results
     keep a fixed order. The invariants (which use nothing read early) and GX's import start while
     a read still under way when the restore ended finishes, so that one read does not hold up
@@ -151,16 +163,29 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
         settled = settling.result() if settling is not None else None
         if settled is not None and settled.reread:
             get_run_logger().info("changed since read during the restore, read again: %s", ", ".join(settled.reread))
+        side = source_side if settled is None else None  # (the early reads waited for it: settled has it)
+
+        def pitr_known() -> dict:  # on the PITR check's thread: waiting for the source side holds up nothing else
+            if settled:
+                return {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr}
+            return {"source_known": side.result()} if side is not None else {}
+
+        def side_zone() -> str | None:
+            if side is None:
+                return None
+            side.result()  # its zone is known once it has finished
+            return side.zone
+
         # Asked inside the checks: a failure is theirs (not_verified), not the task's.
-        zone = functools.cache(lambda: (settled and settled.zone) or committime.source_time_zone(source, dsn))
+        zone = functools.cache(lambda: (settled and settled.zone) or side_zone()
+                               or committime.source_time_zone(source, dsn))
         known = settled.copies if settled else None
-        pitr_known = {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr} if settled else {}
         fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
                                    lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known),
                                    secrets)
         pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
                            lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone(),
-                                                          **pitr_known), secrets)
+                                                          **pitr_known()), secrets)
         schema = drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
         fresh = drill_suite.guarded("freshness", freshness, secrets)
         fp = fingerprints.result()

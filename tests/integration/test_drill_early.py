@@ -220,3 +220,35 @@ def test_lowering_what_may_not_be_raised_back_is_carried_on_without():
     os.waitpid(pid, 0)
     with os.fdopen(r) as f:
         assert f.read() == repr([True, priority.NICE, False, True])
+
+
+def test_the_source_side_read_from_the_drill_start_is_what_the_pitr_check_compares(fresh_db):
+    """The live source's PITR bounds, read before anything is restored (SourceSide): a restored
+    copy that lost a row up to the cutoff fails against them, one that holds the same rows passes,
+    and a source that cannot be reached is not known (the check asks it again and reports it)."""
+    from checks.drill_early import SourceSide
+    from checks.drill_suite import check_pitr, guarded
+
+    source, restored = fresh_db(), fresh_db()
+    load = ("CREATE TABLE ledger (id int, amount numeric, created_at timestamptz);"
+            "INSERT INTO ledger SELECT g, g * 1.5, timestamptz '2026-01-01 00:00+00' + g * interval '1 s' "
+            "FROM generate_series(1, 500) g")
+    for dsn in (source, restored):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(load)
+    items, cutoff = ["public.ledger:created_at"], datetime.now().astimezone()
+    side = SourceSide(source, items, cutoff).start()
+    known = side.result()
+    assert known["public.ledger:created_at"][0] == 500 and side.zone
+    assert check_pitr(restored, source, items, cutoff, side.zone, source_known=known).passed
+    with psycopg.connect(restored, autocommit=True) as conn:
+        conn.execute("DELETE FROM ledger WHERE id = 42")
+    lost = check_pitr(restored, source, items, cutoff, side.zone, source_known=known)
+    assert lost.status.value == "failed" and "restored 499 rows, source 500" in lost.detail
+
+    gone = SourceSide("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", items, cutoff).start()
+    assert gone.result() == {} and gone.zone is None
+    [unreachable] = guarded("pitr_append_only", lambda: check_pitr(
+        restored, "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", items, cutoff, "UTC",
+        source_known=gone.result()), [])
+    assert unreachable.status.value == "not_verified" and "127.0.0.1:1" in unreachable.detail
