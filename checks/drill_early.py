@@ -13,9 +13,13 @@ checks' results are those of reading every table after the restore — a row cha
 added at any time before the checks still fails them.
 
 The reads during the restore run at the lowest CPU priority (bvh_ops.priority: nice 19), so they
-take the CPU pg_restore leaves idle and not the CPU it would use: the reading thread (its
-hashing), the psql child it starts, and the scratch server's backends serving both (when the
-server runs here and we may renice them: as root or as its OS user). When the restore ends,
+take the CPU pg_restore leaves idle and not the CPU it would use: the reading thread; a child
+process in a session of its own that runs psql and hashes its output, that session's autogroup
+lowered as well (with autogroups a nice value counts only within its session: until the twelfth
+#19 session the psql children and our hashing, niced but in the drill's session, took CPU from
+the restore at full weight); and the scratch server's backends serving both (when the server
+runs here and we may renice them: as root or as its OS user), with no parallel workers (the
+server's processes, not lowered with the backend). When the restore ends,
 each read still under way is raised back to its old priority (where the kernel lets us: root),
 so it does not trail behind other work. The live source's backend is never reniced (another
 server, maybe behind a pooler that hands the same backend to other clients); the source-side
@@ -38,7 +42,7 @@ from bvh_ops.pg.fingerprint import (
     COPY,
     COPY_METHODS,
     Mark,
-    copy_digest,
+    copy_digest_apart,
     copy_env,
     mark,
     method_of,
@@ -165,7 +169,8 @@ class EarlyChecks:
     def _lowered(self) -> Iterator[tuple[Any, Any]]:
         """This thread at low priority until the block ends or the restore does. Yields
         ``serving(child pid, backend pid, port)`` — the child this thread started (low already,
-        as its child) is raised with it, the backend (if local) is lowered likewise — and
+        as its child) is raised with it, the backend (if local) is lowered likewise —,
+        ``session(pid)`` — a child in a session of its own, whose autogroup is lowered too — and
         ``gone(*pids)``, to call once those have ended (so no other process gets their pid's
         priority). When the block ends the thread is raised back; the processes are only
         forgotten (the connection closes next)."""
@@ -186,13 +191,22 @@ class EarlyChecks:
                     self._low[pid] = was
                     mine.append(pid)
 
+        def session(pid: int) -> None:
+            """A child of ours in a session of its own (copy_digest_apart): its autogroup lowered
+            too — with autogroups a nice value counts only within its session."""
+            with self._lock:
+                if self._raised or me is None:
+                    return
+                self._low[pid] = priority.Was(pid, me.policy, me.nice, priority.lower_group(pid))
+                mine.append(pid)
+
         def gone(*pids: int) -> None:
             with self._lock:
                 for pid in pids:
                     self._low.pop(pid, None)
 
         try:
-            yield serving, gone
+            yield serving, session, gone
         finally:
             with self._lock:
                 for pid in mine:
@@ -209,12 +223,20 @@ class EarlyChecks:
             self._low.clear()
 
     def _take(self, schema: str, table: str) -> Taken:
-        with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, gone):
+        with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, session, gone):
+            # Parallel workers are the server's processes, not this backend: not lowered with it.
+            conn.execute("SET max_parallel_workers_per_gather = 0")
             serving(None, conn.info.backend_pid, _client_port(conn))
             since = mark(conn, schema, table)
             copying: list[int] = []
-            rows, digest = copy_digest(conn, schema, table, self._env, self._bin_dir,
-                                       on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)), method=self._method)
+
+            def started(pid: int) -> None:
+                copying.append(pid)
+                session(pid)
+
+            rows, digest = copy_digest_apart(conn, schema, table, self._env, self._bin_dir, started=started,
+                                             on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)),
+                                             method=self._method)
             gone(*copying)
             item, zone = self._items.get((schema, table)), self.zone
             if item is None or zone is None or _has_children(conn, schema, table):

@@ -300,6 +300,49 @@ def copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[s
     return _copy_digest(conn, schema, relname, env, bin_dir, on_backend, method=method)
 
 
+def copy_digest_apart(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir=None, *,
+                      started=None, on_backend=None, method: str = COPY) -> tuple[int, str]:
+    """copy_digest's (rows, digest), read and hashed by a child process in a session of its own
+    (bvh_ops.pg.copy_child), so that its priority can be lowered as a whole: ``started(pid)`` is
+    called as soon as it runs (lower it there: priority.lower_group), ``on_backend`` as for
+    copy_digest (psql's pid is the child's child, in the same session)."""
+    import sys
+
+    from bvh_ops.children import die_with_parent
+    from bvh_ops.errors import DatabaseError
+    from bvh_ops.pg.tools import StderrTail
+
+    stmt = _client_text(copy_statement(conn, schema, relname).as_string(conn), env, conn)
+    proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.pg.copy_child", method, schema, relname,
+                             str(bin_dir or "")], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent())
+    tail = StderrTail(proc.stderr)
+    tail.start()
+    result = None
+    try:
+        if started is not None:
+            started(proc.pid)
+        proc.stdin.write(stmt if isinstance(stmt, bytes) else stmt.encode())
+        proc.stdin.close()
+        for line in proc.stdout:
+            kind, _, rest = line.decode().strip().partition(" ")
+            if kind == "backend" and on_backend is not None:
+                child, backend, port = (int(x) for x in rest.split())
+                on_backend(child, backend, port)
+            elif kind == "digest":
+                rows, digest = rest.split()
+                result = int(rows), digest
+    finally:
+        if proc.poll() is None and result is None:
+            proc.kill()
+        proc.wait()
+        tail.join(timeout=10)
+    if proc.returncode != 0 or result is None:
+        raise DatabaseError(tail.text().strip()[-300:] or f"table {schema}.{relname}: its reader exited with "
+                            f"status {proc.returncode}")
+    return result
+
+
 # A table this small on disk is read on the worker's own connection (psycopg's COPY, a row per
 # message) instead of by a psql child: a child and its connection cost 50-200 ms of start-up
 # at any size (13 tables of the sample: 7 under 4 MiB), and psql pays off only where its large

@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+import psutil
 import psycopg
 import pytest
 
@@ -131,7 +132,8 @@ def _nice(pid: int) -> int:
         return int(f.read().rpartition(")")[2].split()[16])
 
 
-def _children(name: str) -> list[int]:
+def _children(name: str, parent: int | None = None) -> list[int]:
+    parent = parent or os.getpid()
     out = []
     for entry in os.listdir("/proc"):
         try:
@@ -139,9 +141,15 @@ def _children(name: str) -> list[int]:
                 comm, rest = f.read().partition(" (")[2].rpartition(") ")[::2]
         except (OSError, ValueError):
             continue
-        if comm == name and int(rest.split()[1]) == os.getpid():
+        if comm == name and int(rest.split()[1]) == parent:
             out.append(int(entry))
     return out
+
+
+def _group_nice(pid: int) -> int:
+    """The nice of the autogroup (the session's share of the CPU) ``pid`` is in (0: ours)."""
+    with open(f"/proc/{pid or os.getpid()}/autogroup") as f:
+        return int(f.read().rsplit("nice", 1)[1])
 
 
 def _until(what, seconds: float = 30):
@@ -154,9 +162,11 @@ def _until(what, seconds: float = 30):
 
 
 def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db):
-    """The reading thread, its psql child and both scratch backends (the mark's and the COPY's)
-    run at nice 19 while the restore runs, and get their priority back when it ends — with the
-    read still under way (its psql stopped here), which then completes."""
+    """The reading thread, the reader process and its psql (a session of their own, whose
+    autogroup is lowered too: with autogroups a nice value counts only within its session) and
+    both scratch backends (the mark's and the COPY's) run at nice 19 while the restore runs, and
+    get their priority back when it ends — with the read still under way (its psql stopped
+    here), which then completes."""
     from bvh_ops import priority
     from bvh_ops.repository.manifest import Manifest, TableStat
     from checks.drill_early import EarlyChecks
@@ -173,7 +183,8 @@ def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db
     # psql has printed its backend and sent the COPY: stop it mid-stream (its backend waits).
     copying = _until(lambda: watch.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %%big%%' "
                                            "AND state = 'active'").fetchone())[0]
-    psql = _until(lambda: _children("psql"))[0]
+    child = _until(lambda: [p for p in psutil.Process().children() if "bvh_ops.pg.copy_child" in p.cmdline()])[0].pid
+    psql = _until(lambda: _children("psql", child))[0]
     os.kill(psql, signal.SIGSTOP)
     try:
         reader = next(t.native_id for t in threading.enumerate() if t.name.startswith("bvh-early"))
@@ -181,9 +192,12 @@ def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db
                                "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
                                (copying,)).fetchone()[0]
         _until(lambda: _nice(copying) == priority.NICE, 10)
-        assert [_nice(p) for p in (reader, psql, copying, marker)] == [priority.NICE] * 4
+        assert [_nice(p) for p in (reader, child, psql, copying, marker)] == [priority.NICE] * 5
+        assert os.getsid(child) == os.getsid(psql) == child != os.getsid(0)
+        assert _group_nice(child) == priority.NICE and _group_nice(0) == 0
         early.restored()  # the restore has ended: the read under way competes normally again
-        assert [_nice(p) for p in (reader, psql, copying, marker)] == [0] * 4
+        assert [_nice(p) for p in (reader, child, psql, copying, marker)] == [0] * 5
+        assert _group_nice(child) == 0
     finally:
         os.kill(psql, signal.SIGCONT)
     settled = early.settle()
