@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_daily_backup.py
 	$(BIN)/python bench/bench_dr_drill.py
 	$(BIN)/python bench/bench_fingerprint_readback.py
+	$(BIN)/python bench/bench_restore_contention.py
 	$(BIN)/python bench/bench_physical_drill.py
 	$(BIN)/python bench/bench_wal_push.py
 	$(BIN)/python bench/bench_wal_s3.py

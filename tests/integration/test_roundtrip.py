@@ -222,9 +222,13 @@ def test_a_backup_with_version_1_fingerprints_is_still_checked_the_old_way(typed
 
 
 def test_a_drill_restores_from_a_decrypted_copy_it_then_removes(awkward_db, fresh_db, repo_dir, make_settings,
-                                                                 tmp_path):
+                                                                 tmp_path, monkeypatch):
     """copy_dir (a drill's scratch directory): pg_restore -j on a local decrypted copy, every
-    table still compared, the copy gone afterwards; a tampered object never reaches pg_restore."""
+    table still compared, the copy gone afterwards; a tampered object never reaches pg_restore.
+    The copy is handed to the disk as it is written (every few KiB here): still whole."""
+    from bvh_ops.logical import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "WRITEBACK_EVERY", 4096)
     settings = make_settings(awkward_db, f"file://{repo_dir}")
     m = run_logical_backup(settings).manifest
     scratch = tmp_path / "scratch"
