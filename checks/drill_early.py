@@ -41,9 +41,12 @@ from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
     COPY,
     COPY_METHODS,
+    INLINE_BELOW,
     Mark,
     copy_digest_apart,
+    copy_digest_inline,
     copy_env,
+    copy_settings,
     mark,
     method_of,
     unchanged_since,
@@ -140,7 +143,8 @@ class EarlyChecks:
         methods = [m for m in COPY_METHODS if m in {method_of(t.fingerprint) for t in manifest.tables}]
         self._copy = bool(methods)
         self._method = methods[-1] if methods else COPY
-        self._env = copy_env(dsn, manifest.extra.get("dump_encoding"))
+        self._encoding = manifest.extra.get("dump_encoding")
+        self._env = copy_env(dsn, self._encoding)
         self._items = {_split(item): item for item in append_only}
         self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="bvh-early")
         self._taken: dict[tuple[str, str], Future[Taken]] = {}
@@ -234,9 +238,17 @@ class EarlyChecks:
                 copying.append(pid)
                 session(pid)
 
-            rows, digest = copy_digest_apart(conn, schema, table, self._env, self._bin_dir, started=started,
-                                             on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)),
-                                             method=self._method)
+            if _table_bytes(conn, schema, table) < INLINE_BELOW:
+                # Small: read on a connection of this thread's (a child process costs more than the read).
+                with connect(self._dsn, autocommit=True) as small:
+                    serving(None, small.info.backend_pid, _client_port(small))
+                    encoding = copy_settings(small, self._encoding)
+                    rows, digest = copy_digest_inline(small, schema, table, method=self._method, encoding=encoding)
+                    copying.append(small.info.backend_pid)
+            else:
+                rows, digest = copy_digest_apart(conn, schema, table, self._env, self._bin_dir, started=started,
+                                                 on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)),
+                                                 method=self._method)
             gone(*copying)
             item, zone = self._items.get((schema, table)), self.zone
             if item is None or zone is None or _has_children(conn, schema, table):
@@ -308,6 +320,12 @@ def _split(item: str) -> tuple[str, str]:
 def _client_port(conn: Any) -> int | None:
     """Our end's TCP port as the server sees it (None over a Unix socket)."""
     return conn.execute("SELECT inet_client_port()").fetchone()[0]
+
+
+def _table_bytes(conn: Any, schema: str, table: str) -> int:
+    row = conn.execute("SELECT pg_table_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _has_children(conn: Any, schema: str, table: str) -> bool:
