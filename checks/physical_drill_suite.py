@@ -125,24 +125,21 @@ def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
     a connection) is not_verified, with the tool's message."""
     import subprocess
 
-    from bvh_ops.children import die_with_parent
-
     jobs = min(jobs, _free_connections(dsn) - 2)  # two for the PITR comparison and the invariants beside it
     cmd = [tool_path("pg_amcheck", Path(bin_dir)), "--all", "--install-missing", "--jobs", str(max(1, jobs))]
+    proc = None
     try:
-        proc = subprocess.run(cmd, env=pg_env(dsn), capture_output=True, timeout=6 * 3600,
-                              preexec_fn=die_with_parent())
-        lines = [ln.strip() for ln in proc.stdout.decode(errors="replace").splitlines() if ln.strip()]
-        if proc.returncode != 0 and lines:
+        proc, count, lines = _run_amcheck(cmd, pg_env(dsn), timeout=AMCHECK_TIMEOUT)
+        if proc.returncode != 0 and count:
             # Exit 1 after a report: a slot's connection ended (FATAL, a backend crash) and it
             # stopped early. What it found is the detail either way, and the check fails.
             what = "corruption found" if proc.returncode == 2 else f"pg_amcheck stopped early (exit {proc.returncode})"
             return CheckResult("pg_amcheck", CheckStatus.FAILED,
-                               f"{what} ({len(lines)} lines of report): " + " | ".join(lines[:4]))
+                               f"{what} ({count} lines of report): " + " | ".join(lines))
         if proc.returncode != 0:
-            raise_for_tool("pg_amcheck", proc.returncode, proc.stderr.decode(errors="replace"))
+            raise_for_tool("pg_amcheck", proc.returncode, proc.stderr_text)
     except ToolError as exc:
-        if proc.returncode == 2:  # its exit status for corruption found
+        if proc is not None and proc.returncode == 2:  # its exit status for corruption found
             return CheckResult("pg_amcheck", CheckStatus.FAILED, str(exc))
         # Nothing reported: the tool could not check (a role that may not install amcheck, a
         # connection refused), which is not corruption found — no "data corruption" alert for it.
@@ -152,3 +149,50 @@ def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return CheckResult("pg_amcheck", CheckStatus.NOT_VERIFIED, f"pg_amcheck could not run: {exc}")
     return CheckResult("pg_amcheck", CheckStatus.PASSED, "heap and B-tree checks of every database: no corruption")
+
+
+AMCHECK_TIMEOUT = 6 * 3600
+
+
+def _run_amcheck(cmd: list[str], env: dict[str, str], *, timeout: float, keep: int = 4):
+    """Run pg_amcheck reading its report as it comes: the number of non-empty lines and the
+    first ``keep`` (a badly damaged cluster reports a line per bad page or tuple: never all in
+    memory), stderr's last 64 KiB on ``proc.stderr_text``. Killed after ``timeout`` seconds
+    (subprocess.TimeoutExpired)."""
+    import subprocess
+    import threading
+
+    from bvh_ops.children import die_with_parent
+    from bvh_ops.pg.tools import StderrTail
+
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent())
+    tail = StderrTail(proc.stderr)
+    tail.start()
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    count, lines = 0, []
+    try:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                count += 1
+                if len(lines) < keep:
+                    lines.append(line[:500])
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    proc.stderr_text = tail.text()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(cmd[0], timeout)
+    return proc, count, lines

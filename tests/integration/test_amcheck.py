@@ -88,3 +88,40 @@ def test_a_role_that_may_not_install_amcheck_is_not_verified_not_corruption(clus
     result = check_amcheck(dsn, str(cluster.bin_dir), jobs=2)
     assert result.status is CheckStatus.NOT_VERIFIED, result.detail
     assert "permission denied" in result.detail and "checker-pw" not in result.detail, result.detail
+
+
+def test_a_huge_report_is_counted_not_held_in_memory(tmp_path):
+    """A badly damaged cluster: pg_amcheck reports a line per bad page. The check fails naming
+    the first problems and how many lines there were, and never holds the report in memory."""
+    import tracemalloc
+
+    lines = 200_000
+    fake = tmp_path / "pg_amcheck"
+    fake.write_text("#!/bin/sh\nfor i in $(seq 1 %d); do echo \"heap table \\\"postgres.public.t\\\", block $i: "
+                    "line pointer to page offset out of bounds, padding padding padding padding padding\"; done\n"
+                    "exit 2\n" % lines)
+    fake.chmod(0o755)
+    tracemalloc.start()
+    try:
+        result = check_amcheck("postgresql://u:pw@127.0.0.1:5/db", str(tmp_path), jobs=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.status is CheckStatus.FAILED, result.detail
+    assert f"({lines} lines of report)" in result.detail and "block 1:" in result.detail
+    assert len(result.detail) < 3000
+    assert peak < 4 << 20, f"{peak / 2**20:.1f} MiB held for a {lines}-line report"
+
+
+def test_a_pg_amcheck_that_never_ends_is_stopped_and_not_verified(tmp_path, monkeypatch):
+    import psutil
+
+    from checks import physical_drill_suite
+
+    monkeypatch.setattr(physical_drill_suite, "AMCHECK_TIMEOUT", 1)
+    fake = tmp_path / "pg_amcheck"
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    result = check_amcheck("postgresql://u:pw@127.0.0.1:5/db", str(tmp_path), jobs=1)
+    assert result.status is CheckStatus.NOT_VERIFIED and "could not run" in result.detail, result.detail
+    assert not [p for p in psutil.Process().children(recursive=True) if "sleep" in p.name()]
