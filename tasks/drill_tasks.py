@@ -170,11 +170,8 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
                 return {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr}
             return {"source_known": side.result()} if side is not None else {}
 
-        def side_zone() -> str | None:
-            if side is None:
-                return None
-            side.result()  # its zone is known once it has finished
-            return side.zone
+        def side_zone() -> str | None:  # the zone only: freshness (on this thread) needs no bound
+            return side.time_zone() if side is not None else None
 
         # Asked inside the checks: a failure is theirs (not_verified), not the task's.
         zone = functools.cache(lambda: (settled and settled.zone) or side_zone()
