@@ -16,8 +16,10 @@ the work runs at the priority it had."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 NICE = 19  # the lowest: a nice-0 task on the same core gets ~98.5 % of it
@@ -52,18 +54,35 @@ def lower(tid: int | None = None, policy: str | None = None) -> Was | None:
     return was
 
 
+# Without CAP_SYS_ADMIN the kernel takes one autogroup change per 0.1 s, system-wide, and refuses
+# the others with EAGAIN (kernel/sched/autogroup.c, proc_sched_autogroup_set_nice): two reads
+# starting together, or two sessions raised back when the restore ends, would find the second
+# refused. So a refused change is tried again once the 0.1 s have passed (a few times).
+GROUP_TRIES = 5
+
+
+def _set_group(pid: int, nice: int) -> bool:
+    for attempt in range(GROUP_TRIES):
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as f:
+                f.write(str(nice))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN or attempt == GROUP_TRIES - 1:
+                return False
+            time.sleep(0.11)
+    return False
+
+
 def lower_group(pid: int) -> int | None:
     """Lower the autogroup of ``pid`` (a child started in a session of its own: everything in that
     session) to nice 19; returns its nice before, None where there is none or it was refused."""
-    path = f"/proc/{pid}/autogroup"
     try:
-        with open(path) as f:
+        with open(f"/proc/{pid}/autogroup") as f:
             before = int(f.read().rsplit("nice", 1)[1])
-        with open(path, "w") as f:
-            f.write(str(NICE))
     except (OSError, ValueError, IndexError):
         return None
-    return before
+    return before if _set_group(pid, NICE) else None
 
 
 def restore(was: Was | None) -> bool:
@@ -72,12 +91,8 @@ def restore(was: Was | None) -> bool:
     is gone."""
     if was is None:
         return True
-    if was.group is not None:
-        try:
-            with open(f"/proc/{was.tid}/autogroup", "w") as f:
-                f.write(str(was.group))
-        except OSError:
-            return False
+    if was.group is not None and not _set_group(was.tid, was.group):
+        return False
     try:
         if os.sched_getscheduler(was.tid) != was.policy:
             os.sched_setscheduler(was.tid, was.policy, os.sched_param(0))

@@ -91,7 +91,9 @@ class SourceSide:
         self._source, self._items, self._cutoff = source, list(append_only), cutoff
         self.zone: str | None = None
         self._done: Future[dict[str, tuple[int, str] | None]] = Future()
-        self._lock, self._started = threading.Lock(), False
+        self._zoned = threading.Event()  # the zone is asked (known, or not to be known early)
+        self._lock, self._started, self._stopped = threading.Lock(), False, False
+        self._conn: Any = None  # the source connection a bound is read on (stop() cancels its query)
 
     def start(self, fallback_dsn: str | None = None) -> SourceSide:
         """Begin (once). ``fallback_dsn``: where to ask the time zone when there is no source."""
@@ -109,15 +111,48 @@ class SourceSide:
         try:
             if self._source is not None and self._items:
                 self.zone = committime.source_time_zone(self._source, fallback_dsn or self._source)
+                self._zoned.set()
                 for item in self._items:
+                    if self._stopped:
+                        break
                     try:
                         with connect(self._source) as conn:
-                            out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff)
+                            with self._lock:
+                                if self._stopped:
+                                    break
+                                self._conn = conn
+                            try:
+                                out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff)
+                            finally:
+                                with self._lock:
+                                    self._conn = None
                     except Exception:  # noqa: BLE001 - not known early: the check reads it again and reports
                         continue
         except Exception:  # noqa: BLE001 - the checks after the restore ask again and report it
             pass
-        self._done.set_result(out)
+        finally:
+            self._zoned.set()
+            self._done.set_result(out)
+
+    def time_zone(self) -> str | None:
+        """The source's session time zone as this read it (None: not known), as soon as it is
+        asked — without waiting for the bounds (the freshness check needs only the zone)."""
+        if not self._started:
+            return None
+        self._zoned.wait()
+        return self.zone
+
+    def stop(self) -> None:
+        """The drill will not compare (its verify or restore failed): read no further bound on
+        the live source, and cancel the one under way (a whole scan of a production table)."""
+        with self._lock:
+            self._stopped = True
+            conn = self._conn
+        if conn is not None:
+            try:
+                conn.cancel_safe()
+            except Exception:  # noqa: BLE001 - gone already: nothing to cancel
+                pass
 
     def result(self) -> dict[str, tuple[int, str] | None]:
         """append_only entry -> its bound on the source (None: no such table there); an entry

@@ -116,6 +116,7 @@ def dr_drill(
     def logical_part() -> datetime | None:
         """select → fetch + deep verify → start scratch → pg_restore → checks."""
         nonlocal manifest, sc, newest, target
+        side = None
         try:
             with stage("select"):
                 manifest = retrying(t.select, settings)(settings, backup, to_time)
@@ -141,6 +142,9 @@ def dr_drill(
         except BvhOpsError as exc:
             abort(stages[-1]["name"] if stages else "select", exc)
             return None
+        finally:  # not verified, not restored, or done: no more scans of the live source
+            if side is not None:
+                side.stop()
 
     def physical_part() -> datetime | None:
         """select the base for the target → deep verify the chain and WAL → restore, verify,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import functools
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -170,15 +171,11 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
                 return {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr}
             return {"source_known": side.result()} if side is not None else {}
 
-        def side_zone() -> str | None:
-            if side is None:
-                return None
-            side.result()  # its zone is known once it has finished
-            return side.zone
+        def side_zone() -> str | None:  # the zone only: freshness (on this thread) needs no bound
+            return side.time_zone() if side is not None else None
 
         # Asked inside the checks: a failure is theirs (not_verified), not the task's.
-        zone = functools.cache(lambda: (settled and settled.zone) or side_zone()
-                               or committime.source_time_zone(source, dsn))
+        zone = _once(lambda: (settled and settled.zone) or side_zone() or committime.source_time_zone(source, dsn))
         known = settled.copies if settled else None
         fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
                                    lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known),
@@ -192,6 +189,22 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
         gx = drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(comparisons), secrets)
         results = fp + gx + schema + pitr.result() + invariants.result() + fresh
     return results, newest[0]
+
+
+def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn()`` computed once for every thread that asks (functools.cache computes it in each of
+    the threads that ask together: the PITR check and freshness could each ask the source for
+    its time zone, and one get the restored copy's where the source failed it once). A failure
+    is raised to each caller and asked again by the next."""
+    lock, done = threading.Lock(), []
+
+    def once() -> Any:
+        with lock:
+            if not done:
+                done.append(fn())
+            return done[0]
+
+    return once
 
 
 def _password(dsn: Any) -> str | None:

@@ -4,6 +4,7 @@ with RTO/RPO measured; each check can fail on its own; teardown leaves nothing b
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import psutil
@@ -106,6 +107,32 @@ def test_corrupted_object_fails_deep_verify(drill_env):
     assert "dump.pgcustom" in next(c["detail"] for c in report["checks"] if c["name"] == "deep_verify")
     assert report["rto_seconds"] is None
     assert_torn_down(settings, report)  # nothing of what the deep verify decrypted is left
+
+
+def test_a_drill_that_fails_its_verify_leaves_no_scan_on_the_live_source(drill_env, drill_source):
+    """The live source's PITR side is read from the drill's start; a drill that will not compare
+    (its deep verify failed) stops it: no scan of a production table left running (here one
+    waits behind a lock) once the drill has returned."""
+    settings, manifest = drill_env
+    dump = Path(settings.repository.removeprefix("file://")) / "backups" / manifest.backup_id / "dump.pgcustom"
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    dump.write_bytes(bytes(data))
+
+    def waiting() -> int:
+        with psycopg.connect(drill_source, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock'").fetchone()[0]
+
+    with psycopg.connect(drill_source) as holder:
+        holder.execute("LOCK TABLE audit_log, transactions, security_events IN ACCESS EXCLUSIVE MODE")
+        report = run_failing_drill(backup=manifest.backup_id)
+        assert status_of(report)["deep_verify"] == "failed"
+        deadline = time.monotonic() + 5
+        while waiting() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting() == 0
+        holder.rollback()
 
 
 def test_the_restore_uses_the_dump_the_deep_verify_decrypted(drill_env, monkeypatch):

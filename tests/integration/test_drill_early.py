@@ -208,9 +208,22 @@ def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db
 def test_lowering_what_may_not_be_raised_back_is_carried_on_without():
     """Not root (a drill run as the server's OS user): a thread lowers itself, cannot raise itself
     back, and says so instead of failing; another user's process is not lowered at all."""
-    import pwd
-
     from bvh_ops import priority
+
+    def work() -> list:
+        was = priority.lower()
+        return [was is not None, _nice(threading.get_native_id()), priority.restore(was),
+                priority.lower(os.getppid()) is None]
+
+    assert _as_server_user(work) == repr([True, priority.NICE, False, True])
+
+
+def _as_server_user(work) -> str:
+    """repr of what ``work()`` returns in a forked child running as the server's OS user (not
+    root: what the kernel refuses an unprivileged drill); its traceback if it raised."""
+    import pwd
+    import traceback
+
     from bvh_ops.pg.cluster import PG_OS_USER
 
     if os.geteuid() != 0:
@@ -224,16 +237,15 @@ def test_lowering_what_may_not_be_raised_back_is_carried_on_without():
             os.setgroups([])
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
-            was = priority.lower()
-            results = [was is not None, _nice(threading.get_native_id()), priority.restore(was),
-                       priority.lower(os.getppid()) is None]
-            os.write(w, repr(results).encode())
+            os.write(w, repr(work()).encode())
+        except BaseException:  # noqa: BLE001 - shown by the assertion
+            os.write(w, traceback.format_exc().encode())
         finally:
             os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
     with os.fdopen(r) as f:
-        assert f.read() == repr([True, priority.NICE, False, True])
+        return f.read()
 
 
 def test_the_source_side_read_from_the_drill_start_is_what_the_pitr_check_compares(fresh_db):
@@ -266,3 +278,89 @@ def test_the_source_side_read_from_the_drill_start_is_what_the_pitr_check_compar
         restored, "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", items, cutoff, "UTC",
         source_known=gone.result()), [])
     assert unreachable.status.value == "not_verified" and "127.0.0.1:1" in unreachable.detail
+
+
+def test_sessions_lowered_and_raised_back_together_unprivileged():
+    """Not root: the kernel takes one autogroup change per 0.1 s from an unprivileged process
+    (EAGAIN otherwise, proc_sched_autogroup_set_nice). Two reads started together are both
+    lowered, and when the restore ends both are raised back — not the first only, leaving the
+    second to trail at the lowest priority behind the checks."""
+    import subprocess
+
+    from bvh_ops import priority
+
+    if not os.path.exists("/proc/self/autogroup"):
+        pytest.skip("no autogroups in this kernel")
+
+    def work() -> list:
+        time.sleep(0.2)  # clear of any change made just before
+        kids = [subprocess.Popen(["sleep", "30"], start_new_session=True) for _ in range(2)]
+        try:
+            before = [priority.lower_group(k.pid) for k in kids]
+            low = [_group_nice(k.pid) for k in kids]
+            for k, b in zip(kids, before, strict=True):
+                priority.restore(priority.Was(k.pid, os.SCHED_OTHER, priority.NICE, b))
+            return [before, low, [_group_nice(k.pid) for k in kids]]
+        finally:
+            for k in kids:
+                k.kill()
+                k.wait()
+
+    assert _as_server_user(work) == repr([[0, 0], [priority.NICE] * 2, [0, 0]])
+
+
+def _ledger_source(fresh_db) -> str:
+    source = fresh_db()
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int, amount numeric, created_at timestamptz);"
+                     "INSERT INTO ledger SELECT g, g * 1.5, timestamptz '2026-01-01 00:00+00' + g * interval '1 s' "
+                     "FROM generate_series(1, 500) g")
+    return source
+
+
+def _waiting_on_lock(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock'").fetchone()[0]
+
+
+def test_the_source_side_time_zone_is_known_before_its_bounds(fresh_db):
+    """The freshness check needs only the source's time zone: it is known as soon as it is asked,
+    while a bound is still being read (here: blocked behind a lock on the live table)."""
+    from checks.drill_early import SourceSide
+
+    source, items = _ledger_source(fresh_db), ["public.ledger:created_at"]
+    with psycopg.connect(source, autocommit=True) as conn:
+        zone = conn.execute("SHOW TimeZone").fetchone()[0]
+    holder = psycopg.connect(source)
+    holder.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")
+    try:
+        side = SourceSide(source, items, datetime.now().astimezone()).start()
+        _until(lambda: _waiting_on_lock(source), 10)
+        t0 = time.monotonic()
+        assert side.time_zone() == zone and time.monotonic() - t0 < 2
+        assert not side._done.done()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert side.result()["public.ledger:created_at"][0] == 500
+
+
+def test_a_stopped_source_side_reads_no_further_on_the_live_source(fresh_db):
+    """A drill that will not compare (its verify failed) stops the source side: the scan under way
+    on the live source is cancelled and no further table is read."""
+    from checks.drill_early import SourceSide
+
+    source = _ledger_source(fresh_db)
+    items = ["public.ledger:created_at", "public.ledger:created_at"]
+    holder = psycopg.connect(source)
+    holder.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")
+    try:
+        side = SourceSide(source, items, datetime.now().astimezone()).start()
+        _until(lambda: _waiting_on_lock(source), 10)
+        side.stop()
+        _until(lambda: side._done.done(), 10)
+        assert side.result() == {} and _waiting_on_lock(source) == 0
+    finally:
+        holder.rollback()
+        holder.close()
