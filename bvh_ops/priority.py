@@ -91,15 +91,14 @@ def restore(was: Was | None) -> bool:
     is gone."""
     if was is None:
         return True
-    if was.group is not None and not _set_group(was.tid, was.group):
-        return False
+    group = was.group is None or _set_group(was.tid, was.group)  # the task's own priority is set back either way
     try:
         if os.sched_getscheduler(was.tid) != was.policy:
             os.sched_setscheduler(was.tid, was.policy, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, was.tid, was.nice)
     except OSError:
         return False
-    return True
+    return group
 
 
 def local_backend(pid: int, port: int | None) -> bool:

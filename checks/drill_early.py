@@ -27,6 +27,7 @@ thread is."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +54,8 @@ from bvh_ops.pg.fingerprint import (
 )
 from bvh_ops.repository.manifest import Manifest
 from checks.drill_suite import bounded_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,13 @@ class EarlyChecks:
         self._pool.shutdown(wait=True)
         taken = {k: f.result() for k, f in futures.items()
                  if not f.cancelled() and f.exception() is None}
+        failed = {k: f.exception() for k, f in futures.items() if not f.cancelled() and f.exception() is not None}
+        if failed:  # read again after the restore (no result is lost), but an operator should see why
+            from bvh_ops.config import redact_dsn
+
+            (schema, table), exc = next(iter(failed.items()))
+            log.warning("%d table(s) could not be read during the restore and are read after it, e.g. %s.%s: %s",
+                        len(failed), schema, table, redact_dsn(f"{type(exc).__name__}: {exc}")[:300])
         source = self._side.result()
 
         def check(key: tuple[str, str]) -> bool:

@@ -236,10 +236,9 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     global _sync_file_range
     if _sync_file_range is None:
         import ctypes
-        import ctypes.util
 
         try:
-            fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range  # this process's libc
             fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
             _sync_file_range = fn
         except (OSError, AttributeError):

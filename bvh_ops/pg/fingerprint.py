@@ -322,8 +322,11 @@ def copy_digest_apart(conn: psycopg.Connection, schema: str, relname: str, env: 
     try:
         if started is not None:
             started(proc.pid)
-        proc.stdin.write(stmt if isinstance(stmt, bytes) else stmt.encode())
-        proc.stdin.close()
+        try:
+            proc.stdin.write(stmt if isinstance(stmt, bytes) else stmt.encode())
+            proc.stdin.close()
+        except BrokenPipeError:  # it ended before reading it: its stderr says why (below)
+            pass
         for line in proc.stdout:
             kind, _, rest = line.decode().strip().partition(" ")
             if kind == "backend" and on_backend is not None:

@@ -97,9 +97,9 @@ def test_a_huge_report_is_counted_not_held_in_memory(tmp_path):
 
     lines = 200_000
     fake = tmp_path / "pg_amcheck"
-    fake.write_text("#!/bin/sh\nfor i in $(seq 1 %d); do echo \"heap table \\\"postgres.public.t\\\", block $i: "
+    fake.write_text(f"#!/bin/sh\nfor i in $(seq 1 {lines}); do echo \"heap table \\\"postgres.public.t\\\", block $i: "
                     "line pointer to page offset out of bounds, padding padding padding padding padding\"; done\n"
-                    "exit 2\n" % lines)
+                    "exit 2\n")
     fake.chmod(0o755)
     tracemalloc.start()
     try:

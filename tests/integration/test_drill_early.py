@@ -364,3 +364,30 @@ def test_a_stopped_source_side_reads_no_further_on_the_live_source(fresh_db):
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_read_that_fails_during_the_restore_is_logged_and_read_after_it(fresh_db, tmp_path, caplog):
+    """An early read that cannot be had (here: its reader's psql fails) loses nothing — the
+    table is read after the restore — but says why, naming the table, never a password."""
+    import logging
+
+    from bvh_ops.repository.manifest import Manifest, TableStat
+    from checks.drill_early import EarlyChecks
+
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE wide (id int, v text); "
+                     "INSERT INTO wide SELECT g, repeat('x', 40) FROM generate_series(1, 200000) g")
+    manifest = Manifest("b", "logical", "0", "", "", "d", "18", 180000, "", "", "custom", "zstd-3", "", (), "h",
+                        tables=(TableStat("public.wide", 200000, "200000:x:copy"),))
+    (tmp_path / "psql").write_text("#!/bin/sh\necho 'psql: error: the disk is on fire' >&2\nexit 2\n")
+    (tmp_path / "psql").chmod(0o755)
+    early = EarlyChecks(dsn, manifest, source=None, append_only=[], cutoff=datetime.now(), bin_dir=tmp_path)
+    early.loaded("public", "wide")
+    with caplog.at_level(logging.WARNING, logger="checks.drill_early"):
+        settled = early.settle(queued=True)
+    assert ("public", "wide") not in settled.copies  # read after the restore instead
+    [record] = [r for r in caplog.records if "could not be read during the restore" in r.getMessage()]
+    assert "public.wide" in record.getMessage() and "the disk is on fire" in record.getMessage()
+    password = psycopg.conninfo.conninfo_to_dict(dsn)["password"]
+    assert password not in record.getMessage()
