@@ -53,7 +53,7 @@ from bvh_ops.pg.fingerprint import (
     unchanged_since,
 )
 from bvh_ops.repository.manifest import Manifest
-from checks.drill_suite import bounded_fingerprint
+from checks.drill_suite import bounded_fingerprint, pitr_method
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,12 @@ class SourceSide:
     here fails the drill: an unreachable source or a table that could not be read is simply not
     known, and the checks after the restore read it again (and report what they find)."""
 
-    def __init__(self, source: str | None, append_only: list[str], cutoff: datetime) -> None:
+    def __init__(self, source: str | None, append_only: list[str], cutoff: datetime,
+                 restored_version: int | None = None) -> None:
         self._source, self._items, self._cutoff = source, list(append_only), cutoff
+        self._restored_version = restored_version  # the backup's server_version_num: the scratch runs it or later
         self.zone: str | None = None
+        self.method: str | None = None  # how rows are hashed (drill_suite.pitr_method), once known
         self._done: Future[dict[str, tuple[int, str] | None]] = Future()
         self._zoned = threading.Event()  # the zone is asked (known, or not to be known early)
         self._lock, self._started, self._stopped = threading.Lock(), False, False
@@ -114,6 +117,9 @@ class SourceSide:
         try:
             if self._source is not None and self._items:
                 self.zone = committime.source_time_zone(self._source, fallback_dsn or self._source)
+                with connect(self._source) as conn:
+                    version = int(conn.execute("SHOW server_version_num").fetchone()[0])
+                self.method = pitr_method(version, *([self._restored_version] if self._restored_version else []))
                 self._zoned.set()
                 for item in self._items:
                     if self._stopped:
@@ -125,7 +131,8 @@ class SourceSide:
                                     break
                                 self._conn = conn
                             try:
-                                out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff)
+                                out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff,
+                                                                method=self.method)
                             finally:
                                 with self._lock:
                                     self._conn = None
@@ -175,7 +182,7 @@ class EarlyChecks:
                  cutoff: datetime, bin_dir: Any = None, jobs: int = 1, source_side: SourceSide | None = None) -> None:
         self._dsn, self._cutoff, self._bin_dir = dsn, cutoff, bin_dir
         # The drill's own (started when it knew its target), else one begun with the restore.
-        self._side = source_side or SourceSide(source, append_only, cutoff)
+        self._side = source_side or SourceSide(source, append_only, cutoff, manifest.server_version_num)
         # Only backups fingerprinted from their COPY text (fingerprints 2 to 4) are read this way,
         # each as its backup recorded (one COPY method per backup).
         methods = [m for m in COPY_METHODS if m in {method_of(t.fingerprint) for t in manifest.tables}]
@@ -288,10 +295,10 @@ class EarlyChecks:
                                                  on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)),
                                                  method=self._method)
             gone(*copying)
-            item, zone = self._items.get((schema, table)), self.zone
-            if item is None or zone is None or _has_children(conn, schema, table):
+            item, zone, method = self._items.get((schema, table)), self.zone, self._side.method
+            if item is None or zone is None or method is None or _has_children(conn, schema, table):
                 return Taken(since, rows, digest)
-            bound = bounded_fingerprint(conn, item, zone, self._cutoff, whole=True)
+            bound = bounded_fingerprint(conn, item, zone, self._cutoff, whole=True, method=method)
         if bound is None:
             return Taken(since, rows, digest)
         return Taken(since, rows, digest, item, (bound[0], bound[1]), bound[2])

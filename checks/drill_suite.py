@@ -99,28 +99,78 @@ def check_schema(dsn: str, manifest: Manifest) -> CheckResult:
                        f"{len(n['sequences'])} sequences as recorded")
 
 
-def _bounded_fingerprint(dsn: str, item: str, zone: str, cutoff: datetime) -> tuple[int, str] | None:
+def _bounded_fingerprint(dsn: str, item: str, zone: str, cutoff: datetime, method: str = "text") -> tuple | None:
     with connect(dsn) as conn:
-        return bounded_fingerprint(conn, item, zone, cutoff)
+        return bounded_fingerprint(conn, item, zone, cutoff, method=method)
 
 
-def bounded_fingerprint(conn: Any, item: str, zone: str, cutoff: datetime, *, whole: bool = False) -> tuple | None:
-    """Rows up to the cutoff: count and sum of text row hashes (text: comparable across servers
-    even with enum columns, whose record hash depends on OIDs); ``whole``: and the count of all
-    the table's rows, read in the same scan. None: no such table here."""
+# How the PITR comparison hashes a row (both sides alike). "text": hashtextextended(row::text),
+# any server. "record" (both servers 14+): hash_record_extended over the row's columns, each
+# hashed by its type's own hash function where that equals comparing its text (integers,
+# booleans, dates and times, uuid, bytea, text under a deterministic collation) and as its text
+# otherwise (numeric: 1.5 = 1.50 to its hash; jsonb, floats, intervals, enums, arrays, domains
+# over them…). The same rows as the text method tells apart, with ≈ half the server CPU on the
+# restored copy and on the live source (twelfth #19 session: 712 → 343 ms per 630,000
+# transactions). The extended hash functions are stable across major versions (hash
+# partitioning keeps their values through pg_upgrade).
+PITR_TEXT, PITR_RECORD = "text", "record"
+_NATIVE_HASH = {"int2", "int4", "int8", "oid", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea",
+                "char", "text", "varchar"}
+ROW_COLUMNS = """
+SELECT a.attname, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname END,
+       coalesce(co.collisdeterministic, true)
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation co ON co.oid = a.attcollation
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+
+def pitr_method(*server_version_nums: int) -> str:
+    return PITR_RECORD if server_version_nums and min(server_version_nums) >= 140000 else PITR_TEXT
+
+
+def _method_of(value: tuple | None) -> str | None:
+    if not value:
+        return None
+    return PITR_RECORD if str(value[1]).startswith("rec:") else PITR_TEXT
+
+
+def row_hash(conn: Any, table: sql.Composable, method: str) -> sql.Composable:
+    """The per-row hash expression over ``table AS t`` for ``method``."""
+    if method != PITR_RECORD:
+        return sql.SQL("hashtextextended(t::text, 0)")
+    fields = []
+    for name, typname, deterministic in conn.execute(ROW_COLUMNS, (table.as_string(conn),)).fetchall():
+        col = sql.SQL("t.{}").format(sql.Identifier(name))
+        native = typname in _NATIVE_HASH and (deterministic or typname not in ("text", "varchar"))
+        fields.append(col if native else sql.SQL("textsend({}::text)").format(col))
+    return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(fields))
+
+
+def bounded_fingerprint(conn: Any, item: str, zone: str, cutoff: datetime, *, whole: bool = False,
+                        method: str = PITR_TEXT) -> tuple | None:
+    """Rows up to the cutoff: count and sum of row hashes (``method``, PITR_TEXT or PITR_RECORD:
+    the sum of the latter marked "rec:", so two methods never compare equal); ``whole``: and the
+    count of all the table's rows, read in the same scan. None: no such table here."""
     col = commit_column(conn, item, zone)
     if col is None:
         return None
+    h = row_hash(conn, col.table, method)
+    mark = "rec:" if method == PITR_RECORD else ""
     if whole:
         bound = col.at_or_before()
-        q = sql.SQL("SELECT count(*) FILTER (WHERE {b}), coalesce(sum(hashtextextended(t::text, 0)) FILTER "
-                    "(WHERE {b2}), 0)::text, count(*) FROM {tbl} AS t").format(b=bound, b2=bound, tbl=col.table)
+        q = sql.SQL("SELECT count(*) FILTER (WHERE {b}), coalesce(sum({h}) FILTER "
+                    "(WHERE {b2}), 0)::text, count(*) FROM {tbl} AS t").format(b=bound, b2=bound, h=h, tbl=col.table)
         rows, total, every = conn.execute(q, (cutoff, cutoff)).fetchone()
-        return int(rows), total, int(every)
-    q = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {tbl} AS t "
-                "WHERE ").format(tbl=col.table) + col.at_or_before()
+        return int(rows), mark + total, int(every)
+    q = sql.SQL("SELECT count(*), coalesce(sum({h}), 0)::text FROM {tbl} AS t "
+                "WHERE ").format(h=h, tbl=col.table) + col.at_or_before()
     rows, total = conn.execute(q, (cutoff,)).fetchone()
-    return int(rows), total
+    return int(rows), mark + total
+
+
+def _server_version(dsn: str) -> int:
+    with connect(dsn) as conn:
+        return int(conn.execute("SHOW server_version_num").fetchone()[0])
 
 
 def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff: datetime,
@@ -134,13 +184,17 @@ def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff:
     if source_dsn is None:
         return CheckResult("pitr_append_only", CheckStatus.NOT_VERIFIED, "no live source configured to compare with")
     restored_known, source_known = restored_known or {}, source_known or {}
+    # The method of what was read before (all of one read's), else the one both servers allow.
+    known = [_method_of(v) for v in (*restored_known.values(), *source_known.values()) if v]
+    method = known[0] if known else pitr_method(_server_version(dsn), _server_version(source_dsn))
     compared, rows, bad = 0, 0, []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-pitr") as pool:
         for item in append_only:
             table = item.split(":")[0]
-            restored_f = None if item in restored_known else pool.submit(_bounded_fingerprint, dsn, item, zone, cutoff)
+            restored_f = None if item in restored_known else pool.submit(_bounded_fingerprint, dsn, item, zone, cutoff,
+                                                                         method)
             source = source_known[item] if item in source_known else _bounded_fingerprint(source_dsn, item, zone,
-                                                                                             cutoff)
+                                                                                             cutoff, method)
             restored = restored_known[item] if restored_f is None else restored_f.result()
             if source is None:
                 continue

@@ -121,7 +121,7 @@ def dr_drill(
             with stage("select"):
                 manifest = retrying(t.select, settings)(settings, backup, to_time)
             target = to_time or datetime.fromisoformat(manifest.started_at)
-            side = t.source_side(settings, target)  # the live source's PITR side, read from now on
+            side = t.source_side(settings, target, manifest.server_version_num)  # the live source's PITR side, read from now on
             with stage("fetch_verify"):  # an embedded scratch keeps the dump it decrypts for the restore
                 verified = retrying(t.fetch_and_verify, settings)(settings, manifest.backup_id, copy_dir,
                                                                   manifest.bytes_in)

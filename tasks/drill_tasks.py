@@ -118,13 +118,13 @@ def _source(settings: Settings) -> str | None:
     return settings.database_url.get_secret_value() if settings.database_url else None
 
 
-def source_side(settings: Settings, target: datetime) -> SourceSide:
+def source_side(settings: Settings, target: datetime, restored_version: int | None = None) -> SourceSide:
     """Begin reading the live source's side of the PITR comparison (a thread of its own): it
     needs nothing restored, so the drill starts it once it knows its target and it overlaps the
     fetch, the verify and the restore instead of lengthening the checks (issue #19, goal 3). A
     plain call, not a task: it returns at once, and the checks report whatever it could not read."""
     return SourceSide(_source(settings), settings.append_only_tables,
-                      target - timedelta(seconds=settings.pitr_margin_seconds)).start()
+                      target - timedelta(seconds=settings.pitr_margin_seconds), restored_version).start()
 
 
 @task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)
