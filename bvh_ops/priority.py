@@ -57,8 +57,10 @@ def lower(tid: int | None = None, policy: str | None = None) -> Was | None:
 # Without CAP_SYS_ADMIN the kernel takes one autogroup change per 0.1 s, system-wide, and refuses
 # the others with EAGAIN (kernel/sched/autogroup.c, proc_sched_autogroup_set_nice): two reads
 # starting together, or two sessions raised back when the restore ends, would find the second
-# refused. So a refused change is tried again once the 0.1 s have passed (a few times).
-GROUP_TRIES = 5
+# refused. So a refused change is tried again once the 0.1 s have passed — for up to ~2 s: every
+# change anywhere, a root process's too, starts the 0.1 s again (a suite's parallel drills made
+# five tries too few).
+GROUP_TRIES = 20
 
 
 def _set_group(pid: int, nice: int) -> bool:

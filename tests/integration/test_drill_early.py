@@ -282,9 +282,10 @@ def test_the_source_side_read_from_the_drill_start_is_what_the_pitr_check_compar
 
 def test_sessions_lowered_and_raised_back_together_unprivileged():
     """Not root: the kernel takes one autogroup change per 0.1 s from an unprivileged process
-    (EAGAIN otherwise, proc_sched_autogroup_set_nice). Two reads started together are both
-    lowered, and when the restore ends both are raised back — not the first only, leaving the
-    second to trail at the lowest priority behind the checks."""
+    (EAGAIN otherwise, proc_sched_autogroup_set_nice). Two reads started together: each is
+    lowered (tried again past the 0.1 s) or said to be refused, and when the restore ends every
+    one lowered is raised back — not the first only, leaving another to trail at the lowest
+    priority behind the checks."""
     import subprocess
 
     from bvh_ops import priority
@@ -306,7 +307,14 @@ def test_sessions_lowered_and_raised_back_together_unprivileged():
                 k.kill()
                 k.wait()
 
-    assert _as_server_user(work) == repr([[0, 0], [priority.NICE] * 2, [0, 0]])
+    before, low, after = eval(_as_server_user(work))  # noqa: S307 - our own child's repr of three lists
+    # Every session lowered or said to be refused, never in between; the first always lowered
+    # (clear of other changes). A change anywhere on the machine (a root process's too: the
+    # suite's parallel drills) restarts the kernel's 0.1 s, so under such a storm the second may
+    # be refused even after the retries: what matters is what follows.
+    assert before[0] == 0 and low[0] == priority.NICE
+    assert all((b == 0 and lo == priority.NICE) or (b is None and lo == 0) for b, lo in zip(before, low, strict=True))
+    assert after == [0, 0]  # nothing left at the lowest priority when the restore has ended
 
 
 def _ledger_source(fresh_db) -> str:
