@@ -21,9 +21,9 @@ the restore at full weight); and the scratch server's backends serving both (whe
 runs here and we may renice them: as root or as its OS user), with no parallel workers (the
 server's processes, not lowered with the backend). When the restore ends,
 each read still under way is raised back to its old priority (where the kernel lets us: root),
-so it does not trail behind other work. The live source's backend is never reniced (another
-server, maybe behind a pooler that hands the same backend to other clients); the source-side
-thread is."""
+so it does not trail behind other work. The live source's side (SourceSide) is not lowered:
+its backend is another server's (maybe behind a pooler that hands the same backend to other
+clients), and its thread only waits for it."""
 
 from __future__ import annotations
 
