@@ -250,6 +250,20 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 _sync_file_range = None
 
 
+class Writeback:
+    """Hands what has been written to ``fh`` (from offset 0) to the disk every WRITEBACK_EVERY
+    bytes: call ``wrote(total)`` after each write with the bytes written so far."""
+
+    def __init__(self, fh) -> None:
+        self._fh, self._flushed = fh, 0
+
+    def wrote(self, total: int) -> None:
+        if total - self._flushed >= WRITEBACK_EVERY:
+            self._fh.flush()
+            start_writeback(self._fh.fileno(), self._flushed, total - self._flushed)
+            self._flushed = total
+
+
 class PreparedCopy:
     """A deep verify's sink (bvh_ops.repository.verify, ``keep``) for the dump object: the
     plaintext as it is decrypted and checked, written to ``path`` (0600, ``.partial`` until the
@@ -263,7 +277,7 @@ class PreparedCopy:
         self._tmp = self.path.with_name(self.path.name + ".partial")
         self._blocks = DumpFingerprinter(digests=False)
         self._fh = None
-        self._written = self._flushed = 0
+        self._written, self._writeback = 0, None
         self.dropped: str | None = None
         if not _room_for_copy(self.path.parent, size):
             self.dropped = "no room for the copy"
@@ -271,6 +285,7 @@ class PreparedCopy:
         try:
             self._tmp.unlink(missing_ok=True)
             self._fh = os.fdopen(os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b")
+            self._writeback = Writeback(self._fh)
         except OSError as exc:
             self.dropped = f"cannot write the copy: {exc}"
 
@@ -281,10 +296,7 @@ class PreparedCopy:
             self._fh.write(chunk)
             self._blocks.feed(chunk)
             self._written += len(chunk)
-            if self._written - self._flushed >= WRITEBACK_EVERY:
-                self._fh.flush()
-                start_writeback(self._fh.fileno(), self._flushed, self._written - self._flushed)
-                self._flushed = self._written
+            self._writeback.wrote(self._written)
         except Exception as exc:  # noqa: BLE001 - the copy only saves time: whatever fails drops it
             self._drop(exc)
 
@@ -366,17 +378,14 @@ def _decrypt_copy(settings, repo, manifest, entry, identities, path: Path) -> di
     blocks = DumpFingerprinter(digests=False)  # where each table's data block starts
     reader = _decrypted(settings, repo, manifest.backup_id, identities)
     with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b") as fh:
-        flushed = 0
+        writeback = Writeback(fh)
         while chunk := reader.read(CHUNK):
             sha.update(chunk)
             fh.write(chunk)
             blocks.feed(chunk)
             total += len(chunk)
             progress.report("decrypt", total, entry.plaintext_size)
-            if total - flushed >= WRITEBACK_EVERY:  # (see WRITEBACK_EVERY)
-                fh.flush()
-                start_writeback(fh.fileno(), flushed, total - flushed)
-                flushed = total
+            writeback.wrote(total)
         if sha.hexdigest() != expected or total != entry.plaintext_size:
             raise IntegrityError(f"restored dump's {alg} differs from the manifest (tampered backup?)")
         blocks.finish()

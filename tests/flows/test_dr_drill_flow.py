@@ -138,9 +138,12 @@ def test_a_drill_that_fails_its_verify_leaves_no_scan_on_the_live_source(drill_e
 def test_the_restore_uses_the_dump_the_deep_verify_decrypted(drill_env, monkeypatch):
     """One decryption per drill: the deep verify keeps the dump it checked in the scratch
     directory and the restore runs from it — here the repository's object is gone by then, and
-    the drill still restores and passes every check."""
+    the drill still restores and passes every check. The kept copy is handed to the disk as it
+    is written (every few KiB here): still whole."""
     import tasks.drill_tasks as dt
+    from bvh_ops.logical import restore as restore_module
 
+    monkeypatch.setattr(restore_module, "WRITEBACK_EVERY", 4096)
     settings, manifest = drill_env
     dump = Path(settings.repository.removeprefix("file://")) / "backups" / manifest.backup_id / "dump.pgcustom"
     real = dt.start_scratch
