@@ -147,9 +147,12 @@ def _children(name: str, parent: int | None = None) -> list[int]:
 
 
 def _group_nice(pid: int) -> int:
-    """The nice of the autogroup (the session's share of the CPU) ``pid`` is in (0: ours)."""
+    """The nice of the autogroup (the session's share of the CPU) ``pid`` is in (0: ours). A task
+    in the root autogroup (init's session, as under some CI runners) reads an empty file: that
+    group's nice is always 0."""
     with open(f"/proc/{pid or os.getpid()}/autogroup") as f:
-        return int(f.read().rsplit("nice", 1)[1])
+        text = f.read()
+    return int(text.rsplit("nice", 1)[1]) if text.strip() else 0
 
 
 def _until(what, seconds: float = 30):
