@@ -125,7 +125,11 @@ def check_amcheck(dsn: str, bin_dir: str, jobs: int = 1) -> CheckResult:
     a connection) is not_verified, with the tool's message."""
     import subprocess
 
-    jobs = min(jobs, _free_connections(dsn) - 2)  # two for the PITR comparison and the invariants beside it
+    # Two connections for the PITR comparison and the invariants beside it; of the rest, half:
+    # with --all a slot moves to the next database by closing its connection and opening a new
+    # one at once, and the old backend holds its slot until it has exited — every slot doing so
+    # together needs twice the slots (a sound cluster failed "too many clients already" so).
+    jobs = min(jobs, (_free_connections(dsn) - 2) // 2)
     cmd = [tool_path("pg_amcheck", Path(bin_dir)), "--all", "--install-missing", "--jobs", str(max(1, jobs))]
     proc = None
     try:
