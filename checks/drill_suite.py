@@ -37,11 +37,12 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 
 def check_fingerprints(dsn: str, manifest: Manifest, into: list | None = None, *,
-                       known: dict | None = None) -> CheckResult:
+                       known: dict | None = None, server=None) -> CheckResult:
     """Row counts and fingerprints of every table vs the backup's snapshot (pushed down to SQL).
     ``into`` receives the comparisons for the GX suite; ``known``: plain tables' COPY digests
-    read early and proven unchanged since (checks.drill_early)."""
-    comparisons = compare_tables(dsn, manifest, known=known)
+    read early and proven unchanged since (checks.drill_early); ``server``: the scratch is on
+    this host (bvh_ops.pg.fingerprint.LocalServer)."""
+    comparisons = compare_tables(dsn, manifest, known=known, server=server)
     if into is not None:
         into.extend(comparisons)
     bad = [c for c in comparisons if not c.ok]

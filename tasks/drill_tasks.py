@@ -178,7 +178,8 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
         zone = _once(lambda: (settled and settled.zone) or side_zone() or committime.source_time_zone(source, dsn))
         known = settled.copies if settled else None
         fingerprints = pool.submit(drill_suite.guarded, "logical_fingerprints",
-                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known),
+                                   lambda: drill_suite.check_fingerprints(dsn, manifest, comparisons, known=known,
+                                                                          server=scratch.local_server()),
                                    secrets)
         pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
                            lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone(),

@@ -56,6 +56,16 @@ class Scratch:
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
+    def local_server(self):
+        """The scratch's server as one on this host (bvh_ops.pg.fingerprint.LocalServer), or None
+        for a database on a server elsewhere."""
+        if self.kind != "embedded":
+            return None
+        from bvh_ops.pg.fingerprint import LocalServer
+
+        cluster = self._cluster()
+        return LocalServer.of_cluster(cluster.root, cluster.data)
+
     def label(self) -> str:
         if self.kind == "embedded":
             return f"embedded PostgreSQL in {self.root}"

@@ -622,11 +622,13 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
 
 def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None, *,
                    bin_dir=None, known: dict[tuple[str, str], tuple[int, str]] | None = None,
-                   jobs: int = 2) -> list[TableComparison]:
+                   jobs: int = 2, server=None) -> list[TableComparison]:
     """Fingerprint the restored copy and compare with the backup's; a missing table fails. Each
     table is fingerprinted the way its backup recorded (fingerprints 3 and 2: COPY text, framed or
     not; 1: SQL).
-    ``known``: COPY digests of plain tables read earlier and proven unchanged since."""
+    ``known``: COPY digests of plain tables read earlier and proven unchanged since; ``server``:
+    the restored copy's server is on this host (fingerprint.LocalServer: large tables are read
+    through a FIFO)."""
     methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
     wanted = {split_name(t) for t in tables} if tables else None  # --table's spelling, not format('%I.%I')'s
     expected = [t for t in manifest.tables if wanted is None or split_name(t.name) in wanted]
@@ -644,7 +646,7 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
             if group := [r for r in by_copy if methods.get(r.name) == method]:
                 actual.update((s.name, s) for s in copy_fingerprints(
                     conn, dsn, group, encoding=manifest.extra.get("dump_encoding"), bin_dir=bin_dir, jobs=jobs,
-                    known=known, method=method))
+                    known=known, method=method, server=server))
     out = []
     for t in expected:
         got = actual.get(t.name)

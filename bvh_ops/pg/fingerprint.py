@@ -219,14 +219,18 @@ ORDER BY a.attnum
 """
 
 
-def copy_statement(conn: psycopg.Connection, schema: str, relname: str) -> sql.Composed:
+def copy_statement(conn: psycopg.Connection, schema: str, relname: str, *, into: str | None = None,
+                   encoding: str | None = None) -> sql.Composed:
     """The COPY pg_dump runs for a table: its stored columns by name, in order (generated columns
-    are not dumped)."""
+    are not dumped). ``into``: a file on the server's host instead of STDOUT, written in
+    ``encoding`` (as STDOUT is in the client encoding)."""
     cols = [r[0] for r in conn.execute(COPY_COLUMNS, (schema, relname)).fetchall()]
+    to = sql.SQL("STDOUT") if into is None else sql.SQL("{} WITH (ENCODING {})").format(
+        sql.Literal(into), sql.Literal(encoding))
     if not cols:  # no columns (or only generated ones): pg_dump writes no list, "()" is a syntax error
-        return sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, relname))
-    return sql.SQL("COPY {} ({}) TO STDOUT").format(
-        sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols)))
+        return sql.SQL("COPY {} TO {}").format(sql.Identifier(schema, relname), to)
+    return sql.SQL("COPY {} ({}) TO {}").format(
+        sql.Identifier(schema, relname), sql.SQL(", ").join(map(sql.Identifier, cols)), to)
 
 
 def _copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir,
@@ -263,21 +267,123 @@ def _psql_digest(stmt: bytes | str, schema: str, relname: str, env: dict[str, st
                       stdin=subprocess.DEVNULL)
     tail = StderrTail(proc.stderr)
     tail.start()
-    sha, rows, framed = copy_hash(method), 0, method in FRAMED_METHODS
     if on_backend and (line := proc.stdout.readline()):
         backend, _, port = line.decode().strip().partition("|")
         on_backend(proc.pid, int(backend), int(port or 0))
-    framer = RowFramer(sha)
-    while chunk := proc.stdout.read(1 << 20):
-        if framed:
+    rows, digest = _hash_copy_text(iter(lambda: proc.stdout.read(1 << 20), b""), method)
+    if proc.wait() != 0:
+        raise DatabaseError(f"table {schema}.{relname}: COPY failed: {tail.text().strip()[-300:]}")
+    return rows, digest
+
+
+def _hash_copy_text(pieces: Iterable[bytes], method: str) -> tuple[int, str]:
+    """(rows, digest) of COPY text arriving in ``pieces`` (any boundaries), hashed as ``method`` says."""
+    sha, rows = copy_hash(method), 0
+    framer = RowFramer(sha) if method in FRAMED_METHODS else None
+    for chunk in pieces:
+        if framer is not None:
             framer.update(chunk)
         else:
             sha.update(chunk)
             rows += chunk.count(b"\n")
-    rows += framer.rows
-    if proc.wait() != 0:
-        raise DatabaseError(f"table {schema}.{relname}: COPY failed: {tail.text().strip()[-300:]}")
-    return rows, sha.hexdigest()
+    return rows + (framer.rows if framer is not None else 0), sha.hexdigest()
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A server on this host (the drill's scratch cluster), where a table's COPY text can go
+    straight from its backend into a FIFO we read: ``COPY ... TO '<fifo>'``, no psql, no
+    protocol — half the CPU of the same read through psql (the server's and ours together:
+    docs/BENCHMARKS.md, goal 3). ``fifo_dir``: a directory the server can reach; ``uid``: the
+    OS user the server runs as (the FIFO is handed to it), None: ours."""
+
+    fifo_dir: str
+    uid: int | None = None
+
+    @classmethod
+    def of_cluster(cls, root, data_dir) -> LocalServer:
+        import os
+
+        uid = os.stat(data_dir).st_uid
+        return cls(str(root), None if uid == os.geteuid() else uid)
+
+
+def may_write_server_files(conn: psycopg.Connection) -> bool:
+    """COPY ... TO a file needs a superuser or pg_write_server_files."""
+    try:
+        return bool(conn.execute("SELECT pg_has_role('pg_write_server_files', 'USAGE')").fetchone()[0])
+    except psycopg.Error:
+        return False
+
+
+_fifo_seq = iter(range(1 << 62))
+
+
+def fifo_digest(conn: psycopg.Connection, schema: str, relname: str, server: LocalServer, *,
+                encoding: str, method: str = COPY) -> tuple[int, str]:
+    """copy_digest's (rows, digest), the text written by the server's backend into a FIFO
+    (``LocalServer``) in ``encoding``, as pg_dump's session writes it; ``conn``: copy_settings
+    applied, and may write server files (may_write_server_files). Our read end (and a write end
+    we hold until the COPY has returned: the reader then sees the end of the text, not of a
+    writer that has not opened the FIFO yet) is open before the server opens it, so its open
+    never waits; if we stop reading, its writes fail (a closed pipe) and the COPY with them."""
+    import os
+    import threading
+    import time
+
+    from bvh_ops.stream import widen_pipe
+
+    path = os.path.join(server.fifo_dir, f".bvh-copy-{os.getpid()}-{next(_fifo_seq)}")
+    os.mkfifo(path, 0o600)
+    rfd = hold = -1
+    done: list = []
+    try:
+        if server.uid is not None:
+            os.chown(path, server.uid, -1)
+        rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        hold = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.set_blocking(rfd, True)
+        full = widen_pipe(rfd) >= 1 << 20
+        try:
+            stmt = copy_statement(conn, schema, relname, into=path, encoding=encoding)
+        except psycopg.Error as exc:
+            raise translate(exc, f"table {schema}.{relname}") from None
+
+        def run(fd: int) -> None:
+            try:
+                conn.execute(stmt)
+            except BaseException as exc:  # noqa: BLE001 - raised on the reading thread below
+                done.append(exc)
+            finally:
+                os.close(fd)  # the server has closed its end: the reader meets the text's end
+
+        copier = threading.Thread(target=run, args=(hold,), name="bvh-copy-to-fifo", daemon=True)
+        copier.start()
+        hold = -1  # the copier's to close
+
+        def pieces() -> Iterable[bytes]:
+            while chunk := os.read(rfd, 1 << 20):
+                yield chunk
+                if full and len(chunk) < 1 << 19:
+                    time.sleep(0.002)  # let the wide pipe fill: a few large reads, not one per write
+
+        try:
+            rows, digest = _hash_copy_text(pieces(), method)
+        finally:
+            os.close(rfd)  # (a reader gone: the server's next write fails, and the COPY ends)
+            rfd = -1
+            copier.join()
+    finally:
+        for fd in (rfd, hold):
+            if fd >= 0:
+                os.close(fd)
+        os.unlink(path)
+    if done:
+        exc = done[0]
+        if isinstance(exc, psycopg.Error):
+            raise translate(exc, f"table {schema}.{relname}") from None
+        raise exc
+    return rows, digest
 
 
 def copy_env(dsn: str, encoding: str | None) -> dict[str, str]:
@@ -415,14 +521,17 @@ def copy_digest_inline(conn: psycopg.Connection, schema: str, relname: str, *,
 def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef], *, encoding: str | None,
                       bin_dir=None, jobs: int = 2,
                       known: dict[tuple[str, str], tuple[int, str]] | None = None,
-                      method: str = COPY, inline_below: int = INLINE_BELOW) -> list[TableStat]:
+                      method: str = COPY, inline_below: int = INLINE_BELOW,
+                      server: LocalServer | None = None) -> list[TableStat]:
     """COPY fingerprints (``method``: COPY, fingerprints 2, FRAMED, 3, or BLAKE3, 4) of ``tables``
     as the database behind ``conn``/``dsn`` holds them. ``known``: (schema, table) -> (rows, digest) of
     plain tables already read the same way (and proven unchanged since: ``unchanged_since``);
     those are not read again. ``jobs`` workers, each on one connection of its own, take the
     largest table first (the two finish together); a table under ``inline_below`` bytes is read
-    on that connection, a larger one by psql. ``conn``'s transaction (if any) is ended after the
-    catalog queries: it would sit idle in it for the whole read."""
+    on that connection, a larger one by psql — or, on a ``server`` of this host whose files we
+    share and where the role may write them, by the backend into a FIFO (fifo_digest).
+    ``conn``'s transaction (if any) is ended after the catalog queries: it would sit idle in it
+    for the whole read."""
     import threading
 
     from bvh_ops.pg.conn import connect
@@ -443,8 +552,11 @@ def copy_fingerprints(conn: psycopg.Connection, dsn: str, tables: list[TableRef]
             c = local.conn = connect(dsn, autocommit=True)
             opened.append(c)
             local.encoding = copy_settings(c, encoding)
+            local.fifo = server is not None and may_write_server_files(c)
         if int(sizes.get(leaf[2]) or 0) < inline_below:
             return leaf[2], *copy_digest_inline(c, leaf[0], leaf[1], method=method, encoding=local.encoding)
+        if local.fifo:  # the connection is busy with the COPY throughout: not left idle
+            return leaf[2], *fifo_digest(c, leaf[0], leaf[1], server, encoding=local.encoding, method=method)
         # psql reads a large table for as long as it takes: the worker's connection is not left
         # idle meanwhile (idle_session_timeout, a pooler or NAT would end it under the next
         # table); the worker's next table opens another.
