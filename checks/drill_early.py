@@ -43,13 +43,16 @@ from bvh_ops.pg.fingerprint import (
     COPY,
     COPY_METHODS,
     INLINE_BELOW,
+    LocalServer,
     Mark,
     copy_digest_apart,
     copy_digest_inline,
     copy_env,
     copy_settings,
     mark,
+    may_write_server_files,
     method_of,
+    text_encoding,
     unchanged_since,
 )
 from bvh_ops.repository.manifest import Manifest
@@ -179,8 +182,10 @@ class EarlyChecks:
     CPU it wants)."""
 
     def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
-                 cutoff: datetime, bin_dir: Any = None, jobs: int = 1, source_side: SourceSide | None = None) -> None:
+                 cutoff: datetime, bin_dir: Any = None, jobs: int = 1, source_side: SourceSide | None = None,
+                 server: LocalServer | None = None) -> None:
         self._dsn, self._cutoff, self._bin_dir = dsn, cutoff, bin_dir
+        self._server = server  # the scratch on this host: large tables by the backend into a FIFO
         # The drill's own (started when it knew its target), else one begun with the restore.
         self._side = source_side or SourceSide(source, append_only, cutoff, manifest.server_version_num)
         # Only backups fingerprinted from their COPY text (fingerprints 2 to 4) are read this way,
@@ -291,9 +296,11 @@ class EarlyChecks:
                     rows, digest = copy_digest_inline(small, schema, table, method=self._method, encoding=encoding)
                     copying.append(small.info.backend_pid)
             else:
+                fifo = self._server if self._server is not None and may_write_server_files(conn) else None
                 rows, digest = copy_digest_apart(conn, schema, table, self._env, self._bin_dir, started=started,
                                                  on_backend=lambda *p: (copying.extend(p[:2]), serving(*p)),
-                                                 method=self._method)
+                                                 method=self._method, server=fifo,
+                                                 encoding=fifo and text_encoding(conn, self._encoding))
             gone(*copying)
             item, zone, method = self._items.get((schema, table)), self.zone, self._side.method
             if item is None or zone is None or method is None or _has_children(conn, schema, table):

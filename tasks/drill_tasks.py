@@ -91,7 +91,8 @@ def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
     if settings.early_drill_checks():
         early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings),
                             append_only=settings.append_only_tables,
-                            cutoff=target - timedelta(seconds=settings.pitr_margin_seconds), source_side=source_side)
+                            cutoff=target - timedelta(seconds=settings.pitr_margin_seconds), source_side=source_side,
+                            server=scratch.local_server())
     try:
         with listening(LogEvery(get_run_logger().info)):
             if early is not None:

@@ -319,35 +319,49 @@ def may_write_server_files(conn: psycopg.Connection) -> bool:
 _fifo_seq = iter(range(1 << 62))
 
 
+def fifo_path(server: LocalServer) -> str:
+    """A fresh FIFO name in the server's reach (made by fifo_read)."""
+    import os
+
+    return os.path.join(server.fifo_dir, f".bvh-copy-{os.getpid()}-{next(_fifo_seq)}")
+
+
 def fifo_digest(conn: psycopg.Connection, schema: str, relname: str, server: LocalServer, *,
                 encoding: str, method: str = COPY) -> tuple[int, str]:
     """copy_digest's (rows, digest), the text written by the server's backend into a FIFO
     (``LocalServer``) in ``encoding``, as pg_dump's session writes it; ``conn``: copy_settings
-    applied, and may write server files (may_write_server_files). Our read end (and a write end
-    we hold until the COPY has returned: the reader then sees the end of the text, not of a
-    writer that has not opened the FIFO yet) is open before the server opens it, so its open
-    never waits; if we stop reading, its writes fail (a closed pipe) and the COPY with them."""
+    applied, and may write server files (may_write_server_files)."""
+    path = fifo_path(server)
+    try:
+        stmt = copy_statement(conn, schema, relname, into=path, encoding=encoding)
+    except psycopg.Error as exc:
+        raise translate(exc, f"table {schema}.{relname}") from None
+    return fifo_read(conn, stmt, path, server.uid, method=method, what=f"table {schema}.{relname}")
+
+
+def fifo_read(conn: psycopg.Connection, stmt, path: str, uid: int | None, *, method: str,
+              what: str) -> tuple[int, str]:
+    """Make the FIFO ``path`` (handed to ``uid``), run ``stmt`` (a COPY into it) on ``conn`` and
+    hash what arrives: (rows, digest). Our read end (and a write end we hold until the COPY has
+    returned: the reader then sees the end of the text, not of a writer that has not opened the
+    FIFO yet) is open before the server opens it, so its open never waits; if we stop reading,
+    its writes fail (a closed pipe) and the COPY with them. The FIFO is removed either way."""
     import os
     import threading
     import time
 
     from bvh_ops.stream import widen_pipe
 
-    path = os.path.join(server.fifo_dir, f".bvh-copy-{os.getpid()}-{next(_fifo_seq)}")
     os.mkfifo(path, 0o600)
     rfd = hold = -1
     done: list = []
     try:
-        if server.uid is not None:
-            os.chown(path, server.uid, -1)
+        if uid is not None:
+            os.chown(path, uid, -1)
         rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         hold = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         os.set_blocking(rfd, True)
         full = widen_pipe(rfd) >= 1 << 20
-        try:
-            stmt = copy_statement(conn, schema, relname, into=path, encoding=encoding)
-        except psycopg.Error as exc:
-            raise translate(exc, f"table {schema}.{relname}") from None
 
         def run(fd: int) -> None:
             try:
@@ -381,7 +395,7 @@ def fifo_digest(conn: psycopg.Connection, schema: str, relname: str, server: Loc
     if done:
         exc = done[0]
         if isinstance(exc, psycopg.Error):
-            raise translate(exc, f"table {schema}.{relname}") from None
+            raise translate(exc, what) from None
         raise exc
     return rows, digest
 
@@ -407,20 +421,31 @@ def copy_digest(conn: psycopg.Connection, schema: str, relname: str, env: dict[s
 
 
 def copy_digest_apart(conn: psycopg.Connection, schema: str, relname: str, env: dict[str, str], bin_dir=None, *,
-                      started=None, on_backend=None, method: str = COPY) -> tuple[int, str]:
+                      started=None, on_backend=None, method: str = COPY,
+                      server: LocalServer | None = None, encoding: str | None = None) -> tuple[int, str]:
     """copy_digest's (rows, digest), read and hashed by a child process in a session of its own
     (bvh_ops.pg.copy_child), so that its priority can be lowered as a whole: ``started(pid)`` is
     called as soon as it runs (lower it there: priority.lower_group), ``on_backend`` as for
-    copy_digest (psql's pid is the child's child, in the same session)."""
+    copy_digest (psql's pid is the child's child, in the same session; None where the child
+    connects itself). ``server`` (and the text's ``encoding``): a server of this host where the
+    role may write files — the child has the backend write the text into a FIFO it reads
+    (fifo_read), no psql."""
     import sys
 
     from bvh_ops.children import die_with_parent
     from bvh_ops.errors import DatabaseError
     from bvh_ops.pg.tools import StderrTail
 
-    stmt = _client_text(copy_statement(conn, schema, relname).as_string(conn), env, conn)
-    proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.pg.copy_child", method, schema, relname,
-                             str(bin_dir or "")], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    if server is not None:
+        path = fifo_path(server)
+        stmt = _client_text(copy_statement(conn, schema, relname, into=path, encoding=encoding).as_string(conn),
+                            env, conn)
+        how = ["--fifo", path, "" if server.uid is None else str(server.uid)]
+    else:
+        stmt = _client_text(copy_statement(conn, schema, relname).as_string(conn), env, conn)
+        how = [str(bin_dir or "")]
+    proc = subprocess.Popen([sys.executable, "-m", "bvh_ops.pg.copy_child", method, schema, relname, *how],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent())
     tail = StderrTail(proc.stderr)
     tail.start()
@@ -437,7 +462,7 @@ def copy_digest_apart(conn: psycopg.Connection, schema: str, relname: str, env: 
             kind, _, rest = line.decode().strip().partition(" ")
             if kind == "backend" and on_backend is not None:
                 child, backend, port = (int(x) for x in rest.split())
-                on_backend(child, backend, port)
+                on_backend(child or None, backend, port)
             elif kind == "digest":
                 rows, digest = rest.split()
                 result = int(rows), digest
@@ -465,6 +490,15 @@ WHERE format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
 """
 
 
+def text_encoding(conn: psycopg.Connection, encoding: str | None) -> str:
+    """The encoding a table's COPY text is read back in: the dump's, else (none recorded) the
+    database's own, which a psql that sends none gets."""
+    if encoding:
+        return encoding
+    return conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                        "WHERE datname = current_database()").fetchone()[0]
+
+
 def copy_settings(conn: psycopg.Connection, encoding: str | None) -> str:
     """Put ``conn``'s session where copy_env puts psql's: pg_dump's settings and its encoding (none
     recorded: the database's own, which a psql that sends none gets); returns that encoding.
@@ -473,9 +507,7 @@ def copy_settings(conn: psycopg.Connection, encoding: str | None) -> str:
     that encoding (a SQL_ASCII database's bytes need not be valid in any)."""
     for name, value in COPY_SETTINGS.items():
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-    if not encoding:
-        encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                "WHERE datname = current_database()").fetchone()[0]
+    encoding = text_encoding(conn, encoding)
     if encoding != "SQL_ASCII":
         conn.execute("SELECT set_config('client_encoding', %s, false)", (encoding,))
     return encoding

@@ -208,6 +208,53 @@ def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db
     watch.close()
 
 
+def test_on_a_server_of_this_host_the_backend_writes_into_a_fifo_at_low_priority(fresh_db, pg):
+    """The drill's embedded scratch: the reader process connects itself and has the backend write
+    the table's text into a FIFO it reads — no psql. It (a session of its own, autogroup lowered)
+    and both backends run at nice 19 while the restore runs and get their priority back when it
+    ends, with the read still under way (the reader stopped here, so the backend waits on a full
+    FIFO), which then completes with the digest psql's path reads."""
+    from bvh_ops import priority
+    from bvh_ops.pg.conn import connect
+    from bvh_ops.pg.fingerprint import COPY, LocalServer, copy_fingerprints, list_tables
+    from bvh_ops.repository.manifest import Manifest, TableStat
+    from checks.drill_early import EarlyChecks
+
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 3000000)")
+    with connect(dsn) as conn:
+        expected = copy_fingerprints(conn, dsn, list_tables(conn), encoding="UTF8", method=COPY, inline_below=0)[0]
+    manifest = Manifest("b", "logical", "0", "", "", "d", "18", 180000, "", "", "custom", "zstd-3", "", (), "h",
+                        tables=(TableStat("public.big", 3000000, "3000000:x:copy"),))
+    early = EarlyChecks(dsn, manifest, source=None, append_only=[], cutoff=datetime.now(),
+                        server=LocalServer.of_cluster(pg.root, pg.data))
+    watch = psycopg.connect(dsn, autocommit=True)
+    early.loaded("public", "big")
+    copying = _until(lambda: watch.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %%big%%TO ''/%%' "
+                                           "AND state = 'active'").fetchone())[0]
+    child = _until(lambda: [p for p in psutil.Process().children() if "bvh_ops.pg.copy_child" in p.cmdline()])[0].pid
+    os.kill(child, signal.SIGSTOP)
+    try:
+        assert _children("psql", child) == []
+        reader = next(t.native_id for t in threading.enumerate() if t.name.startswith("bvh-early"))
+        marker = watch.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
+                               (copying,)).fetchone()[0]
+        _until(lambda: _nice(copying) == priority.NICE, 10)
+        assert [_nice(p) for p in (reader, child, copying, marker)] == [priority.NICE] * 4
+        assert os.getsid(child) == child != os.getsid(0) and _group_nice(child) == priority.NICE
+        early.restored()
+        assert [_nice(p) for p in (reader, child, copying, marker)] == [0] * 4
+        assert _group_nice(child) == 0
+    finally:
+        os.kill(child, signal.SIGCONT)
+    settled = early.settle()
+    assert settled.copies[("public", "big")] == (3000000, expected.fingerprint.split(":")[1]) and settled.reread == []
+    assert not [p for p in pg.root.iterdir() if p.name.startswith(".bvh-copy-")]
+    watch.close()
+
+
 def test_lowering_what_may_not_be_raised_back_is_carried_on_without():
     """Not root (a drill run as the server's OS user): a thread lowers itself, cannot raise itself
     back, and says so instead of failing; another user's process is not lowered at all."""
