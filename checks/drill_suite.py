@@ -214,13 +214,31 @@ def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff:
                        f"{compared} append-only tables equal the live source up to {cutoff.isoformat()} ({what})")
 
 
-def check_invariants(dsn: str, invariants: list[Any]) -> list[CheckResult]:
+# The scans the checks after a restore run at once (the fingerprints' two read-back workers, the
+# PITR comparison, the invariants): on a host with no more cores than that they fill it, and a
+# parallel query's workers only add their own overhead (the lottery invariants at 1.5 GB: 2.1-2.4
+# core-s with two workers, 1.9 without; docs/BENCHMARKS.md).
+CHECK_SCANS = 4
+
+
+def parallel_checks() -> bool:
+    """Whether the checks' queries may use parallel workers: only with cores to spare."""
+    import os
+
+    return (os.cpu_count() or 1) > CHECK_SCANS
+
+
+def check_invariants(dsn: str, invariants: list[Any], *, parallel_workers: bool = True) -> list[CheckResult]:
+    """Each configured query returns no rows. ``parallel_workers`` False: none for them
+    (parallel_checks)."""
     if not invariants:
         return [CheckResult("invariants", CheckStatus.NOT_VERIFIED, "no domain invariants configured")]
     out = []
     for inv in invariants:
         def one(inv=inv) -> CheckResult:
             with connect(dsn) as conn:
+                if not parallel_workers:
+                    conn.execute("SET max_parallel_workers_per_gather = 0")
                 q = sql.SQL("SELECT count(*) FROM ({q}) AS violations").format(q=sql.SQL(inv.sql))
                 count = conn.execute(q).fetchone()[0]
                 sample = _sample(conn, inv.sql) if count else []

@@ -154,7 +154,9 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
     comparisons: list = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-check") as pool:
         invariants = pool.submit(drill_suite.guarded, "invariants",
-                                 lambda: drill_suite.check_invariants(dsn, settings.invariants), secrets)
+                                 lambda: drill_suite.check_invariants(dsn, settings.invariants,
+                                                                     parallel_workers=drill_suite.parallel_checks()),
+                                 secrets)
         settling = pool.submit(early.settle) if early is not None else None
         try:  # import Great Expectations (~4 s) while the scans run
             from checks.gx import context
@@ -324,8 +326,8 @@ def physical_checks(settings: Settings, scratch: Any, target: datetime | None,
                               lambda: check_amcheck(dsn, scratch.bin_dir, jobs=settings.restore_jobs), secrets)
         pitr = drill_suite.guarded("pitr_append_only", lambda: drill_suite.check_pitr(
             dsn, source, settings.append_only_tables, cutoff, zone), secrets)
-        invariants = drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(dsn, settings.invariants),
-                                         secrets)
+        invariants = drill_suite.guarded("invariants", lambda: drill_suite.check_invariants(
+            dsn, settings.invariants, parallel_workers=drill_suite.parallel_checks()), secrets)
         results = amcheck.result()
     results += [CheckResult(f"physical_{r.name}", r.status, r.detail) for r in pitr]
     results += [CheckResult(f"physical_{r.name}", r.status, r.detail) for r in invariants]
