@@ -14,8 +14,9 @@ added at any time before the checks still fails them.
 
 The reads during the restore run at the lowest CPU priority (bvh_ops.priority: nice 19), so they
 take the CPU pg_restore leaves idle and not the CPU it would use: the reading thread; a child
-process in a session of its own that runs psql and hashes its output, that session's autogroup
-lowered as well (with autogroups a nice value counts only within its session: until the twelfth
+process in a session of its own that hashes the table's text — on the drill's embedded scratch
+written by the backend into a FIFO the child reads (bvh_ops.pg.fingerprint.fifo_read), elsewhere
+read by a psql it runs —, that session's autogroup lowered as well (with autogroups a nice value counts only within its session: until the twelfth
 #19 session the psql children and our hashing, niced but in the drill's session, took CPU from
 the restore at full weight); and the scratch server's backends serving both (when the server
 runs here and we may renice them: as root or as its OS user), with no parallel workers (the
