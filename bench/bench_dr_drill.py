@@ -48,6 +48,9 @@ def main() -> None:
                     help="CPU priority of the reads during the restore, comma-separated, each a drill variant "
                          "alternated with the others (bvh_ops.priority: nice, idle = SCHED_IDLE, normal); "
                          "the first is the main result")
+    ap.add_argument("--pitr-early", action="store_true",
+                    help="also drills reading only the append-only tables' PITR side during the restore "
+                         "(drill_early_checks = pitr), alternated with the others")
     args = ap.parse_args()
     policies = args.early_policies.split(",")
     if args.quick:
@@ -95,6 +98,7 @@ def main() -> None:
     subprocess.run([str(bin_dir / "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", str(dump), db], env=env, check=True)
     reports, bare_runs, late_reports = [], [], []
     other_reports: dict[str, list] = {p: [] for p in policies[1:]}
+    pitr_reports: list = []
     cpu: dict[str, list] = {}
 
     machine_cpu = MachineCpu().start()
@@ -117,6 +121,12 @@ def main() -> None:
         if not args.no_late:
             with checks_after_restore():
                 drill("checks_after_restore", late_reports)
+        if args.pitr_early:
+            os.environ["BVH_OPS_DRILL_EARLY_CHECKS"] = "pitr"
+            try:
+                drill("early_pitr_only", pitr_reports)
+            finally:
+                os.environ["BVH_OPS_DRILL_EARLY_CHECKS"] = "on"
         # Into a fresh server made as the drill makes its scratch (not the bench's own, whose
         # archive_command would push every segment of the restore's WAL meanwhile: until the
         # twelfth #19 session that slowed bare pg_restore by 15-35 % and flattered the ratio).
@@ -137,7 +147,8 @@ def main() -> None:
     late = _late(late_reports, bare_restore_s) if late_reports else None
     machine_cpu.stop()
     extra = {"early_policy": policies[0], "cpu_seconds": cpu, "stage_cpu": stage_cpu,
-             **{f"early_{p}": _late(r, bare_restore_s) for p, r in other_reports.items()}}
+             **{f"early_{p}": _late(r, bare_restore_s) for p, r in other_reports.items()},
+             **({"early_pitr_only": _late(pitr_reports, bare_restore_s)} if pitr_reports else {})}
     if args.no_physical:
         cluster.stop()
         path = save_result("dr_drill" + ("_quick" if args.quick else ""), {**_result(
@@ -191,6 +202,9 @@ def chart(result_path: Path) -> Path:
     if late:
         rows.append(("drill, checks after the restore (off)", late["stages"]["restore"], late["stages"]["checks"],
                      share("checks_after_restore", "restore"), share("checks_after_restore", "checks")))
+    if pitr := r.get("early_pitr_only"):
+        rows.append(("drill, PITR side read early (pitr)", pitr["stages"]["restore"], pitr["stages"]["checks"],
+                     share("early_pitr_only", "restore"), share("early_pitr_only", "checks")))
     rows.append((f"drill, early reads ({r.get('early_policy', 'on')})", r["stages"]["restore"], r["stages"]["checks"],
                  share(f"early_{r.get('early_policy')}", "restore"), share(f"early_{r.get('early_policy')}", "checks")))
     fig, ax = plt.subplots(figsize=(10.5, 1.2 + 0.8 * len(rows)))

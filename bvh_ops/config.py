@@ -672,7 +672,9 @@ class Settings(BaseSettings):
     # within noise of off, and slower at nice 19 (docs/BENCHMARKS.md goal 3): their first read of
     # a freshly loaded table writes its pages' hint bits to WAL (data checksums), I/O that competes
     # with pg_restore whatever the CPU priority.
-    drill_early_checks: Literal["auto", "on", "off"] = "auto"
+    # pitr: only the append-only tables' side of the PITR comparison is read during the restore,
+    # every COPY fingerprint after it.
+    drill_early_checks: Literal["auto", "on", "pitr", "off"] = "auto"
     # The digest each archived WAL file's index entry records of its plaintext (docs/FORMAT.md):
     # sha256, or blake3 (a quarter of the CPU: ~14 ms less per 16 MiB segment, in archive_command
     # and in the pusher). Readers check whichever an entry records; a reader older than
@@ -957,9 +959,15 @@ class Settings(BaseSettings):
 
     def early_drill_checks(self) -> bool:
         """Whether the drill reads tables during the restore (``drill_early_checks``)."""
-        if self.drill_early_checks == "auto":
-            return (os.cpu_count() or 1) > self.restore_jobs
-        return self.drill_early_checks == "on"
+        return self.early_drill_reads() is not None
+
+    def early_drill_reads(self) -> str | None:
+        """What the drill reads during the restore: "all" (each table's fingerprint and PITR
+        side), "pitr" (the append-only tables' PITR side only) or None (nothing)."""
+        mode = self.drill_early_checks
+        if mode == "auto":
+            return "all" if (os.cpu_count() or 1) > self.restore_jobs else None
+        return {"on": "all", "pitr": "pitr"}.get(mode)
 
     def for_source(self, source: str) -> Settings:
         """``--from primary|replica`` (CLI, standby, drills): these settings, or for_replica's."""

@@ -69,7 +69,7 @@ class Taken:
 
     mark: Mark
     rows: int
-    digest: str
+    digest: str | None  # None: only the PITR bound was read (EarlyChecks' copies=False)
     item: str | None = None  # the append_only_tables entry, when the PITR bound was read too
     pitr: tuple[int, str] | None = None
     pitr_rows: int | None = None
@@ -184,8 +184,11 @@ class EarlyChecks:
 
     def __init__(self, dsn: str, manifest: Manifest, *, source: str | None, append_only: list[str],
                  cutoff: datetime, bin_dir: Any = None, jobs: int = 1, source_side: SourceSide | None = None,
-                 server: LocalServer | None = None) -> None:
+                 server: LocalServer | None = None, copies: bool = True) -> None:
         self._dsn, self._cutoff, self._bin_dir = dsn, cutoff, bin_dir
+        # False: only the append-only tables' PITR side is read early (drill_early_checks = pitr),
+        # each table's COPY fingerprint after the restore.
+        self._copies = copies
         self._server = server  # the scratch on this host: large tables by the backend into a FIFO
         # The drill's own (started when it knew its target), else one begun with the restore.
         self._side = source_side or SourceSide(source, append_only, cutoff, manifest.server_version_num)
@@ -217,7 +220,8 @@ class EarlyChecks:
     def loaded(self, schema: str, table: str) -> None:
         """pg_restore has committed this table's data: read it (queued behind the others)."""
         with self._lock:
-            if self._open and self._copy and (schema, table) not in self._taken:
+            wanted = self._copy if self._copies else (schema, table) in self._items
+            if self._open and wanted and (schema, table) not in self._taken:
                 self._taken[(schema, table)] = self._pool.submit(self._take, schema, table)
 
     @contextmanager
@@ -277,7 +281,9 @@ class EarlyChecks:
                 priority.restore(was)
             self._low.clear()
 
-    def _take(self, schema: str, table: str) -> Taken:
+    def _take(self, schema: str, table: str) -> Taken | None:
+        if not self._copies:
+            return self._take_pitr(schema, table)
         with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, session, gone):
             # Parallel workers are the server's processes, not this backend: not lowered with it.
             conn.execute("SET max_parallel_workers_per_gather = 0")
@@ -311,6 +317,24 @@ class EarlyChecks:
             return Taken(since, rows, digest)
         return Taken(since, rows, digest, item, (bound[0], bound[1]), bound[2])
 
+    def _take_pitr(self, schema: str, table: str) -> Taken | None:
+        """An append-only table's PITR bound only (its rows up to the cutoff, with the whole
+        table's row count in the same read: what ``settle`` proves unchanged since); None where
+        none can be read early (no time zone or method yet, a partitioned parent)."""
+        item, zone, method = self._items.get((schema, table)), self.zone, self._side.method
+        if item is None or zone is None or method is None:
+            return None
+        with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, _session, _gone):
+            conn.execute("SET max_parallel_workers_per_gather = 0")
+            serving(None, conn.info.backend_pid, _client_port(conn))
+            since = mark(conn, schema, table)
+            if _has_children(conn, schema, table):
+                return None
+            bound = bounded_fingerprint(conn, item, zone, self._cutoff, whole=True, method=method)
+        if bound is None:
+            return None
+        return Taken(since, bound[2], None, item, (bound[0], bound[1]), bound[2])
+
     def join(self) -> None:
         """Wait for the reads queued so far (a drill does not: see ``settle``)."""
         with self._lock:
@@ -331,7 +355,7 @@ class EarlyChecks:
                 f.cancel()
         self._pool.shutdown(wait=True)
         taken = {k: f.result() for k, f in futures.items()
-                 if not f.cancelled() and f.exception() is None}
+                 if not f.cancelled() and f.exception() is None and f.result() is not None}
         failed = {k: f.exception() for k, f in futures.items() if not f.cancelled() and f.exception() is not None}
         if failed:  # read again after the restore (no result is lost), but an operator should see why
             from bvh_ops.config import redact_dsn
@@ -351,7 +375,7 @@ class EarlyChecks:
         with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="bvh-settle") as pool:
             keys = list(taken)
             valid = dict(zip(keys, pool.map(_safe(check), keys), strict=True))
-        copies = {k: (t.rows, t.digest) for k, t in taken.items() if valid[k]}
+        copies = {k: (t.rows, t.digest) for k, t in taken.items() if valid[k] and t.digest is not None}
         restored = {t.item: t.pitr for k, t in taken.items() if valid[k] and t.item is not None}
         reread = sorted(f"{k[0]}.{k[1]}" for k, ok in valid.items() if not ok)
         return Settled(copies, restored, source, self.zone, reread)

@@ -88,8 +88,8 @@ def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
     source's side of the PITR comparison, already under way (source_side() below; else the
     early reads begin it). Returns those reads for ``run_checks`` (None: all after)."""
     early = None
-    if settings.early_drill_checks():
-        early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings),
+    if (reads := settings.early_drill_reads()) is not None:
+        early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings), copies=reads == "all",
                             append_only=settings.append_only_tables,
                             cutoff=target - timedelta(seconds=settings.pitr_margin_seconds), source_side=source_side,
                             server=scratch.local_server())

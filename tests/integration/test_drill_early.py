@@ -69,13 +69,13 @@ def test_an_empty_table_gaining_a_row_is_seen(fresh_db):
         assert not unchanged_since(conn, "public", "t", since, 0)
 
 
-def _early_restore(settings, manifest, target, tmp_path):
+def _early_restore(settings, manifest, target, tmp_path, *, copies: bool = True):
     from bvh_ops.logical.restore import restore_logical
     from checks.drill_early import EarlyChecks
 
     cutoff = datetime.fromisoformat(manifest.started_at) - timedelta(seconds=settings.pitr_margin_seconds)
     early = EarlyChecks(target, manifest, source=settings.database_url.get_secret_value(),
-                        append_only=settings.append_only_tables, cutoff=cutoff).begin()
+                        append_only=settings.append_only_tables, cutoff=cutoff, copies=copies).begin()
     restore_logical(settings, manifest.backup_id, target, compare=False, jobs=2, copy_dir=tmp_path,
                     on_table_loaded=early.loaded)
     return early, cutoff
@@ -121,6 +121,40 @@ def test_tables_read_during_the_restore_and_changed_after_it_fail_the_checks(sam
     fp = check_fingerprints(target, manifest, known=settled.copies)
     assert not fp.passed
     assert all(name in fp.detail for name in ("public.users", "public.audit_log", "public.draws"))
+    pitr = check_pitr(target, sample_db, settings.append_only_tables, cutoff, settled.zone,
+                      restored_known=settled.restored_pitr, source_known=settled.source_pitr)
+    assert pitr.status.value == "failed" and "public.audit_log" in pitr.detail
+
+
+def test_pitr_only_reads_the_append_only_tables_and_a_change_after_it_still_fails(sample_db, fresh_db, repo_dir,
+                                                                                 make_settings, tmp_path):
+    """drill_early_checks = pitr: during the restore only the append-only tables' PITR side is
+    read (no COPY fingerprint: the checks read every table after it); what was read counts only
+    while the table is unchanged since — a row removed afterwards fails the PITR check."""
+    from bvh_ops.logical.backup import run_logical_backup
+    from checks.drill_suite import check_fingerprints, check_pitr
+
+    settings = make_settings(sample_db, f"file://{repo_dir}")
+    manifest = run_logical_backup(settings).manifest
+    append_only = {i.split(":")[0] for i in settings.append_only_tables}
+
+    target = fresh_db()
+    early, cutoff = _early_restore(settings, manifest, target, tmp_path, copies=False)
+    settled = early.settle(queued=True)
+    assert {f"{s}.{t}" for s, t in early._taken} <= append_only and settled.copies == {}
+    assert settled.restored_pitr and set(settled.restored_pitr) <= set(settings.append_only_tables)
+    assert check_fingerprints(target, manifest, known=settled.copies).passed
+    assert check_pitr(target, sample_db, settings.append_only_tables, cutoff, settled.zone,
+                      restored_known=settled.restored_pitr, source_known=settled.source_pitr).passed
+
+    target = fresh_db()
+    early, cutoff = _early_restore(settings, manifest, target, tmp_path, copies=False)
+    early.join()
+    assert ("public", "audit_log") in early._taken
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("DELETE FROM audit_log WHERE id = (SELECT min(id) FROM audit_log)")
+    settled = early.settle(queued=True)
+    assert "public.audit_log" in settled.reread
     pitr = check_pitr(target, sample_db, settings.append_only_tables, cutoff, settled.zone,
                       restored_known=settled.restored_pitr, source_known=settled.source_pitr)
     assert pitr.status.value == "failed" and "public.audit_log" in pitr.detail
