@@ -666,14 +666,13 @@ class Settings(BaseSettings):
     # pg_restore processes for full restores (drills too): data, then indexes/constraints, in parallel.
     restore_jobs: int = Field(default=2, ge=1, le=64)
     # The drill reads each restored table for its checks while pg_restore still loads the others,
-    # at the lowest CPU priority (checks.drill_early): on, off (every check after the restore: the
-    # shortest restore stage), auto (the default: on only where the host has more cores than
-    # restore_jobs). On 2 cores, over three idle measurements, restore + checks with them was
-    # within noise of off, and slower at nice 19 (docs/BENCHMARKS.md goal 3): their first read of
-    # a freshly loaded table writes its pages' hint bits to WAL (data checksums), I/O that competes
-    # with pg_restore whatever the CPU priority.
-    # pitr: only the append-only tables' side of the PITR comparison is read during the restore,
-    # every COPY fingerprint after it.
+    # at the lowest CPU priority (checks.drill_early): on; pitr (only the append-only tables' side
+    # of the PITR comparison during the restore, every COPY fingerprint after it); off (every
+    # check after the restore); auto (the default: on where the host has more cores than
+    # restore_jobs, else pitr). On 2 cores (docs/BENCHMARKS.md, goal 3, thirteenth session) the
+    # full early reads slow the restore past 1.15 x bare pg_restore (they compete for memory
+    # bandwidth even at the lowest CPU share), off leaves the checks just over 30 % of the
+    # restore, and pitr holds both: restore 1.12 x bare, checks 0.26 of it.
     drill_early_checks: Literal["auto", "on", "pitr", "off"] = "auto"
     # The digest each archived WAL file's index entry records of its plaintext (docs/FORMAT.md):
     # sha256, or blake3 (a quarter of the CPU: ~14 ms less per 16 MiB segment, in archive_command
@@ -966,7 +965,7 @@ class Settings(BaseSettings):
         side), "pitr" (the append-only tables' PITR side only) or None (nothing)."""
         mode = self.drill_early_checks
         if mode == "auto":
-            return "all" if (os.cpu_count() or 1) > self.restore_jobs else None
+            return "all" if (os.cpu_count() or 1) > self.restore_jobs else "pitr"
         return {"on": "all", "pitr": "pitr"}.get(mode)
 
     def for_source(self, source: str) -> Settings:

@@ -301,3 +301,19 @@ def test_for_source_picks_the_repository_and_refuses_anything_else():
         s.for_source("elsewhere")
     with pytest.raises(ConfigError, match="replica_repository is not set"):
         Settings(repository="s3://primary/p").for_source("replica")
+
+
+@pytest.mark.parametrize(("mode", "cores", "jobs", "reads"), [
+    ("auto", 2, 2, "pitr"), ("auto", 8, 2, "all"), ("auto", 4, 4, "pitr"),
+    ("on", 2, 2, "all"), ("pitr", 8, 2, "pitr"), ("off", 8, 2, None)])
+def test_what_the_drill_reads_during_the_restore(monkeypatch, mode, cores, jobs, reads):
+    """auto: every table early only with cores to spare beside pg_restore's jobs; else only the
+    append-only tables' PITR side (on 2 cores the full early reads slowed the restore past its
+    bound, docs/BENCHMARKS.md goal 3)."""
+    monkeypatch.delenv("BVH_OPS_CONFIG", raising=False)
+    monkeypatch.setenv("BVH_OPS_DRILL_EARLY_CHECKS", mode)
+    monkeypatch.setenv("BVH_OPS_RESTORE_JOBS", str(jobs))
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    settings = load_settings()
+    assert settings.early_drill_reads() == reads
+    assert settings.early_drill_checks() is (reads is not None)
