@@ -301,10 +301,21 @@ class LocalServer:
     uid: int | None = None
 
     @classmethod
-    def of_cluster(cls, root, data_dir) -> LocalServer:
+    def of_cluster(cls, root, data_dir) -> LocalServer | None:
+        """The cluster in ``root`` (its data directory ``data_dir``), or None where a FIFO cannot
+        be made there for it (a filesystem without FIFOs; a server run as another user, when we
+        may not hand a file to that user): psql reads its tables then."""
         import os
 
         uid = os.stat(data_dir).st_uid
+        if uid != os.geteuid() and os.geteuid() != 0:
+            return None
+        probe = os.path.join(str(root), f".bvh-copy-probe-{os.getpid()}")
+        try:
+            os.mkfifo(probe, 0o600)
+            os.unlink(probe)
+        except OSError:
+            return None
         return cls(str(root), None if uid == os.geteuid() else uid)
 
 

@@ -23,6 +23,7 @@ PATHS = ["psql", "inline", "fifo"]
 def how(pg):
     """path -> copy_fingerprints' arguments that make it read every table that way."""
     local = LocalServer.of_cluster(pg.root, pg.data)
+    assert local is not None  # else "fifo" would be psql's path again
     return lambda path: {"psql": {"inline_below": EVERY_PSQL}, "inline": {"inline_below": EVERY_INLINE},
                          "fifo": {"inline_below": EVERY_PSQL, "server": local}}[path]
 LATIN1 = """
@@ -363,3 +364,10 @@ def test_a_copy_that_fails_is_an_error_naming_the_table(fresh_db, pg):
             fifo_digest(conn, "public", "gone", LocalServer.of_cluster(pg.root, pg.data), encoding=encoding,
                         method=BLAKE3)
     assert _fifos(pg) == []
+
+
+def test_no_fifo_where_one_cannot_be_made(pg, tmp_path):
+    """A directory where no FIFO can be made (gone, or a filesystem without them): no LocalServer,
+    so the read-back goes through psql instead of failing the check."""
+    assert LocalServer.of_cluster(tmp_path / "gone", pg.data) is None
+    assert LocalServer.of_cluster(pg.root, pg.data) is not None
