@@ -6,6 +6,11 @@ data at all (``SourceSide``: the drill starts it as soon as it knows its target,
 the fetch, the deep verify and the scratch's start whether or not the restored tables are read
 early).
 
+With ``copies=False`` (drill_early_checks = pitr, the default on a host with no more cores than
+restore_jobs) only the append-only tables' restored side of the PITR comparison is read during
+the restore, every COPY fingerprint after it: on 2 cores the full reads slowed the restore past
+its bound, this small one does not (docs/BENCHMARKS.md, goal 3).
+
 Nothing read early is trusted as it is: after the restore, a table counts as read only if it
 provably has not changed since (bvh_ops.pg.fingerprint.unchanged_since: same row count, no row
 written by a transaction the early read could not see); any other table is read again. So the
@@ -14,11 +19,11 @@ added at any time before the checks still fails them.
 
 The reads during the restore run at the lowest CPU priority (bvh_ops.priority: nice 19), so they
 take the CPU pg_restore leaves idle and not the CPU it would use: the reading thread; a child
-process in a session of its own that hashes the table's text — on the drill's embedded scratch
-written by the backend into a FIFO the child reads (bvh_ops.pg.fingerprint.fifo_read), elsewhere
-read by a psql it runs —, that session's autogroup lowered as well (with autogroups a nice value counts only within its session: until the twelfth
-#19 session the psql children and our hashing, niced but in the drill's session, took CPU from
-the restore at full weight); and the scratch server's backends serving both (when the server
+process in a session of its own that hashes the table's text (on the drill's embedded scratch
+written by the backend into a FIFO the child reads, bvh_ops.pg.fingerprint.fifo_read; elsewhere
+read by a psql it runs), that session's autogroup lowered as well (with autogroups a nice value
+counts only within its session: until the twelfth #19 session the psql children and our
+hashing, niced but in the drill's session, took CPU from the restore at full weight); and the scratch server's backends serving both (when the server
 runs here and we may renice them: as root or as its OS user), with no parallel workers (the
 server's processes, not lowered with the backend). When the restore ends,
 each read still under way is raised back to its old priority (where the kernel lets us: root),
