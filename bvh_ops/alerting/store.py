@@ -241,7 +241,13 @@ class Persistence:
         with self._lock:
             if self.conn is not None:
                 try:
-                    self.conn.close()   # releases the evaluator lock
+                    # Released here, not left to the session's end (the server ends a backend
+                    # in its own time after its client has gone): the next evaluator may start at once.
+                    self.conn.execute("SELECT pg_advisory_unlock(%s)", (EVALUATOR_LOCK,))
+                except psycopg.Error:
+                    pass  # the session is gone, and its lock with it
+                try:
+                    self.conn.close()
                 except psycopg.Error:
                     pass
                 self.conn = None

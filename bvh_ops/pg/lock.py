@@ -44,5 +44,14 @@ class TargetLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.conn is not None:
+        if self.conn is None:
+            return
+        try:
+            # Released here, not left to the session's end: the server ends a backend after its
+            # client has gone, in its own time, and a run started right after this one (the next
+            # backup in a script, a retry) met the lock still held and refused to start.
+            self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_CLASS, self.procedure))
+        except psycopg.Error:
+            pass  # the session is gone (the server restarted, a timeout): so is its lock
+        finally:
             self.conn.close()

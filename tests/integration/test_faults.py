@@ -137,6 +137,26 @@ def test_the_run_lock_outlives_a_servers_idle_session_timeout(fresh_db, repo_dir
                 pass
 
 
+def test_the_run_lock_is_free_as_soon_as_the_run_ends(fresh_db, monkeypatch):
+    """The lock was left to the end of its session: the server ends a backend after its client
+    has gone, in its own time, and a backup started right after another (a key rotation's test
+    fixture, a script) met it still held ("another daily-backup ... is running"). Here the
+    session outlives the run (its close does nothing): the next run still starts at once."""
+    dsn = fresh_db()
+    lingering = []
+    monkeypatch.setattr(psycopg.Connection, "close", lambda self: lingering.append(self))
+    with TargetLock(dsn, "daily-backup"):
+        pass
+    monkeypatch.undo()
+    try:
+        assert len(lingering) == 1 and not lingering[0].closed  # the first run's session is still there
+        with TargetLock(dsn, "daily-backup"):
+            pass
+    finally:
+        for conn in lingering:
+            conn.close()
+
+
 def test_retry_condition_retries_only_transient_errors():
     from prefect.states import Failed
 
