@@ -157,6 +157,30 @@ def test_the_run_lock_is_free_as_soon_as_the_run_ends(fresh_db, monkeypatch):
             conn.close()
 
 
+def test_the_alert_evaluator_lock_is_free_as_soon_as_its_holder_closes(fresh_db, monkeypatch):
+    """The same for the one-evaluator lock of the ops database: a monitor that stops and one that
+    starts right after it (a restart) — the new one evaluates, it is not told another does."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.alerting.store import Persistence
+
+    dsn = fresh_db()
+    first = Persistence(lambda: dsn)
+    assert first.open(datetime.now(UTC)) is not None
+    lingering = []
+    monkeypatch.setattr(psycopg.Connection, "close", lambda self: lingering.append(self))
+    first.close()
+    monkeypatch.undo()
+    try:
+        assert len(lingering) == 1 and not lingering[0].closed
+        second = Persistence(lambda: dsn)
+        assert second.open(datetime.now(UTC)) is not None  # no EvaluatorBusy
+        second.close()
+    finally:
+        for conn in lingering:
+            conn.close()
+
+
 def test_retry_condition_retries_only_transient_errors():
     from prefect.states import Failed
 
