@@ -205,6 +205,18 @@ def _until(what, seconds: float = 30):
     raise AssertionError("timed out")
 
 
+def _reader_and_marker(before: set, watch, copying: int) -> tuple[int, int]:
+    """This EarlyChecks' reading thread (not an earlier test's idle one: ``before``) and the
+    scratch backend of its mark's connection (the client backend that is neither ``watch``'s nor
+    the COPY's)."""
+    reader = next(t.native_id for t in threading.enumerate()
+                  if t.name.startswith("bvh-early") and t.ident not in before)
+    marker = watch.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
+                           (copying,)).fetchone()[0]
+    return reader, marker
+
+
 def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db):
     """The reading thread, the reader process and its psql (a session of their own, whose
     autogroup is lowered too: with autogroups a nice value counts only within its session) and
@@ -232,11 +244,7 @@ def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db
     psql = _until(lambda: _children("psql", child))[0]
     os.kill(psql, signal.SIGSTOP)
     try:
-        reader = next(t.native_id for t in threading.enumerate()
-                      if t.name.startswith("bvh-early") and t.ident not in before)
-        marker = watch.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
-                               (copying,)).fetchone()[0]
+        reader, marker = _reader_and_marker(before, watch, copying)
         _until(lambda: _nice(copying) == priority.NICE, 10)
         assert [_nice(p) for p in (reader, child, psql, copying, marker)] == [priority.NICE] * 5
         assert os.getsid(child) == os.getsid(psql) == child != os.getsid(0)
@@ -281,11 +289,7 @@ def test_on_a_server_of_this_host_the_backend_writes_into_a_fifo_at_low_priority
     os.kill(child, signal.SIGSTOP)
     try:
         assert _children("psql", child) == []
-        reader = next(t.native_id for t in threading.enumerate()
-                      if t.name.startswith("bvh-early") and t.ident not in before)
-        marker = watch.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
-                               (copying,)).fetchone()[0]
+        reader, marker = _reader_and_marker(before, watch, copying)
         _until(lambda: _nice(copying) == priority.NICE, 10)
         assert [_nice(p) for p in (reader, child, copying, marker)] == [priority.NICE] * 4
         assert os.getsid(child) == child != os.getsid(0) and _group_nice(child) == priority.NICE
