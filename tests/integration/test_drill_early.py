@@ -210,7 +210,7 @@ def _reader_and_marker(before: set, watch, copying: int) -> tuple[int, int]:
     scratch backend of its mark's connection (the client backend that is neither ``watch``'s nor
     the COPY's)."""
     reader = next(t.native_id for t in threading.enumerate()
-                  if t.name.startswith("bvh-early") and t.ident not in before)
+                  if t.name.startswith("bvh-early") and t not in before)
     marker = watch.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                            "AND pid NOT IN (pg_backend_pid(), %s) AND backend_type = 'client backend'",
                            (copying,)).fetchone()[0]
@@ -233,7 +233,7 @@ def test_the_reads_during_the_restore_run_at_low_priority_until_it_ends(fresh_db
         conn.execute("CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 3000000)")
     manifest = Manifest("b", "logical", "0", "", "", "d", "18", 180000, "", "", "custom", "zstd-3", "", (), "h",
                         tables=(TableStat("public.big", 3000000, "3000000:x:copy"),))
-    before = {t.ident for t in threading.enumerate()}  # an earlier test's idle readers are not this one's
+    before = set(threading.enumerate())  # an earlier test's idle readers are not this one's (by object: idents are reused)
     early = EarlyChecks(dsn, manifest, source=None, append_only=[], cutoff=datetime.now())
     watch = psycopg.connect(dsn, autocommit=True)
     early.loaded("public", "big")
@@ -278,7 +278,7 @@ def test_on_a_server_of_this_host_the_backend_writes_into_a_fifo_at_low_priority
         expected = copy_fingerprints(conn, dsn, list_tables(conn), encoding="UTF8", method=COPY, inline_below=0)[0]
     manifest = Manifest("b", "logical", "0", "", "", "d", "18", 180000, "", "", "custom", "zstd-3", "", (), "h",
                         tables=(TableStat("public.big", 3000000, "3000000:x:copy"),))
-    before = {t.ident for t in threading.enumerate()}  # an earlier test's idle readers are not this one's
+    before = set(threading.enumerate())  # an earlier test's idle readers are not this one's (by object: idents are reused)
     early = EarlyChecks(dsn, manifest, source=None, append_only=[], cutoff=datetime.now(),
                         server=LocalServer.of_cluster(pg.root, pg.data))
     watch = psycopg.connect(dsn, autocommit=True)
