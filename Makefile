@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test test-unit test-integration test-flows test-e2e lint bench bench-backup ui clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the one C piece (bvh_ops/logical/_chunkwalk.c) in place; optional, see setup.py.
+$(STAMP): pyproject.toml setup.py bvh_ops/logical/_chunkwalk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

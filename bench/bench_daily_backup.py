@@ -6,7 +6,8 @@
     e2e:   `bvh-ops backup --json` through a running `prefect server` (flow, tasks, checks,
            retention, artifacts), against the same bare pipe
 
-Runs alternate (bare, ours, ours without fingerprints, ours with each --threads compression
+Runs alternate (bare, ours, ours without fingerprints, ours with numpy's chunk walker where the C
+one is built, ours with each --threads compression
 thread count, [bare, e2e]) --runs times; medians are reported with the ratio (of the whole process,
 and of run_logical_backup's own seconds without the interpreter's start and imports), MB/s, CPU
 seconds of each process tree (steady where the machine is loaded), peak RSS per process and the
@@ -151,7 +152,9 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
     subprocess.run([pg_dump, "-Fc", "-Z0", "--no-sync", "-f", "/dev/null", db], env=env, check=True)
     bare_cmd = ["bash", "-c", f'set -o pipefail; "{pg_dump}" -Fc -Z0 "{db}" | zstd -3 -T2 -q > "{bare_file}"']
 
-    bare, ours, nofp, reads = [], [], [], {}
+    from bvh_ops.logical.archive import WALKER
+
+    bare, ours, nofp, numpy_walker, reads = [], [], [], [], {}
     by_threads: dict[int, list[dict]] = {t: [] for t in threads}
     for i in range(runs):
         before = buffer_reads(cluster, db) if i == 0 else 0
@@ -163,6 +166,8 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
         if i == 0:
             reads["ours"] = buffer_reads(cluster, db) - before
         nofp.append(_run_ours(cluster, db, work, keys, False))
+        if WALKER != "numpy":  # the C chunk walker in use: also numpy's, side by side
+            numpy_walker.append(_run_ours(cluster, db, work, keys, True, walker="numpy"))
         for t in threads:
             by_threads[t].append(_run_ours(cluster, db, work, keys, True, compression_threads=t))
     dump_bytes = int(subprocess.run(["bash", "-c", f'zstd -dc "{bare_file}" | wc -c'], capture_output=True,
@@ -181,6 +186,10 @@ def bench_size(cluster: EmbeddedCluster, kind: str, scale: float, work: Path, ke
     result["inner_ratio"] = round(result["ours"]["inner_seconds"] / bare_s, 3)
     result["inner_ratio_no_fingerprints"] = round(result["ours_no_fingerprints"]["inner_seconds"] / bare_s, 3)
     result["ratio_no_fingerprints"] = round(result["ours_no_fingerprints"]["seconds"] / bare_s, 3)
+    result["walker"] = WALKER
+    if numpy_walker:
+        result["ours_numpy_walker"] = _summary(numpy_walker)
+        result["inner_ratio_numpy_walker"] = round(result["ours_numpy_walker"]["inner_seconds"] / bare_s, 3)
     for t, rs in by_threads.items():
         result[f"ours_compression_threads_{t}"] = {**_summary(rs), "ratio": round(med([r["seconds"] for r in rs]) / bare_s, 3),
                                                     "inner_ratio": round(med([r["inner_seconds"] for r in rs]) / bare_s, 3)}
@@ -287,36 +296,43 @@ def flow_phases(api: str, started: float, ended: float) -> dict[str, float]:
 
 def fingerprinter_cpu(dump_zst: Path, reps: int = 3) -> dict:
     """CPU of the fingerprinter alone over the saved dump (the bare run's, decompressed into
-    memory first), fed in the backup's read size: ms of one core per MB, best of ``reps``."""
-    from bvh_ops.logical.archive import DumpFingerprinter
+    memory first), fed in the backup's read size: ms of one core per MB, best of ``reps``, for the
+    chunk walker in use (``walker``) and for each one this install has (``by_walker``)."""
+    from bvh_ops.logical.archive import WALKER, DumpFingerprinter
     from bvh_ops.logical.backup import READ_CHUNK
 
     with subprocess.Popen(["zstd", "-dcq", str(dump_zst)], stdout=subprocess.PIPE) as proc:
         chunks = list(iter(lambda: proc.stdout.read(READ_CHUNK), b""))
     size = sum(len(c) for c in chunks)
-    best = None
-    for _ in range(reps):
-        fp = DumpFingerprinter()
-        t0 = time.thread_time()
-        for chunk in chunks:
-            fp.feed(chunk)
-        fp.finish()
-        cpu = time.thread_time() - t0
-        best = cpu if best is None else min(best, cpu)
-    return {"dump_bytes": size, "cpu_seconds": round(best, 3), "ms_per_mb": round(best / (size / 1e6) * 1e3, 2)}
+    by_walker = {}
+    for walker in dict.fromkeys([WALKER, "numpy"]):
+        best = None
+        for _ in range(reps):
+            fp = DumpFingerprinter(walker=walker)
+            t0 = time.thread_time()
+            for chunk in chunks:
+                fp.feed(chunk)
+            fp.finish()
+            cpu = time.thread_time() - t0
+            best = cpu if best is None else min(best, cpu)
+        by_walker[walker] = {"cpu_seconds": round(best, 3), "ms_per_mb": round(best / (size / 1e6) * 1e3, 2)}
+    return {"dump_bytes": size, "walker": WALKER, **by_walker[WALKER], "by_walker": by_walker}
 
 
-def _run_ours(cluster, db, work, keys, fingerprints: bool, compression_threads: int | None = None) -> dict:
+def _run_ours(cluster, db, work, keys, fingerprints: bool, compression_threads: int | None = None,
+              walker: str | None = None) -> dict:
     repo = work / f"repo-{db}"
     shutil.rmtree(repo, ignore_errors=True)
     code = textwrap.dedent("""
         import json, sys
+        import bvh_ops.logical.archive as archive
+        archive.WALKER = WALKER or archive.WALKER
         from bvh_ops.config import load_settings
         from bvh_ops.logical.backup import run_logical_backup
         r = run_logical_backup(load_settings(), fingerprints=FINGERPRINTS)
         print(json.dumps({"bytes_in": r.manifest.bytes_in, "bytes_stored": r.manifest.bytes_stored,
                           "seconds": r.seconds}))
-    """).replace("FINGERPRINTS", str(fingerprints))
+    """).replace("FINGERPRINTS", str(fingerprints)).replace("WALKER or", f'"{walker}" or' if walker else "None or")
     ours_env = {**os.environ, "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
                 "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state")}
     if compression_threads is not None:

@@ -14,8 +14,11 @@ length; large objects: per object its oid, then chunks up to a zero length, up t
 An int is a sign byte and intSize little-endian bytes; a string an int length (-1: NULL) and bytes.
 
 With ``--compress=0`` pg_dump writes one chunk per COPY row (and a last chunk ``\\.\\n\\n\\n``), so
-a table's rows are found with numpy over up to ``WINDOW`` bytes at a time (``_frames_fast``); a
-row-by-row Python walk (``_frames_slow``) runs only where that cannot prove the chunk boundaries.
+a table's rows are found over up to ``WINDOW`` bytes at a time: by a walk in C where it was built
+at install (``_chunkwalk.c``, ``_frames_walk``: the chunks followed one by one, each proven to hold
+one row), else with numpy (``_frames_fast``: whole-buffer passes); a row-by-row Python walk
+(``_frames_slow``) runs only where those cannot prove the chunk boundaries (the end marker, a row
+split across two buffers). ``WALKER`` says which is in use.
 The buffers fed in are read in place, never copied (only an unread tail is joined with the next
 buffer's first bytes). Memory: the current buffer, a ``WINDOW``-sized mask and copy, plus at most one row
 below ``BIG_CHUNK``; larger chunks are hashed as they pass.
@@ -50,6 +53,12 @@ WINDOW = 1 << 19
 # An unread tail up to this long is joined with the next buffer's first bytes, not the whole buffer.
 JOIN = 1 << 16
 SECTION_POST_DATA = 4
+
+try:  # built by setup.py at install where a C compiler is found (optional there)
+    from bvh_ops.logical._chunkwalk import walk as _walk
+except ImportError:  # pragma: no cover - depends on the install
+    _walk = None
+WALKER = "c" if _walk is not None else "numpy"
 
 
 class NeedMore(Exception):
@@ -251,8 +260,12 @@ class DumpFingerprinter:
     """Feed it the archive as it streams; afterwards ``tables`` maps (schema, table) of every
     TABLE DATA entry to its CopyDigest and ``large_objects`` holds the large objects' digest."""
 
-    def __init__(self, *, digests: bool = True) -> None:
+    def __init__(self, *, digests: bool = True, walker: str | None = None) -> None:
         self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
+        walker = walker or WALKER
+        if walker not in ("c", "numpy") or (walker == "c" and _walk is None):
+            raise ValueError(f"no {walker!r} chunk walker here (built: {WALKER})")
+        self._frames = self._frames_walk if walker == "c" else self._frames_fast
         self.block_offsets: dict[int, int] = {}  # dumpId -> archive offset of its data block
         self._base = 0  # archive offset of self._buf[0]
         self.facts: dict = {}
@@ -337,7 +350,7 @@ class DumpFingerprinter:
                 raise IntegrityError(f"unknown block type {kind} in the dump stream")
             return True
         if state == "frames":
-            return self._frames_fast() or self._frames_slow()
+            return self._frames() or self._frames_slow()
         if state == "chunk":  # the rest of a big COPY chunk
             take = min(self._remaining, len(self._buf) - self._pos)
             if self._sink is not None:
@@ -405,6 +418,26 @@ class DumpFingerprinter:
         if take < n:
             self._remaining = n - take
             self._state = "chunk"
+        return True
+
+    def _frames_walk(self) -> bool:
+        """Every whole one-row COPY chunk in the window, followed in C (``_chunkwalk.walk``), which
+        also writes them framed (each length zeroed) into the reused copy that is hashed."""
+        if self._int != 4:
+            return False
+        buf, start = self._buf, self._pos
+        stop = start + min(len(buf) - start, WINDOW)
+        out = None
+        if self._sink is not None:
+            if len(self._copy) < stop - start:
+                self._copy = np.empty(max(stop - start, WINDOW), dtype=np.uint8)
+            out = self._copy
+        end, rows = _walk(buf, start, stop, out)
+        if not rows:
+            return False
+        if out is not None:
+            self._sink.update_framed(out[:end - start], rows)
+        self._pos = end
         return True
 
     def _frames_fast(self) -> bool:

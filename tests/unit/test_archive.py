@@ -11,6 +11,7 @@ import pytest
 from blake3 import blake3
 
 from bvh_ops.errors import IntegrityError
+from bvh_ops.logical import archive as archive_mod
 from bvh_ops.logical.archive import BIG_CHUNK, COPY_END, DumpFingerprinter
 from bvh_ops.pg.fingerprint import ROW_MARK, RowFramer, frame_rows
 
@@ -64,8 +65,20 @@ def archive(tables: dict[tuple[str, str], list[bytes]], blobs: dict[int, bytes] 
     return bytes(out)
 
 
-def feed(data: bytes, sizes) -> DumpFingerprinter:
-    fp = DumpFingerprinter()
+# Every test here runs with each chunk walker this install has: numpy's and, where built, C's.
+WALKERS = ["numpy"] + (["c"] if archive_mod.WALKER == "c" else [])
+_walker = {"name": archive_mod.WALKER}
+
+
+@pytest.fixture(autouse=True, params=WALKERS)
+def walker(request):
+    _walker["name"] = request.param
+    yield request.param
+    _walker["name"] = archive_mod.WALKER
+
+
+def feed(data: bytes, sizes, **kw) -> DumpFingerprinter:
+    fp = DumpFingerprinter(walker=_walker["name"], **kw)
     pos = 0
     for size in sizes:
         if pos >= len(data):
@@ -299,3 +312,62 @@ def test_a_first_chunk_of_several_lines_before_one_line_chunks_is_framed_by_line
         fp = feed(data, sizes)
         assert {k: (d.rows, d.hexdigest()) for k, d in fp.tables.items()} == tables
     assert tables["public", "t"][0] == len(rows) + first.count(b"\n") - 1
+
+
+# -- the C chunk walker ------------------------------------------------------------------------
+
+def test_the_install_built_the_c_walker_where_a_compiler_is():
+    """setup.py builds it optionally: a failed build must not pass unnoticed where it can build."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    if not shutil.which("cc") or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("no C compiler or Python headers here: the numpy walker is the one in use")
+    assert archive_mod.WALKER == "c", "the C chunk walker was not built: run `pip install -e .` again"
+
+
+def _chunks(rows: list[bytes]) -> bytes:
+    return b"".join(b"\x00" + len(r).to_bytes(4, "little") + r for r in rows)
+
+
+@pytest.mark.skipif(archive_mod.WALKER != "c", reason="the C walker is not built here")
+def test_the_c_walk_stops_before_any_chunk_it_cannot_prove_holds_one_row():
+    from bvh_ops.logical._chunkwalk import walk
+
+    good = [b"1\tab\n", b"x" * 9 + b"\n", b"\n"]  # a length of 10: a newline byte in its header
+    head = _chunks(good)
+    for bad, why in [(b"\x00\x00\x00\x00\x00", "the block's end"),
+                     (_chunks([COPY_END]), "the end marker's three lines"),
+                     (_chunks([b"a\nb\n"]), "two rows in one chunk"),
+                     (_chunks([b"no newline"]), "no newline at its end"),
+                     (b"\x01" + (3).to_bytes(4, "little") + b"ab\n", "a negative length"),
+                     (_chunks([b"abc\n"])[:-1], "a chunk cut by the window")]:
+        data = b"junk" + head + bad
+        out = bytearray(len(data))
+        end, rows = walk(data, 4, len(data), out)
+        assert (end, rows) == (4 + len(head), 3), why
+        assert bytes(out[:end - 4]) == b"".join(ROW_MARK + r for r in good), why
+        assert walk(data, end, len(data), None) == (end, 0), why
+    # Without out it only walks; bounds and a short out are refused, not read past.
+    assert walk(head, 0, len(head), None) == (len(head), 3)
+    with pytest.raises(ValueError, match="within the buffer"):
+        walk(head, 0, len(head) + 1, None)
+    with pytest.raises(ValueError, match="shorter"):
+        walk(head, 0, len(head), bytearray(len(head) - 1))
+    with pytest.raises(BufferError, match="not writable"):
+        walk(head, 0, len(head), b"read-only")
+
+
+def test_each_walker_gives_the_same_digests_over_pg_dump_like_rows():
+    """pgbench-like rows (a few fields and padding) through the reader in use and numpy's."""
+    rng = random.Random(5)
+    rows = [b"%d\t%d\t%d\t%s\n" % (i, i // 100, rng.randint(-5000, 5000), b" " * 84) for i in range(60000)]
+    data = archive({("public", "pgbench_accounts"): rows})
+    want = text_digest(rows)
+    for name in WALKERS:
+        _walker["name"] = name
+        fp = feed(data, [1 << 20] * 20)
+        assert (fp.tables["public", "pgbench_accounts"].rows,
+                fp.tables["public", "pgbench_accounts"].hexdigest()) == (len(rows), want), name
+        assert fp.slow_frames <= 3, name  # only the end marker (and a row split at a buffer's end)
