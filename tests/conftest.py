@@ -5,6 +5,7 @@ Prefect test harness."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,6 +39,12 @@ TIERS = ("unit", "integration", "flows", "e2e")
 # Session fixtures that start something (PostgreSQL, moto, Prefect): never in the unit tier.
 STARTS_A_SERVICE = {"pg", "sample_db", "fresh_db", "pg15", "s3_server", "s3_bucket", "s3_lock_bucket", "s3_server_b",
                     "s3_bucket_b", "prefect_harness", "cli_prefect_api"}
+
+
+def pytest_unconfigure(config):
+    """This process's PREFECT_HOME (the harness's database, logs) goes when its session ends
+    (each xdist worker has its own): nothing left in /tmp run after run."""
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
