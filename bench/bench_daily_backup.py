@@ -367,7 +367,19 @@ def main() -> None:
     ap.add_argument("--no-e2e", action="store_true", help="skip `bvh-ops backup` through a Prefect server")
     ap.add_argument("--workdir", default="/tmp/bvh-bench")
     ap.add_argument("--threads", default="", help="also ours with these compression_threads (e.g. 0,1; default 2)")
+    ap.add_argument("--chart-from", nargs="+", type=Path, metavar="JSON",
+                    help="only draw the chart from saved results (the newest line per database wins)")
     args = ap.parse_args()
+    if args.chart_from:
+        results = {}
+        for path in args.chart_from:
+            text = path.read_text()
+            for r in json.loads(text[text.index("{"):])["results"]:
+                results[r["database"]] = r
+        out = Path(__file__).with_name("out")
+        out.mkdir(exist_ok=True)
+        print(chart(list(results.values()), out / "daily_backup.png"))
+        return
     if args.quick:
         args.scales, args.pgbench = "3", "5"
     work = Path(args.workdir)
@@ -395,7 +407,46 @@ def main() -> None:
             server["proc"].terminate()
             server["proc"].wait(timeout=60)
     report = {"machine": machine(), "load_average": os.getloadavg(), "results": results}
-    save_result("daily_backup" + ("_quick" if args.quick else ""), report)
+    path = save_result("daily_backup" + ("_quick" if args.quick else ""), report)
+    print(chart(results, path.with_suffix(".png")))
+
+
+def chart(results: list[dict], out: Path) -> Path:
+    """Goal 1 at a glance: per database, run_logical_backup's own seconds over the bare pipe's
+    (medians of one run) for ours, ours with numpy's chunk walker (where the C one is built) and
+    ours without fingerprints, with the bound (1.10) and the bare pipe (1.00) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    variants = [("inner_ratio", "ours (chunk walker: {walker})", "#4c78a8"),
+                ("inner_ratio_numpy_walker", "ours, numpy's chunk walker", "#9ecae9"),
+                ("inner_ratio_no_fingerprints", "ours without fingerprints", "#bab0ac")]
+    fig, ax = plt.subplots(figsize=(9.5, 1.4 + 1.0 * len(results)))
+    height = 0.8 / len(variants)
+    for i, r in enumerate(results):
+        y = len(results) - 1 - i
+        for j, (key, label, color) in enumerate(variants):
+            if r.get(key) is None:
+                continue
+            yy = y + 0.4 - (j + 0.5) * height
+            ax.barh(yy, r[key], height=height * 0.9, color=color,
+                    label=label.format(walker=r.get("walker", "numpy")) if i == 0 else None)
+            ax.text(r[key] + 0.005, yy, f"{r[key]:.3f}", va="center", fontsize=7)
+    ax.axvline(1.10, color="#b00000", linestyle="--", linewidth=1, label="the bound, 1.10 x bare")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    names = [f"{r['database']}\n{r['dump_bytes'] / 1e6:,.0f} MB dump, bare {r['bare']['seconds']:.2f} s, "
+             f"{r['runs']} runs" for r in results]
+    ax.set_yticks(range(len(results)), list(reversed(names)), fontsize=8)
+    ax.set_xlim(0.7, 1.35)
+    ax.set_xlabel("seconds / bare pg_dump -Fc -Z0 | zstd -3 -T2 (medians, run_logical_backup's own)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Logical backup pipeline vs the bare pipe (issue #19, goal 1)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 if __name__ == "__main__":
