@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -90,6 +91,10 @@ class Settled:
     source_pitr: dict[str, tuple[int, str] | None]
     zone: str | None
     reread: list[str]  # tables read early that had changed since (read again after the restore)
+
+
+# How long SourceSide.stop() goes on cancelling the scan under way on the live source.
+STOP_WAIT = 10.0
 
 
 class SourceSide:
@@ -167,11 +172,19 @@ class SourceSide:
         with self._lock:
             self._stopped = True
             conn = self._conn
-        if conn is not None:
+        # A cancel stops only a query already running: one sent a moment later (the connection is
+        # handed over just before its scan starts) would run, and wait behind a lock on the live
+        # table for as long as that is held. So cancel until the reader has let go of the connection.
+        deadline = time.monotonic() + STOP_WAIT
+        while conn is not None and time.monotonic() < deadline:
             try:
-                conn.cancel_safe()
+                conn.cancel_safe(timeout=2)
             except Exception:  # noqa: BLE001 - gone already: nothing to cancel
                 pass
+            time.sleep(0.05)
+            with self._lock:
+                if self._conn is not conn:
+                    break
 
     def result(self) -> dict[str, tuple[int, str] | None]:
         """append_only entry -> its bound on the source (None: no such table there); an entry

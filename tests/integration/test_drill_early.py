@@ -473,6 +473,36 @@ def test_a_stopped_source_side_reads_no_further_on_the_live_source(fresh_db):
         holder.close()
 
 
+def test_a_stop_that_comes_just_before_the_scan_starts_still_cancels_it(fresh_db, monkeypatch):
+    """The race CI met: stop() arrives after the reader took its connection but before the scan
+    is sent, so a single cancel finds nothing running — the scan must still be cancelled."""
+    import checks.drill_early as drill_early
+    from checks.drill_early import SourceSide
+
+    source = _ledger_source(fresh_db)
+    real, stopping = drill_early.bounded_fingerprint, []
+
+    def late(conn, *args, **kwargs):
+        stopping.append(threading.Thread(target=side.stop))
+        stopping[0].start()
+        time.sleep(0.3)  # the first cancel has gone, with nothing yet running
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(drill_early, "bounded_fingerprint", late)
+    holder = psycopg.connect(source)
+    holder.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")
+    try:
+        side = SourceSide(source, ["public.ledger:created_at"], datetime.now().astimezone())
+        side.start()
+        _until(lambda: side._done.done(), 10)
+        assert side.result() == {} and _waiting_on_lock(source) == 0
+        stopping[0].join(10)
+        assert not stopping[0].is_alive()
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 def test_a_read_that_fails_during_the_restore_is_logged_and_read_after_it(fresh_db, tmp_path, caplog):
     """An early read that cannot be had (here: its reader's psql fails) loses nothing — the
     table is read after the restore — but says why, naming the table, never a password."""
