@@ -324,19 +324,21 @@ def _run_ours(cluster, db, work, keys, fingerprints: bool, compression_threads: 
     repo = work / f"repo-{db}"
     shutil.rmtree(repo, ignore_errors=True)
     code = textwrap.dedent("""
-        import json, sys
+        import json, os, sys
         import bvh_ops.logical.archive as archive
-        archive.WALKER = WALKER or archive.WALKER
+        archive.WALKER = os.environ.get("BENCH_CHUNK_WALKER") or archive.WALKER
         from bvh_ops.config import load_settings
         from bvh_ops.logical.backup import run_logical_backup
         r = run_logical_backup(load_settings(), fingerprints=FINGERPRINTS)
         print(json.dumps({"bytes_in": r.manifest.bytes_in, "bytes_stored": r.manifest.bytes_stored,
                           "seconds": r.seconds}))
-    """).replace("FINGERPRINTS", str(fingerprints)).replace("WALKER or", f'"{walker}" or' if walker else "None or")
+    """).replace("FINGERPRINTS", str(fingerprints))
     ours_env = {**os.environ, "BVH_OPS_DATABASE_URL": cluster.dsn(db), "BVH_OPS_REPOSITORY": f"file://{repo}",
                 "BVH_OPS_RECIPIENTS": str(keys[0]), "BVH_OPS_STATE_DIR": str(work / "state")}
     if compression_threads is not None:
         ours_env["BVH_OPS_COMPRESSION_THREADS"] = str(compression_threads)
+    if walker is not None:  # the child's fingerprinter uses this chunk walker instead of the built one
+        ours_env["BENCH_CHUNK_WALKER"] = walker
     out_file = work / "ours.json"
     ours_cmd = ["bash", "-c", f'"{sys.executable}" -c \'{code}\' > "{out_file}"']
     ours_s, ours_cpu, ours_peaks = timed_cpu(ours_cmd, ours_env)
