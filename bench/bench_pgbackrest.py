@@ -4,7 +4,8 @@ cluster (issue #19, goal 4).
 One cluster (Debian's 15 binaries, its own port and data directory; the system cluster on 5432 is
 not touched), pgbench data, ``archive_command`` feeding both archives (``bvh-ops-wal push`` and
 ``pgbackrest archive-push``, async), a local pgBackRest repository (zst 3, process-max 2,
-aes-256-cbc; the passphrase in its 0600 config file, never on argv). Alternated, medians:
+aes-256-cbc; the passphrase in its 0600 config file, never on argv). Alternated (each round
+starts one tool later; each tool on a quiet archiver), medians:
 
     full:     bare        pg_basebackup -D - -Ft -X fetch --checkpoint=fast | zstd -3 -T2 > file
               pgBackRest  pgbackrest --stanza=bench --type=full backup   (as the server's OS user)
@@ -141,17 +142,20 @@ def backups(cluster, work, env_cli, pgbr_conf, runs, variants: dict[str, dict[st
     # Each run's own report (the backup task, the checks' steps) and its phases from the Prefect
     # server's records (before the flow run, the tasks, after it).
     steps: dict[str, list] = {n: [] for n in ours_names}
+    settled: list[float] = []  # seconds each wait for a quiet archiver took (not timed)
     tools = [("bare", bare_cmd, penv),
              ("pgbackrest", pgbr(pgbr_conf, "--type=full", "backup") if pgbr_conf else None, os.environ),
              ("ours", ours_cmd, env_cli),
              *((f"ours_{v}", ours_cmd, {**env_cli, **extra}) for v, extra in (variants or {}).items())]
     compile_checkouts(env for _, _, env in tools[2:])
+    present = [t for t in tools if t[1] is not None]
     for i in range(runs):
-        # Ours' variants rotate their order each round, so none always follows pgBackRest.
-        ours = tools[2:]
-        for name, cmd, env in tools[:2] + ours[i % len(ours):] + ours[:i % len(ours)]:
-            if cmd is None:
-                continue
+        # Every tool takes every place in turn (round i starts at the i-th), so none always
+        # follows the same one; and each starts on a quiet cluster: the WAL every earlier backup
+        # switched to is archived (by both archivers) before the clock starts — a backup's own
+        # stop segment is still waited for inside its time, by pgBackRest and by ours alike.
+        for name, cmd, env in present[i % len(present):] + present[:i % len(present)]:
+            settled.append(round(wait_archived(cluster)[0], 2))
             started = time.time()
             seconds, cpu_s, pk = timed_cpu(cmd, env)
             rows[name].append(round(seconds, 2))
@@ -162,7 +166,7 @@ def backups(cluster, work, env_cli, pgbr_conf, runs, variants: dict[str, dict[st
                 steps[name].append({"backup": doc.get("seconds"), "checks": doc.get("check_seconds"),
                                     "phases": flow_phases(env["PREFECT_API_URL"], started, started + seconds)})
             print(f"  {name:<12} {seconds:6.2f} s  cpu {cpu_s:6.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)
-    out = {"bare_stored_bytes": bare_file.stat().st_size, "ours_steps": steps["ours"],
+    out = {"bare_stored_bytes": bare_file.stat().st_size, "ours_steps": steps["ours"], "settle_seconds": settled,
            "load_average_end": os.getloadavg()}
     for name, secs in rows.items():
         if secs:
