@@ -28,11 +28,9 @@ demo: $(STAMP)
 # suite uses about one core), so three workers on two cores cut the wall time: measured on this
 # machine (1,800 tests) 13.4 min serially, 8.9 min with two workers, 7.0 min with three; 2,125 tests:
 # 7.3-8.0 min with three (12.1 before #19's start-up cuts); 2,157 tests: 9.8 min on a slower day of
-# the same VM. Files go to the workers in collection order, slowest tier first (tests/conftest.py):
-# xdist's default (most tests first) left the ~100 s e2e file to the end; 2,297 tests on a Xeon,
-# 8.6 min → see docs/BENCHMARKS.md. TEST_WORKERS=0: serial.
+# the same VM. TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 3
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 

@@ -47,27 +47,13 @@ def pytest_unconfigure(config):
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
-def _tier(item) -> str | None:
-    try:
-        return item.path.relative_to(TESTS_DIR).parts[0]
-    except ValueError:
-        return None
-
-
 def pytest_collection_modifyitems(config, items):
     """Mark every test with its tier (the directory it lives in), so ``-m unit`` (or ``-m "not
-    e2e"``) selects by tier; a unit test that asks for a fixture starting a service is an error.
-
-    The slowest tier first (e2e, flows, integration, unit; a stable sort, so files and tests keep
-    their order within it): the Makefile's workers take test files in this order
-    (``--no-loadscope-reorder``), so the long files start early and the many short unit files
-    fill the workers' ends. xdist's own order (most tests first) put the one-test e2e file —
-    the suite's longest, ~100 s — last, and the run waited for it alone (docs/BENCHMARKS.md)."""
-    slowest_first = {tier: rank for rank, tier in enumerate(reversed(TIERS))}
-    items.sort(key=lambda item: slowest_first.get(_tier(item), len(TIERS)))
+    e2e"``) selects by tier; a unit test that asks for a fixture starting a service is an error."""
     for item in items:
-        tier = _tier(item)
-        if tier is None:
+        try:
+            tier = item.path.relative_to(TESTS_DIR).parts[0]
+        except ValueError:
             continue
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
