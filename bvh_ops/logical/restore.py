@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bvh_ops import progress
 from bvh_ops.config import Settings
-from bvh_ops.errors import BvhOpsError, IntegrityError, NotFound
+from bvh_ops.errors import BvhOpsError, ConfigError, IntegrityError, NotFound
 from bvh_ops.keys import load_identities
 from bvh_ops.logical.archive import (
     SECTION_POST_DATA,
@@ -28,7 +28,16 @@ from bvh_ops.logical.archive import (
     set_data_offsets,
 )
 from bvh_ops.logical.backup import DUMP_OBJECT
-from bvh_ops.logical.toc import INDEX_TABLE, balance, parse_entry, selective_lists, split_name
+from bvh_ops.logical.toc import (
+    INDEX_TABLE,
+    balance,
+    described,
+    parse_entry,
+    partition_tree,
+    selective_lists,
+    split_name,
+    with_partitions,
+)
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
     COPY_METHODS,
@@ -41,6 +50,7 @@ from bvh_ops.pg.fingerprint import (
     method_of,
     table_fingerprint,
 )
+from bvh_ops.pg.ident import qualified
 from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest
 from bvh_ops.repository.open import open_repository
@@ -327,18 +337,33 @@ class PreparedCopy:
             self._tmp.unlink(missing_ok=True)
 
 
+def _read_toc_entries(read, where: str) -> list:
+    """The archive's TOC entries, from its header and TOC alone: ``read(n)`` is called only until
+    they are whole (the table data after them is never read)."""
+    head = bytearray()
+    while True:
+        more = read(CHUNK)
+        head += more
+        try:
+            return read_toc(bytes(head))[1]
+        except NeedMore:
+            if not more:
+                raise IntegrityError(f"{where}: the dump ends inside its table of contents") from None
+
+
 def _toc_entries(path: Path) -> dict:
-    """dumpId -> TocEntry of the archive file at ``path``, from its header and TOC alone."""
-    head = b""
+    """dumpId -> TocEntry of the archive file at ``path``."""
     with open(path, "rb") as fh:
-        while True:
-            more = fh.read(CHUNK)
-            head += more
-            try:
-                return {e.dump_id: e for e in read_toc(head)[1]}
-            except NeedMore:
-                if not more:
-                    raise IntegrityError(f"{path}: the dump ends inside its table of contents") from None
+        return {e.dump_id: e for e in _read_toc_entries(fh.read, str(path))}
+
+
+def _stored_toc_entries(settings, repo, backup_id, identities) -> list:
+    """The TOC entries (with their dependencies) of a backup's dump, decrypted as far as its TOC."""
+    reader = _decrypted(settings, repo, backup_id, identities)
+    try:
+        return _read_toc_entries(reader.read, f"backup {backup_id}")
+    finally:
+        reader.close()
 
 
 def _restore_from_copy(settings, repo, manifest, entry, identities, env, bin_dir, base_args, jobs,
@@ -578,13 +603,20 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     if tables:
         codec = toc_codec(manifest)
         toc = _toc(settings, repo, backup_id, identities, codec=codec)
+        # A partitioned table comes back whole: with its partitions (and theirs), attached.
+        entries = _stored_toc_entries(settings, repo, backup_id, identities)
+        tree = partition_tree(entries)
+        asked = tables
+        _refuse_partitions_alone(asked, tree, manifest)
+        tables = [qualified(*t) for t in with_partitions([split_name(t) for t in asked], tree)]
         # The manifest names them as format('%I.%I') does, the TOC (and selective_lists) unquoted.
         wanted_tables = {split_name(t) for t in tables}
         table_indexes = {".".join(split_name(name)) for name, d in manifest.extra.get("schema", {}).get("indexes", {}).items()
                          if (m := INDEX_TABLE.match(d)) and split_name(m.group(1)) in wanted_tables}
-        prereq, own = selective_lists(toc, tables, table_indexes)
-        restored = {parse_entry(ln)[1:] for ln in own if parse_entry(ln)[0] == "TABLE"}  # (schema, table)
-        missing = [t for t in tables if split_name(t) not in restored]
+        prereq, own = selective_lists(toc, tables, table_indexes, entries)
+        parse = described(entries)
+        restored = {parse(ln)[1:] for ln in own if parse(ln)[0] == "TABLE"}  # (schema, table)
+        missing = [t for t in asked if split_name(t) not in restored]
         if missing:
             raise NotFound(f"table {', '.join(missing)} is not in backup {backup_id}")
         for lines in (prereq, own):
@@ -618,6 +650,26 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     seconds = time.monotonic() - t0
     comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
     return RestoreResult(backup_id, dbname, seconds, total, comparisons)
+
+
+def _refuse_partitions_alone(asked: list[str], tree: dict[tuple[str, str], list[tuple[str, str]]],
+                             manifest: Manifest) -> None:
+    """A partition asked for without its partitioned table: the backup's fingerprint is of the
+    partitioned table as a whole (its leaves' digests combined), so the partition alone could be
+    restored but not compared — and a restore whose comparison cannot run must not report one."""
+    parent_of = {child: parent for parent, children in tree.items() for child in children}
+    wanted = {split_name(t) for t in asked}
+    for name in asked:
+        table, top = split_name(name), None
+        while table in parent_of:
+            table = top = parent_of[table]
+            if table in wanted:
+                break
+        else:
+            if top is not None:
+                whole = next((t.name for t in manifest.tables if split_name(t.name) == top), ".".join(top))
+                raise ConfigError(f"table {name} is a partition of {whole}: the backup proves {whole} as a whole, "
+                                  f"so restore --table {whole} (its partitions come with it, compared)")
 
 
 def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None, *,

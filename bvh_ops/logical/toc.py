@@ -4,6 +4,8 @@ selected tables, and spread entries over parallel pg_restore processes by weight
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Protocol
 
 from bvh_ops.errors import ConfigError
 
@@ -66,11 +68,88 @@ _IDENT = r'(?:"(?:[^"]|"")*"|[^\s".]+)'
 INDEX_TABLE = re.compile(rf'^CREATE (?:UNIQUE )?INDEX {_IDENT} ON (?:ONLY )?({_IDENT}\.{_IDENT}) USING ')
 
 
-def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None) -> tuple[list[str], list[str]]:
+class TocItem(Protocol):
+    """What the partition rules read of an archive's TOC entry (archive.TocEntry)."""
+
+    dump_id: int
+    desc: str
+    namespace: str
+    tag: str
+    deps: tuple[int, ...]
+
+
+def partition_tree(entries: Iterable[TocItem]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(schema, table) of a partitioned table -> its partitions, in archive order. pg_dump (14+)
+    creates a partition as a table of its own and attaches it in a TABLE ATTACH entry, which
+    depends on the partition's TABLE entry and its parent's: the parent is the other one."""
+    entries = list(entries)
+    tables = {e.dump_id: (e.namespace, e.tag) for e in entries if e.desc == "TABLE"}
+    tree: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for e in entries:
+        if e.desc != "TABLE ATTACH":
+            continue
+        child = (e.namespace, e.tag)
+        parents = {tables[d] for d in e.deps if d in tables} - {child}
+        if len(parents) == 1:
+            tree.setdefault(parents.pop(), []).append(child)
+    return tree
+
+
+def with_partitions(tables: list[tuple[str, str]], tree: dict[tuple[str, str], list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """``tables`` and every partition below each (sub-partitions too), each once, asked ones first."""
+    out, seen = list(dict.fromkeys(tables)), set(tables)
+    for table in out:  # grows while it is walked: breadth first
+        for child in tree.get(table, ()):
+            if child not in seen:
+                seen.add(child)
+                out.append(child)
+    return out
+
+
+def _dump_id(line: str) -> int | None:
+    try:
+        return int(line.split(";", 1)[0])
+    except ValueError:
+        return None
+
+
+ATTACH = ("TABLE ATTACH", "INDEX ATTACH")
+# pg_restore -L restores in list order: table, its attachment to its parent, owned-by, defaults,
+# data, setval, constraints, indexes, then the partitions' indexes attached to their parents'.
+LIST_ORDER = ("TABLE", "TABLE ATTACH", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT",
+              "INDEX", "INDEX ATTACH")
+
+
+def described(entries: Iterable[TocItem]):
+    """parse_entry, exact where the archive's own entry for a line's dumpId is at hand: (desc,
+    schema, tag) as pg_dump wrote them, whatever spaces they hold. A name the archive reader could
+    not decode (U+FFFD: bytes that are not text in the dump's encoding) is left to the line, which
+    keeps such bytes as they are."""
+    exact = {e.dump_id: (e.desc, e.namespace or "-", e.tag) for e in entries
+             if "\ufffd" not in e.namespace + e.tag}
+
+    def parse(line: str) -> tuple[str, str, str] | None:
+        found = exact.get(_dump_id(line)) if line and not line.startswith(";") else None
+        return found if found is not None else parse_entry(line)
+
+    return parse
+
+
+def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None = None,
+                    entries: Iterable[TocItem] = ()) -> tuple[list[str], list[str]]:
     """Split a TOC into prerequisites (tolerant) and the selected tables' own entries (strict);
-    ``indexes`` are the schema-qualified index names of those tables (from the manifest)."""
+    ``indexes`` are the schema-qualified index names of those tables (from the manifest).
+
+    ``entries`` (the archive's own TOC, with each entry's dependencies): a partition (TABLE
+    ATTACH) or a partition's index (INDEX ATTACH) is attached to its parent's when everything it
+    depends on is restored too — a partitioned table and its partitions (with_partitions) come
+    back as one table; a partition asked for alone comes back as a table of its own. They also
+    name each entry exactly (a `pg_restore -l` line cannot tell a schema, name or owner with a
+    space in it from the words around it: described)."""
     indexes = indexes or set()
     wanted = [split_name(t) for t in tables]
+    entries = list(entries)
+    parse = described(entries)
     prereq, own = [], []
     # Every table of the archive, per schema: a DEFAULT's or CONSTRAINT's tag is "<table> <name>"
     # and a serial's sequence is "<table>_<column>_seq", and names may contain spaces or be the
@@ -78,11 +157,11 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     # the tag starts with.
     tables_of: dict[str, list[str]] = {}
     for line in toc:
-        e = parse_entry(line)
+        e = parse(line)
         if e is not None and e[0] == "TABLE":
             tables_of.setdefault(e[1], []).append(e[2])
     for line in toc:
-        e = parse_entry(line)
+        e = parse(line)
         if e is None:
             continue
         desc, schema, tag = e
@@ -107,9 +186,11 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
         else:
             if desc in PREREQ and desc != "SEQUENCE":
                 prereq.append(line)
-    # pg_restore -L restores in list order: table, owned-by, defaults, data, setval, constraints.
-    order = {d: i for i, d in enumerate(TABLE_ENTRIES)}
-    own.sort(key=lambda ln: order.get(parse_entry(ln)[0], 99))
+    chosen = {_dump_id(ln) for ln in prereq + own}
+    attach = {e.dump_id for e in entries if e.desc in ATTACH and e.deps and chosen.issuperset(e.deps)}
+    own += [ln for ln in toc if _dump_id(ln) in attach and ln not in own]
+    order = {d: i for i, d in enumerate(LIST_ORDER)}
+    own.sort(key=lambda ln: order.get(parse(ln)[0], 99))
     return prereq, own
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from bvh_ops.config import DAYS, MaintenanceSettings
 from bvh_ops.maintenance.facts import Facts, IndexFact, TableFact
+from bvh_ops.pg.ident import qualified
 
 SCOPES = ("daily", "weekly", "monthly")
 # Order of work: statistics first (cheap, helps the workload at once), reindex last (longest).
@@ -68,15 +69,6 @@ class Plan:
         return {"scope": self.scope, "at": self.at.isoformat(), "in_window": self.in_window, "window": self.window,
                 "actions": [a.to_json() for a in self.actions], "findings": [f.to_json() for f in self.findings],
                 "notes": list(self.notes)}
-
-
-def quote_ident(name: str) -> str:
-    """PostgreSQL's identifier quoting (always quoted: safe for any name)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def qualified(schema: str, name: str) -> str:
-    return f"{quote_ident(schema)}.{quote_ident(name)}"
 
 
 def in_window(now: datetime, start: time, end: time, days: list[str] | tuple[str, ...]) -> bool:

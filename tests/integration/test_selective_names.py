@@ -32,13 +32,22 @@ SOURCE = [
     "INSERT INTO users VALUES (1)",
     'CREATE TABLE "Users" (id int PRIMARY KEY, n text)',
     'INSERT INTO "Users" VALUES (1, \'a\'), (2, \'b\'), (3, \'c\')',
+    'CREATE SCHEMA "my schema"',
+    'CREATE TABLE "my schema"."t t" (id int PRIMARY KEY)',
+    'INSERT INTO "my schema"."t t" VALUES (1), (2)',
+    # a role with a space in its name (cluster-wide: made once per test session's server)
+    'DO $$ BEGIN CREATE ROLE "Ops Team"; EXCEPTION WHEN duplicate_object THEN NULL; END $$',
+    "CREATE TABLE owned (id int PRIMARY KEY)",
+    "INSERT INTO owned VALUES (7)",
+    'ALTER TABLE owned OWNER TO "Ops Team"',
 ]
 
 
-def _source(fresh_db) -> str:
+def _source(fresh_db, statements: list[str] = SOURCE) -> str:
+    """A new database made by ``statements``."""
     src = fresh_db("_src")
     with psycopg.connect(src, autocommit=True) as conn:
-        for stmt in SOURCE:
+        for stmt in statements:
             conn.execute(stmt)
     return src
 
@@ -58,6 +67,11 @@ def backed_up(pg, fresh_db, make_settings, repo_dir):
     ('"a.b".c', '"a.b".c', {'"a.b".c', '"a.b".c_pkey'}),
     ("users", "public.users", {"public.users", "public.users_pkey"}),
     ('"Users"', 'public."Users"', {'public."Users"', 'public."Users_pkey"'}),
+    # 'table "my schema"."t t" is not in backup': `pg_restore -l` prints "TABLE my schema t t
+    # postgres", read as schema "my", table "schema t t" (the archive's own entries are exact)
+    ('"my schema"."t t"', '"my schema"."t t"', {'"my schema"."t t"', '"my schema"."t t_pkey"'}),
+    # "TABLE public owned Ops Team": the owner's first word was read as part of the table's name
+    ("owned", "public.owned", {"public.owned", "public.owned_pkey"}),
 ])
 def test_one_table_with_its_indexes_and_compared(backed_up, fresh_db, spelling, table, relations):
     settings, manifest = backed_up

@@ -11,7 +11,8 @@ import pytest
 
 from bvh_ops.config import MaintenanceSettings
 from bvh_ops.maintenance.facts import Facts, IndexFact, SequenceFact, SessionFact, SlotFact, TableFact
-from bvh_ops.maintenance.plan import in_window, plan, quote_ident
+from bvh_ops.maintenance.plan import in_window, plan
+from bvh_ops.pg.ident import quote_ident
 
 # Sunday 3 March 2030, 03:00 UTC: inside the default window (01:00-06:00 every day).
 NOW = datetime(2030, 3, 3, 3, 0, tzinfo=UTC)

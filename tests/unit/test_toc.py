@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bvh_ops.logical.toc import balance, parse_entry, selective_lists
+from bvh_ops.logical.archive import TocEntry
+from bvh_ops.logical.toc import balance, parse_entry, partition_tree, selective_lists, with_partitions
 
 # `pg_restore -l` of a pg_dump 18 custom archive, header included.
 TOC_18 = """\
@@ -197,3 +198,133 @@ def test_balance_keeps_every_entry_once_in_archive_order_and_evens_the_load(jobs
     load = [sum(dict(entries)[ln] for ln in b) for b in got]
     # Greedy largest-first: no list exceeds the ideal share by more than the largest entry.
     assert max(load) <= sum(weights) / jobs + max(weights)
+
+
+# A partitioned table (pg_dump 15): tickets by half-year, its second half by draw, with a
+# serial, a primary key and an index on the parent (each partition has its own, attached);
+# and a plain table beside it. `pg_restore -l` lines, then the archive's own entries with their
+# dependencies (bvh_ops.logical.archive.read_toc), as the restore reads both.
+PARTED_TOC = """\
+215; 1259 16855 TABLE public tickets postgres
+214; 1259 16854 SEQUENCE public tickets_id_seq postgres
+3402; 0 0 SEQUENCE OWNED BY public tickets_id_seq postgres
+216; 1259 16862 TABLE public tickets_2026h1 postgres
+217; 1259 16869 TABLE public tickets_2026h2 postgres
+218; 1259 16876 TABLE public tickets_2026h2_odd postgres
+219; 1259 16883 TABLE public tickets_2026h2_rest postgres
+220; 1259 16890 TABLE public tickets_archive postgres
+3217; 0 0 TABLE ATTACH public tickets_2026h1 postgres
+3218; 0 0 TABLE ATTACH public tickets_2026h2 postgres
+3219; 0 0 TABLE ATTACH public tickets_2026h2_odd postgres
+3220; 0 0 TABLE ATTACH public tickets_2026h2_rest postgres
+3221; 2604 16858 DEFAULT public tickets id postgres
+3392; 0 16862 TABLE DATA public tickets_2026h1 postgres
+3393; 0 16876 TABLE DATA public tickets_2026h2_odd postgres
+3394; 0 16883 TABLE DATA public tickets_2026h2_rest postgres
+3395; 0 16890 TABLE DATA public tickets_archive postgres
+3403; 0 0 SEQUENCE SET public tickets_id_seq postgres
+3228; 2606 16860 CONSTRAINT public tickets tickets_pkey postgres
+3231; 2606 16867 CONSTRAINT public tickets_2026h1 tickets_2026h1_pkey postgres
+3234; 2606 16874 CONSTRAINT public tickets_2026h2 tickets_2026h2_pkey postgres
+3237; 2606 16881 CONSTRAINT public tickets_2026h2_odd tickets_2026h2_odd_pkey postgres
+3240; 2606 16888 CONSTRAINT public tickets_2026h2_rest tickets_2026h2_rest_pkey postgres
+3226; 1259 16861 INDEX public tickets_draw postgres
+3229; 1259 16868 INDEX public tickets_2026h1_draw_id_idx postgres
+3232; 1259 16875 INDEX public tickets_2026h2_draw_id_idx postgres
+3235; 1259 16882 INDEX public tickets_2026h2_odd_draw_id_idx postgres
+3238; 1259 16889 INDEX public tickets_2026h2_rest_draw_id_idx postgres
+3241; 0 0 INDEX ATTACH public tickets_2026h1_draw_id_idx postgres
+3242; 0 0 INDEX ATTACH public tickets_2026h1_pkey postgres
+3243; 0 0 INDEX ATTACH public tickets_2026h2_draw_id_idx postgres
+3245; 0 0 INDEX ATTACH public tickets_2026h2_odd_draw_id_idx postgres
+3246; 0 0 INDEX ATTACH public tickets_2026h2_odd_pkey postgres
+3244; 0 0 INDEX ATTACH public tickets_2026h2_pkey postgres
+3247; 0 0 INDEX ATTACH public tickets_2026h2_rest_draw_id_idx postgres
+3248; 0 0 INDEX ATTACH public tickets_2026h2_rest_pkey postgres
+""".splitlines()
+PARTED_ENTRIES = [TocEntry(dump_id, desc, "public", tag, "", False, deps=deps) for dump_id, desc, tag, deps in [
+    (215, 'TABLE', 'tickets', ()),
+    (214, 'SEQUENCE', 'tickets_id_seq', (215,)),
+    (3402, 'SEQUENCE OWNED BY', 'tickets_id_seq', (214,)),
+    (216, 'TABLE', 'tickets_2026h1', (214, 215)),
+    (217, 'TABLE', 'tickets_2026h2', (214, 215)),
+    (218, 'TABLE', 'tickets_2026h2_odd', (214, 217)),
+    (219, 'TABLE', 'tickets_2026h2_rest', (214, 217)),
+    (220, 'TABLE', 'tickets_archive', ()),
+    (3217, 'TABLE ATTACH', 'tickets_2026h1', (216, 215)),
+    (3218, 'TABLE ATTACH', 'tickets_2026h2', (217, 215)),
+    (3219, 'TABLE ATTACH', 'tickets_2026h2_odd', (218, 217)),
+    (3220, 'TABLE ATTACH', 'tickets_2026h2_rest', (219, 217)),
+    (3221, 'DEFAULT', 'tickets id', (215, 214, 215)),
+    (3392, 'TABLE DATA', 'tickets_2026h1', (216,)),
+    (3393, 'TABLE DATA', 'tickets_2026h2_odd', (218,)),
+    (3394, 'TABLE DATA', 'tickets_2026h2_rest', (219,)),
+    (3395, 'TABLE DATA', 'tickets_archive', (220,)),
+    (3403, 'SEQUENCE SET', 'tickets_id_seq', (214,)),
+    (3228, 'CONSTRAINT', 'tickets tickets_pkey', (215, 215, 215)),
+    (3231, 'CONSTRAINT', 'tickets_2026h1 tickets_2026h1_pkey', (216, 216, 216, 3228, 216)),
+    (3234, 'CONSTRAINT', 'tickets_2026h2 tickets_2026h2_pkey', (217, 217, 3228, 217, 217)),
+    (3237, 'CONSTRAINT', 'tickets_2026h2_odd tickets_2026h2_odd_pkey', (218, 218, 218, 3234, 218)),
+    (3240, 'CONSTRAINT', 'tickets_2026h2_rest tickets_2026h2_rest_pkey', (219, 3234, 219, 219, 219)),
+    (3226, 'INDEX', 'tickets_draw', (215,)),
+    (3229, 'INDEX', 'tickets_2026h1_draw_id_idx', (216, 216, 3226)),
+    (3232, 'INDEX', 'tickets_2026h2_draw_id_idx', (3226, 217, 217)),
+    (3235, 'INDEX', 'tickets_2026h2_odd_draw_id_idx', (218, 218, 3232)),
+    (3238, 'INDEX', 'tickets_2026h2_rest_draw_id_idx', (219, 3232, 219)),
+    (3241, 'INDEX ATTACH', 'tickets_2026h1_draw_id_idx', (3229, 3226, 216, 215)),
+    (3242, 'INDEX ATTACH', 'tickets_2026h1_pkey', (3228, 216, 3231, 3228, 216, 215)),
+    (3243, 'INDEX ATTACH', 'tickets_2026h2_draw_id_idx', (3232, 3226, 217, 215)),
+    (3245, 'INDEX ATTACH', 'tickets_2026h2_odd_draw_id_idx', (3235, 3232, 218, 217)),
+    (3246, 'INDEX ATTACH', 'tickets_2026h2_odd_pkey', (218, 3237, 3228, 3234, 217, 3228, 3234, 217, 218, 217)),
+    (3244, 'INDEX ATTACH', 'tickets_2026h2_pkey', (3228, 3234, 217, 3228, 217, 215)),
+    (3247, 'INDEX ATTACH', 'tickets_2026h2_rest_draw_id_idx', (3238, 3232, 219, 217)),
+    (3248, 'INDEX ATTACH', 'tickets_2026h2_rest_pkey', (3228, 3234, 217, 3240, 219, 3228, 3234, 217, 219, 217)),
+]]
+PARTED = ["tickets", "tickets_2026h1", "tickets_2026h2", "tickets_2026h2_odd", "tickets_2026h2_rest"]
+PARTED_INDEXES = {"public.tickets_draw"} | {f"public.{t}_draw_id_idx" for t in PARTED[1:]}
+
+
+def test_the_partition_tree_comes_from_the_attach_entries_dependencies():
+    assert partition_tree(PARTED_ENTRIES) == {
+        ("public", "tickets"): [("public", "tickets_2026h1"), ("public", "tickets_2026h2")],
+        ("public", "tickets_2026h2"): [("public", "tickets_2026h2_odd"), ("public", "tickets_2026h2_rest")],
+    }
+
+
+@pytest.mark.parametrize("asked, expanded", [
+    (["tickets"], PARTED),  # sub-partitions too
+    (["tickets_2026h2"], PARTED[2:]),
+    (["tickets_2026h1"], ["tickets_2026h1"]),  # a leaf: itself
+    (["tickets_archive", "tickets", "tickets_2026h1"], ["tickets_archive", *PARTED]),  # each once, asked first
+])
+def test_with_partitions_adds_every_partition_below_each_asked_table(asked, expanded):
+    tree = partition_tree(PARTED_ENTRIES)
+    got = with_partitions([("public", t) for t in asked], tree)
+    assert got == [("public", t) for t in expanded]
+
+
+def test_a_partitioned_table_is_restored_with_its_partitions_attached_and_their_indexes_attached_to_its():
+    prereq, own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES, PARTED_ENTRIES)
+    assert _ids(prereq) == ["214"]  # the serial's sequence
+    assert _ids(own) == [
+        "215", "216", "217", "218", "219",  # the tables, then each attached to its parent before its data
+        "3217", "3218", "3219", "3220",
+        "3402", "3221", "3392", "3393", "3394", "3403",  # owned-by, default, data, setval
+        "3228", "3231", "3234", "3237", "3240",  # the primary keys, the parent's first
+        "3226", "3229", "3232", "3235", "3238",  # the indexes, the parent's first
+        "3241", "3242", "3243", "3245", "3246", "3244", "3247", "3248",  # each attached to its parent's
+    ]
+    assert "220" not in _ids(own) and "3395" not in _ids(own)  # the plain table beside it
+
+
+def test_a_partition_alone_comes_back_as_a_table_of_its_own_without_attach_entries():
+    prereq, own = selective_lists(PARTED_TOC, ["tickets_2026h1"], {"public.tickets_2026h1_draw_id_idx"},
+                                  PARTED_ENTRIES)
+    # Its ATTACH entries depend on the parent's table and indexes, which are not restored: an
+    # ATTACH would fail the strict list.
+    assert _ids(own) == ["216", "3392", "3231", "3229"]
+
+
+def test_without_the_archive_entries_no_attach_entry_is_taken():
+    _, own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES)
+    assert not {parse_entry(ln)[0] for ln in own} & {"TABLE ATTACH", "INDEX ATTACH"}
