@@ -115,9 +115,10 @@ def _dump_id(line: str) -> int | None:
 
 ATTACH = ("TABLE ATTACH", "INDEX ATTACH")
 # pg_restore -L restores in list order: table, its attachment to its parent, owned-by, defaults,
-# data, setval, constraints, indexes, then the partitions' indexes attached to their parents'.
+# data, setval, constraints, indexes, the partitions' indexes attached to their parents', and
+# last the foreign keys between restored tables.
 LIST_ORDER = ("TABLE", "TABLE ATTACH", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT",
-              "INDEX", "INDEX ATTACH")
+              "INDEX", "INDEX ATTACH", "FK CONSTRAINT")
 
 
 def described(entries: Iterable[TocItem]):
@@ -143,7 +144,8 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     ``entries`` (the archive's own TOC, with each entry's dependencies): a partition (TABLE
     ATTACH) or a partition's index (INDEX ATTACH) is attached to its parent's when everything it
     depends on is restored too — a partitioned table and its partitions (with_partitions) come
-    back as one table; a partition asked for alone comes back as a table of its own. They also
+    back as one table; a partition asked for alone comes back as a table of its own — and so is a
+    foreign key whose table and referenced table (with its key) are both restored. They also
     name each entry exactly (a `pg_restore -l` line cannot tell a schema, name or owner with a
     space in it from the words around it: described)."""
     indexes = indexes or set()
@@ -188,7 +190,11 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
                 prereq.append(line)
     chosen = {_dump_id(ln) for ln in prereq + own}
     attach = {e.dump_id for e in entries if e.desc in ATTACH and e.deps and chosen.issuperset(e.deps)}
-    own += [ln for ln in toc if _dump_id(ln) in attach and ln not in own]
+    # A foreign key between restored tables (its table, the table it references and that one's
+    # key, attached index entries included): restored too, so the tables keep their integrity.
+    chosen |= attach
+    keys = {e.dump_id for e in entries if e.desc == "FK CONSTRAINT" and e.deps and chosen.issuperset(e.deps)}
+    own += [ln for ln in toc if _dump_id(ln) in attach | keys and ln not in own]
     order = {d: i for i, d in enumerate(LIST_ORDER)}
     own.sort(key=lambda ln: order.get(parse(ln)[0], 99))
     return prereq, own

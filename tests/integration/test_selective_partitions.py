@@ -27,6 +27,9 @@ SOURCE = [
     "CREATE TABLE tickets_2026h2_rest PARTITION OF tickets_2026h2 DEFAULT",
     "INSERT INTO tickets (draw_id, sold_at, amount) "
     "SELECT g % 7, '2026-01-01'::date + (g % 360), g FROM generate_series(1, 1000) g",
+    "CREATE TABLE draws (id int PRIMARY KEY)",
+    "INSERT INTO draws SELECT g FROM generate_series(0, 6) g",
+    "ALTER TABLE tickets ADD FOREIGN KEY (draw_id) REFERENCES draws (id)",
     "CREATE TABLE wallets (id int PRIMARY KEY, balance numeric)",
     "INSERT INTO wallets VALUES (1, 10)",
 ]
@@ -73,6 +76,22 @@ def test_a_partitioned_table_comes_back_whole_attached_and_compared(backed_up, f
         assert new_id > 1000
         with pytest.raises(psycopg.errors.UniqueViolation):  # the parent's key holds across partitions
             conn.execute("INSERT INTO tickets (id, draw_id, sold_at, amount) VALUES (1, 1, '2026-01-02', 0)")
+
+
+def test_the_foreign_key_between_two_restored_tables_comes_back_and_holds(backed_up, fresh_db):
+    """Both ends of tickets' foreign key to draws restored: the key is restored too (it was always
+    left out), over every partition; with only one end, the tables come back without it."""
+    _, settings, manifest = backed_up
+    target = fresh_db("_into")
+    result = restore_logical(settings, manifest.backup_id, target, tables=["tickets", "draws"])
+    assert result.ok and sorted(c.name for c in result.comparisons) == ["public.draws", "public.tickets"]
+    with psycopg.connect(target, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO tickets (draw_id, sold_at, amount) VALUES (99, '2026-02-01', 1)")
+    alone = fresh_db("_alone")
+    assert restore_logical(settings, manifest.backup_id, alone, tables=["tickets"]).ok
+    with psycopg.connect(alone) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()[0] == 0
 
 
 def test_a_changed_row_in_one_partition_fails_the_comparison(backed_up, fresh_db):

@@ -328,3 +328,21 @@ def test_a_partition_alone_comes_back_as_a_table_of_its_own_without_attach_entri
 def test_without_the_archive_entries_no_attach_entry_is_taken():
     _, own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES)
     assert not {parse_entry(ln)[0] for ln in own} & {"TABLE ATTACH", "INDEX ATTACH"}
+
+
+# The foreign key of TOC_18 as pg_dump records it: it depends on its table, the table it
+# references and that table's key (dumpIds of TOC_18's lines).
+FK_ENTRIES = [TocEntry(3221, "FK CONSTRAINT", "public", "tickets tickets_draw_id_fkey", "", False,
+                       deps=(216, 218, 3217))]
+
+
+@pytest.mark.parametrize("tables, with_key", [
+    (["draws", "tickets"], True),  # both ends restored: the key comes last, after the indexes
+    (["tickets"], False),  # the referenced table is not restored: no key (it would fail the list)
+    (["draws"], False),
+])
+def test_a_foreign_key_comes_back_when_both_its_tables_do(tables, with_key):
+    _, own = selective_lists(TOC_18, tables, {"public.tickets_draw_idx"}, FK_ENTRIES)
+    assert ("3221" in _ids(own)) is with_key
+    if with_key:
+        assert _ids(own)[-1] == "3221"
