@@ -157,53 +157,60 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     # and a serial's sequence is "<table>_<column>_seq", and names may contain spaces or be the
     # prefix of another table's ("draws", "draws_history"): the owner is the longest table name
     # the tag starts with.
-    tables_of: dict[str, list[str]] = {}
+    tables_of: dict[str, set[str]] = {}
     for line in toc:
         e = parse(line)
         if e is not None and e[0] == "TABLE":
-            tables_of.setdefault(e[1], []).append(e[2])
+            tables_of.setdefault(e[1], set()).add(e[2])
+    wanted_set = set(wanted)
+    schemas = {schema for schema, _ in wanted}
+    # Each line is looked at once, whatever the number of tables asked for (a partitioned table
+    # brings every partition: thousands, each with its own constraints and indexes).
     for line in toc:
         e = parse(line)
         if e is None:
             continue
         desc, schema, tag = e
-        for wschema, wname in wanted:
-            if schema != wschema:
+        if schema in schemas:
+            tables = tables_of.get(schema, set())
+            if desc in ("TABLE", "TABLE DATA") and (schema, tag) in wanted_set:
+                own.append(line)
                 continue
-            if desc in ("TABLE", "TABLE DATA") and tag == wname:
+            if desc in ("DEFAULT", "CONSTRAINT") and (schema, _owner(tag, tables, " ")) in wanted_set:
                 own.append(line)
-                break
-            if desc in ("DEFAULT", "CONSTRAINT") and _owner(tag, tables_of.get(schema, []), " ") == wname:
-                own.append(line)
-                break
+                continue
             if desc == "INDEX" and f"{schema}.{tag}" in indexes:
                 own.append(line)
-                break
-            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and _owner(tag, tables_of.get(schema, []), "_") == wname:
+                continue
+            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and (schema, _owner(tag, tables, "_")) in wanted_set:
                 own.append(line)
-                break
-            if desc == "SEQUENCE" and _owner(tag, tables_of.get(schema, []), "_") == wname:
+                continue
+            if desc == "SEQUENCE" and (schema, _owner(tag, tables, "_")) in wanted_set:
                 prereq.append(line)
-                break
-        else:
-            if desc in PREREQ and desc != "SEQUENCE":
-                prereq.append(line)
+                continue
+        if desc in PREREQ and desc != "SEQUENCE":
+            prereq.append(line)
     chosen = {_dump_id(ln) for ln in prereq + own}
     attach = {e.dump_id for e in entries if e.desc in ATTACH and e.deps and chosen.issuperset(e.deps)}
     # A foreign key between restored tables (its table, the table it references and that one's
     # key, attached index entries included): restored too, so the tables keep their integrity.
     chosen |= attach
     keys = {e.dump_id for e in entries if e.desc == "FK CONSTRAINT" and e.deps and chosen.issuperset(e.deps)}
-    own += [ln for ln in toc if _dump_id(ln) in attach | keys and ln not in own]
+    taken, more = set(own), attach | keys
+    own += [ln for ln in toc if _dump_id(ln) in more and ln not in taken]
     order = {d: i for i, d in enumerate(LIST_ORDER)}
     own.sort(key=lambda ln: order.get(parse(ln)[0], 99))
     return prereq, own
 
 
-def _owner(tag: str, tables: list[str], sep: str) -> str | None:
+def _owner(tag: str, tables: set[str], sep: str) -> str | None:
     """The table a tag belongs to: the longest table name followed by ``sep`` at its start."""
-    owners = [t for t in tables if tag.startswith(t + sep)]
-    return max(owners, key=len) if owners else None
+    owner, i = None, tag.find(sep)
+    while i != -1:
+        if tag[:i] in tables:
+            owner = tag[:i]
+        i = tag.find(sep, i + 1)
+    return owner
 
 
 def balance(entries: list[tuple[str, int]], jobs: int) -> list[list[str]]:

@@ -136,3 +136,61 @@ def test_the_cli_refuses_a_partition_alone_in_one_line(pg, fresh_db, env_setting
     run_logical_backup(load_settings())
     assert_one_line_error(run_cli("restore", "latest", "--into", fresh_db("_into"), "--table", "tickets_2026h1",
                                   env=env), "is a partition of public.tickets")
+
+
+def test_a_partition_that_cannot_come_back_fails_the_restore_naming_it(pg, fresh_db, make_settings, repo_dir):
+    """A foreign-table partition has no data in the dump and no TABLE entry --table takes: the
+    restore went on without it, and the comparison (over the plain-table leaves it found) passed."""
+    src = _source(fresh_db, [
+        "CREATE FOREIGN DATA WRAPPER bvh_dummy_fdw",
+        "CREATE SERVER bvh_dummy_server FOREIGN DATA WRAPPER bvh_dummy_fdw",
+        "CREATE TABLE m (k int NOT NULL, v text) PARTITION BY RANGE (k)",
+        "CREATE TABLE m_local PARTITION OF m FOR VALUES FROM (0) TO (100)",
+        "CREATE FOREIGN TABLE m_remote PARTITION OF m FOR VALUES FROM (100) TO (200) SERVER bvh_dummy_server",
+        "INSERT INTO m_local SELECT g, 'x' FROM generate_series(0, 99) g",
+    ])
+    settings = make_settings(src, f"file://{repo_dir}")
+    manifest = run_logical_backup(settings).manifest
+    target = fresh_db("_into")
+    with pytest.raises(ConfigError, match=r"partition public\.m_remote of a table asked for cannot be restored"):
+        restore_logical(settings, manifest.backup_id, target, tables=["m"])
+    assert _relations(target) == set()
+
+
+def test_a_tree_larger_than_half_the_servers_lock_table_is_restored_without_one_transaction(
+        tmp_path, fresh_db, make_settings, repo_dir):
+    """Every table, key and index of --table's list held a lock to the end of its one transaction:
+    a partitioned table with more partitions than the server's lock table holds failed ("out of
+    shared memory"). Restored entry by entry instead, whole and compared."""
+    from bvh_ops.pg.catalog import create_database
+    from bvh_ops.pg.cluster import EmbeddedCluster
+
+    partitions = 120
+    src = _source(fresh_db, [
+        "CREATE TABLE big (k int PRIMARY KEY, v text) PARTITION BY RANGE (k)",
+        "CREATE INDEX big_v ON big (v)",
+        *(f"CREATE TABLE big_{i} PARTITION OF big FOR VALUES FROM ({i * 10}) TO ({i * 10 + 10})"
+          for i in range(partitions)),
+        f"INSERT INTO big SELECT g, g::text FROM generate_series(0, {partitions * 10 - 1}) g",
+    ])
+    settings = make_settings(src, f"file://{repo_dir}")
+    manifest = run_logical_backup(settings).manifest
+    # a server with a small lock table: 10 locks for each of a few backends
+    small = EmbeddedCluster(tmp_path / "small", extra_conf={
+        "max_locks_per_transaction": "10", "max_connections": "8", "max_wal_senders": "0",
+        "max_worker_processes": "1", "autovacuum_max_workers": "1", "max_replication_slots": "0"})
+    small.start()
+    try:
+        create_database(small.dsn(), "into")
+        with psycopg.connect(small.dsn(), autocommit=True) as conn:
+            room = conn.execute("SELECT current_setting('max_locks_per_transaction')::int * "
+                                "current_setting('max_connections')::int").fetchone()[0]
+        assert room < partitions * 4  # the list's tables and indexes alone would not fit
+        result = restore_logical(settings, manifest.backup_id, small.dsn("into"), tables=["big"])
+        assert result.ok and [c.name for c in result.comparisons] == ["public.big"]
+        with psycopg.connect(small.dsn("into")) as conn:
+            assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == partitions * 10
+            assert conn.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                "WHERE c.relkind = 'r'").fetchone()[0] == partitions
+    finally:
+        small.destroy()
