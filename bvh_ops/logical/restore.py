@@ -638,7 +638,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         _feed(reader, proc, None)
         proc.wait()
         err.text()
-        one_transaction = ["--single-transaction"] if _locks_suffice(into_dsn, own, described(entries)) else []
+        one_transaction = ["--single-transaction"] if _locks_suffice(into_dsn, own, parse) else []
         run_args = base_args + [*one_transaction, "-L", list_files[1]]
     else:
         run_args = base_args
