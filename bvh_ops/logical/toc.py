@@ -75,6 +75,7 @@ class TocItem(Protocol):
     desc: str
     namespace: str
     tag: str
+    defn: str
     deps: tuple[int, ...]
 
 
@@ -117,7 +118,7 @@ ATTACH = ("TABLE ATTACH", "INDEX ATTACH")
 # pg_restore -L restores in list order: table, its attachment to its parent, owned-by, defaults,
 # data, setval, constraints, indexes, the partitions' indexes attached to their parents', and
 # last the foreign keys between restored tables.
-LIST_ORDER = ("TABLE", "TABLE ATTACH", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT",
+LIST_ORDER = ("TABLE", "TABLE ATTACH", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET", "CONSTRAINT",
               "INDEX", "INDEX ATTACH", "FK CONSTRAINT")
 
 
@@ -164,6 +165,9 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
             tables_of.setdefault(e[1], set()).add(e[2])
     wanted_set = set(wanted)
     schemas = {schema for schema, _ in wanted}
+    # An identity column's sequence is made by ALTER TABLE … ADD GENERATED: it needs its table,
+    # so it is the table's own entry, after it (a serial's CREATE SEQUENCE stays a prerequisite).
+    identity = {e.dump_id for e in entries if e.desc == "SEQUENCE" and e.defn.lstrip().startswith("ALTER TABLE")}
     # Each line is looked at once, whatever the number of tables asked for (a partitioned table
     # brings every partition: thousands, each with its own constraints and indexes).
     for line in toc:
@@ -186,7 +190,7 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
                 own.append(line)
                 continue
             if desc == "SEQUENCE" and (schema, _owner(tag, tables, "_")) in wanted_set:
-                prereq.append(line)
+                (own if _dump_id(line) in identity else prereq).append(line)
                 continue
         if desc in PREREQ and desc != "SEQUENCE":
             prereq.append(line)
