@@ -2,7 +2,8 @@
 ``maintenance-daily`` 02:00 (update statistics: ANALYZE where modifications pass the threshold),
 ``maintenance-weekly`` Sunday 03:00 (VACUUM, FREEZE, REINDEX CONCURRENTLY, plus the daily work;
 then backup verification, disk space and the sessions/cache review - bvh_ops.maintenance.run.weekly_stages -
-and the weekly performance report, published as the ``performance-report`` artifact),
+and the weekly performance report — queries, index use, bloat, endpoint response times, with
+charts — published as the ``performance-report`` artifact),
 ``maintenance-monthly`` the 1st at 04:00 (the weekly plan; archive-logs, capacity planning and the
 security audit are their own deployments on the same schedule).
 
@@ -55,14 +56,18 @@ def _run(scope: str, wait_for_backup_seconds: float, dry_run: bool) -> dict[str,
                               description=f"maintenance {scope}: actions")
     # 4. weekly: the performance report, its own stage (a failure is logged, the maintenance stands)
     if scope == "weekly" and not dry_run:
+        from bvh_ops.maintenance.charts import charts
         from bvh_ops.maintenance.performance import markdown
 
         try:
             doc = retrying(performance_report, settings)(settings)
-            create_markdown_artifact(key="performance-report", markdown=markdown(doc),
+            pictures = charts(doc, settings.response_time_warning_ms)
+            create_markdown_artifact(key="performance-report", markdown=markdown(doc, pictures),
                                      description=f"weekly performance report: {len(doc['recommendations'])} "
                                                  "recommendation(s)")
-            report["performance"] = {"recommendations": len(doc["recommendations"]), "since": doc["since"]}
+            report["performance"] = {"recommendations": len(doc["recommendations"]), "since": doc["since"],
+                                     "unused_indexes": len(doc["indexes"]["unused"]),
+                                     "growing_bloat": len(doc["bloat"]["growing"]), "endpoints": len(doc["endpoints"])}
         except Exception as exc:  # noqa: BLE001 - the report is not the maintenance
             logger.warning("performance report failed: %s: %s", type(exc).__name__, str(exc)[:300])
             report["notes"].append(f"performance report failed: {type(exc).__name__}")

@@ -46,11 +46,12 @@ def run_scope(settings: Settings, scope: str, dry_run: bool) -> dict[str, Any]:
 @task(name="performance-report", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only,
       timeout_seconds=1800)
 def performance_report(settings: Settings) -> dict[str, Any]:
-    """The weekly performance report (bvh_ops.maintenance.performance): gathered, its statement
-    snapshot stored in the ops database, compared with the one a week back."""
+    """The weekly performance report (bvh_ops.maintenance.performance): gathered, its statement,
+    index and table snapshots stored in the ops database, compared with those a week back, and
+    the monitored endpoints' week of response times from the monitor's samples there."""
     from datetime import UTC, datetime
 
-    from bvh_ops.maintenance.performance import report
+    from bvh_ops.maintenance.performance import limits_of, report
     from bvh_ops.maintenance.run import target_name
     from bvh_ops.opsdb.database import ops_database
     from bvh_ops.opsdb.migrations import migrate
@@ -60,4 +61,5 @@ def performance_report(settings: Settings) -> dict[str, Any]:
     with connect(dsn, autocommit=True) as conn, ops_database(settings) as ops_dsn, \
             connect(ops_dsn, autocommit=True) as ops:
         migrate(ops)
-        return report(conn, ops, target_name(dsn), datetime.now(UTC))
+        return report(conn, ops, target_name(dsn), datetime.now(UTC), endpoints=[e.name for e in settings.endpoints],
+                      limits=limits_of(settings))

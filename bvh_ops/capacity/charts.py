@@ -3,11 +3,11 @@ limit line, as a PNG (matplotlib, Agg backend: no display, imported only when a 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from datetime import date
 
 from bvh_ops.capacity.forecast import Forecast
+from bvh_ops.pngchart import figure, finish
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -16,13 +16,7 @@ def chart_png(fc: Forecast, history: Sequence[tuple[date, float]], limit: float 
               unit: str = "", ahead_days: int = 120) -> bytes:
     """One resource's chart; the forecast is drawn ``ahead_days`` past the last sample (further
     when the expected crossing of the limit is later, up to the whole path)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 2.6), dpi=80)
-    ax = fig.add_subplot()
+    fig, ax = figure()
     if history:
         ax.plot([d for d, _ in history], [v for _, v in history], color="#1f6feb", lw=1.4, label="history")
     path = list(fc.path)
@@ -37,14 +31,4 @@ def chart_png(fc: Forecast, history: Sequence[tuple[date, float]], limit: float 
                         label="95 % interval")
     if limit is not None:
         ax.axhline(limit, color="#cf222e", lw=1.0, label="limit")
-    ax.set_title(title, fontsize=9, loc="left")
-    if unit:
-        ax.set_ylabel(unit, fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.25)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return finish(fig, ax, title, unit)

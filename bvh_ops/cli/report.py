@@ -5,11 +5,13 @@ report the monthly `uptime-report` deployment publishes. Exit 0, or 1 when a ser
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bvh_ops.cli.core import app, cli_settings, emit_json, out
+from bvh_ops.errors import ConfigError
 
 report_app = typer.Typer(no_args_is_help=True, help="Reports over the monitoring history.")
 app.add_typer(report_app, name="report")
@@ -48,14 +50,19 @@ def uptime(month: Annotated[str | None, typer.Option("--month", help="YYYY-MM (U
 
 
 @report_app.command("performance")
-def performance(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False) -> None:
+def performance(as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+                charts_dir: Annotated[Path | None, typer.Option(
+                    "--charts", help="Write the report's charts (endpoint p95 per day, table bloat per snapshot) as "
+                                     "PNG files into this directory")] = None) -> None:
     """The target's performance report: top queries by total and mean time from pg_stat_statements
-    with their change since the snapshot a week back (each run stores a snapshot in the ops
-    database), the cache hit ratio, sequential scans on large tables, recommendations with their
-    evidence. Without pg_stat_statements it says so and reports the rest."""
+    with their change since the snapshot a week back, index usage and table bloat over the week
+    (each run stores its snapshots in the ops database), the monitored endpoints' response times
+    and failures against the week before, the cache hit ratio, sequential scans on large tables,
+    recommendations with their evidence. Without pg_stat_statements it says so and reports the rest."""
     from datetime import UTC, datetime
 
-    from bvh_ops.maintenance.performance import markdown, report
+    from bvh_ops.maintenance.charts import charts
+    from bvh_ops.maintenance.performance import limits_of, markdown, report
     from bvh_ops.maintenance.run import target_name
     from bvh_ops.opsdb.database import ops_database
     from bvh_ops.opsdb.migrations import migrate
@@ -63,10 +70,21 @@ def performance(as_json: Annotated[bool, typer.Option("--json", help="Print the 
 
     settings = cli_settings()
     dsn = settings.require_database_url()
+    if charts_dir is not None and charts_dir.exists() and not charts_dir.is_dir():
+        raise ConfigError(f"--charts {charts_dir}: not a directory; give a directory for the PNG files")
     with connect(dsn, autocommit=True) as conn, ops_database(settings) as ops_dsn, \
             connect(ops_dsn, autocommit=True) as ops:
         migrate(ops)
-        doc = report(conn, ops, target_name(dsn), datetime.now(UTC))
+        doc = report(conn, ops, target_name(dsn), datetime.now(UTC), endpoints=[e.name for e in settings.endpoints],
+                     limits=limits_of(settings))
+    if charts_dir is not None:
+        charts_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for title, png in charts(doc, settings.response_time_warning_ms).items():
+            path = charts_dir / ("".join(c if c.isalnum() or c in "._-" else "_" for c in title) + ".png")
+            path.write_bytes(png)
+            written.append(str(path))
+        doc["charts"] = written
     if as_json:
         emit_json(doc)
     else:

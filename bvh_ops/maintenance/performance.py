@@ -1,11 +1,12 @@
-"""The weekly performance report (first part): top queries from pg_stat_statements by total and
-mean time with their change since the snapshot a week back (snapshots kept in
-ops.statement_snapshots), the cache hit ratio, sequential scans on large tables (index
-candidates), and recommendations each with its evidence. Without pg_stat_statements the report
-says so and keeps the rest. ``compare`` and ``recommend`` are pure.
-
-Not yet here (say so in the report): index usage and bloat trends, API response times from the
-monitoring samples.
+"""The weekly performance report: top queries from pg_stat_statements by total and mean time with
+their change since the snapshot a week back (snapshots kept in ops.statement_snapshots), the cache
+hit ratio, sequential scans on large tables (index candidates); index usage over the week (an
+index no query used since the snapshot a week back, from ops.index_snapshots), table bloat and its
+change over the week (ops.table_snapshots, the estimates the maintenance plan uses), the
+monitored endpoints' response times and failures this week against the week before (from the
+monitor's raw samples), and recommendations each with its evidence. Without pg_stat_statements
+the report says so and keeps the rest. ``compare``, ``index_usage``, ``bloat_trend``,
+``endpoint_times`` and ``recommend`` are pure.
 """
 
 from __future__ import annotations
@@ -74,9 +75,136 @@ def compare(current: list[Statement], previous: list[Statement] | None) -> dict[
             "by_mean": sorted(rows, key=lambda r: -r["mean_ms"])[:TOP]}
 
 
-def recommend(cache_hit: float | None, seq_scans: list[dict[str, Any]], top: dict[str, list[dict[str, Any]]]
-              ) -> list[dict[str, str]]:
-    """Recommendations, each with the evidence it rests on."""
+@dataclass(frozen=True)
+class IndexUse:
+    index: str               # schema.name
+    table: str               # schema.table
+    idx_scan: int            # cumulative, as pg_stat_user_indexes has it
+    size_bytes: int
+    backs_constraint: bool   # primary key, unique or exclusion: never a drop candidate
+
+
+@dataclass(frozen=True)
+class TableSize:
+    table: str               # schema.table
+    size_bytes: int
+    bloat_bytes: int | None  # the maintenance plan's estimate (None: none possible)
+    n_live_tup: int
+    n_dead_tup: int
+
+
+@dataclass(frozen=True)
+class EndpointWeek:
+    """A monitored endpoint's samples over one period: how many, how many failed (critical: no
+    answer, or a condition not met) or could not be checked (unknown), and its response times."""
+
+    name: str
+    service: str
+    samples: int
+    failed: int
+    unknown: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the recommendations judge against (the monitor's own thresholds and the maintenance
+    settings, so the report and the alerts agree)."""
+
+    response_time_ms: float = 1000.0       # monitor: response_time_warning_ms
+    failed_percent: float = 1.0            # monitor: error_rate_warning_percent
+    unused_index_bytes: int = 1 << 20      # maintenance: unused_index_min_bytes
+    slower_ratio: float = 1.5              # an endpoint's p95 up by half against the week before
+    bloat_growth_bytes: int = 64 << 20     # bloat that grew by this much in the period …
+    bloat_growth_ratio: float = 0.5        # … and by half of what it was
+
+
+def limits_of(settings) -> Limits:
+    """The report judges by the monitor's and the maintenance plan's own thresholds."""
+    return Limits(response_time_ms=settings.response_time_warning_ms,
+                  failed_percent=settings.error_rate_warning_percent,
+                  unused_index_bytes=settings.maintenance.unused_index_min_bytes)
+
+
+def index_usage(current: list[IndexUse], previous: list[IndexUse] | None, min_bytes: int) -> dict[str, Any]:
+    """Scans per index over the period since ``previous`` (None: since the statistics were reset;
+    a counter that went down was reset: the current value is the period's). ``unused``: indexes
+    of at least ``min_bytes`` that back no constraint and that no query used in the period,
+    largest first (an index created during the period is not judged yet); ``most_used``: the
+    most scanned."""
+    before = {i.index: i for i in previous or []}
+    rows = []
+    for i in current:
+        p = before.get(i.index)
+        scans = i.idx_scan if p is None or i.idx_scan < p.idx_scan else i.idx_scan - p.idx_scan
+        rows.append({"index": i.index, "table": i.table, "scans": scans, "bytes": i.size_bytes,
+                     "growth_bytes": None if p is None else i.size_bytes - p.size_bytes,
+                     "backs_constraint": i.backs_constraint, "new": previous is not None and p is None})
+    unused = [r for r in rows if r["scans"] == 0 and not r["backs_constraint"] and not r["new"]
+              and r["bytes"] >= min_bytes]
+    return {"unused": sorted(unused, key=lambda r: (-r["bytes"], r["index"]))[:TOP],
+            "most_used": sorted((r for r in rows if r["scans"]), key=lambda r: (-r["scans"], r["index"]))[:TOP],
+            "count": len(rows), "bytes": sum(i.size_bytes for i in current)}
+
+
+def bloat_trend(current: list[TableSize], previous: list[TableSize] | None, limits: Limits = Limits()
+                ) -> dict[str, list[dict[str, Any]]]:
+    """Tables by estimated bloat (``largest``, the TOP), each with its change since ``previous``;
+    ``growing``: those whose bloat grew by at least ``bloat_growth_bytes`` and by
+    ``bloat_growth_ratio`` of what it was (autovacuum not keeping up), fastest first."""
+    before = {t.table: t for t in previous or []}
+    rows = []
+    for t in current:
+        if t.bloat_bytes is None:
+            continue
+        p = before.get(t.table)
+        was = p.bloat_bytes if p is not None else None
+        rows.append({"table": t.table, "bytes": t.size_bytes, "bloat_bytes": t.bloat_bytes,
+                     "bloat_percent": round(100 * t.bloat_bytes / t.size_bytes, 1) if t.size_bytes else 0.0,
+                     "previous_bloat_bytes": was, "bloat_change_bytes": None if was is None else t.bloat_bytes - was,
+                     "dead_tuples": t.n_dead_tup,
+                     "dead_tuples_change": None if p is None else t.n_dead_tup - p.n_dead_tup})
+    growing = [r for r in rows if r["bloat_change_bytes"] is not None
+               and r["bloat_change_bytes"] >= limits.bloat_growth_bytes
+               and r["bloat_change_bytes"] >= limits.bloat_growth_ratio * r["previous_bloat_bytes"]]
+    return {"largest": sorted(rows, key=lambda r: (-r["bloat_bytes"], r["table"]))[:TOP],
+            "growing": sorted(growing, key=lambda r: (-r["bloat_change_bytes"], r["table"]))}
+
+
+def endpoint_times(week: list[EndpointWeek], before: list[EndpointWeek]) -> list[dict[str, Any]]:
+    """Each endpoint's week (slowest p95 first) with its change against the week before."""
+    prev = {e.name: e for e in before}
+    rows = []
+    for e in week:
+        p = prev.get(e.name)
+        change = (round(100 * (e.p95 - p.p95) / p.p95, 1)
+                  if p is not None and p.p95 and e.p95 is not None else None)
+        rows.append({"endpoint": e.name, "service": e.service, "samples": e.samples, "failed": e.failed,
+                     "unknown": e.unknown, "failed_percent": round(100 * e.failed / e.samples, 2) if e.samples else 0.0,
+                     "p50_ms": _ms(e.p50), "p95_ms": _ms(e.p95), "p99_ms": _ms(e.p99),
+                     "previous_p95_ms": _ms(p.p95) if p is not None else None, "p95_change_percent": change,
+                     "previous_failed_percent": (round(100 * p.failed / p.samples, 2) if p is not None and p.samples
+                                                 else None)})
+    return sorted(rows, key=lambda r: (-(r["p95_ms"] or 0), r["endpoint"]))
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 1)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.0f} MiB" if abs(n) >= 1048576 else f"{n / 1024:.0f} KiB"
+
+
+def recommend(cache_hit: float | None, seq_scans: list[dict[str, Any]], top: dict[str, list[dict[str, Any]]],
+              *, indexes: dict[str, Any] | None = None, bloat: dict[str, Any] | None = None,
+              endpoints: list[dict[str, Any]] | None = None, since: str | None = None,
+              limits: Limits = Limits()) -> list[dict[str, str]]:
+    """Recommendations, each with the evidence it rests on. ``since``: when the period began (the
+    snapshot compared with; None: the statistics' reset)."""
+    period = f"since {since}" if since else "since the statistics were reset"
     out = []
     if cache_hit is not None and cache_hit < CACHE_HIT_WARNING:
         out.append({"recommendation": "review shared_buffers / the working set: the cache hit ratio is below 99 %",
@@ -89,33 +217,143 @@ def recommend(cache_hit: float | None, seq_scans: list[dict[str, Any]], top: dic
         if q["mean_change_percent"] is not None and q["mean_change_percent"] >= 50:
             out.append({"recommendation": f"query {q['queryid']} got slower: EXPLAIN (ANALYZE, BUFFERS) it",
                         "evidence": f"mean {q['mean_ms']} ms, {q['mean_change_percent']:+.0f}% against before"})
+    for i in (indexes or {}).get("unused", []):
+        out.append({"recommendation": f"drop candidate: index {i['index']} on {i['table']} was used by no query "
+                                      f"{period}",
+                    "evidence": f"0 index scans {period}; {_mib(i['bytes'])} written on every change to the "
+                                "table; backs no constraint (check the standby and monthly jobs before dropping)"})
+    for t in (bloat or {}).get("growing", []):
+        out.append({"recommendation": f"autovacuum is falling behind on {t['table']}: lower its "
+                                      "autovacuum_vacuum_scale_factor or raise the cost limit",
+                    "evidence": f"estimated bloat {_mib(t['previous_bloat_bytes'])} -> {_mib(t['bloat_bytes'])} "
+                                f"({t['bloat_percent']:.0f} % of the table) {period}; {t['dead_tuples']} dead "
+                                "tuples"})
+    for e in endpoints or []:
+        figures = f"p50 {e['p50_ms']} / p95 {e['p95_ms']} / p99 {e['p99_ms']} ms over {e['samples']} checks"
+        if e["p95_ms"] is not None and e["p95_ms"] > limits.response_time_ms:
+            out.append({"recommendation": f"endpoint {e['endpoint']} is slow: p95 above {limits.response_time_ms:g} ms "
+                                          "over the week",
+                        "evidence": figures})
+        elif (e["p95_change_percent"] is not None
+              and e["p95_change_percent"] >= 100 * (limits.slower_ratio - 1)):
+            out.append({"recommendation": f"endpoint {e['endpoint']} got slower: p95 "
+                                          f"{e['p95_change_percent']:+.0f}% against the week before",
+                        "evidence": f"{figures}; the week before p95 {e['previous_p95_ms']} ms"})
+        if e["failed_percent"] > limits.failed_percent:
+            out.append({"recommendation": f"endpoint {e['endpoint']} failed {e['failed_percent']:g} % of its checks "
+                                          f"(above {limits.failed_percent:g} %): see its incidents",
+                        "evidence": f"{e['failed']} of {e['samples']} checks critical"
+                                    + (f" ({e['previous_failed_percent']:g} % the week before)"
+                                       if e["previous_failed_percent"] is not None else "")})
     return out
 
 
-def report(conn: psycopg.Connection, ops: psycopg.Connection | None, target: str, now: datetime) -> dict[str, Any]:
-    """Gather, snapshot (when ``ops`` is given) and compare with the snapshot a week back."""
+SNAPSHOT_KEEP = timedelta(days=400)  # a year of weekly trend, then pruned
+_SNAPSHOTS = ("statement_snapshots", "index_snapshots", "table_snapshots")
+
+_ENDPOINT_WEEK = """
+SELECT name, min(service), count(*), count(*) FILTER (WHERE status = 3), count(*) FILTER (WHERE status = 2),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY value)
+FROM ops.samples WHERE name = ANY(%s) AND unit = 'ms' AND at >= %s AND at < %s GROUP BY name
+"""
+
+
+def _previous_at(ops: psycopg.Connection, table: str, target: str, now: datetime) -> datetime | None:
+    """The newest snapshot at least about a week old (12 hours of slack for a late run)."""
+    return ops.execute(f"SELECT max(taken_at) FROM ops.{table} WHERE target = %s AND taken_at <= %s",
+                       (target, now - WEEK + timedelta(hours=12))).fetchone()[0]
+
+
+def _endpoint_weeks(ops: psycopg.Connection, names: list[str], since: datetime, until: datetime) -> list[EndpointWeek]:
+    return [EndpointWeek(n, svc, int(c), int(f), int(u), p50, p95, p99)
+            for n, svc, c, f, u, p50, p95, p99 in ops.execute(_ENDPOINT_WEEK, (names, since, until)).fetchall()]
+
+
+def report(conn: psycopg.Connection, ops: psycopg.Connection | None, target: str, now: datetime, *,
+           endpoints: list[str] | tuple[str, ...] = (), limits: Limits = Limits(), facts=None) -> dict[str, Any]:
+    """Gather, snapshot (when ``ops`` is given) and compare with the snapshots a week back.
+    ``endpoints``: the monitored endpoints' names (their samples are in the ops database);
+    ``facts``: the target's maintenance facts if already read (else read here)."""
+    from bvh_ops.maintenance.facts import gather
+
     current, why = statements(conn)
     notes = [why] if why else []
-    notes.append("not yet in this report: index usage and bloat trends, API response times and error rates")
     previous_at = None
     top: dict[str, list[dict[str, Any]]] = {"by_total": [], "by_mean": []}
-    if current is not None:
-        previous = None
-        if ops is not None:
-            row = ops.execute("SELECT max(taken_at) FROM ops.statement_snapshots WHERE target = %s AND taken_at <= %s",
-                              (target, now - WEEK + timedelta(hours=12))).fetchone()
-            previous_at = row[0]
-            if previous_at is not None:
-                previous = [Statement(*r) for r in ops.execute(
-                    "SELECT queryid, query, calls, total_ms, rows FROM ops.statement_snapshots "
-                    "WHERE target = %s AND taken_at = %s", (target, previous_at))]
-            with ops.cursor() as cur, cur.copy("COPY ops.statement_snapshots (target, taken_at, queryid, query, "
-                                               "calls, total_ms, rows) FROM STDIN") as copy:
-                for s in current:
-                    copy.write_row((target, now, s.queryid, s.query, s.calls, s.total_ms, s.rows))
-        top = compare(current, previous)
-        if previous is None:
-            notes.append("no snapshot from a week ago yet: figures are since the statistics were reset")
+    facts = facts if facts is not None else gather(conn, now=now)
+    index_now = [IndexUse(i.qualified, f"{i.schema}.{i.table}", i.idx_scan, i.size_bytes, i.backs_constraint)
+                 for i in facts.indexes]
+    table_now = [TableSize(t.qualified, t.size_bytes, t.bloat_bytes, t.n_live_tup, t.n_dead_tup) for t in facts.tables]
+    index_before = table_before = None
+    structure_at = None
+    endpoints_doc: list[dict[str, Any]] = []
+    series: dict[str, Any] = {"p95_by_day": {}, "bloat_by_snapshot": {}}
+    if ops is not None:
+        with ops.transaction():
+            previous = None
+            if current is not None:
+                previous_at = _previous_at(ops, "statement_snapshots", target, now)
+                if previous_at is not None:
+                    previous = [Statement(*r) for r in ops.execute(
+                        "SELECT queryid, query, calls, total_ms, rows FROM ops.statement_snapshots "
+                        "WHERE target = %s AND taken_at = %s", (target, previous_at))]
+                with ops.cursor() as cur, cur.copy("COPY ops.statement_snapshots (target, taken_at, queryid, query, "
+                                                   "calls, total_ms, rows) FROM STDIN") as copy:
+                    for s in current:
+                        copy.write_row((target, now, s.queryid, s.query, s.calls, s.total_ms, s.rows))
+                top = compare(current, previous)
+                if previous is None:
+                    notes.append("no statement snapshot from a week ago yet: query figures are since the statistics "
+                                 "were reset")
+            structure_at = _previous_at(ops, "index_snapshots", target, now)
+            if structure_at is not None:
+                index_before = [IndexUse(*r) for r in ops.execute(
+                    "SELECT index_name, table_name, idx_scan, size_bytes, backs_constraint FROM ops.index_snapshots "
+                    "WHERE target = %s AND taken_at = %s", (target, structure_at))]
+                table_before = [TableSize(*r) for r in ops.execute(
+                    "SELECT table_name, size_bytes, bloat_bytes, n_live_tup, n_dead_tup FROM ops.table_snapshots "
+                    "WHERE target = %s AND taken_at = %s", (target, structure_at))]
+            else:
+                notes.append("no index or table snapshot from a week ago yet: index use is since the statistics "
+                             "were reset, bloat has no change to show")
+            with ops.cursor() as cur:
+                with cur.copy("COPY ops.index_snapshots (target, taken_at, index_name, table_name, idx_scan, "
+                              "size_bytes, backs_constraint) FROM STDIN") as copy:
+                    for i in index_now:
+                        copy.write_row((target, now, i.index, i.table, i.idx_scan, i.size_bytes, i.backs_constraint))
+                with cur.copy("COPY ops.table_snapshots (target, taken_at, table_name, size_bytes, bloat_bytes, "
+                              "n_live_tup, n_dead_tup) FROM STDIN") as copy:
+                    for t in table_now:
+                        copy.write_row((target, now, t.table, t.size_bytes, t.bloat_bytes, t.n_live_tup, t.n_dead_tup))
+            for table in _SNAPSHOTS:  # every target's (a decommissioned one's too)
+                ops.execute(f"DELETE FROM ops.{table} WHERE taken_at < %s", (now - SNAPSHOT_KEEP,))
+        names = list(endpoints)
+        if names:
+            week = _endpoint_weeks(ops, names, now - WEEK, now)
+            endpoints_doc = endpoint_times(week, _endpoint_weeks(ops, names, now - 2 * WEEK, now - WEEK))
+            if not week:
+                notes.append("no monitor samples of the endpoints in the last week: is `bvh-ops monitor` running?")
+            for day, name, p95 in ops.execute(
+                    "SELECT (at AT TIME ZONE 'UTC')::date, name, percentile_cont(0.95) WITHIN GROUP (ORDER BY value) "
+                    "FROM ops.samples WHERE name = ANY(%s) AND unit = 'ms' AND at >= %s AND at < %s AND value IS NOT NULL "
+                    "GROUP BY 1, 2 ORDER BY 1", (names, now - 4 * WEEK, now)).fetchall():
+                series["p95_by_day"].setdefault(name, []).append([day.isoformat(), _ms(p95)])
+        else:
+            notes.append("no endpoints configured (endpoints in bvh-ops.toml): no response times")
+    else:
+        notes.append("no ops database: nothing compared with a week ago")
+        if current is not None:
+            top = compare(current, None)
+    indexes = index_usage(index_now, index_before, limits.unused_index_bytes)
+    bloat = bloat_trend(table_now, table_before, limits)
+    if ops is not None and bloat["largest"]:
+        charted = [r["table"] for r in bloat["largest"][:5]]
+        for at, table, b in ops.execute(
+                "SELECT taken_at, table_name, bloat_bytes FROM ops.table_snapshots WHERE target = %s "
+                "AND table_name = ANY(%s) AND taken_at >= %s AND bloat_bytes IS NOT NULL ORDER BY taken_at",
+                (target, charted, now - 12 * WEEK)).fetchall():
+            series["bloat_by_snapshot"].setdefault(table, []).append([at.isoformat(), int(b)])
     hit = conn.execute("SELECT sum(blks_hit)::float / nullif(sum(blks_hit) + sum(blks_read), 0) "
                        "FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
     seq = [{"table": f"{s}.{t}", "seq_scan": ss, "seq_tup_read": rd, "idx_scan": ix, "bytes": b}
@@ -126,24 +364,78 @@ def report(conn: psycopg.Connection, ops: psycopg.Connection | None, target: str
                "AND c.relpages::bigint * current_setting('block_size')::bigint >= %s "
                "AND s.seq_tup_read > 10 * greatest(c.reltuples, 1) ORDER BY s.seq_tup_read DESC LIMIT 10",
                (SEQ_SCAN_MIN_BYTES,))]
+    notes += [n for n in facts.notes if n.startswith("pgstattuple")]
+    structure_since = structure_at.isoformat() if structure_at else None
     return {"target": target, "at": now.isoformat(), "since": previous_at.isoformat() if previous_at else None,
             "pg_stat_statements": current is not None, "top_queries": top,
             "cache_hit_ratio": None if hit is None else round(float(hit), 5), "sequential_scans": seq,
-            "recommendations": recommend(hit, seq, top), "notes": notes}
+            "indexes": {**indexes, "since": structure_since}, "bloat": {**bloat, "since": structure_since},
+            "endpoints": endpoints_doc, "series": series,
+            "recommendations": recommend(hit, seq, top, indexes=indexes, bloat=bloat, endpoints=endpoints_doc,
+                                         since=structure_since, limits=limits),
+            "notes": notes}
 
 
-def markdown(doc: dict[str, Any]) -> str:
+def _cell(v: Any) -> str:
+    return "-" if v is None else str(v).replace("|", "/")
+
+
+def _signed(v: float | None, unit: str = "%") -> str:
+    return "-" if v is None else f"{v:+.1f}{unit}"
+
+
+def markdown(doc: dict[str, Any], charts: dict[str, bytes] | None = None) -> str:
+    """The report for the Prefect artifact and the terminal; ``charts`` (title -> PNG) are embedded."""
+    import base64
+
     lines = [f"# Performance report: {doc['target']}", "",
-             f"At {doc['at']}, compared with {doc['since'] or 'the last statistics reset'}.", ""]
+             f"At {doc['at']}, queries compared with {doc['since'] or 'the last statistics reset'}.", ""]
     lines += [f"> {n}" for n in doc["notes"]]
+    lines += ["", "## Recommendations", ""]
+    lines += [f"- {r['recommendation']} ({r['evidence']})" for r in doc["recommendations"]] or ["- none"]
     ratio = "-" if doc["cache_hit_ratio"] is None else f"{doc['cache_hit_ratio']:.4f}"
     lines += ["", f"Cache hit ratio: {ratio}", ""]
     for key, title in (("by_total", "Top queries by total time"), ("by_mean", "Top queries by mean time")):
         lines += [f"## {title}", "", "| query | calls | total ms | mean ms | mean change |", "|---|---|---|---|---|"]
         for q in doc["top_queries"][key]:
             change = "-" if q["mean_change_percent"] is None else f"{q['mean_change_percent']:+.1f}%"
-            lines.append(f"| `{q['query'][:80]}` | {q['calls']} | {q['total_ms']} | {q['mean_ms']} | {change} |")
+            lines.append(f"| `{q['query'][:80].replace('|', '/')}` | {q['calls']} | {q['total_ms']} | {q['mean_ms']} "
+                         f"| {change} |")
         lines.append("")
-    lines += ["## Recommendations", ""]
-    lines += [f"- {r['recommendation']} ({r['evidence']})" for r in doc["recommendations"]] or ["- none"]
+    eps = doc.get("endpoints") or []
+    if eps:
+        lines += ["## Endpoint response times, last 7 days", "",
+                  "| endpoint | service | checks | failed | p50 ms | p95 ms | p99 ms | p95 change | failed before |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for e in eps:
+            before = "-" if e["previous_failed_percent"] is None else f"{e['previous_failed_percent']:g} %"
+            lines.append(f"| {_cell(e['endpoint'])} | {_cell(e['service'])} | {e['samples']} | "
+                         f"{e['failed']} ({e['failed_percent']:g} %) | {_cell(e['p50_ms'])} | {_cell(e['p95_ms'])} | "
+                         f"{_cell(e['p99_ms'])} | {_signed(e['p95_change_percent'])} | {before} |")
+        lines.append("")
+    idx = doc.get("indexes")
+    if idx is not None:
+        since = f"since {idx['since']}" if idx.get("since") else "since the statistics were reset"
+        lines += [f"## Index usage {since}", "",
+                  f"{idx['count']} indexes, {_mib(idx['bytes'])} in all.", ""]
+        if idx["unused"]:
+            lines += ["Not used by any query (backing no constraint):", "", "| index | table | size |", "|---|---|---|"]
+            lines += [f"| {_cell(r['index'])} | {_cell(r['table'])} | {_mib(r['bytes'])} |" for r in idx["unused"]]
+            lines.append("")
+        if idx["most_used"]:
+            lines += ["Most used:", "", "| index | scans | size | growth |", "|---|---|---|---|"]
+            lines += [f"| {_cell(r['index'])} | {r['scans']} | {_mib(r['bytes'])} | "
+                      f"{'-' if r['growth_bytes'] is None else _mib(r['growth_bytes'])} |" for r in idx["most_used"]]
+            lines.append("")
+    bl = doc.get("bloat")
+    if bl is not None and bl["largest"]:
+        lines += ["## Table bloat (estimated)", "", "| table | size | bloat | share | change | dead tuples |",
+                  "|---|---|---|---|---|---|"]
+        for r in bl["largest"]:
+            change = "-" if r["bloat_change_bytes"] is None else _mib(r["bloat_change_bytes"])
+            lines.append(f"| {_cell(r['table'])} | {_mib(r['bytes'])} | {_mib(r['bloat_bytes'])} | "
+                         f"{r['bloat_percent']:g} % | {change} | {r['dead_tuples']} |")
+        lines.append("")
+    for title, png in (charts or {}).items():
+        lines += [f"### {title}", "", f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})", ""]
     return "\n".join(lines)

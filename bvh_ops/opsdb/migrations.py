@@ -424,6 +424,34 @@ CREATE TABLE ops.capacity_forecasts (
 CREATE INDEX capacity_forecasts_series ON ops.capacity_forecasts (series, target_day);
 """
 
+# The weekly performance report's index and table trend (#14, second part): per target and run,
+# each index's cumulative scans and size and each table's size and estimated bloat, so a week's
+# index use and bloat growth are the difference between two snapshots (pruned after 400 days,
+# with ops.statement_snapshots).
+PERFORMANCE_SQL = """
+CREATE TABLE ops.index_snapshots (
+    target text NOT NULL,
+    taken_at timestamptz NOT NULL,
+    index_name text NOT NULL,
+    table_name text NOT NULL,
+    idx_scan bigint NOT NULL,
+    size_bytes bigint NOT NULL,
+    backs_constraint boolean NOT NULL,
+    PRIMARY KEY (target, taken_at, index_name)
+);
+CREATE TABLE ops.table_snapshots (
+    target text NOT NULL,
+    taken_at timestamptz NOT NULL,
+    table_name text NOT NULL,
+    size_bytes bigint NOT NULL,
+    bloat_bytes bigint,
+    n_live_tup bigint NOT NULL,
+    n_dead_tup bigint NOT NULL,
+    PRIMARY KEY (target, taken_at, table_name)
+);
+CREATE INDEX table_snapshots_table ON ops.table_snapshots (target, table_name, taken_at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "drills and their checks", DRILLS_SQL),
     Migration(2, "monitoring samples (daily partitions) and hourly/daily rollups", SAMPLES_SQL),
@@ -434,6 +462,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "maintenance runs and pg_stat_statements snapshots", MAINTENANCE_SQL),
     Migration(6, "security scan and audit runs", SECURITY_SQL),
     Migration(7, "capacity history (daily samples) and the forecasts made, for scoring", CAPACITY_SQL),
+    Migration(8, "performance report: index use and table bloat snapshots", PERFORMANCE_SQL),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -54,7 +54,10 @@ def test_weekly_flow_vacuums_and_publishes(world):
     assert "## Disk" in md and any(a["action"] == "verify" for a in report["actions"])
     perf = asyncio.run(artifact("performance-report"))          # the weekly report, a stage of the flow
     assert perf.startswith("# Performance report: ") and "## Recommendations" in perf
-    assert "recommendations" in report["performance"]
+    # index use and bloat from the maintenance facts; the bloat chart from the snapshot just taken
+    assert "## Index usage since the statistics were reset" in perf and "## Table bloat (estimated)" in perf
+    assert "### Estimated table bloat per weekly snapshot (MiB)" in perf and "data:image/png;base64,iVBORw0KGgo" in perf
+    assert {"recommendations", "unused_indexes", "growing_bloat", "endpoints"} <= set(report["performance"])
 
 
 def test_daily_flow_waits_for_the_backup_then_only_assesses(world):

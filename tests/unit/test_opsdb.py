@@ -24,11 +24,12 @@ def test_migrations_are_numbered_in_order_and_described():
 
 
 @pytest.mark.parametrize("applied, todo", [
-    ([], [1, 2, 3, 4, 5, 6, 7]),
-    ([1], [2, 3, 4, 5, 6, 7]),
-    ([1, 3], [2, 4, 5, 6, 7]),
-    ([1, 2, 3, 4, 5, 6, 7], []),
-    ([7, 6, 5, 4, 3, 2, 1], []),
+    ([], [1, 2, 3, 4, 5, 6, 7, 8]),
+    ([1], [2, 3, 4, 5, 6, 7, 8]),
+    ([1, 3], [2, 4, 5, 6, 7, 8]),
+    ([1, 2, 3, 4, 5, 6, 7], [8]),  # a database from before the performance snapshots
+    ([1, 2, 3, 4, 5, 6, 7, 8], []),
+    ([8, 7, 6, 5, 4, 3, 2, 1], []),
 ])
 def test_plan_applies_only_the_missing_in_order(applied, todo):
     assert [m.version for m in plan(applied)] == todo
