@@ -276,6 +276,9 @@ class DumpFingerprinter:
         self._buf = b""
         self._pos = 0
         self._state = "head"
+        self._head: list[bytes] = []  # chunks gathered while the TOC is incomplete (feed)
+        self._head_len = 0
+        self._head_retry = 0  # the gathered TOC is parsed again once the buffer is this long
         self._int = 4
         self._sink: CopyDigest | None = None
         self._remaining = 0  # bytes of the current chunk still to come (a big chunk, or a large object's)
@@ -288,6 +291,20 @@ class DumpFingerprinter:
     # -- feeding ---------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
         chunk = chunk if type(chunk) is bytes else bytes(chunk)
+        if self._state == "head":
+            # The header and TOC (tens of MB for a database of 100,000 tables) are parsed whole:
+            # gather the chunks and try again only once what is gathered has doubled, so a large
+            # TOC is parsed a few times instead of once per chunk (quadratic in its size).
+            self._head.append(chunk)
+            self._head_len += len(chunk)
+            if len(self._buf) - self._pos + self._head_len < self._head_retry:
+                return
+            self._base += self._pos
+            self._buf, self._pos = self._buf[self._pos:] + b"".join(self._head), 0
+            self._head.clear()
+            self._head_len = 0
+            self._run()
+            return
         rest = len(self._buf) - self._pos
         if 0 < rest <= JOIN and len(chunk) > 2 * JOIN:
             # Join only the unread tail (usually part of one row) with the chunk's start; once the
@@ -316,6 +333,9 @@ class DumpFingerprinter:
 
     def finish(self) -> None:
         """The stream ended: it must end between blocks."""
+        if self._state == "head" and self._head:  # gathered, not tried yet: try it now
+            self._head_retry = 0
+            self.feed(b"")
         if self._state != "block" or self._pos != len(self._buf):
             raise IntegrityError(f"the dump stream ended inside its {'header' if self._state == 'head' else 'data'}"
                                  " (pg_dump stopped early?)")
@@ -325,7 +345,11 @@ class DumpFingerprinter:
         """Consume one item; False when the buffer is used up."""
         state = self._state
         if state == "head":
-            facts, entries, pos = read_toc(self._buf)
+            try:
+                facts, entries, pos = read_toc(self._buf)
+            except NeedMore:
+                self._head_retry = 2 * len(self._buf)
+                raise
             self.facts, self._int, self._pos = facts, facts["int_size"], pos
             self.entries = {e.dump_id: e for e in entries}
             self.encoding = dump_encoding(entries)

@@ -344,7 +344,7 @@ def _read_toc_entries(read, where: str) -> list:
     they are whole (the table data after them is never read)."""
     head = bytearray()
     while True:
-        more = read(CHUNK)
+        more = read(max(CHUNK, len(head)))  # the buffer doubles: a large TOC is parsed a few times, not once per MiB
         head += more
         try:
             return read_toc(bytes(head))[1]
