@@ -61,7 +61,12 @@ def _run(scope: str, wait_for_backup_seconds: float, dry_run: bool) -> dict[str,
 
         try:
             doc = retrying(performance_report, settings)(settings)
-            pictures = charts(doc, settings.response_time_warning_ms)
+            try:
+                pictures = charts(doc, settings.response_time_warning_ms)
+            except Exception as exc:  # noqa: BLE001 - the report is published without them
+                logger.warning("performance report charts failed: %s: %s", type(exc).__name__, str(exc)[:300])
+                doc["notes"].append(f"the charts could not be drawn: {type(exc).__name__}")
+                pictures = {}
             create_markdown_artifact(key="performance-report", markdown=markdown(doc, pictures),
                                      description=f"weekly performance report: {len(doc['recommendations'])} "
                                                  "recommendation(s)")

@@ -70,22 +70,38 @@ def performance(as_json: Annotated[bool, typer.Option("--json", help="Print the 
 
     settings = cli_settings()
     dsn = settings.require_database_url()
-    if charts_dir is not None and charts_dir.exists() and not charts_dir.is_dir():
-        raise ConfigError(f"--charts {charts_dir}: not a directory; give a directory for the PNG files")
+    if charts_dir is not None:  # before anything is stored: a bad directory is the one error line
+        _writable_dir(charts_dir)
     with connect(dsn, autocommit=True) as conn, ops_database(settings) as ops_dsn, \
             connect(ops_dsn, autocommit=True) as ops:
         migrate(ops)
         doc = report(conn, ops, target_name(dsn), datetime.now(UTC), endpoints=[e.name for e in settings.endpoints],
                      limits=limits_of(settings))
     if charts_dir is not None:
-        charts_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for title, png in charts(doc, settings.response_time_warning_ms).items():
             path = charts_dir / ("".join(c if c.isalnum() or c in "._-" else "_" for c in title) + ".png")
-            path.write_bytes(png)
+            try:
+                path.write_bytes(png)
+            except OSError as exc:
+                raise ConfigError(f"--charts {charts_dir}: cannot write {path.name}: {exc.strerror}") from None
             written.append(str(path))
         doc["charts"] = written
     if as_json:
         emit_json(doc)
     else:
         out.print(markdown(doc), markup=False)
+
+
+def _writable_dir(directory: Path) -> None:
+    """``directory`` exists (made if need be) and takes a new file, or a ConfigError naming why."""
+    import tempfile
+
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"--charts {directory}: not a directory; give a directory for the PNG files")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".bvh-charts-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--charts {directory}: {exc.strerror or exc}; give a directory you can write") from None

@@ -10,7 +10,14 @@ from typing import Any
 from bvh_ops.pngchart import figure, finish
 
 ENDPOINTS_TITLE = "Endpoint p95 per day (ms)"
-BLOAT_TITLE = "Estimated table bloat per weekly snapshot (MiB)"
+BLOAT_TITLE = "Estimated table bloat per snapshot (MiB)"
+
+
+def label(name: str) -> str:
+    """A name as a legend shows it: matplotlib reads $…$ as mathematics (a lone $ fails the
+    whole chart) and leaves out a label starting with an underscore."""
+    text = name.replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def charts(doc: dict[str, Any], response_time_ms: float | None = None) -> dict[str, bytes]:
@@ -21,7 +28,8 @@ def charts(doc: dict[str, Any], response_time_ms: float | None = None) -> dict[s
     if p95:
         fig, ax = figure()
         for name, points in sorted(p95.items()):
-            ax.plot([date.fromisoformat(d) for d, _ in points], [v for _, v in points], marker=".", lw=1.3, label=name)
+            ax.plot([date.fromisoformat(d) for d, _ in points], [v for _, v in points], marker=".", lw=1.3,
+                    label=label(name))
         if response_time_ms is not None:
             ax.axhline(response_time_ms, color="#cf222e", lw=1.0, label=f"warning ({response_time_ms:g} ms)")
         ax.set_ylim(bottom=0)
@@ -31,7 +39,7 @@ def charts(doc: dict[str, Any], response_time_ms: float | None = None) -> dict[s
         fig, ax = figure()
         for table, points in sorted(bloat.items()):
             ax.plot([datetime.fromisoformat(a) for a, _ in points], [b / 1048576 for _, b in points], marker="o",
-                    lw=1.3, label=table)
+                    lw=1.3, label=label(table))
         ax.set_ylim(bottom=0)
         out[BLOAT_TITLE] = finish(fig, ax, BLOAT_TITLE, "MiB")
     return out

@@ -132,6 +132,14 @@ WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't'
 ORDER BY 1, 2
 """
 
+# An index whose leading columns are a foreign key's columns on its table (any order): what
+# deleting or updating a referenced row looks the referencing rows up by. Idle until then, it
+# still backs the key: never "unused".
+FK_SUPPORT = """EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conrelid = i.indrelid
+           AND cardinality(f.conkey) <= i.indnkeyatts
+           AND (SELECT array_agg(k ORDER BY k) FROM unnest((i.indkey::int2[])[0:cardinality(f.conkey) - 1]) k)
+               = (SELECT array_agg(k ORDER BY k) FROM unnest(f.conkey) k))"""
+
 _INDEXES_SQL = """
 SELECT n.nspname, t.relname, c.relname, i.indisvalid,
        EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
@@ -139,7 +147,9 @@ SELECT n.nspname, t.relname, c.relname, i.indisvalid,
                  AND (p.index_relid = c.oid OR (p.relid = t.oid AND p.index_relid = 0))),
        coalesce(s.idx_scan, 0),
        i.indisprimary OR i.indisunique OR i.indisexclusion
-           OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid),
+           OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)
+           OR EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid)  -- a partition's, attached
+           OR """ + FK_SUPPORT + """,
        c.relpages::bigint * current_setting('block_size')::bigint,
        -- pgwatch's duplicate key; pg_get_indexdef() would wait behind an ACCESS EXCLUSIVE lock
        concat_ws(' ', am.amname, i.indkey::text, i.indclass::text, i.indcollation::text, i.indoption::text,
@@ -206,8 +216,10 @@ def _one_locked(conn: psycopg.Connection, query: str, params: tuple) -> tuple | 
 
 
 def gather(conn: psycopg.Connection, *, now: datetime, lock_timeout_ms: int = 5000,
-           statement_timeout_seconds: float = 600.0) -> Facts:
-    """Read every fact of the connected database. ``conn`` must be in autocommit."""
+           statement_timeout_seconds: float = 600.0, indexes: bool = True) -> Facts:
+    """Read every fact of the connected database. ``conn`` must be in autocommit. ``indexes``
+    False: no index facts (the performance report reads its own; pgstatindex reads each index
+    whole)."""
     conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
     conn.execute(f"SET statement_timeout = {int(statement_timeout_seconds * 1000)}")
     notes: list[str] = []
@@ -232,8 +244,8 @@ def gather(conn: psycopg.Connection, *, now: datetime, lock_timeout_ms: int = 50
         tables.append(TableFact(schema, name, float(reltuples), int(live), int(dead), int(mods), last_vac, last_an,
                                 int(age), int(size), bloat, source))
 
-    indexes = []
-    for row in conn.execute(_INDEXES_SQL).fetchall():
+    index_facts = []
+    for row in conn.execute(_INDEXES_SQL).fetchall() if indexes else ():
         schema, table, name, valid, building, scans, backs, size, definition, am, reltuples, width = row
         bloat: int | None = None
         source = "none"
@@ -246,8 +258,8 @@ def gather(conn: psycopg.Connection, *, now: datetime, lock_timeout_ms: int = 50
                               (f"{_quote(schema)}.{_quote(name)}",))
             if got is not None and got[1] == got[1]:  # avg_leaf_density is NaN on an empty index
                 bloat, source = max(0, int(got[0] * (1 - float(got[1]) / 90.0))), "pgstatindex"
-        indexes.append(IndexFact(schema, table, name, bool(valid), bool(building), int(scans), bool(backs), int(size),
-                                 definition, bloat, source))
+        index_facts.append(IndexFact(schema, table, name, bool(valid), bool(building), int(scans), bool(backs),
+                                     int(size), definition, bloat, source))
 
     sequences = [SequenceFact(s, n, float(p or 0) * 100) for s, n, p in conn.execute(_SEQUENCES_SQL).fetchall()]
     sessions = [SessionFact(int(pid), st, float(sec or 0), u, app, q)
@@ -259,5 +271,5 @@ def gather(conn: psycopg.Connection, *, now: datetime, lock_timeout_ms: int = 50
         slots = [SlotFact(n, t, int(b)) for n, t, b in conn.execute(_SLOTS_SQL).fetchall()]
     conn.execute("RESET lock_timeout")
     conn.execute("RESET statement_timeout")
-    return Facts(now, db, int(version), bool(in_recovery), int(freeze_max_age), tuple(tables), tuple(indexes),
+    return Facts(now, db, int(version), bool(in_recovery), int(freeze_max_age), tuple(tables), tuple(index_facts),
                  tuple(sequences), tuple(sessions), tuple(slots), tuple(notes))

@@ -12,11 +12,13 @@ the report says so and keeps the rest. ``compare``, ``index_usage``, ``bloat_tre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import errors as pgerr
+
+from bvh_ops.maintenance.facts import FK_SUPPORT
 
 TOP = 10
 SEQ_SCAN_MIN_BYTES = 10 << 20        # a table smaller than this is read faster whole than by index
@@ -77,20 +79,23 @@ def compare(current: list[Statement], previous: list[Statement] | None) -> dict[
 
 @dataclass(frozen=True)
 class IndexUse:
-    index: str               # schema.name
-    table: str               # schema.table
-    idx_scan: int            # cumulative, as pg_stat_user_indexes has it
-    size_bytes: int
-    backs_constraint: bool   # primary key, unique or exclusion: never a drop candidate
+    oid: int                 # the index's OID: one dropped and created again under its name is new
+    index: str               # format('%I.%I'): schema.name as SQL reads it
+    table: str
+    idx_scan: int            # cumulative (a partitioned index: summed over its partitions' indexes)
+    size_bytes: int          # (a partitioned index: its partitions' indexes together)
+    backs_constraint: bool   # primary key, unique, exclusion, or a foreign key's lookup: never a drop candidate
+    valid: bool = True       # an invalid index is the maintenance plan's to rebuild, not a drop candidate
 
 
 @dataclass(frozen=True)
 class TableSize:
-    table: str               # schema.table
+    table: str               # format('%I.%I')
     size_bytes: int
     bloat_bytes: int | None  # the maintenance plan's estimate (None: none possible)
     n_live_tup: int
     n_dead_tup: int
+    bloat_source: str = "statistics"  # pgstattuple_approx | statistics | none: only like is compared
 
 
 @dataclass(frozen=True)
@@ -128,21 +133,24 @@ def limits_of(settings) -> Limits:
                   unused_index_bytes=settings.maintenance.unused_index_min_bytes)
 
 
-def index_usage(current: list[IndexUse], previous: list[IndexUse] | None, min_bytes: int) -> dict[str, Any]:
-    """Scans per index over the period since ``previous`` (None: since the statistics were reset;
-    a counter that went down was reset: the current value is the period's). ``unused``: indexes
-    of at least ``min_bytes`` that back no constraint and that no query used in the period,
-    largest first (an index created during the period is not judged yet); ``most_used``: the
-    most scanned."""
-    before = {i.index: i for i in previous or []}
+def index_usage(current: list[IndexUse], previous: list[IndexUse] | None, min_bytes: int, *,
+                reset: bool = False) -> dict[str, Any]:
+    """Scans per index over the period since ``previous`` (None: since the statistics were reset).
+    ``unused``: drop candidates — only against a previous snapshot with no statistics reset
+    since (``reset``), of at least ``min_bytes``, valid, backing no constraint, there a week ago
+    (the same OID) and scanned by no query since; largest first. An index whose counter went
+    down was reset on its own: no evidence either way. ``most_used``: the most scanned."""
+    before = {i.oid: i for i in previous or []}
     rows = []
     for i in current:
-        p = before.get(i.index)
-        scans = i.idx_scan if p is None or i.idx_scan < p.idx_scan else i.idx_scan - p.idx_scan
+        p = before.get(i.oid)
+        went_down = p is not None and i.idx_scan < p.idx_scan
+        scans = i.idx_scan if p is None or went_down else i.idx_scan - p.idx_scan
+        judged = previous is not None and not reset and p is not None and not went_down
         rows.append({"index": i.index, "table": i.table, "scans": scans, "bytes": i.size_bytes,
                      "growth_bytes": None if p is None else i.size_bytes - p.size_bytes,
-                     "backs_constraint": i.backs_constraint, "new": previous is not None and p is None})
-    unused = [r for r in rows if r["scans"] == 0 and not r["backs_constraint"] and not r["new"]
+                     "backs_constraint": i.backs_constraint, "judged": judged, "valid": i.valid})
+    unused = [r for r in rows if r["judged"] and r["scans"] == 0 and not r["backs_constraint"] and r["valid"]
               and r["bytes"] >= min_bytes]
     return {"unused": sorted(unused, key=lambda r: (-r["bytes"], r["index"]))[:TOP],
             "most_used": sorted((r for r in rows if r["scans"]), key=lambda r: (-r["scans"], r["index"]))[:TOP],
@@ -160,11 +168,12 @@ def bloat_trend(current: list[TableSize], previous: list[TableSize] | None, limi
         if t.bloat_bytes is None:
             continue
         p = before.get(t.table)
-        was = p.bloat_bytes if p is not None else None
+        # an estimate of another kind (pgstattuple one week, statistics the next) is no change
+        was = p.bloat_bytes if p is not None and p.bloat_source == t.bloat_source else None
         rows.append({"table": t.table, "bytes": t.size_bytes, "bloat_bytes": t.bloat_bytes,
                      "bloat_percent": round(100 * t.bloat_bytes / t.size_bytes, 1) if t.size_bytes else 0.0,
                      "previous_bloat_bytes": was, "bloat_change_bytes": None if was is None else t.bloat_bytes - was,
-                     "dead_tuples": t.n_dead_tup,
+                     "source": t.bloat_source, "dead_tuples": t.n_dead_tup,
                      "dead_tuples_change": None if p is None else t.n_dead_tup - p.n_dead_tup})
     growing = [r for r in rows if r["bloat_change_bytes"] is not None
                and r["bloat_change_bytes"] >= limits.bloat_growth_bytes
@@ -174,20 +183,25 @@ def bloat_trend(current: list[TableSize], previous: list[TableSize] | None, limi
 
 
 def endpoint_times(week: list[EndpointWeek], before: list[EndpointWeek]) -> list[dict[str, Any]]:
-    """Each endpoint's week (slowest p95 first) with its change against the week before."""
+    """Each endpoint's week with its change against the week before; one checked the week before
+    and not this week is listed with no checks. First those that never answered, then those not
+    checked, then the slowest p95."""
     prev = {e.name: e for e in before}
     rows = []
-    for e in week:
+    for e in [*week, *(EndpointWeek(b.name, b.service, 0, 0, 0, None, None, None) for b in before
+                       if b.name not in {w.name for w in week})]:
         p = prev.get(e.name)
         change = (round(100 * (e.p95 - p.p95) / p.p95, 1)
                   if p is not None and p.p95 and e.p95 is not None else None)
         rows.append({"endpoint": e.name, "service": e.service, "samples": e.samples, "failed": e.failed,
                      "unknown": e.unknown, "failed_percent": round(100 * e.failed / e.samples, 2) if e.samples else 0.0,
                      "p50_ms": _ms(e.p50), "p95_ms": _ms(e.p95), "p99_ms": _ms(e.p99),
+                     "previous_samples": p.samples if p is not None else None,
                      "previous_p95_ms": _ms(p.p95) if p is not None else None, "p95_change_percent": change,
                      "previous_failed_percent": (round(100 * p.failed / p.samples, 2) if p is not None and p.samples
                                                  else None)})
-    return sorted(rows, key=lambda r: (-(r["p95_ms"] or 0), r["endpoint"]))
+    return sorted(rows, key=lambda r: (2 if r["p95_ms"] is not None else 1 if not r["samples"] else 0,
+                                       -(r["p95_ms"] or 0), r["endpoint"]))
 
 
 def _ms(v: float | None) -> float | None:
@@ -201,9 +215,11 @@ def _mib(n: int) -> str:
 def recommend(cache_hit: float | None, seq_scans: list[dict[str, Any]], top: dict[str, list[dict[str, Any]]],
               *, indexes: dict[str, Any] | None = None, bloat: dict[str, Any] | None = None,
               endpoints: list[dict[str, Any]] | None = None, since: str | None = None,
-              limits: Limits = Limits()) -> list[dict[str, str]]:
+              limits: Limits = Limits(), standby: bool = False) -> list[dict[str, str]]:
     """Recommendations, each with the evidence it rests on. ``since``: when the period began (the
-    snapshot compared with; None: the statistics' reset)."""
+    snapshot compared with; None: the statistics' reset). ``standby``: the target is in recovery —
+    no index is judged unused there (its primary's use is not seen) and autovacuum is tuned on
+    the primary."""
     period = f"since {since}" if since else "since the statistics were reset"
     out = []
     if cache_hit is not None and cache_hit < CACHE_HIT_WARNING:
@@ -217,18 +233,24 @@ def recommend(cache_hit: float | None, seq_scans: list[dict[str, Any]], top: dic
         if q["mean_change_percent"] is not None and q["mean_change_percent"] >= 50:
             out.append({"recommendation": f"query {q['queryid']} got slower: EXPLAIN (ANALYZE, BUFFERS) it",
                         "evidence": f"mean {q['mean_ms']} ms, {q['mean_change_percent']:+.0f}% against before"})
-    for i in (indexes or {}).get("unused", []):
+    for i in [] if standby else (indexes or {}).get("unused", []):
         out.append({"recommendation": f"drop candidate: index {i['index']} on {i['table']} was used by no query "
                                       f"{period}",
                     "evidence": f"0 index scans {period}; {_mib(i['bytes'])} written on every change to the "
-                                "table; backs no constraint (check the standby and monthly jobs before dropping)"})
-    for t in (bloat or {}).get("growing", []):
+                                "table; backs no constraint or foreign key (check the standbys' and the monthly "
+                                "jobs' queries before dropping)"})
+    for t in [] if standby else (bloat or {}).get("growing", []):
         out.append({"recommendation": f"autovacuum is falling behind on {t['table']}: lower its "
                                       "autovacuum_vacuum_scale_factor or raise the cost limit",
                     "evidence": f"estimated bloat {_mib(t['previous_bloat_bytes'])} -> {_mib(t['bloat_bytes'])} "
                                 f"({t['bloat_percent']:.0f} % of the table) {period}; {t['dead_tuples']} dead "
                                 "tuples"})
     for e in endpoints or []:
+        if not e["samples"]:
+            out.append({"recommendation": f"endpoint {e['endpoint']} was not checked this week: is the monitor "
+                                          "running, and the endpoint still configured?",
+                        "evidence": f"0 checks this week, {e['previous_samples']} the week before"})
+            continue
         figures = f"p50 {e['p50_ms']} / p95 {e['p95_ms']} / p99 {e['p99_ms']} ms over {e['samples']} checks"
         if e["p95_ms"] is not None and e["p95_ms"] > limits.response_time_ms:
             out.append({"recommendation": f"endpoint {e['endpoint']} is slow: p95 above {limits.response_time_ms:g} ms "
@@ -249,20 +271,49 @@ def recommend(cache_hit: float | None, seq_scans: list[dict[str, Any]], top: dic
 
 
 SNAPSHOT_KEEP = timedelta(days=400)  # a year of weekly trend, then pruned
-_SNAPSHOTS = ("statement_snapshots", "index_snapshots", "table_snapshots")
 
+# Each index as a whole: an index attached to a partitioned one is part of it (it cannot be
+# dropped alone), so it is not listed; a partitioned index's scans and size are its partitions'.
+# Backing a constraint: primary key, unique, exclusion, or a foreign key's lookup (FK_SUPPORT).
+_INDEX_USE = """
+SELECT c.oid, format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname, t.relname),
+       CASE WHEN c.relkind = 'I' THEN (SELECT coalesce(sum(s2.idx_scan), 0) FROM pg_partition_tree(c.oid) p
+                                       JOIN pg_stat_all_indexes s2 ON s2.indexrelid = p.relid)
+            ELSE coalesce(s.idx_scan, 0) END,
+       CASE WHEN c.relkind = 'I' THEN (SELECT coalesce(sum(pg_relation_size(p.relid)), 0)
+                                       FROM pg_partition_tree(c.oid) p WHERE p.isleaf)
+            ELSE coalesce(pg_relation_size(c.oid), 0) END,
+       i.indisprimary OR i.indisunique OR i.indisexclusion
+           OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid) OR """ + FK_SUPPORT + """,
+       i.indisvalid
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_namespace tn ON tn.oid = t.relnamespace
+LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = c.oid
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+  AND t.relpersistence <> 't' AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid)
+"""
+
+_TABLE_NAMES = """
+SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')
+"""
+
+# The answers judged (ok or warning) give the response times; failed checks are counted apart
+# (a fast 503 is no response time).
 _ENDPOINT_WEEK = """
 SELECT name, min(service), count(*), count(*) FILTER (WHERE status = 3), count(*) FILTER (WHERE status = 2),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value),
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY value)
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FILTER (WHERE status <= 1),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FILTER (WHERE status <= 1),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY value) FILTER (WHERE status <= 1)
 FROM ops.samples WHERE name = ANY(%s) AND unit = 'ms' AND at >= %s AND at < %s GROUP BY name
 """
 
 
-def _previous_at(ops: psycopg.Connection, table: str, target: str, now: datetime) -> datetime | None:
-    """The newest snapshot at least about a week old (12 hours of slack for a late run)."""
-    return ops.execute(f"SELECT max(taken_at) FROM ops.{table} WHERE target = %s AND taken_at <= %s",
-                       (target, now - WEEK + timedelta(hours=12))).fetchone()[0]
+def _utc(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(UTC).isoformat()
 
 
 def _endpoint_weeks(ops: psycopg.Connection, names: list[str], since: datetime, until: datetime) -> list[EndpointWeek]:
@@ -270,74 +321,103 @@ def _endpoint_weeks(ops: psycopg.Connection, names: list[str], since: datetime, 
             for n, svc, c, f, u, p50, p95, p99 in ops.execute(_ENDPOINT_WEEK, (names, since, until)).fetchall()]
 
 
+def _snapshot(ops: psycopg.Connection, target: str, now: datetime, stats_reset: datetime | None, standby: bool,
+              indexes: list[IndexUse], tables: list[TableSize]) -> tuple[datetime | None, datetime | None,
+                                                                       list[IndexUse] | None, list[TableSize] | None]:
+    """Store this run's index and table snapshot; return the one about a week old (12 hours of
+    slack for a late run): (its time, the statistics' reset then, its indexes, its tables)."""
+    row = ops.execute("SELECT taken_at, stats_reset FROM ops.performance_snapshots WHERE target = %s "
+                      "AND taken_at <= %s ORDER BY taken_at DESC LIMIT 1",
+                      (target, now - WEEK + timedelta(hours=12))).fetchone()
+    at, reset_then, before_i, before_t = (row[0], row[1], None, None) if row else (None, None, None, None)
+    if at is not None:
+        before_i = [IndexUse(*r) for r in ops.execute(
+            "SELECT index_oid, index_name, table_name, idx_scan, size_bytes, backs_constraint, valid "
+            "FROM ops.index_snapshots WHERE target = %s AND taken_at = %s", (target, at))]
+        before_t = [TableSize(*r) for r in ops.execute(
+            "SELECT table_name, size_bytes, bloat_bytes, n_live_tup, n_dead_tup, bloat_source FROM ops.table_snapshots "
+            "WHERE target = %s AND taken_at = %s", (target, at))]
+    ops.execute("INSERT INTO ops.performance_snapshots (target, taken_at, stats_reset, in_recovery) "
+                "VALUES (%s, %s, %s, %s)", (target, now, stats_reset, standby))
+    with ops.cursor() as cur:
+        with cur.copy("COPY ops.index_snapshots (target, taken_at, index_oid, index_name, table_name, idx_scan, "
+                      "size_bytes, backs_constraint, valid) FROM STDIN") as copy:
+            for i in indexes:
+                copy.write_row((target, now, i.oid, i.index, i.table, i.idx_scan, i.size_bytes, i.backs_constraint,
+                                i.valid))
+        with cur.copy("COPY ops.table_snapshots (target, taken_at, table_name, size_bytes, bloat_bytes, "
+                      "bloat_source, n_live_tup, n_dead_tup) FROM STDIN") as copy:
+            for t in tables:
+                copy.write_row((target, now, t.table, t.size_bytes, t.bloat_bytes, t.bloat_source, t.n_live_tup,
+                                t.n_dead_tup))
+    return at, reset_then, before_i, before_t
+
+
 def report(conn: psycopg.Connection, ops: psycopg.Connection | None, target: str, now: datetime, *,
-           endpoints: list[str] | tuple[str, ...] = (), limits: Limits = Limits(), facts=None) -> dict[str, Any]:
+           endpoints: list[str] | tuple[str, ...] = (), limits: Limits = Limits()) -> dict[str, Any]:
     """Gather, snapshot (when ``ops`` is given) and compare with the snapshots a week back.
-    ``endpoints``: the monitored endpoints' names (their samples are in the ops database);
-    ``facts``: the target's maintenance facts if already read (else read here)."""
+    ``endpoints``: the monitored endpoints' names (their samples are in the ops database)."""
     from bvh_ops.maintenance.facts import gather
 
     current, why = statements(conn)
     notes = [why] if why else []
     previous_at = None
     top: dict[str, list[dict[str, Any]]] = {"by_total": [], "by_mean": []}
-    facts = facts if facts is not None else gather(conn, now=now)
-    index_now = [IndexUse(i.qualified, f"{i.schema}.{i.table}", i.idx_scan, i.size_bytes, i.backs_constraint)
-                 for i in facts.indexes]
-    table_now = [TableSize(t.qualified, t.size_bytes, t.bloat_bytes, t.n_live_tup, t.n_dead_tup) for t in facts.tables]
-    index_before = table_before = None
-    structure_at = None
+    facts = gather(conn, now=now, indexes=False)  # tables' bloat as the maintenance plan estimates it
+    names = {(sch, rel): ident for sch, rel, ident in conn.execute(_TABLE_NAMES).fetchall()}
+    table_now = [TableSize(names.get((t.schema, t.name), t.qualified), t.size_bytes, t.bloat_bytes, t.n_live_tup,
+                           t.n_dead_tup, t.bloat_source) for t in facts.tables]
+    index_now = [IndexUse(int(o), ix, tb, int(sc), int(sz), bool(b), bool(v))
+                 for o, ix, tb, sc, sz, b, v in conn.execute(_INDEX_USE).fetchall()]
+    stats_reset = conn.execute("SELECT stats_reset FROM pg_stat_database "
+                               "WHERE datname = current_database()").fetchone()[0]
+    standby = facts.in_recovery
+    if standby:
+        notes.append("the target is a standby (in recovery): no index is judged unused and no autovacuum advice "
+                     "is given here — its primary's report has them")
+    index_before = table_before = structure_at = None
+    reset = False
     endpoints_doc: list[dict[str, Any]] = []
     series: dict[str, Any] = {"p95_by_day": {}, "bloat_by_snapshot": {}}
     if ops is not None:
         with ops.transaction():
             previous = None
             if current is not None:
-                previous_at = _previous_at(ops, "statement_snapshots", target, now)
+                previous_at = ops.execute("SELECT max(taken_at) FROM ops.statement_snapshots WHERE target = %s "
+                                          "AND taken_at <= %s", (target, now - WEEK + timedelta(hours=12))).fetchone()[0]
                 if previous_at is not None:
                     previous = [Statement(*r) for r in ops.execute(
                         "SELECT queryid, query, calls, total_ms, rows FROM ops.statement_snapshots "
                         "WHERE target = %s AND taken_at = %s", (target, previous_at))]
                 with ops.cursor() as cur, cur.copy("COPY ops.statement_snapshots (target, taken_at, queryid, query, "
                                                    "calls, total_ms, rows) FROM STDIN") as copy:
-                    for s in current:
-                        copy.write_row((target, now, s.queryid, s.query, s.calls, s.total_ms, s.rows))
+                    for st in current:
+                        copy.write_row((target, now, st.queryid, st.query, st.calls, st.total_ms, st.rows))
                 top = compare(current, previous)
                 if previous is None:
                     notes.append("no statement snapshot from a week ago yet: query figures are since the statistics "
                                  "were reset")
-            structure_at = _previous_at(ops, "index_snapshots", target, now)
-            if structure_at is not None:
-                index_before = [IndexUse(*r) for r in ops.execute(
-                    "SELECT index_name, table_name, idx_scan, size_bytes, backs_constraint FROM ops.index_snapshots "
-                    "WHERE target = %s AND taken_at = %s", (target, structure_at))]
-                table_before = [TableSize(*r) for r in ops.execute(
-                    "SELECT table_name, size_bytes, bloat_bytes, n_live_tup, n_dead_tup FROM ops.table_snapshots "
-                    "WHERE target = %s AND taken_at = %s", (target, structure_at))]
-            else:
-                notes.append("no index or table snapshot from a week ago yet: index use is since the statistics "
-                             "were reset, bloat has no change to show")
-            with ops.cursor() as cur:
-                with cur.copy("COPY ops.index_snapshots (target, taken_at, index_name, table_name, idx_scan, "
-                              "size_bytes, backs_constraint) FROM STDIN") as copy:
-                    for i in index_now:
-                        copy.write_row((target, now, i.index, i.table, i.idx_scan, i.size_bytes, i.backs_constraint))
-                with cur.copy("COPY ops.table_snapshots (target, taken_at, table_name, size_bytes, bloat_bytes, "
-                              "n_live_tup, n_dead_tup) FROM STDIN") as copy:
-                    for t in table_now:
-                        copy.write_row((target, now, t.table, t.size_bytes, t.bloat_bytes, t.n_live_tup, t.n_dead_tup))
-            for table in _SNAPSHOTS:  # every target's (a decommissioned one's too)
-                ops.execute(f"DELETE FROM ops.{table} WHERE taken_at < %s", (now - SNAPSHOT_KEEP,))
-        names = list(endpoints)
-        if names:
-            week = _endpoint_weeks(ops, names, now - WEEK, now)
-            endpoints_doc = endpoint_times(week, _endpoint_weeks(ops, names, now - 2 * WEEK, now - WEEK))
+            structure_at, reset_then, index_before, table_before = _snapshot(ops, target, now, stats_reset, standby,
+                                                                             index_now, table_now)
+            if structure_at is None:
+                notes.append("no index or table snapshot from a week ago yet: no index is judged unused, bloat has "
+                             "no change to show")
+            elif stats_reset is not None and (reset_then is None or stats_reset > reset_then):
+                reset = True
+                notes.append(f"the target's statistics were reset at {_utc(stats_reset)}, after the snapshot of "
+                             f"{_utc(structure_at)}: no index is judged unused until a week of statistics")
+            ops.execute("DELETE FROM ops.performance_snapshots WHERE taken_at < %s", (now - SNAPSHOT_KEEP,))
+            ops.execute("DELETE FROM ops.statement_snapshots WHERE taken_at < %s", (now - SNAPSHOT_KEEP,))
+        names_ = list(endpoints)
+        if names_:
+            week = _endpoint_weeks(ops, names_, now - WEEK, now)
+            endpoints_doc = endpoint_times(week, _endpoint_weeks(ops, names_, now - 2 * WEEK, now - WEEK))
             if not week:
                 notes.append("no monitor samples of the endpoints in the last week: is `bvh-ops monitor` running?")
             for day, name, p95 in ops.execute(
                     "SELECT (at AT TIME ZONE 'UTC')::date, name, percentile_cont(0.95) WITHIN GROUP (ORDER BY value) "
-                    "FROM ops.samples WHERE name = ANY(%s) AND unit = 'ms' AND at >= %s AND at < %s AND value IS NOT NULL "
-                    "GROUP BY 1, 2 ORDER BY 1", (names, now - 4 * WEEK, now)).fetchall():
+                    "FROM ops.samples WHERE name = ANY(%s) AND unit = 'ms' AND at >= %s AND at < %s AND status <= 1 "
+                    "AND value IS NOT NULL GROUP BY 1, 2 ORDER BY 1", (names_, now - 4 * WEEK, now)).fetchall():
                 series["p95_by_day"].setdefault(name, []).append([day.isoformat(), _ms(p95)])
         else:
             notes.append("no endpoints configured (endpoints in bvh-ops.toml): no response times")
@@ -345,7 +425,7 @@ def report(conn: psycopg.Connection, ops: psycopg.Connection | None, target: str
         notes.append("no ops database: nothing compared with a week ago")
         if current is not None:
             top = compare(current, None)
-    indexes = index_usage(index_now, index_before, limits.unused_index_bytes)
+    indexes = index_usage(index_now, index_before, limits.unused_index_bytes, reset=reset)
     bloat = bloat_trend(table_now, table_before, limits)
     if ops is not None and bloat["largest"]:
         charted = [r["table"] for r in bloat["largest"][:5]]
@@ -353,31 +433,40 @@ def report(conn: psycopg.Connection, ops: psycopg.Connection | None, target: str
                 "SELECT taken_at, table_name, bloat_bytes FROM ops.table_snapshots WHERE target = %s "
                 "AND table_name = ANY(%s) AND taken_at >= %s AND bloat_bytes IS NOT NULL ORDER BY taken_at",
                 (target, charted, now - 12 * WEEK)).fetchall():
-            series["bloat_by_snapshot"].setdefault(table, []).append([at.isoformat(), int(b)])
+            series["bloat_by_snapshot"].setdefault(table, []).append([_utc(at), int(b)])
     hit = conn.execute("SELECT sum(blks_hit)::float / nullif(sum(blks_hit) + sum(blks_read), 0) "
                        "FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
-    seq = [{"table": f"{s}.{t}", "seq_scan": ss, "seq_tup_read": rd, "idx_scan": ix, "bytes": b}
-           for s, t, ss, rd, ix, b in conn.execute(
-               "SELECT s.schemaname, s.relname, s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan, 0), "
+    seq = [{"table": t, "seq_scan": ss, "seq_tup_read": rd, "idx_scan": ix, "bytes": b}
+           for t, ss, rd, ix, b in conn.execute(
+               "SELECT format('%%I.%%I', s.schemaname, s.relname), s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan, 0), "
                "c.relpages::bigint * current_setting('block_size')::bigint FROM pg_stat_user_tables s "
                "JOIN pg_class c ON c.oid = s.relid WHERE s.seq_scan > 0 "
                "AND c.relpages::bigint * current_setting('block_size')::bigint >= %s "
                "AND s.seq_tup_read > 10 * greatest(c.reltuples, 1) ORDER BY s.seq_tup_read DESC LIMIT 10",
                (SEQ_SCAN_MIN_BYTES,))]
     notes += [n for n in facts.notes if n.startswith("pgstattuple")]
-    structure_since = structure_at.isoformat() if structure_at else None
-    return {"target": target, "at": now.isoformat(), "since": previous_at.isoformat() if previous_at else None,
+    since = None if reset else _utc(structure_at)
+    return {"target": target, "at": _utc(now), "since": _utc(previous_at),
             "pg_stat_statements": current is not None, "top_queries": top,
             "cache_hit_ratio": None if hit is None else round(float(hit), 5), "sequential_scans": seq,
-            "indexes": {**indexes, "since": structure_since}, "bloat": {**bloat, "since": structure_since},
-            "endpoints": endpoints_doc, "series": series,
+            "indexes": {**indexes, "since": since}, "bloat": {**bloat, "since": _utc(structure_at)},
+            "endpoints": endpoints_doc, "series": series, "standby": standby,
             "recommendations": recommend(hit, seq, top, indexes=indexes, bloat=bloat, endpoints=endpoints_doc,
-                                         since=structure_since, limits=limits),
+                                         since=since, limits=limits, standby=standby),
             "notes": notes}
 
 
+def _md(text: Any) -> str:
+    """Text from the target (names) in a markdown table cell or list item: no line break, no
+    column break, no link, image, emphasis or code span of its own."""
+    out = " ".join(str(text).split())
+    for ch in "\\`*_[]<>!#":
+        out = out.replace(ch, "\\" + ch)
+    return out.replace("|", "\\|")
+
+
 def _cell(v: Any) -> str:
-    return "-" if v is None else str(v).replace("|", "/")
+    return "-" if v is None else _md(v)
 
 
 def _signed(v: float | None, unit: str = "%") -> str:
@@ -392,15 +481,14 @@ def markdown(doc: dict[str, Any], charts: dict[str, bytes] | None = None) -> str
              f"At {doc['at']}, queries compared with {doc['since'] or 'the last statistics reset'}.", ""]
     lines += [f"> {n}" for n in doc["notes"]]
     lines += ["", "## Recommendations", ""]
-    lines += [f"- {r['recommendation']} ({r['evidence']})" for r in doc["recommendations"]] or ["- none"]
+    lines += [f"- {_md(r['recommendation'])} ({_md(r['evidence'])})" for r in doc["recommendations"]] or ["- none"]
     ratio = "-" if doc["cache_hit_ratio"] is None else f"{doc['cache_hit_ratio']:.4f}"
     lines += ["", f"Cache hit ratio: {ratio}", ""]
     for key, title in (("by_total", "Top queries by total time"), ("by_mean", "Top queries by mean time")):
         lines += [f"## {title}", "", "| query | calls | total ms | mean ms | mean change |", "|---|---|---|---|---|"]
         for q in doc["top_queries"][key]:
             change = "-" if q["mean_change_percent"] is None else f"{q['mean_change_percent']:+.1f}%"
-            lines.append(f"| `{q['query'][:80].replace('|', '/')}` | {q['calls']} | {q['total_ms']} | {q['mean_ms']} "
-                         f"| {change} |")
+            lines.append(f"| {_md(q['query'][:80])} | {q['calls']} | {q['total_ms']} | {q['mean_ms']} | {change} |")
         lines.append("")
     eps = doc.get("endpoints") or []
     if eps:

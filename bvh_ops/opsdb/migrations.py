@@ -424,20 +424,33 @@ CREATE TABLE ops.capacity_forecasts (
 CREATE INDEX capacity_forecasts_series ON ops.capacity_forecasts (series, target_day);
 """
 
-# The weekly performance report's index and table trend (#14, second part): per target and run,
-# each index's cumulative scans and size and each table's size and estimated bloat, so a week's
-# index use and bloat growth are the difference between two snapshots (pruned after 400 days,
-# with ops.statement_snapshots).
+# The weekly performance report's index and table trend (#14, second part): one row per target
+# and run (with the target's statistics reset time then: a reset since a snapshot voids its
+# index counts), each index's cumulative scans and size by OID (an index created again under its
+# name is new), each table's size and estimated bloat with the kind of estimate (only like is
+# compared). A week's index use and bloat growth are the difference between two snapshots;
+# everything older than 400 days is pruned (statement snapshots too: their index here).
 PERFORMANCE_SQL = """
+CREATE TABLE ops.performance_snapshots (
+    target text NOT NULL,
+    taken_at timestamptz NOT NULL,
+    stats_reset timestamptz,
+    in_recovery boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (target, taken_at)
+);
+CREATE INDEX performance_snapshots_taken_at ON ops.performance_snapshots (taken_at);
 CREATE TABLE ops.index_snapshots (
     target text NOT NULL,
     taken_at timestamptz NOT NULL,
+    index_oid oid NOT NULL,
     index_name text NOT NULL,
     table_name text NOT NULL,
     idx_scan bigint NOT NULL,
     size_bytes bigint NOT NULL,
     backs_constraint boolean NOT NULL,
-    PRIMARY KEY (target, taken_at, index_name)
+    valid boolean NOT NULL DEFAULT true,
+    PRIMARY KEY (target, taken_at, index_oid),
+    FOREIGN KEY (target, taken_at) REFERENCES ops.performance_snapshots ON DELETE CASCADE
 );
 CREATE TABLE ops.table_snapshots (
     target text NOT NULL,
@@ -445,11 +458,14 @@ CREATE TABLE ops.table_snapshots (
     table_name text NOT NULL,
     size_bytes bigint NOT NULL,
     bloat_bytes bigint,
+    bloat_source text NOT NULL,
     n_live_tup bigint NOT NULL,
     n_dead_tup bigint NOT NULL,
-    PRIMARY KEY (target, taken_at, table_name)
+    PRIMARY KEY (target, taken_at, table_name),
+    FOREIGN KEY (target, taken_at) REFERENCES ops.performance_snapshots ON DELETE CASCADE
 );
 CREATE INDEX table_snapshots_table ON ops.table_snapshots (target, table_name, taken_at);
+CREATE INDEX statement_snapshots_taken_at ON ops.statement_snapshots (taken_at);
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

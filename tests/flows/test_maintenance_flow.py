@@ -56,7 +56,7 @@ def test_weekly_flow_vacuums_and_publishes(world):
     assert perf.startswith("# Performance report: ") and "## Recommendations" in perf
     # index use and bloat from the maintenance facts; the bloat chart from the snapshot just taken
     assert "## Index usage since the statistics were reset" in perf and "## Table bloat (estimated)" in perf
-    assert "### Estimated table bloat per weekly snapshot (MiB)" in perf and "data:image/png;base64,iVBORw0KGgo" in perf
+    assert "### Estimated table bloat per snapshot (MiB)" in perf and "data:image/png;base64,iVBORw0KGgo" in perf
     assert {"recommendations", "unused_indexes", "growing_bloat", "endpoints"} <= set(report["performance"])
 
 

@@ -60,28 +60,30 @@ from bvh_ops.maintenance.performance import (  # noqa: E402
 MIB = 1 << 20
 
 
-def ix(name, scans, size=8 * MIB, backs=False, table="public.t"):
-    return IndexUse(f"public.{name}", table, scans, size, backs)
+def ix(name, scans, size=8 * MIB, backs=False, table="public.t", oid=None, valid=True):
+    return IndexUse(oid or sum(map(ord, name)), f"public.{name}", table, scans, size, backs, valid)
 
 
 def test_an_index_no_query_used_this_week_is_a_drop_candidate():
     before = [ix("used", 100), ix("idle", 40), ix("pkey", 0, backs=True), ix("small", 0, size=MIB // 2),
-              ix("reset", 500)]
+              ix("reset", 500), ix("again", 9, oid=1), ix("broken", 0)]
     now = [ix("used", 180), ix("idle", 40), ix("pkey", 0, backs=True), ix("small", 0, size=MIB // 2),
-           ix("reset", 3), ix("fresh", 0)]
+           ix("reset", 3), ix("fresh", 0), ix("again", 0, oid=2), ix("broken", 0, valid=False)]
     got = index_usage(now, before, MIB)
-    # idle: 40 scans long ago, none this week; pkey backs a constraint; small is under the size;
-    # fresh was created during the week (not judged yet); reset went down: 3 scans this period
+    # idle: 40 scans long ago, none this week. Not: pkey (backs a constraint), small (under the
+    # size), fresh (created during the week), again (dropped and created again under its name:
+    # another OID), reset (its counter went down: reset on its own, no evidence), broken (invalid:
+    # the maintenance plan rebuilds it)
     assert [r["index"] for r in got["unused"]] == ["public.idle"]
     assert [(r["index"], r["scans"]) for r in got["most_used"]] == [("public.used", 80), ("public.reset", 3)]
-    # without a snapshot a week back: scans since the statistics' reset, as the maintenance plan has them
-    first = index_usage(now, None, MIB)
-    assert [r["index"] for r in first["unused"]] == ["public.fresh"]
-    assert first["count"] == 6 and first["bytes"] == 5 * 8 * MIB + MIB // 2
+    # no snapshot a week back, or the target's statistics reset since it: nothing is judged
+    assert index_usage(now, None, MIB)["unused"] == []
+    assert index_usage(now, before, MIB, reset=True)["unused"] == []
+    assert index_usage(now, None, MIB)["count"] == 8
 
 
-def tbl(name, bloat, dead=0, size=1024 * MIB):
-    return TableSize(f"public.{name}", size, bloat, 1000, dead)
+def tbl(name, bloat, dead=0, size=1024 * MIB, source="statistics"):
+    return TableSize(f"public.{name}", size, bloat, 1000, dead, source)
 
 
 def test_bloat_that_grew_fast_is_flagged_and_the_largest_listed():
@@ -96,6 +98,9 @@ def test_bloat_that_grew_fast_is_flagged_and_the_largest_listed():
     assert [r["table"] for r in got["largest"]] == ["public.steady", "public.grows", "public.was_unknown",
                                                      "public.small_growth"]
     assert bloat_trend(now, None)["growing"] == []
+    # an estimate of another kind a week ago (pgstattuple then, statistics now) is no change
+    other = bloat_trend(now, [tbl("grows", 100 * MIB, source="pgstattuple_approx")])
+    assert other["growing"] == [] and other["largest"][1]["bloat_change_bytes"] is None
     # the bar is the settings': 25 MiB and half of what it was
     assert [r["table"] for r in bloat_trend(now, before, Limits(bloat_growth_bytes=25 * MIB))["growing"]] == [
         "public.grows", "public.small_growth"]
@@ -122,13 +127,44 @@ def test_endpoint_weeks_compared_and_judged():
     assert "the week before p95 150.0 ms" in recs[1]["evidence"]
 
 
+def test_an_endpoint_not_checked_this_week_and_one_always_failing_come_first():
+    week = [ep("slow", 100, 0, 900.0), EndpointWeek("down", "api", 100, 100, 0, None, None, None)]
+    rows = endpoint_times(week, [ep("slow", 100, 0, 100.0), ep("gone", 50, 0, 80.0)])
+    assert [(r["endpoint"], r["samples"]) for r in rows] == [("down", 100), ("gone", 0), ("slow", 100)]
+    recs = [r["recommendation"] for r in recommend(None, [], {"by_mean": []}, endpoints=rows)]
+    assert recs == ["endpoint down failed 100 % of its checks (above 1 %): see its incidents",
+                    "endpoint gone was not checked this week: is the monitor running, and the endpoint still "
+                    "configured?",
+                    "endpoint slow got slower: p95 +800% against the week before"]
+
+
+def test_a_standby_gets_no_drop_or_autovacuum_advice():
+    indexes = index_usage([ix("idle", 40)], [ix("idle", 40)], MIB)
+    bloat = bloat_trend([tbl("grows", 300 * MIB)], [tbl("grows", 100 * MIB)])
+    assert len(recommend(None, [], {"by_mean": []}, indexes=indexes, bloat=bloat)) == 2
+    assert recommend(None, [], {"by_mean": []}, indexes=indexes, bloat=bloat, standby=True) == []
+
+
+def test_names_from_the_target_cannot_shape_the_markdown_or_break_a_chart():
+    from bvh_ops.maintenance.charts import label
+    from bvh_ops.maintenance.performance import _md
+
+    assert _md("a|b\nc ![x](http://e) `y` *z*") == "a\\|b c \\!\\[x\\](http://e) \\`y\\` \\*z\\*"
+    doc = _doc(series={"p95_by_day": {"api $x": [["2030-03-01", 1.0]]},
+                       "bloat_by_snapshot": {"public.t$_$": [["2030-03-03T03:00:00+00:00", MIB]],
+                                             "_audit.log": [["2030-03-03T03:00:00+00:00", MIB]]}})
+    assert set(charts(doc)) == {ENDPOINTS_TITLE, BLOAT_TITLE}  # a lone $ failed the whole chart
+    assert label("_audit.log") != "_audit.log" and label("_audit.log").endswith("_audit.log")
+    assert label("t$_$") == "t\\$_\\$"
+
+
 def test_index_and_bloat_recommendations_carry_their_evidence():
     indexes = index_usage([ix("idle", 40)], [ix("idle", 40)], MIB)
     bloat = bloat_trend([tbl("grows", 300 * MIB, dead=50_000)], [tbl("grows", 100 * MIB)])
     recs = recommend(None, [], {"by_mean": []}, indexes=indexes, bloat=bloat, since="2030-03-03T03:00:00+00:00")
     assert recs[0]["recommendation"] == ("drop candidate: index public.idle on public.t was used by no query since "
                                          "2030-03-03T03:00:00+00:00")
-    assert "8 MiB" in recs[0]["evidence"] and "backs no constraint" in recs[0]["evidence"]
+    assert "8 MiB" in recs[0]["evidence"] and "backs no constraint or foreign key" in recs[0]["evidence"]
     assert recs[1]["recommendation"].startswith("autovacuum is falling behind on public.grows")
     assert "100 MiB -> 300 MiB" in recs[1]["evidence"] and "50000 dead tuples" in recs[1]["evidence"]
 
@@ -156,7 +192,7 @@ def test_markdown_has_every_section_and_embeds_the_charts():
     for heading in ("## Endpoint response times, last 7 days", "## Index usage since 2030-03-03T03:00:00+00:00",
                     "## Table bloat (estimated)", f"### {ENDPOINTS_TITLE}", f"### {BLOAT_TITLE}"):
         assert heading in text
-    assert "| api/health | api | 10 | 1 (10 %) |" in text  # a pipe in a name does not break the table
+    assert "| api\\|health | api | 10 | 1 (10 %) |" in text  # a pipe in a name does not break the table
     assert "| public.idle | public.t | 8 MiB |" in text and "| public.grows | 1024 MiB | 300 MiB |" in text
     embedded = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
     assert [base64.b64decode(e) for e in embedded] == list(pictures.values())
