@@ -448,12 +448,38 @@ class LogSource(BaseModel):
     # json (the platform's lines) | postgres-jsonlog | postgres-csvlog.
     format: Literal["json", "postgres-jsonlog", "postgres-csvlog"]
     category: LogCategory | None = None
+    # Rotation of the file the platform writes, by cleanup-logs and `bvh-ops logs rotate` (none
+    # when unset: logrotate's job, say). Past rotate_bytes, and only once collected to its end,
+    # active_file (one of path's matches) is renamed <active_file>.1 (older ones shift to .2, .3,
+    # …; the collector follows each file by its inode, so nothing is read twice or lost) and the
+    # platform is sent reopen_signal (the pid in reopen_pid_file) to write a new one; rotated
+    # files beyond the newest rotate_keep are deleted once collected to their end.
+    rotate_bytes: int | None = Field(default=None, ge=1)
+    rotate_keep: int = Field(default=7, ge=0, le=1000)
+    active_file: str | None = None
+    reopen_pid_file: str | None = None
+    reopen_signal: Literal["HUP", "USR1", "USR2"] = "USR1"
 
     @model_validator(mode="before")
     @classmethod
     def _check(cls, data: object) -> object:
         if isinstance(data, dict):
             name = data.get("name") or "(unnamed)"
+            if data.get("rotate_bytes") is not None:
+                import fnmatch
+
+                active, pid = data.get("active_file"), data.get("reopen_pid_file")
+                if not isinstance(active, str) or not active.startswith("/"):
+                    raise ValueError(f"log source '{name}': rotate_bytes needs active_file, the absolute path of the "
+                                     "file the platform writes")
+                if not isinstance(pid, str) or not pid.startswith("/"):
+                    raise ValueError(f"log source '{name}': rotate_bytes needs reopen_pid_file, the absolute path of "
+                                     "the platform's pid file (it is sent reopen_signal to write a new file)")
+                glob = data.get("path")
+                if isinstance(glob, str) and not (fnmatch.fnmatchcase(active, glob)
+                                                  and fnmatch.fnmatchcase(active + ".1", glob)):
+                    raise ValueError(f"log source '{name}': path {glob} must match active_file and its rotated "
+                                     f"files ({active}.1, …), e.g. {active}*")
             path = data.get("path")
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ValueError(f"log source '{name}': path must be an absolute glob, e.g. /var/log/lottery/app.log*")

@@ -1,6 +1,6 @@
-"""Log retention as the runbook schedules it: ``cleanup-logs`` daily at 02:00 UTC (archive the
-days past the hot window, verify, drop them from the ops database; delete archives past their
-category's retention) and ``archive-logs`` monthly on the 1st at 04:00 (the same plan, then every
+"""Log retention as the runbook schedules it: ``cleanup-logs`` daily at 02:00 UTC (rotate the
+platform's log files that are configured for it, collected first; archive the days past the hot
+window, verify, drop them from the ops database; delete archives past their category's retention) and ``archive-logs`` monthly on the 1st at 04:00 (the same plan, then every
 archive still kept read back and checked against its index: an archive that rotted is found
 while the hot copy may still exist in a backup). One plan, one code path; a failed archive keeps
 its day in the hot store and fails the run."""
@@ -56,12 +56,35 @@ def verify_archives(dsn: str) -> list[dict[str, Any]]:
     return out
 
 
+@task(name="log-rotation", cache_policy=NO_CACHE)
+def rotate_logs(dsn: str) -> list[dict[str, Any]]:
+    """The platform's log files (sources with rotate_bytes): collected first, so that a file
+    past its size can be rotated now (bvh_ops.logs.rotate)."""
+    from bvh_ops.logs.collect import collect_configured
+    from bvh_ops.logs.rotate import rotate_configured
+
+    settings = load_settings()
+    names = [s.name for s in settings.log_sources if s.rotate_bytes is not None]
+    if not names:
+        return []
+    try:
+        collect_configured(settings, names)
+    except Exception as exc:  # noqa: BLE001 - nothing new collected: the plan waits for what is not
+        get_run_logger().warning("collecting before the rotation failed: %s: %s", type(exc).__name__, str(exc)[:300])
+    with connect(dsn, autocommit=True) as conn:
+        return rotate_configured(settings, conn)
+
+
 def _run(name: str, verify: bool) -> dict[str, Any]:
     logger = get_run_logger()
     dsn = running_dsn(load_settings())
     if not dsn:
         raise DatabaseUnavailable("the ops database is not running (bvh-ops opsdb start): no logs to keep")
+    rotated = rotate_logs(dsn) if name == "cleanup-logs" else []
+    if rotated:
+        create_table_artifact(key="log-rotation", table=rotated, description="platform log files rotated / deleted")
     doc = apply_retention(dsn)
+    doc["rotation"] = rotated
     if doc["actions"]:
         create_table_artifact(key=name, table=doc["actions"], description=f"{name}: log retention actions")
     failed = [a for a in doc["actions"] if a.get("done") is False]
@@ -75,6 +98,12 @@ def _run(name: str, verify: bool) -> dict[str, Any]:
             raise IntegrityError(f"{len(bad)} log archive(s) damaged: {', '.join(v['key'] for v in bad[:5])}")
     for h in doc["held"]:
         logger.info("kept by a legal hold: %s %s (%s)", h["category"], h["day"], h["hold"])
+    bad_rotation = [r for r in rotated if r["status"] == "failed"]
+    for r in bad_rotation:
+        logger.error("log rotation of %s failed: %s", r["object"], r["detail"])
+    if bad_rotation and not failed:
+        raise IntegrityError(f"{len(bad_rotation)} log rotation action(s) failed: "
+                             + "; ".join(f"{r['object']}: {r['detail']}" for r in bad_rotation[:3]))
     if failed:
         raise IntegrityError(f"{len(failed)} log retention action(s) failed (their days stay in the hot store): "
                              + "; ".join(f"{a['action']} {a['category']} {a['day']}: {a.get('error') or a.get('skipped')}"

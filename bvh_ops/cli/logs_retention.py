@@ -148,3 +148,33 @@ def release_cmd(hold_id: Annotated[int, typer.Argument(help="The hold's id (bvh-
         out.print(f"no active hold {hold_id}", markup=False)
         raise typer.Exit(1)
     out.print(f"released hold {hold_id}", markup=False)
+
+
+@logs_app.command("rotate")
+def rotate_cmd(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only")] = False,
+               as_json: Annotated[bool, typer.Option("--json", help="Print the actions as JSON")] = False) -> None:
+    """Rotate the platform's log files (the [[log_sources]] with rotate_bytes), as cleanup-logs
+    does daily: each source collected first; a file past rotate_bytes renamed <file>.1 (older
+    ones shifted) only once collected to its end, and the platform sent its reopen signal;
+    rotated files beyond rotate_keep deleted once collected to their end. Exit 1 when an action
+    failed."""
+    from bvh_ops.logs.collect import collect_configured
+    from bvh_ops.logs.rotate import rotate_configured
+
+    settings = cli_settings()
+    names = [s.name for s in settings.log_sources if s.rotate_bytes is not None]
+    if not names:
+        raise ConfigError("no log source rotates: give a [[log_sources]] table rotate_bytes, active_file and "
+                          "reopen_pid_file")
+    if not dry_run:
+        collect_configured(settings, names)
+    with _ops(settings) as conn:
+        actions = rotate_configured(settings, conn, act=not dry_run)
+    if as_json:
+        emit_json({"actions": actions})
+    else:
+        for a in actions:
+            out.print(f"{a['status']:<8} {a['action']:<7} {a['object']}  {a['detail']}", markup=False)
+        if not actions:
+            out.print("nothing to rotate or delete", markup=False)
+    raise typer.Exit(1 if any(a["status"] == "failed" for a in actions) else 0)

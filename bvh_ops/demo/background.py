@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bvh_ops.demo.platform.serve import DSN_ENV
+from bvh_ops.demo.platform.serve import DSN_ENV, pid_file_of
 
 RUN_DIR = "run"
 STOP_TIMEOUT = 15.0
@@ -190,7 +190,7 @@ def start_platform(state: Path, dsn: str, *, host: str = "127.0.0.1", port: int 
     try:
         bg = start(state, "platform", [sys.executable, "-m", "bvh_ops.demo.platform", "--fd", str(sock.fileno()),
                                        "--log-path", str(run_dir(state) / "platform.jsonl"), "--cache", cache_url,
-                                       "--window", "60"],
+                                       "--window", "60", "--pid-file", str(pid_file_of(run_dir(state) / "platform.jsonl"))],
                    env={**os.environ, DSN_ENV: dsn}, pass_fds=(sock.fileno(),), url=url)
     finally:
         sock.close()

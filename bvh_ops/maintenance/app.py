@@ -1,5 +1,4 @@
-"""Application maintenance, the weekly stage against the platform's cache, and the log-rotation
-coordination rule.
+"""Application maintenance: the weekly stage against the platform's cache.
 
 Sessions: the platform keeps them as ``session:<token>`` keys in Redis with a TTL (or, without a
 Redis, in its in-process cache with expiry): Redis removes expired keys itself, so there is
@@ -9,23 +8,13 @@ them: the platform set them. With ``cache_url`` configured it also reviews Redis
 the monitor judges it (hit rate, memory against maxmemory, evictions): what is not OK is a
 finding.
 
-Log rotation (``rotation_plan``, pure; not yet carried out by the flow - the sample platform
-keeps its log file open and has no reopen signal, so a rename would only move its writes): a
-platform log is rotated (renamed) only once ``logs collect`` committed that file up to its end
-(its stored offset equals its size), and an old rotated file is deleted only when it was
-collected to its end. The collector follows a renamed file by its inode, so lines written
-between the check and the rename are read on from the renamed file: nothing is lost and nothing
-read twice. copytruncate is refused: lines written between its copy and its truncate exist only
-in the copy, a new inode the collector would read from 0 (duplicates) or not at all (loss).
+Log rotation is the logs package's (bvh_ops.logs.rotation: the rule; bvh_ops.logs.rotate: carrying
+it out, in cleanup-logs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-
-from bvh_ops.logs.offsets import Stored
 
 SESSION_PATTERN = "*session:*"
 SCAN_BATCH = 1000
@@ -96,48 +85,3 @@ def cache_stage(settings) -> tuple[list[dict[str, Any]], list[dict[str, str]], d
              "after": {"sessions": live, "without_ttl": no_ttl, "expired_since_start": expired},
              "detail": f"Redis expires sessions itself (TTL): {live} live session keys{sampled}, {no_ttl} without a "
                        f"TTL; {expired} keys expired since Redis started"}], findings, section
-
-
-@dataclass(frozen=True)
-class LogFile:
-    path: str
-    file_id: str     # device:inode, as the collector knows it
-    size: int
-
-
-@dataclass(frozen=True)
-class RotationStep:
-    action: str      # rotate | delete | wait
-    path: str
-    reason: str
-
-
-def _collected(f: LogFile, stored: Mapping[str, Stored]) -> int:
-    s = stored.get(f.file_id)
-    return 0 if s is None else min(s.offset, f.size)
-
-
-def rotation_plan(active: LogFile | None, rotated: list[LogFile], stored: Mapping[str, Stored], *,
-                  max_bytes: int, keep: int, method: str = "rename") -> list[RotationStep]:
-    """What to do with a platform log: rotate the active file past ``max_bytes`` only when the
-    collector committed it to its end; delete the rotated files beyond the newest ``keep`` only
-    when collected to their end; otherwise wait, saying how much is not yet collected. ``rotated``
-    newest first; ``stored`` is the source's ops.log_offsets by file_id."""
-    if method != "rename":
-        return [RotationStep("wait", active.path if active else "-",
-                             f"{method} refused: lines written between the copy and the truncate would be lost or "
-                             "read twice; rotate by rename (the collector follows the inode)")]
-    steps = []
-    if active is not None and active.size >= max_bytes:
-        behind = active.size - _collected(active, stored)
-        if behind:
-            steps.append(RotationStep("wait", active.path, f"{behind} bytes not yet collected: run `bvh-ops logs "
-                                                           "collect` first, rotation waits for it"))
-        else:
-            steps.append(RotationStep("rotate", active.path, f"{active.size} bytes >= {max_bytes}, collected to "
-                                                             "its end"))
-    for f in rotated[keep:]:
-        behind = f.size - _collected(f, stored)
-        steps.append(RotationStep("wait", f.path, f"{behind} bytes not yet collected") if behind else
-                     RotationStep("delete", f.path, f"beyond the newest {keep}, collected to its end"))
-    return steps

@@ -76,3 +76,38 @@ def test_flows_archive_then_the_monthly_run_finds_a_damaged_archive(world):
 
     with pytest.raises(IntegrityError, match="1 log archive"):
         archive_logs()
+
+
+def test_cleanup_logs_rotates_a_configured_platform_log_and_the_cli_too(world, tmp_path, monkeypatch):
+    """cleanup-logs collects the rotating source, renames its file past the size, has the writer
+    reopen (the sample platform's SIGUSR1 handling) and publishes the actions; `logs rotate`
+    does it by hand and says in one line when no source rotates."""
+    import subprocess
+    import sys
+
+    from flows.log_retention import cleanup_logs
+    from tests.integration.test_log_rotation import WRITER, source
+    from tests.waiting import wait_until
+
+    ops, env, _ = world
+    assert_one_line_error(run_cli("logs", "rotate", env=env), "no log source rotates")
+    path = tmp_path / "logs" / "app.log"
+    path.parent.mkdir()
+    pid_file, stop, count = tmp_path / "app.pid", tmp_path / "stop", tmp_path / "count"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(pid_file), str(stop), str(count)])
+    try:
+        wait_until(lambda: pid_file.exists() and path.exists() and path.stat().st_size > 30_000, "the writer writing")
+        sources = json.dumps([source(path, pid_file, rotate_bytes=20_000)])
+        monkeypatch.setenv("BVH_OPS_LOG_SOURCES", sources)
+        inode = path.stat().st_ino
+        doc = cleanup_logs()
+        assert [(r["action"], r["status"]) for r in doc["rotation"]] == [("rotate", "done")]
+        assert path.with_name("app.log.1").stat().st_ino == inode and path.stat().st_ino != inode
+        wait_until(lambda: path.stat().st_size > 20_000, "the new file past its size")
+        by_hand = run_cli("logs", "rotate", "--json", env={**env, "BVH_OPS_LOG_SOURCES": sources})
+        assert by_hand.returncode == 0, by_hand.stderr
+        assert [(a["action"], a["status"]) for a in json.loads(by_hand.stdout)["actions"]] == [("rotate", "done")]
+        assert path.with_name("app.log.2").stat().st_ino == inode
+    finally:
+        stop.touch()
+        proc.wait(timeout=30)

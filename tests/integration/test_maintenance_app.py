@@ -13,7 +13,8 @@ import pytest
 from bvh_ops.config import Settings
 from bvh_ops.demo.platform.logs import JsonLog
 from bvh_ops.logs import store
-from bvh_ops.maintenance.app import LogFile, cache_stage, rotation_plan
+from bvh_ops.logs.rotation import LogFile, rotation_plan
+from bvh_ops.maintenance.app import cache_stage
 from tests.integration.test_logs_collect import app_source, ops, run_collect, settings_for, write_n  # noqa: F401
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -24,24 +25,26 @@ def logfile(path) -> LogFile:
     return LogFile(str(path), f"{st.st_dev}:{st.st_ino}", st.st_size)
 
 
-def test_rotation_only_after_collect_reached_the_end(ops, tmp_path):  # noqa: F811
+def test_a_rotated_file_is_deleted_only_once_collected_to_its_end(ops, tmp_path):  # noqa: F811
     path = tmp_path / "logs" / "app.log"
     log = JsonLog(path)
     write_n(log, 0, 50)
     settings = settings_for(tmp_path, ops, app_source(path))
 
     def plan():
+        old = path.with_name("app.log.1")
         with psycopg.connect(ops) as conn:
-            return rotation_plan(logfile(path), [], store.load_offsets(conn, "app"), max_bytes=100, keep=2)
+            return rotation_plan(logfile(path), [logfile(old)] if old.exists() else [],
+                                 store.load_offsets(conn, "app"), max_bytes=100, keep=0)
 
-    assert [s.action for s in plan()] == ["wait"]                 # nothing collected yet
-    run_collect(settings, ops)
-    assert [s.action for s in plan()] == ["rotate"]               # collected to its end
+    (step,) = plan()                                               # nothing collected: renamed all the same
+    assert step.action == "rotate" and "still to collect" in step.reason
+    path.rename(path.with_name("app.log.1"))
+    log.reopen()
     write_n(log, 50, 5)
-    (step,) = plan()
-    assert step.action == "wait" and "not yet collected" in step.reason
-    run_collect(settings, ops)
-    assert [s.action for s in plan()] == ["rotate"]
+    assert [(s.action, s.path.rsplit("/", 1)[1]) for s in plan()] == [("rotate", "app.log"), ("wait", "app.log.1")]
+    run_collect(settings, ops)                                     # .1 read to its end from its new name
+    assert [(s.action, s.path.rsplit("/", 1)[1]) for s in plan()] == [("rotate", "app.log"), ("delete", "app.log.1")]
     log.close()
 
 

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=60.0, help="seconds of requests behind responseTime/errorRate")
     p.add_argument("--slow-request-ms", type=float, default=1000.0)
     p.add_argument("--debug-log", action="store_true", help="also write debug-category lines")
+    p.add_argument("--pid-file", help="write the process id here (removed at exit); SIGUSR1 reopens the log file "
+                                      "(a log rotation renamed it)")
     args = p.parse_args(argv)
     dsn = args.dsn or os.environ.get(DSN_ENV)
     if not dsn:
@@ -37,10 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     config = PlatformConfig(dsn=dsn, log_path=Path(args.log_path), cache_url=args.cache, window_s=args.window,
                             slow_request_ms=args.slow_request_ms, debug_log=args.debug_log)
     app = create_app(config)
+    import signal
+
+    from bvh_ops.demo.platform.logs import reopen_on
+
+    reopen_on(signal.SIGUSR1, [app.state.platform.log])
+    pid_file = Path(args.pid_file) if args.pid_file else None
+    if pid_file is not None:
+        pid_file.write_text(f"{os.getpid()}\n")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=3))
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
     return 0
 
 

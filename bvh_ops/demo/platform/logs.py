@@ -42,9 +42,28 @@ class JsonLog:
         with self._lock:
             self._file.write(text + "\n")
 
+    def reopen(self) -> None:
+        """Close the file and open ``path`` again (a new file once the old one was renamed away
+        by a log rotation): what the reopen signal asks for (``reopen_on``)."""
+        with self._lock:
+            self._file.close()
+            self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+def reopen_on(signum: int, logs: list[JsonLog]) -> None:
+    """Reopen ``logs`` when the process gets ``signum`` (main thread only). The handler only
+    starts a thread: the main thread may be inside ``write`` holding the log's lock."""
+    import signal
+
+    def handler(_signum, _frame) -> None:
+        for log in logs:
+            threading.Thread(target=log.reopen, name="log-reopen", daemon=True).start()
+
+    signal.signal(signum, handler)
 
 
 def read_lines(path: str | Path) -> list[dict]:

@@ -64,6 +64,12 @@ class PlatformHandle:
         self.stop()
 
 
+def pid_file_of(log_path: str | Path) -> Path:
+    """Where a platform serving ``log_path`` writes its pid (SIGUSR1 to it reopens the log)."""
+    log_path = Path(log_path).resolve()
+    return log_path.with_name(log_path.name + ".pid")
+
+
 def serve_platform(dsn: str, host: str = "127.0.0.1", port: int = 0, log_path: str | Path = "platform.log", *,
                    cache_url: str | None = DEFAULT_REDIS_URL, window_s: float = 60.0,
                    slow_request_ms: float = 1000.0, ready_timeout: float = 120.0) -> PlatformHandle:
@@ -81,7 +87,7 @@ def serve_platform(dsn: str, host: str = "127.0.0.1", port: int = 0, log_path: s
     bound_port = sock.getsockname()[1]
     argv = [sys.executable, "-m", "bvh_ops.demo.platform", "--fd", str(sock.fileno()),
             "--log-path", str(log_path), "--cache", cache_url or "memory", "--window", str(window_s),
-            "--slow-request-ms", str(slow_request_ms)]
+            "--slow-request-ms", str(slow_request_ms), "--pid-file", str(pid_file_of(log_path))]
     env = {**os.environ, DSN_ENV: dsn}
     with open(output_path, "ab") as out:
         # The kernel kills the platform if the thread starting it dies (bvh_ops.children).

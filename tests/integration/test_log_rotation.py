@@ -1,0 +1,142 @@
+"""Rotation of the platform's log files, carried out (bvh_ops.logs.rotate): a real writer process
+(the sample platform's JsonLog, reopening on SIGUSR1 as the platform does) keeps writing while
+the file is rotated three times before anything is collected, then collected and the old files
+deleted — every line reaches the ops database exactly once; a rotated file not collected to its
+end is never deleted; a platform that is not running is never rotated away from."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bvh_ops.logs.rotate import rotate_configured
+from tests.integration.test_logs_collect import ops, run_collect, seqs, settings_for, stored  # noqa: F401
+from tests.waiting import wait_until
+
+WRITER = """
+import os, signal, sys, time
+from pathlib import Path
+from bvh_ops.demo.platform.logs import JsonLog, reopen_on
+log = JsonLog(sys.argv[1])
+reopen_on(signal.SIGUSR1, [log])
+Path(sys.argv[2]).write_text(str(os.getpid()))
+stop = Path(sys.argv[3])
+i = 0
+while not stop.exists():
+    log.write("application", "lottery.ticket_bought", seq=i, pad="x" * 200)
+    i += 1
+    time.sleep(0.002)
+log.close()
+Path(sys.argv[4]).write_text(str(i))
+"""
+
+
+def source(path, pid_file, keep=1, rotate_bytes=20_000) -> dict:
+    return {"name": "app", "path": f"{path}*", "format": "json", "rotate_bytes": rotate_bytes, "rotate_keep": keep,
+            "active_file": str(path), "reopen_pid_file": str(pid_file)}
+
+
+@pytest.fixture
+def writer(tmp_path):
+    path = tmp_path / "logs" / "app.log"
+    path.parent.mkdir()
+    pid_file, stop, count = tmp_path / "app.pid", tmp_path / "stop", tmp_path / "count"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(pid_file), str(stop), str(count)])
+    wait_until(lambda: pid_file.exists() and path.exists() and path.stat().st_size > 30_000, "the writer writing")
+
+    def finish() -> int:
+        stop.touch()
+        assert proc.wait(timeout=30) == 0
+        return int(count.read_text())
+
+    yield path, pid_file, finish
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_rotated_while_written_every_line_collected_once(ops, tmp_path, writer):  # noqa: F811
+    import psycopg
+
+    path, pid_file, finish = writer
+
+    def rotate(rotate_bytes=20_000, **kw):
+        settings = settings_for(tmp_path, ops, source(path, pid_file, rotate_bytes=rotate_bytes))
+        with psycopg.connect(ops, autocommit=True) as conn:
+            return rotate_configured(settings, conn, **kw)
+
+    assert all(a["status"] == "skipped" for a in rotate(act=False))  # a dry run renames nothing
+    assert not path.with_name("app.log.1").exists()
+    for _ in range(3):  # the writer goes on throughout; nothing collected yet
+        wait_until(lambda: path.stat().st_size > 20_000, "the file past its size")
+        inode = path.stat().st_ino
+        actions = rotate()
+        (r,) = [a for a in actions if a["action"] == "rotate"]
+        assert r["status"] == "done" and "still to collect" in r["detail"], r
+        assert path.with_name("app.log.1").stat().st_ino == inode and path.stat().st_ino != inode
+        # beyond keep = 1, but not collected: never deleted
+        assert all(a["status"] == "skipped" and "not yet collected" in a["detail"]
+                   for a in actions if a["action"] == "delete")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["app.log", "app.log.1", "app.log.2", "app.log.3"]
+    settings = settings_for(tmp_path, ops, source(path, pid_file))
+    run_collect(settings, ops)  # every file read on from its own offset, under its new name
+    deleted = [a["object"].rsplit("/", 1)[1] for a in rotate(rotate_bytes=10**9) if a["status"] == "done"]
+    assert sorted(deleted) == ["app.log.2", "app.log.3"]
+    written = finish()
+    run_collect(settings, ops)
+    got = seqs(stored(ops))
+    assert got == list(range(written)), f"{len(got)} records for {written} lines"  # none lost, none twice
+    assert sorted(p.name for p in path.parent.iterdir()) == ["app.log", "app.log.1"]
+
+
+def test_a_platform_not_running_is_not_rotated_away_from(ops, tmp_path):  # noqa: F811
+    path = tmp_path / "logs" / "app.log"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"timestamp": "2030-01-01T00:00:00Z", "level": "info", "category": "application",
+                                        "event": "x", "seq": i}) + "\n" for i in range(500)))
+    pid_file = tmp_path / "app.pid"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid_file.write_text(str(dead.pid))
+    settings = settings_for(tmp_path, ops, source(path, pid_file))
+    import psycopg
+
+    with psycopg.connect(ops, autocommit=True) as conn:
+        (a,) = rotate_configured(settings, conn)
+    assert a["status"] == "skipped" and "names no running process" in a["detail"]
+    assert not path.with_name("app.log.1").exists()
+    # alive but deaf to the signal's meaning (it never reopens): the rename is reported failed, and
+    # the file it writes on into is collected by its inode (nothing lost)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGUSR1, "
+                                                      "signal.SIG_IGN); time.sleep(60)"])
+    try:
+        time.sleep(0.3)
+        pid_file.write_text(str(sleeper.pid))
+        with psycopg.connect(ops, autocommit=True) as conn:
+            (a,) = rotate_configured(settings, conn)
+        assert a["status"] == "failed" and "no new file" in a["detail"] and path.with_name("app.log.1").exists()
+    finally:
+        sleeper.send_signal(signal.SIGKILL)
+        sleeper.wait()
+
+
+def test_config_refuses_rotation_without_a_way_to_reopen(tmp_path):
+    from pydantic import ValidationError
+
+    from bvh_ops.config import Settings
+
+    log = tmp_path / "app.log"
+    for bad, needle in (({"active_file": str(log)}, "needs reopen_pid_file"),
+                        ({"reopen_pid_file": "/run/app.pid"}, "needs active_file"),
+                        ({"active_file": str(log), "reopen_pid_file": "/run/app.pid", "path": f"{log}"},
+                         "must match active_file and its rotated files")):
+        doc = {"name": "app", "path": f"{log}*", "format": "json", "rotate_bytes": 1000, **bad}
+        with pytest.raises(ValidationError, match=needle):
+            Settings(state_dir=tmp_path, log_sources=[doc])
+    assert os.environ.get("BVH_OPS_LOG_SOURCES") is None
