@@ -449,13 +449,14 @@ class LogSource(BaseModel):
     format: Literal["json", "postgres-jsonlog", "postgres-csvlog"]
     category: LogCategory | None = None
     # Rotation of the file the platform writes, by cleanup-logs and `bvh-ops logs rotate` (none
-    # when unset: logrotate's job, say). Past rotate_bytes, and only once collected to its end,
-    # active_file (one of path's matches) is renamed <active_file>.1 (older ones shift to .2, .3,
-    # …; the collector follows each file by its inode, so nothing is read twice or lost) and the
-    # platform is sent reopen_signal (the pid in reopen_pid_file) to write a new one; rotated
-    # files beyond the newest rotate_keep are deleted once collected to their end.
+    # when unset: logrotate's job, say). Past rotate_bytes, active_file (one of path's matches)
+    # is renamed <active_file>.1 (older ones shift to .2, .3, …; the collector follows each file
+    # by its inode and reads on what it had not, so nothing is read twice or lost) and the
+    # platform is sent reopen_signal (the pid in reopen_pid_file, proven to write the file) to
+    # write a new one; rotated files beyond the newest rotate_keep (at least 1: .1 may still be
+    # written) are deleted once collected to their end (bvh_ops/logs/rotate.py).
     rotate_bytes: int | None = Field(default=None, ge=1)
-    rotate_keep: int = Field(default=7, ge=0, le=1000)
+    rotate_keep: int = Field(default=7, ge=1, le=1000)
     active_file: str | None = None
     reopen_pid_file: str | None = None
     reopen_signal: Literal["HUP", "USR1", "USR2"] = "USR1"
@@ -480,6 +481,9 @@ class LogSource(BaseModel):
                                                   and fnmatch.fnmatchcase(active + ".1", glob)):
                     raise ValueError(f"log source '{name}': path {glob} must match active_file and its rotated "
                                      f"files ({active}.1, …), e.g. {active}*")
+                if isinstance(glob, str) and fnmatch.fnmatchcase(pid, glob):
+                    raise ValueError(f"log source '{name}': reopen_pid_file {pid} matches path {glob}: it would be "
+                                     "collected as a log; keep the pid file out of the glob")
             path = data.get("path")
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ValueError(f"log source '{name}': path must be an absolute glob, e.g. /var/log/lottery/app.log*")

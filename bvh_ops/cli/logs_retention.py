@@ -155,9 +155,9 @@ def rotate_cmd(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the
                as_json: Annotated[bool, typer.Option("--json", help="Print the actions as JSON")] = False) -> None:
     """Rotate the platform's log files (the [[log_sources]] with rotate_bytes), as cleanup-logs
     does daily: each source collected first; a file past rotate_bytes renamed <file>.1 (older
-    ones shifted) only once collected to its end, and the platform sent its reopen signal;
-    rotated files beyond rotate_keep deleted once collected to their end. Exit 1 when an action
-    failed."""
+    ones shifted; the collector reads on what it had not from the new name) and the platform,
+    proven to be the writer, sent its reopen signal; rotated files beyond rotate_keep deleted
+    once collected to their end. Exit 1 when an action failed."""
     from bvh_ops.logs.collect import collect_configured
     from bvh_ops.logs.rotate import rotate_configured
 
@@ -166,13 +166,16 @@ def rotate_cmd(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the
     if not names:
         raise ConfigError("no log source rotates: give a [[log_sources]] table rotate_bytes, active_file and "
                           "reopen_pid_file")
-    if not dry_run:
-        collect_configured(settings, names)
+    messages = []
+    if not dry_run:  # what is collected now need not be read from a renamed file later
+        messages = [f"{src.name}: {m}" for src in collect_configured(settings, names).sources for m in src.messages]
     with _ops(settings) as conn:
         actions = rotate_configured(settings, conn, act=not dry_run)
     if as_json:
-        emit_json({"actions": actions})
+        emit_json({"actions": actions, "collect_messages": messages})
     else:
+        for m in messages:
+            out.print(f"collect  {m}", markup=False)
         for a in actions:
             out.print(f"{a['status']:<8} {a['action']:<7} {a['object']}  {a['detail']}", markup=False)
         if not actions:

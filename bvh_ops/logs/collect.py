@@ -134,6 +134,7 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
     #    the writer rotates meanwhile (a renamed file keeps its inode and our handle).
     handles: dict[str, int] = {}
     states = []
+    vanished = False  # a name listed and gone before its open: renamed (a rotation outside our lock)
     try:
         for path in sorted(glob.glob(src.path)):
             if path.endswith(_SKIP_SUFFIXES):
@@ -144,18 +145,29 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
                 if not _is_regular(st.st_mode):
                     os.close(fd)
                     raise IsADirectoryError(21, "not a regular file")
+            except FileNotFoundError as exc:
+                if not os.path.lexists(path):  # listed, then renamed or removed: no error, read next run
+                    vanished = True
+                    continue
+                result.errors += 1  # a dangling symlink
+                result.messages.append(f"{path}: unreadable ({exc.strerror or exc}); skipped")
+                continue
             except OSError as exc:
                 result.errors += 1
                 result.messages.append(f"{path}: unreadable ({exc.strerror or exc}); skipped")
                 continue
             file_id = f"{st.st_dev}:{st.st_ino}"
+            if file_id in handles:  # the same file under a second name (renamed while we listed): read once
+                os.close(fd)
+                continue
             handles[file_id] = fd
             prev = stored.get(file_id)
             head = _head(fd, head_length(prev))
             states.append(FileState(path, file_id, st.st_size, st.st_mtime, head))
         # 2. Plan (pure): where each file resumes; restarts are said.
         plans, gone = plan_reads(states, stored)
-        store.forget_offsets(conn, src.name, gone)
+        if not vanished:  # a file renamed away mid-listing is not gone: its offset stays for the next run
+            store.forget_offsets(conn, src.name, gone)
         conn.commit()
         # 3. Read each file to its last complete line, committing records with their offset.
         for plan in plans:

@@ -1,18 +1,31 @@
 """Rotation of the platform's own log files (``[[log_sources]]`` with ``rotate_bytes``), by the
-rule of ``bvh_ops.logs.rotation.rotation_plan``: the file the platform writes is renamed only
-once the collector committed it to its end, and a rotated file is deleted only once collected to
-its end, so no line is lost and none read twice (the collector follows every file by its inode:
-lines written between the check and the platform's reopen are read on from the renamed file).
+rule of ``bvh_ops.logs.rotation.rotation_plan``: the file the platform writes is renamed once past
+its size (the collector follows every file by its inode: what was not yet collected is read on
+from the new name), and a rotated file is deleted only once collected to its end.
 
-Carrying a rotation out: the platform must be running (its pid file names a live process: a
-file renamed away from a platform that is not there to reopen it would only move its next
-writes), older rotated files shift up by one (``.2`` -> ``.3`` …, highest first: nothing is
-overwritten), the active file becomes ``.1``, the platform is sent its reopen signal and the
-new file is waited for. Deletions go first, each only if the file at that path is still the one
-planned (same device and inode). Each step is one action in the report."""
+Carried out under the collector's own lock on the ops database (``collect.LOCK_KEY``): a
+collector lists the files and then opens them, and a rename between the two would have it read a
+file twice or miss one; two rotations at once would each shift the files from their own listing.
+The files are listed again once the lock is held.
+
+The platform is signalled only when it is provably the writer: the pid in its pid file is a
+process id (never 0, -1 or a group), the process has the active file open (``/proc/<pid>/fd``)
+and catches the reopen signal (``/proc/<pid>/status`` SigCgt; the default action of SIGUSR1 and
+SIGHUP ends a process). Each check is made before anything is renamed. A rotation: older rotated
+files shift up by one (``.2`` -> ``.3`` …, highest first, never onto an existing name), the active
+file becomes ``.1``, the signal is sent and the new file waited for. A platform that did not
+reopen (its active file missing, ``.1`` still open) is signalled again on the next run and
+reported failed until it does.
+
+A deletion (a rotated file beyond the newest ``rotate_keep``, at least 1: ``.1`` may still be
+written) needs, at the moment of deleting: the active file present, the file still the one
+planned (same inode), its first bytes the ones the collector recorded (an inode can be reused at
+once), its size equal to the stored offset (collected to its end), and no open handle of the
+platform on it. Each step is one action in the report."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -24,25 +37,29 @@ import psycopg
 
 from bvh_ops.config import LogSource
 from bvh_ops.logs import store
+from bvh_ops.logs.collect import LOCK_KEY
+from bvh_ops.logs.offsets import HEAD_BYTES, Stored
 from bvh_ops.logs.rotation import LogFile, rotation_plan
 
 REOPEN_WAIT_SECONDS = 5.0
+LOCK_WAIT_SECONDS = 60.0  # a collect holding the logs lock is waited for this long
 
 
 def log_file(path: Path) -> LogFile | None:
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
     return LogFile(str(path), f"{st.st_dev}:{st.st_ino}", st.st_size)
 
 
 def rotated_files(active: Path) -> list[tuple[int, Path]]:
-    """``active``.1, .2, … that exist, newest (.1) first."""
-    pattern = re.compile(re.escape(active.name) + r"\.(\d+)$")
+    """``active``.1, .2, … that exist (ASCII digits, no leading zero: ``.01`` is not ``.1``),
+    newest (.1) first."""
+    pattern = re.compile(re.escape(active.name) + r"\.([1-9][0-9]*)", re.ASCII)
     found = []
     for p in active.parent.iterdir() if active.parent.is_dir() else ():
-        if (m := pattern.match(p.name)) and p.is_file():
+        if (m := pattern.fullmatch(p.name)) and p.is_file() and not p.is_symlink():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
@@ -52,91 +69,216 @@ def _action(step: str, path: str, status: str, detail: str, t0: float) -> dict[s
             "detail": detail}
 
 
-def _platform_pid(source: LogSource) -> tuple[int | None, str]:
-    """The platform's pid from its pid file if that process is alive, else (None, why)."""
-    path = Path(str(source.reopen_pid_file))
+def _pid_max() -> int:
     try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError) as exc:
-        return None, f"no platform pid in {path} ({getattr(exc, 'strerror', None) or exc})"
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 4_194_304
+
+
+def _open_files(pid: int) -> set[str] | None:
+    """device:inode of every file ``pid`` has open (None: not ours to see)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None, f"the platform's pid file {path} names no running process ({pid})"
+        fds = os.listdir(f"/proc/{pid}/fd")
     except PermissionError:
-        pass  # alive, another user's: the signal below says whether we may
-    return pid, ""
+        return None
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for fd in fds:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        out.add(f"{st.st_dev}:{st.st_ino}")
+    return out
+
+
+def _catches(pid: int, signum: int) -> bool | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class Writer:
+    """The platform process behind ``reopen_pid_file``, once proven to write ``target`` and to
+    catch the reopen signal; ``why`` says what is missing when it is not."""
+
+    def __init__(self, source: LogSource, target: LogFile | None) -> None:
+        self.pid: int | None = None
+        self.open: set[str] = set()
+        self.signum = int(getattr(signal, "SIG" + source.reopen_signal))
+        self.why = ""
+        path = Path(str(source.reopen_pid_file))
+        try:
+            text = path.read_text().split()[0]
+            pid = int(text, 10)
+        except (OSError, ValueError, IndexError) as exc:
+            self.why = f"no platform pid in {path} ({getattr(exc, 'strerror', None) or exc})"
+            return
+        if not 1 < pid <= _pid_max():
+            self.why = f"{path} holds {text!r}, not a process id"
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            self.why = f"the platform's pid file {path} names no running process ({pid})"
+            return
+        except PermissionError:
+            self.why = f"pid {pid} ({path}) is another user's process: run as the platform's user or root"
+            return
+        files = _open_files(pid)
+        if files is None:
+            self.why = f"cannot see pid {pid}'s open files (/proc/{pid}/fd): run as the platform's user or root"
+            return
+        if target is None or target.file_id not in files:
+            self.why = (f"pid {pid} ({path}) does not have {target.path if target else 'the log'} open: not the "
+                        "platform writing it (a stale pid file?)")
+            return
+        if not _catches(pid, self.signum):
+            self.why = (f"pid {pid} does not catch SIG{source.reopen_signal}: sending it would end the process "
+                        "(a stale pid file, or a platform without a reopen handler)")
+            return
+        self.pid, self.open = pid, files
+
+    def reopen(self, active: Path, t0: float, done: str, action: str = "rotate") -> dict[str, Any]:
+        """Signal the writer and wait for its new ``active`` file (the outcome as ``action``)."""
+        assert self.pid is not None
+        try:
+            os.kill(self.pid, self.signum)
+        except OSError as exc:
+            return _action(action, str(active), "failed", f"pid {self.pid} could not be signalled: {exc.strerror}; "
+                           f"the platform writes on into {active.name}.1 (still collected)", t0)
+        deadline = time.monotonic() + REOPEN_WAIT_SECONDS
+        while log_file(active) is None:
+            if time.monotonic() > deadline:
+                return _action(action, str(active), "failed",
+                               f"SIG{signal.Signals(self.signum).name[3:]} sent to pid {self.pid}, but no new "
+                               f"{active.name} within {REOPEN_WAIT_SECONDS:g} s: the platform writes on into "
+                               f"{active.name}.1 (still collected; signalled again next run)", t0)
+            time.sleep(0.05)
+        return _action(action, str(active), "done", done, t0)
+
+
+def _head_matches(path: str, stored: Stored) -> bool:
+    if not stored.head_sha256:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read(min(HEAD_BYTES, stored.offset))).hexdigest() == stored.head_sha256
+    except OSError:
+        return False
 
 
 def rotate_source(conn: psycopg.Connection, source: LogSource, *, act: bool = True,
                   why_not: str = "") -> list[dict[str, Any]]:
-    """Plan and (``act``) carry out the rotation of one source; its actions."""
+    """Plan and (``act``) carry out the rotation of one source; its actions. The caller holds the
+    logs lock (``rotate_configured``)."""
     t0 = time.monotonic()
     active_path = Path(str(source.active_file))
     active = log_file(active_path)
     numbered = rotated_files(active_path)
     rotated = [f for _, p in numbered if (f := log_file(p)) is not None]
+    stored = store.load_offsets(conn, source.name)
+    if active is None:
+        # Renamed, and no new file: the platform did not reopen (or is not running).
+        newest = rotated[0] if rotated and numbered[0][0] == 1 else None
+        if newest is None:
+            return [_action("rotate", str(active_path), "skipped", "the file does not exist (yet)", t0)]
+        if not act:
+            return [_action("reopen", str(active_path), "skipped", f"{why_not or 'dry run'}: the platform has not "
+                            f"reopened {active_path.name} since its rotation", t0)]
+        writer = Writer(source, newest)
+        if writer.pid is None:
+            return [_action("reopen", str(active_path), "failed", f"{active_path.name} is missing since its "
+                            f"rotation and the platform cannot be signalled: {writer.why}", t0)]
+        return [writer.reopen(active_path, t0, f"the platform (pid {writer.pid}) had not reopened "
+                                               f"{active_path.name} since its rotation: it has now", "reopen")]
     planned = {f.path: f for f in rotated}
-    steps = rotation_plan(active, rotated, store.load_offsets(conn, source.name),
-                          max_bytes=int(source.rotate_bytes or 0), keep=source.rotate_keep)
+    steps = rotation_plan(active, rotated, stored, max_bytes=int(source.rotate_bytes or 0),
+                          keep=max(1, source.rotate_keep))
+    writer = Writer(source, active) if act and steps else None
     out = []
     # deletions first: the rotation below renames the files they name
     for step in sorted(steps, key=lambda s: s.action != "delete"):
+        what = "rotate" if step.path == str(active_path) else "delete"
         if step.action == "wait":
-            out.append(_action("rotate" if step.path == str(active_path) else "delete", step.path, "skipped",
-                               step.reason, t0))
+            out.append(_action(what, step.path, "skipped", step.reason, t0))
         elif not act:
             out.append(_action(step.action, step.path, "skipped", f"{why_not or 'dry run'}: {step.reason}", t0))
         elif step.action == "delete":
-            now = log_file(Path(step.path))
-            if now is None or now.file_id != planned[step.path].file_id:
-                out.append(_action("delete", step.path, "skipped", "changed since planned: left for the next run", t0))
-                continue
-            os.unlink(step.path)
-            out.append(_action("delete", step.path, "done", step.reason, t0))
+            out.append(_delete(step.path, planned[step.path], stored, writer, step.reason, t0))
         else:
-            out.append(_rotate(source, active_path, numbered, step.reason, t0))
+            out.append(_rotate(writer, active_path, numbered, step.reason, t0))
     return out
 
 
-def _rotate(source: LogSource, active_path: Path, numbered: list[tuple[int, Path]], reason: str,
+def _delete(path: str, planned: LogFile, stored: dict[str, Stored], writer: Writer | None, reason: str,
             t0: float) -> dict[str, Any]:
-    pid, why = _platform_pid(source)
-    if pid is None:
+    now = log_file(Path(path))
+    s = stored.get(planned.file_id)
+    if now is None or now.file_id != planned.file_id or s is None:
+        return _action("delete", path, "skipped", "changed since planned: left for the next run", t0)
+    if now.size != s.offset:
+        return _action("delete", path, "skipped", f"{now.size - s.offset} bytes not yet collected", t0)
+    if not _head_matches(path, s):
+        return _action("delete", path, "skipped", "its first bytes are not those collected (another file under a "
+                                                  "reused inode?): left for the collector", t0)
+    if writer is not None and writer.pid is not None and planned.file_id in (_open_files(writer.pid) or set()):
+        return _action("delete", path, "skipped", f"the platform (pid {writer.pid}) still has it open", t0)
+    os.unlink(path)
+    return _action("delete", path, "done", reason, t0)
+
+
+def _rotate(writer: Writer | None, active_path: Path, numbered: list[tuple[int, Path]], reason: str,
+            t0: float) -> dict[str, Any]:
+    if writer is None or writer.pid is None:
+        why = writer.why if writer is not None else "no platform"
         return _action("rotate", str(active_path), "skipped", f"{why}: not rotated (nothing would reopen it)", t0)
-    before = log_file(active_path)
-    for n, path in sorted((n, p) for n, p in numbered if p.exists())[::-1]:  # highest first: nothing overwritten
-        os.rename(path, path.with_name(f"{active_path.name}.{n + 1}"))
-    os.rename(active_path, active_path.with_name(active_path.name + ".1"))
-    try:
-        os.kill(pid, getattr(signal, "SIG" + source.reopen_signal))
-    except OSError as exc:
-        return _action("rotate", str(active_path), "failed",
-                       f"renamed to {active_path.name}.1, but the platform (pid {pid}) could not be signalled: "
-                       f"{exc.strerror}; it writes on into {active_path.name}.1 (collected: nothing lost)", t0)
-    deadline = time.monotonic() + REOPEN_WAIT_SECONDS
-    while (now := log_file(active_path)) is None or (before is not None and now.file_id == before.file_id):
-        if time.monotonic() > deadline:
-            return _action("rotate", str(active_path), "failed",
-                           f"renamed to {active_path.name}.1 and SIG{source.reopen_signal} sent to pid {pid}, but no "
-                           f"new file within {REOPEN_WAIT_SECONDS:g} s: the platform writes on into "
-                           f"{active_path.name}.1 (collected: nothing lost)", t0)
-        time.sleep(0.05)
-    return _action("rotate", str(active_path), "done",
-                   f"{reason}; renamed to {active_path.name}.1, the platform (pid {pid}) reopened it", t0)
+    for n, path in sorted((n, p) for n, p in numbered if p.exists())[::-1]:  # highest first
+        target = path.with_name(f"{active_path.name}.{n + 1}")
+        if os.path.lexists(target):
+            return _action("rotate", str(active_path), "failed", f"{target.name} exists: not overwritten; nothing "
+                           "more renamed", t0)
+        os.rename(path, target)
+    first = active_path.with_name(active_path.name + ".1")
+    if os.path.lexists(first):
+        return _action("rotate", str(active_path), "failed", f"{first.name} exists: not overwritten", t0)
+    os.rename(active_path, first)
+    return writer.reopen(active_path, t0, f"{reason}; renamed to {first.name}, the platform (pid {writer.pid}) "
+                                          "reopened it")
 
 
-def rotate_configured(settings, conn: psycopg.Connection, *, act: bool = True,
-                      why_not: str = "") -> list[dict[str, Any]]:
-    """Every source with ``rotate_bytes``: its actions (a source that fails is one failed action;
-    the others go on)."""
+def rotate_configured(settings, conn: psycopg.Connection, *, act: bool = True, why_not: str = "",
+                      lock_wait: float = LOCK_WAIT_SECONDS) -> list[dict[str, Any]]:
+    """Every source with ``rotate_bytes``, under the logs lock (waited for up to ``lock_wait``
+    seconds; a dry run takes none): their actions. A source that fails is one failed action;
+    the others go on."""
+    sources = [s for s in settings.log_sources if s.rotate_bytes is not None]
+    if not sources:
+        return []
+    locked = False
+    if act:
+        deadline = time.monotonic() + lock_wait
+        while not (locked := conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]):
+            if time.monotonic() > deadline:
+                return [{"action": "rotate", "object": str(s.active_file), "status": "skipped", "seconds": 0.0,
+                         "detail": f"a log collection held the logs lock for {lock_wait:g} s: rotation waits for "
+                                   "the next run"} for s in sources]
+            time.sleep(0.5)
     out: list[dict[str, Any]] = []
-    for source in settings.log_sources:
-        if source.rotate_bytes is None:
-            continue
-        try:
-            out += rotate_source(conn, source, act=act, why_not=why_not)
-        except OSError as exc:
-            out.append({"action": "rotate", "object": str(source.active_file), "status": "failed", "seconds": 0.0,
-                        "detail": f"{type(exc).__name__}: {exc.strerror or exc}"})
+    try:
+        for source in sources:
+            try:
+                out += rotate_source(conn, source, act=act, why_not=why_not)
+            except Exception as exc:  # noqa: BLE001 - one source's failure is its action; the rest go on
+                out.append({"action": "rotate", "object": str(source.active_file), "status": "failed",
+                            "seconds": 0.0, "detail": f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"})
+    finally:
+        if locked:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return out

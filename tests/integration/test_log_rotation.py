@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -111,19 +110,32 @@ def test_a_platform_not_running_is_not_rotated_away_from(ops, tmp_path):  # noqa
         (a,) = rotate_configured(settings, conn)
     assert a["status"] == "skipped" and "names no running process" in a["detail"]
     assert not path.with_name("app.log.1").exists()
-    # alive but deaf to the signal's meaning (it never reopens): the rename is reported failed, and
-    # the file it writes on into is collected by its inode (nothing lost)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGUSR1, "
-                                                      "signal.SIG_IGN); time.sleep(60)"])
+    # a live process that is not the writer (a stale pid file, the pid reused): never signalled —
+    # SIGUSR1's default action would end it — and nothing renamed
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        time.sleep(0.3)
-        pid_file.write_text(str(sleeper.pid))
+        for pid in (str(bystander.pid), "0", "-1", f"-{os.getpgid(0)}", "99999999999", "x"):
+            pid_file.write_text(pid)
+            with psycopg.connect(ops, autocommit=True) as conn:
+                (a,) = rotate_configured(settings, conn)
+            assert a["status"] == "skipped" and ("does not have" in a["detail"] or "not a process id" in a["detail"]
+                                                 or "no platform pid" in a["detail"]), (pid, a)
+            assert not path.with_name("app.log.1").exists() and bystander.poll() is None
+    finally:
+        bystander.send_signal(signal.SIGKILL)
+        bystander.wait()
+    # the writer, holding the file open but without a handler for the signal: not signalled either
+    deaf = subprocess.Popen([sys.executable, "-c", f"import time; f = open({str(path)!r}, 'a'); time.sleep(60)"])
+    try:
+        wait_until(lambda: any(os.path.realpath(f"/proc/{deaf.pid}/fd/{fd}") == str(path)
+                               for fd in os.listdir(f"/proc/{deaf.pid}/fd")), "the file open")
+        pid_file.write_text(str(deaf.pid))
         with psycopg.connect(ops, autocommit=True) as conn:
             (a,) = rotate_configured(settings, conn)
-        assert a["status"] == "failed" and "no new file" in a["detail"] and path.with_name("app.log.1").exists()
+        assert a["status"] == "skipped" and "does not catch SIGUSR1" in a["detail"] and deaf.poll() is None
     finally:
-        sleeper.send_signal(signal.SIGKILL)
-        sleeper.wait()
+        deaf.send_signal(signal.SIGKILL)
+        deaf.wait()
 
 
 def test_config_refuses_rotation_without_a_way_to_reopen(tmp_path):
@@ -135,8 +147,55 @@ def test_config_refuses_rotation_without_a_way_to_reopen(tmp_path):
     for bad, needle in (({"active_file": str(log)}, "needs reopen_pid_file"),
                         ({"reopen_pid_file": "/run/app.pid"}, "needs active_file"),
                         ({"active_file": str(log), "reopen_pid_file": "/run/app.pid", "path": f"{log}"},
-                         "must match active_file and its rotated files")):
+                         "must match active_file and its rotated files"),
+                        ({"active_file": str(log), "reopen_pid_file": f"{log}.pid"}, "would be collected as a log"),
+                        ({"active_file": str(log), "reopen_pid_file": "/run/app.pid", "rotate_keep": 0},
+                         "greater than or equal to 1")):
         doc = {"name": "app", "path": f"{log}*", "format": "json", "rotate_bytes": 1000, **bad}
         with pytest.raises(ValidationError, match=needle):
             Settings(state_dir=tmp_path, log_sources=[doc])
     assert os.environ.get("BVH_OPS_LOG_SOURCES") is None
+
+
+def test_under_the_collectors_lock_odd_names_left_alone_and_a_missed_reopen_retried(ops, tmp_path, writer):  # noqa: F811
+    import psycopg
+
+    from bvh_ops.logs.collect import LOCK_KEY
+
+    path, pid_file, finish = writer
+    settings = settings_for(tmp_path, ops, source(path, pid_file, keep=5))
+    # a collect holding the logs lock: the rotation waits, then leaves it for the next run
+    with psycopg.connect(ops, autocommit=True) as holder, psycopg.connect(ops, autocommit=True) as conn:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        (a,) = rotate_configured(settings, conn, lock_wait=0.3)
+        assert a["status"] == "skipped" and "held the logs lock" in a["detail"] and not path.with_name(
+            "app.log.1").exists()
+    # a name that only looks like a rotated one (.01) is not .1: never shifted onto, never shifted
+    odd = path.with_name("app.log.01")
+    odd.write_text("")
+    with psycopg.connect(ops, autocommit=True) as conn:
+        (a,) = rotate_configured(settings, conn)
+    assert a["status"] == "done" and odd.exists() and path.with_name("app.log.1").exists()
+    # renamed by hand, no signal: the platform writes on into .1, app.log is missing — the next
+    # run signals it again (before, every run said "nothing to rotate" while .1 grew)
+    path.rename(path.with_name("app.log.hand"))  # out of the way: .1 stays the rotation's
+    path.with_name("app.log.1").rename(path.with_name("app.log.2"))
+    path.with_name("app.log.hand").rename(path.with_name("app.log.1"))
+    assert not path.exists()
+    with psycopg.connect(ops, autocommit=True) as conn:
+        (a,) = rotate_configured(settings, conn)
+    assert (a["action"], a["status"]) == ("reopen", "done") and path.exists(), (a, sorted(os.listdir(path.parent)))
+    written = finish()
+    run_collect(settings, ops)
+    assert seqs(stored(ops)) == list(range(written))
+
+
+def test_one_file_under_two_names_is_collected_once(ops, tmp_path):  # noqa: F811
+    path = tmp_path / "logs" / "app.log"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"timestamp": "2030-01-01T00:00:00Z", "level": "info", "category": "application",
+                                        "event": "x", "seq": i}) + "\n" for i in range(50)))
+    os.link(path, path.with_name("app.log.1"))  # as a rename caught mid-listing shows it
+    settings = settings_for(tmp_path, ops, {"name": "app", "path": f"{path}*", "format": "json"})
+    run_collect(settings, ops)
+    assert seqs(stored(ops)) == list(range(50))

@@ -333,3 +333,25 @@ def test_failed_logins_are_counted_for_the_spike_warning(platform):
         logins = get(platform, "/api/metrics")[1]["logins"]
         assert logins["attempts"] >= logins["failed"] > 0 and logins["failedPercent"] > 0
         assert work.stats.failed_logins > 0
+
+
+def test_the_platform_writes_its_pid_and_reopens_its_log_on_sigusr1(platform_db, tmp_path):
+    """What a log rotation relies on: the pid file beside the log (outside a <log>* glob), and
+    SIGUSR1 making the platform write a new file where the old one was renamed away."""
+    import os
+    import signal
+
+    from bvh_ops.demo.platform.logs import read_lines
+    from bvh_ops.demo.platform.serve import pid_file_of
+    from tests.waiting import wait_until
+
+    log = tmp_path / "p.jsonl"
+    with serve_platform(platform_db, "127.0.0.1", 0, log, cache_url="memory") as other:
+        pid_file = pid_file_of(log)
+        assert pid_file.name == "p.pid" and int(pid_file.read_text()) == other.process.pid
+        log.rename(tmp_path / "p.jsonl.1")
+        os.kill(other.process.pid, signal.SIGUSR1)
+        wait_until(log.exists, "a new log file")
+        other._client.post(other.url + "/api/auth/login", json={"email": "nobody@example.com", "password": "x"})
+        wait_until(lambda: any(r["event"] == "auth.login_failed" for r in read_lines(log)), "a line in the new file")
+    assert not pid_file.exists()  # removed when the platform stops

@@ -37,24 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     if not dsn:
         p.error(f"give --dsn or set {DSN_ENV}")
     config = PlatformConfig(dsn=dsn, log_path=Path(args.log_path), cache_url=args.cache, window_s=args.window,
-                            slow_request_ms=args.slow_request_ms, debug_log=args.debug_log)
+                            slow_request_ms=args.slow_request_ms, debug_log=args.debug_log,
+                            pid_file=Path(args.pid_file) if args.pid_file else None)
     app = create_app(config)
     import signal
 
     from bvh_ops.demo.platform.logs import reopen_on
 
     reopen_on(signal.SIGUSR1, [app.state.platform.log])
-    pid_file = Path(args.pid_file) if args.pid_file else None
-    if pid_file is not None:
-        pid_file.write_text(f"{os.getpid()}\n")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=3))
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
-    try:
-        server.run(sockets=sockets)
-    finally:
-        if pid_file is not None:
-            pid_file.unlink(missing_ok=True)
+    server.run(sockets=sockets)
     return 0
 
 

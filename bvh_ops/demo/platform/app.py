@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 import uuid
@@ -288,9 +289,14 @@ def create_app(config: PlatformConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app):
         state.start()
+        if config.pid_file is not None:
+            config.pid_file.write_text(f"{os.getpid()}\n")
         try:
             yield
         finally:
+            # here, not after uvicorn returns: it re-raises the SIGTERM it stopped for
+            if config.pid_file is not None:
+                config.pid_file.unlink(missing_ok=True)
             state.stop()
 
     routes = [

@@ -43,11 +43,13 @@ class JsonLog:
             self._file.write(text + "\n")
 
     def reopen(self) -> None:
-        """Close the file and open ``path`` again (a new file once the old one was renamed away
-        by a log rotation): what the reopen signal asks for (``reopen_on``)."""
+        """Open ``path`` again (a new file once the old one was renamed away by a log rotation)
+        and close the old one: what the reopen signal asks for (``reopen_on``). If the open fails
+        the old file stays in use."""
+        new = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         with self._lock:
-            self._file.close()
-            self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            old, self._file = self._file, new
+        old.close()
 
     def close(self) -> None:
         with self._lock:
@@ -55,15 +57,25 @@ class JsonLog:
 
 
 def reopen_on(signum: int, logs: list[JsonLog]) -> None:
-    """Reopen ``logs`` when the process gets ``signum`` (main thread only). The handler only
-    starts a thread: the main thread may be inside ``write`` holding the log's lock."""
+    """Reopen ``logs`` when the process gets ``signum`` (main thread only). The handler only sets
+    an event a reopening thread waits on: the main thread may be inside ``write`` holding the
+    log's lock, and a burst of signals is one reopen or a few."""
     import signal
 
-    def handler(_signum, _frame) -> None:
-        for log in logs:
-            threading.Thread(target=log.reopen, name="log-reopen", daemon=True).start()
+    wanted = threading.Event()
 
-    signal.signal(signum, handler)
+    def reopener() -> None:
+        while True:
+            wanted.wait()
+            wanted.clear()
+            for log in logs:
+                try:
+                    log.reopen()
+                except OSError:
+                    pass  # the old file stays in use; the rotator sees no new file and says so
+
+    threading.Thread(target=reopener, name="log-reopen", daemon=True).start()
+    signal.signal(signum, lambda _signum, _frame: wanted.set())
 
 
 def read_lines(path: str | Path) -> list[dict]:

@@ -65,9 +65,10 @@ class PlatformHandle:
 
 
 def pid_file_of(log_path: str | Path) -> Path:
-    """Where a platform serving ``log_path`` writes its pid (SIGUSR1 to it reopens the log)."""
+    """Where a platform serving ``log_path`` writes its pid (SIGUSR1 to it reopens the log):
+    beside it, outside a ``<log>*`` glob (platform.jsonl -> platform.pid)."""
     log_path = Path(log_path).resolve()
-    return log_path.with_name(log_path.name + ".pid")
+    return log_path.with_name(log_path.name.split(".")[0] + ".pid")
 
 
 def serve_platform(dsn: str, host: str = "127.0.0.1", port: int = 0, log_path: str | Path = "platform.log", *,

@@ -32,6 +32,7 @@ class PlatformConfig:
     heartbeat_s: float = 2.0  # database check interval
     perf_log_interval_s: float = 60.0
     debug_log: bool = False
+    pid_file: Path | None = None  # written once serving, removed at a graceful stop (log rotation's reopen)
 
 
 class PlatformState:
