@@ -29,7 +29,8 @@ from bvh_ops.logs.reader import read_records
 from bvh_ops.logs.record import Record
 
 COMMIT_BYTES = 64 << 20     # a huge first read commits (records + offset) every 64 MiB of file
-LOCK_KEY = 0x6C6F6773       # "logs": one collector at a time per ops database
+LOCK_KEY = 0x6C6F6773       # "logs": one collector (or log rotation) at a time per ops database
+LOCK_WAIT_SECONDS = 30.0    # how long a collect waits for that lock (a rotation holds it for seconds)
 _SKIP_SUFFIXES = (".gz", ".zst", ".xz", ".bz2")   # compressed rotations: read before compression
 
 
@@ -93,17 +94,22 @@ def pipelines(settings: Settings, sources: Sequence[LogSource] | None = None) ->
 
 
 def collect(conn: psycopg.Connection, pipes: Sequence[Pipeline], *, now: datetime,
-            batch: int = 5000) -> CollectResult:
-    """Collect every source of ``pipes`` (``conn``: not autocommit; transactions are ours)."""
+            batch: int = 5000, lock_wait: float = LOCK_WAIT_SECONDS) -> CollectResult:
+    """Collect every source of ``pipes`` (``conn``: not autocommit; transactions are ours). The
+    collection lock is waited for up to ``lock_wait`` seconds."""
     t0 = time.monotonic()
     try:
         if conn.autocommit:
             raise ValueError("collect needs a connection with autocommit off")
-        # One collector at a time: two would read the same offsets and store lines twice.
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+        # One collector at a time: two would read the same offsets and store lines twice. A log
+        # rotation (bvh_ops.logs.rotate) holds the lock for seconds: waited for, briefly.
+        deadline = time.monotonic() + lock_wait
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
             conn.rollback()
-            raise ConcurrencyError("another `logs collect` holds the ops database's log-collection lock: "
-                                   "wait for it to finish")
+            if time.monotonic() > deadline:
+                raise ConcurrencyError(f"another `logs collect` or a log rotation has held the ops database's "
+                                       f"log-collection lock for {lock_wait:g} s: wait for it to finish")
+            time.sleep(0.25)
         conn.commit()
         try:
             store.ensure_ahead(conn, now)
@@ -134,7 +140,6 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
     #    the writer rotates meanwhile (a renamed file keeps its inode and our handle).
     handles: dict[str, int] = {}
     states = []
-    vanished = False  # a name listed and gone before its open: renamed (a rotation outside our lock)
     try:
         for path in sorted(glob.glob(src.path)):
             if path.endswith(_SKIP_SUFFIXES):
@@ -147,7 +152,6 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
                     raise IsADirectoryError(21, "not a regular file")
             except FileNotFoundError as exc:
                 if not os.path.lexists(path):  # listed, then renamed or removed: no error, read next run
-                    vanished = True
                     continue
                 result.errors += 1  # a dangling symlink
                 result.messages.append(f"{path}: unreadable ({exc.strerror or exc}); skipped")
@@ -166,8 +170,12 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
             states.append(FileState(path, file_id, st.st_size, st.st_mtime, head))
         # 2. Plan (pure): where each file resumes; restarts are said.
         plans, gone = plan_reads(states, stored)
-        if not vanished:  # a file renamed away mid-listing is not gone: its offset stays for the next run
-            store.forget_offsets(conn, src.name, gone)
+        # A file renamed while we listed (logrotate's rename + create, outside our lock) may be in
+        # neither listing's view under a name we opened: only what a second listing does not find
+        # either is gone (else its offset would be forgotten and the file read again from 0).
+        if gone:
+            gone = [fid for fid in gone if fid not in _listed_ids(src.path)]
+        store.forget_offsets(conn, src.name, gone)
         conn.commit()
         # 3. Read each file to its last complete line, committing records with their offset.
         for plan in plans:
@@ -185,6 +193,18 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
         for fd in handles.values():
             os.close(fd)
     return result
+
+
+def _listed_ids(pattern: str) -> set[str]:
+    """device:inode of every file the glob finds now."""
+    out = set()
+    for path in glob.glob(pattern):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.add(f"{st.st_dev}:{st.st_ino}")
+    return out
 
 
 def _is_regular(mode: int) -> bool:

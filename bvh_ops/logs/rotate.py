@@ -113,12 +113,14 @@ class Writer:
         self.open: set[str] = set()
         self.signum = int(getattr(signal, "SIG" + source.reopen_signal))
         self.why = ""
+        self.down = False  # the platform is simply not running (else: a misconfiguration, reported failed)
         path = Path(str(source.reopen_pid_file))
         try:
             text = path.read_text().split()[0]
             pid = int(text, 10)
         except (OSError, ValueError, IndexError) as exc:
             self.why = f"no platform pid in {path} ({getattr(exc, 'strerror', None) or exc})"
+            self.down = isinstance(exc, FileNotFoundError)
             return
         if not 1 < pid <= _pid_max():
             self.why = f"{path} holds {text!r}, not a process id"
@@ -127,6 +129,7 @@ class Writer:
             os.kill(pid, 0)
         except ProcessLookupError:
             self.why = f"the platform's pid file {path} names no running process ({pid})"
+            self.down = True
             return
         except PermissionError:
             self.why = f"pid {pid} ({path}) is another user's process: run as the platform's user or root"
@@ -140,8 +143,8 @@ class Writer:
                         "platform writing it (a stale pid file?)")
             return
         if not _catches(pid, self.signum):
-            self.why = (f"pid {pid} does not catch SIG{source.reopen_signal}: sending it would end the process "
-                        "(a stale pid file, or a platform without a reopen handler)")
+            self.why = (f"pid {pid} does not catch SIG{source.reopen_signal}: sending it would end the process or "
+                        "be ignored (a stale pid file, or a platform without a reopen handler)")
             return
         self.pid, self.open = pid, files
 
@@ -175,11 +178,17 @@ def _head_matches(path: str, stored: Stored) -> bool:
 
 
 def rotate_source(conn: psycopg.Connection, source: LogSource, *, act: bool = True,
-                  why_not: str = "") -> list[dict[str, Any]]:
-    """Plan and (``act``) carry out the rotation of one source; its actions. The caller holds the
-    logs lock (``rotate_configured``)."""
+                  why_not: str = "", out: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Plan and (``act``) carry out the rotation of one source; its actions, appended to ``out``
+    as they are done (what was done before an error stays reported). The caller holds the logs
+    lock (``rotate_configured``)."""
+    out = [] if out is None else out
     t0 = time.monotonic()
     active_path = Path(str(source.active_file))
+    if active_path.is_symlink():
+        out.append(_action("rotate", str(active_path), "failed", "active_file is a symbolic link: give the file the "
+                           "platform writes itself (renaming the link would move no line)", t0))
+        return out
     active = log_file(active_path)
     numbered = rotated_files(active_path)
     rotated = [f for _, p in numbered if (f := log_file(p)) is not None]
@@ -188,21 +197,22 @@ def rotate_source(conn: psycopg.Connection, source: LogSource, *, act: bool = Tr
         # Renamed, and no new file: the platform did not reopen (or is not running).
         newest = rotated[0] if rotated and numbered[0][0] == 1 else None
         if newest is None:
-            return [_action("rotate", str(active_path), "skipped", "the file does not exist (yet)", t0)]
-        if not act:
-            return [_action("reopen", str(active_path), "skipped", f"{why_not or 'dry run'}: the platform has not "
-                            f"reopened {active_path.name} since its rotation", t0)]
-        writer = Writer(source, newest)
-        if writer.pid is None:
-            return [_action("reopen", str(active_path), "failed", f"{active_path.name} is missing since its "
-                            f"rotation and the platform cannot be signalled: {writer.why}", t0)]
-        return [writer.reopen(active_path, t0, f"the platform (pid {writer.pid}) had not reopened "
-                                               f"{active_path.name} since its rotation: it has now", "reopen")]
+            out.append(_action("rotate", str(active_path), "skipped", "the file does not exist (yet)", t0))
+        elif not act:
+            out.append(_action("reopen", str(active_path), "skipped", f"{why_not or 'dry run'}: the platform has not "
+                               f"reopened {active_path.name} since its rotation", t0))
+        elif (writer := Writer(source, newest)).pid is None:
+            out.append(_action("reopen", str(active_path), "skipped" if writer.down else "failed",
+                               f"{active_path.name} is missing since its rotation and the platform cannot be "
+                               f"signalled: {writer.why}", t0))
+        else:
+            out.append(writer.reopen(active_path, t0, f"the platform (pid {writer.pid}) had not reopened "
+                                                      f"{active_path.name} since its rotation: it has now", "reopen"))
+        return out
     planned = {f.path: f for f in rotated}
     steps = rotation_plan(active, rotated, stored, max_bytes=int(source.rotate_bytes or 0),
                           keep=max(1, source.rotate_keep))
     writer = Writer(source, active) if act and steps else None
-    out = []
     # deletions first: the rotation below renames the files they name
     for step in sorted(steps, key=lambda s: s.action != "delete"):
         what = "rotate" if step.path == str(active_path) else "delete"
@@ -237,8 +247,10 @@ def _delete(path: str, planned: LogFile, stored: dict[str, Stored], writer: Writ
 def _rotate(writer: Writer | None, active_path: Path, numbered: list[tuple[int, Path]], reason: str,
             t0: float) -> dict[str, Any]:
     if writer is None or writer.pid is None:
-        why = writer.why if writer is not None else "no platform"
-        return _action("rotate", str(active_path), "skipped", f"{why}: not rotated (nothing would reopen it)", t0)
+        why, down = (writer.why, writer.down) if writer is not None else ("no platform", True)
+        # the platform not running: nothing to do; anything else is a configuration to mend, and says so
+        return _action("rotate", str(active_path), "skipped" if down else "failed",
+                       f"{why}: not rotated (nothing would reopen it)", t0)
     for n, path in sorted((n, p) for n, p in numbered if p.exists())[::-1]:  # highest first
         target = path.with_name(f"{active_path.name}.{n + 1}")
         if os.path.lexists(target):
@@ -274,11 +286,14 @@ def rotate_configured(settings, conn: psycopg.Connection, *, act: bool = True, w
     try:
         for source in sources:
             try:
-                out += rotate_source(conn, source, act=act, why_not=why_not)
+                rotate_source(conn, source, act=act, why_not=why_not, out=out)
             except Exception as exc:  # noqa: BLE001 - one source's failure is its action; the rest go on
                 out.append({"action": "rotate", "object": str(source.active_file), "status": "failed",
                             "seconds": 0.0, "detail": f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"})
     finally:
         if locked:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            except psycopg.Error:
+                pass  # a broken connection: the server dropped its session lock with it
     return out

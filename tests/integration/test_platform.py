@@ -336,7 +336,7 @@ def test_failed_logins_are_counted_for_the_spike_warning(platform):
 
 
 def test_the_platform_writes_its_pid_and_reopens_its_log_on_sigusr1(platform_db, tmp_path):
-    """What a log rotation relies on: the pid file beside the log (outside a <log>* glob), and
+    """What a log rotation relies on: the pid file beside the log (a dot file: outside a <log>* glob), and
     SIGUSR1 making the platform write a new file where the old one was renamed away."""
     import os
     import signal
@@ -348,7 +348,7 @@ def test_the_platform_writes_its_pid_and_reopens_its_log_on_sigusr1(platform_db,
     log = tmp_path / "p.jsonl"
     with serve_platform(platform_db, "127.0.0.1", 0, log, cache_url="memory") as other:
         pid_file = pid_file_of(log)
-        assert pid_file.name == "p.pid" and int(pid_file.read_text()) == other.process.pid
+        assert pid_file.name == ".p.jsonl.writer" and int(pid_file.read_text()) == other.process.pid
         log.rename(tmp_path / "p.jsonl.1")
         os.kill(other.process.pid, signal.SIGUSR1)
         wait_until(log.exists, "a new log file")

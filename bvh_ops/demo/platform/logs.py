@@ -57,25 +57,32 @@ class JsonLog:
 
 
 def reopen_on(signum: int, logs: list[JsonLog]) -> None:
-    """Reopen ``logs`` when the process gets ``signum`` (main thread only). The handler only sets
-    an event a reopening thread waits on: the main thread may be inside ``write`` holding the
-    log's lock, and a burst of signals is one reopen or a few."""
+    """Reopen ``logs`` when the process gets ``signum`` (main thread only). The handler takes no
+    lock (a signal arriving inside a handler that holds one — threading.Event.set's — waits on
+    itself for ever): it writes a byte to a pipe a reopening thread reads (a self-pipe), and a
+    burst of signals is one reopen or a few."""
+    import os
     import signal
 
-    wanted = threading.Event()
+    r, w = os.pipe()
+    os.set_blocking(w, False)
 
     def reopener() -> None:
-        while True:
-            wanted.wait()
-            wanted.clear()
+        while os.read(r, 4096):
             for log in logs:
                 try:
                     log.reopen()
                 except OSError:
                     pass  # the old file stays in use; the rotator sees no new file and says so
 
+    def handler(_signum, _frame) -> None:
+        try:
+            os.write(w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: a reopen is already due
+
     threading.Thread(target=reopener, name="log-reopen", daemon=True).start()
-    signal.signal(signum, lambda _signum, _frame: wanted.set())
+    signal.signal(signum, handler)
 
 
 def read_lines(path: str | Path) -> list[dict]:

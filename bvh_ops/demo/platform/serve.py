@@ -66,9 +66,10 @@ class PlatformHandle:
 
 def pid_file_of(log_path: str | Path) -> Path:
     """Where a platform serving ``log_path`` writes its pid (SIGUSR1 to it reopens the log):
-    beside it, outside a ``<log>*`` glob (platform.jsonl -> platform.pid)."""
+    beside it, a dot file (platform.jsonl -> .platform.jsonl.writer), matched neither by a
+    ``<log>*`` glob nor by the demo's own ``run/*.pid`` bookkeeping."""
     log_path = Path(log_path).resolve()
-    return log_path.with_name(log_path.name.split(".")[0] + ".pid")
+    return log_path.with_name(f".{log_path.name}.writer")
 
 
 def serve_platform(dsn: str, host: str = "127.0.0.1", port: int = 0, log_path: str | Path = "platform.log", *,
