@@ -9,8 +9,9 @@ file twice or miss one; two rotations at once would each shift the files from th
 The files are listed again once the lock is held.
 
 The platform is signalled only when it is provably the writer: the pid in its pid file is a
-process id (never 0, -1 or a group), the process has the active file open (``/proc/<pid>/fd``)
-and catches the reopen signal (``/proc/<pid>/status`` SigCgt; the default action of SIGUSR1 and
+process id (never 0, -1 or a group), the process or one of its children (a master/worker
+server's workers) has the active file open (``/proc/<pid>/fd``) and the process catches the
+reopen signal (``/proc/<pid>/status`` SigCgt; the default action of SIGUSR1 and
 SIGHUP ends a process). Each check is made before anything is renamed. A rotation: older rotated
 files shift up by one (``.2`` -> ``.3`` …, highest first, never onto an existing name), the active
 file becomes ``.1``, the signal is sent and the new file waited for. A platform that did not
@@ -94,6 +95,23 @@ def _open_files(pid: int) -> set[str] | None:
     return out
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc/<n>/stat; one level: a server's workers)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid …: comm may hold spaces and parentheses; the last ')' ends it
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(name))
+    return out
+
+
 def _catches(pid: int, signum: int) -> bool | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -134,19 +152,31 @@ class Writer:
         except PermissionError:
             self.why = f"pid {pid} ({path}) is another user's process: run as the platform's user or root"
             return
-        files = _open_files(pid)
+        files = self.files_of(pid)
         if files is None:
             self.why = f"cannot see pid {pid}'s open files (/proc/{pid}/fd): run as the platform's user or root"
             return
         if target is None or target.file_id not in files:
-            self.why = (f"pid {pid} ({path}) does not have {target.path if target else 'the log'} open: not the "
-                        "platform writing it (a stale pid file?)")
+            self.why = (f"pid {pid} ({path}) and its children do not have {target.path if target else 'the log'} "
+                        "open: not the platform writing it (a stale pid file?)")
             return
         if not _catches(pid, self.signum):
             self.why = (f"pid {pid} does not catch SIG{source.reopen_signal}: sending it would end the process or "
                         "be ignored (a stale pid file, or a platform without a reopen handler)")
             return
         self.pid, self.open = pid, files
+
+    @staticmethod
+    def files_of(pid: int) -> set[str] | None:
+        """What ``pid`` and its child processes have open (a master/worker server: the pid file
+        names the master, which handles the signal; its workers hold the file). None: ``pid``'s
+        own are not ours to see."""
+        files = _open_files(pid)
+        if files is None:
+            return None
+        for child in _children(pid):
+            files |= _open_files(child) or set()
+        return files
 
     def reopen(self, active: Path, t0: float, done: str, action: str = "rotate") -> dict[str, Any]:
         """Signal the writer and wait for its new ``active`` file (the outcome as ``action``)."""
@@ -238,8 +268,8 @@ def _delete(path: str, planned: LogFile, stored: dict[str, Stored], writer: Writ
     if not _head_matches(path, s):
         return _action("delete", path, "skipped", "its first bytes are not those collected (another file under a "
                                                   "reused inode?): left for the collector", t0)
-    if writer is not None and writer.pid is not None and planned.file_id in (_open_files(writer.pid) or set()):
-        return _action("delete", path, "skipped", f"the platform (pid {writer.pid}) still has it open", t0)
+    if writer is not None and writer.pid is not None and planned.file_id in (Writer.files_of(writer.pid) or set()):
+        return _action("delete", path, "skipped", f"the platform (pid {writer.pid} or a child) still has it open", t0)
     os.unlink(path)
     return _action("delete", path, "done", reason, t0)
 

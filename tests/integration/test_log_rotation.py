@@ -119,7 +119,7 @@ def test_a_platform_not_running_is_not_rotated_away_from(ops, tmp_path):  # noqa
             with psycopg.connect(ops, autocommit=True) as conn:
                 (a,) = rotate_configured(settings, conn)
             # a misconfiguration, not a platform at rest: failed, so the run says so every day
-            assert a["status"] == "failed" and ("does not have" in a["detail"] or "not a process id" in a["detail"]
+            assert a["status"] == "failed" and ("do not have" in a["detail"] or "not a process id" in a["detail"]
                                                 or "no platform pid" in a["detail"]), (pid, a)
             assert not path.with_name("app.log.1").exists() and bystander.poll() is None
     finally:
@@ -228,3 +228,44 @@ def test_a_collect_waits_briefly_for_a_rotation_and_then_says_who_may_hold_the_l
 
         with pytest.raises(ConcurrencyError, match="or a log rotation has held"):
             collect(conn, pipelines(settings), now=datetime.now(UTC), lock_wait=0.3)
+
+
+MASTER = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+writer, log, pid_file, stop, count = sys.argv[1:6]
+child = subprocess.Popen([sys.executable, "-c", writer, log, pid_file + ".worker", stop, count])
+signal.signal(signal.SIGUSR1, lambda *_: child.send_signal(signal.SIGUSR1))
+Path(pid_file).write_text(str(os.getpid()))
+while child.poll() is None:
+    time.sleep(0.05)
+"""
+
+
+def test_a_master_whose_worker_writes_the_log_is_rotated(ops, tmp_path):  # noqa: F811
+    """A master/worker server: the pid file names the master (it handles the signal and passes
+    it on); its worker holds the file. Before, only the pid file's own process counted: such a
+    platform was never rotated ("a stale pid file?")."""
+    import psycopg
+
+    path = tmp_path / "logs" / "app.log"
+    path.parent.mkdir()
+    pid_file, stop, count = tmp_path / "app.pid", tmp_path / "stop", tmp_path / "count"
+    master = subprocess.Popen([sys.executable, "-c", MASTER, WRITER, str(path), str(pid_file), str(stop), str(count)])
+    try:
+        wait_until(lambda: pid_file.exists() and path.exists() and path.stat().st_size > 30_000, "the worker writing")
+        settings = settings_for(tmp_path, ops, source(path, pid_file))
+        inode = path.stat().st_ino
+        with psycopg.connect(ops, autocommit=True) as conn:
+            (a,) = rotate_configured(settings, conn)
+        assert a["status"] == "done", a
+        assert path.with_name("app.log.1").stat().st_ino == inode and path.stat().st_ino != inode
+        stop.touch()
+        assert master.wait(timeout=30) == 0
+        run_collect(settings, ops)
+        assert seqs(stored(ops)) == list(range(int(count.read_text())))
+    finally:
+        stop.touch()
+        if master.poll() is None:
+            master.kill()
+            master.wait()
