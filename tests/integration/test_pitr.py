@@ -214,6 +214,7 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
     import signal
     import subprocess
     import sys
+    import time
 
     import psutil
 
@@ -232,18 +233,31 @@ def test_killed_base_backup_leaves_no_backup_and_the_chain_goes_on(history, pitr
         with psycopg.connect(pitr.cluster.dsn(), autocommit=True) as conn:
 
             def streaming() -> bool:
-                """pg_basebackup is sending files and the backup is open in the repository; then
-                pg_basebackup is stopped where it is (SIGSTOP), so a fast machine cannot finish
-                the backup between this poll and the kill."""
+                """pg_basebackup is sending files and the backup is open in the repository.
+                pg_basebackup is stopped (SIGSTOP) as soon as it exists and let run only 10 ms
+                between polls: a fast machine finished the small backup between two 50 ms polls
+                (a CI run failed so), and now it cannot; it stays stopped until the kill."""
                 assert proc.poll() is None, "the base backup ended before it could be killed"
-                if not conn.execute("SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = "
-                                    "'streaming database files' AND backup_streamed > 0").fetchone()[0]:
-                    return False
+                tools = []
                 for child in psutil.Process(proc.pid).children(recursive=True):
                     with contextlib.suppress(psutil.NoSuchProcess):
                         if child.name() == "pg_basebackup":
                             child.suspend()
-                return any(r.status == "incomplete" for r in repo.list_backups())
+                            tools.append(child)
+                if not tools:
+                    return False
+                if conn.execute("SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = "
+                                "'streaming database files' AND backup_streamed > 0").fetchone()[0] \
+                        and any(r.status == "incomplete" for r in repo.list_backups()):
+                    return True
+                for tool in tools:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        tool.resume()
+                time.sleep(0.01)
+                for tool in tools:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        tool.suspend()
+                return False
 
             # The CLI starts its own Prefect server first: minutes on a loaded machine.
             wait_until(streaming, "the base backup streaming into the repository")
