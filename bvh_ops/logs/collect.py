@@ -166,7 +166,7 @@ def collect_source(conn: psycopg.Connection, pipe: Pipeline, *, now: datetime, b
                 continue
             handles[file_id] = fd
             prev = stored.get(file_id)
-            head = _head(fd, head_length(prev))
+            head = head_digest(fd, head_length(prev))
             states.append(FileState(path, file_id, st.st_size, st.st_mtime, head))
         # 2. Plan (pure): where each file resumes; restarts are said.
         plans, gone = plan_reads(states, stored)
@@ -213,7 +213,8 @@ def _is_regular(mode: int) -> bool:
     return stat.S_ISREG(mode)
 
 
-def _head(fd: int, length: int) -> str:
+def head_digest(fd: int, length: int) -> str:
+    """sha256 of the first ``length`` bytes of ``fd`` ('' for none): what ops.log_offsets records."""
     import hashlib
 
     return hashlib.sha256(os.pread(fd, length, 0)).hexdigest() if length else ""
@@ -244,7 +245,7 @@ def _read_file(conn: psycopg.Connection, pipe: Pipeline, plan: ReadPlan, fd: int
         def commit() -> None:
             nonlocal committed
             flush()
-            store.save_offset(conn, src.name, plan.file_id, plan.path, end, _head(fd, min(HEAD_BYTES, end)), now)
+            store.save_offset(conn, src.name, plan.file_id, plan.path, end, head_digest(fd, min(HEAD_BYTES, end)), now)
             conn.commit()
             result.records += stats[0]
             result.quarantined += stats[1]

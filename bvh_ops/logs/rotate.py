@@ -26,7 +26,6 @@ platform on it. Each step is one action in the report."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -38,8 +37,8 @@ import psycopg
 
 from bvh_ops.config import LogSource
 from bvh_ops.logs import store
-from bvh_ops.logs.collect import LOCK_KEY
-from bvh_ops.logs.offsets import HEAD_BYTES, Stored
+from bvh_ops.logs.collect import LOCK_KEY, head_digest
+from bvh_ops.logs.offsets import Stored, head_length
 from bvh_ops.logs.rotation import LogFile, rotation_plan
 
 REOPEN_WAIT_SECONDS = 5.0
@@ -96,20 +95,13 @@ def _open_files(pid: int) -> set[str] | None:
 
 
 def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc/<n>/stat; one level: a server's workers)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid …: comm may hold spaces and parentheses; the last ')' ends it
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            out.append(int(name))
-    return out
+    """The processes whose parent is ``pid`` (one level: a server's workers)."""
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
 
 
 def _catches(pid: int, signum: int) -> bool | None:
@@ -198,13 +190,17 @@ class Writer:
 
 
 def _head_matches(path: str, stored: Stored) -> bool:
+    """The file's first bytes are those the collector recorded (as the collector compares them)."""
     if not stored.head_sha256:
         return True
     try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read(min(HEAD_BYTES, stored.offset))).hexdigest() == stored.head_sha256
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
+    try:
+        return head_digest(fd, head_length(stored)) == stored.head_sha256
+    finally:
+        os.close(fd)
 
 
 def rotate_source(conn: psycopg.Connection, source: LogSource, *, act: bool = True,
