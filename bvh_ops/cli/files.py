@@ -27,7 +27,7 @@ def _repo(settings, *, identities: bool = False):
 
 
 @files_app.command("snapshot")
-def snapshot_cmd(set_name: Annotated[str | None, typer.Argument(metavar="[SET]", help="A [[file_sets]] name "
+def snapshot_cmd(set_name: Annotated[str | None, typer.Argument(metavar="[SET]", help="A [\\[file_sets]] name "
                                                                  "(default: every set)")] = None,
                  as_json: JSON = False) -> None:
     """Snapshot a file set (or every configured set). Exit 1 when a snapshot is partial."""
@@ -222,7 +222,7 @@ def _forget_gfs(settings, store, trusted, set_name, apply: bool, as_json: bool) 
 
 
 @files_app.command("recover")
-def recover_cmd(set_name: Annotated[str, typer.Argument(metavar="SET", help="A [[file_sets]] name")],
+def recover_cmd(set_name: Annotated[str, typer.Argument(metavar="SET", help="A [\\[file_sets]] name")],
                 snapshot: Annotated[str, typer.Option("--snapshot", help="A snapshot id, 'latest' or 'previous' "
                                                       "(the one before the newest: roll back)")] = "latest",
                 as_json: JSON = False) -> None:

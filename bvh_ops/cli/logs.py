@@ -35,7 +35,7 @@ def _ops_conn(settings):
 
 @logs_app.command("collect")
 def collect_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False) -> None:
-    """Read every [[log_sources]] file on from its stored offset into the ops database. Exit 0,
+    """Read every [\\[log_sources]] file on from its stored offset into the ops database. Exit 0,
     1 when a file could not be read (the others were collected)."""
     from bvh_ops.logs.collect import collect_configured
 

@@ -153,7 +153,7 @@ def release_cmd(hold_id: Annotated[int, typer.Argument(help="The hold's id (bvh-
 @logs_app.command("rotate")
 def rotate_cmd(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only")] = False,
                as_json: Annotated[bool, typer.Option("--json", help="Print the actions as JSON")] = False) -> None:
-    """Rotate the platform's log files (the [[log_sources]] with rotate_bytes), as cleanup-logs
+    """Rotate the platform's log files (the [\\[log_sources]] with rotate_bytes), as cleanup-logs
     does daily: each source collected first; a file past rotate_bytes renamed <file>.1 (older
     ones shifted; the collector reads on what it had not from the new name) and the platform,
     proven to be the writer, sent its reopen signal; rotated files beyond rotate_keep deleted

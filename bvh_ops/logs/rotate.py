@@ -22,7 +22,12 @@ A deletion (a rotated file beyond the newest ``rotate_keep``, at least 1: ``.1``
 written) needs, at the moment of deleting: the active file present, the file still the one
 planned (same inode), its first bytes the ones the collector recorded (an inode can be reused at
 once), its size equal to the stored offset (collected to its end), and no open handle of the
-platform on it. Each step is one action in the report."""
+platform on it. Each step is one action in the report.
+
+A rotated file beyond the newest ``rotate_keep`` whose writer stopped mid-line is sealed before
+it is deleted (``rotation.SEAL_IDLE_SECONDS``): re-checked at the moment (the same inode and
+size, the stored offset, not written since, not held open by the platform), its unfinished last
+line goes to the quarantine and its offset to its end in one transaction."""
 
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ import os
 import re
 import signal
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +45,9 @@ import psycopg
 from bvh_ops.config import LogSource
 from bvh_ops.logs import store
 from bvh_ops.logs.collect import LOCK_KEY, head_digest
-from bvh_ops.logs.offsets import Stored, head_length
-from bvh_ops.logs.rotation import LogFile, rotation_plan
+from bvh_ops.logs.offsets import HEAD_BYTES, Stored, head_length
+from bvh_ops.logs.reader import MAX_LINE_BYTES, read_records
+from bvh_ops.logs.rotation import SEAL_IDLE_SECONDS, LogFile, rotation_plan
 
 REOPEN_WAIT_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 60.0  # a collect holding the logs lock is waited for this long
@@ -50,7 +58,19 @@ def log_file(path: Path) -> LogFile | None:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
-    return LogFile(str(path), f"{st.st_dev}:{st.st_ino}", st.st_size)
+    return LogFile(str(path), f"{st.st_dev}:{st.st_ino}", st.st_size, idle_seconds=max(0.0, time.time() - st.st_mtime))
+
+
+def _unfinished_tail(path: str, offset: int, size: int, multiline_csv: bool) -> bool:
+    """Whether what follows ``offset`` is only a record without its end (the collector reads no
+    complete one from there: no newline, or a csvlog record whose quotes never close)."""
+    if size <= offset:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return next(read_records(fh, offset, multiline_csv=multiline_csv), None) is None
+    except OSError:
+        return False
 
 
 def rotated_files(active: Path) -> list[tuple[int, Path]]:
@@ -235,22 +255,67 @@ def rotate_source(conn: psycopg.Connection, source: LogSource, *, act: bool = Tr
             out.append(writer.reopen(active_path, t0, f"the platform (pid {writer.pid}) had not reopened "
                                                       f"{active_path.name} since its rotation: it has now", "reopen"))
         return out
+    keep = max(1, source.rotate_keep)
+    for i, f in enumerate(rotated[keep:], keep):  # beyond keep, not collected to its end: an unfinished line?
+        if (s := stored.get(f.file_id)) is not None and s.offset < f.size:
+            rotated[i] = replace(f, unfinished_tail=_unfinished_tail(f.path, s.offset, f.size,
+                                                                     source.format == "postgres-csvlog"))
     planned = {f.path: f for f in rotated}
-    steps = rotation_plan(active, rotated, stored, max_bytes=int(source.rotate_bytes or 0),
-                          keep=max(1, source.rotate_keep))
+    steps = rotation_plan(active, rotated, stored, max_bytes=int(source.rotate_bytes or 0), keep=keep)
     writer = Writer(source, active) if act and steps else None
-    # deletions first: the rotation below renames the files they name
-    for step in sorted(steps, key=lambda s: s.action != "delete"):
+    # seals, then deletions (a sealed file is deleted in the same run), then the rotation, which
+    # renames the files they name
+    order = {"seal": 0, "delete": 1}
+    for step in sorted(steps, key=lambda s: order.get(s.action, 2)):
         what = "rotate" if step.path == str(active_path) else "delete"
         if step.action == "wait":
             out.append(_action(what, step.path, "skipped", step.reason, t0))
         elif not act:
             out.append(_action(step.action, step.path, "skipped", f"{why_not or 'dry run'}: {step.reason}", t0))
+        elif step.action == "seal":
+            out.append(_seal(conn, source, planned[step.path], stored, writer, step.reason, t0))
         elif step.action == "delete":
             out.append(_delete(step.path, planned[step.path], stored, writer, step.reason, t0))
         else:
             out.append(_rotate(writer, active_path, numbered, step.reason, t0))
     return out
+
+
+def _seal(conn: psycopg.Connection, source: LogSource, planned: LogFile, stored: dict[str, Stored],
+          writer: Writer | None, reason: str, t0: float) -> dict[str, Any]:
+    """Keep a rotated file's unfinished last line in the quarantine and store its offset at the
+    file's end, in one transaction, if the file is still as planned; ``stored`` is updated."""
+    path = planned.path
+    s = stored.get(planned.file_id)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return _action("seal", path, "skipped", "changed since planned: left for the next run", t0)
+    try:
+        st = os.fstat(fd)
+        if f"{st.st_dev}:{st.st_ino}" != planned.file_id or st.st_size != planned.size or s is None \
+                or time.time() - st.st_mtime < SEAL_IDLE_SECONDS:
+            return _action("seal", path, "skipped", "changed since planned: left for the next run", t0)
+        if writer is not None and writer.pid is not None and planned.file_id in (Writer.files_of(writer.pid) or set()):
+            return _action("seal", path, "skipped", f"the platform (pid {writer.pid} or a child) still has it open: "
+                                                    "its last line may yet be finished", t0)
+        if s.head_sha256 and head_digest(fd, head_length(s)) != s.head_sha256:
+            return _action("seal", path, "skipped", "its first bytes are not those collected (another file under a "
+                                                    "reused inode?): left for the collector", t0)
+        length = st.st_size - s.offset
+        tail = os.pread(fd, min(length, MAX_LINE_BYTES), s.offset)
+        text = (tail if length <= MAX_LINE_BYTES else tail[:1024]).decode("utf-8", "replace")
+        now = datetime.now(UTC)
+        with conn.transaction():
+            store.quarantine(conn, [(source.name, path, s.offset, text,
+                                     f"the file ends in a line without its end ({length} bytes): its writer stopped "
+                                     "mid-line; sealed when the rotated file was deleted")], now)
+            head = head_digest(fd, min(HEAD_BYTES, st.st_size))
+            store.save_offset(conn, source.name, planned.file_id, path, st.st_size, head, now)
+        stored[planned.file_id] = Stored(planned.file_id, path, st.st_size, head)
+    finally:
+        os.close(fd)
+    return _action("seal", path, "done", reason, t0)
 
 
 def _delete(path: str, planned: LogFile, stored: dict[str, Stored], writer: Writer | None, reason: str,

@@ -269,3 +269,52 @@ def test_a_master_whose_worker_writes_the_log_is_rotated(ops, tmp_path):  # noqa
         if master.poll() is None:
             master.kill()
             master.wait()
+
+
+def test_a_rotated_file_its_writer_left_mid_line_is_sealed_into_the_quarantine_and_deleted(ops, tmp_path, writer):  # noqa: F811
+    """A writer killed mid-line leaves a rotated file whose last line has no newline: the
+    collector leaves that line for the writer to finish, so the file was never collected to its
+    end and never deleted (the disk filled one rotation at a time). Once beyond rotate_keep and
+    unwritten for SEAL_IDLE_SECONDS, that line goes to the quarantine and the file is deleted."""
+    import psycopg
+
+    from bvh_ops.logs.rotation import SEAL_IDLE_SECONDS
+
+    path, pid_file, finish = writer
+    settings = settings_for(tmp_path, ops, source(path, pid_file))
+
+    def rotate(**kw):
+        with psycopg.connect(ops, autocommit=True) as conn:
+            return rotate_configured(settings, conn, **kw)
+
+    for _ in range(2):
+        wait_until(lambda: path.stat().st_size > 20_000, "the file past its size")
+        assert [a["status"] for a in rotate() if a["action"] == "rotate"] == ["done"]
+    settings = settings_for(tmp_path, ops, source(path, pid_file, rotate_bytes=10**9))  # no more renames
+    old = path.with_name("app.log.2")
+    cut = b'{"timestamp": "2030-01-01T00:00:00Z", "level": "info", "event": "cut", "se'
+    with open(old, "ab") as fh:  # as a writer killed in the middle of a line leaves it
+        fh.write(cut)
+    run_collect(settings, ops)
+    size = old.stat().st_size
+
+    def quarantined() -> list[tuple]:
+        with psycopg.connect(ops) as conn:
+            return conn.execute("SELECT path, file_offset, line, error FROM ops.log_quarantine").fetchall()
+
+    # just written: its writer might still finish the line — it waits, and says so
+    (a,) = [a for a in rotate() if a["object"] == str(old)]
+    assert a["status"] == "skipped" and "a line without its end" in a["detail"] and old.exists()
+    stale = old.stat().st_mtime - SEAL_IDLE_SECONDS - 1
+    os.utime(old, (stale, stale))
+    dry = [a for a in rotate(act=False) if a["object"] == str(old)]
+    assert [a["action"] for a in dry] == ["seal", "delete"] and all(a["status"] == "skipped" for a in dry)
+    assert old.exists() and quarantined() == []
+    seal, delete = [a for a in rotate() if a["object"] == str(old)]
+    assert (seal["action"], seal["status"], delete["action"], delete["status"]) == ("seal", "done", "delete", "done")
+    assert not old.exists()
+    ((qpath, offset, line, error),) = quarantined()
+    assert (qpath, offset, line.encode()) == (str(old), size - len(cut), cut) and "without its end" in error
+    written = finish()
+    run_collect(settings, ops)
+    assert seqs(stored(ops)) == list(range(written))  # every complete line once; the cut one quarantined

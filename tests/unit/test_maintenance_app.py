@@ -37,3 +37,29 @@ def test_small_file_not_rotated_and_copytruncate_refused():
     assert rotation_plan(ACTIVE, [], stored(**{"1:10": 5000}), max_bytes=10_000, keep=3) == []
     (step,) = rotation_plan(ACTIVE, [], {}, max_bytes=1, keep=3, method="copytruncate")
     assert step.action == "wait" and "refused" in step.reason
+
+
+def test_a_rotated_file_cut_mid_line_is_sealed_once_idle_then_deleted():
+    from dataclasses import replace
+
+    from bvh_ops.logs.rotation import SEAL_IDLE_SECONDS
+
+    newest, old = LogFile("/l/app.log.1", "1:8", 800), LogFile("/l/app.log.2", "1:9", 900)
+    offsets = stored(**{"1:10": 5000, "1:8": 800, "1:9": 850})  # 50 bytes of app.log.2 a line without its end
+    cut = replace(old, unfinished_tail=True, idle_seconds=SEAL_IDLE_SECONDS)
+    steps = rotation_plan(ACTIVE, [newest, cut], offsets, max_bytes=10_000, keep=1)
+    assert [(s.action, s.path) for s in steps] == [("seal", "/l/app.log.2"), ("delete", "/l/app.log.2")]
+    assert "last 50 bytes" in steps[0].reason
+    # written a moment ago (its writer may finish the line), or complete lines still to collect,
+    # or never collected at all: it waits, and says why
+    for f, offs in ((replace(cut, idle_seconds=SEAL_IDLE_SECONDS - 1), offsets),
+                    (replace(cut, unfinished_tail=False), offsets),
+                    (cut, stored(**{"1:10": 5000, "1:8": 800}))):
+        (step,) = rotation_plan(ACTIVE, [newest, f], offs, max_bytes=10_000, keep=1)
+        assert step.action == "wait" and "not yet collected" in step.reason, step
+    (step,) = rotation_plan(ACTIVE, [newest, replace(cut, idle_seconds=1)], offsets, max_bytes=10_000, keep=1)
+    assert "sealed once" in step.reason
+    # one of the newest keep is never sealed, however idle
+    assert [(s.action, s.path) for s in rotation_plan(ACTIVE, [cut, newest], offsets, max_bytes=10_000, keep=1)] == [
+        ("delete", "/l/app.log.1")]
+    assert rotation_plan(ACTIVE, [newest, cut], offsets, max_bytes=10_000, keep=2) == []
