@@ -26,11 +26,13 @@ from bvh_ops.pg.fingerprint import (
     BLAKE3,
     DUMP_OPTIONS,
     LARGE_OBJECTS,
+    Partition,
     TableRef,
     copy_hash,
     copy_stat,
     data_leaves,
     list_tables,
+    partitions,
     table_bytes,
 )
 from bvh_ops.pg.lock import TargetLock
@@ -104,7 +106,8 @@ def run_logical_backup(settings: Settings, *, backup_id: str | None = None, fing
         dump = None
         try:
             # One snapshot: pg_dump reads it; the catalog facts below come from it too.
-            snapshot, version, version_num, sysid, tables, schema, sizes, leaves, estimate = _snapshot_facts(conn)
+            snapshot, version, version_num, sysid, tables, schema, sizes, leaves, parts, estimate = \
+                _snapshot_facts(conn)
             # pg_dump of that snapshot → zstd → AES-256-GCM → the repository, never a local copy;
             # each table's fingerprint is taken from its COPY text on the way.
             key_ids = tuple(r.key_id for r in recipients)
@@ -117,6 +120,7 @@ def run_logical_backup(settings: Settings, *, backup_id: str | None = None, fing
             fp = DumpFingerprinter() if fingerprints else None
             dump_stats = _stream_dump(dump, writer, recipients, settings, estimate, fp)
             stats = _table_stats(tables, leaves, fp) if fp is not None else []
+            part_stats = _partition_stats(parts, fp) if fp is not None else {}
             finished = datetime.now(UTC)
             manifest = Manifest(
                 backup_id=backup_id,
@@ -140,7 +144,8 @@ def run_logical_backup(settings: Settings, *, backup_id: str | None = None, fing
                        "tables_in_snapshot": [t.name for t in tables], "table_bytes": sizes,
                        "pg_dump": str(dump_bin or "embedded"), "schema": schema,
                        "fingerprints": FINGERPRINTS_VERSION,
-                       "dump_encoding": fp.encoding if fp is not None else None},
+                       "dump_encoding": fp.encoding if fp is not None else None,
+                       **({"partitions": part_stats} if part_stats else {})},
             )
             writer.commit(manifest, host_key)
             log.info("backup %s committed: %d bytes in, %d stored", backup_id, manifest.bytes_in, manifest.bytes_stored)
@@ -181,6 +186,20 @@ def _table_stats(tables: list[TableRef], leaves: dict[str, list[tuple[str, str, 
     return stats
 
 
+def _partition_stats(parts: list[Partition], fp: DumpFingerprinter) -> dict[str, dict[str, str]]:
+    """Each partition's parent and fingerprint, taken as a listed table's is (a partitioned
+    partition: its leaves' digests combined), so that one restored alone can be compared."""
+    out = {}
+    for part in parts:
+        leaves = []
+        for schema, relname, leaf in part.leaves:
+            d = fp.tables.get((schema, relname))
+            leaves.append((leaf, d.rows, d.hexdigest()) if d is not None else (leaf, 0, _EMPTY))
+        stat = copy_stat(part.ref, leaves, BLAKE3)
+        out[part.ref.name] = {"parent": part.parent, "kind": part.ref.kind, "fingerprint": stat.fingerprint}
+    return out
+
+
 _EMPTY = copy_hash(BLAKE3).hexdigest()
 
 
@@ -196,7 +215,7 @@ def _snapshot_facts(conn: psycopg.Connection):
         _check_privileges(conn, tables)
         estimate = conn.execute(DATA_BYTES).fetchone()[0]
         return (snapshot, version, version_num, sysid, tables, schema_snapshot(conn), table_bytes(conn, tables),
-                data_leaves(conn, tables), int(estimate))
+                data_leaves(conn, tables), partitions(conn, tables), int(estimate))
     except psycopg.Error as exc:
         raise translate(exc, "taking the snapshot") from None
 

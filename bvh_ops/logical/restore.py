@@ -53,7 +53,7 @@ from bvh_ops.pg.fingerprint import (
 )
 from bvh_ops.pg.ident import qualified
 from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
-from bvh_ops.repository.manifest import Manifest
+from bvh_ops.repository.manifest import Manifest, TableStat
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import object_key
 from bvh_ops.repository.verify import preflight
@@ -688,10 +688,13 @@ def _locks_suffice(dsn: str, own: list[str], parse) -> bool:
 
 def _refuse_partitions_alone(asked: list[str], tree: dict[tuple[str, str], list[tuple[str, str]]],
                              manifest: Manifest) -> None:
-    """A partition asked for without its partitioned table: the backup's fingerprint is of the
-    partitioned table as a whole (its leaves' digests combined), so the partition alone could be
-    restored but not compared — and a restore whose comparison cannot run must not report one."""
+    """A partition asked for without its partitioned table comes back as a table of its own and
+    is compared with the fingerprint the backup recorded for it (``extra.partitions``). A backup
+    taken before those were recorded proves the partitioned table only as a whole (its leaves'
+    digests combined): the partition alone could be restored but not compared — and a restore
+    whose comparison cannot run must not report one — so it is refused, naming that table."""
     parent_of = {child: parent for parent, children in tree.items() for child in children}
+    recorded = {split_name(name) for name in partition_stats(manifest)}
     wanted = {split_name(t) for t in asked}
     for name in asked:
         table, top = split_name(name), None
@@ -700,10 +703,36 @@ def _refuse_partitions_alone(asked: list[str], tree: dict[tuple[str, str], list[
             if table in wanted:
                 break
         else:
-            if top is not None:
+            if top is not None and split_name(name) not in recorded:
                 whole = next((t.name for t in manifest.tables if split_name(t.name) == top), ".".join(top))
-                raise ConfigError(f"table {name} is a partition of {whole}: the backup proves {whole} as a whole, "
-                                  f"so restore --table {whole} (its partitions come with it, compared)")
+                why = (f"the backup recorded no fingerprint of {name} on its own (a foreign table?)" if recorded else
+                       "this backup (taken before bvh-ops recorded each partition's fingerprint) proves "
+                       f"{whole} only as a whole")
+                raise ConfigError(f"table {name} is a partition of {whole}: {why}, so restore --table {whole} (its "
+                                  "partitions come with it, compared)")
+
+
+def partition_stats(manifest: Manifest) -> dict[str, dict[str, str]]:
+    """The backup's partitions: format('%I.%I') -> {parent, kind, fingerprint} ({} before they
+    were recorded)."""
+    parts = manifest.extra.get("partitions")
+    return parts if isinstance(parts, dict) else {}
+
+
+def _expected(manifest: Manifest, wanted: set[tuple[str, str]] | None) -> list[TableStat]:
+    """What the restored tables are compared with: the backup's listed tables asked for, and each
+    partition asked for whose parent was not (restored as a table of its own) with the
+    fingerprint the backup recorded for it."""
+    expected = [t for t in manifest.tables if wanted is None or split_name(t.name) in wanted]
+    if wanted is None:
+        return expected
+    listed = {split_name(t.name) for t in expected}
+    for name, part in partition_stats(manifest).items():
+        key = split_name(name)
+        if key in wanted and key not in listed and split_name(part["parent"]) not in wanted:
+            fingerprint = part["fingerprint"]
+            expected.append(TableStat(name, int(fingerprint.split(":", 1)[0]), fingerprint, part["kind"]))
+    return expected
 
 
 def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None, *,
@@ -715,9 +744,9 @@ def compare_tables(dsn: str, manifest: Manifest, tables: list[str] | None = None
     ``known``: COPY digests of plain tables read earlier and proven unchanged since; ``server``:
     the restored copy's server is on this host (fingerprint.LocalServer: large tables are read
     through a FIFO)."""
-    methods = {t.name: method_of(t.fingerprint) for t in manifest.tables}
     wanted = {split_name(t) for t in tables} if tables else None  # --table's spelling, not format('%I.%I')'s
-    expected = [t for t in manifest.tables if wanted is None or split_name(t.name) in wanted]
+    expected = _expected(manifest, wanted)
+    methods = {t.name: method_of(t.fingerprint) for t in (*manifest.tables, *expected)}
     with connect(dsn) as conn:
         present = list_tables(conn)
         refs = [r for r in present if wanted is None or (r.schema, r.relname) in wanted]

@@ -195,6 +195,16 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
         if desc in PREREQ and desc != "SEQUENCE":
             prereq.append(line)
     chosen = {_dump_id(ln) for ln in prereq + own}
+    # A partition restored without its partitioned table: its columns' defaults draw from that
+    # table's serial sequence (its TABLE entry depends on it), made here if missing — a
+    # prerequisite, never set: in a database that has it, setval to the backup's value would
+    # rewind it under the live table.
+    by_id = {e.dump_id: e for e in entries}
+    borrowed = {d for e in entries if e.desc == "TABLE" and e.dump_id in chosen for d in e.deps
+                if d not in chosen and d in by_id and by_id[d].desc == "SEQUENCE" and d not in identity}
+    if borrowed:
+        prereq += [ln for ln in toc if _dump_id(ln) in borrowed]
+        chosen |= borrowed
     attach = {e.dump_id for e in entries if e.desc in ATTACH and e.deps and chosen.issuperset(e.deps)}
     # A foreign key between restored tables (its table, the table it references and that one's
     # key, attached index entries included): restored too, so the tables keep their integrity.

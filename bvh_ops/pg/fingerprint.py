@@ -149,6 +149,44 @@ def data_leaves(conn: psycopg.Connection, tables: list[TableRef]) -> dict[str, l
     return out
 
 
+# Every partition below each listed partitioned table (sub-partitions too; foreign ones hold no
+# dumped data and are left out): its parent and the plain-table leaves holding its rows (none for
+# a partitioned partition without any). The backup records each one's fingerprint, so a partition
+# restored on its own (restore --table) is compared like a table.
+PARTITIONS = """
+SELECT format('%%I.%%I', pn.nspname, p.relname), pn.nspname, p.relname, p.relkind,
+       format('%%I.%%I', an.nspname, a.relname), ln.nspname, l.relname, format('%%I.%%I', ln.nspname, l.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN LATERAL pg_partition_tree(c.oid) t ON t.relid <> c.oid
+JOIN pg_class p ON p.oid = t.relid AND p.relkind IN ('r', 'p') JOIN pg_namespace pn ON pn.oid = p.relnamespace
+JOIN pg_class a ON a.oid = t.parentrelid JOIN pg_namespace an ON an.oid = a.relnamespace
+LEFT JOIN LATERAL (SELECT lt.relid FROM pg_partition_tree(p.oid) lt WHERE lt.isleaf) lv ON true
+LEFT JOIN pg_class l ON l.oid = lv.relid AND l.relkind = 'r' LEFT JOIN pg_namespace ln ON ln.oid = l.relnamespace
+WHERE c.relkind = 'p' AND format('%%I.%%I', n.nspname, c.relname) = ANY(%s)
+ORDER BY 1, 8
+"""
+
+
+@dataclass(frozen=True)
+class Partition:
+    ref: TableRef                          # the partition (kind "table" or "partitioned")
+    parent: str                            # format('%I.%I') of its parent
+    leaves: tuple[tuple[str, str, str], ...]  # (schema, relname, format('%I.%I')) holding its rows
+
+
+def partitions(conn: psycopg.Connection, tables: list[TableRef]) -> list[Partition]:
+    """Every partition of the listed partitioned tables, at any depth."""
+    parted = [t.name for t in tables if t.kind == "partitioned"]
+    if not parted:
+        return []
+    found: dict[str, tuple[TableRef, str, list]] = {}
+    for name, nsp, rel, kind, parent, lnsp, lrel, leaf in conn.execute(PARTITIONS, (parted,)).fetchall():
+        ref, _, leaves = found.setdefault(name, (TableRef(name, nsp, rel, _KINDS[kind]), parent, []))
+        if lrel is not None:
+            leaves.append((lnsp, lrel, leaf))
+    return [Partition(ref, parent, tuple(leaves)) for ref, parent, leaves in found.values()]
+
+
 def combine_leaves(leaves: Iterable[tuple[str, int, str]]) -> tuple[int, str]:
     """Rows and sha256 of a table from its leaves' (name, rows, sha256 hex), in any order: a
     plain table's own digest; a partitioned table's, sha256 over its leaves' lines by name."""

@@ -1,9 +1,10 @@
 """restore --table of a partitioned table: it comes back whole — every partition (and theirs)
 with its rows, attached to its parent, the parent's primary key and indexes over them, the serial
 going on — and compared against the backup's fingerprint of the table as a whole. A partition
-asked for alone is refused, naming its partitioned table: the backup proves only the whole
-(partitions are not tables of their own in the manifest), and a restore whose comparison cannot
-run must not report one. On the code before, every test here failed."""
+asked for alone comes back as a table of its own (a partitioned one with its own partitions
+attached) and is compared with the fingerprint the backup recorded for it (`extra.partitions`);
+a backup taken before those were recorded refuses it, naming its partitioned table: it proves
+only the whole, and a restore whose comparison cannot run must not report one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from bvh_ops.errors import ConfigError
 from bvh_ops.logical.backup import run_logical_backup
-from bvh_ops.logical.restore import restore_logical
+from bvh_ops.logical.restore import compare_tables, restore_logical
 from tests.integration.test_encodings import _relations
 from tests.integration.test_selective_names import _source
 
@@ -107,13 +108,44 @@ def test_a_changed_row_in_one_partition_fails_the_comparison(backed_up, fresh_db
     assert [(c.name, c.ok) for c in compare_tables(target, manifest, ["tickets"])] == [("public.tickets", False)]
 
 
+@pytest.mark.parametrize("asked, attached", [
+    ("tickets_2026h1", {}),
+    ("public.tickets_2026h2_odd", {}),  # a partition of a partition
+    ("tickets_2026h2", {"tickets_2026h2_odd": "tickets_2026h2", "tickets_2026h2_rest": "tickets_2026h2"}),
+])
+def test_a_partition_alone_comes_back_as_a_table_of_its_own_and_is_compared(backed_up, fresh_db, asked, attached):
+    """An accidentally truncated month: that partition restored into a scratch database and
+    proven against the backup, without restoring (and reading) the whole partitioned table."""
+    src, settings, manifest = backed_up
+    target = fresh_db("_into")
+    result = restore_logical(settings, manifest.backup_id, target, tables=[asked])
+    name = "public." + asked.removeprefix("public.")
+    assert [(c.name, c.ok) for c in result.comparisons] == [(name, True)] and result.ok
+    with psycopg.connect(src) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    assert result.comparisons[0].actual_rows == rows > 0
+    assert _attached(target, "rp") == attached  # not attached to a parent it does not have
+    assert "public.tickets" not in _relations(target) and "public.wallets" not in _relations(target)
+    # the comparison is the partition's own: a changed row in it is caught
+    leaf = asked.removeprefix("public.") if not attached else "tickets_2026h2_rest"
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute(f"UPDATE {leaf} SET amount = amount + 1 WHERE id = (SELECT min(id) FROM {leaf})")
+    assert [(c.name, c.ok) for c in compare_tables(target, manifest, [asked])] == [(name, False)]
+
+
 @pytest.mark.parametrize("asked, whole", [
     (["tickets_2026h1"], "public.tickets"),
     (["public.tickets_2026h2_odd"], "public.tickets"),  # the top of its tree, not its own parent
     (["tickets_2026h2"], "public.tickets"),  # a partition that is partitioned itself
 ])
-def test_a_partition_alone_is_refused_naming_its_partitioned_table(backed_up, fresh_db, asked, whole):
-    _, settings, manifest = backed_up
+def test_a_partition_alone_from_a_backup_without_partition_fingerprints_is_refused(
+        pg, fresh_db, make_settings, repo_dir, monkeypatch, asked, whole):
+    import bvh_ops.logical.backup as backup
+
+    monkeypatch.setattr(backup, "_partition_stats", lambda parts, fp: {})  # as backups before them
+    settings = make_settings(_source(fresh_db, SOURCE), f"file://{repo_dir}")
+    manifest = run_logical_backup(settings).manifest
+    assert "partitions" not in manifest.extra
     target = fresh_db("_into")
     with pytest.raises(ConfigError, match=f"is a partition of {whole}: .* restore --table {whole} "):
         restore_logical(settings, manifest.backup_id, target, tables=asked)
@@ -128,14 +160,18 @@ def test_a_partition_with_its_partitioned_table_is_part_of_the_whole(backed_up, 
     assert _attached(target, "rp") == PARTITIONS
 
 
-def test_the_cli_refuses_a_partition_alone_in_one_line(pg, fresh_db, env_settings, repo_dir):
+def test_the_cli_restores_a_partition_alone_and_reports_its_comparison(pg, fresh_db, env_settings, repo_dir):
+    import json
+
     from bvh_ops.config import load_settings
-    from tests.integration.cli import assert_one_line_error, run_cli
+    from tests.integration.cli import run_cli
 
     env = env_settings(_source(fresh_db, SOURCE), f"file://{repo_dir}")
     run_logical_backup(load_settings())
-    assert_one_line_error(run_cli("restore", "latest", "--into", fresh_db("_into"), "--table", "tickets_2026h1",
-                                  env=env), "is a partition of public.tickets")
+    proc = run_cli("restore", "latest", "--into", fresh_db("_into"), "--table", "tickets_2026h1", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert {name: t["ok"] for name, t in out["tables"].items()} == {"public.tickets_2026h1": True}, out
 
 
 def test_a_partition_that_cannot_come_back_fails_the_restore_naming_it(pg, fresh_db, make_settings, repo_dir):
@@ -155,6 +191,10 @@ def test_a_partition_that_cannot_come_back_fails_the_restore_naming_it(pg, fresh
     with pytest.raises(ConfigError, match=r"partition public\.m_remote of a table asked for cannot be restored"):
         restore_logical(settings, manifest.backup_id, target, tables=["m"])
     assert _relations(target) == set()
+    # asked for alone: nothing of its own was recorded to compare it with
+    with pytest.raises(ConfigError, match=r"partition of public\.m: the backup recorded no fingerprint of m_remote"):
+        restore_logical(settings, manifest.backup_id, target, tables=["m_remote"])
+    assert restore_logical(settings, manifest.backup_id, target, tables=["m_local"]).ok  # its sibling is
 
 
 def test_a_tree_larger_than_half_the_servers_lock_table_is_restored_without_one_transaction(
