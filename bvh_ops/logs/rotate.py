@@ -26,7 +26,9 @@ platform on it. Each step is one action in the report.
 
 A rotated file beyond the newest ``rotate_keep`` whose writer stopped mid-line is sealed before
 it is deleted (``rotation.SEAL_IDLE_SECONDS``): re-checked at the moment (the same inode and
-size, the stored offset, not written since, not held open by the platform), its unfinished last
+size, the stored offset, not written since, held open by no process — every process's open files
+looked at, not only the platform's: a worker the pid file does not lead to may still finish the
+line; where some cannot be seen, only with the platform proven the writer), its unfinished last
 line goes to the quarantine and its offset to its end in one transaction."""
 
 from __future__ import annotations
@@ -255,9 +257,13 @@ def rotate_source(conn: psycopg.Connection, source: LogSource, *, act: bool = Tr
             out.append(writer.reopen(active_path, t0, f"the platform (pid {writer.pid}) had not reopened "
                                                       f"{active_path.name} since its rotation: it has now", "reopen"))
         return out
+    # One file under two names (a hard link, a rename caught mid-listing) is one file: its
+    # lowest-numbered name (as the collector reads it once).
+    seen: set[str] = set()
+    rotated = [f for f in rotated if not (f.file_id in seen or seen.add(f.file_id))]
     keep = max(1, source.rotate_keep)
-    for i, f in enumerate(rotated[keep:], keep):  # beyond keep, not collected to its end: an unfinished line?
-        if (s := stored.get(f.file_id)) is not None and s.offset < f.size:
+    for i, f in enumerate(rotated[keep:], keep):  # beyond keep, idle, not collected to its end: an unfinished line?
+        if (s := stored.get(f.file_id)) is not None and s.offset < f.size and f.idle_seconds >= SEAL_IDLE_SECONDS:
             rotated[i] = replace(f, unfinished_tail=_unfinished_tail(f.path, s.offset, f.size,
                                                                      source.format == "postgres-csvlog"))
     planned = {f.path: f for f in rotated}
@@ -296,26 +302,49 @@ def _seal(conn: psycopg.Connection, source: LogSource, planned: LogFile, stored:
         if f"{st.st_dev}:{st.st_ino}" != planned.file_id or st.st_size != planned.size or s is None \
                 or time.time() - st.st_mtime < SEAL_IDLE_SECONDS:
             return _action("seal", path, "skipped", "changed since planned: left for the next run", t0)
-        if writer is not None and writer.pid is not None and planned.file_id in (Writer.files_of(writer.pid) or set()):
-            return _action("seal", path, "skipped", f"the platform (pid {writer.pid} or a child) still has it open: "
+        if s.offset >= st.st_size:
+            return _action("seal", path, "skipped", "already collected to its end", t0)
+        holders, unseen = _holders(planned.file_id)
+        if holders:
+            return _action("seal", path, "skipped", f"pid {', '.join(map(str, sorted(holders)))} still has it open: "
                                                     "its last line may yet be finished", t0)
+        if unseen and (writer is None or writer.pid is None):
+            return _action("seal", path, "skipped", "cannot see every process's open files and the platform is not "
+                                                    "proven the writer: run as root or the platform's user", t0)
         if s.head_sha256 and head_digest(fd, head_length(s)) != s.head_sha256:
             return _action("seal", path, "skipped", "its first bytes are not those collected (another file under a "
                                                     "reused inode?): left for the collector", t0)
         length = st.st_size - s.offset
         tail = os.pread(fd, min(length, MAX_LINE_BYTES), s.offset)
         text = (tail if length <= MAX_LINE_BYTES else tail[:1024]).decode("utf-8", "replace")
+        blank = length <= MAX_LINE_BYTES and not tail.strip()  # a csvlog's trailing blank line: nothing to keep
         now = datetime.now(UTC)
         with conn.transaction():
-            store.quarantine(conn, [(source.name, path, s.offset, text,
-                                     f"the file ends in a line without its end ({length} bytes): its writer stopped "
-                                     "mid-line; sealed when the rotated file was deleted")], now)
+            if not blank:
+                store.quarantine(conn, [(source.name, path, s.offset, text,
+                                         f"the file ends in a line without its end ({length} bytes): its writer "
+                                         "stopped mid-line; sealed when the rotated file was deleted")], now)
             head = head_digest(fd, min(HEAD_BYTES, st.st_size))
             store.save_offset(conn, source.name, planned.file_id, path, st.st_size, head, now)
         stored[planned.file_id] = Stored(planned.file_id, path, st.st_size, head)
     finally:
         os.close(fd)
-    return _action("seal", path, "done", reason, t0)
+    return _action("seal", path, "done", "only blank lines after its last record" if blank else reason, t0)
+
+
+def _holders(file_id: str) -> tuple[set[int], bool]:
+    """The processes other than ours with ``file_id`` open, and whether some process's open
+    files could not be seen (another user's, without root)."""
+    holders, unseen, me = set(), False, os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        files = _open_files(int(name))
+        if files is None:
+            unseen = True
+        elif file_id in files:
+            holders.add(int(name))
+    return holders, unseen
 
 
 def _delete(path: str, planned: LogFile, stored: dict[str, Stored], writer: Writer | None, reason: str,

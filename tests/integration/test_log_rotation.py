@@ -304,7 +304,7 @@ def test_a_rotated_file_its_writer_left_mid_line_is_sealed_into_the_quarantine_a
 
     # just written: its writer might still finish the line — it waits, and says so
     (a,) = [a for a in rotate() if a["object"] == str(old)]
-    assert a["status"] == "skipped" and "a line without its end" in a["detail"] and old.exists()
+    assert a["status"] == "skipped" and "not yet collected" in a["detail"] and old.exists()
     stale = old.stat().st_mtime - SEAL_IDLE_SECONDS - 1
     os.utime(old, (stale, stale))
     dry = [a for a in rotate(act=False) if a["object"] == str(old)]
