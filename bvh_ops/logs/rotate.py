@@ -393,6 +393,8 @@ def rotate_configured(settings, conn: psycopg.Connection, *, act: bool = True, w
     sources = [s for s in settings.log_sources if s.rotate_bytes is not None]
     if not sources:
         return []
+    if act and not conn.autocommit:  # a seal's quarantine row and offset must be committed before the unlink
+        raise ValueError("rotate_configured needs a connection with autocommit on")
     locked = False
     if act:
         deadline = time.monotonic() + lock_wait
