@@ -629,9 +629,12 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
                               "foreign table, or a name not in the dump's encoding): restore the whole backup instead")
         for lines in (prereq, own):
             _write_list(lines, list_files, codec)
-        # Prerequisites may already exist in the target: errors there are tolerated.
+        # Prerequisites may already exist in the target: errors there are tolerated. Never with
+        # their owners: where one exists (the live database's schema, type or shared sequence),
+        # its CREATE fails and the ALTER … OWNER TO that follows would still take it from the
+        # role using it. Those it creates belong to the restoring role.
         reader = _decrypted(settings, repo, backup_id, identities)
-        proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], *owner_args], env=env,
+        proc = spawn_tool("pg_restore", ["-d", dbname, "-L", list_files[0], "--no-owner"], env=env,
                           bin_dir=bin_dir, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         err = StderrTail(proc.stderr)
         err.start()

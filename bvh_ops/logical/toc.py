@@ -168,6 +168,24 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     # An identity column's sequence is made by ALTER TABLE … ADD GENERATED: it needs its table,
     # so it is the table's own entry, after it (a serial's CREATE SEQUENCE stays a prerequisite).
     identity = {e.dump_id for e in entries if e.desc == "SEQUENCE" and e.defn.lstrip().startswith("ALTER TABLE")}
+    # A sequence's table, where the archive says (an OWNED BY sequence's entry depends on its
+    # table): exact where the name is not — a renamed table's serial keeps its old name.
+    by_id = {e.dump_id: e for e in entries}
+    table_ids = {e.dump_id: (e.namespace, e.tag) for e in entries if e.desc == "TABLE"}
+    seq_table = {}
+    for e in entries:
+        if e.desc == "SEQUENCE" and len(owners := {table_ids[d] for d in e.deps if d in table_ids}) == 1:
+            seq_table[e.dump_id] = owners.pop()
+
+    def seq_owner(line: str, schema: str, tag: str, tables: set[str]) -> tuple[str, str | None]:
+        """The table a SEQUENCE, SEQUENCE SET or SEQUENCE OWNED BY line belongs to."""
+        e = by_id.get(_dump_id(line))
+        if e is not None:
+            seq = e.dump_id if e.desc == "SEQUENCE" else next(
+                (d for d in e.deps if d in by_id and by_id[d].desc == "SEQUENCE"), None)
+            if seq in seq_table:
+                return seq_table[seq]
+        return schema, _owner(tag, tables, "_")
     # Each line is looked at once, whatever the number of tables asked for (a partitioned table
     # brings every partition: thousands, each with its own constraints and indexes).
     for line in toc:
@@ -186,10 +204,10 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
             if desc == "INDEX" and f"{schema}.{tag}" in indexes:
                 own.append(line)
                 continue
-            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and (schema, _owner(tag, tables, "_")) in wanted_set:
+            if desc in ("SEQUENCE OWNED BY", "SEQUENCE SET") and seq_owner(line, schema, tag, tables) in wanted_set:
                 own.append(line)
                 continue
-            if desc == "SEQUENCE" and (schema, _owner(tag, tables, "_")) in wanted_set:
+            if desc == "SEQUENCE" and seq_owner(line, schema, tag, tables) in wanted_set:
                 (own if _dump_id(line) in identity else prereq).append(line)
                 continue
         if desc in PREREQ and desc != "SEQUENCE":
@@ -199,9 +217,13 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     # table's serial sequence (its TABLE entry depends on it), made here if missing — a
     # prerequisite, never set: in a database that has it, setval to the backup's value would
     # rewind it under the live table.
-    by_id = {e.dump_id: e for e in entries}
-    borrowed = {d for e in entries if e.desc == "TABLE" and e.dump_id in chosen for d in e.deps
-                if d not in chosen and d in by_id and by_id[d].desc == "SEQUENCE" and d not in identity}
+    borrowed = {d for e in entries if e.desc in ("TABLE", "DEFAULT") and e.dump_id in chosen for d in e.deps
+                if d not in chosen and d in by_id and by_id[d].desc == "SEQUENCE"}
+    if lent := sorted(borrowed & identity):  # made by ALTER TABLE … ADD GENERATED: only with its table
+        names = ", ".join(f"{by_id[d].namespace}.{by_id[d].tag}" for d in lent)
+        owners = ", ".join(sorted({".".join(seq_table[d]) for d in lent if d in seq_table})) or "its table"
+        raise ConfigError(f"a default of a table asked for draws from {names}, the identity sequence of {owners}, "
+                          f"which exists only with that table: add --table {owners.split(', ')[0]}")
     if borrowed:
         prereq += [ln for ln in toc if _dump_id(ln) in borrowed]
         chosen |= borrowed
@@ -213,7 +235,9 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     taken, more = set(own), attach | keys
     own += [ln for ln in toc if _dump_id(ln) in more and ln not in taken]
     order = {d: i for i, d in enumerate(LIST_ORDER)}
-    own.sort(key=lambda ln: order.get(parse(ln)[0], 99))
+    # An identity sequence (ALTER TABLE … ADD GENERATED) goes with the tables, in the archive's
+    # order: after its own table, before a table whose default draws from it.
+    own.sort(key=lambda ln: 0 if _dump_id(ln) in identity else order.get(parse(ln)[0], 99))
     return prereq, own
 
 

@@ -155,7 +155,8 @@ def data_leaves(conn: psycopg.Connection, tables: list[TableRef]) -> dict[str, l
 # restored on its own (restore --table) is compared like a table.
 PARTITIONS = """
 SELECT format('%%I.%%I', pn.nspname, p.relname), pn.nspname, p.relname, p.relkind,
-       format('%%I.%%I', an.nspname, a.relname), ln.nspname, l.relname, format('%%I.%%I', ln.nspname, l.relname)
+       format('%%I.%%I', an.nspname, a.relname), ln.nspname, l.relname,
+       CASE WHEN l.oid IS NOT NULL THEN format('%%I.%%I', ln.nspname, l.relname) END  -- none: no plain leaf
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN LATERAL pg_partition_tree(c.oid) t ON t.relid <> c.oid
 JOIN pg_class p ON p.oid = t.relid AND p.relkind IN ('r', 'p') JOIN pg_namespace pn ON pn.oid = p.relnamespace

@@ -234,3 +234,24 @@ def test_a_tree_larger_than_half_the_servers_lock_table_is_restored_without_one_
                                 "WHERE c.relkind = 'r'").fetchone()[0] == partitions
     finally:
         small.destroy()
+
+
+def test_a_partitioned_partition_without_a_plain_leaf_is_backed_up_and_restored_alone(pg, fresh_db, make_settings,
+                                                                                      repo_dir):
+    """Next quarter created ahead, no month under it yet (and one whose only leaf is foreign):
+    the partitions query formatted a NULL leaf name and every backup of such a database failed."""
+    src = _source(fresh_db, [
+        "CREATE FOREIGN DATA WRAPPER bvh_dummy_fdw3",
+        "CREATE SERVER bvh_dummy_server3 FOREIGN DATA WRAPPER bvh_dummy_fdw3",
+        "CREATE TABLE m (id int NOT NULL, k int NOT NULL) PARTITION BY LIST (k)",
+        "CREATE TABLE m_1 PARTITION OF m FOR VALUES IN (1)",
+        "CREATE TABLE m_future PARTITION OF m FOR VALUES IN (2) PARTITION BY RANGE (id)",  # none yet
+        "CREATE TABLE m_mid PARTITION OF m FOR VALUES IN (3) PARTITION BY RANGE (id)",
+        "CREATE FOREIGN TABLE m_remote PARTITION OF m_mid FOR VALUES FROM (0) TO (100) SERVER bvh_dummy_server3",
+        "INSERT INTO m VALUES (1, 1)",
+    ])
+    settings = make_settings(src, f"file://{repo_dir}")
+    manifest = run_logical_backup(settings).manifest
+    assert set(manifest.extra["partitions"]) == {"public.m_1", "public.m_future", "public.m_mid"}
+    result = restore_logical(settings, manifest.backup_id, fresh_db("_into"), tables=["m_future"])
+    assert [(c.name, c.ok, c.actual_rows) for c in result.comparisons] == [("public.m_future", True, 0)]
