@@ -730,9 +730,20 @@ def _expected(manifest: Manifest, wanted: set[tuple[str, str]] | None) -> list[T
     if wanted is None:
         return expected
     listed = {split_name(t.name) for t in expected}
-    for name, part in partition_stats(manifest).items():
+    parts = partition_stats(manifest)
+    parent_of = {split_name(name): split_name(part["parent"]) for name, part in parts.items()}
+
+    def below_wanted(key: tuple[str, str]) -> bool:  # an ancestor asked for too: part of its comparison
+        seen = set()
+        while (key := parent_of.get(key)) is not None and key not in seen:
+            if key in wanted:
+                return True
+            seen.add(key)
+        return False
+
+    for name, part in parts.items():
         key = split_name(name)
-        if key in wanted and key not in listed and split_name(part["parent"]) not in wanted:
+        if key in wanted and key not in listed and not below_wanted(key):
             fingerprint = part["fingerprint"]
             expected.append(TableStat(name, int(fingerprint.split(":", 1)[0]), fingerprint, part["kind"]))
     return expected

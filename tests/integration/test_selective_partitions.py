@@ -158,6 +158,9 @@ def test_a_partition_with_its_partitioned_table_is_part_of_the_whole(backed_up, 
     result = restore_logical(settings, manifest.backup_id, target, tables=["tickets_2026h1", "tickets"])
     assert result.ok and [c.name for c in result.comparisons] == ["public.tickets"]
     assert _attached(target, "rp") == PARTITIONS
+    # asked for with its grandparent only (not the partitioned partition between): still the whole's
+    assert [(c.name, c.ok) for c in compare_tables(target, manifest, ["tickets_2026h2_odd", "tickets"])] == [
+        ("public.tickets", True)]
 
 
 def test_the_cli_restores_a_partition_alone_and_reports_its_comparison(pg, fresh_db, env_settings, repo_dir):
