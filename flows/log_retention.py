@@ -88,7 +88,7 @@ def _run(name: str, verify: bool) -> dict[str, Any]:
             rotated = [{"action": "rotate", "object": "log sources", "status": "failed", "seconds": 0.0,
                         "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}]
     if rotated:
-        create_table_artifact(key="log-rotation", table=rotated, description="platform log files rotated / deleted")
+        create_table_artifact(key="log-rotation", table=rotated, description="platform log files rotated, sealed (cut mid-line) or deleted")
     doc = apply_retention(dsn)
     doc["rotation"] = rotated
     if doc["actions"]:
