@@ -213,10 +213,10 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
         if desc in PREREQ and desc != "SEQUENCE":
             prereq.append(line)
     chosen = {_dump_id(ln) for ln in prereq + own}
-    # A partition restored without its partitioned table: its columns' defaults draw from that
-    # table's serial sequence (its TABLE entry depends on it), made here if missing — a
-    # prerequisite, never set: in a database that has it, setval to the backup's value would
-    # rewind it under the live table.
+    # A sequence a restored table's default draws from but does not own (its TABLE or DEFAULT
+    # entry depends on it): a partition's partitioned table's serial, an id sequence shared by
+    # several tables. Made if missing — a prerequisite, never set: in a database that has it,
+    # setval to the backup's value would rewind it under the live tables.
     borrowed = {d for e in entries if e.desc in ("TABLE", "DEFAULT") and e.dump_id in chosen for d in e.deps
                 if d not in chosen and d in by_id and by_id[d].desc == "SEQUENCE"}
     if lent := sorted(borrowed & identity):  # made by ALTER TABLE … ADD GENERATED: only with its table
