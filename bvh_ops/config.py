@@ -8,6 +8,7 @@ import base64
 import binascii
 import difflib
 import os
+import re
 import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -1062,7 +1063,24 @@ class Settings(BaseSettings):
             data["notify_webhook_url"] = "***"
         if self.cache_url is not None:
             data["cache_url"] = redact_dsn(self.cache_url.get_secret_value())
-        return data
+        return _scrub_urls(data)
+
+
+_URL_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
+_URL_SECRET_PARAM = re.compile(r"([?&](?:[^=&]*(?:key|token|secret|password|passwd|pwd|sig|signature|auth)[^=&]*)=)"
+                               r"[^&#]*", re.IGNORECASE)
+
+
+def _scrub_urls(value):
+    """Any URL among the settings (an SMS gateway's, say) with its password and secret-looking
+    query parameters masked: a credential written into a plain URL setting is still a secret."""
+    if isinstance(value, dict):
+        return {k: _scrub_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return _URL_SECRET_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", value))
+    return value
 
 
 def config_file_path() -> Path | None:

@@ -34,7 +34,7 @@ atexit.register(_exit_without_teardown)
 import typer  # noqa: E402
 
 from bvh_ops.cli.core import app, err  # noqa: E402
-from bvh_ops.errors import BvhOpsError, TransientError  # noqa: E402
+from bvh_ops.errors import BvhOpsError, StorageError, TransientError  # noqa: E402
 
 # The command group modules that register each top-level command (tests/unit/test_cli_commands.py
 # keeps this table equal to what they register). A command imports its own modules and Typer
@@ -84,6 +84,15 @@ def _run() -> int:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         raise
+    except OSError as exc:
+        # A path the operator gave that cannot be used (missing, a file where a directory is
+        # needed, no permission): one line naming it, not a traceback.
+        if exc.filename is None or not exc.strerror:
+            raise
+        where = f"{exc.filename}" + (f" → {exc.filename2}" if exc.filename2 else "")
+        err.print(f"error: {where}: {exc.strerror}: give a path that exists and this user may write (or read)",
+                  markup=False)
+        return StorageError.exit_code
     except RuntimeError as exc:
         if str(exc).startswith("Failed to reach API at"):  # Prefect's, before any flow run exists
             err.print(f"error: {exc.args[0].rstrip('.')}: start that Prefect server (`prefect server start`) or "

@@ -37,10 +37,10 @@ def _ops_conn(settings):
 def _when(text: str | None) -> datetime | None:
     if text is None:
         return None
-    if re.fullmatch(r"\d+[smhdw]", text.strip()):
-        from bvh_ops.cli.alerts import parse_duration
+    if re.fullmatch(r"(?:\d+[smhdw])+", text.strip().lower()):
+        from bvh_ops.logs.search import parse_time
 
-        return datetime.now(UTC) - parse_duration(text)
+        return parse_time("--since", text, datetime.now(UTC))  # any length back (alerts' --for stops at 90 days)
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
@@ -84,7 +84,7 @@ def verify_cmd(from_seq: Annotated[int, typer.Option("--from", min=1, help="Star
 def show_cmd(since: Annotated[str | None, typer.Option("--since", help="ISO time or a duration back (7d)")] = None,
              action: Annotated[str | None, typer.Option("--action", help="Action prefix, e.g. backup. or "
                                                         "gdpr.")] = None,
-             limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many (the newest)")] = 50,
+             limit: Annotated[int, typer.Option("--limit", min=1, max=10**9, help="At most this many (the newest)")] = 50,
              as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON")] = False) -> None:
     """List entries (the newest --limit matching), oldest first."""
     from bvh_ops.audit.store import search
@@ -171,8 +171,18 @@ def verify_export_cmd(path: Annotated[Path, typer.Argument(help="An export writt
     from bvh_ops.audit.export import verify_export
     from bvh_ops.keys import host_key_id
 
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file" if not path.exists() else f"{path}: not a file: give the export")
+    import base64
+    import binascii
+
+    for k in key or []:
+        try:
+            if len(base64.b64decode(k, validate=True)) != 32:
+                raise ValueError
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"--key {k[:20]!r}: not a host public key: give the Ed25519 public key, 32 bytes "
+                              "in base64 (an entry of trusted_host_keys)") from None
     trusted = {host_key_id(k): k for k in key or []}
     check = verify_export(path, trusted or None)
     if as_json:

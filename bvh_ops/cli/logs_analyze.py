@@ -23,7 +23,11 @@ def parse_since(text: str, now: datetime) -> datetime:
     """``30m``, ``24h``, ``7d`` before now, or an ISO time (UTC when it names no zone)."""
     if m := _AGO.fullmatch(text.strip()):
         n, unit = int(m[1]), m[2]
-        return now - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+        try:
+            return now - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+        except OverflowError:
+            raise ConfigError(f"--since {text!r}: reaches back before the year 1; give a shorter duration or an "
+                              "ISO time") from None
     try:
         at = datetime.fromisoformat(text)
     except ValueError:

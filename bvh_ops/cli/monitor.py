@@ -172,7 +172,7 @@ def _print_dashboard(board: dict) -> None:
 @app.command("dashboard")
 def dashboard_cmd(host: Annotated[str, typer.Option("--host", help="Address to bind (a token is required "
                                                                     "unless it is loopback)")] = "127.0.0.1",
-                  port: Annotated[int, typer.Option("--port", help="TCP port")] = 8765,
+                  port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port")] = 8765,
                   token_file: Annotated[Path | None, typer.Option("--token-file",
                                                                   help="File holding the access token")] = None) -> None:
     """Serve the live health dashboard (HTML page, /api/health, /api/health/detailed, /api/metrics,

@@ -46,7 +46,7 @@ def uptime(month: Annotated[str | None, typer.Option("--month", help="YYYY-MM (U
         emit_json(doc)
     else:
         out.print(markdown(doc), markup=False)
-    raise typer.Exit(0 if doc["sla_met"] else 1)
+    raise typer.Exit(0 if doc["sla_met"] else 1)  # None (nothing measured) is not met
 
 
 @report_app.command("performance")

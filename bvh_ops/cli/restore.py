@@ -29,7 +29,7 @@ def restore(
     to_name: Annotated[str | None, typer.Option("--to-name", help="Recover to this restore point")] = None,
     start: Annotated[bool, typer.Option("--start", help="Start the restored server and wait until it has recovered")]
     = False,
-    port: Annotated[int | None, typer.Option("--port", help="Port for the restored server (default: a free one)")]
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port for the restored server (default: a free one)")]
     = None,
     archive: Annotated[bool, typer.Option("--archive", help="Let the restored cluster archive WAL (default: off)")]
     = False,

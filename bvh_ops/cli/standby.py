@@ -28,7 +28,7 @@ def _audit(settings, action: str, subject: str, data: dict) -> None:
 @standby_app.command("create")
 def create_cmd(target_dir: TARGET, source: FROM = "primary",
                backup: Annotated[str, typer.Option("--backup", help="Base backup id or 'latest'")] = "latest",
-               port: Annotated[int | None, typer.Option("--port", help="Port (default: a free one)")] = None,
+               port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default: a free one)")] = None,
                start: Annotated[bool, typer.Option("--start", help="Start it and wait until it is consistent")] = False,
                os_user: Annotated[str | None, typer.Option("--os-user", help="Run as root: the server's OS user")]
                = None,

@@ -21,7 +21,11 @@ def parse_time(option: str, text: str, now: datetime) -> datetime:
     text = text.strip()
     if re.fullmatch(r"(?:\d+[smhdw])+", text.lower()):
         seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", text.lower()))
-        return now.astimezone(UTC) - timedelta(seconds=seconds)
+        try:
+            return now.astimezone(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise ConfigError(f"{option} '{text}': reaches back before the year 1; give a shorter duration or an "
+                              "ISO time") from None
     try:
         at = datetime.fromisoformat(text)
     except ValueError:

@@ -72,7 +72,8 @@ def uptime_report(per_cycle_rows: Iterable[tuple[datetime, str, Status | str]], 
     """The month's report: per service cycles counted (up + down + unknown), up, down, unknown,
     excluded (in a maintenance window), uptime_percent (None without up/down cycles), meets_sla
     (None without an uptime), longest_outage ({cycles, minutes, start} or None); ``sla_met`` is
-    False when any service missed the SLA."""
+    False when any service missed the SLA, None when no service's uptime could be measured (no
+    samples, every cycle unknown or excluded: not judged, never "met"), else True."""
     start, end = parse_month(month)
     bounds = [_window_bounds(w) for w in windows]
     by_service: dict[str, list[tuple[datetime, Status]]] = {}
@@ -128,8 +129,14 @@ def uptime_report(per_cycle_rows: Iterable[tuple[datetime, str, Status | str]], 
         "maintenance_windows": [{"start": _iso(ws), "end": _iso(we), "description": d}
                                 for ws, we, d in bounds if ws < end and we > start],
         "services": services,
-        "sla_met": not any(s["meets_sla"] is False for s in services.values()),
+        "sla_met": _sla_met([s["meets_sla"] for s in services.values()]),
     }
+
+
+def _sla_met(meets: list[bool | None]) -> bool | None:
+    if False in meets:
+        return False
+    return True if True in meets else None
 
 
 def oldest_raw_day(now: datetime, keep_days: int = KEEP_DAYS) -> date:
@@ -176,7 +183,10 @@ def markdown(doc: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {up} | {sla} | {s['cycles']} | {s['up']} | {s['down']} | {s['unknown']} "
                      f"| {s['excluded']} | {outage} |")
     if not doc["services"]:
-        lines += ["", "No samples in this month (was `bvh-ops monitor` running?)."]
+        lines += ["", "No samples in this month (was `bvh-ops monitor` running?): the SLA is not judged."]
+    elif doc["sla_met"] is None:
+        lines += ["", "No service's uptime could be measured this month (every cycle unknown or in a maintenance "
+                      "window): the SLA is not judged."]
     if doc["maintenance_windows"]:
         lines += ["", "Maintenance windows excluded:"]
         lines += [f"- {w['start']} – {w['end']}: {w['description'] or '(no description)'}"

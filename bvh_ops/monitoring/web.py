@@ -583,6 +583,21 @@ def _objective(drills: list[DrillPoint], field: str, label: str) -> list[tuple[s
     return [(label, [(drills[0].started_at.timestamp(), float(value)), (drills[-1].started_at.timestamp(), float(value))])]
 
 
+def _can_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address the dashboard cannot listen on (a port in use, an address
+    not of this host) before it says it is serving: uvicorn logged its error after our URL."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"dashboard: cannot listen on {host}:{port}: {exc.strerror or exc}: choose another "
+                              "--port (or --host)") from None
+
+
 def serve(settings: Settings, host: str, port: int, *, token: str | None = None, history: History | None = None,
           on_started: Callable[[str], None] | None = None, alerts: AlertsView | None = None,
           capacity: CapacityView | None = None) -> None:
@@ -590,6 +605,7 @@ def serve(settings: Settings, host: str, port: int, *, token: str | None = None,
     import uvicorn
 
     check_bind(host, token)
+    _can_listen(host, port)
     config = uvicorn.Config(create_app(settings, history=history, token=token, alerts=alerts, capacity=capacity), host=host, port=port,
                             log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)

@@ -48,7 +48,7 @@ def test_counts_uptime_and_longest_outage(statuses, windows, expect):
         n, minutes, index = outage
         assert s["longest_outage"] == {"cycles": n, "minutes": minutes,
                                        "start": (T0 + index * STEP).isoformat().replace("+00:00", "Z")}
-    assert doc["sla_met"] is (meets is not False)
+    assert doc["sla_met"] is meets  # nothing measured (every cycle excluded): not judged, not "met"
 
 
 @pytest.mark.parametrize("ups, downs, sla, meets", [
@@ -68,12 +68,6 @@ def test_only_the_month_counts_and_services_are_separate():
     assert doc["services"]["cache"]["uptime_percent"] == 50.0 and doc["sla_met"] is False
     assert [w["start"] for w in doc["maintenance_windows"]] == ["2026-10-31T23:00:00Z"]  # only overlapping ones
     assert (doc["from"], doc["until"]) == ("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")
-
-
-def test_no_samples_is_an_empty_report_that_meets_nothing_and_misses_nothing():
-    doc = uptime_report([], "2026-10", [])
-    assert doc["services"] == {} and doc["sla_met"] is True
-    assert "No samples" in markdown(doc)
 
 
 def test_markdown_names_the_missed_sla_and_the_outage():
@@ -106,3 +100,11 @@ def test_previous_month(now, month):
 def test_oldest_raw_day_follows_retention():
     assert str(oldest_raw_day(datetime(2026, 11, 28, 10, tzinfo=UTC))) == "2026-08-30"
     assert str(oldest_raw_day(datetime(2026, 11, 28, 0, tzinfo=UTC))) == "2026-08-30"
+
+
+def test_no_samples_judge_nothing():
+    """A month without samples was reported "sla_met": true and exit 0 — a check that could not
+    run reported as passing."""
+    doc = uptime_report([], "2026-10", [])
+    assert doc["services"] == {} and doc["sla_met"] is None
+    assert "No samples" in markdown(doc) and "not judged" in markdown(doc)
