@@ -1,0 +1,67 @@
+"""Bad input at the command line, as a sweep of every command found it: one line naming the
+problem, a non-zero exit, no traceback, no secret — where each of these printed a traceback,
+exited 0 or echoed a password."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.cli import assert_one_line_error, run_cli
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["audit", "verify-export", "{tmp}"], "not a file"),                      # a directory: IsADirectoryError
+    (["audit", "verify-export", "{file}", "--key", "notbase64"], "not a host public key"),   # binascii.Error
+    (["audit", "export", "--period", "2026-11", "--out", "{tmp}/no/such/dir/x.jsonl"], "No such file or directory"),
+    (["logs", "search", "--since", "999999999d"], "before the year 1"),       # OverflowError
+    (["logs", "analyze", "--since", "999999999d"], "before the year 1"),
+])
+def test_one_line_not_a_traceback(tmp_path, ops_env, args, needle):
+    (tmp_path / "f.jsonl").write_text("{}\n")
+    args = [a.format(tmp=tmp_path, file=tmp_path / "f.jsonl") for a in args]
+    assert_one_line_error(run_cli(*args, env=ops_env), needle)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["audit", "show", "--limit", "99999999999999999999"], "--limit"),        # a bigint error's traceback
+    (["logs", "search", "--since", "1m", "--limit", "99999999999999999999"], "--limit"),
+    (["standby", "create", "--target-dir", "{tmp}/sb", "--port", "70000"], "--port"),  # exit 0, unstartable
+    (["restore", "latest", "--target-dir", "{tmp}/r", "--port", "0"], "--port"),
+    (["dashboard", "--port", "70000"], "--port"),                             # uvicorn's traceback
+])
+def test_out_of_range_numbers_are_usage_errors(tmp_path, ops_env, args, option):
+    proc = run_cli(*[a.format(tmp=tmp_path) for a in args], env=ops_env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"Invalid value for '{option}'" in proc.stderr
+    assert not (tmp_path / "sb").exists()
+
+
+def test_the_dashboard_refuses_a_port_in_use_before_saying_it_serves(tmp_path, ops_env):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = run_cli("dashboard", "--port", str(busy.getsockname()[1]), env=ops_env, timeout=60)
+    assert "dashboard: http" not in proc.stdout
+    assert_one_line_error(proc, "cannot listen on 127.0.0.1", "choose another --port")
+
+
+def test_config_show_masks_credentials_in_any_url(tmp_path):
+    config = tmp_path / "bvh-ops.toml"
+    config.write_text('[alerting]\nsms_gateway_url = "https://AC1:s3cr3tPW@sms.example/send?to=1&api_key=K3Y"\n'
+                      'sms_account_sid = "AC1"\nsms_auth_token = "T0K3N"\nsms_from = "+15550100"\n'
+                      'sms_to = ["+15550101"]\n')
+    proc = run_cli("config", "show", env={"BVH_OPS_CONFIG": str(config),
+                                                    "BVH_OPS_STATE_DIR": str(tmp_path / "state")})
+    assert proc.returncode == 0, proc.stderr
+    assert not any(secret in proc.stdout for secret in ("s3cr3tPW", "K3Y", "T0K3N"))
+    assert json.loads(proc.stdout)["alerting"]["sms_gateway_url"] == "https://AC1:***@sms.example/send?to=1&api_key=***"
+
+
+@pytest.fixture
+def ops_env(tmp_path, fresh_db):
+    return {"BVH_OPS_OPS_DATABASE_URL": fresh_db("_ops"), "BVH_OPS_STATE_DIR": str(tmp_path / "state"),
+            "BVH_OPS_REPOSITORY": f"file://{tmp_path / 'repo'}"}
