@@ -145,11 +145,21 @@ def export_cmd(period: Annotated[str, typer.Option("--period", help="YYYY-MM (UT
         in_repo, unreadable = repo_digests(open_store(settings))
         digests, _ = compare_copies(db_digests(conn), in_repo, unreadable)
         proof_path = out_file.with_name(out_file.name + ".proof.jsonl") if fmt == "csv" else None
-        with contextlib.ExitStack() as stack:
-            fh = stack.enter_context(out_file.open("w", newline="")) if out_file else sys.stdout
-            proof = stack.enter_context(proof_path.open("w")) if proof_path else None
-            with conn.transaction():
-                summary = export_period(conn, period, digests, fh, fmt=fmt, action_prefix=action, proof_out=proof)
+        # Written beside their names and renamed once whole: a failed export (no signed digest
+        # covers the period, the database gone) leaves no file that looks like an export.
+        parts = [(p, p.with_name(f".{p.name}.partial")) for p in (out_file, proof_path) if p is not None]
+        try:
+            with contextlib.ExitStack() as stack:
+                fh = stack.enter_context(parts[0][1].open("w", newline="")) if out_file else sys.stdout
+                proof = stack.enter_context(parts[1][1].open("w")) if proof_path else None
+                with conn.transaction():
+                    summary = export_period(conn, period, digests, fh, fmt=fmt, action_prefix=action,
+                                            proof_out=proof)
+            for final, partial in parts:
+                partial.replace(final)
+        finally:
+            for _, partial in parts:
+                partial.unlink(missing_ok=True)
         record(settings, None, "audit.export", period, {"format": fmt, "action_prefix": action or "",
                                                         "entries": summary.entries}, conn=conn)
     summary.paths = [str(p) for p in (out_file, proof_path) if p]

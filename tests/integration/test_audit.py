@@ -157,6 +157,18 @@ def test_filtered_csv_export_verifies_with_its_proof(trail, tmp_path):
     assert json.loads(check.stdout)["ok"] is True, check.stdout
 
 
+def test_a_failed_export_leaves_no_file_that_looks_like_one(trail, tmp_path):
+    """Entries after the last signed digest: the export fails (no proof can cover them) — and
+    left an empty FILE behind, which looked like an export of nothing."""
+    settings, dsn, env = trail
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        append_many(conn, rows(2, start=T0 + timedelta(days=40)))  # not checkpointed
+    for fmt, out in (("jsonl", tmp_path / "x.jsonl"), ("csv", tmp_path / "x.csv")):
+        proc = run_cli("audit", "export", "--period", "2026-11", "--format", fmt, "--out", str(out), env=env)
+        assert proc.returncode == 8 and "no signed digest covers" in proc.stderr, proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("x.", ".x."))) == []
+
+
 def test_alerts_silence_and_own_actions_land_in_the_trail(trail):
     settings, dsn, env = trail
     proc = run_cli("alerts", "silence", "service=api", "--for", "1h", "--comment", "maintenance", env=env)
