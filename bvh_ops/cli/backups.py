@@ -136,6 +136,7 @@ def verify(
     """Verify backups and the WAL archive's continuity; exits 0 only when everything is OK."""
     from bvh_ops.keys import load_identities
     from bvh_ops.repository.open import open_repository
+    from bvh_ops.repository.repo import BACKUPS
     from bvh_ops.repository.verify import render, verify_backup
 
     settings = source_settings(source)
@@ -147,6 +148,12 @@ def verify(
             raise BvhOpsError(f"no backups in {repo.store.url} to verify")
     else:
         ids = [repo.resolve(backup_id or "latest")]
+        # A mistyped id is not a damaged backup: nothing at all under its name (else the verify
+        # reports what is missing, and alerting hears of corruption).
+        if next(iter(repo.store.list(f"{BACKUPS}/{ids[0]}/")), None) is None:
+            from bvh_ops.errors import NotFound
+
+            raise NotFound(f"no backup {ids[0]} in {repo.store.url}: see `bvh-ops backups list`")
     with live_progress(as_json=as_json or not deep):
         results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
     if not no_wal:

@@ -45,6 +45,17 @@ def drill(
     settings = source_settings(source)
     settings.require_repository()
     settings.require_identity()
+    if backup != "latest":
+        # A mistyped id is the operator's, not a failed drill: one line, before a drill that
+        # would fail its select stage and tell alerting of "data corruption".
+        from bvh_ops.repository.open import open_repository
+        from bvh_ops.repository.repo import BACKUPS
+
+        repo, _ = open_repository(settings, check=False)
+        if next(iter(repo.store.list(f"{BACKUPS}/{backup}/")), None) is None:
+            from bvh_ops.errors import NotFound
+
+            raise NotFound(f"no backup {backup} in {repo.store.url}: see `bvh-ops backups list`")
     require_prefect_home()
     from flows.dr_drill import DrillFailed, dr_drill
 

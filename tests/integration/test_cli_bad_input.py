@@ -65,3 +65,18 @@ def test_config_show_masks_credentials_in_any_url(tmp_path):
 def ops_env(tmp_path, fresh_db):
     return {"BVH_OPS_OPS_DATABASE_URL": fresh_db("_ops"), "BVH_OPS_STATE_DIR": str(tmp_path / "state"),
             "BVH_OPS_REPOSITORY": f"file://{tmp_path / 'repo'}"}
+
+
+def test_a_mistyped_backup_id_is_not_found_not_corruption(pg, fresh_db, env_settings, repo_dir):
+    """`verify nosuchid` said MISSING, exit 8 (integrity), and `drill --backup nosuchid` ran a
+    drill that failed its select stage: both told alerting "data corruption detected"."""
+    from bvh_ops.config import load_settings
+    from bvh_ops.logical.backup import run_logical_backup
+
+    env = env_settings(fresh_db("_src"), f"file://{repo_dir}")
+    run_logical_backup(load_settings())
+    for args in (["verify", "nosuchid"], ["drill", "--backup", "nosuchid", "--json"]):
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 10, (args, proc.stdout, proc.stderr)
+        assert_one_line_error(proc, "no backup nosuchid", "bvh-ops backups list")
+    assert run_cli("verify", "latest", "--no-wal", env=env).returncode == 0  # a real one still verifies
