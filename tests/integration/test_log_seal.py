@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import psycopg
-import pytest
 
 from bvh_ops.logs.rotate import rotate_configured
 from bvh_ops.logs.rotation import SEAL_IDLE_SECONDS
