@@ -1096,6 +1096,8 @@ def load_settings(**overrides: object) -> Settings:
     path = config_file_path()
     if path is not None and not path.exists():
         raise ConfigError(f"config file {path} does not exist: fix {CONFIG_ENV} or create the file")
+    if path is not None and not path.is_file():  # a directory was silently read as no settings at all
+        raise ConfigError(f"config file {path} is not a file: point {CONFIG_ENV} at the bvh-ops.toml itself")
     _warn_unknown_env()
     try:
         return Settings(**overrides)

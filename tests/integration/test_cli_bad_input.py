@@ -80,3 +80,9 @@ def test_a_mistyped_backup_id_is_not_found_not_corruption(pg, fresh_db, env_sett
         assert proc.returncode == 10, (args, proc.stdout, proc.stderr)
         assert_one_line_error(proc, "no backup nosuchid", "bvh-ops backups list")
     assert run_cli("verify", "latest", "--no-wal", env=env).returncode == 0  # a real one still verifies
+
+
+def test_a_config_path_that_is_a_directory_is_refused(tmp_path):
+    """It was read as no settings at all: `config show` printed the defaults, exit 0, and a backup
+    then blamed a missing database_url "in bvh-ops.toml"."""
+    assert_one_line_error(run_cli("config", "show", env={"BVH_OPS_CONFIG": str(tmp_path)}), "is not a file")
