@@ -59,6 +59,9 @@ def verify_cmd(from_seq: Annotated[int, typer.Option("--from", min=1, help="Star
 
     settings = cli_settings()
     with _ops_conn(settings) as conn:
+        head = conn.execute("SELECT coalesce(max(seq), 0) FROM ops.audit_chain").fetchone()[0]
+        if from_seq > max(head, 1):  # "intact: 0 entries" said nothing was checked as if all was
+            raise ConfigError(f"--from {from_seq}: the audit trail ends at seq {head}: nothing to verify from there")
         report = verify_trail(settings, conn, from_seq=from_seq)
     if as_json:
         emit_json(report.to_json())

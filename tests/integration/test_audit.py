@@ -169,6 +169,13 @@ def test_a_failed_export_leaves_no_file_that_looks_like_one(trail, tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("x.", ".x."))) == []
 
 
+def test_verify_from_past_the_head_checks_nothing_and_says_so(trail):
+    settings, dsn, env = trail
+    proc = run_cli("audit", "verify", "--from", "999999", env=env)
+    assert proc.returncode == 2 and "the audit trail ends at seq 40" in proc.stderr, proc.stdout + proc.stderr
+    assert run_cli("audit", "verify", "--from", "40", env=env).returncode == 0
+
+
 def test_alerts_silence_and_own_actions_land_in_the_trail(trail):
     settings, dsn, env = trail
     proc = run_cli("alerts", "silence", "service=api", "--for", "1h", "--comment", "maintenance", env=env)
