@@ -57,8 +57,12 @@ def split_name(name: str) -> tuple[str, str]:
             cur.append(ch)
         i += 1
     parts.append("".join(cur))
+    if quoted:
+        raise ConfigError(f"table {name}: a quote is not closed; quote each part whole (\"Mixed Case\".\"t\")")
     if len(parts) > 2:
         raise ConfigError(f"table {name}: more than schema.table; quote a name that holds a dot (\"a.b\".c)")
+    if not all(parts):
+        raise ConfigError(f"table {name!r}: an empty name; give table or schema.table")
     return (parts[0], parts[1]) if len(parts) > 1 else ("public", parts[0])
 
 

@@ -108,6 +108,12 @@ def test_a_name_of_three_parts_is_refused(backed_up, fresh_db):
     with pytest.raises(BvhOpsError, match="a.b.c"):
         restore_logical(settings, manifest.backup_id, target, tables=["a.b.c"])
     assert _relations(target) == set()
+    # names that do not parse were each "not in backup" (exit 10): '' read "table  is not in backup"
+    for bad, why in (('"unterminated', "quote is not closed"), ("", "empty name"), ("public.", "empty name"),
+                     (".x", "empty name")):
+        with pytest.raises(BvhOpsError, match=why):
+            restore_logical(settings, manifest.backup_id, target, tables=[bad])
+    assert _relations(target) == set()
 
 
 def test_the_cli_says_so_in_one_line(pg, fresh_db, env_settings, repo_dir):
