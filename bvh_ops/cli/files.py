@@ -86,6 +86,10 @@ def ls_cmd(snapshot: Annotated[str, typer.Argument(help="Snapshot id or 'latest'
     store, trusted, idents = _repo(cli_settings(), identities=True)
     index = trusted_index(store, trusted, snapshot, purpose="list")
     entries = select(list(iter_entries(store, index.snapshot_id, idents)), [path] if path else [])
+    if path and not entries:  # printed nothing, exit 0: as if the path were an empty directory
+        from bvh_ops.errors import NotFound
+
+        raise NotFound(f"{path}: not in snapshot {index.snapshot_id} (see `bvh-ops files ls {index.snapshot_id}`)")
     if as_json:
         emit_json([{k: v for k, v in e.to_json().items() if k != "chunks"} for e in entries])
         return

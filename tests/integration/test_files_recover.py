@@ -227,3 +227,20 @@ def test_the_flow_publishes_the_report_and_fails_its_run(prefect_harness, env_se
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["recover-application"])))
     assert arts and "Application recovery of `app`: failed" in arts[-1].data and "FAIL" in arts[-1].data
+
+
+def test_cli_files_ls_of_a_path_not_in_the_snapshot_says_so(env_settings, repo_dir, tmp_path):
+    """It printed nothing, exit 0 — as if the path were an empty directory."""
+    from bvh_ops.config import load_settings
+    from tests.integration.cli import assert_one_line_error, run_cli
+
+    conf = tmp_path / "etc/platform.json"
+    conf.parent.mkdir()
+    env = _env_file_set(env_settings, repo_dir, conf, [])
+    conf.write_bytes(b"good\n")
+    take_snapshot(load_settings(), "app")
+    listed = run_cli("files", "ls", "latest", str(conf), env=env)
+    assert listed.returncode == 0 and "platform.json" in listed.stdout, listed.stderr
+    proc = run_cli("files", "ls", "latest", "/nonexistent/path", env=env)
+    assert proc.returncode == 10
+    assert_one_line_error(proc, "/nonexistent/path: not in snapshot")
