@@ -81,6 +81,29 @@ def _validate(settings, backup_id: str, to_time, to_lsn, to_name, as_json: bool)
     raise typer.Exit(0 if doc["reachable"] else 8)
 
 
+def _reachable_or_say(settings, backup_id: str, target) -> None:
+    """A target past the archived WAL: PostgreSQL's recovery ends short of it and the server
+    refuses to start — the restore said "restored …, start it with pg_ctl", exit 0. An LSN is
+    judged exactly (refused before anything is written); a time only by when the last archived
+    segment was written, so it is said, not refused."""
+    if target.kind not in ("lsn", "time"):
+        return
+    from bvh_ops.cli.core import err
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.physical.restore import validate_target
+
+    doc = validate_target(settings, backup_id, target)
+    if doc["reachable"]:
+        return
+    latest = doc.get("latest_reachable") or {}
+    if target.kind == "lsn":
+        raise IntegrityError(f"--to-lsn {target.value}: not reachable: {doc['reason']}"
+                             + (f" (latest reachable LSN {latest['lsn']})" if latest else "")
+                             + "; nothing was written")
+    err.print(f"warning: {target.describe()}: {doc['reason']}: recovery may end short of it and the server then "
+              "refuses to start (`--validate-target` says more)", markup=False)
+
+
 def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_name, *, start: bool,
               port: int | None, archive: bool, os_user: str | None, as_json: bool) -> None:
     """--target-dir: a physical chain into a new data directory, recovering to the target."""
@@ -89,6 +112,7 @@ def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_na
     from bvh_ops.physical.target import RecoveryTarget
 
     target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
+    _reachable_or_say(settings, backup_id, target)
     report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
                               archive=archive, os_user=os_user)
     record(settings, None, "restore.physical", report.backup_id, {"chain": report.chain, "data_dir": report.data_dir,

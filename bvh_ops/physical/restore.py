@@ -1004,8 +1004,11 @@ def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) 
     doc = {"target": target.describe(), "backup_id": base.backup_id, "chain": [m.backup_id for m in chain_of(repo, base)],
            "latest_reachable": latest, "wal": report.to_json()}
     if target.kind == "lsn":
-        reachable = stop_lsn <= parse_lsn(target.value) <= end_lsn
-        reason = None if reachable else f"WAL in the archive reaches {format_lsn(end_lsn)} only"
+        wanted = parse_lsn(target.value)
+        reachable = stop_lsn <= wanted <= end_lsn
+        reason = None if reachable else (
+            f"backup {base.backup_id} is consistent only from {format_lsn(stop_lsn)}: an earlier point needs an "
+            "earlier backup" if wanted < stop_lsn else f"WAL in the archive reaches {format_lsn(end_lsn)} only")
     elif target.kind == "time":
         reachable = parse_time(target.value) <= parse_time(latest["time"])
         reason = None if reachable else f"the archived WAL ends around {latest['time']}"

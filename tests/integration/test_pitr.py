@@ -311,6 +311,24 @@ def test_incremental_without_summarize_wal_says_how_to_enable_it(pg, repo_dir, m
         run_physical_backup(settings, "incremental")
 
 
+def test_cli_restore_to_a_point_past_the_archive_is_refused_or_warned(history, pitr, tmp_path):
+    """It said "restored …, start it with pg_ctl", exit 0, into a directory whose recovery ends
+    short of the target, so the server refuses to start. An LSN past the archived WAL is refused
+    before anything is written; a time past it (judged only roughly) is warned of."""
+    from tests.integration.cli import assert_one_line_error, run_cli
+    from tests.integration.test_tamper import cli_env
+
+    data = tmp_path / "past"
+    proc = run_cli("restore", "latest", "--target-dir", str(data), "--to-lsn", "FFFFFFFF/FFFFFFFF",
+                   env=cli_env(history["settings"]))
+    assert proc.returncode == 8
+    assert_one_line_error(proc, "not reachable: WAL in the archive reaches", "nothing was written")
+    assert not data.exists()
+    proc = run_cli("restore", "latest", "--target-dir", str(data), "--to-time", "2099-01-01T00:00:00Z",
+                   env=cli_env(history["settings"]))
+    assert proc.returncode == 0 and "warning: time 2099-01-01" in proc.stderr and "refuses to start" in proc.stderr
+
+
 def test_cli_restore_to_an_lsn_with_start_json(history, pitr, tmp_path):
     import json
 
