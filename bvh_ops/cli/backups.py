@@ -95,9 +95,15 @@ def _print_backup(result: dict) -> None:
 def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False,
                  source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary") -> None:
     """List the backups in the repository (complete and incomplete)."""
+    from bvh_ops.errors import NotFound, StorageError
     from bvh_ops.repository.open import open_repository
 
-    repo, _ = open_repository(source_settings(source))
+    repo, _ = open_repository(source_settings(source), check=False)  # listing creates nothing
+    root = getattr(repo.store, "root", None)
+    if root is not None and root.exists() and not root.is_dir():
+        raise StorageError(f"repository {root} is not a directory: fix repository")
+    if root is not None and not root.exists():
+        raise NotFound(f"no repository at {root}: fix repository, or take the first backup (`bvh-ops backup`)")
     records = repo.list_backups()
     rows = [
         {"backup_id": r.backup_id, "kind": r.kind, "status": r.status,

@@ -141,6 +141,8 @@ class LocalStore:
         return self.root / key
 
     def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageError(f"repository {self.root} is not a directory: fix repository")
         try:
             _mkdirs(self.root)
         except OSError as exc:

@@ -86,3 +86,17 @@ def test_a_config_path_that_is_a_directory_is_refused(tmp_path):
     """It was read as no settings at all: `config show` printed the defaults, exit 0, and a backup
     then blamed a missing database_url "in bvh-ops.toml"."""
     assert_one_line_error(run_cli("config", "show", env={"BVH_OPS_CONFIG": str(tmp_path)}), "is not a file")
+
+
+def test_backups_list_of_a_repository_that_is_not_there_creates_nothing(tmp_path):
+    """A mistyped repository path: `backups list` made the whole tree and said "no backups yet",
+    exit 0; a regular file as the repository said the same."""
+    missing = tmp_path / "nonexist" / "deeper"
+    env = {"BVH_OPS_REPOSITORY": f"file://{missing}", "BVH_OPS_STATE_DIR": str(tmp_path / "state")}
+    assert_one_line_error(run_cli("backups", "list", env=env), f"no repository at {missing}")
+    assert not (tmp_path / "nonexist").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    env["BVH_OPS_REPOSITORY"] = f"file://{afile}"
+    for args in (["backups", "list"], ["verify", "latest"]):
+        assert_one_line_error(run_cli(*args, env=env), "is not a directory")
