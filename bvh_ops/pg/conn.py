@@ -75,7 +75,13 @@ def connect_error(exc: psycopg.OperationalError, dsn: str, *, dbname: str | None
             return DatabaseUnavailable(f"database unreachable at {where} ({reason}): is PostgreSQL running "
                                        "there and accepting connections?")
     if "password authentication failed" in text or "does not exist" in text or "no pg_hba.conf entry" in text:
-        return DatabaseError(f"cannot connect to the database at {where}: {_server_message(text)}")
+        message = _server_message(text)
+        hint = ""
+        if message.startswith("database ") and message.endswith("does not exist"):
+            hint = ": create it first (createdb, or CREATE DATABASE) or fix the DSN's database name"
+        elif message.startswith("role ") and message.endswith("does not exist"):
+            hint = ": fix the DSN's user (or create the role)"
+        return DatabaseError(f"cannot connect to the database at {where}: {message}{hint}")
     return DatabaseUnavailable(f"database unreachable at {where}: {_server_message(text)}")
 
 

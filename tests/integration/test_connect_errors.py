@@ -34,6 +34,7 @@ def test_missing_database_names_it_and_where(pg):
     text = str(caught.value)
     assert not isinstance(caught.value, TransientError)
     assert f"at 127.0.0.1:{pg.port}" in text and '"no_such_db" does not exist' in text
+    assert "create it first" in text  # what to do about it
     assert pg.password not in text
 
 
