@@ -145,8 +145,9 @@ def release_cmd(hold_id: Annotated[int, typer.Argument(help="The hold's id (bvh-
 
             record(settings, None, "logs.release", str(hold_id), {}, conn=conn)
     if not done:
-        out.print(f"no active hold {hold_id}", markup=False)
-        raise typer.Exit(1)
+        from bvh_ops.errors import NotFound
+
+        raise NotFound(f"no active hold {hold_id}: see `bvh-ops logs holds` for the active ones")
     out.print(f"released hold {hold_id}", markup=False)
 
 

@@ -100,3 +100,10 @@ def test_backups_list_of_a_repository_that_is_not_there_creates_nothing(tmp_path
     env["BVH_OPS_REPOSITORY"] = f"file://{afile}"
     for args in (["backups", "list"], ["verify", "latest"]):
         assert_one_line_error(run_cli(*args, env=env), "is not a directory")
+
+
+def test_releasing_a_hold_that_is_not_there_is_an_error(tmp_path, ops_env):
+    """It printed "no active hold N" on standard output, as if it were a result."""
+    proc = run_cli("logs", "release", "999999", env=ops_env)
+    assert proc.returncode == 10 and proc.stdout == ""
+    assert_one_line_error(proc, "no active hold 999999", "bvh-ops logs holds")
