@@ -52,7 +52,7 @@ from bvh_ops.pg.fingerprint import (
     table_fingerprint,
 )
 from bvh_ops.pg.ident import qualified
-from bvh_ops.pg.tools import StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
+from bvh_ops.pg.tools import EMBEDDED_MAJOR, StderrTail, pg_env, raise_for_tool, restore_bin_dir, spawn_tool
 from bvh_ops.repository.manifest import Manifest, TableStat
 from bvh_ops.repository.open import open_repository
 from bvh_ops.repository.repo import object_key
@@ -549,6 +549,7 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     env = pg_env(into_dsn)
     with connect(into_dsn, autocommit=True) as conn:
         target_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    _restorable_into(manifest, target_major)
     bin_dir = restore_bin_dir(target_major, settings.pg_bin_dir)
     owner_args = ["--no-owner", "--no-privileges"] if no_owner else []
     base_args = ["--exit-on-error", "-d", dbname, *owner_args]
@@ -573,6 +574,23 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     finally:
         for path in list_files:
             os.unlink(path)
+
+
+def _restorable_into(manifest: Manifest, target_major: int) -> None:
+    """A dump restores into its own major version or a newer one, and only a pg_restore as new as
+    the pg_dump that wrote it reads it (pg_restore 15 said "unsupported version (1.16) in file
+    header" of a dump by pg_dump 18, naming no cause and no fix)."""
+    source_major = (manifest.server_version_num or 0) // 10000
+    if source_major > target_major:
+        raise ConfigError(f"backup {manifest.backup_id} is of PostgreSQL {source_major} and the target server runs "
+                          f"{target_major}: a dump restores into the same major version or a newer one: restore "
+                          f"into a PostgreSQL {source_major}+ server")
+    if manifest.extra.get("pg_dump") == "embedded" and target_major < EMBEDDED_MAJOR:
+        raise ConfigError(f"backup {manifest.backup_id} was written by PostgreSQL {EMBEDDED_MAJOR}'s pg_dump (the "
+                          f"backup host had no PostgreSQL {source_major} client tools), which PostgreSQL "
+                          f"{target_major}'s pg_restore cannot read: restore into a PostgreSQL {EMBEDDED_MAJOR}+ "
+                          f"server, and give the backup host PostgreSQL {source_major}'s tools (pg_bin_dir) for the "
+                          "next backups")
 
 
 def _user_relations(dsn: str) -> int | None:

@@ -75,3 +75,26 @@ def test_pg15_incremental_is_a_wal_only_increment_restorable_to_a_point(tmp_path
             stop_server(tmp_path / "data", Path(PG15_BIN))
     finally:
         arch.cluster.destroy()
+
+
+def test_a_newer_backup_into_an_older_server_is_refused_naming_why(pg15, pg, fresh_db, repo_dir, make_settings):
+    """PostgreSQL 15's pg_restore said "unsupported version (1.16) in file header" of the embedded
+    18 server's dump, naming no cause and no fix."""
+    import pytest
+
+    from bvh_ops.errors import ConfigError
+
+    admin = pg15.format(db="postgres")
+    create_database(admin, "bvh_pg15_newer_dst")
+    try:
+        src = fresh_db("_src18")
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        settings = make_settings(src, f"file://{repo_dir}")
+        m = run_logical_backup(settings).manifest
+        with pytest.raises(ConfigError, match=r"is of PostgreSQL 18 and the target server runs 15: .* restore into a "
+                                              r"PostgreSQL 18\+ server"):
+            restore_logical(settings, m.backup_id, pg15.format(db="bvh_pg15_newer_dst"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS bvh_pg15_newer_dst WITH (FORCE)")
