@@ -74,6 +74,9 @@ def connect_error(exc: psycopg.OperationalError, dsn: str, *, dbname: str | None
         if marker in text:
             return DatabaseUnavailable(f"database unreachable at {where} ({reason}): is PostgreSQL running "
                                        "there and accepting connections?")
+    if "server does not support SSL" in text:  # sslmode=require against a server without SSL: no retry mends it
+        return ConfigError(f"the database at {where} does not support SSL, and the DSN requires it: enable ssl on "
+                           "the server or change sslmode")
     if "password authentication failed" in text or "does not exist" in text or "no pg_hba.conf entry" in text:
         message = _server_message(text)
         hint = ""

@@ -51,3 +51,16 @@ def test_malformed_connection_string_is_not_retried_and_hides_the_password(dsn, 
         connect(dsn, timeout=3)
     assert not isinstance(caught.value, TransientError)
     assert needle in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_ssl_required_of_a_server_without_it_is_a_configuration_error(pg15):
+    """It was "database unreachable" (transient): every task retried what no retry mends."""
+    import psycopg
+
+    from bvh_ops.errors import ConfigError
+
+    with psycopg.connect(pg15.format(db="postgres")) as conn:
+        if conn.execute("SHOW ssl").fetchone()[0] == "on":
+            pytest.skip("this PostgreSQL 15 has SSL on")
+    with pytest.raises(ConfigError, match="does not support SSL, and the DSN requires it"):
+        connect(pg15.format(db="postgres") + ("&" if "?" in pg15 else "?") + "sslmode=require", timeout=5)
