@@ -64,7 +64,7 @@ def search_cmd(
     match: Annotated[list[str] | None, typer.Option("--match", help="FIELD=VALUE (repeatable): a record field, "
                                                     "or event/source/message")] = None,
     grep: Annotated[str | None, typer.Option("--grep", help="Text in the message or any field (any case)")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, max=10**12, help="At most this many records (0: all)")] = 1000,
+    limit: Annotated[int, typer.Option("--limit", max=10**12, help="At most this many records (0: all)")] = 1000,
     archived: Annotated[bool, typer.Option("--archived", help="Search the archived days too (decrypted from the "
                                            "repository with the identity, streamed)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON")] = False,
