@@ -61,3 +61,21 @@ def test_piped_or_json_output_stays_quiet(backed_up):
     assert rc == 0, drawn
     assert "verify dump.pgcustom" not in drawn and "elapsed" not in drawn
     assert '"ok": true' in drawn
+
+
+def test_a_task_retried_says_so_on_a_terminal(tmp_path, keypair):
+    """A backup against a server that is down was silent through all its retries (2 min 40 s by
+    default), then printed its one error line; piped, it stays that one line."""
+    env = {"BVH_OPS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "BVH_OPS_REPOSITORY": f"file://{tmp_path}/r",
+           "BVH_OPS_RECIPIENTS": str(keypair[0]), "BVH_OPS_IDENTITY": str(keypair[1]),
+           "BVH_OPS_STATE_DIR": str(tmp_path / "state"), "BVH_OPS_TASK_RETRIES": "2",
+           "BVH_OPS_RETRY_DELAY_SECONDS": "0.2"}
+    rc, drawn = run_in_pty(["backup"], env)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    assert rc == 4, text
+    retries = [ln for ln in text.splitlines() if ln.startswith("retry ")]
+    assert [ln.split(" in ")[0] for ln in retries] == ["retry 1/2", "retry 2/2"], text
+    assert all("database unreachable at 127.0.0.1:1 (connection refused)" in ln for ln in retries)
+    piped = run_cli("backup", env=env)
+    assert piped.returncode == 4 and "retry " not in piped.stderr
+    assert len([ln for ln in piped.stderr.splitlines() if ln.strip()]) == 1, piped.stderr
