@@ -541,7 +541,9 @@ def restore_logical(settings: Settings, backup_id: str, into_dsn: str, *, tables
     backup_id = manifest.backup_id
     entry = next((o for o in manifest.objects if o.name == DUMP_OBJECT), None)
     if entry is None:
-        raise NotFound(f"backup {backup_id} has no logical dump")
+        hint = (f": it is a {manifest.kind} backup — restore it with --target-dir DIR (a new data directory)"
+                if manifest.kind in ("full", "incremental") else "")
+        raise NotFound(f"backup {backup_id} has no logical dump{hint}")
     identities = load_identities(settings.require_identity())
     dbname = conninfo_to_dict(into_dsn).get("dbname")
     if not dbname:
