@@ -67,14 +67,25 @@ def main() -> None:
     sys.exit(_exit_status)
 
 
+def _failed(message: str, code: int) -> int:
+    """An expected failure: its one line on stderr and, under --json, the same as a document on
+    stdout ({"ok": false, "error", "exit_code"}), so a caller parsing the output is not left with
+    nothing to parse."""
+    err.print(f"error: {message}", markup=False)
+    if "--json" in sys.argv[1:]:
+        import json
+
+        print(json.dumps({"ok": False, "error": message, "exit_code": code}))
+    return code
+
+
 def _run() -> int:
     """The command's exit status; expected failures printed as one line."""
     try:
         rc = app(standalone_mode=False)
         return rc if isinstance(rc, int) else 0
     except BvhOpsError as exc:
-        err.print(f"error: {exc}", markup=False)
-        return exc.exit_code
+        return _failed(str(exc), exc.exit_code)
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
@@ -90,9 +101,8 @@ def _run() -> int:
         if exc.filename is None or not exc.strerror:
             raise
         where = f"{exc.filename}" + (f" → {exc.filename2}" if exc.filename2 else "")
-        err.print(f"error: {where}: {exc.strerror}: give a path that exists and this user may write (or read)",
-                  markup=False)
-        return StorageError.exit_code
+        return _failed(f"{where}: {exc.strerror}: give a path that exists and this user may write (or read)",
+                       StorageError.exit_code)
     except RuntimeError as exc:
         if str(exc).startswith("Failed to reach API at"):  # Prefect's, before any flow run exists
             err.print(f"error: {exc.args[0].rstrip('.')}: start that Prefect server (`prefect server start`) or "

@@ -79,6 +79,9 @@ def test_a_mistyped_backup_id_is_not_found_not_corruption(pg, fresh_db, env_sett
         proc = run_cli(*args, env=env)
         assert proc.returncode == 10, (args, proc.stdout, proc.stderr)
         assert_one_line_error(proc, "no backup nosuchid", "bvh-ops backups list")
+    # under --json the failure is a document too (it was nothing at all on stdout)
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 10 and "no backup nosuchid" in doc["error"]
     assert run_cli("verify", "latest", "--no-wal", env=env).returncode == 0  # a real one still verifies
 
 
