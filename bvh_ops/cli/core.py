@@ -43,9 +43,24 @@ def emit_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def refuse_empty_paths(*options: str) -> None:
+    """An option given an empty path (``--target-dir ''``): the Path it becomes is the current
+    directory, which a restore then called "not empty". Refused, naming the option."""
+    import sys
+
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        for option in options:
+            if arg == f"{option}=" or (arg == option and i + 1 < len(argv) and argv[i + 1].strip() == ""):
+                from bvh_ops.errors import ConfigError
+
+                raise ConfigError(f"{option} is empty: give a path")
+
+
 def cli_settings():
     from bvh_ops.config import load_settings
 
+    refuse_empty_paths("--target-dir", "--out")  # before anything is read or written
     return load_settings()
 
 

@@ -17,6 +17,8 @@ from tests.integration.cli import assert_one_line_error, run_cli
     (["audit", "export", "--period", "2026-11", "--out", "{tmp}/no/such/dir/x.jsonl"], "No such file or directory"),
     (["logs", "search", "--since", "999999999d"], "before the year 1"),       # OverflowError
     (["logs", "analyze", "--since", "999999999d"], "before the year 1"),
+    (["restore", "latest", "--target-dir", ""], "--target-dir is empty"),   # taken as the current directory
+    (["audit", "export", "--period", "2026-11", "--out="], "--out is empty"),
 ])
 def test_one_line_not_a_traceback(tmp_path, ops_env, args, needle):
     (tmp_path / "f.jsonl").write_text("{}\n")
