@@ -92,28 +92,35 @@ def test_one_file_under_two_rotated_names_is_sealed_once(ops, tmp_path):  # noqa
     assert not old.exists()  # the other name is left: a link to nothing more than its own bytes
 
 
-def test_csvlog_unclosed_record_is_sealed_whole(ops, tmp_path):  # noqa: F811
+CSV_REC = ('2030-01-01 00:00:00.000 UTC,"u","db",123,"127.0.0.1:5",abc.1,1,"SELECT",2030-01-01 00:00:00 UTC,'
+           '3/1,0,LOG,00000,"statement: SELECT 1",,,,,,,,,"psql","client backend",,0\n')
+
+
+def csv_layout(tmp_path, dsn: str, tail: str):
+    """pg.csv and pg.csv.1 (one record each), pg.csv.2 (three records + ``tail``): its settings."""
     d = tmp_path / "logs"
     d.mkdir()
     path = d / "pg.csv"
-    rec = ('2030-01-01 00:00:00.000 UTC,"u","db",123,"127.0.0.1:5",abc.1,1,"SELECT",2030-01-01 00:00:00 UTC,'
-           '3/1,0,LOG,00000,"statement: SELECT 1",,,,,,,,,"psql","client backend",,0\n')
-    open_rec = ('2030-01-01 00:00:01.000 UTC,"u","db",123,"127.0.0.1:5",abc.1,2,"SELECT",2030-01-01 00:00:00 UTC,'
-                '3/1,0,LOG,00000,"statement: SELECT\n  1,\n')
-    path.write_text(rec)
-    path.with_name("pg.csv.1").write_text(rec)
+    path.write_text(CSV_REC)
+    path.with_name("pg.csv.1").write_text(CSV_REC)
     old = path.with_name("pg.csv.2")
-    old.write_text(rec * 3 + open_rec)
+    old.write_text(CSV_REC * 3 + tail)
     src = {"name": "pg", "path": f"{path}*", "format": "postgres-csvlog", "rotate_bytes": 10**9, "rotate_keep": 1,
            "active_file": str(path), "reopen_pid_file": str(tmp_path / "pg.pid")}
-    settings = settings_for(tmp_path, ops, src)
+    return old, settings_for(tmp_path, dsn, src)
+
+
+def test_csvlog_unclosed_record_is_sealed_whole(ops, tmp_path):  # noqa: F811
+    open_rec = ('2030-01-01 00:00:01.000 UTC,"u","db",123,"127.0.0.1:5",abc.1,2,"SELECT",2030-01-01 00:00:00 UTC,'
+                '3/1,0,LOG,00000,"statement: SELECT\n  1,\n')
+    old, settings = csv_layout(tmp_path, ops, open_rec)
     r = run_collect(settings, ops)
     assert r.records == 5, r
     make_idle(old)
     acts = [a for a in rotate(settings, ops) if a["object"] == str(old)]
     assert [(a["action"], a["status"]) for a in acts] == [("seal", "done"), ("delete", "done")], acts
     ((_, off, text, _),) = quarantined(ops)
-    assert (off, text) == (len(rec) * 3, open_rec)
+    assert (off, text) == (len(CSV_REC) * 3, open_rec)
 
 
 def test_huge_unterminated_tail_is_sealed_bounded(ops, tmp_path):  # noqa: F811
@@ -171,18 +178,7 @@ def test_seal_of_a_file_a_grandchild_worker_still_holds(ops, tmp_path):  # noqa:
 
 
 def test_csvlog_trailing_blank_line(ops, tmp_path):  # noqa: F811
-    d = tmp_path / "logs"
-    d.mkdir()
-    path = d / "pg.csv"
-    rec = ('2030-01-01 00:00:00.000 UTC,"u","db",123,"127.0.0.1:5",abc.1,1,"SELECT",2030-01-01 00:00:00 UTC,'
-           '3/1,0,LOG,00000,"statement: SELECT 1",,,,,,,,,"psql","client backend",,0\n')
-    path.write_text(rec)
-    path.with_name("pg.csv.1").write_text(rec)
-    old = path.with_name("pg.csv.2")
-    old.write_text(rec * 3 + "\n")
-    src = {"name": "pg", "path": f"{path}*", "format": "postgres-csvlog", "rotate_bytes": 10**9, "rotate_keep": 1,
-           "active_file": str(path), "reopen_pid_file": str(tmp_path / "pg.pid")}
-    settings = settings_for(tmp_path, ops, src)
+    old, settings = csv_layout(tmp_path, ops, "\n")
     run_collect(settings, ops)
     make_idle(old)
     acts = [a for a in rotate(settings, ops) if a["object"] == str(old)]

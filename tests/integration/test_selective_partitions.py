@@ -15,7 +15,7 @@ from bvh_ops.errors import ConfigError
 from bvh_ops.logical.backup import run_logical_backup
 from bvh_ops.logical.restore import compare_tables, restore_logical
 from tests.integration.test_encodings import _relations
-from tests.integration.test_selective_names import _source
+from tests.integration.test_selective_names import _backup_of, _source
 
 SOURCE = [
     "CREATE TABLE tickets (id bigserial, draw_id int NOT NULL, sold_at date NOT NULL, amount numeric(12,2) NOT NULL, "
@@ -243,7 +243,7 @@ def test_a_partitioned_partition_without_a_plain_leaf_is_backed_up_and_restored_
                                                                                       repo_dir):
     """Next quarter created ahead, no month under it yet (and one whose only leaf is foreign):
     the partitions query formatted a NULL leaf name and every backup of such a database failed."""
-    src = _source(fresh_db, [
+    settings, manifest = _backup_of(fresh_db, make_settings, repo_dir, [
         "CREATE FOREIGN DATA WRAPPER bvh_dummy_fdw3",
         "CREATE SERVER bvh_dummy_server3 FOREIGN DATA WRAPPER bvh_dummy_fdw3",
         "CREATE TABLE m (id int NOT NULL, k int NOT NULL) PARTITION BY LIST (k)",
@@ -253,8 +253,6 @@ def test_a_partitioned_partition_without_a_plain_leaf_is_backed_up_and_restored_
         "CREATE FOREIGN TABLE m_remote PARTITION OF m_mid FOR VALUES FROM (0) TO (100) SERVER bvh_dummy_server3",
         "INSERT INTO m VALUES (1, 1)",
     ])
-    settings = make_settings(src, f"file://{repo_dir}")
-    manifest = run_logical_backup(settings).manifest
     assert set(manifest.extra["partitions"]) == {"public.m_1", "public.m_future", "public.m_mid"}
     result = restore_logical(settings, manifest.backup_id, fresh_db("_into"), tables=["m_future"])
     assert [(c.name, c.ok, c.actual_rows) for c in result.comparisons] == [("public.m_future", True, 0)]
