@@ -105,11 +105,15 @@ class SourceSide:
     known, and the checks after the restore read it again (and report what they find)."""
 
     def __init__(self, source: str | None, append_only: list[str], cutoff: datetime,
-                 restored_version: int | None = None) -> None:
+                 restored_version: int | None = None, method: str | None = None) -> None:
         self._source, self._items, self._cutoff = source, list(append_only), cutoff
         self._restored_version = restored_version  # the backup's server_version_num: the scratch runs it or later
         self.zone: str | None = None
-        self.method: str | None = None  # how rows are hashed (drill_suite.pitr_method), once known
+        # How rows are hashed (drill_suite.pitr_method), once known; ``method``: this one (the
+        # text method, where the restored side is summed from the dump: bvh_ops.drill.dumpside).
+        self._method = method
+        self.method: str | None = None
+        self.encoding: str | None = None  # the source's server_encoding, once known
         self._done: Future[dict[str, tuple[int, str] | None]] = Future()
         self._zoned = threading.Event()  # the zone is asked (known, or not to be known early)
         self._lock, self._started, self._stopped = threading.Lock(), False, False
@@ -133,7 +137,9 @@ class SourceSide:
                 self.zone = committime.source_time_zone(self._source, fallback_dsn or self._source)
                 with connect(self._source) as conn:
                     version = int(conn.execute("SHOW server_version_num").fetchone()[0])
-                self.method = pitr_method(version, *([self._restored_version] if self._restored_version else []))
+                    self.encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+                self.method = self._method or pitr_method(version, *([self._restored_version]
+                                                                     if self._restored_version else []))
                 self._zoned.set()
                 for item in self._items:
                     if self._stopped:

@@ -157,16 +157,36 @@ def bounded_fingerprint(conn: Any, item: str, zone: str, cutoff: datetime, *, wh
         return None
     h = row_hash(conn, col.table, method)
     mark = "rec:" if method == PITR_RECORD else ""
-    if whole:
-        bound = col.at_or_before()
-        q = sql.SQL("SELECT count(*) FILTER (WHERE {b}), coalesce(sum({h}) FILTER "
-                    "(WHERE {b2}), 0)::text, count(*) FROM {tbl} AS t").format(b=bound, b2=bound, h=h, tbl=col.table)
-        rows, total, every = conn.execute(q, (cutoff, cutoff)).fetchone()
-        return int(rows), mark + total, int(every)
-    q = sql.SQL("SELECT count(*), coalesce(sum({h}), 0)::text FROM {tbl} AS t "
-                "WHERE ").format(h=h, tbl=col.table) + col.at_or_before()
-    rows, total = conn.execute(q, (cutoff,)).fetchone()
-    return int(rows), mark + total
+    with conn.transaction():
+        row_text_settings(conn)
+        if whole:
+            bound = col.at_or_before()
+            q = sql.SQL("SELECT count(*) FILTER (WHERE {b}), coalesce(sum({h}) FILTER "
+                        "(WHERE {b2}), 0)::text, count(*) FROM {tbl} AS t").format(b=bound, b2=bound, h=h,
+                                                                                  tbl=col.table)
+            rows, total, every = conn.execute(q, (cutoff, cutoff)).fetchone()
+            return int(rows), mark + total, int(every)
+        q = sql.SQL("SELECT count(*), coalesce(sum({h}), 0)::text FROM {tbl} AS t "
+                    "WHERE ").format(h=h, tbl=col.table) + col.at_or_before()
+        rows, total = conn.execute(q, (cutoff,)).fetchone()
+        return int(rows), mark + total
+
+
+# The settings a row's text depends on, as pg_dump's session has them (bvh_ops.pg.fingerprint
+# COPY_SETTINGS): both sides of the PITR comparison hash a row's text (the text method; the
+# record method for the types it hashes as text) under the same ones, whatever each server's
+# defaults (a source whose postgresql.conf says DateStyle = 'SQL, DMY' wrote other text than
+# the scratch's ISO), and the same as the dump's (bvh_ops.drill.dumpside sums the dump's rows).
+# Set for the query's transaction only: a source behind a pooler keeps its sessions as they were.
+ROW_TEXT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output", "lc_monetary",
+                     "search_path")
+
+
+def row_text_settings(conn: Any) -> None:
+    from bvh_ops.pg.fingerprint import COPY_SETTINGS
+
+    for name in ROW_TEXT_SETTINGS:
+        conn.execute("SELECT set_config(%s, %s, true)", (name, COPY_SETTINGS[name]))
 
 
 def _server_version(dsn: str) -> int:
@@ -175,11 +195,14 @@ def _server_version(dsn: str) -> int:
 
 
 def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff: datetime,
-               zone: str, *, restored_known: dict | None = None, source_known: dict | None = None) -> CheckResult:
+               zone: str, *, restored_known: dict | None = None, source_known: dict | None = None,
+               from_dump: dict | None = None) -> CheckResult:
     """Append-only tables hold exactly the live source's rows up to the cutoff (``zone``: where
     `timestamp without time zone` columns were written, bvh_ops.drill.committime). Each table is
     fingerprinted on both servers at once; ``restored_known``/``source_known``: entries whose
-    bound was already read (checks.drill_early), item -> (rows, sum) or None (no such table)."""
+    bound was already read (checks.drill_early), item -> (rows, sum) or None (no such table);
+    ``from_dump``: those of restored_known summed from the verified dump (bvh_ops.drill.dumpside),
+    which the result says."""
     from concurrent.futures import ThreadPoolExecutor
 
     if source_dsn is None:
@@ -210,8 +233,11 @@ def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff:
     # Rows committed within pitr_margin_seconds of the target are not compared (they may have
     # been in flight): a copy of data that young has nothing to compare yet, and says so.
     what = f"{rows} rows" if rows else "no rows that old yet: nothing compared"
+    dumped = sum(1 for item in append_only if item in (from_dump or {}) and from_dump[item] == restored_known.get(item))
+    how = (f"; the restored side of {dumped} summed from the verified dump's rows, which logical_fingerprints "
+           "proves the restored tables hold" if dumped else "")
     return CheckResult("pitr_append_only", CheckStatus.PASSED,
-                       f"{compared} append-only tables equal the live source up to {cutoff.isoformat()} ({what})")
+                       f"{compared} append-only tables equal the live source up to {cutoff.isoformat()} ({what}{how})")
 
 
 # The scans the checks after a restore run at once (the fingerprints' two read-back workers, the

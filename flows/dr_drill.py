@@ -121,20 +121,26 @@ def dr_drill(
             with stage("select"):
                 manifest = retrying(t.select, settings)(settings, backup, to_time)
             target = to_time or datetime.fromisoformat(manifest.started_at)
-            side = t.source_side(settings, target, manifest.server_version_num)  # the live source's PITR side, read from now on
+            # The append-only tables' restored PITR side, summed from the dump as it is verified.
+            plan = t.dump_pitr(settings, manifest, target, copy_dir)
+            side = t.source_side(settings, target, manifest.server_version_num, plan)  # the live source's PITR side, read from now on
             with stage("fetch_verify"):  # an embedded scratch keeps the dump it decrypts for the restore
                 verified = retrying(t.fetch_and_verify, settings)(settings, manifest.backup_id, copy_dir,
-                                                                  manifest.bytes_in)
+                                                                  manifest.bytes_in, plan)
             checks.append(verified)
             if not verified.passed:
                 return None  # never restore what did not verify
             with stage("start"):
                 sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch,
                                      manifest.extra.get("dump_encoding"))
+            summed = plan.results() if plan is not None else {}
+            if plan is not None and plan.skipped:
+                logger.info("PITR side read on the restored copy, not summed from the dump: %s",
+                            "; ".join(f"{item} ({why})" for item, why in plan.skipped.items()))
             with stage("restore"):  # each table's checks start as soon as it is loaded
-                early = t.restore(settings, manifest, sc, target, side)
+                early = t.restore(settings, manifest, sc, target, side, summed)
             with stage("checks"):
-                results, newest = t.run_checks(settings, manifest, sc, target, early, side)
+                results, newest = t.run_checks(settings, manifest, sc, target, early, side, summed)
             checks.extend(results)
             if target and newest is not None:
                 rpos.append(rpo_seconds(target, newest))

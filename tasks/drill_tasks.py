@@ -15,7 +15,8 @@ from bvh_ops.alerting.findings import Finding, report_findings
 from bvh_ops.alerting.rules import Severity
 from bvh_ops.audit.record import record as audit_record
 from bvh_ops.config import Settings
-from bvh_ops.drill import committime, engine, ops
+from bvh_ops.drill import committime, dumpside, engine, ops
+from bvh_ops.drill.dumpside import DumpPitr
 from bvh_ops.logical.restore import restore_logical
 from bvh_ops.pg.conn import connect
 from bvh_ops.progress import LogEvery, listening
@@ -36,10 +37,14 @@ def select(settings: Settings, backup: str, to_time: datetime | None) -> Manifes
 
 @task(name="drill-fetch-verify", timeout_seconds=6 * 3600, **_opts)
 def fetch_and_verify(settings: Settings, backup_id: str, copy_dir: str | None = None,
-                     dump_size: int = 0) -> CheckResult:
+                     dump_size: int = 0, pitr: DumpPitr | None = None) -> CheckResult:
     """Deep verify of the backup. ``copy_dir`` (an embedded scratch's directory): the dump, as
-    it is decrypted and checked, is also kept there for the restore (one decryption, not two)."""
+    it is decrypted and checked, is also kept there for the restore (one decryption, not two);
+    ``pitr`` (dump_pitr below): meanwhile the append-only tables' restored PITR side is summed
+    from its rows."""
     keep = None
+    if pitr is not None:
+        pitr.reset()  # a retry walks the dump again
     if copy_dir is not None:
         from bvh_ops.logical.backup import DUMP_OBJECT
         from bvh_ops.logical.restore import PreparedCopy, copy_path
@@ -47,7 +52,7 @@ def fetch_and_verify(settings: Settings, backup_id: str, copy_dir: str | None = 
 
         try:
             write_owner(Path(copy_dir))  # weekly disk cleanup removes it once this process is gone
-            keep = {DUMP_OBJECT: PreparedCopy(copy_path(Path(copy_dir), backup_id), dump_size)}
+            keep = {DUMP_OBJECT: PreparedCopy(copy_path(Path(copy_dir), backup_id), dump_size, pitr)}
         except OSError as exc:  # no copy: the restore decrypts the dump itself
             get_run_logger().info("the verified dump is not kept for the restore (%s): it decrypts it again", exc)
     try:
@@ -82,15 +87,21 @@ def start_scratch(settings: Settings, drill_id: str, server_major: int, scratch:
 # process and cannot be serialised: never persisted, whatever PREFECT_RESULTS_PERSIST_BY_DEFAULT says.
 @task(name="drill-restore", timeout_seconds=6 * 3600, persist_result=False, **_opts)
 def restore(settings: Settings, manifest: Manifest, scratch: engine.Scratch,
-            target: datetime, source_side: SourceSide | None = None) -> EarlyChecks | None:
+            target: datetime, source_side: SourceSide | None = None,
+            dump_pitr: dict | None = None) -> EarlyChecks | None:
     """pg_restore into the scratch; where ``drill_early_checks`` allows, meanwhile each table is
     read for its checks as soon as it is loaded (checks.drill_early). ``source_side``: the live
     source's side of the PITR comparison, already under way (source_side() below; else the
-    early reads begin it). Returns those reads for ``run_checks`` (None: all after)."""
+    early reads begin it); ``dump_pitr``: the append-only tables whose restored side was summed
+    from the dump (not read again). Returns those reads for ``run_checks`` (None: all after)."""
     early = None
-    if (reads := settings.early_drill_reads()) is not None:
+    append_only = [item for item in settings.append_only_tables if item not in (dump_pitr or {})]
+    reads = settings.early_drill_reads()
+    if reads == "pitr" and not append_only:
+        reads = None  # every table's PITR side is in hand: nothing to read while the restore runs
+    if reads is not None:
         early = EarlyChecks(scratch.dsn(), manifest, source=_source(settings), copies=reads == "all",
-                            append_only=settings.append_only_tables,
+                            append_only=append_only,
                             cutoff=target - timedelta(seconds=settings.pitr_margin_seconds), source_side=source_side,
                             server=scratch.local_server())
     try:
@@ -119,22 +130,41 @@ def _source(settings: Settings) -> str | None:
     return settings.database_url.get_secret_value() if settings.database_url else None
 
 
-def source_side(settings: Settings, target: datetime, restored_version: int | None = None) -> SourceSide:
+def source_side(settings: Settings, target: datetime, restored_version: int | None = None,
+                pitr: DumpPitr | None = None) -> SourceSide:
     """Begin reading the live source's side of the PITR comparison (a thread of its own): it
     needs nothing restored, so the drill starts it once it knows its target and it overlaps the
     fetch, the verify and the restore instead of lengthening the checks (issue #19, goal 3). A
-    plain call, not a task: it returns at once, and the checks report whatever it could not read."""
+    plain call, not a task: it returns at once, and the checks report whatever it could not read.
+    ``pitr``: the restored side will be summed from the dump, so the source hashes each row's
+    text as the dump has it (the text method)."""
     return SourceSide(_source(settings), settings.append_only_tables,
-                      target - timedelta(seconds=settings.pitr_margin_seconds), restored_version).start()
+                      target - timedelta(seconds=settings.pitr_margin_seconds), restored_version,
+                      method=drill_suite.PITR_TEXT if pitr is not None else None).start()
+
+
+def dump_pitr(settings: Settings, manifest: Manifest, target: datetime, copy_dir: str | None) -> DumpPitr | None:
+    """The plan to sum the append-only tables' restored PITR side from the dump as the deep
+    verify decrypts it (bvh_ops.drill.dumpside), where it can be: the verify keeps the dump for
+    the restore (``copy_dir``), this install has the C walk, the dump is in UTF-8 and there is a
+    live source to compare with. None: the checks read the restored copy after the restore."""
+    if (copy_dir is None or not dumpside.available() or not settings.append_only_tables
+            or settings.database_url is None
+            or str(manifest.extra.get("dump_encoding") or "").upper() not in ("UTF8", "UTF-8")):
+        return None
+    return DumpPitr(settings.append_only_tables, target - timedelta(seconds=settings.pitr_margin_seconds),
+                    manifest.extra.get("schema"))
 
 
 @task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)
 def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, target: datetime,
-               early: EarlyChecks | None = None,
-               source_side: SourceSide | None = None) -> tuple[list[CheckResult], datetime | None]:
+               early: EarlyChecks | None = None, source_side: SourceSide | None = None,
+               dump_pitr: dict | None = None) -> tuple[list[CheckResult], datetime | None]:
     """Every check of the restored copy. What ``early`` read during the restore counts where the
     table provably has not changed since (the rest is read now); the live source's PITR bounds
-    ``source_side`` (or ``early``) read meanwhile count as they are. The heavy scans (fingerprints,
+    ``source_side`` (or ``early``) read meanwhile count as they are; ``dump_pitr``: restored PITR
+    sides summed from the verified dump (dump_pitr), which count while logical_fingerprints
+    proves the restored tables hold the dump's rows (else they are read). The heavy scans (fingerprints,
     PITR, invariants) run on two worker threads while GX, schema and freshness run here; results
     keep a fixed order. The invariants (which use nothing read early) and GX's import start while
     a read still under way when the restore ended finishes, so that one read does not hold up
@@ -169,10 +199,21 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
             get_run_logger().info("changed since read during the restore, read again: %s", ", ".join(settled.reread))
         side = source_side if settled is None else None  # (the early reads waited for it: settled has it)
 
+        from_dump: dict = {}
+
         def pitr_known() -> dict:  # on the PITR check's thread: waiting for the source side holds up nothing else
             if settled:
-                return {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr}
-            return {"source_known": side.result()} if side is not None else {}
+                known = {"restored_known": settled.restored_pitr, "source_known": settled.source_pitr}
+            else:
+                known = {"source_known": side.result()} if side is not None else {}
+            # The dump's sums are of each row's text: only against a source that hashed the same
+            # (the text method, in UTF-8 as the dump is).
+            if dump_pitr and source_side is not None:
+                source_side.result()
+                if source_side.method == drill_suite.PITR_TEXT and source_side.encoding == "UTF8":
+                    from_dump.update(dump_pitr)
+                    known["restored_known"] = {**dump_pitr, **(known.get("restored_known") or {})}
+            return known
 
         def side_zone() -> str | None:  # the zone only: freshness (on this thread) needs no bound
             return side.time_zone() if side is not None else None
@@ -186,12 +227,24 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
                                    secrets)
         pitr = pool.submit(drill_suite.guarded, "pitr_append_only",
                            lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff, zone(),
-                                                          **pitr_known()), secrets)
+                                                          **pitr_known(), from_dump=from_dump), secrets)
         schema = drill_suite.guarded("schema", lambda: drill_suite.check_schema(dsn, manifest), secrets)
         fresh = drill_suite.guarded("freshness", freshness, secrets)
         fp = fingerprints.result()
         gx = drill_suite.guarded("row_counts_gx", lambda: drill_suite.check_row_counts_gx(comparisons), secrets)
-        results = fp + gx + schema + pitr.result() + invariants.result() + fresh
+        pitr_results = pitr.result()
+        if from_dump and not all(r.status is CheckStatus.PASSED for r in fp):
+            # The restored tables were not proven to hold the dump's rows: their side read from them.
+            get_run_logger().info("logical_fingerprints did not pass: the PITR comparison reads the restored copy")
+            source_known = {k: v for k, v in ((settled.source_pitr if settled else None)
+                                               or (source_side.result() if source_side else {})).items()}
+            restored_known = {k: v for k, v in ((settled.restored_pitr if settled else None) or {}).items()
+                              if k not in from_dump}
+            pitr_results = drill_suite.guarded(
+                "pitr_append_only", lambda: drill_suite.check_pitr(dsn, source, settings.append_only_tables, cutoff,
+                                                                   zone(), restored_known=restored_known,
+                                                                   source_known=source_known), secrets)
+        results = fp + gx + schema + pitr_results + invariants.result() + fresh
     return results, newest[0]
 
 

@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdlib.h>
 #include <string.h>
 
 static Py_ssize_t
@@ -93,10 +94,312 @@ walk(PyObject *self, PyObject *args)
     return Py_BuildValue("nn", end, rows);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * rows(buf, start, stop, chunked, ncols, col, cutoff, acc) -> end
+ *
+ * The drill's restored side of the PITR comparison, computed from an append-only table's COPY
+ * text as the deep verify decrypts the dump (checks/dump_pitr.py): for every row, the server's
+ * hashtextextended(t::text, 0) (PostgreSQL's hash_bytes_extended over the row's record text, as
+ * record_out writes it from the same output-function text COPY escaped), summed over the rows
+ * whose commit column (field ``col``, a timestamptz written with TimeZone UTC) is at or before
+ * ``cutoff`` (its text, PostgreSQL's form: lexicographic order is time order for it).
+ *
+ * chunked: the rows are one-row chunks as walk() took them (a 5-byte header before each);
+ * else newline-ended lines. Stops at stop (which must end a row) and returns it.
+ *
+ * acc (a writable buffer of 6 int64, little-endian host order) accumulates: [0] rows at or
+ * before the cutoff, [1] and [2] the low and high 64 bits of their hashes' signed 128-bit sum,
+ * [3] every row, [4] rows it could not read (a field count other than ncols, a malformed
+ * escape, a commit value not of the form YYYY-MM-DD HH:MM:SS[.ffffff]+00): the caller trusts
+ * nothing then. UTF-8 (or ASCII) text only: its bytes >= 0x80 are never space to record_out.
+ * The GIL is released while it runs. */
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define ROT(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+#define MIX(a, b, c) \
+    { \
+        a -= c; a ^= ROT(c, 4); c += b; \
+        b -= a; b ^= ROT(a, 6); a += c; \
+        c -= b; c ^= ROT(b, 8); b += a; \
+        a -= c; a ^= ROT(c, 16); c += b; \
+        b -= a; b ^= ROT(a, 19); a += c; \
+        c -= b; c ^= ROT(b, 4); b += a; \
+    }
+#define FINAL(a, b, c) \
+    { \
+        c ^= b; c -= ROT(b, 14); \
+        a ^= c; a -= ROT(c, 11); \
+        b ^= a; b -= ROT(a, 25); \
+        c ^= b; c -= ROT(b, 16); \
+        a ^= c; a -= ROT(c, 4); \
+        b ^= a; b -= ROT(a, 14); \
+        c ^= b; c -= ROT(b, 24); \
+    }
+
+/* PostgreSQL's hash_bytes_extended(k, keylen, 0) (src/common/hashfn.c), little-endian, read a
+ * byte at a time: its result does not depend on alignment. */
+static u64
+pg_hash_bytes_extended(const unsigned char *k, size_t keylen)
+{
+    u32 a, b, c, len = (u32)keylen;
+    a = b = c = 0x9e3779b9 + len + 3923095;
+    while (len >= 12) {
+        a += k[0] + ((u32)k[1] << 8) + ((u32)k[2] << 16) + ((u32)k[3] << 24);
+        b += k[4] + ((u32)k[5] << 8) + ((u32)k[6] << 16) + ((u32)k[7] << 24);
+        c += k[8] + ((u32)k[9] << 8) + ((u32)k[10] << 16) + ((u32)k[11] << 24);
+        MIX(a, b, c);
+        k += 12;
+        len -= 12;
+    }
+    switch (len) {
+    case 11: c += ((u32)k[10] << 24); /* fall through */
+    case 10: c += ((u32)k[9] << 16); /* fall through */
+    case 9: c += ((u32)k[8] << 8); /* fall through */
+    case 8: b += ((u32)k[7] << 24); /* fall through */
+    case 7: b += ((u32)k[6] << 16); /* fall through */
+    case 6: b += ((u32)k[5] << 8); /* fall through */
+    case 5: b += k[4]; /* fall through */
+    case 4: a += ((u32)k[3] << 24); /* fall through */
+    case 3: a += ((u32)k[2] << 16); /* fall through */
+    case 2: a += ((u32)k[1] << 8); /* fall through */
+    case 1: a += k[0];
+    }
+    FINAL(a, b, c);
+    return ((u64)b << 32) | c;
+}
+
+typedef struct {
+    unsigned char *p;
+    size_t len, cap;
+} growbuf;
+
+static int
+grow(growbuf *g, size_t need)
+{
+    if (g->len + need <= g->cap)
+        return 1;
+    size_t cap = g->cap ? g->cap : 1 << 16;
+    while (cap < g->len + need)
+        cap *= 2;
+    unsigned char *p = (unsigned char *)realloc(g->p, cap);
+    if (p == NULL)
+        return 0;
+    g->p = p;
+    g->cap = cap;
+    return 1;
+}
+
+/* Is t[0..n) of the form YYYY-MM-DD HH:MM:SS[.f{1,6}]+00 ? */
+static int
+plain_utc_timestamp(const unsigned char *t, size_t n)
+{
+    static const char shape[] = "dddd-dd-dd dd:dd:dd";
+    if (n < 22)
+        return 0;
+    for (size_t i = 0; i < 19; i++) {
+        if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != (unsigned char)shape[i])
+            return 0;
+    }
+    size_t i = 19;
+    if (t[i] == '.') {
+        size_t d = 0;
+        for (i++; i < n && t[i] >= '0' && t[i] <= '9'; i++)
+            d++;
+        if (d < 1 || d > 6)
+            return 0;
+    }
+    return n - i == 3 && t[i] == '+' && t[i + 1] == '0' && t[i + 2] == '0';
+}
+
+static int
+at_or_before(const unsigned char *t, size_t n, const unsigned char *cut, size_t cn)
+{
+    size_t m = n < cn ? n : cn;
+    int r = memcmp(t, cut, m);
+    return r < 0 || (r == 0 && n <= cn);
+}
+
+/* One row (without its newline): 1 read, 0 not readable. */
+static int
+one_row(const unsigned char *row, size_t n, int ncols, int col, const unsigned char *cut, size_t cn,
+        growbuf *rec, growbuf *val, long long *acc)
+{
+    if (n == 2 && row[0] == '\\' && row[1] == '.')
+        return 1; /* COPY's end marker, not a row */
+    rec->len = 0;
+    if (!grow(rec, 2 * n + 3))
+        return -1;
+    rec->p[rec->len++] = '(';
+    int field = 0, counted = 0;
+    size_t pos = 0;
+    for (;;) {
+        size_t end = pos;
+        while (end < n && row[end] != '\t')
+            end++;
+        if (field >= ncols)
+            return 0;
+        if (field > 0)
+            rec->p[rec->len++] = ',';
+        const unsigned char *f = row + pos;
+        size_t flen = end - pos;
+        if (!(flen == 2 && f[0] == '\\' && f[1] == 'N')) {
+            val->len = 0;
+            if (!grow(val, flen))
+                return -1;
+            int quote = flen == 0;
+            for (size_t i = 0; i < flen; i++) {
+                unsigned char ch = f[i];
+                if (ch == '\\') {
+                    if (++i >= flen)
+                        return 0;
+                    switch (f[i]) {
+                    case 'b': ch = '\b'; break;
+                    case 'f': ch = '\f'; break;
+                    case 'n': ch = '\n'; break;
+                    case 'r': ch = '\r'; break;
+                    case 't': ch = '\t'; break;
+                    case 'v': ch = '\v'; break;
+                    default:
+                        if (f[i] >= '0' && f[i] <= '7')
+                            return 0; /* octal: COPY TO never writes it */
+                        if (f[i] == 'x' || f[i] == 'N' || f[i] == '.')
+                            return 0;
+                        ch = f[i];
+                    }
+                }
+                if (ch == '"' || ch == '\\' || ch == '(' || ch == ')' || ch == ',' || ch == ' ' || ch == '\t'
+                    || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r')
+                    quote = 1;
+                val->p[val->len++] = ch;
+            }
+            if (quote)
+                rec->p[rec->len++] = '"';
+            for (size_t i = 0; i < val->len; i++) {
+                unsigned char ch = val->p[i];
+                if (ch == '"' || ch == '\\')
+                    rec->p[rec->len++] = ch;
+                rec->p[rec->len++] = ch;
+            }
+            if (quote)
+                rec->p[rec->len++] = '"';
+            if (field == col) {
+                if (!plain_utc_timestamp(f, flen))
+                    return 0;
+                counted = at_or_before(f, flen, cut, cn);
+            }
+        }
+        field++;
+        if (end >= n)
+            break;
+        pos = end + 1;
+    }
+    if (field != ncols)
+        return 0;
+    rec->p[rec->len++] = ')';
+    acc[3]++;
+    if (counted) {
+        long long h = (long long)pg_hash_bytes_extended(rec->p, rec->len);
+        __int128 sum = (__int128)(((unsigned __int128)(u64)acc[2] << 64) | (u64)acc[1]);
+        sum += h;
+        acc[1] = (long long)(u64)sum;
+        acc[2] = (long long)(sum >> 64);
+        acc[0]++;
+    }
+    return 1;
+}
+
+static PyObject *
+rows(PyObject *self, PyObject *args)
+{
+    Py_buffer src, cutb, accb;
+    Py_ssize_t start, stop;
+    int chunked, ncols, col;
+    if (!PyArg_ParseTuple(args, "y*nnpiiy*w*:rows", &src, &start, &stop, &chunked, &ncols, &col, &cutb, &accb))
+        return NULL;
+    const char *error = NULL;
+    if (start < 0 || stop < start || stop > src.len)
+        error = "rows: start and stop must lie within the buffer";
+    else if (accb.len < 6 * (Py_ssize_t)sizeof(long long))
+        error = "rows: acc must hold 6 int64";
+    else if (ncols < 1 || col < 0 || col >= ncols)
+        error = "rows: col must be one of ncols fields";
+    if (error != NULL) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&cutb);
+        PyBuffer_Release(&accb);
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    const unsigned char *b = (const unsigned char *)src.buf;
+    long long acc[6];
+    memcpy(acc, accb.buf, sizeof acc);
+    growbuf rec = {0}, val = {0};
+    int failed = 0;
+    Py_ssize_t pos = start;
+    Py_BEGIN_ALLOW_THREADS
+    while (pos < stop) {
+        const unsigned char *row;
+        size_t n;
+        if (chunked) {
+            if (stop - pos < 6)
+                break;
+            const unsigned char *h = b + pos;
+            size_t len = (size_t)h[1] | ((size_t)h[2] << 8) | ((size_t)h[3] << 16) | ((size_t)h[4] << 24);
+            if (len == 0 || (Py_ssize_t)len > stop - pos - 5 || h[5 + len - 1] != '\n')
+                break;
+            row = h + 5;
+            n = len - 1;
+            pos += 5 + (Py_ssize_t)len;
+        } else {
+            const unsigned char *nl = memchr(b + pos, '\n', (size_t)(stop - pos));
+            if (nl == NULL)
+                break;
+            row = b + pos;
+            n = (size_t)(nl - row);
+            pos += (Py_ssize_t)n + 1;
+        }
+        int r = one_row(row, n, ncols, col, (const unsigned char *)cutb.buf, (size_t)cutb.len, &rec, &val, acc);
+        if (r < 0) {
+            failed = 1;
+            break;
+        }
+        if (r == 0)
+            acc[4]++;
+    }
+    Py_END_ALLOW_THREADS
+    free(rec.p);
+    free(val.p);
+    memcpy(accb.buf, acc, sizeof acc);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&cutb);
+    PyBuffer_Release(&accb);
+    if (failed)
+        return PyErr_NoMemory();
+    return PyLong_FromSsize_t(pos);
+}
+
+static PyObject *
+hash_text(PyObject *self, PyObject *args)
+{
+    Py_buffer src;
+    if (!PyArg_ParseTuple(args, "y*:hash_text", &src))
+        return NULL;
+    u64 h = pg_hash_bytes_extended((const unsigned char *)src.buf, (size_t)src.len);
+    PyBuffer_Release(&src);
+    return PyLong_FromLongLong((long long)h);
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(buf, start, stop, out) -> (end, rows): the one-row COPY chunks from buf[start] before "
      "stop; out (or None) receives them framed (length bytes zeroed)."},
+    {"rows", rows, METH_VARARGS,
+     "rows(buf, start, stop, chunked, ncols, col, cutoff, acc) -> end: the PITR sums of COPY rows "
+     "(hashtextextended of each row's record text, for rows whose field col is at or before cutoff)."},
+    {"hash_text", hash_text, METH_VARARGS,
+     "hash_text(bytes) -> int: PostgreSQL's hashtextextended(text, 0) of these bytes (as int8)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -76,6 +76,7 @@ class TocEntry:
     offset_at: int = 0  # where the entry's data offset (flag byte + offSize bytes) sits in the archive
     deps: tuple[int, ...] = ()  # the dumpIds this entry depends on (a constraint: its table's)
     section: int = 0  # pg_backup.h: 2 pre-data, 3 data, 4 post-data
+    copy_stmt: str = ""  # a TABLE DATA entry's "COPY schema.table (columns) FROM stdin;"
 
 
 @dataclass
@@ -209,7 +210,7 @@ def read_toc(buf: bytes, encoding: str | None = None) -> tuple[dict, list[TocEnt
         section = r.int()
         defn = r.str() or ""
         r.str()  # dropStmt
-        r.str()  # copyStmt
+        copy_stmt = r.str() or ""
         namespace = r.str() or ""
         r.str()  # tablespace
         r.str()  # tableam
@@ -222,7 +223,8 @@ def read_toc(buf: bytes, encoding: str | None = None) -> tuple[dict, list[TocEnt
             deps.append(int(dep) if dep.isdigit() else 0)
         offset_at = r.pos
         r.skip(1 + off_size)  # data offset
-        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at, tuple(deps), section))
+        entries.append(TocEntry(dump_id, desc, namespace, tag, defn, bool(had_dumper), offset_at, tuple(deps), section,
+                                copy_stmt))
     if encoding is None:
         codec = dump_codec(entries)
         if codec != "utf-8":
@@ -260,8 +262,12 @@ class DumpFingerprinter:
     """Feed it the archive as it streams; afterwards ``tables`` maps (schema, table) of every
     TABLE DATA entry to its CopyDigest and ``large_objects`` holds the large objects' digest."""
 
-    def __init__(self, *, digests: bool = True, walker: str | None = None) -> None:
+    def __init__(self, *, digests: bool = True, walker: str | None = None, rows=None) -> None:
         self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
+        # rows(namespace, tag, copy_stmt, encoding) -> a sink for that table's rows or None
+        # (bvh_ops.drill.dumpside: the drill's PITR sums, from the C walk only)
+        self._rows_for = rows
+        self._rowsink = None
         walker = walker or WALKER
         if walker not in ("c", "numpy") or (walker == "c" and _walk is None):
             raise ValueError(f"no {walker!r} chunk walker here (built: {WALKER})")
@@ -367,6 +373,9 @@ class DumpFingerprinter:
                 self._sink = None
                 if self.digests and entry is not None and entry.desc == "TABLE DATA":
                     self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest())
+                if (self._rows_for is not None and entry is not None and entry.desc == "TABLE DATA"
+                        and self._frames == self._frames_walk):
+                    self._rowsink = self._rows_for(entry.namespace, entry.tag, entry.copy_stmt, self.encoding)
                 self._state = "frames"
             elif kind == BLK_BLOBS:
                 self._state = "lo_oid"
@@ -379,6 +388,8 @@ class DumpFingerprinter:
             take = min(self._remaining, len(self._buf) - self._pos)
             if self._sink is not None:
                 self._sink.update(memoryview(self._buf)[self._pos:self._pos + take])
+            if self._rowsink is not None:
+                self._rowsink.piece(memoryview(self._buf)[self._pos:self._pos + take])
             self._pos += take
             self._remaining -= take
             if not self._remaining:
@@ -420,7 +431,9 @@ class DumpFingerprinter:
     def _end_block(self) -> None:
         if self._sink is not None:
             self._sink.finish()
-        self._sink = None
+        if self._rowsink is not None:
+            self._rowsink.finish()
+        self._sink = self._rowsink = None
         self._state = "block"
 
     def _frames_slow(self) -> bool:
@@ -438,6 +451,8 @@ class DumpFingerprinter:
         take = min(n, avail)
         if self._sink is not None:
             self._sink.update(memoryview(self._buf)[r.pos:r.pos + take])
+        if self._rowsink is not None:
+            self._rowsink.piece(memoryview(self._buf)[r.pos:r.pos + take])
         self._pos = r.pos + take
         if take < n:
             self._remaining = n - take
@@ -461,6 +476,8 @@ class DumpFingerprinter:
             return False
         if out is not None:
             self._sink.update_framed(out[:end - start], rows)
+        if self._rowsink is not None:
+            self._rowsink.chunks(buf, start, end)
         self._pos = end
         return True
 

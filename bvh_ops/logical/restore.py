@@ -282,12 +282,15 @@ class PreparedCopy:
     object verified), its data blocks' offsets then written into its TOC — the copy
     ``_restore_from_copy`` restores from, so a drill decrypts its dump once, not twice. A local
     failure (no room, a write error, a dump it cannot walk) only drops the copy: the restore then
-    decrypts on its own, and the backup's verification is not touched by it."""
+    decrypts on its own, and the backup's verification is not touched by it. ``pitr``
+    (bvh_ops.drill.dumpside.DumpPitr): the append-only tables' PITR sums taken from the rows as
+    they pass, told once the copy verified whole."""
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, pitr=None) -> None:
         self.path = Path(path)
         self._tmp = self.path.with_name(self.path.name + ".partial")
-        self._blocks = DumpFingerprinter(digests=False)
+        self._pitr = pitr
+        self._blocks = DumpFingerprinter(digests=False, rows=pitr.sink_for if pitr is not None else None)
         self._fh = None
         self._written, self._writeback = 0, None
         self.dropped: str | None = None
@@ -321,6 +324,8 @@ class PreparedCopy:
             self._fh.close()
             self._fh = None
             os.replace(self._tmp, self.path)
+            if self._pitr is not None:
+                self._pitr.verified()
         except Exception as exc:  # noqa: BLE001 - the copy only saves time: whatever fails drops it
             self._drop(exc)
 

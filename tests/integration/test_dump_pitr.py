@@ -1,0 +1,127 @@
+"""The drill's restored PITR side summed from the dump as its deep verify walks it
+(bvh_ops.drill.dumpside): the sums must be the very numbers the server's text method gives for
+the same rows — whatever the rows hold (tabs, quotes, NULLs, arrays, composites, floats …),
+however the dump is cut into pieces, whatever the source's own DateStyle or TimeZone — and a
+table it cannot be certain of is left to the server, never summed wrong."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from bvh_ops.drill import dumpside
+from bvh_ops.drill.dumpside import DumpPitr, copy_columns, cutoff_text
+from bvh_ops.logical.archive import DumpFingerprinter
+from bvh_ops.pg.catalog import schema_snapshot
+from bvh_ops.pg.fingerprint import DUMP_OPTIONS
+from bvh_ops.pg.tools import embedded_bin_dir, pg_env
+from checks.drill_suite import PITR_TEXT, _bounded_fingerprint, check_pitr
+
+pytestmark = pytest.mark.skipif(not dumpside.available(), reason="the C walk is not built here")
+
+CUTOFF = datetime(2026, 6, 1, 12, 0, 0, 500000, tzinfo=UTC)
+
+AWKWARD = r"""
+CREATE TYPE mood AS ENUM ('calm', 'loud');
+CREATE TYPE pair AS (a int, b text);
+CREATE TABLE ledger (
+  id bigint, at timestamptz, note text, raw bytea, amount numeric, ratio float8, span interval, day date,
+  wall timestamp, tags text[], doc jsonb, p pair, m mood, ok bool, tiny real, who "char", c varchar(5));
+INSERT INTO ledger SELECT g,
+  timestamptz '2026-06-01 12:00:00.5+00' + (g - 100) * interval '1.25 s',
+  CASE g % 9 WHEN 0 THEN E'tab\there' WHEN 1 THEN E'new\nline' WHEN 2 THEN 'back\slash "quoted" (paren), comma'
+             WHEN 3 THEN '' WHEN 4 THEN NULL WHEN 5 THEN ' lead space' WHEN 6 THEN E'cr\r and \\N and \\.'
+             WHEN 7 THEN 'ünïcödé ✓ 𝄞' ELSE 'plain' || g END,
+  CASE WHEN g % 4 = 0 THEN NULL ELSE decode(lpad(to_hex(g), 6, '0'), 'hex') END,
+  g * 1.10, CASE g % 5 WHEN 0 THEN '-0' WHEN 1 THEN 'NaN' WHEN 2 THEN '-Infinity' WHEN 3 THEN 1e-300 ELSE g / 7.0 END,
+  g * interval '1 day 2 hours 3.5 seconds', date '2026-01-01' + g, timestamp '2026-01-01 00:00' + g * interval '1 min',
+  ARRAY['a', E'b"c', NULL, 'd,e', '', 'f\g'], jsonb_build_object('k', g, 's', E'x\ty'),
+  ROW(g, CASE WHEN g % 2 = 0 THEN 'x "y"' ELSE NULL END)::pair, CASE WHEN g % 2 = 0 THEN 'calm' ELSE 'loud' END::mood,
+  g % 3 = 0, g / 3.0, 'q', 'v' || (g % 10)
+FROM generate_series(1, 200) g;
+INSERT INTO ledger (id, at, note) VALUES (1000, NULL, 'no commit time'), (1001, '2026-06-01 12:00:00.5+00', 'at the cutoff'),
+  (1002, '2026-06-01 12:00:00.500001+00', 'just after'), (1003, '2026-06-01 12:00:00+00', 'whole second'),
+  (1004, '2026-01-01 00:00+00', repeat(E'big\\row ', 200000));  -- a chunk over 1 MiB: hashed as it passes
+"""
+
+
+def _dump(dsn: str, path) -> None:
+    env = pg_env(dsn)
+    env["PGOPTIONS"] = DUMP_OPTIONS  # as the backup runs pg_dump (bvh_ops.logical.backup)
+    subprocess.run([str(embedded_bin_dir() / "pg_dump"), "-Fc", "-Z0", "-f", str(path)], env=env, check=True)
+
+
+def _summed(dsn: str, path, items: list[str], piece: int, verified: bool = True) -> DumpPitr:
+    with psycopg.connect(dsn) as conn:
+        schema = schema_snapshot(conn)
+    plan = DumpPitr(items, CUTOFF, schema)
+    walk = DumpFingerprinter(digests=False, rows=plan.sink_for)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(piece):
+            walk.feed(chunk)
+    walk.finish()
+    if verified:
+        plan.verified()
+    return plan
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4099])  # whole buffers; rows split across pieces (the slow path)
+def test_the_dumps_sums_are_the_servers_for_every_kind_of_row(fresh_db, tmp_path, piece):
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(AWKWARD)
+        # The source's own text settings differ from pg_dump's: the server side must not use them.
+        db = conn.info.dbname
+        for stmt in ("DateStyle = 'SQL, DMY'", "TimeZone = 'America/New_York'", "extra_float_digits = 0",
+                     "IntervalStyle = 'sql_standard'", "bytea_output = 'escape'"):
+            conn.execute(f'ALTER DATABASE "{db}" SET {stmt}')
+    _dump(dsn, tmp_path / "d.dump")
+    plan = _summed(dsn, tmp_path / "d.dump", ["public.ledger:at"], piece)
+    summed = plan.results()
+    assert plan.skipped == {}
+    server = _bounded_fingerprint(dsn, "public.ledger:at", "UTC", CUTOFF, PITR_TEXT)
+    assert summed == {"public.ledger:at": server}
+    assert server[0] == 100 + 3  # rows 1..100 (100 at the cutoff itself), 1001 (at it), 1003, 1004 (before it)
+    # Against a source whose row 7 changed, the comparison fails; unchanged, it passes.
+    ok = check_pitr(dsn, dsn, ["public.ledger:at"], CUTOFF, "UTC", restored_known=summed, from_dump=summed)
+    assert ok.passed and "summed from the verified dump" in ok.detail, ok.detail
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE ledger SET note = note || ' ' WHERE id = 7")
+    bad = check_pitr(dsn, dsn, ["public.ledger:at"], CUTOFF, "UTC", restored_known=summed, from_dump=summed)
+    assert bad.status.value == "failed", bad.detail
+
+
+def test_a_table_it_cannot_be_certain_of_is_left_to_the_server(fresh_db, tmp_path):
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE walls (id int, at timestamp)")  # without time zone: its text is a zone's
+        conn.execute("INSERT INTO walls VALUES (1, '2026-01-01')")
+        conn.execute("CREATE TABLE gen (id int, at timestamptz, twice int GENERATED ALWAYS AS (id * 2) STORED)")
+        conn.execute("INSERT INTO gen (id, at) VALUES (1, '2026-01-01+00')")
+        conn.execute("CREATE TABLE forever (id int, at timestamptz)")
+        conn.execute("INSERT INTO forever VALUES (1, '2026-01-01+00'), (2, 'infinity')")
+        conn.execute("CREATE TABLE fine (id int, at timestamptz)")
+        conn.execute("INSERT INTO fine VALUES (1, '2026-01-01+00'), (2, '2027-01-01+00')")
+    _dump(dsn, tmp_path / "d.dump")
+    items = ["public.walls:at", "public.gen:at", "public.forever:at", "public.fine:at", "fine:at"]
+    plan = _summed(dsn, tmp_path / "d.dump", items, 1 << 20)
+    summed = plan.results()
+    assert set(summed) == {"public.fine:at"}
+    assert summed["public.fine:at"] == _bounded_fingerprint(dsn, "public.fine:at", "UTC", CUTOFF, PITR_TEXT)
+    assert "not a timestamptz" in plan.skipped["public.walls:at"]
+    assert "generated" in plan.skipped["public.gen:at"]
+    assert "infinity" in plan.skipped["public.forever:at"]
+    # Nothing counts unless the copy verified.
+    assert _summed(dsn, tmp_path / "d.dump", items, 1 << 20, verified=False).results() == {}
+
+
+def test_cutoff_text_and_copy_columns_read_as_postgresql_writes_them():
+    assert cutoff_text(datetime(2026, 6, 1, 12, 0, 0, 500000, tzinfo=UTC)) == b"2026-06-01 12:00:00.5+00"
+    assert cutoff_text(datetime(2026, 6, 1, 14, 0, tzinfo=UTC).astimezone(
+        __import__("zoneinfo").ZoneInfo("Asia/Jerusalem"))) == b"2026-06-01 14:00:00+00"
+    assert cutoff_text(datetime(2026, 6, 1, tzinfo=UTC) + timedelta(microseconds=10)) == b"2026-06-01 00:00:00.00001+00"
+    assert copy_columns('COPY public.t (id, "Odd, ""Name""", at) FROM stdin;\n') == ["id", 'Odd, "Name"', "at"]
+    assert copy_columns("COPY public.t  FROM stdin;\n") is None

@@ -1,0 +1,75 @@
+"""The C sums behind the drill's PITR side from the dump (bvh_ops.drill.dumpside): each COPY line
+becomes the record text PostgreSQL's record_out writes for the row, hashed as hashtextextended
+hashes it, and only rows at or before the cutoff count; a line it cannot read is counted as such
+(the table is then left to the server), never summed as something else."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from bvh_ops.drill import dumpside
+
+pytestmark = [pytest.mark.unit, pytest.mark.skipif(not dumpside.available(), reason="the C walk is not built here")]
+
+ACC = struct.Struct("<6q")
+CUT = b"2026-06-01 12:00:00.5+00"
+
+
+def _run(lines: bytes, ncols: int, col: int, chunked: bool = False) -> tuple[int, int, int, int]:
+    from bvh_ops.logical._chunkwalk import rows
+
+    if chunked:  # as the dump holds them: a sign byte and a 4-byte length before each row
+        lines = b"".join(b"\0" + struct.pack("<I", len(line)) + line for line in lines.splitlines(keepends=True))
+    acc = bytearray(ACC.size)
+    assert rows(lines, 0, len(lines), chunked, ncols, col, CUT, acc) == len(lines)
+    le, lo, hi, total, bad, _ = ACC.unpack(acc)
+    return le, (hi << 64) + (lo & ((1 << 64) - 1)), total, bad
+
+
+def _h(text: str) -> int:
+    from bvh_ops.logical._chunkwalk import hash_text
+
+    return hash_text(text.encode())
+
+
+def test_postgresqls_hash_of_known_text():
+    # SELECT hashtextextended('abc', 0), hashtextextended('', 0) on PostgreSQL 15 (any version: the
+    # extended hash functions are stable, hash partitioning keeps them through pg_upgrade).
+    assert _h("abc") == -6747756470228489321
+    assert _h("") == -6939563903564495251
+    assert _h("hello world, 12345678901234567890") == -2299257716452617363
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_each_line_is_hashed_as_its_record_text(chunked):
+    line = (b"1\tab\\tc\t\\N\t\t(x) \"q\" \\\\ y,z\t\xc3\xbc\t2026-06-01 12:00:00+00\n")
+    record = '(1,"ab\tc",,"","(x) ""q"" \\\\ y,z",ü,"2026-06-01 12:00:00+00")'
+    assert _run(line, 7, 6, chunked) == (1, _h(record), 1, 0)
+
+
+def test_only_rows_at_or_before_the_cutoff_count():
+    stamps = [b"2026-06-01 12:00:00+00", b"2026-06-01 12:00:00.5+00", b"2026-06-01 12:00:00.25+00",
+              b"2026-06-01 12:00:00.500001+00", b"2026-06-01 12:00:01+00", b"\\N"]
+    lines = b"".join(b"%d\t%s\n" % (i, s) for i, s in enumerate(stamps))
+    le, total, every, bad = _run(lines, 2, 1)
+    assert (le, every, bad) == (3, 6, 0)
+    assert total == sum(_h(f"({i},\"{s.decode()}\")") for i, s in enumerate(stamps[:3]))
+
+
+@pytest.mark.parametrize("line", [
+    b"1\t2026-06-01 12:00:00+00\textra\n",  # a field too many
+    b"1\n",  # a field too few
+    b"1\tinfinity\n",  # not of the plain form: its order as text is not its order in time
+    b"1\t2026-06-01 12:00:00+02\n",  # not written in UTC
+    b"1\t0044-03-15 12:00:00+00 BC\n",
+    b"1\tab\\\n",  # an escape cut short
+])
+def test_a_line_it_cannot_read_is_counted_as_such(line):
+    le, total, every, bad = _run(line, 2, 1)
+    assert (le, total, bad) == (0, 0, 1)
+
+
+def test_copys_end_marker_is_not_a_row():
+    assert _run(b"1\t2026-06-01 12:00:00+00\n\\.\n", 2, 1)[2:] == (1, 0)
