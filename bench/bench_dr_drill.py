@@ -383,6 +383,8 @@ def _late(reports, bare_restore_s):
             "rto_seconds": [r["rto_seconds"] for r in reports], "drill_passed": [r["passed"] for r in reports],
             "restore_ratio": round(stages["restore"] / bare_restore_s, 3), "read_early": [_read_early(r) for r in reports],
             "checks_over_restore": round(stages["checks"] / stages["restore"], 3),
+            "fetch_verify_all": [next(s["seconds"] for s in r["stages"] if s["name"] == "fetch_verify") for r in reports],
+            "pitr_detail": [next(c["detail"] for c in r["checks"] if c["name"] == "pitr_append_only") for r in reports],
             "failed_checks": [c for r in reports for c in r["checks"] if c["status"] != "passed"]}
 
 
@@ -411,6 +413,7 @@ def _result(args, db_bytes, load_s, manifest, reports, stages, bare_runs, bare_r
         "checks_over_restore": round(stages.get("checks", 0) / stages["restore"], 3) if stages.get("restore") else None,
         "failed_checks": [c for c in report["checks"] if c["status"] != "passed"],
         "fingerprints_detail": next(c["detail"] for c in report["checks"] if c["name"] == "logical_fingerprints"),
+        "pitr_detail": next(c["detail"] for c in report["checks"] if c["name"] == "pitr_append_only"),
         "read_early": [_read_early(r) for r in reports],
     }
     if late is not None:

@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import Any
 
 from bvh_ops import priority
-from bvh_ops.drill import committime
+from bvh_ops.drill import committime, dumpside
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
     COPY,
@@ -63,7 +63,7 @@ from bvh_ops.pg.fingerprint import (
     unchanged_since,
 )
 from bvh_ops.repository.manifest import Manifest
-from checks.drill_suite import bounded_fingerprint, pitr_method
+from checks.drill_suite import PITR_TEXT, bounded_fingerprint, pitr_method
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class SourceSide:
         self._method = method
         self.method: str | None = None
         self.encoding: str | None = None  # the source's server_encoding, once known
+        self.platform: str | None = None  # the source's version() (its C library and CPU), once known
         self._done: Future[dict[str, tuple[int, str] | None]] = Future()
         self._zoned = threading.Event()  # the zone is asked (known, or not to be known early)
         self._lock, self._started, self._stopped = threading.Lock(), False, False
@@ -138,8 +139,12 @@ class SourceSide:
                 with connect(self._source) as conn:
                     version = int(conn.execute("SHOW server_version_num").fetchone()[0])
                     self.encoding = conn.execute("SHOW server_encoding").fetchone()[0]
-                self.method = self._method or pitr_method(version, *([self._restored_version]
-                                                                     if self._restored_version else []))
+                    self.platform = conn.execute("SELECT version()").fetchone()[0]
+                wanted = self._method
+                if wanted == PITR_TEXT and not dumpside.matches_source(self.encoding, self.platform):
+                    wanted = None  # its text would not hash as the dump's sums do: the usual method
+                self.method = wanted or pitr_method(version, *([self._restored_version]
+                                                               if self._restored_version else []))
                 self._zoned.set()
                 for item in self._items:
                     if self._stopped:

@@ -138,7 +138,8 @@ def _method_of(value: tuple | None) -> str | None:
 def row_hash(conn: Any, table: sql.Composable, method: str) -> sql.Composable:
     """The per-row hash expression over ``table AS t`` for ``method``."""
     if method != PITR_RECORD:
-        return sql.SQL("hashtextextended(t::text, 0)")
+        # (t.*), not t: in a table with a column named t, "t" is that column, not the row.
+        return sql.SQL("hashtextextended((t.*)::text, 0)")
     fields = []
     for name, typname, deterministic in conn.execute(ROW_COLUMNS, (table.as_string(conn),)).fetchall():
         col = sql.SQL("t.{}").format(sql.Identifier(name))
@@ -157,7 +158,9 @@ def bounded_fingerprint(conn: Any, item: str, zone: str, cutoff: datetime, *, wh
         return None
     h = row_hash(conn, col.table, method)
     mark = "rec:" if method == PITR_RECORD else ""
-    with conn.transaction():
+    # Rolled back (a read): the settings end with it, also inside a caller's transaction (a
+    # savepoint then, whose SET LOCAL would otherwise last until the caller's commit).
+    with conn.transaction(force_rollback=True):
         row_text_settings(conn)
         if whole:
             bound = col.at_or_before()
@@ -177,7 +180,8 @@ def bounded_fingerprint(conn: Any, item: str, zone: str, cutoff: datetime, *, wh
 # record method for the types it hashes as text) under the same ones, whatever each server's
 # defaults (a source whose postgresql.conf says DateStyle = 'SQL, DMY' wrote other text than
 # the scratch's ISO), and the same as the dump's (bvh_ops.drill.dumpside sums the dump's rows).
-# Set for the query's transaction only: a source behind a pooler keeps its sessions as they were.
+# Set for the query's transaction (or savepoint) only, rolled back after it: a source behind a
+# pooler keeps its sessions as they were, and so does a caller's connection.
 ROW_TEXT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output", "lc_monetary",
                      "search_path")
 

@@ -133,10 +133,10 @@ def dr_drill(
             with stage("start"):
                 sc = t.start_scratch(settings, drill_id, manifest.server_version_num // 10000, scratch,
                                      manifest.extra.get("dump_encoding"))
-            summed = plan.results() if plan is not None else {}
-            if plan is not None and plan.skipped:
-                logger.info("PITR side read on the restored copy, not summed from the dump: %s",
-                            "; ".join(f"{item} ({why})" for item, why in plan.skipped.items()))
+            summed = t.dump_sums(plan, side)
+            if plan is not None and (left := [i for i in settings.append_only_tables if i not in summed]):
+                logger.info("PITR side read on the restored copy, not summed from the dump: %s", "; ".join(
+                    f"{i} ({plan.skipped.get(i, 'the live source hashes rows otherwise')})" for i in left))
             with stage("restore"):  # each table's checks start as soon as it is loaded
                 early = t.restore(settings, manifest, sc, target, side, summed)
             with stage("checks"):

@@ -149,11 +149,23 @@ def dump_pitr(settings: Settings, manifest: Manifest, target: datetime, copy_dir
     the restore (``copy_dir``), this install has the C walk, the dump is in UTF-8 and there is a
     live source to compare with. None: the checks read the restored copy after the restore."""
     if (copy_dir is None or not dumpside.available() or not settings.append_only_tables
-            or settings.database_url is None
+            or settings.database_url is None or int(manifest.extra.get("fingerprints") or 1) < 2
             or str(manifest.extra.get("dump_encoding") or "").upper() not in ("UTF8", "UTF-8")):
-        return None
+        return None  # (fingerprints 2+: pg_dump ran with TimeZone, bytea_output and lc_monetary fixed)
     return DumpPitr(settings.append_only_tables, target - timedelta(seconds=settings.pitr_margin_seconds),
                     manifest.extra.get("schema"))
+
+
+def dump_sums(plan: DumpPitr | None, side: SourceSide | None) -> dict[str, tuple[int, str]]:
+    """The restored PITR sides ``plan`` summed from the verified dump that the live source's
+    side can be compared with: only where the source hashes rows as the dump's sums do (the text
+    method, chosen once the source's encoding and platform were read: SourceSide)."""
+    if plan is None or side is None:
+        return {}
+    side.time_zone()  # waits until the source's version, encoding and method are known
+    if side.method != drill_suite.PITR_TEXT or side.encoding != "UTF8":
+        return {}
+    return plan.results()
 
 
 @task(name="drill-checks", timeout_seconds=6 * 3600, **_opts)

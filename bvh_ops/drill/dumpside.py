@@ -21,12 +21,16 @@ is compared with the cutoff's as text: for that form text order is time order.
 
 Only where that holds for certain is a table summed here; any other is left to the checks after
 the restore (which read it on the restored copy, as before): a table the dump holds no data
-block for (a partitioned table's rows lie in its partitions), a commit column that is not a
-timestamptz, a table with generated columns (in ``t::text``, not in COPY), a dump not in UTF-8,
-a name not plainly schema-qualified, a row it cannot read (a value of another form — infinity,
-BC, a year past 9999 — or anything unexpected). Nothing summed here counts unless the copy
-verified whole, and the checks use it only while ``logical_fingerprints`` passes (else they read
-the restored copy again)."""
+block for (a partitioned table's rows lie in its partitions), one with inheritance children (the
+server's read counts their rows, its data block does not hold them), a commit column that is not
+a timestamptz, a table with generated columns (in ``t::text``, not in COPY), a dump not in UTF-8
+or taken before fingerprints 2 (pg_dump's TimeZone, bytea_output and lc_monetary not fixed), a
+name not plainly schema-qualified, a row it cannot read (a value of another form — infinity, BC,
+a year past 9999 — or anything unexpected). And only against a source whose text hashes as this
+does (``matches_source``: UTF-8, glibc's ``isspace`` — record_out quotes by it — on a
+little-endian CPU, as PostgreSQL's hash reads words in the CPU's byte order). Nothing summed here
+counts unless the copy verified whole, and the checks use it only while ``logical_fingerprints``
+passes (else they read the restored copy again)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ except ImportError:  # pragma: no cover - depends on the install (setup.py build
     _rows = None
 
 _TIMESTAMPTZ = re.compile(r"^timestamp(?:\(\d\))? with time zone$")
+# version() of a server whose row text hashes as ours: glibc (its isspace is false for every
+# byte >= 0x80 in a UTF-8 locale, as this code takes it) on a little-endian CPU.
+_MATCHING_PLATFORM = re.compile(r" on (x86_64|aarch64|i[3-6]86|powerpc64le|ppc64le|riscv64|loongarch64)[-\w]*-linux-gnu")
 _PLAIN = re.compile(r"^[a-z_][a-z0-9_$]*$")
 # A row longer than this read the plain way (split across buffers) is not held to be summed:
 # the table is left to the checks after the restore (memory stays bounded).
@@ -53,11 +60,17 @@ def available() -> bool:
     return _rows is not None
 
 
+def matches_source(encoding: str | None, platform: str | None) -> bool:
+    """Whether a source with this server_encoding and version() hashes a row's text as the
+    dump's sums do."""
+    return encoding == "UTF8" and bool(platform and _MATCHING_PLATFORM.search(platform))
+
+
 def cutoff_text(cutoff: datetime) -> bytes:
     """``cutoff`` as PostgreSQL writes a timestamptz with TimeZone UTC and DateStyle ISO: the
     fraction without its trailing zeros, none when zero."""
     u = cutoff.astimezone(UTC)
-    text = u.strftime("%Y-%m-%d %H:%M:%S")
+    text = f"{u.year:04d}-{u.month:02d}-{u.day:02d} {u.hour:02d}:{u.minute:02d}:{u.second:02d}"
     if u.microsecond:
         text += f".{u.microsecond:06d}".rstrip("0")
     return (text + "+00").encode()
@@ -120,8 +133,10 @@ class RowSink:
     def piece(self, data) -> None:
         if self.spoiled is not None or self._ended:
             return
+        before = len(self._pending)
         self._pending += data
-        last = self._pending.rfind(b"\n")
+        found = bytes(data).rfind(b"\n")  # in the new bytes only: a long row is not searched again and again
+        last = before + found if found >= 0 else -1
         if last < 0:
             if len(self._pending) > MAX_ROW:
                 self.spoiled, self._pending = "a row too long to hold", bytearray()
@@ -162,11 +177,14 @@ class DumpPitr:
         self._cut = cutoff_text(cutoff)
         self._columns = (schema or {}).get("tables", {})
         self._items: dict[tuple[str, str], tuple[str, str]] = {}  # (schema, table) -> (item, column)
+        self._unplain: list[str] = []  # quoted, unqualified or mixed-case names: left to the server
         for item in append_only:
             table, _, column = item.partition(":")
             schema_name, dot, name = table.partition(".")
             if dot and _PLAIN.match(schema_name) and _PLAIN.match(name):
                 self._items[(schema_name, name)] = (item, column)
+            else:
+                self._unplain.append(item)
         self.reset()
 
     def reset(self) -> None:
@@ -174,13 +192,21 @@ class DumpPitr:
         self._sinks: dict[str, RowSink] = {}
         self._seen: set[str] = set()
         self._verified = False
-        self.skipped: dict[str, str] = {}  # item -> why it is left to the checks after the restore
+        # item -> why it is left to the checks after the restore
+        self.skipped: dict[str, str] = {item: "not a plain schema.table name" for item in self._unplain}
 
-    def sink_for(self, namespace: str, tag: str, copy_stmt: str, encoding: str | None) -> RowSink | None:
+    def sink_for(self, entry, entries: dict, encoding: str | None) -> RowSink | None:
+        """``entry``: a TABLE DATA TocEntry; ``entries``: the dump's TOC (dumpId -> TocEntry)."""
+        namespace, tag, copy_stmt = entry.namespace, entry.tag, entry.copy_stmt
         found = self._items.get((namespace, tag))
         if found is None or not available():
             return None
         item, column = found
+        if any(e.desc == "TABLE" and "\nINHERITS (" in e.defn and tag in e.defn.partition("\nINHERITS (")[2]
+               for e in entries.values()):
+            self._seen.add(item)
+            self.skipped[item] = "it has inheritance children (their rows are not in its data block)"
+            return None
         if item in self._seen:  # two data blocks for one table: not a plain table's dump
             self._sinks.pop(item, None)
             self.skipped[item] = "more than one data block"
@@ -223,6 +249,9 @@ class DumpPitr:
         if not self._verified:
             return {}
         out = {}
+        for item, _column in self._items.values():
+            if item not in self._seen:
+                self.skipped.setdefault(item, "no data block of its own in the dump (a partitioned table?)")
         for item, sink in self._sinks.items():
             value = sink.result()
             if value is None:

@@ -138,17 +138,26 @@ typedef unsigned long long u64;
         c ^= b; c -= ROT(b, 24); \
     }
 
-/* PostgreSQL's hash_bytes_extended(k, keylen, 0) (src/common/hashfn.c), little-endian, read a
- * byte at a time: its result does not depend on alignment. */
+/* PostgreSQL's hash_bytes_extended(k, keylen, 0) (src/common/hashfn.c) as a little-endian server
+ * computes it (its result does not depend on alignment): whole words read where this CPU is
+ * little-endian too, else byte by byte. */
 static u64
 pg_hash_bytes_extended(const unsigned char *k, size_t keylen)
 {
     u32 a, b, c, len = (u32)keylen;
     a = b = c = 0x9e3779b9 + len + 3923095;
     while (len >= 12) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        u32 w[3]; /* the same little-endian words, read whole */
+        memcpy(w, k, sizeof w);
+        a += w[0];
+        b += w[1];
+        c += w[2];
+#else
         a += k[0] + ((u32)k[1] << 8) + ((u32)k[2] << 16) + ((u32)k[3] << 24);
         b += k[4] + ((u32)k[5] << 8) + ((u32)k[6] << 16) + ((u32)k[7] << 24);
         c += k[8] + ((u32)k[9] << 8) + ((u32)k[10] << 16) + ((u32)k[11] << 24);
+#endif
         MIX(a, b, c);
         k += 12;
         len -= 12;
@@ -221,69 +230,106 @@ at_or_before(const unsigned char *t, size_t n, const unsigned char *cut, size_t 
     return r < 0 || (r == 0 && n <= cn);
 }
 
-/* One row (without its newline): 1 read, 0 not readable. */
+/* What a byte is to record_out and COPY (filled by init_classes): */
+#define C_QUOTE 1  /* record_out quotes a value holding it: " \ ( ) , and C isspace */
+#define C_ESCAPE 2 /* COPY's escape: the value is not the field's bytes as they are */
+#define C_DOUBLE 4 /* record_out doubles it inside quotes: " \ */
+static unsigned char classes[256];
+
+static void
+init_classes(void)
+{
+    const char *quote = "\"\\(), \t\n\v\f\r";
+    for (const char *c = quote; *c; c++)
+        classes[(unsigned char)*c] |= C_QUOTE;
+    classes['\\'] |= C_ESCAPE | C_DOUBLE;
+    classes['"'] |= C_DOUBLE;
+}
+
+/* One field's value (COPY-escaped in f[0..flen)), appended to rec as record_out writes it.
+ * 1 done, 0 not readable. */
+static int
+put_value(const unsigned char *f, size_t flen, unsigned flags, growbuf *rec, growbuf *val)
+{
+    const unsigned char *v = f;
+    size_t vlen = flen;
+    if (flags & C_ESCAPE) { /* unescape into val first, then classify what it holds */
+        val->len = 0;
+        if (!grow(val, flen))
+            return -1;
+        flags = 0;
+        for (size_t i = 0; i < flen; i++) {
+            unsigned char ch = f[i];
+            if (ch == '\\') {
+                if (++i >= flen)
+                    return 0;
+                switch (f[i]) {
+                case 'b': ch = '\b'; break;
+                case 'f': ch = '\f'; break;
+                case 'n': ch = '\n'; break;
+                case 'r': ch = '\r'; break;
+                case 't': ch = '\t'; break;
+                case 'v': ch = '\v'; break;
+                default:
+                    if ((f[i] >= '0' && f[i] <= '7') || f[i] == 'x' || f[i] == 'N' || f[i] == '.')
+                        return 0; /* COPY TO never writes these inside a value */
+                    ch = f[i];
+                }
+            }
+            flags |= classes[ch];
+            val->p[val->len++] = ch;
+        }
+        v = val->p;
+        vlen = val->len;
+    }
+    int quote = vlen == 0 || (flags & C_QUOTE);
+    if (quote)
+        rec->p[rec->len++] = '"';
+    if (flags & C_DOUBLE) {
+        for (size_t i = 0; i < vlen; i++) {
+            if (classes[v[i]] & C_DOUBLE)
+                rec->p[rec->len++] = v[i];
+            rec->p[rec->len++] = v[i];
+        }
+    } else {
+        memcpy(rec->p + rec->len, v, vlen);
+        rec->len += vlen;
+    }
+    if (quote)
+        rec->p[rec->len++] = '"';
+    return 1;
+}
+
+/* One row (without its newline): 1 read, 0 not readable, -1 out of memory. */
 static int
 one_row(const unsigned char *row, size_t n, int ncols, int col, const unsigned char *cut, size_t cn,
         growbuf *rec, growbuf *val, long long *acc)
 {
     if (n == 2 && row[0] == '\\' && row[1] == '.')
         return 1; /* COPY's end marker, not a row */
+    /* Each of k fields takes at most 2 * its length + 3 (its quotes, a comma), the parentheses 2:
+     * 2 (n - k + 1) + 3k + 2 <= 3n + 5 (k <= n + 1: empty fields are all quotes and commas). */
     rec->len = 0;
-    if (!grow(rec, 2 * n + 3))
+    if (!grow(rec, 3 * n + 8))
         return -1;
     rec->p[rec->len++] = '(';
     int field = 0, counted = 0;
     size_t pos = 0;
     for (;;) {
         size_t end = pos;
+        unsigned flags = 0;
         while (end < n && row[end] != '\t')
-            end++;
+            flags |= classes[row[end++]];
         if (field >= ncols)
             return 0;
         if (field > 0)
             rec->p[rec->len++] = ',';
         const unsigned char *f = row + pos;
         size_t flen = end - pos;
-        if (!(flen == 2 && f[0] == '\\' && f[1] == 'N')) {
-            val->len = 0;
-            if (!grow(val, flen))
-                return -1;
-            int quote = flen == 0;
-            for (size_t i = 0; i < flen; i++) {
-                unsigned char ch = f[i];
-                if (ch == '\\') {
-                    if (++i >= flen)
-                        return 0;
-                    switch (f[i]) {
-                    case 'b': ch = '\b'; break;
-                    case 'f': ch = '\f'; break;
-                    case 'n': ch = '\n'; break;
-                    case 'r': ch = '\r'; break;
-                    case 't': ch = '\t'; break;
-                    case 'v': ch = '\v'; break;
-                    default:
-                        if (f[i] >= '0' && f[i] <= '7')
-                            return 0; /* octal: COPY TO never writes it */
-                        if (f[i] == 'x' || f[i] == 'N' || f[i] == '.')
-                            return 0;
-                        ch = f[i];
-                    }
-                }
-                if (ch == '"' || ch == '\\' || ch == '(' || ch == ')' || ch == ',' || ch == ' ' || ch == '\t'
-                    || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r')
-                    quote = 1;
-                val->p[val->len++] = ch;
-            }
-            if (quote)
-                rec->p[rec->len++] = '"';
-            for (size_t i = 0; i < val->len; i++) {
-                unsigned char ch = val->p[i];
-                if (ch == '"' || ch == '\\')
-                    rec->p[rec->len++] = ch;
-                rec->p[rec->len++] = ch;
-            }
-            if (quote)
-                rec->p[rec->len++] = '"';
+        if (!(flen == 2 && f[0] == '\\' && f[1] == 'N')) { /* \N: NULL, nothing between the commas */
+            int r = put_value(f, flen, flags, rec, val);
+            if (r <= 0)
+                return r;
             if (field == col) {
                 if (!plain_utc_timestamp(f, flen))
                     return 0;
@@ -410,5 +456,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__chunkwalk(void)
 {
+    init_classes();
     return PyModule_Create(&module);
 }

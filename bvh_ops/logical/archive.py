@@ -264,7 +264,7 @@ class DumpFingerprinter:
 
     def __init__(self, *, digests: bool = True, walker: str | None = None, rows=None) -> None:
         self.digests = digests  # False: only walk the blocks (their offsets), hash nothing
-        # rows(namespace, tag, copy_stmt, encoding) -> a sink for that table's rows or None
+        # rows(entry, entries, encoding) -> a sink for that TABLE DATA entry's rows or None
         # (bvh_ops.drill.dumpside: the drill's PITR sums, from the C walk only)
         self._rows_for = rows
         self._rowsink = None
@@ -375,7 +375,7 @@ class DumpFingerprinter:
                     self._sink = self.tables.setdefault((entry.namespace, entry.tag), CopyDigest())
                 if (self._rows_for is not None and entry is not None and entry.desc == "TABLE DATA"
                         and self._frames == self._frames_walk):
-                    self._rowsink = self._rows_for(entry.namespace, entry.tag, entry.copy_stmt, self.encoding)
+                    self._rowsink = self._rows_for(entry, self.entries, self.encoding)
                 self._state = "frames"
             elif kind == BLK_BLOBS:
                 self._state = "lo_oid"

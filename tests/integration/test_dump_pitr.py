@@ -125,3 +125,57 @@ def test_cutoff_text_and_copy_columns_read_as_postgresql_writes_them():
     assert cutoff_text(datetime(2026, 6, 1, tzinfo=UTC) + timedelta(microseconds=10)) == b"2026-06-01 00:00:00.00001+00"
     assert copy_columns('COPY public.t (id, "Odd, ""Name""", at) FROM stdin;\n') == ["id", 'Odd, "Name"', "at"]
     assert copy_columns("COPY public.t  FROM stdin;\n") is None
+
+
+def test_a_parent_with_inheritance_children_is_left_to_the_server(fresh_db, tmp_path):
+    """The server's read of a parent counts its children's rows; the parent's data block does
+    not hold them: summing it from the dump would fail a drill that should pass."""
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE parent (id int, at timestamptz)")
+        conn.execute("CREATE TABLE child (extra text) INHERITS (parent)")
+        conn.execute("INSERT INTO parent VALUES (1, '2026-01-01+00')")
+        conn.execute("INSERT INTO child VALUES (2, '2026-01-02+00', 'x')")
+    _dump(dsn, tmp_path / "d.dump")
+    plan = _summed(dsn, tmp_path / "d.dump", ["public.parent:at", "public.child:at"], 1 << 20)
+    summed = plan.results()
+    assert "inheritance children" in plan.skipped["public.parent:at"]
+    assert summed == {"public.child:at": _bounded_fingerprint(dsn, "public.child:at", "UTC", CUTOFF, PITR_TEXT)}
+
+
+def test_a_column_named_t_is_not_taken_for_the_row(fresh_db, tmp_path):
+    """The server hashes the whole row even where a column is named t (the query's alias): the
+    dump's sums equal it, and a change in another column is still seen."""
+    source, restored = fresh_db(), fresh_db()
+    for dsn in (source, restored):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE x (id int, t text, at timestamptz, amount numeric)")
+            conn.execute("CREATE TABLE w (id int, t text, at timestamp, amount numeric)")
+            for table in ("x", "w"):
+                conn.execute(f"INSERT INTO {table} VALUES (1, 'a', '2026-01-01', 1.5), (2, 'b', '2026-01-02', 2.5)")
+    _dump(source, tmp_path / "d.dump")
+    summed = _summed(source, tmp_path / "d.dump", ["public.x:at"], 1 << 20).results()
+    assert summed == {"public.x:at": _bounded_fingerprint(source, "public.x:at", "UTC", CUTOFF, PITR_TEXT)}
+    with psycopg.connect(restored, autocommit=True) as conn:
+        conn.execute("UPDATE w SET amount = amount * 1000")
+    for method in (PITR_TEXT, "record"):
+        assert (_bounded_fingerprint(restored, "public.w:at", "UTC", CUTOFF, method)
+                != _bounded_fingerprint(source, "public.w:at", "UTC", CUTOFF, method)), method
+
+
+def test_the_row_text_settings_end_with_the_read(fresh_db):
+    """Both sides read under pg_dump's settings, set for the read alone: a caller's connection —
+    inside a transaction of its own or not — keeps its search_path and DateStyle."""
+    from checks.drill_suite import bounded_fingerprint
+
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ev (id int, at timestamptz)")
+        conn.execute("INSERT INTO ev VALUES (1, '2026-01-01+00')")
+    for autocommit in (True, False):
+        with psycopg.connect(dsn, autocommit=autocommit) as conn:
+            before = conn.execute("SELECT current_setting('search_path'), current_setting('DateStyle')").fetchone()
+            for _ in range(2):  # the second read finds the unqualified table as the first did
+                assert bounded_fingerprint(conn, "ev:at", "UTC", CUTOFF, method=PITR_TEXT)[0] == 1
+            after = conn.execute("SELECT current_setting('search_path'), current_setting('DateStyle')").fetchone()
+            assert after == before

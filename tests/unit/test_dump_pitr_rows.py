@@ -73,3 +73,37 @@ def test_a_line_it_cannot_read_is_counted_as_such(line):
 
 def test_copys_end_marker_is_not_a_row():
     assert _run(b"1\t2026-06-01 12:00:00+00\n\\.\n", 2, 1)[2:] == (1, 0)
+
+
+@pytest.mark.parametrize("empties", [1, 30, 60, 1500])
+def test_rows_of_quotes_and_empty_strings_fit_their_record_text(empties):
+    """Every empty field becomes two quotes and a comma, every quote two: the record text can be
+    near three times the line (a row built to fill the buffer past a 64 KiB boundary)."""
+    stamp = "2026-01-01 00:00:00+00"
+    quotes = 32766 - 23 - empties
+    line = (stamp + "\t" + '"' * quotes + "\t" * empties + "\n").encode()
+    record = '("' + stamp + '","' + '""' * quotes + '"' + ',""' * empties + ")"
+    for _ in range(3):  # a write past the buffer shows as a crash or a wrong sum by the third row
+        assert _run(line * 3, empties + 2, 0) == (3, 3 * _h(record), 3, 0)
+
+
+def test_the_sources_it_can_match_are_utf8_glibc_little_endian():
+    from bvh_ops.drill.dumpside import matches_source
+
+    linux = "PostgreSQL 15.8 (Debian 15.8-0+deb12u1) on x86_64-pc-linux-gnu, compiled by gcc (Debian 12.2.0-14) 12.2.0, 64-bit"
+    assert matches_source("UTF8", linux)
+    assert matches_source("UTF8", "PostgreSQL 16.4 on aarch64-unknown-linux-gnu, compiled by gcc, 64-bit")
+    assert not matches_source("LATIN1", linux)
+    assert not matches_source("UTF8", "PostgreSQL 16.4 on x86_64-apple-darwin23.4.0, compiled by clang, 64-bit")
+    assert not matches_source("UTF8", "PostgreSQL 16.4 on amd64-portbld-freebsd14.0, compiled by clang, 64-bit")
+    assert not matches_source("UTF8", "PostgreSQL 16.4 on s390x-ibm-linux-gnu, compiled by gcc, 64-bit")
+    assert not matches_source("UTF8", "PostgreSQL 16.4 on x86_64-pc-linux-musl, compiled by gcc, 64-bit")
+    assert not matches_source("UTF8", None)
+
+
+def test_a_cutoff_before_the_year_1000_is_written_with_four_digits():
+    from datetime import UTC, datetime
+
+    from bvh_ops.drill.dumpside import cutoff_text
+
+    assert cutoff_text(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)) == b"0999-01-02 03:04:05+00"
