@@ -704,7 +704,10 @@ class Settings(BaseSettings):
     # full early reads slow the restore past 1.15 x bare pg_restore (they compete for memory
     # bandwidth even at the lowest CPU share), off leaves the checks just over 30 % of the
     # restore, and pitr holds both at the bound (pooled over three runs: restore 1.14 x bare,
-    # checks 0.26 of it; its restore as fast as off's).
+    # checks 0.26 of it; its restore as fast as off's). Since the eighteenth session the
+    # append-only tables' restored PITR side is summed from the dump during the deep verify
+    # (bvh_ops.drill.dumpside) wherever it can be: pitr then reads only the tables it could not
+    # sum there (usually none), and on reads no PITR side either.
     drill_early_checks: Literal["auto", "on", "pitr", "off"] = "auto"
     # The digest each archived WAL file's index entry records of its plaintext (docs/FORMAT.md):
     # sha256, or blake3 (a quarter of the CPU: ~14 ms less per 16 MiB segment, in archive_command

@@ -115,6 +115,10 @@ class SourceSide:
         self.method: str | None = None
         self.encoding: str | None = None  # the source's server_encoding, once known
         self.platform: str | None = None  # the source's version() (its C library and CPU), once known
+        # Whether the dump's sums compare with this side (bvh_ops.drill.dumpside): asked for, and
+        # the source's text hashes as theirs (not merely the text method: a source before 14 gets
+        # that anyway, on any platform).
+        self.dump_comparable = False
         self._done: Future[dict[str, tuple[int, str] | None]] = Future()
         self._zoned = threading.Event()  # the zone is asked (known, or not to be known early)
         self._lock, self._started, self._stopped = threading.Lock(), False, False
@@ -143,6 +147,7 @@ class SourceSide:
                 wanted = self._method
                 if wanted == PITR_TEXT and not dumpside.matches_source(self.encoding, self.platform):
                     wanted = None  # its text would not hash as the dump's sums do: the usual method
+                self.dump_comparable = wanted == PITR_TEXT
                 self.method = wanted or pitr_method(version, *([self._restored_version]
                                                                if self._restored_version else []))
                 self._zoned.set()

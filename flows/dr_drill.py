@@ -136,7 +136,7 @@ def dr_drill(
             summed = t.dump_sums(plan, side)
             if plan is not None and (left := [i for i in settings.append_only_tables if i not in summed]):
                 logger.info("PITR side read on the restored copy, not summed from the dump: %s", "; ".join(
-                    f"{i} ({plan.skipped.get(i, 'the live source hashes rows otherwise')})" for i in left))
+                    f"{i} ({plan.skipped.get(i, 'the live source was not read, or hashes rows otherwise')})" for i in left))
             with stage("restore"):  # each table's checks start as soon as it is loaded
                 early = t.restore(settings, manifest, sc, target, side, summed)
             with stage("checks"):

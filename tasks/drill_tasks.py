@@ -163,7 +163,7 @@ def dump_sums(plan: DumpPitr | None, side: SourceSide | None) -> dict[str, tuple
     if plan is None or side is None:
         return {}
     side.time_zone()  # waits until the source's version, encoding and method are known
-    if side.method != drill_suite.PITR_TEXT or side.encoding != "UTF8":
+    if not side.dump_comparable:
         return {}
     return plan.results()
 
@@ -222,7 +222,7 @@ def run_checks(settings: Settings, manifest: Manifest, scratch: engine.Scratch, 
             # (the text method, in UTF-8 as the dump is).
             if dump_pitr and source_side is not None:
                 source_side.result()
-                if source_side.method == drill_suite.PITR_TEXT and source_side.encoding == "UTF8":
+                if source_side.dump_comparable:
                     from_dump.update(dump_pitr)
                     known["restored_known"] = {**dump_pitr, **(known.get("restored_known") or {})}
             return known

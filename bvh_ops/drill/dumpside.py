@@ -202,7 +202,7 @@ class DumpPitr:
         if found is None or not available():
             return None
         item, column = found
-        if any(e.desc == "TABLE" and "\nINHERITS (" in e.defn and tag in e.defn.partition("\nINHERITS (")[2]
+        if any(e.desc in ("TABLE", "FOREIGN TABLE") and "\nINHERITS (" in e.defn and tag in e.defn.partition("\nINHERITS (")[2]
                for e in entries.values()):
             self._seen.add(item)
             self.skipped[item] = "it has inheritance children (their rows are not in its data block)"

@@ -179,3 +179,28 @@ def test_the_row_text_settings_end_with_the_read(fresh_db):
                 assert bounded_fingerprint(conn, "ev:at", "UTC", CUTOFF, method=PITR_TEXT)[0] == 1
             after = conn.execute("SELECT current_setting('search_path'), current_setting('DateStyle')").fetchone()
             assert after == before
+
+
+def test_the_dumps_sums_are_not_used_against_a_source_that_hashes_otherwise(fresh_db, monkeypatch):
+    """A source whose text would not hash as the dump's sums do (another C library, a big-endian
+    CPU): it is read with its usual method, and the sums are not compared with it — even where
+    that usual method is the text method too (a server before 14)."""
+    from checks.drill_early import SourceSide
+    from tasks.drill_tasks import dump_sums
+
+    dsn = fresh_db()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE solo (id int, at timestamptz)")
+        conn.execute("INSERT INTO solo VALUES (1, '2026-01-01+00')")
+
+    class Summed:
+        def results(self):
+            return {"public.solo:at": (1, "123")}
+
+    for platform_ok in (True, False):
+        monkeypatch.setattr(dumpside, "matches_source", lambda encoding, platform, ok=platform_ok: ok)
+        side = SourceSide(dsn, ["public.solo:at"], CUTOFF, 130000, method=PITR_TEXT).start()
+        side.result()
+        assert side.method == PITR_TEXT  # a "13" backup: the text method either way
+        assert side.dump_comparable is platform_ok
+        assert dump_sums(Summed(), side) == ({"public.solo:at": (1, "123")} if platform_ok else {})

@@ -107,3 +107,22 @@ def test_a_cutoff_before_the_year_1000_is_written_with_four_digits():
     from bvh_ops.drill.dumpside import cutoff_text
 
     assert cutoff_text(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)) == b"0999-01-02 03:04:05+00"
+
+
+@pytest.mark.parametrize("desc", ["TABLE", "FOREIGN TABLE"])
+def test_a_parent_of_any_child_table_is_not_summed(desc):
+    """The server's read of a parent counts its children's rows — a foreign table's too — and
+    the parent's data block holds none of them."""
+    from datetime import UTC, datetime
+
+    from bvh_ops.drill.dumpside import DumpPitr
+    from bvh_ops.logical.archive import TocEntry
+
+    schema = {"tables": {"public.parent": [["id", "integer", False], ["at", "timestamp with time zone", False]]}}
+    plan = DumpPitr(["public.parent:at"], datetime(2026, 6, 1, tzinfo=UTC), schema)
+    data = TocEntry(3, "TABLE DATA", "public", "parent", "", True, copy_stmt="COPY public.parent (id, at) FROM stdin;\n")
+    child = TocEntry(2, desc, "other", "kid", "CREATE TABLE other.kid (\n    x text\n)\nINHERITS (public.parent);\n", False)
+    assert plan.sink_for(data, {2: child, 3: data}, "UTF8") is None
+    assert "inheritance children" in plan.skipped["public.parent:at"]
+    plan.reset()
+    assert plan.sink_for(data, {3: data}, "UTF8") is not None  # no child: summed
