@@ -729,15 +729,6 @@ def table_fingerprint(conn: psycopg.Connection, table: TableRef, method: str | N
     # ONLY: a plain table's own rows (inheritance children are tables of their own);
     # a partitioned table is read whole (its partitions are not listed separately).
     only = sql.SQL("") if table.kind == "partitioned" else sql.SQL("ONLY ")
-    if conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 't' AND attnum > 0 "
-                    "AND NOT attisdropped", (ident.as_string(conn),)).fetchone():
-        # In "... FROM tbl AS t" a column named t is that column, not the row: fingerprints 1
-        # recorded that column alone, and a row changed in any other column would compare equal.
-        from bvh_ops.errors import DatabaseError
-
-        raise DatabaseError(f"table {table.name}: it has a column named t, which fingerprints 1 (backups before "
-                            "2026-11-28) read instead of the whole row: its copy cannot be verified from this "
-                            "backup; verify a newer one")
     if method:
         methods = [method]
     elif table.record_safe and conn.info.server_version >= 140000:

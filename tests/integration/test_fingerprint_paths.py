@@ -371,20 +371,3 @@ def test_no_fifo_where_one_cannot_be_made(pg, tmp_path):
     so the read-back goes through psql instead of failing the check."""
     assert LocalServer.of_cluster(tmp_path / "gone", pg.data) is None
     assert LocalServer.of_cluster(pg.root, pg.data) is not None
-
-
-def test_fingerprints_1_refuse_a_table_with_a_column_named_t(fresh_db):
-    """Fingerprints 1 summed a hash of ``t`` over ``tbl AS t``: with a column named t that is the
-    column, so any other column could change unseen. Such a table is not verified from them."""
-    from bvh_ops.errors import DatabaseError
-    from bvh_ops.pg.fingerprint import list_tables, table_fingerprint
-
-    dsn = fresh_db()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE x (a int, t text); INSERT INTO x VALUES (1, 'same')")
-        conn.execute("CREATE TABLE y (a int, b text); INSERT INTO y VALUES (1, 'same')")
-        refs = {r.relname: r for r in list_tables(conn)}
-        assert table_fingerprint(conn, refs["y"], "text").rows == 1
-        for method in ("text", "rec"):
-            with pytest.raises(DatabaseError, match="column named t"):
-                table_fingerprint(conn, refs["x"], method)
