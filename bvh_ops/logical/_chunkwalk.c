@@ -13,8 +13,9 @@
  *
  * out (a writable buffer of at least stop - start bytes, or None) receives buf[start:end] with each
  * chunk's four length bytes zeroed: each row behind five zero bytes (ROW_MARK), the framed text of
- * fingerprints 4. The GIL is released while it runs. Only the interpreter's own headers: no
- * library, no allocation.
+ * fingerprints 4. The GIL is released while it runs. Only the interpreter's own headers and
+ * libc: no library; walk() allocates nothing (rows() below, the drill's PITR sums, two growing
+ * buffers per call).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
