@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 
 from bvh_ops.config import Settings
+from bvh_ops.errors import DatabaseError
 from bvh_ops.pg.conn import connect
 from bvh_ops.storage.base import ObjectInfo, ObjectStore
 
@@ -52,12 +53,27 @@ class Sample:
 class Collected:
     day: date
     samples: list[Sample] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (measure, why)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (measure, why): it could not run
+    not_configured: list[str] = field(default_factory=list)          # measures the settings leave out
     backfilled: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every configured measure ran (what was collected is stored either way)."""
+        return not self.skipped
+
+    def incomplete_line(self) -> str:
+        """The one line an operator reads when a measure could not run: which, why, what to do."""
+        what = "; ".join(f"{m} ({r})" for m, r in self.skipped)
+        return (f"capacity collection for {self.day} is incomplete: {what} not collected; the rest is stored: "
+                "fix the cause and run `bvh-ops capacity collect` again (a second run the same day replaces "
+                "the samples)")
 
     def to_json(self) -> dict[str, Any]:
         return {"day": self.day.isoformat(), "samples": [s.__dict__ for s in self.samples],
-                "skipped": [{"measure": m, "reason": r} for m, r in self.skipped], "backfilled": self.backfilled}
+                "skipped": [{"measure": m, "reason": r} for m, r in self.skipped],
+                "not_configured": list(self.not_configured), "complete": self.complete,
+                "backfilled": self.backfilled}
 
 
 # -- the platform database ----------------------------------------------------------------------
@@ -106,8 +122,12 @@ def _resolve(conn: psycopg.Connection, name: str) -> tuple[str, str, str, float]
 
 
 def wal_position(conn: psycopg.Connection) -> Sample:
-    # An LSN never goes back on one cluster (pg_stat_wal's counters reset with the statistics).
-    pos = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0]
+    # An LSN never goes back on one cluster (pg_stat_wal's counters reset with the statistics); a
+    # standby has no insert position: its replay position follows the primary's.
+    pos = conn.execute("SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                       "ELSE pg_current_wal_lsn() END, '0/0')").fetchone()[0]
+    if pos is None:
+        raise DatabaseError("the standby has replayed no WAL yet: it has no position to measure")
     return Sample("wal.position", float(pos), "bytes")
 
 
@@ -265,7 +285,7 @@ def collect(settings: Settings, ops: psycopg.Connection, *, now: datetime | None
         except Exception as exc:  # noqa: BLE001 - the platform database down: the rest is still collected
             result.skipped.append(("database", f"{type(exc).__name__}: {str(exc).strip()[:200]}"))
     else:
-        result.skipped.append(("database", "database_url is not set"))
+        result.not_configured.append("database")
     if settings.repository:
         if store is None:
             from bvh_ops.storage import open_store

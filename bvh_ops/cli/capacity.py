@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from bvh_ops.cli.core import app, cli_settings, emit_json, out
+from bvh_ops.cli.core import app, cli_settings, emit_json, err, out
 from bvh_ops.cli.report import report_app
 
 capacity_app = typer.Typer(no_args_is_help=True, help="Capacity planning: usage history and forecasts.")
@@ -31,7 +31,8 @@ def _ops(settings):
 @capacity_app.command("collect")
 def collect_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print the samples as JSON")] = False) -> None:
     """Collect today's capacity samples into the ops database (a second run the same day replaces
-    them) and backfill history where none exists yet. Measures that could not run are listed."""
+    them) and backfill history where none exists yet. A measure that could not run is named with
+    its reason on stderr and the command exits 1 (what was measured is stored)."""
     from bvh_ops.capacity.collect import collect
     from bvh_ops.capacity.report import human
 
@@ -40,13 +41,16 @@ def collect_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print the 
         result = collect(settings, conn)
     if as_json:
         emit_json(result.to_json())
-        return
-    for s in result.samples:
-        out.print(f"{s.series:<48} {human(s.value, s.unit)}", markup=False)
-    for measure, why in result.skipped:
-        out.print(f"skipped {measure}: {why}", markup=False)
-    out.print(f"{len(result.samples)} series for {result.day}; {result.backfilled} day(s) of history backfilled",
-              markup=False)
+    else:
+        for s in result.samples:
+            out.print(f"{s.series:<48} {human(s.value, s.unit)}", markup=False)
+        for measure in result.not_configured:
+            out.print(f"not configured: {measure}", markup=False)
+        out.print(f"{len(result.samples)} series for {result.day}; {result.backfilled} day(s) of history "
+                  "backfilled", markup=False)
+    if not result.complete:
+        err.print(f"error: {result.incomplete_line()}", markup=False)
+        raise typer.Exit(1)
 
 
 @report_app.command("capacity")

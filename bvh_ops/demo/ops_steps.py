@@ -275,8 +275,8 @@ def _capacity(settings: Settings, ops_dsn: str, state: Path, result: OpsDemo, co
         result.collected = got.to_json()
         _say(console, f"bvh-ops capacity collect: {len(got.samples)} series for {got.day}; {got.backfilled} "
                       "point(s) of history backfilled (repository listing, created_at columns)", 2)
-        for measure, why in got.skipped:
-            _say(console, f"skipped {measure}: {why}")
+        if not got.complete:       # a measure that could not run fails the step, as it fails the flow
+            raise RuntimeError(got.incomplete_line())
         doc, forecasts, history = report_parts(settings, conn, now)
     result.capacity = doc
     if not doc["resources"]:

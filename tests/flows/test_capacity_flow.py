@@ -32,3 +32,18 @@ def test_collect_then_plan_publishes_the_report(fresh_db, sample_db, env_setting
     with get_client(sync_client=True) as client:
         art = next(a for a in client.read_artifacts(limit=200) if a.key == "capacity-report")
     assert "| resource |" in art.data and "data:image/png;base64," in art.data
+
+
+def test_collect_ends_failed_when_a_measure_could_not_run(fresh_db, env_settings, repo_dir, tmp_path):
+    """The platform database unreachable: the repository is still measured and stored, but the
+    run is Failed, naming the measure — a gap in the history is not a green run."""
+    from flows.capacity import IncompleteCollection, collect_capacity
+
+    ops = fresh_db("_ops")
+    env_settings("postgresql://nobody@127.0.0.1:1/platform", f"file://{repo_dir}", BVH_OPS_OPS_DATABASE_URL=ops,
+                 BVH_OPS_DISK_PATHS=str(tmp_path))
+    with pytest.raises(IncompleteCollection, match="database .* not collected"):
+        collect_capacity()
+    with psycopg.connect(ops) as conn:
+        kept = {r[0] for r in conn.execute("SELECT series FROM ops.capacity_samples WHERE source = 'measured'")}
+    assert f"disk.used:{tmp_path}" in kept and "db.bytes" not in kept

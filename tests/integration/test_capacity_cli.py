@@ -91,3 +91,27 @@ def test_a_resource_over_its_limit_is_critical_and_exits_1(cli_env):
     assert proc.returncode == 1, proc.stderr
     repo = next(r for r in json.loads(proc.stdout)["resources"] if r["name"] == "repo.bytes")
     assert repo["status"] == "critical" and repo["limit"] == 1000
+
+
+def test_a_measure_that_could_not_run_fails_the_collection_and_keeps_the_rest(cli_env, tmp_path):
+    """The platform database down: the repository and disks are still measured and stored, but the
+    command names what is missing on one stderr line and exits 1 — never a clean exit."""
+    config, ops = cli_env
+    env = config(backfill_days=5)
+    cfg = tmp_path / "bvh-ops.toml"
+    text = cfg.read_text()
+    cfg.write_text("\n".join('database_url = "postgresql://nobody:s3cret-pw@127.0.0.1:1/platform"'
+                             if line.startswith("database_url") else line for line in text.splitlines()) + "\n")
+    proc = run_cli("capacity", "collect", "--json", env=env)
+    assert proc.returncode == 1, proc.stdout
+    doc = json.loads(proc.stdout)
+    assert doc["complete"] is False and [s["measure"] for s in doc["skipped"]] == ["database"]
+    assert "repo.bytes" in {s["series"] for s in doc["samples"]}
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "database" in lines[0]
+    assert "run `bvh-ops capacity collect` again" in lines[0] and "s3cret-pw" not in proc.stderr + proc.stdout
+    with psycopg.connect(ops) as conn:        # what could be measured is stored
+        assert conn.execute("SELECT count(*) FROM ops.capacity_samples WHERE series = 'repo.bytes' AND "
+                            "source = 'measured'").fetchone()[0] == 1
+    text_run = run_cli("capacity", "collect", env=env)
+    assert text_run.returncode == 1 and "incomplete" in text_run.stderr and "series for" in text_run.stdout
