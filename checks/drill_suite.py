@@ -45,13 +45,21 @@ def check_fingerprints(dsn: str, manifest: Manifest, into: list | None = None, *
     comparisons = compare_tables(dsn, manifest, known=known, server=server)
     if into is not None:
         into.extend(comparisons)
-    bad = [c for c in comparisons if not c.ok]
+    bad = [c for c in comparisons if c.differs]
+    unproven = [c for c in comparisons if c.not_verified]
     if not comparisons:
         return CheckResult("logical_fingerprints", CheckStatus.NOT_VERIFIED, "the backup recorded no tables")
     if bad:
         names = ", ".join(f"{c.name} (rows {c.expected_rows} → {c.actual_rows})" for c in bad[:5])
+        also = f"; {len(unproven)} more could not be verified ({unproven[0].name}: {unproven[0].not_verified})" \
+            if unproven else ""
         return CheckResult("logical_fingerprints", CheckStatus.FAILED,
-                           f"{len(bad)} of {len(comparisons)} tables differ from the backup's snapshot: {names}")
+                           f"{len(bad)} of {len(comparisons)} tables differ from the backup's snapshot: {names}{also}")
+    if unproven:
+        names = ", ".join(c.name for c in unproven[:5])
+        return CheckResult("logical_fingerprints", CheckStatus.NOT_VERIFIED,
+                           f"{len(comparisons) - len(unproven)} of {len(comparisons)} tables equal the snapshot's; "
+                           f"{len(unproven)} could not be verified: {names}: {unproven[0].not_verified}")
     early = f" ({len(known)} read while the restore ran, unchanged since)" if known else ""
     return CheckResult("logical_fingerprints", CheckStatus.PASSED,
                        f"{len(comparisons)} tables: row counts and fingerprints equal the snapshot's{early}")

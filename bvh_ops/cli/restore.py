@@ -156,5 +156,8 @@ def _logical(settings, backup_id: str, into: str, table, no_owner: bool, jobs, a
         out.print(f"restored {result.backup_id} into {result.target} in {result.seconds:.1f} s; "
                   f"{len(result.comparisons) - len(bad)}/{len(result.comparisons)} tables match their fingerprint")
         for c in bad:
-            out.print(f"  MISMATCH {c.name}: expected {c.expected}, got {c.actual}")
+            if c.not_verified:
+                out.print(f"  NOT VERIFIED {c.name}: {c.not_verified}", markup=False)
+            else:
+                out.print(f"  MISMATCH {c.name}: expected {c.expected}, got {c.actual}", markup=False)
     raise typer.Exit(0 if result.ok else 8)

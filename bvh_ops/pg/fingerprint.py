@@ -751,6 +751,14 @@ def table_fingerprint(conn: psycopg.Connection, table: TableRef, method: str | N
     raise AssertionError("unreachable")
 
 
+def tables_with_column(conn: psycopg.Connection, column: str) -> set[str]:
+    """format('%I.%I') of every user table with a live column named ``column``."""
+    return {r[0] for r in conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND c.relkind IN ('r', 'p', 'm', 'f')", (column,))}
+
+
 def translate_missing(table: TableRef) -> Exception:
     from bvh_ops.errors import DatabaseError
 

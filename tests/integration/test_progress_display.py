@@ -63,9 +63,10 @@ def test_piped_or_json_output_stays_quiet(backed_up):
     assert '"ok": true' in drawn
 
 
-def test_a_task_retried_says_so_on_a_terminal(tmp_path, keypair):
+def test_a_task_retried_says_so_on_a_terminal(tmp_path, keypair, cli_prefect_api):
     """A backup against a server that is down was silent through all its retries (2 min 40 s by
-    default), then printed its one error line; piped, it stays that one line."""
+    default), then printed its one error line; piped, it stays that one line. (Through the
+    worker's Prefect server: the ephemeral start is test_cli's and test_orphans' subject.)"""
     env = {"BVH_OPS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "BVH_OPS_REPOSITORY": f"file://{tmp_path}/r",
            "BVH_OPS_RECIPIENTS": str(keypair[0]), "BVH_OPS_IDENTITY": str(keypair[1]),
            "BVH_OPS_STATE_DIR": str(tmp_path / "state"), "BVH_OPS_TASK_RETRIES": "2",
