@@ -47,7 +47,8 @@ class Scratch:
         return make_conninfo(self.admin_dsn, dbname=self.dbname)
 
     def _cluster(self) -> EmbeddedCluster:
-        return EmbeddedCluster(Path(self.root), binaries=Path(self.binaries) if self.binaries else None)
+        return EmbeddedCluster(Path(self.root), binaries=Path(self.binaries) if self.binaries else None,
+                               ephemeral=True)
 
     def teardown(self) -> None:
         if self.kind == "embedded":
