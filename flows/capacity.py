@@ -65,6 +65,8 @@ def collect_capacity() -> dict[str, Any]:
     doc = collect_task(_ops_dsn())
     for s in doc["skipped"]:
         logger.warning("capacity: %s not collected: %s", s["measure"], s["reason"])
+    for s in doc["warnings"]:
+        logger.warning("capacity: history shorter: %s could not run: %s", s["measure"], s["reason"])
     logger.info("capacity: %d series collected for %s, %d backfilled", len(doc["samples"]), doc["day"],
                 doc["backfilled"])
     if doc["skipped"]:

@@ -55,6 +55,9 @@ class Collected:
     samples: list[Sample] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (measure, why): it could not run
     not_configured: list[str] = field(default_factory=list)          # measures the settings leave out
+    # (backfill, why): history that could not be backfilled; today's samples are whole, the
+    # history only shorter, so this does not make the collection incomplete.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     backfilled: int = 0
 
     @property
@@ -73,6 +76,7 @@ class Collected:
         return {"day": self.day.isoformat(), "samples": [s.__dict__ for s in self.samples],
                 "skipped": [{"measure": m, "reason": r} for m, r in self.skipped],
                 "not_configured": list(self.not_configured), "complete": self.complete,
+                "warnings": [{"measure": m, "reason": r} for m, r in self.warnings],
                 "backfilled": self.backfilled}
 
 
@@ -266,7 +270,7 @@ def collect(settings: Settings, ops: psycopg.Connection, *, now: datetime | None
         try:
             got = fn()
         except Exception as exc:  # noqa: BLE001 - one failed measure never stops the others
-            result.skipped.append((measure, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"))
+            result.skipped.append((measure, _why(exc)))
             return []
         result.samples.extend(got)
         return got
@@ -280,27 +284,30 @@ def collect(settings: Settings, ops: psycopg.Connection, *, now: datetime | None
                 pos = guarded("wal", lambda: [wal_position(db)])
                 if pos and (per_day := wal_per_day(_previous(ops, "wal.position", day), day, pos[0].value)) is not None:
                     result.samples.append(Sample("wal.bytes_per_day", per_day, "bytes"))
-                result.backfilled += _guarded_backfill(result, "rows", lambda: backfill_rows(ops, db, cfg.main_tables,
-                                                                                            day, cfg.backfill_days))
+                result.backfilled += _guarded_backfill(result, "rows", lambda: backfill_rows(
+                    ops, db, cfg.main_tables, day, cfg.backfill_days, warnings=result.warnings))
         except Exception as exc:  # noqa: BLE001 - the platform database down: the rest is still collected
-            result.skipped.append(("database", f"{type(exc).__name__}: {str(exc).strip()[:200]}"))
+            result.skipped.append(("database", _why(exc)))
     else:
         result.not_configured.append("database")
     if settings.repository:
-        if store is None:
-            from bvh_ops.storage import open_store
-
-            store = open_store(settings)
         objects: list[ObjectInfo] = []
 
         def listing() -> list[Sample]:
+            nonlocal store
+            if store is None:   # inside the guard: a store that cannot be opened is this measure's failure
+                from bvh_ops.storage import open_store
+
+                store = open_store(settings)
+            _present(store)
             objects.extend(store.list(""))
             return repository_samples(objects)
 
         if guarded("repository", listing):
             result.backfilled += _guarded_backfill(result, "repository",
                                                    lambda: backfill_repository(ops, objects, day, cfg.backfill_days))
-    guarded("disks", lambda: disk_samples(settings.disk_paths))
+    for path in settings.disk_paths:   # one mount that cannot be measured costs only its own samples
+        guarded(f"disk {path}", lambda path=path: disk_samples([path]))
     peaks = guarded("monitoring", lambda: monitoring_peaks(ops, day))
     _merge_connection_peak(result, peaks)
     result.backfilled += _guarded_backfill(result, "monitoring", lambda: backfill_monitoring(ops, day, cfg.backfill_days,
@@ -313,8 +320,28 @@ def _guarded_backfill(result: Collected, measure: str, fn: Callable[[], int]) ->
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - a backfill that cannot run leaves the history shorter, nothing else
-        result.skipped.append((f"backfill {measure}", f"{type(exc).__name__}: {str(exc).strip()[:200]}"))
+        result.warnings.append((f"backfill {measure}", _why(exc)))
         return 0
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as one short line (a server error's LINE/HINT lines left out)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def _present(store: ObjectStore) -> None:
+    """The repository is there to be measured: a local root that does not exist (an unmounted
+    volume, a typo) would list as empty and be stored as 0 bytes; a bucket that cannot be
+    reached fails here with its own message."""
+    from bvh_ops.errors import StorageError
+    from bvh_ops.storage.local import LocalStore
+
+    if isinstance(store, LocalStore):
+        if not store.root.is_dir():
+            raise StorageError(f"repository {store.root} does not exist or is not a directory (not mounted?)")
+    else:
+        store.check()
 
 
 def _merge_connection_peak(result: Collected, peaks: list[Sample]) -> None:
@@ -357,8 +384,11 @@ def _daily(points: list[tuple[date, float]], first: date, day: date) -> list[tup
     return out
 
 
-def backfill_rows(ops: psycopg.Connection, db: psycopg.Connection, tables: Iterable[str], day: date, days: int) -> int:
-    """Row counts per past day from each main table's time column; ticket sales per day."""
+def backfill_rows(ops: psycopg.Connection, db: psycopg.Connection, tables: Iterable[str], day: date, days: int,
+                  warnings: list[tuple[str, str]] | None = None) -> int:
+    """Row counts per past day from each main table's time column; ticket sales per day. A table
+    whose backfill fails is named in ``warnings`` (else raised) and the others still backfilled;
+    a time column that is not a timestamp or date (epoch numbers, text) is not used."""
     if days <= 0:
         return 0
     first = day - timedelta(days=days)
@@ -367,29 +397,42 @@ def backfill_rows(ops: psycopg.Connection, db: psycopg.Connection, tables: Itera
     n = 0
     for table in tables:
         name = _table_name(table)
-        found = _resolve(db, name)
-        if found is None:
-            continue
-        schema, rel, quoted, _ = found
-        cols = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-                                         "AND table_name = %s", (schema, rel))}
-        col = next((c for c in _TIME_COLUMNS if c in cols), None)
-        if col is None:
-            continue
-        before = db.execute(f'SELECT count(*) FROM {quoted} WHERE "{col}" < %s', (start,)).fetchone()[0]
-        per_day = dict(db.execute(f'SELECT ("{col}" AT TIME ZONE \'UTC\')::date, count(*) FROM {quoted} '
-                                  f'WHERE "{col}" >= %s AND "{col}" < %s GROUP BY 1', (start, end)).fetchall())
-        running, points, tickets = before, [], []
-        d = first
-        while d < day:
-            running += per_day.get(d, 0)
-            points.append((d, running))
-            tickets.append((d, per_day.get(d, 0)))
-            d += timedelta(days=1)
-        if before or per_day:
-            n += backfill_points(ops, f"rows:{name}", "rows", points)
-            if name == "public.tickets" and col == "purchased_at":
-                n += backfill_points(ops, "business.tickets_per_day", "tickets", tickets)
+        try:
+            n += _backfill_table(ops, db, name, first, day, start, end)
+        except Exception as exc:
+            if warnings is None:
+                raise
+            warnings.append((f"backfill rows:{name}", _why(exc)))
+    return n
+
+
+def _backfill_table(ops: psycopg.Connection, db: psycopg.Connection, name: str, first: date, day: date,
+                    start: datetime, end: datetime) -> int:
+    n = 0
+    found = _resolve(db, name)
+    if found is None:
+        return 0
+    schema, rel, quoted, _ = found
+    cols = {r[0] for r in db.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND "
+        "data_type IN ('timestamp with time zone', 'timestamp without time zone', 'date')", (schema, rel))}
+    col = next((c for c in _TIME_COLUMNS if c in cols), None)
+    if col is None:
+        return 0
+    before = db.execute(f'SELECT count(*) FROM {quoted} WHERE "{col}" < %s', (start,)).fetchone()[0]
+    per_day = dict(db.execute(f'SELECT ("{col}" AT TIME ZONE \'UTC\')::date, count(*) FROM {quoted} '
+                              f'WHERE "{col}" >= %s AND "{col}" < %s GROUP BY 1', (start, end)).fetchall())
+    running, points, tickets = before, [], []
+    d = first
+    while d < day:
+        running += per_day.get(d, 0)
+        points.append((d, running))
+        tickets.append((d, per_day.get(d, 0)))
+        d += timedelta(days=1)
+    if before or per_day:
+        n += backfill_points(ops, f"rows:{name}", "rows", points)
+        if name == "public.tickets" and col == "purchased_at":
+            n += backfill_points(ops, "business.tickets_per_day", "tickets", tickets)
     return n
 
 

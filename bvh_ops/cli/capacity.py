@@ -46,6 +46,8 @@ def collect_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print the 
             out.print(f"{s.series:<48} {human(s.value, s.unit)}", markup=False)
         for measure in result.not_configured:
             out.print(f"not configured: {measure}", markup=False)
+        for measure, why in result.warnings:
+            out.print(f"history shorter: {measure} could not run: {why}", markup=False)
         out.print(f"{len(result.samples)} series for {result.day}; {result.backfilled} day(s) of history "
                   "backfilled", markup=False)
     if not result.complete:

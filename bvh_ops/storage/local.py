@@ -195,7 +195,14 @@ class LocalStore:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
         if not base.exists():
             return
-        for dirpath, _dirs, files in os.walk(base):
+
+        def unreadable(exc: OSError) -> None:
+            # A directory gone meanwhile (a concurrent delete) holds nothing to list; one that
+            # cannot be read would make every total and listing quietly short.
+            if not isinstance(exc, FileNotFoundError):
+                raise StorageError(f"cannot list {exc.filename}: {exc.strerror}: fix its permissions") from None
+
+        for dirpath, _dirs, files in os.walk(base, onerror=unreadable):
             for name in sorted(files):
                 full = Path(dirpath) / name
                 rel = full.relative_to(self.root).as_posix()

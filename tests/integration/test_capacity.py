@@ -160,3 +160,58 @@ def test_the_dashboard_shows_capacity_status_and_charts(setup, tmp_path):
         assert "repo.bytes" in section and 'src="data:image/png;base64,' in section
     finally:
         served.stop()
+
+
+def test_what_cannot_be_measured_is_named_and_nothing_false_is_stored(setup, tmp_path):
+    """The review's cases: a main table whose time column holds epoch numbers only shortens the
+    history (a warning, the collection still complete, the other tables backfilled); a repository
+    root that does not exist is a failed measure, never 0 bytes stored; one disk path that cannot
+    be measured costs only its own samples; an S3 store that cannot be opened fails its measure
+    and everything else is still stored."""
+    platform, ops_dsn, settings, repo_dir = setup
+    with psycopg.connect(platform, autocommit=True) as conn:
+        conn.execute("CREATE TABLE epochs (id int, created_at bigint); INSERT INTO epochs VALUES (1, 1750000000000)")
+    cfg = settings.capacity.model_copy(update={"main_tables": ["public.epochs", "public.tickets"]})
+    gone = tmp_path / "not-mounted"
+    odd = settings.model_copy(update={"capacity": cfg, "repository": f"file://{gone}",
+                                      "disk_paths": [tmp_path, tmp_path / "no-such-mount"]})
+    with psycopg.connect(ops_dsn, autocommit=True) as ops:
+        got = collect(odd, ops, now=BASE)
+        skipped = dict(got.skipped)
+        assert set(skipped) == {"repository", f"disk {tmp_path / 'no-such-mount'}"}, got.skipped
+        assert "does not exist" in skipped["repository"] and not gone.exists()
+        assert not got.complete and "\n" not in got.incomplete_line()
+        names = {s.series for s in got.samples}
+        assert f"disk.used:{tmp_path}" in names and "repo.bytes" not in names
+        assert "rows:public.tickets" in names and got.backfilled > 0     # backfilled despite epochs
+        assert not [w for w in got.warnings if "epochs" in w[0]]          # a bigint column is not a time
+        stored = {r[0] for r in ops.execute("SELECT series FROM ops.capacity_samples WHERE day = %s", (BASE.date(),))}
+        assert "repo.bytes" not in stored and f"disk.used:{tmp_path}" in stored
+
+        s3 = settings.model_copy(update={"repository": "s3://no-bucket-here/x", "s3_endpoint_url": "http://127.0.0.1:1"})
+        got = collect(s3, ops, now=BASE + timedelta(days=1))
+        assert [m for m, _ in got.skipped] == ["repository"], got.skipped
+        assert "db.bytes" in {s.series for s in got.samples}
+        assert ops.execute("SELECT count(*) FROM ops.capacity_samples WHERE day = %s AND series = 'db.bytes'",
+                           (BASE.date() + timedelta(days=1),)).fetchone()[0] == 1
+
+
+def test_a_backfill_that_fails_leaves_the_collection_complete_and_the_other_tables_backfilled(setup, monkeypatch):
+    from bvh_ops.capacity import collect as mod
+
+    platform, ops_dsn, settings, _ = setup
+    real = mod._backfill_table
+
+    def failing(ops, db, name, *args):
+        if name == "public.users":
+            raise psycopg.errors.UndefinedFunction("operator does not exist\nLINE 1: SELECT ...\nHINT: No op")
+        return real(ops, db, name, *args)
+
+    monkeypatch.setattr(mod, "_backfill_table", failing)
+    cfg = settings.capacity.model_copy(update={"main_tables": ["public.users", "public.tickets"]})
+    with psycopg.connect(ops_dsn, autocommit=True) as ops:
+        got = collect(settings.model_copy(update={"capacity": cfg}), ops, now=BASE)
+    assert got.complete, got.skipped
+    assert [w[0] for w in got.warnings] == ["backfill rows:public.users"]
+    assert got.warnings[0][1] == "UndefinedFunction: operator does not exist"      # one line
+    assert got.backfilled > 0 and "rows:public.tickets" in {s.series for s in got.samples}

@@ -232,9 +232,13 @@ def test_a_backup_with_version_1_fingerprints_is_still_checked_the_old_way(typed
     assert [n for n, c in after.items() if c.differs] == ["public.parted"]
     assert after["public.typed"].not_verified
     assert check_fingerprints(target, v1).status.value == "failed"
-    with psycopg.connect(target, autocommit=True) as conn:       # a row gone is seen by the count
-        conn.execute("DELETE FROM typed WHERE id = 4")
+    with psycopg.connect(target, autocommit=True) as conn:       # what version 1 did see still differs:
+        conn.execute("UPDATE typed SET t = 'changed' WHERE id = 3")   # the column t,
     assert {c.name for c in compare_tables(target, v1) if c.differs} == {"public.parted", "public.typed"}
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("UPDATE parted SET id = id - 100 WHERE id = 107")
+    assert [c.name for c in compare_tables(target, v1) if c.differs] == ["public.typed"]
+    assert check_fingerprints(target, v1).status.value == "failed"   # alone too: a corruption, not "not verified"
 
 
 def test_a_drill_restores_from_a_decrypted_copy_it_then_removes(awkward_db, fresh_db, repo_dir, make_settings,
