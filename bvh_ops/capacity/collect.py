@@ -306,6 +306,10 @@ def collect(settings: Settings, ops: psycopg.Connection, *, now: datetime | None
         if guarded("repository", listing):
             result.backfilled += _guarded_backfill(result, "repository",
                                                    lambda: backfill_repository(ops, objects, day, cfg.backfill_days))
+    else:
+        result.not_configured.append("repository")
+    if not settings.disk_paths:
+        result.not_configured.append("disks")
     for path in settings.disk_paths:   # one mount that cannot be measured costs only its own samples
         guarded(f"disk {path}", lambda path=path: disk_samples([path]))
     peaks = guarded("monitoring", lambda: monitoring_peaks(ops, day))

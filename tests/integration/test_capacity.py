@@ -195,6 +195,10 @@ def test_what_cannot_be_measured_is_named_and_nothing_false_is_stored(setup, tmp
         assert ops.execute("SELECT count(*) FROM ops.capacity_samples WHERE day = %s AND series = 'db.bytes'",
                            (BASE.date() + timedelta(days=1),)).fetchone()[0] == 1
 
+        bare = collect(settings.model_copy(update={"repository": None, "disk_paths": []}), ops,
+                       now=BASE + timedelta(days=2))
+        assert bare.complete and bare.not_configured == ["repository", "disks"], bare.to_json()
+
 
 def test_a_backfill_that_fails_leaves_the_collection_complete_and_the_other_tables_backfilled(setup, monkeypatch):
     from bvh_ops.capacity import collect as mod
