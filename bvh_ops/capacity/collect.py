@@ -301,6 +301,13 @@ def collect(settings: Settings, ops: psycopg.Connection, *, now: datetime | None
                 store = open_store(settings)
             _present(store)
             objects.extend(store.list(""))
+            if not objects and (before := _previous(ops, "repo.bytes", day)) is not None and before[1] > 0:
+                # An empty mount point where the volume was (or a wrong bucket prefix): never a
+                # repository of backups emptied overnight, and 0 bytes would be a false history.
+                from bvh_ops.errors import StorageError
+
+                raise StorageError(f"the repository lists no objects, where it held {before[1]:.0f} bytes on "
+                                   f"{before[0]}: is its volume mounted (or its location right)?")
             return repository_samples(objects)
 
         if guarded("repository", listing):

@@ -175,7 +175,11 @@ def test_what_cannot_be_measured_is_named_and_nothing_false_is_stored(setup, tmp
     gone = tmp_path / "not-mounted"
     odd = settings.model_copy(update={"capacity": cfg, "repository": f"file://{gone}",
                                       "disk_paths": [tmp_path, tmp_path / "no-such-mount"]})
+    _backup(repo_dir, BASE - timedelta(days=3), "logical", 5000)
     with psycopg.connect(ops_dsn, autocommit=True) as ops:
+        first = collect(settings.model_copy(update={"capacity": cfg}), ops, now=BASE - timedelta(days=1))
+        assert first.complete and not first.warnings, first.to_json()   # a bigint created_at is not a time,
+        assert first.backfilled > 0 and "rows:public.epochs" in {s.series for s in first.samples}  # not a failure
         got = collect(odd, ops, now=BASE)
         skipped = dict(got.skipped)
         assert set(skipped) == {"repository", f"disk {tmp_path / 'no-such-mount'}"}, got.skipped
@@ -183,8 +187,7 @@ def test_what_cannot_be_measured_is_named_and_nothing_false_is_stored(setup, tmp
         assert not got.complete and "\n" not in got.incomplete_line()
         names = {s.series for s in got.samples}
         assert f"disk.used:{tmp_path}" in names and "repo.bytes" not in names
-        assert "rows:public.tickets" in names and got.backfilled > 0     # backfilled despite epochs
-        assert not [w for w in got.warnings if "epochs" in w[0]]          # a bigint column is not a time
+        assert "rows:public.tickets" in names and not got.warnings
         stored = {r[0] for r in ops.execute("SELECT series FROM ops.capacity_samples WHERE day = %s", (BASE.date(),))}
         assert "repo.bytes" not in stored and f"disk.used:{tmp_path}" in stored
 
@@ -195,8 +198,13 @@ def test_what_cannot_be_measured_is_named_and_nothing_false_is_stored(setup, tmp
         assert ops.execute("SELECT count(*) FROM ops.capacity_samples WHERE day = %s AND series = 'db.bytes'",
                            (BASE.date() + timedelta(days=1),)).fetchone()[0] == 1
 
+        # An empty directory where yesterday's repository was (a mount point without its volume).
+        gone.mkdir()
+        got = collect(odd.model_copy(update={"disk_paths": [tmp_path]}), ops, now=BASE + timedelta(days=2))
+        assert [m for m, _ in got.skipped] == ["repository"] and "mounted" in got.skipped[0][1], got.skipped
+
         bare = collect(settings.model_copy(update={"repository": None, "disk_paths": []}), ops,
-                       now=BASE + timedelta(days=2))
+                       now=BASE + timedelta(days=3))
         assert bare.complete and bare.not_configured == ["repository", "disks"], bare.to_json()
 
 
