@@ -105,20 +105,25 @@ class SourceSide:
     known, and the checks after the restore read it again (and report what they find)."""
 
     def __init__(self, source: str | None, append_only: list[str], cutoff: datetime,
-                 restored_version: int | None = None, method: str | None = None) -> None:
+                 restored_version: int | None = None, method: str | None = None,
+                 method_items: set[str] | None = None) -> None:
         self._source, self._items, self._cutoff = source, list(append_only), cutoff
         self._restored_version = restored_version  # the backup's server_version_num: the scratch runs it or later
         self.zone: str | None = None
         # How rows are hashed (drill_suite.pitr_method), once known; ``method``: this one (the
         # text method, where the restored side is summed from the dump: bvh_ops.drill.dumpside).
         self._method = method
-        self.method: str | None = None
+        # The entries ``method`` is for (None: all); the others are hashed the usual way (the
+        # dump can sum only some tables, and the text method costs the source about twice the CPU).
+        self._method_items = method_items
+        self.method: str | None = None   # the usual method, once known
         self.encoding: str | None = None  # the source's server_encoding, once known
         self.platform: str | None = None  # the source's version() (its C library and CPU), once known
         # Whether the dump's sums compare with this side (bvh_ops.drill.dumpside): asked for, and
         # the source's text hashes as theirs (not merely the text method: a source before 14 gets
         # that anyway, on any platform).
         self.dump_comparable = False
+        self._wanted: str | None = None  # the asked-for method, where this source allows it
         self._done: Future[dict[str, tuple[int, str] | None]] = Future()
         self._zoned = threading.Event()  # the zone is asked (known, or not to be known early)
         self._lock, self._started, self._stopped = threading.Lock(), False, False
@@ -148,8 +153,8 @@ class SourceSide:
                 if wanted == PITR_TEXT and not dumpside.matches_source(self.encoding, self.platform):
                     wanted = None  # its text would not hash as the dump's sums do: the usual method
                 self.dump_comparable = wanted == PITR_TEXT
-                self.method = wanted or pitr_method(version, *([self._restored_version]
-                                                               if self._restored_version else []))
+                self._wanted = wanted
+                self.method = pitr_method(version, *([self._restored_version] if self._restored_version else []))
                 self._zoned.set()
                 for item in self._items:
                     if self._stopped:
@@ -162,7 +167,7 @@ class SourceSide:
                                 self._conn = conn
                             try:
                                 out[item] = bounded_fingerprint(conn, item, self.zone, self._cutoff,
-                                                                method=self.method)
+                                                                method=self.method_for(item))
                             finally:
                                 with self._lock:
                                     self._conn = None
@@ -173,6 +178,15 @@ class SourceSide:
         finally:
             self._zoned.set()
             self._done.set_result(out)
+
+    def method_for(self, item: str) -> str | None:
+        """How ``item``'s rows are hashed on both sides (None: not known yet): the asked-for
+        method where it applies to the item, else the usual one."""
+        if self.method is None:
+            return None
+        if self._wanted is not None and (self._method_items is None or item in self._method_items):
+            return self._wanted
+        return self.method
 
     def time_zone(self) -> str | None:
         """The source's session time zone as this read it (None: not known), as soon as it is
@@ -343,7 +357,8 @@ class EarlyChecks:
                                                  method=self._method, server=fifo,
                                                  encoding=fifo and text_encoding(conn, self._encoding))
             gone(*copying)
-            item, zone, method = self._items.get((schema, table)), self.zone, self._side.method
+            item = self._items.get((schema, table))
+            zone, method = self.zone, (self._side.method_for(item) if item else None)
             if item is None or zone is None or method is None or _has_children(conn, schema, table):
                 return Taken(since, rows, digest)
             bound = bounded_fingerprint(conn, item, zone, self._cutoff, whole=True, method=method)
@@ -355,7 +370,8 @@ class EarlyChecks:
         """An append-only table's PITR bound only (its rows up to the cutoff, with the whole
         table's row count in the same read: what ``settle`` proves unchanged since); None where
         none can be read early (no time zone or method yet, a partitioned parent)."""
-        item, zone, method = self._items.get((schema, table)), self.zone, self._side.method
+        item = self._items.get((schema, table))
+        zone, method = self.zone, (self._side.method_for(item) if item else None)
         if item is None or zone is None or method is None:
             return None
         with connect(self._dsn, autocommit=True) as conn, self._lowered() as (serving, _session, _gone):

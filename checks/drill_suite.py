@@ -220,13 +220,19 @@ def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff:
     if source_dsn is None:
         return CheckResult("pitr_append_only", CheckStatus.NOT_VERIFIED, "no live source configured to compare with")
     restored_known, source_known = restored_known or {}, source_known or {}
-    # The method of what was read before (all of one read's), else the one both servers allow.
-    known = [_method_of(v) for v in (*restored_known.values(), *source_known.values()) if v]
-    method = known[0] if known else pitr_method(_server_version(dsn), _server_version(source_dsn))
+    # Per entry, the method of what was read before (the source's early read chose it: the text
+    # method where the dump summed the restored side, else the usual one), else the one both
+    # servers allow.
+    usual: str | None = None
     compared, rows, bad = 0, 0, []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-pitr") as pool:
         for item in append_only:
             table = item.split(":")[0]
+            method = _method_of(source_known.get(item)) or _method_of(restored_known.get(item))
+            if method is None:
+                if usual is None:
+                    usual = pitr_method(_server_version(dsn), _server_version(source_dsn))
+                method = usual
             restored_f = None if item in restored_known else pool.submit(_bounded_fingerprint, dsn, item, zone, cutoff,
                                                                          method)
             source = source_known[item] if item in source_known else _bounded_fingerprint(source_dsn, item, zone,

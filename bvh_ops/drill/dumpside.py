@@ -239,6 +239,20 @@ class DumpPitr:
             return f"{column} is {typ}, not a timestamptz"
         return None
 
+    def candidates(self) -> set[str]:
+        """The entries the walk may sum, judged before it from the backup's recorded schema
+        alone (a plain name, the column recorded, a timestamptz): only these need the live
+        source hashed by the text method; the rest keep the cheaper usual one. A superset of
+        what ends up summed (inheritance, a second data block, generated columns and odd rows
+        are seen only in the dump)."""
+        out = set()
+        for (namespace, tag), (item, column) in self._items.items():
+            recorded = self._columns.get(f"{namespace}.{tag}") or []
+            typ = next((c[1] for c in recorded if c[0] == column), None)
+            if typ is not None and _TIMESTAMPTZ.match(typ):
+                out.add(item)
+        return out
+
     def verified(self) -> None:
         """The copy the sums were read from verified whole (its digest equals the manifest's)."""
         self._verified = True
