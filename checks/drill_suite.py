@@ -228,6 +228,8 @@ def check_pitr(dsn: str, source_dsn: str | None, append_only: list[str], cutoff:
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bvh-pitr") as pool:
         for item in append_only:
             table = item.split(":")[0]
+            if item in source_known and source_known[item] is None:
+                continue   # no such table on the source: nothing to compare, nothing to read
             method = _method_of(source_known.get(item)) or _method_of(restored_known.get(item))
             if method is None:
                 if usual is None:
