@@ -70,9 +70,10 @@ def collect_capacity() -> dict[str, Any]:
     logger.info("capacity: %d series collected for %s, %d backfilled", len(doc["samples"]), doc["day"],
                 doc["backfilled"])
     if doc["skipped"]:
-        what = "; ".join(f"{s['measure']} ({s['reason']})" for s in doc["skipped"])
-        raise IncompleteCollection(f"capacity collection for {doc['day']} is incomplete: {what} not collected; "
-                                   "the rest is stored: fix the cause and run collect-capacity again")
+        from bvh_ops.capacity.collect import incomplete_line
+
+        raise IncompleteCollection(incomplete_line(doc["day"], [(s["measure"], s["reason"]) for s in doc["skipped"]],
+                                                   "collect-capacity"))
     return doc
 
 

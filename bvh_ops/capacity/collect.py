@@ -65,12 +65,8 @@ class Collected:
         """Every configured measure ran (what was collected is stored either way)."""
         return not self.skipped
 
-    def incomplete_line(self) -> str:
-        """The one line an operator reads when a measure could not run: which, why, what to do."""
-        what = "; ".join(f"{m} ({r})" for m, r in self.skipped)
-        return (f"capacity collection for {self.day} is incomplete: {what} not collected; the rest is stored: "
-                "fix the cause and run `bvh-ops capacity collect` again (a second run the same day replaces "
-                "the samples)")
+    def incomplete_line(self, rerun: str = "`bvh-ops capacity collect`") -> str:
+        return incomplete_line(self.day.isoformat(), self.skipped, rerun)
 
     def to_json(self) -> dict[str, Any]:
         return {"day": self.day.isoformat(), "samples": [s.__dict__ for s in self.samples],
@@ -78,6 +74,13 @@ class Collected:
                 "not_configured": list(self.not_configured), "complete": self.complete,
                 "warnings": [{"measure": m, "reason": r} for m, r in self.warnings],
                 "backfilled": self.backfilled}
+
+
+def incomplete_line(day: str, skipped: Iterable[tuple[str, str]], rerun: str) -> str:
+    """The one line an operator reads when a measure could not run: which, why, what to do."""
+    what = "; ".join(f"{m} ({r})" for m, r in skipped)
+    return (f"capacity collection for {day} is incomplete: {what} not collected; the rest is stored: "
+            f"fix the cause and run {rerun} again (a second run the same day replaces the samples)")
 
 
 # -- the platform database ----------------------------------------------------------------------
