@@ -23,7 +23,9 @@ def _writer(fd: int, pieces: list[bytes], pause: float) -> threading.Thread:
     def run() -> None:
         with os.fdopen(fd, "wb", buffering=0) as w:
             for p in pieces:
-                w.write(p)  # a raw write to a pipe or a blocking socket writes it all
+                rest = memoryview(p)
+                while rest:  # a signal (a profiler's stop) can cut a large raw write short
+                    rest = rest[w.write(rest):]
                 if pause:
                     time.sleep(pause)
 
