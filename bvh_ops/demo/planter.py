@@ -26,6 +26,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bvh_ops.demo.platform.accounts import sample_password
+from bvh_ops.tls import default_context
 
 PATTERNS = ("brute_force", "credential_stuffing", "known_bad_ip", "access_violations", "structuring", "shared_ip",
             "purchase_velocity", "slow_endpoint", "deposit_withdrawal_no_play", "admin_off_hours",
@@ -40,7 +41,7 @@ def _email(uid: int) -> str:
 class Planter:
     def __init__(self, url: str, dsn: str, *, first_account: int = 41, seed: int = 5,
                  business_hours: tuple[int, int] = (6, 18), business_days: Iterable[int] = (7, 1, 2, 3, 4)) -> None:
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30, verify=default_context())
         self.business_hours = business_hours
         self.business_days = set(business_days)
         self.admin_calls: list[datetime] = []  # this planter's own admin API calls (the slow fault)

@@ -26,6 +26,7 @@ import httpx
 from bvh_ops.config import AlertingSettings
 from bvh_ops.monitoring.results import Check, Status
 from bvh_ops.monitoring.schedules import SERVICE, Deployment, Run, Schedule, plan_checks
+from bvh_ops.tls import default_context
 
 TAG = "bvh-ops"
 # The monitor does not judge its own deployment: the monitoring flow fails on purpose while a
@@ -76,7 +77,7 @@ class PrefectRuns:
                  environ: Mapping[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
         self._end = time.monotonic() + deadline
-        self._client = httpx.Client(timeout=timeout, headers=_headers(environ if environ is not None else os.environ),
+        self._client = httpx.Client(timeout=timeout, verify=default_context(), headers=_headers(environ if environ is not None else os.environ),
                                     follow_redirects=False)
 
     def close(self) -> None:

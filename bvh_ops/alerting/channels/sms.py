@@ -12,6 +12,7 @@ import httpx
 
 from bvh_ops.alerting.channels.base import ChannelError
 from bvh_ops.alerting.routing import Message
+from bvh_ops.tls import default_context
 
 # Twilio splits longer bodies into segments (and bills each); one segment is 160 GSM characters.
 SMS_MAX = 160
@@ -30,7 +31,7 @@ class SmsChannel:
     @cached_property
     def _http(self) -> httpx.Client:
         """One client per channel: connections are kept alive across a burst."""
-        return httpx.Client()
+        return httpx.Client(verify=default_context())
 
     def send(self, message: Message) -> None:
         url = f"{self.base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Messages.json"

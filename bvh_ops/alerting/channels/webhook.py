@@ -10,6 +10,7 @@ import httpx
 
 from bvh_ops.alerting.channels.base import ChannelError, body_text
 from bvh_ops.alerting.routing import Message
+from bvh_ops.tls import default_context
 
 # Discord rejects content over 2,000 characters (https://discord.com/developers/docs/resources/message).
 DISCORD_MAX = 2000
@@ -38,7 +39,7 @@ class WebhookChannel:
     def _http(self) -> httpx.Client:
         """One client per channel: connections are kept alive across a burst (a new client per
         message cost about 34 ms each, bench/bench_alerting.py)."""
-        return httpx.Client()
+        return httpx.Client(verify=default_context())
 
     def send(self, message: Message) -> None:
         try:

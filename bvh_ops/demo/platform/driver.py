@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import httpx
 
 from bvh_ops.demo.platform.accounts import sample_password
+from bvh_ops.tls import default_context
 
 
 def client_ip(uid: int) -> str:
@@ -88,7 +89,7 @@ class WorkloadDriver:
         rng = random.Random(self.seed * 1000 + n)
         interval = self.threads / self.rate if self.rate > 0 else 0.0
         tokens: dict[int, str] = {}
-        with httpx.Client(base_url=self.url, timeout=self.timeout) as client:
+        with httpx.Client(base_url=self.url, timeout=self.timeout, verify=default_context()) as client:
             while not self._stop.is_set():
                 try:
                     self._step(client, rng, tokens)

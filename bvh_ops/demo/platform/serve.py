@@ -21,6 +21,7 @@ import httpx
 
 from bvh_ops.children import die_with_parent
 from bvh_ops.demo.platform.cache import DEFAULT_REDIS_URL
+from bvh_ops.tls import default_context
 
 DSN_ENV = "BVH_PLATFORM_DSN"
 
@@ -31,7 +32,7 @@ class PlatformHandle:
     process: subprocess.Popen
     log_path: Path  # the JSON log lines
     output_path: Path  # the process's own stdout/stderr
-    _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30), repr=False)
+    _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, verify=default_context()), repr=False)
 
     def get(self, path: str) -> httpx.Response:
         return self._client.get(self.url + path)
