@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+from bvh_ops.units import human_bytes
 
 
 def _sizes(result: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from bvh_ops.config import load_settings
 from bvh_ops.errors import BvhOpsError
-from flows.artifacts import human_bytes
+from bvh_ops.units import human_bytes
 from tasks.common import retrying
 from tasks.replica_tasks import follow_wal_task, replicate_pass, report_replica
 

@@ -83,7 +83,7 @@ def backup(
 
 
 def _print_backup(result: dict) -> None:
-    from flows.artifacts import human_bytes
+    from bvh_ops.units import human_bytes
 
     out.print(f"backup {result['backup_id']} committed and checked")
     out.print(f"  {len(result['tables'])} tables, {sum(t['rows'] for t in result['tables'].values())} rows, "
@@ -118,7 +118,7 @@ def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False,
     table = Table(box=None, pad_edge=False)
     for name in ("backup id", "kind", "status", "finished (UTC)", "stored", "signature", "parent"):
         table.add_column(name, no_wrap=True, min_width=32 if name in ("backup id", "parent") else None)
-    from flows.artifacts import human_bytes
+    from bvh_ops.units import human_bytes
 
     for r in rows:
         finished = r["finished_at"][:19].replace("T", " ") if r["finished_at"] else "-"

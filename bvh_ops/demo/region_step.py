@@ -29,7 +29,7 @@ class RegionDemo:
 
 def run_region_step(settings: Settings, console: Console) -> tuple[bool, str, RegionDemo]:
     """(ok, the summary row, what happened). ``settings.replica_repository`` names the replica."""
-    from flows.artifacts import human_bytes
+    from bvh_ops.units import human_bytes
 
     res = RegionDemo()
     fail = res.failures

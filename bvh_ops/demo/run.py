@@ -163,7 +163,7 @@ def run_demo(*, scale: float, keep_running: bool, console: Console) -> bool:
         matched = sum(c.ok for c in restored.comparisons)
         _done(console, t, f"{matched}/{len(restored.comparisons)} tables identical")
 
-        from flows.artifacts import human_bytes
+        from bvh_ops.units import human_bytes
 
         summary = Table(title="bvh-ops demo: daily backup", show_header=False)
         summary.add_column(style="bold")
