@@ -12,35 +12,56 @@ from bvh_ops.results import CheckStatus
 from checks.physical_drill_suite import check_amcheck
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = EmbeddedCluster(tmp_path / "cluster")
+def _cluster(root) -> EmbeddedCluster:
+    c = EmbeddedCluster(root / "cluster")
     c.start()
     with psycopg.connect(c.dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         conn.execute("INSERT INTO t SELECT k, repeat('v', 50) FROM generate_series(1, 20000) k")
         conn.execute("CREATE TABLE u AS SELECT k FROM generate_series(1, 1000) k")
         conn.execute("CHECKPOINT")
+    return c
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = _cluster(tmp_path)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="module")
+def sound(tmp_path_factory):
+    """One sound cluster for the checks that only read it (the first also installs amcheck)."""
+    c = _cluster(tmp_path_factory.mktemp("amcheck-sound"))
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """One cluster with a damaged B-tree leaf page, checked with one job and with two."""
+    c = _cluster(tmp_path_factory.mktemp("amcheck-damaged"))
+    with psycopg.connect(c.dsn()) as conn:
+        path = conn.execute("SELECT pg_relation_filepath('t_pkey')").fetchone()[0]
+    c.stop()
+    with open(c.data / path, "r+b") as fh:  # the middle of block 2: a leaf page's tuples
+        fh.seek(2 * 8192 + 4000)
+        fh.write(b"\xde\xad\xbe\xef" * 64)
+    c.start()
     yield c
     c.destroy()
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_a_sound_cluster_passes(cluster, jobs):
-    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=jobs)
+def test_a_sound_cluster_passes(sound, jobs):
+    result = check_amcheck(sound.dsn(), str(sound.bin_dir), jobs=jobs)
     assert result.status is CheckStatus.PASSED, result.detail
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_a_damaged_index_page_fails(cluster, jobs):
-    with psycopg.connect(cluster.dsn()) as conn:
-        path = conn.execute("SELECT pg_relation_filepath('t_pkey')").fetchone()[0]
-    cluster.stop()
-    with open(cluster.data / path, "r+b") as fh:  # the middle of block 2: a leaf page's tuples
-        fh.seek(2 * 8192 + 4000)
-        fh.write(b"\xde\xad\xbe\xef" * 64)
-    cluster.start()
-    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=jobs)
+def test_a_damaged_index_page_fails(damaged, jobs):
+    result = check_amcheck(damaged.dsn(), str(damaged.bin_dir), jobs=jobs)
     assert result.status is CheckStatus.FAILED, result.detail
     assert result.detail.startswith("corruption found") and "t_pkey" in result.detail, result.detail
 
@@ -70,11 +91,11 @@ def test_a_report_then_an_early_stop_fails_naming_the_corruption(tmp_path, stder
     assert "pw-SECRET" not in result.detail
 
 
-def test_more_jobs_than_free_connections_still_checks(cluster):
+def test_more_jobs_than_free_connections_still_checks(sound):
     """restore_jobs goes up to 64 and the restored cluster keeps the source's max_connections
     (here 40): pg_amcheck opened one connection per job (the catalogs alone are more relations
     than that) and a sound cluster failed with 'sorry, too many clients already'."""
-    result = check_amcheck(cluster.dsn(), str(cluster.bin_dir), jobs=64)
+    result = check_amcheck(sound.dsn(), str(sound.bin_dir), jobs=64)
     assert result.status is CheckStatus.PASSED, result.detail
 
 

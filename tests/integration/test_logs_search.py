@@ -22,11 +22,17 @@ LINES = [  # (timestamp, level, category, event, fields) — written out of time
 ]
 
 
-@pytest.fixture
-def env(fresh_db, tmp_path):
-    dsn = fresh_db()
+@pytest.fixture(scope="module")
+def env(pg, tmp_path_factory):
+    """The lines collected once into one ops database; every test here only reads it (a search
+    changes nothing: test_a_search_changes_nothing proves it)."""
+    from bvh_ops.pg.catalog import create_database
+
+    create_database(pg.dsn(), "logs_search")
+    dsn = pg.dsn("logs_search")
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
+    tmp_path = tmp_path_factory.mktemp("logs_search")
     path = tmp_path / "app.log"
     with open(path, "w") as fh:
         for ts, level, cat, event, fields in LINES:
@@ -37,7 +43,9 @@ def env(fresh_db, tmp_path):
     proc = run_cli("logs", "collect", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "6 records, 0 quarantined" in proc.stdout
-    return env
+    yield env
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "logs_search" WITH (FORCE)')
 
 
 def search(env, *args: str) -> dict:
@@ -120,3 +128,21 @@ def test_iter_records_streams_with_a_server_side_cursor(env):
         cursors = [r[0] for r in conn.execute("SELECT name FROM pg_cursors").fetchall()]
         assert first.event == "auth.login_failed" and cursors == ["bvh_logs_search"]
         assert len(list(it)) == 1
+
+
+def _store(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1").fetchall()]
+        return [(t, conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+                                 f"FROM {t} x").fetchone()[0]) for t in tables]
+
+
+def test_a_search_changes_nothing(env):
+    """The fixture is shared by every test in this file: a search (good or bad) leaves the ops
+    database as it found it."""
+    before = _store(env["BVH_OPS_OPS_DATABASE_URL"])
+    search(env, "--category", "security")
+    run_cli("logs", "search", "--level", "loud", env=env)
+    assert _store(env["BVH_OPS_OPS_DATABASE_URL"]) == before
