@@ -116,9 +116,16 @@ def test_fault_to_critical_everywhere_restart_without_duplicates_then_resolved(w
         fault_at = clock.at
         cycles(runtime, settings, clock, 2)          # two bad samples: "system down" fires
         wait_until(lambda: smtp.mail.qsize() >= 1 and hook.got.qsize() >= 1 and sms.got.qsize() >= 1, "the critical on every channel")
-        with psycopg.connect(ops) as conn:
-            sent = conn.execute("SELECT channel, sent_at FROM ops.notifications WHERE kind = 'fired' "
-                                "AND status = 'sent'").fetchall()
+
+        def recorded() -> list[tuple]:
+            """A delivery is recorded as sent once its channel's send has returned: just after
+            the receiver has it (a CI run read the table between the two)."""
+            with psycopg.connect(ops) as conn:
+                rows = conn.execute("SELECT channel, sent_at FROM ops.notifications WHERE kind = 'fired' "
+                                    "AND status = 'sent'").fetchall()
+            return rows if len(rows) >= 3 else []
+
+        sent = wait_until(recorded, "the three deliveries recorded as sent")
         assert {c for c, _ in sent} == {"email", "sms", "webhook"}
         assert all(at - fault_at <= timedelta(minutes=2) for _, at in sent)   # fault -> delivered
         # The second AlertingRuntime may not evaluate while this one runs (one evaluator).
