@@ -40,9 +40,8 @@ class HttpSession:
     def client(self, ca_file: Path | None) -> httpx.Client:
         with self._lock:
             if ca_file not in self._clients:
-                verify = default_context()
-                if ca_file is not None:
-                    verify = ssl.create_default_context(cafile=str(ca_file))
+                # An endpoint's own bundle never depends on the default one loading.
+                verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else default_context()
                 self._clients[ca_file] = httpx.Client(
                     verify=verify, follow_redirects=False, headers={"User-Agent": USER_AGENT},
                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))

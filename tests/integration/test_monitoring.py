@@ -213,6 +213,21 @@ def test_https_certificate_days_and_expiration_conditions(https_base):
     assert failing.status is Status.CRITICAL and "[CERTIFICATE_EXPIRATION]" in failing.detail
 
 
+def test_an_endpoints_own_ca_file_does_not_need_the_default_bundle(https_base, monkeypatch):
+    """The process-wide default TLS context (bvh_ops.tls) is built only for endpoints without
+    their own bundle: a default bundle that cannot load (SSL_CERT_FILE pointing nowhere) left an
+    endpoint with a good tls_ca_file UNKNOWN, blaming its bundle (found by review)."""
+    import bvh_ops.monitoring.http as http
+
+    def broken():
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(http, "default_context", broken)
+    url, ca = https_base
+    check, _cert = probe(endpoint(url + "/health", "[STATUS] == 200", tls_ca_file=str(ca)))
+    assert check.status is Status.OK, check.detail
+
+
 def test_unreadable_ca_file_is_unknown_not_critical(https_base, tmp_path):
     url, _ = https_base
     (check,) = probe(endpoint(url + "/health", "[STATUS] == 200", tls_ca_file=str(tmp_path / "missing.pem")))
