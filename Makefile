@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_opsdb.py
 	$(BIN)/python bench/bench_alerting.py
 	$(BIN)/python bench/bench_logs_ingest.py
+	$(BIN)/python bench/bench_log_windows.py
 	$(BIN)/python bench/bench_logs_archive.py
 	$(BIN)/python bench/bench_audit.py
 	$(BIN)/python bench/bench_files.py
