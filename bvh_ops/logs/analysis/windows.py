@@ -46,7 +46,8 @@ class Windows:
         """Every window [events[start], +span] that contains ``at``, in one pass: both ends only
         move forward (the events are sorted), and distinct keys are counted as they enter and
         leave; only the best window's items are built. (It sliced, and counted, each window
-        afresh: a long attack, 5,000 failed logins a second apart, took 5 s.)"""
+        afresh: 5,000 failed logins a second apart took 2.3 s of CPU, 19 s counted as distinct
+        accounts; bench/bench_log_windows.py.)"""
         times = [e[0] for e in events]
         lo = bisect.bisect_left(times, at - self.span)
         hi = bisect.bisect_right(times, at)
