@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -55,14 +58,23 @@ def _signed_backup(settings, members) -> str:
     return backup_id
 
 
+@pytest.fixture
+def elsewhere():
+    """A directory outside the restore at a short absolute path (a ustar link name holds 100
+    bytes; pytest's own directories can be longer than that)."""
+    d = Path(tempfile.mkdtemp(prefix="bvh-outside-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.mark.parametrize("evil", ["hardlink", "symlink", "dotdot"])
-def test_a_tar_that_leaves_the_target_is_refused_before_anything_lands_outside(evil, tmp_path, repo_dir,
+def test_a_tar_that_leaves_the_target_is_refused_before_anything_lands_outside(evil, tmp_path, elsewhere, repo_dir,
                                                                               make_settings, sample_db):
-    outside = tmp_path / "outside.txt"
+    outside = elsewhere / "outside.txt"
     outside.write_text("precious\n")
     member = {
         "hardlink": _member("global/pg_control", link=str(outside), kind=tarfile.LNKTYPE),
-        "symlink": _member("pg_wal", link=str(tmp_path), kind=tarfile.SYMTYPE),
+        "symlink": _member("pg_wal", link=str(elsewhere), kind=tarfile.SYMTYPE),
         "dotdot": _member("../outside.txt", data=b"overwritten\n"),
     }[evil]
     after = _member("global/pg_control", data=b"overwritten\n") if evil != "symlink" else \
@@ -72,5 +84,6 @@ def test_a_tar_that_leaves_the_target_is_refused_before_anything_lands_outside(e
     target = tmp_path / "restore" / "data"
     with pytest.raises(IntegrityError, match=f"backup {backup_id}.*refusing to extract"):
         restore_physical(settings, backup_id, target, verify=False)
-    assert outside.read_text() == "precious\n"
+    assert outside.read_text() == "precious\n" and sorted(elsewhere.iterdir()) == [outside]
+    assert not (target.parent / "outside.txt").exists()  # where '../outside.txt' would land
     assert not target.exists()
