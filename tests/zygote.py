@@ -65,11 +65,22 @@ def _run_command(request: dict, fds: list[int]) -> None:
                 os.close(fd)
         os.environ.clear()
         os.environ.update(request["env"])
+        time.tzset()  # TZ as the command's environment has it
         os.chdir(request["cwd"])
         sys.path[0] = request["cwd"]
         sys.argv = ["bvh_ops/cli/__main__.py", *request["argv"]]
+        import atexit
+        import logging
         import runpy
 
+        # Exit handlers run last-registered first. In a fresh interpreter the CLI registers its
+        # final one (it ends the process) before anything imports logging, so logging's shutdown
+        # runs before it; here logging came with the preloaded modules: register it again after.
+        atexit.unregister(logging.shutdown)
+        import bvh_ops.cli.app  # noqa: F401  (registers the CLI's last handler)
+
+        atexit.register(logging.shutdown)
+        interrupted = False
         try:
             runpy.run_module("bvh_ops.cli", run_name="__main__", alter_sys=True)
             code = 0
@@ -81,22 +92,24 @@ def _run_command(request: dict, fds: list[int]) -> None:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:  # as the interpreter does with an uncaught exception
+        except BaseException as exc:  # as the interpreter does with an uncaught exception
             sys.excepthook(*sys.exc_info())
             code = 1
+            interrupted = isinstance(exc, KeyboardInterrupt)
         # What Py_Finalize does first: wait for the non-daemon threads, run the exit handlers
         # (the CLI's own last handler ends the process with its status).
         import threading
 
         threading._shutdown()
-        import atexit
-
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+        if interrupted:  # Python ends by SIGINT after an uncaught KeyboardInterrupt (exit -2)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
     finally:
         os._exit(code)
 
@@ -110,7 +123,10 @@ def _waiter(conn: socket.socket, request: dict, fds: list[int]) -> None:
         _run_command(request, fds)
     for fd in fds:
         os.close(fd)
-    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    try:
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    except OSError:  # the caller went away; the command runs on, as a child of a killed caller would
+        pass
     started = time.monotonic()
     _, status, usage = os.wait4(pid, 0)
     if LOG:  # what each command cost (a profiling aid: BVH_TEST_CLI_LOG=FILE)
@@ -139,6 +155,18 @@ def serve(path: str) -> None:
     listener.settimeout(1.0)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    try:
+        _accept_until_orphaned(listener, parent)
+    finally:  # the worker is gone (or killed us): leave nothing in the temp directory
+        listener.close()
+        for leftover in (path, os.path.dirname(path)):
+            try:
+                (os.rmdir if leftover != path else os.unlink)(leftover)
+            except OSError:
+                pass
+
+
+def _accept_until_orphaned(listener: socket.socket, parent: int) -> None:
     while os.getppid() == parent:
         try:
             conn, _ = listener.accept()
@@ -151,8 +179,11 @@ def serve(path: str) -> None:
             conn.close()
             continue
         if os.fork() == 0:
-            listener.close()
-            _waiter(conn, request, fds)
+            try:
+                listener.close()
+                _waiter(conn, request, fds)
+            finally:  # never back into the server's loop (or its clean-up) in a waiter
+                os._exit(1)
         conn.close()
         for fd in fds:
             os.close(fd)

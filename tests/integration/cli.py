@@ -2,7 +2,8 @@
 
 The child is forked from a server that has already imported the heavy, environment-free modules
 (tests/zygote.py): each command is still its own process with its own environment, working
-directory, pipes and exit status, without paying ~0.3 s of imports each time. ``fresh=True`` (or
+directory, pipes, stdin and exit status, without paying ~0.35 s of imports each time; what a
+test cannot rely on is the command's /proc cmdline (the fork server's). ``fresh=True`` (or
 ``BVH_TEST_FRESH_CLI=1`` for the whole run) starts a new interpreter instead."""
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 _ZYGOTE = Path(__file__).parent.parent / "zygote.py"
 _server: tuple[subprocess.Popen, str, dict[str, str]] | None = None
-# What an interpreter reads at its start (not later): a command whose environment sets these other
-# than the fork server had them runs in a fresh interpreter.
-_AT_START = ("LANG", "LC_ALL", "LC_CTYPE")
+# What the interpreter or a preloaded module reads once, at start or import (Python's locale and
+# stream settings, typer's TYPER_USE_RICH and its terminal-width and colour variables, psycopg's
+# implementation choice): a command whose environment sets one of these other than the fork
+# server had it runs in a fresh interpreter. (TZ is applied in the forked command: time.tzset.)
+_AT_START = ("LANG", "TERMINAL_WIDTH", "FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS")
+_AT_START_PREFIXES = ("PYTHON", "LC_", "TYPER_", "_TYPER_", "PSYCOPG_", "PYDANTIC_")
 _lock = threading.Lock()
 
 
@@ -40,7 +45,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...
 
 def _starts_differently(env: dict[str, str]) -> bool:
     started = _server[2] if _server is not None else os.environ
-    names = {n for n in (*env, *started) if n in _AT_START or n.startswith("PYTHON")}
+    names = {n for n in (*env, *started) if n in _AT_START or n.startswith(_AT_START_PREFIXES)}
     return any(env.get(n) != started.get(n) for n in names)
 
 
@@ -84,7 +89,10 @@ def _stop(proc: subprocess.Popen, where: str) -> None:
 def _forked(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY)
+    try:  # stdin: the caller's, as subprocess.run leaves it
+        null = os.dup(0)
+    except OSError:
+        null = os.open(os.devnull, os.O_RDONLY)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
 
@@ -102,21 +110,24 @@ def _forked(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.
         null = out_w = err_w = -1
         for r in readers:
             r.start()
+        deadline = time.monotonic() + timeout
         conn.settimeout(timeout)
         replies = conn.makefile("rb")
         pid = json.loads(replies.readline())["pid"]
         try:
             line = replies.readline()
         except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)  # the waiter has not reaped it: the pid is still its
             for r in readers:
                 r.join(5)
-            raise subprocess.TimeoutExpired(["bvh-ops", *argv], timeout) from None
+            raise _timed_out(argv, timeout, pid) from None
         if not line:
             raise RuntimeError("the CLI fork server's waiter went away before the command ended")
         status = json.loads(line)["status"]
-        for r in readers:
-            r.join()
+        for r in readers:  # a child of the command may still hold the pipes: the same deadline
+            r.join(max(0.0, deadline - time.monotonic()))
+        if any(r.is_alive() for r in readers):
+            raise _timed_out(argv, timeout, pid)
     finally:
         conn.close()
         for fd in (null, out_w, err_w):
@@ -128,6 +139,12 @@ def _forked(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.
     stdout, stderr = (_text(b"".join(chunks[fd])) for fd in (out_r, err_r))
     return subprocess.CompletedProcess([sys.executable, "-m", "bvh_ops.cli", *argv],
                                        os.waitstatus_to_exitcode(status), stdout, stderr)
+
+
+def _timed_out(argv: list[str], timeout: float, pid: int) -> subprocess.TimeoutExpired:
+    exc = subprocess.TimeoutExpired([sys.executable, "-m", "bvh_ops.cli", *argv], timeout)
+    exc.pid = pid  # the command's process (its cmdline is the fork server's, not these arguments)
+    return exc
 
 
 def _text(data: bytes) -> str:

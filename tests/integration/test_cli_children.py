@@ -68,8 +68,9 @@ def test_a_command_runs_in_the_callers_working_directory(tmp_path, monkeypatch):
 def test_a_command_past_its_timeout_is_killed_as_subprocess_run_does(tmp_path):
     port = free_port()
     env = {"BVH_OPS_REPOSITORY": f"file://{tmp_path}/repo", "BVH_OPS_ENDPOINTS": "[]"}
-    with pytest.raises(subprocess.TimeoutExpired):
+    with pytest.raises(subprocess.TimeoutExpired) as timed_out:
         run_cli("dashboard", "--port", str(port), env=env, timeout=8)  # serves until stopped
+    pid = timed_out.value.pid
 
     def listening() -> bool:
         with socket.socket() as s:
@@ -79,16 +80,24 @@ def test_a_command_past_its_timeout_is_killed_as_subprocess_run_does(tmp_path):
     while listening() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not listening(), "the dashboard outlived its command's timeout"
-    assert not [p for p in psutil.process_iter(["cmdline"])
-                if p.info["cmdline"] and "dashboard" in p.info["cmdline"] and str(port) in p.info["cmdline"]]
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:  # reaped by its waiter
+        time.sleep(0.2)
+    assert not psutil.pid_exists(pid)
 
 
-def test_an_interpreter_setting_other_than_the_servers_gets_a_fresh_interpreter():
-    """An interpreter fixes its stream encoding when it starts: a command asking for another one
-    cannot be forked from a server that started with UTF-8 (run_cli starts it fresh)."""
-    assert os.environ.get("PYTHONIOENCODING") is None
-    args = ("backups", "list", "--from", "n\u00f6where")  # echoed in the error line
-    forked = run_cli(*args, env={"PYTHONIOENCODING": "ascii:backslashreplace"})
-    fresh = run_cli(*args, env={"PYTHONIOENCODING": "ascii:backslashreplace"}, fresh=True)
-    assert "n\\xf6where" in fresh.stderr  # the setting took effect
+@pytest.mark.parametrize(("setting", "args", "took_effect"), [
+    # Python fixes its stream encoding when it starts: the non-ASCII name is escaped
+    ({"PYTHONIOENCODING": "ascii:backslashreplace"}, ("backups", "list", "--from", "n\u00f6where"),
+     lambda p: "n\\xf6where" in p.stderr),
+    # typer reads TYPER_USE_RICH when imported: plain help, no boxes
+    ({"TYPER_USE_RICH": "0"}, ("--help",), lambda p: "\u256d" not in p.stdout and "Usage:" in p.stdout),
+], ids=["PYTHONIOENCODING", "TYPER_USE_RICH"])
+def test_a_setting_read_at_start_other_than_the_servers_gets_a_fresh_interpreter(setting, args, took_effect):
+    """A command whose environment changes what an interpreter or a preloaded module reads once
+    cannot be forked from the server (run_cli starts it fresh)."""
+    assert not set(setting) & set(os.environ)
+    forked = run_cli(*args, env=setting)
+    fresh = run_cli(*args, env=setting, fresh=True)
+    assert took_effect(fresh) and not took_effect(run_cli(*args, fresh=True))
     assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
