@@ -36,14 +36,15 @@ XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # directory of their own under TEST_TMPDIR, on tmpfs where the machine has one (/dev/shm): this
 # machine's root file system is ext4 without a journal, where creating a file soon after many
 # deletions scans the inode table (ext4's recently_deleted check) — measured with perf at ~16 % of
-# the suite's CPU, most of it PostgreSQL creating relation files. Removed after a passing run; a
-# failing run's files are kept (and said where). TEST_TMPDIR= (empty): the system's temp directory.
+# the suite's CPU, most of it PostgreSQL creating relation files. Removed after the run, but a
+# failed or interrupted run's files are kept (and said where). TEST_TMPDIR= (empty): the system's temp directory.
 TEST_TMPDIR ?= $(if $(wildcard /dev/shm/.),/dev/shm,)
 define pytest_in_tmpdir
-	@tmp=$$(mktemp -d $(if $(TEST_TMPDIR),-p $(TEST_TMPDIR),) bvh-ops-test.XXXXXX) && chmod 1777 "$$tmp" && \
-	status=0 && TMPDIR="$$tmp" $(BIN)/python -m pytest -q $(1) || status=$$?; \
-	if [ $$status -eq 0 ]; then rm -rf "$$tmp"; \
-	else echo "make: the failed run's files are in $$tmp (remove it when done)" >&2; fi; exit $$status
+	@tmp=$$(mktemp -d $(if $(TEST_TMPDIR),-p $(TEST_TMPDIR),) bvh-ops-test.XXXXXX 2>/dev/null) && chmod 1777 "$$tmp" || \
+	{ echo "make: cannot create a test directory in $(or $(TEST_TMPDIR),the system's temp directory): set TEST_TMPDIR to a writable directory (or empty)" >&2; exit 2; }; \
+	status=0; TMPDIR="$$tmp" $(BIN)/python -m pytest -q $(1) || status=$$?; \
+	if [ $$status -eq 1 ] || [ $$status -eq 2 ]; then \
+	echo "make: the failed run's files are in $$tmp (remove it when done)" >&2; else rm -rf "$$tmp"; fi; exit $$status
 endef
 
 test: $(STAMP)

@@ -71,8 +71,7 @@ def restart_fork_server() -> None:
     global _server
     with _lock:
         if _server is not None:
-            _server[0].kill()
-            _server[0].wait()
+            _stop(_server[0], os.path.dirname(_server[1]))
             _server = None
 
 
