@@ -38,7 +38,9 @@ from bvh_ops.logical.toc import (
     partition_tree,
     selective_lists,
     split_name,
+    unset_sequences,
     with_partitions,
+    with_sequence_sets,
 )
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
@@ -696,6 +698,11 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         if left:
             raise ConfigError(f"partition {', '.join(left)} of a table asked for cannot be restored by --table (a "
                               "foreign table, or a name not in the dump's encoding): restore the whole backup instead")
+        # A sequence the tables draw from but do not own is set to the backup's value only where
+        # the target does not have it yet: made here, it goes on after the restored rows' ids.
+        if unset := unset_sequences(prereq, own, entries):
+            missing_seqs = _missing_relations(into_dsn, [name for name, _ in unset])
+            own = with_sequence_sets(own, toc, {d for name, d in unset if name in missing_seqs}, parse)
         for lines in (prereq, own):
             _write_list(lines, list_files, codec)
         # Prerequisites may already exist in the target: errors there are tolerated. Never with
@@ -731,6 +738,20 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     seconds = time.monotonic() - t0
     comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
     return RestoreResult(backup_id, dbname, seconds, total, comparisons)
+
+
+def _missing_relations(dsn: str, names: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (schema, name) the target has no relation of (of any kind) by. Where it
+    cannot be asked, none: nothing is then set that might exist (pg_restore says what is wrong)."""
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            found = set(conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN unnest(%s::text[], %s::text[]) AS w(nsp, rel) ON w.nsp = n.nspname AND w.rel = c.relname",
+                ([s for s, _ in names], [r for _, r in names])).fetchall())
+    except BvhOpsError:
+        return set()
+    return {name for name in names if name not in found}
 
 
 LOCKED = ("TABLE", "TABLE ATTACH", "CONSTRAINT", "INDEX", "INDEX ATTACH", "FK CONSTRAINT")

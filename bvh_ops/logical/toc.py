@@ -219,8 +219,9 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     chosen = {_dump_id(ln) for ln in prereq + own}
     # A sequence a restored table's default draws from but does not own (its TABLE or DEFAULT
     # entry depends on it): a partition's partitioned table's serial, an id sequence shared by
-    # several tables. Made if missing — a prerequisite, never set: in a database that has it,
-    # setval to the backup's value would rewind it under the live tables.
+    # several tables. Made if missing — a prerequisite, set only where the restore made it
+    # (unset_sequences): in a database that has it, setval to the backup's value would rewind it
+    # under the live tables.
     borrowed = {d for e in entries if e.desc in ("TABLE", "DEFAULT") and e.dump_id in chosen for d in e.deps
                 if d not in chosen and d in by_id and by_id[d].desc == "SEQUENCE"}
     if lent := sorted(borrowed & identity):  # made by ALTER TABLE … ADD GENERATED: only with its table
@@ -244,6 +245,36 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     own.sort(key=lambda ln: 0 if _dump_id(ln) in identity else order.get(parse(ln)[0], 99))
     return prereq, own
 
+
+def unset_sequences(prereq: list[str], own: list[str], entries: Iterable[TocItem]) -> list[tuple[tuple[str, str], int]]:
+    """The sequences ``prereq`` creates whose value nothing in ``own`` sets — those a restored
+    table's default draws from but does not own (a partition's partitioned table's serial, a
+    shared id sequence): ((schema, name), dumpId of its SEQUENCE SET entry), in list order. The
+    restore sets only those it finds missing before it makes them (with_sequence_sets): a made
+    sequence left at 1 gave the restored table's next insert an id its restored rows already hold,
+    and an existing one set to the backup's value would rewind it under the live tables."""
+    by_id = {e.dump_id: e for e in entries}
+    made = {d for ln in prereq if (d := _dump_id(ln)) in by_id and by_id[d].desc == "SEQUENCE"}
+    set_by_own = {dep for ln in own if (d := _dump_id(ln)) in by_id and by_id[d].desc == "SEQUENCE SET"
+                  for dep in by_id[d].deps}
+    out = []
+    for e in by_id.values():
+        if e.desc == "SEQUENCE SET" and (seq := next((d for d in e.deps if d in made), None)) is not None \
+                and seq not in set_by_own:
+            out.append(((by_id[seq].namespace, by_id[seq].tag), e.dump_id))
+    return sorted(out, key=lambda item: item[1])
+
+
+def with_sequence_sets(own: list[str], toc: list[str], set_ids: set[int], parse) -> list[str]:
+    """``own`` with the TOC's SEQUENCE SET lines of ``set_ids`` where the list order puts setval:
+    after the tables' data, before their constraints and indexes."""
+    lines = [ln for ln in toc if _dump_id(ln) in set_ids]
+    if not lines:
+        return own
+    order = {d: i for i, d in enumerate(LIST_ORDER)}
+    after = order["SEQUENCE SET"]
+    at = next((i for i, ln in enumerate(own) if order.get((parse(ln) or ("",))[0], 99) > after), len(own))
+    return own[:at] + lines + own[at:]
 
 def _owner(tag: str, tables: set[str], sep: str) -> str | None:
     """The table a tag belongs to: the longest table name followed by ``sep`` at its start."""

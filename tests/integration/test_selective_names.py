@@ -138,8 +138,9 @@ def test_the_cli_says_so_in_one_line(pg, fresh_db, env_settings, repo_dir):
 
 def test_a_table_whose_default_draws_from_another_tables_sequence_comes_back(pg, fresh_db, make_settings, repo_dir):
     """One sequence shared by two tables (a global id): the table restored alone needs the
-    sequence its default draws from, which belongs to the other table — made if missing, never
-    set (where it exists, the backup's value would rewind it)."""
+    sequence its default draws from, which belongs to the other table — where it exists, left as
+    it is (the backup's value would rewind it); where it is missing, made and set to the backup's
+    value, so the next id follows the ids the backup had handed out (it started at 1)."""
     settings, manifest = _backup_of(fresh_db, make_settings, repo_dir, [
         "CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric)",
         "CREATE TABLE refunds (id bigint PRIMARY KEY DEFAULT nextval('orders_id_seq'), amount numeric)",
@@ -154,8 +155,10 @@ def test_a_table_whose_default_draws_from_another_tables_sequence_comes_back(pg,
     with psycopg.connect(target, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM refunds").fetchone()[0] == 20
         assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 1000  # not rewound
-    alone = fresh_db("_alone")  # and into an empty database: made there
+    alone = fresh_db("_alone")  # and into an empty database: made there, and set
     assert restore_logical(settings, manifest.backup_id, alone, tables=["refunds"]).ok
+    with psycopg.connect(alone, autocommit=True) as conn:
+        assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 71
 
 
 def test_sequences_by_what_the_archive_says_not_by_their_names(pg, fresh_db, make_settings, repo_dir):
@@ -188,7 +191,11 @@ def test_sequences_by_what_the_archive_says_not_by_their_names(pg, fresh_db, mak
     assert restore_logical(settings, manifest.backup_id, target, tables=["items", "other"]).ok
     with psycopg.connect(target, autocommit=True) as conn:
         assert conn.execute("SELECT nextval('ids.counter_id_seq')").fetchone()[0] == 700  # not set back
-    assert restore_logical(settings, manifest.backup_id, fresh_db("_empty"), tables=["items", "other"]).ok
+    empty = fresh_db("_empty")  # made there: set to the backup's values
+    assert restore_logical(settings, manifest.backup_id, empty, tables=["items", "other"]).ok
+    with psycopg.connect(empty, autocommit=True) as conn:
+        assert conn.execute("INSERT INTO items (v) VALUES (0) RETURNING id").fetchone()[0] == 31
+        assert conn.execute("INSERT INTO other DEFAULT VALUES RETURNING id").fetchone()[0] == 2
     from bvh_ops.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"identity sequence of public\.gen.*add --table public\.gen"):

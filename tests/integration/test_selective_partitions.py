@@ -126,6 +126,14 @@ def test_a_partition_alone_comes_back_as_a_table_of_its_own_and_is_compared(back
     assert result.comparisons[0].actual_rows == rows > 0
     assert _attached(target, "rp") == attached  # not attached to a parent it does not have
     assert "public.tickets" not in _relations(target) and "public.wallets" not in _relations(target)
+    # its partitioned table's serial, made here, goes on after every id the backup handed out
+    # (it started at 1: the next insert took an id of a restored row)
+    with psycopg.connect(target, autocommit=True) as conn:
+        new_id = conn.execute(f"INSERT INTO {name} (draw_id, sold_at, amount) VALUES (1, '2026-08-01', 0) "
+                              "RETURNING id").fetchone()[0]
+        conn.execute(f"DELETE FROM {name} WHERE id = %s", (new_id,))
+    with psycopg.connect(src) as conn:
+        assert new_id == conn.execute("SELECT max(id) FROM tickets").fetchone()[0] + 1
     # the comparison is the partition's own: a changed row in it is caught
     leaf = asked.removeprefix("public.") if not attached else "tickets_2026h2_rest"
     with psycopg.connect(target, autocommit=True) as conn:

@@ -7,7 +7,16 @@ from __future__ import annotations
 import pytest
 
 from bvh_ops.logical.archive import TocEntry
-from bvh_ops.logical.toc import balance, parse_entry, partition_tree, selective_lists, with_partitions
+from bvh_ops.logical.toc import (
+    balance,
+    described,
+    parse_entry,
+    partition_tree,
+    selective_lists,
+    unset_sequences,
+    with_partitions,
+    with_sequence_sets,
+)
 
 # `pg_restore -l` of a pg_dump 18 custom archive, header included.
 TOC_18 = """\
@@ -324,6 +333,21 @@ def test_a_partition_alone_comes_back_as_a_table_of_its_own_without_attach_entri
     # ATTACH would fail the strict list.
     assert _ids(own) == ["216", "3392", "3231", "3229"]
 
+
+def test_the_serial_a_partition_alone_draws_from_is_named_to_set_where_the_target_lacks_it():
+    """The partitioned table's serial is a prerequisite of its partition restored alone, and
+    nothing the partition owns sets it: it is named, and its setval goes after the data and
+    before the keys and indexes when the restore made it. The whole table sets its own."""
+    prereq, own = selective_lists(PARTED_TOC, ["tickets_2026h1"], {"public.tickets_2026h1_draw_id_idx"},
+                                  PARTED_ENTRIES)
+    unset = unset_sequences(prereq, own, PARTED_ENTRIES)
+    assert unset == [(("public", "tickets_id_seq"), 3403)]
+    placed = with_sequence_sets(own, PARTED_TOC, {3403}, described(PARTED_ENTRIES))
+    assert _ids(placed) == ["216", "3392", "3403", "3231", "3229"]
+    assert with_sequence_sets(own, PARTED_TOC, set(), described(PARTED_ENTRIES)) == own  # the target has it
+    whole_prereq, whole_own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES, PARTED_ENTRIES)
+    assert unset_sequences(whole_prereq, whole_own, PARTED_ENTRIES) == []
+    assert unset_sequences(prereq, own, []) == []  # without the archive's entries: as before, never set
 
 def test_without_the_archive_entries_no_attach_entry_is_taken():
     _, own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES)
