@@ -226,3 +226,49 @@ def test_a_live_shared_sequence_keeps_its_owner(pg, fresh_db, make_settings, rep
     with psycopg.connect(live, autocommit=True) as conn:
         conn.execute("SET ROLE bvh_app_role")
         assert conn.execute("INSERT INTO orders (total) VALUES (1) RETURNING id").fetchone()[0] == 1001
+
+
+def test_a_table_comes_back_as_the_application_used_it(pg, fresh_db, make_settings, repo_dir):
+    """A table dropped by mistake, restored alone: its trigger fires again, row security is on
+    with its policy, its comments and grants (its serial's too) are back — before, only its
+    columns, keys and indexes came, and the application met 'permission denied' or, worse, a
+    table without its trigger. With --no-owner no grants, as a whole restore; what hangs off a
+    table left out (its trigger) stays out; a borrowed sequence made by the restore gets its grant."""
+    settings, manifest = _backup_of(fresh_db, make_settings, repo_dir, [
+        "DO $$ BEGIN CREATE ROLE bvh_app_role; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        "CREATE SEQUENCE global_txn",
+        "CREATE TABLE wallets (id serial PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL, "
+        "changed_at timestamptz, txn bigint DEFAULT nextval('global_txn'))",
+        "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN NEW.changed_at := '2000-01-01 00:00Z'; RETURN NEW; END $$",
+        "CREATE TRIGGER wallets_stamp BEFORE INSERT OR UPDATE ON wallets FOR EACH ROW EXECUTE FUNCTION stamp()",
+        "ALTER TABLE wallets ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY own_wallet ON wallets USING (owner = current_user)",
+        "COMMENT ON TABLE wallets IS 'players'' balances'",
+        "COMMENT ON COLUMN wallets.balance IS 'in shekels'",
+        "GRANT SELECT, INSERT ON wallets TO bvh_app_role",
+        "GRANT USAGE ON SEQUENCE wallets_id_seq, global_txn TO bvh_app_role",
+        "CREATE TABLE other (id int)",
+        "CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        "CREATE TRIGGER other_nothing BEFORE INSERT ON other FOR EACH ROW EXECUTE FUNCTION nothing()",
+        "INSERT INTO wallets (owner, balance) SELECT 'p' || g, g FROM generate_series(1, 10) g",
+    ])
+    target = fresh_db("_into")
+    assert restore_logical(settings, manifest.backup_id, target, tables=["wallets"]).ok
+    with psycopg.connect(target, autocommit=True) as conn:
+        q = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        assert q("SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal") == "wallets_stamp"
+        row = conn.execute("INSERT INTO wallets (owner, balance) VALUES ('x', 1) RETURNING id, changed_at, txn").fetchone()
+        assert row[0] == 11 and row[1].year == 2000 and row[2] == 11  # the trigger fired; both sequences go on
+        assert q("SELECT relrowsecurity FROM pg_class WHERE relname = 'wallets'")
+        assert q("SELECT string_agg(polname, ',') FROM pg_policy") == "own_wallet"
+        assert q("SELECT obj_description('wallets'::regclass, 'pg_class')") == "players' balances"
+        assert q("SELECT col_description('wallets'::regclass, 3)") == "in shekels"
+        assert q("SELECT has_table_privilege('bvh_app_role', 'wallets', 'INSERT')")
+        assert q("SELECT has_sequence_privilege('bvh_app_role', 'wallets_id_seq', 'USAGE')")
+        assert q("SELECT has_sequence_privilege('bvh_app_role', 'global_txn', 'USAGE')")  # made here: its grant too
+    bare = fresh_db("_no_owner")
+    assert restore_logical(settings, manifest.backup_id, bare, tables=["wallets"], no_owner=True).ok
+    with psycopg.connect(bare, autocommit=True) as conn:
+        assert not conn.execute("SELECT has_table_privilege('bvh_app_role', 'wallets', 'SELECT')").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'wallets_stamp'").fetchone()[0] == 1
