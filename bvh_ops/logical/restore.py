@@ -702,7 +702,7 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         # the target does not have it yet: made here, it goes on after the restored rows' ids.
         if unset := unset_sequences(prereq, own, entries):
             missing_seqs = _missing_relations(into_dsn, [name for name, _ in unset])
-            own = with_sequence_sets(own, toc, {d for name, ids in unset if name in missing_seqs for d in ids}, parse)
+            own = with_sequence_sets(own, toc, {d for name, d in unset if name in missing_seqs}, parse)
         for lines in (prereq, own):
             _write_list(lines, list_files, codec)
         # Prerequisites may already exist in the target: errors there are tolerated. Never with

@@ -18,7 +18,6 @@ KNOWN_DESCS = sorted(
         "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TABLE ATTACH", "ACL", "DEFAULT ACL", "COMMENT",
         "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT",
         "TRIGGER", "EVENT TRIGGER", "RULE", "POLICY", "STATISTICS", "PUBLICATION", "SUBSCRIPTION",
-        "ROW SECURITY", "SECURITY LABEL",
     ),
     key=lambda d: len(d.split()), reverse=True,
 )
@@ -120,10 +119,6 @@ def _dump_id(line: str) -> int | None:
 
 
 ATTACH = ("TABLE ATTACH", "INDEX ATTACH")
-# What hangs off a table and comes back with it: its triggers, row security and policies, rules,
-# extended statistics, comments, security labels and grants (pg_restore's --no-privileges, which
-# --no-owner passes, leaves the grants out as it does for a whole restore).
-HANGING = ("TRIGGER", "ROW SECURITY", "POLICY", "RULE", "STATISTICS", "COMMENT", "SECURITY LABEL", "ACL")
 # pg_restore -L restores in list order: table, its attachment to its parent, owned-by, defaults,
 # data, setval, constraints, indexes, the partitions' indexes attached to their parents', and
 # last the foreign keys between restored tables.
@@ -244,12 +239,6 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     keys = {e.dump_id for e in entries if e.desc == "FK CONSTRAINT" and e.deps and chosen.issuperset(e.deps)}
     taken, more = set(own), attach | keys
     own += [ln for ln in toc if _dump_id(ln) in more and ln not in taken]
-    # What hangs off what is restored (HANGING: an entry that depends on a restored table, key,
-    # index or the tables' own sequences, and otherwise only on prerequisites — a trigger's
-    # function): a table dropped by mistake comes back as the application used it, its audit
-    # trigger, row security and grants included. One that also needs something left out (a
-    # trigger of another table, a borrowed sequence's grant) is not taken.
-    own += [ln for ln in toc if _dump_id(ln) in _hanging(entries, own, prereq)]
     order = {d: i for i, d in enumerate(LIST_ORDER)}
     # An identity sequence (ALTER TABLE … ADD GENERATED) goes with the tables, in the archive's
     # order: after its own table, before a table whose default draws from it.
@@ -257,48 +246,35 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     return prereq, own
 
 
-def _hanging(entries: list[TocItem], own: list[str], prereq: list[str], extra: Iterable[int] = ()) -> set[int]:
-    """The HANGING entries of what ``own`` (and ``extra``) restore: see selective_lists."""
-    own_ids = {_dump_id(ln) for ln in own} | set(extra)
-    by_id = {e.dump_id: e for e in entries}
-    base = own_ids | {d for i in own_ids if i in by_id and by_id[i].desc == "SEQUENCE SET" for d in by_id[i].deps}
-    support = base | {_dump_id(ln) for ln in prereq}
-    return {e.dump_id for e in entries if e.desc in HANGING and e.dump_id not in own_ids and e.deps
-            and not base.isdisjoint(e.deps) and support.issuperset(e.deps)}
-
-
-def unset_sequences(prereq: list[str], own: list[str], entries: Iterable[TocItem]) -> list[tuple[tuple[str, str], tuple[int, ...]]]:
+def unset_sequences(prereq: list[str], own: list[str], entries: Iterable[TocItem]) -> list[tuple[tuple[str, str], int]]:
     """The sequences ``prereq`` creates whose value nothing in ``own`` sets — those a restored
     table's default draws from but does not own (a partition's partitioned table's serial, a
-    shared id sequence): ((schema, name), dumpIds of its SEQUENCE SET entry and what hangs off it:
-    its grants), in list order. The restore sets only those it finds missing before it makes them
-    (with_sequence_sets): a made sequence left at 1 gave the restored table's next insert an id
-    its restored rows already hold (and, without its grants, the application could not draw from
-    it), and an existing one set to the backup's value would rewind it under the live tables."""
-    entries = list(entries)
+    shared id sequence): ((schema, name), dumpId of its SEQUENCE SET entry), in list order. The
+    restore sets only those it finds missing before it makes them (with_sequence_sets): a made
+    sequence left at 1 gave the restored table's next insert an id its restored rows already hold,
+    and an existing one set to the backup's value would rewind it under the live tables."""
     by_id = {e.dump_id: e for e in entries}
     made = {d for ln in prereq if (d := _dump_id(ln)) in by_id and by_id[d].desc == "SEQUENCE"}
     set_by_own = {dep for ln in own if (d := _dump_id(ln)) in by_id and by_id[d].desc == "SEQUENCE SET"
                   for dep in by_id[d].deps}
     out = []
-    for e in entries:
+    for e in by_id.values():
         if e.desc == "SEQUENCE SET" and (seq := next((d for d in e.deps if d in made), None)) is not None \
                 and seq not in set_by_own:
-            hanging = {h for h in _hanging(entries, [], prereq, (e.dump_id,)) if seq in by_id[h].deps}
-            out.append(((by_id[seq].namespace, by_id[seq].tag), (e.dump_id, *sorted(hanging))))
+            out.append(((by_id[seq].namespace, by_id[seq].tag), e.dump_id))
     return sorted(out, key=lambda item: item[1])
 
 
-def with_sequence_sets(own: list[str], toc: list[str], ids: set[int], parse) -> list[str]:
-    """``own`` with the TOC's lines of ``ids`` (unset_sequences) where the list order puts each:
-    setval after the tables' data and before their constraints and indexes, a grant at the end."""
+def with_sequence_sets(own: list[str], toc: list[str], set_ids: set[int], parse) -> list[str]:
+    """``own`` with the TOC's SEQUENCE SET lines of ``set_ids`` where the list order puts setval:
+    after the tables' data, before their constraints and indexes."""
+    lines = [ln for ln in toc if _dump_id(ln) in set_ids]
+    if not lines:
+        return own
     order = {d: i for i, d in enumerate(LIST_ORDER)}
-    out = list(own)
-    for line in (ln for ln in toc if _dump_id(ln) in ids):
-        rank = order.get((parse(line) or ("",))[0], 99)
-        at = next((i for i, ln in enumerate(out) if order.get((parse(ln) or ("",))[0], 99) > rank), len(out))
-        out.insert(at, line)
-    return out
+    after = order["SEQUENCE SET"]
+    at = next((i for i, ln in enumerate(own) if order.get((parse(ln) or ("",))[0], 99) > after), len(own))
+    return own[:at] + lines + own[at:]
 
 def _owner(tag: str, tables: set[str], sep: str) -> str | None:
     """The table a tag belongs to: the longest table name followed by ``sep`` at its start."""

@@ -341,7 +341,7 @@ def test_the_serial_a_partition_alone_draws_from_is_named_to_set_where_the_targe
     prereq, own = selective_lists(PARTED_TOC, ["tickets_2026h1"], {"public.tickets_2026h1_draw_id_idx"},
                                   PARTED_ENTRIES)
     unset = unset_sequences(prereq, own, PARTED_ENTRIES)
-    assert unset == [(("public", "tickets_id_seq"), (3403,))]
+    assert unset == [(("public", "tickets_id_seq"), 3403)]
     placed = with_sequence_sets(own, PARTED_TOC, {3403}, described(PARTED_ENTRIES))
     assert _ids(placed) == ["216", "3392", "3403", "3231", "3229"]
     assert with_sequence_sets(own, PARTED_TOC, set(), described(PARTED_ENTRIES)) == own  # the target has it
