@@ -160,4 +160,9 @@ def _logical(settings, backup_id: str, into: str, table, no_owner: bool, jobs, a
                 out.print(f"  NOT VERIFIED {c.name}: {c.not_verified}", markup=False)
             else:
                 out.print(f"  MISMATCH {c.name}: expected {c.expected}, got {c.actual}", markup=False)
+        if result.sequences_advanced:
+            out.print(f"  moved forward to the backup's value: {', '.join(result.sequences_advanced)}", markup=False)
+        if result.left_out:
+            out.print(f"  not restored with the table (re-create from the schema where needed): "
+                      f"{'; '.join(result.left_out)}", markup=False)
     raise typer.Exit(0 if result.ok else 8)

@@ -34,13 +34,13 @@ from bvh_ops.logical.toc import (
     INDEX_TABLE,
     balance,
     described,
+    left_out,
     parse_entry,
     partition_tree,
     selective_lists,
     split_name,
     unset_sequences,
     with_partitions,
-    with_sequence_sets,
 )
 from bvh_ops.pg.conn import connect
 from bvh_ops.pg.fingerprint import (
@@ -93,6 +93,11 @@ class RestoreResult:
     seconds: float
     bytes_in: int
     comparisons: list[TableComparison]
+    # --table: what hangs off the restored tables and was not restored (triggers, row security,
+    # policies, rules, statistics, comments, grants), named; and the sequences they draw from but
+    # do not own that were moved forward to the backup's value.
+    left_out: tuple[str, ...] = ()
+    sequences_advanced: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -105,6 +110,8 @@ class RestoreResult:
             "tables": {c.name: {"expected": c.expected, "actual": c.actual, "ok": c.ok,
                                 **({"not_verified": c.not_verified} if c.not_verified else {})}
                        for c in self.comparisons},
+            **({"left_out": list(self.left_out)} if self.left_out else {}),
+            **({"sequences_advanced": list(self.sequences_advanced)} if self.sequences_advanced else {}),
         }
 
 
@@ -673,6 +680,8 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         seconds = time.monotonic() - t0
         comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
         return RestoreResult(backup_id, dbname, seconds, total, comparisons)
+    borrowed: list = []
+    omitted: list[str] = []
     if tables:
         codec = toc_codec(manifest)
         toc = _toc(settings, repo, backup_id, identities, codec=codec)
@@ -698,11 +707,8 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
         if left:
             raise ConfigError(f"partition {', '.join(left)} of a table asked for cannot be restored by --table (a "
                               "foreign table, or a name not in the dump's encoding): restore the whole backup instead")
-        # A sequence the tables draw from but do not own is set to the backup's value only where
-        # the target does not have it yet: made here, it goes on after the restored rows' ids.
-        if unset := unset_sequences(prereq, own, entries):
-            missing_seqs = _missing_relations(into_dsn, [name for name, _ in unset])
-            own = with_sequence_sets(own, toc, {d for name, d in unset if name in missing_seqs}, parse)
+        borrowed = unset_sequences(prereq, own, entries)
+        omitted = left_out(own, entries)
         for lines in (prereq, own):
             _write_list(lines, list_files, codec)
         # Prerequisites may already exist in the target: errors there are tolerated. Never with
@@ -735,23 +741,35 @@ def _restore_into(settings, repo, manifest, entry, identities, into_dsn, dbname,
     rc = proc.wait()
     if rc != 0:
         raise_for_tool("pg_restore", rc, err.text())
+    advanced = _advance_sequences(into_dsn, borrowed)
     seconds = time.monotonic() - t0
     comparisons = compare_tables(into_dsn, manifest, tables, bin_dir=bin_dir) if compare else []
-    return RestoreResult(backup_id, dbname, seconds, total, comparisons)
+    return RestoreResult(backup_id, dbname, seconds, total, comparisons, tuple(omitted), tuple(advanced))
 
 
-def _missing_relations(dsn: str, names: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of these (schema, name) the target has no relation of (of any kind) by. Where it
-    cannot be asked, none: nothing is then set that might exist (pg_restore says what is wrong)."""
-    try:
-        with connect(dsn, autocommit=True) as conn:
-            found = set(conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "JOIN unnest(%s::text[], %s::text[]) AS w(nsp, rel) ON w.nsp = n.nspname AND w.rel = c.relname",
-                ([s for s, _ in names], [r for _, r in names])).fetchall())
-    except BvhOpsError:
-        return set()
-    return {name for name in names if name not in found}
+def _advance_sequences(dsn: str, borrowed: list[tuple[tuple[str, str], int, bool]]) -> list[str]:
+    """Move each sequence the restored tables draw from but do not own (unset_sequences) forward
+    to the backup's value where the target's is behind it — one the restore made, or one left
+    unused by an earlier attempt, starts at its start — never back: a live one further on keeps its
+    value. The names of those moved."""
+    moved: list[str] = []
+    if not borrowed:
+        return moved
+    with connect(dsn, autocommit=True) as conn:
+        for (schema, name), value, called in borrowed:
+            row = conn.execute(
+                "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqincrement, s.seqstart FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid "
+                "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
+            if row is None:
+                continue
+            oid, last, step, start = row
+            now = (last, True) if last is not None else (start, False)  # where its next nextval stands
+            behind = now < (value, called) if step > 0 else (-now[0], now[1]) < (-value, called)
+            if behind:
+                conn.execute("SELECT setval(%s::oid::regclass, %s, %s)", (oid, value, called))
+                moved.append(f"{schema}.{name}")
+    return moved
 
 
 LOCKED = ("TABLE", "TABLE ATTACH", "CONSTRAINT", "INDEX", "INDEX ATTACH", "FK CONSTRAINT")

@@ -246,35 +246,56 @@ def selective_lists(toc: list[str], tables: list[str], indexes: set[str] | None 
     return prereq, own
 
 
-def unset_sequences(prereq: list[str], own: list[str], entries: Iterable[TocItem]) -> list[tuple[tuple[str, str], int]]:
+def unset_sequences(prereq: list[str], own: list[str], entries: Iterable[TocItem]) -> list[tuple[tuple[str, str], int, bool]]:
     """The sequences ``prereq`` creates whose value nothing in ``own`` sets — those a restored
     table's default draws from but does not own (a partition's partitioned table's serial, a
-    shared id sequence): ((schema, name), dumpId of its SEQUENCE SET entry), in list order. The
-    restore sets only those it finds missing before it makes them (with_sequence_sets): a made
-    sequence left at 1 gave the restored table's next insert an id its restored rows already hold,
-    and an existing one set to the backup's value would rewind it under the live tables."""
+    shared id sequence): ((schema, name), the backup's value, is_called) from each one's SEQUENCE
+    SET entry, in archive order. The restore moves each forward to the backup's value where the
+    target's is behind it (one it made starts at 1: the restored table's next insert took an id
+    its restored rows held), never back (a live one further on would be rewound under the live
+    tables)."""
+    entries = list(entries)
     by_id = {e.dump_id: e for e in entries}
     made = {d for ln in prereq if (d := _dump_id(ln)) in by_id and by_id[d].desc == "SEQUENCE"}
     set_by_own = {dep for ln in own if (d := _dump_id(ln)) in by_id and by_id[d].desc == "SEQUENCE SET"
                   for dep in by_id[d].deps}
     out = []
-    for e in by_id.values():
+    for e in entries:
         if e.desc == "SEQUENCE SET" and (seq := next((d for d in e.deps if d in made), None)) is not None \
-                and seq not in set_by_own:
-            out.append(((by_id[seq].namespace, by_id[seq].tag), e.dump_id))
-    return sorted(out, key=lambda item: item[1])
+                and seq not in set_by_own and (m := _SETVAL.search(e.defn)):
+            out.append(((by_id[seq].namespace, by_id[seq].tag), int(m.group(1)), m.group(2) == "true"))
+    return out
 
 
-def with_sequence_sets(own: list[str], toc: list[str], set_ids: set[int], parse) -> list[str]:
-    """``own`` with the TOC's SEQUENCE SET lines of ``set_ids`` where the list order puts setval:
-    after the tables' data, before their constraints and indexes."""
-    lines = [ln for ln in toc if _dump_id(ln) in set_ids]
-    if not lines:
-        return own
-    order = {d: i for i, d in enumerate(LIST_ORDER)}
-    after = order["SEQUENCE SET"]
-    at = next((i for i, ln in enumerate(own) if order.get((parse(ln) or ("",))[0], 99) > after), len(own))
-    return own[:at] + lines + own[at:]
+# pg_dump's SEQUENCE SET: SELECT pg_catalog.setval('<name>', <value>, <is_called>);
+_SETVAL = re.compile(r",\s*(-?\d+)\s*,\s*(true|false)\s*\)\s*;\s*$")
+# What hangs off a table that a table restored alone does not bring back (what it needs may be
+# missing, a policy of it may read a table left out, a grant may name a role the target lacks):
+# the restore names each one it leaves out (left_out), so the operator re-creates them.
+HANGING = {"TRIGGER": "trigger", "ROW SECURITY": "row security", "POLICY": "policy", "RULE": "rule",
+           "STATISTICS": "statistics", "COMMENT": "comment", "SECURITY LABEL": "security label", "ACL": "grants"}
+
+
+def left_out(own: list[str], entries: Iterable[TocItem]) -> list[str]:
+    """What hangs off the restored tables (and their own sequences) and is not restored, named
+    for the operator ('trigger public.wallets wallets_stamp', 'grants public.TABLE wallets'), in
+    archive order."""
+    entries = list(entries)
+    by_id = {e.dump_id: e for e in entries}
+    base = {_dump_id(ln) for ln in own}
+    base |= {d for i in list(base) if i in by_id and by_id[i].desc == "SEQUENCE SET" for d in by_id[i].deps}
+    found: dict[int, str] = {}
+    grown = True
+    while grown:  # a comment on a left-out trigger hangs off the trigger
+        grown = False
+        for e in entries:
+            if e.desc in HANGING and e.dump_id not in base and not base.isdisjoint(e.deps):
+                base.add(e.dump_id)
+                found[e.dump_id] = f"{HANGING[e.desc]} {e.namespace}.{e.tag}" if e.namespace not in ("", "-") \
+                    else f"{HANGING[e.desc]} {e.tag}"
+                grown = True
+    return [found[i] for i in sorted(found, key=[e.dump_id for e in entries].index)]
+
 
 def _owner(tag: str, tables: set[str], sep: str) -> str | None:
     """The table a tag belongs to: the longest table name followed by ``sep`` at its start."""

@@ -155,9 +155,16 @@ def test_a_table_whose_default_draws_from_another_tables_sequence_comes_back(pg,
     with psycopg.connect(target, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM refunds").fetchone()[0] == 20
         assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 1000  # not rewound
-    alone = fresh_db("_alone")  # and into an empty database: made there, and set
-    assert restore_logical(settings, manifest.backup_id, alone, tables=["refunds"]).ok
+    alone = fresh_db("_alone")  # and into an empty database: made there, and moved forward
+    result = restore_logical(settings, manifest.backup_id, alone, tables=["refunds"])
+    assert result.ok and result.sequences_advanced == ("public.orders_id_seq",)
     with psycopg.connect(alone, autocommit=True) as conn:
+        assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 71
+    again = fresh_db("_again")  # left unused by an earlier attempt that failed: moved forward too
+    with psycopg.connect(again, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE orders_id_seq")
+    assert restore_logical(settings, manifest.backup_id, again, tables=["refunds"]).ok
+    with psycopg.connect(again, autocommit=True) as conn:
         assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 71
 
 
@@ -226,3 +233,39 @@ def test_a_live_shared_sequence_keeps_its_owner(pg, fresh_db, make_settings, rep
     with psycopg.connect(live, autocommit=True) as conn:
         conn.execute("SET ROLE bvh_app_role")
         assert conn.execute("INSERT INTO orders (total) VALUES (1) RETURNING id").fetchone()[0] == 1001
+
+
+def test_what_hangs_off_a_table_restored_alone_is_named_not_restored(pg, fresh_db, env_settings, repo_dir):
+    """Triggers, row security, policies and grants do not come back with a table restored alone
+    (a policy may read a table left out, a grant name a role the target lacks): each is named, in
+    the JSON and on the terminal, so the operator re-creates it — not silently missing."""
+    import json
+
+    from bvh_ops.config import load_settings
+    from tests.integration.cli import run_cli
+
+    src = _source(fresh_db, [
+        "DO $$ BEGIN CREATE ROLE bvh_app_role; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        "CREATE TABLE wallets (id serial PRIMARY KEY, owner text NOT NULL, changed_at timestamptz)",
+        "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.changed_at := now(); RETURN NEW; END $$",
+        "CREATE TRIGGER wallets_stamp BEFORE INSERT ON wallets FOR EACH ROW EXECUTE FUNCTION stamp()",
+        "ALTER TABLE wallets ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY own_wallet ON wallets USING (owner = current_user)",
+        "GRANT SELECT ON wallets TO bvh_app_role",
+        "CREATE TABLE other (id int)",
+        "CREATE TRIGGER other_stamp BEFORE INSERT ON other FOR EACH ROW EXECUTE FUNCTION stamp()",
+        "INSERT INTO wallets (owner) VALUES ('a'), ('b')",
+    ])
+    env = env_settings(src, f"file://{repo_dir}")
+    run_logical_backup(load_settings())
+    proc = run_cli("restore", "latest", "--into", fresh_db("_json"), "--table", "wallets", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    left = json.loads(proc.stdout)["left_out"]
+    assert sorted(left) == ["grants public.TABLE wallets", "policy public.wallets own_wallet",
+                            "row security public.wallets", "trigger public.wallets wallets_stamp"]
+    target = fresh_db("_text")
+    proc = run_cli("restore", "latest", "--into", target, "--table", "wallets", env=env)
+    assert proc.returncode == 0 and "not restored with the table" in proc.stdout
+    assert "trigger public.wallets wallets_stamp" in proc.stdout and "other_stamp" not in proc.stdout
+    with psycopg.connect(target) as conn:  # as said: the table without its trigger
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone()[0] == 0

@@ -9,13 +9,12 @@ import pytest
 from bvh_ops.logical.archive import TocEntry
 from bvh_ops.logical.toc import (
     balance,
-    described,
+    left_out,
     parse_entry,
     partition_tree,
     selective_lists,
     unset_sequences,
     with_partitions,
-    with_sequence_sets,
 )
 
 # `pg_restore -l` of a pg_dump 18 custom archive, header included.
@@ -334,20 +333,46 @@ def test_a_partition_alone_comes_back_as_a_table_of_its_own_without_attach_entri
     assert _ids(own) == ["216", "3392", "3231", "3229"]
 
 
-def test_the_serial_a_partition_alone_draws_from_is_named_to_set_where_the_target_lacks_it():
+def test_the_serial_a_partition_alone_draws_from_is_named_with_the_backups_value():
     """The partitioned table's serial is a prerequisite of its partition restored alone, and
-    nothing the partition owns sets it: it is named, and its setval goes after the data and
-    before the keys and indexes when the restore made it. The whole table sets its own."""
-    prereq, own = selective_lists(PARTED_TOC, ["tickets_2026h1"], {"public.tickets_2026h1_draw_id_idx"},
-                                  PARTED_ENTRIES)
-    unset = unset_sequences(prereq, own, PARTED_ENTRIES)
-    assert unset == [(("public", "tickets_id_seq"), 3403)]
-    placed = with_sequence_sets(own, PARTED_TOC, {3403}, described(PARTED_ENTRIES))
-    assert _ids(placed) == ["216", "3392", "3403", "3231", "3229"]
-    assert with_sequence_sets(own, PARTED_TOC, set(), described(PARTED_ENTRIES)) == own  # the target has it
-    whole_prereq, whole_own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES, PARTED_ENTRIES)
-    assert unset_sequences(whole_prereq, whole_own, PARTED_ENTRIES) == []
-    assert unset_sequences(prereq, own, []) == []  # without the archive's entries: as before, never set
+    nothing the partition restores sets it: it is named with the backup's value (from its
+    SEQUENCE SET entry), for the restore to move it forward where the target's is behind. The
+    whole table sets its own."""
+    setval = "SELECT pg_catalog.setval('public.tickets_id_seq', 1000, true);\n"
+    entries = [TocEntry(e.dump_id, e.desc, e.namespace, e.tag, setval if e.dump_id == 3403 else e.defn, False,
+                        deps=e.deps) for e in PARTED_ENTRIES]
+    prereq, own = selective_lists(PARTED_TOC, ["tickets_2026h1"], {"public.tickets_2026h1_draw_id_idx"}, entries)
+    assert unset_sequences(prereq, own, entries) == [(("public", "tickets_id_seq"), 1000, True)]
+    whole_prereq, whole_own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES, entries)
+    assert unset_sequences(whole_prereq, whole_own, entries) == []
+    assert unset_sequences(prereq, own, []) == []  # without the archive's entries: nothing named
+
+
+def test_what_hangs_off_a_restored_table_and_is_not_restored_is_named():
+    """A trigger, its comment, a policy, row security and grants of the restored table (and of its
+    own serial) are named as left out; another table's are not."""
+    toc = [
+        "215; 1259 1 SEQUENCE public wallets_id_seq postgres",
+        "216; 1259 2 TABLE public wallets postgres",
+        "217; 1259 3 TABLE public other postgres",
+        "3380; 0 0 SEQUENCE OWNED BY public wallets_id_seq postgres",
+        "3381; 0 4 TABLE DATA public wallets postgres",
+        "3382; 0 0 SEQUENCE SET public wallets_id_seq postgres",
+    ]
+    entries = [TocEntry(i, d, "public", t, "", False, deps=deps) for i, d, t, deps in [
+        (215, "SEQUENCE", "wallets_id_seq", (216,)), (216, "TABLE", "wallets", ()), (217, "TABLE", "other", ()),
+        (3380, "SEQUENCE OWNED BY", "wallets_id_seq", (215,)), (3381, "TABLE DATA", "wallets", (216,)),
+        (3382, "SEQUENCE SET", "wallets_id_seq", (215,)),
+        (3400, "TRIGGER", "wallets wallets_stamp", (216, 100)), (3401, "COMMENT", "TRIGGER wallets_stamp", (3400,)),
+        (3402, "ROW SECURITY", "wallets", (216,)), (3403, "POLICY", "wallets own_wallet", (216, 217)),
+        (3404, "TRIGGER", "other other_t", (217,)), (3405, "ACL", "TABLE wallets", (216,)),
+        (3406, "ACL", "SEQUENCE wallets_id_seq", (215,)), (3407, "ACL", "TABLE other", (217,)),
+    ]]
+    _, own = selective_lists(toc, ["wallets"], set(), entries)
+    assert left_out(own, entries) == [
+        "trigger public.wallets wallets_stamp", "comment public.TRIGGER wallets_stamp", "row security public.wallets",
+        "policy public.wallets own_wallet", "grants public.TABLE wallets", "grants public.SEQUENCE wallets_id_seq"]
+
 
 def test_without_the_archive_entries_no_attach_entry_is_taken():
     _, own = selective_lists(PARTED_TOC, PARTED, PARTED_INDEXES)
