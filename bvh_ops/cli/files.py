@@ -123,7 +123,8 @@ def diff_cmd(a: Annotated[str, typer.Argument(metavar="SNAPSHOT_A")],
 @files_app.command("restore")
 def restore_cmd(snapshot: Annotated[str, typer.Argument(help="Snapshot id or 'latest'")],
                 paths: Annotated[list[str] | None, typer.Argument(help="Only these paths (default: all)")] = None,
-                target_dir: Annotated[Path | None, typer.Option("--target-dir", help="Restore under DIR")] = None,
+                target_dir: Annotated[Path | None, typer.Option("--target-dir", help="Restore under DIR; a file "
+                                                                "there is kept as NAME.bvh-replaced-<time>")] = None,
                 in_place: Annotated[bool, typer.Option("--in-place", help="Restore to the original paths; what is "
                                                        "overwritten is kept as NAME.bvh-replaced-<time>")] = False,
                 as_json: JSON = False) -> None:
@@ -134,7 +135,16 @@ def restore_cmd(snapshot: Annotated[str, typer.Argument(help="Snapshot id or 'la
     if (target_dir is None) == (not in_place):
         raise ConfigError("give exactly one of --target-dir DIR or --in-place")
     store, trusted, idents = _repo(cli_settings(), identities=True)
-    r = restore_snapshot(store, trusted, idents, snapshot, paths or [], target_dir, in_place=in_place)
+    kept: list[str] = []
+    try:
+        r = restore_snapshot(store, trusted, idents, snapshot, paths or [], target_dir, in_place=in_place,
+                             replaced=kept)
+    except BaseException:
+        from bvh_ops.cli.core import err
+
+        for p in kept:  # a restore that stopped half-way: where what it replaced so far went
+            err.print(f"kept the replaced file as {p}", markup=False)
+        raise
     if as_json:
         emit_json(r.to_json())
     else:

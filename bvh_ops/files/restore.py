@@ -3,8 +3,10 @@
 Never writes outside the target: the whole manifest is checked first (no absolute path, no
 '..', nothing below a symlink entry), then every parent directory is opened component by
 component with O_NOFOLLOW relative to its parent's descriptor (openat), and every file is created
-with O_EXCL|O_NOFOLLOW: a symlink already in the target, or one planted while we run, makes the
-restore fail instead of being followed. Each chunk is checked against its keyed address before a
+with O_EXCL|O_NOFOLLOW under a temporary name, then renamed into place (rename follows no link):
+a symlink already in the target, or one planted while we run, is never followed, and a file that
+fails its check half-way leaves nothing behind. What a file or link replaces is kept beside it as
+NAME.bvh-replaced-<time>, in a target directory as in place. Each chunk is checked against its keyed address before a
 byte of it is written. Modes, mtimes and (when root) owners are restored; directories get theirs
 last, deepest first, since writing into a directory changes its mtime.
 
@@ -13,7 +15,9 @@ Hard links are restored as separate files (the snapshot stores each path as its 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -61,7 +65,8 @@ def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: li
                      paths: list[str], target_dir: Path | None, *, in_place: bool = False,
                      set_name: str | None = None, replaced: list[str] | None = None) -> RestoreResult:
     """Restore ``paths`` (all when empty) of the snapshot under ``target_dir``, or, ``in_place``,
-    to their original places with what they replace kept beside them as ``NAME.bvh-replaced-<ts>``.
+    to their original places. Either way what a file or link replaces is kept beside it as
+    ``NAME.bvh-replaced-<ts>`` (a target directory that already holds the path loses nothing).
     ``replaced``, when given, receives each kept copy's full path as it is made (so a caller still
     knows them when the restore fails half-way)."""
     t0 = time.monotonic()
@@ -90,7 +95,7 @@ def restore_snapshot(store: ObjectStore, trusted: dict[str, str], identities: li
             parts = check_entry_path(e.path)
             parent = _open_parents(root, parts[:-1], e.path)
             try:
-                _restore_one(blobs, ckey, parent, parts[-1], e, result, suffix if in_place else None)
+                _restore_one(blobs, ckey, parent, parts[-1], e, result, suffix)
             finally:
                 os.close(parent)
             if e.type == "dir":
@@ -129,9 +134,10 @@ def _open_parents(root: int, parts: tuple[bytes, ...], path: str) -> int:
     return cur
 
 
-def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreResult, *, keep_dir: bool,
+def _clear(parent: int, name: bytes, backup_suffix: str, result: RestoreResult, *, keep_dir: bool,
            path: str = "") -> bool:
-    """Make room for ``name``; True when a directory is already there and kept."""
+    """Make room for ``name`` (what is there kept as NAME``backup_suffix``); True when a directory
+    is already there and kept."""
     try:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
@@ -142,39 +148,67 @@ def _clear(parent: int, name: bytes, backup_suffix: str | None, result: RestoreR
         if keep_dir:
             return True
         raise IntegrityError(f"{os.fsdecode(name)!r} is a directory in the target where the snapshot has a file")
-    if backup_suffix is not None:
-        os.rename(name, name + os.fsencode(backup_suffix), src_dir_fd=parent, dst_dir_fd=parent)
-        result.replaced.append(os.path.join(result.target, path or os.fsdecode(name)) + backup_suffix)
-    else:
-        os.unlink(name, dir_fd=parent)
+    kept = name + os.fsencode(backup_suffix)
+    if _exists(parent, kept):
+        raise IntegrityError(f"{os.fsdecode(kept)!r} already exists in the target: move it away and restore again")
+    os.rename(name, kept, src_dir_fd=parent, dst_dir_fd=parent)
+    result.replaced.append(os.path.join(result.target, path or os.fsdecode(name)) + backup_suffix)
     return False
 
 
+def _exists(parent: int, name: bytes) -> bool:
+    try:
+        os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+_tmp_seq = itertools.count()
+
+
+def _tmp_name() -> bytes:
+    """A name of this process's own for a file or link being written (short: any NAME_MAX)."""
+    return f".bvh-restoring-{os.getpid()}-{next(_tmp_seq)}".encode()
+
+
 def _restore_one(blobs: BlobReader, ckey: bytes, parent: int, name: bytes, e: Entry, result: RestoreResult,
-                 backup_suffix: str | None) -> None:
+                 backup_suffix: str) -> None:
+    """A file or link is written whole under a temporary name first, and only then takes its
+    place: a chunk that fails its check leaves what was there untouched and no partial file
+    behind; what it replaces is kept beside it (``backup_suffix``), never unlinked."""
     root = os.geteuid() == 0
     if e.type == "dir":
         if not _clear(parent, name, backup_suffix, result, keep_dir=True):
             os.mkdir(name, 0o700, dir_fd=parent)
         result.dirs += 1
-    elif e.type == "symlink":
+        return
+    tmp = _tmp_name()
+    try:
+        if e.type == "symlink":
+            os.symlink(os.fsencode(e.target or ""), tmp, dir_fd=parent)
+            if root:
+                os.chown(tmp, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(tmp, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        else:
+            fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=parent)
+            with os.fdopen(fd, "wb") as fh:
+                for c in e.chunks:
+                    data = blobs.read(c)
+                    if len(data) != c.size or address(ckey, data) != c.address:
+                        raise IntegrityError(f"chunk {c.address[:12]}… of {e.path!r} does not match its address")
+                    fh.write(data)
+                fh.flush()
+                _set_meta(fh.fileno(), e)
         _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
-        os.symlink(os.fsencode(e.target or ""), name, dir_fd=parent)
-        if root:
-            os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
-        os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)  # (replaces a name, follows no link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=parent)
+        raise
+    if e.type == "symlink":
         result.symlinks += 1
     else:
-        _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
-        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
-        with os.fdopen(fd, "wb") as fh:
-            for c in e.chunks:
-                data = blobs.read(c)
-                if len(data) != c.size or address(ckey, data) != c.address:
-                    raise IntegrityError(f"chunk {c.address[:12]}… of {e.path!r} does not match its address")
-                fh.write(data)
-            fh.flush()
-            _set_meta(fh.fileno(), e)
         result.files += 1
         result.bytes += e.size
 

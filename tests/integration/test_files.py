@@ -354,3 +354,42 @@ def test_in_place_restore_keeps_what_it_overwrites(files_env, tmp_path):
     kept = [p for p in conf.parent.iterdir() if ".bvh-replaced-" in p.name]
     assert len(kept) == 1 and kept[0].read_bytes() == b"broken {\n"
     assert not (Path("/_commands")).exists()
+
+
+def test_a_target_directory_that_holds_the_files_loses_nothing(files_env, tmp_path):
+    """Restored twice into the same directory, a file changed there in between is kept beside
+    the restored one (it was unlinked), and the CLI names where it went."""
+    src = _tree(tmp_path / "src")
+    settings = files_env([src])
+    snap = take_snapshot(settings, "app")
+    store, trusted, idents = _ctx(settings)
+    target = tmp_path / "again"
+    restore_snapshot(store, trusted, idents, snap.snapshot_id, [], target)
+    conf = target / str(src / "etc/nginx/nginx.conf").lstrip("/")
+    conf.write_bytes(b"edited by hand\n")
+    res = restore_snapshot(store, trusted, idents, snap.snapshot_id, [str(src / "etc/nginx/nginx.conf")], target)
+    assert conf.read_bytes() == NGINX
+    kept = [p for p in conf.parent.iterdir() if ".bvh-replaced-" in p.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"edited by hand\n" and res.replaced == [str(kept[0])]
+
+
+def test_a_chunk_that_fails_its_check_leaves_the_old_file_and_no_partial_one(files_env, tmp_path, monkeypatch):
+    """A damaged chunk stops the restore of that file before it replaces anything: what was
+    there stays as it was, and no half-written file (or temporary) is left looking complete."""
+    from bvh_ops.errors import IntegrityError
+    from bvh_ops.files import restore as restore_mod
+
+    src = _tree(tmp_path / "src")
+    settings = files_env([src])
+    snap = take_snapshot(settings, "app")
+    store, trusted, idents = _ctx(settings)
+    target = tmp_path / "t"
+    path = str(src / "etc/nginx/nginx.conf")
+    conf = target / path.lstrip("/")
+    conf.parent.mkdir(parents=True)
+    conf.write_bytes(b"the live file\n")
+    monkeypatch.setattr(restore_mod, "address", lambda key, data: "0" * 64)  # every chunk fails its check
+    with pytest.raises(IntegrityError, match="does not match its address"):
+        restore_snapshot(store, trusted, idents, snap.snapshot_id, [path], target)
+    assert conf.read_bytes() == b"the live file\n"
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["nginx.conf"]
