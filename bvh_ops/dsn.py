@@ -12,8 +12,10 @@ from urllib.parse import unquote
 
 URI_HINT = "postgresql://user:password@host:5432/dbname"
 _SCHEME = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
-# libpq reads the user info up to the first '@' or '/' (conninfo_uri_parse_options), user first.
-_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:]*:)(?P<pw>[^@/]*)(?=@)")
+# libpq reads the user info up to the first '@' or '/' (conninfo_uri_parse_options), user first;
+# a password holding an unencoded '@' or '/' (check_dsn refuses it) is redacted to the last '@'
+# before the query all the same: nothing of it shows.
+_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:?]*:)(?P<pw>[^?]*)(?=@)")
 # password=… in a URI query or in key=value form (quoted values may hold spaces).
 _KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:\\.|[^'\\])*'|[^&\s]+)")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -46,8 +48,14 @@ def check_dsn(dsn: str) -> dict[str, str]:
     """The connection parameters of a ``postgresql://`` URI, checked as libpq will use them:
     syntax, known parameters only, a host, numeric ports. Raises ValueError with a message that
     never contains the password."""
-    if not _SCHEME.match(dsn):
+    if not (scheme := _SCHEME.match(dsn)):
         raise ValueError(f"must look like {URI_HINT}")
+    # libpq ends the user info at the first '@' or '/': the rest of a password holding either
+    # would be read as the host, port or database and quoted in errors. Refused before libpq.
+    authority, _, path = dsn[scheme.end():].split("?", 1)[0].partition("/")
+    if authority.count("@") > 1 or "@" in path:
+        raise ValueError(f"an '@' or '/' where libpq does not expect one: percent-encode '@' as %40 and '/' as %2F "
+                         f"in the user name, password or database name ({URI_HINT})")
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 

@@ -79,6 +79,9 @@ SECRET = "Hunter2-s3cret"
     (f"postgresql://postgres:{SECRET}@[::1:5432/db", "not a valid connection URI"),
     (f"postgresql://postgres:{SECRET}@/db", "no host"),
     (f"postgresql://postgres:{SECRET}@/db?host=h1,h2&port=5432,5433,5434", "3 ports for 2 hosts"),
+    # an unencoded '/' or '@' in the password: libpq would read part of it as the port, host or database
+    (f"postgresql://postgres:{SECRET[:5]}/{SECRET[5:]}@127.0.0.1:5432/db", "percent-encode '@' as %40 and '/' as %2F"),
+    (f"postgresql://postgres:{SECRET[:5]}@{SECRET[5:]}@127.0.0.1:5432/db", "percent-encode '@' as %40"),
 ])
 def test_malformed_dsn_fails_at_load_without_the_password(monkeypatch, field, dsn, message):
     monkeypatch.setenv(field, dsn)
@@ -104,6 +107,10 @@ def test_valid_dsns_load(monkeypatch, dsn):
 
 def test_redact_malformed_dsn():
     assert redact_dsn(f"postgresql://postgres:{SECRET}@[::1]x:55432/db") == "postgresql://postgres:***@[::1]x:55432/db"
+    # a password holding an unencoded '@' or '/': no part of it shown
+    for raw in (f"{SECRET[:5]}@{SECRET[5:]}", f"{SECRET[:5]}/{SECRET[5:]}"):
+        assert redact_dsn(f"postgresql://u:{raw}@127.0.0.1:1/db?sslmode=require") == \
+            "postgresql://u:***@127.0.0.1:1/db?sslmode=require"
 
 
 @pytest.mark.parametrize("value", ["not-base64!", "AAAA", "YWJj" * 11 + "YQ=="])
