@@ -303,16 +303,23 @@ def record(settings: Settings, report: dict[str, Any], source: str = "drill") ->
 
 def drill_findings(report: dict[str, Any]) -> list[Finding]:
     """What a drill tells alerting: a failed restore or data check is the runbook's critical
-    "data corruption detected"; a missed RTO/RPO objective is a warning. A passing drill reports
-    none, which clears the last drill's findings."""
+    "data corruption detected"; a check or stage that could not run (a scratch server that does
+    not answer, a setting missing, a source not reachable) is a warning that recoverability was
+    not proven — never corruption, never silence; a missed RTO/RPO objective is a warning. A
+    passing drill reports none, which clears the last drill's findings."""
     failed = [c for c in report["checks"] if c["status"] == "failed"]
     data = [c for c in failed if not c["name"].endswith("_objective")]
     missed = [c for c in failed if c["name"].endswith("_objective")]
+    unproven = [c for c in report["checks"] if c["status"] == "not_verified"]
     out = []
     if data:
         out.append(Finding("restore", Severity.CRITICAL,
                            f"data corruption detected: DR drill of {report['backup_id']} failed",
                            "; ".join(f"{c['name']}: {c['detail']}" for c in data)[:1000]))
+    if unproven:
+        out.append(Finding("unverified", Severity.WARNING,
+                           f"DR drill of {report.get('backup_id') or 'the backup'} could not prove recoverability",
+                           "; ".join(f"{c['name']}: {c['detail']}" for c in unproven)[:1000]))
     if missed:
         out.append(Finding("objectives", Severity.WARNING,
                            "DR drill missed its recovery objective",

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bvh_ops.cli.core import app, cli_settings, emit_json, out, require_prefect_home
-from bvh_ops.errors import BvhOpsError
+from bvh_ops.errors import ConfigError
 
 archive_app = typer.Typer(no_args_is_help=True, help="The monthly archive tier (#17).")
 app.add_typer(archive_app, name="archive")
@@ -21,7 +21,7 @@ def monthly(
     """Take the month's archive (logical + physical full), deep-verify it, drill it, lock it.
     Exit 0 only when every step passed."""
     if physical not in ("auto", "on", "off"):
-        raise BvhOpsError(f"--physical {physical!r}: use auto, on or off")
+        raise ConfigError(f"--physical {physical!r}: use auto, on or off")
     settings = cli_settings()
     settings.require_repository()
     settings.require_database_url()

@@ -22,7 +22,7 @@ from bvh_ops.cli.core import (
     source_settings,
 )
 from bvh_ops.cli.progress import live_progress
-from bvh_ops.errors import BvhOpsError
+from bvh_ops.errors import BvhOpsError, ConfigError
 
 
 @app.command()
@@ -53,7 +53,7 @@ def backup(
 
     load_recipients(settings.require_recipients())
     if kind not in ("logical", "full", "incremental"):
-        raise BvhOpsError(f"--kind {kind!r}: use logical, full or incremental")
+        raise ConfigError(f"--kind {kind!r}: use logical, full or incremental")
     physical = kind in ("full", "incremental")
     with loading_for_good():
         require_prefect_home()
@@ -160,6 +160,10 @@ def verify(
             from bvh_ops.errors import NotFound
 
             raise NotFound(f"no backup {ids[0]} in {repo.store.url}: see `bvh-ops backups list`")
+    if identities is not None:  # the wrong key is not damage: one line, exit 7, nothing told to alerting
+        from bvh_ops.repository.verify import check_identities_open
+
+        check_identities_open(repo, ids[-1], identities)
     with live_progress(as_json=as_json or not deep):
         results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
     if not no_wal:

@@ -15,7 +15,7 @@ from bvh_ops.cli.core import (
     source_settings,
 )
 from bvh_ops.drill.render import print_drill
-from bvh_ops.errors import BvhOpsError
+from bvh_ops.errors import BvhOpsError, ConfigError
 
 
 @app.command()
@@ -32,19 +32,22 @@ def drill(
     from datetime import UTC, datetime
 
     if mode not in ("logical", "physical", "both"):
-        raise BvhOpsError(f"--mode {mode!r}: use logical, physical or both")
+        raise ConfigError(f"--mode {mode!r}: use logical, physical or both")
     if scratch not in ("embedded", "configured"):
-        raise BvhOpsError(f"--scratch {scratch!r}: use embedded or configured")
+        raise ConfigError(f"--scratch {scratch!r}: use embedded or configured")
     target = None
     if to_time:
         try:
             target = datetime.fromisoformat(to_time)
         except ValueError:
-            raise BvhOpsError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
+            raise ConfigError(f"--to-time {to_time!r} is not an ISO 8601 time (e.g. 2026-11-27T02:00:00Z)") from None
         target = target if target.tzinfo else target.replace(tzinfo=UTC)
     settings = source_settings(source)
     settings.require_repository()
     settings.require_identity()
+    if scratch == "configured" and settings.drill_scratch_dsn is None:
+        raise ConfigError("--scratch configured needs drill_scratch_dsn: set BVH_OPS_DRILL_SCRATCH_DSN (a server "
+                          "the drill may create databases on), or use --scratch embedded")
     if backup != "latest":
         # A mistyped id is the operator's, not a failed drill: one line, before a drill that
         # would fail its select stage and tell alerting of "data corruption".
@@ -63,9 +66,12 @@ def drill(
         if to_lsn:
             from bvh_ops.pg.lsn import parse_lsn
 
-            parse_lsn(to_lsn)
+            try:
+                parse_lsn(to_lsn)
+            except BvhOpsError as exc:
+                raise ConfigError(f"--to-lsn: {exc}") from None
             if mode == "logical":
-                raise BvhOpsError("--to-lsn applies to physical drills: add --mode physical (or both)")
+                raise ConfigError("--to-lsn applies to physical drills: add --mode physical (or both)")
         from bvh_ops.cli.progress import live_progress
 
         with live_progress(as_json=as_json):

@@ -199,14 +199,14 @@ def forget_cmd(snapshot: Annotated[str | None, typer.Argument(help="A snapshot i
                as_json: JSON = False) -> None:
     """Delete a snapshot's index and entries (its content goes at the next `files gc`), or with
     --gfs plan (and with --apply carry out) GFS retention per set."""
-    from bvh_ops.errors import BvhOpsError, NotFound
+    from bvh_ops.errors import BvhOpsError, ConfigError, NotFound
     from bvh_ops.files.catalog import delete_snapshot
 
     settings = cli_settings()
     store, trusted, _ = _repo(settings)
     if gfs:
         if snapshot:
-            raise BvhOpsError("give a SNAPSHOT or --gfs, not both")
+            raise ConfigError("give a SNAPSHOT or --gfs, not both")
         _forget_gfs(settings, store, trusted, set_name, apply, as_json)
         return
     if not snapshot:

@@ -14,7 +14,7 @@ from bvh_ops.cli.core import (
     out,
     source_settings,
 )
-from bvh_ops.errors import BvhOpsError, ConfigError
+from bvh_ops.errors import ConfigError
 
 
 @app.command()
@@ -52,13 +52,13 @@ def restore(
     if validate_target:
         _validate(settings, backup_id, to_time, to_lsn, to_name, as_json)
     if (into is None) == (target_dir is None):
-        raise BvhOpsError("give exactly one of --into DSN (logical) or --target-dir DIR (physical)")
+        raise ConfigError("give exactly one of --into DSN (logical) or --target-dir DIR (physical)")
     if target_dir is not None:
         _physical(settings, backup_id, target_dir, to_time, to_lsn, to_name, start=start, port=port,
                   archive=archive, os_user=os_user, as_json=as_json)
         return
     if to_time or to_lsn or to_name:
-        raise BvhOpsError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
+        raise ConfigError("--to-time/--to-lsn/--to-name apply to physical restores (--target-dir)")
     _logical(settings, backup_id, into, table, no_owner, jobs, as_json)
 
 

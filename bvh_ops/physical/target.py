@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bvh_ops.errors import BvhOpsError, NotFound
+from bvh_ops.errors import BvhOpsError, ConfigError, NotFound
 from bvh_ops.pg.lsn import format_lsn, parse_lsn
 from bvh_ops.pg.physinfo import PhysicalInfo
 from bvh_ops.physical.backup import native_parent
@@ -22,18 +22,24 @@ class RecoveryTarget:
 
     @classmethod
     def from_options(cls, to_time: str | None, to_lsn: str | None, to_name: str | None) -> RecoveryTarget:
+        # The operator's options: a mistake here is a usage error (ConfigError, exit 2).
         given = [(k, v) for k, v in (("time", to_time), ("lsn", to_lsn), ("name", to_name)) if v]
         if len(given) > 1:
-            raise BvhOpsError("give at most one of --to-time, --to-lsn, --to-name")
+            raise ConfigError("give at most one of --to-time, --to-lsn, --to-name")
         if not given:
             return cls()
         kind, value = given[0]
-        if kind == "time":
-            value = parse_time(value).isoformat()
-        elif kind == "lsn":
-            value = format_lsn(parse_lsn(value))
-        elif not re.fullmatch(r"[A-Za-z0-9_.:-]{1,63}", value):
-            raise BvhOpsError(f"--to-name {value!r}: restore point names here are letters, digits and _.:-")
+        try:
+            if kind == "time":
+                value = parse_time(value).isoformat()
+            elif kind == "lsn":
+                value = format_lsn(parse_lsn(value))
+        except ConfigError:
+            raise
+        except BvhOpsError as exc:
+            raise ConfigError(f"--to-{kind}: {exc}") from None
+        if kind == "name" and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,63}", value):
+            raise ConfigError(f"--to-name {value!r}: restore point names here are letters, digits and _.:-")
         return cls(kind, value)
 
     def conf(self) -> dict[str, str]:

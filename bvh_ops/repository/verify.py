@@ -191,3 +191,18 @@ def render(results: list[VerifyResult]) -> str:
     bad = sum(not r.ok for r in results)
     lines.append(f"{len(results)} objects checked, {bad} bad")
     return "\n".join(lines)
+
+
+def check_identities_open(repo: Repository, backup_id: str, identities: list[Identity]) -> None:
+    """Raise CryptoError (exit 7) when none of ``identities`` is a recipient of the backup's
+    objects: a deep verify with the wrong key would report every object unreadable, and alerting
+    would hear of corruption the data does not have. Objects that carry their envelopes in their
+    own header (format 2) are not known here: then the verify itself says what it finds."""
+    try:
+        manifest = repo.trusted_manifest(backup_id)
+    except BvhOpsError:
+        return  # the verify reports an unreadable or untrusted manifest itself
+    recipients = {env.key_id for o in manifest.objects for env in envelopes_from_json(list(o.envelopes))}
+    if recipients and recipients.isdisjoint(i.key_id for i in identities):
+        raise CryptoError(f"the identity given is not one backup {backup_id} was sealed to (key ids "
+                          f"{', '.join(sorted(recipients))}): set BVH_OPS_IDENTITY to the right key")

@@ -114,6 +114,19 @@ def test_corrupted_object_fails_deep_verify(drill_env):
     assert_torn_down(settings, report)  # nothing of what the deep verify decrypted is left
 
 
+
+def test_a_scratch_server_that_does_not_answer_is_not_corruption(drill_env, monkeypatch):
+    """The configured scratch server down: the drill fails its start stage as not verified, and
+    alerting hears that recoverability was not proven (a warning), not "data corruption detected"."""
+    from tasks.drill_tasks import drill_findings
+
+    monkeypatch.setenv("BVH_OPS_DRILL_SCRATCH_DSN", "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2")
+    settings, manifest = drill_env
+    report = run_failing_drill(backup=manifest.backup_id, scratch="configured")
+    assert status_of(report)["deep_verify"] == "passed" and status_of(report)["start"] == "not_verified"
+    assert [f.severity.value for f in drill_findings(report)] == ["warning"]
+    assert_torn_down(settings, report)
+
 def test_a_drill_that_fails_its_verify_leaves_no_scan_on_the_live_source(drill_env, drill_source):
     """The live source's PITR side is read from the drill's start; a drill that will not compare
     (its deep verify failed) stops it: no scan of a production table left running (here one

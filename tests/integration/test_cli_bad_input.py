@@ -26,6 +26,29 @@ def test_one_line_not_a_traceback(tmp_path, ops_env, args, needle):
     assert_one_line_error(run_cli(*args, env=ops_env), needle)
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["backup", "--kind", "weekly"], "--kind 'weekly'"),
+    (["drill", "--mode", "nope"], "--mode 'nope'"),
+    (["drill", "--scratch", "configured"], "needs drill_scratch_dsn"),   # was a failed drill: "corruption"
+    (["drill", "--mode", "physical", "--to-lsn", "zz"], "--to-lsn"),
+    (["restore", "latest", "--target-dir", "{tmp}/r", "--to-time", "garbage"], "--to-time"),
+    (["restore", "latest", "--target-dir", "{tmp}/r", "--to-lsn", "zz"], "--to-lsn"),
+    (["restore", "latest", "--target-dir", "{tmp}/r", "--to-lsn", "0/1", "--to-name", "x"], "at most one of"),
+    (["restore", "latest", "--into", "postgresql://u@h/db", "--target-dir", "{tmp}/r"], "exactly one of"),
+    (["archive", "monthly", "--physical", "maybe"], "--physical 'maybe'"),
+])
+def test_a_bad_option_value_is_a_usage_error(tmp_path, ops_env, keypair, args, needle):
+    """Each wrong option value: one line and exit 2, as every other usage error (they exited 1,
+    as a failed operation does); nothing started, nothing written."""
+    pub, key = keypair
+    env = {**ops_env, "BVH_OPS_RECIPIENTS": str(pub), "BVH_OPS_IDENTITY": str(key),
+           "BVH_OPS_DATABASE_URL": "postgresql://u@127.0.0.1:1/db"}
+    proc = run_cli(*[a.format(tmp=tmp_path) for a in args], env=env)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("args, option", [
     (["audit", "show", "--limit", "99999999999999999999"], "--limit"),        # a bigint error's traceback
     (["logs", "search", "--since", "1m", "--limit", "99999999999999999999"], "--limit"),
@@ -112,3 +135,21 @@ def test_releasing_a_hold_that_is_not_there_is_an_error(tmp_path, ops_env):
     proc = run_cli("logs", "release", "999999", env=ops_env)
     assert proc.returncode == 10 and proc.stdout == ""
     assert_one_line_error(proc, "no active hold 999999", "bvh-ops logs holds")
+
+
+def test_a_deep_verify_with_the_wrong_key_is_a_key_error_not_corruption(pg, fresh_db, env_settings, repo_dir,
+                                                                         tmp_path):
+    """`verify --deep` with an identity the backup was not sealed to reported every object
+    damaged (exit 8) and told alerting "data corruption detected": it is the operator's key —
+    one line naming the fix, exit 7 (as restore says it), and the right key still verifies."""
+    from bvh_ops.config import load_settings
+    from bvh_ops.keys import write_keypair
+    from bvh_ops.logical.backup import run_logical_backup
+
+    env = env_settings(fresh_db("_src"), f"file://{repo_dir}")
+    run_logical_backup(load_settings())
+    _, other = write_keypair(tmp_path / "other")
+    proc = run_cli("verify", "latest", "--deep", "--no-wal", env={**env, "BVH_OPS_IDENTITY": str(other)})
+    assert proc.returncode == 7, (proc.stdout, proc.stderr)
+    assert_one_line_error(proc, "not one backup", "set BVH_OPS_IDENTITY to the right key")
+    assert run_cli("verify", "latest", "--deep", "--no-wal", env=env).returncode == 0

@@ -30,6 +30,16 @@ def test_failed_data_check_is_data_corruption_and_a_missed_objective_a_warning()
     assert drill_findings(report(("row_counts", "passed", ""))) == []
 
 
+
+def test_a_drill_that_could_not_run_is_a_warning_not_corruption():
+    """A scratch server that did not answer (the stage not verified) is not data corruption, and
+    not silence either: the drill did not prove the backup recoverable."""
+    found = drill_findings(report(("start", "not_verified", "database unreachable at 127.0.0.1:1"),
+                                  ("fingerprints", "passed", "")))
+    assert [(f.key, f.severity) for f in found] == [("unverified", Severity.WARNING)]
+    assert "could not prove recoverability" in found[0].title and "127.0.0.1:1" in found[0].detail
+    assert not any(f.title.startswith("data corruption") for f in found)
+
 def test_a_finding_fires_under_its_own_title_and_resolves_when_cleared():
     alerter = Alerter(["email"])
     name = check_name("security", "hba.trust", Severity.CRITICAL)
