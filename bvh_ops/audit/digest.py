@@ -66,7 +66,7 @@ def checkpoint(settings: Settings, conn: psycopg.Connection, now: datetime, *,
         if seq == 0:
             raise NotFound("the audit trail is empty: nothing to sign yet")
         if latest is not None and latest.seq == seq:
-            return latest, False
+            return replace(latest, object_key=_located(latest)[1]), False
         since = latest.seq if latest else 1
         if latest is not None:
             anchor = store.entry(conn, latest.seq)
@@ -82,9 +82,11 @@ def checkpoint(settings: Settings, conn: psycopg.Connection, now: datetime, *,
             raise IntegrityError(f"audit chain moved while signing (head {seq}, read up to {report.head_seq})")
         digest = make_digest(seq, head_hash, count, now, latest, key)
         okey = object_key(seq)
+        # Where the copy goes is recorded with it: a command pointed at another repository (a
+        # one-off BVH_OPS_REPOSITORY) signs there, and verify looks for that copy there.
         conn.execute(f"INSERT INTO ops.audit_digests ({_DIGEST_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                      (digest.seq, digest.head_hash, digest.entries, digest.at, digest.prev_digest_sha256,
-                      digest.signature, digest.public_key, okey))
+                      digest.signature, digest.public_key, f"{objects.url}#{okey}"))
         # The repository copy before the commit: a failed upload leaves neither copy.
         objects.put_bytes(okey, json.dumps(digest.to_document(), indent=1, sort_keys=True).encode() + b"\n")
     log.info("audit digest at seq %d signed (%s)", seq, okey)
@@ -106,13 +108,48 @@ def compare_copies(in_db: list[Digest], in_repo: list[Digest], unreadable: list[
             findings.append(Finding(Problem.DIGEST_MISSING, seq, f"digest at seq {seq} is in the repository "
                                     "but not in the ops database (deleted there?)"))
         elif b is None:
+            url = _located(a)[0]
             findings.append(Finding(Problem.DIGEST_MISSING, seq, f"digest at seq {seq} is in the ops database "
-                                    "but not in the repository"))
+                                    f"but not in the repository{f' it was signed into ({url})' if url else ''}"))
         elif (a.body(), a.signature) != (b.body(), b.signature):
             findings.append(Finding(Problem.DIGEST_DIFFERS, seq, f"digest at seq {seq} differs between the ops "
                                     "database and the repository"))
         merged.append(b or a)
     return merged, findings
+
+
+def _located(d: Digest) -> tuple[str | None, str]:
+    """(repository URL, key) of a digest's copy as the ops database recorded it (digests signed
+    before 2026-11-30 name only the key: the repository being verified)."""
+    loc = d.object_key or object_key(d.seq)
+    url, sep, key = loc.rpartition("#")
+    return (url, key) if sep else (None, loc)
+
+
+def _with_copies_elsewhere(settings: Settings, home: ObjectStore, in_db: list[Digest], in_repo: list[Digest],
+                           pre: list[Finding]) -> tuple[list[Digest], list[Finding]]:
+    """The repository copies of digests the ops database says were signed into another
+    repository, read there; one that cannot be read there is reported (not passed)."""
+    have = {d.seq for d in in_repo}
+    elsewhere: dict[str, list[tuple[Digest, str]]] = {}
+    for d in in_db:
+        url, key = _located(d)
+        if url is not None and url != home.url and d.seq not in have:
+            elsewhere.setdefault(url, []).append((d, key))
+    out = list(in_repo)
+    for url, wanted in elsewhere.items():
+        try:
+            other = open_store(settings.model_copy(update={"repository": url}))
+            for _, key in wanted:
+                try:
+                    out.append(Digest.from_document(json.loads(other.get_bytes(key)), key))
+                except NotFound:
+                    continue  # compare_copies reports it missing
+        except (BvhOpsError, OSError, ValueError, KeyError, TypeError) as exc:
+            pre.append(Finding(Problem.DIGEST_MISSING, wanted[0][0].seq,
+                               f"digests {', '.join(str(d.seq) for d, _ in wanted)} were signed into repository "
+                               f"{url}, which could not be read ({exc}): not verified there"))
+    return out, pre
 
 
 def verify_trail(settings: Settings, conn: psycopg.Connection, *, from_seq: int = 1,
@@ -130,6 +167,8 @@ def verify_trail(settings: Settings, conn: psycopg.Connection, *, from_seq: int 
         in_repo, unreadable = in_db, []
         pre.append(Finding(Problem.DIGEST_MISSING, None, f"the repository's digests could not be read ({exc}): "
                            "checked against the ops database's copies only"))
+    else:
+        in_repo, pre = _with_copies_elsewhere(settings, objects, in_db, in_repo, pre)
     merged, found = compare_copies(in_db, in_repo, unreadable)
     with conn.transaction():
         report = verify(store.entries(conn, from_seq=from_seq), merged, trusted_keys(settings, key, objects),

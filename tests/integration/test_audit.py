@@ -212,3 +212,29 @@ def test_digests_go_to_an_s3_repository(fresh_db, make_settings, s3_bucket, s3_s
         conn.execute("DELETE FROM ops.audit_digests")
         report = verify_trail(settings, conn)
     assert [(f.problem, f.seq) for f in report.findings] == [("digest_missing", 5)]
+
+
+def test_a_digest_signed_into_another_repository_is_checked_there_not_called_tampered(trail, tmp_path):
+    """A one-off backup with BVH_OPS_REPOSITORY pointing elsewhere signs its digest there: the
+    trail's own repository lacked it and `audit verify` said TAMPERED for good. The ops database
+    now records where each copy went and verify reads it there; once that copy is gone, it says
+    which repository it was signed into."""
+    import shutil
+
+    settings, dsn, env = trail
+    other = tmp_path / "other-repo"
+    other.mkdir()
+    elsewhere = settings.model_copy(update={"repository": f"file://{other}"})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        append_many(conn, rows(5, start=T0 + timedelta(days=40)))
+        digest, new = checkpoint(elsewhere, conn, T0 + timedelta(days=45))
+        assert new and digest.seq == 45
+        assert verify_trail(settings, conn).ok  # read in the other repository
+        assert verify_trail(elsewhere, conn).ok  # and the other way round
+    proc = run_cli("audit", "verify", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shutil.rmtree(other / "audit")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        report = verify_trail(settings, conn)
+    assert [(f.problem, f.seq) for f in report.findings] == [("digest_missing", 45)]
+    assert f"file://{other}" in report.findings[0].detail
