@@ -123,8 +123,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the runbo
         from bvh_ops.alerting.view import OpsAlertsView
 
         try:
-            board["alerts"] = OpsAlertsView(lambda: running_dsn(settings)).active()
-            board["notes"] = [n for n in board["notes"] if not n.startswith("alerts:")]
+            from bvh_ops.monitoring.status import with_alerts
+
+            with_alerts(board, OpsAlertsView(lambda: running_dsn(settings)).active())
         except Exception as exc:  # noqa: BLE001 - the status still prints, saying why alerts are missing
             board["notes"].append(f"alerts unavailable: {type(exc).__name__}")
     if as_json:

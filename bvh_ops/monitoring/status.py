@@ -66,6 +66,25 @@ def dashboard(cycle: CycleResult, *, platform_metrics: Mapping[str, object] | No
     }
 
 
+_RANK = {"healthy": 0, "warning": 1, "critical": 2}
+
+
+def with_alerts(board: dict, alerts: list[dict]) -> dict:
+    """``board`` with the ops database's active ``alerts``; its ``systemStatus`` no better than
+    the worst firing alert (a firing "data corruption detected" — a finding no probe sees — is
+    not "healthy"). Silenced and inhibited alerts do not raise it; a note says when alerts did."""
+    board["alerts"] = alerts
+    board["notes"] = [n for n in board.get("notes", []) if not n.startswith("alerts:")]
+    firing = [a for a in alerts if a.get("state") == "firing" and a.get("severity") in ("warning", "critical")
+              and not a.get("silenced") and not a.get("inhibited")]
+    worst = max((a["severity"] for a in firing), key=_RANK.__getitem__, default=None)
+    if worst is not None and _RANK[worst] > _RANK.get(board["systemStatus"], 0):
+        board["systemStatus"] = worst
+        names = ", ".join(a["name"] for a in firing if a["severity"] == worst)
+        board["notes"].append(f"systemStatus {worst} from {len(firing)} firing alert(s): {names}"[:300])
+    return board
+
+
 def uptime_unavailable() -> dict[str, object]:
     return {"24h": None, "7d": None, "30d": None, "available": False, "reason": NO_HISTORY}
 

@@ -48,7 +48,7 @@ from bvh_ops.monitoring.cycle import CycleResult, run_cycle
 from bvh_ops.monitoring.history import DrillPoint, History, MemoryHistory
 from bvh_ops.monitoring.platform_metrics import fetch_platform_metrics, metrics_endpoint
 from bvh_ops.monitoring.results import Status
-from bvh_ops.monitoring.status import SYSTEM_STATUS, dashboard
+from bvh_ops.monitoring.status import SYSTEM_STATUS, dashboard, with_alerts
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 BUFFER_SECONDS = 2 * 3600
@@ -178,9 +178,9 @@ def create_app(settings: Settings, *, history: History | None = None, token: str
 
     def status_board(alert_rows: list[dict] | None = None) -> dict:
         board = dict(state.board or {})
+        board["notes"] = list(board.get("notes", []))
         if alert_rows is not None:
-            board["alerts"] = alert_rows
-            board["notes"] = [n for n in board.get("notes", []) if not n.startswith("alerts:")]
+            with_alerts(board, alert_rows)
         board["uptime"] = uptime(history, list(board.get("services", {})), clock())
         board["notes"] = [n for n in board.get("notes", []) if not n.startswith("uptime:")]
         if history is None:

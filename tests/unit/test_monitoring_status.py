@@ -122,3 +122,26 @@ def test_jobs_past_the_deadline_are_abandoned_and_reported():
 def test_a_probe_that_raises_is_unknown_with_its_error():
     checks = run_jobs([Job("db", "database", lambda: 1 / 0)], deadline_seconds=5)
     assert checks[0].status is UNK and "ZeroDivisionError" in checks[0].detail
+
+
+def _alert(severity, state="firing", **flags):
+    return {"name": f"{severity} thing", "severity": severity, "state": state, "service": "backups",
+            "since": "2026-11-30T00:00:00+00:00", **flags}
+
+
+@pytest.mark.parametrize("alerts, expected", [
+    ([], "healthy"),
+    ([_alert("critical")], "critical"),              # a firing data-corruption finding: not "healthy"
+    ([_alert("warning"), _alert("critical", state="pending")], "warning"),  # pending has not fired
+    ([_alert("critical", silenced=True)], "healthy"),
+    ([_alert("critical", inhibited=True)], "healthy"),
+    ([_alert("info")], "healthy"),
+])
+def test_firing_alerts_set_the_floor_of_the_system_status(alerts, expected):
+    from bvh_ops.monitoring.status import with_alerts
+
+    board = with_alerts({"systemStatus": "healthy", "notes": ["alerts: not read"]}, alerts)
+    assert board["systemStatus"] == expected and board["alerts"] == alerts
+    assert not any(n.startswith("alerts:") for n in board["notes"])
+    assert any("firing alert" in n for n in board["notes"]) == (expected != "healthy")
+    assert with_alerts({"systemStatus": "critical", "notes": []}, alerts)["systemStatus"] == "critical"  # never lowered
