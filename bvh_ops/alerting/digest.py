@@ -14,8 +14,8 @@ platform's own ``daily_ticket_sales`` view calls revenue. Payments are deposits 
 in their wallets), not revenue; prizes paid are not subtracted (that is gross gaming revenue, a
 finance figure the runbook does not ask for).
 
-Security scan results (in the runbook's info list) are not in the digest yet: the security scan
-is a later issue; the digest's last line says so rather than pretending there was nothing to report.
+Security: each security scan and audit that finished in the window (ops.security_runs), its
+status and its unwaived findings per severity; none finished is said, not left out.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ from bvh_ops.results import CheckResult, CheckStatus
 
 log = logging.getLogger("bvh_ops.alerting.digest")
 
-SECTIONS = ("Backups", "Drills", "Incidents", "Alerts", "Uptime", "Business")
+SECTIONS = ("Backups", "Drills", "Incidents", "Alerts", "Uptime", "Security", "Business")
+SECURITY_SEVERITIES = ("critical", "high", "medium", "low", "info")  # bvh_ops.security.model's
 SEVERITIES = ("critical", "warning", "info")
 # Every digest query runs under this (a seq scan of a huge table must not hold the engine up).
 STATEMENT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5
-NOT_COVERED = "Not in this digest yet: security scan results (the security scan is not built yet)"
 INDENT = "  "
 
 T = TypeVar("T")
@@ -115,6 +115,15 @@ class Note:
 
 
 @dataclass(frozen=True)
+class SecurityFact:
+    kind: str                  # scan | audit | baseline
+    finished_at: datetime
+    status: str                # passed | warning | failed
+    counts: Mapping[str, int]  # unwaived findings per severity
+    not_checked: int
+
+
+@dataclass(frozen=True)
 class PerformanceFact:
     endpoint: str
     samples: int
@@ -134,6 +143,7 @@ class DigestFacts:
     alerts_fired: Mapping[str, int] | None = None      # severity -> alerts fired in the window
     uptime: Mapping[str, float | None] | None = None   # service -> percent (None: no up/down cycle)
     performance: tuple[PerformanceFact, ...] | None = None   # per endpoint: response times in the window
+    security: tuple[SecurityFact, ...] | None = None   # security scans and audits finished in the window
     business: Business | None = None
     notes: tuple[Note, ...] = field(default_factory=tuple)
 
@@ -150,6 +160,7 @@ def render_digest(facts: DigestFacts, start: datetime, end: datetime) -> list[st
         ("Alerts", facts.alerts_fired, _alert_lines),
         ("Uptime", facts.uptime, _uptime_lines),
         ("Performance", facts.performance, _performance_lines),
+        ("Security", facts.security, _security_lines),
         ("Business", facts.business, _business_lines),
     ]
     for title, value, render in sections:
@@ -160,7 +171,6 @@ def render_digest(facts: DigestFacts, start: datetime, end: datetime) -> list[st
         lines += [INDENT + line for line in render(value, end)]
         # parts of a section read while others failed (a business figure, say)
         lines += [INDENT + f"note: {n.reason}" for n in facts.notes if n.section == title]
-    lines.append(NOT_COVERED)
     return lines
 
 
@@ -245,6 +255,17 @@ def _performance_lines(perf: Sequence[PerformanceFact], _end: datetime) -> list[
         return ["no response-time samples in the window (no endpoint probed, or `bvh-ops monitor` not running)"]
     return [f"{p.endpoint}: avg {p.avg_ms:,.0f} ms, p95 {p.p95_ms:,.0f} ms, max {p.max_ms:,.0f} ms "
             f"({p.samples:,} probes)" for p in perf]
+
+
+def _security_lines(runs: Sequence[SecurityFact], _end: datetime) -> list[str]:
+    if not runs:
+        return ["no security scan or audit finished in the window"]
+    out = []
+    for r in runs:
+        found = ", ".join(f"{r.counts.get(sev, 0)} {sev}" for sev in SECURITY_SEVERITIES)
+        out.append(f"{r.kind} finished {_when(r.finished_at)}: {r.status.upper()}, findings {found}"
+                   + (f", {r.not_checked} not checked" if r.not_checked else ""))
+    return out
 
 
 def _business_lines(b: Business, _end: datetime) -> list[str]:
@@ -337,11 +358,13 @@ def gather_digest(settings: Settings, start: datetime, end: datetime, *, ops_dsn
     backups = _isolated(notes, "Backups", lambda: _backups(settings, start, end))
     ops: dict[str, Any] = {}
     if ops_dsn is None:
-        notes += [Note(s, "ops database not running") for s in ("Drills", "Incidents", "Alerts", "Uptime")]
+        notes += [Note(s, "ops database not running") for s in ("Drills", "Incidents", "Alerts", "Uptime",
+                                                                 "Security")]
     else:
         ops = _ops_facts(settings, ops_dsn, start, end, notes)
     return DigestFacts(backups=backups, drills=ops.get("Drills"), incidents=ops.get("Incidents"),
                        alerts_fired=ops.get("Alerts"), uptime=ops.get("Uptime"), performance=ops.get("Performance"),
+                       security=ops.get("Security"),
                        business=_business(settings, start, end, notes), notes=tuple(notes))
 
 
@@ -409,7 +432,7 @@ def _repository_checks(repo: Repository, rec: BackupRecord) -> tuple[CheckResult
 
 
 def _ops_facts(settings: Settings, dsn: str, start: datetime, end: datetime, notes: list[Note]) -> dict[str, Any]:
-    sections = ("Drills", "Incidents", "Alerts", "Uptime", "Performance")
+    sections = ("Drills", "Incidents", "Alerts", "Uptime", "Performance", "Security")
     try:
         with _read_only(dsn) as conn:
             readers: dict[str, Callable[[], Any]] = {
@@ -419,6 +442,7 @@ def _ops_facts(settings: Settings, dsn: str, start: datetime, end: datetime, not
                 "Uptime": lambda: window_uptime(cycle_rows(conn, start, end), start, end,
                                                 settings.maintenance_windows),
                 "Performance": lambda: _performance(conn, [ep.name for ep in settings.endpoints], start, end),
+                "Security": lambda: _security(conn, start, end),
             }
             return {s: _isolated(notes, s, readers[s], dsn) for s in sections}
     except _SOURCE_ERRORS as exc:
@@ -436,6 +460,15 @@ def _performance(conn: psycopg.Connection, endpoints: Sequence[str], start: date
         "FROM ops.samples WHERE at >= %s AND at < %s AND name = ANY(%s) AND value IS NOT NULL "
         "GROUP BY name ORDER BY name", (start, end, list(endpoints))).fetchall()
     return tuple(PerformanceFact(name, n, float(avg), float(p95), float(mx)) for name, n, avg, p95, mx in rows)
+
+
+def _security(conn: psycopg.Connection, start: datetime, end: datetime) -> tuple[SecurityFact, ...]:
+    if conn.execute("SELECT to_regclass('ops.security_runs')").fetchone()[0] is None:
+        return ()  # never migrated to security: no run at all
+    rows = conn.execute(
+        "SELECT kind, finished_at, status, counts, not_checked FROM ops.security_runs "
+        "WHERE finished_at >= %s AND finished_at < %s ORDER BY finished_at, run_id", (start, end)).fetchall()
+    return tuple(SecurityFact(k, f, st, dict(c or {}), n or 0) for k, f, st, c, n in rows)
 
 
 def _drills(conn: psycopg.Connection, start: datetime, end: datetime) -> tuple[DrillFact, ...]:

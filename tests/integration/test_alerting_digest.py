@@ -81,6 +81,12 @@ def ops_db(fresh_db):
                             ("fp4", "warning", NOW - timedelta(hours=2)), ("fp5", "critical", START - timedelta(hours=1))):
             conn.execute("INSERT INTO ops.alert_events (fingerprint, kind, at, name, severity, service, check_name) "
                          "VALUES (%s, 'fired', %s, 'n', %s, 'api', 'c')", (fp, at, sev))
+        conn.execute("INSERT INTO ops.security_runs (run_id, kind, started_at, finished_at, status, counts, "
+                     "not_checked) VALUES ('scan-1', 'scan', %s, %s, 'warning', %s, 0), "
+                     "('scan-old', 'scan', %s, %s, 'passed', '{}', 0)",
+                     (NOW - timedelta(hours=3, minutes=1), NOW - timedelta(hours=3),
+                      json.dumps({"critical": 0, "high": 0, "medium": 2, "low": 1, "info": 0}),
+                      START - timedelta(hours=2), START - timedelta(hours=2)))
         for i in range(4):  # api down one cycle of four; database up
             at = NOW - timedelta(minutes=30) + i * timedelta(seconds=30)
             record_cycle(conn, CycleResult(Status.OK, at, [
@@ -126,6 +132,9 @@ def test_digest_names_backups_drills_incidents_and_the_platform_figures(fresh_db
     assert section(lines, "Uptime") == ["api: 75.000 %", "database: 100.000 %"]
     # avg of 10..40 ms; p95 as PostgreSQL's percentile_cont: 38.5 ms
     assert section(lines, "Performance") == ["api-health: avg 25 ms, p95 38 ms, max 40 ms (4 probes)"]
+    (sec,) = section(lines, "Security")  # the run before the window is not in it
+    assert sec.startswith("scan finished ") and sec.endswith(": WARNING, findings 0 critical, 0 high, 2 medium, "
+                                                             "1 low, 0 info")
 
     users, users_before, tickets, revenue = _independent(platform)
     assert (users, users_before, tickets, revenue) == (3, 1, 3, Decimal("17.70"))  # the fixture's rows
@@ -153,7 +162,7 @@ def test_each_failing_source_is_a_note_and_hides_no_other(fresh_db, platform, ma
     text = "\n".join(render_digest(facts, START, END))
     assert secret not in text and secret not in " ".join(map(str, facts.notes))
     assert "UNKNOWN: could not be read (platform database: database unreachable at 127.0.0.1:1" in text
-    assert text.count("UNKNOWN: could not be read (ops database not running)") == 4
+    assert text.count("UNKNOWN: could not be read (ops database not running)") == 5
     assert section(text.splitlines(), "Backups") == ["no backup finished in the window"]   # empty repository, read
 
     no_tables = settings.model_copy(update={"database_url": SecretStr(unmigrated)})

@@ -17,6 +17,7 @@ from bvh_ops.alerting.digest import (
     Figure,
     IncidentFact,
     Note,
+    SecurityFact,
     duration,
     human_size,
     render_digest,
@@ -44,6 +45,8 @@ def backup(backup_id="20260106T020000Z-logical-abc123", size=12_900_000, checks=
 FULL = DigestFacts(
     backups=(backup(),),
     drills=(DrillFact("drill-1", START + timedelta(hours=20), True, 83.0, 300.0, 4 * 3600.0, 3600.0, "logical"),),
+    security=(SecurityFact("scan", START + timedelta(hours=21), "failed",
+                           {"critical": 1, "high": 0, "medium": 2, "low": 0, "info": 3}, 1),),
     incidents=(IncidentFact("system down", "api", START + timedelta(hours=3), START + timedelta(hours=3, minutes=12)),
                IncidentFact("database down", "database", START + timedelta(hours=22), None)),
     alerts_fired={"critical": 2, "warning": 5, "info": 0},
@@ -67,7 +70,8 @@ def test_every_section_has_a_header_in_order():
     lines = render_digest(FULL, START, END)
     assert lines[0] == "Daily summary 2026-01-05 07:00 UTC - 2026-01-06 07:00 UTC"
     assert [line for line in lines if line in SECTIONS] == list(SECTIONS)
-    assert "security scan" in lines[-1] and "not built yet" in lines[-1]
+    assert section(render_digest(DigestFacts(security=()), START, END), "Security") == [
+        "no security scan or audit finished in the window"]
 
 
 def test_figures_are_formatted():
@@ -83,6 +87,9 @@ def test_figures_are_formatted():
         "database down on database: since 2026-01-06 05:00 UTC, STILL OPEN (2 h at the end of the window)"]
     assert section(lines, "Alerts") == ["fired in the window: 2 critical, 5 warning, 0 info"]
     assert section(lines, "Uptime") == ["api: 99.167 %", "database: no up/down cycle (could not check)"]
+    assert section(lines, "Security") == [
+        "scan finished 2026-01-06 04:00 UTC: FAILED, findings 1 critical, 0 high, 2 medium, 0 low, 3 info, "
+        "1 not checked"]
     assert section(lines, "Business") == [
         "registrations: 12 (previous 24 h: 9, up 33.3 %)",
         "tickets sold: 1,204 (previous 24 h: 1,300, down 7.4 %)",
@@ -92,7 +99,7 @@ def test_figures_are_formatted():
 def test_unknown_sources_say_so_and_why_never_none_or_zero():
     facts = DigestFacts(notes=(Note("Backups", "cannot read the repository: permission denied"),
                                *(Note(s, "ops database not running") for s in ("Drills", "Incidents", "Alerts",
-                                                                               "Uptime"))))
+                                                                               "Uptime", "Security"))))
     lines = render_digest(facts, START, END)
     for title in SECTIONS:
         (only,) = section(lines, title)
