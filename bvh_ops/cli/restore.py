@@ -63,7 +63,8 @@ def restore(
 
 
 def _validate(settings, backup_id: str, to_time, to_lsn, to_name, as_json: bool) -> None:
-    """--validate-target: is the target reachable with what the repository holds? Exit 0 or 8."""
+    """--validate-target: is the target reachable with what the repository holds? Exit 0, 8, or 1
+    when it cannot be judged (a restore point name)."""
     from bvh_ops.physical.restore import validate_target as check
     from bvh_ops.physical.target import RecoveryTarget
 
@@ -74,11 +75,13 @@ def _validate(settings, backup_id: str, to_time, to_lsn, to_name, as_json: bool)
         out.print(f"reachable: {doc['target']} from {doc['backup_id']}; latest reachable point "
                   f"LSN {doc['latest_reachable']['lsn']} (~{doc['latest_reachable']['time']})"
                   + (f"; note: {doc['reason']}" if doc.get("reason") else ""))
+    elif doc["reachable"] is None:
+        out.print(f"NOT JUDGED: {doc['target']}: {doc['reason']}")
     else:
         out.print(f"NOT reachable: {doc['target']}: {doc['reason']}"
                   + (f"; latest reachable point LSN {doc['latest_reachable']['lsn']} "
                      f"(~{doc['latest_reachable']['time']})" if doc.get("latest_reachable") else ""))
-    raise typer.Exit(0 if doc["reachable"] else 8)
+    raise typer.Exit({True: 0, None: 1}.get(doc["reachable"], 8))
 
 
 def _reachable_or_say(settings, backup_id: str, target) -> None:

@@ -1012,10 +1012,17 @@ def validate_target(settings: Settings, backup_id: str, target: RecoveryTarget) 
     elif target.kind == "time":
         reachable = parse_time(target.value) <= parse_time(latest["time"])
         reason = None if reachable else f"the archived WAL ends around {latest['time']}"
+    elif target.kind == "name":
+        # A restore point is a WAL record: whether it exists (and where) is known only by replaying
+        # the WAL. Not judged, so not called reachable (the CLI exits 1, as for a check that could
+        # not run).
+        reachable = None
+        reason = (f"restore point {target.value!r} cannot be judged without replaying the WAL (a name is found "
+                  f"only during recovery; one that does not exist ends it at the end of the archive, LSN "
+                  f"{latest['lsn']}): restore with --start to try it")
     else:
         reachable = True
-        reason = ("a restore point's position is known only by replaying WAL: recovery can go up to "
-                  f"{latest['lsn']}" if target.kind == "name" else None)
+        reason = None
     if report.missing or report.damaged:
         doc["gaps"] = report.summary()
     doc.update({"reachable": reachable, "reason": reason})

@@ -141,6 +141,9 @@ def test_validate_target(history):
     assert not beyond["reachable"] and beyond["latest_reachable"]["lsn"]
     early = validate_target(settings, "latest", RecoveryTarget("time", "2001-01-01T00:00:00+00:00"))
     assert not early["reachable"] and "older than every base" in early["reason"]
+    # a restore point name is judged only by replaying the WAL: not "reachable" (it said so for any name)
+    named = validate_target(settings, "latest", RecoveryTarget("name", "no_such_point"))
+    assert named["reachable"] is None and "cannot be judged" in named["reason"]
 
 
 def test_a_damaged_segment_is_named_and_bounds_recovery(history, pitr, tmp_path):
@@ -203,6 +206,8 @@ def test_cli_verify_names_a_missing_segment_and_validate_target(history, pitr, t
         assert doc["reachable"] is False and victim in doc["gaps"]
     finally:
         shutil.move(hidden / victim, tl_dir / victim)
+    proc = run_cli("restore", "latest", "--validate-target", "--to-name", "no_such_point", env=env)
+    assert proc.returncode == 1 and proc.stdout.startswith("NOT JUDGED: name no_such_point"), proc.stdout
     proc = run_cli("verify", "--all", env=env)
     assert proc.returncode == 0, proc.stdout
     assert "WAL continuous from" in proc.stdout
