@@ -116,6 +116,10 @@ def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_na
 
     target = RecoveryTarget.from_options(to_time, to_lsn, to_name)
     _reachable_or_say(settings, backup_id, target)
+    if port is None and not start:  # --port's default, "a free one": else it kept the source's port
+        from bvh_ops.pg.cluster import free_port
+
+        port = free_port()
     report = restore_physical(settings, backup_id, target_dir, target=target, start=start, port=port,
                               archive=archive, os_user=os_user)
     record(settings, None, "restore.physical", report.backup_id, {"chain": report.chain, "data_dir": report.data_dir,
@@ -130,7 +134,8 @@ def _physical(settings, backup_id: str, target_dir: Path, to_time, to_lsn, to_na
                   f"(log {recovery_log(Path(report.data_dir))}); recovered to: {report.recovered_to}")
     else:
         who = f" as OS user {report.os_user}" if report.os_user else ""
-        out.print(f"start it{who} with: pg_ctl -D {report.data_dir} start — it recovers to {report.target} "
+        out.print(f"start it{who} with: {report.pg_ctl or 'pg_ctl'} -D {report.data_dir} start (it listens on "
+                  f"127.0.0.1:{report.port}) — it recovers to {report.target} "
                   "through bvh-ops wal-fetch and promotes; the recovery directory (config, key copy) removes "
                   "itself when recovery ends (recovery_end_command)")
 

@@ -367,13 +367,14 @@ class RestoreReport:
     fetch_stages: dict[str, float] = field(default_factory=dict)  # busy seconds inside "fetch" (overlapping)
     recovery: dict[str, float | int | None] = field(default_factory=dict)  # recovery's phases (its log)
     prepared: list[str] = field(default_factory=list)  # parts the deep verify extracted (PreparedExtract)
+    pg_ctl: str | None = None  # the pg_ctl of the server's major version (the one to start it with)
 
     def to_json(self) -> dict:
         return {"backup_id": self.backup_id, "chain": self.chain, "data_dir": self.data_dir, "target": self.target,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "verified": self.verified,
                 "started": self.started, "port": self.port, "recovered_to": self.recovered_to,
                 "os_user": self.os_user, "wal_prefetched": len(self.wal_prefetched), "fetch_stages": self.fetch_stages,
-                "recovery": self.recovery, "prepared": self.prepared}
+                "recovery": self.recovery, "prepared": self.prepared, "pg_ctl": self.pg_ctl}
 
 
 def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
@@ -405,7 +406,8 @@ def restore_physical(settings: Settings, backup_id: str, target_dir: Path, *,
         raise BvhOpsError(f"{data} is not empty: restore into a new directory")
     identities = load_identities(settings.require_identity())
     bin_dir = matching_bin_dir(chosen.server_version_num // 10000, settings.pg_bin_dir) or embedded_bin_dir()
-    report = RestoreReport(chosen.backup_id, [m.backup_id for m in chain], str(data), target.describe())
+    report = RestoreReport(chosen.backup_id, [m.backup_id for m in chain], str(data), target.describe(),
+                           pg_ctl=str(tool_path("pg_ctl", bin_dir)))
     created = not data.exists()
     work = data.parent / f".{data.name}.bvh-chain"
     early = WalPrefill(settings, chosen, data.parent / f".{data.name}.bvh-wal") if start else None

@@ -332,6 +332,15 @@ def test_cli_restore_to_a_point_past_the_archive_is_refused_or_warned(history, p
     proc = run_cli("restore", "latest", "--target-dir", str(data), "--to-time", "2099-01-01T00:00:00Z",
                    env=cli_env(history["settings"]))
     assert proc.returncode == 0 and "warning: time 2099-01-01" in proc.stderr and "refuses to start" in proc.stderr
+    # the hint names the pg_ctl of the backup's major version and a port of its own, written in
+    # the restored config (it kept the source's port and named whatever pg_ctl was on PATH)
+    import re
+
+    from bvh_ops.pg.tools import embedded_bin_dir
+
+    hint = re.search(r"with: (\S+) -D (\S+) start \(it listens on 127\.0\.0\.1:(\d+)\)", proc.stdout)
+    assert hint and hint[1] == str(embedded_bin_dir() / "pg_ctl") and hint[2] == str(data), proc.stdout
+    assert f"port = {hint[3]}" in (data / "postgresql.auto.conf").read_text()
 
 
 def test_cli_restore_to_an_lsn_with_start_json(history, pitr, tmp_path):
