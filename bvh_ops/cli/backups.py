@@ -95,15 +95,9 @@ def _print_backup(result: dict) -> None:
 def backups_list(as_json: Annotated[bool, typer.Option("--json")] = False,
                  source: Annotated[str, typer.Option("--from", help=FROM_HELP)] = "primary") -> None:
     """List the backups in the repository (complete and incomplete)."""
-    from bvh_ops.errors import NotFound, StorageError
-    from bvh_ops.repository.open import open_repository
+    from bvh_ops.repository.open import open_existing_repository
 
-    repo, _ = open_repository(source_settings(source), check=False)  # listing creates nothing
-    root = getattr(repo.store, "root", None)
-    if root is not None and root.exists() and not root.is_dir():
-        raise StorageError(f"repository {root} is not a directory: fix repository")
-    if root is not None and not root.exists():
-        raise NotFound(f"no repository at {root}: fix repository, or take the first backup (`bvh-ops backup`)")
+    repo, _ = open_existing_repository(source_settings(source))  # listing creates nothing
     records = repo.list_backups()
     rows = [
         {"backup_id": r.backup_id, "kind": r.kind, "status": r.status,
@@ -141,12 +135,12 @@ def verify(
 ) -> None:
     """Verify backups and the WAL archive's continuity; exits 0 only when everything is OK."""
     from bvh_ops.keys import load_identities
-    from bvh_ops.repository.open import open_repository
+    from bvh_ops.repository.open import open_existing_repository
     from bvh_ops.repository.repo import BACKUPS
     from bvh_ops.repository.verify import render, verify_backup
 
     settings = source_settings(source)
-    repo, _ = open_repository(settings)
+    repo, _ = open_existing_repository(settings)  # a verify creates nothing
     identities = load_identities(settings.require_identity()) if deep else None
     if all_:
         ids = [r.backup_id for r in repo.list_backups() if r.status != "incomplete"]

@@ -19,9 +19,9 @@ JSON = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
 
 def _repo(settings, *, identities: bool = False):
     from bvh_ops.keys import load_identities
-    from bvh_ops.repository.open import open_repository
+    from bvh_ops.repository.open import open_existing_repository
 
-    repo, _host_key = open_repository(settings)
+    repo, _host_key = open_existing_repository(settings)  # these commands read a repository: none is made
     idents = load_identities(settings.require_identity()) if identities else []
     return repo.store, repo.trusted_keys, idents
 

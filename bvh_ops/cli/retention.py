@@ -25,10 +25,10 @@ def retention(
     from bvh_ops.archive.render import explain_line, retention_lines
     from bvh_ops.errors import NotFound
     from bvh_ops.expire import apply_plan, policy_of
-    from bvh_ops.repository.open import open_repository
+    from bvh_ops.repository.open import open_existing_repository
 
     settings = source_settings(source)
-    repo, _ = open_repository(settings)
+    repo, _ = open_existing_repository(settings)
     if explain is not None:
         dry_run = True  # explaining never deletes
     doc = apply_plan(repo, now=datetime.now(UTC), policy=policy_of(settings), settings=settings, dry_run=dry_run)

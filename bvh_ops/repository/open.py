@@ -30,3 +30,17 @@ def open_repository(settings: Settings, *, check: bool = True) -> tuple[Reposito
         store.check()
     host_key = load_or_create_host_key(settings.state_dir)
     return Repository(store, trusted_keys(settings, host_key, store)), host_key
+
+
+def open_existing_repository(settings: Settings) -> tuple[Repository, HostKey]:
+    """open_repository for commands that only read: a ``file://`` repository that is not there is
+    said (NotFound, exit 10), never created and reported empty ("0 kept", "no backups")."""
+    from bvh_ops.errors import NotFound, StorageError
+
+    repo, host_key = open_repository(settings, check=False)
+    root = getattr(repo.store, "root", None)
+    if root is not None and root.exists() and not root.is_dir():
+        raise StorageError(f"repository {root} is not a directory: fix repository")
+    if root is not None and not root.exists():
+        raise NotFound(f"no repository at {root}: fix repository, or take the first backup (`bvh-ops backup`)")
+    return repo, host_key

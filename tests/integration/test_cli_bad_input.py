@@ -153,3 +153,21 @@ def test_a_deep_verify_with_the_wrong_key_is_a_key_error_not_corruption(pg, fres
     assert proc.returncode == 7, (proc.stdout, proc.stderr)
     assert_one_line_error(proc, "not one backup", "set BVH_OPS_IDENTITY to the right key")
     assert run_cli("verify", "latest", "--deep", "--no-wal", env=env).returncode == 0
+
+
+@pytest.mark.parametrize("args", [["verify"], ["retention"], ["files", "list"], ["backups", "list"]])
+def test_a_missing_repository_is_said_not_created_and_called_empty(tmp_path, ops_env, keypair, args):
+    """Commands that read a repository created a missing file:// one and reported it empty ('0
+    kept, 0 to delete', nothing listed): a mistyped path looked like a repository with no backups."""
+    pub, key = keypair
+    missing = tmp_path / "no-such-repo"
+    env = {**ops_env, "BVH_OPS_REPOSITORY": f"file://{missing}", "BVH_OPS_RECIPIENTS": str(pub),
+           "BVH_OPS_IDENTITY": str(key)}
+    if args[0] == "files":
+        cfg = tmp_path / "bvh-ops.toml"
+        cfg.write_text(f'[[file_sets]]\nname = "app"\nclass = "application"\npaths = ["{tmp_path}"]\n')
+        env["BVH_OPS_CONFIG"] = str(cfg)
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 10, (proc.stdout, proc.stderr)
+    assert_one_line_error(proc, f"no repository at {missing}")
+    assert not missing.exists()
