@@ -171,3 +171,13 @@ def test_a_missing_repository_is_said_not_created_and_called_empty(tmp_path, ops
     assert proc.returncode == 10, (proc.stdout, proc.stderr)
     assert_one_line_error(proc, f"no repository at {missing}")
     assert not missing.exists()
+
+
+def test_replicate_from_a_primary_that_is_not_there_says_so(tmp_path, ops_env):
+    """It printed '0 unit(s) … now in step (lag 0 objects)' and `replica status` said in step."""
+    env = {**ops_env, "BVH_OPS_REPOSITORY": f"file://{tmp_path / 'typo'}",
+           "BVH_OPS_REPLICA_REPOSITORY": f"file://{tmp_path / 'replica'}"}
+    proc = run_cli("replicate", env=env)
+    assert proc.returncode == 10, (proc.stdout, proc.stderr)
+    assert_one_line_error(proc, f"no repository at {tmp_path / 'typo'}")
+    assert not (tmp_path / "typo").exists()
