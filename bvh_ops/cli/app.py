@@ -108,12 +108,22 @@ def _run() -> int:
             err.print(f"error: {exc.args[0].rstrip('.')}: start that Prefect server (`prefect server start`) or "
                       "unset PREFECT_API_URL to run on a temporary local API", markup=False)
             return TransientError.exit_code
+        if str(exc).startswith("Timed out while attempting to connect to ephemeral Prefect API server"):
+            return _failed(f"{exc.args[0].rstrip('.')}: the temporary Prefect API this command starts stopped or did "
+                           "not come up (a Ctrl-C to its process group stops it): nothing ran — run the command "
+                           "again", TransientError.exit_code)
         raise
     except Exception as exc:  # usage errors: click's, or typer's own copy of click (typer >= 0.29)
         show = getattr(exc, "show", None)
         if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
             show()
             return exc.exit_code
+        if any(c.__name__ == "TransportError" and c.__module__.startswith("httpx") for c in type(exc).__mro__):
+            # The Prefect API went away mid-run: the temporary one this command started was
+            # stopped with it (a Ctrl-C to the process group, a kill), or a server went down.
+            return _failed(f"lost the Prefect API while the flow ran ({type(exc).__name__}: {exc}): the run did not "
+                           "finish (what it had committed before stays: `bvh-ops backups list`) — run the command again "
+                           "(a temporary API stops with a Ctrl-C to its process group)", TransientError.exit_code)
         raise
 
 
