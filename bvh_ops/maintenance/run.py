@@ -210,6 +210,8 @@ def run_maintenance(settings: Settings, scope: str, *, dry_run: bool = False, no
         notes += more_notes
         if status != "skipped" and any(a["status"] == "failed" for a in more):
             status = "failed"
+        elif status == "done" and why_not and not dry_run and any(a["status"] == "skipped" for a in more):
+            status = "skipped"  # outside the window with nothing to do in the database, the verify not run: not "done"
     finished = datetime.now(UTC)
     report = {"run_id": run_id, "scope": scope, "target": target_name(dsn), "started_at": started.isoformat(),
               "finished_at": finished.isoformat(), "dry_run": dry_run, "status": status,

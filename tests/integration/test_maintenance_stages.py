@@ -80,6 +80,7 @@ def test_outside_the_window_nothing_is_verified_or_removed(world, tmp_path, monk
     age(orphan, 48)
     report = run_maintenance(s, "weekly", now=OUTSIDE)
     assert verify_actions(report)["backups"]["status"] == "skipped"
+    assert report["status"] == "skipped"  # the verify not run is not "done" (it said done, exit 0)
     cleanup = [a for a in report["actions"] if a["action"] == "cleanup"]
     assert [(a["object"], a["status"]) for a in cleanup] == [(str(orphan), "skipped")]
     assert "outside the maintenance window" in cleanup[0]["detail"] and orphan.exists()
@@ -93,3 +94,13 @@ def test_outside_the_window_nothing_is_verified_or_removed(world, tmp_path, monk
                            record_run=False)
     assert {(f["kind"], f["object"], f["severity"]) for f in full["findings"]} >= {
         ("disk_space", str(tmp_path), "critical")}
+
+
+def test_outside_the_window_with_nothing_to_do_in_the_database_is_not_done(world, fresh_db):
+    """Nothing planned in the database, and the backup verify skipped for the window: the run
+    said "done", exit 0 — it did not do what the weekly run is for."""
+    settings, _, _, _ = world
+    report = run_maintenance(settings(database_url=fresh_db("_quiet")), "weekly", now=OUTSIDE)
+    assert report["plan"]["actions"] == [] and verify_actions(report)
+    assert all(a["status"] == "skipped" for a in verify_actions(report).values())
+    assert report["status"] == "skipped"
