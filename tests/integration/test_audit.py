@@ -157,6 +157,18 @@ def test_filtered_csv_export_verifies_with_its_proof(trail, tmp_path):
     assert json.loads(check.stdout)["ok"] is True, check.stdout
 
 
+
+def test_the_same_month_exports_twice_in_a_row(trail, tmp_path):
+    """An export records its own audit.export entry; the next export of this month (another
+    format) failed 'no signed digest covers seq N yet' — the export now signs after itself."""
+    settings, dsn, env = trail
+    period = datetime.now(UTC).strftime("%Y-%m")
+    for name, fmt in (("a.jsonl", "jsonl"), ("b.csv", "csv"), ("c.jsonl", "jsonl")):
+        proc = run_cli("audit", "export", "--period", period, "--format", fmt, "--out", str(tmp_path / name), env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert run_cli("audit", "verify-export", str(tmp_path / name), env={}).returncode == 0
+    assert run_cli("audit", "verify", env=env).returncode == 0
+
 def test_a_failed_export_leaves_no_file_that_looks_like_one(trail, tmp_path):
     """Entries after the last signed digest: the export fails (no proof can cover them) — and
     left an empty FILE behind, which looked like an export of nothing."""
