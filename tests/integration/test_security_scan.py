@@ -145,9 +145,15 @@ def test_a_non_superuser_gets_not_checked_never_passed(insecure):
 
 
 def test_hardened_cluster_has_no_high_or_critical(pg, fresh_db):
-    # a database of its own: other tests of the session may install extensions (pg_amcheck's
-    # amcheck) in the shared cluster's databases; roles and hba are cluster-wide either way
-    with psycopg.connect(fresh_db("_hardened"), autocommit=True) as conn:
+    # a database of its own, made from template0: other tests of the session may install
+    # extensions in the shared cluster's databases, template1 included (a new database copies
+    # template1's); roles and hba are cluster-wide either way
+    dsn = fresh_db("_hardened")
+    with psycopg.connect(pg.dsn(), autocommit=True) as admin:
+        name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    with psycopg.connect(dsn, autocommit=True) as conn:
         # the password hashes are sensitive; a built-in monitoring role may not read them
         outcome = scan_database(conn, SecuritySettings(sensitive_columns=["pg_catalog.pg_authid.rolpassword"],
                                                        app_roles=["pg_monitor"]))
