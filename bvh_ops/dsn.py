@@ -12,10 +12,11 @@ from urllib.parse import unquote
 
 URI_HINT = "postgresql://user:password@host:5432/dbname"
 _SCHEME = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
-# libpq reads the user info up to the first '@' or '/' (conninfo_uri_parse_options), user first;
-# a password holding an unencoded '@' or '/' (check_dsn refuses it) is redacted to the last '@'
-# before the query all the same: nothing of it shows.
-_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:?]*:)(?P<pw>[^?]*)(?=@)")
+# A URI's password: from the ':' after the user name to the LAST '@' of the whole string. libpq
+# ends the user info at the first '@' (or sees none when a '/' comes first), but a password
+# holding an unencoded '@', '/' or '?' (check_dsn refuses the first two) must not show in part:
+# redaction may hide more than the password (a dbname or query holding '@'), never less.
+_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:?#]*:)(?P<pw>.*)(?=@)", re.DOTALL)
 # password=… in a URI query or in key=value form (quoted values may hold spaces).
 _KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:\\.|[^'\\])*'|[^&\s]+)")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -50,10 +51,15 @@ def check_dsn(dsn: str) -> dict[str, str]:
     never contains the password."""
     if not (scheme := _SCHEME.match(dsn)):
         raise ValueError(f"must look like {URI_HINT}")
-    # libpq ends the user info at the first '@' or '/': the rest of a password holding either
-    # would be read as the host, port or database and quoted in errors. Refused before libpq.
-    authority, _, path = dsn[scheme.end():].split("?", 1)[0].partition("/")
-    if authority.count("@") > 1 or "@" in path:
+    # libpq ends the user info at the first '@' (none when a '/' comes first), and the host at
+    # '/' or '?': the rest of a password holding '@' or '/' would be read as the host, port or
+    # database and quoted in errors. Refused before libpq (a database name with '@': %40).
+    rest = dsn[scheme.end():]
+    cut = next((i for i, ch in enumerate(rest) if ch in "@/"), len(rest))
+    start = cut + 1 if rest[cut:cut + 1] == "@" else 0
+    end = next((i for i in range(start, len(rest)) if rest[i] in "/?"), len(rest))
+    path = rest[end + 1:].split("?", 1)[0] if rest[end:end + 1] == "/" else ""
+    if "@" in rest[start:end] or "@" in path:
         raise ValueError(f"an '@' or '/' where libpq does not expect one: percent-encode '@' as %40 and '/' as %2F "
                          f"in the user name, password or database name ({URI_HINT})")
     import psycopg

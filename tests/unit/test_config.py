@@ -82,6 +82,7 @@ SECRET = "Hunter2-s3cret"
     # an unencoded '/' or '@' in the password: libpq would read part of it as the port, host or database
     (f"postgresql://postgres:{SECRET[:5]}/{SECRET[5:]}@127.0.0.1:5432/db", "percent-encode '@' as %40 and '/' as %2F"),
     (f"postgresql://postgres:{SECRET[:5]}@{SECRET[5:]}@127.0.0.1:5432/db", "percent-encode '@' as %40"),
+    (f"postgresql://postgres:{SECRET[:5]}?{SECRET[5:8]}@{SECRET[8:]}@127.0.0.1:5432/db", "percent-encode '@' as %40"),
 ])
 def test_malformed_dsn_fails_at_load_without_the_password(monkeypatch, field, dsn, message):
     monkeypatch.setenv(field, dsn)
@@ -99,6 +100,9 @@ def test_malformed_dsn_fails_at_load_without_the_password(monkeypatch, field, ds
     "postgresql://ops:p%40ss@[::1]:5432/lottery",
     "postgresql://ops@h1:5432,h2:5433/lottery?target_session_attrs=read-write",
     "postgresql://postgres@/lottery?host=/var/run/postgresql",
+    "postgresql://ops:pa?ss#w@db.example:5432/lottery",       # '?' and '#' in a password are libpq's too
+    "postgres://ops@db.example?host=/tmp/sock@x",             # an '@' in the query, not the host
+    "postgresql://ops@[::1]:5432,[::2]:5433/lottery",
 ])
 def test_valid_dsns_load(monkeypatch, dsn):
     monkeypatch.setenv("BVH_OPS_DATABASE_URL", dsn)
@@ -108,7 +112,8 @@ def test_valid_dsns_load(monkeypatch, dsn):
 def test_redact_malformed_dsn():
     assert redact_dsn(f"postgresql://postgres:{SECRET}@[::1]x:55432/db") == "postgresql://postgres:***@[::1]x:55432/db"
     # a password holding an unencoded '@' or '/': no part of it shown
-    for raw in (f"{SECRET[:5]}@{SECRET[5:]}", f"{SECRET[:5]}/{SECRET[5:]}"):
+    for raw in (f"{SECRET[:5]}@{SECRET[5:]}", f"{SECRET[:5]}/{SECRET[5:]}", f"{SECRET[:5]}?{SECRET[5:]}",
+                f"{SECRET[:5]}#{SECRET[5:]}"):
         assert redact_dsn(f"postgresql://u:{raw}@127.0.0.1:1/db?sslmode=require") == \
             "postgresql://u:***@127.0.0.1:1/db?sslmode=require"
 
