@@ -26,7 +26,7 @@ from bvh_ops.drill.objectives import (
     rpo_seconds,
     trend_line,
 )
-from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, ToolError
+from bvh_ops.errors import BvhOpsError, CryptoError, IntegrityError, NotFound, ToolError
 from bvh_ops.results import CheckResult, CheckStatus
 from flows.artifacts import drill_markdown
 from tasks import drill_tasks as t
@@ -99,11 +99,12 @@ def dr_drill(
                            "started_at": datetime.fromtimestamp(began, UTC).isoformat()})
 
     def abort(name: str, exc: BaseException) -> None:
-        # What the data or the backup did (a check, a tampered or unrestorable dump) fails the
-        # stage; what kept the drill from running (a setting, a scratch server that does not
-        # answer, the repository out of reach) leaves it not verified: alerting hears "could not
-        # prove recoverability", not "data corruption detected".
-        data = isinstance(exc, IntegrityError | CryptoError | ToolError)
+        # What the data or the backup did (a check, a tampered or unrestorable dump, a part of
+        # it missing: a chain's base, a WAL segment) fails the stage; what kept the drill from
+        # running (a setting, a scratch server that does not answer, the repository out of
+        # reach) leaves it not verified: alerting hears "could not prove recoverability", not
+        # "data corruption detected". In doubt, failed: a missing backup part is never a warning.
+        data = isinstance(exc, IntegrityError | CryptoError | ToolError | NotFound)
         checks.append(CheckResult(name, CheckStatus.FAILED if data else CheckStatus.NOT_VERIFIED, str(exc)))
         logger.error("drill stage %s failed: %s", name, exc)
 

@@ -139,6 +139,28 @@ def test_a_wal_gap_before_the_target_fails_the_drill_naming_it(drill_env, source
         shutil.move(tmp_path / victim, path)
 
 
+
+def test_an_incremental_whose_full_is_gone_is_corruption_not_a_warning(drill_env, source, history, tmp_path):
+    """The chain's base deleted from the repository: the incremental cannot be restored. The
+    stage failed with NotFound, which counted as "could not run" (a warning) — it is a backup that
+    cannot be recovered: failed, and alerting hears data corruption (a review found it)."""
+    from flows.dr_drill import DrillFailed, dr_drill
+    from tasks.drill_tasks import drill_findings
+
+    full = history["full"].backup_id
+    shutil.move(source.repo / "backups" / full, tmp_path / full)
+    try:
+        with pytest.raises(DrillFailed) as info:
+            dr_drill(backup=history["incr"].backup_id, mode="physical",
+                     to_time=datetime.fromisoformat(history["cut"].time))
+    finally:
+        shutil.move(tmp_path / full, source.repo / "backups" / full)
+    report = info.value.report
+    bad = {c["name"]: c for c in report["checks"] if c["status"] != "passed"}
+    assert any(c["status"] == "failed" and full in c["detail"] for c in bad.values()), bad
+    assert [f.severity.value for f in drill_findings(report)][0] == "critical"
+    _torn_down(drill_env, report)
+
 def test_cli_physical_drill_json_contract(drill_env, history, cli_prefect_api):
     """`bvh-ops drill --mode physical --to-lsn … --json` through the real CLI process."""
     from tests.integration.cli import run_cli
