@@ -755,16 +755,22 @@ def _advance_sequences(dsn: str, borrowed: list[tuple[tuple[str, str], int, bool
     moved: list[str] = []
     if not borrowed:
         return moved
+    from psycopg import sql
+
     with connect(dsn, autocommit=True) as conn:
         for (schema, name), value, called in borrowed:
             row = conn.execute(
-                "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqincrement, s.seqstart FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid "
-                "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
+                "SELECT c.oid, s.seqincrement FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_sequence s ON s.seqrelid = c.oid WHERE n.nspname = %s AND c.relname = %s",
+                (schema, name)).fetchone()
             if row is None:
                 continue
-            oid, last, step, start = row
-            now = (last, True) if last is not None else (start, False)  # where its next nextval stands
+            oid, step = row
+            # The sequence's own row: last_value with is_called false is where its next nextval
+            # starts (a RESTART WITH 1000 not yet used), which pg_sequence_last_value hides.
+            last, is_called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+                sql.Identifier(schema, name))).fetchone()
+            now = (last, is_called)
             behind = now < (value, called) if step > 0 else (-now[0], now[1]) < (-value, called)
             if behind:
                 conn.execute("SELECT setval(%s::oid::regclass, %s, %s)", (oid, value, called))

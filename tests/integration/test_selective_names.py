@@ -160,6 +160,14 @@ def test_a_table_whose_default_draws_from_another_tables_sequence_comes_back(pg,
     assert result.ok and result.sequences_advanced == ("public.orders_id_seq",)
     with psycopg.connect(alone, autocommit=True) as conn:
         assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 71
+    restarted = fresh_db("_restarted")  # live, restarted further on and not used yet: left alone
+    with psycopg.connect(restarted, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE orders_id_seq")
+        conn.execute("ALTER SEQUENCE orders_id_seq RESTART WITH 1000")
+    result = restore_logical(settings, manifest.backup_id, restarted, tables=["refunds"])
+    assert result.ok and result.sequences_advanced == ()
+    with psycopg.connect(restarted, autocommit=True) as conn:
+        assert conn.execute("INSERT INTO refunds (amount) VALUES (1) RETURNING id").fetchone()[0] == 1000
     again = fresh_db("_again")  # left unused by an earlier attempt that failed: moved forward too
     with psycopg.connect(again, autocommit=True) as conn:
         conn.execute("CREATE SEQUENCE orders_id_seq")
