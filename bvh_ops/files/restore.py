@@ -148,12 +148,57 @@ def _clear(parent: int, name: bytes, backup_suffix: str, result: RestoreResult, 
         if keep_dir:
             return True
         raise IntegrityError(f"{os.fsdecode(name)!r} is a directory in the target where the snapshot has a file")
-    kept = name + os.fsencode(backup_suffix)
-    if _exists(parent, kept):
-        raise IntegrityError(f"{os.fsdecode(kept)!r} already exists in the target: move it away and restore again")
+    kept = _kept_name(parent, name, os.fsencode(backup_suffix))
     os.rename(name, kept, src_dir_fd=parent, dst_dir_fd=parent)
-    result.replaced.append(os.path.join(result.target, path or os.fsdecode(name)) + backup_suffix)
+    where = os.path.dirname(path) if path else ""
+    result.replaced.append(os.path.join(result.target, where, os.fsdecode(kept)))
     return False
+
+
+NAME_MAX = 255
+
+
+def _same(parent: int, name: bytes, tmp: bytes) -> bool:
+    """Whether ``name`` in ``parent`` already holds what ``tmp`` holds: two regular files of the
+    same bytes (compared a block at a time), or two links to the same target. Metadata aside:
+    the restored copy's modes and times replace the old ones, nothing is lost."""
+    import stat as _stat
+
+    try:
+        a = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        b = os.stat(tmp, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return False
+    if _stat.S_ISLNK(a.st_mode) and _stat.S_ISLNK(b.st_mode):
+        return os.readlink(name, dir_fd=parent) == os.readlink(tmp, dir_fd=parent)
+    if not (_stat.S_ISREG(a.st_mode) and _stat.S_ISREG(b.st_mode)) or a.st_size != b.st_size:
+        return False
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fa, fb = os.open(name, flags, dir_fd=parent), os.open(tmp, flags, dir_fd=parent)
+    except OSError:
+        return False
+    try:
+        while True:
+            x, y = os.read(fa, 1 << 20), os.read(fb, 1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+    finally:
+        os.close(fa)
+        os.close(fb)
+
+
+def _kept_name(parent: int, name: bytes, suffix: bytes) -> bytes:
+    """NAME + suffix for what a restore replaces, unused in ``parent`` and within NAME_MAX: a
+    long name is shortened (its start kept), and a second restore in the same second gets -2, -3…"""
+    for n in range(1, 10_000):
+        tail = suffix + (b"" if n == 1 else b"-%d" % n)
+        kept = name[: NAME_MAX - len(tail)] + tail
+        if not _exists(parent, kept):
+            return kept
+    raise IntegrityError(f"no free name to keep {os.fsdecode(name)!r} under: clear the *.bvh-replaced-* copies")
 
 
 def _exists(parent: int, name: bytes) -> bool:
@@ -179,7 +224,7 @@ def _restore_one(blobs: BlobReader, ckey: bytes, parent: int, name: bytes, e: En
     behind; what it replaces is kept beside it (``backup_suffix``), never unlinked."""
     root = os.geteuid() == 0
     if e.type == "dir":
-        if not _clear(parent, name, backup_suffix, result, keep_dir=True):
+        if not _clear(parent, name, backup_suffix, result, keep_dir=True, path=e.path):
             os.mkdir(name, 0o700, dir_fd=parent)
         result.dirs += 1
         return
@@ -200,7 +245,8 @@ def _restore_one(blobs: BlobReader, ckey: bytes, parent: int, name: bytes, e: En
                     fh.write(data)
                 fh.flush()
                 _set_meta(fh.fileno(), e)
-        _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
+        if not _same(parent, name, tmp):  # an identical file or link is replaced, not kept again
+            _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
         os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)  # (replaces a name, follows no link)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -393,3 +393,32 @@ def test_a_chunk_that_fails_its_check_leaves_the_old_file_and_no_partial_one(fil
         restore_snapshot(store, trusted, idents, snap.snapshot_id, [path], target)
     assert conf.read_bytes() == b"the live file\n"
     assert sorted(p.name for p in conf.parent.iterdir()) == ["nginx.conf"]
+
+
+def test_kept_copies_of_long_names_and_of_restores_in_the_same_second(files_env, tmp_path, monkeypatch):
+    """A 240-byte name plus the kept suffix is past NAME_MAX (it raised ENAMETOOLONG), and a
+    second restore within the same second found the kept name taken (exit 8, as if corrupt):
+    each replaced file is kept under a name that fits and is free, and reported where it is."""
+    import time as time_mod
+
+    src = tmp_path / "src"
+    src.mkdir()
+    long_name = "L" * 240
+    (src / long_name).write_text("v1\n")
+    settings = files_env([src])
+    snap = take_snapshot(settings, "app")
+    store, trusted, idents = _ctx(settings)
+    target = tmp_path / "t"
+    restore_snapshot(store, trusted, idents, snap.snapshot_id, [], target)
+    restored = target / str(src).lstrip("/") / long_name
+    monkeypatch.setattr(time_mod, "strftime", lambda fmt, *a: "20261130T120000")  # every restore in one second
+    kept = []
+    for edit in ("edit 1\n", "edit 2\n"):
+        restored.write_text(edit)
+        res = restore_snapshot(store, trusted, idents, snap.snapshot_id, [], target)
+        assert restored.read_text() == "v1\n" and len(res.replaced) == 1
+        kept.append(Path(res.replaced[0]))
+    assert kept[0] != kept[1] and [k.read_text() for k in kept] == ["edit 1\n", "edit 2\n"]
+    assert all(len(k.name.encode()) <= 255 and k.parent == restored.parent for k in kept)
+    # restored again with nothing changed: nothing is kept (identical files are just replaced)
+    assert restore_snapshot(store, trusted, idents, snap.snapshot_id, [], target).replaced == []
