@@ -155,9 +155,21 @@ def verify(
 
             raise NotFound(f"no backup {ids[0]} in {repo.store.url}: see `bvh-ops backups list`")
     if identities is not None:  # the wrong key is not damage: one line, exit 7, nothing told to alerting
+        from bvh_ops.errors import CryptoError
         from bvh_ops.repository.verify import check_identities_open
 
-        check_identities_open(repo, ids[-1], identities)
+        closed = []
+        for bid in ids:  # every one (--all): an older backup may be sealed to a key not given
+            try:
+                check_identities_open(repo, bid, identities)
+            except CryptoError as exc:
+                closed.append((bid, exc))
+        if len(closed) == 1:
+            raise closed[0][1]
+        if closed:
+            raise CryptoError(f"the identity given is not one {len(closed)} backups were sealed to ("
+                              f"{', '.join(b for b, _ in closed[:3])}{' …' if len(closed) > 3 else ''}): set "
+                              "BVH_OPS_IDENTITY to a file holding the keys they were sealed to (one per line)")
     with live_progress(as_json=as_json or not deep):
         results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
     if not no_wal:

@@ -153,6 +153,13 @@ def test_a_deep_verify_with_the_wrong_key_is_a_key_error_not_corruption(pg, fres
     assert proc.returncode == 7, (proc.stdout, proc.stderr)
     assert_one_line_error(proc, "not one backup", "set BVH_OPS_IDENTITY to the right key")
     assert run_cli("verify", "latest", "--deep", "--no-wal", env=env).returncode == 0
+    # a newer backup sealed to the other key: `--all` with only that key was a critical alert for
+    # the older one ("UNREADABLE"); it is the key, for every backup checked
+    pub_other = other.with_name("recipient.pub")
+    run_logical_backup(load_settings().model_copy(update={"recipients": [pub_other]}))
+    proc = run_cli("verify", "--all", "--deep", "--no-wal", env={**env, "BVH_OPS_IDENTITY": str(other)})
+    assert proc.returncode == 7, (proc.stdout, proc.stderr)
+    assert_one_line_error(proc, "not one backup", "set BVH_OPS_IDENTITY")
 
 
 @pytest.mark.parametrize("args", [["verify"], ["retention"], ["files", "list"], ["backups", "list"]])
