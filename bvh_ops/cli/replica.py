@@ -52,6 +52,12 @@ def _run(verify: bool, as_json: bool) -> None:
     from bvh_ops.replica.run import replicate as run
 
     settings = cli_settings()
+    # An operator's replicate from a file:// primary that is not there: a mistyped path, said —
+    # not an empty primary "now in step". (The scheduled flow on a new install, before the first
+    # backup, has nothing to copy yet and says nothing.)
+    from bvh_ops.repository.open import open_existing_repository
+
+    open_existing_repository(settings)
     report = run(settings, datetime.now(UTC), verify=verify)
     doc = report.to_json()
     if doc["copied"]["objects"] or doc["corrupt_recopied"]:

@@ -110,11 +110,6 @@ def replicate(settings: Settings, now: datetime, *, verify: bool = False, prefix
     the WAL alone (the follow passes between full ones)."""
     started = time.monotonic()
     src = open_store(settings)                          # the primary, where nothing waits on us
-    root = getattr(src, "root", None)
-    if root is not None and not root.is_dir():          # a mistyped path is not an empty primary "in step"
-        from bvh_ops.errors import NotFound
-
-        raise NotFound(f"no repository at {root}: fix repository (the primary replicate copies from)")
     dst = open_replica(settings)                        # fails in one line: bucket, credentials
     primary = _listing(src, prefix)                     # listed once: what is committed now
     replica = _replica_listing(dst, prefix)
