@@ -132,7 +132,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the runbo
         emit_json(board)
     else:
         _print_dashboard(board)
-    raise typer.Exit(exit_code(result.status))
+    # The exit code says what systemStatus says (a firing critical alert makes it 2 as a probe does).
+    raise typer.Exit(max(exit_code(result.status), {"healthy": 0, "warning": 1, "critical": 2}[board["systemStatus"]]))
 
 
 _SYSTEM_STYLE = {"healthy": "green", "warning": "yellow", "critical": "bold red"}

@@ -138,3 +138,29 @@ def test_health_check_prometheus_carries_every_check(platform, pg):
 def test_json_and_prometheus_together_are_refused_in_one_line():
     assert_one_line_error(run_cli("health-check", "--json", "--prometheus", timeout=120),
                           "choose one of --json and --prometheus")
+
+
+def test_a_firing_critical_alert_makes_status_critical_and_its_exit_code_2(platform, pg, fresh_db):
+    """Every probe healthy now, but a critical alert still firing in the ops database (a finding no
+    probe sees, such as data corruption detected, fires the same way): status said "healthy" and
+    exit 0 over it; it says critical and exits 2 (the exit code follows what it says)."""
+    from datetime import UTC, datetime, timedelta
+
+    from bvh_ops.alerting.engine import Alerter
+    from bvh_ops.alerting.store import write
+    from bvh_ops.monitoring.results import Check, Status
+    from bvh_ops.opsdb.migrations import migrate
+
+    ops = fresh_db("_ops")
+    alerter = Alerter(["email"])
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    down = Check("api-health", "api", Status.CRITICAL, detail="GET /api/health: HTTP 503")  # an earlier outage's
+    for i in range(3):                                                                          # alert, still firing
+        alerter.observe([down], t0 + timedelta(seconds=30 * i))
+    with psycopg.connect(ops, autocommit=True) as conn:
+        migrate(conn)
+        write(conn, alerter.take_unsaved(), t0)
+    proc = run_cli("status", "--json", env={**env(platform, pg), "BVH_OPS_OPS_DATABASE_URL": ops}, timeout=120)
+    board = json.loads(proc.stdout)
+    assert board["systemStatus"] == "critical" and proc.returncode == 2, (board["notes"], proc.stderr)
+    assert any("firing alert" in n for n in board["notes"])
