@@ -103,8 +103,11 @@ def dr_drill(
         # it missing: a chain's base, a WAL segment) fails the stage; what kept the drill from
         # running (a setting, a scratch server that does not answer, the repository out of
         # reach) leaves it not verified: alerting hears "could not prove recoverability", not
-        # "data corruption detected". In doubt, failed: a missing backup part is never a warning.
-        data = isinstance(exc, IntegrityError | CryptoError | ToolError | NotFound)
+        # "data corruption detected". A part missing from a backup chosen (NotFound after its
+        # select: a chain's base) fails; NotFound *in* a select — no backup yet, an id mistyped, no
+        # physical backup for mode=both — is the drill unable to run: not verified.
+        selecting = name in ("select", "physical_select")
+        data = isinstance(exc, IntegrityError | CryptoError | ToolError) or (isinstance(exc, NotFound) and not selecting)
         checks.append(CheckResult(name, CheckStatus.FAILED if data else CheckStatus.NOT_VERIFIED, str(exc)))
         logger.error("drill stage %s failed: %s", name, exc)
 

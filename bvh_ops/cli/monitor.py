@@ -96,8 +96,9 @@ def _alerts_once(settings, result) -> dict:
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print the runbook's HealthDashboard as JSON")]
            = False) -> None:
     """Run one probe cycle and show the runbook's health dashboard: the overall status, each
-    service (database, cache, api, frontend, backups, ...), SystemMetrics; exit codes as
-    health-check (0 healthy, 1 warning or unknown, 2 critical)."""
+    service (database, cache, api, frontend, backups, ...), SystemMetrics, the firing alerts; exit
+    code from the systemStatus it shows (0 healthy, 1 warning or unknown, 2 critical): the probes'
+    as health-check's, raised by a firing alert (health-check judges the probes alone)."""
     from bvh_ops.monitoring.cycle import run_cycle
     from bvh_ops.monitoring.platform_metrics import fetch_platform_metrics, metrics_endpoint
     from bvh_ops.monitoring.results import exit_code

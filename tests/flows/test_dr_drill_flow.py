@@ -127,6 +127,20 @@ def test_a_scratch_server_that_does_not_answer_is_not_corruption(drill_env, monk
     assert [f.severity.value for f in drill_findings(report)] == ["warning"]
     assert_torn_down(settings, report)
 
+
+def test_a_drill_with_no_backup_to_select_is_not_corruption(drill_source, env_settings, tmp_path):
+    """A new install (no backup yet) or a logical-only one running mode=both: the select finds
+    nothing — the drill could not run, a warning; a missing backup part after a select is the
+    corruption case (test_physical_drill_flow)."""
+    from tasks.drill_tasks import drill_findings
+
+    empty = tmp_path / "empty-repo"
+    empty.mkdir()
+    env_settings(drill_source, f"file://{empty}")
+    report = run_failing_drill(backup="latest")
+    assert status_of(report)["select"] == "not_verified"
+    assert [f.severity.value for f in drill_findings(report)] == ["warning"]
+
 def test_a_drill_that_fails_its_verify_leaves_no_scan_on_the_live_source(drill_env, drill_source):
     """The live source's PITR side is read from the drill's start; a drill that will not compare
     (its deep verify failed) stops it: no scan of a production table left running (here one

@@ -53,10 +53,9 @@ def test_firing_alerts_are_listed_and_acknowledged_from_the_page(served):
     status = httpx.get(served.url + "/api/status", timeout=30).json()
     assert {a["name"] for a in status["alerts"]} == {"system down", "high CPU"}
     assert not any(n.startswith("alerts:") for n in status["notes"])
-    # a firing critical alert sets the floor, and every endpoint says the same (they disagreed)
+    # a firing critical alert sets the floor of the dashboard's status; /api/health stays the last
+    # probe cycle's own answer (a liveness answer never waits on the ops database)
     assert status["systemStatus"] == "critical"
-    for path in ("/api/health", "/api/health/detailed"):
-        assert httpx.get(served.url + path, timeout=30).json()["status"] == "critical", path
 
     page = httpx.get(served.url + "/", timeout=30).text
     assert "system down" in page and "HTTP 503" in page
