@@ -158,36 +158,16 @@ def _clear(parent: int, name: bytes, backup_suffix: str, result: RestoreResult, 
 NAME_MAX = 255
 
 
-def _same(parent: int, name: bytes, tmp: bytes) -> bool:
-    """Whether ``name`` in ``parent`` already holds what ``tmp`` holds: two regular files of the
-    same bytes (compared a block at a time), or two links to the same target. Metadata aside:
-    the restored copy's modes and times replace the old ones, nothing is lost."""
-    import stat as _stat
-
-    try:
-        a = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        b = os.stat(tmp, dir_fd=parent, follow_symlinks=False)
-    except OSError:
-        return False
-    if _stat.S_ISLNK(a.st_mode) and _stat.S_ISLNK(b.st_mode):
-        return os.readlink(name, dir_fd=parent) == os.readlink(tmp, dir_fd=parent)
-    if not (_stat.S_ISREG(a.st_mode) and _stat.S_ISREG(b.st_mode)) or a.st_size != b.st_size:
-        return False
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fa, fb = os.open(name, flags, dir_fd=parent), os.open(tmp, flags, dir_fd=parent)
-    except OSError:
-        return False
-    try:
-        while True:
-            x, y = os.read(fa, 1 << 20), os.read(fb, 1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
-    finally:
-        os.close(fa)
-        os.close(fb)
+def _utf8_cut(name: bytes, limit: int) -> bytes:
+    """``name`` cut to ``limit`` bytes, not inside a UTF-8 character."""
+    if len(name) <= limit:
+        return name
+    cut = name[:limit]
+    while cut and cut[-1] & 0xC0 == 0x80:  # continuation bytes of a character cut short
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:  # and its lead byte
+        cut = cut[:-1]
+    return cut
 
 
 def _kept_name(parent: int, name: bytes, suffix: bytes) -> bytes:
@@ -195,7 +175,7 @@ def _kept_name(parent: int, name: bytes, suffix: bytes) -> bytes:
     long name is shortened (its start kept), and a second restore in the same second gets -2, -3…"""
     for n in range(1, 10_000):
         tail = suffix + (b"" if n == 1 else b"-%d" % n)
-        kept = name[: NAME_MAX - len(tail)] + tail
+        kept = _utf8_cut(name, NAME_MAX - len(tail)) + tail
         if not _exists(parent, kept):
             return kept
     raise IntegrityError(f"no free name to keep {os.fsdecode(name)!r} under: clear the *.bvh-replaced-* copies")
@@ -245,8 +225,7 @@ def _restore_one(blobs: BlobReader, ckey: bytes, parent: int, name: bytes, e: En
                     fh.write(data)
                 fh.flush()
                 _set_meta(fh.fileno(), e)
-        if not _same(parent, name, tmp):  # an identical file or link is replaced, not kept again
-            _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
+        _clear(parent, name, backup_suffix, result, keep_dir=False, path=e.path)
         os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)  # (replaces a name, follows no link)
     except BaseException:
         with contextlib.suppress(OSError):

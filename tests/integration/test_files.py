@@ -415,10 +415,16 @@ def test_kept_copies_of_long_names_and_of_restores_in_the_same_second(files_env,
     kept = []
     for edit in ("edit 1\n", "edit 2\n"):
         restored.write_text(edit)
-        res = restore_snapshot(store, trusted, idents, snap.snapshot_id, [], target)
+        res = restore_snapshot(store, trusted, idents, snap.snapshot_id, [str(src / long_name)], target)
         assert restored.read_text() == "v1\n" and len(res.replaced) == 1
         kept.append(Path(res.replaced[0]))
     assert kept[0] != kept[1] and [k.read_text() for k in kept] == ["edit 1\n", "edit 2\n"]
     assert all(len(k.name.encode()) <= 255 and k.parent == restored.parent for k in kept)
-    # restored again with nothing changed: nothing is kept (identical files are just replaced)
-    assert restore_snapshot(store, trusted, idents, snap.snapshot_id, [], target).replaced == []
+    # a name cut to fit is not cut inside a UTF-8 character (the kept path must be printable)
+    accented = src / ("a" + "é" * 120)
+    accented.write_text("v1\n")
+    snap2 = take_snapshot(settings, "app")
+    restore_snapshot(store, trusted, idents, snap2.snapshot_id, [str(accented)], target)
+    (target / str(accented).lstrip("/")).write_text("edit\n")
+    (kept_accented,) = restore_snapshot(store, trusted, idents, snap2.snapshot_id, [str(accented)], target).replaced
+    assert Path(kept_accented).read_text() == "edit\n" and Path(kept_accented).name.encode("utf-8")
