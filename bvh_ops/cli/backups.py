@@ -164,26 +164,34 @@ def verify(
                 check_identities_open(repo, bid, identities)
             except CryptoError as exc:
                 closed.append((bid, exc))
-        if len(closed) == 1:
-            raise closed[0][1]
-        if closed:
-            raise CryptoError(f"the identity given is not one {len(closed)} backups were sealed to ("
-                              f"{', '.join(b for b, _ in closed[:3])}{' …' if len(closed) > 3 else ''}): set "
-                              "BVH_OPS_IDENTITY to a file holding the keys they were sealed to (one per line)")
-    with live_progress(as_json=as_json or not deep):
-        results = [res for bid in ids for res in verify_backup(repo, bid, identities=identities)]
+        if closed and (not all_ or len(closed) == len(ids)):
+            raise closed[0][1] if len(closed) == 1 else CryptoError(
+                f"the identity given is not one any of the {len(closed)} backups was sealed to: set BVH_OPS_IDENTITY "
+                "to the right key (a file may hold several, one per line)")
+    else:
+        closed = []
+    shut = {b for b, _ in closed}
+    with live_progress(as_json=as_json or not deep):  # --all: those the key does not open, shallow only
+        results = [res for bid in ids
+                   for res in verify_backup(repo, bid, identities=None if bid in shut else identities)]
     if not no_wal:
         from bvh_ops.wal.archive import verify_wal
 
         results += verify_wal(repo, identities=identities)
     ok = bool(results) and all(r.ok for r in results)
     if source == "primary":  # the replica's own check is `replica verify` (findings of source "replica")
-        _report_to_alerting(settings, results)
+        # a shallow pass of a backup the key did not open must not clear a deep finding of it
+        _report_to_alerting(settings, [r for r in results if r.backup_id not in shut])
     if as_json:
-        emit_json({"ok": ok, "deep": deep, "results": [r.to_json() for r in results]})
+        emit_json({"ok": ok and not shut, "deep": deep, "results": [r.to_json() for r in results],
+                   **({"not_decrypted": sorted(shut)} if shut else {})})
     else:
         out.print(render(results))
-    raise typer.Exit(0 if ok else 8)
+    if shut:
+        err.print(f"not decrypted (the identity given is not one they were sealed to; checked shallow only): "
+                  f"{', '.join(sorted(shut)[:5])}{' …' if len(shut) > 5 else ''}: give BVH_OPS_IDENTITY a file "
+                  "holding their keys too (one per line) to verify them deep", markup=False)
+    raise typer.Exit(8 if not ok else 7 if shut else 0)
 
 
 def _report_to_alerting(settings, results) -> None:
