@@ -16,29 +16,34 @@ _SCHEME = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
 # ends the user info at the first '@' (or sees none when a '/' comes first), but a password
 # holding an unencoded '@', '/' or '?' (check_dsn refuses the first two) must not show in part:
 # redaction may hide more than the password (a dbname or query holding '@'), never less.
-_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:?#]*:)(?P<pw>.*)(?=@)", re.DOTALL)
-# password=… in a URI query or in key=value form (quoted values may hold spaces).
-_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:\\.|[^'\\])*'|[^&\s]+)")
+_URI_PASSWORD = re.compile(r"^(?P<pre>\w+://[^@/:]*:)(?P<pw>.*)(?=@)", re.DOTALL)
+# password=… in a URI's query: to the next '&' (a space in it is libpq's error, and shown in it).
+_QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&]*)", re.IGNORECASE)
+# password=… in key=value form: quoted (may hold spaces), or to the first unescaped space.
+_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:\\.|[^'\\])*'|(?:\\.|[^\s\\])+)")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced by ``***`` (URL and key=value forms, malformed ones too)."""
-    dsn = _URI_PASSWORD.sub(r"\g<pre>***", dsn, count=1)
+    if "://" in dsn:
+        dsn = _URI_PASSWORD.sub(r"\g<pre>***", dsn, count=1)
+        return _QUERY_PASSWORD.sub(r"\g<pre>***", dsn)
     return _KV_PASSWORD.sub(r"\g<pre>***", dsn)
 
 
 def scrub(text: str, dsn: str) -> str:
     """``text`` (an error message about ``dsn``) with the DSN redacted and its password gone."""
     text = text.replace(dsn, redact_dsn(dsn))
-    found = [m.group("pw") for m in (_URI_PASSWORD.search(dsn), *_KV_PASSWORD.finditer(dsn)) if m]
+    found = [m.group("pw") for m in (_URI_PASSWORD.search(dsn), *_QUERY_PASSWORD.finditer(dsn),
+                                       *_KV_PASSWORD.finditer(dsn)) if m]
     secrets = {s for pw in found for s in (pw, unquote(pw), pw.strip("'"))}
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
         secrets.add(conninfo_to_dict(dsn).get("password") or "")
-    except psycopg.Error:
+    except (psycopg.Error, ValueError):  # (UnicodeDecodeError: a %-escape that is not UTF-8)
         pass
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
@@ -59,6 +64,9 @@ def check_dsn(dsn: str) -> dict[str, str]:
     start = cut + 1 if rest[cut:cut + 1] == "@" else 0
     end = next((i for i in range(start, len(rest)) if rest[i] in "/?"), len(rest))
     path = rest[end + 1:].split("?", 1)[0] if rest[end:end + 1] == "/" else ""
+    if "?" in rest[:cut].split(":", 1)[0] and start:
+        raise ValueError(f"a '?' before the '@' that ends the user name: percent-encode '?' in the user name as %3F "
+                         f"(or was a query written before the host? {URI_HINT})")
     if "@" in rest[start:end] or "@" in path:
         raise ValueError(f"an '@' or '/' where libpq does not expect one: percent-encode '@' as %40 and '/' as %2F "
                          f"in the user name, password or database name ({URI_HINT})")
@@ -67,6 +75,9 @@ def check_dsn(dsn: str) -> dict[str, str]:
 
     try:
         params = conninfo_to_dict(dsn)
+    except UnicodeDecodeError:
+        raise ValueError(f"not a valid connection URI (a %-escape that is not UTF-8): it must look like {URI_HINT}, "
+                         "'%' in the password written as %25") from None
     except psycopg.ProgrammingError as exc:
         reason = libpq_reason(exc, dsn)
         if "query parameter" in reason:  # libpq knows every valid keyword

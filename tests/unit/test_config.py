@@ -83,6 +83,8 @@ SECRET = "Hunter2-s3cret"
     (f"postgresql://postgres:{SECRET[:5]}/{SECRET[5:]}@127.0.0.1:5432/db", "percent-encode '@' as %40 and '/' as %2F"),
     (f"postgresql://postgres:{SECRET[:5]}@{SECRET[5:]}@127.0.0.1:5432/db", "percent-encode '@' as %40"),
     (f"postgresql://postgres:{SECRET[:5]}?{SECRET[5:8]}@{SECRET[8:]}@127.0.0.1:5432/db", "percent-encode '@' as %40"),
+    ("postgresql://db.example?sslmode=require&application_name=bvh@prod/db", "percent-encode '?' in the user name"),
+    (f"postgresql://u:{SECRET[:4]}%cd{SECRET[4:]}@h/db", "not UTF-8"),
 ])
 def test_malformed_dsn_fails_at_load_without_the_password(monkeypatch, field, dsn, message):
     monkeypatch.setenv(field, dsn)
@@ -107,6 +109,23 @@ def test_malformed_dsn_fails_at_load_without_the_password(monkeypatch, field, ds
 def test_valid_dsns_load(monkeypatch, dsn):
     monkeypatch.setenv("BVH_OPS_DATABASE_URL", dsn)
     assert load_settings().require_database_url() == dsn
+
+
+@pytest.mark.parametrize("dsn, shown", [
+    (f"postgresql://ops@db.example/lottery?password={SECRET[:5]} {SECRET[5:]}", "postgresql://ops@db.example/lottery?password=***"),
+    (f"postgresql://ops@h/db?sslmode=require&password={SECRET}&application_name=x",
+     "postgresql://ops@h/db?sslmode=require&password=***&application_name=x"),
+    (f"postgresql://us?er:{SECRET}@h/db", "postgresql://us?er:***@h/db"),
+    (f"host=h password={SECRET[:5]}&{SECRET[5:]} dbname=x", "host=h password=*** dbname=x"),
+    (f"host=h password={SECRET[:5]}\\ {SECRET[5:]} dbname=x", "host=h password=*** dbname=x"),
+    (f"host=h password='{SECRET[:5]} {SECRET[5:]}' dbname=x", "host=h password=*** dbname=x"),
+])
+def test_no_part_of_a_password_shows(dsn, shown):
+    from bvh_ops.dsn import scrub
+
+    assert redact_dsn(dsn) == shown
+    for part in (SECRET[:5], SECRET[5:]):
+        assert part not in scrub(f'could not connect with "{dsn}"', dsn)
 
 
 def test_redact_malformed_dsn():
