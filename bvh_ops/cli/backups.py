@@ -154,23 +154,16 @@ def verify(
             from bvh_ops.errors import NotFound
 
             raise NotFound(f"no backup {ids[0]} in {repo.store.url}: see `bvh-ops backups list`")
+    shut: dict = {}
     if identities is not None:  # the wrong key is not damage: one line, exit 7, nothing told to alerting
         from bvh_ops.errors import CryptoError
-        from bvh_ops.repository.verify import check_identities_open
+        from bvh_ops.repository.verify import unopened
 
-        closed = []
-        for bid in ids:  # every one (--all): an older backup may be sealed to a key not given
-            try:
-                check_identities_open(repo, bid, identities)
-            except CryptoError as exc:
-                closed.append((bid, exc))
-        if closed and (not all_ or len(closed) == len(ids)):
-            raise closed[0][1] if len(closed) == 1 else CryptoError(
-                f"the identity given is not one any of the {len(closed)} backups was sealed to: set BVH_OPS_IDENTITY "
+        shut = unopened(repo, ids, identities)  # every one (--all): an older one may be sealed to another key
+        if shut and (not all_ or len(shut) == len(ids)):
+            raise next(iter(shut.values())) if len(shut) == 1 else CryptoError(
+                f"the identity given is not one any of the {len(shut)} backups was sealed to: set BVH_OPS_IDENTITY "
                 "to the right key (a file may hold several, one per line)")
-    else:
-        closed = []
-    shut = {b for b, _ in closed}
     with live_progress(as_json=as_json or not deep):  # --all: those the key does not open, shallow only
         results = [res for bid in ids
                    for res in verify_backup(repo, bid, identities=None if bid in shut else identities)]

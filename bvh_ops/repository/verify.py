@@ -206,3 +206,15 @@ def check_identities_open(repo: Repository, backup_id: str, identities: list[Ide
     if recipients and recipients.isdisjoint(i.key_id for i in identities):
         raise CryptoError(f"the identity given is not one backup {backup_id} was sealed to (key ids "
                           f"{', '.join(sorted(recipients))}): set BVH_OPS_IDENTITY to the right key")
+
+
+def unopened(repo: Repository, backup_ids: list[str], identities: list[Identity]) -> dict[str, CryptoError]:
+    """The backups among ``backup_ids`` none of ``identities`` is a recipient of
+    (check_identities_open), each with the error that says so, in the order given."""
+    out: dict[str, CryptoError] = {}
+    for bid in backup_ids:
+        try:
+            check_identities_open(repo, bid, identities)
+        except CryptoError as exc:
+            out[bid] = exc
+    return out
